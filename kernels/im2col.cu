@@ -1,0 +1,77 @@
+// im2col and col2im for NCHW convolution with stride, zero padding and dilation.
+//
+// Column layout (the whole batch): col[n][r][p] with r = (c·KH + kh)·KW + kw and p = oh·OW + ow,
+// so the convolution of image n is the GEMM W[K][C·KH·KW] · col[n] = Y[n][K][OH·OW].
+#include "common.cuh"
+
+// Mirrors src/cuda/im2col.rs `Im2colParams`.
+struct Im2colParams {
+  const float* im;  // [N][C][H][W]
+  float* col;       // [N][C·KH·KW][OH·OW]
+  ConvGeom g;
+};
+
+// One thread per column element; consecutive threads write consecutive output pixels p.
+extern "C" __global__ void im2col_f32(const Im2colParams p) {
+  const ConvGeom g = p.g;
+  const long long cols = (long long)g.out_h * g.out_w;
+  const long long rows = (long long)g.channels * g.kernel_h * g.kernel_w;
+  const long long total = (long long)g.batch * rows * cols;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int pix = (int)(i % cols);
+    const long long nr = i / cols;
+    const int r = (int)(nr % rows);
+    const int n = (int)(nr / rows);
+    const int kw = r % g.kernel_w;
+    const int kh = (r / g.kernel_w) % g.kernel_h;
+    const int c = r / (g.kernel_w * g.kernel_h);
+    const int h = (pix / g.out_w) * g.stride_h - g.pad_h + kh * g.dilation_h;
+    const int w = (pix % g.out_w) * g.stride_w - g.pad_w + kw * g.dilation_w;
+    float v = 0.0f;
+    if (h >= 0 && h < g.in_h && w >= 0 && w < g.in_w) {
+      v = p.im[(((long long)n * g.channels + c) * g.in_h + h) * g.in_w + w];
+    }
+    p.col[i] = v;
+  }
+}
+KILN_EMULATE(im2col_f32, Im2colParams)
+
+// Mirrors src/cuda/im2col.rs `Col2imParams`.
+struct Col2imParams {
+  const float* col;  // [N][C·KH·KW][OH·OW]
+  float* im;         // [N][C][H][W], overwritten
+  ConvGeom g;
+};
+
+// The adjoint of im2col as a gather: one thread per image pixel sums the column entries that read
+// it, in a fixed order, so the result is deterministic and needs no atomics.
+extern "C" __global__ void col2im_f32(const Col2imParams p) {
+  const ConvGeom g = p.g;
+  const long long cols = (long long)g.out_h * g.out_w;
+  const long long rows = (long long)g.channels * g.kernel_h * g.kernel_w;
+  const long long total = (long long)g.batch * g.channels * g.in_h * g.in_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int w = (int)(i % g.in_w);
+    const int h = (int)((i / g.in_w) % g.in_h);
+    const int c = (int)((i / ((long long)g.in_w * g.in_h)) % g.channels);
+    const long long n = i / ((long long)g.in_w * g.in_h * g.channels);
+    const float* col_n = p.col + n * rows * cols;
+    float sum = 0.0f;
+    for (int kh = 0; kh < g.kernel_h; ++kh) {
+      const int oh_num = h + g.pad_h - kh * g.dilation_h;
+      if (oh_num < 0 || oh_num % g.stride_h != 0) continue;
+      const int oh = oh_num / g.stride_h;
+      if (oh >= g.out_h) continue;
+      for (int kw = 0; kw < g.kernel_w; ++kw) {
+        const int ow_num = w + g.pad_w - kw * g.dilation_w;
+        if (ow_num < 0 || ow_num % g.stride_w != 0) continue;
+        const int ow = ow_num / g.stride_w;
+        if (ow >= g.out_w) continue;
+        const int r = (c * g.kernel_h + kh) * g.kernel_w + kw;
+        sum += col_n[(long long)r * cols + oh * g.out_w + ow];
+      }
+    }
+    p.im[i] = sum;
+  }
+}
+KILN_EMULATE(col2im_f32, Col2imParams)

@@ -1,0 +1,25 @@
+// Deterministic sum of a vector: a single block of 256 threads, each summing a fixed strided
+// subset, then a shared-memory tree. Used for loss means; large tensors use it in stages.
+#include "common.cuh"
+
+// Mirrors src/cuda/reduce.rs `SumParams`.
+struct SumParams {
+  const float* x;
+  float* out;  // out[0] = scale·Σx
+  long long n;
+  float scale;
+};
+
+extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK) sum_f32(const SumParams p) {
+  __shared__ float partial[KILN_THREADS_PER_BLOCK];
+  float s = 0.0f;
+  for (long long i = threadIdx.x; i < p.n; i += blockDim.x) s += p.x[i];
+  partial[threadIdx.x] = s;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) p.out[0] = p.scale * partial[0];
+}
+KILN_EMULATE_SYNC(sum_f32, SumParams)

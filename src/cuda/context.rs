@@ -1,0 +1,170 @@
+//! A real CUDA device through cudarc: probing without panics, the driver-version check, loading
+//! the embedded PTX, allocation, copies and launches on one stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{
+    result, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr,
+    DeviceRepr, LaunchConfig as CudarcLaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+
+use super::generated;
+use super::memory::RawBlock;
+use super::LaunchConfig;
+use crate::error::{Error, Result};
+
+/// The CUDA version (as cuDriverGetVersion reports it) whose PTX the embedded kernels use:
+/// nvcc 13.0 emits PTX ISA 9.0, which drivers older than CUDA 13.0 (driver 580) reject.
+pub(crate) const REQUIRED_DRIVER_VERSION: i32 = 13000;
+
+/// Whether libcuda can be loaded. cudarc panics on first use when it can't, so this comes first.
+fn driver_library_present() -> bool {
+    // SAFETY: only tries to dlopen the library by its usual names.
+    unsafe { sys::is_culib_present() }
+}
+
+fn driver_version() -> Result<i32> {
+    let mut version = 0;
+    // SAFETY: libcuda is present (checked by callers); the out-pointer is valid.
+    unsafe { sys::cuDriverGetVersion(&mut version) }.result()?;
+    Ok(version)
+}
+
+fn version_string(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
+}
+
+/// Checks everything short of creating a context; `Ok(n)` is the number of GPUs.
+fn probe() -> Result<usize> {
+    if !driver_library_present() {
+        return Err(Error::CudaUnavailable(
+            "libcuda (the NVIDIA driver) was not found".into(),
+        ));
+    }
+    result::init().map_err(|e| Error::CudaUnavailable(format!("cuInit failed: {e}")))?;
+    let version = driver_version()?;
+    if version < REQUIRED_DRIVER_VERSION {
+        return Err(Error::DriverTooOld {
+            found: version_string(version),
+            required: version_string(REQUIRED_DRIVER_VERSION),
+        });
+    }
+    if !generated::BUILT_WITH_NVCC {
+        return Err(Error::NoKernels);
+    }
+    let count = result::device::get_count()
+        .map_err(|e| Error::CudaUnavailable(format!("cuDeviceGetCount failed: {e}")))?;
+    Ok(count.max(0) as usize)
+}
+
+pub(crate) fn usable_gpu_count() -> usize {
+    probe().unwrap_or(0)
+}
+
+pub(crate) struct RealGpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    functions: HashMap<&'static str, CudaFunction>,
+    _modules: Vec<Arc<CudaModule>>,
+}
+
+impl RealGpu {
+    pub(crate) fn open(ordinal: usize) -> Result<RealGpu> {
+        let count = probe()?;
+        if ordinal >= count {
+            return Err(Error::CudaUnavailable(format!(
+                "no CUDA device {ordinal}: {count} device(s) present"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        // kiln runs everything on one stream, so cudarc's per-buffer event tracking is not needed.
+        // SAFETY: no buffer of this context is ever used on another stream.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let mut modules = Vec::new();
+        let mut functions = HashMap::new();
+        for (stem, ptx) in generated::PTX_MODULES {
+            let module = ctx.load_module(Ptx::from_src(*ptx))?;
+            for (name, owner) in generated::KERNELS {
+                if owner == stem {
+                    functions.insert(*name, module.load_function(name)?);
+                }
+            }
+            modules.push(module);
+        }
+        Ok(RealGpu {
+            ctx,
+            stream,
+            functions,
+            _modules: modules,
+        })
+    }
+
+    pub(crate) fn describe(&self) -> Result<String> {
+        let (cc_major, cc_minor) = self.ctx.compute_capability()?;
+        let (free, total) = self.ctx.mem_get_info()?;
+        Ok(format!(
+            "{} (compute capability {cc_major}.{cc_minor}), driver CUDA {}, {:.1} GiB free of {:.1} GiB",
+            self.ctx.name()?,
+            version_string(driver_version()?),
+            free as f64 / (1u64 << 30) as f64,
+            total as f64 / (1u64 << 30) as f64
+        ))
+    }
+
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    pub(crate) fn alloc(&self, bytes: usize) -> Result<RawBlock> {
+        // SAFETY: the memory is uninitialized; every kernel output is fully written before it is read.
+        let slice = unsafe { self.stream.alloc::<u8>(bytes) }?;
+        let ptr = slice.device_ptr(&self.stream).0;
+        Ok(RawBlock::Cuda { slice, ptr })
+    }
+
+    pub(crate) fn upload(&self, src: &[u8], dst: &mut CudaSlice<u8>) -> Result<()> {
+        let mut view = dst.slice_mut(0..src.len());
+        self.stream.memcpy_htod(src, &mut view)?;
+        Ok(())
+    }
+
+    pub(crate) fn download(&self, src: &CudaSlice<u8>, dst: &mut [u8]) -> Result<()> {
+        let view = src.slice(0..dst.len());
+        self.stream.memcpy_dtoh(&view, dst)?;
+        self.stream.synchronize()?;
+        Ok(())
+    }
+
+    pub(crate) fn copy(&self, from: u64, to: u64, bytes: usize) -> Result<()> {
+        // SAFETY: both addresses are live blocks of this context holding at least `bytes` bytes.
+        unsafe { result::memcpy_dtod_async(to, from, bytes, self.stream.cu_stream()) }?;
+        Ok(())
+    }
+
+    /// Queues `name` with its parameter struct passed by value.
+    pub(crate) fn launch<P: DeviceRepr>(
+        &self,
+        name: &'static str,
+        cfg: LaunchConfig,
+        params: &P,
+    ) -> Result<()> {
+        let function = self
+            .functions
+            .get(name)
+            .ok_or_else(|| Error::MissingKernel(name.to_string()))?;
+        let cfg = CudarcLaunchConfig {
+            grid_dim: cfg.grid,
+            block_dim: cfg.block,
+            shared_mem_bytes: 0,
+        };
+        let mut builder = self.stream.launch_builder(function);
+        builder.arg(params);
+        // SAFETY: `params` mirrors the kernel's C struct (see each launcher), every pointer in it is
+        // a live block of this context sized for the launch, and the grid covers only valid work.
+        unsafe { builder.launch(cfg) }?;
+        Ok(())
+    }
+}

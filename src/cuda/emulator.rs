@@ -1,0 +1,42 @@
+//! Runs emulated kernels: the grid's blocks are split into chunks that rayon runs in parallel;
+//! inside a chunk, kernels/emulation.h runs each block's threads (as fibers when they use barriers).
+
+use rayon::prelude::*;
+
+use super::generated::{emulated_entry, EmuLaunch};
+use super::{KernelParams, LaunchConfig};
+use crate::error::{Error, Result};
+
+pub(crate) fn launch<P: KernelParams>(
+    name: &'static str,
+    cfg: LaunchConfig,
+    params: &P,
+) -> Result<()> {
+    let entry = emulated_entry(name).ok_or_else(|| Error::MissingKernel(name.to_string()))?;
+    let (gx, gy, gz) = cfg.grid;
+    let blocks = gx as u64 * gy as u64 * gz as u64;
+    if blocks == 0 || cfg.block.0 * cfg.block.1 * cfg.block.2 == 0 {
+        return Ok(());
+    }
+    let chunks = (rayon::current_num_threads() as u64 * 4).min(blocks);
+    let per_chunk = blocks.div_ceil(chunks);
+    let params_addr = params as *const P as usize;
+    (0..chunks).into_par_iter().for_each(|c| {
+        let begin = c * per_chunk;
+        let end = (begin + per_chunk).min(blocks);
+        if begin >= end {
+            return;
+        }
+        let launch = EmuLaunch {
+            grid: [gx, gy, gz],
+            block: [cfg.block.0, cfg.block.1, cfg.block.2],
+            block_begin: begin,
+            block_end: end,
+        };
+        // SAFETY: `entry` was generated from the kernel's own KILN_EMULATE registration, so it reads
+        // `params` as the same #[repr(C)] struct; every address in it is a live emulated block sized
+        // for this launch by the launcher; `params` outlives this call (the launch is synchronous).
+        unsafe { entry(&launch, params_addr as *const core::ffi::c_void) };
+    });
+    Ok(())
+}

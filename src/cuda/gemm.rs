@@ -1,0 +1,146 @@
+//! Launchers for kernels/gemm.cu: the tiled GEMM and the bias add / bias-gradient kernels.
+
+use super::params::{to_i32, to_i64};
+use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use crate::error::Result;
+use crate::shape::GemmSpec;
+
+/// Tile of C per block, as in kernels/gemm.cu (GEMM_BM x GEMM_BN, 256 threads).
+const TILE_M: usize = 64;
+const TILE_N: usize = 64;
+const THREADS: u32 = 256;
+
+/// Mirrors `GemmParams` in kernels/gemm.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GemmParams {
+    a: u64,
+    b: u64,
+    c: u64,
+    stride_a: i64,
+    stride_b: i64,
+    stride_c: i64,
+    m: i32,
+    n: i32,
+    k: i32,
+    trans_a: i32,
+    trans_b: i32,
+    batch: i32,
+    reduce_batch: i32,
+    alpha: f32,
+    beta: f32,
+}
+
+/// Mirrors `BiasAddParams` in kernels/gemm.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BiasAddParams {
+    y: u64,
+    bias: u64,
+    total: i64,
+    channels: i32,
+    inner: i32,
+}
+
+/// Mirrors `BiasGradParams` in kernels/gemm.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BiasGradParams {
+    dy: u64,
+    db: u64,
+    outer: i32,
+    channels: i32,
+    inner: i32,
+}
+
+kernel_params!(GemmParams, BiasAddParams, BiasGradParams);
+
+/// The grid: one block per 64x64 tile of C, one z-slice per batch entry unless the batch is reduced.
+pub(crate) fn gemm_config(spec: &GemmSpec) -> LaunchConfig {
+    let z = if spec.reduce_batch { 1 } else { spec.batch };
+    LaunchConfig {
+        grid: (
+            spec.n.div_ceil(TILE_N).max(1) as u32,
+            spec.m.div_ceil(TILE_M).max(1) as u32,
+            z.max(1) as u32,
+        ),
+        block: (THREADS, 1, 1),
+    }
+}
+
+/// C = alpha·op(A)·op(B) + beta·C as described by `spec`.
+pub(crate) fn gemm(
+    gpu: &Gpu,
+    spec: &GemmSpec,
+    alpha: f32,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    beta: f32,
+    c: &mut GpuBuffer,
+) -> Result<()> {
+    if spec.m == 0 || spec.n == 0 {
+        return Ok(());
+    }
+    let params = GemmParams {
+        a: a.address(),
+        b: b.address(),
+        c: c.address(),
+        stride_a: to_i64("gemm stride", spec.stride_a)?,
+        stride_b: to_i64("gemm stride", spec.stride_b)?,
+        stride_c: to_i64("gemm stride", spec.stride_c)?,
+        m: to_i32("gemm m", spec.m)?,
+        n: to_i32("gemm n", spec.n)?,
+        k: to_i32("gemm k", spec.k)?,
+        trans_a: spec.trans_a as i32,
+        trans_b: spec.trans_b as i32,
+        batch: to_i32("gemm batch", spec.batch)?,
+        reduce_batch: spec.reduce_batch as i32,
+        alpha,
+        beta,
+    };
+    to_i32("gemm grid", spec.m.div_ceil(TILE_M))?;
+    launch(gpu, "gemm_f32", gemm_config(spec), &params)
+}
+
+/// y[o][c][i] += bias[c].
+pub(crate) fn bias_add(
+    gpu: &Gpu,
+    y: &mut GpuBuffer,
+    bias: &GpuBuffer,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+) -> Result<()> {
+    let total = outer * channels * inner;
+    let params = BiasAddParams {
+        y: y.address(),
+        bias: bias.address(),
+        total: to_i64("bias length", total)?,
+        channels: to_i32("channels", channels)?,
+        inner: to_i32("bias inner size", inner)?,
+    };
+    launch(gpu, "bias_add_f32", elementwise_config(total), &params)
+}
+
+/// db[c] = Σ over outer and inner of dy[o][c][i] (one block per channel, deterministic).
+pub(crate) fn bias_grad(
+    gpu: &Gpu,
+    dy: &GpuBuffer,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    db: &mut GpuBuffer,
+) -> Result<()> {
+    let params = BiasGradParams {
+        dy: dy.address(),
+        db: db.address(),
+        outer: to_i32("bias outer size", outer)?,
+        channels: to_i32("channels", channels)?,
+        inner: to_i32("bias inner size", inner)?,
+    };
+    let cfg = LaunchConfig {
+        grid: (channels.max(1) as u32, 1, 1),
+        block: (THREADS, 1, 1),
+    };
+    launch(gpu, "bias_grad_f32", cfg, &params)
+}

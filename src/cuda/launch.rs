@@ -1,0 +1,66 @@
+//! One launch path for both backends: the same grid, block and parameter struct go to the GPU
+//! (through cudarc) or to the emulated kernel (through the generated `kiln_emu_*` entry points).
+
+use super::{generated, Backend, Gpu};
+use crate::error::Result;
+
+/// Names of every kernel kiln builds (for the GPU and for emulation).
+pub fn kernel_names() -> Vec<&'static str> {
+    generated::KERNELS.iter().map(|(name, _)| *name).collect()
+}
+
+/// Grid and block of a launch (no dynamic shared memory: kernels size theirs statically).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+}
+
+/// Blocks of 256 threads for a grid-stride loop over `n` elements; the grid is capped because each
+/// thread loops, and 1024 blocks of 256 fill any current GPU.
+pub(crate) fn elementwise_config(n: usize) -> LaunchConfig {
+    const THREADS: usize = 256;
+    const MAX_BLOCKS: usize = 65_535;
+    let blocks = n.div_ceil(THREADS).clamp(1, MAX_BLOCKS);
+    LaunchConfig {
+        grid: (blocks as u32, 1, 1),
+        block: (THREADS as u32, 1, 1),
+    }
+}
+
+/// A kernel's `#[repr(C)]` parameter struct, mirrored field by field in its .cu file.
+///
+/// # Safety
+/// The type must be `#[repr(C)]`, contain only plain data (integers, floats, and device addresses as
+/// `u64`), and match the C struct exactly.
+#[cfg(feature = "cuda")]
+pub(crate) unsafe trait KernelParams: cudarc::driver::DeviceRepr + Sync {}
+/// See the `cuda` variant.
+#[cfg(not(feature = "cuda"))]
+pub(crate) unsafe trait KernelParams: Sync {}
+
+/// Implements [`KernelParams`] (and cudarc's `DeviceRepr`) for parameter structs.
+macro_rules! kernel_params {
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: the struct is #[repr(C)] plain data mirrored in its .cu file.
+        #[cfg(feature = "cuda")]
+        unsafe impl cudarc::driver::DeviceRepr for $t {}
+        // SAFETY: as above.
+        unsafe impl $crate::cuda::KernelParams for $t {}
+    )*};
+}
+pub(crate) use kernel_params;
+
+/// Runs (or queues) kernel `name` over `cfg` with `params`.
+pub(crate) fn launch<P: KernelParams>(
+    gpu: &Gpu,
+    name: &'static str,
+    cfg: LaunchConfig,
+    params: &P,
+) -> Result<()> {
+    match &gpu.backend {
+        #[cfg(feature = "cuda")]
+        Backend::Real(r) => r.launch(name, cfg, params),
+        Backend::Emulated => super::emulator::launch(name, cfg, params),
+    }
+}

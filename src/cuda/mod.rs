@@ -1,0 +1,335 @@
+//! The GPU side: one [`Gpu`] per opened device (a real CUDA device or the CPU emulation of the
+//! kernels), its memory pool, buffers, copies and kernel launches, and one launcher file per
+//! kernels/*.cu file.
+
+pub(crate) mod activation;
+#[cfg(feature = "cuda")]
+mod context;
+mod emulator;
+pub(crate) mod gemm;
+pub(crate) mod im2col;
+mod launch;
+pub(crate) mod loss;
+mod memory;
+pub(crate) mod optim;
+pub(crate) mod params;
+pub(crate) mod pool;
+pub(crate) mod reduce;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use memory::MemoryStats;
+pub(crate) use memory::{size_class, Pool, RawBlock};
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+pub(crate) use launch::{elementwise_config, kernel_params, launch, KernelParams};
+pub use launch::{kernel_names, LaunchConfig};
+
+/// The generated table of embedded PTX and emulated entry points (see build.rs).
+pub(crate) mod generated {
+    /// Launch description shared with kernels/emulation.h (`KilnEmuLaunch`).
+    #[repr(C)]
+    pub struct EmuLaunch {
+        pub grid: [u32; 3],
+        pub block: [u32; 3],
+        pub block_begin: u64,
+        pub block_end: u64,
+    }
+    /// An emulated kernel: runs blocks `block_begin..block_end` of the launch.
+    pub type EmuEntry = unsafe extern "C" fn(*const EmuLaunch, *const core::ffi::c_void);
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+/// Whether nvcc compiled the kernels into this build.
+pub fn built_with_kernels() -> bool {
+    generated::BUILT_WITH_NVCC
+}
+
+/// The PTX target of the embedded kernels (the minimum GPU architecture).
+pub fn ptx_arch() -> &'static str {
+    generated::PTX_ARCH
+}
+
+enum Backend {
+    #[cfg(feature = "cuda")]
+    Real(context::RealGpu),
+    Emulated,
+}
+
+/// An opened GPU (or its emulation): the execution backend and the memory pool.
+pub struct Gpu {
+    device: Device,
+    backend: Backend,
+    pool: Mutex<Pool>,
+}
+
+/// Opens `device` once and returns the shared handle; later calls return the same one.
+pub(crate) fn gpu(device: Device) -> Result<Arc<Gpu>> {
+    static OPENED: OnceLock<Mutex<HashMap<Device, Arc<Gpu>>>> = OnceLock::new();
+    let mut opened = OPENED
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| Error::Driver("device registry lock poisoned".into()))?;
+    if let Some(g) = opened.get(&device) {
+        return Ok(g.clone());
+    }
+    let backend = match device {
+        Device::Cpu => {
+            return Err(Error::Unsupported {
+                op: "gpu",
+                device,
+                why: "the CPU has no GPU backend".into(),
+            })
+        }
+        Device::CudaEmulated => Backend::Emulated,
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => Backend::Real(context::RealGpu::open(ordinal)?),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => {
+            return Err(Error::CudaUnavailable(
+                "kiln was built without the `cuda` feature".into(),
+            ))
+        }
+    };
+    let g = Arc::new(Gpu {
+        device,
+        backend,
+        pool: Mutex::new(Pool::default()),
+    });
+    opened.insert(device, g.clone());
+    Ok(g)
+}
+
+/// Number of CUDA GPUs kiln can use here; 0 without a driver, a GPU or embedded kernels.
+/// Never panics (cudarc panics without libcuda, so the library is probed first).
+pub fn usable_gpu_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        context::usable_gpu_count()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+/// Why CUDA device `ordinal` can't be used, or `None` if it can. Used by tests to say why they skip.
+pub fn cuda_unavailable_reason(ordinal: usize) -> Option<String> {
+    gpu(Device::Cuda(ordinal)).err().map(|e| e.to_string())
+}
+
+/// Driver, device name and memory of a real GPU, for `kiln info` and benchmark reports.
+pub fn describe(device: Device) -> Result<String> {
+    let g = gpu(device)?;
+    Ok(match &g.backend {
+        #[cfg(feature = "cuda")]
+        Backend::Real(r) => r.describe()?,
+        Backend::Emulated => "CUDA kernels emulated on the CPU".to_string(),
+    })
+}
+
+impl Gpu {
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub(crate) fn memory_stats(&self) -> MemoryStats {
+        self.pool.lock().map(|p| p.stats()).unwrap_or_default()
+    }
+
+    pub(crate) fn empty_cache(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear_cache();
+        }
+    }
+
+    pub(crate) fn reset_peak(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.reset_peak();
+        }
+    }
+
+    /// Waits until all queued work is done (a no-op under emulation, whose launches are synchronous).
+    pub fn synchronize(&self) -> Result<()> {
+        match &self.backend {
+            #[cfg(feature = "cuda")]
+            Backend::Real(r) => r.synchronize(),
+            Backend::Emulated => Ok(()),
+        }
+    }
+
+    /// An uninitialized buffer of `bytes`, from the cache when a block of its class is free.
+    pub(crate) fn alloc(self: &Arc<Self>, bytes: usize) -> Result<GpuBuffer> {
+        let class = size_class(bytes);
+        let cached = self.lock_pool()?.take_cached(class);
+        let (block, fresh) = match cached {
+            Some(b) => (b, false),
+            None => (self.alloc_fresh(class)?, true),
+        };
+        self.lock_pool()?.record_alloc(class, fresh);
+        Ok(GpuBuffer {
+            block: Some(block),
+            class,
+            bytes,
+            gpu: self.clone(),
+        })
+    }
+
+    fn alloc_fresh(&self, class: usize) -> Result<RawBlock> {
+        let oom = || Error::OutOfMemory {
+            device: self.device,
+            bytes: class,
+        };
+        let first_try = self.alloc_raw(class);
+        match first_try {
+            Ok(b) => Ok(b),
+            Err(_) => {
+                // Give the cache back to the driver and try once more before failing.
+                self.lock_pool()?.clear_cache();
+                self.alloc_raw(class).map_err(|_| oom())
+            }
+        }
+    }
+
+    fn alloc_raw(&self, class: usize) -> Result<RawBlock> {
+        match &self.backend {
+            #[cfg(feature = "cuda")]
+            Backend::Real(r) => r.alloc(class),
+            Backend::Emulated => {
+                memory::HostBlock::new(class)
+                    .map(RawBlock::Host)
+                    .ok_or(Error::OutOfMemory {
+                        device: self.device,
+                        bytes: class,
+                    })
+            }
+        }
+    }
+
+    fn lock_pool(&self) -> Result<std::sync::MutexGuard<'_, Pool>> {
+        self.pool
+            .lock()
+            .map_err(|_| Error::Driver("memory pool lock poisoned".into()))
+    }
+
+    /// Copies `src` into the start of `dst`.
+    pub(crate) fn upload<T: Copy>(&self, src: &[T], dst: &mut GpuBuffer) -> Result<()> {
+        let bytes = std::mem::size_of_val(src);
+        debug_assert!(bytes <= dst.bytes);
+        let block = dst.block_mut()?;
+        match (&self.backend, block) {
+            #[cfg(feature = "cuda")]
+            (Backend::Real(r), RawBlock::Cuda { slice, .. }) => r.upload(as_bytes(src), slice),
+            (Backend::Emulated, RawBlock::Host(h)) => {
+                // SAFETY: the block holds at least `bytes` bytes and does not overlap `src`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.as_ptr() as *const u8, h_ptr(h), bytes)
+                };
+                Ok(())
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::Driver("buffer belongs to another backend".into())),
+        }
+    }
+
+    /// Copies the first `dst.len()` elements of `src` to the host.
+    pub(crate) fn download<T: Copy>(&self, src: &GpuBuffer, dst: &mut [T]) -> Result<()> {
+        let bytes = std::mem::size_of_val(dst);
+        debug_assert!(bytes <= src.bytes);
+        match (&self.backend, src.block()?) {
+            #[cfg(feature = "cuda")]
+            (Backend::Real(r), RawBlock::Cuda { slice, .. }) => {
+                r.download(slice, as_bytes_mut(dst))
+            }
+            (Backend::Emulated, RawBlock::Host(h)) => {
+                // SAFETY: the block holds at least `bytes` bytes and does not overlap `dst`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(h_ptr(h), dst.as_mut_ptr() as *mut u8, bytes)
+                };
+                Ok(())
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::Driver("buffer belongs to another backend".into())),
+        }
+    }
+
+    /// Copies `bytes` bytes between two buffers of this device.
+    pub(crate) fn copy(&self, src: &GpuBuffer, dst: &mut GpuBuffer, bytes: usize) -> Result<()> {
+        debug_assert!(bytes <= src.bytes && bytes <= dst.bytes);
+        let from = src.address();
+        let to = dst.address();
+        match &self.backend {
+            #[cfg(feature = "cuda")]
+            Backend::Real(r) => r.copy(from, to, bytes),
+            Backend::Emulated => {
+                // SAFETY: two distinct live blocks each holding at least `bytes` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, bytes) };
+                Ok(())
+            }
+        }
+    }
+}
+
+fn h_ptr(h: &memory::HostBlock) -> *mut u8 {
+    memory::host_address(h) as *mut u8
+}
+
+#[cfg(feature = "cuda")]
+fn as_bytes<T: Copy>(s: &[T]) -> &[u8] {
+    // SAFETY: T is plain data (f32, f64, i32, u8); the byte view covers exactly the slice.
+    unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, std::mem::size_of_val(s)) }
+}
+
+#[cfg(feature = "cuda")]
+fn as_bytes_mut<T: Copy>(s: &mut [T]) -> &mut [u8] {
+    // SAFETY: as above; every byte pattern is a valid f32/f64/i32/u8.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut u8, std::mem::size_of_val(s)) }
+}
+
+/// A block of device memory from a device's pool; returned to the pool when dropped.
+pub struct GpuBuffer {
+    block: Option<RawBlock>,
+    class: usize,
+    bytes: usize,
+    gpu: Arc<Gpu>,
+}
+
+impl GpuBuffer {
+    /// The address kernels use.
+    pub(crate) fn address(&self) -> u64 {
+        self.block.as_ref().map(|b| b.address()).unwrap_or(0)
+    }
+
+    pub(crate) fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn block(&self) -> Result<&RawBlock> {
+        self.block
+            .as_ref()
+            .ok_or_else(|| Error::Driver("buffer already released".into()))
+    }
+
+    fn block_mut(&mut self) -> Result<&mut RawBlock> {
+        self.block
+            .as_mut()
+            .ok_or_else(|| Error::Driver("buffer already released".into()))
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(block) = self.block.take() {
+            if let Ok(mut pool) = self.gpu.pool.lock() {
+                pool.release(self.class, block);
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! kiln: train convolutional networks on NVIDIA GPUs with hand-written CUDA kernels, with a CPU
+//! backend that runs everywhere and is the reference every GPU result is tested against.
+//!
+//! ```
+//! use kiln::{ops, Device, Tensor, Window2d};
+//! let x = Tensor::randn(&[2, 3, 9, 9], 1.0, 1, Device::Cpu)?;
+//! let w = Tensor::randn(&[4, 3, 3, 3], 0.1, 2, Device::Cpu)?;
+//! let conv = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1))?;
+//! assert_eq!(conv.y.shape(), &[2, 4, 9, 9]);
+//! # Ok::<(), kiln::Error>(())
+//! ```
+
+pub mod backend;
+pub mod cpu;
+pub mod cuda;
+pub mod device;
+pub mod error;
+pub mod ops;
+pub mod optim;
+pub mod shape;
+pub mod tensor;
+pub mod testing;
+
+pub use cuda::MemoryStats;
+pub use device::{empty_cache, memory_stats, reset_peak_memory, synchronize, Device};
+pub use error::{Error, Result};
+pub use shape::{ConvGeometry, GemmSpec, Window2d};
+pub use tensor::{DType, Element, Tensor, TensorId};

@@ -1,0 +1,298 @@
+//! Shapes and the output-size formulas of convolution and pooling, in one place.
+
+use crate::error::{invalid, Result};
+
+/// Geometry of a 2-d convolution over an NCHW batch (also used by im2col/col2im).
+///
+/// Output size per axis: `(in + 2·pad − dil·(k − 1) − 1) / stride + 1`, which must divide exactly
+/// (the lecture's rule: a 7x7 input with a 3x3 filter and stride 3 does not fit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// The user-facing knobs of a convolution or pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window2d {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+}
+
+impl Window2d {
+    /// A square window: kernel `k`, stride `s`, padding `p`, no dilation.
+    pub fn square(k: usize, s: usize, p: usize) -> Self {
+        Window2d {
+            kernel: (k, k),
+            stride: (s, s),
+            padding: (p, p),
+            dilation: (1, 1),
+        }
+    }
+
+    pub fn with_dilation(mut self, d: usize) -> Self {
+        self.dilation = (d, d);
+        self
+    }
+}
+
+/// Output length of one axis, or an error saying why the window does not fit.
+pub fn window_output_len(
+    axis: &'static str,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    require_exact: bool,
+) -> Result<usize> {
+    if kernel == 0 {
+        return Err(invalid(
+            "kernel size",
+            format!("{axis}: must be at least 1"),
+        ));
+    }
+    if stride == 0 {
+        return Err(invalid("stride", format!("{axis}: must be at least 1")));
+    }
+    if dilation == 0 {
+        return Err(invalid("dilation", format!("{axis}: must be at least 1")));
+    }
+    let span = dilation * (kernel - 1) + 1;
+    let padded = input + 2 * pad;
+    if span > padded {
+        return Err(invalid(
+            "kernel size",
+            format!("{axis}: window spans {span} but the padded input is only {padded}"),
+        ));
+    }
+    if require_exact && (padded - span) % stride != 0 {
+        return Err(invalid(
+            "stride",
+            format!(
+                "{axis}: stride {stride} does not fit: (input {input} + 2·pad {pad} − window {span}) / {stride} is not an integer"
+            ),
+        ));
+    }
+    Ok((padded - span) / stride + 1)
+}
+
+impl ConvGeometry {
+    /// Geometry for an input of shape `[n, c, h, w]` under `window`.
+    ///
+    /// `require_exact` enforces the lecture's rule that the stride must tile the padded input
+    /// exactly; frameworks such as PyTorch floor instead, which `require_exact = false` gives.
+    pub fn new(input: [usize; 4], window: Window2d, require_exact: bool) -> Result<Self> {
+        let [n, c, h, w] = input;
+        if n == 0 || c == 0 || h == 0 || w == 0 {
+            return Err(invalid(
+                "input shape",
+                format!("{input:?} has a zero dimension"),
+            ));
+        }
+        let out_h = window_output_len(
+            "height",
+            h,
+            window.kernel.0,
+            window.stride.0,
+            window.padding.0,
+            window.dilation.0,
+            require_exact,
+        )?;
+        let out_w = window_output_len(
+            "width",
+            w,
+            window.kernel.1,
+            window.stride.1,
+            window.padding.1,
+            window.dilation.1,
+            require_exact,
+        )?;
+        Ok(ConvGeometry {
+            batch: n,
+            in_channels: c,
+            in_h: h,
+            in_w: w,
+            kernel_h: window.kernel.0,
+            kernel_w: window.kernel.1,
+            stride_h: window.stride.0,
+            stride_w: window.stride.1,
+            pad_h: window.padding.0,
+            pad_w: window.padding.1,
+            dilation_h: window.dilation.0,
+            dilation_w: window.dilation.1,
+            out_h,
+            out_w,
+        })
+    }
+
+    /// Rows of one image's column matrix: `C·KH·KW`.
+    pub fn col_rows(&self) -> usize {
+        self.in_channels * self.kernel_h * self.kernel_w
+    }
+
+    /// Columns of one image's column matrix: `OH·OW`.
+    pub fn col_cols(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// Elements of the column buffer for the whole batch: `N·C·KH·KW·OH·OW`.
+    pub fn col_len(&self) -> usize {
+        self.batch * self.col_rows() * self.col_cols()
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_h * self.in_w
+    }
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Checks that `shape` is 4-d and returns it as an array.
+pub fn as_nchw(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
+    <[usize; 4]>::try_from(shape).map_err(|_| {
+        invalid(
+            "input shape",
+            format!("{op} expects a 4-d NCHW tensor, got shape {shape:?}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The lecture's 7x7 input with a 3x3 filter.
+    #[test]
+    fn lecture_output_sizes() {
+        let out = |s, p| ConvGeometry::new([1, 1, 7, 7], Window2d::square(3, s, p), true);
+        assert_eq!(out(1, 0).unwrap().out_h, 5);
+        assert_eq!(out(2, 0).unwrap().out_h, 3);
+        assert!(
+            out(3, 0).is_err(),
+            "stride 3 does not fit a 7x7 input with a 3x3 filter"
+        );
+        assert_eq!(out(1, 1).unwrap().out_w, 7);
+    }
+
+    #[test]
+    fn dilation_widens_the_window() {
+        let g = ConvGeometry::new(
+            [1, 1, 9, 9],
+            Window2d::square(3, 1, 0).with_dilation(2),
+            true,
+        )
+        .unwrap();
+        assert_eq!((g.out_h, g.out_w), (5, 5));
+    }
+
+    #[test]
+    fn bad_windows_are_errors() {
+        assert!(ConvGeometry::new([1, 1, 5, 5], Window2d::square(3, 0, 0), true).is_err());
+        assert!(ConvGeometry::new([1, 1, 2, 2], Window2d::square(5, 1, 1), true).is_err());
+        assert!(ConvGeometry::new([0, 1, 5, 5], Window2d::square(3, 1, 0), true).is_err());
+    }
+}
+
+/// A (possibly batched) row-major matrix product `C = alpha·op(A)·op(B) + beta·C`.
+///
+/// `op(A)` is `m×k`: stored as `[m][k]`, or as `[k][m]` when `trans_a`. `op(B)` is `k×n`: stored as
+/// `[k][n]`, or as `[n][k]` when `trans_b`. `C` is `[m][n]`. Matrix `b` of a batch starts at
+/// `b·stride_*` (a stride of 0 shares one matrix across the batch). With `reduce_batch`, the batch
+/// is part of the reduction instead: `C = alpha·Σ_b op(A_b)·op(B_b) + beta·C`, one `C`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmSpec {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub batch: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
+    pub reduce_batch: bool,
+}
+
+impl GemmSpec {
+    /// A single product of an `m×k` by a `k×n` matrix.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        GemmSpec {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            batch: 1,
+            stride_a: 0,
+            stride_b: 0,
+            stride_c: 0,
+            reduce_batch: false,
+        }
+    }
+
+    pub fn transpose_a(mut self) -> Self {
+        self.trans_a = true;
+        self
+    }
+
+    pub fn transpose_b(mut self) -> Self {
+        self.trans_b = true;
+        self
+    }
+
+    /// `batch` products, operand `i` starting at `i·stride` (0 = shared).
+    pub fn batched(
+        mut self,
+        batch: usize,
+        stride_a: usize,
+        stride_b: usize,
+        stride_c: usize,
+    ) -> Self {
+        self.batch = batch;
+        self.stride_a = stride_a;
+        self.stride_b = stride_b;
+        self.stride_c = stride_c;
+        self
+    }
+
+    /// Sum the batch's products into one `C` (used for weight gradients).
+    pub fn summed_over_batch(mut self) -> Self {
+        self.reduce_batch = true;
+        self.stride_c = 0;
+        self
+    }
+
+    /// Elements each operand must hold at least.
+    pub fn required_lens(&self) -> (usize, usize, usize) {
+        let last = self.batch.saturating_sub(1);
+        let c_batches = if self.reduce_batch { 0 } else { last };
+        (
+            last * self.stride_a + self.m * self.k,
+            last * self.stride_b + self.k * self.n,
+            c_batches * self.stride_c + self.m * self.n,
+        )
+    }
+
+    /// Floating-point operations of the whole product (2·m·n·k per batch entry).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.m * self.n * self.k * self.batch) as f64
+    }
+}

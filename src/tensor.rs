@@ -1,0 +1,445 @@
+//! `Tensor`: a shape, a dtype and storage on the host (the CPU backend) or in device memory (a GPU
+//! or the kernel emulation). Tensors are values: cloning shares the storage, and mutation
+//! (`storage_mut`) copies first if the storage is shared.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ndarray::{ArrayD, IxDyn};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+use crate::cuda::{self, GpuBuffer};
+use crate::device::Device;
+use crate::error::{invalid, Error, Result};
+use crate::shape::numel;
+
+/// Element types. The CPU computes in f32 and f64 (f64 for gradient checks); device memory holds
+/// f32, and i32/u8 for indices, labels and masks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F64,
+    I32,
+    U8,
+}
+
+impl DType {
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F64 => 8,
+            DType::U8 => 1,
+        }
+    }
+}
+
+/// Host data of one of the supported element types.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub enum HostData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+}
+
+/// A Rust type that can be a tensor element.
+pub trait Element: Copy + Default + Send + Sync + fmt::Debug + 'static {
+    const DTYPE: DType;
+    #[doc(hidden)]
+    fn wrap(data: Vec<Self>) -> HostData;
+    #[doc(hidden)]
+    fn view(data: &HostData) -> Option<&[Self]>;
+    #[doc(hidden)]
+    fn view_mut(data: &mut HostData) -> Option<&mut Vec<Self>>;
+}
+
+macro_rules! element {
+    ($t:ty, $variant:ident) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            fn wrap(data: Vec<Self>) -> HostData {
+                HostData::$variant(data)
+            }
+            fn view(data: &HostData) -> Option<&[Self]> {
+                match data {
+                    HostData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn view_mut(data: &mut HostData) -> Option<&mut Vec<Self>> {
+                match data {
+                    HostData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+element!(f32, F32);
+element!(f64, F64);
+element!(i32, I32);
+element!(u8, U8);
+
+pub(crate) enum Storage {
+    Host(HostData),
+    Gpu(GpuBuffer),
+}
+
+/// Identifies a tensor value (the tape keys gradients by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+impl TensorId {
+    fn fresh() -> TensorId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// An n-dimensional array on a device. Images are NCHW.
+#[derive(Clone)]
+pub struct Tensor {
+    id: TensorId,
+    shape: Vec<usize>,
+    dtype: DType,
+    device: Device,
+    storage: Arc<Storage>,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor({:?}, {:?}, {})",
+            self.shape, self.dtype, self.device
+        )
+    }
+}
+
+impl Tensor {
+    /// A tensor holding `data` in row-major order.
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize], device: Device) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(invalid(
+                "tensor data",
+                format!(
+                    "{} elements do not fill shape {shape:?} ({} elements)",
+                    data.len(),
+                    numel(shape)
+                ),
+            ));
+        }
+        Tensor::host(T::wrap(data), shape.to_vec(), T::DTYPE).to_device(device)
+    }
+
+    pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: Device) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape, device)
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        let n = numel(shape);
+        let data = match dtype {
+            DType::F32 => HostData::F32(vec![0.0; n]),
+            DType::F64 => HostData::F64(vec![0.0; n]),
+            DType::I32 => HostData::I32(vec![0; n]),
+            DType::U8 => HostData::U8(vec![0; n]),
+        };
+        Tensor::host(data, shape.to_vec(), dtype).to_device(device)
+    }
+
+    /// Standard normal samples scaled by `std`, reproducible from `seed`.
+    pub fn randn(shape: &[usize], std: f32, seed: u64, device: Device) -> Result<Tensor> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let data: Vec<f32> = (0..numel(shape))
+            .map(|_| std * rng.sample::<f32, _>(StandardNormal))
+            .collect();
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// Uniform samples in `[low, high)`, reproducible from `seed`.
+    pub fn uniform(
+        shape: &[usize],
+        low: f32,
+        high: f32,
+        seed: u64,
+        device: Device,
+    ) -> Result<Tensor> {
+        if !(low < high) {
+            return Err(invalid(
+                "uniform range",
+                format!("low {low} must be below high {high}"),
+            ));
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let data: Vec<f32> = (0..numel(shape))
+            .map(|_| rng.random_range(low..high))
+            .collect();
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// Copies an ndarray into a tensor on `device`.
+    pub fn from_ndarray<T: Element>(array: &ArrayD<T>, device: Device) -> Result<Tensor> {
+        let shape = array.shape().to_vec();
+        Tensor::from_vec(array.iter().copied().collect(), &shape, device)
+    }
+
+    pub(crate) fn host(data: HostData, shape: Vec<usize>, dtype: DType) -> Tensor {
+        Tensor {
+            id: TensorId::fresh(),
+            shape,
+            dtype,
+            device: Device::Cpu,
+            storage: Arc::new(Storage::Host(data)),
+        }
+    }
+
+    pub(crate) fn from_gpu(buffer: GpuBuffer, shape: Vec<usize>, dtype: DType) -> Tensor {
+        Tensor {
+            id: TensorId::fresh(),
+            device: buffer.gpu().device(),
+            shape,
+            dtype,
+            storage: Arc::new(Storage::Gpu(buffer)),
+        }
+    }
+
+    pub fn id(&self) -> TensorId {
+        self.id
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    /// The same data under another shape with as many elements (storage is shared).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                expected: self.shape.clone(),
+                got: shape.to_vec(),
+            });
+        }
+        Ok(Tensor {
+            id: TensorId::fresh(),
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
+    /// A copy on `device` (the same tensor, shared, when it is already there).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device {
+            return Ok(self.clone());
+        }
+        let host = match &*self.storage {
+            Storage::Host(h) => h.clone(),
+            Storage::Gpu(_) => self.download_host_data()?,
+        };
+        match device {
+            Device::Cpu => Ok(Tensor::host(host, self.shape.clone(), self.dtype)),
+            _ => {
+                if self.dtype == DType::F64 {
+                    return Err(Error::Unsupported {
+                        op: "to_device",
+                        device,
+                        why: "device memory holds f32 (f64 is for CPU gradient checks)".into(),
+                    });
+                }
+                let gpu = cuda::gpu(device)?;
+                let mut buffer = gpu.alloc(self.numel() * self.dtype.size_in_bytes())?;
+                match &host {
+                    HostData::F32(v) => gpu.upload(v, &mut buffer)?,
+                    HostData::F64(v) => gpu.upload(v, &mut buffer)?,
+                    HostData::I32(v) => gpu.upload(v, &mut buffer)?,
+                    HostData::U8(v) => gpu.upload(v, &mut buffer)?,
+                }
+                Ok(Tensor::from_gpu(buffer, self.shape.clone(), self.dtype))
+            }
+        }
+    }
+
+    fn download_host_data(&self) -> Result<HostData> {
+        Ok(match self.dtype {
+            DType::F32 => HostData::F32(self.to_vec()?),
+            DType::F64 => HostData::F64(self.to_vec()?),
+            DType::I32 => HostData::I32(self.to_vec()?),
+            DType::U8 => HostData::U8(self.to_vec()?),
+        })
+    }
+
+    /// The elements in row-major order, copied to the host.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        self.expect_dtype("to_vec", T::DTYPE)?;
+        match &*self.storage {
+            Storage::Host(h) => Ok(T::view(h).map(|s| s.to_vec()).unwrap_or_default()),
+            Storage::Gpu(buffer) => {
+                let mut out = vec![T::default(); self.numel()];
+                buffer.gpu().download(buffer, &mut out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The single element of a one-element tensor, as f64.
+    pub fn scalar(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(invalid(
+                "scalar",
+                format!("tensor of shape {:?} is not one element", self.shape),
+            ));
+        }
+        match self.dtype {
+            DType::F32 => Ok(self.to_vec::<f32>()?[0] as f64),
+            DType::F64 => Ok(self.to_vec::<f64>()?[0]),
+            DType::I32 => Ok(self.to_vec::<i32>()?[0] as f64),
+            DType::U8 => Ok(self.to_vec::<u8>()?[0] as f64),
+        }
+    }
+
+    /// The elements as an ndarray on the host.
+    pub fn to_ndarray<T: Element>(&self) -> Result<ArrayD<T>> {
+        ArrayD::from_shape_vec(IxDyn(&self.shape), self.to_vec()?)
+            .map_err(|e| Error::Driver(format!("ndarray conversion: {e}")))
+    }
+
+    /// Converts between f32 and f64 on the CPU (the gradient checks run in f64).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype {
+            return Ok(self.clone());
+        }
+        let data = match (self.host_data("to_dtype")?, dtype) {
+            (HostData::F32(v), DType::F64) => HostData::F64(v.iter().map(|&x| x as f64).collect()),
+            (HostData::F64(v), DType::F32) => HostData::F32(v.iter().map(|&x| x as f32).collect()),
+            _ => {
+                return Err(Error::DTypeMismatch {
+                    op: "to_dtype",
+                    expected: DType::F32,
+                    got: self.dtype,
+                })
+            }
+        };
+        Ok(Tensor::host(data, self.shape.clone(), dtype))
+    }
+
+    pub(crate) fn expect_dtype(&self, op: &'static str, dtype: DType) -> Result<()> {
+        if self.dtype != dtype {
+            return Err(Error::DTypeMismatch {
+                op,
+                expected: dtype,
+                got: self.dtype,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn expect_shape(&self, op: &'static str, shape: &[usize]) -> Result<()> {
+        if self.shape != shape {
+            return Err(Error::ShapeMismatch {
+                op,
+                expected: shape.to_vec(),
+                got: self.shape.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn host_data(&self, op: &'static str) -> Result<&HostData> {
+        match &*self.storage {
+            Storage::Host(h) => Ok(h),
+            Storage::Gpu(_) => Err(Error::Unsupported {
+                op,
+                device: self.device,
+                why: "expected host memory".into(),
+            }),
+        }
+    }
+
+    /// The host elements (CPU tensors of dtype T only).
+    pub(crate) fn host_slice<T: Element>(&self, op: &'static str) -> Result<&[T]> {
+        self.expect_dtype(op, T::DTYPE)?;
+        T::view(self.host_data(op)?).ok_or(Error::DTypeMismatch {
+            op,
+            expected: T::DTYPE,
+            got: self.dtype,
+        })
+    }
+
+    /// The device buffer (tensors on a GPU or the emulation).
+    pub(crate) fn gpu_buffer(&self, op: &'static str) -> Result<&GpuBuffer> {
+        match &*self.storage {
+            Storage::Gpu(b) => Ok(b),
+            Storage::Host(_) => Err(Error::Unsupported {
+                op,
+                device: self.device,
+                why: "expected device memory".into(),
+            }),
+        }
+    }
+
+    /// Mutable storage, copied first if another tensor shares it (so tensors keep value semantics).
+    pub(crate) fn storage_mut(&mut self) -> Result<&mut Storage> {
+        if Arc::get_mut(&mut self.storage).is_none() {
+            let copy = match &*self.storage {
+                Storage::Host(h) => Storage::Host(h.clone()),
+                Storage::Gpu(b) => {
+                    let gpu = b.gpu().clone();
+                    let mut fresh = gpu.alloc(b.bytes())?;
+                    gpu.copy(b, &mut fresh, b.bytes())?;
+                    Storage::Gpu(fresh)
+                }
+            };
+            self.storage = Arc::new(copy);
+        }
+        Arc::get_mut(&mut self.storage)
+            .ok_or_else(|| Error::Driver("tensor storage still shared".into()))
+    }
+
+    /// Mutable host elements (CPU tensors of dtype T only).
+    pub(crate) fn host_vec_mut<T: Element>(&mut self, op: &'static str) -> Result<&mut Vec<T>> {
+        self.expect_dtype(op, T::DTYPE)?;
+        let device = self.device;
+        match self.storage_mut()? {
+            Storage::Host(h) => T::view_mut(h).ok_or(Error::DTypeMismatch {
+                op,
+                expected: T::DTYPE,
+                got: T::DTYPE,
+            }),
+            Storage::Gpu(_) => Err(Error::Unsupported {
+                op,
+                device,
+                why: "expected host memory".into(),
+            }),
+        }
+    }
+
+    /// The mutable device buffer.
+    pub(crate) fn gpu_buffer_mut(&mut self, op: &'static str) -> Result<&mut GpuBuffer> {
+        let device = self.device;
+        match self.storage_mut()? {
+            Storage::Gpu(b) => Ok(b),
+            Storage::Host(_) => Err(Error::Unsupported {
+                op,
+                device,
+                why: "expected device memory".into(),
+            }),
+        }
+    }
+}

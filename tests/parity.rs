@@ -1,0 +1,233 @@
+//! GPU-vs-CPU parity: every primitive and layer, on random inputs of odd sizes, on the kernel
+//! emulation (always) and on a real GPU (where one is usable; otherwise the test says why it skips).
+
+use kiln::testing::{assert_close, gpu_devices_under_test, random_away_from_zero};
+use kiln::{backend, ops, ConvGeometry, DType, Device, GemmSpec, Tensor, Window2d};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+const ATOL: f64 = 1e-5;
+const RTOL: f64 = 1e-4;
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    Tensor::from_vec(random_away_from_zero(&mut rng, n, 1e-3), shape, Device::Cpu).unwrap()
+}
+
+fn on(t: &Tensor, d: Device) -> Tensor {
+    t.to_device(d).unwrap()
+}
+
+#[track_caller]
+fn same(gpu: &Tensor, cpu: &Tensor) {
+    assert_eq!(gpu.shape(), cpu.shape());
+    match cpu.dtype() {
+        DType::F32 => assert_close(
+            &gpu.to_vec::<f32>().unwrap(),
+            &cpu.to_vec::<f32>().unwrap(),
+            ATOL,
+            RTOL,
+        ),
+        DType::I32 => assert_eq!(gpu.to_vec::<i32>().unwrap(), cpu.to_vec::<i32>().unwrap()),
+        DType::U8 => assert_eq!(gpu.to_vec::<u8>().unwrap(), cpu.to_vec::<u8>().unwrap()),
+        DType::F64 => unreachable!("device tensors are f32"),
+    }
+}
+
+/// Geometries with odd sizes, padding, dilation, stride larger than the kernel, and batch 1.
+fn geometries() -> Vec<ConvGeometry> {
+    let w = |k, s, p, d| Window2d::square(k, s, p).with_dilation(d);
+    [
+        ([3, 5, 11, 9], w(3, 1, 1, 1)),
+        ([1, 3, 13, 13], w(3, 2, 1, 1)),
+        ([2, 4, 15, 11], w(3, 1, 2, 2)),
+        ([2, 3, 17, 17], w(2, 3, 0, 1)),
+        ([1, 7, 9, 9], w(1, 1, 0, 1)),
+        ([2, 2, 10, 12], w(5, 1, 2, 1)),
+    ]
+    .into_iter()
+    .map(|(s, win)| ConvGeometry::new(s, win, false).unwrap())
+    .collect()
+}
+
+#[test]
+fn im2col_and_col2im_match_cpu() {
+    for device in gpu_devices_under_test("im2col_and_col2im_match_cpu") {
+        for (i, g) in geometries().iter().enumerate() {
+            let x = random(&[g.batch, g.in_channels, g.in_h, g.in_w], i as u64);
+            let col = backend::im2col(&x, g).unwrap();
+            same(&backend::im2col(&on(&x, device), g).unwrap(), &col);
+            let dcol = random(col.shape(), 100 + i as u64);
+            same(
+                &backend::col2im(&on(&dcol, device), g).unwrap(),
+                &backend::col2im(&dcol, g).unwrap(),
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_matches_cpu_for_every_transpose_and_batch_mode() {
+    for device in gpu_devices_under_test("gemm_matches_cpu") {
+        for (m, n, k) in [(7, 13, 5), (65, 67, 33), (1, 130, 17), (129, 3, 70)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut spec = GemmSpec::new(m, n, k).batched(3, m * k, k * n, m * n);
+                spec.trans_a = ta;
+                spec.trans_b = tb;
+                let a = random(&[3 * m * k], 1);
+                let b = random(&[3 * k * n], 2);
+                let cpu = backend::gemm(&spec, 0.5, &a, &b, vec![3, m, n]).unwrap();
+                let gpu =
+                    backend::gemm(&spec, 0.5, &on(&a, device), &on(&b, device), vec![3, m, n])
+                        .unwrap();
+                same(&gpu, &cpu);
+                let reduced = spec.summed_over_batch();
+                let cpu = backend::gemm(&reduced, 1.0, &a, &b, vec![m, n]).unwrap();
+                let gpu =
+                    backend::gemm(&reduced, 1.0, &on(&a, device), &on(&b, device), vec![m, n])
+                        .unwrap();
+                same(&gpu, &cpu);
+            }
+        }
+    }
+}
+
+#[test]
+fn bias_kernels_match_cpu() {
+    for device in gpu_devices_under_test("bias_kernels_match_cpu") {
+        let (outer, channels, inner) = (3, 7, 37);
+        let y = random(&[outer, channels, inner], 1);
+        let b = random(&[channels], 2);
+        let mut cpu = y.clone();
+        backend::bias_add(&mut cpu, &b, outer, channels, inner).unwrap();
+        let mut gpu = on(&y, device);
+        backend::bias_add(&mut gpu, &on(&b, device), outer, channels, inner).unwrap();
+        same(&gpu, &cpu);
+        same(
+            &backend::bias_grad(&on(&y, device), outer, channels, inner).unwrap(),
+            &backend::bias_grad(&y, outer, channels, inner).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn maxpool_matches_cpu() {
+    for device in gpu_devices_under_test("maxpool_matches_cpu") {
+        for (i, g) in geometries().iter().enumerate() {
+            let x = random(&[g.batch, g.in_channels, g.in_h, g.in_w], 10 + i as u64);
+            let (y, argmax) = backend::maxpool_fwd(&x, g).unwrap();
+            let (gy, gargmax) = backend::maxpool_fwd(&on(&x, device), g).unwrap();
+            same(&gy, &y);
+            same(&gargmax, &argmax);
+            let dy = random(y.shape(), 20 + i as u64);
+            same(
+                &backend::maxpool_bwd(&on(&dy, device), &gargmax, g).unwrap(),
+                &backend::maxpool_bwd(&dy, &argmax, g).unwrap(),
+            );
+        }
+    }
+}
+
+#[test]
+fn relu_matches_cpu() {
+    for device in gpu_devices_under_test("relu_matches_cpu") {
+        let x = random(&[3, 5, 7, 11], 1);
+        let dy = random(&[3, 5, 7, 11], 2);
+        let cpu = ops::relu(&x).unwrap();
+        let gpu = ops::relu(&on(&x, device)).unwrap();
+        same(&gpu.y, &cpu.y);
+        same(&gpu.mask, &cpu.mask);
+        same(
+            &ops::relu_backward(&on(&dy, device), &gpu).unwrap(),
+            &ops::relu_backward(&dy, &cpu).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_and_sgd_match_cpu() {
+    for device in gpu_devices_under_test("softmax_cross_entropy_and_sgd_match_cpu") {
+        let logits = random(&[7, 13], 3);
+        let labels = Tensor::from_vec(
+            (0..7).map(|i| (i * 5 % 13) as i32).collect(),
+            &[7],
+            Device::Cpu,
+        )
+        .unwrap();
+        let cpu = ops::softmax_cross_entropy(&logits, &labels).unwrap();
+        let gpu = ops::softmax_cross_entropy(&on(&logits, device), &on(&labels, device)).unwrap();
+        same(&gpu.loss, &cpu.loss);
+        same(&gpu.probs, &cpu.probs);
+        same(
+            &ops::softmax_cross_entropy_backward(&gpu, 1.0).unwrap(),
+            &ops::softmax_cross_entropy_backward(&cpu, 1.0).unwrap(),
+        );
+
+        let w = random(&[5, 9], 4);
+        let g = random(&[5, 9], 5);
+        let mut cpu_w = w.clone();
+        let mut gpu_w = on(&w, device);
+        let mut cpu_opt = kiln::optim::Sgd::new(0.1, 0.9, 1e-3);
+        let mut gpu_opt = kiln::optim::Sgd::new(0.1, 0.9, 1e-3);
+        let gg = on(&g, device);
+        for _ in 0..3 {
+            cpu_opt.step(&mut [&mut cpu_w], &[&g]).unwrap();
+            gpu_opt.step(&mut [&mut gpu_w], &[&gg]).unwrap();
+        }
+        same(&gpu_w, &cpu_w);
+    }
+}
+
+#[test]
+fn conv2d_layer_matches_cpu_forward_and_backward() {
+    for device in gpu_devices_under_test("conv2d_layer_matches_cpu") {
+        for (i, g) in geometries().iter().enumerate() {
+            let window = Window2d {
+                kernel: (g.kernel_h, g.kernel_w),
+                stride: (g.stride_h, g.stride_w),
+                padding: (g.pad_h, g.pad_w),
+                dilation: (g.dilation_h, g.dilation_w),
+            };
+            let x = random(&[g.batch, g.in_channels, g.in_h, g.in_w], 30 + i as u64);
+            let w = random(&[6, g.in_channels, g.kernel_h, g.kernel_w], 40 + i as u64);
+            let b = random(&[6], 50 + i as u64);
+            let Ok(cpu) = ops::conv2d(&x, &w, Some(&b), window) else {
+                continue; // geometries whose stride does not tile the input exactly
+            };
+            let gpu = ops::conv2d(
+                &on(&x, device),
+                &on(&w, device),
+                Some(&on(&b, device)),
+                window,
+            )
+            .unwrap();
+            same(&gpu.y, &cpu.y);
+            let dy = random(cpu.y.shape(), 60 + i as u64);
+            let cg = ops::conv2d_backward(&dy, &w, &cpu, true).unwrap();
+            let gg = ops::conv2d_backward(&on(&dy, device), &on(&w, device), &gpu, true).unwrap();
+            same(&gg.dx, &cg.dx);
+            same(&gg.dw, &cg.dw);
+            same(gg.db.as_ref().unwrap(), cg.db.as_ref().unwrap());
+        }
+    }
+}
+
+#[test]
+fn linear_layer_matches_cpu_forward_and_backward() {
+    for device in gpu_devices_under_test("linear_layer_matches_cpu") {
+        let x = random(&[5, 37], 1);
+        let w = random(&[11, 37], 2);
+        let b = random(&[11], 3);
+        let dy = random(&[5, 11], 4);
+        let cpu = ops::linear(&x, &w, Some(&b)).unwrap();
+        let gpu = ops::linear(&on(&x, device), &on(&w, device), Some(&on(&b, device))).unwrap();
+        same(&gpu, &cpu);
+        let cg = ops::linear_backward(&dy, &x, &w, true).unwrap();
+        let gg =
+            ops::linear_backward(&on(&dy, device), &on(&x, device), &on(&w, device), true).unwrap();
+        same(&gg.dx, &cg.dx);
+        same(&gg.dw, &cg.dw);
+        same(gg.db.as_ref().unwrap(), cg.db.as_ref().unwrap());
+    }
+}
