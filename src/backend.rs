@@ -398,3 +398,23 @@ pub fn sgd_momentum(
         }
     }
 }
+
+/// A copy of `x` in new memory on the same device (a device-to-device copy on a GPU): the
+/// bandwidth ceiling the memory-bound kernels are measured against.
+pub fn copy(x: &Tensor) -> Result<Tensor> {
+    match x.device() {
+        Device::Cpu => Ok(Tensor::host(
+            x.host_data("copy")?.clone(),
+            x.shape().to_vec(),
+            x.dtype(),
+        )),
+        _ => {
+            let src = x.gpu_buffer("copy")?;
+            let gpu = src.gpu().clone();
+            let bytes = x.numel() * x.dtype().size_in_bytes();
+            gpu_output(&gpu, x.shape().to_vec(), x.dtype(), |dst| {
+                gpu.copy(src, dst, bytes)
+            })
+        }
+    }
+}

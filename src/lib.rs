@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod device;
 pub mod error;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod shape;

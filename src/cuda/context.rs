@@ -144,6 +144,19 @@ impl RealGpu {
         Ok(())
     }
 
+    /// Milliseconds `work` takes on the stream, between two timing events.
+    pub(crate) fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        // Events created with `None` flags cannot time; ask for the default (timing) kind.
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(flags)?;
+        let end = self.ctx.new_event(flags)?;
+        start.record(&self.stream)?;
+        work()?;
+        end.record(&self.stream)?;
+        end.synchronize()?;
+        Ok(start.elapsed_ms(&end)? as f64)
+    }
+
     /// Queues `name` with its parameter struct passed by value.
     pub(crate) fn launch<P: DeviceRepr>(
         &self,

@@ -15,12 +15,14 @@ pub(crate) mod optim;
 pub(crate) mod params;
 pub(crate) mod pool;
 pub(crate) mod reduce;
+mod timing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use memory::MemoryStats;
 pub(crate) use memory::{size_class, Pool, RawBlock};
+pub use timing::{median, time_runs};
 
 use crate::device::Device;
 use crate::error::{Error, Result};

@@ -1,0 +1,104 @@
+//! Bad input gets a clear error, never a panic.
+
+use kiln::{ops, DType, Device, Error, Tensor, Window2d};
+
+fn t(shape: &[usize]) -> Tensor {
+    Tensor::randn(shape, 1.0, 1, Device::Cpu).unwrap()
+}
+
+#[test]
+fn zero_stride_is_an_error() {
+    let err = ops::conv2d(
+        &t(&[1, 1, 5, 5]),
+        &t(&[1, 1, 3, 3]),
+        None,
+        Window2d::square(3, 0, 0),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { what: "stride", .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn kernel_larger_than_the_padded_input_is_an_error() {
+    let err = ops::conv2d(
+        &t(&[1, 1, 3, 3]),
+        &t(&[1, 1, 7, 7]),
+        None,
+        Window2d::square(7, 1, 1),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("padded input"), "{err}");
+    let err = ops::max_pool2d(&t(&[1, 1, 2, 2]), Window2d::square(3, 1, 0)).unwrap_err();
+    assert!(err.to_string().contains("padded input"), "{err}");
+}
+
+#[test]
+fn mismatched_shapes_are_errors() {
+    let err = ops::conv2d(
+        &t(&[1, 2, 5, 5]),
+        &t(&[1, 3, 3, 3]),
+        None,
+        Window2d::square(3, 1, 0),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("input channels"), "{err}");
+    assert!(ops::conv2d(
+        &t(&[2, 5, 5]),
+        &t(&[1, 1, 3, 3]),
+        None,
+        Window2d::square(3, 1, 0)
+    )
+    .is_err());
+    assert!(ops::linear(&t(&[4, 5]), &t(&[3, 6]), None).is_err());
+    assert!(ops::linear(&t(&[4, 5]), &t(&[3, 5]), Some(&t(&[4]))).is_err());
+    assert!(t(&[2, 3]).reshape(&[7]).is_err());
+    assert!(Tensor::from_vec(vec![1.0f32; 5], &[2, 3], Device::Cpu).is_err());
+    let pool = ops::max_pool2d(&t(&[1, 1, 4, 4]), Window2d::square(2, 2, 0)).unwrap();
+    assert!(ops::max_pool2d_backward(&t(&[1, 1, 3, 3]), &pool).is_err());
+}
+
+#[test]
+fn tensors_on_different_devices_are_an_error() {
+    let x = t(&[1, 1, 5, 5]);
+    let w = t(&[1, 1, 3, 3]).to_device(Device::CudaEmulated).unwrap();
+    let err = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 0)).unwrap_err();
+    assert!(matches!(err, Error::DeviceMismatch { .. }), "{err}");
+}
+
+#[test]
+fn bad_labels_and_dtypes_are_errors() {
+    let logits = t(&[2, 3]);
+    let labels = Tensor::from_vec(vec![0i32, 3], &[2], Device::Cpu).unwrap();
+    let err = ops::softmax_cross_entropy(&logits, &labels).unwrap_err();
+    assert!(err.to_string().contains("outside 0..3"), "{err}");
+    let float_labels = t(&[2]);
+    assert!(matches!(
+        ops::softmax_cross_entropy(&logits, &float_labels),
+        Err(Error::DTypeMismatch { .. })
+    ));
+    let f64_tensor = Tensor::zeros(&[2], DType::F64, Device::Cpu).unwrap();
+    assert!(f64_tensor.to_device(Device::CudaEmulated).is_err());
+}
+
+#[test]
+fn unusable_devices_are_errors_not_panics() {
+    assert!(Device::parse("tpu").is_err());
+    assert_eq!(Device::parse("cuda:1").unwrap(), Device::Cuda(1));
+    // CUDA device 99 does not exist on any machine: opening it must fail cleanly.
+    let err = Tensor::zeros(&[2], DType::F32, Device::Cuda(99)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::CudaUnavailable(_) | Error::DriverTooOld { .. } | Error::NoKernels
+        ),
+        "{err}"
+    );
+    // Device::best never panics; without a usable GPU it is the CPU.
+    let best = Device::best();
+    if kiln::cuda::usable_gpu_count() == 0 {
+        assert_eq!(best, Device::Cpu);
+    }
+}
