@@ -172,7 +172,7 @@ impl Bench {
         self.row(
             rows,
             "copy (ceiling)",
-            format!("{} MiB f32", n * 4 >> 20),
+            format!("{} MiB f32", (n * 4) >> 20),
             Work::Bytes(bytes),
             || backend::copy(&x).map(drop),
         )?;

@@ -34,9 +34,15 @@ if [ -z "$nvcc_path" ] || [ "$(nvcc_release "$nvcc_path")" != "$want_release" ];
     echo "setup-cuda: python3 is needed (apt-get install python3 python3-venv)" >&2
     exit 1
   fi
-  if ! "$python" -m venv --help >/dev/null 2>&1; then
-    echo "setup-cuda: python3 venv module missing (apt-get install python3-venv)" >&2
-    exit 1
+  if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    # Debian and Ubuntu ship venv's pip bootstrap separately.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "setup-cuda: installing python3-venv" >&2
+      apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
+    else
+      echo "setup-cuda: python3's venv module is missing: sudo apt-get install python3-venv" >&2
+      exit 1
+    fi
   fi
   mkdir -p "$cache_root"
   [ -x "$venv/bin/pip" ] || "$python" -m venv "$venv"

@@ -1,0 +1,42 @@
+# Set-up and everyday commands. `make test` is the README's test command and what CI runs.
+SHELL := /bin/bash
+NVCC_DIR = $(shell scripts/setup-cuda.sh)
+
+.PHONY: setup-cuda test demo kernel-report gpu-bundle bench-cpu bench-gpu-emulated lint
+
+# Installs nvcc 13.0 from pinned PyPI wheels into ~/.cache/kiln (once; quick afterwards).
+setup-cuda:
+	@scripts/setup-cuda.sh >/dev/null
+
+# Every test, with the kernels compiled by nvcc (the build fails if nvcc is missing or a kernel
+# does not compile) and run under emulation against their CPU twins; benches run once as tests.
+test:
+	KILN_NVCC="$(NVCC_DIR)/nvcc" KILN_REQUIRE_NVCC=1 cargo test --all-targets
+	KILN_NVCC="$(NVCC_DIR)/nvcc" KILN_REQUIRE_NVCC=1 cargo test --doc
+
+# The main job for now: a small convnet trained for a few steps on random data, best device.
+demo:
+	cargo run --release --example random_convnet
+
+# ptxas's register, spill and shared-memory report for sm_90, for every kernel.
+kernel-report:
+	@for f in kernels/*.cu; do \
+	  echo "== $$f"; \
+	  "$(NVCC_DIR)/nvcc" -arch=sm_90 -cubin -O3 -std=c++17 -Ikernels -Xptxas -v "$$f" -o /dev/null 2>&1 \
+	    | grep -E "Compiling entry|registers|spill" | sed 's/^ptxas info    : //'; \
+	done
+
+# Release test and bench executables with the kernels embedded, plus run.sh, in dist/gpu-bundle.
+gpu-bundle:
+	KILN_NVCC="$(NVCC_DIR)/nvcc" scripts/gpu-bundle.sh
+
+bench-cpu:
+	cargo bench --bench cpu_kernels
+
+# A quick run of the GPU benchmark program on the kernel emulation (no GPU needed).
+bench-gpu-emulated:
+	KILN_BENCH_DEVICE=emulated cargo bench --bench cuda_kernels
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
