@@ -28,3 +28,22 @@ struct ConvGeom {
   int dilation_h, dilation_w;
   int out_h, out_w;
 };
+
+// Calls visit(oh, ow, kh, kw) for every output window (oh, ow) whose tap (kh, kw) reads input pixel
+// (h, w), in a fixed order. The gathers (col2im, max-pool backward) are built on it.
+template <typename Visit>
+__device__ __forceinline__ void for_each_window_reading(const ConvGeom& g, int h, int w, Visit visit) {
+  for (int kh = 0; kh < g.kernel_h; ++kh) {
+    const int oh_num = h + g.pad_h - kh * g.dilation_h;
+    if (oh_num < 0 || oh_num % g.stride_h != 0) continue;
+    const int oh = oh_num / g.stride_h;
+    if (oh >= g.out_h) continue;
+    for (int kw = 0; kw < g.kernel_w; ++kw) {
+      const int ow_num = w + g.pad_w - kw * g.dilation_w;
+      if (ow_num < 0 || ow_num % g.stride_w != 0) continue;
+      const int ow = ow_num / g.stride_w;
+      if (ow >= g.out_w) continue;
+      visit(oh, ow, kh, kw);
+    }
+  }
+}

@@ -57,20 +57,10 @@ extern "C" __global__ void col2im_f32(const Col2imParams p) {
     const long long n = i / ((long long)g.in_w * g.in_h * g.channels);
     const float* col_n = p.col + n * rows * cols;
     float sum = 0.0f;
-    for (int kh = 0; kh < g.kernel_h; ++kh) {
-      const int oh_num = h + g.pad_h - kh * g.dilation_h;
-      if (oh_num < 0 || oh_num % g.stride_h != 0) continue;
-      const int oh = oh_num / g.stride_h;
-      if (oh >= g.out_h) continue;
-      for (int kw = 0; kw < g.kernel_w; ++kw) {
-        const int ow_num = w + g.pad_w - kw * g.dilation_w;
-        if (ow_num < 0 || ow_num % g.stride_w != 0) continue;
-        const int ow = ow_num / g.stride_w;
-        if (ow >= g.out_w) continue;
-        const int r = (c * g.kernel_h + kh) * g.kernel_w + kw;
-        sum += col_n[(long long)r * cols + oh * g.out_w + ow];
-      }
-    }
+    for_each_window_reading(g, h, w, [&](int oh, int ow, int kh, int kw) {
+      const int r = (c * g.kernel_h + kh) * g.kernel_w + kw;
+      sum += col_n[(long long)r * cols + oh * g.out_w + ow];
+    });
     p.im[i] = sum;
   }
 }

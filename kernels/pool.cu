@@ -60,20 +60,10 @@ extern "C" __global__ void maxpool_bwd_f32(const MaxPoolBwdParams p) {
     const long long out_base = plane * g.out_h * g.out_w;
     const int me = h * g.in_w + w;
     float sum = 0.0f;
-    for (int kh = 0; kh < g.kernel_h; ++kh) {
-      const int oh_num = h + g.pad_h - kh * g.dilation_h;
-      if (oh_num < 0 || oh_num % g.stride_h != 0) continue;
-      const int oh = oh_num / g.stride_h;
-      if (oh >= g.out_h) continue;
-      for (int kw = 0; kw < g.kernel_w; ++kw) {
-        const int ow_num = w + g.pad_w - kw * g.dilation_w;
-        if (ow_num < 0 || ow_num % g.stride_w != 0) continue;
-        const int ow = ow_num / g.stride_w;
-        if (ow >= g.out_w) continue;
-        const long long o = out_base + oh * g.out_w + ow;
-        if (p.argmax[o] == me) sum += p.dy[o];
-      }
-    }
+    for_each_window_reading(g, h, w, [&](int oh, int ow, int, int) {
+      const long long o = out_base + oh * g.out_w + ow;
+      if (p.argmax[o] == me) sum += p.dy[o];
+    });
     p.dx[i] = sum;
   }
 }

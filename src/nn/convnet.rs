@@ -36,6 +36,18 @@ pub struct ConvNet {
     params: Vec<Tensor>,
 }
 
+/// What the forward pass keeps for the backward pass.
+struct Activations {
+    c1: ops::Conv2d,
+    r1: ops::Relu,
+    p1: ops::MaxPool2d,
+    c2: ops::Conv2d,
+    r2: ops::Relu,
+    p2: ops::MaxPool2d,
+    flat: Tensor,
+    logits: Tensor,
+}
+
 const CONV: Window2d = Window2d {
     kernel: (3, 3),
     stride: (1, 1),
@@ -83,18 +95,11 @@ impl ConvNet {
 
     /// Logits [N, classes] for images [N, C, H, W].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let p = &self.params;
-        let c1 = ops::conv2d(x, &p[0], Some(&p[1]), CONV)?;
-        let r1 = ops::relu(&c1.y)?;
-        let p1 = ops::max_pool2d(&r1.y, POOL)?;
-        let c2 = ops::conv2d(&p1.y, &p[2], Some(&p[3]), CONV)?;
-        let r2 = ops::relu(&c2.y)?;
-        let p2 = ops::max_pool2d(&r2.y, POOL)?;
-        ops::linear(&ops::flatten(&p2.y)?, &p[4], Some(&p[5]))
+        Ok(self.forward_saving(x)?.logits)
     }
 
-    /// One SGD step on a mini-batch; returns the mean loss as a device tensor (reading it is a sync).
-    pub fn train_step(&mut self, x: &Tensor, labels: &Tensor, sgd: &mut Sgd) -> Result<Tensor> {
+    /// The forward pass, keeping what the backward pass needs.
+    fn forward_saving(&self, x: &Tensor) -> Result<Activations> {
         let p = &self.params;
         let c1 = ops::conv2d(x, &p[0], Some(&p[1]), CONV)?;
         let r1 = ops::relu(&c1.y)?;
@@ -104,6 +109,31 @@ impl ConvNet {
         let p2 = ops::max_pool2d(&r2.y, POOL)?;
         let flat = ops::flatten(&p2.y)?;
         let logits = ops::linear(&flat, &p[4], Some(&p[5]))?;
+        Ok(Activations {
+            c1,
+            r1,
+            p1,
+            c2,
+            r2,
+            p2,
+            flat,
+            logits,
+        })
+    }
+
+    /// One SGD step on a mini-batch; returns the mean loss as a device tensor (reading it is a sync).
+    pub fn train_step(&mut self, x: &Tensor, labels: &Tensor, sgd: &mut Sgd) -> Result<Tensor> {
+        let Activations {
+            c1,
+            r1,
+            p1,
+            c2,
+            r2,
+            p2,
+            flat,
+            logits,
+        } = self.forward_saving(x)?;
+        let p = &self.params;
         let xent = ops::softmax_cross_entropy(&logits, labels)?;
 
         let dlogits = ops::softmax_cross_entropy_backward(&xent, 1.0)?;
