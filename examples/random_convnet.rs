@@ -50,7 +50,7 @@ fn main() -> kiln::Result<()> {
     println!("device: {device}");
     let mut net = ConvNet::new(ConvNetConfig::default(), 7, device)?;
     println!("parameters: {}", net.parameter_count());
-    let mut sgd = Sgd::new(0.005, 0.9, 0.0);
+    let mut sgd = Sgd::new(net.parameters(), 0.005, 0.9, 0.0)?;
     let mut rng = StdRng::seed_from_u64(42);
     let start = Instant::now();
     let mut first = None;

@@ -52,6 +52,12 @@ pub enum Error {
     #[error("no kernel named {0} in the embedded kernels")]
     MissingKernel(String),
 
+    #[error("{op} has no backward rule: gradients cannot flow through it")]
+    NoBackward { op: &'static str },
+
+    #[error("backward already ran through {op}: its saved tensors are freed; run the forward pass again")]
+    GraphConsumed { op: &'static str },
+
     #[error("out of device memory on {device}: asked for {bytes} bytes")]
     OutOfMemory { device: Device, bytes: usize },
 }

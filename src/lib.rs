@@ -3,13 +3,18 @@
 //!
 //! ```
 //! use kiln::{ops, Device, Tensor, Window2d};
-//! let x = Tensor::randn(&[2, 3, 9, 9], 1.0, 1, Device::Cpu)?;
-//! let w = Tensor::randn(&[4, 3, 3, 3], 0.1, 2, Device::Cpu)?;
-//! let conv = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1))?;
-//! assert_eq!(conv.y.shape(), &[2, 4, 9, 9]);
+//! let device = Device::best(); // a CUDA GPU when one is usable, else the CPU
+//! let x = Tensor::randn(&[2, 3, 9, 9], 1.0, 1, device)?;
+//! let w = Tensor::randn(&[4, 3, 3, 3], 0.1, 2, device)?.with_grad();
+//! let y = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1))?;
+//! assert_eq!(y.shape(), &[2, 4, 9, 9]);
+//! let loss = ops::mean(&ops::relu(&y)?)?;
+//! let grads = loss.backward()?;
+//! assert_eq!(grads.get(&w).unwrap().shape(), w.shape());
 //! # Ok::<(), kiln::Error>(())
 //! ```
 
+pub mod autograd;
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
@@ -22,6 +27,7 @@ pub mod shape;
 pub mod tensor;
 pub mod testing;
 
+pub use autograd::{no_grad, Gradients};
 pub use cuda::MemoryStats;
 pub use device::{empty_cache, memory_stats, reset_peak_memory, synchronize, Device};
 pub use error::{Error, Result};

@@ -14,28 +14,28 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    pub fn new(lr: f64, momentum: f64, weight_decay: f64) -> Sgd {
-        Sgd {
+    /// An optimizer for `params`. Its state (one velocity per parameter) is allocated here, not at
+    /// the first step, so training steps after the first make no new device allocation.
+    pub fn new(params: &[Tensor], lr: f64, momentum: f64, weight_decay: f64) -> Result<Sgd> {
+        let velocity = params
+            .iter()
+            .map(|p| Tensor::zeros(p.shape(), p.dtype(), p.device()))
+            .collect::<Result<_>>()?;
+        Ok(Sgd {
             lr,
             momentum,
             weight_decay,
-            velocity: Vec::new(),
-        }
+            velocity,
+        })
     }
 
-    /// Updates `params[i]` in place with `grads[i]`; the velocity buffers are created on first use.
+    /// Updates `params[i]` in place with `grads[i]` (the parameters it was created for, in order).
     pub fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()> {
         if params.len() != grads.len() {
             return Err(Error::InvalidArgument {
                 what: "sgd step",
                 why: format!("{} parameters but {} gradients", params.len(), grads.len()),
             });
-        }
-        if self.velocity.is_empty() {
-            self.velocity = params
-                .iter()
-                .map(|p| Tensor::zeros(p.shape(), p.dtype(), p.device()))
-                .collect::<Result<_>>()?;
         }
         if self.velocity.len() != params.len() {
             return Err(Error::InvalidArgument {

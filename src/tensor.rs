@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
+use crate::autograd::{self, Gradients, Node};
 use crate::cuda::{self, GpuBuffer};
 use crate::device::Device;
 use crate::error::{invalid, Error, Result};
@@ -108,6 +109,8 @@ pub struct Tensor {
     dtype: DType,
     device: Device,
     storage: Arc<Storage>,
+    /// Where this tensor sits in the autograd graph; `None` when no gradient flows through it.
+    grad: Option<Arc<Node>>,
 }
 
 impl fmt::Debug for Tensor {
@@ -195,6 +198,7 @@ impl Tensor {
             dtype,
             device: Device::Cpu,
             storage: Arc::new(Storage::Host(data)),
+            grad: None,
         }
     }
 
@@ -205,6 +209,7 @@ impl Tensor {
             shape,
             dtype,
             storage: Arc::new(Storage::Gpu(buffer)),
+            grad: None,
         }
     }
 
@@ -237,11 +242,72 @@ impl Tensor {
                 got: shape.to_vec(),
             });
         }
-        Ok(Tensor {
+        let reshaped = Tensor {
             id: TensorId::fresh(),
             shape: shape.to_vec(),
+            grad: None,
             ..self.clone()
-        })
+        };
+        let input_shape = self.shape.clone();
+        Ok(autograd::record("reshape", &[self], reshaped, || {
+            move |dy: &Tensor| Ok(vec![Some(dy.reshape(&input_shape)?)])
+        }))
+    }
+
+    /// This tensor as a leaf of the autograd graph: `backward` reports its gradient.
+    pub fn with_grad(self) -> Tensor {
+        let node = autograd::leaf(self.id);
+        Tensor {
+            grad: Some(node),
+            ..self
+        }
+    }
+
+    /// Whether gradients flow through this tensor (it is a leaf or the result of recorded ops).
+    pub fn needs_grad(&self) -> bool {
+        self.grad.is_some()
+    }
+
+    /// The same values cut off from the autograd graph.
+    pub fn detach(&self) -> Tensor {
+        Tensor {
+            grad: None,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn grad_node(&self) -> Option<&Arc<Node>> {
+        self.grad.as_ref()
+    }
+
+    pub(crate) fn with_grad_node(self, grad: Option<Arc<Node>>) -> Tensor {
+        Tensor { grad, ..self }
+    }
+
+    /// Gradients of this one-element tensor (a loss) with respect to every leaf it depends on.
+    pub fn backward(&self) -> Result<Gradients> {
+        let mut grads = Gradients::new();
+        self.backward_into(&mut grads)?;
+        Ok(grads)
+    }
+
+    /// Like [`Tensor::backward`], adding into `grads` (gradient accumulation over several passes).
+    /// Each graph can be walked once: its saved activations are freed as backward uses them.
+    pub fn backward_into(&self, grads: &mut Gradients) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(invalid(
+                "backward",
+                format!("needs a one-element loss, got shape {:?}", self.shape),
+            ));
+        }
+        let Some(root) = &self.grad else {
+            return Err(invalid(
+                "backward",
+                "the loss does not depend on any tensor that requires gradients",
+            ));
+        };
+        let seed = crate::backend::full_like(self, &self.shape, 1.0)?;
+        autograd::backward(root, seed, grads)
     }
 
     /// A copy on `device` (the same tensor, shared, when it is already there).
@@ -249,6 +315,14 @@ impl Tensor {
         if device == self.device {
             return Ok(self.clone());
         }
+        let moved = self.detach().copy_to(device)?;
+        let from = self.device;
+        Ok(autograd::record("to_device", &[self], moved, || {
+            move |dy: &Tensor| Ok(vec![Some(dy.to_device(from)?)])
+        }))
+    }
+
+    fn copy_to(&self, device: Device) -> Result<Tensor> {
         let host = match &*self.storage {
             Storage::Host(h) => h.clone(),
             Storage::Gpu(_) => self.download_host_data()?,

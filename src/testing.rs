@@ -84,3 +84,108 @@ pub fn random_away_from_zero(rng: &mut StdRng, len: usize, gap: f32) -> Vec<f32>
         })
         .collect()
 }
+
+/// The tape's loss for checks: Σ y ⊙ r with r fixed random values (so dL/dy = r).
+fn weighted_sum(y: &crate::Tensor, r: &crate::Tensor) -> crate::Result<crate::Tensor> {
+    crate::ops::sum(&crate::ops::mul(y, r)?)
+}
+
+fn random_like(t: &crate::Tensor, seed: u64) -> crate::Result<crate::Tensor> {
+    let mut rng = rng(seed);
+    let values: Vec<f64> = random_vec(&mut rng, t.numel());
+    crate::Tensor::from_vec(values, t.shape(), crate::Device::Cpu)?
+        .to_dtype(t.dtype())?
+        .to_device(t.device())
+}
+
+/// Checks the tape's gradients of `f` against central finite differences in f64 on the CPU.
+///
+/// `inputs` must be f64 CPU tensors; the checked scalar is Σ f(inputs) ⊙ r for a fixed random r.
+/// Inputs must keep a margin from kinks (ReLU at 0, max-pool ties) larger than the step 1e-6.
+/// Panics with the first mismatch; prints the worst error.
+#[track_caller]
+pub fn gradcheck(
+    name: &str,
+    inputs: &[crate::Tensor],
+    f: impl Fn(&[crate::Tensor]) -> crate::Result<crate::Tensor>,
+) {
+    const EPS: f64 = 1e-6;
+    let leaves: Vec<crate::Tensor> = inputs.iter().map(|t| t.detach().with_grad()).collect();
+    let y = f(&leaves).unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
+    let r = random_like(&y, 0x5eed).expect("random weights");
+    let grads = weighted_sum(&y, &r)
+        .and_then(|l| l.backward())
+        .unwrap_or_else(|e| panic!("{name}: backward failed: {e}"));
+    let loss_at = |inputs: &[crate::Tensor]| -> f64 {
+        crate::no_grad(|| weighted_sum(&f(inputs)?, &r)?.scalar())
+            .expect("forward of a perturbed input")
+    };
+    let mut worst = 0.0f64;
+    for (i, input) in inputs.iter().enumerate() {
+        let base = input
+            .to_vec::<f64>()
+            .expect("gradcheck inputs are f64 CPU tensors");
+        let analytic = grads
+            .get(&leaves[i])
+            .map(|g| g.to_vec::<f64>().expect("f64 gradient"))
+            .unwrap_or_else(|| vec![0.0; base.len()]);
+        for j in 0..base.len() {
+            let perturbed = |delta: f64| {
+                let mut v = base.clone();
+                v[j] += delta;
+                let mut all: Vec<crate::Tensor> = inputs.to_vec();
+                all[i] = crate::Tensor::from_vec(v, input.shape(), crate::Device::Cpu)
+                    .expect("same shape");
+                loss_at(&all)
+            };
+            let numeric = (perturbed(EPS) - perturbed(-EPS)) / (2.0 * EPS);
+            let err = (numeric - analytic[j]).abs();
+            worst = worst.max(err);
+            assert!(
+                err <= 1e-6 + 1e-5 * numeric.abs(),
+                "{name}: input {i} element {j}: analytic {} vs numeric {numeric}",
+                analytic[j]
+            );
+        }
+    }
+    eprintln!("{name}: worst gradient error {worst:e}");
+}
+
+/// Runs `f` on `inputs` (f32 CPU tensors) on the CPU and on `device`, and checks that the outputs
+/// and the gradients of every input (through the tape, for a fixed random output weighting) agree
+/// within `atol + rtol·|cpu|`.
+#[track_caller]
+pub fn check_parity(
+    name: &str,
+    device: Device,
+    inputs: &[crate::Tensor],
+    atol: f64,
+    rtol: f64,
+    f: impl Fn(&[crate::Tensor]) -> crate::Result<crate::Tensor>,
+) {
+    let run = |d: Device| -> crate::Result<(Vec<f32>, Vec<Vec<f32>>)> {
+        let leaves: Vec<crate::Tensor> = inputs
+            .iter()
+            .map(|t| t.to_device(d).map(|t| t.with_grad()))
+            .collect::<crate::Result<_>>()?;
+        let y = f(&leaves)?;
+        let r = random_like(&y.to_device(Device::Cpu)?, 0x5eed)?.to_device(d)?;
+        let grads = weighted_sum(&y, &r)?.backward()?;
+        let input_grads = leaves
+            .iter()
+            .map(|l| match grads.get(l) {
+                Some(g) => g.to_vec::<f32>(),
+                None => Ok(Vec::new()),
+            })
+            .collect::<crate::Result<_>>()?;
+        Ok((y.to_vec::<f32>()?, input_grads))
+    };
+    let (cpu_y, cpu_grads) = run(Device::Cpu).unwrap_or_else(|e| panic!("{name} on cpu: {e}"));
+    let (dev_y, dev_grads) = run(device).unwrap_or_else(|e| panic!("{name} on {device}: {e}"));
+    eprintln!("{name} on {device}: output");
+    assert_close(&dev_y, &cpu_y, atol, rtol);
+    for (i, (d, c)) in dev_grads.iter().zip(&cpu_grads).enumerate() {
+        eprintln!("{name} on {device}: gradient of input {i}");
+        assert_close(d, c, atol, rtol);
+    }
+}

@@ -56,8 +56,13 @@ fn mismatched_shapes_are_errors() {
     assert!(ops::linear(&t(&[4, 5]), &t(&[3, 5]), Some(&t(&[4]))).is_err());
     assert!(t(&[2, 3]).reshape(&[7]).is_err());
     assert!(Tensor::from_vec(vec![1.0f32; 5], &[2, 3], Device::Cpu).is_err());
-    let pool = ops::max_pool2d(&t(&[1, 1, 4, 4]), Window2d::square(2, 2, 0)).unwrap();
-    assert!(ops::max_pool2d_backward(&t(&[1, 1, 3, 3]), &pool).is_err());
+    let g = kiln::ConvGeometry::new([1, 1, 4, 4], Window2d::square(2, 2, 0), false).unwrap();
+    let (_, argmax) = kiln::backend::maxpool_fwd(&t(&[1, 1, 4, 4]), &g).unwrap();
+    assert!(kiln::backend::maxpool_bwd(&t(&[1, 1, 3, 3]), &argmax, &g).is_err());
+    assert!(kiln::backend::im2col(&t(&[1, 2, 4, 4]), &g).is_err());
+    let one_d = t(&[5]);
+    let labels = Tensor::from_vec(vec![0i32; 5], &[5], Device::Cpu).unwrap();
+    assert!(kiln::backend::softmax_xent_fwd(&one_d, &labels).is_err());
 }
 
 #[test]

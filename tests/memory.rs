@@ -22,7 +22,7 @@ fn training_steps_reuse_pooled_memory() {
             classes: 5,
         };
         let mut net = ConvNet::new(config, 1, device).unwrap();
-        let mut sgd = Sgd::new(0.01, 0.9, 0.0);
+        let mut sgd = Sgd::new(net.parameters(), 0.01, 0.9, 0.0).unwrap();
         let (x, y) = batch(device);
         net.train_step(&x, &y, &mut sgd).unwrap();
         let after_first = memory_stats(&device).unwrap();

@@ -1,7 +1,7 @@
 //! GPU-vs-CPU parity: every primitive and layer, on random inputs of odd sizes, on the kernel
 //! emulation (always) and on a real GPU (where one is usable; otherwise the test says why it skips).
 
-use kiln::testing::{assert_close, gpu_devices_under_test, random_away_from_zero};
+use kiln::testing::{assert_close, check_parity, gpu_devices_under_test, random_away_from_zero};
 use kiln::{backend, ops, ConvGeometry, DType, Device, GemmSpec, Tensor, Window2d};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -133,21 +133,21 @@ fn maxpool_matches_cpu() {
 fn relu_matches_cpu() {
     for device in gpu_devices_under_test("relu_matches_cpu") {
         let x = random(&[3, 5, 7, 11], 1);
+        let (y, mask) = backend::relu_fwd(&x).unwrap();
+        let (gy, gmask) = backend::relu_fwd(&on(&x, device)).unwrap();
+        same(&gy, &y);
+        same(&gmask, &mask);
         let dy = random(&[3, 5, 7, 11], 2);
-        let cpu = ops::relu(&x).unwrap();
-        let gpu = ops::relu(&on(&x, device)).unwrap();
-        same(&gpu.y, &cpu.y);
-        same(&gpu.mask, &cpu.mask);
         same(
-            &ops::relu_backward(&on(&dy, device), &gpu).unwrap(),
-            &ops::relu_backward(&dy, &cpu).unwrap(),
+            &backend::relu_bwd(&on(&dy, device), &gmask).unwrap(),
+            &backend::relu_bwd(&dy, &mask).unwrap(),
         );
     }
 }
 
 #[test]
-fn softmax_cross_entropy_and_sgd_match_cpu() {
-    for device in gpu_devices_under_test("softmax_cross_entropy_and_sgd_match_cpu") {
+fn softmax_cross_entropy_matches_cpu() {
+    for device in gpu_devices_under_test("softmax_cross_entropy_matches_cpu") {
         let logits = random(&[7, 13], 3);
         let labels = Tensor::from_vec(
             (0..7).map(|i| (i * 5 % 13) as i32).collect(),
@@ -155,27 +155,71 @@ fn softmax_cross_entropy_and_sgd_match_cpu() {
             Device::Cpu,
         )
         .unwrap();
-        let cpu = ops::softmax_cross_entropy(&logits, &labels).unwrap();
-        let gpu = ops::softmax_cross_entropy(&on(&logits, device), &on(&labels, device)).unwrap();
-        same(&gpu.loss, &cpu.loss);
-        same(&gpu.probs, &cpu.probs);
+        let (probs, losses) = backend::softmax_xent_fwd(&logits, &labels).unwrap();
+        let (gprobs, glosses) =
+            backend::softmax_xent_fwd(&on(&logits, device), &on(&labels, device)).unwrap();
+        same(&gprobs, &probs);
+        same(&glosses, &losses);
         same(
-            &ops::softmax_cross_entropy_backward(&gpu, 1.0).unwrap(),
-            &ops::softmax_cross_entropy_backward(&cpu, 1.0).unwrap(),
+            &backend::softmax_xent_bwd(&gprobs, &on(&labels, device), 0.3).unwrap(),
+            &backend::softmax_xent_bwd(&probs, &labels, 0.3).unwrap(),
         );
+        check_parity(
+            "softmax_cross_entropy",
+            device,
+            &[logits],
+            ATOL,
+            RTOL,
+            |t| ops::softmax_cross_entropy(&t[0], &labels.to_device(t[0].device())?),
+        );
+    }
+}
 
+#[test]
+fn sgd_matches_cpu() {
+    for device in gpu_devices_under_test("sgd_matches_cpu") {
         let w = random(&[5, 9], 4);
         let g = random(&[5, 9], 5);
         let mut cpu_w = w.clone();
         let mut gpu_w = on(&w, device);
-        let mut cpu_opt = kiln::optim::Sgd::new(0.1, 0.9, 1e-3);
-        let mut gpu_opt = kiln::optim::Sgd::new(0.1, 0.9, 1e-3);
+        let mut cpu_opt = kiln::optim::Sgd::new(&[w.clone()], 0.1, 0.9, 1e-3).unwrap();
+        let mut gpu_opt = kiln::optim::Sgd::new(&[gpu_w.clone()], 0.1, 0.9, 1e-3).unwrap();
         let gg = on(&g, device);
         for _ in 0..3 {
             cpu_opt.step(&mut [&mut cpu_w], &[&g]).unwrap();
             gpu_opt.step(&mut [&mut gpu_w], &[&gg]).unwrap();
         }
         same(&gpu_w, &cpu_w);
+    }
+}
+
+#[test]
+fn elementwise_ops_match_cpu() {
+    for device in gpu_devices_under_test("elementwise_ops_match_cpu") {
+        let (a, b) = (random(&[3, 7, 5], 1), random(&[3, 7, 5], 2));
+        check_parity(
+            "add-mul-scale-mean",
+            device,
+            &[a.clone(), b.clone()],
+            ATOL,
+            RTOL,
+            |t| {
+                let prod = ops::mul(&t[0], &ops::add(&t[0], &t[1])?)?;
+                ops::add(&ops::scale(&prod, -0.7)?, &t[1])
+            },
+        );
+        same(
+            &backend::axpby(0.5, &on(&a, device), -2.0, &on(&b, device)).unwrap(),
+            &backend::axpby(0.5, &a, -2.0, &b).unwrap(),
+        );
+        same(
+            &backend::affine(&on(&a, device), 3.0, 0.25).unwrap(),
+            &backend::affine(&a, 3.0, 0.25).unwrap(),
+        );
+        same(
+            &backend::sum(&on(&a, device), 0.5).unwrap(),
+            &backend::sum(&a, 0.5).unwrap(),
+        );
     }
 }
 
@@ -192,23 +236,24 @@ fn conv2d_layer_matches_cpu_forward_and_backward() {
             let x = random(&[g.batch, g.in_channels, g.in_h, g.in_w], 30 + i as u64);
             let w = random(&[6, g.in_channels, g.kernel_h, g.kernel_w], 40 + i as u64);
             let b = random(&[6], 50 + i as u64);
-            let Ok(cpu) = ops::conv2d(&x, &w, Some(&b), window) else {
+            if ops::conv2d(&x, &w, Some(&b), window).is_err() {
                 continue; // geometries whose stride does not tile the input exactly
-            };
-            let gpu = ops::conv2d(
-                &on(&x, device),
-                &on(&w, device),
-                Some(&on(&b, device)),
-                window,
-            )
-            .unwrap();
-            same(&gpu.y, &cpu.y);
-            let dy = random(cpu.y.shape(), 60 + i as u64);
-            let cg = ops::conv2d_backward(&dy, &w, &cpu, true).unwrap();
-            let gg = ops::conv2d_backward(&on(&dy, device), &on(&w, device), &gpu, true).unwrap();
-            same(&gg.dx, &cg.dx);
-            same(&gg.dw, &cg.dw);
-            same(gg.db.as_ref().unwrap(), cg.db.as_ref().unwrap());
+            }
+            check_parity("conv2d", device, &[x, w, b], ATOL, RTOL, |t| {
+                ops::conv2d(&t[0], &t[1], Some(&t[2]), window)
+            });
+        }
+    }
+}
+
+#[test]
+fn max_pool_layer_matches_cpu_forward_and_backward() {
+    for device in gpu_devices_under_test("max_pool_layer_matches_cpu") {
+        let x = random(&[2, 3, 11, 9], 7);
+        for window in [Window2d::square(2, 2, 0), Window2d::square(3, 2, 1)] {
+            check_parity("max_pool2d", device, &[x.clone()], ATOL, RTOL, |t| {
+                ops::max_pool2d(&t[0], window)
+            });
         }
     }
 }
@@ -216,18 +261,36 @@ fn conv2d_layer_matches_cpu_forward_and_backward() {
 #[test]
 fn linear_layer_matches_cpu_forward_and_backward() {
     for device in gpu_devices_under_test("linear_layer_matches_cpu") {
-        let x = random(&[5, 37], 1);
-        let w = random(&[11, 37], 2);
-        let b = random(&[11], 3);
-        let dy = random(&[5, 11], 4);
-        let cpu = ops::linear(&x, &w, Some(&b)).unwrap();
-        let gpu = ops::linear(&on(&x, device), &on(&w, device), Some(&on(&b, device))).unwrap();
-        same(&gpu, &cpu);
-        let cg = ops::linear_backward(&dy, &x, &w, true).unwrap();
-        let gg =
-            ops::linear_backward(&on(&dy, device), &on(&x, device), &on(&w, device), true).unwrap();
-        same(&gg.dx, &cg.dx);
-        same(&gg.dw, &cg.dw);
-        same(gg.db.as_ref().unwrap(), cg.db.as_ref().unwrap());
+        let (x, w, b) = (random(&[5, 37], 1), random(&[11, 37], 2), random(&[11], 3));
+        check_parity("linear", device, &[x, w, b], ATOL, RTOL, |t| {
+            ops::linear(&t[0], &t[1], Some(&t[2]))
+        });
+    }
+}
+
+#[test]
+fn small_network_gradients_match_cpu() {
+    for device in gpu_devices_under_test("small_network_gradients_match_cpu") {
+        let x = random(&[2, 3, 8, 8], 1);
+        let w1 = random(&[4, 3, 3, 3], 2);
+        let b1 = random(&[4], 3);
+        let w2 = random(&[5, 4 * 4 * 4], 4);
+        check_parity(
+            "conv-relu-pool-linear",
+            device,
+            &[x, w1, b1, w2],
+            ATOL,
+            RTOL,
+            |t| {
+                let h = ops::relu(&ops::conv2d(
+                    &t[0],
+                    &t[1],
+                    Some(&t[2]),
+                    Window2d::square(3, 1, 1),
+                )?)?;
+                let h = ops::max_pool2d(&h, Window2d::square(2, 2, 0))?;
+                ops::linear(&ops::flatten(&h)?, &t[3], None)
+            },
+        );
     }
 }

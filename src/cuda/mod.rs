@@ -5,6 +5,7 @@
 pub(crate) mod activation;
 #[cfg(feature = "cuda")]
 mod context;
+pub(crate) mod elementwise;
 mod emulator;
 pub(crate) mod gemm;
 pub(crate) mod im2col;

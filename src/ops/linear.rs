@@ -1,17 +1,10 @@
 //! Fully connected layer: y = x·Wᵀ + b for x [N, in], W [out, in] (PyTorch's layout), b [out].
 
+use crate::autograd::record;
 use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
 use crate::shape::GemmSpec;
 use crate::tensor::Tensor;
-
-/// Gradients of a linear layer.
-#[derive(Clone, Debug)]
-pub struct LinearGrads {
-    pub dx: Tensor,
-    pub dw: Tensor,
-    pub db: Option<Tensor>,
-}
 
 fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     let (&[n, fan_in], &[out, w_in]) = (x.shape(), w.shape()) else {
@@ -44,31 +37,26 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         b.expect_shape("linear bias", &[out])?;
         backend::bias_add(&mut y, b, n, out, 1)?;
     }
-    Ok(y)
-}
-
-/// dx = dy·W, dW = dyᵀ·x, db = Σ_n dy.
-pub fn linear_backward(
-    dy: &Tensor,
-    x: &Tensor,
-    w: &Tensor,
-    with_bias: bool,
-) -> Result<LinearGrads> {
-    common_device("linear backward", &[dy, x, w])?;
-    let (n, fan_in, out) = dims(x, w)?;
-    dy.expect_shape("linear backward", &[n, out])?;
-    let dx = backend::gemm(&GemmSpec::new(n, fan_in, out), 1.0, dy, w, vec![n, fan_in])?;
-    let dw = backend::gemm(
-        &GemmSpec::new(out, fan_in, n).transpose_a(),
-        1.0,
-        dy,
-        x,
-        vec![out, fan_in],
-    )?;
-    let db = if with_bias {
-        Some(backend::bias_grad(dy, n, out, 1)?)
-    } else {
-        None
-    };
-    Ok(LinearGrads { dx, dw, db })
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    let (x_saved, w_saved, has_bias) = (x.detach(), w.detach(), b.is_some());
+    Ok(record("linear", &inputs, y, move || {
+        // dx = dy·W, dW = dyᵀ·x, db = Σ_n dy.
+        move |dy: &Tensor| {
+            let dx = backend::gemm(
+                &GemmSpec::new(n, fan_in, out),
+                1.0,
+                dy,
+                &w_saved,
+                vec![n, fan_in],
+            )?;
+            let dw_spec = GemmSpec::new(out, fan_in, n).transpose_a();
+            let dw = backend::gemm(&dw_spec, 1.0, dy, &x_saved, vec![out, fan_in])?;
+            let mut grads = vec![Some(dx), Some(dw)];
+            if has_bias {
+                grads.push(Some(backend::bias_grad(dy, n, out, 1)?));
+            }
+            Ok(grads)
+        }
+    }))
 }

@@ -1,55 +1,29 @@
 //! Softmax cross-entropy, fused and stable for large logits; the mean over the batch.
 
-use crate::backend::{self, common_device};
-use crate::error::{invalid, Result};
-use crate::tensor::{DType, Tensor};
+use crate::autograd::record;
+use crate::backend;
+use crate::error::Result;
+use crate::tensor::Tensor;
 
-/// The mean loss and what the backward needs.
-#[derive(Clone, Debug)]
-pub struct SoftmaxCrossEntropy {
-    /// Mean over rows of −log softmax(logits)[label], a one-element tensor on the logits' device.
-    pub loss: Tensor,
-    pub probs: Tensor,
-    pub labels: Tensor,
-}
-
-/// logits [N, K], labels i32 [N] with values in 0..K (checked; a bad label is an error).
-pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<SoftmaxCrossEntropy> {
-    common_device("softmax_cross_entropy", &[logits, labels])?;
-    let &[rows, classes] = logits.shape() else {
-        return Err(invalid(
-            "logits",
-            format!("expected [N, classes], got {:?}", logits.shape()),
-        ));
-    };
-    labels.expect_dtype("softmax_cross_entropy labels", DType::I32)?;
-    labels.expect_shape("softmax_cross_entropy labels", &[rows])?;
-    if rows == 0 || classes == 0 {
-        return Err(invalid("logits", "need at least one row and one class"));
-    }
-    // Labels are few; checking them on the host keeps a bad label from becoming a NaN.
-    let host_labels = labels.to_vec::<i32>()?;
-    if let Some((i, bad)) = host_labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l < 0 || l as usize >= classes)
-    {
-        return Err(invalid(
-            "labels",
-            format!("label {bad} at row {i} is outside 0..{classes}"),
-        ));
-    }
+/// Mean over rows of −log softmax(logits)[label]: logits [N, K], labels i32 [N] in 0..K (checked;
+/// a bad label is an error). Returns a one-element tensor on the logits' device.
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (probs, losses) = backend::softmax_xent_fwd(logits, labels)?;
-    let loss = backend::sum(&losses, 1.0 / rows as f64)?;
-    Ok(SoftmaxCrossEntropy {
+    let rows = probs.shape()[0];
+    let loss = backend::sum(&losses, 1.0 / rows as f64)?.reshape(&[])?;
+    let labels = labels.clone();
+    Ok(record(
+        "softmax_cross_entropy",
+        &[logits],
         loss,
-        probs,
-        labels: labels.clone(),
-    })
-}
-
-/// d(mean loss)/d(logits), times `dloss` (1 for a plain loss).
-pub fn softmax_cross_entropy_backward(saved: &SoftmaxCrossEntropy, dloss: f64) -> Result<Tensor> {
-    let rows = saved.probs.shape()[0];
-    backend::softmax_xent_bwd(&saved.probs, &saved.labels, dloss / rows as f64)
+        move || {
+            move |dloss: &Tensor| {
+                // dlogits = dloss/N · (probs − onehot(labels)); dloss is one element.
+                let scale = dloss.scalar()? / rows as f64;
+                Ok(vec![Some(backend::softmax_xent_bwd(
+                    &probs, &labels, scale,
+                )?)])
+            }
+        },
+    ))
 }

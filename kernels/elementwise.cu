@@ -1,0 +1,42 @@
+// Elementwise arithmetic on equal-shaped tensors. One thread per element, grid-stride loop.
+#include "common.cuh"
+
+// Mirrors src/cuda/elementwise.rs `AxpbyParams`.
+struct AxpbyParams {
+  const float* a;
+  const float* b;
+  float* out;  // alpha·a + beta·b (may alias neither input)
+  long long n;
+  float alpha, beta;
+};
+
+extern "C" __global__ void axpby_f32(const AxpbyParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = p.alpha * p.a[i] + p.beta * p.b[i]; }
+}
+KILN_EMULATE(axpby_f32, AxpbyParams)
+
+// Mirrors src/cuda/elementwise.rs `MulParams`.
+struct MulParams {
+  const float* a;
+  const float* b;
+  float* out;  // a·b
+  long long n;
+};
+
+extern "C" __global__ void mul_f32(const MulParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = p.a[i] * p.b[i]; }
+}
+KILN_EMULATE(mul_f32, MulParams)
+
+// Mirrors src/cuda/elementwise.rs `AffineParams`.
+struct AffineParams {
+  const float* x;
+  float* out;  // scale·x + shift
+  long long n;
+  float scale, shift;
+};
+
+extern "C" __global__ void affine_f32(const AffineParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = p.scale * p.x[i] + p.shift; }
+}
+KILN_EMULATE(affine_f32, AffineParams)

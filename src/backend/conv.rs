@@ -1,0 +1,141 @@
+//! Convolution primitives: im2col/col2im, the GEMM, bias add and bias gradient.
+
+use super::{check_len, common_device, gpu_f32, gpu_output, host_output, input_shape, with_float};
+use crate::cpu;
+use crate::cuda;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::shape::{numel, ConvGeometry, GemmSpec};
+use crate::tensor::{DType, Tensor};
+
+/// Unfolds `x` [N,C,H,W] into columns [N, C·KH·KW, OH·OW].
+pub fn im2col(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    x.expect_shape("im2col", &input_shape(g))?;
+    let shape = vec![g.batch, g.col_rows(), g.col_cols()];
+    match x.device() {
+        Device::Cpu => with_float!("im2col", x, |T| {
+            let xs = x.host_slice::<T>("im2col")?;
+            Ok(host_output::<T>(shape, |col| {
+                cpu::im2col::im2col(xs, g, col)
+            }))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32("im2col", x)?;
+            gpu_output(&gpu, shape, DType::F32, |col| {
+                cuda::im2col::im2col(&gpu, xb, g, col)
+            })
+        }
+    }
+}
+
+/// Folds columns back into an image batch [N,C,H,W], summing overlaps.
+pub fn col2im(col: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    col.expect_shape("col2im", &[g.batch, g.col_rows(), g.col_cols()])?;
+    let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
+    match col.device() {
+        Device::Cpu => with_float!("col2im", col, |T| {
+            let cs = col.host_slice::<T>("col2im")?;
+            Ok(host_output::<T>(shape, |dx| cpu::im2col::col2im(cs, g, dx)))
+        }),
+        _ => {
+            let (gpu, cb) = gpu_f32("col2im", col)?;
+            gpu_output(&gpu, shape, DType::F32, |im| {
+                cuda::im2col::col2im(&gpu, cb, g, im)
+            })
+        }
+    }
+}
+
+fn check_gemm_lens(spec: &GemmSpec, a: &Tensor, b: &Tensor, c_len: usize) -> Result<()> {
+    let (la, lb, lc) = spec.required_lens();
+    if a.numel() < la || b.numel() < lb || c_len < lc {
+        return Err(crate::error::invalid(
+            "gemm operands",
+            format!(
+                "{spec:?} needs A ≥ {la}, B ≥ {lb}, C ≥ {lc} elements; got {}, {}, {c_len}",
+                a.numel(),
+                b.numel()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A new tensor of `out_shape` holding alpha·op(A)·op(B) (beta = 0).
+pub fn gemm(
+    spec: &GemmSpec,
+    alpha: f64,
+    a: &Tensor,
+    b: &Tensor,
+    out_shape: Vec<usize>,
+) -> Result<Tensor> {
+    common_device("gemm", &[a, b])?;
+    check_gemm_lens(spec, a, b, numel(&out_shape))?;
+    match a.device() {
+        Device::Cpu => with_float!("gemm", a, |T| {
+            let (xa, xb) = (a.host_slice::<T>("gemm")?, b.host_slice::<T>("gemm")?);
+            Ok(host_output::<T>(out_shape, |c| {
+                cpu::gemm::gemm(spec, alpha as T, xa, xb, 0.0 as T, c)
+            }))
+        }),
+        _ => {
+            let (gpu, ab) = gpu_f32("gemm", a)?;
+            let (_, bb) = gpu_f32("gemm", b)?;
+            gpu_output(&gpu, out_shape, DType::F32, |c| {
+                cuda::gemm::gemm(&gpu, spec, alpha as f32, ab, bb, 0.0, c)
+            })
+        }
+    }
+}
+
+/// y[o][c][i] += bias[c], in place.
+pub fn bias_add(
+    y: &mut Tensor,
+    bias: &Tensor,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+) -> Result<()> {
+    common_device("bias_add", &[y, bias])?;
+    bias.expect_shape("bias_add", &[channels])?;
+    check_len("bias_add", y, outer * channels * inner)?;
+    match y.device() {
+        Device::Cpu => with_float!("bias_add", bias, |T| {
+            let bs = bias.host_slice::<T>("bias_add")?;
+            let ys = y.host_vec_mut::<T>("bias_add")?;
+            cpu::gemm::bias_add(ys, bs, outer, channels, inner);
+            Ok(())
+        }),
+        _ => {
+            let (gpu, bb) = gpu_f32("bias_add", bias)?;
+            y.expect_dtype("bias_add", DType::F32)?;
+            cuda::gemm::bias_add(
+                &gpu,
+                y.gpu_buffer_mut("bias_add")?,
+                bb,
+                outer,
+                channels,
+                inner,
+            )
+        }
+    }
+}
+
+/// db[c] = Σ dy[o][c][i].
+pub fn bias_grad(dy: &Tensor, outer: usize, channels: usize, inner: usize) -> Result<Tensor> {
+    check_len("bias_grad", dy, outer * channels * inner)?;
+    match dy.device() {
+        Device::Cpu => with_float!("bias_grad", dy, |T| {
+            let ds = dy.host_slice::<T>("bias_grad")?;
+            Ok(host_output::<T>(vec![channels], |db| {
+                cpu::gemm::bias_grad(ds, outer, channels, inner, db)
+            }))
+        }),
+        _ => {
+            let (gpu, db) = gpu_f32("bias_grad", dy)?;
+            gpu_output(&gpu, vec![channels], DType::F32, |out| {
+                cuda::gemm::bias_grad(&gpu, db, outer, channels, inner, out)
+            })
+        }
+    }
+}

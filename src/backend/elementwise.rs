@@ -1,0 +1,131 @@
+//! Elementwise and reduction primitives, and the device copy.
+
+use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use crate::cpu;
+use crate::cuda;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Element, Tensor};
+
+/// scale·Σx as a one-element tensor.
+pub fn sum(x: &Tensor, scale: f64) -> Result<Tensor> {
+    match x.device() {
+        Device::Cpu => with_float!("sum", x, |T| {
+            let xs = x.host_slice::<T>("sum")?;
+            let s = xs.iter().fold(0.0 as T, |acc, &v| acc + v) * scale as T;
+            Ok(Tensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32("sum", x)?;
+            let n = x.numel();
+            gpu_output(&gpu, vec![1], DType::F32, |out| {
+                cuda::reduce::sum(&gpu, xb, n, scale as f32, out)
+            })
+        }
+    }
+}
+
+/// A copy of `x` in new memory on the same device (a device-to-device copy on a GPU): the
+/// bandwidth ceiling the memory-bound kernels are measured against.
+pub fn copy(x: &Tensor) -> Result<Tensor> {
+    match x.device() {
+        Device::Cpu => Ok(Tensor::host(
+            x.host_data("copy")?.clone(),
+            x.shape().to_vec(),
+            x.dtype(),
+        )),
+        _ => {
+            let src = x.gpu_buffer("copy")?;
+            let gpu = src.gpu().clone();
+            let bytes = x.numel() * x.dtype().size_in_bytes();
+            gpu_output(&gpu, x.shape().to_vec(), x.dtype(), |dst| {
+                gpu.copy(src, dst, bytes)
+            })
+        }
+    }
+}
+
+fn same_shapes(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    common_device(op, &[a, b])?;
+    b.expect_dtype(op, a.dtype())?;
+    b.expect_shape(op, a.shape())
+}
+
+/// alpha·a + beta·b for tensors of one shape.
+pub fn axpby(alpha: f64, a: &Tensor, beta: f64, b: &Tensor) -> Result<Tensor> {
+    same_shapes("axpby", a, b)?;
+    let shape = a.shape().to_vec();
+    match a.device() {
+        Device::Cpu => with_float!("axpby", a, |T| {
+            let (xa, xb) = (a.host_slice::<T>("axpby")?, b.host_slice::<T>("axpby")?);
+            Ok(host_output::<T>(shape, |o| {
+                cpu::elementwise::axpby(alpha as T, xa, beta as T, xb, o)
+            }))
+        }),
+        _ => {
+            let (gpu, ab) = gpu_f32("axpby", a)?;
+            let (_, bb) = gpu_f32("axpby", b)?;
+            let n = a.numel();
+            gpu_output(&gpu, shape, DType::F32, |o| {
+                cuda::elementwise::axpby(&gpu, alpha as f32, ab, beta as f32, bb, o, n)
+            })
+        }
+    }
+}
+
+/// a + b.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    axpby(1.0, a, 1.0, b)
+}
+
+/// a·b elementwise.
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shapes("mul", a, b)?;
+    let shape = a.shape().to_vec();
+    match a.device() {
+        Device::Cpu => with_float!("mul", a, |T| {
+            let (xa, xb) = (a.host_slice::<T>("mul")?, b.host_slice::<T>("mul")?);
+            Ok(host_output::<T>(shape, |o| {
+                cpu::elementwise::mul(xa, xb, o)
+            }))
+        }),
+        _ => {
+            let (gpu, ab) = gpu_f32("mul", a)?;
+            let (_, bb) = gpu_f32("mul", b)?;
+            let n = a.numel();
+            gpu_output(&gpu, shape, DType::F32, |o| {
+                cuda::elementwise::mul(&gpu, ab, bb, o, n)
+            })
+        }
+    }
+}
+
+/// scale·x + shift.
+pub fn affine(x: &Tensor, scale: f64, shift: f64) -> Result<Tensor> {
+    let shape = x.shape().to_vec();
+    match x.device() {
+        Device::Cpu => with_float!("affine", x, |T| {
+            let xs = x.host_slice::<T>("affine")?;
+            Ok(host_output::<T>(shape, |o| {
+                cpu::elementwise::affine(xs, scale as T, shift as T, o)
+            }))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32("affine", x)?;
+            let n = x.numel();
+            gpu_output(&gpu, shape, DType::F32, |o| {
+                cuda::elementwise::affine(&gpu, xb, scale as f32, shift as f32, o, n)
+            })
+        }
+    }
+}
+
+/// A tensor of `shape` filled with `value`, with `like`'s dtype and device.
+pub fn full_like(like: &Tensor, shape: &[usize], value: f64) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let host = match like.dtype() {
+        DType::F64 => Tensor::from_vec(vec![value; n], shape, Device::Cpu)?,
+        _ => Tensor::from_vec(vec![value as f32; n], shape, Device::Cpu)?,
+    };
+    host.to_device(like.device())
+}

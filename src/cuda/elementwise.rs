@@ -1,0 +1,98 @@
+//! Launchers for kernels/elementwise.cu.
+
+use super::params::to_i64;
+use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use crate::error::Result;
+
+/// Mirrors `AxpbyParams` in kernels/elementwise.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AxpbyParams {
+    a: u64,
+    b: u64,
+    out: u64,
+    n: i64,
+    alpha: f32,
+    beta: f32,
+}
+
+/// Mirrors `MulParams` in kernels/elementwise.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MulParams {
+    a: u64,
+    b: u64,
+    out: u64,
+    n: i64,
+}
+
+/// Mirrors `AffineParams` in kernels/elementwise.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AffineParams {
+    x: u64,
+    out: u64,
+    n: i64,
+    scale: f32,
+    shift: f32,
+}
+
+kernel_params!(AxpbyParams, MulParams, AffineParams);
+
+/// out = alpha·a + beta·b over `n` elements.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn axpby(
+    gpu: &Gpu,
+    alpha: f32,
+    a: &GpuBuffer,
+    beta: f32,
+    b: &GpuBuffer,
+    out: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    let params = AxpbyParams {
+        a: a.address(),
+        b: b.address(),
+        out: out.address(),
+        n: to_i64("length", n)?,
+        alpha,
+        beta,
+    };
+    launch(gpu, "axpby_f32", elementwise_config(n), &params)
+}
+
+/// out = a·b over `n` elements.
+pub(crate) fn mul(
+    gpu: &Gpu,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    out: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    let params = MulParams {
+        a: a.address(),
+        b: b.address(),
+        out: out.address(),
+        n: to_i64("length", n)?,
+    };
+    launch(gpu, "mul_f32", elementwise_config(n), &params)
+}
+
+/// out = scale·x + shift over `n` elements.
+pub(crate) fn affine(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    scale: f32,
+    shift: f32,
+    out: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    let params = AffineParams {
+        x: x.address(),
+        out: out.address(),
+        n: to_i64("length", n)?,
+        scale,
+        shift,
+    };
+    launch(gpu, "affine_f32", elementwise_config(n), &params)
+}
