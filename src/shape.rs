@@ -16,41 +16,83 @@ pub struct ConvGeometry {
     pub kernel_w: usize,
     pub stride_h: usize,
     pub stride_w: usize,
+    /// Zero padding before the first row / column (top, left).
     pub pad_h: usize,
     pub pad_w: usize,
+    /// Zero padding after the last row / column (bottom, right); differs from the leading padding
+    /// only for asymmetric ('same' with an even window) padding.
+    pub pad_h_end: usize,
+    pub pad_w_end: usize,
     pub dilation_h: usize,
     pub dilation_w: usize,
     pub out_h: usize,
     pub out_w: usize,
 }
 
-/// The user-facing knobs of a convolution or pooling window.
+/// The user-facing knobs of a convolution or pooling window: (height, width) pairs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window2d {
     pub kernel: (usize, usize),
     pub stride: (usize, usize),
+    /// Zero padding before the input (top, left).
     pub padding: (usize, usize),
+    /// Zero padding after the input (bottom, right).
+    pub padding_end: (usize, usize),
     pub dilation: (usize, usize),
 }
 
 impl Window2d {
-    /// A square window: kernel `k`, stride `s`, padding `p`, no dilation.
-    pub fn square(k: usize, s: usize, p: usize) -> Self {
+    /// A window with the same padding on both sides of each axis.
+    pub fn new(kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Self {
         Window2d {
-            kernel: (k, k),
-            stride: (s, s),
-            padding: (p, p),
+            kernel,
+            stride,
+            padding,
+            padding_end: padding,
             dilation: (1, 1),
         }
     }
 
+    /// A square window: kernel `k`, stride `s`, padding `p` on every side, no dilation.
+    pub fn square(k: usize, s: usize, p: usize) -> Self {
+        Window2d::new((k, k), (s, s), (p, p))
+    }
+
+    /// 'valid': no padding.
+    pub fn valid(kernel: (usize, usize), stride: (usize, usize)) -> Self {
+        Window2d::new(kernel, stride, (0, 0))
+    }
+
+    /// 'same' at stride 1: the output has the input's size. An odd total padding puts the extra row
+    /// or column at the end (bottom, right), as PyTorch and TensorFlow do.
+    pub fn same(kernel: (usize, usize), dilation: (usize, usize)) -> Self {
+        let total = |k: usize, d: usize| d * k.saturating_sub(1);
+        let (th, tw) = (total(kernel.0, dilation.0), total(kernel.1, dilation.1));
+        Window2d {
+            kernel,
+            stride: (1, 1),
+            padding: (th / 2, tw / 2),
+            padding_end: (th - th / 2, tw - tw / 2),
+            dilation,
+        }
+    }
+
+    /// The same window with dilation `d` on both axes.
     pub fn with_dilation(mut self, d: usize) -> Self {
         self.dilation = (d, d);
         self
     }
+
+    /// The same window with explicit per-side padding.
+    pub fn with_padding(mut self, top: usize, bottom: usize, left: usize, right: usize) -> Self {
+        self.padding = (top, left);
+        self.padding_end = (bottom, right);
+        self
+    }
 }
 
-/// Output length of one axis, or an error saying why the window does not fit.
+/// Output length of one axis, or an error saying why the window does not fit. `pad` is the
+/// total padding of the axis (both sides).
 pub fn window_output_len(
     axis: &'static str,
     input: usize,
@@ -73,7 +115,7 @@ pub fn window_output_len(
         return Err(invalid("dilation", format!("{axis}: must be at least 1")));
     }
     let span = dilation * (kernel - 1) + 1;
-    let padded = input + 2 * pad;
+    let padded = input + pad;
     if span > padded {
         return Err(invalid(
             "kernel size",
@@ -84,7 +126,7 @@ pub fn window_output_len(
         return Err(invalid(
             "stride",
             format!(
-                "{axis}: stride {stride} does not fit: (input {input} + 2·pad {pad} − window {span}) / {stride} is not an integer"
+                "{axis}: stride {stride} does not fit: (input {input} + padding {pad} − window {span}) / {stride} is not an integer"
             ),
         ));
     }
@@ -109,7 +151,7 @@ impl ConvGeometry {
             h,
             window.kernel.0,
             window.stride.0,
-            window.padding.0,
+            window.padding.0 + window.padding_end.0,
             window.dilation.0,
             require_exact,
         )?;
@@ -118,7 +160,7 @@ impl ConvGeometry {
             w,
             window.kernel.1,
             window.stride.1,
-            window.padding.1,
+            window.padding.1 + window.padding_end.1,
             window.dilation.1,
             require_exact,
         )?;
@@ -133,6 +175,8 @@ impl ConvGeometry {
             stride_w: window.stride.1,
             pad_h: window.padding.0,
             pad_w: window.padding.1,
+            pad_h_end: window.padding_end.0,
+            pad_w_end: window.padding_end.1,
             dilation_h: window.dilation.0,
             dilation_w: window.dilation.1,
             out_h,
@@ -157,6 +201,17 @@ impl ConvGeometry {
 
     pub fn input_len(&self) -> usize {
         self.batch * self.in_channels * self.in_h * self.in_w
+    }
+
+    /// The window this geometry was made from.
+    pub fn window(&self) -> Window2d {
+        Window2d {
+            kernel: (self.kernel_h, self.kernel_w),
+            stride: (self.stride_h, self.stride_w),
+            padding: (self.pad_h, self.pad_w),
+            padding_end: (self.pad_h_end, self.pad_w_end),
+            dilation: (self.dilation_h, self.dilation_w),
+        }
     }
 }
 
@@ -201,6 +256,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!((g.out_h, g.out_w), (5, 5));
+    }
+
+    #[test]
+    fn same_padding_keeps_the_size_even_for_even_kernels() {
+        for k in [1, 2, 3, 4, 5] {
+            let g = ConvGeometry::new([1, 1, 9, 8], Window2d::same((k, k), (1, 1)), true).unwrap();
+            assert_eq!((g.out_h, g.out_w), (9, 8), "kernel {k}");
+            assert_eq!(g.pad_h + g.pad_h_end, k - 1);
+        }
+        let g = ConvGeometry::new([1, 1, 9, 9], Window2d::same((3, 2), (2, 3)), true).unwrap();
+        assert_eq!((g.out_h, g.out_w, g.pad_w, g.pad_w_end), (9, 9, 1, 2));
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn conv2d_gradients() {
         ([2, 3, 7, 9], 4, Window2d::square(3, 2, 1)),
         ([1, 2, 9, 8], 3, Window2d::square(3, 1, 2).with_dilation(2)),
         ([3, 2, 5, 5], 2, Window2d::square(1, 1, 0)),
+        ([2, 2, 6, 7], 3, Window2d::same((2, 3), (1, 1))),
     ];
     for (i, (shape, k, window)) in cases.into_iter().enumerate() {
         let seed = 10 * i as u64;

@@ -45,6 +45,7 @@ fn geometries() -> Vec<ConvGeometry> {
         ([2, 3, 17, 17], w(2, 3, 0, 1)),
         ([1, 7, 9, 9], w(1, 1, 0, 1)),
         ([2, 2, 10, 12], w(5, 1, 2, 1)),
+        ([2, 3, 9, 10], Window2d::same((4, 3), (1, 2))),
     ]
     .into_iter()
     .map(|(s, win)| ConvGeometry::new(s, win, false).unwrap())
@@ -227,12 +228,7 @@ fn elementwise_ops_match_cpu() {
 fn conv2d_layer_matches_cpu_forward_and_backward() {
     for device in gpu_devices_under_test("conv2d_layer_matches_cpu") {
         for (i, g) in geometries().iter().enumerate() {
-            let window = Window2d {
-                kernel: (g.kernel_h, g.kernel_w),
-                stride: (g.stride_h, g.stride_w),
-                padding: (g.pad_h, g.pad_w),
-                dilation: (g.dilation_h, g.dilation_w),
-            };
+            let window = g.window();
             let x = random(&[g.batch, g.in_channels, g.in_h, g.in_w], 30 + i as u64);
             let w = random(&[6, g.in_channels, g.kernel_h, g.kernel_w], 40 + i as u64);
             let b = random(&[6], 50 + i as u64);

@@ -11,17 +11,26 @@ use std::sync::Arc;
 
 mod activation;
 mod conv;
+mod dropout;
 mod elementwise;
 mod loss;
+mod norm;
 mod optim;
 mod pool;
+mod shape;
 
 pub use activation::*;
 pub use conv::*;
+#[allow(unused_imports)]
+pub use dropout::*;
 pub use elementwise::*;
 pub use loss::*;
+#[allow(unused_imports)]
+pub use norm::*;
 pub use optim::*;
 pub use pool::*;
+#[allow(unused_imports)]
+pub use shape::*;
 
 /// The device all `tensors` share, or an error naming the op.
 pub fn common_device(op: &'static str, tensors: &[&Tensor]) -> Result<Device> {

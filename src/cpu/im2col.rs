@@ -172,6 +172,7 @@ mod tests {
             kernel,
             stride,
             padding,
+            padding_end: padding,
             dilation,
         };
         [

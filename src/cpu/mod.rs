@@ -5,12 +5,15 @@
 //! over images, channels or rows. Callers validate lengths; the functions only `debug_assert!` them.
 
 pub mod activation;
+pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
 pub mod im2col;
 pub mod loss;
+pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod shape;
 
 /// The element types the CPU backend computes in: `f32` and `f64`.
 pub trait Float:

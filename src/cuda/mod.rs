@@ -5,6 +5,8 @@
 pub(crate) mod activation;
 #[cfg(feature = "cuda")]
 mod context;
+#[allow(unused_imports)]
+pub(crate) mod dropout;
 pub(crate) mod elementwise;
 mod emulator;
 pub(crate) mod gemm;
@@ -12,10 +14,14 @@ pub(crate) mod im2col;
 mod launch;
 pub(crate) mod loss;
 mod memory;
+#[allow(unused_imports)]
+pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod params;
 pub(crate) mod pool;
 pub(crate) mod reduce;
+#[allow(unused_imports)]
+pub(crate) mod shape;
 mod timing;
 
 use std::collections::HashMap;

@@ -40,12 +40,14 @@ const CONV: Window2d = Window2d {
     kernel: (3, 3),
     stride: (1, 1),
     padding: (1, 1),
+    padding_end: (1, 1),
     dilation: (1, 1),
 };
 const POOL: Window2d = Window2d {
     kernel: (2, 2),
     stride: (2, 2),
     padding: (0, 0),
+    padding_end: (0, 0),
     dilation: (1, 1),
 };
 

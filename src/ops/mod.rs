@@ -3,16 +3,31 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv_transpose;
+pub mod dropout;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
+pub mod norm;
 pub mod pool;
+pub mod regularization;
 pub mod reshape;
+pub mod shape;
 
-pub use activation::relu;
-pub use conv::conv2d;
-pub use elementwise::{add, mean, mul, scale, sum};
-pub use linear::linear;
-pub use loss::softmax_cross_entropy;
-pub use pool::max_pool2d;
-pub use reshape::flatten;
+pub use activation::*;
+pub use conv::*;
+#[allow(unused_imports)]
+pub use conv_transpose::*;
+#[allow(unused_imports)]
+pub use dropout::*;
+pub use elementwise::*;
+pub use linear::*;
+pub use loss::*;
+#[allow(unused_imports)]
+pub use norm::*;
+pub use pool::*;
+#[allow(unused_imports)]
+pub use regularization::*;
+pub use reshape::*;
+#[allow(unused_imports)]
+pub use shape::*;

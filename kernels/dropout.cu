@@ -1,0 +1,2 @@
+// Kernels of the dropout op family (filled in by its issue work).
+#include "common.cuh"

@@ -1,0 +1,1 @@
+//! CPU reference of kernels/dropout.cu.

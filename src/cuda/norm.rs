@@ -1,0 +1,1 @@
+//! Launchers for kernels/norm.cu.

@@ -1,0 +1,1 @@
+//! Transposed convolution (the 'deconvolution layer').

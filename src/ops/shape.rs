@@ -1,0 +1,1 @@
+//! Concatenation and other shape operations.
