@@ -8,7 +8,7 @@ use crate::tensor::{Tensor, TensorId};
 
 /// Gradients by tensor. `Tensor::backward` returns fresh ones; `Tensor::backward_into` adds to an
 /// existing set, which is how gradients accumulate over several backward passes.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug)]
 pub struct Gradients {
     map: HashMap<TensorId, Tensor>,
 }
