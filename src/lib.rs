@@ -18,6 +18,7 @@ pub mod autograd;
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod nn;

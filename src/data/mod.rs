@@ -1,0 +1,1 @@
+//! Datasets and data loading: IDX files, Fashion-MNIST, mini-batches, augmentation.
