@@ -27,6 +27,7 @@ pub mod optim;
 pub mod shape;
 pub mod tensor;
 pub mod testing;
+pub mod train;
 
 pub use autograd::{no_grad, Gradients};
 pub use cuda::MemoryStats;
