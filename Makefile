@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NVCC_DIR = $(shell scripts/setup-cuda.sh)
 
-.PHONY: setup-cuda test demo kernel-report gpu-bundle bench-cpu bench-gpu-emulated lint
+.PHONY: setup-cuda test demo kernel-report gpu-bundle bench-cpu bench-cpu-compare bench-gpu-emulated oracle lint
 
 # Installs nvcc 13.0 from pinned PyPI wheels into ~/.cache/kiln (once; quick afterwards).
 setup-cuda:
@@ -32,6 +32,18 @@ gpu-bundle:
 
 bench-cpu:
 	cargo bench --bench cpu_kernels
+
+# kiln's CPU backend against PyTorch on the CPU, same threads, one run; report in bench/results/.
+bench-cpu-compare:
+	bench/cpu_compare.sh 2
+
+# Regenerates tests/oracle/values.json with JAX (installed into a throw-away venv).
+ORACLE_VENV = $(HOME)/.cache/kiln/oracle-venv
+oracle:
+	@[ -x "$(ORACLE_VENV)/bin/python" ] || python3 -m venv "$(ORACLE_VENV)"
+	@"$(ORACLE_VENV)/bin/python" -c "import jax" 2>/dev/null || "$(ORACLE_VENV)/bin/pip" install -q "jax[cpu]" numpy
+	"$(ORACLE_VENV)/bin/python" tests/oracle/generate.py > tests/oracle/values.json.tmp
+	mv tests/oracle/values.json.tmp tests/oracle/values.json
 
 # A quick run of the GPU benchmark program on the kernel emulation (no GPU needed).
 bench-gpu-emulated:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# kiln's CPU backend against PyTorch on the CPU, side by side in one run, on the same threads.
+# Installs PyTorch into a throw-away venv (~/.cache/kiln/torch-venv) once, runs both, and writes a
+# Markdown report to bench/results/cpu-compare-<date>.md. Usage: bench/cpu_compare.sh [threads]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads="${1:-2}"
+venv="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/torch-venv"
+if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+  echo "cpu_compare: installing PyTorch into $venv (one-time)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check torch numpy
+fi
+
+kiln_out=$(mktemp) torch_out=$(mktemp)
+trap 'rm -f "$kiln_out" "$torch_out"' EXIT
+RAYON_NUM_THREADS="$threads" cargo bench --quiet --bench cpu_compare > "$kiln_out"
+THREADS="$threads" OMP_NUM_THREADS="$threads" "$venv/bin/python" bench/torch_cpu.py > "$torch_out"
+
+mkdir -p bench/results
+report="bench/results/cpu-compare-$(date -u +%Y-%m-%d).md"
+tmp="$report.tmp"
+{
+  echo "# kiln CPU vs PyTorch CPU"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- machine: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
+  echo "- threads: $threads on both sides; $(grep '^#' "$torch_out" | sed 's/^# //')"
+  echo "- method: median wall time of 20 warm runs after 5 warm-up runs, each side in its own process"
+  echo
+  echo "| workload | kiln ms | PyTorch ms | kiln / PyTorch time (lower is better) |"
+  echo "| --- | ---: | ---: | ---: |"
+  join -t $'\t' <(grep -v '^#' "$kiln_out" | sort) <(grep -v '^#' "$torch_out" | sort) |
+    awk -F'\t' '{ printf "| %s | %.3f | %.3f | %.2f |\n", $1, $2, $4, $2 / $4 }'
+} > "$tmp"
+mv "$tmp" "$report"
+cat "$report"
