@@ -1,7 +1,13 @@
-//! Networks built from `ops`. For now one small convnet with a hand-written backward pass; the
-//! tape (autograd) replaces the manual chaining when it lands.
+//! Networks: the [`Module`] trait, [`Sequential`], layers, initialization, and built-in models.
 
 mod convnet;
 pub mod init;
+pub mod layers;
+mod module;
+mod sequential;
 
 pub use convnet::{ConvNet, ConvNetConfig};
+pub use init::Init;
+pub use layers::*;
+pub use module::{Mode, Module};
+pub use sequential::Sequential;

@@ -1,0 +1,84 @@
+//! Conv2d: a convolution with its weight [K, C/groups, KH, KW] and optional bias [K].
+
+use crate::device::Device;
+use crate::error::{invalid, Result};
+use crate::nn::init::Init;
+use crate::nn::module::{Mode, Module};
+use crate::ops;
+use crate::shape::Window2d;
+use crate::tensor::{DType, Tensor};
+
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub window: Window2d,
+}
+
+impl Conv2d {
+    /// A square `k`x`k` convolution from `in_channels` to `out_channels` with a bias, weights drawn
+    /// by `init` from `seed` (fans: C·k·k in, K·k·k out); the bias starts at zero.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        init: Init,
+        seed: u64,
+        device: Device,
+    ) -> Result<Conv2d> {
+        if in_channels == 0 || out_channels == 0 || k == 0 {
+            return Err(invalid(
+                "conv2d layer",
+                "channels and kernel size must be positive",
+            ));
+        }
+        let shape = [out_channels, in_channels, k, k];
+        let weight = init.weight(
+            &shape,
+            in_channels * k * k,
+            out_channels * k * k,
+            seed,
+            device,
+        )?;
+        Ok(Conv2d {
+            weight: weight.with_grad(),
+            bias: Some(Tensor::zeros(&[out_channels], DType::F32, device)?.with_grad()),
+            window: Window2d::square(k, stride, padding),
+        })
+    }
+
+    /// The same layer without a bias (as before batch norm).
+    pub fn without_bias(mut self) -> Conv2d {
+        self.bias = None;
+        self
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
+        ops::conv2d(x, &self.weight, self.bias.as_ref(), self.window)
+    }
+
+    fn parameters(&self) -> Vec<(String, &Tensor)> {
+        let mut p = vec![("weight".to_string(), &self.weight)];
+        p.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
+        p
+    }
+
+    fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut p = vec![("weight".to_string(), &mut self.weight)];
+        p.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
+        p
+    }
+
+    fn describe(&self) -> String {
+        let s = self.weight.shape();
+        let w = &self.window;
+        format!(
+            "Conv2d({}→{}, {}x{}, stride {}, padding {})",
+            s[1], s[0], s[2], s[3], w.stride.0, w.padding.0
+        )
+    }
+}

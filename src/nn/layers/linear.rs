@@ -1,0 +1,62 @@
+//! Linear: y = x·Wᵀ + b with W [out, in] (PyTorch's layout).
+
+use crate::device::Device;
+use crate::error::{invalid, Result};
+use crate::nn::init::Init;
+use crate::nn::module::{Mode, Module};
+use crate::ops;
+use crate::tensor::{DType, Tensor};
+
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A fully connected layer with a bias, weights drawn by `init` from `seed`; the bias starts at 0.
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        init: Init,
+        seed: u64,
+        device: Device,
+    ) -> Result<Linear> {
+        if in_features == 0 || out_features == 0 {
+            return Err(invalid("linear layer", "feature counts must be positive"));
+        }
+        let weight = init.weight(
+            &[out_features, in_features],
+            in_features,
+            out_features,
+            seed,
+            device,
+        )?;
+        Ok(Linear {
+            weight: weight.with_grad(),
+            bias: Some(Tensor::zeros(&[out_features], DType::F32, device)?.with_grad()),
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
+        ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+
+    fn parameters(&self) -> Vec<(String, &Tensor)> {
+        let mut p = vec![("weight".to_string(), &self.weight)];
+        p.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
+        p
+    }
+
+    fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut p = vec![("weight".to_string(), &mut self.weight)];
+        p.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
+        p
+    }
+
+    fn describe(&self) -> String {
+        let s = self.weight.shape();
+        format!("Linear({}→{})", s[1], s[0])
+    }
+}

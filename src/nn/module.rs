@@ -1,0 +1,49 @@
+//! The module trait: a layer or a network with named parameters.
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Whether a forward pass trains (dropout active, batch norm on batch statistics) or evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// A layer or a network. Parameter and buffer names follow PyTorch's `state_dict` convention
+/// (`"0.weight"`, `"features.3.bias"`), so checkpoints map one to one onto a PyTorch model.
+pub trait Module: Send {
+    /// The output for input `x`; recorded on the tape when parameters need gradients.
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor>;
+
+    /// Trainable tensors by name, in a fixed order.
+    fn parameters(&self) -> Vec<(String, &Tensor)>;
+
+    /// The same tensors, mutable (for optimizers and checkpoint loading), in the same order.
+    fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)>;
+
+    /// Non-trainable state that checkpoints keep (batch-norm running statistics).
+    fn buffers(&self) -> Vec<(String, &Tensor)> {
+        Vec::new()
+    }
+
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        Vec::new()
+    }
+
+    /// A one-line description, e.g. `Conv2d(1→6, 5x5, stride 1, padding 2)`.
+    fn describe(&self) -> String;
+
+    /// Number of trainable values.
+    fn parameter_count(&self) -> usize {
+        self.parameters().iter().map(|(_, t)| t.numel()).sum()
+    }
+}
+
+/// Prefixes every name with `prefix.`.
+pub(crate) fn prefixed<T>(prefix: &str, named: Vec<(String, T)>) -> Vec<(String, T)> {
+    named
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t))
+        .collect()
+}
