@@ -1,5 +1,7 @@
-// Max pooling over NCHW with stride, padding and dilation; the forward pass records the argmax so
-// the backward pass routes each gradient to the one input that won ("gradient goes to the max").
+// Pooling over NCHW planes with stride, padding and dilation: max (the forward pass records the
+// argmax so the backward pass routes each gradient to the one input that won), average, L2 norm, and
+// global average. Every backward pass is a gather (one thread per input pixel, or per input element),
+// so results are deterministic and no atomics are needed.
 #include "common.cuh"
 
 // Mirrors src/cuda/pool.rs `MaxPoolFwdParams`.
@@ -68,3 +70,190 @@ extern "C" __global__ void maxpool_bwd_f32(const MaxPoolBwdParams p) {
   }
 }
 KILN_EMULATE(maxpool_bwd_f32, MaxPoolBwdParams)
+
+// Number of taps of window `o` along one axis that read the input rather than the padding.
+__device__ __forceinline__ int taps_in_bounds(int o, int kernel, int stride, int pad, int dilation,
+                                              int in_len) {
+  int count = 0;
+  for (int k = 0; k < kernel; ++k) {
+    const int i = o * stride - pad + k * dilation;
+    if (i >= 0 && i < in_len) ++count;
+  }
+  return count;
+}
+
+// Divisor of average-pool window (oh, ow): every tap (padding included) when count_include_pad,
+// else only the in-bounds taps (0 for a window that sees only padding).
+__device__ __forceinline__ int avgpool_divisor(const ConvGeom& g, int oh, int ow,
+                                               int count_include_pad) {
+  if (count_include_pad) return g.kernel_h * g.kernel_w;
+  return taps_in_bounds(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, g.in_h) *
+         taps_in_bounds(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, g.in_w);
+}
+
+// Mirrors src/cuda/pool.rs `AvgPoolFwdParams`.
+struct AvgPoolFwdParams {
+  const float* x;  // [N][C][H][W]
+  float* y;        // [N][C][OH][OW]
+  ConvGeom g;
+  int count_include_pad;  // 1: divide by KH·KW; 0: by the number of in-bounds taps
+};
+
+// One thread per output: the sum of its in-bounds taps in row-major window order, divided by the
+// divisor above. A window with divisor 0 (only padding, count_include_pad = 0) gives 0.
+extern "C" __global__ void avgpool_fwd_f32(const AvgPoolFwdParams p) {
+  const ConvGeom g = p.g;
+  const long long total = (long long)g.batch * g.channels * g.out_h * g.out_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int ow = (int)(i % g.out_w);
+    const int oh = (int)((i / g.out_w) % g.out_h);
+    const long long plane = i / ((long long)g.out_w * g.out_h);
+    const float* x = p.x + plane * g.in_h * g.in_w;
+    float sum = 0.0f;
+    for (int kh = 0; kh < g.kernel_h; ++kh) {
+      const int h = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+      if (h < 0 || h >= g.in_h) continue;
+      for (int kw = 0; kw < g.kernel_w; ++kw) {
+        const int w = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+        if (w < 0 || w >= g.in_w) continue;
+        sum += x[h * g.in_w + w];
+      }
+    }
+    const int divisor = avgpool_divisor(g, oh, ow, p.count_include_pad);
+    p.y[i] = divisor > 0 ? sum / (float)divisor : 0.0f;
+  }
+}
+KILN_EMULATE(avgpool_fwd_f32, AvgPoolFwdParams)
+
+// Mirrors src/cuda/pool.rs `AvgPoolBwdParams`.
+struct AvgPoolBwdParams {
+  const float* dy;  // [N][C][OH][OW]
+  float* dx;        // [N][C][H][W], overwritten
+  ConvGeom g;
+  int count_include_pad;
+};
+
+// A gather: one thread per input pixel sums dy / divisor over the windows that read it, in
+// row-major tap order. Windows with divisor 0 read no pixel, so they pass no gradient.
+extern "C" __global__ void avgpool_bwd_f32(const AvgPoolBwdParams p) {
+  const ConvGeom g = p.g;
+  const long long total = (long long)g.batch * g.channels * g.in_h * g.in_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int w = (int)(i % g.in_w);
+    const int h = (int)((i / g.in_w) % g.in_h);
+    const long long plane = i / ((long long)g.in_w * g.in_h);
+    const float* dy = p.dy + plane * g.out_h * g.out_w;
+    float sum = 0.0f;
+    for_each_window_reading(g, h, w, [&](int oh, int ow, int, int) {
+      sum += dy[oh * g.out_w + ow] / (float)avgpool_divisor(g, oh, ow, p.count_include_pad);
+    });
+    p.dx[i] = sum;
+  }
+}
+KILN_EMULATE(avgpool_bwd_f32, AvgPoolBwdParams)
+
+// Mirrors src/cuda/pool.rs `L2PoolFwdParams`.
+struct L2PoolFwdParams {
+  const float* x;  // [N][C][H][W]
+  float* y;        // [N][C][OH][OW]
+  ConvGeom g;
+};
+
+// One thread per output: y = sqrt(Σ x²) over the in-bounds taps (padding counts as 0), summed in
+// row-major window order.
+extern "C" __global__ void l2pool_fwd_f32(const L2PoolFwdParams p) {
+  const ConvGeom g = p.g;
+  const long long total = (long long)g.batch * g.channels * g.out_h * g.out_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int ow = (int)(i % g.out_w);
+    const int oh = (int)((i / g.out_w) % g.out_h);
+    const long long plane = i / ((long long)g.out_w * g.out_h);
+    const float* x = p.x + plane * g.in_h * g.in_w;
+    float sum = 0.0f;
+    for (int kh = 0; kh < g.kernel_h; ++kh) {
+      const int h = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+      if (h < 0 || h >= g.in_h) continue;
+      for (int kw = 0; kw < g.kernel_w; ++kw) {
+        const int w = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+        if (w < 0 || w >= g.in_w) continue;
+        const float v = x[h * g.in_w + w];
+        sum += v * v;
+      }
+    }
+    p.y[i] = sqrtf(sum);
+  }
+}
+KILN_EMULATE(l2pool_fwd_f32, L2PoolFwdParams)
+
+// Mirrors src/cuda/pool.rs `L2PoolBwdParams`.
+struct L2PoolBwdParams {
+  const float* x;   // [N][C][H][W], the forward input
+  const float* y;   // [N][C][OH][OW], the forward output
+  const float* dy;  // [N][C][OH][OW]
+  float* dx;        // [N][C][H][W], overwritten
+  ConvGeom g;
+};
+
+// A gather: dx = x · Σ dy / y over the windows that read the pixel, in row-major tap order.
+// Windows with y = 0 (all their taps are 0) pass no gradient.
+extern "C" __global__ void l2pool_bwd_f32(const L2PoolBwdParams p) {
+  const ConvGeom g = p.g;
+  const long long total = (long long)g.batch * g.channels * g.in_h * g.in_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int w = (int)(i % g.in_w);
+    const int h = (int)((i / g.in_w) % g.in_h);
+    const long long out_base = i / ((long long)g.in_w * g.in_h) * g.out_h * g.out_w;
+    float sum = 0.0f;
+    for_each_window_reading(g, h, w, [&](int oh, int ow, int, int) {
+      const long long o = out_base + oh * g.out_w + ow;
+      const float norm = p.y[o];
+      if (norm > 0.0f) sum += p.dy[o] / norm;
+    });
+    p.dx[i] = p.x[i] * sum;
+  }
+}
+KILN_EMULATE(l2pool_bwd_f32, L2PoolBwdParams)
+
+// Mirrors src/cuda/pool.rs `GlobalAvgPoolFwdParams`.
+struct GlobalAvgPoolFwdParams {
+  const float* x;  // [planes][plane_len]
+  float* y;        // [planes]
+  long long planes;
+  long long plane_len;
+};
+
+// One block of KILN_THREADS_PER_BLOCK threads per plane (grid-stride over planes): thread t sums
+// elements t, t + 256, ... of the plane, then a shared-memory tree adds the partial sums in a fixed
+// order, so the result is deterministic. y = Σ / plane_len.
+extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
+    global_avgpool_fwd_f32(const GlobalAvgPoolFwdParams p) {
+  __shared__ float partial[KILN_THREADS_PER_BLOCK];
+  for (long long plane = blockIdx.x; plane < p.planes; plane += gridDim.x) {
+    const float* x = p.x + plane * p.plane_len;
+    float s = 0.0f;
+    for (long long i = threadIdx.x; i < p.plane_len; i += blockDim.x) s += x[i];
+    partial[threadIdx.x] = s;
+    __syncthreads();
+    for (int half = KILN_THREADS_PER_BLOCK / 2; half > 0; half /= 2) {
+      if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) p.y[plane] = partial[0] / (float)p.plane_len;
+    __syncthreads();  // partial[0] is read before the next plane overwrites it
+  }
+}
+KILN_EMULATE_SYNC(global_avgpool_fwd_f32, GlobalAvgPoolFwdParams)
+
+// Mirrors src/cuda/pool.rs `GlobalAvgPoolBwdParams`.
+struct GlobalAvgPoolBwdParams {
+  const float* dy;  // [planes]
+  float* dx;        // [planes][plane_len], overwritten
+  long long n;      // planes · plane_len
+  long long plane_len;
+};
+
+// Elementwise: dx = dy of the element's plane / plane_len.
+extern "C" __global__ void global_avgpool_bwd_f32(const GlobalAvgPoolBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.dx[i] = p.dy[i / p.plane_len] / (float)p.plane_len; }
+}
+KILN_EMULATE(global_avgpool_bwd_f32, GlobalAvgPoolBwdParams)

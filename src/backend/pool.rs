@@ -5,8 +5,8 @@ use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cuda;
 use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::shape::{numel, ConvGeometry};
+use crate::error::{invalid, Error, Result};
+use crate::shape::{as_nchw, numel, ConvGeometry};
 use crate::tensor::{DType, Element, Tensor};
 
 /// Max pooling: (y [N,C,OH,OW], argmax i32 of the same shape).
@@ -54,6 +54,159 @@ pub fn maxpool_bwd(dy: &Tensor, argmax: &Tensor, g: &ConvGeometry) -> Result<Ten
             let ab = argmax.gpu_buffer("max_pool2d backward")?;
             gpu_output(&gpu, shape, DType::F32, |dx| {
                 cuda::pool::maxpool_bwd(&gpu, db, ab, g, dx)
+            })
+        }
+    }
+}
+
+/// [N, C, OH, OW] of a geometry's output.
+fn output_shape(g: &ConvGeometry) -> Vec<usize> {
+    vec![g.batch, g.in_channels, g.out_h, g.out_w]
+}
+
+/// Average pooling: y [N,C,OH,OW]. The divisor is `KH·KW` when `count_include_pad`, else the
+/// number of in-bounds taps; a window with no in-bounds tap then gives 0.
+pub fn avgpool_fwd(x: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Result<Tensor> {
+    const OP: &str = "avg_pool2d";
+    x.expect_shape(OP, &input_shape(g))?;
+    let shape = output_shape(g);
+    match x.device() {
+        Device::Cpu => with_float!(OP, x, |T| {
+            let xs = x.host_slice::<T>(OP)?;
+            Ok(host_output::<T>(shape, |y| {
+                cpu::pool::avgpool_fwd(xs, g, count_include_pad, y)
+            }))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32(OP, x)?;
+            gpu_output(&gpu, shape, DType::F32, |y| {
+                cuda::pool::avgpool_fwd(&gpu, xb, g, count_include_pad, y)
+            })
+        }
+    }
+}
+
+/// Average-pooling backward: dx [N,C,H,W] from dy [N,C,OH,OW].
+pub fn avgpool_bwd(dy: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Result<Tensor> {
+    const OP: &str = "avg_pool2d backward";
+    dy.expect_shape(OP, &output_shape(g))?;
+    let shape = input_shape(g);
+    match dy.device() {
+        Device::Cpu => with_float!(OP, dy, |T| {
+            let ds = dy.host_slice::<T>(OP)?;
+            Ok(host_output::<T>(shape, |dx| {
+                cpu::pool::avgpool_bwd(ds, g, count_include_pad, dx)
+            }))
+        }),
+        _ => {
+            let (gpu, db) = gpu_f32(OP, dy)?;
+            gpu_output(&gpu, shape, DType::F32, |dx| {
+                cuda::pool::avgpool_bwd(&gpu, db, g, count_include_pad, dx)
+            })
+        }
+    }
+}
+
+/// L2-norm pooling: y [N,C,OH,OW] = sqrt(Σ x²) over each window (padding counts as 0).
+pub fn l2pool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    const OP: &str = "l2_pool2d";
+    x.expect_shape(OP, &input_shape(g))?;
+    let shape = output_shape(g);
+    match x.device() {
+        Device::Cpu => with_float!(OP, x, |T| {
+            let xs = x.host_slice::<T>(OP)?;
+            Ok(host_output::<T>(shape, |y| cpu::pool::l2pool_fwd(xs, g, y)))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32(OP, x)?;
+            gpu_output(&gpu, shape, DType::F32, |y| {
+                cuda::pool::l2pool_fwd(&gpu, xb, g, y)
+            })
+        }
+    }
+}
+
+/// L2-pooling backward from the forward input `x`, its output `y` and `dy`:
+/// dx = x · Σ dy / y over the windows containing each pixel; windows with y = 0 pass nothing.
+pub fn l2pool_bwd(x: &Tensor, y: &Tensor, dy: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    const OP: &str = "l2_pool2d backward";
+    common_device(OP, &[x, y, dy])?;
+    let shape = input_shape(g);
+    x.expect_shape(OP, &shape)?;
+    y.expect_shape(OP, &output_shape(g))?;
+    dy.expect_shape(OP, &output_shape(g))?;
+    match dy.device() {
+        Device::Cpu => with_float!(OP, dy, |T| {
+            let (xs, ys) = (x.host_slice::<T>(OP)?, y.host_slice::<T>(OP)?);
+            let ds = dy.host_slice::<T>(OP)?;
+            Ok(host_output::<T>(shape, |dx| {
+                cpu::pool::l2pool_bwd(xs, ys, ds, g, dx)
+            }))
+        }),
+        _ => {
+            let (gpu, db) = gpu_f32(OP, dy)?;
+            let (_, xb) = gpu_f32(OP, x)?;
+            let (_, yb) = gpu_f32(OP, y)?;
+            gpu_output(&gpu, shape, DType::F32, |dx| {
+                cuda::pool::l2pool_bwd(&gpu, xb, yb, db, g, dx)
+            })
+        }
+    }
+}
+
+/// Checks that `shape` is a 4-d NCHW shape with no zero dimension (a mean over an empty plane has
+/// no value).
+fn global_pool_input(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
+    let nchw = as_nchw(op, shape)?;
+    if nchw.contains(&0) {
+        return Err(invalid(
+            "input shape",
+            format!("{op}: {shape:?} has a zero dimension"),
+        ));
+    }
+    Ok(nchw)
+}
+
+/// Global average pooling: x [N,C,H,W] → y [N,C,1,1], the mean of each plane.
+pub fn global_avgpool_fwd(x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "global_avg_pool2d";
+    let [n, c, h, w] = global_pool_input(OP, x.shape())?;
+    let (planes, plane_len) = (n * c, h * w);
+    let shape = vec![n, c, 1, 1];
+    match x.device() {
+        Device::Cpu => with_float!(OP, x, |T| {
+            let xs = x.host_slice::<T>(OP)?;
+            Ok(host_output::<T>(shape, |y| {
+                cpu::pool::global_avgpool_fwd(xs, plane_len, y)
+            }))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32(OP, x)?;
+            gpu_output(&gpu, shape, DType::F32, |y| {
+                cuda::pool::global_avgpool_fwd(&gpu, xb, planes, plane_len, y)
+            })
+        }
+    }
+}
+
+/// Global average pooling backward: dy [N,C,1,1] → dx of `input_shape` [N,C,H,W], dy / (H·W).
+pub fn global_avgpool_bwd(dy: &Tensor, input_shape: &[usize]) -> Result<Tensor> {
+    const OP: &str = "global_avg_pool2d backward";
+    let [n, c, h, w] = global_pool_input(OP, input_shape)?;
+    dy.expect_shape(OP, &[n, c, 1, 1])?;
+    let (planes, plane_len) = (n * c, h * w);
+    let shape = input_shape.to_vec();
+    match dy.device() {
+        Device::Cpu => with_float!(OP, dy, |T| {
+            let ds = dy.host_slice::<T>(OP)?;
+            Ok(host_output::<T>(shape, |dx| {
+                cpu::pool::global_avgpool_bwd(ds, plane_len, dx)
+            }))
+        }),
+        _ => {
+            let (gpu, db) = gpu_f32(OP, dy)?;
+            gpu_output(&gpu, shape, DType::F32, |dx| {
+                cuda::pool::global_avgpool_bwd(&gpu, db, planes, plane_len, dx)
             })
         }
     }

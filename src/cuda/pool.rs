@@ -1,7 +1,7 @@
 //! Launchers for kernels/pool.cu.
 
-use super::params::ConvGeom;
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::params::{to_i64, ConvGeom};
+use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::error::Result;
 use crate::shape::ConvGeometry;
 
@@ -25,7 +25,76 @@ struct MaxPoolBwdParams {
     g: ConvGeom,
 }
 
-kernel_params!(MaxPoolFwdParams, MaxPoolBwdParams);
+/// Mirrors `AvgPoolFwdParams` in kernels/pool.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AvgPoolFwdParams {
+    x: u64,
+    y: u64,
+    g: ConvGeom,
+    count_include_pad: i32,
+}
+
+/// Mirrors `AvgPoolBwdParams` in kernels/pool.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AvgPoolBwdParams {
+    dy: u64,
+    dx: u64,
+    g: ConvGeom,
+    count_include_pad: i32,
+}
+
+/// Mirrors `L2PoolFwdParams` in kernels/pool.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct L2PoolFwdParams {
+    x: u64,
+    y: u64,
+    g: ConvGeom,
+}
+
+/// Mirrors `L2PoolBwdParams` in kernels/pool.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct L2PoolBwdParams {
+    x: u64,
+    y: u64,
+    dy: u64,
+    dx: u64,
+    g: ConvGeom,
+}
+
+/// Mirrors `GlobalAvgPoolFwdParams` in kernels/pool.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GlobalAvgPoolFwdParams {
+    x: u64,
+    y: u64,
+    planes: i64,
+    plane_len: i64,
+}
+
+/// Mirrors `GlobalAvgPoolBwdParams` in kernels/pool.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GlobalAvgPoolBwdParams {
+    dy: u64,
+    dx: u64,
+    n: i64,
+    plane_len: i64,
+}
+
+kernel_params!(
+    MaxPoolFwdParams,
+    MaxPoolBwdParams,
+    AvgPoolFwdParams,
+    AvgPoolBwdParams,
+    L2PoolFwdParams,
+    L2PoolBwdParams,
+    GlobalAvgPoolFwdParams,
+    GlobalAvgPoolBwdParams,
+);
 
 /// Max over each window of `x`, recording the winner's index in its input plane.
 pub(crate) fn maxpool_fwd(
@@ -63,6 +132,133 @@ pub(crate) fn maxpool_bwd(
         gpu,
         "maxpool_bwd_f32",
         elementwise_config(g.input_len()),
+        &params,
+    )
+}
+
+/// Mean over each window of `x` (see `cpu::pool::avgpool_fwd` for the divisor).
+pub(crate) fn avgpool_fwd(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    g: &ConvGeometry,
+    count_include_pad: bool,
+    y: &mut GpuBuffer,
+) -> Result<()> {
+    let params = AvgPoolFwdParams {
+        x: x.address(),
+        y: y.address(),
+        g: ConvGeom::new(g)?,
+        count_include_pad: count_include_pad.into(),
+    };
+    let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
+    launch(gpu, "avgpool_fwd_f32", elementwise_config(outputs), &params)
+}
+
+/// Average-pool backward (gather per input pixel; `dx` is overwritten).
+pub(crate) fn avgpool_bwd(
+    gpu: &Gpu,
+    dy: &GpuBuffer,
+    g: &ConvGeometry,
+    count_include_pad: bool,
+    dx: &mut GpuBuffer,
+) -> Result<()> {
+    let params = AvgPoolBwdParams {
+        dy: dy.address(),
+        dx: dx.address(),
+        g: ConvGeom::new(g)?,
+        count_include_pad: count_include_pad.into(),
+    };
+    launch(
+        gpu,
+        "avgpool_bwd_f32",
+        elementwise_config(g.input_len()),
+        &params,
+    )
+}
+
+/// `y = sqrt(Σ x²)` over each window of `x`.
+pub(crate) fn l2pool_fwd(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    g: &ConvGeometry,
+    y: &mut GpuBuffer,
+) -> Result<()> {
+    let params = L2PoolFwdParams {
+        x: x.address(),
+        y: y.address(),
+        g: ConvGeom::new(g)?,
+    };
+    let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
+    launch(gpu, "l2pool_fwd_f32", elementwise_config(outputs), &params)
+}
+
+/// L2-pool backward `dx = x · Σ dy / y` (gather per input pixel; `dx` is overwritten).
+pub(crate) fn l2pool_bwd(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    y: &GpuBuffer,
+    dy: &GpuBuffer,
+    g: &ConvGeometry,
+    dx: &mut GpuBuffer,
+) -> Result<()> {
+    let params = L2PoolBwdParams {
+        x: x.address(),
+        y: y.address(),
+        dy: dy.address(),
+        dx: dx.address(),
+        g: ConvGeom::new(g)?,
+    };
+    launch(
+        gpu,
+        "l2pool_bwd_f32",
+        elementwise_config(g.input_len()),
+        &params,
+    )
+}
+
+/// Blocks the grid-stride loop over planes may use at most (the x-dimension limit of older GPUs).
+const MAX_PLANE_BLOCKS: usize = 65_535;
+
+/// `y[p]` = mean of plane `p` of `x` (`planes` planes of `plane_len` elements), one block per plane.
+pub(crate) fn global_avgpool_fwd(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    planes: usize,
+    plane_len: usize,
+    y: &mut GpuBuffer,
+) -> Result<()> {
+    let params = GlobalAvgPoolFwdParams {
+        x: x.address(),
+        y: y.address(),
+        planes: to_i64("global average pool planes", planes)?,
+        plane_len: to_i64("global average pool plane", plane_len)?,
+    };
+    let cfg = LaunchConfig {
+        grid: (planes.clamp(1, MAX_PLANE_BLOCKS) as u32, 1, 1),
+        block: (256, 1, 1), // KILN_THREADS_PER_BLOCK: the kernel's tree assumes exactly this
+    };
+    launch(gpu, "global_avgpool_fwd_f32", cfg, &params)
+}
+
+/// `dx[p][i] = dy[p] / plane_len`, elementwise.
+pub(crate) fn global_avgpool_bwd(
+    gpu: &Gpu,
+    dy: &GpuBuffer,
+    planes: usize,
+    plane_len: usize,
+    dx: &mut GpuBuffer,
+) -> Result<()> {
+    let n = planes * plane_len;
+    let params = GlobalAvgPoolBwdParams {
+        dy: dy.address(),
+        dx: dx.address(),
+        n: to_i64("global average pool length", n)?,
+        plane_len: to_i64("global average pool plane", plane_len)?,
+    };
+    launch(
+        gpu,
+        "global_avgpool_bwd_f32",
+        elementwise_config(n),
         &params,
     )
 }

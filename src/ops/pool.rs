@@ -1,4 +1,6 @@
-//! 2-d max pooling with argmax; the gradient goes only to the element that won each window.
+//! 2-d pooling: max (with argmax; the gradient goes only to the element that won each window),
+//! average, L2 norm, and global average. Output sizes floor like PyTorch's; every window is a
+//! [`Window2d`] (stride, per-side padding, dilation).
 
 use crate::autograd::record;
 use crate::backend;
@@ -13,5 +15,48 @@ pub fn max_pool2d(x: &Tensor, window: Window2d) -> Result<Tensor> {
     let (y, argmax) = backend::maxpool_fwd(x, &g)?;
     Ok(record("max_pool2d", &[x], y, move || {
         move |dy: &Tensor| Ok(vec![Some(backend::maxpool_bwd(dy, &argmax, &g)?)])
+    }))
+}
+
+/// Mean over each `window` of `x` [N,C,H,W] → [N,C,OH,OW], with PyTorch's `avg_pool2d` semantics
+/// (`ceil_mode = false`, no divisor override): the divisor is the window size `KH·KW` (padding
+/// included) when `count_include_pad`, else the number of taps inside the input.
+///
+/// Dilation is supported (PyTorch's `avg_pool2d` has none): a dilated window has `KH·KW` taps
+/// spread over its span, and the divisor counts taps, not the span. When `!count_include_pad`, a
+/// window that sees only padding (possible with padding ≥ the window span) gives 0 and passes no
+/// gradient.
+pub fn avg_pool2d(x: &Tensor, window: Window2d, count_include_pad: bool) -> Result<Tensor> {
+    let shape = as_nchw("avg_pool2d", x.shape())?;
+    let g = ConvGeometry::new(shape, window, false)?;
+    let y = backend::avgpool_fwd(x, &g, count_include_pad)?;
+    Ok(record("avg_pool2d", &[x], y, move || {
+        move |dy: &Tensor| Ok(vec![Some(backend::avgpool_bwd(dy, &g, count_include_pad)?)])
+    }))
+}
+
+/// L2-norm pooling of `x` [N,C,H,W] → [N,C,OH,OW]: `y = sqrt(Σ x²)` over the taps of each
+/// `window` inside the input (padding counts as 0). This is PyTorch's `LPPool2d` with `p = 2`,
+/// which sums rather than averages; unlike it, padding and dilation are accepted.
+///
+/// Gradient: `dx = Σ dy · x / y` over the windows containing each pixel. Where `y = 0` (every tap
+/// of the window is 0) the norm has no derivative and that window passes 0 gradient.
+pub fn l2_pool2d(x: &Tensor, window: Window2d) -> Result<Tensor> {
+    let shape = as_nchw("l2_pool2d", x.shape())?;
+    let g = ConvGeometry::new(shape, window, false)?;
+    let y = backend::l2pool_fwd(x, &g)?;
+    let (x_saved, y_saved) = (x.detach(), y.detach());
+    Ok(record("l2_pool2d", &[x], y, move || {
+        move |dy: &Tensor| Ok(vec![Some(backend::l2pool_bwd(&x_saved, &y_saved, dy, &g)?)])
+    }))
+}
+
+/// Global average pooling: the mean of each plane of `x` [N,C,H,W], as `[N,C,1,1]` (the shape of
+/// PyTorch's `AdaptiveAvgPool2d(1)`, so it can feed another NCHW op; `ops::flatten` gives [N,C]).
+pub fn global_avg_pool2d(x: &Tensor) -> Result<Tensor> {
+    let y = backend::global_avgpool_fwd(x)?;
+    let shape = x.shape().to_vec();
+    Ok(record("global_avg_pool2d", &[x], y, move || {
+        move |dy: &Tensor| Ok(vec![Some(backend::global_avgpool_bwd(dy, &shape)?)])
     }))
 }
