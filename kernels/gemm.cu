@@ -2,8 +2,11 @@
 // bias-gradient reduction that convolution and linear layers need around it.
 //
 // C = alpha·op(A)·op(B) + beta·C, row-major. op(A) is m×k, stored [m][k] or, with trans_a, [k][m];
-// op(B) is k×n, stored [k][n] or, with trans_b, [n][k]. blockIdx.z picks the batch entry (operand b
+// op(B) is k×n, stored [k][n] or, with trans_b, [n][k]. The z index picks the batch entry (operand b
 // starts at b·stride); with reduce_batch the batch is summed into one C inside each block instead.
+// A second batch level, groups (grouped convolution), adds g·group_stride to each operand: z runs
+// over (batch entry, group) pairs, group fastest, or over groups alone when the batch is reduced.
+// The grid's z is capped at 65535, so a block walks z in steps of gridDim.z.
 //
 // Mapping: a block of 256 threads computes a 64x64 tile of C; thread (ty, tx) = (tid/16, tid%16)
 // owns rows ty + 16·i and columns tx + 16·j, i, j in 0..4. The k loop stages 64x16 panels of A and
@@ -22,9 +25,11 @@ struct GemmParams {
   const float* b;
   float* c;
   long long stride_a, stride_b, stride_c;
+  long long group_stride_a, group_stride_b, group_stride_c;
   int m, n, k;
   int trans_a, trans_b;
   int batch, reduce_batch;
+  int groups;
   float alpha, beta;
 };
 
@@ -72,39 +77,44 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmPa
   const int ty = tid / 16, tx = tid % 16;
   const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
 
-  float acc[4][4];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+  const int outputs = (p.reduce_batch ? 1 : p.batch) * p.groups;
+  for (int z = blockIdx.z; z < outputs; z += gridDim.z) {
+    const int g = z % p.groups;
+    const int first = p.reduce_batch ? 0 : z / p.groups;
+    const int last = p.reduce_batch ? p.batch : first + 1;
 
-  const int first = p.reduce_batch ? 0 : (int)blockIdx.z;
-  const int last = p.reduce_batch ? p.batch : first + 1;
-  for (int bi = first; bi < last; ++bi) {
-    const float* a = p.a + bi * p.stride_a;
-    const float* b = p.b + bi * p.stride_b;
-    for (int k0 = 0; k0 < p.k; k0 += GEMM_BK) {
-      gemm_load_tiles(p, a, b, m0, n0, k0, tid, as, bs);
-      __syncthreads();
-      for (int kk = 0; kk < GEMM_BK; ++kk) {
-        float ra[4], rb[4];
-        for (int i = 0; i < 4; ++i) ra[i] = as[kk][ty + 16 * i];
-        for (int j = 0; j < 4; ++j) rb[j] = bs[kk][tx + 16 * j];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) acc[i][j] += ra[i] * rb[j];
+    float acc[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    for (int bi = first; bi < last; ++bi) {
+      const float* a = p.a + bi * p.stride_a + g * p.group_stride_a;
+      const float* b = p.b + bi * p.stride_b + g * p.group_stride_b;
+      for (int k0 = 0; k0 < p.k; k0 += GEMM_BK) {
+        gemm_load_tiles(p, a, b, m0, n0, k0, tid, as, bs);
+        __syncthreads();
+        for (int kk = 0; kk < GEMM_BK; ++kk) {
+          float ra[4], rb[4];
+          for (int i = 0; i < 4; ++i) ra[i] = as[kk][ty + 16 * i];
+          for (int j = 0; j < 4; ++j) rb[j] = bs[kk][tx + 16 * j];
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) acc[i][j] += ra[i] * rb[j];
+        }
+        __syncthreads();
       }
-      __syncthreads();
     }
-  }
 
-  float* c = p.c + (p.reduce_batch ? 0 : (long long)blockIdx.z * p.stride_c);
-  for (int i = 0; i < 4; ++i) {
-    const int r = m0 + ty + 16 * i;
-    if (r >= p.m) continue;
-    for (int j = 0; j < 4; ++j) {
-      const int col = n0 + tx + 16 * j;
-      if (col >= p.n) continue;
-      float* out = c + (long long)r * p.n + col;
-      // beta == 0 ignores the old C entirely, so NaN garbage in it does not leak (BLAS rule).
-      *out = p.beta == 0.0f ? p.alpha * acc[i][j] : p.alpha * acc[i][j] + p.beta * *out;
+    float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
+    for (int i = 0; i < 4; ++i) {
+      const int r = m0 + ty + 16 * i;
+      if (r >= p.m) continue;
+      for (int j = 0; j < 4; ++j) {
+        const int col = n0 + tx + 16 * j;
+        if (col >= p.n) continue;
+        float* out = c + (long long)r * p.n + col;
+        // beta == 0 ignores the old C entirely, so NaN garbage in it does not leak (BLAS rule).
+        *out = p.beta == 0.0f ? p.alpha * acc[i][j] : p.alpha * acc[i][j] + p.beta * *out;
+      }
     }
   }
 }

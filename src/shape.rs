@@ -283,6 +283,11 @@ mod tests {
 /// `[k][n]`, or as `[n][k]` when `trans_b`. `C` is `[m][n]`. Matrix `b` of a batch starts at
 /// `b·stride_*` (a stride of 0 shares one matrix across the batch). With `reduce_batch`, the batch
 /// is part of the reduction instead: `C = alpha·Σ_b op(A_b)·op(B_b) + beta·C`, one `C`.
+///
+/// A second batch level, `groups` (grouped convolution), multiplies the products: entry `(b, g)`
+/// reads A at `b·stride_a + g·group_stride_a` (likewise B) and writes C at
+/// `b·stride_c + g·group_stride_c`. With `reduce_batch` only `b` is summed: one `C` per group, at
+/// `g·group_stride_c`. `groups = 1` (the default) is the plain batched product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmSpec {
     pub m: usize,
@@ -295,6 +300,10 @@ pub struct GemmSpec {
     pub stride_b: usize,
     pub stride_c: usize,
     pub reduce_batch: bool,
+    pub groups: usize,
+    pub group_stride_a: usize,
+    pub group_stride_b: usize,
+    pub group_stride_c: usize,
 }
 
 impl GemmSpec {
@@ -311,6 +320,10 @@ impl GemmSpec {
             stride_b: 0,
             stride_c: 0,
             reduce_batch: false,
+            groups: 1,
+            group_stride_a: 0,
+            group_stride_b: 0,
+            group_stride_c: 0,
         }
     }
 
@@ -339,6 +352,28 @@ impl GemmSpec {
         self
     }
 
+    /// `groups` products per batch entry, group `g`'s operands starting `g·group_stride` further
+    /// on (0 = shared across groups).
+    pub fn grouped(
+        mut self,
+        groups: usize,
+        group_stride_a: usize,
+        group_stride_b: usize,
+        group_stride_c: usize,
+    ) -> Self {
+        self.groups = groups;
+        self.group_stride_a = group_stride_a;
+        self.group_stride_b = group_stride_b;
+        self.group_stride_c = group_stride_c;
+        self
+    }
+
+    /// Output matrices: one per (batch entry, group), or one per group when the batch is summed.
+    pub fn outputs(&self) -> usize {
+        let per_group = if self.reduce_batch { 1 } else { self.batch };
+        per_group * self.groups
+    }
+
     /// Sum the batch's products into one `C` (used for weight gradients).
     pub fn summed_over_batch(mut self) -> Self {
         self.reduce_batch = true;
@@ -349,16 +384,17 @@ impl GemmSpec {
     /// Elements each operand must hold at least.
     pub fn required_lens(&self) -> (usize, usize, usize) {
         let last = self.batch.saturating_sub(1);
+        let last_group = self.groups.saturating_sub(1);
         let c_batches = if self.reduce_batch { 0 } else { last };
         (
-            last * self.stride_a + self.m * self.k,
-            last * self.stride_b + self.k * self.n,
-            c_batches * self.stride_c + self.m * self.n,
+            last * self.stride_a + last_group * self.group_stride_a + self.m * self.k,
+            last * self.stride_b + last_group * self.group_stride_b + self.k * self.n,
+            c_batches * self.stride_c + last_group * self.group_stride_c + self.m * self.n,
         )
     }
 
-    /// Floating-point operations of the whole product (2·m·n·k per batch entry).
+    /// Floating-point operations of the whole product (2·m·n·k per batch entry and group).
     pub fn flops(&self) -> f64 {
-        2.0 * (self.m * self.n * self.k * self.batch) as f64
+        2.0 * (self.m * self.n * self.k * self.batch * self.groups) as f64
     }
 }

@@ -47,6 +47,12 @@ pub fn col2im(col: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
 }
 
 fn check_gemm_lens(spec: &GemmSpec, a: &Tensor, b: &Tensor, c_len: usize) -> Result<()> {
+    if spec.groups == 0 {
+        return Err(crate::error::invalid(
+            "gemm groups",
+            "a GemmSpec needs at least one group",
+        ));
+    }
     let (la, lb, lc) = spec.required_lens();
     if a.numel() < la || b.numel() < lb || c_len < lc {
         return Err(crate::error::invalid(

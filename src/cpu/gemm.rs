@@ -7,9 +7,9 @@ use rayon::prelude::*;
 use super::Float;
 use crate::shape::GemmSpec;
 
-/// `C = alpha·op(A)·op(B) + beta·C`, row-major, batched and optionally summed over the batch,
-/// exactly as documented on [`GemmSpec`]. `beta` scales the old `C` once; with `beta == 0` the
-/// old `C` is never read (NaN in it does not propagate), as in BLAS.
+/// `C = alpha·op(A)·op(B) + beta·C`, row-major, batched (two levels: batch entries and groups) and
+/// optionally summed over the batch, exactly as documented on [`GemmSpec`]. `beta` scales the old
+/// `C` once; with `beta == 0` the old `C` is never read (NaN in it does not propagate), as in BLAS.
 pub fn gemm<T: Float>(spec: &GemmSpec, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T]) {
     let (len_a, len_b, len_c) = spec.required_lens();
     debug_assert!(a.len() >= len_a, "gemm: a has {} < {len_a}", a.len());
@@ -19,25 +19,47 @@ pub fn gemm<T: Float>(spec: &GemmSpec, alpha: T, a: &[T], b: &[T], beta: T, c: &
     if mn == 0 {
         return;
     }
-    let product = |i: usize, c: &mut [T]| accumulate(spec, i, alpha, a, b, c);
-    if spec.reduce_batch {
+    // Output matrix (slot, g): C at slot·stride_c + g·group_stride_c, where slot is the batch entry,
+    // or 0 when the batch is summed into it.
+    let slots = if spec.reduce_batch { 1 } else { spec.batch };
+    let (groups, stride_c, group_stride_c) = (spec.groups, spec.stride_c, spec.group_stride_c);
+    let product = |slot: usize, g: usize, c: &mut [T]| {
         let c = &mut c[..mn];
         scale_by_beta(c, beta);
-        (0..spec.batch).for_each(|i| product(i, c));
-    } else if spec.batch == 1 {
-        let c = &mut c[..mn];
-        scale_by_beta(c, beta);
-        product(0, c);
-    } else if spec.batch > 1 {
-        debug_assert!(spec.stride_c >= mn, "gemm: batched outputs overlap");
-        c.par_chunks_mut(spec.stride_c)
-            .take(spec.batch)
+        if spec.reduce_batch {
+            (0..spec.batch).for_each(|i| accumulate(spec, i, g, alpha, a, b, c));
+        } else {
+            accumulate(spec, slot, g, alpha, a, b, c);
+        }
+    };
+    if slots == 0 || groups == 0 {
+        return;
+    }
+    if slots == 1 && groups == 1 {
+        product(0, 0, c);
+    } else if slots > 1 && stride_c >= (groups - 1) * group_stride_c + mn {
+        // Batch-major: each batch entry's chunk holds all its groups.
+        c.par_chunks_mut(stride_c)
+            .take(slots)
             .enumerate()
-            .for_each(|(i, c)| {
-                let c = &mut c[..mn];
-                scale_by_beta(c, beta);
-                product(i, c);
+            .for_each(|(slot, chunk)| {
+                (0..groups).for_each(|g| product(slot, g, &mut chunk[g * group_stride_c..]));
             });
+    } else if groups > 1 && group_stride_c >= (slots - 1) * stride_c + mn {
+        // Group-major: each group's chunk holds all its batch entries.
+        c.par_chunks_mut(group_stride_c)
+            .take(groups)
+            .enumerate()
+            .for_each(|(g, chunk)| {
+                (0..slots).for_each(|slot| product(slot, g, &mut chunk[slot * stride_c..]));
+            });
+    } else {
+        // Interleaved layouts: one output matrix after another.
+        for slot in 0..slots {
+            for g in 0..groups {
+                product(slot, g, &mut c[slot * stride_c + g * group_stride_c..]);
+            }
+        }
     }
 }
 
@@ -50,11 +72,21 @@ fn scale_by_beta<T: Float>(c: &mut [T], beta: T) {
     }
 }
 
-/// `c += alpha·op(A_i)·op(B_i)` for batch entry `i`; `c` is the `m×n` output.
-fn accumulate<T: Float>(spec: &GemmSpec, i: usize, alpha: T, a: &[T], b: &[T], c: &mut [T]) {
+/// `c += alpha·op(A_ig)·op(B_ig)` for batch entry `i` of group `g`; `c` is the `m×n` output.
+fn accumulate<T: Float>(
+    spec: &GemmSpec,
+    i: usize,
+    g: usize,
+    alpha: T,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+) {
     let (m, n, k) = (spec.m, spec.n, spec.k);
-    let a = operand(a, i * spec.stride_a, m, k, spec.trans_a);
-    let b = operand(b, i * spec.stride_b, k, n, spec.trans_b);
+    let a_start = i * spec.stride_a + g * spec.group_stride_a;
+    let b_start = i * spec.stride_b + g * spec.group_stride_b;
+    let a = operand(a, a_start, m, k, spec.trans_a);
+    let b = operand(b, b_start, k, n, spec.trans_b);
     let mut c = ArrayViewMut2::from_shape((m, n), c).expect("checked length");
     general_mat_mul(alpha, &a, &b, T::one(), &mut c);
 }
@@ -112,17 +144,17 @@ mod tests {
     /// The triple loop, in f64, of the [`GemmSpec`] documentation (reads old `c` only if beta ≠ 0).
     fn naive(spec: &GemmSpec, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &[f64]) -> Vec<f64> {
         let (m, n, k) = (spec.m, spec.n, spec.k);
-        let op_a = |i: usize, r: usize, p: usize| {
+        let op_a = |i: usize, g: usize, r: usize, p: usize| {
             let at = if spec.trans_a { p * m + r } else { r * k + p };
-            a[i * spec.stride_a + at]
+            a[i * spec.stride_a + g * spec.group_stride_a + at]
         };
-        let op_b = |i: usize, p: usize, col: usize| {
+        let op_b = |i: usize, g: usize, p: usize, col: usize| {
             let at = if spec.trans_b {
                 col * k + p
             } else {
                 p * n + col
             };
-            b[i * spec.stride_b + at]
+            b[i * spec.stride_b + g * spec.group_stride_b + at]
         };
         let mut out = c.to_vec();
         let batches: Vec<Vec<usize>> = if spec.reduce_batch {
@@ -130,22 +162,24 @@ mod tests {
         } else {
             (0..spec.batch).map(|i| vec![i]).collect()
         };
-        for (slot, group) in batches.iter().enumerate() {
-            let offset = slot * spec.stride_c;
-            for r in 0..m {
-                for col in 0..n {
-                    let mut sum = 0.0;
-                    for &i in group {
-                        for p in 0..k {
-                            sum += op_a(i, r, p) * op_b(i, p, col);
+        for g in 0..spec.groups {
+            for (slot, entries) in batches.iter().enumerate() {
+                let offset = slot * spec.stride_c + g * spec.group_stride_c;
+                for r in 0..m {
+                    for col in 0..n {
+                        let mut sum = 0.0;
+                        for &i in entries {
+                            for p in 0..k {
+                                sum += op_a(i, g, r, p) * op_b(i, g, p, col);
+                            }
                         }
+                        let old = if beta == 0.0 {
+                            0.0
+                        } else {
+                            beta * c[offset + r * n + col]
+                        };
+                        out[offset + r * n + col] = alpha * sum + old;
                     }
-                    let old = if beta == 0.0 {
-                        0.0
-                    } else {
-                        beta * c[offset + r * n + col]
-                    };
-                    out[offset + r * n + col] = alpha * sum + old;
                 }
             }
         }
@@ -215,6 +249,65 @@ mod tests {
             check::<f64>(&spec, 1.0, 1.0, None, 1e-12);
             check::<f32>(&spec, 1.1, 0.25, None, 1e-5);
         }
+    }
+
+    /// The second batch level (grouped convolution): batch-major and group-major C layouts, a
+    /// shared A per group (stride 0 over the batch), with and without the batch summed, batch 1,
+    /// and gaps between output matrices that must stay untouched.
+    #[test]
+    fn groups_as_a_second_batch_level() {
+        for (m, n, k) in SHAPES {
+            let (mk, kn, mn) = (m * k, k * n, m * n);
+            // Like a grouped convolution's forward: A shared over the batch, per group.
+            let batch_major = GemmSpec::new(m, n, k)
+                .batched(3, 0, 3 * kn + 1, 3 * mn + 2)
+                .grouped(3, mk + 1, kn, mn);
+            // Batch entries nested inside each group's C chunk.
+            let group_major = GemmSpec::new(m, n, k).batched(2, mk, kn, mn).grouped(
+                3,
+                2 * mk,
+                2 * kn,
+                2 * mn + 1,
+            );
+            let single_image = GemmSpec::new(m, n, k).grouped(4, mk, kn, mn);
+            let weight_grad = GemmSpec::new(m, n, k)
+                .transpose_b()
+                .batched(3, 2 * mk, 2 * kn, 0)
+                .grouped(2, mk, kn, mn + 3)
+                .summed_over_batch();
+            for spec in [batch_major, group_major, single_image, weight_grad] {
+                check::<f64>(&spec, 1.2, 0.5, None, 1e-12);
+                check::<f64>(&spec.transpose_a(), 1.0, 0.0, Some(f64::NAN), 1e-12);
+                check::<f32>(&spec, 1.2, 0.5, None, 1e-5);
+            }
+        }
+    }
+
+    /// By hand, 1x1 matrices: entry (b, g) of A = [1, 2, 3, 4] and B = [5, 6, 7, 8] is element
+    /// 2b + g, so C = [1·5, 2·6, 3·7, 4·8] = [5, 12, 21, 32]; summed over b, C_g = [5 + 21, 12 + 32].
+    #[test]
+    fn groups_by_hand() {
+        let (a, b) = ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]);
+        let spec = GemmSpec::new(1, 1, 1)
+            .batched(2, 2, 2, 2)
+            .grouped(2, 1, 1, 1);
+        let mut c = [f64::NAN; 4];
+        gemm(&spec, 1.0, &a, &b, 0.0, &mut c);
+        assert_eq!(c, [5.0, 12.0, 21.0, 32.0]);
+        let mut c = [f64::NAN; 2];
+        gemm(&spec.summed_over_batch(), 1.0, &a, &b, 0.0, &mut c);
+        assert_eq!(c, [26.0, 44.0]);
+    }
+
+    /// Interleaved C matrices (at 0, 2, 3, 4, 5, 7 times m·n: neither batch- nor group-major) take
+    /// the sequential path.
+    #[test]
+    fn interleaved_groups() {
+        let (m, n, k) = (3, 4, 5);
+        let spec = GemmSpec::new(m, n, k)
+            .batched(3, m * k, k * n, 2 * m * n)
+            .grouped(2, 3 * m * k, 3 * k * n, 3 * m * n);
+        check::<f64>(&spec, 0.7, 0.3, None, 1e-12);
     }
 
     /// BLAS convention: with beta = 0 the old C is ignored, even when it holds NaN.

@@ -20,6 +20,9 @@ struct GemmParams {
     stride_a: i64,
     stride_b: i64,
     stride_c: i64,
+    group_stride_a: i64,
+    group_stride_b: i64,
+    group_stride_c: i64,
     m: i32,
     n: i32,
     k: i32,
@@ -27,6 +30,7 @@ struct GemmParams {
     trans_b: i32,
     batch: i32,
     reduce_batch: i32,
+    groups: i32,
     alpha: f32,
     beta: f32,
 }
@@ -55,14 +59,17 @@ struct BiasGradParams {
 
 kernel_params!(GemmParams, BiasAddParams, BiasGradParams);
 
-/// The grid: one block per 64x64 tile of C, one z-slice per batch entry unless the batch is reduced.
+/// CUDA's limit on gridDim.z; the kernel walks the remaining output matrices in steps of it.
+const MAX_GRID_Z: usize = 65_535;
+
+/// The grid: one block per 64x64 tile of C, one z-slice per output matrix (batch entry × group, or
+/// group alone when the batch is reduced), at most [`MAX_GRID_Z`] slices.
 pub(crate) fn gemm_config(spec: &GemmSpec) -> LaunchConfig {
-    let z = if spec.reduce_batch { 1 } else { spec.batch };
     LaunchConfig {
         grid: (
             spec.n.div_ceil(TILE_N).max(1) as u32,
             spec.m.div_ceil(TILE_M).max(1) as u32,
-            z.max(1) as u32,
+            spec.outputs().clamp(1, MAX_GRID_Z) as u32,
         ),
         block: (THREADS, 1, 1),
     }
@@ -78,7 +85,7 @@ pub(crate) fn gemm(
     beta: f32,
     c: &mut GpuBuffer,
 ) -> Result<()> {
-    if spec.m == 0 || spec.n == 0 {
+    if spec.m == 0 || spec.n == 0 || spec.outputs() == 0 {
         return Ok(());
     }
     let params = GemmParams {
@@ -88,6 +95,9 @@ pub(crate) fn gemm(
         stride_a: to_i64("gemm stride", spec.stride_a)?,
         stride_b: to_i64("gemm stride", spec.stride_b)?,
         stride_c: to_i64("gemm stride", spec.stride_c)?,
+        group_stride_a: to_i64("gemm group stride", spec.group_stride_a)?,
+        group_stride_b: to_i64("gemm group stride", spec.group_stride_b)?,
+        group_stride_c: to_i64("gemm group stride", spec.group_stride_c)?,
         m: to_i32("gemm m", spec.m)?,
         n: to_i32("gemm n", spec.n)?,
         k: to_i32("gemm k", spec.k)?,
@@ -95,10 +105,12 @@ pub(crate) fn gemm(
         trans_b: spec.trans_b as i32,
         batch: to_i32("gemm batch", spec.batch)?,
         reduce_batch: spec.reduce_batch as i32,
+        groups: to_i32("gemm groups", spec.groups)?,
         alpha,
         beta,
     };
     to_i32("gemm grid", spec.m.div_ceil(TILE_M))?;
+    to_i32("gemm output matrices", spec.outputs())?;
     launch(gpu, "gemm_f32", gemm_config(spec), &params)
 }
 
