@@ -30,7 +30,7 @@ pub struct BatchNormGrads {
 }
 
 /// `x` seen per channel; an error unless it is a 4-d NCHW tensor with at least one channel.
-pub fn channel_layout(op: &'static str, x: &Tensor) -> Result<ChannelLayout> {
+pub fn batch_norm_layout(op: &'static str, x: &Tensor) -> Result<ChannelLayout> {
     let [batch, channels, h, w] = as_nchw(op, x.shape())?;
     if channels == 0 {
         return Err(invalid(
@@ -61,7 +61,7 @@ fn check_per_channel(
 }
 
 fn check_stats(op: &'static str, x: &Tensor, stats: &BatchNormStats<'_>) -> Result<ChannelLayout> {
-    let layout = channel_layout(op, x)?;
+    let layout = batch_norm_layout(op, x)?;
     check_per_channel(
         op,
         x,
@@ -102,7 +102,7 @@ fn gpu_norm<'a>(op: &'static str, stats: &BatchNormStats<'a>) -> Result<GpuChann
 /// of `x` [N, C, H, W]: two [C] tensors, computed in two passes (sound for a large mean).
 pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
     const OP: &str = "batch norm statistics";
-    let layout = channel_layout(OP, x)?;
+    let layout = batch_norm_layout(OP, x)?;
     let c = layout.channels;
     match x.device() {
         Device::Cpu => with_float!(OP, x, |T| {
