@@ -1,2 +1,56 @@
-// Kernels of the dropout op family (filled in by its issue work).
+// Inverted dropout. One thread per element in a grid-stride loop.
+//
+// The keep/drop decision of element i is a pure function of (seed, i): a counter-based hash, so the
+// mask is the same whatever the grid, on the GPU, under emulation, and in the CPU twin
+// (src/cpu/dropout.rs `dropout_bits`, the same arithmetic on u64 with wrapping multiplies).
 #include "common.cuh"
+
+// SplitMix64's output function (Vigna's splitmix64.c, the constants of Stafford's "Mix13").
+__host__ __device__ __forceinline__ unsigned long long dropout_mix(unsigned long long z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// 64 random bits for element i: output i + 1 of a SplitMix64 stream whose state starts at
+// mix(seed), i.e. mix(mix(seed) + (i + 1)·γ) with γ the golden-ratio increment.
+__host__ __device__ __forceinline__ unsigned long long dropout_bits(unsigned long long seed,
+                                                                   unsigned long long i) {
+  return dropout_mix(dropout_mix(seed) + (i + 1ULL) * 0x9E3779B97F4A7C15ULL);
+}
+
+// Mirrors src/cuda/dropout.rs `DropoutFwdParams`.
+struct DropoutFwdParams {
+  const float* x;
+  float* y;
+  unsigned char* mask;           // 1 where the element is kept
+  unsigned long long seed;
+  unsigned long long threshold;  // keep iff the top 32 bits ≥ threshold = round(p·2³²) (2³² drops all)
+  long long n;
+  float scale;  // 1/(1 − p), or 0 when p = 1
+};
+
+// mask = keep(seed, i); y = mask ? x·scale : 0 (a dropped NaN becomes 0, as a multiply by a mask would not).
+extern "C" __global__ void dropout_fwd_f32(const DropoutFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const bool keep = (dropout_bits(p.seed, (unsigned long long)i) >> 32) >= p.threshold;
+    p.y[i] = keep ? p.x[i] * p.scale : 0.0f;
+    p.mask[i] = keep ? 1 : 0;
+  }
+}
+KILN_EMULATE(dropout_fwd_f32, DropoutFwdParams)
+
+// Mirrors src/cuda/dropout.rs `DropoutBwdParams`.
+struct DropoutBwdParams {
+  const float* dy;
+  const unsigned char* mask;
+  float* dx;
+  long long n;
+  float scale;
+};
+
+// dx = mask ? dy·scale : 0, with the forward pass's mask.
+extern "C" __global__ void dropout_bwd_f32(const DropoutBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.dx[i] = p.mask[i] ? p.dy[i] * p.scale : 0.0f; }
+}
+KILN_EMULATE(dropout_bwd_f32, DropoutBwdParams)

@@ -1,1 +1,80 @@
-//! dropout primitives.
+//! Dropout primitives.
+
+use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use crate::cpu;
+use crate::cpu::dropout::{dropout_scale, dropout_threshold};
+use crate::cuda;
+use crate::cuda::dropout::DropoutDraw;
+use crate::device::Device;
+use crate::error::{invalid, Error, Result};
+use crate::tensor::{DType, Element, Tensor};
+
+/// Checks that the drop probability `p` lies in [0, 1] (NaN does not).
+pub fn check_dropout_probability(p: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(invalid(
+            "dropout probability",
+            format!("p must lie in [0, 1], got {p}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Inverted dropout in training: (y, mask u8). Element i is kept (mask 1, y = x/(1 − p)) or
+/// dropped (mask 0, y = 0) by a hash of (seed, i), the same on every device; p = 1 drops all.
+pub fn dropout_fwd(x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
+    check_dropout_probability(p)?;
+    let (threshold, scale) = (dropout_threshold(p), dropout_scale(p));
+    let shape = x.shape().to_vec();
+    match x.device() {
+        Device::Cpu => with_float!("dropout", x, |T| {
+            let xs = x.host_slice::<T>("dropout")?;
+            let mut mask = vec![0u8; xs.len()];
+            let y = host_output::<T>(shape.clone(), |y| {
+                cpu::dropout::dropout_fwd(xs, seed, threshold, scale as T, y, &mut mask)
+            });
+            Ok((y, Tensor::host(u8::wrap(mask), shape, DType::U8)))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32("dropout", x)?;
+            let n = x.numel();
+            let draw = DropoutDraw {
+                seed,
+                threshold,
+                scale: scale as f32,
+            };
+            let mut mask = gpu.alloc(n)?;
+            let y = gpu_output(&gpu, shape.clone(), DType::F32, |y| {
+                cuda::dropout::dropout_fwd(&gpu, xb, draw, y, &mut mask, n)
+            })?;
+            Ok((y, Tensor::from_gpu(mask, shape, DType::U8)))
+        }
+    }
+}
+
+/// dx = dy·mask/(1 − p) with the forward pass's mask (0 everywhere when p = 1).
+pub fn dropout_bwd(dy: &Tensor, mask: &Tensor, p: f64) -> Result<Tensor> {
+    check_dropout_probability(p)?;
+    common_device("dropout backward", &[dy, mask])?;
+    mask.expect_dtype("dropout backward", DType::U8)?;
+    mask.expect_shape("dropout backward", dy.shape())?;
+    let scale = dropout_scale(p);
+    let shape = dy.shape().to_vec();
+    match dy.device() {
+        Device::Cpu => with_float!("dropout backward", dy, |T| {
+            let ds = dy.host_slice::<T>("dropout backward")?;
+            let ms = mask.host_slice::<u8>("dropout backward")?;
+            Ok(host_output::<T>(shape, |dx| {
+                cpu::dropout::dropout_bwd(ds, ms, scale as T, dx)
+            }))
+        }),
+        _ => {
+            let (gpu, db) = gpu_f32("dropout backward", dy)?;
+            let mb = mask.gpu_buffer("dropout backward")?;
+            let n = dy.numel();
+            gpu_output(&gpu, shape, DType::F32, |dx| {
+                cuda::dropout::dropout_bwd(&gpu, db, mb, scale as f32, dx, n)
+            })
+        }
+    }
+}

@@ -1,1 +1,23 @@
-//! Dropout.
+//! Dropout (inverted): in training each element is zeroed with probability p and the survivors are
+//! scaled by 1/(1 − p), so the expected output equals the input; in evaluation it is the identity.
+//! The mask comes from a hash of (seed, element index), identical on every device, and the
+//! backward rule reuses it.
+
+use crate::autograd::record;
+use crate::backend;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Dropout of `x` with drop probability `p` ∈ [0, 1] (else `Err`). Training with p > 0 draws the
+/// mask from `seed` and saves it for backward (dx = dy·mask/(1 − p)); p = 1 gives zeros. Evaluation,
+/// and training with p = 0, return `x` itself: no mask, nothing saved.
+pub fn dropout(x: &Tensor, p: f64, training: bool, seed: u64) -> Result<Tensor> {
+    backend::check_dropout_probability(p)?;
+    if !training || p == 0.0 {
+        return Ok(x.clone());
+    }
+    let (y, mask) = backend::dropout_fwd(x, p, seed)?;
+    Ok(record("dropout", &[x], y, move || {
+        move |dy: &Tensor| Ok(vec![Some(backend::dropout_bwd(dy, &mask, p)?)])
+    }))
+}
