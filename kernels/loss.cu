@@ -62,3 +62,105 @@ extern "C" __global__ void softmax_xent_bwd_f32(const SoftmaxXentBwdParams p) {
   }
 }
 KILN_EMULATE(softmax_xent_bwd_f32, SoftmaxXentBwdParams)
+
+// ---- Squared error (MSE, sum of squared errors): elementwise here, reduced by reduce.cu's sum_f32.
+
+// Mirrors src/cuda/loss.rs `SquaredErrorFwdParams`.
+struct SquaredErrorFwdParams {
+  const float* prediction;
+  const float* target;
+  float* sq;  // (prediction − target)², elementwise
+  long long n;
+};
+
+extern "C" __global__ void squared_error_fwd_f32(const SquaredErrorFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float d = p.prediction[i] - p.target[i];
+    p.sq[i] = d * d;
+  }
+}
+KILN_EMULATE(squared_error_fwd_f32, SquaredErrorFwdParams)
+
+// Mirrors src/cuda/loss.rs `SquaredErrorBwdParams`.
+struct SquaredErrorBwdParams {
+  const float* prediction;
+  const float* target;
+  float* dprediction;  // scale·(prediction − target); for a mean, scale = 2·dloss/n
+  float* dtarget;      // −dprediction, or null when the target needs no gradient
+  long long n;
+  float scale;
+};
+
+extern "C" __global__ void squared_error_bwd_f32(const SquaredErrorBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float g = p.scale * (p.prediction[i] - p.target[i]);
+    p.dprediction[i] = g;
+    if (p.dtarget != nullptr) p.dtarget[i] = -g;
+  }
+}
+KILN_EMULATE(squared_error_bwd_f32, SquaredErrorBwdParams)
+
+// ---- Binary cross-entropy on logits, in the stable form (no exp of a positive number).
+
+// Mirrors src/cuda/loss.rs `BceLogitsFwdParams`.
+struct BceLogitsFwdParams {
+  const float* logits;
+  const float* targets;
+  float* losses;  // max(z, 0) − z·t + log(1 + exp(−|z|)), elementwise
+  long long n;
+};
+
+extern "C" __global__ void bce_logits_fwd_f32(const BceLogitsFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float z = p.logits[i];
+    p.losses[i] = fmaxf(z, 0.0f) - z * p.targets[i] + log1pf(expf(-fabsf(z)));
+  }
+}
+KILN_EMULATE(bce_logits_fwd_f32, BceLogitsFwdParams)
+
+// Mirrors src/cuda/loss.rs `BceLogitsBwdParams`.
+struct BceLogitsBwdParams {
+  const float* logits;
+  const float* targets;
+  float* dlogits;   // scale·(sigmoid(z) − t); for a mean, scale = dloss/n
+  float* dtargets;  // −scale·z, or null when the targets need no gradient
+  long long n;
+  float scale;
+};
+
+extern "C" __global__ void bce_logits_bwd_f32(const BceLogitsBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float z = p.logits[i];
+    // sigmoid without overflow: e = exp(−|z|) ≤ 1, so neither branch divides by infinity.
+    const float e = expf(-fabsf(z));
+    const float sigmoid = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    p.dlogits[i] = p.scale * (sigmoid - p.targets[i]);
+    if (p.dtargets != nullptr) p.dtargets[i] = -p.scale * z;
+  }
+}
+KILN_EMULATE(bce_logits_bwd_f32, BceLogitsBwdParams)
+
+// ---- Sum of squares (the L2 penalty), stage 1 of 2: per-block partial sums.
+// Block b covers elements b·256 + tid + k·(gridDim·256) and writes its tree-reduced sum to
+// partial[b]; reduce.cu's sum_f32 then adds the partials. The grid is a fixed function of n, so
+// the result is deterministic.
+
+// Mirrors src/cuda/loss.rs `SumSquaresParams`.
+struct SumSquaresParams {
+  const float* x;
+  float* partial;  // [gridDim.x]
+  long long n;
+};
+
+extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
+    sum_squares_f32(const SumSquaresParams p) {
+  __shared__ float scratch[KILN_THREADS_PER_BLOCK];
+  float s = 0.0f;
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float v = p.x[i];
+    s += v * v;
+  }
+  s = block_reduce(scratch, s, false);
+  if (threadIdx.x == 0) p.partial[blockIdx.x] = s;
+}
+KILN_EMULATE_SYNC(sum_squares_f32, SumSquaresParams)

@@ -1,8 +1,9 @@
-//! Loss primitives.
+//! Loss primitives: softmax cross-entropy; elementwise squared error and binary cross-entropy on
+//! logits (their means are `backend::sum`); the sum of squares of the L2 penalty.
 
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
-use crate::cpu;
-use crate::cuda;
+use crate::cpu::{self, Float};
+use crate::cuda::{self, Gpu, GpuBuffer};
 use crate::device::Device;
 use crate::error::{invalid, Error, Result};
 use crate::tensor::{DType, Element, Tensor};
@@ -51,6 +52,189 @@ pub fn softmax_xent_bwd(probs: &Tensor, labels: &Tensor, scale: f64) -> Result<T
             })
         }
     }
+}
+
+/// (prediction − target)², elementwise, for two tensors of one shape, dtype and device.
+pub fn squared_error_fwd(prediction: &Tensor, target: &Tensor) -> Result<Tensor> {
+    const OP: &str = "squared error";
+    check_pair(OP, prediction, target)?;
+    let shape = prediction.shape().to_vec();
+    match prediction.device() {
+        Device::Cpu => with_float!(OP, prediction, |T| {
+            let (ps, ts) = (prediction.host_slice::<T>(OP)?, target.host_slice::<T>(OP)?);
+            Ok(host_output::<T>(shape, |sq| {
+                cpu::loss::squared_error_fwd(ps, ts, sq)
+            }))
+        }),
+        _ => {
+            let (gpu, pb) = gpu_f32(OP, prediction)?;
+            let (_, tb) = gpu_f32(OP, target)?;
+            let n = prediction.numel();
+            gpu_output(&gpu, shape, DType::F32, |sq| {
+                cuda::loss::squared_error_fwd(&gpu, pb, tb, sq, n)
+            })
+        }
+    }
+}
+
+/// dprediction = scale·(prediction − target) and, if `with_target_grad`, dtarget = −dprediction.
+/// The mean squared error's backward passes scale = 2·dloss/n.
+pub fn squared_error_bwd(
+    prediction: &Tensor,
+    target: &Tensor,
+    scale: f64,
+    with_target_grad: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    const OP: &str = "squared error backward";
+    check_pair(OP, prediction, target)?;
+    match prediction.device() {
+        Device::Cpu => with_float!(OP, prediction, |T| {
+            host_pair_bwd::<T>(OP, prediction, target, with_target_grad, |p, t, dp, dt| {
+                cpu::loss::squared_error_bwd(p, t, scale as T, dp, dt)
+            })
+        }),
+        _ => gpu_pair_bwd(
+            OP,
+            prediction,
+            target,
+            with_target_grad,
+            |gpu, p, t, dp, dt, n| {
+                cuda::loss::squared_error_bwd(gpu, p, t, scale as f32, dp, dt, n)
+            },
+        ),
+    }
+}
+
+/// max(z, 0) − z·t + ln(1 + e^−|z|), elementwise: binary cross-entropy of sigmoid(logits) against
+/// `targets` (one shape, dtype and device), stable for logits of any magnitude.
+pub fn bce_logits_fwd(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    const OP: &str = "binary_cross_entropy_with_logits";
+    check_pair(OP, logits, targets)?;
+    let shape = logits.shape().to_vec();
+    match logits.device() {
+        Device::Cpu => with_float!(OP, logits, |T| {
+            let (zs, ts) = (logits.host_slice::<T>(OP)?, targets.host_slice::<T>(OP)?);
+            Ok(host_output::<T>(shape, |l| {
+                cpu::loss::bce_logits_fwd(zs, ts, l)
+            }))
+        }),
+        _ => {
+            let (gpu, zb) = gpu_f32(OP, logits)?;
+            let (_, tb) = gpu_f32(OP, targets)?;
+            let n = logits.numel();
+            gpu_output(&gpu, shape, DType::F32, |l| {
+                cuda::loss::bce_logits_fwd(&gpu, zb, tb, l, n)
+            })
+        }
+    }
+}
+
+/// dlogits = scale·(sigmoid(z) − t) and, if `with_target_grad`, dtargets = −scale·z. The mean
+/// loss's backward passes scale = dloss/n.
+pub fn bce_logits_bwd(
+    logits: &Tensor,
+    targets: &Tensor,
+    scale: f64,
+    with_target_grad: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    const OP: &str = "binary_cross_entropy_with_logits backward";
+    check_pair(OP, logits, targets)?;
+    match logits.device() {
+        Device::Cpu => with_float!(OP, logits, |T| {
+            host_pair_bwd::<T>(OP, logits, targets, with_target_grad, |z, t, dz, dt| {
+                cpu::loss::bce_logits_bwd(z, t, scale as T, dz, dt)
+            })
+        }),
+        _ => gpu_pair_bwd(
+            OP,
+            logits,
+            targets,
+            with_target_grad,
+            |gpu, z, t, dz, dt, n| cuda::loss::bce_logits_bwd(gpu, z, t, scale as f32, dz, dt, n),
+        ),
+    }
+}
+
+/// scale·Σx² as a one-element tensor [1]; deterministic on every device (on a GPU: fixed per-block
+/// partial sums, then one block adds them).
+pub fn sum_squares(x: &Tensor, scale: f64) -> Result<Tensor> {
+    const OP: &str = "sum of squares";
+    match x.device() {
+        Device::Cpu => with_float!(OP, x, |T| {
+            let s = cpu::loss::sum_squares(x.host_slice::<T>(OP)?) * scale as T;
+            Ok(Tensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32(OP, x)?;
+            let n = x.numel();
+            let blocks = cuda::loss::sum_squares_blocks(n);
+            let mut partial = gpu.alloc(blocks * 4)?;
+            cuda::loss::sum_squares(&gpu, xb, n, &mut partial)?;
+            gpu_output(&gpu, vec![1], DType::F32, |out| {
+                cuda::reduce::sum(&gpu, &partial, blocks, scale as f32, out)
+            })
+        }
+    }
+}
+
+/// Two tensors of one shape, dtype and device, with at least one element (a mean of nothing is
+/// not a loss).
+fn check_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    common_device(op, &[a, b])?;
+    b.expect_dtype(op, a.dtype())?;
+    b.expect_shape(op, a.shape())?;
+    if a.numel() == 0 {
+        return Err(invalid(
+            "loss input",
+            format!("{op}: the inputs have no elements (shape {:?})", a.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// A backward over two same-shaped host tensors giving the first's gradient and, if asked, the
+/// second's.
+fn host_pair_bwd<T: Float + Element>(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    with_b_grad: bool,
+    fill: impl FnOnce(&[T], &[T], &mut [T], Option<&mut [T]>),
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (xa, xb) = (a.host_slice::<T>(op)?, b.host_slice::<T>(op)?);
+    let mut db = with_b_grad.then(|| vec![T::zero(); xb.len()]);
+    let da = host_output::<T>(a.shape().to_vec(), |da| fill(xa, xb, da, db.as_deref_mut()));
+    let db = db.map(|d| Tensor::host(T::wrap(d), b.shape().to_vec(), T::DTYPE));
+    Ok((da, db))
+}
+
+/// The device form of [`host_pair_bwd`]: `launch(gpu, a, b, da, db, n)`.
+fn gpu_pair_bwd(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    with_b_grad: bool,
+    launch: impl FnOnce(
+        &Gpu,
+        &GpuBuffer,
+        &GpuBuffer,
+        &mut GpuBuffer,
+        Option<&mut GpuBuffer>,
+        usize,
+    ) -> Result<()>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (gpu, ab) = gpu_f32(op, a)?;
+    let (_, bb) = gpu_f32(op, b)?;
+    let n = a.numel();
+    let mut db = match with_b_grad {
+        true => Some(gpu.alloc(n * 4)?),
+        false => None,
+    };
+    let da = gpu_output(&gpu, a.shape().to_vec(), DType::F32, |da| {
+        launch(&gpu, ab, bb, da, db.as_mut(), n)
+    })?;
+    let db = db.map(|d| Tensor::from_gpu(d, b.shape().to_vec(), DType::F32));
+    Ok((da, db))
 }
 
 /// Checks logits [rows, classes] and i32 labels [rows] with every label in 0..classes. Labels are

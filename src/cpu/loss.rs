@@ -1,8 +1,10 @@
-//! Softmax cross-entropy over `[rows][classes]` logits with one integer label per row.
+//! Losses (twins of kernels/loss.cu): softmax cross-entropy over `[rows][classes]` logits with one
+//! integer label per row; elementwise squared error and binary cross-entropy on logits, whose
+//! reductions are the caller's; the sum of squares of the L2 penalty.
 
 use rayon::prelude::*;
 
-use super::Float;
+use super::{Float, MIN_PAR_LEN};
 
 /// The label of a row as an index, or `None` (with a debug assertion) when out of range.
 fn label_index(label: i32, classes: usize) -> Option<usize> {
@@ -96,6 +98,114 @@ pub fn softmax_xent_bwd<T: Float>(
         });
 }
 
+/// `sq = (prediction − target)²`, elementwise.
+pub fn squared_error_fwd<T: Float>(prediction: &[T], target: &[T], sq: &mut [T]) {
+    debug_assert!(
+        prediction.len() == sq.len() && target.len() == sq.len(),
+        "squared_error_fwd: lengths"
+    );
+    sq.par_iter_mut()
+        .zip(prediction.par_iter().zip(target.par_iter()))
+        .with_min_len(MIN_PAR_LEN)
+        .for_each(|(s, (&p, &t))| {
+            let d = p - t;
+            *s = d * d;
+        });
+}
+
+/// `dprediction = scale·(prediction − target)` and, when given, `dtarget = −dprediction`. For the
+/// mean of the squared errors the caller passes `scale = 2·dloss/n`.
+pub fn squared_error_bwd<T: Float>(
+    prediction: &[T],
+    target: &[T],
+    scale: T,
+    dprediction: &mut [T],
+    dtarget: Option<&mut [T]>,
+) {
+    debug_assert!(
+        prediction.len() == dprediction.len() && target.len() == dprediction.len(),
+        "squared_error_bwd: lengths"
+    );
+    dprediction
+        .par_iter_mut()
+        .zip(prediction.par_iter().zip(target.par_iter()))
+        .with_min_len(MIN_PAR_LEN)
+        .for_each(|(g, (&p, &t))| *g = scale * (p - t));
+    if let Some(dtarget) = dtarget {
+        debug_assert_eq!(
+            dtarget.len(),
+            dprediction.len(),
+            "squared_error_bwd: dtarget"
+        );
+        dtarget
+            .par_iter_mut()
+            .zip(dprediction.par_iter())
+            .with_min_len(MIN_PAR_LEN)
+            .for_each(|(d, &g)| *d = -g);
+    }
+}
+
+/// `losses = max(z, 0) − z·t + ln(1 + e^−|z|)`, elementwise: the binary cross-entropy of
+/// `sigmoid(z)` against `t`, written (as PyTorch does) so that no exponential can overflow.
+pub fn bce_logits_fwd<T: Float>(logits: &[T], targets: &[T], losses: &mut [T]) {
+    debug_assert!(
+        logits.len() == losses.len() && targets.len() == losses.len(),
+        "bce_logits_fwd: lengths"
+    );
+    losses
+        .par_iter_mut()
+        .zip(logits.par_iter().zip(targets.par_iter()))
+        .with_min_len(MIN_PAR_LEN)
+        .for_each(|(l, (&z, &t))| *l = z.max(T::zero()) - z * t + (-z.abs()).exp().ln_1p());
+}
+
+/// `sigmoid(z)` from `e = e^−|z| ≤ 1`, so neither branch overflows.
+fn stable_sigmoid<T: Float>(z: T) -> T {
+    let e = (-z.abs()).exp();
+    if z >= T::zero() {
+        T::one() / (T::one() + e)
+    } else {
+        e / (T::one() + e)
+    }
+}
+
+/// `dlogits = scale·(sigmoid(z) − t)` and, when given, `dtargets = −scale·z` (the loss is linear in
+/// `t` with slope `−z`). For the mean loss the caller passes `scale = dloss/n`.
+pub fn bce_logits_bwd<T: Float>(
+    logits: &[T],
+    targets: &[T],
+    scale: T,
+    dlogits: &mut [T],
+    dtargets: Option<&mut [T]>,
+) {
+    debug_assert!(
+        logits.len() == dlogits.len() && targets.len() == dlogits.len(),
+        "bce_logits_bwd: lengths"
+    );
+    dlogits
+        .par_iter_mut()
+        .zip(logits.par_iter().zip(targets.par_iter()))
+        .with_min_len(MIN_PAR_LEN)
+        .for_each(|(g, (&z, &t))| *g = scale * (stable_sigmoid(z) - t));
+    if let Some(dtargets) = dtargets {
+        debug_assert_eq!(dtargets.len(), logits.len(), "bce_logits_bwd: dtargets");
+        dtargets
+            .par_iter_mut()
+            .zip(logits.par_iter())
+            .with_min_len(MIN_PAR_LEN)
+            .for_each(|(d, &z)| *d = -(scale * z));
+    }
+}
+
+/// `Σ x²`, in chunks of [`MIN_PAR_LEN`] summed in order (the same result every run).
+pub fn sum_squares<T: Float>(x: &[T]) -> T {
+    let partials: Vec<T> = x
+        .par_chunks(MIN_PAR_LEN)
+        .map(|c| c.iter().fold(T::zero(), |acc, &v| acc + v * v))
+        .collect();
+    partials.into_iter().fold(T::zero(), |acc, v| acc + v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +291,95 @@ mod tests {
             })
             .collect();
         assert_close(&grad, &numeric, 1e-9, 1e-6);
+    }
+
+    #[test]
+    fn squared_error_by_hand() {
+        // (1−1)², (2−0)², (3−0)², (−1.5−0.5)² = 0, 4, 9, 4.
+        let (p, t) = ([1.0_f64, 2.0, 3.0, -1.5], [1.0, 0.0, 0.0, 0.5]);
+        let mut sq = [f64::NAN; 4];
+        squared_error_fwd(&p, &t, &mut sq);
+        assert_eq!(sq, [0.0, 4.0, 9.0, 4.0]);
+        let (mut dp, mut dt) = ([f64::NAN; 4], [f64::NAN; 4]);
+        squared_error_bwd(&p, &t, 0.5, &mut dp, Some(&mut dt));
+        assert_eq!(dp, [0.0, 1.0, 1.5, -1.0]);
+        assert_eq!(dt, [0.0, -1.0, -1.5, 1.0]);
+        squared_error_bwd(&p, &t, 2.0, &mut dp, None);
+        assert_eq!(dp, [0.0, 4.0, 6.0, -4.0]);
+    }
+
+    /// Against the textbook form −t·ln σ(z) − (1 − t)·ln(1 − σ(z)) in f64 where it is accurate
+    /// (|z| ≤ 4), and by hand at z = 0 (ln 2) and at |z| = 1000, where the textbook form overflows.
+    #[test]
+    fn bce_logits_by_hand_and_against_the_textbook_form() {
+        let z = [0.0_f64, 2.0, -3.5, 0.25, 4.0, -0.75, 1.0];
+        let t = [1.0_f64, 0.25, 0.0, 1.0, 0.5, 0.9, 0.0];
+        let mut losses = [f64::NAN; 7];
+        bce_logits_fwd(&z, &t, &mut losses);
+        let textbook: Vec<f64> = z
+            .iter()
+            .zip(&t)
+            .map(|(&z, &t)| {
+                let s = 1.0 / (1.0 + (-z).exp());
+                -t * s.ln() - (1.0 - t) * (1.0 - s).ln()
+            })
+            .collect();
+        assert_close(&losses, &textbook, 1e-14, 1e-12);
+        assert_close(&losses[..1], &[2f64.ln()], 0.0, 1e-15);
+
+        // z = ±1000 in f32: 1000·(1 − t) for z = 1000, 1000·t for z = −1000, exactly.
+        let z = [1000.0_f32, 1000.0, -1000.0, -1000.0, 1000.0];
+        let t = [1.0_f32, 0.0, 1.0, 0.0, 0.25];
+        let mut losses = [f32::NAN; 5];
+        bce_logits_fwd(&z, &t, &mut losses);
+        assert_eq!(losses, [0.0, 1000.0, 1000.0, 0.0, 750.0]);
+        let (mut dz, mut dt) = ([f32::NAN; 5], [f32::NAN; 5]);
+        bce_logits_bwd(&z, &t, 0.5, &mut dz, Some(&mut dt));
+        // 0.5·(σ(z) − t) with σ(1000) = 1, σ(−1000) = 0; dt = −0.5·z.
+        assert_eq!(dz, [0.0, 0.5, -0.5, 0.0, 0.375]);
+        assert_eq!(dt, [-500.0, -500.0, 500.0, 500.0, -500.0]);
+    }
+
+    #[test]
+    fn bce_logits_backward_matches_finite_differences() {
+        let n = 9;
+        let mut r = rng(43);
+        let z: Vec<f64> = random_vec::<f64>(&mut r, n)
+            .iter()
+            .map(|v| 5.0 * v)
+            .collect();
+        let t: Vec<f64> = random_vec::<f64>(&mut r, n)
+            .iter()
+            .map(|v| 0.5 + 0.5 * v)
+            .collect();
+        let (mut dz, mut dt) = (vec![0.0; n], vec![0.0; n]);
+        bce_logits_bwd(&z, &t, 1.0, &mut dz, Some(&mut dt));
+        let loss = |z: &[f64], t: &[f64]| {
+            let mut l = vec![0.0; n];
+            bce_logits_fwd(z, t, &mut l);
+            l.iter().sum::<f64>()
+        };
+        let h = 1e-6;
+        for i in 0..n {
+            let bump = |v: &[f64], d: f64| {
+                let mut v = v.to_vec();
+                v[i] += d;
+                v
+            };
+            let nz = (loss(&bump(&z, h), &t) - loss(&bump(&z, -h), &t)) / (2.0 * h);
+            let nt = (loss(&z, &bump(&t, h)) - loss(&z, &bump(&t, -h))) / (2.0 * h);
+            assert_close(&[dz[i], dt[i]], &[nz, nt], 1e-8, 1e-6);
+        }
+    }
+
+    #[test]
+    fn sum_squares_by_hand_and_over_many_chunks() {
+        assert_eq!(sum_squares(&[3.0_f64, -4.0, 0.5]), 25.25);
+        assert_eq!(sum_squares::<f32>(&[]), 0.0);
+        // 1² + 2² + … + m² = m(m+1)(2m+1)/6, exact in f64 at this size.
+        let m = 3 * MIN_PAR_LEN + 5;
+        let x: Vec<f64> = (1..=m).map(|v| v as f64).collect();
+        let mf = m as f64;
+        assert_eq!(sum_squares(&x), mf * (mf + 1.0) * (2.0 * mf + 1.0) / 6.0);
     }
 }

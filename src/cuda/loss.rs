@@ -28,7 +28,68 @@ struct SoftmaxXentBwdParams {
     scale: f32,
 }
 
-kernel_params!(SoftmaxXentFwdParams, SoftmaxXentBwdParams);
+/// Mirrors `SquaredErrorFwdParams` in kernels/loss.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SquaredErrorFwdParams {
+    prediction: u64,
+    target: u64,
+    sq: u64,
+    n: i64,
+}
+
+/// Mirrors `SquaredErrorBwdParams` in kernels/loss.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SquaredErrorBwdParams {
+    prediction: u64,
+    target: u64,
+    dprediction: u64,
+    dtarget: u64,
+    n: i64,
+    scale: f32,
+}
+
+/// Mirrors `BceLogitsFwdParams` in kernels/loss.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BceLogitsFwdParams {
+    logits: u64,
+    targets: u64,
+    losses: u64,
+    n: i64,
+}
+
+/// Mirrors `BceLogitsBwdParams` in kernels/loss.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BceLogitsBwdParams {
+    logits: u64,
+    targets: u64,
+    dlogits: u64,
+    dtargets: u64,
+    n: i64,
+    scale: f32,
+}
+
+/// Mirrors `SumSquaresParams` in kernels/loss.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SumSquaresParams {
+    x: u64,
+    partial: u64,
+    n: i64,
+}
+
+kernel_params!(
+    SoftmaxXentFwdParams,
+    SoftmaxXentBwdParams,
+    SquaredErrorFwdParams,
+    SquaredErrorBwdParams,
+    BceLogitsFwdParams,
+    BceLogitsBwdParams,
+    SumSquaresParams,
+);
 
 /// Per-row softmax probabilities and cross-entropy losses; labels must already be validated.
 pub(crate) fn softmax_xent_fwd(
@@ -80,4 +141,105 @@ pub(crate) fn softmax_xent_bwd(
         elementwise_config(total),
         &params,
     )
+}
+
+/// sq = (prediction − target)² over `n` elements.
+pub(crate) fn squared_error_fwd(
+    gpu: &Gpu,
+    prediction: &GpuBuffer,
+    target: &GpuBuffer,
+    sq: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    let params = SquaredErrorFwdParams {
+        prediction: prediction.address(),
+        target: target.address(),
+        sq: sq.address(),
+        n: to_i64("squared error length", n)?,
+    };
+    launch(gpu, "squared_error_fwd_f32", elementwise_config(n), &params)
+}
+
+/// dprediction = scale·(prediction − target) and, when given, dtarget = −dprediction.
+pub(crate) fn squared_error_bwd(
+    gpu: &Gpu,
+    prediction: &GpuBuffer,
+    target: &GpuBuffer,
+    scale: f32,
+    dprediction: &mut GpuBuffer,
+    dtarget: Option<&mut GpuBuffer>,
+    n: usize,
+) -> Result<()> {
+    let params = SquaredErrorBwdParams {
+        prediction: prediction.address(),
+        target: target.address(),
+        dprediction: dprediction.address(),
+        dtarget: dtarget.map_or(0, |b| b.address()),
+        n: to_i64("squared error length", n)?,
+        scale,
+    };
+    launch(gpu, "squared_error_bwd_f32", elementwise_config(n), &params)
+}
+
+/// losses = max(z, 0) − z·t + log(1 + exp(−|z|)) over `n` elements.
+pub(crate) fn bce_logits_fwd(
+    gpu: &Gpu,
+    logits: &GpuBuffer,
+    targets: &GpuBuffer,
+    losses: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    let params = BceLogitsFwdParams {
+        logits: logits.address(),
+        targets: targets.address(),
+        losses: losses.address(),
+        n: to_i64("binary cross-entropy length", n)?,
+    };
+    launch(gpu, "bce_logits_fwd_f32", elementwise_config(n), &params)
+}
+
+/// dlogits = scale·(sigmoid(z) − t) and, when given, dtargets = −scale·z.
+pub(crate) fn bce_logits_bwd(
+    gpu: &Gpu,
+    logits: &GpuBuffer,
+    targets: &GpuBuffer,
+    scale: f32,
+    dlogits: &mut GpuBuffer,
+    dtargets: Option<&mut GpuBuffer>,
+    n: usize,
+) -> Result<()> {
+    let params = BceLogitsBwdParams {
+        logits: logits.address(),
+        targets: targets.address(),
+        dlogits: dlogits.address(),
+        dtargets: dtargets.map_or(0, |b| b.address()),
+        n: to_i64("binary cross-entropy length", n)?,
+        scale,
+    };
+    launch(gpu, "bce_logits_bwd_f32", elementwise_config(n), &params)
+}
+
+/// Blocks of the first stage of [`sum_squares`]: one per 256 elements, at most 128, so the second
+/// stage (one block) adds few partials. A fixed function of `n`, which keeps the sum deterministic.
+pub(crate) fn sum_squares_blocks(n: usize) -> usize {
+    n.div_ceil(256).clamp(1, 128)
+}
+
+/// partial[b] = Σ x² over block b's elements, for b < `sum_squares_blocks(n)`.
+pub(crate) fn sum_squares(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    n: usize,
+    partial: &mut GpuBuffer,
+) -> Result<()> {
+    let params = SumSquaresParams {
+        x: x.address(),
+        partial: partial.address(),
+        n: to_i64("sum of squares length", n)?,
+    };
+    let cfg = LaunchConfig {
+        grid: (sum_squares_blocks(n) as u32, 1, 1),
+        block: (256, 1, 1),
+    };
+    launch(gpu, "sum_squares_f32", cfg, &params)
 }

@@ -1,9 +1,12 @@
-//! Softmax cross-entropy, fused and stable for large logits; the mean over the batch.
+//! Losses, each a one-element tensor (shape `[]`) on its inputs' device: softmax cross-entropy
+//! (fused and stable for large logits), mean squared error and sum of squared errors, binary
+//! cross-entropy on logits, and sums of losses.
 
 use crate::autograd::record;
-use crate::backend;
-use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::backend::{self, common_device};
+use crate::error::{invalid, Error, Result};
+use crate::ops::{add, scale};
+use crate::tensor::{DType, Tensor};
 
 /// Mean over rows of −log softmax(logits)[label]: logits [N, K], labels i32 [N] in 0..K (checked;
 /// a bad label is an error). Returns a one-element tensor on the logits' device.
@@ -26,4 +29,118 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor>
             }
         },
     ))
+}
+
+/// Mean squared error: (1/n)·Σ (prediction − target)² over all n elements of two tensors of one
+/// shape (n ≥ 1). Gradients: 2(p − t)/n to the prediction and −2(p − t)/n to the target (when it
+/// requires one).
+pub fn mse_loss(prediction: &Tensor, target: &Tensor) -> Result<Tensor> {
+    squared_error_loss("mse_loss", prediction, target, true)
+}
+
+/// Sum of squared errors: Σ (prediction − target)², with gradients ±2(p − t).
+pub fn sum_squared_error(prediction: &Tensor, target: &Tensor) -> Result<Tensor> {
+    squared_error_loss("sum_squared_error", prediction, target, false)
+}
+
+fn squared_error_loss(
+    op: &'static str,
+    prediction: &Tensor,
+    target: &Tensor,
+    mean: bool,
+) -> Result<Tensor> {
+    let sq = backend::squared_error_fwd(prediction, target)?;
+    let s = if mean { 1.0 / sq.numel() as f64 } else { 1.0 };
+    let loss = backend::sum(&sq, s)?.reshape(&[])?;
+    let (p, t, target_grad) = (prediction.detach(), target.detach(), target.needs_grad());
+    Ok(record(op, &[prediction, target], loss, move || {
+        move |dloss: &Tensor| {
+            let scale = 2.0 * s * dloss.scalar()?;
+            let (dp, dt) = backend::squared_error_bwd(&p, &t, scale, target_grad)?;
+            Ok(vec![Some(dp), dt])
+        }
+    }))
+}
+
+/// Binary cross-entropy of sigmoid(logits) against `targets`, averaged over all n elements of two
+/// tensors of one shape (n ≥ 1): the mean of max(z, 0) − z·t + ln(1 + e^−|z|), the stable form
+/// PyTorch's `binary_cross_entropy_with_logits` uses (finite for any finite z, e.g. z = ±1000).
+///
+/// Gradients: (sigmoid(z) − t)/n to the logits and −z/n to the targets (when they require one).
+///
+/// Targets are meant to lie in [0, 1] (hard labels or soft probabilities) but are not checked: that
+/// would mean reading device memory back on every call. Outside [0, 1] the value is still the
+/// formula above, but no longer a cross-entropy (it can be negative), and non-finite targets give
+/// a non-finite loss.
+pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let losses = backend::bce_logits_fwd(logits, targets)?;
+    let n = losses.numel() as f64;
+    let loss = backend::sum(&losses, 1.0 / n)?.reshape(&[])?;
+    let (z, t, target_grad) = (logits.detach(), targets.detach(), targets.needs_grad());
+    Ok(record(
+        "binary_cross_entropy_with_logits",
+        &[logits, targets],
+        loss,
+        move || {
+            move |dloss: &Tensor| {
+                let scale = dloss.scalar()? / n;
+                let (dz, dt) = backend::bce_logits_bwd(&z, &t, scale, target_grad)?;
+                Ok(vec![Some(dz), dt])
+            }
+        },
+    ))
+}
+
+/// The sum of one-element losses (shape `[]` or `[1]`, one float dtype, one device), shape `[]`.
+/// Built from `ops::add`, so gradients reach each loss (and add up where losses share inputs or a
+/// loss appears twice). An empty list is an error.
+pub fn sum_losses(losses: &[&Tensor]) -> Result<Tensor> {
+    let weighted: Vec<(&Tensor, f64)> = losses.iter().map(|&l| (l, 1.0)).collect();
+    combine_losses("sum_losses", &weighted)
+}
+
+/// Σ weightᵢ·lossᵢ over one-element losses (as in [`sum_losses`]) with finite weights (any sign),
+/// built from `ops::scale` and `ops::add`: the gradient reaching lossᵢ is weightᵢ·dloss.
+pub fn weighted_sum_losses(losses: &[(&Tensor, f64)]) -> Result<Tensor> {
+    combine_losses("weighted_sum_losses", losses)
+}
+
+fn combine_losses(op: &'static str, losses: &[(&Tensor, f64)]) -> Result<Tensor> {
+    let Some(&(first, _)) = losses.first() else {
+        return Err(invalid("losses", format!("{op}: needs at least one loss")));
+    };
+    let tensors: Vec<&Tensor> = losses.iter().map(|&(l, _)| l).collect();
+    common_device(op, &tensors)?;
+    if !matches!(first.dtype(), DType::F32 | DType::F64) {
+        return Err(Error::DTypeMismatch {
+            op,
+            expected: DType::F32,
+            got: first.dtype(),
+        });
+    }
+    for (i, &(l, w)) in losses.iter().enumerate() {
+        l.expect_dtype(op, first.dtype())?;
+        if l.numel() != 1 {
+            return Err(invalid(
+                "losses",
+                format!("{op}: loss {i} has shape {:?}, not one element", l.shape()),
+            ));
+        }
+        if !w.is_finite() {
+            return Err(invalid(
+                "loss weight",
+                format!("{op}: weight {w} of loss {i} is not finite"),
+            ));
+        }
+    }
+    let mut total: Option<Tensor> = None;
+    for &(l, w) in losses {
+        let term = l.reshape(&[])?;
+        let term = if w == 1.0 { term } else { scale(&term, w)? };
+        total = Some(match total {
+            None => term,
+            Some(acc) => add(&acc, &term)?,
+        });
+    }
+    total.ok_or_else(|| invalid("losses", format!("{op}: needs at least one loss")))
 }
