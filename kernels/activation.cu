@@ -33,3 +33,303 @@ extern "C" __global__ void relu_bwd_f32(const ReluBwdParams p) {
   KILN_GRID_STRIDE_LOOP(i, p.n) { p.dx[i] = p.mask[i] ? p.dy[i] : 0.0f; }
 }
 KILN_EMULATE(relu_bwd_f32, ReluBwdParams)
+
+// ---------------------------------------------------------------------------------------------
+// Pointwise activations with a parameter: leaky ReLU (alpha = negative slope), ELU (alpha), and
+// the parameter-free sigmoid and tanh (alpha unused). One thread per element, grid-stride loop.
+// The backward passes read what the forward saved: the input x for leaky ReLU and ELU, the output
+// y for sigmoid and tanh.
+
+// Mirrors src/cuda/activation.rs `PointwiseFwdParams`.
+struct PointwiseFwdParams {
+  const float* x;
+  float* y;
+  long long n;
+  float alpha;
+};
+
+// Mirrors src/cuda/activation.rs `PointwiseBwdParams`.
+struct PointwiseBwdParams {
+  const float* saved;  // x (leaky ReLU, ELU) or y (sigmoid, tanh)
+  const float* dy;
+  float* dx;
+  long long n;
+  float alpha;
+};
+
+// y = x > 0 ? x : alpha·x.
+extern "C" __global__ void leaky_relu_fwd_f32(const PointwiseFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float v = p.x[i];
+    p.y[i] = v > 0.0f ? v : p.alpha * v;
+  }
+}
+KILN_EMULATE(leaky_relu_fwd_f32, PointwiseFwdParams)
+
+// dx = dy · (x > 0 ? 1 : alpha): the slope at x = 0 is alpha, as PyTorch's leaky_relu_backward.
+extern "C" __global__ void leaky_relu_bwd_f32(const PointwiseBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float d = p.dy[i];
+    p.dx[i] = p.saved[i] > 0.0f ? d : p.alpha * d;
+  }
+}
+KILN_EMULATE(leaky_relu_bwd_f32, PointwiseBwdParams)
+
+// y = x > 0 ? x : alpha·(exp(x) − 1), with expm1 so small |x| keeps its digits.
+extern "C" __global__ void elu_fwd_f32(const PointwiseFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float v = p.x[i];
+    p.y[i] = v > 0.0f ? v : p.alpha * expm1f(v);
+  }
+}
+KILN_EMULATE(elu_fwd_f32, PointwiseFwdParams)
+
+// dx = dy · (x > 0 ? 1 : alpha·exp(x)): the slope at x = 0 is alpha, as PyTorch's elu_backward.
+// alpha·exp(x) equals y + alpha but is computed from x, which keeps its relative precision for
+// very negative x.
+extern "C" __global__ void elu_bwd_f32(const PointwiseBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float v = p.saved[i];
+    const float d = p.dy[i];
+    p.dx[i] = v > 0.0f ? d : d * p.alpha * expf(v);
+  }
+}
+KILN_EMULATE(elu_bwd_f32, PointwiseBwdParams)
+
+// 1 / (1 + exp(−v)) without overflow: exp only ever sees a non-positive argument.
+static __device__ __forceinline__ float activation_stable_sigmoid(float v) {
+  if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
+  const float e = expf(v);
+  return e / (1.0f + e);
+}
+
+// y = sigmoid(x).
+extern "C" __global__ void sigmoid_fwd_f32(const PointwiseFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.y[i] = activation_stable_sigmoid(p.x[i]); }
+}
+KILN_EMULATE(sigmoid_fwd_f32, PointwiseFwdParams)
+
+// dx = dy · y(1 − y), from the saved output.
+extern "C" __global__ void sigmoid_bwd_f32(const PointwiseBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float y = p.saved[i];
+    p.dx[i] = p.dy[i] * y * (1.0f - y);
+  }
+}
+KILN_EMULATE(sigmoid_bwd_f32, PointwiseBwdParams)
+
+// y = tanh(x).
+extern "C" __global__ void tanh_fwd_f32(const PointwiseFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.y[i] = tanhf(p.x[i]); }
+}
+KILN_EMULATE(tanh_fwd_f32, PointwiseFwdParams)
+
+// dx = dy · (1 − y²), from the saved output.
+extern "C" __global__ void tanh_bwd_f32(const PointwiseBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float y = p.saved[i];
+    p.dx[i] = p.dy[i] * (1.0f - y * y);
+  }
+}
+KILN_EMULATE(tanh_bwd_f32, PointwiseBwdParams)
+
+// ---------------------------------------------------------------------------------------------
+// Softmax and log-softmax along one axis of a row-major tensor viewed as [outer][len][inner]: a
+// "row" is the `len` elements (o, ·, i), `inner` apart in memory; rows are numbered r = o·inner + i.
+// Both are numerically stable (the row max is subtracted before exp), so logits in the thousands
+// do not overflow. `log` selects log-softmax: y = (x − max) − log Σ exp(x − max), subtracting the
+// max first so large logits keep their digits (x − (max + log Σ) would round at the max's scale).
+//
+// Two mappings, chosen on the host (src/cuda/activation.rs `softmax_uses_blocks`):
+//  - *_rows_*: one block of 256 threads per row, each thread striding over the row, then
+//    shared-memory tree reductions (max, then sum) in a fixed order: deterministic; for long rows.
+//  - *_cols_*: one thread per row, looping over the row sequentially: for short rows, and for
+//    inner ≥ 32 where neighbouring threads read neighbouring elements (coalesced), e.g. the channel
+//    axis of NCHW.
+// Backward from the saved output y (log-probabilities for log-softmax):
+//   softmax:      dx = y ⊙ (dy − Σ dy⊙y)
+//   log-softmax:  dx = dy − exp(y) ⊙ Σ dy
+
+// Mirrors src/cuda/activation.rs `SoftmaxFwdParams`.
+struct SoftmaxFwdParams {
+  const float* x;
+  float* y;
+  long long rows;   // outer·inner
+  long long inner;  // distance between neighbouring elements of a row
+  int len;          // elements per row (the softmax axis)
+  int log;          // 1: log-softmax, 0: softmax
+};
+
+// Mirrors src/cuda/activation.rs `SoftmaxBwdParams`.
+struct SoftmaxBwdParams {
+  const float* y;   // the forward output (log-probabilities when log = 1)
+  const float* dy;
+  float* dx;
+  long long rows;
+  long long inner;
+  int len;
+  int log;
+};
+
+// Offset of the first element of row r.
+static __device__ __forceinline__ long long softmax_row_base(long long r, long long inner, int len) {
+  return (r / inner) * (long long)len * inner + r % inner;
+}
+
+// Tree reduction of one value per thread over a block of KILN_THREADS_PER_BLOCK (a power of two):
+// the max (take_max) or the sum, in a fixed order. Every thread gets the result.
+static __device__ __forceinline__ float softmax_block_reduce(float* scratch, float v, bool take_max) {
+  scratch[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if ((int)threadIdx.x < half) {
+      const float other = scratch[threadIdx.x + half];
+      scratch[threadIdx.x] = take_max ? fmaxf(scratch[threadIdx.x], other) : scratch[threadIdx.x] + other;
+    }
+    __syncthreads();
+  }
+  const float result = scratch[0];
+  __syncthreads();  // scratch is reused by the next reduction
+  return result;
+}
+
+// One block per row (grid.x = rows, block.x = KILN_THREADS_PER_BLOCK).
+extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
+    softmax_rows_fwd_f32(const SoftmaxFwdParams p) {
+  __shared__ float scratch[KILN_THREADS_PER_BLOCK];
+  const long long base = softmax_row_base(blockIdx.x, p.inner, p.len);
+  const float* x = p.x + base;
+  float* y = p.y + base;
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < p.len; j += blockDim.x) m = fmaxf(m, x[j * p.inner]);
+  m = softmax_block_reduce(scratch, m, true);
+  float s = 0.0f;
+  for (int j = threadIdx.x; j < p.len; j += blockDim.x) s += expf(x[j * p.inner] - m);
+  s = softmax_block_reduce(scratch, s, false);
+  if (p.log) {
+    const float log_s = logf(s);
+    for (int j = threadIdx.x; j < p.len; j += blockDim.x) y[j * p.inner] = (x[j * p.inner] - m) - log_s;
+  } else {
+    const float inv = 1.0f / s;
+    for (int j = threadIdx.x; j < p.len; j += blockDim.x) y[j * p.inner] = expf(x[j * p.inner] - m) * inv;
+  }
+}
+KILN_EMULATE_SYNC(softmax_rows_fwd_f32, SoftmaxFwdParams)
+
+extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
+    softmax_rows_bwd_f32(const SoftmaxBwdParams p) {
+  __shared__ float scratch[KILN_THREADS_PER_BLOCK];
+  const long long base = softmax_row_base(blockIdx.x, p.inner, p.len);
+  const float* y = p.y + base;
+  const float* dy = p.dy + base;
+  float* dx = p.dx + base;
+  float t = 0.0f;  // Σ dy (log-softmax) or Σ dy⊙y (softmax)
+  for (int j = threadIdx.x; j < p.len; j += blockDim.x) {
+    const long long k = j * p.inner;
+    t += p.log ? dy[k] : dy[k] * y[k];
+  }
+  t = softmax_block_reduce(scratch, t, false);
+  for (int j = threadIdx.x; j < p.len; j += blockDim.x) {
+    const long long k = j * p.inner;
+    dx[k] = p.log ? dy[k] - expf(y[k]) * t : y[k] * (dy[k] - t);
+  }
+}
+KILN_EMULATE_SYNC(softmax_rows_bwd_f32, SoftmaxBwdParams)
+
+// One thread per row (grid-stride loop over rows).
+extern "C" __global__ void softmax_cols_fwd_f32(const SoftmaxFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(r, p.rows) {
+    const long long base = softmax_row_base(r, p.inner, p.len);
+    const float* x = p.x + base;
+    float* y = p.y + base;
+    float m = -INFINITY;
+    for (int j = 0; j < p.len; ++j) m = fmaxf(m, x[j * p.inner]);
+    float s = 0.0f;
+    for (int j = 0; j < p.len; ++j) s += expf(x[j * p.inner] - m);
+    if (p.log) {
+      const float log_s = logf(s);
+      for (int j = 0; j < p.len; ++j) y[j * p.inner] = (x[j * p.inner] - m) - log_s;
+    } else {
+      const float inv = 1.0f / s;
+      for (int j = 0; j < p.len; ++j) y[j * p.inner] = expf(x[j * p.inner] - m) * inv;
+    }
+  }
+}
+KILN_EMULATE(softmax_cols_fwd_f32, SoftmaxFwdParams)
+
+extern "C" __global__ void softmax_cols_bwd_f32(const SoftmaxBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(r, p.rows) {
+    const long long base = softmax_row_base(r, p.inner, p.len);
+    const float* y = p.y + base;
+    const float* dy = p.dy + base;
+    float* dx = p.dx + base;
+    float t = 0.0f;
+    for (int j = 0; j < p.len; ++j) {
+      const long long k = j * p.inner;
+      t += p.log ? dy[k] : dy[k] * y[k];
+    }
+    for (int j = 0; j < p.len; ++j) {
+      const long long k = j * p.inner;
+      dx[k] = p.log ? dy[k] - expf(y[k]) * t : y[k] * (dy[k] - t);
+    }
+  }
+}
+KILN_EMULATE(softmax_cols_bwd_f32, SoftmaxBwdParams)
+
+// ---------------------------------------------------------------------------------------------
+// Maxout (Goodfellow et al. 2013): x [batch][units·pieces][spatial] → y [batch][units][spatial],
+// y = the max over the `pieces` consecutive channels of each unit. The forward pass (one thread per
+// output) records the winning piece (0..pieces, the first on ties; a NaN wins only as piece 0,
+// like max-pool); the backward pass is a gather (one thread per input element): each input
+// channel takes dy where it won, else 0. No atomics, deterministic.
+
+// Mirrors src/cuda/activation.rs `MaxoutFwdParams`.
+struct MaxoutFwdParams {
+  const float* x;
+  float* y;
+  int* argmax;        // [batch][units][spatial]: the winning piece
+  long long outputs;  // batch·units·spatial
+  long long spatial;  // product of the dims after the channel axis (1 for [N, C])
+  int pieces;
+};
+
+// Mirrors src/cuda/activation.rs `MaxoutBwdParams`.
+struct MaxoutBwdParams {
+  const float* dy;
+  const int* argmax;
+  float* dx;
+  long long inputs;  // batch·units·pieces·spatial
+  long long spatial;
+  int pieces;
+};
+
+extern "C" __global__ void maxout_fwd_f32(const MaxoutFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(o, p.outputs) {
+    const long long s = o % p.spatial;
+    const long long bu = o / p.spatial;  // batch·units + unit
+    const float* x = p.x + bu * p.pieces * p.spatial + s;
+    float best = x[0];
+    int winner = 0;
+    for (int q = 1; q < p.pieces; ++q) {
+      const float v = x[q * p.spatial];
+      if (v > best) {
+        best = v;
+        winner = q;
+      }
+    }
+    p.y[o] = best;
+    p.argmax[o] = winner;
+  }
+}
+KILN_EMULATE(maxout_fwd_f32, MaxoutFwdParams)
+
+extern "C" __global__ void maxout_bwd_f32(const MaxoutBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.inputs) {
+    const long long s = i % p.spatial;
+    const long long bc = i / p.spatial;  // batch·channels + channel
+    const int q = (int)(bc % p.pieces);
+    const long long o = (bc / p.pieces) * p.spatial + s;
+    p.dx[i] = p.argmax[o] == q ? p.dy[o] : 0.0f;
+  }
+}
+KILN_EMULATE(maxout_bwd_f32, MaxoutBwdParams)

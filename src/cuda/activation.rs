@@ -1,7 +1,8 @@
 //! Launchers for kernels/activation.cu.
 
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
-use crate::cuda::params::to_i64;
+use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use crate::cpu::activation::{MaxoutLayout, RowLayout};
+use crate::cuda::params::{to_i32, to_i64};
 use crate::error::Result;
 
 /// Mirrors `ReluFwdParams` in kernels/activation.cu.
@@ -25,6 +26,9 @@ struct ReluBwdParams {
 }
 
 kernel_params!(ReluFwdParams, ReluBwdParams);
+
+/// Threads per block of the block-per-row softmax kernels (`KILN_THREADS_PER_BLOCK`).
+const KILN_THREADS_PER_BLOCK: u32 = 256;
 
 /// y = max(x, 0) and mask = (x > 0) over `n` f32 elements.
 pub(crate) fn relu_fwd(
@@ -58,4 +62,287 @@ pub(crate) fn relu_bwd(
         n: to_i64("relu length", n)?,
     };
     launch(gpu, "relu_bwd_f32", elementwise_config(n), &params)
+}
+
+/// The pointwise activations of kernels/activation.cu that share [`PointwiseFwdParams`] and
+/// [`PointwiseBwdParams`]; `alpha` is the negative slope (leaky ReLU) or ELU's alpha.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pointwise {
+    LeakyRelu { slope: f32 },
+    Elu { alpha: f32 },
+    Sigmoid,
+    Tanh,
+}
+
+impl Pointwise {
+    fn kernels(self) -> (&'static str, &'static str, f32) {
+        match self {
+            Pointwise::LeakyRelu { slope } => ("leaky_relu_fwd_f32", "leaky_relu_bwd_f32", slope),
+            Pointwise::Elu { alpha } => ("elu_fwd_f32", "elu_bwd_f32", alpha),
+            Pointwise::Sigmoid => ("sigmoid_fwd_f32", "sigmoid_bwd_f32", 0.0),
+            Pointwise::Tanh => ("tanh_fwd_f32", "tanh_bwd_f32", 0.0),
+        }
+    }
+}
+
+/// Mirrors `PointwiseFwdParams` in kernels/activation.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PointwiseFwdParams {
+    x: u64,
+    y: u64,
+    n: i64,
+    alpha: f32,
+}
+
+/// Mirrors `PointwiseBwdParams` in kernels/activation.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PointwiseBwdParams {
+    saved: u64,
+    dy: u64,
+    dx: u64,
+    n: i64,
+    alpha: f32,
+}
+
+/// Mirrors `SoftmaxFwdParams` in kernels/activation.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SoftmaxFwdParams {
+    x: u64,
+    y: u64,
+    rows: i64,
+    inner: i64,
+    len: i32,
+    log: i32,
+}
+
+/// Mirrors `SoftmaxBwdParams` in kernels/activation.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SoftmaxBwdParams {
+    y: u64,
+    dy: u64,
+    dx: u64,
+    rows: i64,
+    inner: i64,
+    len: i32,
+    log: i32,
+}
+
+/// Mirrors `MaxoutFwdParams` in kernels/activation.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MaxoutFwdParams {
+    x: u64,
+    y: u64,
+    argmax: u64,
+    outputs: i64,
+    spatial: i64,
+    pieces: i32,
+}
+
+/// Mirrors `MaxoutBwdParams` in kernels/activation.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MaxoutBwdParams {
+    dy: u64,
+    argmax: u64,
+    dx: u64,
+    inputs: i64,
+    spatial: i64,
+    pieces: i32,
+}
+
+kernel_params!(
+    PointwiseFwdParams,
+    PointwiseBwdParams,
+    SoftmaxFwdParams,
+    SoftmaxBwdParams,
+    MaxoutFwdParams,
+    MaxoutBwdParams,
+);
+
+/// y = f(x) over `n` f32 elements.
+pub(crate) fn pointwise_fwd(
+    gpu: &Gpu,
+    op: Pointwise,
+    x: &GpuBuffer,
+    y: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    let (kernel, _, alpha) = op.kernels();
+    let params = PointwiseFwdParams {
+        x: x.address(),
+        y: y.address(),
+        n: to_i64("activation length", n)?,
+        alpha,
+    };
+    launch(gpu, kernel, elementwise_config(n), &params)
+}
+
+/// dx = dy · f'(…) over `n` f32 elements, from `saved`: the input x (leaky ReLU, ELU) or the
+/// output y (sigmoid, tanh).
+pub(crate) fn pointwise_bwd(
+    gpu: &Gpu,
+    op: Pointwise,
+    saved: &GpuBuffer,
+    dy: &GpuBuffer,
+    dx: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    let (_, kernel, alpha) = op.kernels();
+    let params = PointwiseBwdParams {
+        saved: saved.address(),
+        dy: dy.address(),
+        dx: dx.address(),
+        n: to_i64("activation length", n)?,
+        alpha,
+    };
+    launch(gpu, kernel, elementwise_config(n), &params)
+}
+
+/// Rows at least this long, with neighbouring elements closer than this, get a block each;
+/// others a thread each (see kernels/activation.cu).
+const SOFTMAX_BLOCK_MIN_LEN: usize = 33;
+const SOFTMAX_COALESCED_INNER: usize = 32;
+
+/// Whether a softmax over `layout` uses one block per row (`*_rows_*`) rather than one thread per
+/// row (`*_cols_*`): for rows longer than 32 whose elements are fewer than 32 apart.
+pub(crate) fn softmax_uses_blocks(layout: RowLayout) -> bool {
+    layout.len >= SOFTMAX_BLOCK_MIN_LEN && layout.inner < SOFTMAX_COALESCED_INNER
+}
+
+/// A softmax launch: the kernel, its grid, and the row count, stride and length as it takes them.
+struct SoftmaxLaunch {
+    kernel: &'static str,
+    cfg: LaunchConfig,
+    rows: i64,
+    inner: i64,
+    len: i32,
+}
+
+/// The launch of a softmax kernel over `layout`, or `None` when there is nothing to compute.
+fn softmax_launch(layout: RowLayout, fwd: bool) -> Result<Option<SoftmaxLaunch>> {
+    let rows = layout.rows();
+    if rows == 0 || layout.len == 0 {
+        return Ok(None);
+    }
+    let (kernel, cfg) = if softmax_uses_blocks(layout) {
+        let blocks = to_i32("softmax rows", rows)? as u32;
+        let cfg = LaunchConfig {
+            grid: (blocks, 1, 1),
+            block: (KILN_THREADS_PER_BLOCK, 1, 1),
+        };
+        let kernel = if fwd {
+            "softmax_rows_fwd_f32"
+        } else {
+            "softmax_rows_bwd_f32"
+        };
+        (kernel, cfg)
+    } else {
+        let kernel = if fwd {
+            "softmax_cols_fwd_f32"
+        } else {
+            "softmax_cols_bwd_f32"
+        };
+        (kernel, elementwise_config(rows))
+    };
+    // Element offsets are 64-bit in the kernels; the row length is an int.
+    to_i64("softmax length", layout.numel())?;
+    Ok(Some(SoftmaxLaunch {
+        kernel,
+        cfg,
+        rows: to_i64("softmax rows", rows)?,
+        inner: to_i64("softmax stride", layout.inner)?,
+        len: to_i32("softmax axis length", layout.len)?,
+    }))
+}
+
+/// Softmax (or log-softmax when `log`) of every row of `x` laid out as `layout`.
+pub(crate) fn softmax_fwd(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    y: &mut GpuBuffer,
+    layout: RowLayout,
+    log: bool,
+) -> Result<()> {
+    let Some(l) = softmax_launch(layout, true)? else {
+        return Ok(());
+    };
+    let params = SoftmaxFwdParams {
+        x: x.address(),
+        y: y.address(),
+        rows: l.rows,
+        inner: l.inner,
+        len: l.len,
+        log: i32::from(log),
+    };
+    launch(gpu, l.kernel, l.cfg, &params)
+}
+
+/// The softmax (or log-softmax) backward pass from the saved output `y`.
+pub(crate) fn softmax_bwd(
+    gpu: &Gpu,
+    y: &GpuBuffer,
+    dy: &GpuBuffer,
+    dx: &mut GpuBuffer,
+    layout: RowLayout,
+    log: bool,
+) -> Result<()> {
+    let Some(l) = softmax_launch(layout, false)? else {
+        return Ok(());
+    };
+    let params = SoftmaxBwdParams {
+        y: y.address(),
+        dy: dy.address(),
+        dx: dx.address(),
+        rows: l.rows,
+        inner: l.inner,
+        len: l.len,
+        log: i32::from(log),
+    };
+    launch(gpu, l.kernel, l.cfg, &params)
+}
+
+/// Maxout forward over `x` [batch][units·pieces][spatial]: y and the winning piece (i32), both
+/// [batch][units][spatial].
+pub(crate) fn maxout_fwd(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    y: &mut GpuBuffer,
+    argmax: &mut GpuBuffer,
+    layout: MaxoutLayout,
+) -> Result<()> {
+    let outputs = layout.outputs();
+    let params = MaxoutFwdParams {
+        x: x.address(),
+        y: y.address(),
+        argmax: argmax.address(),
+        outputs: to_i64("maxout outputs", outputs)?,
+        spatial: to_i64("maxout spatial size", layout.spatial)?,
+        pieces: to_i32("maxout pieces", layout.pieces)?,
+    };
+    launch(gpu, "maxout_fwd_f32", elementwise_config(outputs), &params)
+}
+
+/// Maxout backward: dx [batch][units·pieces][spatial] takes dy where its piece won, else 0.
+pub(crate) fn maxout_bwd(
+    gpu: &Gpu,
+    dy: &GpuBuffer,
+    argmax: &GpuBuffer,
+    dx: &mut GpuBuffer,
+    layout: MaxoutLayout,
+) -> Result<()> {
+    let inputs = layout.inputs();
+    let params = MaxoutBwdParams {
+        dy: dy.address(),
+        argmax: argmax.address(),
+        dx: dx.address(),
+        inputs: to_i64("maxout inputs", inputs)?,
+        spatial: to_i64("maxout spatial size", layout.spatial)?,
+        pieces: to_i32("maxout pieces", layout.pieces)?,
+    };
+    launch(gpu, "maxout_bwd_f32", elementwise_config(inputs), &params)
 }
