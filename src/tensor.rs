@@ -172,7 +172,7 @@ impl Tensor {
         seed: u64,
         device: Device,
     ) -> Result<Tensor> {
-        if !(low < high) {
+        if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less) {
             return Err(invalid(
                 "uniform range",
                 format!("low {low} must be below high {high}"),

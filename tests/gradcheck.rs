@@ -58,7 +58,7 @@ fn max_pool_gradients() {
         Window2d::square(3, 2, 1),
         Window2d::square(2, 3, 0),
     ] {
-        gradcheck("max_pool2d", &[x.clone()], |t| {
+        gradcheck("max_pool2d", std::slice::from_ref(&x), |t| {
             ops::max_pool2d(&t[0], window)
         });
     }

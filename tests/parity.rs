@@ -150,12 +150,8 @@ fn relu_matches_cpu() {
 fn softmax_cross_entropy_matches_cpu() {
     for device in gpu_devices_under_test("softmax_cross_entropy_matches_cpu") {
         let logits = random(&[7, 13], 3);
-        let labels = Tensor::from_vec(
-            (0..7).map(|i| (i * 5 % 13) as i32).collect(),
-            &[7],
-            Device::Cpu,
-        )
-        .unwrap();
+        let labels =
+            Tensor::from_vec((0..7).map(|i| i * 5 % 13).collect(), &[7], Device::Cpu).unwrap();
         let (probs, losses) = backend::softmax_xent_fwd(&logits, &labels).unwrap();
         let (gprobs, glosses) =
             backend::softmax_xent_fwd(&on(&logits, device), &on(&labels, device)).unwrap();
@@ -183,7 +179,7 @@ fn sgd_matches_cpu() {
         let g = random(&[5, 9], 5);
         let mut cpu_w = w.clone();
         let mut gpu_w = on(&w, device);
-        let mut cpu_opt = kiln::optim::Sgd::new(&[w.clone()], 0.1, 0.9, 1e-3).unwrap();
+        let mut cpu_opt = kiln::optim::Sgd::new(std::slice::from_ref(&w), 0.1, 0.9, 1e-3).unwrap();
         let mut gpu_opt = kiln::optim::Sgd::new(&[gpu_w.clone()], 0.1, 0.9, 1e-3).unwrap();
         let gg = on(&g, device);
         for _ in 0..3 {
@@ -247,9 +243,14 @@ fn max_pool_layer_matches_cpu_forward_and_backward() {
     for device in gpu_devices_under_test("max_pool_layer_matches_cpu") {
         let x = random(&[2, 3, 11, 9], 7);
         for window in [Window2d::square(2, 2, 0), Window2d::square(3, 2, 1)] {
-            check_parity("max_pool2d", device, &[x.clone()], ATOL, RTOL, |t| {
-                ops::max_pool2d(&t[0], window)
-            });
+            check_parity(
+                "max_pool2d",
+                device,
+                std::slice::from_ref(&x),
+                ATOL,
+                RTOL,
+                |t| ops::max_pool2d(&t[0], window),
+            );
         }
     }
 }
