@@ -1,8 +1,20 @@
-//! Launchers for kernels/optim.cu.
+//! Launchers for kernels/optim.cu: one fused, in-place update per optimizer, one thread per
+//! parameter. The hyper-parameters arrive validated and converted to f32 by src/backend/optim.rs.
 
 use super::params::to_i64;
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
 use crate::error::Result;
+
+/// Mirrors `SgdParams` in kernels/optim.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SgdParams {
+    w: u64,
+    g: u64,
+    n: i64,
+    lr: f32,
+    weight_decay: f32,
+}
 
 /// Mirrors `SgdMomentumParams` in kernels/optim.cu.
 #[repr(C)]
@@ -15,11 +27,63 @@ struct SgdMomentumParams {
     lr: f32,
     momentum: f32,
     weight_decay: f32,
+    nesterov: i32,
 }
 
-kernel_params!(SgdMomentumParams);
+/// Mirrors `RmspropParams` in kernels/optim.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RmspropParams {
+    w: u64,
+    g: u64,
+    square_avg: u64,
+    n: i64,
+    lr: f32,
+    alpha: f32,
+    eps: f32,
+    weight_decay: f32,
+}
 
-/// One fused SGD-with-momentum step over `n` parameters, in place.
+/// Mirrors `AdamParams` in kernels/optim.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AdamParams {
+    w: u64,
+    g: u64,
+    exp_avg: u64,
+    exp_avg_sq: u64,
+    n: i64,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    decay: f32,
+    step_size: f32,
+    bias_correction2_sqrt: f32,
+}
+
+kernel_params!(SgdParams, SgdMomentumParams, RmspropParams, AdamParams);
+
+/// One plain SGD step (no state) over `n` parameters, in place.
+pub(crate) fn sgd(
+    gpu: &Gpu,
+    w: &mut GpuBuffer,
+    g: &GpuBuffer,
+    n: usize,
+    lr: f32,
+    weight_decay: f32,
+) -> Result<()> {
+    let params = SgdParams {
+        w: w.address(),
+        g: g.address(),
+        n: to_i64("parameter count", n)?,
+        lr,
+        weight_decay,
+    };
+    launch(gpu, "sgd_f32", elementwise_config(n), &params)
+}
+
+/// One fused SGD-with-momentum step (classic or Nesterov) over `n` parameters, in place.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgd_momentum(
     gpu: &Gpu,
@@ -30,6 +94,7 @@ pub(crate) fn sgd_momentum(
     lr: f32,
     momentum: f32,
     weight_decay: f32,
+    nesterov: bool,
 ) -> Result<()> {
     let params = SgdMomentumParams {
         w: w.address(),
@@ -39,6 +104,61 @@ pub(crate) fn sgd_momentum(
         lr,
         momentum,
         weight_decay,
+        nesterov: i32::from(nesterov),
     };
     launch(gpu, "sgd_momentum_f32", elementwise_config(n), &params)
+}
+
+/// One fused RMSprop step over `n` parameters and their running mean of squared gradients.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rmsprop(
+    gpu: &Gpu,
+    w: &mut GpuBuffer,
+    g: &GpuBuffer,
+    square_avg: &mut GpuBuffer,
+    n: usize,
+    lr: f32,
+    alpha: f32,
+    eps: f32,
+    weight_decay: f32,
+) -> Result<()> {
+    let params = RmspropParams {
+        w: w.address(),
+        g: g.address(),
+        square_avg: square_avg.address(),
+        n: to_i64("parameter count", n)?,
+        lr,
+        alpha,
+        eps,
+        weight_decay,
+    };
+    launch(gpu, "rmsprop_f32", elementwise_config(n), &params)
+}
+
+/// One fused Adam/AdamW step over `n` parameters and their two moment estimates; `c` holds the
+/// per-step scalars computed on the host (see `cpu::optim::AdamCoefficients`).
+pub(crate) fn adam(
+    gpu: &Gpu,
+    w: &mut GpuBuffer,
+    g: &GpuBuffer,
+    exp_avg: &mut GpuBuffer,
+    exp_avg_sq: &mut GpuBuffer,
+    n: usize,
+    c: &crate::cpu::optim::AdamCoefficients<f32>,
+) -> Result<()> {
+    let params = AdamParams {
+        w: w.address(),
+        g: g.address(),
+        exp_avg: exp_avg.address(),
+        exp_avg_sq: exp_avg_sq.address(),
+        n: to_i64("parameter count", n)?,
+        beta1: c.beta1,
+        beta2: c.beta2,
+        eps: c.eps,
+        weight_decay: c.weight_decay,
+        decay: c.decay,
+        step_size: c.step_size,
+        bias_correction2_sqrt: c.bias_correction2_sqrt,
+    };
+    launch(gpu, "adam_f32", elementwise_config(n), &params)
 }

@@ -1,55 +1,82 @@
-//! Optimizers. For now: SGD with momentum and weight decay, fused into one kernel on the GPU.
+//! Optimizers and learning-rate schedules.
+//!
+//! Every optimizer updates its parameters in place with one fused kernel per parameter tensor (one
+//! pass reads w, g and the state, writes w and the state; see kernels/optim.cu and its CPU twin
+//! src/cpu/optim.rs), follows PyTorch's update rule and defaults, and implements [`Optimizer`]:
+//!
+//! | type | rule | state per parameter |
+//! | --- | --- | --- |
+//! | [`Sgd`] | SGD; classic or Nesterov momentum | `momentum_buffer` (only with momentum) |
+//! | [`RmsProp`] | RMSprop (not centered) | `square_avg` |
+//! | [`Adam`] | Adam with bias correction | `exp_avg`, `exp_avg_sq` |
+//! | [`AdamW`] | Adam with decoupled weight decay | `exp_avg`, `exp_avg_sq` |
+//!
+//! `weight_decay` is the coupled L2 term (added to the gradient) for SGD, RMSprop and Adam, and the
+//! decoupled decay `w ← (1 − lr·wd)·w` for AdamW.
+//!
+//! The state is allocated when the optimizer is made, so training steps after the first make no
+//! new device allocation, and [`Optimizer::state`] / [`Optimizer::load_state`] save and restore it
+//! exactly (tensors, step count, learning rate) for checkpoints.
+//!
+//! ```
+//! use kiln::optim::{Adam, Optimizer, Schedule};
+//! use kiln::{Device, Tensor};
+//! let mut w = Tensor::from_vec(vec![1.0_f32, -2.0], &[2], Device::Cpu)?;
+//! let mut adam = Adam::new(&[w.clone()], 0.1)?;
+//! let schedule = Schedule::cosine(0.1, 0.0, 100)?.with_warmup(0.1, 10)?;
+//! for step in 0..3 {
+//!     adam.set_lr(schedule.lr_at(step))?;
+//!     let g = Tensor::from_vec(vec![0.5_f32, -0.25], &[2], Device::Cpu)?;
+//!     adam.step(&mut [&mut w], &[&g])?;
+//! }
+//! assert_eq!(adam.steps(), 3);
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
-use crate::backend;
-use crate::error::{Error, Result};
+mod adam;
+mod rmsprop;
+mod schedule;
+mod sgd;
+mod state;
+
+pub use adam::{Adam, AdamConfig, AdamW};
+pub use rmsprop::{RmsProp, RmsPropConfig};
+pub use schedule::Schedule;
+pub use sgd::{Sgd, SgdConfig};
+pub use state::OptimizerState;
+
+use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// SGD with (PyTorch-convention) momentum and L2 weight decay.
-#[derive(Clone, Debug)]
-pub struct Sgd {
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    velocity: Vec<Tensor>,
-}
+/// What a training loop needs from an optimizer.
+pub trait Optimizer {
+    /// A short name, also recorded in [`OptimizerState::optimizer`]: "sgd", "rmsprop", "adam",
+    /// "adamw".
+    fn name(&self) -> &'static str;
 
-impl Sgd {
-    /// An optimizer for `params`. Its state (one velocity per parameter) is allocated here, not at
-    /// the first step, so training steps after the first make no new device allocation.
-    pub fn new(params: &[Tensor], lr: f64, momentum: f64, weight_decay: f64) -> Result<Sgd> {
-        let velocity = params
-            .iter()
-            .map(|p| Tensor::zeros(p.shape(), p.dtype(), p.device()))
-            .collect::<Result<_>>()?;
-        Ok(Sgd {
-            lr,
-            momentum,
-            weight_decay,
-            velocity,
-        })
-    }
+    /// Updates `params[i]` in place with `grads[i]`. The parameters must be those the optimizer
+    /// was made for, in the same order (same count, shapes, dtypes and devices); otherwise this is
+    /// an error and nothing is changed.
+    fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()>;
 
-    /// Updates `params[i]` in place with `grads[i]` (the parameters it was created for, in order).
-    pub fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()> {
-        if params.len() != grads.len() {
-            return Err(Error::InvalidArgument {
-                what: "sgd step",
-                why: format!("{} parameters but {} gradients", params.len(), grads.len()),
-            });
-        }
-        if self.velocity.len() != params.len() {
-            return Err(Error::InvalidArgument {
-                what: "sgd step",
-                why: format!(
-                    "created for {} parameters, called with {}",
-                    self.velocity.len(),
-                    params.len()
-                ),
-            });
-        }
-        for ((p, g), v) in params.iter_mut().zip(grads).zip(&mut self.velocity) {
-            backend::sgd_momentum(p, g, v, self.lr, self.momentum, self.weight_decay)?;
-        }
-        Ok(())
-    }
+    /// The learning rate of the next step.
+    fn lr(&self) -> f64;
+
+    /// Sets the learning rate of the next steps (a [`Schedule`] calls this each step or epoch);
+    /// it must be finite and ≥ 0.
+    fn set_lr(&mut self, lr: f64) -> Result<()>;
+
+    /// Number of steps taken (Adam's `t` after its last step).
+    fn steps(&self) -> u64;
+
+    /// Everything a checkpoint needs to resume exactly: the step count, the learning rate and the
+    /// named state tensors (`"{i}.{name}"` for parameter `i`, with PyTorch's state names).
+    /// The tensors share storage with the optimizer's until its next step (which then copies
+    /// them once, keeping value semantics): save them, then drop them.
+    fn state(&self) -> OptimizerState;
+
+    /// Restores a state saved by [`Optimizer::state`] from an optimizer of the same kind made for
+    /// parameters of the same shapes. State tensors on another device are copied to the
+    /// optimizer's. Validates everything first: on error nothing is changed.
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
 }
