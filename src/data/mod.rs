@@ -1,1 +1,37 @@
 //! Datasets and data loading: IDX files, Fashion-MNIST, mini-batches, augmentation.
+//!
+//! ```no_run
+//! use kiln::data::{Augment, DataLoader, FashionMnist};
+//! use kiln::Device;
+//! let fm = FashionMnist::load(None)?; // --data DIR, else $KILN_DATA, else the Debian package
+//! let splits = fm.splits(0.1, 42)?; // 54,000 train / 6,000 validation / 10,000 test, normalized
+//! let train = DataLoader::new(splits.train, 128, Device::best())?
+//!     .with_shuffle(42)
+//!     .with_augment(Augment { hflip: true, shift_pad: 2, jitter_std: 0.0 })?;
+//! for epoch in 0..2 {
+//!     for batch in train.epoch(epoch) {
+//!         let batch = batch?; // batch.images: [128, 1, 28, 28] f32, batch.labels: [128] i32
+//!     }
+//! }
+//! # Ok::<(), kiln::data::DataError>(())
+//! ```
+
+mod augment;
+mod dataset;
+mod error;
+mod fashion_mnist;
+mod idx;
+mod loader;
+
+pub use augment::{hflip, shift, Augment};
+pub use dataset::{split_indices, Dataset, Normalization, Splits};
+pub use error::DataError;
+pub use fashion_mnist::{
+    find_files, FashionMnist, FashionMnistFiles, DATA_ENV, DEFAULT_FASHION_MNIST_DIR,
+    FASHION_MNIST_CLASSES, FASHION_MNIST_FILES,
+};
+pub use idx::{
+    read_idx_images, read_idx_labels, write_idx_images, write_idx_labels, IdxImages,
+    IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
+};
+pub use loader::{Batch, Batches, DataLoader, HostBatch, HostBatches, PREFETCH};
