@@ -58,6 +58,9 @@ pub enum Error {
     #[error("backward already ran through {op}: its saved tensors are freed; run the forward pass again")]
     GraphConsumed { op: &'static str },
 
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
     #[error("out of device memory on {device}: asked for {bytes} bytes")]
     OutOfMemory { device: Device, bytes: usize },
 }

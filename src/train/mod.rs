@@ -1,1 +1,28 @@
 //! Training: the loop, metrics, checkpoints, reports.
+//!
+//! The pieces here work on [`Tensor`](crate::Tensor)s and plain data, so the loop can combine them:
+//! - [`save_checkpoint`] / [`load_checkpoint`]: safetensors files PyTorch can read, written
+//!   atomically ([`write_atomically`]).
+//! - [`EpochMetrics`] and [`MetricsCsv`]: `metrics.csv`, one row per epoch, flushed as it goes.
+//! - [`plot_curves`] and [`plot_filters`]: PNG loss/accuracy curves and conv-filter grids.
+//! - [`ConfusionMatrix`], [`Progress`], [`EarlyStopping`], [`check_finite`].
+
+mod atomic;
+mod checkpoint;
+mod confusion;
+mod early_stopping;
+mod error;
+mod guard;
+mod metrics;
+mod plot;
+mod progress;
+
+pub use atomic::write_atomically;
+pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
+pub use confusion::ConfusionMatrix;
+pub use early_stopping::{Decision, EarlyStopping};
+pub use error::TrainError;
+pub use guard::check_finite;
+pub use metrics::{read_metrics_csv, EpochMetrics, MetricsCsv, METRICS_HEADER};
+pub use plot::{plot_curves, plot_filters, CURVES_SIZE, FILTER_GAP, FILTER_TILE_PIXELS};
+pub use progress::{EpochTotals, Progress};
