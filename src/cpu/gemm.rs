@@ -27,7 +27,7 @@ pub fn gemm<T: Float>(spec: &GemmSpec, alpha: T, a: &[T], b: &[T], beta: T, c: &
         let c = &mut c[..mn];
         scale_by_beta(c, beta);
         if spec.reduce_batch {
-            (0..spec.batch).for_each(|i| accumulate(spec, i, g, alpha, a, b, c));
+            accumulate_batch_sum(spec, g, alpha, a, b, c);
         } else {
             accumulate(spec, slot, g, alpha, a, b, c);
         }
@@ -60,6 +60,38 @@ pub fn gemm<T: Float>(spec: &GemmSpec, alpha: T, a: &[T], b: &[T], beta: T, c: &
                 product(slot, g, &mut c[slot * stride_c + g * group_stride_c..]);
             }
         }
+    }
+}
+
+/// `c += alpha·Σ_i op(A_ig)·op(B_ig)` over the whole batch. The batch is cut into a fixed number of
+/// contiguous chunks whose partial sums are computed in parallel and then added in chunk order,
+/// so the result does not depend on the number of threads.
+fn accumulate_batch_sum<T: Float>(
+    spec: &GemmSpec,
+    g: usize,
+    alpha: T,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+) {
+    const CHUNKS: usize = 8;
+    let per_chunk = spec.batch.div_ceil(CHUNKS).max(1);
+    if spec.batch <= per_chunk {
+        (0..spec.batch).for_each(|i| accumulate(spec, i, g, alpha, a, b, c));
+        return;
+    }
+    let starts: Vec<usize> = (0..spec.batch).step_by(per_chunk).collect();
+    let partials: Vec<Vec<T>> = starts
+        .into_par_iter()
+        .map(|start| {
+            let mut partial = vec![T::zero(); c.len()];
+            let end = (start + per_chunk).min(spec.batch);
+            (start..end).for_each(|i| accumulate(spec, i, g, alpha, a, b, &mut partial));
+            partial
+        })
+        .collect();
+    for partial in partials {
+        c.iter_mut().zip(&partial).for_each(|(c, &p)| *c = *c + p);
     }
 }
 

@@ -52,26 +52,49 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeometry, col: &mut [T]) {
         .for_each(|(col, plane)| im2col_plane(plane, g, col));
 }
 
-/// im2col of one `[H][W]` plane into its `[KH·KW][OH·OW]` rows.
+/// The outputs `o` in `0..out_len` whose tap `k` lands inside the input (`tap_input` is `Some`),
+/// as a range: `o·stride + k·dilation − pad` in `0..in_len`.
+fn valid_outputs(
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    in_len: usize,
+    out_len: usize,
+) -> std::ops::Range<usize> {
+    let offset = k * dilation; // input = o·stride + offset − pad
+    let first = pad.saturating_sub(offset).div_ceil(stride);
+    let end = (in_len + pad)
+        .saturating_sub(offset)
+        .div_ceil(stride)
+        .min(out_len);
+    first.min(end)..end
+}
+
+/// im2col of one `[H][W]` plane into its `[KH·KW][OH·OW]` rows. Rows are written with contiguous
+/// inner loops over the in-bounds outputs; the padding part is zero-filled.
 fn im2col_plane<T: Float>(plane: &[T], g: &ConvGeometry, col: &mut [T]) {
     let taps = (0..g.kernel_h).flat_map(|kh| (0..g.kernel_w).map(move |kw| (kh, kw)));
     for ((kh, kw), row) in taps.zip(col.chunks_exact_mut(g.col_cols())) {
+        let ows = valid_outputs(kw, g.stride_w, g.pad_w, g.dilation_w, g.in_w, g.out_w);
         for (oh, out_row) in row.chunks_exact_mut(g.out_w).enumerate() {
-            let ih = tap_input(oh, kh, g.stride_h, g.pad_h, g.dilation_h, g.in_h);
-            for (ow, dst) in out_row.iter_mut().enumerate() {
-                let iw = tap_input(ow, kw, g.stride_w, g.pad_w, g.dilation_w, g.in_w);
-                *dst = match (ih, iw) {
-                    (Some(ih), Some(iw)) => plane[ih * g.in_w + iw],
-                    _ => T::zero(),
-                };
+            let Some(ih) = tap_input(oh, kh, g.stride_h, g.pad_h, g.dilation_h, g.in_h) else {
+                out_row.fill(T::zero());
+                continue;
+            };
+            out_row[..ows.start].fill(T::zero());
+            out_row[ows.end..].fill(T::zero());
+            let src = &plane[ih * g.in_w..(ih + 1) * g.in_w];
+            for ow in ows.clone() {
+                out_row[ow] = src[ow * g.stride_w + kw * g.dilation_w - g.pad_w];
             }
         }
     }
 }
 
 /// The adjoint of [`im2col`]: `dx` `[N][C][H][W]` (overwritten) gets, per pixel, the sum of every
-/// `col` entry im2col read from it. A gather over the taps that reach each pixel, summed in
-/// row-major `(kh, kw)` order, so the result is deterministic.
+/// `col` entry im2col read from it. Each `[H][W]` plane is accumulated by one thread, tap by tap
+/// in row-major `(kh, kw)` order, so the result is deterministic.
 pub fn col2im<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
     debug_assert_eq!(col.len(), g.col_len(), "col2im: col length");
     debug_assert_eq!(dx.len(), g.input_len(), "col2im: dx length");
@@ -88,23 +111,22 @@ pub fn col2im<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
         .for_each(|(plane, col)| col2im_plane(col, g, plane));
 }
 
-/// col2im of one channel's `[KH·KW][OH·OW]` rows into its `[H][W]` plane.
+/// col2im of one channel's `[KH·KW][OH·OW]` rows into its `[H][W]` plane: a scatter-add per tap
+/// row with a contiguous inner loop over the in-bounds outputs.
 fn col2im_plane<T: Float>(col: &[T], g: &ConvGeometry, plane: &mut [T]) {
-    let (ohw, ow_len) = (g.col_cols(), g.out_w);
-    for (h, dx_row) in plane.chunks_exact_mut(g.in_w).enumerate() {
-        for (w, dst) in dx_row.iter_mut().enumerate() {
-            let mut sum = T::zero();
-            for kh in 0..g.kernel_h {
-                let Some(oh) = tap_output(h, kh, g.stride_h, g.pad_h, g.dilation_h, g.out_h) else {
-                    continue;
-                };
-                for kw in 0..g.kernel_w {
-                    if let Some(ow) = tap_output(w, kw, g.stride_w, g.pad_w, g.dilation_w, ow_len) {
-                        sum = sum + col[(kh * g.kernel_w + kw) * ohw + oh * ow_len + ow];
-                    }
-                }
+    plane.fill(T::zero());
+    let taps = (0..g.kernel_h).flat_map(|kh| (0..g.kernel_w).map(move |kw| (kh, kw)));
+    for ((kh, kw), row) in taps.zip(col.chunks_exact(g.col_cols())) {
+        let ows = valid_outputs(kw, g.stride_w, g.pad_w, g.dilation_w, g.in_w, g.out_w);
+        for (oh, out_row) in row.chunks_exact(g.out_w).enumerate() {
+            let Some(ih) = tap_input(oh, kh, g.stride_h, g.pad_h, g.dilation_h, g.in_h) else {
+                continue;
+            };
+            let dst = &mut plane[ih * g.in_w..(ih + 1) * g.in_w];
+            for ow in ows.clone() {
+                let iw = ow * g.stride_w + kw * g.dilation_w - g.pad_w;
+                dst[iw] = dst[iw] + out_row[ow];
             }
-            *dst = sum;
         }
     }
 }
