@@ -1,15 +1,26 @@
-//! The `kiln` command line.
+//! The `kiln` command line: train, evaluate and inspect CNNs; show devices.
 
+// mimalloc keeps freed blocks for reuse: the tensors of each training step are allocated and
+// freed again every step, which with the system allocator costs page faults and zeroing.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kiln::data::{DataLoader, FashionMnist, FASHION_MNIST_CLASSES};
+use kiln::nn::{summarize, Architecture, Module};
+use kiln::train::{
+    self, evaluate, load_checkpoint, ConfusionMatrix, OptimizerKind, ScheduleKind, TrainConfig,
+};
 use kiln::{cuda, Device};
 
 #[derive(Parser)]
 #[command(
     name = "kiln",
     version,
-    about = "Train CNNs on NVIDIA GPUs with hand-written CUDA kernels"
+    about = "Train CNNs on NVIDIA GPUs with hand-written CUDA kernels, or on the CPU"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -18,11 +29,214 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a network on Fashion-MNIST; writes checkpoints, metrics.csv and plots to --out.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on the Fashion-MNIST test set and print the confusion matrix.
+    Eval {
+        /// A checkpoint written by `kiln train` (e.g. runs/latest/best.safetensors).
+        checkpoint: PathBuf,
+        /// Fashion-MNIST directory (default: $KILN_DATA, then /usr/share/datasets/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// cpu, cuda, cuda:N, emulated or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Print a model's layers, output shapes and parameter counts ((F·F·C_in + 1)·K per conv).
+    Summary {
+        /// lenet5, lenet5-classic, vgg or resnet20.
+        model: String,
+    },
     /// Devices, driver, memory, and whether the CUDA kernels were compiled into this build.
     Info,
 }
 
-fn info() -> kiln::Result<()> {
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Network: lenet5 (ReLU + max pool), lenet5-classic (tanh + average pool), vgg, resnet20.
+    #[arg(long, default_value = "lenet5")]
+    model: String,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// sgd, momentum, nesterov, rmsprop, adam or adamw.
+    #[arg(long, default_value = "momentum")]
+    optimizer: String,
+    /// Momentum of the momentum and nesterov optimizers.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 regularization (decoupled weight decay for adamw).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Learning-rate schedule: constant, step (×0.1 every 5 epochs) or cosine.
+    #[arg(long, default_value = "constant")]
+    schedule: String,
+    /// Epochs of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Random horizontal flips and shifts of up to 2 pixels.
+    #[arg(long)]
+    augment: bool,
+    /// Gaussian input jitter (standard deviation, normalized units).
+    #[arg(long, default_value_t = 0.0)]
+    jitter: f32,
+    /// cpu, cuda, cuda:N, emulated or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fraction of the training set held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Early stopping: stop after this many epochs without a better validation accuracy.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Random restarts: train from this many seeds and keep the best by validation accuracy.
+    #[arg(long, default_value_t = 1)]
+    restarts: usize,
+    /// Fashion-MNIST directory (default: $KILN_DATA, then /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output directory for checkpoints, metrics.csv, curves.png and filters.png.
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Train on only the first N training images (quick runs).
+    #[arg(long)]
+    limit_train: Option<usize>,
+}
+
+impl TrainArgs {
+    fn config(&self) -> kiln::Result<TrainConfig> {
+        Ok(TrainConfig {
+            model: Architecture::parse(&self.model)?,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optimizer: OptimizerKind::parse(&self.optimizer)?,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            schedule: ScheduleKind::parse(&self.schedule)?,
+            warmup_epochs: self.warmup,
+            augment: self.augment,
+            jitter: self.jitter,
+            device: Device::parse(&self.device)?,
+            seed: self.seed,
+            val_fraction: self.val_fraction,
+            patience: self.patience,
+            restarts: self.restarts,
+            data_dir: self.data.clone(),
+            out: self.out.clone(),
+            resume: self.resume,
+            limit_train: self.limit_train,
+        })
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn run_train(args: &TrainArgs) -> CliResult {
+    let config = args.config()?;
+    println!(
+        "training {} on {} for {} epochs (batch {}, {} lr {}), output in {}",
+        config.model.name(),
+        config.device,
+        config.epochs,
+        config.batch_size,
+        config.optimizer.name(),
+        config.lr,
+        config.out.display()
+    );
+    let summary = train::train(&config)?;
+    println!("\n{}", summary.confusion);
+    if summary.best_val_accuracy.is_finite() {
+        println!(
+            "best validation accuracy {:.2}% (restart {}, epoch {})",
+            100.0 * summary.best_val_accuracy,
+            summary.best_restart + 1,
+            summary.best_epoch + 1
+        );
+    }
+    println!(
+        "test accuracy {:.2}%, test loss {:.4}",
+        100.0 * summary.test_accuracy,
+        summary.test_loss
+    );
+    println!(
+        "wrote best.safetensors, last.safetensors, metrics.csv, curves.png, filters.png in {}",
+        summary.out.display()
+    );
+    Ok(())
+}
+
+fn run_eval(checkpoint: &PathBuf, data: Option<&std::path::Path>, device: &str) -> CliResult {
+    let device = Device::parse(device)?;
+    device.check_available()?;
+    let ck = load_checkpoint(checkpoint)?;
+    let arch = ck.metadata.get("architecture").ok_or_else(|| {
+        format!(
+            "{}: no architecture in the checkpoint's metadata (not written by kiln train?)",
+            checkpoint.display()
+        )
+    })?;
+    let mut model =
+        Architecture::parse(arch)?.build(1, 28, FASHION_MNIST_CLASSES.len(), 0, device)?;
+    train::state::restore_model(&mut model, &ck.tensors)?;
+    let mnist = FashionMnist::load(data)?;
+    // Normalize the test set with the statistics training used.
+    let normalization = train::checkpoint_normalization(&ck.metadata).ok_or_else(|| {
+        format!(
+            "{}: no normalization entries in the checkpoint's metadata",
+            checkpoint.display()
+        )
+    })?;
+    let mut test = mnist.test()?;
+    test.normalize(&normalization)?;
+    let loader = DataLoader::new(test, 256, device)?;
+    let result = evaluate(&mut model, &loader)?;
+    let mut confusion = ConfusionMatrix::new(&FASHION_MNIST_CLASSES);
+    confusion.add_all(&result.predictions, &result.labels)?;
+    println!("{confusion}");
+    println!(
+        "test accuracy {:.2}%, loss {:.4} ({} images)",
+        100.0 * result.accuracy,
+        result.loss,
+        result.labels.len()
+    );
+    Ok(())
+}
+
+fn run_summary(model: &str) -> CliResult {
+    let arch = Architecture::parse(model)?;
+    let mut net = arch.build(1, 28, 10, 0, Device::Cpu)?;
+    println!("{} for 1x28x28 inputs, 10 classes", arch.name());
+    println!(
+        "{:<4} {:<52} {:>16} {:>10}",
+        "#", "layer", "output", "params"
+    );
+    for row in summarize(&mut net, [1, 28, 28])? {
+        let shape = row
+            .output_shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        println!(
+            "{:<4} {:<52} {:>16} {:>10}",
+            row.name, row.description, shape, row.parameters
+        );
+    }
+    println!("total parameters: {}", net.parameter_count());
+    Ok(())
+}
+
+fn run_info() -> CliResult {
     println!("kiln {}", env!("CARGO_PKG_VERSION"));
     println!(
         "kernels: {} ({} kernels; PTX for {}, emulation always built)",
@@ -49,8 +263,15 @@ fn info() -> kiln::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Info => info(),
+    let result = match &cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Eval {
+            checkpoint,
+            data,
+            device,
+        } => run_eval(checkpoint, data.as_deref(), device),
+        Command::Summary { model } => run_summary(model),
+        Command::Info => run_info(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,34 +37,45 @@ pub fn maxpool_fwd<T: Float>(x: &[T], g: &ConvGeometry, y: &mut [T], argmax: &mu
         .for_each(|((y, argmax), plane)| maxpool_fwd_plane(plane, g, y, argmax));
 }
 
-/// Max pooling of one `[H][W]` plane into its `[OH][OW]` outputs.
+/// Max pooling of one `[H][W]` plane into its `[OH][OW]` outputs. The in-bounds taps of each
+/// output row and column are worked out once per row / column, not per tap.
 fn maxpool_fwd_plane<T: Float>(plane: &[T], g: &ConvGeometry, y: &mut [T], argmax: &mut [i32]) {
-    for (o, (y, argmax)) in y.iter_mut().zip(argmax.iter_mut()).enumerate() {
-        let (oh, ow) = (o / g.out_w, o % g.out_w);
-        let mut best: Option<(T, usize)> = None;
-        for kh in 0..g.kernel_h {
-            let Some(ih) = tap_input(oh, kh, g.stride_h, g.pad_h, g.dilation_h, g.in_h) else {
-                continue;
-            };
-            for kw in 0..g.kernel_w {
-                let Some(iw) = tap_input(ow, kw, g.stride_w, g.pad_w, g.dilation_w, g.in_w) else {
-                    continue;
-                };
-                let i = ih * g.in_w + iw;
-                if best.is_none_or(|(v, _)| plane[i] > v) {
-                    best = Some((plane[i], i));
+    let cols: Vec<Vec<usize>> = (0..g.out_w)
+        .map(|ow| {
+            let taps = 0..g.kernel_w;
+            taps.filter_map(|kw| tap_input(ow, kw, g.stride_w, g.pad_w, g.dilation_w, g.in_w))
+                .collect()
+        })
+        .collect();
+    let rows = y
+        .chunks_exact_mut(g.out_w)
+        .zip(argmax.chunks_exact_mut(g.out_w));
+    for (oh, (y_row, argmax_row)) in rows.enumerate() {
+        let ihs: Vec<usize> = (0..g.kernel_h)
+            .filter_map(|kh| tap_input(oh, kh, g.stride_h, g.pad_h, g.dilation_h, g.in_h))
+            .collect();
+        for ((y, argmax), iws) in y_row.iter_mut().zip(argmax_row.iter_mut()).zip(&cols) {
+            let mut best: Option<(T, usize)> = None;
+            for &ih in &ihs {
+                for &iw in iws {
+                    let i = ih * g.in_w + iw;
+                    if best.is_none_or(|(v, _)| plane[i] > v) {
+                        best = Some((plane[i], i));
+                    }
                 }
             }
+            (*y, *argmax) = match best {
+                Some((v, i)) => (v, i as i32),
+                None => (T::zero(), -1),
+            };
         }
-        (*y, *argmax) = match best {
-            Some((v, i)) => (v, i as i32),
-            None => (T::zero(), -1),
-        };
     }
 }
 
-/// Max-pooling backward as a gather: each input pixel of `dx` (overwritten) sums `dy` over the
-/// windows that contain it and chose it as their argmax, in row-major `(kh, kw)` tap order.
+/// Max-pooling backward: each input pixel of `dx` (overwritten) gets the sum of `dy` over the
+/// windows that chose it as their argmax. On the CPU this is a scatter through the argmax, one
+/// plane per thread in output order, so it is deterministic (the GPU kernel gathers instead; the
+/// two differ only in the order of the few additions where windows overlap).
 pub fn maxpool_bwd<T: Float>(dy: &[T], argmax: &[i32], g: &ConvGeometry, dx: &mut [T]) {
     let out_plane = g.out_h * g.out_w;
     debug_assert_eq!(
@@ -87,25 +98,12 @@ pub fn maxpool_bwd<T: Float>(dy: &[T], argmax: &[i32], g: &ConvGeometry, dx: &mu
 }
 
 /// Max-pooling backward of one plane: `[OH][OW]` gradients and argmax into `[H][W]`.
-fn maxpool_bwd_plane<T: Float>(dy: &[T], argmax: &[i32], g: &ConvGeometry, dx: &mut [T]) {
-    for (i, dst) in dx.iter_mut().enumerate() {
-        let (h, w) = (i / g.in_w, i % g.in_w);
-        let mut sum = T::zero();
-        for kh in 0..g.kernel_h {
-            let Some(oh) = tap_output(h, kh, g.stride_h, g.pad_h, g.dilation_h, g.out_h) else {
-                continue;
-            };
-            for kw in 0..g.kernel_w {
-                let Some(ow) = tap_output(w, kw, g.stride_w, g.pad_w, g.dilation_w, g.out_w) else {
-                    continue;
-                };
-                let o = oh * g.out_w + ow;
-                if argmax[o] == i as i32 {
-                    sum = sum + dy[o];
-                }
-            }
+fn maxpool_bwd_plane<T: Float>(dy: &[T], argmax: &[i32], _g: &ConvGeometry, dx: &mut [T]) {
+    dx.fill(T::zero());
+    for (&d, &a) in dy.iter().zip(argmax) {
+        if let Some(dst) = usize::try_from(a).ok().and_then(|i| dx.get_mut(i)) {
+            *dst = *dst + d;
         }
-        *dst = sum;
     }
 }
 

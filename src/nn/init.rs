@@ -11,6 +11,9 @@ pub enum Init {
     KaimingNormal,
     /// Xavier/Glorot uniform, U(±sqrt(6 / (fan_in + fan_out))): for tanh and sigmoid nets.
     XavierUniform,
+    /// PyTorch's default for Conv2d and Linear: Kaiming uniform with a = √5, i.e. weights and biases
+    /// U(±1/sqrt(fan_in)). Used where a run must reproduce a PyTorch reference.
+    TorchDefault,
 }
 
 impl Init {
@@ -26,6 +29,15 @@ impl Init {
         match self {
             Init::KaimingNormal => kaiming_normal(shape, fan_in, seed, device),
             Init::XavierUniform => xavier_uniform(shape, fan_in, fan_out, seed, device),
+            Init::TorchDefault => torch_default(shape, fan_in, seed, device),
+        }
+    }
+
+    /// A bias of `len` values: zero, except U(±1/sqrt(fan_in)) for [`Init::TorchDefault`].
+    pub fn bias(self, len: usize, fan_in: usize, seed: u64, device: Device) -> Result<Tensor> {
+        match self {
+            Init::TorchDefault => torch_default(&[len], fan_in, seed ^ 0xB1A5, device),
+            _ => Tensor::zeros(&[len], crate::tensor::DType::F32, device),
         }
     }
 }
@@ -45,5 +57,11 @@ pub fn xavier_uniform(
     device: Device,
 ) -> Result<Tensor> {
     let a = (6.0 / (fan_in + fan_out).max(1) as f32).sqrt();
+    Tensor::uniform(shape, -a, a, seed, device)
+}
+
+/// PyTorch's default layer initialization: U(±1/sqrt(fan_in)).
+pub fn torch_default(shape: &[usize], fan_in: usize, seed: u64, device: Device) -> Result<Tensor> {
+    let a = 1.0 / (fan_in.max(1) as f32).sqrt();
     Tensor::uniform(shape, -a, a, seed, device)
 }

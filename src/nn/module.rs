@@ -31,6 +31,10 @@ pub trait Module: Send {
         Vec::new()
     }
 
+    /// Tells stateful layers (dropout) the global training step, so their randomness is a function
+    /// of (seed, step) and a resumed run repeats an uninterrupted one exactly.
+    fn set_step(&mut self, _step: u64) {}
+
     /// A one-line description, e.g. `Conv2d(1→6, 5x5, stride 1, padding 2)`.
     fn describe(&self) -> String;
 

@@ -67,6 +67,10 @@ impl Module for Sequential {
             .collect()
     }
 
+    fn set_step(&mut self, step: u64) {
+        self.children.iter_mut().for_each(|c| c.set_step(step));
+    }
+
     fn describe(&self) -> String {
         format!("Sequential({} modules)", self.children.len())
     }

@@ -53,6 +53,11 @@ impl BatchNorm2d {
         })
     }
 
+    /// The running mean and variance, mutable (checkpoint loading writes them in place).
+    pub fn running_stats_mut(&mut self) -> (&mut Tensor, &mut Tensor) {
+        (&mut self.running_mean, &mut self.running_var)
+    }
+
     /// The running mean [C] that evaluation normalizes with.
     pub fn running_mean(&self) -> &Tensor {
         &self.running_mean

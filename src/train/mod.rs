@@ -1,4 +1,4 @@
-//! Training: the loop, metrics, checkpoints, reports.
+//! Training: the loop ([`train`]), metrics, checkpoints, reports.
 //!
 //! The pieces here work on [`Tensor`](crate::Tensor)s and plain data, so the loop can combine them:
 //! - [`save_checkpoint`] / [`load_checkpoint`]: safetensors files PyTorch can read, written
@@ -9,20 +9,27 @@
 
 mod atomic;
 mod checkpoint;
+mod config;
 mod confusion;
 mod early_stopping;
 mod error;
+mod evaluate;
 mod guard;
 mod metrics;
 mod plot;
 mod progress;
+pub mod state;
+mod trainer;
 
 pub use atomic::write_atomically;
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
+pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
 pub use confusion::ConfusionMatrix;
 pub use early_stopping::{Decision, EarlyStopping};
 pub use error::TrainError;
+pub use evaluate::{argmax_rows, evaluate, Evaluation};
 pub use guard::check_finite;
 pub use metrics::{read_metrics_csv, EpochMetrics, MetricsCsv, METRICS_HEADER};
 pub use plot::{plot_curves, plot_filters, CURVES_SIZE, FILTER_GAP, FILTER_TILE_PIXELS};
 pub use progress::{EpochTotals, Progress};
+pub use trainer::{checkpoint_normalization, train, train_step, RunFiles, RunSummary};

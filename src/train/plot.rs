@@ -176,7 +176,7 @@ fn panel<DB: DrawingBackend>(
                 String::new()
             }
         })
-        .y_label_formatter(&|v| format!("{v}"))
+        .y_label_formatter(&|v| format!("{v:.2}"))
         .draw()?;
     let mut any = false;
     for (name, color, pts) in curves.iter().filter(|c| !c.2.is_empty()) {

@@ -5,16 +5,27 @@ use crate::nn::module::{Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;
 
-/// An elementwise activation.
+/// An elementwise activation (or maxout, which reduces groups of channels).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Relu,
+    LeakyRelu(f64),
+    Elu(f64),
+    Sigmoid,
+    Tanh,
+    /// The max over groups of this many consecutive channels.
+    Maxout(usize),
 }
 
 impl Module for Activation {
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
-        match self {
+        match *self {
             Activation::Relu => ops::relu(x),
+            Activation::LeakyRelu(slope) => ops::leaky_relu(x, slope),
+            Activation::Elu(alpha) => ops::elu(x, alpha),
+            Activation::Sigmoid => ops::sigmoid(x),
+            Activation::Tanh => ops::tanh(x),
+            Activation::Maxout(pieces) => ops::maxout(x, pieces),
         }
     }
 

@@ -44,7 +44,10 @@ impl Conv2d {
         )?;
         Ok(Conv2d {
             weight: weight.with_grad(),
-            bias: Some(Tensor::zeros(&[out_channels], DType::F32, device)?.with_grad()),
+            bias: Some(
+                init.bias(out_channels, in_channels * k * k, seed, device)?
+                    .with_grad(),
+            ),
             window: Window2d::square(k, stride, padding),
         })
     }
@@ -79,6 +82,86 @@ impl Module for Conv2d {
         format!(
             "Conv2d({}→{}, {}x{}, stride {}, padding {})",
             s[1], s[0], s[2], s[3], w.stride.0, w.padding.0
+        )
+    }
+}
+
+/// ConvTranspose2d (the "deconvolution layer"): weight [C_in, C_out, KH, KW] as in PyTorch.
+pub struct ConvTranspose2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub window: Window2d,
+    pub output_padding: (usize, usize),
+}
+
+impl ConvTranspose2d {
+    /// A square `k`x`k` transposed convolution with a bias; `output_padding` resolves the output size
+    /// when the stride is above 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        output_padding: usize,
+        init: Init,
+        seed: u64,
+        device: Device,
+    ) -> Result<ConvTranspose2d> {
+        if in_channels == 0 || out_channels == 0 || k == 0 {
+            return Err(invalid(
+                "conv_transpose2d layer",
+                "channels and kernel size must be positive",
+            ));
+        }
+        let shape = [in_channels, out_channels, k, k];
+        let weight = init.weight(
+            &shape,
+            out_channels * k * k,
+            in_channels * k * k,
+            seed,
+            device,
+        )?;
+        Ok(ConvTranspose2d {
+            weight: weight.with_grad(),
+            bias: Some(Tensor::zeros(&[out_channels], DType::F32, device)?.with_grad()),
+            window: Window2d::square(k, stride, padding),
+            output_padding: (output_padding, output_padding),
+        })
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
+        ops::conv_transpose2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.window,
+            self.output_padding,
+            1,
+        )
+    }
+
+    fn parameters(&self) -> Vec<(String, &Tensor)> {
+        let mut p = vec![("weight".to_string(), &self.weight)];
+        p.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
+        p
+    }
+
+    fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut p = vec![("weight".to_string(), &mut self.weight)];
+        p.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
+        p
+    }
+
+    fn describe(&self) -> String {
+        let s = self.weight.shape();
+        let w = &self.window;
+        format!(
+            "ConvTranspose2d({}→{}, {}x{}, stride {}, padding {})",
+            s[0], s[1], s[2], s[3], w.stride.0, w.padding.0
         )
     }
 }

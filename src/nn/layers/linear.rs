@@ -5,7 +5,7 @@ use crate::error::{invalid, Result};
 use crate::nn::init::Init;
 use crate::nn::module::{Mode, Module};
 use crate::ops;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 pub struct Linear {
     pub weight: Tensor,
@@ -33,7 +33,10 @@ impl Linear {
         )?;
         Ok(Linear {
             weight: weight.with_grad(),
-            bias: Some(Tensor::zeros(&[out_features], DType::F32, device)?.with_grad()),
+            bias: Some(
+                init.bias(out_features, in_features, seed, device)?
+                    .with_grad(),
+            ),
         })
     }
 }

@@ -10,9 +10,17 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pool {
     Max,
+    /// Average; padding counts toward the divisor when `count_include_pad`.
+    Avg {
+        count_include_pad: bool,
+    },
+    /// sqrt of the sum of squares.
+    L2,
+    /// Average over the whole plane: [N, C, H, W] → [N, C, 1, 1].
+    GlobalAvg,
 }
 
-/// A pooling layer over square windows.
+/// A pooling layer.
 #[derive(Clone, Copy, Debug)]
 pub struct Pool2d {
     pub kind: Pool,
@@ -21,10 +29,22 @@ pub struct Pool2d {
 
 impl Pool2d {
     pub fn max(k: usize, stride: usize) -> Pool2d {
-        Pool2d {
-            kind: Pool::Max,
-            window: Window2d::square(k, stride, 0),
-        }
+        Pool2d::new(Pool::Max, Window2d::square(k, stride, 0))
+    }
+
+    pub fn avg(k: usize, stride: usize) -> Pool2d {
+        let kind = Pool::Avg {
+            count_include_pad: true,
+        };
+        Pool2d::new(kind, Window2d::square(k, stride, 0))
+    }
+
+    pub fn global_avg() -> Pool2d {
+        Pool2d::new(Pool::GlobalAvg, Window2d::square(1, 1, 0))
+    }
+
+    pub fn new(kind: Pool, window: Window2d) -> Pool2d {
+        Pool2d { kind, window }
     }
 }
 
@@ -32,6 +52,9 @@ impl Module for Pool2d {
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
         match self.kind {
             Pool::Max => ops::max_pool2d(x, self.window),
+            Pool::Avg { count_include_pad } => ops::avg_pool2d(x, self.window, count_include_pad),
+            Pool::L2 => ops::l2_pool2d(x, self.window),
+            Pool::GlobalAvg => ops::global_avg_pool2d(x),
         }
     }
 
@@ -45,9 +68,12 @@ impl Module for Pool2d {
 
     fn describe(&self) -> String {
         let w = &self.window;
-        format!(
-            "{:?}Pool2d({}x{}, stride {})",
-            self.kind, w.kernel.0, w.kernel.1, w.stride.0
-        )
+        match self.kind {
+            Pool::GlobalAvg => "GlobalAvgPool2d".into(),
+            kind => format!(
+                "{kind:?}Pool2d({}x{}, stride {})",
+                w.kernel.0, w.kernel.1, w.stride.0
+            ),
+        }
     }
 }

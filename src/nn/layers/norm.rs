@@ -1,0 +1,56 @@
+//! BatchNorm2d as a layer: γ and β are its parameters ("weight", "bias" as in PyTorch), the running
+//! statistics its buffers.
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::nn::module::{Mode, Module};
+use crate::ops;
+use crate::tensor::Tensor;
+
+pub struct BatchNorm2d {
+    pub inner: ops::BatchNorm2d,
+}
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, device: Device) -> Result<BatchNorm2d> {
+        Ok(BatchNorm2d {
+            inner: ops::BatchNorm2d::new(channels, device)?,
+        })
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.inner.forward(x, mode == Mode::Train)
+    }
+
+    fn parameters(&self) -> Vec<(String, &Tensor)> {
+        vec![
+            ("weight".into(), &self.inner.gamma),
+            ("bias".into(), &self.inner.beta),
+        ]
+    }
+
+    fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        vec![
+            ("weight".into(), &mut self.inner.gamma),
+            ("bias".into(), &mut self.inner.beta),
+        ]
+    }
+
+    fn buffers(&self) -> Vec<(String, &Tensor)> {
+        vec![
+            ("running_mean".into(), self.inner.running_mean()),
+            ("running_var".into(), self.inner.running_var()),
+        ]
+    }
+
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let (mean, var) = self.inner.running_stats_mut();
+        vec![("running_mean".into(), mean), ("running_var".into(), var)]
+    }
+
+    fn describe(&self) -> String {
+        format!("BatchNorm2d({})", self.inner.gamma.numel())
+    }
+}

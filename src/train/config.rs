@@ -1,0 +1,236 @@
+//! What a training run is asked to do.
+
+use std::path::PathBuf;
+
+use crate::device::Device;
+use crate::error::{invalid, Result};
+use crate::nn::Architecture;
+use crate::optim::{
+    Adam, AdamConfig, AdamW, Optimizer, RmsProp, RmsPropConfig, Schedule, Sgd, SgdConfig,
+};
+use crate::tensor::Tensor;
+
+/// The optimizers `kiln train --optimizer` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    Sgd,
+    Momentum,
+    Nesterov,
+    RmsProp,
+    Adam,
+    AdamW,
+}
+
+impl OptimizerKind {
+    pub const NAMES: [&'static str; 6] =
+        ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"];
+
+    pub fn parse(name: &str) -> Result<OptimizerKind> {
+        Ok(match name {
+            "sgd" => OptimizerKind::Sgd,
+            "momentum" => OptimizerKind::Momentum,
+            "nesterov" => OptimizerKind::Nesterov,
+            "rmsprop" => OptimizerKind::RmsProp,
+            "adam" => OptimizerKind::Adam,
+            "adamw" => OptimizerKind::AdamW,
+            other => {
+                return Err(invalid(
+                    "optimizer",
+                    format!("{other:?}: expected one of {}", Self::NAMES.join(", ")),
+                ))
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// The optimizer over `params`; `weight_decay` is L2 regularization (decoupled for AdamW).
+    pub fn build(
+        self,
+        params: &[Tensor],
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    ) -> Result<Box<dyn Optimizer>> {
+        Ok(match self {
+            OptimizerKind::Sgd => Box::new(Sgd::new(params, lr, 0.0, weight_decay)?),
+            OptimizerKind::Momentum => Box::new(Sgd::new(params, lr, momentum, weight_decay)?),
+            OptimizerKind::Nesterov => Box::new(Sgd::with_config(
+                params,
+                SgdConfig {
+                    lr,
+                    momentum,
+                    weight_decay,
+                    nesterov: true,
+                },
+            )?),
+            OptimizerKind::RmsProp => Box::new(RmsProp::with_config(
+                params,
+                RmsPropConfig {
+                    lr,
+                    weight_decay,
+                    ..RmsPropConfig::default()
+                },
+            )?),
+            OptimizerKind::Adam => Box::new(Adam::with_config(
+                params,
+                AdamConfig {
+                    lr,
+                    weight_decay,
+                    ..AdamConfig::default()
+                },
+            )?),
+            OptimizerKind::AdamW => Box::new(AdamW::with_config(
+                params,
+                AdamConfig {
+                    lr,
+                    weight_decay,
+                    ..AdamConfig::default()
+                },
+            )?),
+        })
+    }
+}
+
+/// Learning-rate schedules over epochs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ScheduleKind {
+    Constant,
+    /// ×gamma every `every` epochs.
+    Step {
+        every: u64,
+        gamma: f64,
+    },
+    /// Cosine annealing to 0 over the run.
+    Cosine,
+}
+
+impl ScheduleKind {
+    pub const NAMES: [&'static str; 3] = ["constant", "step", "cosine"];
+
+    pub fn parse(name: &str) -> Result<ScheduleKind> {
+        match name {
+            "constant" => Ok(ScheduleKind::Constant),
+            "step" => Ok(ScheduleKind::Step {
+                every: 5,
+                gamma: 0.1,
+            }),
+            "cosine" => Ok(ScheduleKind::Cosine),
+            other => Err(invalid(
+                "schedule",
+                format!("{other:?}: expected one of {}", Self::NAMES.join(", ")),
+            )),
+        }
+    }
+
+    /// The schedule over `epochs` epochs from `lr`, after `warmup` linear warm-up epochs.
+    pub fn build(self, lr: f64, epochs: usize, warmup: usize) -> Result<Schedule> {
+        let schedule = match self {
+            ScheduleKind::Constant => Schedule::constant(lr)?,
+            ScheduleKind::Step { every, gamma } => Schedule::step_decay(lr, every, gamma)?,
+            ScheduleKind::Cosine => {
+                Schedule::cosine(lr, 0.0, epochs.saturating_sub(warmup).max(1) as u64)?
+            }
+        };
+        if warmup > 0 {
+            schedule.with_warmup(1.0 / (warmup + 1) as f64, warmup as u64)
+        } else {
+            Ok(schedule)
+        }
+    }
+}
+
+/// Every knob of a training run (the `kiln train` flags).
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub model: Architecture,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub schedule: ScheduleKind,
+    pub warmup_epochs: usize,
+    /// Random horizontal flips and shifts of up to 2 pixels.
+    pub augment: bool,
+    /// Gaussian input jitter (standard deviation in normalized units; 0 = off).
+    pub jitter: f32,
+    pub device: Device,
+    pub seed: u64,
+    /// Fraction of the training set held out for validation.
+    pub val_fraction: f64,
+    /// Stop after this many epochs without a better validation accuracy (keeping the best weights).
+    pub patience: Option<usize>,
+    /// Train this many times from different seeds and keep the best by validation accuracy.
+    pub restarts: usize,
+    pub data_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Continue from `out/last.safetensors`.
+    pub resume: bool,
+    /// Use only the first N training images (quick runs and tests).
+    pub limit_train: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: Architecture::LeNet5,
+            epochs: 10,
+            batch_size: 64,
+            lr: 0.01,
+            optimizer: OptimizerKind::Momentum,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            schedule: ScheduleKind::Constant,
+            warmup_epochs: 0,
+            augment: false,
+            jitter: 0.0,
+            device: Device::Cpu,
+            seed: 1,
+            val_fraction: 0.1,
+            patience: None,
+            restarts: 1,
+            data_dir: None,
+            out: PathBuf::from("runs/latest"),
+            resume: false,
+            limit_train: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the numbers before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 || self.restarts == 0 {
+            return Err(invalid(
+                "training config",
+                "epochs, batch size and restarts must be at least 1",
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(invalid(
+                "lr",
+                format!("{} must be a positive number", self.lr),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(invalid(
+                "val-fraction",
+                format!("{} is outside [0, 1)", self.val_fraction),
+            ));
+        }
+        if self.val_fraction == 0.0 && (self.patience.is_some() || self.restarts > 1) {
+            return Err(invalid(
+                "val-fraction",
+                "early stopping and restarts choose by validation accuracy: keep a validation set",
+            ));
+        }
+        if !(self.jitter.is_finite() && self.jitter >= 0.0) {
+            return Err(invalid("jitter", format!("{} must be ≥ 0", self.jitter)));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! Evaluation: loss, accuracy and predictions of a model over a dataset, without recording.
+
+use crate::autograd::no_grad;
+use crate::data::DataLoader;
+use crate::error::Result;
+use crate::nn::{Mode, Module};
+use crate::ops;
+use crate::tensor::Tensor;
+
+/// Mean loss, accuracy, and each sample's predicted class (in loader order).
+#[derive(Clone, Debug, Default)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub predictions: Vec<usize>,
+    pub labels: Vec<usize>,
+}
+
+/// Index of the largest logit of each row of `logits` [N, K] (host copy).
+pub fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
+    let classes = logits.shape().get(1).copied().unwrap_or(1).max(1);
+    let values = logits.to_vec::<f32>()?;
+    Ok(values
+        .chunks(classes)
+        .map(|row| {
+            let mut best = 0;
+            for (j, v) in row.iter().enumerate() {
+                if *v > row[best] {
+                    best = j;
+                }
+            }
+            best
+        })
+        .collect())
+}
+
+/// Runs `model` in evaluation mode over every batch of `loader` (epoch 0 order).
+pub fn evaluate(model: &mut dyn Module, loader: &DataLoader) -> Result<Evaluation> {
+    no_grad(|| {
+        let mut eval = Evaluation::default();
+        let mut loss_sum = 0.0;
+        for batch in loader.epoch(0) {
+            let batch = batch?;
+            let logits = model.forward(&batch.images, Mode::Eval)?;
+            let n = batch.indices.len();
+            loss_sum += ops::softmax_cross_entropy(&logits, &batch.labels)?.scalar()? * n as f64;
+            eval.predictions.extend(argmax_rows(&logits)?);
+            eval.labels.extend(
+                batch
+                    .labels
+                    .to_vec::<i32>()?
+                    .into_iter()
+                    .map(|l| l as usize),
+            );
+        }
+        let n = eval.labels.len().max(1) as f64;
+        let correct = eval
+            .predictions
+            .iter()
+            .zip(&eval.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        eval.loss = loss_sum / n;
+        eval.accuracy = correct as f64 / n;
+        Ok(eval)
+    })
+}

@@ -1,0 +1,442 @@
+//! The training loop: mini-batch steps with a progress display, validation each epoch, early
+//! stopping that keeps the best weights, random restarts, atomic checkpoints every epoch with the
+//! optimizer state (so `--resume` continues exactly), then the test evaluation and the reports.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::config::TrainConfig;
+use super::confusion::ConfusionMatrix;
+use super::early_stopping::{Decision, EarlyStopping};
+use super::error::TrainError;
+use super::evaluate::{argmax_rows, evaluate};
+use super::guard::check_finite;
+use super::metrics::{EpochMetrics, MetricsCsv};
+use super::plot::{plot_curves, plot_filters};
+use super::progress::Progress;
+use super::state::{model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot};
+use crate::data::{
+    Augment, DataLoader, Dataset, FashionMnist, Normalization, FASHION_MNIST_CLASSES,
+};
+use crate::nn::{Mode, Module, Sequential};
+use crate::ops;
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub best_val_accuracy: f64,
+    /// The restart and epoch (0-based) whose weights were kept.
+    pub best_restart: usize,
+    pub best_epoch: usize,
+    pub history: Vec<EpochMetrics>,
+    pub confusion: ConfusionMatrix,
+    pub out: PathBuf,
+}
+
+/// The output files of a run directory.
+pub struct RunFiles {
+    pub last: PathBuf,
+    pub best: PathBuf,
+    pub metrics: PathBuf,
+    pub curves: PathBuf,
+    pub filters: PathBuf,
+}
+
+impl RunFiles {
+    pub fn new(out: &Path) -> RunFiles {
+        RunFiles {
+            last: out.join("last.safetensors"),
+            best: out.join("best.safetensors"),
+            metrics: out.join("metrics.csv"),
+            curves: out.join("curves.png"),
+            filters: out.join("filters.png"),
+        }
+    }
+}
+
+struct Data {
+    train: DataLoader,
+    val: DataLoader,
+    test: DataLoader,
+    /// Fitted on the training part; saved in checkpoints so evaluation normalizes the same way.
+    normalization: Normalization,
+}
+
+fn load_data(config: &TrainConfig) -> Result<Data, TrainError> {
+    let mnist = FashionMnist::load(config.data_dir.as_deref()).map_err(crate::Error::from)?;
+    let mut splits = mnist
+        .splits(config.val_fraction, config.seed)
+        .map_err(crate::Error::from)?;
+    if let Some(limit) = config.limit_train {
+        let keep: Vec<usize> = (0..limit.min(splits.train.len())).collect();
+        splits.train = splits.train.subset(&keep).map_err(crate::Error::from)?;
+    }
+    let augment = Augment {
+        hflip: config.augment,
+        shift_pad: if config.augment { 2 } else { 0 },
+        jitter_std: config.jitter,
+    };
+    let loader =
+        |d: Dataset, batch| DataLoader::new(d, batch, config.device).map_err(crate::Error::from);
+    let train = loader(splits.train, config.batch_size)?
+        .with_shuffle(config.seed)
+        .with_augment(augment)
+        .map_err(crate::Error::from)?;
+    let eval_batch = config.batch_size.max(256);
+    Ok(Data {
+        train,
+        val: loader(splits.validation, eval_batch)?,
+        test: loader(splits.test, eval_batch)?,
+        normalization: splits.normalization,
+    })
+}
+
+/// Where a resumed run continues: restart, first epoch to run, and the best result so far.
+struct ResumePoint {
+    restart: usize,
+    epoch: usize,
+    best_val: f64,
+}
+
+fn metadata_number<T: std::str::FromStr>(
+    meta: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<T, TrainError> {
+    meta.get(key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| TrainError::InvalidArgument {
+            what: "checkpoint",
+            why: format!("missing or bad {key} entry"),
+        })
+}
+
+/// Trains as `config` says and writes the run directory; see the module docs.
+pub fn train(config: &TrainConfig) -> Result<RunSummary, TrainError> {
+    config.validate()?;
+    config.device.check_available()?;
+    std::fs::create_dir_all(&config.out).map_err(|source| TrainError::Io {
+        action: "create the output directory",
+        path: config.out.clone(),
+        source,
+    })?;
+    let files = RunFiles::new(&config.out);
+    let data = load_data(config)?;
+    let resume = if config.resume {
+        Some(load_checkpoint(&files.last)?)
+    } else {
+        None
+    };
+    let start = match &resume {
+        Some(ck) => ResumePoint {
+            restart: metadata_number(&ck.metadata, "restart")?,
+            epoch: metadata_number::<usize>(&ck.metadata, "epoch")? + 1,
+            best_val: metadata_number(&ck.metadata, "best_val_accuracy")?,
+        },
+        None => ResumePoint {
+            restart: 0,
+            epoch: 0,
+            best_val: f64::NEG_INFINITY,
+        },
+    };
+    let (mut csv, mut history) = match &resume {
+        Some(_) => MetricsCsv::resume(&files.metrics, history_rows_before(&start, config))?,
+        None => (MetricsCsv::create(&files.metrics)?, Vec::new()),
+    };
+
+    let mut best_val = start.best_val;
+    let mut best_at = (start.restart, 0);
+    for restart in start.restart..config.restarts {
+        let seed = config.seed + 1000 * restart as u64;
+        let mut model =
+            config
+                .model
+                .build(1, 28, FASHION_MNIST_CLASSES.len(), seed, config.device)?;
+        let params: Vec<Tensor> = model
+            .parameters()
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut optimizer =
+            config
+                .optimizer
+                .build(&params, config.lr, config.momentum, config.weight_decay)?;
+        drop(params);
+        let mut first_epoch = 0;
+        if let (Some(ck), true) = (&resume, restart == start.restart) {
+            restore_model(&mut model, &ck.tensors)?;
+            restore_optimizer(optimizer.as_mut(), ck)?;
+            first_epoch = start.epoch;
+        }
+        let run = RestartRun {
+            config,
+            data: &data,
+            files: &files,
+            restart,
+            seed,
+        };
+        let outcome = run.epochs(
+            &mut model,
+            optimizer.as_mut(),
+            first_epoch,
+            &mut best_val,
+            &mut csv,
+            &mut history,
+        )?;
+        if let Some(epoch) = outcome {
+            best_at = (restart, epoch);
+        }
+    }
+
+    // The kept weights: the best validation accuracy over every restart and epoch.
+    let best = load_checkpoint(&files.best)?;
+    let mut model = config.model.build(
+        1,
+        28,
+        FASHION_MNIST_CLASSES.len(),
+        config.seed,
+        config.device,
+    )?;
+    restore_model(&mut model, &best.tensors)?;
+    if let (Ok(r), Ok(e)) = (
+        metadata_number(&best.metadata, "restart"),
+        metadata_number(&best.metadata, "epoch"),
+    ) {
+        best_at = (r, e);
+    }
+    let test = evaluate(&mut model, &data.test)?;
+    let mut confusion = ConfusionMatrix::new(&FASHION_MNIST_CLASSES);
+    confusion.add_all(&test.predictions, &test.labels)?;
+    plot_curves(&files.curves, &history)?;
+    if let Some((_, w)) = model
+        .parameters()
+        .into_iter()
+        .find(|(_, t)| t.shape().len() == 4)
+    {
+        plot_filters(&files.filters, w)?;
+    }
+    Ok(RunSummary {
+        test_accuracy: test.accuracy,
+        test_loss: test.loss,
+        best_val_accuracy: best_val,
+        best_restart: best_at.0,
+        best_epoch: best_at.1,
+        history,
+        confusion,
+        out: config.out.clone(),
+    })
+}
+
+/// Rows of metrics.csv that precede the resume point: rows are numbered by a global epoch counter
+/// (restart · epochs + epoch), one row per finished epoch.
+fn history_rows_before(start: &ResumePoint, config: &TrainConfig) -> usize {
+    start.restart * config.epochs + start.epoch
+}
+
+struct RestartRun<'a> {
+    config: &'a TrainConfig,
+    data: &'a Data,
+    files: &'a RunFiles,
+    restart: usize,
+    seed: u64,
+}
+
+impl RestartRun<'_> {
+    /// Runs epochs `first..` of this restart; returns the epoch that became the overall best, if any.
+    fn epochs(
+        &self,
+        model: &mut Sequential,
+        optimizer: &mut dyn Optimizer,
+        first: usize,
+        best_val: &mut f64,
+        csv: &mut MetricsCsv,
+        history: &mut Vec<EpochMetrics>,
+    ) -> Result<Option<usize>, TrainError> {
+        let config = self.config;
+        let schedule = config
+            .schedule
+            .build(config.lr, config.epochs, config.warmup_epochs)?;
+        let mut early = config
+            .patience
+            .map(|p| EarlyStopping::new(p, 0.0))
+            .transpose()?;
+        let mut restart_best: Option<(f64, Vec<(String, Tensor)>)> = None;
+        let mut overall_best_epoch = None;
+        let batches = self.data.train.num_batches();
+        let mut progress = Progress::new(config.epochs, batches);
+        if config.restarts > 1 {
+            progress.println(&format!(
+                "restart {}/{} (seed {})",
+                self.restart + 1,
+                config.restarts,
+                self.seed
+            ));
+        }
+        for epoch in first..config.epochs {
+            optimizer.set_lr(schedule.lr_at(epoch as u64))?;
+            progress.start_epoch(epoch + 1);
+            for (i, batch) in self.data.train.epoch(epoch as u64).enumerate() {
+                let batch = batch.map_err(crate::Error::from)?;
+                let step = (epoch * batches + i) as u64;
+                let (loss, correct) =
+                    train_step(model, optimizer, &batch.images, &batch.labels, step)?;
+                progress.batch(loss, correct, batch.indices.len());
+            }
+            let totals = progress.finish_epoch();
+            // Without a validation set every epoch counts as an improvement: the last one is kept.
+            let val = match self.data.val.dataset().is_empty() {
+                true => None,
+                false => Some(evaluate(model, &self.data.val)?),
+            };
+            let val_accuracy = val.as_ref().map(|v| v.accuracy);
+            let row = EpochMetrics {
+                epoch: self.restart * config.epochs + epoch + 1,
+                train_loss: totals.loss,
+                train_accuracy: totals.accuracy,
+                val_loss: val.as_ref().map(|v| v.loss),
+                val_accuracy,
+                test_accuracy: None,
+                learning_rate: optimizer.lr(),
+                seconds: totals.seconds,
+                images_per_sec: totals.images_per_sec,
+            };
+            csv.append(&row)?;
+            history.push(row);
+            if let Some(v) = &val {
+                progress.println(&format!(
+                    "epoch {}: validation loss {:.4}, accuracy {:.2}%",
+                    epoch + 1,
+                    v.loss,
+                    100.0 * v.accuracy
+                ));
+            }
+
+            let score = val_accuracy.unwrap_or(f64::INFINITY);
+            if score > *best_val || val.is_none() {
+                *best_val = score;
+                overall_best_epoch = Some(epoch);
+                self.save(&self.files.best, model, None, epoch, *best_val)?;
+            }
+            if restart_best
+                .as_ref()
+                .is_none_or(|(acc, _)| score > *acc || val.is_none())
+            {
+                restart_best = Some((score, snapshot(model)?));
+            }
+            self.save(&self.files.last, model, Some(optimizer), epoch, *best_val)?;
+            if let (Some(early), Some(acc)) = (&mut early, val_accuracy) {
+                if early.update(epoch, acc) == Decision::Stop {
+                    progress.println(&format!(
+                        "early stopping after epoch {}: no better validation accuracy for {} epochs",
+                        epoch + 1,
+                        config.patience.unwrap_or(0)
+                    ));
+                    break;
+                }
+            }
+        }
+        // Keep this restart's best weights in the model (the caller compares restarts on disk).
+        if let Some((_, weights)) = restart_best {
+            restore_model(model, &weights)?;
+        }
+        Ok(overall_best_epoch)
+    }
+
+    fn save(
+        &self,
+        path: &Path,
+        model: &Sequential,
+        optimizer: Option<&dyn Optimizer>,
+        epoch: usize,
+        best_val: f64,
+    ) -> Result<(), TrainError> {
+        let mut tensors = model_tensors(model);
+        let mut meta = BTreeMap::from([
+            ("format".to_string(), "pt".to_string()),
+            (
+                "architecture".to_string(),
+                self.config.model.name().to_string(),
+            ),
+            ("restart".to_string(), self.restart.to_string()),
+            ("epoch".to_string(), epoch.to_string()),
+            ("seed".to_string(), self.seed.to_string()),
+            ("best_val_accuracy".to_string(), format!("{best_val:e}")),
+            (
+                "normalization_mean".to_string(),
+                join(&self.data.normalization.mean),
+            ),
+            (
+                "normalization_std".to_string(),
+                join(&self.data.normalization.std),
+            ),
+        ]);
+        if let Some(opt) = optimizer {
+            let (opt_tensors, opt_meta) = optimizer_tensors(opt);
+            tensors.extend(opt_tensors);
+            meta.extend(opt_meta);
+        }
+        let named: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
+        save_checkpoint(path, &named, &meta)
+    }
+}
+
+fn join(values: &[f32]) -> String {
+    values
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The normalization a checkpoint was trained with (its `normalization_mean`/`_std` entries).
+pub fn checkpoint_normalization(meta: &BTreeMap<String, String>) -> Option<Normalization> {
+    let parse = |key: &str| -> Option<Vec<f32>> {
+        meta.get(key)?
+            .split(',')
+            .map(|v| v.trim().parse().ok())
+            .collect()
+    };
+    let (mean, std) = (parse("normalization_mean")?, parse("normalization_std")?);
+    (mean.len() == std.len() && !mean.is_empty()).then_some(Normalization { mean, std })
+}
+
+/// One optimization step; returns the batch's mean loss and its number of correct predictions.
+/// A non-finite loss stops with an error before the weights are touched.
+pub fn train_step(
+    model: &mut dyn Module,
+    optimizer: &mut dyn Optimizer,
+    images: &Tensor,
+    labels: &Tensor,
+    step: u64,
+) -> Result<(f64, usize), TrainError> {
+    model.set_step(step);
+    let logits = model.forward(images, Mode::Train)?;
+    let loss = ops::softmax_cross_entropy(&logits, labels)?;
+    let loss_value = loss.scalar()?;
+    check_finite(loss_value, step)?;
+    let predicted = argmax_rows(&logits.detach())?;
+    let actual = labels.to_vec::<i32>()?;
+    let correct = predicted
+        .iter()
+        .zip(&actual)
+        .filter(|(p, a)| **p as i32 == **a)
+        .count();
+    drop(logits);
+    let grads = loss.backward()?;
+    let mut params = model.parameters_mut();
+    let missing = |name: &str| TrainError::InvalidArgument {
+        what: "backward",
+        why: format!("parameter {name} received no gradient"),
+    };
+    let grad_list: Vec<&Tensor> = params
+        .iter()
+        .map(|(name, p)| grads.get(p).ok_or_else(|| missing(name)))
+        .collect::<Result<_, _>>()?;
+    let mut param_refs: Vec<&mut Tensor> = params.iter_mut().map(|(_, p)| &mut **p).collect();
+    optimizer.step(&mut param_refs, &grad_list)?;
+    Ok((loss_value, correct))
+}
