@@ -1,0 +1,313 @@
+//! The training loop end to end on a small synthetic dataset written as Fashion-MNIST IDX files:
+//! reports are written, the network learns, `--resume` continues exactly, early stopping and
+//! restarts work, a diverging run stops with a clear error and keeps its last good checkpoint, and
+//! the command line explains bad flags.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln::data::{write_idx_images, write_idx_labels, IdxImages, FASHION_MNIST_FILES};
+use kiln::nn::Architecture;
+use kiln::train::{load_checkpoint, read_metrics_csv, train, TrainConfig, TrainError};
+use kiln::Device;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// A fresh directory under the system temp dir.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-training-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// 28x28 images whose class is a bright 6x6 patch at one of ten places, plus noise.
+fn images(count: usize, seed: u64) -> (IdxImages, Vec<u8>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pixels = vec![0u8; count * 784];
+    let mut labels = Vec::with_capacity(count);
+    for (n, image) in pixels.chunks_mut(784).enumerate() {
+        let class = n % 10;
+        labels.push(class as u8);
+        image.iter_mut().for_each(|p| *p = rng.random_range(0..60));
+        let (top, left) = (4 + (class / 5) * 12, 2 + (class % 5) * 5);
+        for h in top..top + 6 {
+            for w in left..left + 4 {
+                image[h * 28 + w] = 200 + rng.random_range(0..55);
+            }
+        }
+    }
+    (
+        IdxImages {
+            count,
+            rows: 28,
+            cols: 28,
+            pixels,
+        },
+        labels,
+    )
+}
+
+/// Writes a synthetic dataset with Fashion-MNIST's file names into `dir`.
+fn synthetic_fashion_mnist(dir: &Path, train: usize, test: usize) {
+    let (train_images, train_labels) = images(train, 1);
+    let (test_images, test_labels) = images(test, 2);
+    let path = |i: usize| dir.join(format!("{}.gz", FASHION_MNIST_FILES[i]));
+    write_idx_images(&path(0), &train_images, true).unwrap();
+    write_idx_labels(&path(1), &train_labels, true).unwrap();
+    write_idx_images(&path(2), &test_images, true).unwrap();
+    write_idx_labels(&path(3), &test_labels, true).unwrap();
+}
+
+fn config(data: &Path, out: &Path) -> TrainConfig {
+    TrainConfig {
+        model: Architecture::LeNet5,
+        epochs: 2,
+        batch_size: 32,
+        lr: 0.02,
+        device: Device::Cpu,
+        seed: 7,
+        val_fraction: 0.2,
+        data_dir: Some(data.to_path_buf()),
+        out: out.to_path_buf(),
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn a_run_learns_and_writes_every_report() {
+    let root = temp_dir("reports");
+    synthetic_fashion_mnist(&root, 600, 100);
+    let out = root.join("run");
+    let summary = train(&TrainConfig {
+        epochs: 3,
+        ..config(&root, &out)
+    })
+    .unwrap();
+    for file in [
+        "best.safetensors",
+        "last.safetensors",
+        "metrics.csv",
+        "curves.png",
+        "filters.png",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(read_metrics_csv(out.join("metrics.csv")).unwrap().len(), 3);
+    assert!(
+        summary.test_accuracy > 0.5,
+        "test accuracy {} is near chance",
+        summary.test_accuracy
+    );
+    assert_eq!(summary.confusion.total(), 100);
+    let best = load_checkpoint(out.join("best.safetensors")).unwrap();
+    assert_eq!(best.metadata["architecture"], "lenet5");
+    assert!(best.get("model.0.weight").is_some());
+}
+
+#[test]
+fn resume_continues_exactly_where_the_run_stopped() {
+    let root = temp_dir("resume");
+    synthetic_fashion_mnist(&root, 300, 60);
+    let vgg = |out: &Path, epochs| TrainConfig {
+        model: Architecture::Vgg, // has batch norm and dropout: their state must resume too
+        epochs,
+        optimizer: kiln::train::OptimizerKind::Adam,
+        lr: 1e-3,
+        augment: true,
+        ..config(&root, out)
+    };
+    let whole = root.join("whole");
+    train(&vgg(&whole, 3)).unwrap();
+    let split = root.join("split");
+    train(&vgg(&split, 2)).unwrap();
+    train(&TrainConfig {
+        resume: true,
+        ..vgg(&split, 3)
+    })
+    .unwrap();
+
+    let (a, b) = (
+        load_checkpoint(whole.join("last.safetensors")).unwrap(),
+        load_checkpoint(split.join("last.safetensors")).unwrap(),
+    );
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for ((name_a, ta), (name_b, tb)) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!(name_a, name_b);
+        assert_eq!(
+            ta.to_vec::<f32>().unwrap(),
+            tb.to_vec::<f32>().unwrap(),
+            "{name_a} differs after resuming"
+        );
+    }
+    let (ma, mb) = (
+        read_metrics_csv(whole.join("metrics.csv")).unwrap(),
+        read_metrics_csv(split.join("metrics.csv")).unwrap(),
+    );
+    assert_eq!(ma.len(), 3);
+    assert_eq!(mb.len(), 3);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(
+            (x.epoch, x.train_loss, x.val_accuracy),
+            (y.epoch, y.train_loss, y.val_accuracy)
+        );
+    }
+}
+
+#[test]
+fn early_stopping_and_restarts_keep_the_best_weights() {
+    let root = temp_dir("early");
+    synthetic_fashion_mnist(&root, 200, 50);
+    let out = root.join("run");
+    // A tiny learning rate: validation accuracy cannot improve after the first epoch.
+    let stopped = train(&TrainConfig {
+        epochs: 6,
+        lr: 1e-9,
+        patience: Some(2),
+        ..config(&root, &out)
+    })
+    .unwrap();
+    assert_eq!(
+        stopped.history.len(),
+        3,
+        "stops two epochs after the last improvement"
+    );
+    assert_eq!(stopped.best_epoch, 0);
+
+    let restarts = train(&TrainConfig {
+        epochs: 1,
+        restarts: 3,
+        ..config(&root, &root.join("restarts"))
+    })
+    .unwrap();
+    assert_eq!(restarts.history.len(), 3, "one row per restart epoch");
+    let best_val = restarts
+        .history
+        .iter()
+        .filter_map(|m| m.val_accuracy)
+        .fold(0.0, f64::max);
+    assert_eq!(restarts.best_val_accuracy, best_val);
+    assert_eq!(
+        restarts.history[restarts.best_restart].val_accuracy,
+        Some(best_val)
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let root = temp_dir("diverge");
+    synthetic_fashion_mnist(&root, 200, 50);
+    let out = root.join("run");
+    train(&TrainConfig {
+        epochs: 1,
+        ..config(&root, &out)
+    })
+    .unwrap();
+    let before = std::fs::read(out.join("last.safetensors")).unwrap();
+    let err = train(&TrainConfig {
+        epochs: 3,
+        lr: 1e12,
+        resume: true,
+        ..config(&root, &out)
+    })
+    .unwrap_err();
+    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    assert!(err.to_string().contains("learning rate"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("last.safetensors")).unwrap(),
+        before,
+        "the last good checkpoint changed"
+    );
+}
+
+#[test]
+fn the_command_line_trains_evaluates_and_explains_bad_flags() {
+    let root = temp_dir("cli");
+    synthetic_fashion_mnist(&root, 200, 50);
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let out = root.join("run");
+    let run = |args: &[&str]| Command::new(kiln).args(args).output().unwrap();
+    let trained = run(&[
+        "train",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--data",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&trained.stdout);
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    assert!(
+        stdout.contains("Ankle boot"),
+        "no confusion matrix: {stdout}"
+    );
+
+    let best = out.join("best.safetensors");
+    let eval = run(&[
+        "eval",
+        best.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--data",
+        root.to_str().unwrap(),
+    ]);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    assert!(String::from_utf8_lossy(&eval.stdout).contains("test accuracy"));
+
+    let summary = run(&["summary", "lenet5"]);
+    assert!(String::from_utf8_lossy(&summary.stdout).contains("total parameters: 61706"));
+
+    let bad = run(&[
+        "train",
+        "--optimizer",
+        "sgdd",
+        "--data",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("optimizer") && err.contains("adamw"), "{err}");
+    let bad_model = run(&["summary", "alexnet"]);
+    assert!(String::from_utf8_lossy(&bad_model.stderr).contains("resnet20"));
+    let help = run(&["train", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--optimizer",
+        "--weight-decay",
+        "--augment",
+        "--device",
+        "--seed",
+        "--out",
+        "--resume",
+        "--patience",
+        "--restarts",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let missing = run(&[
+        "train",
+        "--data",
+        root.join("nowhere").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+}
