@@ -17,6 +17,19 @@ trap 'rm -f "$kiln_out" "$torch_out"' EXIT
 RAYON_NUM_THREADS="$threads" cargo bench --quiet --bench cpu_compare > "$kiln_out"
 THREADS="$threads" OMP_NUM_THREADS="$threads" "$venv/bin/python" bench/torch_cpu.py > "$torch_out"
 
+# LeNet-5 training epochs on Fashion-MNIST (all 60,000 images, batch 64, SGD momentum): the median
+# epoch time of 3 epochs, training loop only, on each side.
+epochs=3
+run_dir=$(mktemp -d)
+cargo build --quiet --release --bin kiln
+RAYON_NUM_THREADS="$threads" target/release/kiln train --model lenet5 --epochs $epochs --val-fraction 0 \
+  --device cpu --out "$run_dir" > "$run_dir/log" 2>&1
+kiln_epoch=$(python3 -c "import csv,statistics,sys; r=list(csv.DictReader(open(sys.argv[1]))); print(1e3*statistics.median(float(x['seconds']) for x in r))" "$run_dir/metrics.csv")
+printf 'LeNet-5 epoch, Fashion-MNIST 60k, batch 64\t%.1f\t%s\n' "$kiln_epoch" "$epochs" >> "$kiln_out"
+torch_epoch=$(THREADS="$threads" OMP_NUM_THREADS="$threads" EPOCHS=$epochs "$venv/bin/python" bench/torch_lenet.py | sed -n 's/.*median epoch \([0-9.]*\) s.*/\1/p')
+printf 'LeNet-5 epoch, Fashion-MNIST 60k, batch 64\t%.1f\t%s\n' "$(python3 -c "print(1e3*$torch_epoch)")" "$epochs" >> "$torch_out"
+rm -rf "$run_dir"
+
 mkdir -p bench/results
 report="bench/results/cpu-compare-$(date -u +%Y-%m-%d).md"
 tmp="$report.tmp"
@@ -27,7 +40,8 @@ tmp="$report.tmp"
   echo "- machine: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
   echo "- threads: $threads on both sides; $(grep '^#' "$torch_out" | sed 's/^# //')"
-  echo "- method: median wall time of 20 warm runs after 5 warm-up runs, each side in its own process"
+  echo "- method: median wall time of 20 warm runs after 5 warm-up runs (conv layer) or of 3 epochs"
+  echo "  (LeNet-5: training loop only, data already in memory on both sides), each side in its own process"
   echo
   echo "| workload | kiln ms | PyTorch ms | kiln / PyTorch time (lower is better) |"
   echo "| --- | ---: | ---: | ---: |"

@@ -53,7 +53,7 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     epoch_times = []
-    for epoch in range(10):
+    for epoch in range(int(os.environ.get("EPOCHS", "10"))):
         perm = torch.randperm(len(x_train))
         start = time.perf_counter()
         model.train()
