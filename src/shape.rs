@@ -39,6 +39,10 @@ pub struct Window2d {
     /// Zero padding after the input (bottom, right).
     pub padding_end: (usize, usize),
     pub dilation: (usize, usize),
+    /// Convolution only: let the output size round down when the stride does not tile the padded
+    /// input (PyTorch's behaviour; the last rows/columns are then never read). Off by default, so a
+    /// window that does not fit is an error (the lecture's rule). Pooling always rounds down.
+    pub floor_output: bool,
 }
 
 impl Window2d {
@@ -50,6 +54,7 @@ impl Window2d {
             padding,
             padding_end: padding,
             dilation: (1, 1),
+            floor_output: false,
         }
     }
 
@@ -74,12 +79,19 @@ impl Window2d {
             padding: (th / 2, tw / 2),
             padding_end: (th - th / 2, tw - tw / 2),
             dilation,
+            floor_output: false,
         }
     }
 
     /// The same window with dilation `d` on both axes.
     pub fn with_dilation(mut self, d: usize) -> Self {
         self.dilation = (d, d);
+        self
+    }
+
+    /// The same window with output sizes rounded down when the stride does not tile the input.
+    pub fn floored(mut self) -> Self {
+        self.floor_output = true;
         self
     }
 
@@ -211,6 +223,7 @@ impl ConvGeometry {
             padding: (self.pad_h, self.pad_w),
             padding_end: (self.pad_h_end, self.pad_w_end),
             dilation: (self.dilation_h, self.dilation_w),
+            floor_output: false,
         }
     }
 }

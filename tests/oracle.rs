@@ -50,6 +50,7 @@ fn window(p: &Value) -> Window2d {
         padding,
         padding_end,
         dilation,
+        floor_output: false,
     }
 }
 

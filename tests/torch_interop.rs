@@ -197,18 +197,15 @@ fn vgg_checkpoint_reproduces_logits_in_pytorch() {
     check_against_torch(Architecture::Vgg, 28, 2, 2);
 }
 
-/// 29x29 rather than 28x28: kiln's convolution requires the stride to tile the padded input
-/// exactly, and the stride-2 3x3 (padding 1) and 1x1 convs of stages 2 and 3 need odd inputs
-/// (29 → 15 → 8). See `resnet20_on_28x28_reproduces_logits_in_pytorch`.
+/// An odd size (29 → 15 → 8): the strided layers' rounding agrees with PyTorch's on both parities.
 #[test]
 fn resnet20_checkpoint_reproduces_logits_in_pytorch() {
     check_against_torch(Architecture::ResNet20, 29, 2, 2);
 }
 
-/// ResNet-20 at the Fashion-MNIST size. PyTorch floors (28 + 2 − 3) / 2 + 1 = 14; kiln refuses the
-/// stride-2 conv of stage 2 ("stride 2 does not fit"), so the model builds but cannot run.
+/// ResNet-20 at the Fashion-MNIST size: the stride-2 layers round (28 + 2 − 3) / 2 + 1 down to 14,
+/// as PyTorch does (`Window2d::floored`).
 #[test]
-#[ignore = "kiln's conv2d rejects stride 2 on 28x28 (exact-stride rule); PyTorch floors"]
 fn resnet20_on_28x28_reproduces_logits_in_pytorch() {
     check_against_torch(Architecture::ResNet20, 28, 2, 2);
 }

@@ -196,6 +196,7 @@ mod tests {
             padding,
             padding_end: padding,
             dilation,
+            floor_output: true,
         };
         [
             ([1, 3, 7, 9], window((3, 3), (2, 2), (1, 1), (1, 1))),

@@ -42,6 +42,7 @@ const CONV: Window2d = Window2d {
     padding: (1, 1),
     padding_end: (1, 1),
     dilation: (1, 1),
+    floor_output: false,
 };
 const POOL: Window2d = Window2d {
     kernel: (2, 2),
@@ -49,6 +50,7 @@ const POOL: Window2d = Window2d {
     padding: (0, 0),
     padding_end: (0, 0),
     dilation: (1, 1),
+    floor_output: false,
 };
 
 impl ConvNet {

@@ -101,7 +101,7 @@ fn checked_conv(
         b.expect_shape("conv2d bias", &[k])?;
     }
     Ok(GroupedConv {
-        geometry: ConvGeometry::new([n, c, h, wd], window, true)?,
+        geometry: ConvGeometry::new([n, c, h, wd], window, !window.floor_output)?,
         out_channels: k,
         groups,
     })

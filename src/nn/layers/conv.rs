@@ -52,6 +52,13 @@ impl Conv2d {
         })
     }
 
+    /// The same layer with output sizes rounded down when the stride does not tile the input
+    /// (PyTorch's convention; needed by strided layers on even-sized inputs).
+    pub fn floored(mut self) -> Conv2d {
+        self.window = self.window.floored();
+        self
+    }
+
     /// The same layer without a bias (as before batch norm).
     pub fn without_bias(mut self) -> Conv2d {
         self.bias = None;

@@ -27,8 +27,9 @@ impl ResidualBlock {
         device: Device,
     ) -> Result<ResidualBlock> {
         let conv = |cin, cout, k, s, p, seed| {
+            // Strided layers round their output size down, as PyTorch's ResNets do on even inputs.
             Conv2d::new(cin, cout, k, s, p, Init::KaimingNormal, seed, device)
-                .map(Conv2d::without_bias)
+                .map(|c| c.without_bias().floored())
         };
         let shortcut = if stride != 1 || in_channels != out_channels {
             Some((
