@@ -29,8 +29,9 @@ trap 'rm -rf "$work"' EXIT
 
 echo "gpu-bundle: building release test executables (kernels required)" >&2
 cargo test --release --no-run --message-format=json-render-diagnostics >"$work/tests.json"
-echo "gpu-bundle: building the cuda_kernels benchmark" >&2
+echo "gpu-bundle: building the cuda_kernels benchmark and the kiln command" >&2
 cargo bench --no-run --bench cuda_kernels --message-format=json-render-diagnostics >"$work/bench.json"
+cargo build --release --bin kiln
 
 # One "<stable name> <path>" line per executable: tests by target name ("lib" for the library's
 # unit tests, "bin-<name>" for a binary's), the benchmark as cuda_kernels.
@@ -93,6 +94,17 @@ while read -r name exe; do
   [ "$name" = cuda_kernels ] || tests+=("$name")
 done <"$work/executables"
 printf '%s\n' "${tests[@]}" >"$stage/tests.txt"
+
+# The command line and Fashion-MNIST (the GPU hosts have no network), for a real training run.
+cp target/release/kiln "$stage/kiln"
+strip --strip-debug "$stage/kiln"
+data_dir="${KILN_DATA:-/usr/share/datasets/fashion-mnist}"
+if [ -f "$data_dir/train-images-idx3-ubyte.gz" ]; then
+  mkdir -p "$stage/data"
+  cp "$data_dir"/*-ubyte.gz "$stage/data/"
+else
+  echo "gpu-bundle: no Fashion-MNIST in $data_dir (scripts/ensure-fashion-mnist.sh): no training step" >&2
+fi
 
 commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
@@ -187,6 +199,20 @@ log="results/bench.log"
 rc=0
 KILN_BENCH_OUT=results/bench.md bin/cuda_kernels 2>&1 | tee "$log" || rc=$?
 record "bench cuda_kernels" "$log" "$rc"
+
+echo "== kiln info"
+./kiln info 2>&1 | tee results/info.txt || true
+
+if [ -d data ]; then
+  echo "== LeNet-5 on Fashion-MNIST on the GPU (10 epochs, all 60,000 training images)"
+  log="results/train-lenet5-gpu.log"
+  rc=0
+  ./kiln train --model lenet5 --epochs 10 --val-fraction 0 --device cuda --data data \
+    --out results/lenet5-gpu >"$log" 2>&1 || rc=$?
+  grep -E 'done|test accuracy' "$log" | sed 's/^/  /' || true
+  rm -f results/lenet5-gpu/*.safetensors
+  record "train lenet5 on cuda" "$log" "$rc"
+fi
 
 echo
 echo "== summary (commit $KILN_COMMIT)"

@@ -311,3 +311,41 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
     ]);
     assert!(!missing.status.success());
 }
+
+#[test]
+fn cpu_and_gpu_loss_curves_agree_for_the_first_steps() {
+    use kiln::nn::Module;
+    use kiln::testing::gpu_devices_under_test;
+    let losses = |device: Device| -> Vec<f64> {
+        let mut model = Architecture::LeNet5.build(1, 28, 10, 3, device).unwrap();
+        let params: Vec<kiln::Tensor> = model
+            .parameters()
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut opt = kiln::train::OptimizerKind::Momentum
+            .build(&params, 0.05, 0.9, 0.0)
+            .unwrap();
+        drop(params);
+        (0..4)
+            .map(|step| {
+                let x = kiln::Tensor::randn(&[6, 1, 28, 28], 1.0, 100 + step, device).unwrap();
+                let labels: Vec<i32> = (0..6).map(|i| ((i + step as i32) % 10) as i32).collect();
+                let y = kiln::Tensor::from_vec(labels, &[6], device).unwrap();
+                kiln::train::train_step(&mut model, opt.as_mut(), &x, &y, step)
+                    .unwrap()
+                    .0
+            })
+            .collect()
+    };
+    let cpu = losses(Device::Cpu);
+    for device in gpu_devices_under_test("cpu_and_gpu_loss_curves_agree") {
+        let gpu = losses(device);
+        for (step, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+            assert!(
+                (c - g).abs() <= 1e-5 + 1e-4 * c.abs(),
+                "step {step}: cpu loss {c}, {device} loss {g}"
+            );
+        }
+    }
+}
