@@ -176,23 +176,6 @@ static __device__ __forceinline__ long long softmax_row_base(long long r, long l
   return (r / inner) * (long long)len * inner + r % inner;
 }
 
-// Tree reduction of one value per thread over a block of KILN_THREADS_PER_BLOCK (a power of two):
-// the max (take_max) or the sum, in a fixed order. Every thread gets the result.
-static __device__ __forceinline__ float softmax_block_reduce(float* scratch, float v, bool take_max) {
-  scratch[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if ((int)threadIdx.x < half) {
-      const float other = scratch[threadIdx.x + half];
-      scratch[threadIdx.x] = take_max ? fmaxf(scratch[threadIdx.x], other) : scratch[threadIdx.x] + other;
-    }
-    __syncthreads();
-  }
-  const float result = scratch[0];
-  __syncthreads();  // scratch is reused by the next reduction
-  return result;
-}
-
 // One block per row (grid.x = rows, block.x = KILN_THREADS_PER_BLOCK).
 extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
     softmax_rows_fwd_f32(const SoftmaxFwdParams p) {
@@ -202,10 +185,10 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
   float* y = p.y + base;
   float m = -INFINITY;
   for (int j = threadIdx.x; j < p.len; j += blockDim.x) m = fmaxf(m, x[j * p.inner]);
-  m = softmax_block_reduce(scratch, m, true);
+  m = block_reduce(scratch, m, true);
   float s = 0.0f;
   for (int j = threadIdx.x; j < p.len; j += blockDim.x) s += expf(x[j * p.inner] - m);
-  s = softmax_block_reduce(scratch, s, false);
+  s = block_reduce(scratch, s, false);
   if (p.log) {
     const float log_s = logf(s);
     for (int j = threadIdx.x; j < p.len; j += blockDim.x) y[j * p.inner] = (x[j * p.inner] - m) - log_s;
@@ -228,7 +211,7 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
     const long long k = j * p.inner;
     t += p.log ? dy[k] : dy[k] * y[k];
   }
-  t = softmax_block_reduce(scratch, t, false);
+  t = block_reduce(scratch, t, false);
   for (int j = threadIdx.x; j < p.len; j += blockDim.x) {
     const long long k = j * p.inner;
     dx[k] = p.log ? dy[k] - expf(y[k]) * t : y[k] * (dy[k] - t);

@@ -47,3 +47,21 @@ __device__ __forceinline__ void for_each_window_reading(const ConvGeom& g, int h
     }
   }
 }
+
+// Tree reduction of one value per thread over the block (blockDim.x a power of two, scratch holding
+// blockDim.x floats): the max (take_max) or the sum, in a fixed order, so the result is
+// deterministic. Every thread gets the result; scratch may be reused right after.
+__device__ __forceinline__ float block_reduce(float* scratch, float v, bool take_max) {
+  scratch[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if ((int)threadIdx.x < half) {
+      const float other = scratch[threadIdx.x + half];
+      scratch[threadIdx.x] = take_max ? fmaxf(scratch[threadIdx.x], other) : scratch[threadIdx.x] + other;
+    }
+    __syncthreads();
+  }
+  const float result = scratch[0];
+  __syncthreads();
+  return result;
+}

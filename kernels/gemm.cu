@@ -151,12 +151,7 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK) bias_grad_f
     const long long o = e / p.inner, q = e % p.inner;
     sum += p.dy[(o * p.channels + c) * p.inner + q];
   }
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) p.db[c] = partial[0];
+  sum = block_reduce(partial, sum, false);
+  if (threadIdx.x == 0) p.db[c] = sum;
 }
 KILN_EMULATE_SYNC(bias_grad_f32, BiasGradParams)

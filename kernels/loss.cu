@@ -11,21 +11,6 @@ struct SoftmaxXentFwdParams {
   int rows, classes;
 };
 
-__device__ __forceinline__ float block_reduce(float* scratch, float v, bool take_max) {
-  scratch[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if ((int)threadIdx.x < half) {
-      const float other = scratch[threadIdx.x + half];
-      scratch[threadIdx.x] = take_max ? fmaxf(scratch[threadIdx.x], other) : scratch[threadIdx.x] + other;
-    }
-    __syncthreads();
-  }
-  const float result = scratch[0];
-  __syncthreads();  // scratch is reused by the next reduction
-  return result;
-}
-
 extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
     softmax_xent_fwd_f32(const SoftmaxXentFwdParams p) {
   __shared__ float scratch[KILN_THREADS_PER_BLOCK];

@@ -14,12 +14,7 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK) sum_f32(con
   __shared__ float partial[KILN_THREADS_PER_BLOCK];
   float s = 0.0f;
   for (long long i = threadIdx.x; i < p.n; i += blockDim.x) s += p.x[i];
-  partial[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) p.out[0] = p.scale * partial[0];
+  s = block_reduce(partial, s, false);
+  if (threadIdx.x == 0) p.out[0] = p.scale * s;
 }
 KILN_EMULATE_SYNC(sum_f32, SumParams)

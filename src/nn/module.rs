@@ -51,3 +51,23 @@ pub(crate) fn prefixed<T>(prefix: &str, named: Vec<(String, T)>) -> Vec<(String,
         .map(|(n, t)| (format!("{prefix}.{n}"), t))
         .collect()
 }
+
+/// The named parameters of a layer with a weight and an optional bias.
+pub(crate) fn weight_and_bias<'a>(
+    weight: &'a Tensor,
+    bias: Option<&'a Tensor>,
+) -> Vec<(String, &'a Tensor)> {
+    let mut p = vec![("weight".to_string(), weight)];
+    p.extend(bias.map(|b| ("bias".to_string(), b)));
+    p
+}
+
+/// [`weight_and_bias`], mutable.
+pub(crate) fn weight_and_bias_mut<'a>(
+    weight: &'a mut Tensor,
+    bias: Option<&'a mut Tensor>,
+) -> Vec<(String, &'a mut Tensor)> {
+    let mut p = vec![("weight".to_string(), weight)];
+    p.extend(bias.map(|b| ("bias".to_string(), b)));
+    p
+}

@@ -3,7 +3,7 @@
 use crate::device::Device;
 use crate::error::{invalid, Result};
 use crate::nn::init::Init;
-use crate::nn::module::{Mode, Module};
+use crate::nn::module::{weight_and_bias, weight_and_bias_mut, Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;
 
@@ -47,15 +47,11 @@ impl Module for Linear {
     }
 
     fn parameters(&self) -> Vec<(String, &Tensor)> {
-        let mut p = vec![("weight".to_string(), &self.weight)];
-        p.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
-        p
+        weight_and_bias(&self.weight, self.bias.as_ref())
     }
 
     fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut p = vec![("weight".to_string(), &mut self.weight)];
-        p.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
-        p
+        weight_and_bias_mut(&mut self.weight, self.bias.as_mut())
     }
 
     fn describe(&self) -> String {
