@@ -1,4 +1,5 @@
-//! CUDA kernels on one device, each beside a ceiling measured in the same run.
+//! CUDA kernels on one device, each beside a ceiling measured in the same run, and (with the
+//! `bench-cublas` feature) cuBLAS SGEMM on the same shapes in the same process.
 //!
 //! Not a criterion bench (`harness = false`): a plain program that prints a Markdown report, so the
 //! same binary runs on GPU hosts that have no Rust toolchain (see scripts/gpu-bundle.sh).
@@ -10,25 +11,38 @@
 //! - `KILN_COMMIT`: the commit to name in the header (the bundle's run.sh sets it).
 //! - `KILN_BENCH_OUT`: a file to write the report to as well (written to a temp file beside it,
 //!   then renamed, so a reader never sees half a report).
+//! - `KILN_BENCH_JSON`: a file to write one JSON object per measurement to (same atomic write),
+//!   `{"source": "kiln"|"cublas", "workload": ..., "ms": ..., "bytes": ..., "flops": ...}`;
+//!   bench/gpu_report.py joins it with bench/torch_gpu.py's output (same `workload` names).
 //!
 //! Method: each kernel is run `WARMUP` times untimed, then `RUNS` times, each run timed with CUDA
 //! events on kiln's stream (`kiln::cuda::time_runs`; host clock under emulation); the table gives
 //! the median. Each run includes taking its output from kiln's memory pool (cached after warm-up).
+//! Layer and training-step rows time kiln's public API (autograd included); a training step is
+//! `kiln::train::train_step` (forward, loss, backward, SGD; it reads the loss back to the host).
+//!
+//! cuBLAS (`--features bench-cublas`; libcublas is loaded at run time, from `LD_LIBRARY_PATH` or
+//! the usual names): SGEMM with the default math mode (plain f32, no TF32 tensor cores), on its own
+//! handle in the same primary context, on the same inputs as kiln's GEMM, timed the same way with
+//! CUDA events. Its output is compared with kiln's (relative Frobenius error; f32 lands far under
+//! 1e-5, TF32 near 3e-4). Without the library the comparison is skipped with a line saying why.
 //!
 //! Columns and which way is better:
 //! - median ms: lower is better.
 //! - achieved: GB/s = (bytes read + bytes written, each operand counted once) / median time for
-//!   memory-bound kernels; TFLOP/s = 2·m·n·k·batch / median time for GEMM. Higher is better.
-//! - ceiling: the device-to-device copy of a 256 MiB f32 tensor, 2·bytes / median time (what the
-//!   memory system delivers to a kernel that only streams). GEMM shows none yet: a cuBLAS
-//!   comparison comes later.
-//! - fraction of ceiling: achieved / ceiling. Higher is better; 1.0 means as fast as a copy.
+//!   memory-bound kernels; TFLOP/s = 2·m·n·k·batch / median time for GEMM and convolution layers;
+//!   images/s for training steps. Higher is better.
+//! - ceiling: memory-bound kernels: the device-to-device copy of a 256 MiB f32 tensor,
+//!   2·bytes / median time (what the memory system delivers to a kernel that only streams);
+//!   GEMM and convolution: cuBLAS SGEMM 4096^3 in the same run (when it could be loaded).
+//! - fraction of ceiling: achieved / ceiling. Higher is better; 1.0 means as fast as a copy (or
+//!   as cuBLAS's largest SGEMM).
 //!
 //! Under emulation every shape shrinks by `EMULATION_SHRINK` (batch, rows and element counts
-//! divided by it; the square GEMM is 512^3 instead of 4096^3) so the smoke run takes seconds. Its
-//! numbers measure the CPU, not a GPU: they only show that every path runs.
+//! divided by it; the square GEMMs are 512^3 and 128^3 instead of 4096^3 and 1024^3) so the smoke
+//! run takes seconds. Its numbers measure the CPU, not a GPU: they only show that every path runs.
 //!
-//! Run: `cargo bench --bench cuda_kernels` (real GPU) or
+//! Run: `cargo bench --bench cuda_kernels [--features bench-cublas]` (real GPU) or
 //! `KILN_BENCH_DEVICE=emulated cargo bench --bench cuda_kernels` (smoke run, no GPU needed).
 
 use std::fmt::Write as _;
@@ -38,7 +52,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln::backend;
 use kiln::cuda::{describe, median, time_runs};
-use kiln::{ConvGeometry, Device, Error, GemmSpec, Result, Tensor, Window2d};
+use kiln::nn::models::{lenet5, resnet20};
+use kiln::nn::Module;
+use kiln::optim::Sgd;
+use kiln::train::train_step;
+use kiln::{ops, ConvGeometry, Device, Error, GemmSpec, Result, Tensor, Window2d};
+use serde_json::json;
 
 const WARMUP: usize = 5;
 const RUNS: usize = 25;
@@ -56,6 +75,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An output file named by an environment variable, checked before the runs, not after them.
+fn out_path(var: &'static str) -> Result<Option<std::path::PathBuf>> {
+    let out = std::env::var_os(var).map(std::path::PathBuf::from);
+    if let Some(dir) = out.as_deref().and_then(Path::parent) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            return Err(Error::InvalidArgument {
+                what: var,
+                why: format!("folder {} does not exist", dir.display()),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn run() -> Result<()> {
@@ -81,52 +114,121 @@ fn run() -> Result<()> {
         },
     };
 
-    // Fail before the runs, not after them, when the report can't be written.
-    let out = std::env::var_os("KILN_BENCH_OUT").map(std::path::PathBuf::from);
-    if let Some(dir) = out.as_deref().and_then(Path::parent) {
-        if !dir.as_os_str().is_empty() && !dir.is_dir() {
-            return Err(Error::InvalidArgument {
-                what: "KILN_BENCH_OUT",
-                why: format!("folder {} does not exist", dir.display()),
-            });
-        }
-    }
+    let out = out_path("KILN_BENCH_OUT")?;
+    let json_out = out_path("KILN_BENCH_JSON")?;
 
     let mut report = header(&bench)?;
     print!("{report}");
     let mut rows = Vec::new();
     let ceiling = bench.copy_ceiling(&mut rows)?;
     bench.im2col_col2im(&mut rows)?;
-    bench.gemm_square(&mut rows)?;
-    bench.gemm_conv(&mut rows)?;
+    let gemms = bench.gemm_square(&mut rows)?;
+    let conv_gemm = bench.gemm_conv(&mut rows)?;
     bench.maxpool(&mut rows)?;
     bench.relu(&mut rows)?;
     bench.softmax_xent(&mut rows)?;
     bench.sum(&mut rows)?;
+    bench.conv_layers(&mut rows)?;
+    bench.lenet5_step(&mut rows)?;
+    let peak = bench.resnet20_step(&mut rows)?;
 
-    let table = table(&rows, ceiling);
+    // cuBLAS on the same GEMMs, in this process, after kiln's rows.
+    let mut problems = gemms;
+    problems.push(conv_gemm);
+    let (reference, reference_note) = bench.cublas(&problems)?;
+    rows.extend(reference.iter().map(|r| r.row.clone()));
+    // The matrix ceiling: cuBLAS's rate on the largest square SGEMM.
+    let matrix_ceiling = reference
+        .iter()
+        .filter(|r| r.square)
+        .map(|r| r.row.work.flops / (r.row.median_ms * 1e-3) / 1e12)
+        .fold(None, |best: Option<f64>, v| Some(best.map_or(v, |b| b.max(v))));
+
+    let mut table = table(&rows, ceiling, matrix_ceiling);
+    table.push_str(&versus(&rows, &reference, &reference_note));
+    let _ = writeln!(
+        table,
+        "\nResNet-20 training step, batch {}: peak pool memory {:.1} MiB (live buffers, rounded to size classes)",
+        128 / bench.shrink,
+        peak as f64 / (1u64 << 20) as f64
+    );
     print!("{table}");
     report.push_str(&table);
     if let Some(out) = out {
-        write_atomically(&out, &report)?;
+        write_atomically("KILN_BENCH_OUT", &out, &report)?;
         println!("\nwrote {}", out.display());
+    }
+    if let Some(json_out) = json_out {
+        let text = json_lines(&bench, &rows, &reference, &reference_note, peak);
+        write_atomically("KILN_BENCH_JSON", &json_out, &text)?;
+        println!("wrote {}", json_out.display());
     }
     Ok(())
 }
 
-/// What a kernel's run does, for the achieved-rate column.
-enum Work {
-    /// Bytes read plus bytes written.
-    Bytes(f64),
-    /// Floating-point operations.
-    Flops(f64),
+/// What one run of a row does: bytes moved (read + written, each operand once), floating-point
+/// operations, and images (training steps). The achieved-rate column uses the first that applies:
+/// images, then operations, then bytes.
+#[derive(Clone, Copy, Default)]
+struct Work {
+    bytes: f64,
+    flops: f64,
+    images: f64,
 }
 
+impl Work {
+    fn bytes(bytes: f64) -> Work {
+        Work {
+            bytes,
+            ..Work::default()
+        }
+    }
+    fn flops(flops: f64, bytes: f64) -> Work {
+        Work {
+            flops,
+            bytes,
+            ..Work::default()
+        }
+    }
+    fn images(images: f64) -> Work {
+        Work {
+            images,
+            ..Work::default()
+        }
+    }
+}
+
+#[derive(Clone)]
 struct Row {
+    /// Who ran it: "kiln" or "cublas".
+    source: &'static str,
     kernel: &'static str,
     shape: String,
+    /// The name bench/torch_gpu.py gives the same workload (gpu_report.py joins on it).
+    workload: String,
     median_ms: f64,
     work: Work,
+}
+
+/// A GEMM kiln timed, for the cuBLAS comparison: its spec, the seeds of its random operands and
+/// the workload name.
+struct GemmProblem {
+    spec: GemmSpec,
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+    c_shape: Vec<usize>,
+    seeds: (u64, u64),
+    workload: String,
+    shape: String,
+    square: bool,
+}
+
+/// A cuBLAS row with the agreement of its output with kiln's on the same inputs.
+struct ReferenceRow {
+    row: Row,
+    square: bool,
+    /// ‖kiln − cuBLAS‖ / ‖cuBLAS‖ over the whole output.
+    rel_err: f64,
 }
 
 struct Bench {
@@ -149,15 +251,17 @@ impl Bench {
         &self,
         rows: &mut Vec<Row>,
         kernel: &'static str,
-        shape: String,
+        (shape, workload): (String, String),
         work: Work,
         f: impl FnMut() -> Result<()>,
     ) -> Result<()> {
         let median_ms = self.time(f)?;
         eprintln!("  {kernel} {shape}: {median_ms:.4} ms");
         rows.push(Row {
+            source: "kiln",
             kernel,
             shape,
+            workload,
             median_ms,
             work,
         });
@@ -169,11 +273,12 @@ impl Bench {
         let n = (256 << 20) / 4 / self.shrink;
         let x = self.randn(&[n], 100)?;
         let bytes = 2.0 * n as f64 * F32;
+        let mib = (n * 4) >> 20;
         self.row(
             rows,
             "copy (ceiling)",
-            format!("{} MiB f32", (n * 4) >> 20),
-            Work::Bytes(bytes),
+            (format!("{mib} MiB f32"), format!("copy {mib}MiB f32")),
+            Work::bytes(bytes),
             || backend::copy(&x).map(drop),
         )?;
         Ok(gb_per_s(bytes, rows.last().map_or(0.0, |r| r.median_ms)))
@@ -186,57 +291,94 @@ impl Bench {
             Window2d::square(3, 1, 1),
             true,
         )?;
-        let shape = format!(
-            "x {} 3x3 p1",
-            dims(&[g.batch, g.in_channels, g.in_h, g.in_w])
-        );
+        let x_dims = dims(&[g.batch, g.in_channels, g.in_h, g.in_w]);
+        let shape = format!("x {x_dims} 3x3 p1");
         let bytes = (g.input_len() + g.col_len()) as f64 * F32;
         let x = self.randn(&[g.batch, g.in_channels, g.in_h, g.in_w], 1)?;
-        self.row(rows, "im2col", shape.clone(), Work::Bytes(bytes), || {
-            backend::im2col(&x, &g).map(drop)
-        })?;
-        let col = self.randn(&[g.batch, g.col_rows(), g.col_cols()], 2)?;
-        self.row(rows, "col2im", shape, Work::Bytes(bytes), || {
-            backend::col2im(&col, &g).map(drop)
-        })
-    }
-
-    /// A square product: 4096^3 on a GPU, 512^3 under emulation.
-    fn gemm_square(&self, rows: &mut Vec<Row>) -> Result<()> {
-        let s = if self.shrink > 1 { 512 } else { 4096 };
-        let a = self.randn(&[s, s], 3)?;
-        let b = self.randn(&[s, s], 4)?;
-        let spec = GemmSpec::new(s, s, s);
-        let flops = 2.0 * (s as f64).powi(3);
         self.row(
             rows,
-            "gemm",
-            format!("{s}x{s}x{s}"),
-            Work::Flops(flops),
-            || backend::gemm(&spec, 1.0, &a, &b, vec![s, s]).map(drop),
+            "im2col",
+            (shape.clone(), format!("im2col {x_dims} 3x3p1")),
+            Work::bytes(bytes),
+            || backend::im2col(&x, &g).map(drop),
+        )?;
+        let col = self.randn(&[g.batch, g.col_rows(), g.col_cols()], 2)?;
+        self.row(
+            rows,
+            "col2im",
+            (shape, format!("col2im {x_dims} 3x3p1")),
+            Work::bytes(bytes),
+            || backend::col2im(&col, &g).map(drop),
         )
+    }
+
+    /// Square products: 1024^3 and 4096^3 on a GPU, 128^3 and 512^3 under emulation.
+    fn gemm_square(&self, rows: &mut Vec<Row>) -> Result<Vec<GemmProblem>> {
+        let mut problems = Vec::new();
+        for (i, s) in [1024, 4096].into_iter().enumerate() {
+            let s = if self.shrink > 1 { s / 8 } else { s };
+            let seeds = (3 + 20 * i as u64, 4 + 20 * i as u64);
+            let a = self.randn(&[s, s], seeds.0)?;
+            let b = self.randn(&[s, s], seeds.1)?;
+            let spec = GemmSpec::new(s, s, s);
+            let flops = 2.0 * (s as f64).powi(3);
+            let shape = format!("{s}x{s}x{s}");
+            let workload = format!("sgemm {shape}");
+            self.row(
+                rows,
+                "gemm",
+                (shape.clone(), workload.clone()),
+                Work::flops(flops, 3.0 * (s * s) as f64 * F32),
+                || backend::gemm(&spec, 1.0, &a, &b, vec![s, s]).map(drop),
+            )?;
+            problems.push(GemmProblem {
+                spec,
+                a_shape: vec![s, s],
+                b_shape: vec![s, s],
+                c_shape: vec![s, s],
+                seeds,
+                workload,
+                shape,
+                square: true,
+            });
+        }
+        Ok(problems)
     }
 
     /// The conv forward of the im2col shape as a batched product: W [16, 144] (shared) times each
     /// image's columns [144, 1024] into y [N, 16, 1024].
-    fn gemm_conv(&self, rows: &mut Vec<Row>) -> Result<()> {
+    fn gemm_conv(&self, rows: &mut Vec<Row>) -> Result<GemmProblem> {
         let g = ConvGeometry::new(
             [128 / self.shrink, 16, 32, 32],
             Window2d::square(3, 1, 1),
             true,
         )?;
         let (m, n, k) = (16, g.col_cols(), g.col_rows());
-        let w = self.randn(&[m, k], 5)?;
-        let col = self.randn(&[g.batch, k, n], 6)?;
+        let seeds = (5, 6);
+        let w = self.randn(&[m, k], seeds.0)?;
+        let col = self.randn(&[g.batch, k, n], seeds.1)?;
         let spec = GemmSpec::new(m, n, k).batched(g.batch, 0, k * n, m * n);
         let flops = 2.0 * (g.batch * m * n * k) as f64;
+        let bytes = (m * k + g.batch * (k * n + m * n)) as f64 * F32;
+        let shape = format!("{}x[{m}x{n}x{k}]", g.batch);
+        let workload = format!("sgemm batched {shape}");
         self.row(
             rows,
             "gemm (conv, batched)",
-            format!("{}x[{m}x{n}x{k}]", g.batch),
-            Work::Flops(flops),
+            (shape.clone(), workload.clone()),
+            Work::flops(flops, bytes),
             || backend::gemm(&spec, 1.0, &w, &col, vec![g.batch, m, n]).map(drop),
-        )
+        )?;
+        Ok(GemmProblem {
+            spec,
+            a_shape: vec![m, k],
+            b_shape: vec![g.batch, k, n],
+            c_shape: vec![g.batch, m, n],
+            seeds,
+            workload,
+            shape,
+            square: false,
+        })
     }
 
     /// x [128, 64, 32, 32], 2x2 window, stride 2.
@@ -246,10 +388,8 @@ impl Bench {
             Window2d::square(2, 2, 0),
             true,
         )?;
-        let shape = format!(
-            "x {} 2x2 s2",
-            dims(&[g.batch, g.in_channels, g.in_h, g.in_w])
-        );
+        let x_dims = dims(&[g.batch, g.in_channels, g.in_h, g.in_w]);
+        let shape = format!("x {x_dims} 2x2 s2");
         let input = g.input_len() as f64;
         let out = (g.batch * g.in_channels * g.out_h * g.out_w) as f64;
         let x = self.randn(&[g.batch, g.in_channels, g.in_h, g.in_w], 7)?;
@@ -257,8 +397,8 @@ impl Bench {
         self.row(
             rows,
             "maxpool_fwd",
-            shape.clone(),
-            Work::Bytes(input * F32 + out * (F32 + I32)),
+            (shape.clone(), format!("maxpool_fwd {x_dims} 2x2s2")),
+            Work::bytes(input * F32 + out * (F32 + I32)),
             || backend::maxpool_fwd(&x, &g).map(drop),
         )?;
         let (_, argmax) = backend::maxpool_fwd(&x, &g)?;
@@ -267,8 +407,8 @@ impl Bench {
         self.row(
             rows,
             "maxpool_bwd",
-            shape,
-            Work::Bytes(out * (F32 + I32) + input * F32),
+            (shape, format!("maxpool_bwd {x_dims} 2x2s2")),
+            Work::bytes(out * (F32 + I32) + input * F32),
             || backend::maxpool_bwd(&dy, &argmax, &g).map(drop),
         )
     }
@@ -278,12 +418,13 @@ impl Bench {
         let n = (1 << 24) / self.shrink;
         let x = self.randn(&[n], 9)?;
         let shape = format!("2^{} elements", n.trailing_zeros());
+        let short = format!("2^{}", n.trailing_zeros());
         // Reads x; writes y and the mask.
         self.row(
             rows,
             "relu_fwd",
-            shape.clone(),
-            Work::Bytes(n as f64 * (F32 + F32 + U8)),
+            (shape.clone(), format!("relu_fwd {short}")),
+            Work::bytes(n as f64 * (F32 + F32 + U8)),
             || backend::relu_fwd(&x).map(drop),
         )?;
         let (_, mask) = backend::relu_fwd(&x)?;
@@ -292,8 +433,8 @@ impl Bench {
         self.row(
             rows,
             "relu_bwd",
-            shape,
-            Work::Bytes(n as f64 * (F32 + U8 + F32)),
+            (shape, format!("relu_bwd {short}")),
+            Work::bytes(n as f64 * (F32 + U8 + F32)),
             || backend::relu_bwd(&dy, &mask).map(drop),
         )
     }
@@ -302,15 +443,14 @@ impl Bench {
     fn softmax_xent(&self, rows: &mut Vec<Row>) -> Result<()> {
         let (r, k) = (4096 / self.shrink, 1000);
         let logits = self.randn(&[r, k], 11)?;
-        let labels: Vec<i32> = (0..r).map(|i| ((i * 7919) % k) as i32).collect();
-        let labels = Tensor::from_vec(labels, &[r], self.device)?;
+        let labels = Tensor::from_vec(labels(r, k), &[r], self.device)?;
         // Reads logits and labels; writes probs and one loss per row.
         let bytes = (r * k) as f64 * (F32 + F32) + r as f64 * (I32 + F32);
         self.row(
             rows,
             "softmax_xent_fwd",
-            format!("{r}x{k}"),
-            Work::Bytes(bytes),
+            (format!("{r}x{k}"), format!("softmax_xent_fwd {r}x{k}")),
+            Work::bytes(bytes),
             || backend::softmax_xent_fwd(&logits, &labels).map(drop),
         )
     }
@@ -319,13 +459,381 @@ impl Bench {
     fn sum(&self, rows: &mut Vec<Row>) -> Result<()> {
         let n = (1 << 24) / self.shrink;
         let x = self.randn(&[n], 12)?;
+        let short = format!("2^{}", n.trailing_zeros());
         self.row(
             rows,
             "sum",
-            format!("2^{} elements", n.trailing_zeros()),
-            Work::Bytes(n as f64 * F32 + F32),
+            (format!("{short} elements"), format!("sum {short}")),
+            Work::bytes(n as f64 * F32 + F32),
             || backend::sum(&x, 1.0).map(drop),
         )
+    }
+
+    /// One 3x3 convolution layer (pad 1, no bias) at each of ResNet-20's stage shapes, forward and
+    /// backward (dx and dW) through the public API: loss = Σ conv(x, w) ⊙ dy with a random dy, so
+    /// the backward pass gets a random gradient (bench/torch_gpu.py does the same in PyTorch).
+    fn conv_layers(&self, rows: &mut Vec<Row>) -> Result<()> {
+        for (i, (c, side)) in [(16, 32), (32, 16), (64, 8)].into_iter().enumerate() {
+            let n = 128 / self.shrink;
+            let seed = 30 + 3 * i as u64;
+            let x = self.randn(&[n, c, side, side], seed)?.with_grad();
+            let w = Tensor::randn(&[c, c, 3, 3], 0.1, seed + 1, self.device)?.with_grad();
+            let dy = self.randn(&[n, c, side, side], seed + 2)?;
+            // Forward, dx and dW: three products of 2·N·C·C·9·H·W operations each.
+            let flops = 3.0 * 2.0 * (n * c * c * 9 * side * side) as f64;
+            let x_dims = dims(&[n, c, side, side]);
+            self.row(
+                rows,
+                "conv3x3 layer fwd+bwd",
+                (
+                    format!("x {x_dims}, {c}->{c}, p1"),
+                    format!("conv3x3 fwd+bwd {x_dims}"),
+                ),
+                Work::flops(flops, 0.0),
+                || {
+                    let y = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1))?;
+                    ops::sum(&ops::mul(&y, &dy)?)?.backward().map(drop)
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A LeNet-5 (ReLU, max pooling) training step on random 1x28x28 images, batch 128, SGD with
+    /// momentum 0.9, as `kiln train --model lenet5` runs it.
+    fn lenet5_step(&self, rows: &mut Vec<Row>) -> Result<()> {
+        let batch = 128 / self.shrink;
+        let mut model = lenet5(1, 28, 10, false, 1, self.device)?;
+        let x = self.randn(&[batch, 1, 28, 28], 40)?;
+        let y = Tensor::from_vec(labels(batch, 10), &[batch], self.device)?;
+        self.train_steps(
+            rows,
+            &mut model,
+            0.01,
+            0.0,
+            (&x, &y),
+            "lenet5 train step",
+            (
+                format!("batch {batch}, 1x28x28"),
+                format!("lenet5 train step b{batch}"),
+            ),
+        )
+    }
+
+    /// A ResNet-20 training step on random 3x32x32 images, batch 128, SGD with momentum 0.9 and
+    /// weight decay 5e-4. Returns the pool's peak bytes over the timed steps.
+    fn resnet20_step(&self, rows: &mut Vec<Row>) -> Result<usize> {
+        let batch = 128 / self.shrink;
+        let mut model = resnet20(3, 10, 1, self.device)?;
+        let x = self.randn(&[batch, 3, 32, 32], 41)?;
+        let y = Tensor::from_vec(labels(batch, 10), &[batch], self.device)?;
+        kiln::reset_peak_memory(&self.device)?;
+        self.train_steps(
+            rows,
+            &mut model,
+            0.01,
+            5e-4,
+            (&x, &y),
+            "resnet20 train step",
+            (
+                format!("batch {batch}, 3x32x32, f32"),
+                format!("resnet20 train step b{batch} f32"),
+            ),
+        )?;
+        Ok(kiln::memory_stats(&self.device)?.peak_bytes)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_steps(
+        &self,
+        rows: &mut Vec<Row>,
+        model: &mut dyn Module,
+        lr: f64,
+        weight_decay: f64,
+        (x, y): (&Tensor, &Tensor),
+        kernel: &'static str,
+        names: (String, String),
+    ) -> Result<()> {
+        let params: Vec<Tensor> = model
+            .parameters()
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut optimizer = Sgd::new(&params, lr, 0.9, weight_decay)?;
+        drop(params);
+        let mut step = 0;
+        let images = x.shape()[0] as f64;
+        self.row(rows, kernel, names, Work::images(images), || {
+            step += 1;
+            train_step(model, &mut optimizer, x, y, step)
+                .map(drop)
+                .map_err(|e| Error::InvalidArgument {
+                    what: "training step",
+                    why: e.to_string(),
+                })
+        })
+    }
+
+    /// cuBLAS SGEMM on each problem, on the same inputs as kiln's; the rows and a note saying
+    /// what ran (or why nothing did).
+    #[cfg(feature = "bench-cublas")]
+    fn cublas(&self, problems: &[GemmProblem]) -> Result<(Vec<ReferenceRow>, String)> {
+        let Device::Cuda(ordinal) = self.device else {
+            return Ok((Vec::new(), "not run: no real GPU (emulation)".into()));
+        };
+        // cudarc panics when a library or symbol is missing; keep that from ending the report.
+        let opened = std::panic::catch_unwind(|| cublas::Blas::open(ordinal));
+        let blas = match opened {
+            Ok(Ok(blas)) => blas,
+            Ok(Err(why)) => return Ok((Vec::new(), format!("not run: {why}"))),
+            Err(_) => {
+                return Ok((
+                    Vec::new(),
+                    "not run: loading libcublas panicked (see the message above)".into(),
+                ))
+            }
+        };
+        let mut out = Vec::new();
+        for p in problems {
+            let a = self.randn(&p.a_shape, p.seeds.0)?;
+            let b = self.randn(&p.b_shape, p.seeds.1)?;
+            let kiln_c = backend::gemm(&p.spec, 1.0, &a, &b, p.c_shape.clone())?.to_vec::<f32>()?;
+            let (a, b) = (a.to_vec::<f32>()?, b.to_vec::<f32>()?);
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                blas.sgemm(&p.spec, &a, &b, WARMUP, RUNS)
+            }));
+            let (times, c) = match run {
+                Ok(Ok(r)) => r,
+                Ok(Err(why)) => return Ok((out, format!("stopped at {}: {why}", p.workload))),
+                Err(_) => return Ok((out, format!("stopped at {}: cuBLAS panicked", p.workload))),
+            };
+            let median_ms = median(&times);
+            let rel_err = rel_err(&kiln_c, &c);
+            eprintln!(
+                "  cuBLAS sgemm {}: {median_ms:.4} ms (kiln vs cuBLAS rel err {rel_err:.1e})",
+                p.shape
+            );
+            let flops = 2.0 * (p.spec.batch * p.spec.m * p.spec.n * p.spec.k) as f64;
+            out.push(ReferenceRow {
+                row: Row {
+                    source: "cublas",
+                    kernel: "cuBLAS sgemm",
+                    shape: p.shape.clone(),
+                    workload: p.workload.clone(),
+                    median_ms,
+                    work: Work::flops(flops, 0.0),
+                },
+                square: p.square,
+                rel_err,
+            });
+        }
+        Ok((out, blas.describe()))
+    }
+
+    #[cfg(not(feature = "bench-cublas"))]
+    fn cublas(&self, _problems: &[GemmProblem]) -> Result<(Vec<ReferenceRow>, String)> {
+        Ok((
+            Vec::new(),
+            "not built (build the bench with --features bench-cublas)".into(),
+        ))
+    }
+}
+
+/// cuBLAS through cudarc on its own handle, stream and buffers in the device's primary context
+/// (the one kiln uses; kiln does not expose its context).
+#[cfg(feature = "bench-cublas")]
+mod cublas {
+    use std::sync::Arc;
+
+    use cudarc::cublas::sys::{self as blas_sys, cublasMath_t, cublasOperation_t};
+    use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+    use cudarc::driver::{sys, CudaContext, CudaStream};
+    use kiln::GemmSpec;
+
+    pub struct Blas {
+        ctx: Arc<CudaContext>,
+        stream: Arc<CudaStream>,
+        blas: CudaBlas,
+        version: i32,
+        math_mode: u32,
+    }
+
+    fn text(what: &str) -> impl Fn(&dyn std::fmt::Display) -> String + '_ {
+        move |e| format!("{what}: {e}")
+    }
+
+    impl Blas {
+        /// Loads libcublas, makes a handle on the device's primary context and sets the default
+        /// math mode (plain f32 SGEMM: no TF32 tensor cores).
+        pub fn open(ordinal: usize) -> Result<Blas, String> {
+            // SAFETY: only tries to dlopen libcublas by its usual names.
+            if !unsafe { blas_sys::is_culib_present() } {
+                return Err(format!(
+                    "libcublas was not found (looked for {}; add its folder to LD_LIBRARY_PATH, \
+                     e.g. site-packages/nvidia/cu13/lib of a PyTorch install)",
+                    cudarc::get_lib_name_candidates("cublas")
+                        .iter()
+                        .filter(|n| n.starts_with("libcublas.so"))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            let ctx = CudaContext::new(ordinal).map_err(|e| text("CUDA context")(&e))?;
+            // One stream, so cudarc's per-buffer event tracking is not needed.
+            // SAFETY: no buffer of this context handle is used on another stream.
+            unsafe { ctx.disable_event_tracking() };
+            let stream = ctx.default_stream();
+            let blas = CudaBlas::new(stream.clone()).map_err(|e| text("cublasCreate")(&e))?;
+            let handle = *blas.handle();
+            // SAFETY: a live handle; the mode is a valid enum value.
+            unsafe { blas_sys::cublasSetMathMode(handle, cublasMath_t::CUBLAS_DEFAULT_MATH) }
+                .result()
+                .map_err(|e| text("cublasSetMathMode")(&e))?;
+            // Read back as an integer: the library may OR in flags the Rust enum has no value for.
+            let mut math_mode: u32 = u32::MAX;
+            // SAFETY: a live handle; cuBLAS writes one 32-bit enum through the pointer.
+            unsafe {
+                blas_sys::cublasGetMathMode(handle, (&mut math_mode as *mut u32).cast())
+            }
+            .result()
+            .map_err(|e| text("cublasGetMathMode")(&e))?;
+            if math_mode & 0xf != cublasMath_t::CUBLAS_DEFAULT_MATH as u32 {
+                return Err(format!(
+                    "cuBLAS math mode is {math_mode} after setting the default (0): SGEMM would not be plain f32"
+                ));
+            }
+            let mut version = 0;
+            // SAFETY: a live handle and a valid out-pointer.
+            unsafe { blas_sys::cublasGetVersion_v2(handle, &mut version) }
+                .result()
+                .map_err(|e| text("cublasGetVersion")(&e))?;
+            Ok(Blas {
+                ctx,
+                stream,
+                blas,
+                version,
+                math_mode,
+            })
+        }
+
+        pub fn describe(&self) -> String {
+            let mut s = format!(
+                "cuBLAS {}.{}.{} (SGEMM, math mode {} = default: f32, no TF32), same process, CUDA events",
+                self.version / 10_000,
+                self.version / 100 % 100,
+                self.version % 100,
+                self.math_mode
+            );
+            for var in ["NVIDIA_TF32_OVERRIDE", "CUBLAS_EMULATE_SINGLE_PRECISION"] {
+                if let Ok(v) = std::env::var(var) {
+                    s.push_str(&format!("; {var}={v}"));
+                }
+            }
+            s
+        }
+
+        /// C = A·B for kiln's row-major `spec` (no transposes; batched with strides, 0 = shared),
+        /// as the column-major product Cᵀ = Bᵀ·Aᵀ. Returns each timed run's milliseconds and C.
+        pub fn sgemm(
+            &self,
+            spec: &GemmSpec,
+            a: &[f32],
+            b: &[f32],
+            warmup: usize,
+            runs: usize,
+        ) -> Result<(Vec<f64>, Vec<f32>), String> {
+            if spec.trans_a || spec.trans_b || spec.groups > 1 || spec.reduce_batch {
+                return Err("only plain (batched) products are compared".into());
+            }
+            let (m, n, k, batch) = (spec.m, spec.n, spec.k, spec.batch.max(1));
+            let span = |stride: usize, len: usize| stride * (batch - 1) + len;
+            if a.len() < span(spec.stride_a, m * k) || b.len() < span(spec.stride_b, k * n) {
+                return Err("operands shorter than the spec".into());
+            }
+            let c_len = span(spec.stride_c, m * n);
+            let int = |v: usize| i32::try_from(v).map_err(|_| format!("{v} overflows a cuBLAS int"));
+            let dev = |e: &dyn std::fmt::Display| format!("CUDA: {e}");
+            let a_dev = self.stream.clone_htod(a).map_err(|e| dev(&e))?;
+            let b_dev = self.stream.clone_htod(b).map_err(|e| dev(&e))?;
+            let mut c_dev = self.stream.alloc_zeros::<f32>(c_len).map_err(|e| dev(&e))?;
+            // Column-major: Cᵀ [n x m] = Bᵀ [n x k] · Aᵀ [k x m]; kiln's B is cuBLAS's first operand.
+            let gemm = GemmConfig {
+                transa: cublasOperation_t::CUBLAS_OP_N,
+                transb: cublasOperation_t::CUBLAS_OP_N,
+                m: int(n)?,
+                n: int(m)?,
+                k: int(k)?,
+                alpha: 1.0f32,
+                lda: int(n)?,
+                ldb: int(k)?,
+                beta: 0.0f32,
+                ldc: int(n)?,
+            };
+            let batched = StridedBatchedConfig {
+                gemm,
+                batch_size: int(batch)?,
+                stride_a: spec.stride_b as i64,
+                stride_b: spec.stride_a as i64,
+                stride_c: spec.stride_c as i64,
+            };
+            let mut once = || -> Result<(), String> {
+                // SAFETY: the buffers hold the extents checked above; the handle runs on `stream`,
+                // where they were allocated and filled.
+                unsafe {
+                    if batch == 1 {
+                        self.blas.gemm(gemm, &b_dev, &a_dev, &mut c_dev)
+                    } else {
+                        self.blas
+                            .gemm_strided_batched(batched, &b_dev, &a_dev, &mut c_dev)
+                    }
+                }
+                .map_err(|e| format!("cublasSgemm: {e}"))
+            };
+            for _ in 0..warmup {
+                once()?;
+            }
+            self.stream.synchronize().map_err(|e| dev(&e))?;
+            let mut times = Vec::with_capacity(runs);
+            // Events created with `None` flags cannot time; ask for the default (timing) kind.
+            let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+            for _ in 0..runs {
+                let start = self.ctx.new_event(flags).map_err(|e| dev(&e))?;
+                let end = self.ctx.new_event(flags).map_err(|e| dev(&e))?;
+                start.record(&self.stream).map_err(|e| dev(&e))?;
+                once()?;
+                end.record(&self.stream).map_err(|e| dev(&e))?;
+                end.synchronize().map_err(|e| dev(&e))?;
+                times.push(start.elapsed_ms(&end).map_err(|e| dev(&e))? as f64);
+            }
+            let c = self.stream.clone_dtoh(&c_dev).map_err(|e| dev(&e))?;
+            self.ctx.check_err().map_err(|e| dev(&e))?;
+            Ok((times, c))
+        }
+    }
+}
+
+/// Labels for `rows` examples over `classes` classes, spread over all of them.
+fn labels(rows: usize, classes: usize) -> Vec<i32> {
+    (0..rows).map(|i| ((i * 7919 + 13) % classes) as i32).collect()
+}
+
+/// ‖got − want‖ / ‖want‖ in f64 (NaN compares as infinitely wrong).
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (g, w) in got.iter().zip(want) {
+        let d = f64::from(*g) - f64::from(*w);
+        diff += d * d;
+        norm += f64::from(*w) * f64::from(*w);
+    }
+    let e = (diff / norm.max(f64::MIN_POSITIVE)).sqrt();
+    if e.is_nan() {
+        f64::INFINITY
+    } else {
+        e
     }
 }
 
