@@ -15,9 +15,11 @@
 //!   `{"source": "kiln"|"cublas", "workload": ..., "ms": ..., "bytes": ..., "flops": ...}`;
 //!   bench/gpu_report.py joins it with bench/torch_gpu.py's output (same `workload` names).
 //!
-//! Method: each kernel is run `WARMUP` times untimed, then `RUNS` times, each run timed with CUDA
-//! events on kiln's stream (`kiln::cuda::time_runs`; host clock under emulation); the table gives
-//! the median. Each run includes taking its output from kiln's memory pool (cached after warm-up).
+//! Method: each kernel is run `WARMUP` times untimed, then `RUNS` times (1 and 3 under
+//! emulation), each run timed with CUDA events on kiln's stream (`kiln::cuda::time_runs`; host
+//! clock under emulation); the table gives the median. Each run includes taking its output from
+//! kiln's memory pool (cached after warm-up). A failing row is listed at the end and the others
+//! still run; the program then exits non-zero.
 //! Layer and training-step rows time kiln's public API (autograd included); a training step is
 //! `kiln::train::train_step` (forward, loss, backward, SGD; it reads the loss back to the host).
 //!
@@ -63,6 +65,9 @@ const WARMUP: usize = 5;
 const RUNS: usize = 25;
 /// Divides batch sizes, row counts and element counts under emulation.
 const EMULATION_SHRINK: usize = 64;
+/// Warm-up and timed runs under emulation: a smoke test that every path runs, not a measurement.
+const EMULATION_WARMUP: usize = 1;
+const EMULATION_RUNS: usize = 3;
 const F32: f64 = 4.0;
 const I32: f64 = 4.0;
 const U8: f64 = 1.0;
@@ -105,13 +110,12 @@ fn run() -> Result<()> {
         println!("cuda_kernels: skipped: {device} is not available: {why}");
         return Ok(());
     }
+    let emulated = device == Device::CudaEmulated;
     let bench = Bench {
         device,
-        shrink: if device == Device::CudaEmulated {
-            EMULATION_SHRINK
-        } else {
-            1
-        },
+        shrink: if emulated { EMULATION_SHRINK } else { 1 },
+        warmup: if emulated { EMULATION_WARMUP } else { WARMUP },
+        runs: if emulated { EMULATION_RUNS } else { RUNS },
     };
 
     let out = out_path("KILN_BENCH_OUT")?;
@@ -119,39 +123,59 @@ fn run() -> Result<()> {
 
     let mut report = header(&bench)?;
     print!("{report}");
-    let mut rows = Vec::new();
+    let mut rows = Rows::default();
+    // Without the bandwidth ceiling there is no report; any later failure is recorded, the other
+    // rows still run, and the program exits non-zero after writing what it measured.
     let ceiling = bench.copy_ceiling(&mut rows)?;
-    bench.im2col_col2im(&mut rows)?;
-    let gemms = bench.gemm_square(&mut rows)?;
-    let conv_gemm = bench.gemm_conv(&mut rows)?;
-    bench.maxpool(&mut rows)?;
-    bench.relu(&mut rows)?;
-    bench.softmax_xent(&mut rows)?;
-    bench.sum(&mut rows)?;
-    bench.conv_layers(&mut rows)?;
-    bench.lenet5_step(&mut rows)?;
-    let peak = bench.resnet20_step(&mut rows)?;
+    let r = bench.im2col_col2im(&mut rows);
+    rows.check("im2col/col2im", r);
+    let r = bench.gemm_square(&mut rows);
+    let mut problems = rows.check("square GEMM", r).unwrap_or_default();
+    let r = bench.gemm_conv(&mut rows);
+    problems.extend(rows.check("conv GEMM", r));
+    let r = bench.maxpool(&mut rows);
+    rows.check("maxpool", r);
+    let r = bench.relu(&mut rows);
+    rows.check("relu", r);
+    let r = bench.softmax_xent(&mut rows);
+    rows.check("softmax_xent", r);
+    let r = bench.sum(&mut rows);
+    rows.check("sum", r);
+    let r = bench.conv_layers(&mut rows);
+    rows.check("conv layers", r);
+    let r = bench.lenet5_step(&mut rows);
+    rows.check("lenet5 step", r);
+    let r = bench.resnet20_step(&mut rows);
+    let peak = rows.check("resnet20 step", r).flatten();
 
     // cuBLAS on the same GEMMs, in this process, after kiln's rows.
-    let mut problems = gemms;
-    problems.push(conv_gemm);
     let (reference, reference_note) = bench.cublas(&problems)?;
-    rows.extend(reference.iter().map(|r| r.row.clone()));
-    // The matrix ceiling: cuBLAS's rate on the largest square SGEMM.
+    rows.list.extend(reference.iter().map(|r| r.row.clone()));
+    // The matrix ceiling: cuBLAS's best rate over the square SGEMMs (the largest, in practice).
     let matrix_ceiling = reference
         .iter()
         .filter(|r| r.square)
         .map(|r| r.row.work.flops / (r.row.median_ms * 1e-3) / 1e12)
-        .fold(None, |best: Option<f64>, v| Some(best.map_or(v, |b| b.max(v))));
+        .fold(None, |best: Option<f64>, v| {
+            Some(best.map_or(v, |b| b.max(v)))
+        });
 
-    let mut table = table(&rows, ceiling, matrix_ceiling);
-    table.push_str(&versus(&rows, &reference, &reference_note));
-    let _ = writeln!(
-        table,
-        "\nResNet-20 training step, batch {}: peak pool memory {:.1} MiB (live buffers, rounded to size classes)",
-        128 / bench.shrink,
-        peak as f64 / (1u64 << 20) as f64
-    );
+    let mut table = table(&rows.list, ceiling, matrix_ceiling);
+    table.push_str(&versus(&rows.list, &reference, &reference_note));
+    if let Some(peak) = peak {
+        let _ = writeln!(
+            table,
+            "\nResNet-20 training step, batch {}: peak pool memory {:.1} MiB (live buffers, rounded to size classes)",
+            128 / bench.shrink,
+            peak as f64 / (1u64 << 20) as f64
+        );
+    }
+    if !rows.failed.is_empty() {
+        let _ = writeln!(table, "\nFAILED ({}):", rows.failed.len());
+        for (what, why) in &rows.failed {
+            let _ = writeln!(table, "- {what}: {why}");
+        }
+    }
     print!("{table}");
     report.push_str(&table);
     if let Some(out) = out {
@@ -163,7 +187,34 @@ fn run() -> Result<()> {
         write_atomically("KILN_BENCH_JSON", &json_out, &text)?;
         println!("wrote {}", json_out.display());
     }
-    Ok(())
+    match rows.failed.len() {
+        0 => Ok(()),
+        n => Err(Error::InvalidArgument {
+            what: "benchmarks",
+            why: format!("{n} failed (listed above)"),
+        }),
+    }
+}
+
+/// The measured rows, and what failed (a workload or section and the error).
+#[derive(Default)]
+struct Rows {
+    list: Vec<Row>,
+    failed: Vec<(String, String)>,
+}
+
+impl Rows {
+    /// The value of a section that ran, or `None` with its error recorded.
+    fn check<T>(&mut self, section: &str, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("  {section}: FAILED: {e}");
+                self.failed.push((section.to_string(), e.to_string()));
+                None
+            }
+        }
+    }
 }
 
 /// What one run of a row does: bytes moved (read + written, each operand once), floating-point
@@ -212,6 +263,7 @@ struct Row {
 
 /// A GEMM kiln timed, for the cuBLAS comparison: its spec, the seeds of its random operands and
 /// the workload name.
+#[cfg_attr(not(feature = "bench-cublas"), allow(dead_code))]
 struct GemmProblem {
     spec: GemmSpec,
     a_shape: Vec<usize>,
@@ -234,6 +286,8 @@ struct ReferenceRow {
 struct Bench {
     device: Device,
     shrink: usize,
+    warmup: usize,
+    runs: usize,
 }
 
 impl Bench {
@@ -241,23 +295,34 @@ impl Bench {
         Tensor::randn(shape, 1.0, seed, self.device)
     }
 
-    /// Median milliseconds of `work` over `RUNS` warm runs.
+    /// Median milliseconds of `work` over `self.runs` warm runs.
     fn time(&self, work: impl FnMut() -> Result<()>) -> Result<f64> {
-        Ok(median(&time_runs(self.device, WARMUP, RUNS, work)?))
+        Ok(median(&time_runs(
+            self.device,
+            self.warmup,
+            self.runs,
+            work,
+        )?))
     }
 
     /// Times `work` and appends its row, echoing it so a long run shows progress.
     fn row(
         &self,
-        rows: &mut Vec<Row>,
+        rows: &mut Rows,
         kernel: &'static str,
         (shape, workload): (String, String),
         work: Work,
         f: impl FnMut() -> Result<()>,
     ) -> Result<()> {
-        let median_ms = self.time(f)?;
+        let median_ms = match self.time(f) {
+            Ok(ms) => ms,
+            Err(e) => {
+                rows.check::<()>(&workload, Err(e));
+                return Ok(());
+            }
+        };
         eprintln!("  {kernel} {shape}: {median_ms:.4} ms");
-        rows.push(Row {
+        rows.list.push(Row {
             source: "kiln",
             kernel,
             shape,
@@ -269,7 +334,7 @@ impl Bench {
     }
 
     /// Device-to-device copy of 256 MiB of f32 (4 MiB under emulation): the bandwidth ceiling, GB/s.
-    fn copy_ceiling(&self, rows: &mut Vec<Row>) -> Result<f64> {
+    fn copy_ceiling(&self, rows: &mut Rows) -> Result<f64> {
         let n = (256 << 20) / 4 / self.shrink;
         let x = self.randn(&[n], 100)?;
         let bytes = 2.0 * n as f64 * F32;
@@ -281,11 +346,20 @@ impl Bench {
             Work::bytes(bytes),
             || backend::copy(&x).map(drop),
         )?;
-        Ok(gb_per_s(bytes, rows.last().map_or(0.0, |r| r.median_ms)))
+        match rows.failed.pop() {
+            Some((what, why)) => Err(Error::InvalidArgument {
+                what: "bandwidth ceiling",
+                why: format!("{what}: {why}"),
+            }),
+            None => Ok(gb_per_s(
+                bytes,
+                rows.list.last().map_or(0.0, |r| r.median_ms),
+            )),
+        }
     }
 
     /// ResNet-20's first stage: x [128, 16, 32, 32], 3x3, stride 1, pad 1.
-    fn im2col_col2im(&self, rows: &mut Vec<Row>) -> Result<()> {
+    fn im2col_col2im(&self, rows: &mut Rows) -> Result<()> {
         let g = ConvGeometry::new(
             [128 / self.shrink, 16, 32, 32],
             Window2d::square(3, 1, 1),
@@ -313,7 +387,7 @@ impl Bench {
     }
 
     /// Square products: 1024^3 and 4096^3 on a GPU, 128^3 and 512^3 under emulation.
-    fn gemm_square(&self, rows: &mut Vec<Row>) -> Result<Vec<GemmProblem>> {
+    fn gemm_square(&self, rows: &mut Rows) -> Result<Vec<GemmProblem>> {
         let mut problems = Vec::new();
         for (i, s) in [1024, 4096].into_iter().enumerate() {
             let s = if self.shrink > 1 { s / 8 } else { s };
@@ -347,7 +421,7 @@ impl Bench {
 
     /// The conv forward of the im2col shape as a batched product: W [16, 144] (shared) times each
     /// image's columns [144, 1024] into y [N, 16, 1024].
-    fn gemm_conv(&self, rows: &mut Vec<Row>) -> Result<GemmProblem> {
+    fn gemm_conv(&self, rows: &mut Rows) -> Result<GemmProblem> {
         let g = ConvGeometry::new(
             [128 / self.shrink, 16, 32, 32],
             Window2d::square(3, 1, 1),
@@ -382,7 +456,7 @@ impl Bench {
     }
 
     /// x [128, 64, 32, 32], 2x2 window, stride 2.
-    fn maxpool(&self, rows: &mut Vec<Row>) -> Result<()> {
+    fn maxpool(&self, rows: &mut Rows) -> Result<()> {
         let g = ConvGeometry::new(
             [128 / self.shrink, 64, 32, 32],
             Window2d::square(2, 2, 0),
@@ -414,7 +488,7 @@ impl Bench {
     }
 
     /// 2^24 elements.
-    fn relu(&self, rows: &mut Vec<Row>) -> Result<()> {
+    fn relu(&self, rows: &mut Rows) -> Result<()> {
         let n = (1 << 24) / self.shrink;
         let x = self.randn(&[n], 9)?;
         let shape = format!("2^{} elements", n.trailing_zeros());
@@ -440,7 +514,7 @@ impl Bench {
     }
 
     /// Logits [4096, 1000].
-    fn softmax_xent(&self, rows: &mut Vec<Row>) -> Result<()> {
+    fn softmax_xent(&self, rows: &mut Rows) -> Result<()> {
         let (r, k) = (4096 / self.shrink, 1000);
         let logits = self.randn(&[r, k], 11)?;
         let labels = Tensor::from_vec(labels(r, k), &[r], self.device)?;
@@ -456,7 +530,7 @@ impl Bench {
     }
 
     /// 2^24 elements to one.
-    fn sum(&self, rows: &mut Vec<Row>) -> Result<()> {
+    fn sum(&self, rows: &mut Rows) -> Result<()> {
         let n = (1 << 24) / self.shrink;
         let x = self.randn(&[n], 12)?;
         let short = format!("2^{}", n.trailing_zeros());
@@ -472,7 +546,7 @@ impl Bench {
     /// One 3x3 convolution layer (pad 1, no bias) at each of ResNet-20's stage shapes, forward and
     /// backward (dx and dW) through the public API: loss = Σ conv(x, w) ⊙ dy with a random dy, so
     /// the backward pass gets a random gradient (bench/torch_gpu.py does the same in PyTorch).
-    fn conv_layers(&self, rows: &mut Vec<Row>) -> Result<()> {
+    fn conv_layers(&self, rows: &mut Rows) -> Result<()> {
         for (i, (c, side)) in [(16, 32), (32, 16), (64, 8)].into_iter().enumerate() {
             let n = 128 / self.shrink;
             let seed = 30 + 3 * i as u64;
@@ -501,7 +575,7 @@ impl Bench {
 
     /// A LeNet-5 (ReLU, max pooling) training step on random 1x28x28 images, batch 128, SGD with
     /// momentum 0.9, as `kiln train --model lenet5` runs it.
-    fn lenet5_step(&self, rows: &mut Vec<Row>) -> Result<()> {
+    fn lenet5_step(&self, rows: &mut Rows) -> Result<()> {
         let batch = 128 / self.shrink;
         let mut model = lenet5(1, 28, 10, false, 1, self.device)?;
         let x = self.randn(&[batch, 1, 28, 28], 40)?;
@@ -521,13 +595,14 @@ impl Bench {
     }
 
     /// A ResNet-20 training step on random 3x32x32 images, batch 128, SGD with momentum 0.9 and
-    /// weight decay 5e-4. Returns the pool's peak bytes over the timed steps.
-    fn resnet20_step(&self, rows: &mut Vec<Row>) -> Result<usize> {
+    /// weight decay 5e-4. Returns the pool's peak bytes over the timed steps (`None` if they failed).
+    fn resnet20_step(&self, rows: &mut Rows) -> Result<Option<usize>> {
         let batch = 128 / self.shrink;
         let mut model = resnet20(3, 10, 1, self.device)?;
         let x = self.randn(&[batch, 3, 32, 32], 41)?;
         let y = Tensor::from_vec(labels(batch, 10), &[batch], self.device)?;
         kiln::reset_peak_memory(&self.device)?;
+        let failures = rows.failed.len();
         self.train_steps(
             rows,
             &mut model,
@@ -540,13 +615,16 @@ impl Bench {
                 format!("resnet20 train step b{batch} f32"),
             ),
         )?;
-        Ok(kiln::memory_stats(&self.device)?.peak_bytes)
+        if rows.failed.len() > failures {
+            return Ok(None);
+        }
+        Ok(Some(kiln::memory_stats(&self.device)?.peak_bytes))
     }
 
     #[allow(clippy::too_many_arguments)]
     fn train_steps(
         &self,
-        rows: &mut Vec<Row>,
+        rows: &mut Rows,
         model: &mut dyn Module,
         lr: f64,
         weight_decay: f64,
@@ -600,12 +678,18 @@ impl Bench {
             let kiln_c = backend::gemm(&p.spec, 1.0, &a, &b, p.c_shape.clone())?.to_vec::<f32>()?;
             let (a, b) = (a.to_vec::<f32>()?, b.to_vec::<f32>()?);
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                blas.sgemm(&p.spec, &a, &b, WARMUP, RUNS)
+                blas.sgemm(&p.spec, &a, &b, self.warmup, self.runs)
             }));
             let (times, c) = match run {
                 Ok(Ok(r)) => r,
-                Ok(Err(why)) => return Ok((out, format!("stopped at {}: {why}", p.workload))),
-                Err(_) => return Ok((out, format!("stopped at {}: cuBLAS panicked", p.workload))),
+                Ok(Err(why)) => {
+                    let note = format!("{} — stopped at {}: {why}", blas.describe(), p.workload);
+                    return Ok((out, note));
+                }
+                Err(_) => {
+                    let note = format!("{} — stopped at {}: panicked", blas.describe(), p.workload);
+                    return Ok((out, note));
+                }
             };
             let median_ms = median(&times);
             let rel_err = rel_err(&kiln_c, &c);
@@ -658,8 +742,8 @@ mod cublas {
         math_mode: u32,
     }
 
-    fn text(what: &str) -> impl Fn(&dyn std::fmt::Display) -> String + '_ {
-        move |e| format!("{what}: {e}")
+    fn err(what: &str, e: impl std::fmt::Display) -> String {
+        format!("{what}: {e}")
     }
 
     impl Blas {
@@ -679,25 +763,23 @@ mod cublas {
                         .join(", ")
                 ));
             }
-            let ctx = CudaContext::new(ordinal).map_err(|e| text("CUDA context")(&e))?;
+            let ctx = CudaContext::new(ordinal).map_err(|e| err("CUDA context", e))?;
             // One stream, so cudarc's per-buffer event tracking is not needed.
             // SAFETY: no buffer of this context handle is used on another stream.
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
-            let blas = CudaBlas::new(stream.clone()).map_err(|e| text("cublasCreate")(&e))?;
+            let blas = CudaBlas::new(stream.clone()).map_err(|e| err("cublasCreate", e))?;
             let handle = *blas.handle();
             // SAFETY: a live handle; the mode is a valid enum value.
             unsafe { blas_sys::cublasSetMathMode(handle, cublasMath_t::CUBLAS_DEFAULT_MATH) }
                 .result()
-                .map_err(|e| text("cublasSetMathMode")(&e))?;
+                .map_err(|e| err("cublasSetMathMode", e))?;
             // Read back as an integer: the library may OR in flags the Rust enum has no value for.
             let mut math_mode: u32 = u32::MAX;
             // SAFETY: a live handle; cuBLAS writes one 32-bit enum through the pointer.
-            unsafe {
-                blas_sys::cublasGetMathMode(handle, (&mut math_mode as *mut u32).cast())
-            }
-            .result()
-            .map_err(|e| text("cublasGetMathMode")(&e))?;
+            unsafe { blas_sys::cublasGetMathMode(handle, (&mut math_mode as *mut u32).cast()) }
+                .result()
+                .map_err(|e| err("cublasGetMathMode", e))?;
             if math_mode & 0xf != cublasMath_t::CUBLAS_DEFAULT_MATH as u32 {
                 return Err(format!(
                     "cuBLAS math mode is {math_mode} after setting the default (0): SGEMM would not be plain f32"
@@ -707,7 +789,7 @@ mod cublas {
             // SAFETY: a live handle and a valid out-pointer.
             unsafe { blas_sys::cublasGetVersion_v2(handle, &mut version) }
                 .result()
-                .map_err(|e| text("cublasGetVersion")(&e))?;
+                .map_err(|e| err("cublasGetVersion", e))?;
             Ok(Blas {
                 ctx,
                 stream,
@@ -752,11 +834,14 @@ mod cublas {
                 return Err("operands shorter than the spec".into());
             }
             let c_len = span(spec.stride_c, m * n);
-            let int = |v: usize| i32::try_from(v).map_err(|_| format!("{v} overflows a cuBLAS int"));
-            let dev = |e: &dyn std::fmt::Display| format!("CUDA: {e}");
-            let a_dev = self.stream.clone_htod(a).map_err(|e| dev(&e))?;
-            let b_dev = self.stream.clone_htod(b).map_err(|e| dev(&e))?;
-            let mut c_dev = self.stream.alloc_zeros::<f32>(c_len).map_err(|e| dev(&e))?;
+            let int =
+                |v: usize| i32::try_from(v).map_err(|_| format!("{v} overflows a cuBLAS int"));
+            let a_dev = self.stream.clone_htod(a).map_err(|e| err("CUDA", e))?;
+            let b_dev = self.stream.clone_htod(b).map_err(|e| err("CUDA", e))?;
+            let mut c_dev = self
+                .stream
+                .alloc_zeros::<f32>(c_len)
+                .map_err(|e| err("CUDA", e))?;
             // Column-major: Cᵀ [n x m] = Bᵀ [n x k] · Aᵀ [k x m]; kiln's B is cuBLAS's first operand.
             let gemm = GemmConfig {
                 transa: cublasOperation_t::CUBLAS_OP_N,
@@ -793,21 +878,21 @@ mod cublas {
             for _ in 0..warmup {
                 once()?;
             }
-            self.stream.synchronize().map_err(|e| dev(&e))?;
+            self.stream.synchronize().map_err(|e| err("CUDA", e))?;
             let mut times = Vec::with_capacity(runs);
             // Events created with `None` flags cannot time; ask for the default (timing) kind.
             let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
             for _ in 0..runs {
-                let start = self.ctx.new_event(flags).map_err(|e| dev(&e))?;
-                let end = self.ctx.new_event(flags).map_err(|e| dev(&e))?;
-                start.record(&self.stream).map_err(|e| dev(&e))?;
+                let start = self.ctx.new_event(flags).map_err(|e| err("CUDA", e))?;
+                let end = self.ctx.new_event(flags).map_err(|e| err("CUDA", e))?;
+                start.record(&self.stream).map_err(|e| err("CUDA", e))?;
                 once()?;
-                end.record(&self.stream).map_err(|e| dev(&e))?;
-                end.synchronize().map_err(|e| dev(&e))?;
-                times.push(start.elapsed_ms(&end).map_err(|e| dev(&e))? as f64);
+                end.record(&self.stream).map_err(|e| err("CUDA", e))?;
+                end.synchronize().map_err(|e| err("CUDA", e))?;
+                times.push(start.elapsed_ms(&end).map_err(|e| err("CUDA", e))? as f64);
             }
-            let c = self.stream.clone_dtoh(&c_dev).map_err(|e| dev(&e))?;
-            self.ctx.check_err().map_err(|e| dev(&e))?;
+            let c = self.stream.clone_dtoh(&c_dev).map_err(|e| err("CUDA", e))?;
+            self.ctx.check_err().map_err(|e| err("CUDA", e))?;
             Ok((times, c))
         }
     }
@@ -815,10 +900,13 @@ mod cublas {
 
 /// Labels for `rows` examples over `classes` classes, spread over all of them.
 fn labels(rows: usize, classes: usize) -> Vec<i32> {
-    (0..rows).map(|i| ((i * 7919 + 13) % classes) as i32).collect()
+    (0..rows)
+        .map(|i| ((i * 7919 + 13) % classes) as i32)
+        .collect()
 }
 
 /// ‖got − want‖ / ‖want‖ in f64 (NaN compares as infinitely wrong).
+#[cfg_attr(not(feature = "bench-cublas"), allow(dead_code))]
 fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     if got.len() != want.len() {
         return f64::INFINITY;
@@ -850,8 +938,6 @@ fn dims(d: &[usize]) -> String {
 
 fn header(bench: &Bench) -> Result<String> {
     let mut s = String::new();
-    let commit =
-        std::env::var("KILN_COMMIT").unwrap_or_else(|_| "unknown (KILN_COMMIT not set)".into());
     let _ = writeln!(s, "# kiln CUDA kernel benchmarks\n");
     let _ = writeln!(
         s,
@@ -869,11 +955,13 @@ fn header(bench: &Bench) -> Result<String> {
         },
         kiln::cuda::ptx_arch()
     );
-    let _ = writeln!(s, "- commit: {commit}");
+    let _ = writeln!(s, "- commit: {}", commit());
     let _ = writeln!(s, "- date: {}", utc_now());
     let _ = writeln!(
         s,
-        "- method: median of {RUNS} runs after {WARMUP} warm-up runs, {}",
+        "- method: median of {} runs after {} warm-up runs, {}",
+        bench.runs,
+        bench.warmup,
         if bench.device == Device::CudaEmulated {
             "host clock"
         } else {
@@ -883,7 +971,7 @@ fn header(bench: &Bench) -> Result<String> {
     if bench.shrink > 1 {
         let _ = writeln!(
             s,
-            "- EMULATION: shapes shrunk {}x (square GEMM 512^3); these times are the CPU's, a smoke test only",
+            "- EMULATION: shapes shrunk {}x (square GEMMs 128^3 and 512^3); these times are the CPU's, a smoke test only",
             bench.shrink
         );
     }
@@ -893,12 +981,18 @@ fn header(bench: &Bench) -> Result<String> {
     );
     let _ = writeln!(
         s,
-        "- achieved GB/s = (bytes read + written) / time; ceiling = device-to-device copy, 2·bytes / time; GEMM: TFLOP/s = 2·m·n·k / time, no ceiling yet (cuBLAS later)\n"
+        "- achieved GB/s = (bytes read + written) / time, ceiling = device-to-device copy, 2·bytes / time; \
+         GEMM and conv layers: TFLOP/s = 2·m·n·k / time, ceiling = cuBLAS SGEMM 4096^3 in this run; \
+         training steps: images/s\n"
     );
     Ok(s)
 }
 
-fn table(rows: &[Row], ceiling_gb_s: f64) -> String {
+fn commit() -> String {
+    std::env::var("KILN_COMMIT").unwrap_or_else(|_| "unknown (KILN_COMMIT not set)".into())
+}
+
+fn table(rows: &[Row], ceiling_gb_s: f64, matrix_tflops: Option<f64>) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -906,20 +1000,34 @@ fn table(rows: &[Row], ceiling_gb_s: f64) -> String {
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
     for r in rows {
-        let (achieved, ceiling, fraction) = match r.work {
-            Work::Bytes(b) => {
-                let gb = gb_per_s(b, r.median_ms);
-                (
-                    format!("{} GB/s", sig3(gb)),
-                    format!("{} GB/s (copy)", sig3(ceiling_gb_s)),
-                    format!("{:.2}", gb / ceiling_gb_s),
-                )
-            }
-            Work::Flops(f) => (
-                format!("{} TFLOP/s", sig3(f / (r.median_ms * 1e-3) / 1e12)),
-                "— (cuBLAS later)".to_string(),
+        let secs = r.median_ms * 1e-3;
+        let (achieved, ceiling, fraction) = if r.work.images > 0.0 {
+            (
+                format!("{} images/s", sig3(r.work.images / secs)),
                 "—".to_string(),
-            ),
+                "—".to_string(),
+            )
+        } else if r.work.flops > 0.0 {
+            let tflops = r.work.flops / secs / 1e12;
+            match matrix_tflops {
+                Some(c) => (
+                    format!("{} TFLOP/s", sig3(tflops)),
+                    format!("{} TFLOP/s (cuBLAS)", sig3(c)),
+                    format!("{:.2}", tflops / c),
+                ),
+                None => (
+                    format!("{} TFLOP/s", sig3(tflops)),
+                    "— (no cuBLAS)".to_string(),
+                    "—".to_string(),
+                ),
+            }
+        } else {
+            let gb = gb_per_s(r.work.bytes, r.median_ms);
+            (
+                format!("{} GB/s", sig3(gb)),
+                format!("{} GB/s (copy)", sig3(ceiling_gb_s)),
+                format!("{:.2}", gb / ceiling_gb_s),
+            )
         };
         let _ = writeln!(
             s,
@@ -928,6 +1036,99 @@ fn table(rows: &[Row], ceiling_gb_s: f64) -> String {
         );
     }
     s
+}
+
+/// kiln's GEMMs beside cuBLAS's on the same inputs, or the line saying why cuBLAS did not run.
+fn versus(rows: &[Row], reference: &[ReferenceRow], note: &str) -> String {
+    let mut s = String::new();
+    if reference.is_empty() {
+        let _ = writeln!(s, "\ncuBLAS reference: {note}");
+        return s;
+    }
+    let _ = writeln!(s, "\nkiln vs {note}:\n");
+    let _ = writeln!(
+        s,
+        "| GEMM | kiln ms | cuBLAS ms | kiln/cuBLAS time (lower is better) | kiln speed as a fraction of cuBLAS (higher is better) | rel. error kiln vs cuBLAS |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for r in reference {
+        let Some(k) = rows
+            .iter()
+            .find(|k| k.source == "kiln" && k.workload == r.row.workload)
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {:.4} | {:.4} | {:.2} | {:.2} | {:.1e}{} |",
+            r.row.shape,
+            k.median_ms,
+            r.row.median_ms,
+            k.median_ms / r.row.median_ms,
+            r.row.median_ms / k.median_ms,
+            r.rel_err,
+            if r.rel_err < 1e-5 {
+                ""
+            } else {
+                " (over 1e-5: not plain f32 agreement)"
+            }
+        );
+    }
+    s
+}
+
+/// One JSON object per line: a `meta` line, each row, each failure, the ResNet-20 step's peak memory.
+fn json_lines(
+    bench: &Bench,
+    rows: &Rows,
+    reference: &[ReferenceRow],
+    note: &str,
+    peak_bytes: Option<usize>,
+) -> String {
+    let mut lines = vec![json!({
+        "source": "kiln",
+        "workload": "meta",
+        "device": bench.device.to_string(),
+        "describe": describe(bench.device).unwrap_or_else(|e| e.to_string()),
+        "emulated": bench.shrink > 1,
+        "commit": commit(),
+        "date": utc_now(),
+        "warmup": bench.warmup,
+        "runs": bench.runs,
+        "cublas": note,
+    })];
+    for r in &rows.list {
+        let mut line = json!({
+            "source": r.source,
+            "workload": r.workload,
+            "kernel": r.kernel,
+            "shape": r.shape,
+            "ms": r.median_ms,
+            "runs": bench.runs,
+            "bytes": r.work.bytes,
+            "flops": r.work.flops,
+            "images": r.work.images,
+        });
+        if let Some(rr) = reference
+            .iter()
+            .find(|rr| rr.row.source == r.source && rr.row.workload == r.workload)
+        {
+            line["rel_err_vs_kiln"] = json!(rr.rel_err);
+        }
+        lines.push(line);
+    }
+    for (what, why) in &rows.failed {
+        lines.push(json!({ "source": "kiln", "workload": what, "error": why }));
+    }
+    if let Some(peak_bytes) = peak_bytes {
+        lines.push(json!({
+            "source": "kiln",
+            "workload": format!("resnet20 train step b{} f32 peak memory", 128 / bench.shrink),
+            "peak_bytes": peak_bytes,
+            "note": "kiln pool peak over the warm-up and timed steps (live buffers rounded to size classes)",
+        }));
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// `x` with three significant digits (at least one decimal), so slow emulated rates don't print as 0.
@@ -940,16 +1141,17 @@ fn sig3(x: f64) -> String {
     format!("{x:.decimals$}")
 }
 
-/// Writes `text` to a temp file beside `path`, then renames it over `path`.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
+/// Writes `text` to a temp file beside `path`, then renames it over `path`; `what` names the
+/// setting in errors.
+fn write_atomically(what: &'static str, path: &Path, text: &str) -> Result<()> {
     let io = |e: std::io::Error| Error::InvalidArgument {
-        what: "KILN_BENCH_OUT",
+        what,
         why: format!("{}: {e}", path.display()),
     };
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument {
-            what: "KILN_BENCH_OUT",
+            what,
             why: format!("{} names no file", path.display()),
         })?
         .to_string_lossy();

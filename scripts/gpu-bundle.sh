@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Builds kiln's test executables and the CUDA kernel benchmark (release, kernels embedded) and packs
-# them into dist/gpu-bundle/ with a run.sh, for GPU hosts that have a driver but no Rust toolchain,
-# no CUDA toolkit and no network.
+# Builds kiln's test executables and the CUDA kernel benchmark (release, kernels embedded, with the
+# cuBLAS comparison: feature bench-cublas) and packs them into dist/gpu-bundle/ with a run.sh and the
+# PyTorch comparison scripts (bench/torch_gpu.py, bench/gpu_report.py), for GPU hosts that have a
+# driver but no Rust toolchain, no CUDA toolkit and no network.
 #
 #   scripts/gpu-bundle.sh            # build dist/gpu-bundle/
 #   (copy dist/gpu-bundle/ to the GPU host)
 #   bash gpu-bundle/run.sh           # on the host: tests, compute-sanitizer, benchmarks -> results/
 #
 # The binaries load libcuda at run time, so the host needs nothing but the NVIDIA driver (580+).
+# Where a python3 with PyTorch is installed, run.sh also times PyTorch on the same workloads, lets the
+# benchmark load libcublas from PyTorch's pip wheels, and writes results/gpu-report.md side by side.
 # KILN_REQUIRE_NVCC=1 makes build.rs fail rather than build without PTX (scripts/setup-cuda.sh
 # installs nvcc). Idempotent: each run rebuilds the bundle from scratch in a staging folder and
 # swaps it in only when it is complete. The bundle must stay under MAX_MIB (default 60) MiB.
@@ -30,7 +33,8 @@ trap 'rm -rf "$work"' EXIT
 echo "gpu-bundle: building release test executables (kernels required)" >&2
 cargo test --release --no-run --message-format=json-render-diagnostics >"$work/tests.json"
 echo "gpu-bundle: building the cuda_kernels benchmark and the kiln command" >&2
-cargo bench --no-run --bench cuda_kernels --message-format=json-render-diagnostics >"$work/bench.json"
+cargo bench --no-run --bench cuda_kernels --features bench-cublas \
+  --message-format=json-render-diagnostics >"$work/bench.json"
 cargo build --release --bin kiln
 
 # One "<stable name> <path>" line per executable: tests by target name ("lib" for the library's
@@ -98,6 +102,9 @@ while read -r name exe; do
 done <"$work/executables"
 printf '%s\n' "${tests[@]}" >"$stage/tests.txt"
 
+# The PyTorch reference and the side-by-side report (plain python; run.sh skips them without torch).
+cp bench/torch_gpu.py bench/gpu_report.py "$stage/"
+
 # The command line and Fashion-MNIST (the GPU hosts have no network), for a real training run.
 cp target/release/kiln "$stage/kiln"
 strip --strip-all "$stage/kiln"
@@ -118,6 +125,7 @@ echo "$commit" >"$stage/COMMIT"
   echo "commit: $commit"
   echo "built: $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -m)"
   echo "rustc: $(rustc --version)"
+  echo "cuda_kernels features: bench-cublas (cuBLAS SGEMM beside kiln's GEMM, libcublas loaded at run time)"
   echo "executables:"
   sed 's/^/  /' "$work/executables"
 } >"$stage/BUILD_INFO"
@@ -129,11 +137,14 @@ cat >"$stage/run.sh" <<'RUN'
 #
 # KILN_EXPECT_GPU=1 (the default when nvidia-smi is present) makes a step that skipped its real-GPU
 # work count as failed, so a host whose GPU can't be used never reports all-pass.
+# KILN_PYTHON names the python that has PyTorch (default: the first of python3, python that imports
+# torch); without one the PyTorch and cuBLAS comparisons are skipped (SKIP lines, not failures).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 [ -d bin ] || tar -xJf bin.tar.xz
 mkdir -p results
-rm -f results/*.log results/bench.md results/nvidia-smi.txt
+rm -f results/*.log results/bench.md results/nvidia-smi.txt results/kiln.jsonl results/torch.jsonl \
+  results/gpu-report.md
 export KILN_COMMIT="$(cat COMMIT)"
 export RUST_BACKTRACE=1
 
@@ -153,7 +164,7 @@ failed=0
 # record NAME LOG STATUS: a step's line in the summary; GPU skips fail when a GPU is expected.
 record() {
   local name="$1" log="$2" rc="$3" skips
-  skips="$(grep -cE 'skipping the real-GPU run|cuda_kernels: skipped' "$log" || true)"
+  skips="$(grep -cE 'skipping the real-GPU run|cuda_kernels: skipped|torch_gpu: skipped' "$log" || true)"
   if [ "$rc" -ne 0 ]; then
     summary+=("FAIL  $name (exit $rc; $log)")
     failed=1
@@ -199,10 +210,81 @@ else
 fi
 
 echo "== benchmarks"
+# A python with PyTorch, for the PyTorch reference and for the libcublas its pip wheels ship.
+py=""
+for candidate in ${KILN_PYTHON:-} python3 python; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import torch' >/dev/null 2>&1; then
+    py="$candidate"
+    break
+  fi
+done
+# cudarc dlopens libcublas.so or libcublas.so.<major> from the library path: put the wheel's lib
+# folder on it (it also holds libcublasLt), plus a folder with a libcublas.so link to the library.
+bench_env=(KILN_BENCH_OUT=results/bench.md KILN_BENCH_JSON=results/kiln.jsonl)
+linkdir=""
+if [ -z "$py" ]; then
+  echo "  no python with PyTorch (\"import torch\" failed with ${KILN_PYTHON:+$KILN_PYTHON, }python3 and python): no PyTorch reference; cuBLAS only if the system has it"
+else
+  cublas="$("$py" - 2>/dev/null <<'PY' || true
+import glob, os, sys
+# PyTorch's CUDA wheels: site-packages/nvidia/cu13/lib (CUDA 13) or nvidia/cublas/lib (CUDA 12).
+for base in sys.path:
+    found = sorted(glob.glob(os.path.join(base or ".", "nvidia", "**", "libcublas.so*"), recursive=True))
+    found = [f for f in found if os.path.basename(f).startswith("libcublas.so")]
+    if found:
+        print(os.path.realpath(found[-1]))
+        break
+PY
+)"
+  if [ -n "$cublas" ] && [ -f "$cublas" ]; then
+    libdir="$(dirname "$cublas")"
+    path="$libdir"
+    if [ ! -e "$libdir/libcublas.so" ]; then
+      linkdir="$(mktemp -d)"
+      ln -s "$cublas" "$linkdir/libcublas.so"
+      path="$linkdir:$path"
+    fi
+    bench_env+=(LD_LIBRARY_PATH="$path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+    echo "  libcublas for the cuBLAS comparison: $cublas"
+  else
+    echo "  no libcublas under $py's site-packages/nvidia: cuBLAS only if the system has it"
+  fi
+fi
 log="results/bench.log"
 rc=0
-KILN_BENCH_OUT=results/bench.md bin/cuda_kernels 2>&1 | tee "$log" || rc=$?
+env "${bench_env[@]}" bin/cuda_kernels 2>&1 | tee "$log" || rc=$?
 record "bench cuda_kernels" "$log" "$rc"
+[ -z "$linkdir" ] || rm -rf "$linkdir"
+if grep -q '^cuBLAS reference: ' "$log"; then
+  summary+=("SKIP  cuBLAS comparison: $(grep -m1 '^cuBLAS reference: ' "$log" | sed 's/^cuBLAS reference: //')")
+fi
+
+if [ -z "$py" ]; then
+  summary+=("SKIP  PyTorch reference (no python with torch)")
+else
+  echo "== PyTorch reference ($py)"
+  log="results/torch.log"
+  rc=0
+  "$py" torch_gpu.py --out results/torch.jsonl 2>&1 | tee "$log" || rc=$?
+  record "bench torch_gpu" "$log" "$rc"
+fi
+
+echo "== side-by-side report"
+report_py="${py:-$(command -v python3 || true)}"
+if [ -z "$report_py" ]; then
+  summary+=("SKIP  gpu report (no python3)")
+else
+  log="results/gpu-report.log"
+  rc=0
+  "$report_py" gpu_report.py --kiln results/kiln.jsonl --torch results/torch.jsonl \
+    --out results/gpu-report.md >"$log" 2>&1 || rc=$?
+  if [ -f results/gpu-report.md ]; then
+    sed -n '/^## Side by side/,$p' results/gpu-report.md
+  else
+    tail -n 5 "$log"
+  fi
+  record "gpu report (results/gpu-report.md)" "$log" "$rc"
+fi
 
 echo "== kiln info"
 ./kiln info 2>&1 | tee results/info.txt || true
