@@ -142,6 +142,11 @@ KILN_EMULATE_SYNC(gemm_f32, GemmParams)
 // otherwise, and at the matrix edges (rows, columns or k past the end), each element is loaded
 // alone behind a bounds check and missing ones are zero. The store of C is float4 under vec_c
 // and guarded scalar at the edges.
+//
+// Registers: launch bounds (256, 2) cap them at 128 so two blocks share an SM. The storage orders
+// are run-time flags (uniform branches once per panel): four template instantiations in one
+// kernel made ptxas spill more (~280 bytes) than this single body (~32 bytes, outside the FMA
+// loop but for two reloads per panel).
 #define G128_TILE 128
 #define G128_BK 8
 #define G128_LD (G128_TILE + 4)  // padded row: k-major stores of 4 rows hit distinct banks
@@ -161,11 +166,12 @@ struct alignas(16) Gemm128Shared {
 
 // This thread's 4 elements of the current panel of one operand. `s` points at its first element;
 // `d_left` counts the elements of the 128-wide dimension (m for A, n for B) from it to the edge,
-// `k_left` those of k. K_MAJOR (stored [d][k]): the 4 elements run along k; otherwise along d.
-template <bool K_MAJOR>
-__device__ __forceinline__ float4 g128_load(const float* s, bool vec, int d_left, int k_left) {
+// `k_left` those of k. k_major (stored [d][k]): the 4 elements run along k; otherwise (stored
+// [k][d]) along d.
+__device__ __forceinline__ float4 g128_load(bool k_major, const float* s, bool vec, int d_left,
+                                            int k_left) {
   if (d_left <= 0 || k_left <= 0) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  const int left = K_MAJOR ? k_left : d_left;
+  const int left = k_major ? k_left : d_left;
   if (vec && left >= 4) return *reinterpret_cast<const float4*>(s);
   float4 v;
   v.x = s[0];
@@ -176,9 +182,8 @@ __device__ __forceinline__ float4 g128_load(const float* s, bool vec, int d_left
 }
 
 // Stores what g128_load returned (thread tid's elements) into a [k][d] shared panel.
-template <bool K_MAJOR>
-__device__ __forceinline__ void g128_store(float (*s)[G128_LD], float4 v, int tid) {
-  if (K_MAJOR) {
+__device__ __forceinline__ void g128_store(bool k_major, float (*s)[G128_LD], float4 v, int tid) {
+  if (k_major) {
     const int d = tid >> 1, kq = (tid & 1) * 4;
     s[kq][d] = v.x;
     s[kq + 1][d] = v.y;
@@ -189,8 +194,8 @@ __device__ __forceinline__ void g128_store(float (*s)[G128_LD], float4 v, int ti
   }
 }
 
-template <bool A_KMAJOR, bool B_KMAJOR>
 __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh) {
+  const bool a_kmajor = !p.trans_a, b_kmajor = p.trans_b;
   const int tid = threadIdx.x;
   const int ty = tid >> 4, tx = tid & 15;
   const int m0 = blockIdx.y * G128_TILE, n0 = blockIdx.x * G128_TILE;
@@ -213,22 +218,22 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
     for (int bi = first; bi < last; ++bi) {
       // This thread's first element of panel 0 in A and in B, and the step to the next panel.
       const float* a = p.a + bi * p.stride_a + g * p.group_stride_a +
-                       (A_KMAJOR ? (long long)(m0 + (tid >> 1)) * p.k + (tid & 1) * 4
+                       (a_kmajor ? (long long)(m0 + (tid >> 1)) * p.k + (tid & 1) * 4
                                  : (long long)(tid >> 5) * p.m + m0 + (tid & 31) * 4);
       const float* b = p.b + bi * p.stride_b + g * p.group_stride_b +
-                       (B_KMAJOR ? (long long)(n0 + (tid >> 1)) * p.k + (tid & 1) * 4
+                       (b_kmajor ? (long long)(n0 + (tid >> 1)) * p.k + (tid & 1) * 4
                                  : (long long)(tid >> 5) * p.n + n0 + (tid & 31) * 4);
-      const long long a_step = A_KMAJOR ? G128_BK : (long long)G128_BK * p.m;
-      const long long b_step = B_KMAJOR ? G128_BK : (long long)G128_BK * p.n;
-      const int a_d_left = p.m - m0 - (A_KMAJOR ? tid >> 1 : (tid & 31) * 4);
-      const int b_d_left = p.n - n0 - (B_KMAJOR ? tid >> 1 : (tid & 31) * 4);
-      const int a_k_left = p.k - (A_KMAJOR ? (tid & 1) * 4 : tid >> 5);
-      const int b_k_left = p.k - (B_KMAJOR ? (tid & 1) * 4 : tid >> 5);
+      const long long a_step = a_kmajor ? G128_BK : (long long)G128_BK * p.m;
+      const long long b_step = b_kmajor ? G128_BK : (long long)G128_BK * p.n;
+      const int a_d_left = p.m - m0 - (a_kmajor ? tid >> 1 : (tid & 31) * 4);
+      const int b_d_left = p.n - n0 - (b_kmajor ? tid >> 1 : (tid & 31) * 4);
+      const int a_k_left = p.k - (a_kmajor ? (tid & 1) * 4 : tid >> 5);
+      const int b_k_left = p.k - (b_kmajor ? (tid & 1) * 4 : tid >> 5);
       // The previous pass ended at a barrier, so buffer 0 is free.
-      float4 na = g128_load<A_KMAJOR>(a, vec_a, a_d_left, a_k_left);
-      float4 nb = g128_load<B_KMAJOR>(b, vec_b, b_d_left, b_k_left);
-      g128_store<A_KMAJOR>(sh.a[0], na, tid);
-      g128_store<B_KMAJOR>(sh.b[0], nb, tid);
+      float4 na = g128_load(a_kmajor, a, vec_a, a_d_left, a_k_left);
+      float4 nb = g128_load(b_kmajor, b, vec_b, b_d_left, b_k_left);
+      g128_store(a_kmajor, sh.a[0], na, tid);
+      g128_store(b_kmajor, sh.b[0], nb, tid);
       __syncthreads();
       for (int t = 0; t < panels; ++t) {
         const int cur = t & 1;
@@ -237,8 +242,8 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
           a += a_step;
           b += b_step;
           const int k0 = (t + 1) * G128_BK;
-          na = g128_load<A_KMAJOR>(a, vec_a, a_d_left, a_k_left - k0);
-          nb = g128_load<B_KMAJOR>(b, vec_b, b_d_left, b_k_left - k0);
+          na = g128_load(a_kmajor, a, vec_a, a_d_left, a_k_left - k0);
+          nb = g128_load(b_kmajor, b, vec_b, b_d_left, b_k_left - k0);
         }
         G128_UNROLL
         for (int kk = 0; kk < G128_BK; ++kk) {
@@ -255,8 +260,8 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
           }
         }
         if (more) {  // the other buffer was last read before the previous barrier
-          g128_store<A_KMAJOR>(sh.a[cur ^ 1], na, tid);
-          g128_store<B_KMAJOR>(sh.b[cur ^ 1], nb, tid);
+          g128_store(a_kmajor, sh.a[cur ^ 1], na, tid);
+          g128_store(b_kmajor, sh.b[cur ^ 1], nb, tid);
         }
         __syncthreads();
       }
@@ -300,13 +305,7 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
 
 extern "C" __global__ void __launch_bounds__(G128_THREADS, 2) gemm_128x128_f32(const GemmParams p) {
   __shared__ Gemm128Shared sh;
-  if (p.trans_a) {
-    if (p.trans_b) g128_body<false, true>(p, sh);
-    else g128_body<false, false>(p, sh);
-  } else {
-    if (p.trans_b) g128_body<true, true>(p, sh);
-    else g128_body<true, false>(p, sh);
-  }
+  g128_body(p, sh);
 }
 KILN_EMULATE_SYNC(gemm_128x128_f32, GemmParams)
 
