@@ -30,6 +30,9 @@ struct GemmParams {
   int trans_a, trans_b;
   int batch, reduce_batch;
   int groups;
+  // gemm_128x128_f32 only: 1 when 16-byte vector accesses are valid for that operand (base address
+  // 16-byte aligned, batch and group strides and the leading dimension multiples of 4).
+  int vec_a, vec_b, vec_c;
   float alpha, beta;
 };
 
@@ -119,6 +122,192 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmPa
   }
 }
 KILN_EMULATE_SYNC(gemm_f32, GemmParams)
+
+// ---------------------------------------------------------------------------------------------
+// gemm_128x128_f32: the large-matrix path. Same parameters and semantics as gemm_f32.
+//
+// Mapping: a block of 256 threads computes a 128x128 tile of C; thread (ty, tx) = (tid/16, tid%16)
+// owns an 8x8 micro-tile made of 2x2 sub-tiles of 4x4: rows ty·4 + {0..3} and 64 + ty·4 + {0..3},
+// columns tx·4 + {0..3} and 64 + tx·4 + {0..3}, so each k step reads two float4 of A and two of B
+// from shared memory (a warp reads 2 distinct A vectors, broadcast, and 16 distinct B vectors:
+// no bank conflicts). The k loop walks panels of BK = 8: A is kept transposed in shared memory
+// ([k][m]) and B as [k][n], both rows padded by 4 floats, and both double-buffered: while the block
+// computes on panel t, each thread already holds its part of panel t+1 in registers and stores it
+// into the other buffer afterwards, so there is one barrier per panel.
+//
+// Panel loads: each thread loads 4 elements of the 128x8 A panel and 4 of the 8x128 B panel. An
+// operand stored with k contiguous ("k-major": A not transposed, B transposed) gives thread t the
+// 4 consecutive k of row t/2 at k offset (t%2)·4; one stored with m (or n) contiguous gives it the 4
+// consecutive columns (t%32)·4 of panel row t/32. With vec_a/vec_b these are single 16-byte loads;
+// otherwise, and at the matrix edges (rows, columns or k past the end), each element is loaded
+// alone behind a bounds check and missing ones are zero. The store of C is float4 under vec_c
+// and guarded scalar at the edges.
+//
+// Registers: launch bounds (256, 2) cap them at 128 so two blocks share an SM. The storage orders
+// are run-time flags (uniform branches once per panel): four template instantiations in one
+// kernel made ptxas spill more (~280 bytes) than this single body (~32 bytes, outside the FMA
+// loop but for two reloads per panel).
+#define G128_TILE 128
+#define G128_BK 8
+#define G128_LD (G128_TILE + 4)  // padded row: k-major stores of 4 rows hit distinct banks
+#define G128_THREADS 256
+
+#ifdef KILN_EMULATION
+#define G128_UNROLL
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+#else
+#define G128_UNROLL _Pragma("unroll")
+#endif
+
+struct alignas(16) Gemm128Shared {
+  float a[2][G128_BK][G128_LD];  // op(A) panel, [k][m]
+  float b[2][G128_BK][G128_LD];  // op(B) panel, [k][n]
+};
+
+// This thread's 4 elements of the current panel of one operand. `s` points at its first element;
+// `d_left` counts the elements of the 128-wide dimension (m for A, n for B) from it to the edge,
+// `k_left` those of k. k_major (stored [d][k]): the 4 elements run along k; otherwise (stored
+// [k][d]) along d.
+__device__ __forceinline__ float4 g128_load(bool k_major, const float* s, bool vec, int d_left,
+                                            int k_left) {
+  if (d_left <= 0 || k_left <= 0) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  const int left = k_major ? k_left : d_left;
+  if (vec && left >= 4) return *reinterpret_cast<const float4*>(s);
+  float4 v;
+  v.x = s[0];
+  v.y = left > 1 ? s[1] : 0.0f;
+  v.z = left > 2 ? s[2] : 0.0f;
+  v.w = left > 3 ? s[3] : 0.0f;
+  return v;
+}
+
+// Stores what g128_load returned (thread tid's elements) into a [k][d] shared panel.
+__device__ __forceinline__ void g128_store(bool k_major, float (*s)[G128_LD], float4 v, int tid) {
+  if (k_major) {
+    const int d = tid >> 1, kq = (tid & 1) * 4;
+    s[kq][d] = v.x;
+    s[kq + 1][d] = v.y;
+    s[kq + 2][d] = v.z;
+    s[kq + 3][d] = v.w;
+  } else {
+    *reinterpret_cast<float4*>(&s[tid >> 5][(tid & 31) * 4]) = v;
+  }
+}
+
+__device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh) {
+  const bool a_kmajor = !p.trans_a, b_kmajor = p.trans_b;
+  const int tid = threadIdx.x;
+  const int ty = tid >> 4, tx = tid & 15;
+  const int m0 = blockIdx.y * G128_TILE, n0 = blockIdx.x * G128_TILE;
+  const bool vec_a = p.vec_a != 0, vec_b = p.vec_b != 0;
+  const int panels = (p.k + G128_BK - 1) / G128_BK;
+
+  const int outputs = (p.reduce_batch ? 1 : p.batch) * p.groups;
+  for (int z = blockIdx.z; z < outputs; z += gridDim.z) {
+    const int g = z % p.groups;
+    const int first = p.reduce_batch ? 0 : z / p.groups;
+    const int last = p.reduce_batch ? p.batch : first + 1;
+
+    float acc[8][8];
+    G128_UNROLL
+    for (int i = 0; i < 8; ++i) {
+      G128_UNROLL
+      for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+    }
+
+    for (int bi = first; bi < last; ++bi) {
+      // This thread's first element of panel 0 in A and in B, and the step to the next panel.
+      const float* a = p.a + bi * p.stride_a + g * p.group_stride_a +
+                       (a_kmajor ? (long long)(m0 + (tid >> 1)) * p.k + (tid & 1) * 4
+                                 : (long long)(tid >> 5) * p.m + m0 + (tid & 31) * 4);
+      const float* b = p.b + bi * p.stride_b + g * p.group_stride_b +
+                       (b_kmajor ? (long long)(n0 + (tid >> 1)) * p.k + (tid & 1) * 4
+                                 : (long long)(tid >> 5) * p.n + n0 + (tid & 31) * 4);
+      const long long a_step = a_kmajor ? G128_BK : (long long)G128_BK * p.m;
+      const long long b_step = b_kmajor ? G128_BK : (long long)G128_BK * p.n;
+      const int a_d_left = p.m - m0 - (a_kmajor ? tid >> 1 : (tid & 31) * 4);
+      const int b_d_left = p.n - n0 - (b_kmajor ? tid >> 1 : (tid & 31) * 4);
+      const int a_k_left = p.k - (a_kmajor ? (tid & 1) * 4 : tid >> 5);
+      const int b_k_left = p.k - (b_kmajor ? (tid & 1) * 4 : tid >> 5);
+      // The previous pass ended at a barrier, so buffer 0 is free.
+      float4 na = g128_load(a_kmajor, a, vec_a, a_d_left, a_k_left);
+      float4 nb = g128_load(b_kmajor, b, vec_b, b_d_left, b_k_left);
+      g128_store(a_kmajor, sh.a[0], na, tid);
+      g128_store(b_kmajor, sh.b[0], nb, tid);
+      __syncthreads();
+      for (int t = 0; t < panels; ++t) {
+        const int cur = t & 1;
+        const bool more = t + 1 < panels;
+        if (more) {  // panel t+1 into registers; its latency hides behind the FMAs below
+          a += a_step;
+          b += b_step;
+          const int k0 = (t + 1) * G128_BK;
+          na = g128_load(a_kmajor, a, vec_a, a_d_left, a_k_left - k0);
+          nb = g128_load(b_kmajor, b, vec_b, b_d_left, b_k_left - k0);
+        }
+        G128_UNROLL
+        for (int kk = 0; kk < G128_BK; ++kk) {
+          const float4 a0 = *reinterpret_cast<const float4*>(&sh.a[cur][kk][ty * 4]);
+          const float4 a1 = *reinterpret_cast<const float4*>(&sh.a[cur][kk][64 + ty * 4]);
+          const float4 b0 = *reinterpret_cast<const float4*>(&sh.b[cur][kk][tx * 4]);
+          const float4 b1 = *reinterpret_cast<const float4*>(&sh.b[cur][kk][64 + tx * 4]);
+          const float ra[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+          const float rb[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+          G128_UNROLL
+          for (int i = 0; i < 8; ++i) {
+            G128_UNROLL
+            for (int j = 0; j < 8; ++j) acc[i][j] += ra[i] * rb[j];
+          }
+        }
+        if (more) {  // the other buffer was last read before the previous barrier
+          g128_store(a_kmajor, sh.a[cur ^ 1], na, tid);
+          g128_store(b_kmajor, sh.b[cur ^ 1], nb, tid);
+        }
+        __syncthreads();
+      }
+    }
+
+    float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
+    G128_UNROLL
+    for (int i = 0; i < 8; ++i) {
+      const int r = m0 + (i >> 2) * 64 + ty * 4 + (i & 3);
+      if (r >= p.m) continue;
+      float* row = c + (long long)r * p.n;
+      G128_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        const int col = n0 + h * 64 + tx * 4;
+        float v[4];
+        G128_UNROLL
+        for (int q = 0; q < 4; ++q) v[q] = p.alpha * acc[i][h * 4 + q];
+        if (p.vec_c && col + 4 <= p.n) {
+          float4* out = reinterpret_cast<float4*>(row + col);
+          // beta == 0 ignores the old C entirely, so NaN garbage in it does not leak (BLAS rule).
+          if (p.beta != 0.0f) {
+            const float4 old = *out;
+            v[0] += p.beta * old.x;
+            v[1] += p.beta * old.y;
+            v[2] += p.beta * old.z;
+            v[3] += p.beta * old.w;
+          }
+          *out = make_float4(v[0], v[1], v[2], v[3]);
+        } else {
+          G128_UNROLL
+          for (int q = 0; q < 4; ++q) {
+            if (col + q >= p.n) break;
+            float* out = row + col + q;
+            *out = p.beta == 0.0f ? v[q] : v[q] + p.beta * *out;
+          }
+        }
+      }
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(G128_THREADS, 2) gemm_128x128_f32(const GemmParams p) {
+  __shared__ Gemm128Shared sh;
+  g128_body(p, sh);
+}
+KILN_EMULATE_SYNC(gemm_128x128_f32, GemmParams)
 
 // Mirrors src/cuda/gemm.rs `BiasAddParams`.
 struct BiasAddParams {

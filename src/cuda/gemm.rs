@@ -1,14 +1,18 @@
-//! Launchers for kernels/gemm.cu: the tiled GEMM and the bias add / bias-gradient kernels.
+//! Launchers for kernels/gemm.cu: the tiled GEMMs (`gemm_128x128_f32` for large products,
+//! `gemm_f32` otherwise) and the bias add / bias-gradient kernels.
 
 use super::params::{to_i32, to_i64};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::error::Result;
 use crate::shape::GemmSpec;
 
-/// Tile of C per block, as in kernels/gemm.cu (GEMM_BM x GEMM_BN, 256 threads).
+/// Tile of C per block of `gemm_f32`, as in kernels/gemm.cu (GEMM_BM x GEMM_BN, 256 threads).
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 const THREADS: u32 = 256;
+/// Tile of C per block of `gemm_128x128_f32` (G128_TILE, also 256 threads) and its k panel.
+const BIG_TILE: usize = 128;
+const BIG_BK: usize = 8;
 
 /// Mirrors `GemmParams` in kernels/gemm.cu.
 #[repr(C)]
@@ -31,6 +35,9 @@ struct GemmParams {
     batch: i32,
     reduce_batch: i32,
     groups: i32,
+    vec_a: i32,
+    vec_b: i32,
+    vec_c: i32,
     alpha: f32,
     beta: f32,
 }
@@ -62,17 +69,36 @@ kernel_params!(GemmParams, BiasAddParams, BiasGradParams);
 /// CUDA's limit on gridDim.z; the kernel walks the remaining output matrices in steps of it.
 const MAX_GRID_Z: usize = 65_535;
 
-/// The grid: one block per 64x64 tile of C, one z-slice per output matrix (batch entry × group, or
-/// group alone when the batch is reduced), at most [`MAX_GRID_Z`] slices.
-pub(crate) fn gemm_config(spec: &GemmSpec) -> LaunchConfig {
+/// The grid: one block per `tile`x`tile` tile of C, one z-slice per output matrix (batch entry ×
+/// group, or group alone when the batch is reduced), at most [`MAX_GRID_Z`] slices.
+fn grid_config(spec: &GemmSpec, tile_m: usize, tile_n: usize) -> LaunchConfig {
     LaunchConfig {
         grid: (
-            spec.n.div_ceil(TILE_N).max(1) as u32,
-            spec.m.div_ceil(TILE_M).max(1) as u32,
+            spec.n.div_ceil(tile_n).max(1) as u32,
+            spec.m.div_ceil(tile_m).max(1) as u32,
             spec.outputs().clamp(1, MAX_GRID_Z) as u32,
         ),
         block: (THREADS, 1, 1),
     }
+}
+
+/// The grid of `gemm_f32`: one block per 64x64 tile of C.
+pub(crate) fn gemm_config(spec: &GemmSpec) -> LaunchConfig {
+    grid_config(spec, TILE_M, TILE_N)
+}
+
+/// Whether `gemm_128x128_f32` takes this product: both output dimensions fill at least one 128
+/// tile and k at least one panel. Smaller products keep `gemm_f32`, whose 64x64 tiles give more
+/// blocks. Alignment does not matter here: the kernel falls back to guarded scalar loads per
+/// operand (see [`vector_ok`]).
+pub(crate) fn uses_big_tiles(spec: &GemmSpec) -> bool {
+    spec.m >= BIG_TILE && spec.n >= BIG_TILE && spec.k >= BIG_BK
+}
+
+/// 16-byte vector accesses are valid for an operand whose base address is 16-byte aligned and whose
+/// batch stride, group stride and leading dimension are multiples of 4 floats.
+fn vector_ok(address: u64, strides: [usize; 2], leading: usize) -> i32 {
+    (address % 16 == 0 && strides.iter().all(|s| s % 4 == 0) && leading % 4 == 0) as i32
 }
 
 /// C = alpha·op(A)·op(B) + beta·C as described by `spec`.
@@ -106,11 +132,27 @@ pub(crate) fn gemm(
         batch: to_i32("gemm batch", spec.batch)?,
         reduce_batch: spec.reduce_batch as i32,
         groups: to_i32("gemm groups", spec.groups)?,
+        // Leading dimensions: A is [m][k] or, transposed, [k][m]; B is [k][n] or [n][k]; C is [m][n].
+        vec_a: vector_ok(
+            a.address(),
+            [spec.stride_a, spec.group_stride_a],
+            if spec.trans_a { spec.m } else { spec.k },
+        ),
+        vec_b: vector_ok(
+            b.address(),
+            [spec.stride_b, spec.group_stride_b],
+            if spec.trans_b { spec.k } else { spec.n },
+        ),
+        vec_c: vector_ok(c.address(), [spec.stride_c, spec.group_stride_c], spec.n),
         alpha,
         beta,
     };
     to_i32("gemm grid", spec.m.div_ceil(TILE_M))?;
     to_i32("gemm output matrices", spec.outputs())?;
+    if uses_big_tiles(spec) {
+        let cfg = grid_config(spec, BIG_TILE, BIG_TILE);
+        return launch(gpu, "gemm_128x128_f32", cfg, &params);
+    }
     launch(gpu, "gemm_f32", gemm_config(spec), &params)
 }
 

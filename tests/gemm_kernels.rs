@@ -1,0 +1,158 @@
+//! The two GEMM kernels against the CPU reference, through `kiln::backend::gemm`, on every device
+//! under test (the kernel emulation always, a real GPU where one is usable).
+//!
+//! src/cuda/gemm.rs sends a product to `gemm_128x128_f32` when m ≥ 128, n ≥ 128 and k ≥ 8, and to
+//! `gemm_f32` otherwise; the big kernel uses 16-byte loads and stores per operand only when that
+//! operand's base, strides and leading dimension allow them, and guarded scalar accesses otherwise
+//! and at partial tiles. The cases below are chosen to hit each of those paths.
+
+use kiln::testing::{assert_close, gpu_devices_under_test, random_away_from_zero};
+use kiln::{backend, Device, GemmSpec, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// fp32 sums of up to ~1000 products of values in [-1, 1): rounding stays far below these.
+const ATOL: f64 = 1e-4;
+const RTOL: f64 = 1e-4;
+
+fn random(len: usize, seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    Tensor::from_vec(
+        random_away_from_zero(&mut rng, len, 1e-3),
+        &[len],
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+/// Runs `spec` with fresh random operands of the lengths it needs on the CPU and on `device` and
+/// compares the results.
+#[track_caller]
+fn check(device: Device, what: &str, spec: &GemmSpec, alpha: f64, seed: u64) {
+    let (la, lb, lc) = spec.required_lens();
+    let a = random(la, seed);
+    let b = random(lb, seed + 1);
+    let cpu = backend::gemm(spec, alpha, &a, &b, vec![lc]).unwrap();
+    let gpu = backend::gemm(
+        spec,
+        alpha,
+        &a.to_device(device).unwrap(),
+        &b.to_device(device).unwrap(),
+        vec![lc],
+    )
+    .unwrap();
+    eprintln!("{what}: {spec:?} on {device:?}");
+    assert_close(
+        &gpu.to_vec::<f32>().unwrap(),
+        &cpu.to_vec::<f32>().unwrap(),
+        ATOL,
+        RTOL,
+    );
+}
+
+fn with_transposes(spec: GemmSpec, ta: bool, tb: bool) -> GemmSpec {
+    let mut spec = spec;
+    spec.trans_a = ta;
+    spec.trans_b = tb;
+    spec
+}
+
+const TRANSPOSES: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+
+#[test]
+fn big_tile_gemm_matches_cpu_for_every_transpose() {
+    for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_for_every_transpose") {
+        // (m, n, k): one exact tile; several full tiles with vector accesses everywhere; partial
+        // tiles in m, n and a partial last k panel (k = 37: k-major operands lose their vector
+        // loads, n = 129 the vector stores); m = 130 (a transposed A loses its vector loads) with
+        // a short k of 9 (one full panel and a 1-deep one).
+        for (m, n, k) in [
+            (128, 128, 8),
+            (256, 384, 64),
+            (257, 129, 37),
+            (130, 1000, 9),
+        ] {
+            for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+                let spec = with_transposes(GemmSpec::new(m, n, k), ta, tb);
+                check(device, "single", &spec, 1.0, 10 * i as u64 + m as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn big_tile_gemm_matches_cpu_for_batches_groups_and_alpha() {
+    for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_for_batches_groups_and_alpha") {
+        let (m, n, k) = (136, 132, 20);
+        for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+            let seed = 100 + 10 * i as u64;
+            // Batch of 3 sharing one A (stride 0), alpha 0.5.
+            let shared_a =
+                with_transposes(GemmSpec::new(m, n, k).batched(3, 0, k * n, m * n), ta, tb);
+            check(device, "batch, shared A", &shared_a, 0.5, seed);
+            // Two groups per batch entry, batch 2 (grouped convolution's layout).
+            let grouped = with_transposes(
+                GemmSpec::new(m, n, k)
+                    .batched(2, 2 * m * k, 2 * k * n, 2 * m * n)
+                    .grouped(2, m * k, k * n, m * n),
+                ta,
+                tb,
+            );
+            check(device, "batch and groups", &grouped, 1.0, seed + 1);
+            // The batch summed into one C (weight gradients), per group.
+            check(
+                device,
+                "reduced batch",
+                &grouped.summed_over_batch(),
+                0.5,
+                seed + 2,
+            );
+        }
+    }
+}
+
+#[test]
+fn big_tile_gemm_matches_cpu_with_misaligned_operands() {
+    for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_with_misaligned_operands") {
+        // Batch strides of A and B one float past a multiple of 4: every batch entry after the first
+        // starts off 16-byte alignment, so the kernel must use its scalar loads for A and B. (C
+        // keeps a dense stride: a gap would hold unwritten values; n = 129 above covers C's
+        // scalar stores.)
+        let (m, n, k) = (128, 136, 16);
+        for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+            let spec = with_transposes(
+                GemmSpec::new(m, n, k).batched(2, m * k + 1, k * n + 1, m * n),
+                ta,
+                tb,
+            );
+            check(device, "misaligned batch", &spec, 1.0, 200 + i as u64);
+            check(
+                device,
+                "misaligned reduced batch",
+                &spec.summed_over_batch(),
+                1.0,
+                210 + i as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn small_gemms_keep_the_64_tile_kernel_and_match_cpu() {
+    for device in gpu_devices_under_test("small_gemms_keep_the_64_tile_kernel_and_match_cpu") {
+        // m < 128, n < 128, k < 8: each sends the product to gemm_f32.
+        for (m, n, k) in [(127, 300, 40), (200, 100, 33), (160, 140, 7)] {
+            for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+                let spec =
+                    with_transposes(GemmSpec::new(m, n, k).batched(2, m * k, 0, m * n), ta, tb);
+                check(
+                    device,
+                    "fallback",
+                    &spec,
+                    0.5,
+                    300 + 10 * i as u64 + m as u64,
+                );
+            }
+        }
+    }
+}
