@@ -405,6 +405,17 @@ impl Bench {
                 Work::flops(flops, 3.0 * (s * s) as f64 * F32),
                 || backend::gemm(&spec, 1.0, &a, &b, vec![s, s]).map(drop),
             )?;
+            // The opt-in 128x128-tile kernel on the same product, to decide which one is default.
+            kiln::cuda::set_large_tile_gemm(true);
+            let big_tiles = self.row(
+                rows,
+                "gemm 128x128 tiles",
+                (shape.clone(), format!("sgemm 128x128-tile kernel {shape}")),
+                Work::flops(flops, 3.0 * (s * s) as f64 * F32),
+                || backend::gemm(&spec, 1.0, &a, &b, vec![s, s]).map(drop),
+            );
+            kiln::cuda::set_large_tile_gemm(false);
+            big_tiles?;
             problems.push(GemmProblem {
                 spec,
                 a_shape: vec![s, s],

@@ -330,7 +330,7 @@ fn cpu_and_gpu_loss_curves_agree_for_the_first_steps() {
         (0..4)
             .map(|step| {
                 let x = kiln::Tensor::randn(&[6, 1, 28, 28], 1.0, 100 + step, device).unwrap();
-                let labels: Vec<i32> = (0..6).map(|i| ((i + step as i32) % 10) as i32).collect();
+                let labels: Vec<i32> = (0..6).map(|i| (i + step as i32) % 10).collect();
                 let y = kiln::Tensor::from_vec(labels, &[6], device).unwrap();
                 kiln::train::train_step(&mut model, opt.as_mut(), &x, &y, step)
                     .unwrap()

@@ -5,6 +5,7 @@ use super::params::{to_i32, to_i64};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::error::Result;
 use crate::shape::GemmSpec;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Tile of C per block of `gemm_f32`, as in kernels/gemm.cu (GEMM_BM x GEMM_BN, 256 threads).
 const TILE_M: usize = 64;
@@ -92,7 +93,21 @@ pub(crate) fn gemm_config(spec: &GemmSpec) -> LaunchConfig {
 /// blocks. Alignment does not matter here: the kernel falls back to guarded scalar loads per
 /// operand (see [`vector_ok`]).
 pub(crate) fn uses_big_tiles(spec: &GemmSpec) -> bool {
-    spec.m >= BIG_TILE && spec.n >= BIG_TILE && spec.k >= BIG_BK
+    LARGE_TILE_GEMM.load(Ordering::Relaxed)
+        && spec.m >= BIG_TILE
+        && spec.n >= BIG_TILE
+        && spec.k >= BIG_BK
+}
+
+/// Whether large products use `gemm_128x128_f32`. Off by default: the kernel passes every parity
+/// test under emulation but has not been timed on a GPU yet, and a faster kernel replaces the old
+/// one only after it wins a same-run benchmark (benches/cuda_kernels.rs times both).
+static LARGE_TILE_GEMM: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the GEMM kernel for large products (m, n ≥ 128, k ≥ 8) process-wide: the 128x128-tile
+/// kernel when `enabled`, else the 64x64 one. Both compute the same result.
+pub fn set_large_tile_gemm(enabled: bool) {
+    LARGE_TILE_GEMM.store(enabled, Ordering::Relaxed);
 }
 
 /// 16-byte vector accesses are valid for an operand whose base address is 16-byte aligned and whose

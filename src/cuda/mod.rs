@@ -27,6 +27,7 @@ mod timing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use gemm::set_large_tile_gemm;
 pub use memory::MemoryStats;
 pub(crate) use memory::{size_class, Pool, RawBlock};
 pub use timing::{median, time_runs};
