@@ -54,6 +54,12 @@ impl OptimizerKind {
         momentum: f64,
         weight_decay: f64,
     ) -> Result<Box<dyn Optimizer>> {
+        // Adam and AdamW share the configuration; AdamW reads weight_decay as decoupled decay.
+        let adam = AdamConfig {
+            lr,
+            weight_decay,
+            ..AdamConfig::default()
+        };
         Ok(match self {
             OptimizerKind::Sgd => Box::new(Sgd::new(params, lr, 0.0, weight_decay)?),
             OptimizerKind::Momentum => Box::new(Sgd::new(params, lr, momentum, weight_decay)?),
@@ -74,22 +80,8 @@ impl OptimizerKind {
                     ..RmsPropConfig::default()
                 },
             )?),
-            OptimizerKind::Adam => Box::new(Adam::with_config(
-                params,
-                AdamConfig {
-                    lr,
-                    weight_decay,
-                    ..AdamConfig::default()
-                },
-            )?),
-            OptimizerKind::AdamW => Box::new(AdamW::with_config(
-                params,
-                AdamConfig {
-                    lr,
-                    weight_decay,
-                    ..AdamConfig::default()
-                },
-            )?),
+            OptimizerKind::Adam => Box::new(Adam::with_config(params, adam)?),
+            OptimizerKind::AdamW => Box::new(AdamW::with_config(params, adam)?),
         })
     }
 }

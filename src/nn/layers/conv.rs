@@ -6,7 +6,7 @@ use crate::nn::init::Init;
 use crate::nn::module::{weight_and_bias, weight_and_bias_mut, Mode, Module};
 use crate::ops;
 use crate::shape::Window2d;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 pub struct Conv2d {
     pub weight: Tensor,
@@ -15,8 +15,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// A square `k`x`k` convolution from `in_channels` to `out_channels` with a bias, weights drawn
-    /// by `init` from `seed` (fans: C·k·k in, K·k·k out); the bias starts at zero.
+    /// A square `k`x`k` convolution from `in_channels` to `out_channels` with a bias, drawn by
+    /// `init` from `seed` (fans: C·k·k in, K·k·k out; see [`Init::bias`] for the bias).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         in_channels: usize,
@@ -28,26 +28,20 @@ impl Conv2d {
         seed: u64,
         device: Device,
     ) -> Result<Conv2d> {
-        if in_channels == 0 || out_channels == 0 || k == 0 {
-            return Err(invalid(
-                "conv2d layer",
-                "channels and kernel size must be positive",
-            ));
-        }
         let shape = [out_channels, in_channels, k, k];
-        let weight = init.weight(
-            &shape,
+        let (weight, bias) = init_parameters(
+            "conv2d layer",
+            shape,
+            out_channels,
             in_channels * k * k,
             out_channels * k * k,
+            init,
             seed,
             device,
         )?;
         Ok(Conv2d {
-            weight: weight.with_grad(),
-            bias: Some(
-                init.bias(out_channels, in_channels * k * k, seed, device)?
-                    .with_grad(),
-            ),
+            weight,
+            bias: Some(bias),
             window: Window2d::square(k, stride, padding),
         })
     }
@@ -112,23 +106,21 @@ impl ConvTranspose2d {
         seed: u64,
         device: Device,
     ) -> Result<ConvTranspose2d> {
-        if in_channels == 0 || out_channels == 0 || k == 0 {
-            return Err(invalid(
-                "conv_transpose2d layer",
-                "channels and kernel size must be positive",
-            ));
-        }
+        // PyTorch's layout [C_in, C_out, k, k]: the fan-in of each output is C_out·k·k.
         let shape = [in_channels, out_channels, k, k];
-        let weight = init.weight(
-            &shape,
+        let (weight, bias) = init_parameters(
+            "conv_transpose2d layer",
+            shape,
+            out_channels,
             out_channels * k * k,
             in_channels * k * k,
+            init,
             seed,
             device,
         )?;
         Ok(ConvTranspose2d {
-            weight: weight.with_grad(),
-            bias: Some(Tensor::zeros(&[out_channels], DType::F32, device)?.with_grad()),
+            weight,
+            bias: Some(bias),
             window: Window2d::square(k, stride, padding),
             output_padding: (output_padding, output_padding),
         })
@@ -163,4 +155,25 @@ impl Module for ConvTranspose2d {
             s[0], s[1], s[2], s[3], w.stride.0, w.padding.0
         )
     }
+}
+
+/// A conv layer's weight of `shape` and its bias of `outputs` values (the output channels), as
+/// gradient leaves.
+#[allow(clippy::too_many_arguments)]
+fn init_parameters(
+    what: &'static str,
+    shape: [usize; 4],
+    outputs: usize,
+    fan_in: usize,
+    fan_out: usize,
+    init: Init,
+    seed: u64,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
+    if shape.contains(&0) {
+        return Err(invalid(what, "channels and kernel size must be positive"));
+    }
+    let weight = init.weight(&shape, fan_in, fan_out, seed, device)?;
+    let bias = init.bias(outputs, fan_in, seed, device)?;
+    Ok((weight.with_grad(), bias.with_grad()))
 }
