@@ -35,7 +35,19 @@ pub fn softmax_xent_fwd(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Ten
 
 /// dlogits = scale·(probs − onehot(labels)).
 pub fn softmax_xent_bwd(probs: &Tensor, labels: &Tensor, scale: f64) -> Result<Tensor> {
-    let (rows, classes) = check_logits_and_labels("softmax_cross_entropy backward", probs, labels)?;
+    check_logits_and_labels("softmax_cross_entropy backward", probs, labels)?;
+    softmax_xent_bwd_checked_labels(probs, labels, scale)
+}
+
+/// [`softmax_xent_bwd`] for labels whose values [`softmax_xent_fwd`] already checked (the tape's
+/// backward rule): only shapes are checked, so a training step reads the labels back once, not twice.
+pub(crate) fn softmax_xent_bwd_checked_labels(
+    probs: &Tensor,
+    labels: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let (rows, classes) =
+        check_logits_and_label_shapes("softmax_cross_entropy backward", probs, labels)?;
     match probs.device() {
         Device::Cpu => with_float!("softmax_cross_entropy backward", probs, |T| {
             let ps = probs.host_slice::<T>("softmax_cross_entropy backward")?;
@@ -244,6 +256,27 @@ fn check_logits_and_labels(
     logits: &Tensor,
     labels: &Tensor,
 ) -> Result<(usize, usize)> {
+    let (rows, classes) = check_logits_and_label_shapes(op, logits, labels)?;
+    let host = labels.to_vec::<i32>()?;
+    if let Some((i, bad)) = host
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l < 0 || l as usize >= classes)
+    {
+        return Err(invalid(
+            "labels",
+            format!("label {bad} at row {i} is outside 0..{classes}"),
+        ));
+    }
+    Ok((rows, classes))
+}
+
+/// Checks logits [rows, classes] (non-empty) and i32 labels [rows] on the same device.
+fn check_logits_and_label_shapes(
+    op: &'static str,
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Result<(usize, usize)> {
     common_device(op, &[logits, labels])?;
     let &[rows, classes] = logits.shape() else {
         return Err(invalid(
@@ -259,16 +292,5 @@ fn check_logits_and_labels(
     }
     labels.expect_dtype(op, DType::I32)?;
     labels.expect_shape(op, &[rows])?;
-    let host = labels.to_vec::<i32>()?;
-    if let Some((i, bad)) = host
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l < 0 || l as usize >= classes)
-    {
-        return Err(invalid(
-            "labels",
-            format!("label {bad} at row {i} is outside 0..{classes}"),
-        ));
-    }
     Ok((rows, classes))
 }

@@ -23,7 +23,7 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor>
             move |dloss: &Tensor| {
                 // dlogits = dloss/N · (probs − onehot(labels)); dloss is one element.
                 let scale = dloss.scalar()? / rows as f64;
-                Ok(vec![Some(backend::softmax_xent_bwd(
+                Ok(vec![Some(backend::softmax_xent_bwd_checked_labels(
                     &probs, &labels, scale,
                 )?)])
             }
