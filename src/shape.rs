@@ -228,6 +228,86 @@ impl ConvGeometry {
     }
 }
 
+/// A (grouped) convolution with `geometry` (its input: N images of C channels; its output:
+/// `out_channels` K channels of OH·OW pixels) and a weight [K, C/G, KH, KW], as three matrix
+/// products over im2col columns. With G groups, group g maps input channels [g·C/G, (g+1)·C/G)
+/// to output channels [g·K/G, (g+1)·K/G); one image's column rows are ordered by channel, so a
+/// group's rows are a contiguous block of C/G·KH·KW rows and its weights a contiguous block of W.
+///
+/// Forward:  y[n, g] = W_g · col[n, g];  input gradient: dcol[n, g] = W_gᵀ · dy[n, g];
+/// weight gradient: dW_g = Σ_n dy[n, g] · col[n, g]ᵀ. Each `*_spec(images)` is one GEMM over
+/// `images` consecutive images and every group. Transposed convolution uses the same products as
+/// the adjoint (its forward is the input gradient).
+#[derive(Clone, Copy, Debug)]
+pub struct GroupedConv {
+    pub geometry: ConvGeometry,
+    pub out_channels: usize,
+    pub groups: usize,
+}
+
+impl GroupedConv {
+    /// (column rows of one image, column rows per group, pixels OH·OW, output channels per group).
+    fn dims(&self) -> (usize, usize, usize, usize) {
+        let g = &self.geometry;
+        let rows = g.col_rows();
+        (
+            rows,
+            rows / self.groups,
+            g.col_cols(),
+            self.out_channels / self.groups,
+        )
+    }
+
+    /// [N, C, H, W].
+    pub fn input_shape(&self) -> Vec<usize> {
+        let g = &self.geometry;
+        vec![g.batch, g.in_channels, g.in_h, g.in_w]
+    }
+
+    /// [N, K, OH, OW].
+    pub fn output_shape(&self) -> Vec<usize> {
+        let g = &self.geometry;
+        vec![g.batch, self.out_channels, g.out_h, g.out_w]
+    }
+
+    /// [K, C/G, KH, KW].
+    pub fn weight_shape(&self) -> Vec<usize> {
+        let g = &self.geometry;
+        let c_g = g.in_channels / self.groups;
+        vec![self.out_channels, c_g, g.kernel_h, g.kernel_w]
+    }
+
+    /// y [images, K, P] = W_g [K/G, rows_g] · col [images, rows, P], per image and group.
+    pub fn forward_spec(&self, images: usize) -> GemmSpec {
+        let (rows, rows_g, pixels, k_g) = self.dims();
+        let k = self.out_channels;
+        GemmSpec::new(k_g, pixels, rows_g)
+            .batched(images, 0, rows * pixels, k * pixels)
+            .grouped(self.groups, k_g * rows_g, rows_g * pixels, k_g * pixels)
+    }
+
+    /// dcol [images, rows, P] = W_gᵀ [rows_g, K/G] · dy [images, K, P], per image and group.
+    pub fn input_grad_spec(&self, images: usize) -> GemmSpec {
+        let (rows, rows_g, pixels, k_g) = self.dims();
+        let k = self.out_channels;
+        GemmSpec::new(rows_g, pixels, k_g)
+            .transpose_a()
+            .batched(images, 0, k * pixels, rows * pixels)
+            .grouped(self.groups, k_g * rows_g, k_g * pixels, rows_g * pixels)
+    }
+
+    /// dW_g [K/G, rows_g] = Σ over `images` of dy[n, g] [K/G, P] · col[n, g]ᵀ [P, rows_g].
+    pub fn weight_grad_spec(&self, images: usize) -> GemmSpec {
+        let (rows, rows_g, pixels, k_g) = self.dims();
+        let k = self.out_channels;
+        GemmSpec::new(k_g, rows_g, pixels)
+            .transpose_b()
+            .batched(images, k * pixels, rows * pixels, 0)
+            .grouped(self.groups, k_g * pixels, rows_g * pixels, k_g * rows_g)
+            .summed_over_batch()
+    }
+}
+
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()

@@ -1,12 +1,107 @@
-//! Convolution primitives: im2col/col2im, the GEMM, bias add and bias gradient.
+//! Convolution: its three products (forward, input gradient, weight gradient), and the primitives
+//! they are made of: im2col/col2im, the GEMM, bias add and bias gradient.
+//!
+//! On the GPU each product is one batch-wide im2col (or col2im) and one GEMM launch over every
+//! image and group; on the CPU, `cpu::conv` runs them image by image with the columns in cache.
 
 use super::{check_len, common_device, gpu_f32, gpu_output, host_output, input_shape, with_float};
 use crate::cpu;
 use crate::cuda;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::shape::{numel, ConvGeometry, GemmSpec};
+use crate::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
 use crate::tensor::{DType, Tensor};
+
+/// y [N, K, OH, OW] = conv(x [N, C, H, W], w [K, C/G, KH, KW]) (+ bias [K]).
+pub fn conv_forward(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    conv: &GroupedConv,
+) -> Result<Tensor> {
+    common_device("conv2d", &[x, w])?;
+    x.expect_shape("conv2d input", &conv.input_shape())?;
+    w.expect_shape("conv2d weight", &conv.weight_shape())?;
+    if let Some(b) = bias {
+        common_device("conv2d", &[x, b])?;
+        b.expect_shape("conv2d bias", &[conv.out_channels])?;
+    }
+    match x.device() {
+        Device::Cpu => with_float!("conv2d", x, |T| {
+            let (xs, ws) = (x.host_slice::<T>("conv2d")?, w.host_slice::<T>("conv2d")?);
+            let bs = bias.map(|b| b.host_slice::<T>("conv2d")).transpose()?;
+            Ok(host_output::<T>(conv.output_shape(), |y| {
+                cpu::conv::forward(conv, xs, ws, bs, y)
+            }))
+        }),
+        _ => {
+            let g = &conv.geometry;
+            let col = im2col(x, g)?;
+            let mut y = gemm(
+                &conv.forward_spec(g.batch),
+                1.0,
+                w,
+                &col,
+                conv.output_shape(),
+            )?;
+            if let Some(b) = bias {
+                bias_add(&mut y, b, g.batch, conv.out_channels, g.col_cols())?;
+            }
+            Ok(y)
+        }
+    }
+}
+
+/// dx [N, C, H, W] = col2im(Wᵀ · dy) for dy [N, K, OH, OW]: the input gradient of
+/// [`conv_forward`], and the forward of the transposed convolution.
+pub fn conv_input_grad(w: &Tensor, dy: &Tensor, conv: &GroupedConv) -> Result<Tensor> {
+    common_device("conv2d input gradient", &[w, dy])?;
+    w.expect_shape("conv2d weight", &conv.weight_shape())?;
+    dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
+    match dy.device() {
+        Device::Cpu => with_float!("conv2d input gradient", dy, |T| {
+            let ws = w.host_slice::<T>("conv2d input gradient")?;
+            let ds = dy.host_slice::<T>("conv2d input gradient")?;
+            Ok(host_output::<T>(conv.input_shape(), |dx| {
+                cpu::conv::input_grad(conv, ws, ds, dx)
+            }))
+        }),
+        _ => {
+            let g = &conv.geometry;
+            let col_shape = vec![g.batch, g.col_rows(), g.col_cols()];
+            let dcol = gemm(&conv.input_grad_spec(g.batch), 1.0, w, dy, col_shape)?;
+            col2im(&dcol, g)
+        }
+    }
+}
+
+/// dW [K, C/G, KH, KW] = Σ_n dy[n] · im2col(x[n])ᵀ: the weight gradient of [`conv_forward`].
+/// The columns are recomputed from `x`, never kept from the forward pass.
+pub fn conv_weight_grad(x: &Tensor, dy: &Tensor, conv: &GroupedConv) -> Result<Tensor> {
+    common_device("conv2d weight gradient", &[x, dy])?;
+    x.expect_shape("conv2d input", &conv.input_shape())?;
+    dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
+    match dy.device() {
+        Device::Cpu => with_float!("conv2d weight gradient", dy, |T| {
+            let xs = x.host_slice::<T>("conv2d weight gradient")?;
+            let ds = dy.host_slice::<T>("conv2d weight gradient")?;
+            Ok(host_output::<T>(conv.weight_shape(), |dw| {
+                cpu::conv::weight_grad(conv, xs, ds, dw)
+            }))
+        }),
+        _ => {
+            let g = &conv.geometry;
+            let col = im2col(x, g)?;
+            gemm(
+                &conv.weight_grad_spec(g.batch),
+                1.0,
+                dy,
+                &col,
+                conv.weight_shape(),
+            )
+        }
+    }
+}
 
 /// Unfolds `x` [N,C,H,W] into columns [N, C·KH·KW, OH·OW].
 pub fn im2col(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {

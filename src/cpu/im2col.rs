@@ -52,6 +52,22 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeometry, col: &mut [T]) {
         .for_each(|(col, plane)| im2col_plane(plane, g, col));
 }
 
+/// im2col of one image `[C][H][W]` into its `[C·KH·KW][OH·OW]` column rows, on this thread.
+pub(crate) fn im2col_image<T: Float>(x: &[T], g: &ConvGeometry, col: &mut [T]) {
+    let rows_per_channel = g.kernel_h * g.kernel_w * g.col_cols();
+    col.chunks_exact_mut(rows_per_channel)
+        .zip(x.chunks_exact(g.in_h * g.in_w))
+        .for_each(|(col, plane)| im2col_plane(plane, g, col));
+}
+
+/// col2im of one image's `[C·KH·KW][OH·OW]` rows into its `[C][H][W]` (overwritten), on this thread.
+pub(crate) fn col2im_image<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
+    let rows_per_channel = g.kernel_h * g.kernel_w * g.col_cols();
+    dx.chunks_exact_mut(g.in_h * g.in_w)
+        .zip(col.chunks_exact(rows_per_channel))
+        .for_each(|(plane, col)| col2im_plane(col, g, plane));
+}
+
 /// The outputs `o` in `0..out_len` whose tap `k` lands inside the input (`tap_input` is `Some`),
 /// as a range: `o·stride + k·dilation − pad` in `0..in_len`.
 fn valid_outputs(
@@ -84,9 +100,19 @@ fn im2col_plane<T: Float>(plane: &[T], g: &ConvGeometry, col: &mut [T]) {
             };
             out_row[..ows.start].fill(T::zero());
             out_row[ows.end..].fill(T::zero());
+            if ows.is_empty() {
+                continue;
+            }
             let src = &plane[ih * g.in_w..(ih + 1) * g.in_w];
-            for ow in ows.clone() {
-                out_row[ow] = src[ow * g.stride_w + kw * g.dilation_w - g.pad_w];
+            let first = ows.start * g.stride_w + kw * g.dilation_w - g.pad_w;
+            if g.stride_w == 1 {
+                out_row[ows.clone()].copy_from_slice(&src[first..first + ows.len()]);
+            } else {
+                let taps = src[first..].iter().step_by(g.stride_w);
+                out_row[ows.clone()]
+                    .iter_mut()
+                    .zip(taps)
+                    .for_each(|(o, &v)| *o = v);
             }
         }
     }
@@ -122,10 +148,18 @@ fn col2im_plane<T: Float>(col: &[T], g: &ConvGeometry, plane: &mut [T]) {
             let Some(ih) = tap_input(oh, kh, g.stride_h, g.pad_h, g.dilation_h, g.in_h) else {
                 continue;
             };
+            if ows.is_empty() {
+                continue;
+            }
             let dst = &mut plane[ih * g.in_w..(ih + 1) * g.in_w];
-            for ow in ows.clone() {
-                let iw = ow * g.stride_w + kw * g.dilation_w - g.pad_w;
-                dst[iw] = dst[iw] + out_row[ow];
+            let first = ows.start * g.stride_w + kw * g.dilation_w - g.pad_w;
+            let src = &out_row[ows.clone()];
+            if g.stride_w == 1 {
+                let dst = &mut dst[first..first + src.len()];
+                dst.iter_mut().zip(src).for_each(|(d, &v)| *d = *d + v);
+            } else {
+                let taps = dst[first..].iter_mut().step_by(g.stride_w);
+                taps.zip(src).for_each(|(d, &v)| *d = *d + v);
             }
         }
     }

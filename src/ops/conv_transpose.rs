@@ -14,11 +14,11 @@
 //! that pad_end would crop, and rows beyond that, which no window of the forward convolution
 //! reads, get only the bias.
 
-use super::conv::{check_groups, check_kernel, GroupedConv};
+use super::conv::{check_groups, check_kernel};
 use crate::autograd::record;
 use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
-use crate::shape::{as_nchw, ConvGeometry, Window2d};
+use crate::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
 use crate::tensor::Tensor;
 
 /// PyTorch's `conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)`:
@@ -36,7 +36,7 @@ pub fn conv_transpose2d(
     let conv = checked_conv_transpose(x, w, b, window, output_padding, groups)?;
     let g = conv.geometry;
     let out_shape = [g.batch, g.in_channels, g.in_h, g.in_w];
-    let mut y = backend::col2im(&conv.apply_weight_transposed(w, x)?, &g)?;
+    let mut y = backend::conv_input_grad(w, x, &conv)?;
     if let Some(b) = b {
         backend::bias_add(&mut y, b, g.batch, g.in_channels, g.in_h * g.in_w)?;
     }
@@ -49,18 +49,13 @@ pub fn conv_transpose2d(
     Ok(record("conv_transpose2d", &inputs, y, move || {
         move |dy: &Tensor| {
             dy.expect_shape("conv_transpose2d backward", &out_shape)?;
-            let col = if w_saved.is_some() || x_saved.is_some() {
-                Some(backend::im2col(dy, &g)?)
-            } else {
-                None
+            let dx = match &w_saved {
+                Some(w) => Some(backend::conv_forward(dy, w, None, &conv)?),
+                None => None,
             };
-            let dx = match (&w_saved, &col) {
-                (Some(w), Some(col)) => Some(conv.apply_weight(w, col)?),
-                _ => None,
-            };
-            let dw = match (&x_saved, &col) {
-                (Some(x), Some(col)) => Some(conv.weight_grad(x, col)?),
-                _ => None,
+            let dw = match &x_saved {
+                Some(x) => Some(backend::conv_weight_grad(dy, x, &conv)?),
+                None => None,
             };
             let mut grads = vec![dx, dw];
             if has_bias {

@@ -1,0 +1,238 @@
+//! Convolution on the CPU, one image at a time: each image's im2col columns live only in a
+//! per-thread scratch buffer that fits in L2, and go straight into the GEMM.
+//!
+//! The batch-wide im2col + GEMM (what the GPU runs) streams a column buffer KH·KW times the
+//! size of the input through memory, allocated and written for every call, and for the weight
+//! gradient keeps it alive from the forward to the backward pass. Here nothing that large ever
+//! exists: the weight gradient recomputes each image's columns from the saved input.
+//! Products and layouts are [`GroupedConv`]'s; results match the batch-wide path.
+
+use rayon::prelude::*;
+
+use super::gemm::{bias_add, gemm};
+use super::im2col::{col2im_image, im2col_image};
+use super::Float;
+use crate::shape::GroupedConv;
+
+/// Images whose partial weight gradients are summed separately (in parallel) and then added in
+/// order, so the result does not depend on the number of threads.
+const WEIGHT_GRAD_CHUNKS: usize = 8;
+
+/// `y` [N, K, OH, OW] (overwritten) = conv(x [N, C, H, W], w [K, C/G, KH, KW]) + bias [K].
+pub fn forward<T: Float>(conv: &GroupedConv, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    let g = &conv.geometry;
+    let (image_len, out_len) = (image_len(conv), output_image_len(conv));
+    if out_len == 0 {
+        return;
+    }
+    let spec = conv.forward_spec(1);
+    y.par_chunks_mut(out_len)
+        .zip(x.par_chunks(image_len))
+        .for_each_init(
+            || vec![T::zero(); g.col_rows() * g.col_cols()],
+            |col, (y, x)| {
+                im2col_image(x, g, col);
+                gemm(&spec, T::one(), w, col, T::zero(), y);
+                if let Some(bias) = bias {
+                    bias_add(y, bias, 1, conv.out_channels, g.col_cols());
+                }
+            },
+        );
+}
+
+/// `dx` [N, C, H, W] (overwritten) = col2im(Wᵀ · dy) for dy [N, K, OH, OW].
+pub fn input_grad<T: Float>(conv: &GroupedConv, w: &[T], dy: &[T], dx: &mut [T]) {
+    let g = &conv.geometry;
+    let (image_len, out_len) = (image_len(conv), output_image_len(conv));
+    if image_len == 0 {
+        return;
+    }
+    let spec = conv.input_grad_spec(1);
+    dx.par_chunks_mut(image_len)
+        .zip(dy.par_chunks(out_len.max(1)))
+        .for_each_init(
+            || vec![T::zero(); g.col_rows() * g.col_cols()],
+            |dcol, (dx, dy)| {
+                gemm(&spec, T::one(), w, dy, T::zero(), dcol);
+                col2im_image(dcol, g, dx);
+            },
+        );
+}
+
+/// `dw` [K, C/G, KH, KW] (overwritten) = Σ_n dy[n] · im2col(x[n])ᵀ.
+pub fn weight_grad<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]) {
+    let g = &conv.geometry;
+    let (image_len, out_len) = (image_len(conv), output_image_len(conv));
+    let spec = conv.weight_grad_spec(1);
+    let per_chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+    let partial_sum = |first: usize| {
+        let mut partial = vec![T::zero(); dw.len()];
+        let mut col = vec![T::zero(); g.col_rows() * g.col_cols()];
+        for n in first..(first + per_chunk).min(g.batch) {
+            im2col_image(&x[n * image_len..][..image_len], g, &mut col);
+            gemm(
+                &spec,
+                T::one(),
+                &dy[n * out_len..][..out_len],
+                &col,
+                T::one(),
+                &mut partial,
+            );
+        }
+        partial
+    };
+    let partials: Vec<Vec<T>> = (0..g.batch)
+        .step_by(per_chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(partial_sum)
+        .collect();
+    dw.fill(T::zero());
+    for partial in partials {
+        dw.iter_mut().zip(&partial).for_each(|(d, &p)| *d = *d + p);
+    }
+}
+
+/// Elements of one input image: C·H·W.
+fn image_len(conv: &GroupedConv) -> usize {
+    let g = &conv.geometry;
+    g.in_channels * g.in_h * g.in_w
+}
+
+/// Elements of one output image: K·OH·OW.
+fn output_image_len(conv: &GroupedConv) -> usize {
+    conv.out_channels * conv.geometry.col_cols()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::im2col::{col2im, im2col};
+    use crate::cpu::testutil::{assert_close, random_vec, rng};
+    use crate::shape::{ConvGeometry, Window2d};
+
+    /// Odd sizes, padding, stride, dilation and groups, none a multiple of a tile.
+    fn cases() -> Vec<GroupedConv> {
+        let make = |input: [usize; 4], window: Window2d, k: usize, groups: usize| GroupedConv {
+            geometry: ConvGeometry::new(input, window, false).unwrap(),
+            out_channels: k,
+            groups,
+        };
+        vec![
+            make([3, 5, 9, 7], Window2d::square(3, 1, 1), 7, 1),
+            make(
+                [2, 6, 11, 8],
+                Window2d::square(3, 2, 0).with_dilation(2),
+                9,
+                3,
+            ),
+            make([5, 4, 7, 9], Window2d::new((2, 3), (1, 2), (1, 0)), 4, 4),
+            make([1, 3, 5, 5], Window2d::square(1, 1, 0), 2, 1),
+            make([9, 2, 6, 6], Window2d::square(5, 1, 2), 3, 1),
+            // Taps that never land inside the 1x1 input for some outputs, and one that never does.
+            make(
+                [2, 3, 1, 1],
+                Window2d::square(3, 1, 4).with_dilation(3),
+                2,
+                1,
+            ),
+        ]
+    }
+
+    /// The batch-wide im2col + one GEMM over every image, as the GPU computes it.
+    fn batch_forward(conv: &GroupedConv, x: &[f64], w: &[f64]) -> Vec<f64> {
+        let g = &conv.geometry;
+        let mut col = vec![0.0; g.col_len()];
+        im2col(x, g, &mut col);
+        let mut y = vec![0.0; g.batch * output_image_len(conv)];
+        gemm(&conv.forward_spec(g.batch), 1.0, w, &col, 0.0, &mut y);
+        y
+    }
+
+    fn operands(conv: &GroupedConv, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let g = &conv.geometry;
+        let mut rng = rng(seed);
+        let w_len: usize = conv.weight_shape().iter().product();
+        (
+            random_vec(&mut rng, g.input_len()),
+            random_vec(&mut rng, w_len),
+            random_vec(&mut rng, conv.out_channels),
+            random_vec(&mut rng, g.batch * output_image_len(conv)),
+        )
+    }
+
+    #[test]
+    fn forward_matches_the_batch_wide_products() {
+        for (i, conv) in cases().iter().enumerate() {
+            let (x, w, b, _) = operands(conv, 10 + i as u64);
+            let mut expected = batch_forward(conv, &x, &w);
+            let g = &conv.geometry;
+            bias_add(&mut expected, &b, g.batch, conv.out_channels, g.col_cols());
+            let mut y = vec![f64::NAN; expected.len()];
+            forward(conv, &x, &w, Some(&b), &mut y);
+            assert_close(&y, &expected, 1e-12, 1e-12);
+        }
+    }
+
+    #[test]
+    fn input_grad_matches_the_batch_wide_products() {
+        for (i, conv) in cases().iter().enumerate() {
+            let (_, w, _, dy) = operands(conv, 20 + i as u64);
+            let g = &conv.geometry;
+            let mut dcol = vec![0.0; g.col_len()];
+            gemm(&conv.input_grad_spec(g.batch), 1.0, &w, &dy, 0.0, &mut dcol);
+            let mut expected = vec![0.0; g.input_len()];
+            col2im(&dcol, g, &mut expected);
+            let mut dx = vec![f64::NAN; g.input_len()];
+            input_grad(conv, &w, &dy, &mut dx);
+            assert_close(&dx, &expected, 1e-12, 1e-12);
+        }
+    }
+
+    #[test]
+    fn weight_grad_matches_the_batch_wide_products() {
+        for (i, conv) in cases().iter().enumerate() {
+            let (x, w, _, dy) = operands(conv, 30 + i as u64);
+            let g = &conv.geometry;
+            let mut col = vec![0.0; g.col_len()];
+            im2col(&x, g, &mut col);
+            let mut expected = vec![0.0; w.len()];
+            gemm(
+                &conv.weight_grad_spec(g.batch),
+                1.0,
+                &dy,
+                &col,
+                0.0,
+                &mut expected,
+            );
+            let mut dw = vec![f64::NAN; w.len()];
+            weight_grad(conv, &x, &dy, &mut dw);
+            assert_close(&dw, &expected, 1e-12, 1e-12);
+        }
+    }
+
+    /// ⟨conv(x), dy⟩ = ⟨x, input_grad(dy)⟩ = ⟨w, weight_grad(x, dy)⟩: the three products are
+    /// adjoint, checked independently of any other implementation.
+    #[test]
+    fn the_three_products_are_adjoint() {
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+        for (i, conv) in cases().iter().enumerate() {
+            let (x, w, _, dy) = operands(conv, 40 + i as u64);
+            let mut y = vec![0.0; dy.len()];
+            forward(conv, &x, &w, None, &mut y);
+            let mut dx = vec![0.0; x.len()];
+            input_grad(conv, &w, &dy, &mut dx);
+            let mut dw = vec![0.0; w.len()];
+            weight_grad(conv, &x, &dy, &mut dw);
+            let (yd, xd, wd) = (dot(&y, &dy), dot(&x, &dx), dot(&w, &dw));
+            assert!(
+                (yd - xd).abs() <= 1e-9 * yd.abs().max(1.0),
+                "{conv:?}: {yd} vs {xd}"
+            );
+            assert!(
+                (yd - wd).abs() <= 1e-9 * yd.abs().max(1.0),
+                "{conv:?}: {yd} vs {wd}"
+            );
+        }
+    }
+}
