@@ -1,7 +1,5 @@
 //! GEMM (as specified by [`GemmSpec`]) and the bias add / bias gradient of dense and conv layers.
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::Float;
@@ -115,30 +113,79 @@ fn accumulate<T: Float>(
     c: &mut [T],
 ) {
     let (m, n, k) = (spec.m, spec.n, spec.k);
-    let a_start = i * spec.stride_a + g * spec.group_stride_a;
-    let b_start = i * spec.stride_b + g * spec.group_stride_b;
-    let a = operand(a, a_start, m, k, spec.trans_a);
-    let b = operand(b, b_start, k, n, spec.trans_b);
-    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("checked length");
-    general_mat_mul(alpha, &a, &b, T::one(), &mut c);
+    let a = operand(
+        a,
+        i * spec.stride_a + g * spec.group_stride_a,
+        m,
+        k,
+        spec.trans_a,
+    );
+    let b = operand(
+        b,
+        i * spec.stride_b + g * spec.group_stride_b,
+        k,
+        n,
+        spec.trans_b,
+    );
+    let c = &mut c[..m * n];
+    // SAFETY: `operand` bounds-checked both stored matrices and `c` holds m·n elements; the strides
+    // describe exactly those row-major (or transposed) layouts. T is f32 or f64, both of which
+    // the `gemm` crate implements.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            a.data.as_ptr(),
+            a.col_stride,
+            a.row_stride,
+            b.data.as_ptr(),
+            b.col_stride,
+            b.row_stride,
+            T::one(),
+            alpha,
+            false,
+            false,
+            false,
+            parallelism(m * n * k),
+        )
+    }
+}
+
+/// Products of at least this many multiply-adds use every thread when called from outside the
+/// thread pool (a lone linear layer); products inside a parallel loop over images, groups or batch
+/// chunks stay on their thread, which the loop already keeps busy. The split is over output
+/// blocks, so each element's sum order, and the result, does not depend on the thread count.
+const PARALLEL_GEMM_WORK: usize = 1 << 18;
+
+fn parallelism(work: usize) -> gemm::Parallelism {
+    if work >= PARALLEL_GEMM_WORK && rayon::current_thread_index().is_none() {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// A `rows×cols` matrix `op(X)` in borrowed storage, with its element strides.
+struct Operand<'a, T> {
+    data: &'a [T],
+    row_stride: isize,
+    col_stride: isize,
 }
 
 /// The `rows×cols` matrix `op(X)` whose storage starts at `data[start]`: `[rows][cols]`, or
 /// `[cols][rows]` read transposed when `trans`.
-fn operand<T: Float>(
-    data: &[T],
-    start: usize,
-    rows: usize,
-    cols: usize,
-    trans: bool,
-) -> ArrayView2<'_, T> {
-    let stored = if trans { (cols, rows) } else { (rows, cols) };
-    let view =
-        ArrayView2::from_shape(stored, &data[start..start + rows * cols]).expect("checked length");
-    if trans {
-        view.reversed_axes()
-    } else {
-        view
+fn operand<T>(data: &[T], start: usize, rows: usize, cols: usize, trans: bool) -> Operand<'_, T> {
+    let data = &data[start..start + rows * cols];
+    let (row_stride, col_stride) = if trans { (1, rows) } else { (cols, 1) };
+    Operand {
+        data,
+        row_stride: row_stride as isize,
+        col_stride: col_stride as isize,
     }
 }
 
