@@ -129,6 +129,10 @@ mod tests {
             make([5, 4, 7, 9], Window2d::new((2, 3), (1, 2), (1, 0)), 4, 4),
             make([1, 3, 5, 5], Window2d::square(1, 1, 0), 2, 1),
             make([9, 2, 6, 6], Window2d::square(5, 1, 2), 3, 1),
+            // 'Same' stride-1 windows (the block-copy im2col): even and asymmetric, and dilated
+            // so far that some taps shift past the whole row.
+            make([2, 3, 5, 4], Window2d::same((2, 4), (1, 2)), 5, 1),
+            make([2, 2, 3, 2], Window2d::same((3, 3), (3, 3)), 3, 1),
             // Taps that never land inside the 1x1 input for some outputs, and one that never does.
             make(
                 [2, 3, 1, 1],

@@ -60,12 +60,20 @@ pub(crate) fn im2col_image<T: Float>(x: &[T], g: &ConvGeometry, col: &mut [T]) {
         .for_each(|(col, plane)| im2col_plane(plane, g, col));
 }
 
-/// col2im of one image's `[C·KH·KW][OH·OW]` rows into its `[C][H][W]` (overwritten), on this thread.
-pub(crate) fn col2im_image<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
+/// col2im of one image's `[C·KH·KW][OH·OW]` rows into its `[C][H][W]` (overwritten), on this
+/// thread. `col` is scratch: the unit-stride path zeroes its entries that read the padding.
+pub(crate) fn col2im_image<T: Float>(col: &mut [T], g: &ConvGeometry, dx: &mut [T]) {
     let rows_per_channel = g.kernel_h * g.kernel_w * g.col_cols();
+    let unit_stride = g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.in_w;
     dx.chunks_exact_mut(g.in_h * g.in_w)
-        .zip(col.chunks_exact(rows_per_channel))
-        .for_each(|(plane, col)| col2im_plane(col, g, plane));
+        .zip(col.chunks_exact_mut(rows_per_channel))
+        .for_each(|(plane, col)| {
+            if unit_stride {
+                col2im_plane_unit_stride(col, g, plane)
+            } else {
+                col2im_plane(col, g, plane)
+            }
+        });
 }
 
 /// The outputs `o` in `0..out_len` whose tap `k` lands inside the input (`tap_input` is `Some`),
@@ -90,6 +98,9 @@ fn valid_outputs(
 /// im2col of one `[H][W]` plane into its `[KH·KW][OH·OW]` rows. Rows are written with contiguous
 /// inner loops over the in-bounds outputs; the padding part is zero-filled.
 fn im2col_plane<T: Float>(plane: &[T], g: &ConvGeometry, col: &mut [T]) {
+    if g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.in_w {
+        return im2col_plane_unit_stride(plane, g, col);
+    }
     let taps = (0..g.kernel_h).flat_map(|kh| (0..g.kernel_w).map(move |kw| (kh, kw)));
     for ((kh, kw), row) in taps.zip(col.chunks_exact_mut(g.col_cols())) {
         let ows = valid_outputs(kw, g.stride_w, g.pad_w, g.dilation_w, g.in_w, g.out_w);
@@ -114,6 +125,42 @@ fn im2col_plane<T: Float>(plane: &[T], g: &ConvGeometry, col: &mut [T]) {
                     .zip(taps)
                     .for_each(|(o, &v)| *o = v);
             }
+        }
+    }
+}
+
+/// [`im2col_plane`] for stride 1 with as many output as input columns ('same' width, the common
+/// 3x3-pad-1 case): a tap's rows are then the input rows shifted by one offset, so each tap is one
+/// block copy instead of a short copy per output row, followed by zeroing the columns the shift
+/// carried across a row edge (those read the padding).
+fn im2col_plane_unit_stride<T: Float>(plane: &[T], g: &ConvGeometry, col: &mut [T]) {
+    let width = g.in_w;
+    let taps = (0..g.kernel_h).flat_map(|kh| (0..g.kernel_w).map(move |kw| (kh, kw)));
+    for ((kh, kw), row) in taps.zip(col.chunks_exact_mut(g.col_cols())) {
+        let ohs = valid_outputs(kh, 1, g.pad_h, g.dilation_h, g.in_h, g.out_h);
+        row[..ohs.start * width].fill(T::zero());
+        row[ohs.end * width..].fill(T::zero());
+        if ohs.is_empty() {
+            continue;
+        }
+        let block = &mut row[ohs.start * width..ohs.end * width];
+        let first_input_row = ohs.start + kh * g.dilation_h - g.pad_h;
+        let src = &plane[first_input_row * width..][..block.len()];
+        // Output column ow reads input column ow + shift.
+        let shift = (kw * g.dilation_w) as isize - g.pad_w as isize;
+        let s = shift.unsigned_abs().min(width);
+        if shift >= 0 {
+            let n = block.len() - s;
+            block[..n].copy_from_slice(&src[s..]);
+            block
+                .chunks_exact_mut(width)
+                .for_each(|r| r[width - s..].fill(T::zero()));
+        } else {
+            let n = block.len() - s;
+            block[s..].copy_from_slice(&src[..n]);
+            block
+                .chunks_exact_mut(width)
+                .for_each(|r| r[..s].fill(T::zero()));
         }
     }
 }
@@ -161,6 +208,40 @@ fn col2im_plane<T: Float>(col: &[T], g: &ConvGeometry, plane: &mut [T]) {
                 let taps = dst[first..].iter_mut().step_by(g.stride_w);
                 taps.zip(src).for_each(|(d, &v)| *d = *d + v);
             }
+        }
+    }
+}
+
+/// [`col2im_plane`] for the geometry of [`im2col_plane_unit_stride`]: per tap, the entries that
+/// read the padding are zeroed in `col`, and then the tap's rows are one shifted block add.
+fn col2im_plane_unit_stride<T: Float>(col: &mut [T], g: &ConvGeometry, plane: &mut [T]) {
+    plane.fill(T::zero());
+    let width = g.in_w;
+    let taps = (0..g.kernel_h).flat_map(|kh| (0..g.kernel_w).map(move |kw| (kh, kw)));
+    for ((kh, kw), row) in taps.zip(col.chunks_exact_mut(g.col_cols())) {
+        let ohs = valid_outputs(kh, 1, g.pad_h, g.dilation_h, g.in_h, g.out_h);
+        if ohs.is_empty() {
+            continue;
+        }
+        let block = &mut row[ohs.start * width..ohs.end * width];
+        let first_input_row = ohs.start + kh * g.dilation_h - g.pad_h;
+        let dst = &mut plane[first_input_row * width..][..block.len()];
+        // Output column ow read input column ow + shift.
+        let shift = (kw * g.dilation_w) as isize - g.pad_w as isize;
+        let s = shift.unsigned_abs().min(width);
+        let add = |d: &mut [T], c: &[T]| d.iter_mut().zip(c).for_each(|(d, &c)| *d = *d + c);
+        if shift >= 0 {
+            block
+                .chunks_exact_mut(width)
+                .for_each(|r| r[width - s..].fill(T::zero()));
+            let n = block.len() - s;
+            add(&mut dst[s..], &block[..n]);
+        } else {
+            block
+                .chunks_exact_mut(width)
+                .for_each(|r| r[..s].fill(T::zero()));
+            let n = block.len() - s;
+            add(&mut dst[..n], &block[s..]);
         }
     }
 }
