@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{bias_add, gemm};
+use super::gemm::{bias_add, gemm_on, Threads};
 use super::im2col::{col2im_image, im2col_image};
 use super::Float;
 use crate::shape::GroupedConv;
@@ -32,7 +32,7 @@ pub fn forward<T: Float>(conv: &GroupedConv, x: &[T], w: &[T], bias: Option<&[T]
             || vec![T::zero(); g.col_rows() * g.col_cols()],
             |col, (y, x)| {
                 im2col_image(x, g, col);
-                gemm(&spec, T::one(), w, col, T::zero(), y);
+                gemm_on(Threads::ThisOne, &spec, T::one(), w, col, T::zero(), y);
                 if let Some(bias) = bias {
                     bias_add(y, bias, 1, conv.out_channels, g.col_cols());
                 }
@@ -53,7 +53,7 @@ pub fn input_grad<T: Float>(conv: &GroupedConv, w: &[T], dy: &[T], dx: &mut [T])
         .for_each_init(
             || vec![T::zero(); g.col_rows() * g.col_cols()],
             |dcol, (dx, dy)| {
-                gemm(&spec, T::one(), w, dy, T::zero(), dcol);
+                gemm_on(Threads::ThisOne, &spec, T::one(), w, dy, T::zero(), dcol);
                 col2im_image(dcol, g, dx);
             },
         );
@@ -70,10 +70,12 @@ pub fn weight_grad<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]
         let mut col = vec![T::zero(); g.col_rows() * g.col_cols()];
         for n in first..(first + per_chunk).min(g.batch) {
             im2col_image(&x[n * image_len..][..image_len], g, &mut col);
-            gemm(
+            let dy = &dy[n * out_len..][..out_len];
+            gemm_on(
+                Threads::ThisOne,
                 &spec,
                 T::one(),
-                &dy[n * out_len..][..out_len],
+                dy,
                 &col,
                 T::one(),
                 &mut partial,
@@ -107,6 +109,7 @@ fn output_image_len(conv: &GroupedConv) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::gemm::gemm;
     use crate::cpu::im2col::{col2im, im2col};
     use crate::cpu::testutil::{assert_close, random_vec, rng};
     use crate::shape::{ConvGeometry, Window2d};

@@ -9,6 +9,29 @@ use crate::shape::GemmSpec;
 /// optionally summed over the batch, exactly as documented on [`GemmSpec`]. `beta` scales the old
 /// `C` once; with `beta == 0` the old `C` is never read (NaN in it does not propagate), as in BLAS.
 pub fn gemm<T: Float>(spec: &GemmSpec, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T]) {
+    gemm_on(Threads::All, spec, alpha, a, b, beta, c)
+}
+
+/// Which threads a GEMM may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// Spread over the pool: batch entries and groups in parallel, a lone large product split
+    /// over output blocks.
+    All,
+    /// Only the calling thread, for a GEMM inside a loop that is already parallel.
+    ThisOne,
+}
+
+/// [`gemm`] on the given threads.
+pub(crate) fn gemm_on<T: Float>(
+    threads: Threads,
+    spec: &GemmSpec,
+    alpha: T,
+    a: &[T],
+    b: &[T],
+    beta: T,
+    c: &mut [T],
+) {
     let (len_a, len_b, len_c) = spec.required_lens();
     debug_assert!(a.len() >= len_a, "gemm: a has {} < {len_a}", a.len());
     debug_assert!(b.len() >= len_b, "gemm: b has {} < {len_b}", b.len());
@@ -21,27 +44,38 @@ pub fn gemm<T: Float>(spec: &GemmSpec, alpha: T, a: &[T], b: &[T], beta: T, c: &
     // or 0 when the batch is summed into it.
     let slots = if spec.reduce_batch { 1 } else { spec.batch };
     let (groups, stride_c, group_stride_c) = (spec.groups, spec.stride_c, spec.group_stride_c);
-    let product = |slot: usize, g: usize, c: &mut [T]| {
+    // `alone`: no other product runs beside this one, so it may use every thread.
+    let product = |slot: usize, g: usize, c: &mut [T], alone: bool| {
         let c = &mut c[..mn];
         scale_by_beta(c, beta);
+        let threads = if alone { threads } else { Threads::ThisOne };
         if spec.reduce_batch {
-            accumulate_batch_sum(spec, g, alpha, a, b, c);
+            accumulate_batch_sum(threads, spec, g, alpha, a, b, c);
         } else {
-            accumulate(spec, slot, g, alpha, a, b, c);
+            accumulate(threads, spec, slot, g, alpha, a, b, c);
         }
     };
     if slots == 0 || groups == 0 {
         return;
     }
-    if slots == 1 && groups == 1 {
-        product(0, 0, c);
+    if threads == Threads::ThisOne || (slots == 1 && groups == 1) {
+        for slot in 0..slots {
+            for g in 0..groups {
+                product(
+                    slot,
+                    g,
+                    &mut c[slot * stride_c + g * group_stride_c..],
+                    true,
+                );
+            }
+        }
     } else if slots > 1 && stride_c >= (groups - 1) * group_stride_c + mn {
         // Batch-major: each batch entry's chunk holds all its groups.
         c.par_chunks_mut(stride_c)
             .take(slots)
             .enumerate()
             .for_each(|(slot, chunk)| {
-                (0..groups).for_each(|g| product(slot, g, &mut chunk[g * group_stride_c..]));
+                (0..groups).for_each(|g| product(slot, g, &mut chunk[g * group_stride_c..], false));
             });
     } else if groups > 1 && group_stride_c >= (slots - 1) * stride_c + mn {
         // Group-major: each group's chunk holds all its batch entries.
@@ -49,13 +83,18 @@ pub fn gemm<T: Float>(spec: &GemmSpec, alpha: T, a: &[T], b: &[T], beta: T, c: &
             .take(groups)
             .enumerate()
             .for_each(|(g, chunk)| {
-                (0..slots).for_each(|slot| product(slot, g, &mut chunk[slot * stride_c..]));
+                (0..slots).for_each(|slot| product(slot, g, &mut chunk[slot * stride_c..], false));
             });
     } else {
         // Interleaved layouts: one output matrix after another.
         for slot in 0..slots {
             for g in 0..groups {
-                product(slot, g, &mut c[slot * stride_c + g * group_stride_c..]);
+                product(
+                    slot,
+                    g,
+                    &mut c[slot * stride_c + g * group_stride_c..],
+                    true,
+                );
             }
         }
     }
@@ -65,6 +104,7 @@ pub fn gemm<T: Float>(spec: &GemmSpec, alpha: T, a: &[T], b: &[T], beta: T, c: &
 /// contiguous chunks whose partial sums are computed in parallel and then added in chunk order,
 /// so the result does not depend on the number of threads.
 fn accumulate_batch_sum<T: Float>(
+    threads: Threads,
     spec: &GemmSpec,
     g: usize,
     alpha: T,
@@ -74,8 +114,8 @@ fn accumulate_batch_sum<T: Float>(
 ) {
     const CHUNKS: usize = 8;
     let per_chunk = spec.batch.div_ceil(CHUNKS).max(1);
-    if spec.batch <= per_chunk {
-        (0..spec.batch).for_each(|i| accumulate(spec, i, g, alpha, a, b, c));
+    if spec.batch <= per_chunk || threads == Threads::ThisOne {
+        (0..spec.batch).for_each(|i| accumulate(threads, spec, i, g, alpha, a, b, c));
         return;
     }
     let starts: Vec<usize> = (0..spec.batch).step_by(per_chunk).collect();
@@ -84,7 +124,8 @@ fn accumulate_batch_sum<T: Float>(
         .map(|start| {
             let mut partial = vec![T::zero(); c.len()];
             let end = (start + per_chunk).min(spec.batch);
-            (start..end).for_each(|i| accumulate(spec, i, g, alpha, a, b, &mut partial));
+            (start..end)
+                .for_each(|i| accumulate(Threads::ThisOne, spec, i, g, alpha, a, b, &mut partial));
             partial
         })
         .collect();
@@ -103,7 +144,9 @@ fn scale_by_beta<T: Float>(c: &mut [T], beta: T) {
 }
 
 /// `c += alpha·op(A_ig)·op(B_ig)` for batch entry `i` of group `g`; `c` is the `m×n` output.
+#[allow(clippy::too_many_arguments)]
 fn accumulate<T: Float>(
+    threads: Threads,
     spec: &GemmSpec,
     i: usize,
     g: usize,
@@ -151,19 +194,19 @@ fn accumulate<T: Float>(
             false,
             false,
             false,
-            parallelism(m * n * k),
+            parallelism(threads, m * n * k),
         )
     }
 }
 
-/// Products of at least this many multiply-adds use every thread when called from outside the
-/// thread pool (a lone linear layer); products inside a parallel loop over images, groups or batch
-/// chunks stay on their thread, which the loop already keeps busy. The split is over output
-/// blocks, so each element's sum order, and the result, does not depend on the thread count.
+/// A lone product (a linear layer) of at least this many multiply-adds is split over every
+/// thread; products inside a parallel loop over images, groups or batch chunks stay on their
+/// thread, which the loop already keeps busy. The split is over output blocks, so each element's
+/// sum order, and the result, does not depend on the thread count.
 const PARALLEL_GEMM_WORK: usize = 1 << 18;
 
-fn parallelism(work: usize) -> gemm::Parallelism {
-    if work >= PARALLEL_GEMM_WORK && rayon::current_thread_index().is_none() {
+fn parallelism(threads: Threads, work: usize) -> gemm::Parallelism {
+    if threads == Threads::All && work >= PARALLEL_GEMM_WORK {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

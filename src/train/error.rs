@@ -33,6 +33,10 @@ pub enum TrainError {
     )]
     NonFiniteLoss { loss: f64, step: u64 },
 
+    /// The threads the CPU work runs on could not be started.
+    #[error("starting the CPU thread pool: {0}")]
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
+
     #[error(transparent)]
     Kiln(#[from] crate::Error),
 }

@@ -117,6 +117,17 @@ fn metadata_number<T: std::str::FromStr>(
 
 /// Trains as `config` says and writes the run directory; see the module docs.
 pub fn train(config: &TrainConfig) -> Result<RunSummary, TrainError> {
+    // The run executes on a pool thread (RAYON_NUM_THREADS of them, default one per core), so the
+    // step's sequential parts and its parallel loops share those threads. Called from outside,
+    // every parallel loop would hand its work to the pool and wake this thread afterwards, and
+    // this thread would compete for the cores with workers spinning between loops.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("kiln-train-{i}"))
+        .build()?;
+    pool.install(|| train_in_pool(config))
+}
+
+fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
     config.validate()?;
     config.device.check_available()?;
     std::fs::create_dir_all(&config.out).map_err(|source| TrainError::Io {
