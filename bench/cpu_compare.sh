@@ -14,8 +14,31 @@ fi
 
 kiln_out=$(mktemp) torch_out=$(mktemp)
 trap 'rm -f "$kiln_out" "$torch_out"' EXIT
-RAYON_NUM_THREADS="$threads" cargo bench --quiet --bench cpu_compare > "$kiln_out"
-THREADS="$threads" OMP_NUM_THREADS="$threads" "$venv/bin/python" bench/torch_cpu.py > "$torch_out"
+# The conv layer: three rounds, alternating the two sides so that a slow spell of a shared machine
+# hits both; each side's figure is the median of its three round medians.
+cargo bench --quiet --bench cpu_compare --no-run
+for round in 1 2 3; do
+  RAYON_NUM_THREADS="$threads" cargo bench --quiet --bench cpu_compare >> "$kiln_out"
+  THREADS="$threads" OMP_NUM_THREADS="$threads" "$venv/bin/python" bench/torch_cpu.py >> "$torch_out"
+done
+median_of_rounds() {
+  python3 -c '
+import statistics, sys
+rows, comments = {}, []
+for line in open(sys.argv[1]):
+    if line.startswith("#"):
+        comments.append(line) if line not in comments else None
+        continue
+    name, ms, runs = line.rstrip("\n").split("\t")
+    rows.setdefault(name, []).append(float(ms))
+for c in comments:
+    print(c, end="")
+for name, ms in rows.items():
+    print(f"{name}\t{statistics.median(ms):.3f}\t{len(ms)} rounds")
+' "$1" > "$1.median" && mv "$1.median" "$1"
+}
+median_of_rounds "$kiln_out"
+median_of_rounds "$torch_out"
 
 # LeNet-5 training epochs on Fashion-MNIST (all 60,000 images, batch 64, SGD momentum): the median
 # epoch time of 3 epochs, training loop only, on each side.
@@ -40,8 +63,9 @@ tmp="$report.tmp"
   echo "- machine: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
   echo "- threads: $threads on both sides; $(grep '^#' "$torch_out" | sed 's/^# //')"
-  echo "- method: median wall time of 20 warm runs after 5 warm-up runs (conv layer) or of 3 epochs"
-  echo "  (LeNet-5: training loop only, data already in memory on both sides), each side in its own process"
+  echo "- method: conv layer: median of 3 alternating rounds, each the median wall time of 20 warm runs"
+  echo "  after 5 warm-up runs; LeNet-5: median of 3 epochs (training loop only, data already in memory"
+  echo "  on both sides); each side in its own process"
   echo
   echo "| workload | kiln ms | PyTorch ms | kiln / PyTorch time (lower is better) |"
   echo "| --- | ---: | ---: | ---: |"
