@@ -37,28 +37,22 @@ pub fn maxpool_fwd<T: Float>(x: &[T], g: &ConvGeometry, y: &mut [T], argmax: &mu
         .for_each(|((y, argmax), plane)| maxpool_fwd_plane(plane, g, y, argmax));
 }
 
-/// Max pooling of one `[H][W]` plane into its `[OH][OW]` outputs. The in-bounds taps of each
-/// output row and column are worked out once per row / column, not per tap.
+/// Max pooling of one `[H][W]` plane into its `[OH][OW]` outputs, taps in row-major order (the
+/// first of equal maxima wins). A window that sees only padding gives 0 with argmax −1.
 fn maxpool_fwd_plane<T: Float>(plane: &[T], g: &ConvGeometry, y: &mut [T], argmax: &mut [i32]) {
-    let cols: Vec<Vec<usize>> = (0..g.out_w)
-        .map(|ow| {
-            let taps = 0..g.kernel_w;
-            taps.filter_map(|kw| tap_input(ow, kw, g.stride_w, g.pad_w, g.dilation_w, g.in_w))
-                .collect()
-        })
-        .collect();
     let rows = y
         .chunks_exact_mut(g.out_w)
         .zip(argmax.chunks_exact_mut(g.out_w));
     for (oh, (y_row, argmax_row)) in rows.enumerate() {
-        let ihs: Vec<usize> = (0..g.kernel_h)
-            .filter_map(|kh| tap_input(oh, kh, g.stride_h, g.pad_h, g.dilation_h, g.in_h))
-            .collect();
-        for ((y, argmax), iws) in y_row.iter_mut().zip(argmax_row.iter_mut()).zip(&cols) {
+        let khs = taps_inside(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, g.in_h);
+        let outputs = y_row.iter_mut().zip(argmax_row.iter_mut());
+        for (ow, (y, argmax)) in outputs.enumerate() {
+            let kws = taps_inside(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, g.in_w);
             let mut best: Option<(T, usize)> = None;
-            for &ih in &ihs {
-                for &iw in iws {
-                    let i = ih * g.in_w + iw;
+            for kh in khs.clone() {
+                let ih = oh * g.stride_h + kh * g.dilation_h - g.pad_h;
+                for kw in kws.clone() {
+                    let i = ih * g.in_w + ow * g.stride_w + kw * g.dilation_w - g.pad_w;
                     if best.is_none_or(|(v, _)| plane[i] > v) {
                         best = Some((plane[i], i));
                     }
@@ -70,6 +64,25 @@ fn maxpool_fwd_plane<T: Float>(plane: &[T], g: &ConvGeometry, y: &mut [T], argma
             };
         }
     }
+}
+
+/// The taps `k` of window `o` along one axis that read the input rather than the padding, as a
+/// range: `o·stride + k·dilation − pad` in `0..in_len`, `k < kernel`.
+fn taps_inside(
+    o: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    in_len: usize,
+) -> std::ops::Range<usize> {
+    let start = o * stride; // input = start + k·dilation − pad
+    let first = pad.saturating_sub(start).div_ceil(dilation);
+    let end = (in_len + pad)
+        .saturating_sub(start)
+        .div_ceil(dilation)
+        .min(kernel);
+    first.min(end)..end
 }
 
 /// Max-pooling backward: each input pixel of `dx` (overwritten) gets the sum of `dy` over the
@@ -158,9 +171,14 @@ fn taps_in_bounds(
     dilation: usize,
     in_len: usize,
 ) -> usize {
-    (0..kernel)
-        .filter(|&k| tap_input(o, k, stride, pad, dilation, in_len).is_some())
-        .count()
+    let taps = taps_inside(o, kernel, stride, pad, dilation, in_len);
+    debug_assert_eq!(
+        taps.len(),
+        (0..kernel)
+            .filter(|&k| tap_input(o, k, stride, pad, dilation, in_len).is_some())
+            .count()
+    );
+    taps.len()
 }
 
 /// Divisor of average-pool window `(oh, ow)`: `KH·KW` (every tap, padding included) when
