@@ -31,37 +31,73 @@ pub fn maxpool_fwd<T: Float>(x: &[T], g: &ConvGeometry, y: &mut [T], argmax: &mu
     if x.is_empty() || y.is_empty() {
         return;
     }
+    // The in-bounds taps of each window row and column, worked out once (they cost divisions).
+    let taps = WindowTaps::new(g);
     y.par_chunks_mut(out_plane)
         .zip(argmax.par_chunks_mut(out_plane))
         .zip(x.par_chunks(g.in_h * g.in_w))
-        .for_each(|((y, argmax), plane)| maxpool_fwd_plane(plane, g, y, argmax));
+        .for_each(|((y, argmax), plane)| maxpool_fwd_plane(plane, g, &taps, y, argmax));
+}
+
+/// For each output row (column), the range of kernel rows (columns) that read the input.
+struct WindowTaps {
+    rows: Vec<std::ops::Range<usize>>,
+    cols: Vec<std::ops::Range<usize>>,
+}
+
+impl WindowTaps {
+    fn new(g: &ConvGeometry) -> Self {
+        WindowTaps {
+            rows: (0..g.out_h)
+                .map(|oh| taps_inside(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, g.in_h))
+                .collect(),
+            cols: (0..g.out_w)
+                .map(|ow| taps_inside(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, g.in_w))
+                .collect(),
+        }
+    }
 }
 
 /// Max pooling of one `[H][W]` plane into its `[OH][OW]` outputs, taps in row-major order (the
 /// first of equal maxima wins). A window that sees only padding gives 0 with argmax −1.
-fn maxpool_fwd_plane<T: Float>(plane: &[T], g: &ConvGeometry, y: &mut [T], argmax: &mut [i32]) {
+fn maxpool_fwd_plane<T: Float>(
+    plane: &[T],
+    g: &ConvGeometry,
+    taps: &WindowTaps,
+    y: &mut [T],
+    argmax: &mut [i32],
+) {
     let rows = y
         .chunks_exact_mut(g.out_w)
         .zip(argmax.chunks_exact_mut(g.out_w));
     for (oh, (y_row, argmax_row)) in rows.enumerate() {
-        let khs = taps_inside(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, g.in_h);
+        let khs = taps.rows[oh].clone();
+        let ih0 = (oh * g.stride_h).wrapping_sub(g.pad_h);
         let outputs = y_row.iter_mut().zip(argmax_row.iter_mut());
         for (ow, (y, argmax)) in outputs.enumerate() {
-            let kws = taps_inside(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, g.in_w);
-            let mut best: Option<(T, usize)> = None;
+            let kws = taps.cols[ow].clone();
+            let iw0 = (ow * g.stride_w).wrapping_sub(g.pad_w);
+            if khs.is_empty() || kws.is_empty() {
+                (*y, *argmax) = (T::zero(), -1);
+                continue;
+            }
+            // Input index of tap (kh, kw); the offsets wrap back into range for in-bounds taps.
+            let at = |kh: usize, kw: usize| {
+                ih0.wrapping_add(kh * g.dilation_h) * g.in_w + iw0.wrapping_add(kw * g.dilation_w)
+            };
+            let mut best_i = at(khs.start, kws.start);
+            let mut best = plane[best_i];
             for kh in khs.clone() {
-                let ih = oh * g.stride_h + kh * g.dilation_h - g.pad_h;
                 for kw in kws.clone() {
-                    let i = ih * g.in_w + ow * g.stride_w + kw * g.dilation_w - g.pad_w;
-                    if best.is_none_or(|(v, _)| plane[i] > v) {
-                        best = Some((plane[i], i));
-                    }
+                    // Selects rather than branches: which tap wins is data-dependent and
+                    // unpredictable, and a mispredicted branch per tap costs more than the tap.
+                    let i = at(kh, kw);
+                    let better = plane[i] > best;
+                    best_i = if better { i } else { best_i };
+                    best = if better { plane[i] } else { best };
                 }
             }
-            (*y, *argmax) = match best {
-                Some((v, i)) => (v, i as i32),
-                None => (T::zero(), -1),
-            };
+            (*y, *argmax) = (best, best_i as i32);
         }
     }
 }
