@@ -155,6 +155,11 @@ fn build_emulation(dir: &Path, files: &[KernelFile]) {
         .flag("c++")
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-unused-function")
+        // `#pragma unroll` is for nvcc.
+        .flag_if_supported("-Wno-unknown-pragmas")
+        // Kernels reinterpret shared and global memory as vectors (uint4, float4, 32-bit fragment
+        // pairs), which CUDA allows and strict aliasing in host C++ would not.
+        .flag("-fno-strict-aliasing")
         .warnings(true);
     for f in files {
         build.file(&f.path);

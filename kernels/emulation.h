@@ -12,8 +12,10 @@
 //  - __shared__ variables are `static thread_local`: one copy per OS thread, which is exactly one
 //    copy per running block;
 //  - kernels registered with KILN_EMULATE_SYNC run each CUDA thread of a block as a fiber
-//    (ucontext); __syncthreads() switches back to the scheduler, which resumes every fiber of the
-//    block in turn, so a barrier really waits for the whole block;
+//    (ucontext). __syncthreads() is a counting barrier: a fiber that arrives early switches back to
+//    the scheduler until every live thread of the block has arrived (threads that have exited count
+//    as arrived, as on Volta and later). Warp-collective operations (the tensor-core mma below)
+//    meet the same way at a barrier of their warp's 32 threads;
 //  - kernels registered with KILN_EMULATE (no barriers) run their threads one after another on the
 //    OS thread's own stack, which is much cheaper. Calling __syncthreads() from such a kernel
 //    aborts with a message naming the fix, so a wrong registration can't go unnoticed.
@@ -43,6 +45,12 @@ struct alignas(16) float4 {
 struct alignas(8) float2 {
   float x, y;
 };
+struct alignas(16) uint4 {
+  unsigned int x, y, z, w;
+};
+inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned int w) {
+  return uint4{x, y, z, w};
+}
 
 #define __global__
 #define __device__
@@ -52,6 +60,7 @@ struct alignas(8) float2 {
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 #define __shared__ static thread_local
+#define __align__(n) __attribute__((aligned(n)))
 #define __ldg(ptr) (*(ptr))
 
 // The launch description the Rust side passes: the grid, the block, and the range of linear block
@@ -84,6 +93,22 @@ inline thread_local bool in_fiber_mode = false;
 inline thread_local void (*fiber_body)(const void*) = nullptr;
 inline thread_local const void* fiber_params = nullptr;
 
+// A reusable barrier: `arrived` counts the threads waiting in the current generation.
+struct Barrier {
+  size_t arrived = 0;
+  unsigned long long generation = 0;
+};
+inline thread_local Barrier block_barrier;
+inline thread_local size_t live_fibers = 0;
+
+// Per warp of the running block: the fragments its lanes publish for a tensor-core mma.
+struct WarpFragments {
+  uint32_t a[32][4];
+  uint32_t b[32][2];
+  Barrier barrier;
+};
+inline thread_local std::vector<WarpFragments> warp_fragments;
+
 [[noreturn]] inline void fail(const char* message) {
   std::fprintf(stderr, "kiln kernel emulation: %s\n", message);
   std::abort();
@@ -97,18 +122,45 @@ inline uint3 unflatten(unsigned long long linear, const unsigned int dims[3]) {
   return v;
 }
 
+// Lets the other fibers of the block run; this one resumes on a later round of the scheduler.
+inline void yield_fiber() { swapcontext(&fibers[current_fiber].context, &scheduler_context); }
+
+// Opens the barrier for the next generation.
+inline void release(Barrier& b) {
+  b.arrived = 0;
+  ++b.generation;
+}
+
+// Waits until `participants` threads have arrived at `b`.
+inline void wait_at(Barrier& b, size_t participants) {
+  const unsigned long long generation = b.generation;
+  if (++b.arrived >= participants) {
+    release(b);
+    return;
+  }
+  while (b.generation == generation) yield_fiber();
+}
+
 inline void fiber_entry() {
   fiber_body(fiber_params);
   fibers[current_fiber].finished = true;
+  // An exited thread no longer holds up the block's barrier.
+  --live_fibers;
+  if (block_barrier.arrived > 0 && block_barrier.arrived >= live_fibers) release(block_barrier);
   // Returning resumes uc_link, the scheduler.
 }
 
-inline void sync_threads() {
+inline void require_fibers(const char* what) {
   if (!in_fiber_mode) {
-    fail("__syncthreads() called by a kernel registered with KILN_EMULATE; register it with "
-         "KILN_EMULATE_SYNC");
+    std::fprintf(stderr, "kiln kernel emulation: %s called by a kernel registered with KILN_EMULATE; "
+                 "register it with KILN_EMULATE_SYNC\n", what);
+    std::abort();
   }
-  swapcontext(&fibers[current_fiber].context, &scheduler_context);
+}
+
+inline void sync_threads() {
+  require_fibers("__syncthreads()");
+  wait_at(block_barrier, live_fibers);
 }
 
 // Runs one block whose threads may meet at barriers: every thread is a fiber, resumed round-robin
@@ -131,6 +183,9 @@ inline void run_block_as_fibers(void (*body)(const void*), const void* params,
     f.context.uc_link = &scheduler_context;
     makecontext(&f.context, fiber_entry, 0);
   }
+  block_barrier = Barrier{};
+  for (auto& w : warp_fragments) w.barrier = Barrier{};
+  live_fibers = threads;
   in_fiber_mode = true;
   size_t remaining = threads;
   while (remaining > 0) {
@@ -212,10 +267,106 @@ inline float __int_as_float(int v) {
   std::memcpy(&f, &v, sizeof f);
   return f;
 }
+inline float __uint_as_float(unsigned int v) {
+  float f;
+  std::memcpy(&f, &v, sizeof f);
+  return f;
+}
+inline unsigned int __float_as_uint(float f) {
+  unsigned int v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+}
 inline int __float_as_int(float f) {
   int v;
   std::memcpy(&v, &f, sizeof v);
   return v;
+}
+
+// Tensor-core matrix multiply-accumulate of one warp, PTX `mma.sync.aligned.m16n8k16.row.col`
+// with f32 accumulators: D (16x8) += A (16x16) · B (16x8), 16-bit inputs passed as raw bits, two
+// per 32-bit register, the lower k in the low half. Lane l = 4·group + t holds (PTX ISA, "matrix
+// fragments for mma.m16n8k16"):
+//   a[0]: A[group][2t, 2t+1]    a[1]: A[group+8][2t, 2t+1]
+//   a[2]: A[group][2t+8, 2t+9]  a[3]: A[group+8][2t+8, 2t+9]
+//   b[0]: B[2t, 2t+1][group]    b[1]: B[2t+8, 2t+9][group]
+//   d[0..1]: D[group][2t, 2t+1] d[2..3]: D[group+8][2t, 2t+1]
+// Emulated: every lane publishes its fragments, the warp meets at a barrier, each lane computes its
+// four outputs from the whole warp's fragments (products summed in k order in f32), and the warp
+// meets again before the shared fragments can be overwritten.
+namespace kiln_emu {
+
+inline float bf16_bits_to_float(uint16_t bits) {
+  const uint32_t wide = (uint32_t)bits << 16;
+  float f;
+  std::memcpy(&f, &wide, sizeof f);
+  return f;
+}
+
+inline float f16_bits_to_float(uint16_t bits) {
+  const uint32_t sign = (uint32_t)(bits >> 15) << 31;
+  const int exponent = (bits >> 10) & 0x1f;
+  const uint32_t mantissa = bits & 0x3ff;
+  float magnitude;
+  if (exponent == 0) {
+    magnitude = std::ldexp((float)mantissa, -24);  // zero or subnormal
+  } else if (exponent == 31) {
+    magnitude = mantissa == 0 ? INFINITY : NAN;
+  } else {
+    magnitude = std::ldexp((float)(mantissa | 0x400), exponent - 25);
+  }
+  uint32_t out;
+  std::memcpy(&out, &magnitude, sizeof out);
+  out |= sign;
+  float f;
+  std::memcpy(&f, &out, sizeof f);
+  return f;
+}
+
+// Element `half` (0 = low) of a 32-bit fragment register.
+inline uint16_t half_of(uint32_t reg, int half) { return (uint16_t)(half ? reg >> 16 : reg & 0xffff); }
+
+template <bool kBf16>
+inline void mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  require_fibers("a tensor-core mma");
+  const size_t linear = (size_t)threadIdx.x + (size_t)threadIdx.y * block_dim.x +
+                        (size_t)threadIdx.z * block_dim.x * block_dim.y;
+  const size_t warp = linear / 32, lane = linear % 32;
+  if (warp_fragments.size() <= warp) warp_fragments.resize(warp + 1);
+  WarpFragments& w = warp_fragments[warp];
+  for (int r = 0; r < 4; ++r) w.a[lane][r] = a[r];
+  for (int r = 0; r < 2; ++r) w.b[lane][r] = b[r];
+  wait_at(w.barrier, 32);
+  auto value = [](uint16_t bits) { return kBf16 ? bf16_bits_to_float(bits) : f16_bits_to_float(bits); };
+  // A[row][k] and B[k][col] from the lanes that hold them.
+  auto a_at = [&](int row, int k) {
+    const int holder = 4 * (row % 8) + (k % 8) / 2;
+    const int reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+    return value(half_of(w.a[holder][reg], k % 2));
+  };
+  auto b_at = [&](int k, int col) {
+    const int holder = 4 * col + (k % 8) / 2;
+    return value(half_of(w.b[holder][k >= 8 ? 1 : 0], k % 2));
+  };
+  const int group = (int)lane / 4, t = (int)lane % 4;
+  float out[4];
+  for (int i = 0; i < 4; ++i) {
+    const int row = group + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+    float sum = d[i];
+    for (int k = 0; k < 16; ++k) sum += a_at(row, k) * b_at(k, col);
+    out[i] = sum;
+  }
+  wait_at(w.barrier, 32);
+  for (int i = 0; i < 4; ++i) d[i] = out[i];
+}
+
+}  // namespace kiln_emu
+
+inline void kiln_mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  kiln_emu::mma_16816<true>(d, a, b);
+}
+inline void kiln_mma_f16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  kiln_emu::mma_16816<false>(d, a, b);
 }
 
 // Entry points. `name` is the kernel, `Params` its parameter struct (passed by value on the GPU,
@@ -233,5 +384,25 @@ inline int __float_as_int(float f) {
 
 #define KILN_EMULATE(name, Params)
 #define KILN_EMULATE_SYNC(name, Params)
+
+#include <cstdint>
+
+// The tensor-core instructions the emulation above stands in for (sm_80 and later).
+__device__ __forceinline__ void kiln_mma_bf16_16816(float d[4], const uint32_t a[4],
+                                                    const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void kiln_mma_f16_16816(float d[4], const uint32_t a[4],
+                                                   const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
 
 #endif  // KILN_EMULATION

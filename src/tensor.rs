@@ -18,13 +18,17 @@ use crate::error::{invalid, Error, Result};
 use crate::shape::numel;
 
 /// Element types. The CPU computes in f32 and f64 (f64 for gradient checks); device memory holds
-/// f32, and i32/u8 for indices, labels and masks.
+/// f32, and i32/u8 for indices, labels and masks. BF16 and F16 are storage formats of the
+/// mixed-precision path: tensors are cast to them ([`crate::ops::cast`]) for the tensor-core GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DType {
     F32,
     F64,
     I32,
     U8,
+    BF16,
+    F16,
 }
 
 impl DType {
@@ -33,6 +37,7 @@ impl DType {
             DType::F32 | DType::I32 => 4,
             DType::F64 => 8,
             DType::U8 => 1,
+            DType::BF16 | DType::F16 => 2,
         }
     }
 }
@@ -45,6 +50,8 @@ pub enum HostData {
     F64(Vec<f64>),
     I32(Vec<i32>),
     U8(Vec<u8>),
+    BF16(Vec<half::bf16>),
+    F16(Vec<half::f16>),
 }
 
 /// A Rust type that can be a tensor element.
@@ -84,6 +91,8 @@ element!(f32, F32);
 element!(f64, F64);
 element!(i32, I32);
 element!(u8, U8);
+element!(half::bf16, BF16);
+element!(half::f16, F16);
 
 pub(crate) enum Storage {
     Host(HostData),
@@ -151,6 +160,8 @@ impl Tensor {
             DType::F64 => HostData::F64(vec![0.0; n]),
             DType::I32 => HostData::I32(vec![0; n]),
             DType::U8 => HostData::U8(vec![0; n]),
+            DType::BF16 => HostData::BF16(vec![half::bf16::ZERO; n]),
+            DType::F16 => HostData::F16(vec![half::f16::ZERO; n]),
         };
         Tensor::host(data, shape.to_vec(), dtype).to_device(device)
     }
@@ -344,6 +355,8 @@ impl Tensor {
                     HostData::F64(v) => gpu.upload(v, &mut buffer)?,
                     HostData::I32(v) => gpu.upload(v, &mut buffer)?,
                     HostData::U8(v) => gpu.upload(v, &mut buffer)?,
+                    HostData::BF16(v) => gpu.upload(v, &mut buffer)?,
+                    HostData::F16(v) => gpu.upload(v, &mut buffer)?,
                 }
                 Ok(Tensor::from_gpu(buffer, self.shape.clone(), self.dtype))
             }
@@ -356,6 +369,8 @@ impl Tensor {
             DType::F64 => HostData::F64(self.to_vec()?),
             DType::I32 => HostData::I32(self.to_vec()?),
             DType::U8 => HostData::U8(self.to_vec()?),
+            DType::BF16 => HostData::BF16(self.to_vec()?),
+            DType::F16 => HostData::F16(self.to_vec()?),
         })
     }
 
@@ -385,6 +400,8 @@ impl Tensor {
             DType::F64 => Ok(self.to_vec::<f64>()?[0]),
             DType::I32 => Ok(self.to_vec::<i32>()?[0] as f64),
             DType::U8 => Ok(self.to_vec::<u8>()?[0] as f64),
+            DType::BF16 => Ok(self.to_vec::<half::bf16>()?[0].to_f64()),
+            DType::F16 => Ok(self.to_vec::<half::f16>()?[0].to_f64()),
         }
     }
 

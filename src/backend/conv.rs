@@ -4,7 +4,9 @@
 //! On the GPU each product is one batch-wide im2col (or col2im) and one GEMM launch over every
 //! image and group; on the CPU, `cpu::conv` runs them image by image with the columns in cache.
 
-use super::{check_len, common_device, gpu_f32, gpu_output, host_output, input_shape, with_float};
+use super::{
+    cast, check_len, common_device, gpu_f32, gpu_output, host_output, input_shape, with_float,
+};
 use crate::cpu;
 use crate::cuda;
 use crate::device::Device;
@@ -172,6 +174,9 @@ pub fn gemm(
 ) -> Result<Tensor> {
     common_device("gemm", &[a, b])?;
     check_gemm_lens(spec, a, b, numel(&out_shape))?;
+    if matches!(a.dtype(), DType::BF16 | DType::F16) {
+        return gemm_16bit(spec, alpha, a, b, out_shape);
+    }
     match a.device() {
         Device::Cpu => with_float!("gemm", a, |T| {
             let (xa, xb) = (a.host_slice::<T>("gemm")?, b.host_slice::<T>("gemm")?);
@@ -184,6 +189,33 @@ pub fn gemm(
             let (_, bb) = gpu_f32("gemm", b)?;
             gpu_output(&gpu, out_shape, DType::F32, |c| {
                 cuda::gemm::gemm(&gpu, spec, alpha as f32, ab, bb, 0.0, c)
+            })
+        }
+    }
+}
+
+/// [`gemm`] of bf16 or f16 operands (both the same) into an f32 result: on the GPU the
+/// tensor-core kernel (f32 accumulation; batched products, no groups or batch sums); on the CPU
+/// the operands are widened to f32 exactly and multiplied in f32.
+fn gemm_16bit(
+    spec: &GemmSpec,
+    alpha: f64,
+    a: &Tensor,
+    b: &Tensor,
+    out_shape: Vec<usize>,
+) -> Result<Tensor> {
+    b.expect_dtype("gemm", a.dtype())?;
+    match a.device() {
+        Device::Cpu => {
+            let (a, b) = (cast(a, DType::F32)?, cast(b, DType::F32)?);
+            gemm(spec, alpha, &a, &b, out_shape)
+        }
+        _ => {
+            let (ab, bb) = (a.gpu_buffer("gemm")?, b.gpu_buffer("gemm")?);
+            let gpu = ab.gpu().clone();
+            let bf16 = a.dtype() == DType::BF16;
+            gpu_output(&gpu, out_shape, DType::F32, |c| {
+                cuda::gemm_tc::gemm_16bit(&gpu, spec, alpha as f32, ab, bb, 0.0, c, bf16)
             })
         }
     }

@@ -10,6 +10,7 @@ use crate::tensor::{DType, Element, Tensor};
 use std::sync::Arc;
 
 mod activation;
+mod cast;
 mod conv;
 mod dropout;
 mod elementwise;
@@ -20,6 +21,7 @@ mod pool;
 mod shape;
 
 pub use activation::*;
+pub use cast::*;
 pub use conv::*;
 #[allow(unused_imports)]
 pub use dropout::*;

@@ -5,6 +5,7 @@
 //! over images, channels or rows. Callers validate lengths; the functions only `debug_assert!` them.
 
 pub mod activation;
+pub mod cast;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;

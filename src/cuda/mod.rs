@@ -3,6 +3,7 @@
 //! kernels/*.cu file.
 
 pub(crate) mod activation;
+pub(crate) mod cast;
 #[cfg(feature = "cuda")]
 mod context;
 #[allow(unused_imports)]
@@ -10,6 +11,7 @@ pub(crate) mod dropout;
 pub(crate) mod elementwise;
 mod emulator;
 pub(crate) mod gemm;
+pub(crate) mod gemm_tc;
 pub(crate) mod im2col;
 mod launch;
 pub(crate) mod loss;

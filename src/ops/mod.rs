@@ -2,6 +2,7 @@
 //! itself on the tape (see `autograd`) with its backward rule right beside its forward.
 
 pub mod activation;
+pub mod cast;
 pub mod conv;
 pub mod conv_transpose;
 pub mod dropout;
@@ -15,6 +16,7 @@ pub mod reshape;
 pub mod shape;
 
 pub use activation::*;
+pub use cast::*;
 pub use conv::*;
 #[allow(unused_imports)]
 pub use conv_transpose::*;

@@ -67,6 +67,14 @@ fn host_bytes(tensor: &Tensor) -> Result<HostBytes, TrainError> {
             le_bytes(tensor.to_vec::<i32>()?, i32::to_le_bytes),
         ),
         DType::U8 => (Dtype::U8, tensor.to_vec::<u8>()?),
+        DType::BF16 => (
+            Dtype::BF16,
+            le_bytes(tensor.to_vec::<half::bf16>()?, half::bf16::to_le_bytes),
+        ),
+        DType::F16 => (
+            Dtype::F16,
+            le_bytes(tensor.to_vec::<half::f16>()?, half::f16::to_le_bytes),
+        ),
     };
     Ok(HostBytes {
         dtype,
@@ -141,11 +149,21 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, TrainError>
             Dtype::F64 => Tensor::from_vec(from_le(data, f64::from_le_bytes), &shape, Device::Cpu),
             Dtype::I32 => Tensor::from_vec(from_le(data, i32::from_le_bytes), &shape, Device::Cpu),
             Dtype::U8 => Tensor::from_vec(data.to_vec(), &shape, Device::Cpu),
+            Dtype::BF16 => Tensor::from_vec(
+                from_le(data, half::bf16::from_le_bytes),
+                &shape,
+                Device::Cpu,
+            ),
+            Dtype::F16 => Tensor::from_vec(
+                from_le(data, half::f16::from_le_bytes),
+                &shape,
+                Device::Cpu,
+            ),
             other => {
                 return Err(TrainError::format(
                     path,
                     format!(
-                        "tensor {name:?} has dtype {other:?}; kiln reads F32, F64, I32 and U8 \
+                        "tensor {name:?} has dtype {other:?}; kiln reads F32, F64, I32, U8, BF16 and F16 \
                          (convert it before saving, e.g. `t.float()` in PyTorch)"
                     ),
                 ))

@@ -1,0 +1,65 @@
+//! Conversions between element types: f32 ⇄ bf16/f16 (the mixed-precision storage formats) on
+//! every device, and f32 ⇄ f64 on the CPU (the gradient checks).
+
+use super::{gpu_output, host_output};
+use crate::cpu;
+use crate::cuda;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+/// `x` converted to `dtype`: to bf16/f16 rounded to nearest even, back to f32 exactly.
+pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    if x.dtype() == dtype {
+        return Ok(x.clone());
+    }
+    let shape = x.shape().to_vec();
+    let unsupported = || Error::DTypeMismatch {
+        op: "cast (f32 ⇄ bf16/f16 on every device, f32 ⇄ f64 on the CPU)",
+        expected: DType::F32,
+        got: if x.dtype() == DType::F32 {
+            dtype
+        } else {
+            x.dtype()
+        },
+    };
+    match x.device() {
+        Device::Cpu => match (x.dtype(), dtype) {
+            (DType::F32, DType::BF16) => {
+                let xs = x.host_slice::<f32>("cast")?;
+                Ok(host_output(shape, |y| cpu::cast::f32_to_bf16(xs, y)))
+            }
+            (DType::F32, DType::F16) => {
+                let xs = x.host_slice::<f32>("cast")?;
+                Ok(host_output(shape, |y| cpu::cast::f32_to_f16(xs, y)))
+            }
+            (DType::BF16, DType::F32) => {
+                let xs = x.host_slice::<half::bf16>("cast")?;
+                Ok(host_output(shape, |y| cpu::cast::bf16_to_f32(xs, y)))
+            }
+            (DType::F16, DType::F32) => {
+                let xs = x.host_slice::<half::f16>("cast")?;
+                Ok(host_output(shape, |y| cpu::cast::f16_to_f32(xs, y)))
+            }
+            (DType::F32, DType::F64) | (DType::F64, DType::F32) => x.to_dtype(dtype),
+            _ => Err(unsupported()),
+        },
+        _ => {
+            let n = x.numel();
+            let src = x.gpu_buffer("cast")?;
+            let gpu = src.gpu().clone();
+            match (x.dtype(), dtype) {
+                (DType::F32, DType::BF16 | DType::F16) => gpu_output(&gpu, shape, dtype, |y| {
+                    cuda::cast::f32_to_16bit(&gpu, src, y, n, dtype == DType::BF16)
+                }),
+                (DType::BF16 | DType::F16, DType::F32) => {
+                    let bf16 = x.dtype() == DType::BF16;
+                    gpu_output(&gpu, shape, dtype, |y| {
+                        cuda::cast::f16bit_to_f32(&gpu, src, y, n, bf16)
+                    })
+                }
+                _ => Err(unsupported()),
+            }
+        }
+    }
+}

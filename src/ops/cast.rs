@@ -1,0 +1,19 @@
+//! Element-type conversion on the tape: the entry and exit of the mixed-precision path.
+
+use crate::autograd::record;
+use crate::backend;
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
+
+/// `x` converted to `dtype`: f32 ⇄ bf16/f16 on every device (to 16 bits rounded to nearest even,
+/// back exactly), f32 ⇄ f64 on the CPU. The gradient flows back converted to `x`'s type.
+pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    let from = x.dtype();
+    if from == dtype {
+        return Ok(x.clone());
+    }
+    let y = backend::cast(x, dtype)?;
+    Ok(record("cast", &[x], y, move || {
+        move |dy: &Tensor| Ok(vec![Some(backend::cast(dy, from)?)])
+    }))
+}

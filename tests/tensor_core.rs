@@ -1,0 +1,283 @@
+//! The mixed-precision building blocks against the CPU reference on every device under test (the
+//! kernel emulation always, a real GPU where one is usable): f32 ⇄ bf16/f16 conversion (bit for
+//! bit against the `half` crate) and the tensor-core GEMM (kernels/gemm_tc.cu), whose cases hit
+//! partial tiles, every transpose, the 16-byte-load path and batches.
+
+use half::{bf16, f16};
+use kiln::testing::{assert_close, gpu_devices_under_test, random_away_from_zero};
+use kiln::{backend, ops, DType, Device, GemmSpec, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Values that exercise every rounding path of both formats: ties, overflow to infinity, the
+/// largest finite values, f16 subnormals and underflow, f32 subnormals, signed zeros, NaN.
+fn special_values() -> Vec<f32> {
+    let mut v = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        65504.0,
+        65519.99,
+        65520.0,
+        -65536.0,
+        1e-8,
+        5.960_464_5e-8, // 2^-24, the smallest f16 subnormal
+        2.980_232_2e-8, // 2^-25: ties to even, to 0
+        4.470_348_4e-8, // 3·2^-26: rounds up to 2^-24
+        6.103_515_6e-5, // 2^-14, the smallest f16 normal
+        6.103_515e-5,   // just below it: rounds into the normals
+        1e-40,          // f32 subnormal
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        3.390_625,   // bf16 tie (odd mantissa: rounds up)
+        3.382_812_5, // bf16 tie (even mantissa: stays)
+        1.000_488_3, // f16 tie 1 + 2^-11
+        1.001_464_8, // f16 tie 1 + 3·2^-11
+    ];
+    let mut rng = StdRng::seed_from_u64(7);
+    for scale in [1e-6f32, 1e-3, 1.0, 1e3, 6e4, 1e6, 1e30] {
+        v.extend((0..257).map(|_| rng.random_range(-1.0f32..1.0) * scale));
+    }
+    // Exact midpoints between neighbouring bf16 values, both parities.
+    v.extend((0..64u32).map(|i| f32::from_bits(0x3f80_8000 + (i << 16))));
+    v
+}
+
+/// Bits of a 16-bit result, with every NaN made the same (payloads may differ).
+fn canonical(bits: u16, is_nan: bool) -> u16 {
+    if is_nan {
+        0x7fff
+    } else {
+        bits
+    }
+}
+
+#[test]
+fn casting_to_bf16_and_f16_rounds_like_the_half_crate_bit_for_bit() {
+    let x = special_values();
+    let n = x.len();
+    let expected_bf16: Vec<u16> = x
+        .iter()
+        .map(|&v| bf16::from_f32(v))
+        .map(|h| canonical(h.to_bits(), h.is_nan()))
+        .collect();
+    let expected_f16: Vec<u16> = x
+        .iter()
+        .map(|&v| f16::from_f32(v))
+        .map(|h| canonical(h.to_bits(), h.is_nan()))
+        .collect();
+    for device in gpu_devices_under_test("cast to 16 bits") {
+        let xt = Tensor::from_vec(x.clone(), &[n], device).unwrap();
+        let got_bf16: Vec<u16> = backend::cast(&xt, DType::BF16)
+            .unwrap()
+            .to_vec::<bf16>()
+            .unwrap()
+            .iter()
+            .map(|h| canonical(h.to_bits(), h.is_nan()))
+            .collect();
+        let got_f16: Vec<u16> = backend::cast(&xt, DType::F16)
+            .unwrap()
+            .to_vec::<f16>()
+            .unwrap()
+            .iter()
+            .map(|h| canonical(h.to_bits(), h.is_nan()))
+            .collect();
+        for i in 0..n {
+            assert_eq!(
+                got_bf16[i],
+                expected_bf16[i],
+                "bf16 of {:e} ({:#010x}) on {device:?}",
+                x[i],
+                x[i].to_bits()
+            );
+            assert_eq!(
+                got_f16[i],
+                expected_f16[i],
+                "f16 of {:e} ({:#010x}) on {device:?}",
+                x[i],
+                x[i].to_bits()
+            );
+        }
+    }
+}
+
+#[test]
+fn widening_every_16_bit_pattern_to_f32_is_exact() {
+    let bf: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
+    let hf: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    for device in gpu_devices_under_test("cast from 16 bits") {
+        let b = Tensor::from_vec(bf.clone(), &[bf.len()], device).unwrap();
+        let h = Tensor::from_vec(hf.clone(), &[hf.len()], device).unwrap();
+        let b32 = backend::cast(&b, DType::F32)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let h32 = backend::cast(&h, DType::F32)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        for i in 0..bf.len() {
+            assert!(
+                same(b32[i], bf[i].to_f32()),
+                "bf16 {i:#06x} on {device:?}: {} vs {}",
+                b32[i],
+                bf[i].to_f32()
+            );
+            assert!(
+                same(h32[i], hf[i].to_f32()),
+                "f16 {i:#06x} on {device:?}: {} vs {}",
+                h32[i],
+                hf[i].to_f32()
+            );
+        }
+    }
+}
+
+fn random(len: usize, seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    Tensor::from_vec(
+        random_away_from_zero(&mut rng, len, 1e-3),
+        &[len],
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+/// The product of the operands rounded to `dtype`, in f64 on the CPU.
+fn reference(spec: &GemmSpec, alpha: f64, a: &Tensor, b: &Tensor, len_c: usize) -> Vec<f32> {
+    let widen = |t: &Tensor| {
+        backend::cast(t, DType::F32)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+    };
+    backend::gemm(spec, alpha, &widen(a), &widen(b), vec![len_c])
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap()
+        .iter()
+        .map(|&v| v as f32)
+        .collect()
+}
+
+/// Runs `spec` on fresh random operands rounded to `dtype` on the CPU and on `device`, and
+/// compares both with the f64 product of the rounded operands.
+#[track_caller]
+fn check(device: Device, dtype: DType, spec: &GemmSpec, seed: u64) {
+    let (la, lb, lc) = spec.required_lens();
+    let a = backend::cast(&random(la, seed), dtype).unwrap();
+    let b = backend::cast(&random(lb, seed + 1), dtype).unwrap();
+    let alpha = 0.75;
+    let expected = reference(spec, alpha, &a, &b, lc);
+    let cpu = backend::gemm(spec, alpha, &a, &b, vec![lc]).unwrap();
+    let on_device = |t: &Tensor| t.to_device(device).unwrap();
+    let gpu = backend::gemm(spec, alpha, &on_device(&a), &on_device(&b), vec![lc]).unwrap();
+    eprintln!("{dtype:?} {spec:?} on {device:?}");
+    // Only the output matrices: a device result's gaps between them are never written.
+    let outputs = |v: Vec<f32>| -> Vec<f32> {
+        let mn = spec.m * spec.n;
+        (0..spec.batch)
+            .flat_map(|z| v[z * spec.stride_c..][..mn].to_vec())
+            .collect()
+    };
+    let expected = outputs(expected);
+    // f32 sums of up to ~200 products of values in [-1, 1], in different orders.
+    let tol = 2e-5 * (spec.k as f64).sqrt();
+    assert_close(&outputs(cpu.to_vec::<f32>().unwrap()), &expected, tol, 1e-5);
+    assert_close(&outputs(gpu.to_vec::<f32>().unwrap()), &expected, tol, 1e-5);
+}
+
+fn transposed(m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GemmSpec {
+    let mut spec = GemmSpec::new(m, n, k);
+    spec.trans_a = ta;
+    spec.trans_b = tb;
+    spec
+}
+
+#[test]
+fn tensor_core_gemm_matches_the_cpu_for_every_transpose_and_partial_tiles() {
+    for device in gpu_devices_under_test("tensor-core gemm") {
+        for (i, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
+            for (j, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)]
+                .into_iter()
+                .enumerate()
+            {
+                // Odd sizes: partial 128-tiles, a k that is no multiple of the 32-wide panel or of 8.
+                check(
+                    device,
+                    dtype,
+                    &transposed(37, 45, 29, ta, tb),
+                    100 + 10 * i as u64 + j as u64,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tensor_core_gemm_16_byte_loads_across_tiles_and_panels() {
+    for device in gpu_devices_under_test("tensor-core gemm, vector loads") {
+        for (i, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
+            // A [m][k] and B [n][k] with k a multiple of 8: both operands take 16-byte loads; m and
+            // n just past one 128-tile, k over three panels (the double buffer swaps twice).
+            check(
+                device,
+                dtype,
+                &transposed(131, 133, 72, false, true),
+                200 + i as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn tensor_core_gemm_batches_with_strides() {
+    for device in gpu_devices_under_test("tensor-core gemm, batched") {
+        let (m, n, k, batch) = (19, 23, 40, 3);
+        // Operand strides larger than one matrix (padding between entries), B shared.
+        let spec = transposed(m, n, k, false, true).batched(batch, m * k + 8, 0, m * n + 5);
+        check(device, DType::BF16, &spec, 300);
+    }
+}
+
+#[test]
+fn sixteen_bit_gemm_errors_are_clear() {
+    let a = backend::cast(&random(6, 1), DType::BF16).unwrap();
+    let b16 = backend::cast(&random(6, 2), DType::F16).unwrap();
+    let spec = GemmSpec::new(2, 2, 3);
+    // Mixed 16-bit formats.
+    assert!(backend::gemm(&spec, 1.0, &a, &b16, vec![4]).is_err());
+    // Groups are not a tensor-core GEMM shape (the CPU widens and accepts them).
+    let grouped = GemmSpec::new(1, 1, 3).grouped(2, 3, 3, 1);
+    let dev = Device::CudaEmulated;
+    let (a_dev, b_dev) = (
+        a.to_device(dev).unwrap(),
+        backend::cast(&random(6, 3), DType::BF16)
+            .unwrap()
+            .to_device(dev)
+            .unwrap(),
+    );
+    let err = backend::gemm(&grouped, 1.0, &a_dev, &b_dev, vec![2]).unwrap_err();
+    assert!(err.to_string().contains("groups"), "{err}");
+    // Casts between types that have no conversion.
+    let ints = Tensor::from_vec(vec![1i32, 2], &[2], Device::Cpu).unwrap();
+    assert!(backend::cast(&ints, DType::BF16).is_err());
+}
+
+#[test]
+fn the_cast_op_passes_gradients_back_in_the_input_type() {
+    for device in gpu_devices_under_test("cast op gradient") {
+        let x = random(11, 5).to_device(device).unwrap().with_grad();
+        let y = ops::cast(&ops::cast(&x, DType::BF16).unwrap(), DType::F32).unwrap();
+        let loss = ops::sum(&ops::scale(&y, 3.0).unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let dx = grads.get(&x).unwrap();
+        assert_eq!(dx.dtype(), DType::F32);
+        assert_eq!(dx.to_vec::<f32>().unwrap(), vec![3.0; 11]);
+    }
+}
