@@ -1,9 +1,9 @@
 // Tensor-core GEMM with 16-bit inputs (bf16 or f16) and f32 accumulation and output, on the
 // warp-level `mma.sync.m16n8k16` instruction (sm_80 and later). kernels/cast.cu makes its inputs.
 //
-// C = alpha·op(A)·op(B) + beta·C, row-major, as gemm_f32: op(A) is m×k, stored [m][k] or, with
-// trans_a, [k][m]; op(B) is k×n, stored [k][n] or, with trans_b, [n][k]; z picks the batch entry
-// (operands start at z·stride). A and B hold raw 16-bit patterns; C is f32.
+// C = alpha·op(A)·op(B) + beta·C, row-major, with gemm_f32's batches, groups and batch sums: op(A)
+// is m×k, stored [m][k] or, with trans_a, [k][m]; op(B) is k×n, stored [k][n] or, with trans_b,
+// [n][k]. A and B hold raw 16-bit patterns; C is f32.
 //
 // Mapping: a block of 256 threads (8 warps, 2 along m × 4 along n) computes a 128x128 tile of C;
 // each warp a 64x32 sub-tile as 4x4 mma tiles of 16x8, i.e. 64 f32 accumulators per thread. The
@@ -29,9 +29,11 @@ struct TcGemmParams {
   const unsigned short* b;
   float* c;
   long long stride_a, stride_b, stride_c;
+  long long group_stride_a, group_stride_b, group_stride_c;
   int m, n, k;
   int trans_a, trans_b;
-  int batch;
+  int batch, reduce_batch;
+  int groups;
   int vec_a, vec_b;
   float alpha, beta;
 };
@@ -137,18 +139,55 @@ __device__ __forceinline__ void tc_multiply(unsigned short (*as)[TC_LD],
   }
 }
 
+// acc += the tile (m0, n0) of op(A)·op(B) for one product (one batch entry of one group).
+template <bool kBf16>
+__device__ __forceinline__ void tc_accumulate(const TcGemmParams& p, const unsigned short* a,
+                                              const unsigned short* b, int m0, int n0,
+                                              unsigned short (*as)[TC_TILE][TC_LD],
+                                              unsigned short (*bs)[TC_TILE][TC_LD],
+                                              float (*acc)[4][4]) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
+  const bool a_k_contiguous = !p.trans_a, b_k_contiguous = p.trans_b != 0;
+  TcPanel pa, pb;
+  tc_fetch(a, p.m, p.k, m0, 0, a_k_contiguous, p.vec_a, tid, pa);
+  tc_fetch(b, p.n, p.k, n0, 0, b_k_contiguous, p.vec_b, tid, pb);
+  tc_store(pa, a_k_contiguous, p.vec_a, tid, as[0]);
+  tc_store(pb, b_k_contiguous, p.vec_b, tid, bs[0]);
+  __syncthreads();
+  int buffer = 0;
+  for (int k0 = 0; k0 < p.k; k0 += TC_BK) {
+    const bool more = k0 + TC_BK < p.k;
+    if (more) {  // the next panel's loads are in flight while this one is multiplied
+      tc_fetch(a, p.m, p.k, m0, k0 + TC_BK, a_k_contiguous, p.vec_a, tid, pa);
+      tc_fetch(b, p.n, p.k, n0, k0 + TC_BK, b_k_contiguous, p.vec_b, tid, pb);
+    }
+    tc_multiply<kBf16>(as[buffer], bs[buffer], warp_m, warp_n, lane, acc);
+    if (more) {
+      tc_store(pa, a_k_contiguous, p.vec_a, tid, as[buffer ^ 1]);
+      tc_store(pb, b_k_contiguous, p.vec_b, tid, bs[buffer ^ 1]);
+    }
+    // The other buffer is complete, and nobody reads this one any more.
+    __syncthreads();
+    buffer ^= 1;
+  }
+}
+
 template <bool kBf16>
 __device__ __forceinline__ void gemm_tc(const TcGemmParams& p) {
   __shared__ __align__(16) unsigned short as[2][TC_TILE][TC_LD];
   __shared__ __align__(16) unsigned short bs[2][TC_TILE][TC_LD];
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
   const int m0 = blockIdx.y * TC_TILE, n0 = blockIdx.x * TC_TILE;
-  const bool a_k_contiguous = !p.trans_a, b_k_contiguous = p.trans_b != 0;
 
-  for (int z = blockIdx.z; z < p.batch; z += gridDim.z) {
-    const unsigned short* a = p.a + z * p.stride_a;
-    const unsigned short* b = p.b + z * p.stride_b;
+  // z runs over the output matrices: (batch entry, group) pairs, group fastest, or groups alone
+  // when the batch is summed into one C.
+  const int outputs = (p.reduce_batch ? 1 : p.batch) * p.groups;
+  for (int z = blockIdx.z; z < outputs; z += gridDim.z) {
+    const int g = z % p.groups;
+    const int first = p.reduce_batch ? 0 : z / p.groups;
+    const int last = p.reduce_batch ? p.batch : first + 1;
     float acc[4][4][4];
     #pragma unroll
     for (int mi = 0; mi < 4; ++mi)
@@ -156,36 +195,17 @@ __device__ __forceinline__ void gemm_tc(const TcGemmParams& p) {
       for (int ni = 0; ni < 4; ++ni)
         #pragma unroll
         for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
-
-    TcPanel pa, pb;
-    tc_fetch(a, p.m, p.k, m0, 0, a_k_contiguous, p.vec_a, tid, pa);
-    tc_fetch(b, p.n, p.k, n0, 0, b_k_contiguous, p.vec_b, tid, pb);
-    tc_store(pa, a_k_contiguous, p.vec_a, tid, as[0]);
-    tc_store(pb, b_k_contiguous, p.vec_b, tid, bs[0]);
-    __syncthreads();
-    int buffer = 0;
-    for (int k0 = 0; k0 < p.k; k0 += TC_BK) {
-      const bool more = k0 + TC_BK < p.k;
-      if (more) {  // the next panel's loads are in flight while this one is multiplied
-        tc_fetch(a, p.m, p.k, m0, k0 + TC_BK, a_k_contiguous, p.vec_a, tid, pa);
-        tc_fetch(b, p.n, p.k, n0, k0 + TC_BK, b_k_contiguous, p.vec_b, tid, pb);
-      }
-      tc_multiply<kBf16>(as[buffer], bs[buffer], warp_m, warp_n, lane, acc);
-      if (more) {
-        tc_store(pa, a_k_contiguous, p.vec_a, tid, as[buffer ^ 1]);
-        tc_store(pb, b_k_contiguous, p.vec_b, tid, bs[buffer ^ 1]);
-      }
-      // The other buffer is complete, and nobody reads this one any more.
-      __syncthreads();
-      buffer ^= 1;
+    for (int bi = first; bi < last; ++bi) {
+      tc_accumulate<kBf16>(p, p.a + bi * p.stride_a + g * p.group_stride_a,
+                           p.b + bi * p.stride_b + g * p.group_stride_b, m0, n0, as, bs, acc);
     }
 
-    float* c = p.c + z * p.stride_c;
+    float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
     const int group = lane / 4, t = lane % 4;
     #pragma unroll
     for (int mi = 0; mi < 4; ++mi) {
       #pragma unroll
-    for (int ni = 0; ni < 4; ++ni) {
+      for (int ni = 0; ni < 4; ++ni) {
         #pragma unroll
         for (int r = 0; r < 4; ++r) {
           const int row = m0 + warp_m + mi * 16 + group + (r >= 2 ? 8 : 0);

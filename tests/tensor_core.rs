@@ -168,7 +168,7 @@ fn reference(spec: &GemmSpec, alpha: f64, a: &Tensor, b: &Tensor, len_c: usize) 
 /// Runs `spec` on fresh random operands rounded to `dtype` on the CPU and on `device`, and
 /// compares both with the f64 product of the rounded operands.
 #[track_caller]
-fn check(device: Device, dtype: DType, spec: &GemmSpec, seed: u64) {
+fn check_product(device: Device, dtype: DType, spec: &GemmSpec, seed: u64) {
     let (la, lb, lc) = spec.required_lens();
     let a = backend::cast(&random(la, seed), dtype).unwrap();
     let b = backend::cast(&random(lb, seed + 1), dtype).unwrap();
@@ -181,8 +181,12 @@ fn check(device: Device, dtype: DType, spec: &GemmSpec, seed: u64) {
     // Only the output matrices: a device result's gaps between them are never written.
     let outputs = |v: Vec<f32>| -> Vec<f32> {
         let mn = spec.m * spec.n;
-        (0..spec.batch)
-            .flat_map(|z| v[z * spec.stride_c..][..mn].to_vec())
+        let slots = if spec.reduce_batch { 1 } else { spec.batch };
+        (0..slots)
+            .flat_map(|z| {
+                (0..spec.groups).map(move |g| z * spec.stride_c + g * spec.group_stride_c)
+            })
+            .flat_map(|at| v[at..][..mn].to_vec())
             .collect()
     };
     let expected = outputs(expected);
@@ -208,7 +212,7 @@ fn tensor_core_gemm_matches_the_cpu_for_every_transpose_and_partial_tiles() {
                 .enumerate()
             {
                 // Odd sizes: partial 128-tiles, a k that is no multiple of the 32-wide panel or of 8.
-                check(
+                check_product(
                     device,
                     dtype,
                     &transposed(37, 45, 29, ta, tb),
@@ -225,7 +229,7 @@ fn tensor_core_gemm_16_byte_loads_across_tiles_and_panels() {
         for (i, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
             // A [m][k] and B [n][k] with k a multiple of 8: both operands take 16-byte loads; m and
             // n just past one 128-tile, k over three panels (the double buffer swaps twice).
-            check(
+            check_product(
                 device,
                 dtype,
                 &transposed(131, 133, 72, false, true),
@@ -241,7 +245,30 @@ fn tensor_core_gemm_batches_with_strides() {
         let (m, n, k, batch) = (19, 23, 40, 3);
         // Operand strides larger than one matrix (padding between entries), B shared.
         let spec = transposed(m, n, k, false, true).batched(batch, m * k + 8, 0, m * n + 5);
-        check(device, DType::BF16, &spec, 300);
+        check_product(device, DType::BF16, &spec, 300);
+    }
+}
+
+#[test]
+fn tensor_core_gemm_groups_and_sums_over_the_batch() {
+    for device in gpu_devices_under_test("tensor-core gemm, groups and batch sums") {
+        // A grouped convolution's three products: 3 images, 2 groups of 5 output channels, 4·9
+        // column rows and 7x6 pixels per group (the shapes of GroupedConv's specs).
+        let (images, groups, k_g, rows_g, pixels) = (3, 2, 5, 36, 42);
+        let (rows, k) = (rows_g * groups, k_g * groups);
+        let forward = GemmSpec::new(k_g, pixels, rows_g)
+            .batched(images, 0, rows * pixels, k * pixels)
+            .grouped(groups, k_g * rows_g, rows_g * pixels, k_g * pixels);
+        let input_grad = transposed(rows_g, pixels, k_g, true, false)
+            .batched(images, 0, k * pixels, rows * pixels)
+            .grouped(groups, k_g * rows_g, k_g * pixels, rows_g * pixels);
+        let weight_grad = transposed(k_g, rows_g, pixels, false, true)
+            .batched(images, k * pixels, rows * pixels, 0)
+            .grouped(groups, k_g * pixels, rows_g * pixels, k_g * rows_g)
+            .summed_over_batch();
+        for (i, spec) in [forward, input_grad, weight_grad].iter().enumerate() {
+            check_product(device, DType::BF16, spec, 400 + i as u64);
+        }
     }
 }
 
@@ -250,23 +277,17 @@ fn sixteen_bit_gemm_errors_are_clear() {
     let a = backend::cast(&random(6, 1), DType::BF16).unwrap();
     let b16 = backend::cast(&random(6, 2), DType::F16).unwrap();
     let spec = GemmSpec::new(2, 2, 3);
-    // Mixed 16-bit formats.
+    // Mixed 16-bit formats, on the CPU and on a device.
     assert!(backend::gemm(&spec, 1.0, &a, &b16, vec![4]).is_err());
-    // Groups are not a tensor-core GEMM shape (the CPU widens and accepts them).
-    let grouped = GemmSpec::new(1, 1, 3).grouped(2, 3, 3, 1);
     let dev = Device::CudaEmulated;
-    let (a_dev, b_dev) = (
-        a.to_device(dev).unwrap(),
-        backend::cast(&random(6, 3), DType::BF16)
-            .unwrap()
-            .to_device(dev)
-            .unwrap(),
-    );
-    let err = backend::gemm(&grouped, 1.0, &a_dev, &b_dev, vec![2]).unwrap_err();
-    assert!(err.to_string().contains("groups"), "{err}");
+    let on = |t: &Tensor| t.to_device(dev).unwrap();
+    assert!(backend::gemm(&spec, 1.0, &on(&a), &on(&b16), vec![4]).is_err());
+    // A 16-bit operand with an f32 one.
+    assert!(backend::gemm(&spec, 1.0, &a, &random(6, 3), vec![4]).is_err());
     // Casts between types that have no conversion.
     let ints = Tensor::from_vec(vec![1i32, 2], &[2], Device::Cpu).unwrap();
     assert!(backend::cast(&ints, DType::BF16).is_err());
+    assert!(backend::cast(&on(&random(2, 4)), DType::F64).is_err());
 }
 
 #[test]

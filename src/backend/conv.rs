@@ -195,8 +195,8 @@ pub fn gemm(
 }
 
 /// [`gemm`] of bf16 or f16 operands (both the same) into an f32 result: on the GPU the
-/// tensor-core kernel (f32 accumulation; batched products, no groups or batch sums); on the CPU
-/// the operands are widened to f32 exactly and multiplied in f32.
+/// tensor-core kernel (f32 accumulation); on the CPU the operands are widened to f32 exactly and
+/// multiplied in f32.
 fn gemm_16bit(
     spec: &GemmSpec,
     alpha: f64,

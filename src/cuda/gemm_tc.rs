@@ -3,13 +3,13 @@
 
 use super::params::{to_i32, to_i64};
 use super::{kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
-use crate::error::{invalid, Result};
+use crate::error::Result;
 use crate::shape::GemmSpec;
 
 /// Tile of C per block (TC_TILE in kernels/gemm_tc.cu), 256 threads.
 const TILE: usize = 128;
 const THREADS: u32 = 256;
-/// CUDA's limit on gridDim.z; the kernel walks further batch entries in steps of it.
+/// CUDA's limit on gridDim.z; the kernel walks further output matrices in steps of it.
 const MAX_GRID_Z: usize = 65_535;
 
 /// Mirrors `TcGemmParams` in kernels/gemm_tc.cu.
@@ -22,12 +22,17 @@ struct TcGemmParams {
     stride_a: i64,
     stride_b: i64,
     stride_c: i64,
+    group_stride_a: i64,
+    group_stride_b: i64,
+    group_stride_c: i64,
     m: i32,
     n: i32,
     k: i32,
     trans_a: i32,
     trans_b: i32,
     batch: i32,
+    reduce_batch: i32,
+    groups: i32,
     vec_a: i32,
     vec_b: i32,
     alpha: f32,
@@ -37,14 +42,13 @@ struct TcGemmParams {
 kernel_params!(TcGemmParams);
 
 /// 16-byte loads (8 elements) are valid for an operand whose k is contiguous in memory, whose
-/// base is 16-byte aligned, and whose k and batch stride are multiples of 8 elements.
-fn vector_ok(k_contiguous: bool, address: u64, k: usize, stride: usize) -> i32 {
-    (k_contiguous && address % 16 == 0 && k % 8 == 0 && stride % 8 == 0) as i32
+/// base is 16-byte aligned, and whose k, batch stride and group stride are multiples of 8 elements.
+fn vector_ok(k_contiguous: bool, address: u64, k: usize, strides: [usize; 2]) -> i32 {
+    (k_contiguous && address % 16 == 0 && k % 8 == 0 && strides.iter().all(|s| s % 8 == 0)) as i32
 }
 
 /// C (f32) = alpha·op(A)·op(B) + beta·C with A and B 16-bit (bf16 when `bf16`, else f16), as
-/// `spec` describes, on the tensor cores. Groups and batch sums are not supported (the caller
-/// checks); batches with strides are.
+/// `spec` describes (batches, groups, sums over the batch), on the tensor cores.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_16bit(
     gpu: &Gpu,
@@ -56,13 +60,7 @@ pub(crate) fn gemm_16bit(
     c: &mut GpuBuffer,
     bf16: bool,
 ) -> Result<()> {
-    if spec.groups != 1 || spec.reduce_batch {
-        return Err(invalid(
-            "16-bit gemm",
-            "the tensor-core GEMM takes batched products, not groups or sums over the batch",
-        ));
-    }
-    if spec.m == 0 || spec.n == 0 || spec.batch == 0 {
+    if spec.m == 0 || spec.n == 0 || spec.outputs() == 0 {
         return Ok(());
     }
     let params = TcGemmParams {
@@ -72,14 +70,29 @@ pub(crate) fn gemm_16bit(
         stride_a: to_i64("gemm stride", spec.stride_a)?,
         stride_b: to_i64("gemm stride", spec.stride_b)?,
         stride_c: to_i64("gemm stride", spec.stride_c)?,
+        group_stride_a: to_i64("gemm group stride", spec.group_stride_a)?,
+        group_stride_b: to_i64("gemm group stride", spec.group_stride_b)?,
+        group_stride_c: to_i64("gemm group stride", spec.group_stride_c)?,
         m: to_i32("gemm m", spec.m)?,
         n: to_i32("gemm n", spec.n)?,
         k: to_i32("gemm k", spec.k)?,
         trans_a: spec.trans_a as i32,
         trans_b: spec.trans_b as i32,
         batch: to_i32("gemm batch", spec.batch)?,
-        vec_a: vector_ok(!spec.trans_a, a.address(), spec.k, spec.stride_a),
-        vec_b: vector_ok(spec.trans_b, b.address(), spec.k, spec.stride_b),
+        reduce_batch: spec.reduce_batch as i32,
+        groups: to_i32("gemm groups", spec.groups)?,
+        vec_a: vector_ok(
+            !spec.trans_a,
+            a.address(),
+            spec.k,
+            [spec.stride_a, spec.group_stride_a],
+        ),
+        vec_b: vector_ok(
+            spec.trans_b,
+            b.address(),
+            spec.k,
+            [spec.stride_b, spec.group_stride_b],
+        ),
         alpha,
         beta,
     };
@@ -87,7 +100,7 @@ pub(crate) fn gemm_16bit(
         grid: (
             to_i32("gemm grid", spec.n.div_ceil(TILE))? as u32,
             to_i32("gemm grid", spec.m.div_ceil(TILE))? as u32,
-            spec.batch.clamp(1, MAX_GRID_Z) as u32,
+            to_i32("gemm output matrices", spec.outputs())?.clamp(1, MAX_GRID_Z as i32) as u32,
         ),
         block: (THREADS, 1, 1),
     };
