@@ -14,6 +14,7 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 
+pub mod autocast;
 pub mod autograd;
 pub mod backend;
 pub mod cpu;
@@ -29,6 +30,7 @@ pub mod tensor;
 pub mod testing;
 pub mod train;
 
+pub use autocast::autocast;
 pub use autograd::{no_grad, Gradients};
 pub use cuda::MemoryStats;
 pub use device::{empty_cache, memory_stats, reset_peak_memory, synchronize, Device};

@@ -63,3 +63,21 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
         }
     }
 }
+
+/// `x` as the operand of a matrix product in `format`: cast to bf16/f16 when `format` is set
+/// (see [`crate::autocast`]), else `x` itself.
+pub(crate) fn product_operand(x: &Tensor, format: Option<DType>) -> Result<Tensor> {
+    match format {
+        Some(f) => cast(x, f),
+        None => Ok(x.clone()),
+    }
+}
+
+/// `x` (f32) with each value rounded to `format` and widened back to f32: the values a product in
+/// `format` multiplies, for the CPU paths that compute in f32. `x` itself when `format` is unset.
+pub(crate) fn rounded_through(x: &Tensor, format: Option<DType>) -> Result<Tensor> {
+    match format {
+        Some(f) => cast(&cast(x, f)?, x.dtype()),
+        None => Ok(x.clone()),
+    }
+}

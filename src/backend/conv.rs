@@ -4,6 +4,7 @@
 //! On the GPU each product is one batch-wide im2col (or col2im) and one GEMM launch over every
 //! image and group; on the CPU, `cpu::conv` runs them image by image with the columns in cache.
 
+use super::cast::{product_operand, rounded_through};
 use super::{
     cast, check_len, common_device, gpu_f32, gpu_output, host_output, input_shape, with_float,
 };
@@ -15,11 +16,13 @@ use crate::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
 use crate::tensor::{DType, Tensor};
 
 /// y [N, K, OH, OW] = conv(x [N, C, H, W], w [K, C/G, KH, KW]) (+ bias [K]).
+/// With `mixed` (see [`crate::autocast`]) the product takes x and w rounded to that format.
 pub fn conv_forward(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     conv: &GroupedConv,
+    mixed: Option<DType>,
 ) -> Result<Tensor> {
     common_device("conv2d", &[x, w])?;
     x.expect_shape("conv2d input", &conv.input_shape())?;
@@ -30,6 +33,7 @@ pub fn conv_forward(
     }
     match x.device() {
         Device::Cpu => with_float!("conv2d", x, |T| {
+            let (x, w) = (&rounded_through(x, mixed)?, &rounded_through(w, mixed)?);
             let (xs, ws) = (x.host_slice::<T>("conv2d")?, w.host_slice::<T>("conv2d")?);
             let bs = bias.map(|b| b.host_slice::<T>("conv2d")).transpose()?;
             Ok(host_output::<T>(conv.output_shape(), |y| {
@@ -38,14 +42,10 @@ pub fn conv_forward(
         }),
         _ => {
             let g = &conv.geometry;
-            let col = im2col(x, g)?;
-            let mut y = gemm(
-                &conv.forward_spec(g.batch),
-                1.0,
-                w,
-                &col,
-                conv.output_shape(),
-            )?;
+            let col = product_operand(&im2col(x, g)?, mixed)?;
+            let w = product_operand(w, mixed)?;
+            let spec = conv.forward_spec(g.batch);
+            let mut y = gemm(&spec, 1.0, &w, &col, conv.output_shape())?;
             if let Some(b) = bias {
                 bias_add(&mut y, b, g.batch, conv.out_channels, g.col_cols())?;
             }
@@ -56,12 +56,18 @@ pub fn conv_forward(
 
 /// dx [N, C, H, W] = col2im(Wᵀ · dy) for dy [N, K, OH, OW]: the input gradient of
 /// [`conv_forward`], and the forward of the transposed convolution.
-pub fn conv_input_grad(w: &Tensor, dy: &Tensor, conv: &GroupedConv) -> Result<Tensor> {
+pub fn conv_input_grad(
+    w: &Tensor,
+    dy: &Tensor,
+    conv: &GroupedConv,
+    mixed: Option<DType>,
+) -> Result<Tensor> {
     common_device("conv2d input gradient", &[w, dy])?;
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
     dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
     match dy.device() {
         Device::Cpu => with_float!("conv2d input gradient", dy, |T| {
+            let (w, dy) = (&rounded_through(w, mixed)?, &rounded_through(dy, mixed)?);
             let ws = w.host_slice::<T>("conv2d input gradient")?;
             let ds = dy.host_slice::<T>("conv2d input gradient")?;
             Ok(host_output::<T>(conv.input_shape(), |dx| {
@@ -71,7 +77,8 @@ pub fn conv_input_grad(w: &Tensor, dy: &Tensor, conv: &GroupedConv) -> Result<Te
         _ => {
             let g = &conv.geometry;
             let col_shape = vec![g.batch, g.col_rows(), g.col_cols()];
-            let dcol = gemm(&conv.input_grad_spec(g.batch), 1.0, w, dy, col_shape)?;
+            let (w, dy) = (product_operand(w, mixed)?, product_operand(dy, mixed)?);
+            let dcol = gemm(&conv.input_grad_spec(g.batch), 1.0, &w, &dy, col_shape)?;
             col2im(&dcol, g)
         }
     }
@@ -79,12 +86,18 @@ pub fn conv_input_grad(w: &Tensor, dy: &Tensor, conv: &GroupedConv) -> Result<Te
 
 /// dW [K, C/G, KH, KW] = Σ_n dy[n] · im2col(x[n])ᵀ: the weight gradient of [`conv_forward`].
 /// The columns are recomputed from `x`, never kept from the forward pass.
-pub fn conv_weight_grad(x: &Tensor, dy: &Tensor, conv: &GroupedConv) -> Result<Tensor> {
+pub fn conv_weight_grad(
+    x: &Tensor,
+    dy: &Tensor,
+    conv: &GroupedConv,
+    mixed: Option<DType>,
+) -> Result<Tensor> {
     common_device("conv2d weight gradient", &[x, dy])?;
     x.expect_shape("conv2d input", &conv.input_shape())?;
     dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
     match dy.device() {
         Device::Cpu => with_float!("conv2d weight gradient", dy, |T| {
+            let (x, dy) = (&rounded_through(x, mixed)?, &rounded_through(dy, mixed)?);
             let xs = x.host_slice::<T>("conv2d weight gradient")?;
             let ds = dy.host_slice::<T>("conv2d weight gradient")?;
             Ok(host_output::<T>(conv.weight_shape(), |dw| {
@@ -93,14 +106,10 @@ pub fn conv_weight_grad(x: &Tensor, dy: &Tensor, conv: &GroupedConv) -> Result<T
         }),
         _ => {
             let g = &conv.geometry;
-            let col = im2col(x, g)?;
-            gemm(
-                &conv.weight_grad_spec(g.batch),
-                1.0,
-                dy,
-                &col,
-                conv.weight_shape(),
-            )
+            let col = product_operand(&im2col(x, g)?, mixed)?;
+            let dy = product_operand(dy, mixed)?;
+            let spec = conv.weight_grad_spec(g.batch);
+            gemm(&spec, 1.0, &dy, &col, conv.weight_shape())
         }
     }
 }
@@ -192,6 +201,19 @@ pub fn gemm(
             })
         }
     }
+}
+
+/// [`gemm`] with both operands in `mixed` when set (see [`crate::autocast`]), else as given.
+pub fn gemm_mixed(
+    spec: &GemmSpec,
+    alpha: f64,
+    a: &Tensor,
+    b: &Tensor,
+    out_shape: Vec<usize>,
+    mixed: Option<DType>,
+) -> Result<Tensor> {
+    let (a, b) = (product_operand(a, mixed)?, product_operand(b, mixed)?);
+    gemm(spec, alpha, &a, &b, out_shape)
 }
 
 /// [`gemm`] of bf16 or f16 operands (both the same) into an f32 result: on the GPU the

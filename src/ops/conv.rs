@@ -29,7 +29,9 @@ pub fn conv2d_groups(
     groups: usize,
 ) -> Result<Tensor> {
     let conv = checked_conv(x, w, b, window, groups)?;
-    let y = backend::conv_forward(x, w, b, &conv)?;
+    // The precision of the products, kept for the backward pass (see crate::autocast).
+    let mixed = crate::autocast::current();
+    let y = backend::conv_forward(x, w, b, &conv, mixed)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let has_bias = b.is_some();
@@ -41,11 +43,11 @@ pub fn conv2d_groups(
         move |dy: &Tensor| {
             dy.expect_shape("conv2d backward", &conv.output_shape())?;
             let dx = match &w_saved {
-                Some(w) => Some(backend::conv_input_grad(w, dy, &conv)?),
+                Some(w) => Some(backend::conv_input_grad(w, dy, &conv, mixed)?),
                 None => None,
             };
             let dw = match &x_saved {
-                Some(x) => Some(backend::conv_weight_grad(x, dy, &conv)?),
+                Some(x) => Some(backend::conv_weight_grad(x, dy, &conv, mixed)?),
                 None => None,
             };
             let mut grads = vec![dx, dw];

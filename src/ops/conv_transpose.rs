@@ -36,7 +36,9 @@ pub fn conv_transpose2d(
     let conv = checked_conv_transpose(x, w, b, window, output_padding, groups)?;
     let g = conv.geometry;
     let out_shape = [g.batch, g.in_channels, g.in_h, g.in_w];
-    let mut y = backend::conv_input_grad(w, x, &conv)?;
+    // The precision of the products, kept for the backward pass (see crate::autocast).
+    let mixed = crate::autocast::current();
+    let mut y = backend::conv_input_grad(w, x, &conv, mixed)?;
     if let Some(b) = b {
         backend::bias_add(&mut y, b, g.batch, g.in_channels, g.in_h * g.in_w)?;
     }
@@ -50,11 +52,11 @@ pub fn conv_transpose2d(
         move |dy: &Tensor| {
             dy.expect_shape("conv_transpose2d backward", &out_shape)?;
             let dx = match &w_saved {
-                Some(w) => Some(backend::conv_forward(dy, w, None, &conv)?),
+                Some(w) => Some(backend::conv_forward(dy, w, None, &conv, mixed)?),
                 None => None,
             };
             let dw = match &x_saved {
-                Some(x) => Some(backend::conv_weight_grad(dy, x, &conv)?),
+                Some(x) => Some(backend::conv_weight_grad(dy, x, &conv, mixed)?),
                 None => None,
             };
             let mut grads = vec![dx, dw];

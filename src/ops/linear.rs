@@ -31,7 +31,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     common_device("linear", &[x, w])?;
     let (n, fan_in, out) = dims(x, w)?;
     let spec = GemmSpec::new(n, out, fan_in).transpose_b();
-    let mut y = backend::gemm(&spec, 1.0, x, w, vec![n, out])?;
+    // The precision of the products, kept for the backward pass (see crate::autocast).
+    let mixed = crate::autocast::current();
+    let mut y = backend::gemm_mixed(&spec, 1.0, x, w, vec![n, out], mixed)?;
     if let Some(b) = b {
         common_device("linear", &[x, b])?;
         b.expect_shape("linear bias", &[out])?;
@@ -43,15 +45,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     Ok(record("linear", &inputs, y, move || {
         // dx = dy·W, dW = dyᵀ·x, db = Σ_n dy.
         move |dy: &Tensor| {
-            let dx = backend::gemm(
-                &GemmSpec::new(n, fan_in, out),
-                1.0,
-                dy,
-                &w_saved,
-                vec![n, fan_in],
-            )?;
+            let dx_spec = GemmSpec::new(n, fan_in, out);
+            let dx = backend::gemm_mixed(&dx_spec, 1.0, dy, &w_saved, vec![n, fan_in], mixed)?;
             let dw_spec = GemmSpec::new(out, fan_in, n).transpose_a();
-            let dw = backend::gemm(&dw_spec, 1.0, dy, &x_saved, vec![out, fan_in])?;
+            let dw = backend::gemm_mixed(&dw_spec, 1.0, dy, &x_saved, vec![out, fan_in], mixed)?;
             let mut grads = vec![Some(dx), Some(dw)];
             if has_bias {
                 grads.push(Some(backend::bias_grad(dy, n, out, 1)?));
