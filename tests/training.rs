@@ -8,7 +8,7 @@ use std::process::Command;
 
 use kiln::data::{write_idx_images, write_idx_labels, IdxImages, FASHION_MNIST_FILES};
 use kiln::nn::Architecture;
-use kiln::train::{load_checkpoint, read_metrics_csv, train, TrainConfig, TrainError};
+use kiln::train::{load_checkpoint, read_metrics_csv, train, Precision, TrainConfig, TrainError};
 use kiln::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -155,6 +155,75 @@ fn resume_continues_exactly_where_the_run_stopped() {
 }
 
 #[test]
+fn mixed_precision_runs_learn_and_an_f16_run_resumes_exactly() {
+    let root = temp_dir("mixed");
+    synthetic_fashion_mnist(&root, 400, 80);
+    let bf16 = train(&TrainConfig {
+        epochs: 3,
+        precision: Precision::Bf16,
+        ..config(&root, &root.join("bf16"))
+    })
+    .unwrap();
+    assert!(
+        bf16.test_accuracy > 0.5,
+        "bf16 test accuracy {}",
+        bf16.test_accuracy
+    );
+
+    // f16 carries the loss scaler across epochs; it is checkpointed, so resuming is exact.
+    let f16 = |out: &Path, epochs| TrainConfig {
+        epochs,
+        precision: Precision::F16,
+        ..config(&root, out)
+    };
+    let whole = root.join("f16-whole");
+    let summary = train(&f16(&whole, 3)).unwrap();
+    assert!(
+        summary.test_accuracy > 0.5,
+        "f16 test accuracy {}",
+        summary.test_accuracy
+    );
+    let split = root.join("f16-split");
+    train(&f16(&split, 2)).unwrap();
+    train(&TrainConfig {
+        resume: true,
+        ..f16(&split, 3)
+    })
+    .unwrap();
+    let (a, b) = (
+        load_checkpoint(whole.join("last.safetensors")).unwrap(),
+        load_checkpoint(split.join("last.safetensors")).unwrap(),
+    );
+    let scale = |c: &kiln::train::Checkpoint| c.metadata["loss_scale"].parse::<f64>().unwrap();
+    assert_eq!(scale(&a), scale(&b));
+    assert_eq!(
+        a.metadata["loss_scale_good_steps"],
+        b.metadata["loss_scale_good_steps"]
+    );
+    assert!(
+        scale(&a) <= 65536.0 && scale(&a).log2().fract() == 0.0,
+        "scale {}",
+        scale(&a)
+    );
+    for ((name, ta), (_, tb)) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!(
+            ta.to_vec::<f32>().unwrap(),
+            tb.to_vec::<f32>().unwrap(),
+            "{name}"
+        );
+    }
+    // An f32 checkpoint has no scaler state, so it cannot continue as an f16 run.
+    let f32_run = root.join("f32");
+    train(&config(&root, &f32_run)).unwrap();
+    let err = train(&TrainConfig {
+        resume: true,
+        ..f16(&f32_run, 3)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("loss_scale"), "{err}");
+}
+
+#[test]
 fn early_stopping_and_restarts_keep_the_best_weights() {
     let root = temp_dir("early");
     synthetic_fashion_mnist(&root, 200, 50);
@@ -279,6 +348,15 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("optimizer") && err.contains("adamw"), "{err}");
+    let bad_precision = run(&[
+        "train",
+        "--precision",
+        "fp8",
+        "--data",
+        root.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&bad_precision.stderr);
+    assert!(err.contains("precision") && err.contains("bf16"), "{err}");
     let bad_model = run(&["summary", "alexnet"]);
     assert!(String::from_utf8_lossy(&bad_model.stderr).contains("resnet20"));
     let help = run(&["train", "--help"]);
@@ -297,6 +375,7 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
         "--resume",
         "--patience",
         "--restarts",
+        "--precision",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 use kiln::data::{DataLoader, FashionMnist, FASHION_MNIST_CLASSES};
 use kiln::nn::{summarize, Architecture, Module};
 use kiln::train::{
-    self, evaluate, load_checkpoint, ConfusionMatrix, OptimizerKind, ScheduleKind, TrainConfig,
+    self, evaluate, load_checkpoint, ConfusionMatrix, OptimizerKind, Precision, ScheduleKind,
+    TrainConfig,
 };
 use kiln::{cuda, Device};
 
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a network on Fashion-MNIST; writes checkpoints, metrics.csv and plots to --out.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on the Fashion-MNIST test set and print the confusion matrix.
     Eval {
         /// A checkpoint written by `kiln train` (e.g. runs/latest/best.safetensors).
@@ -110,6 +111,10 @@ struct TrainArgs {
     /// Train on only the first N training images (quick runs).
     #[arg(long)]
     limit_train: Option<usize>,
+    /// f32, or mixed precision: bf16 or f16 matrix products in convolution and linear layers
+    /// (tensor cores on a GPU) with f32 weights; f16 adds dynamic loss scaling.
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 impl TrainArgs {
@@ -135,6 +140,7 @@ impl TrainArgs {
             out: self.out.clone(),
             resume: self.resume,
             limit_train: self.limit_train,
+            precision: Precision::parse(&self.precision)?,
         })
     }
 }
@@ -144,13 +150,14 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 fn run_train(args: &TrainArgs) -> CliResult {
     let config = args.config()?;
     println!(
-        "training {} on {} for {} epochs (batch {}, {} lr {}), output in {}",
+        "training {} on {} for {} epochs (batch {}, {} lr {}, {}), output in {}",
         config.model.name(),
         config.device,
         config.epochs,
         config.batch_size,
         config.optimizer.name(),
         config.lr,
+        config.precision.name(),
         config.out.display()
     );
     let summary = train::train(&config)?;

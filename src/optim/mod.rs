@@ -34,12 +34,14 @@
 //! ```
 
 mod adam;
+mod loss_scaler;
 mod rmsprop;
 mod schedule;
 mod sgd;
 mod state;
 
 pub use adam::{Adam, AdamConfig, AdamW};
+pub use loss_scaler::LossScaler;
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::precision::Precision;
 use crate::device::Device;
 use crate::error::{invalid, Result};
 use crate::nn::Architecture;
@@ -164,6 +165,8 @@ pub struct TrainConfig {
     pub resume: bool,
     /// Use only the first N training images (quick runs and tests).
     pub limit_train: Option<usize>,
+    /// f32, or mixed precision (bf16/f16 matrix products, f32 master weights).
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -189,6 +192,7 @@ impl Default for TrainConfig {
             out: PathBuf::from("runs/latest"),
             resume: false,
             limit_train: None,
+            precision: Precision::F32,
         }
     }
 }

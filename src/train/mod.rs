@@ -17,6 +17,7 @@ mod evaluate;
 mod guard;
 mod metrics;
 mod plot;
+mod precision;
 mod progress;
 pub mod state;
 mod trainer;
@@ -31,5 +32,8 @@ pub use evaluate::{argmax_rows, evaluate, Evaluation};
 pub use guard::check_finite;
 pub use metrics::{read_metrics_csv, EpochMetrics, MetricsCsv, METRICS_HEADER};
 pub use plot::{plot_curves, plot_filters, CURVES_SIZE, FILTER_GAP, FILTER_TILE_PIXELS};
+pub use precision::{Precision, StepPrecision};
 pub use progress::{EpochTotals, Progress};
-pub use trainer::{checkpoint_normalization, train, train_step, RunFiles, RunSummary};
+pub use trainer::{
+    checkpoint_normalization, train, train_step, train_step_with, RunFiles, RunSummary,
+};

@@ -14,6 +14,7 @@ use super::evaluate::{argmax_rows, evaluate};
 use super::guard::check_finite;
 use super::metrics::{EpochMetrics, MetricsCsv};
 use super::plot::{plot_curves, plot_filters};
+use super::precision::StepPrecision;
 use super::progress::Progress;
 use super::state::{model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot};
 use crate::data::{
@@ -177,10 +178,12 @@ fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
                 .optimizer
                 .build(&params, config.lr, config.momentum, config.weight_decay)?;
         drop(params);
+        let mut precision = StepPrecision::new(config.precision);
         let mut first_epoch = 0;
         if let (Some(ck), true) = (&resume, restart == start.restart) {
             restore_model(&mut model, &ck.tensors)?;
             restore_optimizer(optimizer.as_mut(), ck)?;
+            precision.restore(&ck.metadata)?;
             first_epoch = start.epoch;
         }
         let run = RestartRun {
@@ -190,14 +193,12 @@ fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
             restart,
             seed,
         };
-        let outcome = run.epochs(
-            &mut model,
-            optimizer.as_mut(),
-            first_epoch,
-            &mut best_val,
-            &mut csv,
-            &mut history,
-        )?;
+        let learner = Learner {
+            model: &mut model,
+            optimizer: optimizer.as_mut(),
+            precision: &mut precision,
+        };
+        let outcome = run.epochs(learner, first_epoch, &mut best_val, &mut csv, &mut history)?;
         if let Some(epoch) = outcome {
             best_at = (restart, epoch);
         }
@@ -248,6 +249,13 @@ fn history_rows_before(start: &ResumePoint, config: &TrainConfig) -> usize {
     start.restart * config.epochs + start.epoch
 }
 
+/// What a restart trains and carries from step to step.
+struct Learner<'a> {
+    model: &'a mut Sequential,
+    optimizer: &'a mut dyn Optimizer,
+    precision: &'a mut StepPrecision,
+}
+
 struct RestartRun<'a> {
     config: &'a TrainConfig,
     data: &'a Data,
@@ -260,8 +268,11 @@ impl RestartRun<'_> {
     /// Runs epochs `first..` of this restart; returns the epoch that became the overall best, if any.
     fn epochs(
         &self,
-        model: &mut Sequential,
-        optimizer: &mut dyn Optimizer,
+        Learner {
+            model,
+            optimizer,
+            precision,
+        }: Learner<'_>,
         first: usize,
         best_val: &mut f64,
         csv: &mut MetricsCsv,
@@ -293,8 +304,9 @@ impl RestartRun<'_> {
             for (i, batch) in self.data.train.epoch(epoch as u64).enumerate() {
                 let batch = batch.map_err(crate::Error::from)?;
                 let step = (epoch * batches + i) as u64;
+                let (images, labels) = (&batch.images, &batch.labels);
                 let (loss, correct) =
-                    train_step(model, optimizer, &batch.images, &batch.labels, step)?;
+                    train_step_with(model, optimizer, images, labels, step, precision)?;
                 progress.batch(loss, correct, batch.indices.len());
             }
             let totals = progress.finish_epoch();
@@ -338,7 +350,8 @@ impl RestartRun<'_> {
             {
                 restart_best = Some((score, snapshot(model)?));
             }
-            self.save(&self.files.last, model, Some(optimizer), epoch, *best_val)?;
+            let state = Some((&*optimizer, &*precision));
+            self.save(&self.files.last, model, state, epoch, *best_val)?;
             if let (Some(early), Some(acc)) = (&mut early, val_accuracy) {
                 if early.update(epoch, acc) == Decision::Stop {
                     progress.println(&format!(
@@ -361,7 +374,7 @@ impl RestartRun<'_> {
         &self,
         path: &Path,
         model: &Sequential,
-        optimizer: Option<&dyn Optimizer>,
+        training_state: Option<(&dyn Optimizer, &StepPrecision)>,
         epoch: usize,
         best_val: f64,
     ) -> Result<(), TrainError> {
@@ -385,10 +398,11 @@ impl RestartRun<'_> {
                 join(&self.data.normalization.std),
             ),
         ]);
-        if let Some(opt) = optimizer {
+        if let Some((opt, precision)) = training_state {
             let (opt_tensors, opt_meta) = optimizer_tensors(opt);
             tensors.extend(opt_tensors);
             meta.extend(opt_meta);
+            meta.extend(precision.metadata());
         }
         let named: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
         save_checkpoint(path, &named, &meta)
@@ -415,8 +429,8 @@ pub fn checkpoint_normalization(meta: &BTreeMap<String, String>) -> Option<Norma
     (mean.len() == std.len() && !mean.is_empty()).then_some(Normalization { mean, std })
 }
 
-/// One optimization step; returns the batch's mean loss and its number of correct predictions.
-/// A non-finite loss stops with an error before the weights are touched.
+/// One optimization step in f32; returns the batch's mean loss and its number of correct
+/// predictions. A non-finite loss stops with an error before the weights are touched.
 pub fn train_step(
     model: &mut dyn Module,
     optimizer: &mut dyn Optimizer,
@@ -424,9 +438,37 @@ pub fn train_step(
     labels: &Tensor,
     step: u64,
 ) -> Result<(f64, usize), TrainError> {
+    train_step_with(
+        model,
+        optimizer,
+        images,
+        labels,
+        step,
+        &mut StepPrecision::f32(),
+    )
+}
+
+/// [`train_step`] in `precision`: the forward pass under [`crate::autocast`] when it names a
+/// 16-bit format; with a loss scaler (f16) the backward pass starts from the scaled loss, and a
+/// step whose gradients overflow leaves the weights alone (the scaler lowers its scale).
+pub fn train_step_with(
+    model: &mut dyn Module,
+    optimizer: &mut dyn Optimizer,
+    images: &Tensor,
+    labels: &Tensor,
+    step: u64,
+    precision: &mut StepPrecision,
+) -> Result<(f64, usize), TrainError> {
     model.set_step(step);
-    let logits = model.forward(images, Mode::Train)?;
-    let loss = ops::softmax_cross_entropy(&logits, labels)?;
+    let forward = |model: &mut dyn Module| -> Result<(Tensor, Tensor), TrainError> {
+        let logits = model.forward(images, Mode::Train)?;
+        let loss = ops::softmax_cross_entropy(&logits, labels)?;
+        Ok((logits, loss))
+    };
+    let (logits, loss) = match precision.format {
+        Some(format) => crate::autocast(format, || forward(model))??,
+        None => forward(model)?,
+    };
     let loss_value = loss.scalar()?;
     check_finite(loss_value, step)?;
     let predicted = argmax_rows(&logits.detach())?;
@@ -437,7 +479,10 @@ pub fn train_step(
         .filter(|(p, a)| **p as i32 == **a)
         .count();
     drop(logits);
-    let grads = loss.backward()?;
+    let grads = match &precision.scaler {
+        Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
+        None => loss.backward()?,
+    };
     let mut params = model.parameters_mut();
     let missing = |name: &str| TrainError::InvalidArgument {
         what: "backward",
@@ -447,6 +492,17 @@ pub fn train_step(
         .iter()
         .map(|(name, p)| grads.get(p).ok_or_else(|| missing(name)))
         .collect::<Result<_, _>>()?;
+    let unscaled = match &mut precision.scaler {
+        Some(scaler) => match scaler.unscale(&grad_list)? {
+            Some(unscaled) => Some(unscaled),
+            None => return Ok((loss_value, correct)), // overflow: skip this update
+        },
+        None => None,
+    };
+    let grad_list: Vec<&Tensor> = match &unscaled {
+        Some(u) => u.iter().collect(),
+        None => grad_list,
+    };
     let mut param_refs: Vec<&mut Tensor> = params.iter_mut().map(|(_, p)| &mut **p).collect();
     optimizer.step(&mut param_refs, &grad_list)?;
     Ok((loss_value, correct))
