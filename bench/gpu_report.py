@@ -169,6 +169,8 @@ def target(j, workload, kiln, ref):
         return versus(2.0, "PyTorch eager")
     if workload.startswith("resnet20 train step") and workload.endswith(" f32"):
         return versus(1.0, "PyTorch eager f32")
+    if workload.startswith("resnet20 train step") and workload.endswith(" bf16-autocast"):
+        return versus(0.8, "PyTorch AMP")
     return "—", ""
 
 

@@ -57,7 +57,7 @@ use kiln::cuda::{describe, median, time_runs};
 use kiln::nn::models::{lenet5, resnet20};
 use kiln::nn::Module;
 use kiln::optim::Sgd;
-use kiln::train::train_step;
+use kiln::train::{train_step_with, Precision, StepPrecision};
 use kiln::{ops, ConvGeometry, Device, Error, GemmSpec, Result, Tensor, Window2d};
 use serde_json::json;
 
@@ -607,6 +607,7 @@ impl Bench {
                 format!("batch {batch}, 1x28x28"),
                 format!("lenet5 train step b{batch}"),
             ),
+            Precision::F32,
         )
     }
 
@@ -630,11 +631,29 @@ impl Bench {
                 format!("batch {batch}, 3x32x32, f32"),
                 format!("resnet20 train step b{batch} f32"),
             ),
+            Precision::F32,
+        )?;
+        let peak = kiln::memory_stats(&self.device)?.peak_bytes;
+        // Mixed precision: the convolutions' and the linear layer's products in bf16 on the
+        // tensor cores (kiln::autocast), against PyTorch's autocast bf16.
+        let mut model = resnet20(3, 10, 1, self.device)?;
+        self.train_steps(
+            rows,
+            &mut model,
+            0.01,
+            5e-4,
+            (&x, &y),
+            "resnet20 train step",
+            (
+                format!("batch {batch}, 3x32x32, bf16 autocast"),
+                format!("resnet20 train step b{batch} bf16-autocast"),
+            ),
+            Precision::Bf16,
         )?;
         if rows.failed.len() > failures {
             return Ok(None);
         }
-        Ok(Some(kiln::memory_stats(&self.device)?.peak_bytes))
+        Ok(Some(peak))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -647,6 +666,7 @@ impl Bench {
         (x, y): (&Tensor, &Tensor),
         kernel: &'static str,
         names: (String, String),
+        precision: Precision,
     ) -> Result<()> {
         let params: Vec<Tensor> = model
             .parameters()
@@ -657,9 +677,10 @@ impl Bench {
         drop(params);
         let mut step = 0;
         let images = x.shape()[0] as f64;
+        let mut precision = StepPrecision::new(precision);
         self.row(rows, kernel, names, Work::images(images), || {
             step += 1;
-            train_step(model, &mut optimizer, x, y, step)
+            train_step_with(model, &mut optimizer, x, y, step, &mut precision)
                 .map(drop)
                 .map_err(|e| Error::InvalidArgument {
                     what: "training step",
