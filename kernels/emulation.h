@@ -45,6 +45,9 @@ struct alignas(16) float4 {
 struct alignas(8) float2 {
   float x, y;
 };
+struct alignas(4) uchar4 {
+  unsigned char x, y, z, w;
+};
 struct alignas(16) uint4 {
   unsigned int x, y, z, w;
 };

@@ -132,17 +132,21 @@ fn maxpool_matches_cpu() {
 
 #[test]
 fn relu_matches_cpu() {
-    for device in gpu_devices_under_test("relu_matches_cpu") {
-        let x = random(&[3, 5, 7, 11], 1);
-        let (y, mask) = backend::relu_fwd(&x).unwrap();
-        let (gy, gmask) = backend::relu_fwd(&on(&x, device)).unwrap();
-        same(&gy, &y);
-        same(&gmask, &mask);
-        let dy = random(&[3, 5, 7, 11], 2);
-        same(
-            &backend::relu_bwd(&on(&dy, device), &gmask).unwrap(),
-            &backend::relu_bwd(&dy, &mask).unwrap(),
-        );
+    // The kernels take 4 elements per 16-byte access and the rest one by one: sizes with a
+    // remainder of 3, none, and fewer than 4 elements in all.
+    for shape in [&[3, 5, 7, 11][..], &[2, 4, 4, 4], &[3]] {
+        for device in gpu_devices_under_test("relu_matches_cpu") {
+            let x = random(shape, 1);
+            let (y, mask) = backend::relu_fwd(&x).unwrap();
+            let (gy, gmask) = backend::relu_fwd(&on(&x, device)).unwrap();
+            same(&gy, &y);
+            same(&gmask, &mask);
+            let dy = random(shape, 2);
+            same(
+                &backend::relu_bwd(&on(&dy, device), &gmask).unwrap(),
+                &backend::relu_bwd(&dy, &mask).unwrap(),
+            );
+        }
     }
 }
 
