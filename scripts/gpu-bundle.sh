@@ -303,6 +303,15 @@ else
   grep -E 'done|test accuracy' "$log" | sed 's/^/  /' || true
   rm -f results/lenet5-gpu/*.safetensors
   record "train lenet5 on cuda" "$log" "$rc"
+
+  echo "== LeNet-5 on the GPU in bf16 mixed precision (tensor-core products, f32 weights)"
+  log="results/train-lenet5-gpu-bf16.log"
+  rc=0
+  ./kiln train --model lenet5 --epochs 10 --val-fraction 0 --device cuda --precision bf16 \
+    --data data --out results/lenet5-gpu-bf16 >"$log" 2>&1 || rc=$?
+  grep -E 'done|test accuracy' "$log" | sed 's/^/  /' || true
+  rm -f results/lenet5-gpu-bf16/*.safetensors
+  record "train lenet5 on cuda, bf16" "$log" "$rc"
 fi
 
 echo
