@@ -45,7 +45,12 @@ pub(crate) fn relu_fwd(
         n: to_i64("relu length", n)?,
     };
     // One thread per 4 elements (the kernel's 16-byte accesses).
-    launch(gpu, "relu_fwd_f32", elementwise_config(n.div_ceil(4)), &params)
+    launch(
+        gpu,
+        "relu_fwd_f32",
+        elementwise_config(n.div_ceil(4)),
+        &params,
+    )
 }
 
 /// dx = dy · mask over `n` f32 elements.
@@ -62,7 +67,12 @@ pub(crate) fn relu_bwd(
         dx: dx.address(),
         n: to_i64("relu length", n)?,
     };
-    launch(gpu, "relu_bwd_f32", elementwise_config(n.div_ceil(4)), &params)
+    launch(
+        gpu,
+        "relu_bwd_f32",
+        elementwise_config(n.div_ceil(4)),
+        &params,
+    )
 }
 
 /// The pointwise activations of kernels/activation.cu that share [`PointwiseFwdParams`] and

@@ -24,18 +24,23 @@ pub(crate) fn f32_to_16bit(
     n: usize,
     bf16: bool,
 ) -> Result<()> {
-    let params = CastParams {
-        x: x.address(),
-        y: y.address(),
-        n: to_i64("length", n)?,
-        bf16: bf16 as i32,
-    };
-    launch(gpu, "cast_f32_to_16bit", elementwise_config(n), &params)
+    cast(gpu, "cast_f32_to_16bit", x, y, n, bf16)
 }
 
 /// y (f32) = x (16-bit, bf16 when `bf16` else f16), exactly, over `n` elements.
 pub(crate) fn f16bit_to_f32(
     gpu: &Gpu,
+    x: &GpuBuffer,
+    y: &mut GpuBuffer,
+    n: usize,
+    bf16: bool,
+) -> Result<()> {
+    cast(gpu, "cast_16bit_to_f32", x, y, n, bf16)
+}
+
+fn cast(
+    gpu: &Gpu,
+    kernel: &'static str,
     x: &GpuBuffer,
     y: &mut GpuBuffer,
     n: usize,
@@ -47,5 +52,5 @@ pub(crate) fn f16bit_to_f32(
         n: to_i64("length", n)?,
         bf16: bf16 as i32,
     };
-    launch(gpu, "cast_16bit_to_f32", elementwise_config(n), &params)
+    launch(gpu, kernel, elementwise_config(n), &params)
 }

@@ -72,7 +72,7 @@ const MAX_GRID_Z: usize = 65_535;
 
 /// The grid: one block per `tile`x`tile` tile of C, one z-slice per output matrix (batch entry ×
 /// group, or group alone when the batch is reduced), at most [`MAX_GRID_Z`] slices.
-fn grid_config(spec: &GemmSpec, tile_m: usize, tile_n: usize) -> LaunchConfig {
+pub(crate) fn grid_config(spec: &GemmSpec, tile_m: usize, tile_n: usize) -> LaunchConfig {
     LaunchConfig {
         grid: (
             spec.n.div_ceil(tile_n).max(1) as u32,

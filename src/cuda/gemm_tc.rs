@@ -1,16 +1,14 @@
 //! Launcher for kernels/gemm_tc.cu: the tensor-core GEMM with bf16 or f16 inputs and f32
 //! accumulation and output.
 
+use super::gemm::grid_config;
 use super::params::{to_i32, to_i64};
-use super::{kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{kernel_params, launch, Gpu, GpuBuffer};
 use crate::error::Result;
 use crate::shape::GemmSpec;
 
-/// Tile of C per block (TC_TILE in kernels/gemm_tc.cu), 256 threads.
+/// Tile of C per block (TC_TILE in kernels/gemm_tc.cu); 256 threads, as gemm.rs's grid gives.
 const TILE: usize = 128;
-const THREADS: u32 = 256;
-/// CUDA's limit on gridDim.z; the kernel walks further output matrices in steps of it.
-const MAX_GRID_Z: usize = 65_535;
 
 /// Mirrors `TcGemmParams` in kernels/gemm_tc.cu.
 #[repr(C)]
@@ -96,14 +94,9 @@ pub(crate) fn gemm_16bit(
         alpha,
         beta,
     };
-    let cfg = LaunchConfig {
-        grid: (
-            to_i32("gemm grid", spec.n.div_ceil(TILE))? as u32,
-            to_i32("gemm grid", spec.m.div_ceil(TILE))? as u32,
-            to_i32("gemm output matrices", spec.outputs())?.clamp(1, MAX_GRID_Z as i32) as u32,
-        ),
-        block: (THREADS, 1, 1),
-    };
+    to_i32("gemm grid", spec.m.div_ceil(TILE))?;
+    to_i32("gemm output matrices", spec.outputs())?;
+    let cfg = grid_config(spec, TILE, TILE);
     let kernel = if bf16 { "gemm_tc_bf16" } else { "gemm_tc_f16" };
     launch(gpu, kernel, cfg, &params)
 }
