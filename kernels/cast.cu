@@ -1,6 +1,7 @@
-// Conversions between f32 and the 16-bit formats (bf16, IEEE f16) of the mixed-precision path,
-// rounding to nearest even as PyTorch and the `half` crate do (src/cpu/cast.rs is the twin).
+// Conversions between f32 and the 16-bit formats (bf16, IEEE f16) of the mixed-precision path
+// (the element rules are in half.cuh; src/cpu/cast.rs is the twin).
 #include "common.cuh"
+#include "half.cuh"
 
 // Mirrors src/cuda/cast.rs `CastParams`.
 struct CastParams {
@@ -10,56 +11,11 @@ struct CastParams {
   int bf16;  // the 16-bit side: 1 bf16, 0 f16
 };
 
-// f32 -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
-__device__ __forceinline__ unsigned short tc_float_to_bf16(float f) {
-  const unsigned int u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40);
-  return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-// f32 -> IEEE f16 bits, round to nearest even, overflow to infinity, subnormals kept.
-__device__ __forceinline__ unsigned short tc_float_to_f16(float f) {
-  const unsigned int u = __float_as_uint(f);
-  const unsigned short sign = (unsigned short)((u >> 16) & 0x8000u);
-  const unsigned int magnitude = u & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return sign | 0x7e00u;           // NaN
-  if (magnitude >= 0x477ff000u) return sign | 0x7c00u;          // rounds past 65504: infinity
-  if (magnitude < 0x38800000u) {                                // below 2^-14: subnormal or zero
-    if (magnitude < 0x33000000u) return sign;                   // at most 2^-25: rounds to ±0
-    // value / 2^-24 = mantissa · 2^(exponent − 126), rounded to nearest even.
-    const int shift = 126 - (int)(magnitude >> 23);             // 14..24
-    const unsigned int mantissa = (magnitude & 0x7fffffu) | 0x800000u;
-    unsigned int out = mantissa >> shift;
-    const unsigned int rest = mantissa & ((1u << shift) - 1u), half = 1u << (shift - 1);
-    if (rest > half || (rest == half && (out & 1u))) ++out;
-    return sign | (unsigned short)out;
-  }
-  // Normal: rebias the exponent (127 -> 15) and round the 23-bit mantissa to 10 bits.
-  const unsigned int rebiased = magnitude - 0x38000000u;
-  return sign | (unsigned short)((rebiased + 0xfffu + ((rebiased >> 13) & 1u)) >> 13);
-}
-
-// bf16 bits -> f32: exact (bf16 is the top half of an f32).
-__device__ __forceinline__ float tc_bf16_to_float(unsigned short h) {
-  return __uint_as_float((unsigned int)h << 16);
-}
-
-// IEEE f16 bits -> f32: exact, subnormals, infinities and NaN included.
-__device__ __forceinline__ float tc_f16_to_float(unsigned short h) {
-  const unsigned int sign = (unsigned int)(h & 0x8000u) << 16;
-  const unsigned int exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-  if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
-  if (exponent != 0) return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
-  // Zero or subnormal: mantissa · 2^-24, exact in f32.
-  const float magnitude = (float)mantissa * 5.9604644775390625e-8f;
-  return __uint_as_float(sign | __float_as_uint(magnitude));
-}
-
 // y[i] = x[i] rounded from f32 to the 16-bit format.
 extern "C" __global__ void cast_f32_to_16bit(const CastParams p) {
   const float* x = static_cast<const float*>(p.x);
   unsigned short* y = static_cast<unsigned short*>(p.y);
-  KILN_GRID_STRIDE_LOOP(i, p.n) { y[i] = p.bf16 ? tc_float_to_bf16(x[i]) : tc_float_to_f16(x[i]); }
+  KILN_GRID_STRIDE_LOOP(i, p.n) { y[i] = p.bf16 ? float_to_bf16_bits(x[i]) : float_to_f16_bits(x[i]); }
 }
 KILN_EMULATE(cast_f32_to_16bit, CastParams)
 
@@ -67,6 +23,6 @@ KILN_EMULATE(cast_f32_to_16bit, CastParams)
 extern "C" __global__ void cast_16bit_to_f32(const CastParams p) {
   const unsigned short* x = static_cast<const unsigned short*>(p.x);
   float* y = static_cast<float*>(p.y);
-  KILN_GRID_STRIDE_LOOP(i, p.n) { y[i] = p.bf16 ? tc_bf16_to_float(x[i]) : tc_f16_to_float(x[i]); }
+  KILN_GRID_STRIDE_LOOP(i, p.n) { y[i] = p.bf16 ? bf16_bits_to_f32(x[i]) : f16_bits_to_f32(x[i]); }
 }
 KILN_EMULATE(cast_16bit_to_f32, CastParams)

@@ -3,6 +3,7 @@
 // Column layout (the whole batch): col[n][r][p] with r = (c·KH + kh)·KW + kw and p = oh·OW + ow,
 // so the convolution of image n is the GEMM W[K][C·KH·KW] · col[n] = Y[n][K][OH·OW].
 #include "common.cuh"
+#include "half.cuh"
 
 // Mirrors src/cuda/im2col.rs `Im2colParams`.
 struct Im2colParams {
@@ -11,30 +12,50 @@ struct Im2colParams {
   ConvGeom g;
 };
 
-// One thread per column element; consecutive threads write consecutive output pixels p.
-extern "C" __global__ void im2col_f32(const Im2colParams p) {
-  const ConvGeom g = p.g;
+// Column element i of the batch: the input pixel it reads, or 0 in the padding.
+__device__ __forceinline__ float im2col_value(const float* im, const ConvGeom& g, long long i) {
   const long long cols = (long long)g.out_h * g.out_w;
   const long long rows = (long long)g.channels * g.kernel_h * g.kernel_w;
-  const long long total = (long long)g.batch * rows * cols;
-  KILN_GRID_STRIDE_LOOP(i, total) {
-    const int pix = (int)(i % cols);
-    const long long nr = i / cols;
-    const int r = (int)(nr % rows);
-    const int n = (int)(nr / rows);
-    const int kw = r % g.kernel_w;
-    const int kh = (r / g.kernel_w) % g.kernel_h;
-    const int c = r / (g.kernel_w * g.kernel_h);
-    const int h = (pix / g.out_w) * g.stride_h - g.pad_h + kh * g.dilation_h;
-    const int w = (pix % g.out_w) * g.stride_w - g.pad_w + kw * g.dilation_w;
-    float v = 0.0f;
-    if (h >= 0 && h < g.in_h && w >= 0 && w < g.in_w) {
-      v = p.im[(((long long)n * g.channels + c) * g.in_h + h) * g.in_w + w];
-    }
-    p.col[i] = v;
-  }
+  const int pix = (int)(i % cols);
+  const long long nr = i / cols;
+  const int r = (int)(nr % rows);
+  const int n = (int)(nr / rows);
+  const int kw = r % g.kernel_w;
+  const int kh = (r / g.kernel_w) % g.kernel_h;
+  const int c = r / (g.kernel_w * g.kernel_h);
+  const int h = (pix / g.out_w) * g.stride_h - g.pad_h + kh * g.dilation_h;
+  const int w = (pix % g.out_w) * g.stride_w - g.pad_w + kw * g.dilation_w;
+  if (h < 0 || h >= g.in_h || w < 0 || w >= g.in_w) return 0.0f;
+  return im[(((long long)n * g.channels + c) * g.in_h + h) * g.in_w + w];
+}
+
+__device__ __forceinline__ long long im2col_len(const ConvGeom& g) {
+  return (long long)g.batch * g.channels * g.kernel_h * g.kernel_w * g.out_h * g.out_w;
+}
+
+// One thread per column element; consecutive threads write consecutive output pixels p.
+extern "C" __global__ void im2col_f32(const Im2colParams p) {
+  KILN_GRID_STRIDE_LOOP(i, im2col_len(p.g)) { p.col[i] = im2col_value(p.im, p.g, i); }
 }
 KILN_EMULATE(im2col_f32, Im2colParams)
+
+// Mirrors src/cuda/im2col.rs `Im2col16Params`.
+struct Im2col16Params {
+  const float* im;      // [N][C][H][W]
+  unsigned short* col;  // [N][C·KH·KW][OH·OW], bf16 or f16 bits
+  ConvGeom g;
+  int bf16;  // 1: bf16, 0: f16
+};
+
+// im2col straight into the 16-bit operand of the tensor-core GEMM (mixed precision), rounding
+// each value to nearest even: one pass instead of im2col and a cast.
+extern "C" __global__ void im2col_16bit(const Im2col16Params p) {
+  KILN_GRID_STRIDE_LOOP(i, im2col_len(p.g)) {
+    const float v = im2col_value(p.im, p.g, i);
+    p.col[i] = p.bf16 ? float_to_bf16_bits(v) : float_to_f16_bits(v);
+  }
+}
+KILN_EMULATE(im2col_16bit, Im2col16Params)
 
 // Mirrors src/cuda/im2col.rs `Col2imParams`.
 struct Col2imParams {

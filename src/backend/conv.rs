@@ -1,10 +1,12 @@
 //! Convolution: its three products (forward, input gradient, weight gradient), and the primitives
 //! they are made of: im2col/col2im, the GEMM, bias add and bias gradient.
 //!
-//! On the GPU each product is one batch-wide im2col (or col2im) and one GEMM launch over every
-//! image and group; on the CPU, `cpu::conv` runs them image by image with the columns in cache.
+//! On the GPU each product runs in chunks of images (`conv_gpu`): an im2col (or col2im) and one
+//! GEMM launch over the chunk's images and groups; on the CPU, `cpu::conv` runs them image by
+//! image with the columns in cache.
 
 use super::cast::{product_operand, rounded_through};
+use super::conv_gpu;
 use super::{
     cast, check_len, common_device, gpu_f32, gpu_output, host_output, input_shape, with_float,
 };
@@ -41,12 +43,9 @@ pub fn conv_forward(
             }))
         }),
         _ => {
-            let g = &conv.geometry;
-            let col = product_operand(&im2col(x, g)?, mixed)?;
-            let w = product_operand(w, mixed)?;
-            let spec = conv.forward_spec(g.batch);
-            let mut y = gemm(&spec, 1.0, &w, &col, conv.output_shape())?;
+            let mut y = conv_gpu::forward(x, w, conv, mixed)?;
             if let Some(b) = bias {
+                let g = &conv.geometry;
                 bias_add(&mut y, b, g.batch, conv.out_channels, g.col_cols())?;
             }
             Ok(y)
@@ -74,13 +73,7 @@ pub fn conv_input_grad(
                 cpu::conv::input_grad(conv, ws, ds, dx)
             }))
         }),
-        _ => {
-            let g = &conv.geometry;
-            let col_shape = vec![g.batch, g.col_rows(), g.col_cols()];
-            let (w, dy) = (product_operand(w, mixed)?, product_operand(dy, mixed)?);
-            let dcol = gemm(&conv.input_grad_spec(g.batch), 1.0, &w, &dy, col_shape)?;
-            col2im(&dcol, g)
-        }
+        _ => conv_gpu::input_grad(w, dy, conv, mixed),
     }
 }
 
@@ -104,13 +97,7 @@ pub fn conv_weight_grad(
                 cpu::conv::weight_grad(conv, xs, ds, dw)
             }))
         }),
-        _ => {
-            let g = &conv.geometry;
-            let col = product_operand(&im2col(x, g)?, mixed)?;
-            let dy = product_operand(dy, mixed)?;
-            let spec = conv.weight_grad_spec(g.batch);
-            gemm(&spec, 1.0, &dy, &col, conv.weight_shape())
-        }
+        _ => conv_gpu::weight_grad(x, dy, conv, mixed),
     }
 }
 

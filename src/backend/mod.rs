@@ -12,6 +12,7 @@ use std::sync::Arc;
 mod activation;
 mod cast;
 mod conv;
+mod conv_gpu;
 mod dropout;
 mod elementwise;
 mod loss;
@@ -23,6 +24,7 @@ mod shape;
 pub use activation::*;
 pub use cast::*;
 pub use conv::*;
+pub use conv_gpu::{conv_chunk_bytes, set_conv_chunk_bytes};
 #[allow(unused_imports)]
 pub use dropout::*;
 pub use elementwise::*;

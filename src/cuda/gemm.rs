@@ -126,13 +126,38 @@ pub(crate) fn gemm(
     beta: f32,
     c: &mut GpuBuffer,
 ) -> Result<()> {
+    let operands = GemmAddresses {
+        a: a.address(),
+        b: b.address(),
+        c: c.address(),
+    };
+    gemm_at(gpu, spec, alpha, operands, beta)
+}
+
+/// Device addresses of a GEMM's operands (ranges checked by the caller, e.g. with
+/// `GpuBuffer::address_of_range`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GemmAddresses {
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+}
+
+/// [`gemm`] on device addresses.
+pub(crate) fn gemm_at(
+    gpu: &Gpu,
+    spec: &GemmSpec,
+    alpha: f32,
+    GemmAddresses { a, b, c }: GemmAddresses,
+    beta: f32,
+) -> Result<()> {
     if spec.m == 0 || spec.n == 0 || spec.outputs() == 0 {
         return Ok(());
     }
     let params = GemmParams {
-        a: a.address(),
-        b: b.address(),
-        c: c.address(),
+        a,
+        b,
+        c,
         stride_a: to_i64("gemm stride", spec.stride_a)?,
         stride_b: to_i64("gemm stride", spec.stride_b)?,
         stride_c: to_i64("gemm stride", spec.stride_c)?,
@@ -149,16 +174,16 @@ pub(crate) fn gemm(
         groups: to_i32("gemm groups", spec.groups)?,
         // Leading dimensions: A is [m][k] or, transposed, [k][m]; B is [k][n] or [n][k]; C is [m][n].
         vec_a: vector_ok(
-            a.address(),
+            a,
             [spec.stride_a, spec.group_stride_a],
             if spec.trans_a { spec.m } else { spec.k },
         ),
         vec_b: vector_ok(
-            b.address(),
+            b,
             [spec.stride_b, spec.group_stride_b],
             if spec.trans_b { spec.k } else { spec.n },
         ),
-        vec_c: vector_ok(c.address(), [spec.stride_c, spec.group_stride_c], spec.n),
+        vec_c: vector_ok(c, [spec.stride_c, spec.group_stride_c], spec.n),
         alpha,
         beta,
     };

@@ -1,7 +1,7 @@
 //! Launcher for kernels/gemm_tc.cu: the tensor-core GEMM with bf16 or f16 inputs and f32
 //! accumulation and output.
 
-use super::gemm::grid_config;
+use super::gemm::{grid_config, GemmAddresses};
 use super::params::{to_i32, to_i64};
 use super::{kernel_params, launch, Gpu, GpuBuffer};
 use crate::error::Result;
@@ -58,13 +58,30 @@ pub(crate) fn gemm_16bit(
     c: &mut GpuBuffer,
     bf16: bool,
 ) -> Result<()> {
+    let operands = GemmAddresses {
+        a: a.address(),
+        b: b.address(),
+        c: c.address(),
+    };
+    gemm_16bit_at(gpu, spec, alpha, operands, beta, bf16)
+}
+
+/// [`gemm_16bit`] on device addresses (ranges checked by the caller).
+pub(crate) fn gemm_16bit_at(
+    gpu: &Gpu,
+    spec: &GemmSpec,
+    alpha: f32,
+    GemmAddresses { a, b, c }: GemmAddresses,
+    beta: f32,
+    bf16: bool,
+) -> Result<()> {
     if spec.m == 0 || spec.n == 0 || spec.outputs() == 0 {
         return Ok(());
     }
     let params = TcGemmParams {
-        a: a.address(),
-        b: b.address(),
-        c: c.address(),
+        a,
+        b,
+        c,
         stride_a: to_i64("gemm stride", spec.stride_a)?,
         stride_b: to_i64("gemm stride", spec.stride_b)?,
         stride_c: to_i64("gemm stride", spec.stride_c)?,
@@ -81,13 +98,13 @@ pub(crate) fn gemm_16bit(
         groups: to_i32("gemm groups", spec.groups)?,
         vec_a: vector_ok(
             !spec.trans_a,
-            a.address(),
+            a,
             spec.k,
             [spec.stride_a, spec.group_stride_a],
         ),
         vec_b: vector_ok(
             spec.trans_b,
-            b.address(),
+            b,
             spec.k,
             [spec.stride_b, spec.group_stride_b],
         ),

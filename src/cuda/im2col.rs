@@ -23,7 +23,17 @@ struct Col2imParams {
     g: ConvGeom,
 }
 
-kernel_params!(Im2colParams, Col2imParams);
+/// Mirrors `Im2col16Params` in kernels/im2col.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Im2col16Params {
+    im: u64,
+    col: u64,
+    g: ConvGeom,
+    bf16: i32,
+}
+
+kernel_params!(Im2colParams, Col2imParams, Im2col16Params);
 
 /// Unfolds the whole batch `im` [N][C][H][W] into `col` [N][C·KH·KW][OH·OW].
 pub(crate) fn im2col(
@@ -32,12 +42,41 @@ pub(crate) fn im2col(
     g: &ConvGeometry,
     col: &mut GpuBuffer,
 ) -> Result<()> {
+    im2col_at(gpu, im.address(), g, col.address())
+}
+
+/// [`im2col`] on device addresses: `im` holds g.batch images, `col` their columns (the caller
+/// checked both ranges, e.g. with `GpuBuffer::address_of_range`).
+pub(crate) fn im2col_at(gpu: &Gpu, im: u64, g: &ConvGeometry, col: u64) -> Result<()> {
     let params = Im2colParams {
-        im: im.address(),
-        col: col.address(),
+        im,
+        col,
         g: ConvGeom::new(g)?,
     };
     launch(gpu, "im2col_f32", elementwise_config(g.col_len()), &params)
+}
+
+/// [`im2col_at`] writing bf16 (`bf16`) or f16 columns, rounded to nearest even: the 16-bit
+/// operand of the tensor-core GEMM in one pass.
+pub(crate) fn im2col_16bit_at(
+    gpu: &Gpu,
+    im: u64,
+    g: &ConvGeometry,
+    col: u64,
+    bf16: bool,
+) -> Result<()> {
+    let params = Im2col16Params {
+        im,
+        col,
+        g: ConvGeom::new(g)?,
+        bf16: bf16 as i32,
+    };
+    launch(
+        gpu,
+        "im2col_16bit",
+        elementwise_config(g.col_len()),
+        &params,
+    )
 }
 
 /// Folds `col` back into `im` (overwritten), summing overlapping taps: the adjoint of im2col.
@@ -47,9 +86,14 @@ pub(crate) fn col2im(
     g: &ConvGeometry,
     im: &mut GpuBuffer,
 ) -> Result<()> {
+    col2im_at(gpu, col.address(), g, im.address())
+}
+
+/// [`col2im`] on device addresses (ranges checked by the caller).
+pub(crate) fn col2im_at(gpu: &Gpu, col: u64, g: &ConvGeometry, im: u64) -> Result<()> {
     let params = Col2imParams {
-        col: col.address(),
-        im: im.address(),
+        col,
+        im,
         g: ConvGeom::new(g)?,
     };
     launch(

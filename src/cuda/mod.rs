@@ -323,6 +323,18 @@ impl GpuBuffer {
         self.bytes
     }
 
+    /// The address of bytes `offset..offset + len` of this buffer, for a kernel that works on
+    /// that part of it; an error when the range does not lie inside the buffer.
+    pub(crate) fn address_of_range(&self, offset: usize, len: usize) -> Result<u64> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.bytes => Ok(self.address() + offset as u64),
+            _ => Err(Error::Driver(format!(
+                "bytes {offset}..{offset}+{len} lie outside a buffer of {} bytes",
+                self.bytes
+            ))),
+        }
+    }
+
     fn block(&self) -> Result<&RawBlock> {
         self.block
             .as_ref()

@@ -1,0 +1,51 @@
+// f32 <-> bf16 / IEEE f16 for one element, as raw 16-bit patterns, rounding to nearest even as
+// PyTorch and the `half` crate do. Used by cast.cu and by the kernels that write 16-bit operands
+// of the tensor-core GEMM directly (im2col_16bit).
+#pragma once
+
+#include "common.cuh"
+
+// f32 -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
+__device__ __forceinline__ unsigned short float_to_bf16_bits(float f) {
+  const unsigned int u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40);
+  return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// f32 -> IEEE f16 bits, round to nearest even, overflow to infinity, subnormals kept.
+__device__ __forceinline__ unsigned short float_to_f16_bits(float f) {
+  const unsigned int u = __float_as_uint(f);
+  const unsigned short sign = (unsigned short)((u >> 16) & 0x8000u);
+  const unsigned int magnitude = u & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return sign | 0x7e00u;           // NaN
+  if (magnitude >= 0x477ff000u) return sign | 0x7c00u;          // rounds past 65504: infinity
+  if (magnitude < 0x38800000u) {                                // below 2^-14: subnormal or zero
+    if (magnitude < 0x33000000u) return sign;                   // at most 2^-25: rounds to ±0
+    // value / 2^-24 = mantissa · 2^(exponent − 126), rounded to nearest even.
+    const int shift = 126 - (int)(magnitude >> 23);             // 14..24
+    const unsigned int mantissa = (magnitude & 0x7fffffu) | 0x800000u;
+    unsigned int out = mantissa >> shift;
+    const unsigned int rest = mantissa & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (out & 1u))) ++out;
+    return sign | (unsigned short)out;
+  }
+  // Normal: rebias the exponent (127 -> 15) and round the 23-bit mantissa to 10 bits.
+  const unsigned int rebiased = magnitude - 0x38000000u;
+  return sign | (unsigned short)((rebiased + 0xfffu + ((rebiased >> 13) & 1u)) >> 13);
+}
+
+// bf16 bits -> f32: exact (bf16 is the top half of an f32).
+__device__ __forceinline__ float bf16_bits_to_f32(unsigned short h) {
+  return __uint_as_float((unsigned int)h << 16);
+}
+
+// IEEE f16 bits -> f32: exact, subnormals, infinities and NaN included.
+__device__ __forceinline__ float f16_bits_to_f32(unsigned short h) {
+  const unsigned int sign = (unsigned int)(h & 0x8000u) << 16;
+  const unsigned int exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent != 0) return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+  // Zero or subnormal: mantissa · 2^-24, exact in f32.
+  const float magnitude = (float)mantissa * 5.9604644775390625e-8f;
+  return __uint_as_float(sign | __float_as_uint(magnitude));
+}
