@@ -6,6 +6,8 @@
 //!
 //! The budget is process-wide: every test here sets it before use and none relies on the default.
 
+use std::sync::Mutex;
+
 use kiln::backend::set_conv_chunk_bytes;
 use kiln::testing::{check_parity, gpu_devices_under_test};
 use kiln::{autocast, ops, DType, Device, Tensor, Window2d};
@@ -19,8 +21,13 @@ fn column_bytes(images: usize, rows: usize, pixels: usize) -> usize {
     images * rows * pixels * 4
 }
 
+/// Held by every test here: they measure or configure the emulated device, which tests running in
+/// parallel in one process (`cargo test`) would otherwise disturb.
+static DEVICE: Mutex<()> = Mutex::new(());
+
 #[test]
 fn chunked_products_match_the_cpu() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     let (atol, rtol) = (1e-4, 1e-4);
     // x [5, 6, 9, 8] with 3x3 windows: 54 column rows; stride 2, padding 1 → 5x4 pixels.
     let one_image = column_bytes(1, 54, 20);
@@ -60,6 +67,7 @@ fn chunked_products_match_the_cpu() {
 
 #[test]
 fn a_smaller_column_budget_lowers_peak_memory() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::CudaEmulated;
     // 16 images of 8x16x16 under a 3x3 'same' convolution: 72 rows x 256 pixels of columns each.
     let x = randn(&[16, 8, 16, 16], 10)

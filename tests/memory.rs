@@ -1,6 +1,8 @@
 //! Device memory: every buffer goes through the caching pool, so training steps after the first
 //! make no new device allocation and live memory returns to the parameters' size after each step.
 
+use std::sync::Mutex;
+
 use kiln::nn::{ConvNet, ConvNetConfig};
 use kiln::optim::Sgd;
 use kiln::testing::gpu_devices_under_test;
@@ -12,8 +14,13 @@ fn batch(device: Device) -> (Tensor, Tensor) {
     (x, y)
 }
 
+/// Held by every test here: they measure or configure the emulated device, which tests running in
+/// parallel in one process (`cargo test`) would otherwise disturb.
+static DEVICE: Mutex<()> = Mutex::new(());
+
 #[test]
 fn training_steps_reuse_pooled_memory() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     for device in gpu_devices_under_test("training_steps_reuse_pooled_memory") {
         let config = ConvNetConfig {
             in_channels: 1,
@@ -47,6 +54,7 @@ fn training_steps_reuse_pooled_memory() {
 
 #[test]
 fn dropping_tensors_returns_their_memory_to_the_pool() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::CudaEmulated;
     let before = memory_stats(&device).unwrap();
     let t = Tensor::zeros(&[1000, 37], kiln::DType::F32, device).unwrap();
