@@ -149,3 +149,32 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
   if (threadIdx.x == 0) p.partial[blockIdx.x] = s;
 }
 KILN_EMULATE_SYNC(sum_squares_f32, SumSquaresParams)
+
+// Mirrors src/cuda/loss.rs `CountCorrectParams`.
+struct CountCorrectParams {
+  const float* logits;  // [rows][classes]
+  const int* labels;    // [rows]
+  float* count;         // [1]: rows whose first largest logit is at their label
+  int rows, classes;
+};
+
+// One block: each thread takes rows in a strided loop, finds the first largest logit of each and
+// compares it with the label; the block then adds the per-thread counts in a fixed order. The
+// count is exact in f32 up to 2^24 rows. Lets a training step read its accuracy together with its
+// loss instead of copying the logits and labels back.
+extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
+    count_correct_f32(const CountCorrectParams p) {
+  __shared__ float scratch[KILN_THREADS_PER_BLOCK];
+  float correct = 0.0f;
+  for (int r = threadIdx.x; r < p.rows; r += blockDim.x) {
+    const float* row = p.logits + (long long)r * p.classes;
+    int best = 0;
+    for (int j = 1; j < p.classes; ++j) {
+      if (row[j] > row[best]) best = j;
+    }
+    correct += best == p.labels[r] ? 1.0f : 0.0f;
+  }
+  correct = block_reduce(scratch, correct, false);
+  if (threadIdx.x == 0) p.count[0] = correct;
+}
+KILN_EMULATE_SYNC(count_correct_f32, CountCorrectParams)

@@ -6,7 +6,7 @@ use kiln::testing::{
     assert_close, check_parity, gpu_devices_under_test, gradcheck, random_away_from_zero,
     random_vec,
 };
-use kiln::{ops, DType, Device, Error, Tensor};
+use kiln::{backend, ops, DType, Device, Error, Tensor};
 use ndarray::{concatenate, Axis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -647,4 +647,52 @@ fn bad_concats_and_narrows_are_errors() {
         let err = ops::narrow(&a, 1, start, len).unwrap_err();
         assert!(err.to_string().contains("outside axis 1"), "{err}");
     }
+}
+
+#[test]
+fn correct_counts_match_the_cpu_and_ties_go_to_the_first_class() {
+    let mut rng = StdRng::seed_from_u64(77);
+    // 300 rows (more than the kernel's 256 threads), 7 classes; every third row has its largest
+    // value twice, so the first of the two must be the prediction.
+    let (rows, classes) = (300, 7);
+    let mut logits: Vec<f32> = (0..rows * classes)
+        .map(|_| rng.random_range(-3.0..3.0))
+        .collect();
+    for r in (0..rows).step_by(3) {
+        let row = &mut logits[r * classes..(r + 1) * classes];
+        row[2] = 10.0;
+        row[5] = 10.0;
+    }
+    let labels: Vec<i32> = (0..rows)
+        .map(|r| {
+            if r % 3 == 0 {
+                2 // the first of the two largest classes
+            } else {
+                rng.random_range(0..classes as i32)
+            }
+        })
+        .collect();
+    let expected = (0..rows)
+        .filter(|&r| {
+            let row = &logits[r * classes..(r + 1) * classes];
+            let best = (0..classes).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            best as i32 == labels[r]
+        })
+        .count();
+    let z = Tensor::from_vec(logits, &[rows, classes], Device::Cpu).unwrap();
+    let y = Tensor::from_vec(labels, &[rows], Device::Cpu).unwrap();
+    assert_eq!(
+        backend::count_correct(&z, &y).unwrap().scalar().unwrap(),
+        expected as f64
+    );
+    for device in gpu_devices_under_test("count_correct") {
+        let on = |t: &Tensor| t.to_device(device).unwrap();
+        let got = backend::count_correct(&on(&z), &on(&y))
+            .unwrap()
+            .scalar()
+            .unwrap();
+        assert_eq!(got, expected as f64, "on {device:?}");
+    }
+    let short = Tensor::from_vec(vec![0i32; 5], &[5], Device::Cpu).unwrap();
+    assert!(backend::count_correct(&z, &short).is_err());
 }

@@ -33,6 +33,28 @@ pub fn softmax_xent_fwd(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Ten
     }
 }
 
+/// The number of rows of `logits` [rows, classes] whose first largest value is at the row's
+/// label, as a one-element tensor on the logits' device (f32 on a GPU, exact up to 2^24 rows):
+/// a batch's correct predictions, read back together with its loss.
+pub fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (rows, classes) = check_logits_and_label_shapes("count_correct", logits, labels)?;
+    match logits.device() {
+        Device::Cpu => with_float!("count_correct", logits, |T| {
+            let zs = logits.host_slice::<T>("count_correct")?;
+            let ls = labels.host_slice::<i32>("count_correct")?;
+            let count = cpu::loss::count_correct(zs, ls, classes) as T;
+            Ok(Tensor::host(T::wrap(vec![count]), vec![1], T::DTYPE))
+        }),
+        _ => {
+            let (gpu, zb) = gpu_f32("count_correct", logits)?;
+            let lb = labels.gpu_buffer("count_correct")?;
+            gpu_output(&gpu, vec![1], DType::F32, |count| {
+                cuda::loss::count_correct(&gpu, zb, lb, rows, classes, count)
+            })
+        }
+    }
+}
+
 /// dlogits = scale·(probs − onehot(labels)).
 pub fn softmax_xent_bwd(probs: &Tensor, labels: &Tensor, scale: f64) -> Result<Tensor> {
     check_logits_and_labels("softmax_cross_entropy backward", probs, labels)?;

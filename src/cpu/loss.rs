@@ -206,6 +206,19 @@ pub fn sum_squares<T: Float>(x: &[T]) -> T {
     partials.into_iter().fold(T::zero(), |acc, v| acc + v)
 }
 
+/// Rows of `logits` [rows][classes] whose first largest value is at the row's label: the
+/// accuracy count of a batch (the twin of kernels/loss.cu `count_correct_f32`).
+pub fn count_correct<T: Float>(logits: &[T], labels: &[i32], classes: usize) -> usize {
+    logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .filter(|(row, &label)| {
+            let best = (1..classes).fold(0, |best, j| if row[j] > row[best] { j } else { best });
+            best as i32 == label
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

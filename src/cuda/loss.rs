@@ -81,7 +81,19 @@ struct SumSquaresParams {
     n: i64,
 }
 
+/// Mirrors `CountCorrectParams` in kernels/loss.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CountCorrectParams {
+    logits: u64,
+    labels: u64,
+    count: u64,
+    rows: i32,
+    classes: i32,
+}
+
 kernel_params!(
+    CountCorrectParams,
     SoftmaxXentFwdParams,
     SoftmaxXentBwdParams,
     SquaredErrorFwdParams,
@@ -242,4 +254,28 @@ pub(crate) fn sum_squares(
         block: (256, 1, 1),
     };
     launch(gpu, "sum_squares_f32", cfg, &params)
+}
+
+/// count[0] = the number of rows of `logits` [rows][classes] whose first largest value is at the
+/// row's label (one block).
+pub(crate) fn count_correct(
+    gpu: &Gpu,
+    logits: &GpuBuffer,
+    labels: &GpuBuffer,
+    rows: usize,
+    classes: usize,
+    count: &mut GpuBuffer,
+) -> Result<()> {
+    let params = CountCorrectParams {
+        logits: logits.address(),
+        labels: labels.address(),
+        count: count.address(),
+        rows: to_i32("rows", rows)?,
+        classes: to_i32("classes", classes)?,
+    };
+    let cfg = LaunchConfig {
+        grid: (1, 1, 1),
+        block: (256, 1, 1),
+    };
+    launch(gpu, "count_correct_f32", cfg, &params)
 }

@@ -10,20 +10,22 @@ use super::config::TrainConfig;
 use super::confusion::ConfusionMatrix;
 use super::early_stopping::{Decision, EarlyStopping};
 use super::error::TrainError;
-use super::evaluate::{argmax_rows, evaluate};
+use super::evaluate::evaluate;
 use super::guard::check_finite;
 use super::metrics::{EpochMetrics, MetricsCsv};
 use super::plot::{plot_curves, plot_filters};
 use super::precision::StepPrecision;
 use super::progress::Progress;
 use super::state::{model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot};
+use crate::backend;
 use crate::data::{
     Augment, DataLoader, Dataset, FashionMnist, Normalization, FASHION_MNIST_CLASSES,
 };
+use crate::device::Device;
 use crate::nn::{Mode, Module, Sequential};
 use crate::ops;
 use crate::optim::Optimizer;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// What a finished run reports.
 #[derive(Debug)]
@@ -469,16 +471,16 @@ pub fn train_step_with(
         Some(format) => crate::autocast(format, || forward(model))??,
         None => forward(model)?,
     };
-    let loss_value = loss.scalar()?;
-    check_finite(loss_value, step)?;
-    let predicted = argmax_rows(&logits.detach())?;
-    let actual = labels.to_vec::<i32>()?;
-    let correct = predicted
-        .iter()
-        .zip(&actual)
-        .filter(|(p, a)| **p as i32 == **a)
-        .count();
+    // The loss and the correct count come back in one copy (one wait for the device per step).
+    let correct = backend::count_correct(&logits.detach(), labels)?;
     drop(logits);
+    let stats = backend::concat(&[&loss.detach().reshape(&[1])?, &correct], 0)?;
+    let stats = stats
+        .to_device(Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .to_vec::<f64>()?;
+    let (loss_value, correct) = (stats[0], stats[1] as usize);
+    check_finite(loss_value, step)?;
     let grads = match &precision.scaler {
         Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
         None => loss.backward()?,
