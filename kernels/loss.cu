@@ -32,18 +32,20 @@ KILN_EMULATE_SYNC(softmax_xent_fwd_f32, SoftmaxXentFwdParams)
 struct SoftmaxXentBwdParams {
   const float* probs;
   const int* labels;
-  float* dlogits;  // scale·(probs − onehot(label))
+  float* dlogits;  // scale·upstream·(probs − onehot(label))
+  const float* upstream;  // one element (the loss's gradient, read here rather than on the host), or null for 1
   long long total;
   int classes;
   float scale;
 };
 
 extern "C" __global__ void softmax_xent_bwd_f32(const SoftmaxXentBwdParams p) {
+  const float scale = p.upstream ? p.scale * p.upstream[0] : p.scale;
   KILN_GRID_STRIDE_LOOP(i, p.total) {
     const long long row = i / p.classes;
     const int j = (int)(i % p.classes);
     const float target = j == p.labels[row] ? 1.0f : 0.0f;
-    p.dlogits[i] = p.scale * (p.probs[i] - target);
+    p.dlogits[i] = scale * (p.probs[i] - target);
   }
 }
 KILN_EMULATE(softmax_xent_bwd_f32, SoftmaxXentBwdParams)

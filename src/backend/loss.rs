@@ -58,31 +58,49 @@ pub fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 /// dlogits = scale·(probs − onehot(labels)).
 pub fn softmax_xent_bwd(probs: &Tensor, labels: &Tensor, scale: f64) -> Result<Tensor> {
     check_logits_and_labels("softmax_cross_entropy backward", probs, labels)?;
-    softmax_xent_bwd_checked_labels(probs, labels, scale)
+    softmax_xent_bwd_checked_labels(probs, labels, scale, None)
 }
 
 /// [`softmax_xent_bwd`] for labels whose values [`softmax_xent_fwd`] already checked (the tape's
-/// backward rule): only shapes are checked, so a training step reads the labels back once, not twice.
+/// backward rule): only shapes are checked, so a training step reads the labels back once, not
+/// twice. The factor is `scale · upstream` when a one-element `upstream` gradient is given; a
+/// GPU kernel reads it from device memory, so the backward pass does not wait for the device.
 pub(crate) fn softmax_xent_bwd_checked_labels(
     probs: &Tensor,
     labels: &Tensor,
     scale: f64,
+    upstream: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (rows, classes) =
-        check_logits_and_label_shapes("softmax_cross_entropy backward", probs, labels)?;
+    const OP: &str = "softmax_cross_entropy backward";
+    let (rows, classes) = check_logits_and_label_shapes(OP, probs, labels)?;
+    if let Some(u) = upstream {
+        common_device(OP, &[probs, u])?;
+        u.expect_dtype(OP, probs.dtype())?;
+        if u.numel() != 1 {
+            return Err(invalid(
+                "loss gradient",
+                format!("{OP}: {:?} is not one element", u.shape()),
+            ));
+        }
+    }
     match probs.device() {
-        Device::Cpu => with_float!("softmax_cross_entropy backward", probs, |T| {
-            let ps = probs.host_slice::<T>("softmax_cross_entropy backward")?;
-            let ls = labels.host_slice::<i32>("softmax_cross_entropy backward")?;
+        Device::Cpu => with_float!(OP, probs, |T| {
+            let ps = probs.host_slice::<T>(OP)?;
+            let ls = labels.host_slice::<i32>(OP)?;
+            let factor = match upstream {
+                Some(u) => scale as T * u.host_slice::<T>(OP)?[0],
+                None => scale as T,
+            };
             Ok(host_output::<T>(vec![rows, classes], |d| {
-                cpu::loss::softmax_xent_bwd(ps, ls, rows, classes, scale as T, d)
+                cpu::loss::softmax_xent_bwd(ps, ls, rows, classes, factor, d)
             }))
         }),
         _ => {
-            let (gpu, pb) = gpu_f32("softmax_cross_entropy backward", probs)?;
-            let lb = labels.gpu_buffer("softmax_cross_entropy backward")?;
+            let (gpu, pb) = gpu_f32(OP, probs)?;
+            let lb = labels.gpu_buffer(OP)?;
+            let ub = upstream.map(|u| u.gpu_buffer(OP)).transpose()?;
             gpu_output(&gpu, vec![rows, classes], DType::F32, |d| {
-                cuda::loss::softmax_xent_bwd(&gpu, pb, lb, rows, classes, scale as f32, d)
+                cuda::loss::softmax_xent_bwd(&gpu, pb, lb, rows, classes, scale as f32, ub, d)
             })
         }
     }

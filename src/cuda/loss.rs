@@ -23,6 +23,7 @@ struct SoftmaxXentBwdParams {
     probs: u64,
     labels: u64,
     dlogits: u64,
+    upstream: u64,
     total: i64,
     classes: i32,
     scale: f32,
@@ -129,6 +130,7 @@ pub(crate) fn softmax_xent_fwd(
 }
 
 /// dlogits = scale·(probs − onehot(labels)).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn softmax_xent_bwd(
     gpu: &Gpu,
     probs: &GpuBuffer,
@@ -136,6 +138,7 @@ pub(crate) fn softmax_xent_bwd(
     rows: usize,
     classes: usize,
     scale: f32,
+    upstream: Option<&GpuBuffer>,
     dlogits: &mut GpuBuffer,
 ) -> Result<()> {
     let total = rows * classes;
@@ -143,6 +146,7 @@ pub(crate) fn softmax_xent_bwd(
         probs: probs.address(),
         labels: labels.address(),
         dlogits: dlogits.address(),
+        upstream: upstream.map_or(0, GpuBuffer::address),
         total: to_i64("logits length", total)?,
         classes: to_i32("classes", classes)?,
         scale,

@@ -21,10 +21,14 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor>
         loss,
         move || {
             move |dloss: &Tensor| {
-                // dlogits = dloss/N · (probs − onehot(labels)); dloss is one element.
-                let scale = dloss.scalar()? / rows as f64;
+                // dlogits = dloss/N · (probs − onehot(labels)); dloss (one element) stays on the
+                // device, so the backward pass need not wait for it.
+                let scale = 1.0 / rows as f64;
                 Ok(vec![Some(backend::softmax_xent_bwd_checked_labels(
-                    &probs, &labels, scale,
+                    &probs,
+                    &labels,
+                    scale,
+                    Some(dloss),
                 )?)])
             }
         },
