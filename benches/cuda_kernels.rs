@@ -54,10 +54,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln::backend;
 use kiln::cuda::{describe, median, time_runs};
-use kiln::nn::models::{lenet5, resnet20};
-use kiln::nn::Module;
-use kiln::optim::Sgd;
-use kiln::train::{train_step_with, Precision, StepPrecision};
 use kiln::{ops, ConvGeometry, Device, Error, GemmSpec, Result, Tensor, Window2d};
 use serde_json::json;
 
@@ -589,106 +585,6 @@ impl Bench {
         Ok(())
     }
 
-    /// A LeNet-5 (ReLU, max pooling) training step on random 1x28x28 images, batch 128, SGD with
-    /// momentum 0.9, as `kiln train --model lenet5` runs it.
-    fn lenet5_step(&self, rows: &mut Rows) -> Result<()> {
-        let batch = 128 / self.shrink;
-        let mut model = lenet5(1, 28, 10, false, 1, self.device)?;
-        let x = self.randn(&[batch, 1, 28, 28], 40)?;
-        let y = Tensor::from_vec(labels(batch, 10), &[batch], self.device)?;
-        self.train_steps(
-            rows,
-            &mut model,
-            0.01,
-            0.0,
-            (&x, &y),
-            "lenet5 train step",
-            (
-                format!("batch {batch}, 1x28x28"),
-                format!("lenet5 train step b{batch}"),
-            ),
-            Precision::F32,
-        )
-    }
-
-    /// A ResNet-20 training step on random 3x32x32 images, batch 128, SGD with momentum 0.9 and
-    /// weight decay 5e-4. Returns the pool's peak bytes over the timed steps (`None` if they failed).
-    fn resnet20_step(&self, rows: &mut Rows) -> Result<Option<usize>> {
-        let batch = 128 / self.shrink;
-        let mut model = resnet20(3, 10, 1, self.device)?;
-        let x = self.randn(&[batch, 3, 32, 32], 41)?;
-        let y = Tensor::from_vec(labels(batch, 10), &[batch], self.device)?;
-        kiln::reset_peak_memory(&self.device)?;
-        let failures = rows.failed.len();
-        self.train_steps(
-            rows,
-            &mut model,
-            0.01,
-            5e-4,
-            (&x, &y),
-            "resnet20 train step",
-            (
-                format!("batch {batch}, 3x32x32, f32"),
-                format!("resnet20 train step b{batch} f32"),
-            ),
-            Precision::F32,
-        )?;
-        let peak = kiln::memory_stats(&self.device)?.peak_bytes;
-        // Mixed precision: the convolutions' and the linear layer's products in bf16 on the
-        // tensor cores (kiln::autocast), against PyTorch's autocast bf16.
-        let mut model = resnet20(3, 10, 1, self.device)?;
-        self.train_steps(
-            rows,
-            &mut model,
-            0.01,
-            5e-4,
-            (&x, &y),
-            "resnet20 train step",
-            (
-                format!("batch {batch}, 3x32x32, bf16 autocast"),
-                format!("resnet20 train step b{batch} bf16-autocast"),
-            ),
-            Precision::Bf16,
-        )?;
-        if rows.failed.len() > failures {
-            return Ok(None);
-        }
-        Ok(Some(peak))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn train_steps(
-        &self,
-        rows: &mut Rows,
-        model: &mut dyn Module,
-        lr: f64,
-        weight_decay: f64,
-        (x, y): (&Tensor, &Tensor),
-        kernel: &'static str,
-        names: (String, String),
-        precision: Precision,
-    ) -> Result<()> {
-        let params: Vec<Tensor> = model
-            .parameters()
-            .into_iter()
-            .map(|(_, t)| t.clone())
-            .collect();
-        let mut optimizer = Sgd::new(&params, lr, 0.9, weight_decay)?;
-        drop(params);
-        let mut step = 0;
-        let images = x.shape()[0] as f64;
-        let mut precision = StepPrecision::new(precision);
-        self.row(rows, kernel, names, Work::images(images), || {
-            step += 1;
-            train_step_with(model, &mut optimizer, x, y, step, &mut precision)
-                .map(drop)
-                .map_err(|e| Error::InvalidArgument {
-                    what: "training step",
-                    why: e.to_string(),
-                })
-        })
-    }
-
     /// cuBLAS SGEMM on each problem, on the same inputs as kiln's; the rows and a note saying
     /// what ran (or why nothing did).
     #[cfg(feature = "bench-cublas")]
@@ -765,6 +661,8 @@ impl Bench {
 mod cublas;
 #[path = "cuda_kernels/tensor_core.rs"]
 mod tensor_core;
+#[path = "cuda_kernels/training_steps.rs"]
+mod training_steps;
 
 /// Labels for `rows` examples over `classes` classes, spread over all of them.
 fn labels(rows: usize, classes: usize) -> Vec<i32> {

@@ -1,0 +1,113 @@
+//! Training steps of whole networks (`kiln::train::train_step_with`: forward, loss, backward,
+//! SGD, with the loss and correct count read back), in f32 and in bf16 mixed precision, beside
+//! bench/torch_gpu.py's PyTorch steps of the same names.
+
+use kiln::nn::models::{lenet5, resnet20};
+use kiln::nn::Module;
+use kiln::optim::Sgd;
+use kiln::train::{train_step_with, Precision, StepPrecision};
+use kiln::{Error, Result, Tensor};
+
+use super::{labels, Bench, Rows, Work};
+
+impl Bench {
+    /// A LeNet-5 (ReLU, max pooling) training step on random 1x28x28 images, batch 128, SGD with
+    /// momentum 0.9, as `kiln train --model lenet5` runs it.
+    pub(super) fn lenet5_step(&self, rows: &mut Rows) -> Result<()> {
+        let batch = 128 / self.shrink;
+        let mut model = lenet5(1, 28, 10, false, 1, self.device)?;
+        let x = self.randn(&[batch, 1, 28, 28], 40)?;
+        let y = Tensor::from_vec(labels(batch, 10), &[batch], self.device)?;
+        self.train_steps(
+            rows,
+            &mut model,
+            0.01,
+            0.0,
+            (&x, &y),
+            "lenet5 train step",
+            (
+                format!("batch {batch}, 1x28x28"),
+                format!("lenet5 train step b{batch}"),
+            ),
+            Precision::F32,
+        )
+    }
+
+    /// A ResNet-20 training step on random 3x32x32 images, batch 128, SGD with momentum 0.9 and
+    /// weight decay 5e-4. Returns the pool's peak bytes over the timed steps (`None` if they failed).
+    pub(super) fn resnet20_step(&self, rows: &mut Rows) -> Result<Option<usize>> {
+        let batch = 128 / self.shrink;
+        let mut model = resnet20(3, 10, 1, self.device)?;
+        let x = self.randn(&[batch, 3, 32, 32], 41)?;
+        let y = Tensor::from_vec(labels(batch, 10), &[batch], self.device)?;
+        kiln::reset_peak_memory(&self.device)?;
+        let failures = rows.failed.len();
+        self.train_steps(
+            rows,
+            &mut model,
+            0.01,
+            5e-4,
+            (&x, &y),
+            "resnet20 train step",
+            (
+                format!("batch {batch}, 3x32x32, f32"),
+                format!("resnet20 train step b{batch} f32"),
+            ),
+            Precision::F32,
+        )?;
+        let peak = kiln::memory_stats(&self.device)?.peak_bytes;
+        // Mixed precision: the convolutions' and the linear layer's products in bf16 on the
+        // tensor cores (kiln::autocast), against PyTorch's autocast bf16.
+        let mut model = resnet20(3, 10, 1, self.device)?;
+        self.train_steps(
+            rows,
+            &mut model,
+            0.01,
+            5e-4,
+            (&x, &y),
+            "resnet20 train step",
+            (
+                format!("batch {batch}, 3x32x32, bf16 autocast"),
+                format!("resnet20 train step b{batch} bf16-autocast"),
+            ),
+            Precision::Bf16,
+        )?;
+        if rows.failed.len() > failures {
+            return Ok(None);
+        }
+        Ok(Some(peak))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_steps(
+        &self,
+        rows: &mut Rows,
+        model: &mut dyn Module,
+        lr: f64,
+        weight_decay: f64,
+        (x, y): (&Tensor, &Tensor),
+        kernel: &'static str,
+        names: (String, String),
+        precision: Precision,
+    ) -> Result<()> {
+        let params: Vec<Tensor> = model
+            .parameters()
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut optimizer = Sgd::new(&params, lr, 0.9, weight_decay)?;
+        drop(params);
+        let mut step = 0;
+        let images = x.shape()[0] as f64;
+        let mut precision = StepPrecision::new(precision);
+        self.row(rows, kernel, names, Work::images(images), || {
+            step += 1;
+            train_step_with(model, &mut optimizer, x, y, step, &mut precision)
+                .map(drop)
+                .map_err(|e| Error::InvalidArgument {
+                    what: "training step",
+                    why: e.to_string(),
+                })
+        })
+    }
+}
