@@ -5,7 +5,7 @@
 // Mirrors src/cuda/loss.rs `SoftmaxXentFwdParams`.
 struct SoftmaxXentFwdParams {
   const float* logits;  // [rows][classes]
-  const int* labels;    // [rows], validated on the host to lie in 0..classes
+  const int* labels;    // [rows]; a label outside 0..classes gives a NaN loss
   float* probs;         // [rows][classes]
   float* losses;        // [rows]: logsumexp(row) − logit[label]
   int rows, classes;
@@ -24,7 +24,10 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
   s = block_reduce(scratch, s, false);
   float* prob = p.probs + (long long)row * p.classes;
   for (int j = threadIdx.x; j < p.classes; j += blockDim.x) prob[j] = expf(z[j] - m) / s;
-  if (threadIdx.x == 0) p.losses[row] = m + logf(s) - z[p.labels[row]];
+  if (threadIdx.x == 0) {
+    const int label = p.labels[row];
+    p.losses[row] = label >= 0 && label < p.classes ? m + logf(s) - z[label] : NAN;
+  }
 }
 KILN_EMULATE_SYNC(softmax_xent_fwd_f32, SoftmaxXentFwdParams)
 

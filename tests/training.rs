@@ -428,3 +428,36 @@ fn cpu_and_gpu_loss_curves_agree_for_the_first_steps() {
         }
     }
 }
+
+#[test]
+fn a_training_step_names_a_label_outside_the_classes() {
+    use kiln::nn::models::lenet5;
+    use kiln::nn::Module;
+    use kiln::optim::Sgd;
+    for device in kiln::testing::gpu_devices_under_test("bad label in a training step") {
+        let mut model = lenet5(1, 28, 10, false, 3, device).unwrap();
+        let params: Vec<kiln::Tensor> = model
+            .parameters()
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut sgd = Sgd::new(&params, 0.01, 0.9, 0.0).unwrap();
+        drop(params);
+        let before: Vec<Vec<f32>> = model
+            .parameters()
+            .iter()
+            .map(|(_, t)| t.to_vec::<f32>().unwrap())
+            .collect();
+        let x = kiln::Tensor::randn(&[3, 1, 28, 28], 1.0, 4, device).unwrap();
+        let y = kiln::Tensor::from_vec(vec![1i32, 12, 4], &[3], device).unwrap();
+        let err = kiln::train::train_step(&mut model, &mut sgd, &x, &y, 0).unwrap_err();
+        assert!(err.to_string().contains("label 12 at row 1"), "{err}");
+        // The step stopped before the update.
+        let after: Vec<Vec<f32>> = model
+            .parameters()
+            .iter()
+            .map(|(_, t)| t.to_vec::<f32>().unwrap())
+            .collect();
+        assert_eq!(before, after, "on {device:?}");
+    }
+}

@@ -10,7 +10,18 @@ use crate::tensor::{DType, Element, Tensor};
 
 /// Softmax cross-entropy per row: (probs [R,K], losses [R]). Labels are validated by the caller.
 pub fn softmax_xent_fwd(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (rows, classes) = check_logits_and_labels("softmax_cross_entropy", logits, labels)?;
+    check_logits_and_labels("softmax_cross_entropy", logits, labels)?;
+    softmax_xent_fwd_unchecked_labels(logits, labels)
+}
+
+/// [`softmax_xent_fwd`] without reading the labels back to check their values (shapes are
+/// checked): a label outside `0..classes` gives that row a NaN loss. For a training step, which
+/// reads its loss back anyway and looks at the labels only when the loss is not finite.
+pub(crate) fn softmax_xent_fwd_unchecked_labels(
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (rows, classes) = check_logits_and_label_shapes("softmax_cross_entropy", logits, labels)?;
     match logits.device() {
         Device::Cpu => with_float!("softmax_cross_entropy", logits, |T| {
             let zs = logits.host_slice::<T>("softmax_cross_entropy")?;
@@ -291,12 +302,21 @@ fn gpu_pair_bwd(
 
 /// Checks logits [rows, classes] and i32 labels [rows] with every label in 0..classes. Labels are
 /// few, so they are checked on the host: a bad label is an error, never an out-of-bounds read.
+/// Checks logits [rows, classes] and i32 labels [rows] on one device, and (reading the labels
+/// back) that every label lies in `0..classes`.
 fn check_logits_and_labels(
     op: &'static str,
     logits: &Tensor,
     labels: &Tensor,
 ) -> Result<(usize, usize)> {
     let (rows, classes) = check_logits_and_label_shapes(op, logits, labels)?;
+    check_label_values(labels, classes)?;
+    Ok((rows, classes))
+}
+
+/// Reads `labels` (i32) back and checks that each lies in `0..classes`; the error names the
+/// first that does not and its row.
+pub fn check_label_values(labels: &Tensor, classes: usize) -> Result<()> {
     let host = labels.to_vec::<i32>()?;
     if let Some((i, bad)) = host
         .iter()
@@ -308,7 +328,7 @@ fn check_logits_and_labels(
             format!("label {bad} at row {i} is outside 0..{classes}"),
         ));
     }
-    Ok((rows, classes))
+    Ok(())
 }
 
 /// Checks logits [rows, classes] (non-empty) and i32 labels [rows] on the same device.

@@ -12,6 +12,27 @@ use crate::tensor::{DType, Tensor};
 /// a bad label is an error). Returns a one-element tensor on the logits' device.
 pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (probs, losses) = backend::softmax_xent_fwd(logits, labels)?;
+    record_softmax_cross_entropy(logits, labels, probs, losses)
+}
+
+/// [`softmax_cross_entropy`] that does not copy the labels to the host to check them: a label
+/// outside `0..classes` makes the loss NaN. The caller reads the loss back and checks the labels
+/// (with `backend::check_label_values`) only when it is not finite.
+pub(crate) fn softmax_cross_entropy_deferred_label_check(
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Result<Tensor> {
+    let (probs, losses) = backend::softmax_xent_fwd_unchecked_labels(logits, labels)?;
+    record_softmax_cross_entropy(logits, labels, probs, losses)
+}
+
+/// The mean of the per-row `losses` and its backward rule, from the forward's softmax `probs`.
+fn record_softmax_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    probs: Tensor,
+    losses: Tensor,
+) -> Result<Tensor> {
     let rows = probs.shape()[0];
     let loss = backend::sum(&losses, 1.0 / rows as f64)?.reshape(&[])?;
     let labels = labels.clone();

@@ -464,7 +464,8 @@ pub fn train_step_with(
     model.set_step(step);
     let forward = |model: &mut dyn Module| -> Result<(Tensor, Tensor), TrainError> {
         let logits = model.forward(images, Mode::Train)?;
-        let loss = ops::softmax_cross_entropy(&logits, labels)?;
+        // The labels are checked only if the loss comes back non-finite (below).
+        let loss = ops::softmax_cross_entropy_deferred_label_check(&logits, labels)?;
         Ok((logits, loss))
     };
     let (logits, loss) = match precision.format {
@@ -472,6 +473,7 @@ pub fn train_step_with(
         None => forward(model)?,
     };
     // The loss and the correct count come back in one copy (one wait for the device per step).
+    let classes = logits.shape().get(1).copied().unwrap_or(0);
     let correct = backend::count_correct(&logits.detach(), labels)?;
     drop(logits);
     let stats = backend::concat(&[&loss.detach().reshape(&[1])?, &correct], 0)?;
@@ -480,6 +482,10 @@ pub fn train_step_with(
         .to_dtype(DType::F64)?
         .to_vec::<f64>()?;
     let (loss_value, correct) = (stats[0], stats[1] as usize);
+    if !loss_value.is_finite() {
+        // A label outside the classes makes the loss NaN too: name it rather than "diverged".
+        backend::check_label_values(labels, classes)?;
+    }
     check_finite(loss_value, step)?;
     let grads = match &precision.scaler {
         Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
