@@ -187,6 +187,8 @@ inline void run_block_as_fibers(void (*body)(const void*), const void* params,
     makecontext(&f.context, fiber_entry, 0);
   }
   block_barrier = Barrier{};
+  // Sized before any fiber runs: a resize while fibers wait inside would move their fragments.
+  if (warp_fragments.size() < (threads + 31) / 32) warp_fragments.resize((threads + 31) / 32);
   for (auto& w : warp_fragments) w.barrier = Barrier{};
   live_fibers = threads;
   in_fiber_mode = true;
@@ -335,7 +337,7 @@ inline void mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   const size_t linear = (size_t)threadIdx.x + (size_t)threadIdx.y * block_dim.x +
                         (size_t)threadIdx.z * block_dim.x * block_dim.y;
   const size_t warp = linear / 32, lane = linear % 32;
-  if (warp_fragments.size() <= warp) warp_fragments.resize(warp + 1);
+  if (warp_fragments.size() <= warp) fail("warp fragments not sized for this block");
   WarpFragments& w = warp_fragments[warp];
   for (int r = 0; r < 4; ++r) w.a[lane][r] = a[r];
   for (int r = 0; r < 2; ++r) w.b[lane][r] = b[r];

@@ -39,7 +39,7 @@ struct TcGemmParams {
 };
 
 // One operand's panel in flight between global and shared memory: TC_PER_THREAD elements.
-struct TcPanel {
+struct __align__(16) TcPanel {
   unsigned short v[TC_PER_THREAD];
 };
 
