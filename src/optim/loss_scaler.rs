@@ -73,11 +73,19 @@ impl LossScaler {
     /// finite: then the step must be skipped, and the scale has been halved. Either way the scale
     /// schedule advances by one step.
     pub fn unscale(&mut self, grads: &[&Tensor]) -> Result<Option<Vec<Tensor>>> {
-        // g·0 is 0 for finite g and NaN for inf or NaN, so the sum is 0 exactly when all are finite.
-        let mut finite = true;
-        for g in grads {
-            finite &= backend::sum(&backend::affine(g, 0.0, 0.0)?, 1.0)?.scalar()? == 0.0;
-        }
+        // g·0 is 0 for finite g and NaN for inf or NaN, so the sum is 0 exactly when all are
+        // finite. The per-gradient sums are gathered on the device and read back once.
+        let sums = grads
+            .iter()
+            .map(|g| backend::sum(&backend::affine(g, 0.0, 0.0)?, 1.0))
+            .collect::<Result<Vec<_>>>()?;
+        let finite = match sums.as_slice() {
+            [] => true,
+            _ => {
+                let refs: Vec<&Tensor> = sums.iter().collect();
+                backend::sum(&backend::concat(&refs, 0)?, 1.0)?.scalar()? == 0.0
+            }
+        };
         if !finite {
             self.scale /= 2.0;
             self.good_steps = 0;
