@@ -19,6 +19,18 @@ __device__ __forceinline__ long long grid_stride() { return (long long)blockDim.
 #define KILN_GRID_STRIDE_LOOP(i, n) \
   for (long long i = global_thread_index(); i < (long long)(n); i += grid_stride())
 
+// Mirrors src/cuda/graph.rs `StepScalars`: the values of a training step that change from step to
+// step. A step replayed from a CUDA graph cannot take them by value (a graph's launch parameters
+// are fixed when it is captured), so the host writes them here before each replay and the kernels
+// that need them read them through a pointer, which is null in an eager step.
+struct KilnStepScalars {
+  unsigned long long step;      // the training step (dropout masks)
+  float lr;                     // SGD and RMSprop learning rate
+  float step_size;              // Adam: lr / (1 − beta1^t)
+  float bias_correction2_sqrt;  // Adam: sqrt(1 − beta2^t)
+  float decay;                  // AdamW: 1 − lr·wd (1 for Adam)
+};
+
 // Mirrors src/cuda/params.rs `ConvGeom`: a convolution or pooling window over an NCHW batch.
 struct ConvGeom {
   int batch, channels, in_h, in_w;

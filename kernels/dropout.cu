@@ -24,7 +24,10 @@ struct DropoutFwdParams {
   const float* x;
   float* y;
   unsigned char* mask;           // 1 where the element is kept
-  unsigned long long seed;
+  const KilnStepScalars* scalars;  // null: use step
+  unsigned long long seed;       // the mask's seed is seed ^ (step + step_offset)·γ: one per step
+  unsigned long long step;
+  unsigned long long step_offset;
   unsigned long long threshold;  // keep iff the top 32 bits ≥ threshold = round(p·2³²) (2³² drops all)
   long long n;
   float scale;  // 1/(1 − p), or 0 when p = 1
@@ -32,8 +35,10 @@ struct DropoutFwdParams {
 
 // mask = keep(seed, i); y = mask ? x·scale : 0 (a dropped NaN becomes 0, as a multiply by a mask would not).
 extern "C" __global__ void dropout_fwd_f32(const DropoutFwdParams p) {
+  const unsigned long long step = (p.scalars ? p.scalars->step : p.step) + p.step_offset;
+  const unsigned long long seed = p.seed ^ (step * 0x9E3779B97F4A7C15ULL);
   KILN_GRID_STRIDE_LOOP(i, p.n) {
-    const bool keep = (dropout_bits(p.seed, (unsigned long long)i) >> 32) >= p.threshold;
+    const bool keep = (dropout_bits(seed, (unsigned long long)i) >> 32) >= p.threshold;
     p.y[i] = keep ? p.x[i] * p.scale : 0.0f;
     p.mask[i] = keep ? 1 : 0;
   }

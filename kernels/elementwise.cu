@@ -5,7 +5,7 @@
 struct AxpbyParams {
   const float* a;
   const float* b;
-  float* out;  // alpha·a + beta·b (may alias neither input)
+  float* out;  // alpha·a + beta·b; may be a itself (each element is read before it is written)
   long long n;
   float alpha, beta;
 };
@@ -40,3 +40,16 @@ extern "C" __global__ void affine_f32(const AffineParams p) {
   KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = p.scale * p.x[i] + p.shift; }
 }
 KILN_EMULATE(affine_f32, AffineParams)
+
+// Mirrors src/cuda/elementwise.rs `FillParams`.
+struct FillParams {
+  float* out;  // value everywhere
+  long long n;
+  float value;
+};
+
+// A constant tensor made on the device (no copy from the host, so it can be part of a CUDA graph).
+extern "C" __global__ void fill_f32(const FillParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = p.value; }
+}
+KILN_EMULATE(fill_f32, FillParams)

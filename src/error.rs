@@ -61,6 +61,9 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
 
+    #[error("CUDA graph capture: {0}")]
+    GraphCapture(String),
+
     #[error("out of device memory on {device}: asked for {bytes} bytes")]
     OutOfMemory { device: Device, bytes: usize },
 }

@@ -54,6 +54,20 @@ pub enum HostData {
     F16(Vec<half::f16>),
 }
 
+impl HostData {
+    /// Copies these elements into the start of `buffer` (which must hold them).
+    pub(crate) fn upload_to(&self, gpu: &crate::cuda::Gpu, buffer: &mut GpuBuffer) -> Result<()> {
+        match self {
+            HostData::F32(v) => gpu.upload(v, buffer),
+            HostData::F64(v) => gpu.upload(v, buffer),
+            HostData::I32(v) => gpu.upload(v, buffer),
+            HostData::U8(v) => gpu.upload(v, buffer),
+            HostData::BF16(v) => gpu.upload(v, buffer),
+            HostData::F16(v) => gpu.upload(v, buffer),
+        }
+    }
+}
+
 /// A Rust type that can be a tensor element.
 pub trait Element: Copy + Default + Send + Sync + fmt::Debug + 'static {
     const DTYPE: DType;
@@ -350,14 +364,7 @@ impl Tensor {
                 }
                 let gpu = cuda::gpu(device)?;
                 let mut buffer = gpu.alloc(self.numel() * self.dtype.size_in_bytes())?;
-                match &host {
-                    HostData::F32(v) => gpu.upload(v, &mut buffer)?,
-                    HostData::F64(v) => gpu.upload(v, &mut buffer)?,
-                    HostData::I32(v) => gpu.upload(v, &mut buffer)?,
-                    HostData::U8(v) => gpu.upload(v, &mut buffer)?,
-                    HostData::BF16(v) => gpu.upload(v, &mut buffer)?,
-                    HostData::F16(v) => gpu.upload(v, &mut buffer)?,
-                }
+                host.upload_to(&gpu, &mut buffer)?;
                 Ok(Tensor::from_gpu(buffer, self.shape.clone(), self.dtype))
             }
         }
@@ -482,6 +489,19 @@ impl Tensor {
                 device: self.device,
                 why: "expected device memory".into(),
             }),
+        }
+    }
+
+    /// Whether another tensor shares this one's storage (an in-place update would then copy it).
+    pub(crate) fn storage_is_shared(&self) -> bool {
+        Arc::strong_count(&self.storage) > 1
+    }
+
+    /// The device address of this tensor's buffer (0 for host tensors).
+    pub(crate) fn device_address(&self) -> u64 {
+        match &*self.storage {
+            Storage::Gpu(b) => b.address(),
+            Storage::Host(_) => 0,
         }
     }
 

@@ -23,6 +23,19 @@ pub fn check_dropout_probability(p: f64) -> Result<()> {
 /// Inverted dropout in training: (y, mask u8). Element i is kept (mask 1, y = x/(1 − p)) or
 /// dropped (mask 0, y = 0) by a hash of (seed, i), the same on every device; p = 1 drops all.
 pub fn dropout_fwd(x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
+    dropout_fwd_at_step(x, p, seed, 0, 0)
+}
+
+/// [`dropout_fwd`] with the mask's seed mixed from `seed` and the step `step + offset`
+/// (`cpu::dropout::step_seed`); on a device being captured into a CUDA graph the kernel reads
+/// the step from the graph's step scalars instead of `step`.
+pub fn dropout_fwd_at_step(
+    x: &Tensor,
+    p: f64,
+    seed: u64,
+    step: u64,
+    offset: u64,
+) -> Result<(Tensor, Tensor)> {
     check_dropout_probability(p)?;
     let (threshold, scale) = (dropout_threshold(p), dropout_scale(p));
     let shape = x.shape().to_vec();
@@ -31,6 +44,7 @@ pub fn dropout_fwd(x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
             let xs = x.host_slice::<T>("dropout")?;
             let mut mask = vec![0u8; xs.len()];
             let y = host_output::<T>(shape.clone(), |y| {
+                let seed = cpu::dropout::step_seed(seed, step.wrapping_add(offset));
                 cpu::dropout::dropout_fwd(xs, seed, threshold, scale as T, y, &mut mask)
             });
             Ok((y, Tensor::host(u8::wrap(mask), shape, DType::U8)))
@@ -40,6 +54,8 @@ pub fn dropout_fwd(x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
             let n = x.numel();
             let draw = DropoutDraw {
                 seed,
+                step,
+                offset,
                 threshold,
                 scale: scale as f32,
             };

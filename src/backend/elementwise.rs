@@ -120,9 +120,72 @@ pub fn affine(x: &Tensor, scale: f64, shift: f64) -> Result<Tensor> {
     }
 }
 
-/// A tensor of `shape` filled with `value`, with `like`'s dtype and device.
+/// Copies `src` into `dst` in place (same shape and dtype; `src` on the host or on `dst`'s device):
+/// `dst`'s buffer keeps its address, so a captured CUDA graph that reads it sees the new values.
+pub fn copy_into(dst: &mut Tensor, src: &Tensor) -> Result<()> {
+    src.expect_shape("copy_into", dst.shape())?;
+    src.expect_dtype("copy_into", dst.dtype())?;
+    let bytes = src.numel() * src.dtype().size_in_bytes();
+    match (src.device(), dst.device()) {
+        (Device::Cpu, Device::Cpu) => {
+            let data = src.host_data("copy_into")?.clone();
+            *dst = Tensor::host(data, src.shape().to_vec(), src.dtype());
+            Ok(())
+        }
+        (Device::Cpu, _) => {
+            let host = src.host_data("copy_into")?.clone();
+            let buffer = dst.gpu_buffer_mut("copy_into")?;
+            let gpu = buffer.gpu().clone();
+            host.upload_to(&gpu, buffer)
+        }
+        (a, b) if a == b => {
+            let from = src.gpu_buffer("copy_into")?;
+            let buffer = dst.gpu_buffer_mut("copy_into")?;
+            let gpu = buffer.gpu().clone();
+            gpu.copy(from, buffer, bytes)
+        }
+        (a, b) => Err(Error::DeviceMismatch {
+            op: "copy_into",
+            a: b,
+            b: a,
+        }),
+    }
+}
+
+/// a ← alpha·a + beta·b in place (a's buffer keeps its address: a captured CUDA graph's running
+/// statistics stay where the graph writes them).
+pub fn axpby_in_place(alpha: f64, a: &mut Tensor, beta: f64, b: &Tensor) -> Result<()> {
+    same_shapes("axpby", a, b)?;
+    common_device("axpby", &[a, b])?;
+    match a.device() {
+        Device::Cpu => with_float!("axpby", a, |T| {
+            let xb = b.host_slice::<T>("axpby")?.to_vec();
+            let xa = a.host_vec_mut::<T>("axpby")?;
+            let old = xa.clone();
+            cpu::elementwise::axpby(alpha as T, &old, beta as T, &xb, xa);
+            Ok(())
+        }),
+        _ => {
+            let (_, bb) = gpu_f32("axpby", b)?;
+            a.expect_dtype("axpby", DType::F32)?;
+            let n = a.numel();
+            let ab = a.gpu_buffer_mut("axpby")?;
+            let gpu = ab.gpu().clone();
+            cuda::elementwise::axpby_in_place(&gpu, alpha as f32, ab, beta as f32, bb, n)
+        }
+    }
+}
+
+/// A tensor of `shape` filled with `value`, with `like`'s dtype and device. An f32 device tensor
+/// is filled by a kernel (no copy from the host, so it may be part of a captured CUDA graph).
 pub fn full_like(like: &Tensor, shape: &[usize], value: f64) -> Result<Tensor> {
     let n: usize = shape.iter().product();
+    if like.device() != Device::Cpu && like.dtype() == DType::F32 {
+        let (gpu, _) = gpu_f32("full", like)?;
+        return gpu_output(&gpu, shape.to_vec(), DType::F32, |o| {
+            cuda::elementwise::fill(&gpu, value as f32, o, n)
+        });
+    }
     let host = match like.dtype() {
         DType::F64 => Tensor::from_vec(vec![value; n], shape, Device::Cpu)?,
         _ => Tensor::from_vec(vec![value as f32; n], shape, Device::Cpu)?,

@@ -21,6 +21,13 @@ pub fn dropout_bits(seed: u64, index: u64) -> u64 {
     mix(mix(seed).wrapping_add(index.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)))
 }
 
+/// The seed of the mask drawn at `step` from a layer's `seed` (`dropout_fwd_f32` in
+/// kernels/dropout.cu mixes it the same way, so a step replayed from a CUDA graph, which reads its
+/// step from device memory, draws the same mask as an eager one).
+pub fn step_seed(seed: u64, step: u64) -> u64 {
+    seed ^ step.wrapping_mul(GOLDEN_GAMMA)
+}
+
 /// The keep threshold for drop probability `p` ∈ [0, 1]: an element is kept iff the top 32 bits of
 /// its draw are ≥ round(p·2³²), so it is kept with probability 1 − p (within 2⁻³³); p = 1 gives 2³²,
 /// which no 32-bit value reaches.

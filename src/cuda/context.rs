@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    result, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr,
-    DeviceRepr, LaunchConfig as CudarcLaunchConfig, PushKernelArg,
+    result, sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream,
+    DevicePtr, DeviceRepr, LaunchConfig as CudarcLaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -82,7 +82,9 @@ impl RealGpu {
         // kiln runs everything on one stream, so cudarc's per-buffer event tracking is not needed.
         // SAFETY: no buffer of this context is ever used on another stream.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of its own rather than the legacy default stream, which cannot be captured into a
+        // CUDA graph.
+        let stream = ctx.new_stream()?;
         let mut modules = Vec::new();
         let mut functions = HashMap::new();
         for (stem, ptx) in generated::PTX_MODULES {
@@ -155,6 +157,25 @@ impl RealGpu {
         end.record(&self.stream)?;
         end.synchronize()?;
         Ok(start.elapsed_ms(&end)? as f64)
+    }
+
+    /// Starts recording the stream into a graph. Relaxed mode: kiln's own calls on other streams or
+    /// threads are refused by kiln itself (see graph.rs), and relaxed mode keeps the driver from
+    /// failing unrelated calls such as a context query.
+    pub(crate) fn begin_capture(&self) -> Result<()> {
+        Ok(self
+            .stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?)
+    }
+
+    /// Ends the recording; `None` if the driver invalidated it. The graph is uploaded, so the first
+    /// replay pays no setup.
+    pub(crate) fn end_capture(&self) -> Result<Option<CudaGraph>> {
+        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
+        if let Some(g) = &graph {
+            g.upload()?;
+        }
+        Ok(graph)
     }
 
     /// Queues `name` with its parameter struct passed by value.

@@ -11,7 +11,10 @@ struct DropoutFwdParams {
     x: u64,
     y: u64,
     mask: u64,
+    scalars: u64,
     seed: u64,
+    step: u64,
+    step_offset: u64,
     threshold: u64,
     n: i64,
     scale: f32,
@@ -34,6 +37,9 @@ kernel_params!(DropoutFwdParams, DropoutBwdParams);
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DropoutDraw {
     pub seed: u64,
+    /// The mask's step is step + offset; a graph capture replaces `step` by its device value.
+    pub step: u64,
+    pub offset: u64,
     pub threshold: u64,
     pub scale: f32,
 }
@@ -51,7 +57,10 @@ pub(crate) fn dropout_fwd(
         x: x.address(),
         y: y.address(),
         mask: mask.address(),
+        scalars: gpu.step_scalars_address(),
         seed: draw.seed,
+        step: draw.step,
+        step_offset: draw.offset,
         threshold: draw.threshold,
         n: to_i64("dropout length", n)?,
         scale: draw.scale,

@@ -37,7 +37,16 @@ struct AffineParams {
     shift: f32,
 }
 
-kernel_params!(AxpbyParams, MulParams, AffineParams);
+/// Mirrors `FillParams` in kernels/elementwise.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FillParams {
+    out: u64,
+    n: i64,
+    value: f32,
+}
+
+kernel_params!(AxpbyParams, MulParams, AffineParams, FillParams);
 
 /// out = alpha·a + beta·b over `n` elements.
 #[allow(clippy::too_many_arguments)]
@@ -59,6 +68,36 @@ pub(crate) fn axpby(
         beta,
     };
     launch(gpu, "axpby_f32", elementwise_config(n), &params)
+}
+
+/// a = alpha·a + beta·b over `n` elements, in place.
+pub(crate) fn axpby_in_place(
+    gpu: &Gpu,
+    alpha: f32,
+    a: &mut GpuBuffer,
+    beta: f32,
+    b: &GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    let params = AxpbyParams {
+        a: a.address(),
+        b: b.address(),
+        out: a.address(),
+        n: to_i64("length", n)?,
+        alpha,
+        beta,
+    };
+    launch(gpu, "axpby_f32", elementwise_config(n), &params)
+}
+
+/// out = value over `n` elements.
+pub(crate) fn fill(gpu: &Gpu, value: f32, out: &mut GpuBuffer, n: usize) -> Result<()> {
+    let params = FillParams {
+        out: out.address(),
+        n: to_i64("length", n)?,
+        value,
+    };
+    launch(gpu, "fill_f32", elementwise_config(n), &params)
 }
 
 /// out = a·b over `n` elements.

@@ -12,6 +12,21 @@ pub(crate) fn launch<P: KernelParams>(
     cfg: LaunchConfig,
     params: &P,
 ) -> Result<()> {
+    // SAFETY: `params` is the kernel's own parameter struct (the launcher's contract), borrowed for
+    // the whole call.
+    unsafe { launch_raw(name, cfg, params as *const P as *const core::ffi::c_void) }
+}
+
+/// [`launch`] with the parameter struct given by address (a launch recorded for a graph replay).
+///
+/// # Safety
+/// `params` must point to kernel `name`'s parameter struct, 8-byte aligned, alive for the call,
+/// with every device address in it live and sized for the launch.
+pub(crate) unsafe fn launch_raw(
+    name: &'static str,
+    cfg: LaunchConfig,
+    params: *const core::ffi::c_void,
+) -> Result<()> {
     let entry = emulated_entry(name).ok_or_else(|| Error::MissingKernel(name.to_string()))?;
     let (gx, gy, gz) = cfg.grid;
     let blocks = gx as u64 * gy as u64 * gz as u64;
@@ -20,7 +35,7 @@ pub(crate) fn launch<P: KernelParams>(
     }
     let chunks = (rayon::current_num_threads() as u64 * 4).min(blocks);
     let per_chunk = blocks.div_ceil(chunks);
-    let params_addr = params as *const P as usize;
+    let params_addr = params as usize;
     (0..chunks).into_par_iter().for_each(|c| {
         let begin = c * per_chunk;
         let end = (begin + per_chunk).min(blocks);

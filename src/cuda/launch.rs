@@ -60,7 +60,11 @@ pub(crate) fn launch<P: KernelParams>(
 ) -> Result<()> {
     match &gpu.backend {
         #[cfg(feature = "cuda")]
-        Backend::Real(r) => r.launch(name, cfg, params),
+        Backend::Real(r) => {
+            gpu.private_pool()?; // an error if another thread is capturing (the driver records)
+            r.launch(name, cfg, params)
+        }
+        Backend::Emulated if gpu.record_launch(name, cfg, params)? => Ok(()),
         Backend::Emulated => super::emulator::launch(name, cfg, params),
     }
 }

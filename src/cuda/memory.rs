@@ -12,7 +12,8 @@ use cudarc::driver::CudaSlice;
 /// Snapshot of a device's memory pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryStats {
-    /// Bytes held by live buffers (rounded up to their size class).
+    /// Bytes held by live buffers (rounded up to their size class), including the memory a captured
+    /// CUDA graph keeps reserved for its replays.
     pub live_bytes: usize,
     /// The largest `live_bytes` seen since the device was opened or the peak was reset.
     pub peak_bytes: usize,
@@ -114,6 +115,27 @@ impl Pool {
         }
         self.stats.live_bytes += class;
         self.stats.peak_bytes = self.stats.peak_bytes.max(self.stats.live_bytes);
+    }
+
+    /// Books a request served by a graph's private pool (its blocks stay booked as live).
+    pub(crate) fn record_request(&mut self) {
+        self.stats.requests += 1;
+    }
+
+    /// Keeps a block for reuse without booking it as freed (a graph's private pool, whose blocks
+    /// the device's pool books as live until the graph is gone).
+    pub(crate) fn release_unbooked(&mut self, class: usize, block: RawBlock) {
+        self.stats.cached_bytes += class;
+        self.free.entry(class).or_default().push(block);
+    }
+
+    /// Every cached block with its class, leaving the cache empty.
+    pub(crate) fn drain(&mut self) -> Vec<(usize, RawBlock)> {
+        self.stats.cached_bytes = 0;
+        std::mem::take(&mut self.free)
+            .into_iter()
+            .flat_map(|(class, blocks)| blocks.into_iter().map(move |b| (class, b)))
+            .collect()
     }
 
     /// Takes a block back into the cache.

@@ -12,6 +12,7 @@ pub(crate) mod elementwise;
 mod emulator;
 pub(crate) mod gemm;
 pub(crate) mod gemm_tc;
+pub(crate) mod graph;
 pub(crate) mod im2col;
 mod launch;
 pub(crate) mod loss;
@@ -30,6 +31,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use gemm::set_large_tile_gemm;
+pub use graph::StepScalars;
+pub(crate) use graph::{DeviceGraph, PrivatePool};
 pub use memory::MemoryStats;
 pub(crate) use memory::{size_class, Pool, RawBlock};
 pub use timing::{median, time_runs};
@@ -76,6 +79,8 @@ pub struct Gpu {
     device: Device,
     backend: Backend,
     pool: Mutex<Pool>,
+    /// Set while a graph is warmed up or captured (see graph.rs).
+    capture: Mutex<Option<graph::CaptureState>>,
 }
 
 /// Opens `device` once and returns the shared handle; later calls return the same one.
@@ -110,6 +115,7 @@ pub(crate) fn gpu(device: Device) -> Result<Arc<Gpu>> {
         device,
         backend,
         pool: Mutex::new(Pool::default()),
+        capture: Mutex::new(None),
     });
     opened.insert(device, g.clone());
     Ok(g)
@@ -166,6 +172,7 @@ impl Gpu {
 
     /// Waits until all queued work is done (a no-op under emulation, whose launches are synchronous).
     pub fn synchronize(&self) -> Result<()> {
+        self.refuse_while_recording("waiting for the device")?;
         match &self.backend {
             #[cfg(feature = "cuda")]
             Backend::Real(r) => r.synchronize(),
@@ -176,6 +183,9 @@ impl Gpu {
     /// An uninitialized buffer of `bytes`, from the cache when a block of its class is free.
     pub(crate) fn alloc(self: &Arc<Self>, bytes: usize) -> Result<GpuBuffer> {
         let class = size_class(bytes);
+        if let Some((private, recording)) = self.private_pool()? {
+            return self.alloc_private(private, recording, class, bytes);
+        }
         let cached = self.lock_pool()?.take_cached(class);
         let (block, fresh) = match cached {
             Some(b) => (b, false),
@@ -187,6 +197,42 @@ impl Gpu {
             class,
             bytes,
             gpu: self.clone(),
+            home: None,
+        })
+    }
+
+    /// A buffer from a graph's private pool. While recording, a block the warm-up step did not
+    /// leave cached is an error: the capture would have to allocate inside the graph.
+    fn alloc_private(
+        self: &Arc<Self>,
+        private: Arc<PrivatePool>,
+        recording: bool,
+        class: usize,
+        bytes: usize,
+    ) -> Result<GpuBuffer> {
+        let block = match private.take_cached(class) {
+            Some(b) => {
+                self.lock_pool()?.record_request();
+                b
+            }
+            None if recording => {
+                return Err(Error::GraphCapture(format!(
+                    "the captured step asked for a block of {class} bytes that its warm-up step did not use \
+                     (the step's allocations must be the same every time)"
+                )))
+            }
+            None => {
+                let b = self.alloc_fresh(class)?;
+                self.lock_pool()?.record_alloc(class, true);
+                b
+            }
+        };
+        Ok(GpuBuffer {
+            block: Some(block),
+            class,
+            bytes,
+            gpu: self.clone(),
+            home: Some(private),
         })
     }
 
@@ -229,6 +275,7 @@ impl Gpu {
 
     /// Copies `src` into the start of `dst`.
     pub(crate) fn upload<T: Copy>(&self, src: &[T], dst: &mut GpuBuffer) -> Result<()> {
+        self.refuse_while_recording("a copy from the host")?;
         let bytes = std::mem::size_of_val(src);
         debug_assert!(bytes <= dst.bytes);
         let block = dst.block_mut()?;
@@ -249,6 +296,7 @@ impl Gpu {
 
     /// Copies the first `dst.len()` elements of `src` to the host.
     pub(crate) fn download<T: Copy>(&self, src: &GpuBuffer, dst: &mut [T]) -> Result<()> {
+        self.refuse_while_recording("a copy to the host")?;
         let bytes = std::mem::size_of_val(dst);
         debug_assert!(bytes <= src.bytes);
         match (&self.backend, src.block()?) {
@@ -275,7 +323,11 @@ impl Gpu {
         let to = dst.address();
         match &self.backend {
             #[cfg(feature = "cuda")]
-            Backend::Real(r) => r.copy(from, to, bytes),
+            Backend::Real(r) => {
+                self.private_pool()?; // an error if another thread is capturing
+                r.copy(from, to, bytes)
+            }
+            Backend::Emulated if self.record_copy(from, to, bytes)? => Ok(()),
             Backend::Emulated => {
                 // SAFETY: two distinct live blocks each holding at least `bytes` bytes.
                 unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, bytes) };
@@ -307,6 +359,8 @@ pub struct GpuBuffer {
     class: usize,
     bytes: usize,
     gpu: Arc<Gpu>,
+    /// The graph's private pool the block came from (and returns to), if any.
+    home: Option<Arc<PrivatePool>>,
 }
 
 impl GpuBuffer {
@@ -351,8 +405,13 @@ impl GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(block) = self.block.take() {
-            if let Ok(mut pool) = self.gpu.pool.lock() {
-                pool.release(self.class, block);
+            match &self.home {
+                Some(private) => private.release(self.class, block),
+                None => {
+                    if let Ok(mut pool) = self.gpu.pool.lock() {
+                        pool.release(self.class, block);
+                    }
+                }
             }
         }
     }

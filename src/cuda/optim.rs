@@ -1,5 +1,6 @@
 //! Launchers for kernels/optim.cu: one fused, in-place update per optimizer, one thread per
-//! parameter. The hyper-parameters arrive validated and converted to f32 by src/backend/optim.rs.
+//! parameter. The hyper-parameters arrive validated and converted to f32 by src/backend/optim.rs;
+//! while a CUDA graph is recorded the per-step ones are read from the graph's step scalars instead.
 
 use super::params::to_i64;
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
@@ -11,6 +12,7 @@ use crate::error::Result;
 struct SgdParams {
     w: u64,
     g: u64,
+    scalars: u64,
     n: i64,
     lr: f32,
     weight_decay: f32,
@@ -23,6 +25,7 @@ struct SgdMomentumParams {
     w: u64,
     g: u64,
     velocity: u64,
+    scalars: u64,
     n: i64,
     lr: f32,
     momentum: f32,
@@ -37,6 +40,7 @@ struct RmspropParams {
     w: u64,
     g: u64,
     square_avg: u64,
+    scalars: u64,
     n: i64,
     lr: f32,
     alpha: f32,
@@ -52,6 +56,7 @@ struct AdamParams {
     g: u64,
     exp_avg: u64,
     exp_avg_sq: u64,
+    scalars: u64,
     n: i64,
     beta1: f32,
     beta2: f32,
@@ -76,6 +81,7 @@ pub(crate) fn sgd(
     let params = SgdParams {
         w: w.address(),
         g: g.address(),
+        scalars: gpu.step_scalars_address(),
         n: to_i64("parameter count", n)?,
         lr,
         weight_decay,
@@ -100,6 +106,7 @@ pub(crate) fn sgd_momentum(
         w: w.address(),
         g: g.address(),
         velocity: velocity.address(),
+        scalars: gpu.step_scalars_address(),
         n: to_i64("parameter count", n)?,
         lr,
         momentum,
@@ -126,6 +133,7 @@ pub(crate) fn rmsprop(
         w: w.address(),
         g: g.address(),
         square_avg: square_avg.address(),
+        scalars: gpu.step_scalars_address(),
         n: to_i64("parameter count", n)?,
         lr,
         alpha,
@@ -151,6 +159,7 @@ pub(crate) fn adam(
         g: g.address(),
         exp_avg: exp_avg.address(),
         exp_avg_sq: exp_avg_sq.address(),
+        scalars: gpu.step_scalars_address(),
         n: to_i64("parameter count", n)?,
         beta1: c.beta1,
         beta2: c.beta2,

@@ -136,10 +136,9 @@ impl BatchNorm2d {
         // PyTorch's rule: the running variance follows the unbiased estimate var·M/(M − 1).
         let m = self.momentum;
         let unbiased = count as f64 / (count - 1) as f64;
-        let running_mean = backend::axpby(1.0 - m, &self.running_mean, m, &mean)?;
-        let running_var = backend::axpby(1.0 - m, &self.running_var, m * unbiased, &var)?;
-        self.running_mean = running_mean;
-        self.running_var = running_var;
+        // In place, so the buffers keep their addresses (a captured CUDA graph updates them).
+        backend::axpby_in_place(1.0 - m, &mut self.running_mean, m, &mean)?;
+        backend::axpby_in_place(1.0 - m, &mut self.running_var, m * unbiased, &var)?;
         Ok(y)
     }
 

@@ -4,6 +4,7 @@
 use super::state::Params;
 use super::{Optimizer, OptimizerState};
 use crate::backend::{self, AdamStep};
+use crate::cuda::StepScalars;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -73,15 +74,15 @@ impl AdamCore {
         })
     }
 
-    fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()> {
-        self.params.check(params, grads)?;
+    /// The hyper-parameters of the next step.
+    fn next_step(&self) -> AdamStep {
         let c = self.config;
         let (l2, decoupled) = if self.decoupled {
             (0.0, c.weight_decay)
         } else {
             (c.weight_decay, 0.0)
         };
-        let hp = AdamStep {
+        AdamStep {
             lr: c.lr,
             beta1: c.beta1,
             beta2: c.beta2,
@@ -89,7 +90,23 @@ impl AdamCore {
             weight_decay: l2,
             decoupled_weight_decay: decoupled,
             step: self.steps + 1,
-        };
+        }
+    }
+
+    fn graph_scalars(&self) -> StepScalars {
+        let c = self.next_step().coefficients().cast::<f32>();
+        StepScalars {
+            step: 0,
+            lr: self.config.lr as f32,
+            step_size: c.step_size,
+            bias_correction2_sqrt: c.bias_correction2_sqrt,
+            decay: c.decay,
+        }
+    }
+
+    fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()> {
+        self.params.check(params, grads)?;
+        let hp = self.next_step();
         let (m, v) = self.params.state.split_at_mut(1);
         for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut m[0]).zip(&mut v[0]) {
             backend::adam(p, g, m, v, &hp)?;
@@ -212,6 +229,15 @@ macro_rules! impl_optimizer {
             }
             fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
                 self.0.load_state(state)
+            }
+            fn graph_scalars(&self) -> StepScalars {
+                self.0.graph_scalars()
+            }
+            fn set_steps(&mut self, steps: u64) {
+                self.0.steps = steps;
+            }
+            fn state_tensors(&self) -> Vec<&Tensor> {
+                self.0.params.state_tensors()
             }
         }
     };

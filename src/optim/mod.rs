@@ -47,6 +47,7 @@ pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 pub use state::OptimizerState;
 
+use crate::cuda::StepScalars;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -81,4 +82,18 @@ pub trait Optimizer {
     /// parameters of the same shapes. State tensors on another device are copied to the
     /// optimizer's. Validates everything first: on error nothing is changed.
     fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
+
+    /// The values of the next update that change from step to step (learning rate; Adam's bias
+    /// corrections for step `steps() + 1`), exactly as `step` would pass them to its kernels. A
+    /// training step replayed from a CUDA graph reads them from device memory
+    /// ([`crate::train::CapturedStep`]); `step` is left 0 (the graph step sets it).
+    fn graph_scalars(&self) -> StepScalars;
+
+    /// Sets the step count: a replayed CUDA graph's updates are counted this way (and capturing
+    /// one, which records an update without making it, counts none).
+    fn set_steps(&mut self, steps: u64);
+
+    /// The state tensors, in [`Optimizer::state`]'s order, borrowed (a captured graph checks that
+    /// they are still the buffers it updates).
+    fn state_tensors(&self) -> Vec<&Tensor>;
 }

@@ -4,6 +4,7 @@
 use super::state::Params;
 use super::{Optimizer, OptimizerState};
 use crate::backend;
+use crate::cuda::StepScalars;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -126,5 +127,20 @@ impl Optimizer for RmsProp {
         self.steps = state.step;
         self.config.lr = state.lr;
         Ok(())
+    }
+
+    fn graph_scalars(&self) -> StepScalars {
+        StepScalars {
+            lr: self.config.lr as f32,
+            ..StepScalars::default()
+        }
+    }
+
+    fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
+    fn state_tensors(&self) -> Vec<&Tensor> {
+        self.params.state_tensors()
     }
 }

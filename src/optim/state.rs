@@ -47,6 +47,13 @@ pub(crate) struct Params {
 }
 
 impl Params {
+    /// Every state tensor, parameter by parameter.
+    pub(crate) fn state_tensors(&self) -> Vec<&Tensor> {
+        (0..self.slots.len())
+            .flat_map(|i| self.state.iter().map(move |per_name| &per_name[i]))
+            .collect()
+    }
+
     pub(crate) fn new(
         op: &'static str,
         params: &[Tensor],

@@ -6,6 +6,7 @@
 //! - [`EpochMetrics`] and [`MetricsCsv`]: `metrics.csv`, one row per epoch, flushed as it goes.
 //! - [`plot_curves`] and [`plot_filters`]: PNG loss/accuracy curves and conv-filter grids.
 //! - [`ConfusionMatrix`], [`Progress`], [`EarlyStopping`], [`check_finite`].
+//! - [`CapturedStep`]: a training step captured as a CUDA graph and replayed per batch.
 
 mod atomic;
 mod checkpoint;
@@ -14,6 +15,7 @@ mod confusion;
 mod early_stopping;
 mod error;
 mod evaluate;
+mod graph_step;
 mod guard;
 mod metrics;
 mod plot;
@@ -29,6 +31,7 @@ pub use confusion::ConfusionMatrix;
 pub use early_stopping::{Decision, EarlyStopping};
 pub use error::TrainError;
 pub use evaluate::{argmax_rows, evaluate, Evaluation};
+pub use graph_step::CapturedStep;
 pub use guard::check_finite;
 pub use metrics::{read_metrics_csv, EpochMetrics, MetricsCsv, METRICS_HEADER};
 pub use plot::{plot_curves, plot_filters, CURVES_SIZE, FILTER_GAP, FILTER_TILE_PIXELS};

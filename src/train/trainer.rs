@@ -17,6 +17,7 @@ use super::plot::{plot_curves, plot_filters};
 use super::precision::StepPrecision;
 use super::progress::Progress;
 use super::state::{model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot};
+use crate::autograd::Gradients;
 use crate::backend;
 use crate::data::{
     Augment, DataLoader, Dataset, FashionMnist, Normalization, FASHION_MNIST_CLASSES,
@@ -474,14 +475,9 @@ pub fn train_step_with(
     };
     // The loss and the correct count come back in one copy (one wait for the device per step).
     let classes = logits.shape().get(1).copied().unwrap_or(0);
-    let correct = backend::count_correct(&logits.detach(), labels)?;
+    let stats = step_stats(&logits, &loss, labels)?;
     drop(logits);
-    let stats = backend::concat(&[&loss.detach().reshape(&[1])?, &correct], 0)?;
-    let stats = stats
-        .to_device(Device::Cpu)?
-        .to_dtype(DType::F64)?
-        .to_vec::<f64>()?;
-    let (loss_value, correct) = (stats[0], stats[1] as usize);
+    let (loss_value, correct) = read_step_stats(&stats)?;
     if !loss_value.is_finite() {
         // A label outside the classes makes the loss NaN too: name it rather than "diverged".
         backend::check_label_values(labels, classes)?;
@@ -491,27 +487,73 @@ pub fn train_step_with(
         Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
         None => loss.backward()?,
     };
-    let mut params = model.parameters_mut();
-    let missing = |name: &str| TrainError::InvalidArgument {
-        what: "backward",
-        why: format!("parameter {name} received no gradient"),
-    };
-    let grad_list: Vec<&Tensor> = params
-        .iter()
-        .map(|(name, p)| grads.get(p).ok_or_else(|| missing(name)))
-        .collect::<Result<_, _>>()?;
+    let grad_list = gradient_list(model, &grads)?;
     let unscaled = match &mut precision.scaler {
-        Some(scaler) => match scaler.unscale(&grad_list)? {
+        Some(scaler) => match scaler.unscale(&grad_list.iter().collect::<Vec<_>>())? {
             Some(unscaled) => Some(unscaled),
             None => return Ok((loss_value, correct)), // overflow: skip this update
         },
         None => None,
     };
-    let grad_list: Vec<&Tensor> = match &unscaled {
-        Some(u) => u.iter().collect(),
+    let grad_list: Vec<Tensor> = match unscaled {
+        Some(u) => u,
         None => grad_list,
     };
-    let mut param_refs: Vec<&mut Tensor> = params.iter_mut().map(|(_, p)| &mut **p).collect();
-    optimizer.step(&mut param_refs, &grad_list)?;
+    update(model, optimizer, &grad_list)?;
     Ok((loss_value, correct))
+}
+
+/// [loss, correct count] of a batch as one device tensor (read back with one copy).
+pub(crate) fn step_stats(logits: &Tensor, loss: &Tensor, labels: &Tensor) -> crate::Result<Tensor> {
+    let correct = backend::count_correct(&logits.detach(), labels)?;
+    backend::concat(&[&loss.detach().reshape(&[1])?, &correct], 0)
+}
+
+/// Reads [loss, correct count] back to the host (one wait for the device).
+pub(crate) fn read_step_stats(stats: &Tensor) -> crate::Result<(f64, usize)> {
+    let host = stats
+        .to_device(Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .to_vec::<f64>()?;
+    Ok((host[0], host[1] as usize))
+}
+
+/// Each parameter's gradient, in parameter order; an error names a parameter that got none.
+fn gradient_list(model: &dyn Module, grads: &Gradients) -> Result<Vec<Tensor>, TrainError> {
+    model
+        .parameters()
+        .into_iter()
+        .map(|(name, p)| {
+            grads
+                .get(p)
+                .cloned()
+                .ok_or_else(|| TrainError::InvalidArgument {
+                    what: "backward",
+                    why: format!("parameter {name} received no gradient"),
+                })
+        })
+        .collect()
+}
+
+/// The optimizer's update of the model's parameters with `grads` (in parameter order).
+fn update(
+    model: &mut dyn Module,
+    optimizer: &mut dyn Optimizer,
+    grads: &[Tensor],
+) -> Result<(), TrainError> {
+    let grad_refs: Vec<&Tensor> = grads.iter().collect();
+    let mut params = model.parameters_mut();
+    let mut param_refs: Vec<&mut Tensor> = params.iter_mut().map(|(_, p)| &mut **p).collect();
+    optimizer.step(&mut param_refs, &grad_refs)?;
+    Ok(())
+}
+
+/// Backward's gradients applied by the optimizer (a step with no loss scaling).
+pub(crate) fn apply_update(
+    model: &mut dyn Module,
+    optimizer: &mut dyn Optimizer,
+    grads: &Gradients,
+) -> Result<(), TrainError> {
+    let list = gradient_list(model, grads)?;
+    update(model, optimizer, &list)
 }

@@ -8,6 +8,8 @@ use crate::tensor::Tensor;
 pub struct Dropout {
     p: f64,
     seed: u64,
+    /// The step of the last `set_step`, and the training calls since then.
+    step: u64,
     calls: u64,
 }
 
@@ -20,7 +22,12 @@ impl Dropout {
                 format!("{p} is outside [0, 1]"),
             ));
         }
-        Ok(Dropout { p, seed, calls: 0 })
+        Ok(Dropout {
+            p,
+            seed,
+            step: 0,
+            calls: 0,
+        })
     }
 }
 
@@ -29,10 +36,11 @@ impl Module for Dropout {
         if mode == Mode::Eval {
             return ops::dropout(x, self.p, false, 0);
         }
-        // A distinct, reproducible mask per training step (calls count up between `set_step`s).
-        let seed = self.seed ^ self.calls.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // A distinct, reproducible mask per training step (a second call in one step counts as the
+        // next step, as before `set_step` existed).
+        let offset = self.calls;
         self.calls += 1;
-        ops::dropout(x, self.p, true, seed)
+        ops::dropout_at_step(x, self.p, self.seed, self.step, offset)
     }
 
     fn parameters(&self) -> Vec<(String, &Tensor)> {
@@ -44,7 +52,8 @@ impl Module for Dropout {
     }
 
     fn set_step(&mut self, step: u64) {
-        self.calls = step;
+        self.step = step;
+        self.calls = 0;
     }
 
     fn describe(&self) -> String {

@@ -1,0 +1,326 @@
+//! Training steps captured as CUDA graphs (src/train/graph_step.rs, src/cuda/graph.rs) on the
+//! kernel emulation, and on CUDA device 0 when one is usable: a replayed step gives bit for bit
+//! the eager step's loss, parameters, batch-norm statistics and optimizer state (with the
+//! learning rate changed between steps, Adam's bias corrections and dropout masks that change
+//! every step, f32 and bf16 autocast); replays allocate nothing; a capture refuses host round
+//! trips; a graph whose tensors were replaced or shared, or a batch of another shape, is refused.
+
+use std::sync::Mutex;
+
+use kiln::nn::{
+    Activation, Architecture, BatchNorm2d, Conv2d, Dropout, Flatten, Init, Linear, Mode, Module,
+    Pool2d, Sequential,
+};
+use kiln::optim::{Adam, AdamConfig, AdamW, Optimizer, RmsProp, Sgd};
+use kiln::testing::gpu_devices_under_test;
+use kiln::train::{train_step_with, CapturedStep, Precision, StepPrecision, TrainError};
+use kiln::{Device, Tensor};
+
+/// Held by every test here: a capture records all work on its device, and the tests measure the
+/// device's memory statistics, so they must not overlap in one process.
+static DEVICE: Mutex<()> = Mutex::new(());
+
+const CLASSES: usize = 5;
+
+/// conv 3x3 (pad 1) - batch norm - ReLU - 2x2 max pool - dropout 0.3 - linear, on 1x9x9 images.
+fn small_net(device: Device) -> Sequential {
+    Sequential::new()
+        .push(Conv2d::new(1, 4, 3, 1, 1, Init::KaimingNormal, 11, device).unwrap())
+        .push(BatchNorm2d::new(4, device).unwrap())
+        .push(Activation::Relu)
+        .push(Pool2d::max(2, 2))
+        .push(Flatten)
+        .push(Dropout::new(0.3, 12).unwrap())
+        .push(Linear::new(64, CLASSES, Init::KaimingNormal, 13, device).unwrap())
+}
+
+fn batch(device: Device, image: &[usize], step: u64) -> (Tensor, Tensor) {
+    let n = image[0];
+    let images = Tensor::randn(image, 1.0, 500 + step, device).unwrap();
+    let labels: Vec<i32> = (0..n)
+        .map(|i| ((i as u64 * 7 + step * 3) % CLASSES as u64) as i32)
+        .collect();
+    (images, Tensor::from_vec(labels, &[n], device).unwrap())
+}
+
+type MakeOptimizer = fn(&[Tensor]) -> Box<dyn Optimizer>;
+
+fn optimizer_for(model: &dyn Module, make: MakeOptimizer) -> Box<dyn Optimizer> {
+    let params: Vec<Tensor> = model
+        .parameters()
+        .into_iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    make(&params)
+}
+
+/// Every parameter, buffer and optimizer state tensor, as f32 values.
+fn snapshot(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<(String, Vec<f32>)> {
+    let mut out: Vec<(String, Vec<f32>)> = model
+        .parameters()
+        .into_iter()
+        .chain(model.buffers())
+        .map(|(name, t)| (name, t.to_vec::<f32>().unwrap()))
+        .collect();
+    for (name, t) in optimizer.state().tensors {
+        out.push((format!("optimizer {name}"), t.to_vec::<f32>().unwrap()));
+    }
+    out
+}
+
+struct Case {
+    what: &'static str,
+    model: fn(Device) -> Sequential,
+    image: [usize; 4],
+    optimizer: MakeOptimizer,
+    precision: Precision,
+}
+
+/// Trains `steps` steps eagerly and the same steps as warm-up + capture + replays; the learning
+/// rate changes before step 2. Every loss, correct count and tensor must match exactly.
+fn replay_matches_eager(device: Device, case: &Case, steps: u64) {
+    let run = |graphs: bool| {
+        let mut model = (case.model)(device);
+        let mut opt = optimizer_for(&model, case.optimizer);
+        let mut precision = StepPrecision::new(case.precision);
+        let mut graph: Option<CapturedStep> = None;
+        let mut results = Vec::new();
+        for step in 0..steps {
+            if step == 2 {
+                opt.set_lr(opt.lr() * 0.5).unwrap();
+            }
+            let (x, y) = batch(device, &case.image, step);
+            let result = if !graphs {
+                train_step_with(&mut model, opt.as_mut(), &x, &y, step, &mut precision).unwrap()
+            } else if let Some(g) = &mut graph {
+                assert!(g.can_replay(&model, opt.as_ref(), &x, &y), "{}", case.what);
+                g.replay(&mut model, opt.as_mut(), &x, &y, step).unwrap()
+            } else {
+                let (g, r) =
+                    CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, step, &precision)
+                        .unwrap();
+                graph = Some(g);
+                r
+            };
+            results.push(result);
+        }
+        assert_eq!(opt.steps(), steps, "{}: optimizer step count", case.what);
+        (results, snapshot(&model, opt.as_ref()))
+    };
+    let (eager_results, eager_tensors) = run(false);
+    let (graph_results, graph_tensors) = run(true);
+    assert_eq!(
+        eager_results, graph_results,
+        "{} on {device}: (loss, correct) per step",
+        case.what
+    );
+    for ((name, e), (_, g)) in eager_tensors.iter().zip(&graph_tensors) {
+        let first = e
+            .iter()
+            .zip(g)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        assert!(
+            first.is_none(),
+            "{} on {device}: {name}[{}] eager {} replayed {}",
+            case.what,
+            first.unwrap_or(0),
+            e[first.unwrap_or(0)],
+            g[first.unwrap_or(0)]
+        );
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            what: "LeNet-5, SGD with momentum",
+            model: |d| Architecture::LeNet5.build(1, 28, CLASSES, 3, d).unwrap(),
+            image: [7, 1, 28, 28],
+            optimizer: |p| Box::new(Sgd::new(p, 0.05, 0.9, 1e-3).unwrap()),
+            precision: Precision::F32,
+        },
+        Case {
+            what: "conv-BN-dropout net, Adam with L2",
+            model: small_net,
+            image: [6, 1, 9, 9],
+            optimizer: |p| {
+                let config = AdamConfig {
+                    lr: 0.01,
+                    weight_decay: 1e-2,
+                    ..AdamConfig::default()
+                };
+                Box::new(Adam::with_config(p, config).unwrap())
+            },
+            precision: Precision::F32,
+        },
+        Case {
+            what: "conv-BN-dropout net, AdamW, bf16 autocast",
+            model: small_net,
+            image: [6, 1, 9, 9],
+            optimizer: |p| Box::new(AdamW::new(p, 0.01).unwrap()),
+            precision: Precision::Bf16,
+        },
+        Case {
+            what: "conv-BN-dropout net, RMSprop",
+            model: small_net,
+            image: [6, 1, 9, 9],
+            optimizer: |p| Box::new(RmsProp::new(p, 0.005).unwrap()),
+            precision: Precision::F32,
+        },
+    ]
+}
+
+#[test]
+fn replayed_steps_match_eager_steps_bit_for_bit() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    for device in gpu_devices_under_test("replayed_steps_match_eager_steps") {
+        for case in cases() {
+            replay_matches_eager(device, &case, 5);
+        }
+    }
+}
+
+#[test]
+fn replays_allocate_no_device_memory() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    for device in gpu_devices_under_test("replays_allocate_no_device_memory") {
+        let mut model = small_net(device);
+        let mut opt = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
+        let (x, y) = batch(device, &[6, 1, 9, 9], 0);
+        let precision = StepPrecision::f32();
+        let (mut graph, _) =
+            CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &precision).unwrap();
+        if device == Device::CudaEmulated {
+            let ops = graph.recorded_ops().unwrap();
+            assert!(ops > 20, "a whole step is recorded, got {ops} ops");
+        }
+        let batches: Vec<_> = (1..4).map(|s| batch(device, &[6, 1, 9, 9], s)).collect();
+        let before = kiln::memory_stats(&device).unwrap();
+        for (step, (x, y)) in batches.iter().enumerate() {
+            graph
+                .replay(&mut model, opt.as_mut(), x, y, step as u64 + 1)
+                .unwrap();
+        }
+        let after = kiln::memory_stats(&device).unwrap();
+        assert_eq!(after.requests, before.requests, "replays request no buffer");
+        assert_eq!(after.live_bytes, before.live_bytes);
+        drop(graph);
+        let released = kiln::memory_stats(&device).unwrap();
+        assert!(
+            released.live_bytes < after.live_bytes,
+            "dropping the graph gives its private memory back ({} -> {} live bytes)",
+            after.live_bytes,
+            released.live_bytes
+        );
+    }
+}
+
+/// A layer that reads its input back to the host: fine eagerly, impossible inside a graph.
+struct PeekOnHost;
+
+impl Module for PeekOnHost {
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> kiln::Result<Tensor> {
+        x.to_vec::<f32>()?;
+        Ok(x.clone())
+    }
+    fn parameters(&self) -> Vec<(String, &Tensor)> {
+        Vec::new()
+    }
+    fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        Vec::new()
+    }
+    fn describe(&self) -> String {
+        "PeekOnHost".into()
+    }
+}
+
+#[test]
+fn a_capture_refuses_host_round_trips_and_leaves_the_device_usable() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    for device in gpu_devices_under_test("a_capture_refuses_host_round_trips") {
+        let mut model = Sequential::new()
+            .push(PeekOnHost)
+            .push(Flatten)
+            .push(Linear::new(81, CLASSES, Init::KaimingNormal, 4, device).unwrap());
+        let mut opt = optimizer_for(&model, |p| Box::new(Sgd::new(p, 0.1, 0.0, 0.0).unwrap()));
+        let (x, y) = batch(device, &[6, 1, 9, 9], 0);
+        let precision = StepPrecision::f32();
+        let err = CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &precision)
+            .err()
+            .expect("the capture must fail");
+        let message = err.to_string();
+        assert!(
+            message.contains("copy to the host") && message.contains("captured step"),
+            "{message}"
+        );
+        // The warm-up step was taken; the failed capture counted no step and left no capture open.
+        assert_eq!(opt.steps(), 1);
+        let mut precision = StepPrecision::f32();
+        let (x, y) = batch(device, &[6, 1, 9, 9], 1);
+        train_step_with(&mut model, opt.as_mut(), &x, &y, 1, &mut precision).unwrap();
+        assert_eq!(opt.steps(), 2);
+    }
+}
+
+#[test]
+fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    for device in gpu_devices_under_test("a_graph_refuses_stale_tensors") {
+        let mut model = small_net(device);
+        let mut opt = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
+        let (x, y) = batch(device, &[6, 1, 9, 9], 0);
+        let precision = StepPrecision::f32();
+        let (mut graph, _) =
+            CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &precision).unwrap();
+        assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
+
+        let (small_x, small_y) = batch(device, &[5, 1, 9, 9], 1);
+        assert!(!graph.can_replay(&model, opt.as_ref(), &small_x, &small_y));
+        let err = graph
+            .replay(&mut model, opt.as_mut(), &small_x, &small_y, 1)
+            .unwrap_err();
+        assert!(matches!(err, TrainError::InvalidArgument { .. }), "{err}");
+        assert_eq!(opt.steps(), 1, "a refused replay takes no step");
+
+        // A batch on the host is copied into the graph's input buffers.
+        let (host_x, host_y) = batch(Device::Cpu, &[6, 1, 9, 9], 2);
+        graph
+            .replay(&mut model, opt.as_mut(), &host_x, &host_y, 1)
+            .unwrap();
+
+        // A parameter shared with another tensor would see the replay's update.
+        let shared = model.parameters()[0].1.clone();
+        assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
+        drop(shared);
+        assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
+
+        // Loading another optimizer's state replaces the tensors: the graph would update the old ones.
+        let other = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
+        opt.load_state(&other.state()).unwrap();
+        drop(other);
+        assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
+    }
+}
+
+#[test]
+fn captures_refuse_host_batches_on_the_cpu_and_f16_loss_scaling() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut model = small_net(Device::Cpu);
+    let mut opt = optimizer_for(&model, |p| Box::new(Sgd::new(p, 0.1, 0.0, 0.0).unwrap()));
+    let (x, y) = batch(Device::Cpu, &[6, 1, 9, 9], 0);
+    let err = CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &StepPrecision::f32())
+        .err()
+        .expect("CPU");
+    assert!(err.to_string().contains("CPU"), "{err}");
+
+    let device = Device::CudaEmulated;
+    let mut model = small_net(device);
+    let mut opt = optimizer_for(&model, |p| Box::new(Sgd::new(p, 0.1, 0.0, 0.0).unwrap()));
+    let (x, y) = batch(device, &[6, 1, 9, 9], 0);
+    let f16 = StepPrecision::new(Precision::F16);
+    let err = CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &f16)
+        .err()
+        .expect("f16");
+    assert!(err.to_string().contains("loss scaler"), "{err}");
+    assert_eq!(opt.steps(), 0, "nothing was trained");
+}
