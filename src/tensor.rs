@@ -497,6 +497,11 @@ impl Tensor {
         Arc::strong_count(&self.storage) > 1
     }
 
+    /// Gives this tensor storage of its own (a copy, if another tensor shares it).
+    pub(crate) fn make_unique(&mut self) -> Result<()> {
+        self.storage_mut().map(|_| ())
+    }
+
     /// The device address of this tensor's buffer (0 for host tensors).
     pub(crate) fn device_address(&self) -> u64 {
         match &*self.storage {

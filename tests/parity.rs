@@ -221,6 +221,16 @@ fn elementwise_ops_match_cpu() {
             &backend::sum(&on(&a, device), 0.5).unwrap(),
             &backend::sum(&a, 0.5).unwrap(),
         );
+        // In place (batch-norm statistics): the buffer keeps its address, the values match.
+        let (mut on_device, mut on_cpu) = (on(&a, device), a.clone());
+        backend::axpby_in_place(0.9, &mut on_device, 0.1, &on(&b, device)).unwrap();
+        backend::axpby_in_place(0.9, &mut on_cpu, 0.1, &b).unwrap();
+        same(&on_device, &on_cpu);
+        same(&on_cpu, &backend::axpby(0.9, &a, 0.1, &b).unwrap());
+        // A constant made by the fill kernel on the device.
+        let filled = backend::full_like(&on(&a, device), &[3, 37], -1.75).unwrap();
+        assert_eq!(filled.device(), device);
+        same(&filled, &backend::full_like(&a, &[3, 37], -1.75).unwrap());
     }
 }
 

@@ -461,3 +461,44 @@ fn a_training_step_names_a_label_outside_the_classes() {
         assert_eq!(before, after, "on {device:?}");
     }
 }
+
+#[test]
+fn a_cuda_graph_run_matches_an_ordinary_run() {
+    let root = temp_dir("cuda-graph");
+    // 150 images, 20% held out: three batches of 32 and a last one of 24 per epoch, which takes an
+    // ordinary step; each epoch's kept best weights share the parameters, so the step is captured
+    // again in the next epoch.
+    synthetic_fashion_mnist(&root, 150, 40);
+    let run = |name: &str, model: Architecture, cuda_graph: bool| {
+        let out = root.join(name);
+        let summary = train(&TrainConfig {
+            model,
+            epochs: 2,
+            optimizer: kiln::train::OptimizerKind::Adam,
+            lr: 1e-3,
+            schedule: kiln::train::ScheduleKind::Cosine,
+            device: Device::CudaEmulated,
+            cuda_graph,
+            ..config(&root, &out)
+        })
+        .unwrap();
+        let rows = read_metrics_csv(out.join("metrics.csv")).unwrap();
+        let losses: Vec<_> = rows
+            .iter()
+            .map(|r| (r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy))
+            .collect();
+        (losses, summary.test_accuracy)
+    };
+    // LeNet-5 (batch norm and dropout under graphs are checked in tests/cuda_graph.rs; VGG on
+    // the emulated device would take minutes here).
+    let ordinary = run("ordinary", Architecture::LeNet5, false);
+    let graphed = run("graphed", Architecture::LeNet5, true);
+    assert_eq!(ordinary, graphed);
+    let err = TrainConfig {
+        cuda_graph: true,
+        ..config(&root, &root.join("cpu"))
+    }
+    .validate()
+    .unwrap_err();
+    assert!(err.to_string().contains("cuda-graph"), "{err}");
+}

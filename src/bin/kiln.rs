@@ -115,6 +115,10 @@ struct TrainArgs {
     /// (tensor cores on a GPU) with f32 weights; f16 adds dynamic loss scaling.
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// Replay each training step from a CUDA graph: one launch per step instead of one per kernel
+    /// (GPU devices; f32 or bf16). A last, smaller batch of an epoch takes an ordinary step.
+    #[arg(long)]
+    cuda_graph: bool,
 }
 
 impl TrainArgs {
@@ -141,6 +145,7 @@ impl TrainArgs {
             resume: self.resume,
             limit_train: self.limit_train,
             precision: Precision::parse(&self.precision)?,
+            cuda_graph: self.cuda_graph,
         })
     }
 }
@@ -150,7 +155,7 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 fn run_train(args: &TrainArgs) -> CliResult {
     let config = args.config()?;
     println!(
-        "training {} on {} for {} epochs (batch {}, {} lr {}, {}), output in {}",
+        "training {} on {} for {} epochs (batch {}, {} lr {}, {}{}), output in {}",
         config.model.name(),
         config.device,
         config.epochs,
@@ -158,6 +163,11 @@ fn run_train(args: &TrainArgs) -> CliResult {
         config.optimizer.name(),
         config.lr,
         config.precision.name(),
+        if config.cuda_graph {
+            ", CUDA graph"
+        } else {
+            ""
+        },
         config.out.display()
     );
     let summary = train::train(&config)?;

@@ -167,6 +167,9 @@ pub struct TrainConfig {
     pub limit_train: Option<usize>,
     /// f32, or mixed precision (bf16/f16 matrix products, f32 master weights).
     pub precision: Precision,
+    /// Replay each training step from a CUDA graph ([`super::CapturedStep`]): one launch per step
+    /// instead of one per kernel. GPU devices only, f32 or bf16.
+    pub cuda_graph: bool,
 }
 
 impl Default for TrainConfig {
@@ -193,6 +196,7 @@ impl Default for TrainConfig {
             resume: false,
             limit_train: None,
             precision: Precision::F32,
+            cuda_graph: false,
         }
     }
 }
@@ -226,6 +230,18 @@ impl TrainConfig {
         }
         if !(self.jitter.is_finite() && self.jitter >= 0.0) {
             return Err(invalid("jitter", format!("{} must be ≥ 0", self.jitter)));
+        }
+        if self.cuda_graph && self.device == crate::Device::Cpu {
+            return Err(invalid(
+                "cuda-graph",
+                "CUDA graphs replay device work: train on a GPU (--device cuda or emulated)",
+            ));
+        }
+        if self.cuda_graph && self.precision == Precision::F16 {
+            return Err(invalid(
+                "cuda-graph",
+                "f16's loss scaler needs the host every step: use --precision f32 or bf16",
+            ));
         }
         Ok(())
     }

@@ -107,6 +107,14 @@ impl CapturedStep {
         let pool = g.new_private_pool();
         let format = precision.format;
 
+        // Tensors shared with others (a kept snapshot) are copied now, in the device's own pool,
+        // rather than by the warm-up's update, which would place them in the graph's memory.
+        for (_, t) in model.parameters_mut() {
+            t.make_unique()?;
+        }
+        for (_, t) in model.buffers_mut() {
+            t.make_unique()?;
+        }
         model.set_step(step);
         let warm_up = g.in_private_pool(&pool, || {
             device_step(model, optimizer, &static_images, &static_labels, format)
@@ -149,15 +157,19 @@ impl CapturedStep {
         images: &Tensor,
         labels: &Tensor,
     ) -> bool {
+        self.accepts_batch(images, labels)
+            && bound_tensors(model, optimizer).all(|t| !t.storage_is_shared())
+            && bound_addresses(model, optimizer) == self.bound
+    }
+
+    /// Whether the batch has the captured shape and dtype, on the graph's device or the host.
+    pub fn accepts_batch(&self, images: &Tensor, labels: &Tensor) -> bool {
         let same_layout = |a: &Tensor, b: &Tensor| {
             a.shape() == b.shape()
                 && a.dtype() == b.dtype()
                 && (b.device() == a.device() || b.device() == Device::Cpu)
         };
-        same_layout(&self.images, images)
-            && same_layout(&self.labels, labels)
-            && bound_tensors(model, optimizer).all(|t| !t.storage_is_shared())
-            && bound_addresses(model, optimizer) == self.bound
+        same_layout(&self.images, images) && same_layout(&self.labels, labels)
     }
 
     /// The mixed-precision format the step was captured with, if any.

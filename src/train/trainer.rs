@@ -11,6 +11,7 @@ use super::confusion::ConfusionMatrix;
 use super::early_stopping::{Decision, EarlyStopping};
 use super::error::TrainError;
 use super::evaluate::evaluate;
+use super::graph_step::CapturedStep;
 use super::guard::check_finite;
 use super::metrics::{EpochMetrics, MetricsCsv};
 use super::plot::{plot_curves, plot_filters};
@@ -301,6 +302,7 @@ impl RestartRun<'_> {
                 self.seed
             ));
         }
+        let mut graph: Option<CapturedStep> = None;
         for epoch in first..config.epochs {
             optimizer.set_lr(schedule.lr_at(epoch as u64))?;
             progress.start_epoch(epoch + 1);
@@ -308,8 +310,20 @@ impl RestartRun<'_> {
                 let batch = batch.map_err(crate::Error::from)?;
                 let step = (epoch * batches + i) as u64;
                 let (images, labels) = (&batch.images, &batch.labels);
-                let (loss, correct) =
-                    train_step_with(model, optimizer, images, labels, step, precision)?;
+                let (loss, correct) = match config.cuda_graph {
+                    true => graphed_step(
+                        &mut graph,
+                        model,
+                        &mut *optimizer,
+                        images,
+                        labels,
+                        step,
+                        precision,
+                    )?,
+                    false => {
+                        train_step_with(model, &mut *optimizer, images, labels, step, precision)?
+                    }
+                };
                 progress.batch(loss, correct, batch.indices.len());
             }
             let totals = progress.finish_epoch();
@@ -501,6 +515,33 @@ pub fn train_step_with(
     };
     update(model, optimizer, &grad_list)?;
     Ok((loss_value, correct))
+}
+
+/// A step replayed from `graph`, captured first (or again, when the model's or optimizer's tensors
+/// were replaced or shared since: a kept best-weights snapshot shares them); a batch of another
+/// shape (an epoch's last, smaller one) takes an ordinary step.
+fn graphed_step(
+    graph: &mut Option<CapturedStep>,
+    model: &mut Sequential,
+    optimizer: &mut dyn Optimizer,
+    images: &Tensor,
+    labels: &Tensor,
+    step: u64,
+    precision: &mut StepPrecision,
+) -> Result<(f64, usize), TrainError> {
+    if let Some(g) = graph.as_mut() {
+        if g.can_replay(model, optimizer, images, labels) {
+            return g.replay(model, optimizer, images, labels, step);
+        }
+        if !g.accepts_batch(images, labels) {
+            return train_step_with(model, optimizer, images, labels, step, precision);
+        }
+    }
+    *graph = None; // its private memory goes back before the new capture takes its own
+    let (captured, result) =
+        CapturedStep::capture(model, optimizer, images, labels, step, precision)?;
+    *graph = Some(captured);
+    Ok(result)
 }
 
 /// [loss, correct count] of a batch as one device tensor (read back with one copy).
