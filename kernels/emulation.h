@@ -31,6 +31,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <vector>
 
 struct uint3 {
@@ -82,10 +84,11 @@ inline thread_local uint3 block_idx;
 inline thread_local dim3 block_dim;
 inline thread_local dim3 grid_dim;
 
-// Fiber state of the block running on this OS thread.
+// Fiber state of the block running on this OS thread. The stacks are kept for the next block and
+// freed when the OS thread exits (a thread pool built per training run would otherwise leak them).
 struct Fiber {
   ucontext_t context;
-  char* stack = nullptr;
+  std::unique_ptr<char[]> stack;
   bool finished = false;
 };
 constexpr size_t kFiberStackBytes = 256 * 1024;
@@ -175,13 +178,13 @@ inline void run_block_as_fibers(void (*body)(const void*), const void* params,
   fiber_params = params;
   for (size_t t = 0; t < threads; ++t) {
     Fiber& f = fibers[t];
-    if (f.stack == nullptr) {
-      f.stack = static_cast<char*>(std::malloc(kFiberStackBytes));
-      if (f.stack == nullptr) fail("out of memory for fiber stacks");
+    if (!f.stack) {
+      f.stack.reset(new (std::nothrow) char[kFiberStackBytes]);
+      if (!f.stack) fail("out of memory for fiber stacks");
     }
     f.finished = false;
     getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_sp = f.stack.get();
     f.context.uc_stack.ss_size = kFiberStackBytes;
     f.context.uc_link = &scheduler_context;
     makecontext(&f.context, fiber_entry, 0);

@@ -188,26 +188,29 @@ while read -r t; do
   record "tests $t" "$log" "$rc"
 done <tests.txt
 
-echo "== compute-sanitizer memcheck over parity"
+echo "== compute-sanitizer memcheck over parity and cuda_graph"
 sanitizer="$(command -v compute-sanitizer || true)"
 if [ -z "$sanitizer" ]; then
   for candidate in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
     if [ -x "$candidate" ]; then sanitizer="$candidate"; break; fi
   done
 fi
-if [ ! -x bin/parity ]; then
-  summary+=("FAIL  compute-sanitizer (no bin/parity in the bundle)")
-  failed=1
-elif [ -z "$sanitizer" ]; then
-  echo "  compute-sanitizer not found (not on PATH, not in /usr/local/cuda): memcheck not run"
-  summary+=("SKIP  compute-sanitizer memcheck (compute-sanitizer not found)")
-else
-  log="results/sanitizer-parity.log"
-  rc=0
-  "$sanitizer" --tool memcheck --error-exitcode 1 bin/parity --test-threads=1 --nocapture >"$log" 2>&1 || rc=$?
-  grep -E '^test result:|ERROR SUMMARY' "$log" | sed 's/^/  /' || true
-  record "compute-sanitizer memcheck parity" "$log" "$rc"
-fi
+# parity: every kernel once; cuda_graph: replayed graphs reading and writing their private memory.
+for suite in parity cuda_graph; do
+  if [ ! -x "bin/$suite" ]; then
+    summary+=("FAIL  compute-sanitizer (no bin/$suite in the bundle)")
+    failed=1
+  elif [ -z "$sanitizer" ]; then
+    echo "  compute-sanitizer not found (not on PATH, not in /usr/local/cuda): memcheck of $suite not run"
+    summary+=("SKIP  compute-sanitizer memcheck $suite (compute-sanitizer not found)")
+  else
+    log="results/sanitizer-$suite.log"
+    rc=0
+    "$sanitizer" --tool memcheck --error-exitcode 1 "bin/$suite" --test-threads=1 --nocapture >"$log" 2>&1 || rc=$?
+    grep -E '^test result:|ERROR SUMMARY' "$log" | sed 's/^/  /' || true
+    record "compute-sanitizer memcheck $suite" "$log" "$rc"
+  fi
+done
 
 echo "== benchmarks"
 # A python with PyTorch, for the PyTorch reference and for the libcublas its pip wheels ship.
@@ -312,6 +315,15 @@ else
   grep -E 'done|test accuracy' "$log" | sed 's/^/  /' || true
   rm -f results/lenet5-gpu-bf16/*.safetensors
   record "train lenet5 on cuda, bf16" "$log" "$rc"
+
+  echo "== LeNet-5 on the GPU, each step replayed from a CUDA graph"
+  log="results/train-lenet5-gpu-graph.log"
+  rc=0
+  ./kiln train --model lenet5 --epochs 10 --val-fraction 0 --device cuda --cuda-graph \
+    --data data --out results/lenet5-gpu-graph >"$log" 2>&1 || rc=$?
+  grep -E 'done|test accuracy' "$log" | sed 's/^/  /' || true
+  rm -f results/lenet5-gpu-graph/*.safetensors
+  record "train lenet5 on cuda, CUDA graph" "$log" "$rc"
 fi
 
 echo

@@ -1,11 +1,12 @@
 //! Training steps of whole networks (`kiln::train::train_step_with`: forward, loss, backward,
-//! SGD, with the loss and correct count read back), in f32 and in bf16 mixed precision, beside
-//! bench/torch_gpu.py's PyTorch steps of the same names.
+//! SGD, with the loss and correct count read back), in f32 and in bf16 mixed precision, eager and
+//! replayed from a CUDA graph (`kiln::train::CapturedStep`, rows named "... cuda-graph"), beside
+//! bench/torch_gpu.py's eager PyTorch steps of the same names.
 
 use kiln::nn::models::{lenet5, resnet20};
 use kiln::nn::Module;
 use kiln::optim::Sgd;
-use kiln::train::{train_step_with, Precision, StepPrecision};
+use kiln::train::{train_step_with, CapturedStep, Precision, StepPrecision};
 use kiln::{Error, Result, Tensor};
 
 use super::{labels, Bench, Rows, Work};
@@ -15,22 +16,26 @@ impl Bench {
     /// momentum 0.9, as `kiln train --model lenet5` runs it.
     pub(super) fn lenet5_step(&self, rows: &mut Rows) -> Result<()> {
         let batch = 128 / self.shrink;
-        let mut model = lenet5(1, 28, 10, false, 1, self.device)?;
         let x = self.randn(&[batch, 1, 28, 28], 40)?;
         let y = Tensor::from_vec(labels(batch, 10), &[batch], self.device)?;
-        self.train_steps(
-            rows,
-            &mut model,
-            0.01,
-            0.0,
-            (&x, &y),
-            "lenet5 train step",
-            (
-                format!("batch {batch}, 1x28x28"),
-                format!("lenet5 train step b{batch}"),
-            ),
-            Precision::F32,
-        )
+        for graph in [false, true] {
+            let mut model = lenet5(1, 28, 10, false, 1, self.device)?;
+            let suffix = if graph { " cuda-graph" } else { "" };
+            self.train_steps(
+                rows,
+                &mut model,
+                0.01,
+                0.0,
+                (&x, &y),
+                "lenet5 train step",
+                (
+                    format!("batch {batch}, 1x28x28{suffix}"),
+                    format!("lenet5 train step b{batch}{suffix}"),
+                ),
+                Mode(Precision::F32, graph),
+            )?;
+        }
+        Ok(())
     }
 
     /// A ResNet-20 training step on random 3x32x32 images, batch 128, SGD with momentum 0.9 and
@@ -53,25 +58,33 @@ impl Bench {
                 format!("batch {batch}, 3x32x32, f32"),
                 format!("resnet20 train step b{batch} f32"),
             ),
-            Precision::F32,
+            Mode(Precision::F32, false),
         )?;
         let peak = kiln::memory_stats(&self.device)?.peak_bytes;
         // Mixed precision: the convolutions' and the linear layer's products in bf16 on the
         // tensor cores (kiln::autocast), against PyTorch's autocast bf16.
-        let mut model = resnet20(3, 10, 1, self.device)?;
-        self.train_steps(
-            rows,
-            &mut model,
-            0.01,
-            5e-4,
-            (&x, &y),
-            "resnet20 train step",
-            (
-                format!("batch {batch}, 3x32x32, bf16 autocast"),
-                format!("resnet20 train step b{batch} bf16-autocast"),
-            ),
-            Precision::Bf16,
-        )?;
+        // And each precision replayed from a CUDA graph.
+        for (precision, name, graph) in [
+            (Precision::Bf16, "bf16-autocast", false),
+            (Precision::F32, "f32", true),
+            (Precision::Bf16, "bf16-autocast", true),
+        ] {
+            let mut model = resnet20(3, 10, 1, self.device)?;
+            let suffix = if graph { " cuda-graph" } else { "" };
+            self.train_steps(
+                rows,
+                &mut model,
+                0.01,
+                5e-4,
+                (&x, &y),
+                "resnet20 train step",
+                (
+                    format!("batch {batch}, 3x32x32, {name}{suffix}"),
+                    format!("resnet20 train step b{batch} {name}{suffix}"),
+                ),
+                Mode(precision, graph),
+            )?;
+        }
         if rows.failed.len() > failures {
             return Ok(None);
         }
@@ -88,7 +101,7 @@ impl Bench {
         (x, y): (&Tensor, &Tensor),
         kernel: &'static str,
         names: (String, String),
-        precision: Precision,
+        Mode(precision, graph): Mode,
     ) -> Result<()> {
         let params: Vec<Tensor> = model
             .parameters()
@@ -100,14 +113,28 @@ impl Bench {
         let mut step = 0;
         let images = x.shape()[0] as f64;
         let mut precision = StepPrecision::new(precision);
+        let as_kiln_error = |e: kiln::train::TrainError| Error::InvalidArgument {
+            what: "training step",
+            why: e.to_string(),
+        };
+        let mut captured = match graph {
+            true => Some(
+                CapturedStep::capture(model, &mut optimizer, x, y, 0, &precision)
+                    .map_err(as_kiln_error)?
+                    .0,
+            ),
+            false => None,
+        };
         self.row(rows, kernel, names, Work::images(images), || {
             step += 1;
-            train_step_with(model, &mut optimizer, x, y, step, &mut precision)
-                .map(drop)
-                .map_err(|e| Error::InvalidArgument {
-                    what: "training step",
-                    why: e.to_string(),
-                })
+            let result = match &mut captured {
+                Some(g) => g.replay(model, &mut optimizer, x, y, step),
+                None => train_step_with(model, &mut optimizer, x, y, step, &mut precision),
+            };
+            result.map(drop).map_err(as_kiln_error)
         })
     }
 }
+
+/// A step's precision, and whether it is replayed from a CUDA graph.
+struct Mode(Precision, bool);
