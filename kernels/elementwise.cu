@@ -31,25 +31,29 @@ KILN_EMULATE(mul_f32, MulParams)
 // Mirrors src/cuda/elementwise.rs `AffineParams`.
 struct AffineParams {
   const float* x;
-  float* out;  // scale·x + shift
+  float* out;             // scale·x + shift
+  const float* upstream;  // one element multiplying scale (a backward's upstream gradient), or null
   long long n;
   float scale, shift;
 };
 
 extern "C" __global__ void affine_f32(const AffineParams p) {
-  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = p.scale * p.x[i] + p.shift; }
+  const float scale = p.upstream ? p.scale * p.upstream[0] : p.scale;
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = scale * p.x[i] + p.shift; }
 }
 KILN_EMULATE(affine_f32, AffineParams)
 
 // Mirrors src/cuda/elementwise.rs `FillParams`.
 struct FillParams {
-  float* out;  // value everywhere
+  float* out;             // value everywhere
+  const float* upstream;  // one element multiplying value (a backward's upstream gradient), or null
   long long n;
   float value;
 };
 
 // A constant tensor made on the device (no copy from the host, so it can be part of a CUDA graph).
 extern "C" __global__ void fill_f32(const FillParams p) {
-  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = p.value; }
+  const float value = p.upstream ? p.value * p.upstream[0] : p.value;
+  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = value; }
 }
 KILN_EMULATE(fill_f32, FillParams)

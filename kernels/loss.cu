@@ -77,13 +77,15 @@ struct SquaredErrorBwdParams {
   const float* target;
   float* dprediction;  // scale·(prediction − target); for a mean, scale = 2·dloss/n
   float* dtarget;      // −dprediction, or null when the target needs no gradient
+  const float* upstream;  // one element multiplying scale (the loss's gradient), or null for 1
   long long n;
   float scale;
 };
 
 extern "C" __global__ void squared_error_bwd_f32(const SquaredErrorBwdParams p) {
+  const float scale = p.upstream ? p.scale * p.upstream[0] : p.scale;
   KILN_GRID_STRIDE_LOOP(i, p.n) {
-    const float g = p.scale * (p.prediction[i] - p.target[i]);
+    const float g = scale * (p.prediction[i] - p.target[i]);
     p.dprediction[i] = g;
     if (p.dtarget != nullptr) p.dtarget[i] = -g;
   }
@@ -114,18 +116,20 @@ struct BceLogitsBwdParams {
   const float* targets;
   float* dlogits;   // scale·(sigmoid(z) − t); for a mean, scale = dloss/n
   float* dtargets;  // −scale·z, or null when the targets need no gradient
+  const float* upstream;  // one element multiplying scale (the loss's gradient), or null for 1
   long long n;
   float scale;
 };
 
 extern "C" __global__ void bce_logits_bwd_f32(const BceLogitsBwdParams p) {
+  const float scale = p.upstream ? p.scale * p.upstream[0] : p.scale;
   KILN_GRID_STRIDE_LOOP(i, p.n) {
     const float z = p.logits[i];
     // sigmoid without overflow: e = exp(−|z|) ≤ 1, so neither branch divides by infinity.
     const float e = expf(-fabsf(z));
     const float sigmoid = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-    p.dlogits[i] = p.scale * (sigmoid - p.targets[i]);
-    if (p.dtargets != nullptr) p.dtargets[i] = -p.scale * z;
+    p.dlogits[i] = scale * (sigmoid - p.targets[i]);
+    if (p.dtargets != nullptr) p.dtargets[i] = -scale * z;
   }
 }
 KILN_EMULATE(bce_logits_bwd_f32, BceLogitsBwdParams)

@@ -696,3 +696,25 @@ fn correct_counts_match_the_cpu_and_ties_go_to_the_first_class() {
     let short = Tensor::from_vec(vec![0i32; 5], &[5], Device::Cpu).unwrap();
     assert!(backend::count_correct(&z, &short).is_err());
 }
+
+/// The backward rules of the scalar reductions and losses take their upstream gradient on the
+/// device (kernels read it; no wait for the device): with a random upstream weight (check_parity
+/// scales the output by one), every input's gradient matches the CPU's.
+#[test]
+fn scalar_losses_scale_by_an_upstream_gradient_read_on_the_device() {
+    let f32s = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
+    for device in gpu_devices_under_test("scalar_losses_scale_by_upstream") {
+        let pair = [f32s(&[7, 13], 1), f32s(&[7, 13], 2)];
+        check_parity("mse", device, &pair, ATOL, RTOL, |t| {
+            ops::mse_loss(&t[0], &t[1])
+        });
+        check_parity("bce", device, &pair, ATOL, RTOL, |t| {
+            ops::binary_cross_entropy_with_logits(&t[0], &t[1])
+        });
+        check_parity("mean", device, &pair[..1], ATOL, RTOL, |t| ops::mean(&t[0]));
+        check_parity("sum", device, &pair[..1], ATOL, RTOL, |t| ops::sum(&t[0]));
+        check_parity("l2", device, &pair, ATOL, RTOL, |t| {
+            ops::l2_penalty(&[&t[0], &t[1]], 0.3)
+        });
+    }
+}

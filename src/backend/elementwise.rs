@@ -1,6 +1,6 @@
 //! Elementwise and reduction primitives, and the device copy.
 
-use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use super::{common_device, gpu_f32, gpu_output, host_output, with_float, Factor};
 use crate::cpu;
 use crate::cuda;
 use crate::device::Device;
@@ -179,16 +179,50 @@ pub fn axpby_in_place(alpha: f64, a: &mut Tensor, beta: f64, b: &Tensor) -> Resu
 /// A tensor of `shape` filled with `value`, with `like`'s dtype and device. An f32 device tensor
 /// is filled by a kernel (no copy from the host, so it may be part of a captured CUDA graph).
 pub fn full_like(like: &Tensor, shape: &[usize], value: f64) -> Result<Tensor> {
+    full_like_times(like, shape, Factor::new(value, None))
+}
+
+/// A tensor of `shape` filled with `value·upstream` (a [`Factor`]), with `like`'s dtype and
+/// device: the backward of a sum or mean, whose upstream gradient a GPU kernel reads itself.
+pub fn full_like_times(like: &Tensor, shape: &[usize], value: Factor) -> Result<Tensor> {
+    const OP: &str = "full";
+    value.check(OP, like)?;
     let n: usize = shape.iter().product();
-    if like.device() != Device::Cpu && like.dtype() == DType::F32 {
-        let (gpu, _) = gpu_f32("full", like)?;
-        return gpu_output(&gpu, shape.to_vec(), DType::F32, |o| {
-            cuda::elementwise::fill(&gpu, value as f32, o, n)
-        });
+    match like.device() {
+        Device::Cpu => with_float!(OP, like, |T| {
+            let v = value.on_host::<T>(OP)?;
+            Ok(Tensor::host(T::wrap(vec![v; n]), shape.to_vec(), T::DTYPE))
+        }),
+        _ => {
+            let (gpu, _) = gpu_f32(OP, like)?;
+            let upstream = value.device_address(OP)?;
+            gpu_output(&gpu, shape.to_vec(), DType::F32, |o| {
+                cuda::elementwise::fill(&gpu, value.scale as f32, upstream, o, n)
+            })
+        }
     }
-    let host = match like.dtype() {
-        DType::F64 => Tensor::from_vec(vec![value; n], shape, Device::Cpu)?,
-        _ => Tensor::from_vec(vec![value as f32; n], shape, Device::Cpu)?,
-    };
-    host.to_device(like.device())
+}
+
+/// factor·x (a [`Factor`]: a scale times a one-element upstream gradient read on the device).
+pub fn scale_times(x: &Tensor, factor: Factor) -> Result<Tensor> {
+    const OP: &str = "scale";
+    factor.check(OP, x)?;
+    let shape = x.shape().to_vec();
+    match x.device() {
+        Device::Cpu => with_float!(OP, x, |T| {
+            let s = factor.on_host::<T>(OP)?;
+            let xs = x.host_slice::<T>(OP)?;
+            Ok(host_output::<T>(shape, |o| {
+                cpu::elementwise::affine(xs, s, 0.0 as T, o)
+            }))
+        }),
+        _ => {
+            let (gpu, xb) = gpu_f32(OP, x)?;
+            let upstream = factor.device_address(OP)?;
+            let n = x.numel();
+            gpu_output(&gpu, shape, DType::F32, |o| {
+                cuda::elementwise::affine_times(&gpu, xb, factor.scale as f32, upstream, 0.0, o, n)
+            })
+        }
+    }
 }

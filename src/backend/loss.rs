@@ -1,7 +1,7 @@
 //! Loss primitives: softmax cross-entropy; elementwise squared error and binary cross-entropy on
 //! logits (their means are `backend::sum`); the sum of squares of the L2 penalty.
 
-use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use super::{common_device, gpu_f32, gpu_output, host_output, with_float, Factor};
 use crate::cpu::{self, Float};
 use crate::cuda::{self, Gpu, GpuBuffer};
 use crate::device::Device;
@@ -145,26 +145,32 @@ pub fn squared_error_fwd(prediction: &Tensor, target: &Tensor) -> Result<Tensor>
 pub fn squared_error_bwd(
     prediction: &Tensor,
     target: &Tensor,
-    scale: f64,
+    factor: Factor,
     with_target_grad: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
     const OP: &str = "squared error backward";
     check_pair(OP, prediction, target)?;
+    factor.check(OP, prediction)?;
     match prediction.device() {
         Device::Cpu => with_float!(OP, prediction, |T| {
+            let scale = factor.on_host::<T>(OP)?;
             host_pair_bwd::<T>(OP, prediction, target, with_target_grad, |p, t, dp, dt| {
-                cpu::loss::squared_error_bwd(p, t, scale as T, dp, dt)
+                cpu::loss::squared_error_bwd(p, t, scale, dp, dt)
             })
         }),
-        _ => gpu_pair_bwd(
-            OP,
-            prediction,
-            target,
-            with_target_grad,
-            |gpu, p, t, dp, dt, n| {
-                cuda::loss::squared_error_bwd(gpu, p, t, scale as f32, dp, dt, n)
-            },
-        ),
+        _ => {
+            let upstream = factor.device_address(OP)?;
+            let scale = factor.scale as f32;
+            gpu_pair_bwd(
+                OP,
+                prediction,
+                target,
+                with_target_grad,
+                |gpu, p, t, dp, dt, n| {
+                    cuda::loss::squared_error_bwd(gpu, p, t, scale, upstream, dp, dt, n)
+                },
+            )
+        }
     }
 }
 
@@ -197,24 +203,32 @@ pub fn bce_logits_fwd(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 pub fn bce_logits_bwd(
     logits: &Tensor,
     targets: &Tensor,
-    scale: f64,
+    factor: Factor,
     with_target_grad: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
     const OP: &str = "binary_cross_entropy_with_logits backward";
     check_pair(OP, logits, targets)?;
+    factor.check(OP, logits)?;
     match logits.device() {
         Device::Cpu => with_float!(OP, logits, |T| {
+            let scale = factor.on_host::<T>(OP)?;
             host_pair_bwd::<T>(OP, logits, targets, with_target_grad, |z, t, dz, dt| {
-                cpu::loss::bce_logits_bwd(z, t, scale as T, dz, dt)
+                cpu::loss::bce_logits_bwd(z, t, scale, dz, dt)
             })
         }),
-        _ => gpu_pair_bwd(
-            OP,
-            logits,
-            targets,
-            with_target_grad,
-            |gpu, z, t, dz, dt, n| cuda::loss::bce_logits_bwd(gpu, z, t, scale as f32, dz, dt, n),
-        ),
+        _ => {
+            let upstream = factor.device_address(OP)?;
+            let scale = factor.scale as f32;
+            gpu_pair_bwd(
+                OP,
+                logits,
+                targets,
+                with_target_grad,
+                |gpu, z, t, dz, dt, n| {
+                    cuda::loss::bce_logits_bwd(gpu, z, t, scale, upstream, dz, dt, n)
+                },
+            )
+        }
     }
 }
 

@@ -36,6 +36,55 @@ pub use pool::*;
 #[allow(unused_imports)]
 pub use shape::*;
 
+/// The factor `scale · upstream` a backward kernel multiplies by, where `upstream` is a loss's
+/// one-element gradient (`None`: 1). The CPU reads it on the host; a GPU kernel is given its
+/// address and reads it itself, so a backward pass never waits for the device (and can be
+/// captured into a CUDA graph).
+#[derive(Clone, Copy)]
+pub struct Factor<'a> {
+    pub scale: f64,
+    pub upstream: Option<&'a Tensor>,
+}
+
+impl<'a> Factor<'a> {
+    pub fn new(scale: f64, upstream: Option<&'a Tensor>) -> Factor<'a> {
+        Factor { scale, upstream }
+    }
+
+    /// Checks that `upstream` is one element of `like`'s dtype on `like`'s device.
+    pub(crate) fn check(&self, op: &'static str, like: &Tensor) -> Result<()> {
+        let Some(u) = self.upstream else {
+            return Ok(());
+        };
+        common_device(op, &[like, u])?;
+        u.expect_dtype(op, like.dtype())?;
+        if u.numel() != 1 {
+            return Err(crate::error::invalid(
+                "upstream gradient",
+                format!("{op}: {:?} is not one element", u.shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// scale·upstream, read on the host (CPU tensors).
+    pub(crate) fn on_host<T: crate::cpu::Float + Element>(&self, op: &'static str) -> Result<T> {
+        let scale = <T as num_traits::NumCast>::from(self.scale).unwrap_or_else(T::nan);
+        Ok(match self.upstream {
+            Some(u) => scale * u.host_slice::<T>(op)?[0],
+            None => scale,
+        })
+    }
+
+    /// The upstream gradient's device address, 0 (null: a factor of 1) without one.
+    pub(crate) fn device_address(&self, op: &'static str) -> Result<u64> {
+        self.upstream
+            .map(|u| u.gpu_buffer(op).map(|b| b.address()))
+            .transpose()
+            .map(|a| a.unwrap_or(0))
+    }
+}
+
 /// The device all `tensors` share, or an error naming the op.
 pub fn common_device(op: &'static str, tensors: &[&Tensor]) -> Result<Device> {
     let first = tensors[0].device();

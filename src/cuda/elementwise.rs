@@ -32,6 +32,7 @@ struct MulParams {
 struct AffineParams {
     x: u64,
     out: u64,
+    upstream: u64,
     n: i64,
     scale: f32,
     shift: f32,
@@ -42,6 +43,7 @@ struct AffineParams {
 #[derive(Clone, Copy)]
 struct FillParams {
     out: u64,
+    upstream: u64,
     n: i64,
     value: f32,
 }
@@ -90,10 +92,17 @@ pub(crate) fn axpby_in_place(
     launch(gpu, "axpby_f32", elementwise_config(n), &params)
 }
 
-/// out = value over `n` elements.
-pub(crate) fn fill(gpu: &Gpu, value: f32, out: &mut GpuBuffer, n: usize) -> Result<()> {
+/// out = value·upstream[0] (value when `upstream` is 0, a null address) over `n` elements.
+pub(crate) fn fill(
+    gpu: &Gpu,
+    value: f32,
+    upstream: u64,
+    out: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
     let params = FillParams {
         out: out.address(),
+        upstream,
         n: to_i64("length", n)?,
         value,
     };
@@ -126,9 +135,24 @@ pub(crate) fn affine(
     out: &mut GpuBuffer,
     n: usize,
 ) -> Result<()> {
+    affine_times(gpu, x, scale, 0, shift, out, n)
+}
+
+/// out = scale·upstream[0]·x + shift over `n` elements (`upstream` a device address, 0 for none).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn affine_times(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    scale: f32,
+    upstream: u64,
+    shift: f32,
+    out: &mut GpuBuffer,
+    n: usize,
+) -> Result<()> {
     let params = AffineParams {
         x: x.address(),
         out: out.address(),
+        upstream,
         n: to_i64("length", n)?,
         scale,
         shift,

@@ -47,6 +47,7 @@ struct SquaredErrorBwdParams {
     target: u64,
     dprediction: u64,
     dtarget: u64,
+    upstream: u64,
     n: i64,
     scale: f32,
 }
@@ -69,6 +70,7 @@ struct BceLogitsBwdParams {
     targets: u64,
     dlogits: u64,
     dtargets: u64,
+    upstream: u64,
     n: i64,
     scale: f32,
 }
@@ -177,11 +179,13 @@ pub(crate) fn squared_error_fwd(
 }
 
 /// dprediction = scale·(prediction − target) and, when given, dtarget = −dprediction.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn squared_error_bwd(
     gpu: &Gpu,
     prediction: &GpuBuffer,
     target: &GpuBuffer,
     scale: f32,
+    upstream: u64,
     dprediction: &mut GpuBuffer,
     dtarget: Option<&mut GpuBuffer>,
     n: usize,
@@ -191,6 +195,7 @@ pub(crate) fn squared_error_bwd(
         target: target.address(),
         dprediction: dprediction.address(),
         dtarget: dtarget.map_or(0, |b| b.address()),
+        upstream,
         n: to_i64("squared error length", n)?,
         scale,
     };
@@ -215,11 +220,13 @@ pub(crate) fn bce_logits_fwd(
 }
 
 /// dlogits = scale·(sigmoid(z) − t) and, when given, dtargets = −scale·z.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn bce_logits_bwd(
     gpu: &Gpu,
     logits: &GpuBuffer,
     targets: &GpuBuffer,
     scale: f32,
+    upstream: u64,
     dlogits: &mut GpuBuffer,
     dtargets: Option<&mut GpuBuffer>,
     n: usize,
@@ -229,6 +236,7 @@ pub(crate) fn bce_logits_bwd(
         targets: targets.address(),
         dlogits: dlogits.address(),
         dtargets: dtargets.map_or(0, |b| b.address()),
+        upstream,
         n: to_i64("binary cross-entropy length", n)?,
         scale,
     };

@@ -50,11 +50,9 @@ fn scaled_sum(op: &'static str, x: &Tensor, s: f64) -> Result<Tensor> {
     let shape = x.shape().to_vec();
     Ok(record(op, &[x], y, move || {
         move |dy: &Tensor| {
-            Ok(vec![Some(backend::full_like(
-                dy,
-                &shape,
-                s * dy.scalar()?,
-            )?)])
+            // dy stays on the device: the fill kernel reads it (no wait for the device).
+            let value = backend::Factor::new(s, Some(dy));
+            Ok(vec![Some(backend::full_like_times(dy, &shape, value)?)])
         }
     }))
 }

@@ -3,7 +3,7 @@
 //! cross-entropy on logits, and sums of losses.
 
 use crate::autograd::record;
-use crate::backend::{self, common_device};
+use crate::backend::{self, common_device, Factor};
 use crate::error::{invalid, Error, Result};
 use crate::ops::{add, scale};
 use crate::tensor::{DType, Tensor};
@@ -80,8 +80,8 @@ fn squared_error_loss(
     let (p, t, target_grad) = (prediction.detach(), target.detach(), target.needs_grad());
     Ok(record(op, &[prediction, target], loss, move || {
         move |dloss: &Tensor| {
-            let scale = 2.0 * s * dloss.scalar()?;
-            let (dp, dt) = backend::squared_error_bwd(&p, &t, scale, target_grad)?;
+            let factor = Factor::new(2.0 * s, Some(dloss));
+            let (dp, dt) = backend::squared_error_bwd(&p, &t, factor, target_grad)?;
             Ok(vec![Some(dp), dt])
         }
     }))
@@ -108,8 +108,8 @@ pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> Re
         loss,
         move || {
             move |dloss: &Tensor| {
-                let scale = dloss.scalar()? / n;
-                let (dz, dt) = backend::bce_logits_bwd(&z, &t, scale, target_grad)?;
+                let factor = Factor::new(1.0 / n, Some(dloss));
+                let (dz, dt) = backend::bce_logits_bwd(&z, &t, factor, target_grad)?;
                 Ok(vec![Some(dz), dt])
             }
         },

@@ -49,10 +49,14 @@ pub fn l2_penalty(params: &[&Tensor], weight: f64) -> Result<Tensor> {
         .collect();
     Ok(record(OP, params, loss, move || {
         move |dloss: &Tensor| {
-            let s = weight * dloss.scalar()?;
+            let factor = backend::Factor::new(weight, Some(dloss));
             saved
                 .iter()
-                .map(|(p, needs_grad)| needs_grad.then(|| backend::affine(p, s, 0.0)).transpose())
+                .map(|(p, needs_grad)| {
+                    needs_grad
+                        .then(|| backend::scale_times(p, factor))
+                        .transpose()
+                })
                 .collect()
         }
     }))
