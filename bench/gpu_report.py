@@ -29,7 +29,7 @@ import sys
 
 # The targets: (name, test on a joined row, wanted, what "value" is).
 MEMORY_BOUND = ("im2col", "col2im", "maxpool_fwd", "maxpool_bwd", "relu_fwd", "relu_bwd",
-                "softmax_xent_fwd", "sum")
+                "softmax_xent_fwd", "sum", "sgd_momentum", "adam")
 
 
 def read_jsonl(path, problems):

@@ -299,6 +299,23 @@ def kernels(b):
         return lambda: torch.sum(x)
     b.measure(f"sum 2^{exp}", total, "torch.sum", bytes=en * 4.0)
 
+    # The fused optimizers (one kernel per step, as kiln's), on one parameter of 2^24 elements.
+    def optimizer(make_opt):
+        def make():
+            w = torch.nn.Parameter(b.randn(en))
+            w.grad = b.randn(en)
+            opt = make_opt([w])
+            opt.step()  # creates the state
+            return opt.step
+        return make
+    fused = b.device.type == "cuda"
+    b.measure(f"sgd_momentum 2^{exp}",
+              optimizer(lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, fused=fused or None)),
+              "torch.optim.SGD(momentum=0.9, fused=True)", bytes=en * 20.0)
+    b.measure(f"adam 2^{exp}",
+              optimizer(lambda p: torch.optim.Adam(p, lr=1e-3, fused=fused or None)),
+              "torch.optim.Adam(fused=True)", bytes=en * 28.0)
+
 
 def train_step(torch, model, opt, x, y, amp=False, read_back=True):
     """One eager training step; with read_back, the loss and the correct count come back to the

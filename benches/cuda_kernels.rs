@@ -139,6 +139,8 @@ fn run() -> Result<()> {
     rows.check("softmax_xent", r);
     let r = bench.sum(&mut rows);
     rows.check("sum", r);
+    let r = bench.optimizers(&mut rows);
+    rows.check("optimizers", r);
     let r = bench.conv_layers(&mut rows);
     rows.check("conv layers", r);
     let r = bench.lenet5_step(&mut rows);
@@ -659,6 +661,8 @@ impl Bench {
 #[cfg(feature = "bench-cublas")]
 #[path = "cuda_kernels/cublas.rs"]
 mod cublas;
+#[path = "cuda_kernels/optimizers.rs"]
+mod optimizers;
 #[path = "cuda_kernels/tensor_core.rs"]
 mod tensor_core;
 #[path = "cuda_kernels/training_steps.rs"]

@@ -1,5 +1,5 @@
-//! Launchers for kernels/optim.cu: one fused, in-place update per optimizer, one thread per
-//! parameter. The hyper-parameters arrive validated and converted to f32 by src/backend/optim.rs;
+//! Launchers for kernels/optim.cu: one fused, in-place update per optimizer, one thread per four
+//! parameters (the kernels' 16-byte accesses). The hyper-parameters arrive validated and converted to f32 by src/backend/optim.rs;
 //! while a CUDA graph is recorded the per-step ones are read from the graph's step scalars instead.
 
 use super::params::to_i64;
@@ -86,7 +86,7 @@ pub(crate) fn sgd(
         lr,
         weight_decay,
     };
-    launch(gpu, "sgd_f32", elementwise_config(n), &params)
+    launch(gpu, "sgd_f32", elementwise_config(n.div_ceil(4)), &params)
 }
 
 /// One fused SGD-with-momentum step (classic or Nesterov) over `n` parameters, in place.
@@ -113,7 +113,12 @@ pub(crate) fn sgd_momentum(
         weight_decay,
         nesterov: i32::from(nesterov),
     };
-    launch(gpu, "sgd_momentum_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        "sgd_momentum_f32",
+        elementwise_config(n.div_ceil(4)),
+        &params,
+    )
 }
 
 /// One fused RMSprop step over `n` parameters and their running mean of squared gradients.
@@ -140,7 +145,12 @@ pub(crate) fn rmsprop(
         eps,
         weight_decay,
     };
-    launch(gpu, "rmsprop_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        "rmsprop_f32",
+        elementwise_config(n.div_ceil(4)),
+        &params,
+    )
 }
 
 /// One fused Adam/AdamW step over `n` parameters and their two moment estimates; `c` holds the
@@ -169,5 +179,5 @@ pub(crate) fn adam(
         step_size: c.step_size,
         bias_correction2_sqrt: c.bias_correction2_sqrt,
     };
-    launch(gpu, "adam_f32", elementwise_config(n), &params)
+    launch(gpu, "adam_f32", elementwise_config(n.div_ceil(4)), &params)
 }
