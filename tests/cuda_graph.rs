@@ -299,6 +299,23 @@ fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors() {
         opt.load_state(&other.state()).unwrap();
         drop(other);
         assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
+
+        // Plain SGD has no state tensors: another SGD object over the same parameters (with its own
+        // weight decay, which the graph does not hold) is told apart by its identity.
+        let plain = |wd| -> Box<dyn Optimizer> {
+            let params: Vec<Tensor> = model
+                .parameters()
+                .into_iter()
+                .map(|(_, t)| t.clone())
+                .collect();
+            Box::new(Sgd::new(&params, 0.1, 0.0, wd).unwrap())
+        };
+        let (mut captured_with, other) = (plain(0.0), plain(0.5));
+        let (graph, _) =
+            CapturedStep::capture(&mut model, captured_with.as_mut(), &x, &y, 2, &precision)
+                .unwrap();
+        assert!(graph.can_replay(&model, captured_with.as_ref(), &x, &y));
+        assert!(!graph.can_replay(&model, other.as_ref(), &x, &y));
     }
 }
 

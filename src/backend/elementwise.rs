@@ -193,6 +193,11 @@ pub fn full_like_times(like: &Tensor, shape: &[usize], value: Factor) -> Result<
             let v = value.on_host::<T>(OP)?;
             Ok(Tensor::host(T::wrap(vec![v; n]), shape.to_vec(), T::DTYPE))
         }),
+        _ if like.dtype() != DType::F32 && value.upstream.is_none() => {
+            // No fill kernel for other dtypes: the constant comes from the host.
+            let host = Tensor::from_vec(vec![value.scale as f32; n], shape, Device::Cpu)?;
+            host.to_dtype(like.dtype())?.to_device(like.device())
+        }
         _ => {
             let (gpu, _) = gpu_f32(OP, like)?;
             let upstream = value.device_address(OP)?;

@@ -168,9 +168,20 @@ impl RealGpu {
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?)
     }
 
-    /// Ends the recording; `None` if the driver invalidated it. The graph is uploaded, so the first
-    /// replay pays no setup.
-    pub(crate) fn end_capture(&self) -> Result<Option<CudaGraph>> {
+    /// Ends the recording. With `keep`, the graph is instantiated and uploaded (so the first replay
+    /// pays no setup); without, it is destroyed (a capture whose work failed).
+    pub(crate) fn end_capture(&self, keep: bool) -> Result<Option<CudaGraph>> {
+        if !keep {
+            // SAFETY: the stream is this context's own and is capturing; the graph handle the
+            // driver returns is destroyed right here and never used again.
+            unsafe {
+                let graph = result::stream::end_capture(self.stream.cu_stream())?;
+                if !graph.is_null() {
+                    result::graph::destroy(graph)?;
+                }
+            }
+            return Ok(None);
+        }
         let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
         if let Some(g) = &graph {
             g.upload()?;

@@ -177,6 +177,22 @@ impl Drop for ClearOnDrop<'_> {
     }
 }
 
+/// Ends a real capture left open by a panic (the graph is discarded).
+struct EndCaptureOnDrop<'a>(Option<&'a Gpu>);
+
+impl Drop for EndCaptureOnDrop<'_> {
+    fn drop(&mut self) {
+        #[cfg(feature = "cuda")]
+        if let Some(Gpu {
+            backend: Backend::Real(r),
+            ..
+        }) = self.0
+        {
+            let _ = r.end_capture(false);
+        }
+    }
+}
+
 fn capture_error(why: impl Into<String>) -> Error {
     Error::GraphCapture(why.into())
 }
@@ -222,18 +238,22 @@ impl Gpu {
         if let Backend::Real(r) = &self.backend {
             r.begin_capture()?;
         }
+        // Ends the driver's capture even if `work` panics, so the stream is usable afterwards.
+        let mut open = EndCaptureOnDrop(Some(self));
         let result = work();
+        open.0 = None;
         let ops = self.take_recording();
         let exec = match &self.backend {
             #[cfg(feature = "cuda")]
-            Backend::Real(r) => r.end_capture().map(|g| g.map(Exec::Real)),
+            Backend::Real(r) => r
+                .end_capture(result.is_ok())
+                .map_err(|e| capture_error(format!("ending the capture: {e}")))
+                .map(|g| g.map(Exec::Real)),
             Backend::Emulated => Ok(Some(Exec::Emulated(ops))),
         };
         drop(clear);
         let value = result?;
-        let exec = exec?.ok_or_else(|| {
-            capture_error("the driver invalidated the capture (an operation that is not allowed during stream capture)")
-        })?;
+        let exec = exec?.ok_or_else(|| capture_error("the driver returned no graph"))?;
         let graph = DeviceGraph {
             gpu: self.clone(),
             exec,
@@ -304,6 +324,11 @@ impl Gpu {
             },
             Err(_) => 0,
         }
+    }
+
+    /// Whether a graph is being warmed up or recorded on this device.
+    pub(crate) fn capture_active(&self) -> bool {
+        self.capture.lock().map(|s| s.is_some()).unwrap_or(true)
     }
 
     /// An error if a capture is recording: `what` (a copy to or from the host, a wait) would run

@@ -158,7 +158,12 @@ impl Gpu {
         self.pool.lock().map(|p| p.stats()).unwrap_or_default()
     }
 
+    /// Returns the cached blocks to the driver, unless a graph is being captured (freeing memory
+    /// on the capturing stream would become part of the graph).
     pub(crate) fn empty_cache(&self) {
+        if self.capture_active() {
+            return;
+        }
         if let Ok(mut p) = self.pool.lock() {
             p.clear_cache();
         }

@@ -239,6 +239,9 @@ macro_rules! impl_optimizer {
             fn state_tensors(&self) -> Vec<&Tensor> {
                 self.0.params.state_tensors()
             }
+            fn state_tensors_mut(&mut self) -> Vec<&mut Tensor> {
+                self.0.params.state_tensors_mut()
+            }
         }
     };
 }

@@ -96,4 +96,7 @@ pub trait Optimizer {
     /// The state tensors, in [`Optimizer::state`]'s order, borrowed (a captured graph checks that
     /// they are still the buffers it updates).
     fn state_tensors(&self) -> Vec<&Tensor>;
+
+    /// The state tensors, mutable (a capture gives each one storage of its own first).
+    fn state_tensors_mut(&mut self) -> Vec<&mut Tensor>;
 }

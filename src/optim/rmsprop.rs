@@ -143,4 +143,8 @@ impl Optimizer for RmsProp {
     fn state_tensors(&self) -> Vec<&Tensor> {
         self.params.state_tensors()
     }
+
+    fn state_tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        self.params.state_tensors_mut()
+    }
 }

@@ -180,4 +180,8 @@ impl Optimizer for Sgd {
     fn state_tensors(&self) -> Vec<&Tensor> {
         self.params.state_tensors()
     }
+
+    fn state_tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        self.params.state_tensors_mut()
+    }
 }

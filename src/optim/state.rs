@@ -47,6 +47,11 @@ pub(crate) struct Params {
 }
 
 impl Params {
+    /// Every state tensor, mutable (in no particular order).
+    pub(crate) fn state_tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        self.state.iter_mut().flatten().collect()
+    }
+
     /// Every state tensor, parameter by parameter.
     pub(crate) fn state_tensors(&self) -> Vec<&Tensor> {
         (0..self.slots.len())

@@ -38,8 +38,12 @@
 //!   (a last, smaller batch takes an eager step instead: [`CapturedStep::can_replay`]);
 //! - the parameters, batch-norm statistics and optimizer state are updated in place, and must
 //!   still be the buffers the graph was captured with, each owned by its tensor alone (a tensor
-//!   that shares one would see the replay's update): [`CapturedStep::can_replay`] checks both,
-//!   and a changed model or optimizer needs a new capture;
+//!   that shares one would see the replay's update), and the model and optimizer must be the same
+//!   objects (the graph holds their hyper-parameters): [`CapturedStep::can_replay`] checks all
+//!   three, and a changed model or optimizer needs a new capture. Hyper-parameters changed in place
+//!   after the capture (a batch-norm layer's public `momentum`) are not seen: capture again. A
+//!   custom [`Module`] must report every device tensor it updates or replaces through
+//!   `parameters` or `buffers`, or a graph cannot see the change;
 //! - the learning rate, Adam's bias corrections and the dropout step go to device memory before
 //!   each replay ([`crate::optim::Optimizer::graph_scalars`]).
 //!
@@ -70,6 +74,8 @@ pub struct CapturedStep {
     scalars: GpuBuffer,
     /// Addresses of the parameters, buffers and optimizer state at capture, in order.
     bound: Vec<u64>,
+    /// The model and optimizer objects captured (their hyper-parameters are in the graph).
+    owners: (usize, usize),
     format: Option<DType>,
     classes: usize,
 }
@@ -115,6 +121,9 @@ impl CapturedStep {
         for (_, t) in model.buffers_mut() {
             t.make_unique()?;
         }
+        for t in optimizer.state_tensors_mut() {
+            t.make_unique()?;
+        }
         model.set_step(step);
         let warm_up = g.in_private_pool(&pool, || {
             device_step(model, optimizer, &static_images, &static_labels, format)
@@ -141,6 +150,7 @@ impl CapturedStep {
             stats,
             scalars,
             bound: bound_addresses(model, optimizer),
+            owners: owners(model, optimizer),
             format,
             classes,
         };
@@ -158,6 +168,7 @@ impl CapturedStep {
         labels: &Tensor,
     ) -> bool {
         self.accepts_batch(images, labels)
+            && owners(model, optimizer) == self.owners
             && bound_tensors(model, optimizer).all(|t| !t.storage_is_shared())
             && bound_addresses(model, optimizer) == self.bound
     }
@@ -266,6 +277,15 @@ fn bound_tensors<'a>(
     let params = model.parameters().into_iter().map(|(_, t)| t);
     let buffers = model.buffers().into_iter().map(|(_, t)| t);
     params.chain(buffers).chain(optimizer.state_tensors())
+}
+
+/// The addresses of the model and optimizer objects: a graph replays the hyper-parameters (momentum,
+/// betas, weight decay, batch-norm momentum) of the ones it was captured with.
+fn owners(model: &dyn Module, optimizer: &dyn Optimizer) -> (usize, usize) {
+    (
+        model as *const dyn Module as *const () as usize,
+        optimizer as *const dyn Optimizer as *const () as usize,
+    )
 }
 
 fn bound_addresses(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<u64> {

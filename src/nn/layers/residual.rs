@@ -88,6 +88,12 @@ impl Module for ResidualBlock {
         ops::relu(&ops::add(&h, &skip)?)
     }
 
+    fn set_step(&mut self, step: u64) {
+        self.parts_mut()
+            .into_iter()
+            .for_each(|(_, m)| m.set_step(step));
+    }
+
     fn parameters(&self) -> Vec<(String, &Tensor)> {
         self.parts()
             .into_iter()
