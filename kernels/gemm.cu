@@ -1,7 +1,9 @@
 // Tiled f32 GEMM with shared-memory tiles and 4x4 register blocking, plus the bias add and the
 // bias-gradient reduction that convolution and linear layers need around it.
 //
-// C = alpha·op(A)·op(B) + beta·C, row-major. op(A) is m×k, stored [m][k] or, with trans_a, [k][m];
+// C = alpha·op(A)·op(B) + beta·C (+ row_bias[g·m + row] when given: a convolution's bias, added
+// in the epilogue instead of by another pass over C), row-major. op(A) is m×k, stored [m][k] or,
+// with trans_a, [k][m];
 // op(B) is k×n, stored [k][n] or, with trans_b, [n][k]. The z index picks the batch entry (operand b
 // starts at b·stride); with reduce_batch the batch is summed into one C inside each block instead.
 // A second batch level, groups (grouped convolution), adds g·group_stride to each operand: z runs
@@ -33,8 +35,14 @@ struct GemmParams {
   // gemm_128x128_f32 only: 1 when 16-byte vector accesses are valid for that operand (base address
   // 16-byte aligned, batch and group strides and the leading dimension multiples of 4).
   int vec_a, vec_b, vec_c;
+  const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
   float alpha, beta;
 };
+
+// The bias of row r of group g's C (0 without one).
+__device__ __forceinline__ float gemm_row_bias(const float* row_bias, int g, int m, int r) {
+  return row_bias ? row_bias[(long long)g * m + r] : 0.0f;
+}
 
 __device__ __forceinline__ void gemm_load_tiles(const GemmParams& p, const float* a, const float* b,
                                                 int m0, int n0, int k0, int tid,
@@ -111,12 +119,15 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmPa
     for (int i = 0; i < 4; ++i) {
       const int r = m0 + ty + 16 * i;
       if (r >= p.m) continue;
+      const float bias = gemm_row_bias(p.row_bias, g, p.m, r);
       for (int j = 0; j < 4; ++j) {
         const int col = n0 + tx + 16 * j;
         if (col >= p.n) continue;
         float* out = c + (long long)r * p.n + col;
         // beta == 0 ignores the old C entirely, so NaN garbage in it does not leak (BLAS rule).
-        *out = p.beta == 0.0f ? p.alpha * acc[i][j] : p.alpha * acc[i][j] + p.beta * *out;
+        float v = p.beta == 0.0f ? p.alpha * acc[i][j] : p.alpha * acc[i][j] + p.beta * *out;
+        if (p.row_bias) v += bias;
+        *out = v;
       }
     }
   }
@@ -273,6 +284,7 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
       const int r = m0 + (i >> 2) * 64 + ty * 4 + (i & 3);
       if (r >= p.m) continue;
       float* row = c + (long long)r * p.n;
+      const float bias = gemm_row_bias(p.row_bias, g, p.m, r);
       G128_UNROLL
       for (int h = 0; h < 2; ++h) {
         const int col = n0 + h * 64 + tx * 4;
@@ -289,13 +301,19 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
             v[2] += p.beta * old.z;
             v[3] += p.beta * old.w;
           }
+          if (p.row_bias) {
+            G128_UNROLL
+            for (int q = 0; q < 4; ++q) v[q] += bias;
+          }
           *out = make_float4(v[0], v[1], v[2], v[3]);
         } else {
           G128_UNROLL
           for (int q = 0; q < 4; ++q) {
             if (col + q >= p.n) break;
             float* out = row + col + q;
-            *out = p.beta == 0.0f ? v[q] : v[q] + p.beta * *out;
+            float value = p.beta == 0.0f ? v[q] : v[q] + p.beta * *out;
+            if (p.row_bias) value += bias;
+            *out = value;
           }
         }
       }

@@ -1,7 +1,8 @@
 // Tensor-core GEMM with 16-bit inputs (bf16 or f16) and f32 accumulation and output, on the
 // warp-level `mma.sync.m16n8k16` instruction (sm_80 and later). kernels/cast.cu makes its inputs.
 //
-// C = alpha·op(A)·op(B) + beta·C, row-major, with gemm_f32's batches, groups and batch sums: op(A)
+// C = alpha·op(A)·op(B) + beta·C (+ row_bias, as gemm_f32), row-major, with gemm_f32's batches,
+// groups and batch sums: op(A)
 // is m×k, stored [m][k] or, with trans_a, [k][m]; op(B) is k×n, stored [k][n] or, with trans_b,
 // [n][k]. A and B hold raw 16-bit patterns; C is f32.
 //
@@ -35,6 +36,7 @@ struct TcGemmParams {
   int batch, reduce_batch;
   int groups;
   int vec_a, vec_b;
+  const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
   float alpha, beta;
 };
 
@@ -213,8 +215,10 @@ __device__ __forceinline__ void gemm_tc(const TcGemmParams& p) {
           if (row >= p.m || col >= p.n) continue;
           float* out = c + (long long)row * p.n + col;
           // beta == 0 ignores the old C entirely (BLAS rule), as gemm_f32 does.
-          *out = p.beta == 0.0f ? p.alpha * acc[mi][ni][r]
-                                : p.alpha * acc[mi][ni][r] + p.beta * *out;
+          float v = p.beta == 0.0f ? p.alpha * acc[mi][ni][r]
+                                   : p.alpha * acc[mi][ni][r] + p.beta * *out;
+          if (p.row_bias) v += p.row_bias[(long long)g * p.m + row];
+          *out = v;
         }
       }
     }

@@ -158,3 +158,28 @@ fn small_gemms_keep_the_64_tile_kernel_and_match_cpu() {
         }
     }
 }
+
+/// A convolution's bias is added in the GEMM's epilogue: with 130 output channels (one group, and
+/// two groups of 65) and 13x12 = 156 output pixels, the forward product takes the 128x128-tile
+/// kernel's vector and scalar stores (and the 64x64 kernel for the groups); outputs and every
+/// gradient match the CPU.
+#[test]
+fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
+    use kiln::testing::check_parity;
+    use kiln::{ops, Window2d};
+    kiln::cuda::set_large_tile_gemm(true);
+    let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
+    for device in gpu_devices_under_test("convolution_bias_in_the_gemm_epilogue") {
+        for groups in [1, 2] {
+            let inputs = [
+                randn(&[2, 4, 13, 12], 1),
+                randn(&[130, 4 / groups, 3, 3], 2),
+                randn(&[130], 3),
+            ];
+            check_parity("conv bias", device, &inputs, ATOL, RTOL, |t| {
+                let window = Window2d::square(3, 1, 1);
+                ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, groups)
+            });
+        }
+    }
+}

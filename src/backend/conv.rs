@@ -42,14 +42,7 @@ pub fn conv_forward(
                 cpu::conv::forward(conv, xs, ws, bs, y)
             }))
         }),
-        _ => {
-            let mut y = conv_gpu::forward(x, w, conv, mixed)?;
-            if let Some(b) = bias {
-                let g = &conv.geometry;
-                bias_add(&mut y, b, g.batch, conv.out_channels, g.col_cols())?;
-            }
-            Ok(y)
-        }
+        _ => conv_gpu::forward(x, w, bias, conv, mixed),
     }
 }
 

@@ -108,10 +108,12 @@ fn gemm_chunk(
     }
 }
 
-/// y [N, K, OH, OW] = W · im2col(x), chunk by chunk (bias not included).
+/// y [N, K, OH, OW] = W · im2col(x) + bias, chunk by chunk; the GEMM adds the bias in its epilogue
+/// (no second pass over y).
 pub(super) fn forward(
     x: &Tensor,
     w: &Tensor,
+    bias: Option<&Tensor>,
     conv: &GroupedConv,
     mixed: Option<DType>,
 ) -> Result<Tensor> {
@@ -122,6 +124,10 @@ pub(super) fn forward(
     let w = product_operand(w, mixed)?;
     let w_at = whole(&w, w.numel(), bytes)?;
     let per_chunk = images_per_chunk(g, bytes);
+    let bias_at = match bias {
+        Some(b) => gpu_f32("conv2d bias", b)?.1.address(),
+        None => 0,
+    };
     let col = gpu.alloc(per_chunk * col_image * bytes)?;
     gpu_output(&gpu, conv.output_shape(), DType::F32, |y| {
         for (start, n) in chunks(g.batch, per_chunk) {
@@ -138,6 +144,7 @@ pub(super) fn forward(
                 a: w_at,
                 b: col_at,
                 c,
+                row_bias: bias_at,
             };
             gemm_chunk(&gpu, &conv.forward_spec(n), operands, 0.0, mixed)?;
         }
@@ -170,6 +177,7 @@ pub(super) fn input_grad(
                 a: w_at,
                 b,
                 c: dcol_at,
+                row_bias: 0,
             };
             gemm_chunk(&gpu, &conv.input_grad_spec(n), operands, 0.0, mixed)?;
             col2im_at(
@@ -214,6 +222,7 @@ pub(super) fn weight_grad(
                 a,
                 b: col_at,
                 c: dw_at,
+                row_bias: 0,
             };
             // The first chunk overwrites dW (never reading the fresh buffer), the rest add to it.
             let beta = if i == 0 { 0.0 } else { 1.0 };

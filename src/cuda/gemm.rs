@@ -39,6 +39,7 @@ struct GemmParams {
     vec_a: i32,
     vec_b: i32,
     vec_c: i32,
+    row_bias: u64,
     alpha: f32,
     beta: f32,
 }
@@ -130,6 +131,7 @@ pub(crate) fn gemm(
         a: a.address(),
         b: b.address(),
         c: c.address(),
+        row_bias: 0,
     };
     gemm_at(gpu, spec, alpha, operands, beta)
 }
@@ -141,6 +143,8 @@ pub(crate) struct GemmAddresses {
     pub a: u64,
     pub b: u64,
     pub c: u64,
+    /// [groups·m] f32 added to each row of C (a convolution's bias), or 0 for none.
+    pub row_bias: u64,
 }
 
 /// [`gemm`] on device addresses.
@@ -148,7 +152,7 @@ pub(crate) fn gemm_at(
     gpu: &Gpu,
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses { a, b, c }: GemmAddresses,
+    GemmAddresses { a, b, c, row_bias }: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
     if spec.m == 0 || spec.n == 0 || spec.outputs() == 0 {
@@ -184,6 +188,7 @@ pub(crate) fn gemm_at(
             if spec.trans_b { spec.k } else { spec.n },
         ),
         vec_c: vector_ok(c, [spec.stride_c, spec.group_stride_c], spec.n),
+        row_bias,
         alpha,
         beta,
     };

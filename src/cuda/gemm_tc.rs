@@ -33,6 +33,7 @@ struct TcGemmParams {
     groups: i32,
     vec_a: i32,
     vec_b: i32,
+    row_bias: u64,
     alpha: f32,
     beta: f32,
 }
@@ -62,6 +63,7 @@ pub(crate) fn gemm_16bit(
         a: a.address(),
         b: b.address(),
         c: c.address(),
+        row_bias: 0,
     };
     gemm_16bit_at(gpu, spec, alpha, operands, beta, bf16)
 }
@@ -71,7 +73,7 @@ pub(crate) fn gemm_16bit_at(
     gpu: &Gpu,
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses { a, b, c }: GemmAddresses,
+    GemmAddresses { a, b, c, row_bias }: GemmAddresses,
     beta: f32,
     bf16: bool,
 ) -> Result<()> {
@@ -108,6 +110,7 @@ pub(crate) fn gemm_16bit_at(
             spec.k,
             [spec.stride_b, spec.group_stride_b],
         ),
+        row_bias,
         alpha,
         beta,
     };
