@@ -457,6 +457,17 @@ impl Bench {
             Work::flops(flops, bytes),
             || backend::gemm(&spec, 1.0, &w, &col, vec![g.batch, m, n]).map(drop),
         )?;
+        // The opt-in flat-tile kernel (16x256 tiles for these 16 rows) on the same product.
+        kiln::cuda::set_flat_tile_gemm(true);
+        let flat = self.row(
+            rows,
+            "gemm (conv, batched) 16x256 tiles",
+            (shape.clone(), format!("sgemm batched {shape} flat-tile")),
+            Work::flops(flops, bytes),
+            || backend::gemm(&spec, 1.0, &w, &col, vec![g.batch, m, n]).map(drop),
+        );
+        kiln::cuda::set_flat_tile_gemm(false);
+        flat?;
         Ok(GemmProblem {
             spec,
             a_shape: vec![m, k],
@@ -570,19 +581,28 @@ impl Bench {
             // Forward, dx and dW: three products of 2·N·C·C·9·H·W operations each.
             let flops = 3.0 * 2.0 * (n * c * c * 9 * side * side) as f64;
             let x_dims = dims(&[n, c, side, side]);
-            self.row(
-                rows,
-                "conv3x3 layer fwd+bwd",
-                (
-                    format!("x {x_dims}, {c}->{c}, p1"),
-                    format!("conv3x3 fwd+bwd {x_dims}"),
-                ),
-                Work::flops(flops, 0.0),
-                || {
-                    let y = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1))?;
-                    ops::sum(&ops::mul(&y, &dy)?)?.backward().map(drop)
-                },
-            )?;
+            // With 16 or 32 channels the forward and weight-gradient products have m ≤ 32: those
+            // layers are timed again with the opt-in flat-tile GEMM kernels.
+            let variants: &[bool] = if c <= 32 { &[false, true] } else { &[false] };
+            for &flat in variants {
+                let tag = if flat { " flat-tile" } else { "" };
+                kiln::cuda::set_flat_tile_gemm(flat);
+                let timed = self.row(
+                    rows,
+                    "conv3x3 layer fwd+bwd",
+                    (
+                        format!("x {x_dims}, {c}->{c}, p1{tag}"),
+                        format!("conv3x3 fwd+bwd {x_dims}{tag}"),
+                    ),
+                    Work::flops(flops, 0.0),
+                    || {
+                        let y = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1))?;
+                        ops::sum(&ops::mul(&y, &dy)?)?.backward().map(drop)
+                    },
+                );
+                kiln::cuda::set_flat_tile_gemm(false);
+                timed?;
+            }
         }
         Ok(())
     }

@@ -10,14 +10,13 @@
 // over (batch entry, group) pairs, group fastest, or over groups alone when the batch is reduced.
 // The grid's z is capped at 65535, so a block walks z in steps of gridDim.z.
 //
-// Mapping: a block of 256 threads computes a 64x64 tile of C; thread (ty, tx) = (tid/16, tid%16)
-// owns rows ty + 16·i and columns tx + 16·j, i, j in 0..4. The k loop stages 64x16 panels of A and
-// 16x64 panels of B in shared memory; loads are arranged so consecutive threads read consecutive
-// addresses for either storage order.
+// Mapping (gemm_f32): a block of 256 threads computes a 64x64 tile of C; thread (ty, tx) =
+// (tid/16, tid%16) owns rows ty + 16·i and columns tx + 16·j, i, j in 0..4. The k loop stages 64x16
+// panels of A and 16x64 panels of B in shared memory; loads are arranged so consecutive threads
+// read consecutive addresses for either storage order. gemm_32x128_f32 and gemm_16x256_f32 are the
+// same code with flatter tiles (see GemmTile) for products with few rows.
 #include "common.cuh"
 
-#define GEMM_BM 64
-#define GEMM_BN 64
 #define GEMM_BK 16
 #define GEMM_THREADS 256
 
@@ -44,14 +43,26 @@ __device__ __forceinline__ float gemm_row_bias(const float* row_bias, int g, int
   return row_bias ? row_bias[(long long)g * m + r] : 0.0f;
 }
 
+// The tile of C a block of 256 threads computes: BM x (4096 / BM). 64x64 is the general kernel;
+// 32x128 and 16x256 serve products with few rows (a convolution with 16 or 32 output channels,
+// whose 64-row tiles would be mostly padding). Thread (ty, tx) = (tid / TX, tid % TX) with
+// TX = 1024 / BM owns rows ty + (BM/4)·i and columns tx + TX·j, i, j in 0..4.
+template <int BM>
+struct GemmTile {
+  static constexpr int BN = 4096 / BM;
+  static constexpr int TY = BM / 4;   // thread rows
+  static constexpr int TX = 1024 / BM;  // thread columns
+};
+
+template <int BM, int BN>
 __device__ __forceinline__ void gemm_load_tiles(const GemmParams& p, const float* a, const float* b,
                                                 int m0, int n0, int k0, int tid,
-                                                float (*as)[GEMM_BM], float (*bs)[GEMM_BN]) {
-  for (int e = tid; e < GEMM_BM * GEMM_BK; e += GEMM_THREADS) {
+                                                float (*as)[BM], float (*bs)[BN]) {
+  for (int e = tid; e < BM * GEMM_BK; e += GEMM_THREADS) {
     int row, kk;
     if (p.trans_a) {  // stored [k][m]: walk m fastest
-      kk = e / GEMM_BM;
-      row = e % GEMM_BM;
+      kk = e / BM;
+      row = e % BM;
     } else {  // stored [m][k]: walk k fastest
       row = e / GEMM_BK;
       kk = e % GEMM_BK;
@@ -63,14 +74,14 @@ __device__ __forceinline__ void gemm_load_tiles(const GemmParams& p, const float
     }
     as[kk][row] = v;
   }
-  for (int e = tid; e < GEMM_BK * GEMM_BN; e += GEMM_THREADS) {
+  for (int e = tid; e < GEMM_BK * BN; e += GEMM_THREADS) {
     int col, kk;
     if (p.trans_b) {  // stored [n][k]: walk k fastest
       col = e / GEMM_BK;
       kk = e % GEMM_BK;
     } else {  // stored [k][n]: walk n fastest
-      kk = e / GEMM_BN;
-      col = e % GEMM_BN;
+      kk = e / BN;
+      col = e % BN;
     }
     const int gc = n0 + col, gk = k0 + kk;
     float v = 0.0f;
@@ -81,12 +92,13 @@ __device__ __forceinline__ void gemm_load_tiles(const GemmParams& p, const float
   }
 }
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmParams p) {
-  __shared__ float as[GEMM_BK][GEMM_BM];
-  __shared__ float bs[GEMM_BK][GEMM_BN];
+template <int BM>
+__device__ __forceinline__ void gemm_tiled(const GemmParams& p, float (*as)[BM],
+                                           float (*bs)[GemmTile<BM>::BN]) {
+  constexpr int BN = GemmTile<BM>::BN, TY = GemmTile<BM>::TY, TX = GemmTile<BM>::TX;
   const int tid = threadIdx.x;
-  const int ty = tid / 16, tx = tid % 16;
-  const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
+  const int ty = tid / TX, tx = tid % TX;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
 
   const int outputs = (p.reduce_batch ? 1 : p.batch) * p.groups;
   for (int z = blockIdx.z; z < outputs; z += gridDim.z) {
@@ -102,12 +114,12 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmPa
       const float* a = p.a + bi * p.stride_a + g * p.group_stride_a;
       const float* b = p.b + bi * p.stride_b + g * p.group_stride_b;
       for (int k0 = 0; k0 < p.k; k0 += GEMM_BK) {
-        gemm_load_tiles(p, a, b, m0, n0, k0, tid, as, bs);
+        gemm_load_tiles<BM, BN>(p, a, b, m0, n0, k0, tid, as, bs);
         __syncthreads();
         for (int kk = 0; kk < GEMM_BK; ++kk) {
           float ra[4], rb[4];
-          for (int i = 0; i < 4; ++i) ra[i] = as[kk][ty + 16 * i];
-          for (int j = 0; j < 4; ++j) rb[j] = bs[kk][tx + 16 * j];
+          for (int i = 0; i < 4; ++i) ra[i] = as[kk][ty + TY * i];
+          for (int j = 0; j < 4; ++j) rb[j] = bs[kk][tx + TX * j];
           for (int i = 0; i < 4; ++i)
             for (int j = 0; j < 4; ++j) acc[i][j] += ra[i] * rb[j];
         }
@@ -117,11 +129,11 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmPa
 
     float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
     for (int i = 0; i < 4; ++i) {
-      const int r = m0 + ty + 16 * i;
+      const int r = m0 + ty + TY * i;
       if (r >= p.m) continue;
       const float bias = gemm_row_bias(p.row_bias, g, p.m, r);
       for (int j = 0; j < 4; ++j) {
-        const int col = n0 + tx + 16 * j;
+        const int col = n0 + tx + TX * j;
         if (col >= p.n) continue;
         float* out = c + (long long)r * p.n + col;
         // beta == 0 ignores the old C entirely, so NaN garbage in it does not leak (BLAS rule).
@@ -132,7 +144,27 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmPa
     }
   }
 }
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmParams p) {
+  __shared__ float as[GEMM_BK][64];
+  __shared__ float bs[GEMM_BK][64];
+  gemm_tiled<64>(p, as, bs);
+}
 KILN_EMULATE_SYNC(gemm_f32, GemmParams)
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_32x128_f32(const GemmParams p) {
+  __shared__ float as[GEMM_BK][32];
+  __shared__ float bs[GEMM_BK][128];
+  gemm_tiled<32>(p, as, bs);
+}
+KILN_EMULATE_SYNC(gemm_32x128_f32, GemmParams)
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_16x256_f32(const GemmParams p) {
+  __shared__ float as[GEMM_BK][16];
+  __shared__ float bs[GEMM_BK][256];
+  gemm_tiled<16>(p, as, bs);
+}
+KILN_EMULATE_SYNC(gemm_16x256_f32, GemmParams)
 
 // ---------------------------------------------------------------------------------------------
 // gemm_128x128_f32: the large-matrix path. Same parameters and semantics as gemm_f32.

@@ -183,3 +183,55 @@ fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
         }
     }
 }
+
+/// The flat-tile kernels for products with few rows (`kiln::cuda::set_flat_tile_gemm`):
+/// gemm_16x256_f32 for m ≤ 16 and gemm_32x128_f32 for m ≤ 32, at m on and off their tile edges,
+/// n and k not multiples of any tile or panel, every transpose, batches with a shared A, groups,
+/// batch sums and alpha, and the convolution (with its bias) that uses them.
+#[test]
+fn flat_tile_gemms_match_cpu() {
+    use kiln::testing::check_parity;
+    use kiln::{ops, Window2d};
+    kiln::cuda::set_flat_tile_gemm(true);
+    for device in gpu_devices_under_test("flat_tile_gemms_match_cpu") {
+        for (m, n, k) in [
+            (1, 300, 7),
+            (16, 257, 37),
+            (17, 129, 16),
+            (32, 1000, 9),
+            (30, 5, 50),
+        ] {
+            for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+                let seed = 300 + 10 * i as u64 + m as u64;
+                let single = with_transposes(GemmSpec::new(m, n, k), ta, tb);
+                check(device, "flat single", &single, 1.0, seed);
+                let grouped = with_transposes(
+                    GemmSpec::new(m, n, k)
+                        .batched(2, 0, 2 * k * n, 2 * m * n)
+                        .grouped(2, m * k, k * n, m * n),
+                    ta,
+                    tb,
+                );
+                check(device, "flat batch and groups", &grouped, 0.5, seed + 1);
+                check(
+                    device,
+                    "flat reduced batch",
+                    &grouped.summed_over_batch(),
+                    1.0,
+                    seed + 2,
+                );
+            }
+        }
+        let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
+        for channels in [16, 30] {
+            let inputs = [
+                randn(&[3, 5, 11, 13], 1),
+                randn(&[channels, 5, 3, 3], 2),
+                randn(&[channels], 3),
+            ];
+            check_parity("flat conv", device, &inputs, ATOL, RTOL, |t| {
+                ops::conv2d(&t[0], &t[1], Some(&t[2]), Window2d::square(3, 1, 1))
+            });
+        }
+    }
+}

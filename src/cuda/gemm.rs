@@ -105,6 +105,30 @@ pub(crate) fn uses_big_tiles(spec: &GemmSpec) -> bool {
 /// one only after it wins a same-run benchmark (benches/cuda_kernels.rs times both).
 static LARGE_TILE_GEMM: AtomicBool = AtomicBool::new(false);
 
+/// Whether products with few rows (m ≤ 32: a convolution with 16 or 32 output channels) take the
+/// flat-tile kernels (`gemm_16x256_f32`, `gemm_32x128_f32`) instead of `gemm_f32`, whose 64-row
+/// tiles would be half or three quarters padding. Opt-in until a GPU benchmark shows them winning
+/// (benches/cuda_kernels.rs times both on the convolution's shape).
+static FLAT_TILE_GEMM: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the GEMM kernel for products with at most 32 rows process-wide: the flat-tile kernels
+/// when `enabled`, else the 64x64 one. All compute the same result.
+pub fn set_flat_tile_gemm(enabled: bool) {
+    FLAT_TILE_GEMM.store(enabled, Ordering::Relaxed);
+}
+
+/// The flat-tile kernel for this product, with its tile (rows, columns), if it takes one.
+fn flat_tiles(spec: &GemmSpec) -> Option<(&'static str, usize, usize)> {
+    if !FLAT_TILE_GEMM.load(Ordering::Relaxed) {
+        return None;
+    }
+    match spec.m {
+        0..=16 => Some(("gemm_16x256_f32", 16, 256)),
+        17..=32 => Some(("gemm_32x128_f32", 32, 128)),
+        _ => None,
+    }
+}
+
 /// Chooses the GEMM kernel for large products (m, n ≥ 128, k ≥ 8) process-wide: the 128x128-tile
 /// kernel when `enabled`, else the 64x64 one. Both compute the same result.
 pub fn set_large_tile_gemm(enabled: bool) {
@@ -197,6 +221,9 @@ pub(crate) fn gemm_at(
     if uses_big_tiles(spec) {
         let cfg = grid_config(spec, BIG_TILE, BIG_TILE);
         return launch(gpu, "gemm_128x128_f32", cfg, &params);
+    }
+    if let Some((kernel, tile_m, tile_n)) = flat_tiles(spec) {
+        return launch(gpu, kernel, grid_config(spec, tile_m, tile_n), &params);
     }
     launch(gpu, "gemm_f32", gemm_config(spec), &params)
 }

@@ -30,7 +30,7 @@ mod timing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use gemm::set_large_tile_gemm;
+pub use gemm::{set_flat_tile_gemm, set_large_tile_gemm};
 pub use graph::StepScalars;
 pub(crate) use graph::{DeviceGraph, PrivatePool};
 pub use memory::MemoryStats;
