@@ -12,7 +12,14 @@
 #include "common.cuh"
 
 // The lanes of a float4, for applying a per-element rule to a 16-byte load.
-__device__ __forceinline__ float& lane(float4& v, int k) { return (&v.x)[k]; }
+__device__ __forceinline__ float& lane(float4& v, int k) {
+  switch (k) {
+    case 0: return v.x;
+    case 1: return v.y;
+    case 2: return v.z;
+    default: return v.w;
+  }
+}
 
 __device__ __forceinline__ bool aligned16(const void* a, const void* b, const void* c = nullptr,
                                           const void* d = nullptr) {

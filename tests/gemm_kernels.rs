@@ -170,11 +170,13 @@ fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
     kiln::cuda::set_large_tile_gemm(true);
     let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
     for device in gpu_devices_under_test("convolution_bias_in_the_gemm_epilogue") {
-        for groups in [1, 2] {
+        // 130 channels: one group (128x128 kernel), two of 65 (64x64); 256 in two groups of 128
+        // (the 128x128 kernel's bias of group 1).
+        for (channels, groups) in [(130, 1), (130, 2), (256, 2)] {
             let inputs = [
                 randn(&[2, 4, 13, 12], 1),
-                randn(&[130, 4 / groups, 3, 3], 2),
-                randn(&[130], 3),
+                randn(&[channels, 4 / groups, 3, 3], 2),
+                randn(&[channels], 3),
             ];
             check_parity("conv bias", device, &inputs, ATOL, RTOL, |t| {
                 let window = Window2d::square(3, 1, 1);
@@ -223,14 +225,16 @@ fn flat_tile_gemms_match_cpu() {
             }
         }
         let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
-        for channels in [16, 30] {
+        // 16 and 30 channels in one group; 32 in two groups of 16 (the bias of group 1).
+        for (channels, groups) in [(16, 1), (30, 1), (32, 2)] {
             let inputs = [
-                randn(&[3, 5, 11, 13], 1),
-                randn(&[channels, 5, 3, 3], 2),
+                randn(&[3, 6, 11, 13], 1),
+                randn(&[channels, 6 / groups, 3, 3], 2),
                 randn(&[channels], 3),
             ];
             check_parity("flat conv", device, &inputs, ATOL, RTOL, |t| {
-                ops::conv2d(&t[0], &t[1], Some(&t[2]), Window2d::square(3, 1, 1))
+                let window = Window2d::square(3, 1, 1);
+                ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, groups)
             });
         }
     }

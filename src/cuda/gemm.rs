@@ -105,7 +105,8 @@ pub(crate) fn uses_big_tiles(spec: &GemmSpec) -> bool {
 /// one only after it wins a same-run benchmark (benches/cuda_kernels.rs times both).
 static LARGE_TILE_GEMM: AtomicBool = AtomicBool::new(false);
 
-/// Whether products with few rows (m ≤ 32: a convolution with 16 or 32 output channels) take the
+/// Whether products with few rows (m ≤ 32: the forward of a convolution with 16 or 32 output
+/// channels; not batch sums such as its weight gradient) take the
 /// flat-tile kernels (`gemm_16x256_f32`, `gemm_32x128_f32`) instead of `gemm_f32`, whose 64-row
 /// tiles would be half or three quarters padding. Opt-in until a GPU benchmark shows them winning
 /// (benches/cuda_kernels.rs times both on the convolution's shape).
@@ -119,7 +120,9 @@ pub fn set_flat_tile_gemm(enabled: bool) {
 
 /// The flat-tile kernel for this product, with its tile (rows, columns), if it takes one.
 fn flat_tiles(spec: &GemmSpec) -> Option<(&'static str, usize, usize)> {
-    if !FLAT_TILE_GEMM.load(Ordering::Relaxed) {
+    // A batch-summed product (a weight gradient) has only ceil(n / tile)·groups blocks: flatter,
+    // wider tiles would leave it fewer.
+    if !FLAT_TILE_GEMM.load(Ordering::Relaxed) || spec.reduce_batch {
         return None;
     }
     match spec.m {
