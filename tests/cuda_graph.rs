@@ -180,16 +180,30 @@ fn replayed_steps_match_eager_steps_bit_for_bit() {
     }
 }
 
+/// The small net with Adam and a [6, 1, 9, 9] batch. (Captured by the caller: a graph belongs to
+/// the model object it was captured with, and returning the model would move it.)
+fn small_net_with_adam(device: Device) -> (Sequential, Box<dyn Optimizer>, (Tensor, Tensor)) {
+    let model = small_net(device);
+    let opt = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
+    (model, opt, batch(device, &[6, 1, 9, 9], 0))
+}
+
+fn capture_at_step_0(
+    model: &mut Sequential,
+    opt: &mut dyn Optimizer,
+    (x, y): &(Tensor, Tensor),
+) -> CapturedStep {
+    CapturedStep::capture(model, opt, x, y, 0, &StepPrecision::f32())
+        .unwrap()
+        .0
+}
+
 #[test]
 fn replays_allocate_no_device_memory() {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     for device in gpu_devices_under_test("replays_allocate_no_device_memory") {
-        let mut model = small_net(device);
-        let mut opt = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
-        let (x, y) = batch(device, &[6, 1, 9, 9], 0);
-        let precision = StepPrecision::f32();
-        let (mut graph, _) =
-            CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &precision).unwrap();
+        let (mut model, mut opt, xy) = small_net_with_adam(device);
+        let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
         if device == Device::CudaEmulated {
             let ops = graph.recorded_ops().unwrap();
             assert!(ops > 20, "a whole step is recorded, got {ops} ops");
@@ -266,12 +280,9 @@ fn a_capture_refuses_host_round_trips_and_leaves_the_device_usable() {
 fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors() {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     for device in gpu_devices_under_test("a_graph_refuses_stale_tensors") {
-        let mut model = small_net(device);
-        let mut opt = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
-        let (x, y) = batch(device, &[6, 1, 9, 9], 0);
-        let precision = StepPrecision::f32();
-        let (mut graph, _) =
-            CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &precision).unwrap();
+        let (mut model, mut opt, xy) = small_net_with_adam(device);
+        let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
+        let (x, y) = xy;
         assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
 
         let (small_x, small_y) = batch(device, &[5, 1, 9, 9], 1);
@@ -311,9 +322,15 @@ fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors() {
             Box::new(Sgd::new(&params, 0.1, 0.0, wd).unwrap())
         };
         let (mut captured_with, other) = (plain(0.0), plain(0.5));
-        let (graph, _) =
-            CapturedStep::capture(&mut model, captured_with.as_mut(), &x, &y, 2, &precision)
-                .unwrap();
+        let (graph, _) = CapturedStep::capture(
+            &mut model,
+            captured_with.as_mut(),
+            &x,
+            &y,
+            2,
+            &StepPrecision::f32(),
+        )
+        .unwrap();
         assert!(graph.can_replay(&model, captured_with.as_ref(), &x, &y));
         assert!(!graph.can_replay(&model, other.as_ref(), &x, &y));
     }

@@ -55,12 +55,12 @@
 use crate::backend;
 use crate::cuda::{gpu, DeviceGraph, GpuBuffer, StepScalars};
 use crate::device::Device;
-use crate::nn::{Mode, Module};
-use crate::ops;
+use crate::nn::Module;
 use crate::optim::Optimizer;
 use crate::tensor::{DType, Tensor};
 
-use super::{check_finite, StepPrecision, TrainError};
+use super::trainer::read_checked_stats;
+use super::{StepPrecision, TrainError};
 
 /// A training step captured as a CUDA graph, with the buffers it reads and writes.
 pub struct CapturedStep {
@@ -129,7 +129,7 @@ impl CapturedStep {
             device_step(model, optimizer, &static_images, &static_labels, format)
         })??;
         let (warm_up, classes) = warm_up;
-        let result = read_stats(&warm_up, &static_labels, classes, step)?;
+        let result = read_checked_stats(&warm_up, &static_labels, classes, step)?;
         drop(warm_up);
 
         let steps = optimizer.steps();
@@ -223,7 +223,7 @@ impl CapturedStep {
         g.upload(&[scalars], &mut self.scalars)?;
         self.graph.replay()?;
         optimizer.set_steps(optimizer.steps() + 1);
-        read_stats(&self.stats, &self.labels, self.classes, step)
+        read_checked_stats(&self.stats, &self.labels, self.classes, step)
     }
 }
 
@@ -237,36 +237,13 @@ fn device_step(
     labels: &Tensor,
     format: Option<DType>,
 ) -> Result<(Tensor, usize), TrainError> {
-    let forward = |model: &mut dyn Module| -> crate::Result<(Tensor, Tensor)> {
-        let logits = model.forward(images, Mode::Train)?;
-        let loss = ops::softmax_cross_entropy_deferred_label_check(&logits, labels)?;
-        Ok((logits, loss))
-    };
-    let (logits, loss) = match format {
-        Some(format) => crate::autocast(format, || forward(model))??,
-        None => forward(model)?,
-    };
+    let (logits, loss) = super::trainer::forward_and_loss(model, images, labels, format)?;
     let classes = logits.shape().get(1).copied().unwrap_or(0);
     let stats = super::trainer::step_stats(&logits, &loss, labels)?;
     drop(logits);
     let grads = loss.backward()?;
     super::trainer::apply_update(model, optimizer, &grads)?;
     Ok((stats, classes))
-}
-
-/// Reads [loss, correct] back; a non-finite loss is an error (naming a bad label if that is why).
-fn read_stats(
-    stats: &Tensor,
-    labels: &Tensor,
-    classes: usize,
-    step: u64,
-) -> Result<(f64, usize), TrainError> {
-    let (loss, correct) = super::trainer::read_step_stats(stats)?;
-    if !loss.is_finite() {
-        backend::check_label_values(labels, classes)?;
-    }
-    check_finite(loss, step)?;
-    Ok((loss, correct))
 }
 
 /// Every tensor a replay updates in place: parameters, buffers, optimizer state.

@@ -477,26 +477,12 @@ pub fn train_step_with(
     precision: &mut StepPrecision,
 ) -> Result<(f64, usize), TrainError> {
     model.set_step(step);
-    let forward = |model: &mut dyn Module| -> Result<(Tensor, Tensor), TrainError> {
-        let logits = model.forward(images, Mode::Train)?;
-        // The labels are checked only if the loss comes back non-finite (below).
-        let loss = ops::softmax_cross_entropy_deferred_label_check(&logits, labels)?;
-        Ok((logits, loss))
-    };
-    let (logits, loss) = match precision.format {
-        Some(format) => crate::autocast(format, || forward(model))??,
-        None => forward(model)?,
-    };
+    let (logits, loss) = forward_and_loss(model, images, labels, precision.format)?;
     // The loss and the correct count come back in one copy (one wait for the device per step).
     let classes = logits.shape().get(1).copied().unwrap_or(0);
     let stats = step_stats(&logits, &loss, labels)?;
     drop(logits);
-    let (loss_value, correct) = read_step_stats(&stats)?;
-    if !loss_value.is_finite() {
-        // A label outside the classes makes the loss NaN too: name it rather than "diverged".
-        backend::check_label_values(labels, classes)?;
-    }
-    check_finite(loss_value, step)?;
+    let (loss_value, correct) = read_checked_stats(&stats, labels, classes, step)?;
     let grads = match &precision.scaler {
         Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
         None => loss.backward()?,
@@ -544,6 +530,42 @@ fn graphed_step(
     Ok(result)
 }
 
+/// The training-mode forward pass (under [`crate::autocast`] when `format` names a 16-bit format)
+/// and the softmax cross-entropy: (logits, loss). The labels are checked only if the loss comes
+/// back non-finite ([`read_checked_stats`]).
+pub(crate) fn forward_and_loss(
+    model: &mut dyn Module,
+    images: &Tensor,
+    labels: &Tensor,
+    format: Option<DType>,
+) -> crate::Result<(Tensor, Tensor)> {
+    let forward = |model: &mut dyn Module| -> crate::Result<(Tensor, Tensor)> {
+        let logits = model.forward(images, Mode::Train)?;
+        let loss = ops::softmax_cross_entropy_deferred_label_check(&logits, labels)?;
+        Ok((logits, loss))
+    };
+    match format {
+        Some(format) => crate::autocast(format, || forward(model))?,
+        None => forward(model),
+    }
+}
+
+/// Reads [loss, correct count] back (one wait for the device); a non-finite loss is an error,
+/// naming a label outside the `classes` if that is why (it makes the loss NaN too).
+pub(crate) fn read_checked_stats(
+    stats: &Tensor,
+    labels: &Tensor,
+    classes: usize,
+    step: u64,
+) -> Result<(f64, usize), TrainError> {
+    let (loss, correct) = read_step_stats(stats)?;
+    if !loss.is_finite() {
+        backend::check_label_values(labels, classes)?;
+    }
+    check_finite(loss, step)?;
+    Ok((loss, correct))
+}
+
 /// [loss, correct count] of a batch as one device tensor (read back with one copy).
 pub(crate) fn step_stats(logits: &Tensor, loss: &Tensor, labels: &Tensor) -> crate::Result<Tensor> {
     let correct = backend::count_correct(&logits.detach(), labels)?;
@@ -551,7 +573,7 @@ pub(crate) fn step_stats(logits: &Tensor, loss: &Tensor, labels: &Tensor) -> cra
 }
 
 /// Reads [loss, correct count] back to the host (one wait for the device).
-pub(crate) fn read_step_stats(stats: &Tensor) -> crate::Result<(f64, usize)> {
+fn read_step_stats(stats: &Tensor) -> crate::Result<(f64, usize)> {
     let host = stats
         .to_device(Device::Cpu)?
         .to_dtype(DType::F64)?
