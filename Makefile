@@ -28,7 +28,7 @@ demo:
 kernel-report:
 	@for f in kernels/*.cu; do \
 	  echo "== $$f"; \
-	  "$(NVCC_DIR)/nvcc" -arch=sm_90 -cubin -O3 -std=c++17 -Ikernels -Xptxas -v "$$f" -o /dev/null 2>&1 \
+	  "$(NVCC_DIR)/nvcc" -arch=sm_90a -cubin -O3 -std=c++17 -Ikernels -Xptxas -v "$$f" -o /dev/null 2>&1 \
 	    | grep -E "Compiling entry|registers|spill" | sed 's/^ptxas info    : //'; \
 	done
 

@@ -1,6 +1,8 @@
 //! Builds the CUDA kernels twice:
 //! 1. with nvcc to PTX for `compute_80` (Ampere and newer through the driver's JIT), embedded in the
-//!    library with `include_str!`; skipped with one warning when no nvcc is found;
+//!    library with `include_str!`; skipped with one warning when no nvcc is found. A file whose
+//!    first line is `// kiln-ptx-arch: ARCH` is compiled for ARCH instead (gemm_wgmma.cu:
+//!    `compute_90a`, whose Hopper-only instructions load on compute capability 9.0 alone);
 //! 2. with the host C++ compiler, under kernels/emulation.h, so the same kernels run on the CPU.
 //!
 //! It also generates the table of kernels (name, module, emulated entry point) from the
@@ -17,6 +19,8 @@ const PTX_ARCH: &str = "compute_80";
 struct KernelFile {
     stem: String,
     path: PathBuf,
+    /// The PTX target: PTX_ARCH, or the file's `// kiln-ptx-arch:` line.
+    arch: String,
     kernels: Vec<String>,
 }
 
@@ -94,9 +98,16 @@ fn kernel_files(dir: &Path) -> Vec<KernelFile> {
                     );
                 }
             }
+            let arch = source
+                .lines()
+                .next()
+                .and_then(|line| line.strip_prefix("// kiln-ptx-arch:"))
+                .map_or(PTX_ARCH, str::trim)
+                .to_string();
             KernelFile {
                 stem,
                 path,
+                arch,
                 kernels,
             }
         })
@@ -212,7 +223,7 @@ fn compile_ptx(nvcc: &Path, dir: &Path, file: &KernelFile, out: &Path) -> PathBu
     let ptx = out.join(format!("{}.ptx", file.stem));
     let output = Command::new(nvcc)
         .args(["--ptx", "-O3", "-std=c++17", "-lineinfo"])
-        .arg(format!("-arch={PTX_ARCH}"))
+        .arg(format!("-arch={}", file.arch))
         .arg("-I")
         .arg(dir)
         .arg(&file.path)
@@ -244,15 +255,16 @@ fn generated_source(files: &[KernelFile], ptx: &[PathBuf], with_nvcc: bool) -> S
     writeln!(s, "pub const PTX_ARCH: &str = {PTX_ARCH:?};").unwrap();
     writeln!(
         s,
-        "/// PTX of each kernels/*.cu by file stem (empty without nvcc)."
+        "/// PTX of each kernels/*.cu: (file stem, PTX target, PTX); empty without nvcc."
     )
     .unwrap();
-    writeln!(s, "pub const PTX_MODULES: &[(&str, &str)] = &[").unwrap();
+    writeln!(s, "pub const PTX_MODULES: &[(&str, &str, &str)] = &[").unwrap();
     for (f, p) in files.iter().zip(ptx) {
         writeln!(
             s,
-            "    ({:?}, include_str!({:?})),",
+            "    ({:?}, {:?}, include_str!({:?})),",
             f.stem,
+            f.arch,
             p.display().to_string()
         )
         .unwrap();

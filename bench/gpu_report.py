@@ -119,9 +119,9 @@ class Joined:
 
     def reference(self, workload):
         """(record, label) of the reference for a workload: cuBLAS in kiln's process first."""
-        # kiln's variants (CUDA-graph steps, the opt-in flat-tile GEMM) are measured against the
-        # reference of the plain workload's name.
-        eager = workload.replace(" cuda-graph", "").replace(" flat-tile", "")
+        # kiln's variants (CUDA-graph steps, the opt-in flat-tile and wgmma GEMMs) are measured
+        # against the reference of the plain workload's name.
+        eager = workload.replace(" cuda-graph", "").replace(" flat-tile", "").replace(" wgmma", "")
         for table, label in ((self.cublas, "cuBLAS"), (self.torch, "PyTorch")):
             r = table.get(workload) or table.get(eager)
             if r and "ms" in r:

@@ -31,6 +31,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <new>
 #include <vector>
@@ -65,6 +67,8 @@ inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 #define __shared__ static thread_local
+// A kernel's dynamic shared memory (sized by the launch), as bytes, 1024-byte aligned.
+#define KILN_DYNAMIC_SHARED(name) unsigned char* name = kiln_emu::dynamic_shared()
 #define __align__(n) __attribute__((aligned(n)))
 #define __ldg(ptr) (*(ptr))
 
@@ -75,6 +79,7 @@ struct KilnEmuLaunch {
   unsigned int block[3];
   unsigned long long block_begin;
   unsigned long long block_end;
+  unsigned int shared_bytes;  // dynamic shared memory per block (KILN_DYNAMIC_SHARED)
 };
 
 namespace kiln_emu {
@@ -90,6 +95,10 @@ struct Fiber {
   ucontext_t context;
   std::unique_ptr<char[]> stack;
   bool finished = false;
+  // Asynchronous tensor-core work (wgmma) this thread issued: the group still open, and the
+  // committed groups not yet waited for, oldest first. See async_issue below.
+  std::vector<std::function<void()>> open_group;
+  std::deque<std::vector<std::function<void()>>> committed;
 };
 constexpr size_t kFiberStackBytes = 256 * 1024;
 inline thread_local std::vector<Fiber> fibers;
@@ -149,7 +158,11 @@ inline void wait_at(Barrier& b, size_t participants) {
 
 inline void fiber_entry() {
   fiber_body(fiber_params);
-  fibers[current_fiber].finished = true;
+  Fiber& self = fibers[current_fiber];
+  if (!self.open_group.empty() || !self.committed.empty()) {
+    fail("a thread exited with asynchronous tensor-core work it never waited for");
+  }
+  self.finished = true;
   // An exited thread no longer holds up the block's barrier.
   --live_fibers;
   if (block_barrier.arrived > 0 && block_barrier.arrived >= live_fibers) release(block_barrier);
@@ -183,6 +196,8 @@ inline void run_block_as_fibers(void (*body)(const void*), const void* params,
       if (!f.stack) fail("out of memory for fiber stacks");
     }
     f.finished = false;
+    f.open_group.clear();
+    f.committed.clear();
     getcontext(&f.context);
     f.context.uc_stack.ss_sp = f.stack.get();
     f.context.uc_stack.ss_size = kFiberStackBytes;
@@ -209,6 +224,56 @@ inline void run_block_as_fibers(void (*body)(const void*), const void* params,
   in_fiber_mode = false;
 }
 
+// Dynamic shared memory of the block running on this OS thread: 1024-byte aligned (the largest
+// alignment a kernel asks of it), refilled with 0xff bytes for every block so that a read of a byte
+// no thread wrote sees NaN patterns rather than the previous block's data.
+struct FreeDeleter {
+  void operator()(unsigned char* p) const { std::free(p); }
+};
+inline thread_local std::unique_ptr<unsigned char, FreeDeleter> dynamic_shared_memory;
+inline thread_local size_t dynamic_shared_capacity = 0;
+inline thread_local size_t dynamic_shared_bytes = 0;
+
+inline void prepare_dynamic_shared(size_t bytes) {
+  dynamic_shared_bytes = bytes;
+  if (bytes == 0) return;
+  if (bytes > dynamic_shared_capacity) {
+    const size_t rounded = (bytes + 1023) / 1024 * 1024;
+    dynamic_shared_memory.reset(static_cast<unsigned char*>(std::aligned_alloc(1024, rounded)));
+    if (!dynamic_shared_memory) fail("out of memory for dynamic shared memory");
+    dynamic_shared_capacity = rounded;
+  }
+  std::memset(dynamic_shared_memory.get(), 0xff, bytes);
+}
+
+inline unsigned char* dynamic_shared() {
+  if (dynamic_shared_bytes == 0) fail("dynamic shared memory used by a launch that asked for none");
+  return dynamic_shared_memory.get();
+}
+
+// Asynchronous work of the calling thread (wgmma): `work` is queued in the open group and runs only
+// when a later async_wait retires its group, so a kernel that reads its accumulators, or
+// overwrites the shared memory the work reads, before waiting computes a wrong result here too.
+inline void async_issue(std::function<void()> work) {
+  require_fibers("asynchronous tensor-core work");
+  fibers[current_fiber].open_group.push_back(std::move(work));
+}
+inline void async_commit() {
+  require_fibers("a commit of asynchronous work");
+  Fiber& self = fibers[current_fiber];
+  self.committed.push_back(std::move(self.open_group));
+  self.open_group.clear();
+}
+// Runs the oldest committed groups until at most `pending` remain.
+inline void async_wait(size_t pending) {
+  require_fibers("a wait for asynchronous work");
+  Fiber& self = fibers[current_fiber];
+  while (self.committed.size() > pending) {
+    for (auto& work : self.committed.front()) work();
+    self.committed.pop_front();
+  }
+}
+
 inline void run_blocks(const KilnEmuLaunch& launch, void (*body)(const void*), const void* params,
                        bool uses_barriers) {
   grid_dim = dim3{launch.grid[0], launch.grid[1], launch.grid[2]};
@@ -216,6 +281,7 @@ inline void run_blocks(const KilnEmuLaunch& launch, void (*body)(const void*), c
   const size_t threads = (size_t)launch.block[0] * launch.block[1] * launch.block[2];
   for (unsigned long long b = launch.block_begin; b < launch.block_end; ++b) {
     block_idx = unflatten(b, launch.grid);
+    prepare_dynamic_shared(launch.shared_bytes);
     if (uses_barriers) {
       run_block_as_fibers(body, params, launch.block, threads);
     } else {
@@ -392,6 +458,7 @@ inline void kiln_mma_f16_16816(float d[4], const uint32_t a[4], const uint32_t b
 
 #define KILN_EMULATE(name, Params)
 #define KILN_EMULATE_SYNC(name, Params)
+#define KILN_DYNAMIC_SHARED(name) extern __shared__ __align__(1024) unsigned char name[]
 
 #include <cstdint>
 

@@ -245,6 +245,7 @@ fn softmax_launch(layout: RowLayout, fwd: bool) -> Result<Option<SoftmaxLaunch>>
         let cfg = LaunchConfig {
             grid: (blocks, 1, 1),
             block: (KILN_THREADS_PER_BLOCK, 1, 1),
+            shared_bytes: 0,
         };
         let kernel = if fwd {
             "softmax_rows_fwd_f32"

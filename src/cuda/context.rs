@@ -63,6 +63,29 @@ pub(crate) fn usable_gpu_count() -> usize {
     probe().unwrap_or(0)
 }
 
+/// Dynamic shared memory a kernel may take without opting in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_...).
+const STATIC_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// Whether PTX built for `arch` loads on a device of compute capability `(major, minor)`: an
+/// architecture-specific target (`compute_90a`) only on exactly that capability, a plain one
+/// (`compute_80`) on it and every later one.
+fn loads_on(arch: &str, (major, minor): (i32, i32)) -> bool {
+    let digits = arch.trim_start_matches("compute_");
+    let (number, specific) = match digits.strip_suffix('a') {
+        Some(number) => (number, true),
+        None => (digits, false),
+    };
+    let Ok(number) = number.parse::<i32>() else {
+        return false;
+    };
+    let device = major * 10 + minor;
+    if specific {
+        device == number
+    } else {
+        device >= number
+    }
+}
+
 pub(crate) struct RealGpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -85,9 +108,13 @@ impl RealGpu {
         // A stream of its own rather than the legacy default stream, which cannot be captured into a
         // CUDA graph.
         let stream = ctx.new_stream()?;
+        let capability = ctx.compute_capability()?;
         let mut modules = Vec::new();
         let mut functions = HashMap::new();
-        for (stem, ptx) in generated::PTX_MODULES {
+        for (stem, arch, ptx) in generated::PTX_MODULES {
+            if !loads_on(arch, capability) {
+                continue; // its kernels are absent: `has_kernel` says so, and callers fall back
+            }
             let module = ctx.load_module(Ptx::from_src(*ptx))?;
             for (name, owner) in generated::KERNELS {
                 if owner == stem {
@@ -102,6 +129,11 @@ impl RealGpu {
             functions,
             _modules: modules,
         })
+    }
+
+    /// Whether kernel `name` was loaded (a Hopper-only module is skipped on other GPUs).
+    pub(crate) fn has_kernel(&self, name: &str) -> bool {
+        self.functions.contains_key(name)
     }
 
     pub(crate) fn describe(&self) -> Result<String> {
@@ -200,10 +232,17 @@ impl RealGpu {
             .functions
             .get(name)
             .ok_or_else(|| Error::MissingKernel(name.to_string()))?;
+        if cfg.shared_bytes > STATIC_SHARED_LIMIT {
+            // More than 48 KB of dynamic shared memory needs the kernel's consent.
+            function.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                cfg.shared_bytes as i32,
+            )?;
+        }
         let cfg = CudarcLaunchConfig {
             grid_dim: cfg.grid,
             block_dim: cfg.block,
-            shared_mem_bytes: 0,
+            shared_mem_bytes: cfg.shared_bytes,
         };
         let mut builder = self.stream.launch_builder(function);
         builder.arg(params);
@@ -211,5 +250,22 @@ impl RealGpu {
         // a live block of this context sized for the launch, and the grid covers only valid work.
         unsafe { builder.launch(cfg) }?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loads_on;
+
+    #[test]
+    fn architecture_specific_ptx_loads_only_on_its_own_capability() {
+        assert!(loads_on("compute_80", (8, 0)));
+        assert!(loads_on("compute_80", (9, 0)));
+        assert!(loads_on("compute_80", (12, 0)));
+        assert!(!loads_on("compute_80", (7, 5)));
+        assert!(loads_on("compute_90a", (9, 0)));
+        assert!(!loads_on("compute_90a", (8, 9)));
+        assert!(!loads_on("compute_90a", (10, 0)));
+        assert!(!loads_on("sm_90", (9, 0)));
     }
 }

@@ -47,6 +47,7 @@ pub(crate) unsafe fn launch_raw(
             block: [cfg.block.0, cfg.block.1, cfg.block.2],
             block_begin: begin,
             block_end: end,
+            shared_bytes: cfg.shared_bytes,
         };
         // SAFETY: `entry` was generated from the kernel's own KILN_EMULATE registration, so it reads
         // `params` as the same #[repr(C)] struct; every address in it is a live emulated block sized

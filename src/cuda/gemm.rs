@@ -81,6 +81,7 @@ pub(crate) fn grid_config(spec: &GemmSpec, tile_m: usize, tile_n: usize) -> Laun
             spec.outputs().clamp(1, MAX_GRID_Z) as u32,
         ),
         block: (THREADS, 1, 1),
+        shared_bytes: 0,
     }
 }
 
@@ -270,6 +271,7 @@ pub(crate) fn bias_grad(
     let cfg = LaunchConfig {
         grid: (channels.max(1) as u32, 1, 1),
         block: (THREADS, 1, 1),
+        shared_bytes: 0,
     };
     launch(gpu, "bias_grad_f32", cfg, &params)
 }

@@ -2,6 +2,7 @@
 //! accumulation and output.
 
 use super::gemm::{grid_config, GemmAddresses};
+use super::gemm_wgmma::{gemm_wgmma_at, wgmma_kernel};
 use super::params::{to_i32, to_i64};
 use super::{kernel_params, launch, Gpu, GpuBuffer};
 use crate::error::Result;
@@ -80,6 +81,11 @@ pub(crate) fn gemm_16bit_at(
     if spec.m == 0 || spec.n == 0 || spec.outputs() == 0 {
         return Ok(());
     }
+    to_i32("gemm grid", spec.m.div_ceil(TILE))?;
+    let operands = GemmAddresses { a, b, c, row_bias };
+    if let Some(kernel) = wgmma_kernel(gpu, spec, a, b, bf16) {
+        return gemm_wgmma_at(gpu, kernel, spec, alpha, operands, beta);
+    }
     let params = TcGemmParams {
         a,
         b,
@@ -114,7 +120,6 @@ pub(crate) fn gemm_16bit_at(
         alpha,
         beta,
     };
-    to_i32("gemm grid", spec.m.div_ceil(TILE))?;
     to_i32("gemm output matrices", spec.outputs())?;
     let cfg = grid_config(spec, TILE, TILE);
     let kernel = if bf16 { "gemm_tc_bf16" } else { "gemm_tc_f16" };

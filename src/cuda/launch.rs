@@ -9,11 +9,13 @@ pub fn kernel_names() -> Vec<&'static str> {
     generated::KERNELS.iter().map(|(name, _)| *name).collect()
 }
 
-/// Grid and block of a launch (no dynamic shared memory: kernels size theirs statically).
+/// Grid and block of a launch, and the bytes of dynamic shared memory per block (0 for every
+/// kernel but those that declare `KILN_DYNAMIC_SHARED`; the others size theirs statically).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchConfig {
     pub grid: (u32, u32, u32),
     pub block: (u32, u32, u32),
+    pub shared_bytes: u32,
 }
 
 /// Blocks of 256 threads for a grid-stride loop over `n` elements; the grid is capped because each
@@ -25,6 +27,7 @@ pub(crate) fn elementwise_config(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid: (blocks as u32, 1, 1),
         block: (THREADS as u32, 1, 1),
+        shared_bytes: 0,
     }
 }
 

@@ -127,6 +127,7 @@ pub(crate) fn softmax_xent_fwd(
     let cfg = LaunchConfig {
         grid: (rows as u32, 1, 1),
         block: (256, 1, 1),
+        shared_bytes: 0,
     };
     launch(gpu, "softmax_xent_fwd_f32", cfg, &params)
 }
@@ -264,6 +265,7 @@ pub(crate) fn sum_squares(
     let cfg = LaunchConfig {
         grid: (sum_squares_blocks(n) as u32, 1, 1),
         block: (256, 1, 1),
+        shared_bytes: 0,
     };
     launch(gpu, "sum_squares_f32", cfg, &params)
 }
@@ -288,6 +290,7 @@ pub(crate) fn count_correct(
     let cfg = LaunchConfig {
         grid: (1, 1, 1),
         block: (256, 1, 1),
+        shared_bytes: 0,
     };
     launch(gpu, "count_correct_f32", cfg, &params)
 }

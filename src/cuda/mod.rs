@@ -12,6 +12,7 @@ pub(crate) mod elementwise;
 mod emulator;
 pub(crate) mod gemm;
 pub(crate) mod gemm_tc;
+pub(crate) mod gemm_wgmma;
 pub(crate) mod graph;
 pub(crate) mod im2col;
 mod launch;
@@ -31,6 +32,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use gemm::{set_flat_tile_gemm, set_large_tile_gemm};
+pub use gemm_wgmma::{set_wgmma_gemm, wgmma_launches};
 pub use graph::StepScalars;
 pub(crate) use graph::{DeviceGraph, PrivatePool};
 pub use memory::MemoryStats;
@@ -52,6 +54,7 @@ pub(crate) mod generated {
         pub block: [u32; 3],
         pub block_begin: u64,
         pub block_end: u64,
+        pub shared_bytes: u32,
     }
     /// An emulated kernel: runs blocks `block_begin..block_end` of the launch.
     pub type EmuEntry = unsafe extern "C" fn(*const EmuLaunch, *const core::ffi::c_void);
@@ -152,6 +155,16 @@ pub fn describe(device: Device) -> Result<String> {
 impl Gpu {
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Whether kernel `name` can run here: every kernel under emulation; on a GPU, those whose
+    /// module loaded (Hopper-only kernels load on compute capability 9.0 alone).
+    pub(crate) fn has_kernel(&self, name: &str) -> bool {
+        match &self.backend {
+            #[cfg(feature = "cuda")]
+            Backend::Real(r) => r.has_kernel(name),
+            Backend::Emulated => true,
+        }
     }
 
     pub(crate) fn memory_stats(&self) -> MemoryStats {

@@ -99,6 +99,7 @@ fn per_channel_config(channels: i32) -> LaunchConfig {
     LaunchConfig {
         grid: (channels as u32, 1, 1),
         block: (256, 1, 1),
+        shared_bytes: 0,
     }
 }
 

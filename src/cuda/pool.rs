@@ -236,6 +236,7 @@ pub(crate) fn global_avgpool_fwd(
     let cfg = LaunchConfig {
         grid: (planes.clamp(1, MAX_PLANE_BLOCKS) as u32, 1, 1),
         block: (256, 1, 1), // KILN_THREADS_PER_BLOCK: the kernel's tree assumes exactly this
+        shared_bytes: 0,
     };
     launch(gpu, "global_avgpool_fwd_f32", cfg, &params)
 }

@@ -33,6 +33,7 @@ pub(crate) fn sum(
     let cfg = LaunchConfig {
         grid: (1, 1, 1),
         block: (256, 1, 1),
+        shared_bytes: 0,
     };
     launch(gpu, "sum_f32", cfg, &params)
 }

@@ -1,0 +1,190 @@
+// kiln-ptx-arch: compute_90a
+// Tensor-core GEMM for Hopper (sm_90a only) on warpgroup MMA: wgmma.mma_async.m64n128k16 with 16-bit
+// inputs (bf16 or f16) read straight from shared memory and f32 accumulators. Same contract as
+// gemm_tc.cu (C = alpha·op(A)·op(B) + beta·C + row_bias, batches, groups, batch sums), for operands
+// whose contiguous dimension is a multiple of 8 elements at 16-byte aligned addresses (the
+// launcher checks; other products take gemm_tc).
+//
+// Mapping: a block of 256 threads (two warpgroups) computes a 128x128 tile of C; warpgroup g the 64
+// rows 64g..64g+63, as one m64n128 accumulator of 64 f32 registers per thread. The k loop runs over
+// 64-wide panels in a ring of 4 stages of shared memory (32 KB each: A's 128x64 and B's 64x128
+// panel), filled by cp.async 16-byte copies two panels ahead of the one being multiplied; each
+// panel is 4 wgmma k16 steps, and one panel's wgmma group stays in flight while the next is issued.
+// Each operand panel is stored in the 128-byte swizzled layout (hopper.cuh) in the major order it
+// has in global memory, K-major or MN-major, and the instruction's transpose flag says which, so
+// every copy is a straight 16-byte move. TMA bulk copies would free the threads from the address
+// arithmetic; they are the next step once this kernel is measured.
+#include "common.cuh"
+#include "hopper.cuh"
+
+#define WG_TILE 128
+#define WG_BK 64
+#define WG_STAGES 4
+#define WG_THREADS 256
+#define WG_PANEL_BYTES (WG_TILE * WG_BK * 2)     // one operand's panel: 16 KB
+#define WG_STAGE_BYTES (2 * WG_PANEL_BYTES)      // A's panel, then B's
+#define WG_CHUNKS_PER_THREAD (WG_PANEL_BYTES / 16 / WG_THREADS)
+#define WG_ATOM_BYTES (WG_BK * 128)              // an MN-major atom: 64 k rows of 64 m/n
+
+// Mirrors src/cuda/gemm_wgmma.rs `WgmmaGemmParams`.
+struct WgmmaGemmParams {
+  const unsigned short* a;
+  const unsigned short* b;
+  float* c;
+  long long stride_a, stride_b, stride_c;
+  long long group_stride_a, group_stride_b, group_stride_c;
+  int m, n, k;
+  int trans_a, trans_b;
+  int batch, reduce_batch;
+  int groups;
+  const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
+  float alpha, beta;
+};
+
+// Issues the copies of one operand's 128x64 panel (rows `row0`.. along m or n, k from `k0`) into
+// `panel`. K-major: the operand is stored [rows][k]; else [k][rows]. Chunks past the matrix are
+// zero-filled (the launcher guarantees a chunk is either wholly inside or wholly outside).
+template <bool kMnMajor>
+__device__ __forceinline__ void wg_load_panel(unsigned char* panel, const unsigned short* src,
+                                              int rows, int k, int row0, int k0) {
+  #pragma unroll
+  for (int i = 0; i < WG_CHUNKS_PER_THREAD; ++i) {
+    const int chunk = threadIdx.x + i * WG_THREADS;
+    int row, kk;
+    uint32_t offset;
+    if (kMnMajor) {  // 64 k rows of 16 chunks of 8 rows; chunks 0-7 in atom 0, 8-15 in atom 1
+      kk = chunk / 16;
+      const int c = chunk % 16;
+      row = 8 * c;
+      offset = (c / 8) * WG_ATOM_BYTES + kk * 128 + (c % 8) * 16;
+    } else {  // 128 rows of 8 chunks of 8 k
+      row = chunk / 8;
+      const int c = chunk % 8;
+      kk = 8 * c;
+      offset = row * 128 + c * 16;
+    }
+    const int gr = row0 + row, gk = k0 + kk;
+    const bool valid = gr < rows && gk < k;
+    const unsigned short* from =
+        valid ? (kMnMajor ? src + (long long)gk * rows + gr : src + (long long)gr * k + gk) : src;
+    kiln_cp_async_16(panel + swizzle_128b(offset), from, valid);
+  }
+}
+
+// The descriptor of k16 step `step` of a panel: for A the 64 rows of warpgroup `part`, for B all
+// 128 columns (part 0).
+template <bool kMnMajor>
+__device__ __forceinline__ uint64_t wg_descriptor(const unsigned char* panel, int part, int step) {
+  const uint32_t base = kiln_shared_address(panel);
+  if (kMnMajor) {
+    return wgmma_descriptor(base + part * WG_ATOM_BYTES + step * 16 * 128, WG_ATOM_BYTES, 1024);
+  }
+  return wgmma_descriptor(base + part * 64 * 128 + step * 32, 16, 1024);
+}
+
+template <bool kBf16, bool kAMn, bool kBMn>
+__device__ __forceinline__ void wg_mma_panel(const unsigned char* stage, int warpgroup,
+                                             float acc[64]) {
+  #pragma unroll
+  for (int step = 0; step < WG_BK / 16; ++step) {
+    const uint64_t da = wg_descriptor<kAMn>(stage, warpgroup, step);
+    const uint64_t db = wg_descriptor<kBMn>(stage + WG_PANEL_BYTES, 0, step);
+    if (kBf16) {
+      kiln_wgmma_m64n128k16_bf16<kAMn, kBMn>(acc, da, db);
+    } else {
+      kiln_wgmma_m64n128k16_f16<kAMn, kBMn>(acc, da, db);
+    }
+  }
+}
+
+// acc = the (m0, n0) tile of the sum over batch entries first..last-1 of op(A)·op(B) (one entry
+// unless the batch is summed), as one pipeline over all their k panels.
+template <bool kBf16, bool kAMn, bool kBMn>
+__device__ __forceinline__ void wg_mainloop(const WgmmaGemmParams& p, int g, int first, int last,
+                                            int m0, int n0, unsigned char* stages, float acc[64]) {
+  const int warpgroup = threadIdx.x / 128;
+  const int panels_per_entry = (p.k + WG_BK - 1) / WG_BK;
+  const int panels = (last - first) * panels_per_entry;
+  auto load = [&](int panel) {
+    if (panel < panels) {
+      const int bi = first + panel / panels_per_entry, k0 = (panel % panels_per_entry) * WG_BK;
+      unsigned char* stage = stages + (panel % WG_STAGES) * WG_STAGE_BYTES;
+      wg_load_panel<kAMn>(stage, p.a + bi * p.stride_a + g * p.group_stride_a, p.m, p.k, m0, k0);
+      wg_load_panel<kBMn>(stage + WG_PANEL_BYTES, p.b + bi * p.stride_b + g * p.group_stride_b,
+                          p.n, p.k, n0, k0);
+    }
+    kiln_cp_async_commit();  // an empty group past the end keeps the wait counts uniform
+  };
+  load(0);
+  load(1);
+  for (int panel = 0; panel < panels; ++panel) {
+    kiln_cp_async_wait<1>();  // this panel's copies have landed (the next one's may be in flight)
+    kiln_fence_proxy_async();
+    // Everyone's copies of this panel are visible, and every warpgroup has retired the wgmma of
+    // panel - 2 (the wait below, one iteration ago), so its stage can be refilled.
+    __syncthreads();
+    load(panel + 2);
+    kiln_keep_registers<64>(acc);
+    kiln_wgmma_fence();
+    wg_mma_panel<kBf16, kAMn, kBMn>(stages + (panel % WG_STAGES) * WG_STAGE_BYTES, warpgroup, acc);
+    kiln_wgmma_commit();
+    kiln_wgmma_wait<1>();  // the previous panel's wgmma are done; this one's stays in flight
+    kiln_keep_registers<64>(acc);
+  }
+  kiln_wgmma_wait<0>();
+  kiln_keep_registers<64>(acc);
+  kiln_cp_async_wait<0>();
+  __syncthreads();  // the stages may be refilled by the next output's prologue
+}
+
+template <bool kBf16>
+__device__ __forceinline__ void gemm_wgmma(const WgmmaGemmParams& p) {
+  KILN_DYNAMIC_SHARED(shared);
+  // The swizzle needs 1024-byte aligned stages; the launch adds 1024 bytes of slack for this.
+  unsigned char* stages = shared + ((1024 - (kiln_shared_address(shared) & 1023)) & 1023);
+  const int m0 = blockIdx.y * WG_TILE, n0 = blockIdx.x * WG_TILE;
+  const int t = threadIdx.x % 128, warpgroup = threadIdx.x / 128, w = t / 32, lane = t % 32;
+
+  const int outputs = (p.reduce_batch ? 1 : p.batch) * p.groups;
+  for (int z = blockIdx.z; z < outputs; z += gridDim.z) {
+    const int g = z % p.groups;
+    const int first = p.reduce_batch ? 0 : z / p.groups;
+    const int last = p.reduce_batch ? p.batch : first + 1;
+    float acc[64];
+    #pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    switch ((p.trans_a ? 2 : 0) + (p.trans_b ? 0 : 1)) {  // A stored [k][m] is MN-major; B [k][n] too
+      case 0: wg_mainloop<kBf16, false, false>(p, g, first, last, m0, n0, stages, acc); break;
+      case 1: wg_mainloop<kBf16, false, true>(p, g, first, last, m0, n0, stages, acc); break;
+      case 2: wg_mainloop<kBf16, true, false>(p, g, first, last, m0, n0, stages, acc); break;
+      default: wg_mainloop<kBf16, true, true>(p, g, first, last, m0, n0, stages, acc); break;
+    }
+
+    float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
+    #pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      #pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = m0 + 64 * warpgroup + 16 * w + lane / 4 + 8 * (r >> 1);
+        const int col = n0 + 8 * j + 2 * (lane % 4) + (r & 1);
+        if (row >= p.m || col >= p.n) continue;
+        float* out = c + (long long)row * p.n + col;
+        // beta == 0 ignores the old C entirely (BLAS rule), as the other GEMMs do.
+        float v = p.beta == 0.0f ? p.alpha * acc[4 * j + r]
+                                 : p.alpha * acc[4 * j + r] + p.beta * *out;
+        if (p.row_bias) v += p.row_bias[(long long)g * p.m + row];
+        *out = v;
+      }
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(WG_THREADS) gemm_wgmma_bf16(const WgmmaGemmParams p) {
+  gemm_wgmma<true>(p);
+}
+KILN_EMULATE_SYNC(gemm_wgmma_bf16, WgmmaGemmParams)
+
+extern "C" __global__ void __launch_bounds__(WG_THREADS) gemm_wgmma_f16(const WgmmaGemmParams p) {
+  gemm_wgmma<false>(p);
+}
+KILN_EMULATE_SYNC(gemm_wgmma_f16, WgmmaGemmParams)

@@ -1,0 +1,202 @@
+// Hopper (sm_90a) building blocks of kernels/gemm_wgmma.cu: asynchronous 16-byte copies into
+// shared memory (cp.async), the 128-byte swizzled shared-memory layout, wgmma matrix descriptors,
+// and the warpgroup tensor-core instruction wgmma.mma_async.m64n128k16 with f32 accumulators.
+//
+// Under emulation each piece has a CPU twin written from the PTX ISA's definitions:
+//  - a copy happens when it is issued (a valid order of an asynchronous copy);
+//  - a wgmma is deferred until the wait that retires its group (see kiln_emu::async_issue), then
+//    computes the calling thread's accumulators by decoding the descriptors exactly as described
+//    below, so a wrong descriptor, swizzle or pipeline order gives a wrong product here as well.
+#pragma once
+
+#include "common.cuh"
+
+// Shared-memory operand tiles use the 128-byte swizzle (the layout TMA also writes): a tile is a
+// stack of 128-byte rows, and within each 1024-byte group of 8 rows the 16-byte chunk c of row r is
+// stored at chunk c ^ r. It spreads a column of chunks over all banks. Offsets are from a 1024-byte
+// aligned base; the swizzle reads only address bits 4-9, so it equally applies to full addresses.
+__host__ __device__ __forceinline__ uint32_t swizzle_128b(uint32_t offset) {
+  return offset ^ (((offset >> 7) & 7u) << 4);
+}
+
+// A wgmma shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format"): bits 0-13 the
+// start address, 16-29 the leading-dimension byte offset, 32-45 the stride-dimension byte offset,
+// each in units of 16 bytes; bits 62-63 the swizzle mode (1 = 128-byte swizzle).
+//  - K-major operand (k contiguous): rows of 64 k (128 bytes); stride = bytes between groups of 8
+//    rows (1024); the leading offset is unused.
+//  - MN-major operand (m or n contiguous): 64-element-wide atoms of 128-byte k rows; leading = bytes
+//    between atoms along m/n, stride = bytes between groups of 8 k rows (1024).
+__host__ __device__ __forceinline__ uint64_t wgmma_descriptor(uint32_t shared_address,
+                                                             uint32_t leading_bytes,
+                                                             uint32_t stride_bytes) {
+  return (uint64_t)((shared_address & 0x3ffffu) >> 4) |
+         ((uint64_t)((leading_bytes & 0x3ffffu) >> 4) << 16) |
+         ((uint64_t)((stride_bytes & 0x3ffffu) >> 4) << 32) | (1ull << 62);
+}
+
+#ifdef KILN_EMULATION
+
+namespace kiln_emu {
+
+// Address of `p` in the shared window: its offset in the block's dynamic shared memory.
+inline uint32_t shared_address(const void* p) {
+  const unsigned char* base = dynamic_shared();
+  const unsigned char* q = static_cast<const unsigned char*>(p);
+  if (q < base || q >= base + dynamic_shared_bytes) fail("a shared address outside dynamic shared memory");
+  return (uint32_t)(q - base);
+}
+
+// One 16-bit element of a wgmma operand: row `i` along m (A) or n (B), column `k`, of the tile the
+// descriptor starts; `mn_major` is the instruction's transpose flag for that operand.
+inline uint16_t descriptor_element(uint64_t desc, bool mn_major, int i, int k) {
+  if ((desc >> 62) != 1) fail("wgmma descriptor: only the 128-byte swizzle is emulated");
+  const uint32_t start = (uint32_t)(desc & 0x3fff) << 4;
+  const uint32_t leading = (uint32_t)((desc >> 16) & 0x3fff) << 4;
+  const uint32_t stride = (uint32_t)((desc >> 32) & 0x3fff) << 4;
+  const uint32_t offset =
+      mn_major ? start + (i / 64) * leading + (i % 64) * 2 + (k % 8) * 128 + (k / 8) * stride
+               : start + (i / 8) * stride + (i % 8) * 128 + k * 2;
+  const uint32_t at = swizzle_128b(offset);
+  if (at + 2 > dynamic_shared_bytes) fail("wgmma descriptor reads past dynamic shared memory");
+  uint16_t bits;
+  std::memcpy(&bits, dynamic_shared() + at, sizeof bits);
+  return bits;
+}
+
+// D (64x128, f32) += A (64x16) · B (16x128) for the calling thread's 64 accumulators. Thread t of
+// the warpgroup (warp w = t / 32, lane l) holds, for j = 0..15 (PTX ISA, "wgmma register
+// fragments", m64nNk16 D): d[4j + 0..1] = D[16w + l/4][8j + 2(l%4) + 0..1] and d[4j + 2..3] the same
+// columns of row 16w + l/4 + 8.
+template <bool kBf16>
+inline void wgmma_m64n128k16(float* d, uint64_t desc_a, uint64_t desc_b, bool a_mn_major,
+                             bool b_mn_major) {
+  const size_t linear = (size_t)threadIdx.x + (size_t)threadIdx.y * block_dim.x +
+                        (size_t)threadIdx.z * block_dim.x * block_dim.y;
+  const int t = (int)(linear % 128), w = t / 32, lane = t % 32;
+  auto value = [](uint16_t bits) { return kBf16 ? bf16_bits_to_float(bits) : f16_bits_to_float(bits); };
+  async_issue([=] {
+    for (int j = 0; j < 16; ++j) {
+      for (int r = 0; r < 4; ++r) {
+        const int row = 16 * w + lane / 4 + 8 * (r >> 1), col = 8 * j + 2 * (lane % 4) + (r & 1);
+        float sum = d[4 * j + r];
+        for (int k = 0; k < 16; ++k) {
+          sum += value(descriptor_element(desc_a, a_mn_major, row, k)) *
+                 value(descriptor_element(desc_b, b_mn_major, col, k));
+        }
+        d[4 * j + r] = sum;
+      }
+    }
+  });
+}
+
+}  // namespace kiln_emu
+
+inline uint32_t kiln_shared_address(const void* p) { return kiln_emu::shared_address(p); }
+
+// 16 bytes from global to shared memory, or 16 zero bytes when !valid (the copy happens at once).
+inline void kiln_cp_async_16(void* shared, const void* global, bool valid) {
+  if (valid) {
+    std::memcpy(shared, global, 16);
+  } else {
+    std::memset(shared, 0, 16);
+  }
+}
+inline void kiln_cp_async_commit() {}
+template <int kPending>
+inline void kiln_cp_async_wait() {}
+inline void kiln_fence_proxy_async() {}
+inline void kiln_wgmma_fence() {}
+inline void kiln_wgmma_commit() { kiln_emu::async_commit(); }
+template <int kPending>
+inline void kiln_wgmma_wait() {
+  kiln_emu::async_wait(kPending);
+}
+template <int kTransA, int kTransB>
+inline void kiln_wgmma_m64n128k16_bf16(float d[64], uint64_t desc_a, uint64_t desc_b) {
+  kiln_emu::wgmma_m64n128k16<true>(d, desc_a, desc_b, kTransA != 0, kTransB != 0);
+}
+template <int kTransA, int kTransB>
+inline void kiln_wgmma_m64n128k16_f16(float d[64], uint64_t desc_a, uint64_t desc_b) {
+  kiln_emu::wgmma_m64n128k16<false>(d, desc_a, desc_b, kTransA != 0, kTransB != 0);
+}
+template <int kCount>
+inline void kiln_keep_registers(float*) {}
+
+#else  // nvcc, compute_90a
+
+__device__ __forceinline__ uint32_t kiln_shared_address(const void* p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+// cp.async with a source size of 0 fills the 16 shared bytes with zeros.
+__device__ __forceinline__ void kiln_cp_async_16(void* shared, const void* global, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(kiln_shared_address(shared)),
+               "l"(global), "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void kiln_cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void kiln_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+// Makes this thread's generic-proxy writes to shared memory (cp.async included) visible to the
+// async proxy that wgmma reads shared memory through.
+__device__ __forceinline__ void kiln_fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void kiln_wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void kiln_wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void kiln_wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+// Keeps the compiler from moving reads or writes of the accumulators across a wgmma fence or
+// wait: the registers are in flight while the asynchronous instruction runs.
+template <int kCount>
+__device__ __forceinline__ void kiln_keep_registers(float* d) {
+  #pragma unroll
+  for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+#define KILN_WGMMA_M64N128K16(TYPE)                                                               \
+  asm volatile(                                                                                   \
+      "{\n.reg .pred keep;\nsetp.ne.b32 keep, %66, 0;\n"                                          \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                            \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                   \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "          \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "          \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "         \
+      "%64, %65, keep, 1, 1, %67, %68;\n}\n"                                                      \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),      \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),  \
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),            \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),            \
+        "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),            \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),            \
+        "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),            \
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),            \
+        "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),            \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),            \
+        "+f"(d[62]), "+f"(d[63])                                                                  \
+      : "l"(desc_a), "l"(desc_b), "r"(1), "n"(kTransA), "n"(kTransB))
+
+// D (64x128, f32) += A (64x16) · B (16x128) by the warpgroup, asynchronously (see above for the
+// fragment layout). kTransA / kTransB: the operand is MN-major in shared memory.
+template <int kTransA, int kTransB>
+__device__ __forceinline__ void kiln_wgmma_m64n128k16_bf16(float d[64], uint64_t desc_a,
+                                                          uint64_t desc_b) {
+  KILN_WGMMA_M64N128K16("bf16");
+}
+template <int kTransA, int kTransB>
+__device__ __forceinline__ void kiln_wgmma_m64n128k16_f16(float d[64], uint64_t desc_a,
+                                                         uint64_t desc_b) {
+  KILN_WGMMA_M64N128K16("f16");
+}
+
+#endif  // KILN_EMULATION

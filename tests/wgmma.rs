@@ -1,0 +1,139 @@
+//! The Hopper tensor-core GEMM (kernels/gemm_wgmma.cu, opt-in with `kiln::cuda::set_wgmma_gemm`)
+//! against the CPU reference on every device under test where it runs: always under the kernel
+//! emulation, which decodes its shared-memory descriptors and swizzle as the PTX ISA defines them
+//! and defers each wgmma to the wait that retires it; on a real GPU only with compute capability
+//! 9.0 (elsewhere the products fall back to gemm_tc, and the tests say so).
+//!
+//! The kernel takes operands whose contiguous dimension is a multiple of 8 elements; the cases
+//! cover both major orders of both operands, partial 128-tiles, k panels that wrap the 4-stage
+//! ring with a partial last panel, batches, groups, batch sums, and whole layers under autocast.
+
+mod tensor_core_support;
+
+use kiln::testing::{check_parity, gpu_devices_under_test};
+use kiln::{autocast, backend, ops, DType, Device, GemmSpec, Tensor, Window2d};
+use std::sync::Mutex;
+use tensor_core_support::{check_product, random, transposed};
+
+/// The launch counter is process-wide: tests that read it run one at a time.
+static COUNTER: Mutex<()> = Mutex::new(());
+
+/// Runs `work` with the wgmma kernel enabled and returns how many products it ran.
+fn wgmma_launches_during(work: impl FnOnce()) -> usize {
+    let _guard = COUNTER.lock().unwrap_or_else(|e| e.into_inner());
+    kiln::cuda::set_wgmma_gemm(true);
+    let before = kiln::cuda::wgmma_launches();
+    work();
+    kiln::cuda::wgmma_launches() - before
+}
+
+/// Whether `device` runs the wgmma kernel; prints why not when it does not.
+fn runs_wgmma(device: Device) -> bool {
+    let runs = wgmma_launches_during(|| {
+        let spec = GemmSpec::new(8, 8, 8);
+        let a = backend::cast(&random(64, 1), DType::BF16).unwrap();
+        let on = |t: &Tensor| t.to_device(device).unwrap();
+        backend::gemm(&spec, 1.0, &on(&a), &on(&a), vec![64]).unwrap();
+    }) > 0;
+    if !runs {
+        eprintln!("wgmma: skipped on {device:?}: not a compute capability 9.0 GPU");
+    }
+    runs
+}
+
+#[test]
+fn wgmma_gemm_matches_the_cpu_for_both_major_orders_of_both_operands() {
+    for device in gpu_devices_under_test("wgmma gemm") {
+        if !runs_wgmma(device) {
+            continue;
+        }
+        for (i, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
+            for (j, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)]
+                .into_iter()
+                .enumerate()
+            {
+                // An MN-major operand needs its m or n to be a multiple of 8; a K-major one
+                // does not. k = 5·64 + 8: six panels, wrapping the ring, the last one partial.
+                let m = if ta { 136 } else { 131 };
+                let n = if tb { 133 } else { 200 };
+                let spec = transposed(m, n, 328, ta, tb);
+                let launches = wgmma_launches_during(|| {
+                    check_product(device, dtype, &spec, 500 + 10 * i as u64 + j as u64)
+                });
+                assert_eq!(launches, 1, "{spec:?} did not take the wgmma kernel");
+            }
+        }
+    }
+}
+
+#[test]
+fn wgmma_gemm_batches_groups_and_batch_sums() {
+    for device in gpu_devices_under_test("wgmma gemm, groups and batch sums") {
+        if !runs_wgmma(device) {
+            continue;
+        }
+        // A grouped convolution's three products with 16-element-aligned shapes: 3 images, 2
+        // groups of 16 output channels, 8·9 column rows and 48 pixels per group.
+        let (images, groups, k_g, rows_g, pixels) = (3, 2, 16, 72, 48);
+        let (rows, k) = (rows_g * groups, k_g * groups);
+        let forward = GemmSpec::new(k_g, pixels, rows_g)
+            .batched(images, 0, rows * pixels, k * pixels)
+            .grouped(groups, k_g * rows_g, rows_g * pixels, k_g * pixels);
+        let input_grad = transposed(rows_g, pixels, k_g, true, false)
+            .batched(images, 0, k * pixels, rows * pixels)
+            .grouped(groups, k_g * rows_g, k_g * pixels, rows_g * pixels);
+        let weight_grad = transposed(k_g, rows_g, pixels, false, true)
+            .batched(images, k * pixels, rows * pixels, 0)
+            .grouped(groups, k_g * pixels, rows_g * pixels, k_g * rows_g)
+            .summed_over_batch();
+        for (i, spec) in [forward, input_grad, weight_grad].iter().enumerate() {
+            let launches =
+                wgmma_launches_during(|| check_product(device, DType::BF16, spec, 600 + i as u64));
+            assert_eq!(launches, 1, "{spec:?} did not take the wgmma kernel");
+        }
+    }
+}
+
+#[test]
+fn unaligned_products_fall_back_to_the_mma_sync_kernel() {
+    for device in gpu_devices_under_test("wgmma fallback") {
+        // k = 29 is no multiple of 8: neither K-major operand can be copied 16 bytes at a time.
+        let spec = transposed(37, 45, 29, false, true);
+        let launches = wgmma_launches_during(|| check_product(device, DType::BF16, &spec, 700));
+        assert_eq!(launches, 0);
+    }
+}
+
+#[test]
+fn layers_under_autocast_agree_with_the_cpu_through_the_wgmma_kernel() {
+    let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
+    let (atol, rtol) = (1e-4, 1e-4);
+    for device in gpu_devices_under_test("wgmma autocast layers") {
+        if !runs_wgmma(device) {
+            continue;
+        }
+        // 8x8 images: 64 pixels, 8·9 = 72 column rows, 16 output channels, so the forward, input
+        // gradient and weight gradient products all qualify; the bias goes through the epilogue.
+        let conv = [
+            randn(&[2, 8, 8, 8], 1),
+            randn(&[16, 8, 3, 3], 2),
+            randn(&[16], 3),
+        ];
+        let linear = [randn(&[24, 40], 4), randn(&[16, 40], 5), randn(&[16], 6)];
+        let launches = wgmma_launches_during(|| {
+            check_parity("wgmma conv2d", device, &conv, atol, rtol, |t| {
+                let window = Window2d::square(3, 1, 1);
+                autocast(DType::BF16, || {
+                    ops::conv2d(&t[0], &t[1], Some(&t[2]), window)
+                })?
+            });
+            check_parity("wgmma linear", device, &linear, atol, rtol, |t| {
+                autocast(DType::BF16, || ops::linear(&t[0], &t[1], Some(&t[2])))?
+            });
+        });
+        assert!(
+            launches >= 6,
+            "only {launches} products took the wgmma kernel"
+        );
+    }
+}
