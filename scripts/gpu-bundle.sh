@@ -188,15 +188,16 @@ while read -r t; do
   record "tests $t" "$log" "$rc"
 done <tests.txt
 
-echo "== compute-sanitizer memcheck over parity and cuda_graph"
+echo "== compute-sanitizer memcheck over parity, cuda_graph and wgmma"
 sanitizer="$(command -v compute-sanitizer || true)"
 if [ -z "$sanitizer" ]; then
   for candidate in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
     if [ -x "$candidate" ]; then sanitizer="$candidate"; break; fi
   done
 fi
-# parity: every kernel once; cuda_graph: replayed graphs reading and writing their private memory.
-for suite in parity cuda_graph; do
+# parity: every kernel once; cuda_graph: replayed graphs reading and writing their private memory;
+# wgmma: the Hopper GEMM's cp.async copies and shared-memory ring (skipped off compute capability 9.0).
+for suite in parity cuda_graph wgmma; do
   if [ ! -x "bin/$suite" ]; then
     summary+=("FAIL  compute-sanitizer (no bin/$suite in the bundle)")
     failed=1
@@ -211,6 +212,14 @@ for suite in parity cuda_graph; do
     record "compute-sanitizer memcheck $suite" "$log" "$rc"
   fi
 done
+# Shared-memory races: the wgmma kernel's ring of stages refilled while other warps read it.
+if [ -n "$sanitizer" ] && [ -x bin/wgmma ]; then
+  log="results/sanitizer-racecheck-wgmma.log"
+  rc=0
+  "$sanitizer" --tool racecheck --error-exitcode 1 bin/wgmma --test-threads=1 --nocapture >"$log" 2>&1 || rc=$?
+  grep -E '^test result:|RACECHECK SUMMARY' "$log" | sed 's/^/  /' || true
+  record "compute-sanitizer racecheck wgmma" "$log" "$rc"
+fi
 
 echo "== benchmarks"
 # A python with PyTorch, for the PyTorch reference and for the libcublas its pip wheels ship.

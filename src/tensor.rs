@@ -418,17 +418,20 @@ impl Tensor {
             .map_err(|e| Error::Driver(format!("ndarray conversion: {e}")))
     }
 
-    /// Converts between f32 and f64 on the CPU (the gradient checks run in f64).
+    /// Converts to `dtype`: f32 ⇄ bf16/f16 on every device, f32 ⇄ f64 on the CPU (the gradient
+    /// checks run in f64); other pairs are an error. The same as [`crate::backend::cast`].
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
-        if dtype == self.dtype {
-            return Ok(self.clone());
-        }
-        let data = match (self.host_data("to_dtype")?, dtype) {
+        crate::backend::cast(self, dtype)
+    }
+
+    /// f32 ⇄ f64 on the host (the CPU side of [`crate::backend::cast`]).
+    pub(crate) fn host_f32_f64(&self, dtype: DType) -> Result<Tensor> {
+        let data = match (self.host_data("cast")?, dtype) {
             (HostData::F32(v), DType::F64) => HostData::F64(v.iter().map(|&x| x as f64).collect()),
             (HostData::F64(v), DType::F32) => HostData::F32(v.iter().map(|&x| x as f32).collect()),
             _ => {
                 return Err(Error::DTypeMismatch {
-                    op: "to_dtype",
+                    op: "cast between f32 and f64",
                     expected: DType::F32,
                     got: self.dtype,
                 })

@@ -107,3 +107,49 @@ fn unusable_devices_are_errors_not_panics() {
         assert_eq!(best, Device::Cpu);
     }
 }
+
+/// A product with more row tiles than CUDA's grid.y allows is refused with the kernel named,
+/// identically under emulation and on a GPU, instead of failing in the driver.
+#[test]
+fn a_launch_grid_past_cuda_limits_is_an_error() {
+    let rows = 65_536 * 64 + 1; // one more 64-row tile than grid.y can hold
+    let a = Tensor::from_vec(vec![0.5f32; rows], &[rows], Device::CudaEmulated).unwrap();
+    let b = Tensor::from_vec(vec![2.0f32], &[1], Device::CudaEmulated).unwrap();
+    let err = kiln::backend::gemm(&kiln::GemmSpec::new(rows, 1, 1), 1.0, &a, &b, vec![rows, 1])
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::InvalidArgument {
+                what: "launch grid",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("gemm"), "{err}");
+}
+
+/// Conversions to and from 16-bit floats work on every device through `to_dtype`, and a filled
+/// tensor keeps a 16-bit input's type there; conversions that do not exist are errors.
+#[test]
+fn sixteen_bit_conversions_and_fills_work_on_devices() {
+    let x = Tensor::from_vec(vec![1.5f32, -2.25, 3.0], &[3], Device::CudaEmulated).unwrap();
+    for dtype in [DType::BF16, DType::F16] {
+        let half = x.to_dtype(dtype).unwrap();
+        assert_eq!(half.dtype(), dtype);
+        let back = half.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(back, vec![1.5, -2.25, 3.0]);
+        let filled = kiln::backend::full_like(&half, &[2, 2], 0.75).unwrap();
+        assert_eq!(filled.dtype(), dtype);
+        assert_eq!(filled.device(), Device::CudaEmulated);
+        let values = filled
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(values, vec![0.75; 4]);
+    }
+    let ints = Tensor::from_vec(vec![1i32, 2], &[2], Device::Cpu).unwrap();
+    assert!(ints.to_dtype(DType::F32).is_err());
+}

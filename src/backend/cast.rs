@@ -41,7 +41,7 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
                 let xs = x.host_slice::<half::f16>("cast")?;
                 Ok(host_output(shape, |y| cpu::cast::f16_to_f32(xs, y)))
             }
-            (DType::F32, DType::F64) | (DType::F64, DType::F32) => x.to_dtype(dtype),
+            (DType::F32, DType::F64) | (DType::F64, DType::F32) => x.host_f32_f64(dtype),
             _ => Err(unsupported()),
         },
         _ => {

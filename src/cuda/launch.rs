@@ -2,7 +2,7 @@
 //! (through cudarc) or to the emulated kernel (through the generated `kiln_emu_*` entry points).
 
 use super::{generated, Backend, Gpu};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Names of every kernel kiln builds (for the GPU and for emulation).
 pub fn kernel_names() -> Vec<&'static str> {
@@ -54,6 +54,24 @@ macro_rules! kernel_params {
 }
 pub(crate) use kernel_params;
 
+/// The largest grid.y and grid.z a CUDA launch accepts (grid.x goes to 2^31 − 1).
+const MAX_GRID_YZ: u32 = 65_535;
+
+/// Refuses a grid the driver would reject, with the kernel named, on both backends alike.
+fn check_grid(name: &'static str, cfg: LaunchConfig) -> Result<()> {
+    let (_, y, z) = cfg.grid;
+    if y > MAX_GRID_YZ || z > MAX_GRID_YZ {
+        return Err(Error::InvalidArgument {
+            what: "launch grid",
+            why: format!(
+                "{name} would need {y} x {z} blocks in y and z; CUDA allows at most {MAX_GRID_YZ} each \
+                 (a matrix product with more than 65535 row tiles: split it)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Runs (or queues) kernel `name` over `cfg` with `params`.
 pub(crate) fn launch<P: KernelParams>(
     gpu: &Gpu,
@@ -61,6 +79,7 @@ pub(crate) fn launch<P: KernelParams>(
     cfg: LaunchConfig,
     params: &P,
 ) -> Result<()> {
+    check_grid(name, cfg)?;
     match &gpu.backend {
         #[cfg(feature = "cuda")]
         Backend::Real(r) => {
