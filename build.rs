@@ -168,6 +168,9 @@ fn build_emulation(dir: &Path, files: &[KernelFile]) {
         .flag_if_supported("-Wno-unused-function")
         // `#pragma unroll` is for nvcc.
         .flag_if_supported("-Wno-unknown-pragmas")
+        // A note that GCC 4.6 changed how 128-byte-aligned arguments (the TMA GEMM's parameter
+        // struct) are passed: both sides here are built by the same compiler.
+        .flag_if_supported("-Wno-psabi")
         // Kernels reinterpret shared and global memory as vectors (uint4, float4, 32-bit fragment
         // pairs), which CUDA allows and strict aliasing in host C++ would not.
         .flag("-fno-strict-aliasing")

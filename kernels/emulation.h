@@ -66,8 +66,9 @@ inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned
 #define __noinline__
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
+#define __grid_constant__
 #define __shared__ static thread_local
-// A kernel's dynamic shared memory (sized by the launch), as bytes, 1024-byte aligned.
+// A kernel's dynamic shared memory (sized by the launch), as bytes, 16-byte aligned.
 #define KILN_DYNAMIC_SHARED(name) unsigned char* name = kiln_emu::dynamic_shared()
 #define __align__(n) __attribute__((aligned(n)))
 #define __ldg(ptr) (*(ptr))
@@ -224,31 +225,35 @@ inline void run_block_as_fibers(void (*body)(const void*), const void* params,
   in_fiber_mode = false;
 }
 
-// Dynamic shared memory of the block running on this OS thread: 1024-byte aligned (the largest
-// alignment a kernel asks of it), refilled with 0xff bytes for every block so that a read of a byte
-// no thread wrote sees NaN patterns rather than the previous block's data.
+// Dynamic shared memory of the block running on this OS thread. Like a GPU's, it starts 16-byte
+// aligned but not further (here: 16 bytes past a 1024-byte boundary of the shared window), so a
+// kernel that needs 1024-byte alignment must align it itself, as it must on the GPU. It is refilled
+// with 0xff bytes for every block: a read of a byte no thread wrote sees NaN patterns rather than
+// the previous block's data.
+constexpr size_t kDynamicSharedOffset = 16;
 struct FreeDeleter {
   void operator()(unsigned char* p) const { std::free(p); }
 };
-inline thread_local std::unique_ptr<unsigned char, FreeDeleter> dynamic_shared_memory;
-inline thread_local size_t dynamic_shared_capacity = 0;
-inline thread_local size_t dynamic_shared_bytes = 0;
+inline thread_local std::unique_ptr<unsigned char, FreeDeleter> shared_window;
+inline thread_local size_t shared_window_capacity = 0;
+// The end of the dynamic shared memory in the window (0: the launch asked for none).
+inline thread_local size_t shared_window_end = 0;
 
 inline void prepare_dynamic_shared(size_t bytes) {
-  dynamic_shared_bytes = bytes;
+  shared_window_end = bytes == 0 ? 0 : kDynamicSharedOffset + bytes;
   if (bytes == 0) return;
-  if (bytes > dynamic_shared_capacity) {
-    const size_t rounded = (bytes + 1023) / 1024 * 1024;
-    dynamic_shared_memory.reset(static_cast<unsigned char*>(std::aligned_alloc(1024, rounded)));
-    if (!dynamic_shared_memory) fail("out of memory for dynamic shared memory");
-    dynamic_shared_capacity = rounded;
+  if (shared_window_end > shared_window_capacity) {
+    const size_t rounded = (shared_window_end + 1023) / 1024 * 1024;
+    shared_window.reset(static_cast<unsigned char*>(std::aligned_alloc(1024, rounded)));
+    if (!shared_window) fail("out of memory for dynamic shared memory");
+    shared_window_capacity = rounded;
   }
-  std::memset(dynamic_shared_memory.get(), 0xff, bytes);
+  std::memset(shared_window.get(), 0xff, shared_window_end);
 }
 
 inline unsigned char* dynamic_shared() {
-  if (dynamic_shared_bytes == 0) fail("dynamic shared memory used by a launch that asked for none");
-  return dynamic_shared_memory.get();
+  if (shared_window_end == 0) fail("dynamic shared memory used by a launch that asked for none");
+  return shared_window.get() + kDynamicSharedOffset;
 }
 
 // Asynchronous work of the calling thread (wgmma): `work` is queued in the open group and runs only
@@ -458,7 +463,9 @@ inline void kiln_mma_f16_16816(float d[4], const uint32_t a[4], const uint32_t b
 
 #define KILN_EMULATE(name, Params)
 #define KILN_EMULATE_SYNC(name, Params)
-#define KILN_DYNAMIC_SHARED(name) extern __shared__ __align__(1024) unsigned char name[]
+// Declared 16-byte aligned so that a kernel needing more (1024 for swizzled tiles) aligns at run time
+// (with the compiler folding a declared 1024 alignment, the check would vanish).
+#define KILN_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 
 #include <cstdint>
 

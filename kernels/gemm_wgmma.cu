@@ -12,8 +12,13 @@
 // panel is 4 wgmma k16 steps, and one panel's wgmma group stays in flight while the next is issued.
 // Each operand panel is stored in the 128-byte swizzled layout (hopper.cuh) in the major order it
 // has in global memory, K-major or MN-major, and the instruction's transpose flag says which, so
-// every copy is a straight 16-byte move. TMA bulk copies would free the threads from the address
-// arithmetic; they are the next step once this kernel is measured.
+// every copy is a straight 16-byte move.
+//
+// gemm_wgmma_tma_* take single products (one batch entry, one group) and load the panels with TMA
+// instead: a third warpgroup is the producer, one of its threads issuing each stage's bulk tensor
+// copies, and the two consumer warpgroups only multiply. Each stage has a "full" mbarrier (the
+// copies' bytes have landed) and an "empty" one (both consumers are done reading), so the ring
+// runs without block-wide barriers and the loads are as far ahead as there are free stages.
 #include "common.cuh"
 #include "hopper.cuh"
 
@@ -137,13 +142,35 @@ __device__ __forceinline__ void wg_mainloop(const WgmmaGemmParams& p, int g, int
   __syncthreads();  // the stages may be refilled by the next output's prologue
 }
 
+// Writes a warpgroup's 64x128 accumulator tile at (row0, n0) of C [m][n]: alpha·acc + beta·C
+// (+ row_bias[g·m + row]), skipping the parts past the matrix. `t`: the thread in the warpgroup.
+__device__ __forceinline__ void wg_store_tile(float* c, const float* row_bias, int g, int m, int n,
+                                              float alpha, float beta, int row0, int n0, int t,
+                                              const float acc[64]) {
+  const int w = t / 32, lane = t % 32;
+  #pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    #pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int row = row0 + 16 * w + lane / 4 + 8 * (r >> 1);
+      const int col = n0 + 8 * j + 2 * (lane % 4) + (r & 1);
+      if (row >= m || col >= n) continue;
+      float* out = c + (long long)row * n + col;
+      // beta == 0 ignores the old C entirely (BLAS rule), as the other GEMMs do.
+      float v = beta == 0.0f ? alpha * acc[4 * j + r] : alpha * acc[4 * j + r] + beta * *out;
+      if (row_bias) v += row_bias[(long long)g * m + row];
+      *out = v;
+    }
+  }
+}
+
 template <bool kBf16>
 __device__ __forceinline__ void gemm_wgmma(const WgmmaGemmParams& p) {
   KILN_DYNAMIC_SHARED(shared);
   // The swizzle needs 1024-byte aligned stages; the launch adds 1024 bytes of slack for this.
   unsigned char* stages = shared + ((1024 - (kiln_shared_address(shared) & 1023)) & 1023);
   const int m0 = blockIdx.y * WG_TILE, n0 = blockIdx.x * WG_TILE;
-  const int t = threadIdx.x % 128, warpgroup = threadIdx.x / 128, w = t / 32, lane = t % 32;
+  const int t = threadIdx.x % 128, warpgroup = threadIdx.x / 128;
 
   const int outputs = (p.reduce_batch ? 1 : p.batch) * p.groups;
   for (int z = blockIdx.z; z < outputs; z += gridDim.z) {
@@ -161,21 +188,7 @@ __device__ __forceinline__ void gemm_wgmma(const WgmmaGemmParams& p) {
     }
 
     float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
-    #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int row = m0 + 64 * warpgroup + 16 * w + lane / 4 + 8 * (r >> 1);
-        const int col = n0 + 8 * j + 2 * (lane % 4) + (r & 1);
-        if (row >= p.m || col >= p.n) continue;
-        float* out = c + (long long)row * p.n + col;
-        // beta == 0 ignores the old C entirely (BLAS rule), as the other GEMMs do.
-        float v = p.beta == 0.0f ? p.alpha * acc[4 * j + r]
-                                 : p.alpha * acc[4 * j + r] + p.beta * *out;
-        if (p.row_bias) v += p.row_bias[(long long)g * p.m + row];
-        *out = v;
-      }
-    }
+    wg_store_tile(c, p.row_bias, g, p.m, p.n, p.alpha, p.beta, m0 + 64 * warpgroup, n0, t, acc);
   }
 }
 
@@ -188,3 +201,111 @@ extern "C" __global__ void __launch_bounds__(WG_THREADS) gemm_wgmma_f16(const Wg
   gemm_wgmma<false>(p);
 }
 KILN_EMULATE_SYNC(gemm_wgmma_f16, WgmmaGemmParams)
+
+// ---- TMA-fed variant (single products) ----
+
+#define WG_TMA_THREADS 384  // warpgroup 0 produces, 1 and 2 consume
+
+// Mirrors src/cuda/gemm_wgmma.rs `WgmmaTmaParams`. map_a / map_b: 2-d maps of A and B as stored
+// (inner dimension = the contiguous one), boxes of 64 x 128 (K-major) or 64 x 64 (MN-major).
+struct __align__(128) WgmmaTmaParams {
+  KilnTensorMap map_a;
+  KilnTensorMap map_b;
+  float* c;
+  const float* row_bias;
+  int m, n, k;
+  int trans_a, trans_b;
+  float alpha, beta;
+};
+
+// Issues the copies of one operand's 128x64 panel at rows `row0`, k `k0` into `panel`, completing
+// on `full`. K-major: one 64 (k) x 128 (rows) box; MN-major: two 64 (rows) x 64 (k) boxes, one
+// per atom.
+template <bool kMnMajor>
+__device__ __forceinline__ void wg_tma_panel(unsigned char* panel, const KilnTensorMap* map,
+                                             int row0, int k0, uint64_t* full) {
+  if (kMnMajor) {
+    kiln_tma_load_2d(panel, map, row0, k0, full);
+    kiln_tma_load_2d(panel + WG_ATOM_BYTES, map, row0 + 64, k0, full);
+  } else {
+    kiln_tma_load_2d(panel, map, k0, row0, full);
+  }
+}
+
+template <bool kBf16, bool kAMn, bool kBMn>
+__device__ __forceinline__ void wg_tma_pipeline(const WgmmaTmaParams& p, int m0, int n0,
+                                                unsigned char* stages, uint64_t* full,
+                                                uint64_t* empty, float acc[64]) {
+  const int warpgroup = threadIdx.x / 128;
+  const int panels = (p.k + WG_BK - 1) / WG_BK;
+  if (warpgroup == 0) {  // producer: one thread keeps the ring full
+    if (threadIdx.x != 0) return;
+    for (int panel = 0; panel < panels; ++panel) {
+      const int s = panel % WG_STAGES;
+      // The stage's previous use (panel - WG_STAGES) must be released by both consumers.
+      if (panel >= WG_STAGES) kiln_mbarrier_wait(&empty[s], ((panel / WG_STAGES) - 1) & 1);
+      unsigned char* stage = stages + s * WG_STAGE_BYTES;
+      kiln_mbarrier_arrive_expect_tx(&full[s], WG_STAGE_BYTES);
+      wg_tma_panel<kAMn>(stage, &p.map_a, m0, panel * WG_BK, &full[s]);
+      wg_tma_panel<kBMn>(stage + WG_PANEL_BYTES, &p.map_b, n0, panel * WG_BK, &full[s]);
+    }
+    return;
+  }
+  const bool elected = threadIdx.x % 128 == 0;
+  for (int panel = 0; panel < panels; ++panel) {
+    const int s = panel % WG_STAGES;
+    kiln_mbarrier_wait(&full[s], (panel / WG_STAGES) & 1);
+    kiln_keep_registers<64>(acc);
+    kiln_wgmma_fence();
+    wg_mma_panel<kBf16, kAMn, kBMn>(stages + s * WG_STAGE_BYTES, warpgroup - 1, acc);
+    kiln_wgmma_commit();
+    kiln_wgmma_wait<1>();  // the previous panel's wgmma are done: release its stage
+    kiln_keep_registers<64>(acc);
+    if (panel > 0 && elected) kiln_mbarrier_arrive(&empty[(panel - 1) % WG_STAGES]);
+  }
+  kiln_wgmma_wait<0>();
+  kiln_keep_registers<64>(acc);
+}
+
+template <bool kBf16>
+__device__ __forceinline__ void gemm_wgmma_tma(const WgmmaTmaParams& p) {
+  KILN_DYNAMIC_SHARED(shared);
+  unsigned char* stages = shared + ((1024 - (kiln_shared_address(shared) & 1023)) & 1023);
+  // The mbarriers follow the stages (the launch reserves 1024 bytes of alignment slack plus them).
+  uint64_t* full = reinterpret_cast<uint64_t*>(stages + WG_STAGES * WG_STAGE_BYTES);
+  uint64_t* empty = full + WG_STAGES;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < WG_STAGES; ++s) {
+      kiln_mbarrier_init(&full[s], 1);   // the producer's arrive, plus the copies' bytes
+      kiln_mbarrier_init(&empty[s], 2);  // one arrive per consumer warpgroup
+    }
+    kiln_fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  const int m0 = blockIdx.y * WG_TILE, n0 = blockIdx.x * WG_TILE;
+  float acc[64];
+  #pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  switch ((p.trans_a ? 2 : 0) + (p.trans_b ? 0 : 1)) {
+    case 0: wg_tma_pipeline<kBf16, false, false>(p, m0, n0, stages, full, empty, acc); break;
+    case 1: wg_tma_pipeline<kBf16, false, true>(p, m0, n0, stages, full, empty, acc); break;
+    case 2: wg_tma_pipeline<kBf16, true, false>(p, m0, n0, stages, full, empty, acc); break;
+    default: wg_tma_pipeline<kBf16, true, true>(p, m0, n0, stages, full, empty, acc); break;
+  }
+  if (threadIdx.x < 128) return;  // the producer holds no results
+  wg_store_tile(p.c, p.row_bias, 0, p.m, p.n, p.alpha, p.beta, m0 + 64 * (threadIdx.x / 128 - 1),
+                n0, threadIdx.x % 128, acc);
+}
+
+extern "C" __global__ void __launch_bounds__(WG_TMA_THREADS)
+    gemm_wgmma_tma_bf16(const __grid_constant__ WgmmaTmaParams p) {
+  gemm_wgmma_tma<true>(p);
+}
+KILN_EMULATE_SYNC(gemm_wgmma_tma_bf16, WgmmaTmaParams)
+
+extern "C" __global__ void __launch_bounds__(WG_TMA_THREADS)
+    gemm_wgmma_tma_f16(const __grid_constant__ WgmmaTmaParams p) {
+  gemm_wgmma_tma<false>(p);
+}
+KILN_EMULATE_SYNC(gemm_wgmma_tma_f16, WgmmaTmaParams)

@@ -38,12 +38,14 @@ __host__ __device__ __forceinline__ uint64_t wgmma_descriptor(uint32_t shared_ad
 
 namespace kiln_emu {
 
-// Address of `p` in the shared window: its offset in the block's dynamic shared memory.
+// Address of `p` in the shared window (the dynamic shared memory starts 16 bytes into it).
 inline uint32_t shared_address(const void* p) {
-  const unsigned char* base = dynamic_shared();
+  const unsigned char* window = dynamic_shared() - kDynamicSharedOffset;
   const unsigned char* q = static_cast<const unsigned char*>(p);
-  if (q < base || q >= base + dynamic_shared_bytes) fail("a shared address outside dynamic shared memory");
-  return (uint32_t)(q - base);
+  if (q < window + kDynamicSharedOffset || q >= window + shared_window_end) {
+    fail("a shared address outside dynamic shared memory");
+  }
+  return (uint32_t)(q - window);
 }
 
 // One 16-bit element of a wgmma operand: row `i` along m (A) or n (B), column `k`, of the tile the
@@ -57,9 +59,11 @@ inline uint16_t descriptor_element(uint64_t desc, bool mn_major, int i, int k) {
       mn_major ? start + (i / 64) * leading + (i % 64) * 2 + (k % 8) * 128 + (k / 8) * stride
                : start + (i / 8) * stride + (i % 8) * 128 + k * 2;
   const uint32_t at = swizzle_128b(offset);
-  if (at + 2 > dynamic_shared_bytes) fail("wgmma descriptor reads past dynamic shared memory");
+  if (at < kDynamicSharedOffset || at + 2 > shared_window_end) {
+    fail("wgmma descriptor reads outside dynamic shared memory");
+  }
   uint16_t bits;
-  std::memcpy(&bits, dynamic_shared() + at, sizeof bits);
+  std::memcpy(&bits, dynamic_shared() - kDynamicSharedOffset + at, sizeof bits);
   return bits;
 }
 
@@ -197,6 +201,156 @@ template <int kTransA, int kTransB>
 __device__ __forceinline__ void kiln_wgmma_m64n128k16_f16(float d[64], uint64_t desc_a,
                                                          uint64_t desc_b) {
   KILN_WGMMA_M64N128K16("f16");
+}
+
+#endif  // KILN_EMULATION
+
+// ---- TMA (cp.async.bulk.tensor) and mbarriers, for gemm_wgmma_tma ----
+//
+// A tensor map describes a 2-d 16-bit matrix in global memory and the box one copy moves. On a GPU
+// it is the driver's opaque CUtensorMap (cuTensorMapEncodeTiled, 128-byte swizzle, zero fill past
+// the edges); under emulation src/cuda/gemm_wgmma.rs fills the same 128 bytes with the fields
+// below instead. A box lands in shared memory as rows of 128 bytes (its inner dimension is 64
+// elements), 128-byte swizzled: exactly the panel layout of the cp.async kernel.
+struct __align__(128) KilnTensorMap {
+  unsigned long long words[16];
+};
+
+#ifdef KILN_EMULATION
+
+namespace kiln_emu {
+
+// The emulated map: words 0-5 = address, inner extent, outer extent, outer stride in bytes,
+// box inner, box outer (elements; 2 bytes each).
+enum TensorMapWord { kAddress, kInner, kOuter, kStrideBytes, kBoxInner, kBoxOuter };
+
+// An mbarrier as emulated in its 8 shared bytes: the phase bit, arrivals still expected in this
+// phase, the arrival count of each phase, and transaction bytes still expected.
+struct MbarrierState {
+  int32_t tx;
+  uint16_t pending;
+  uint16_t count_and_phase;  // bits 0-14 count, bit 15 phase
+};
+static_assert(sizeof(MbarrierState) == 8, "an mbarrier is 8 bytes");
+
+inline MbarrierState* mbarrier(uint64_t* bar) {
+  shared_address(bar);  // must be in shared memory
+  return reinterpret_cast<MbarrierState*>(bar);
+}
+
+inline void mbarrier_complete_if_done(MbarrierState* b) {
+  if (b->pending == 0 && b->tx == 0) {
+    b->count_and_phase ^= 0x8000;
+    b->pending = b->count_and_phase & 0x7fff;
+  }
+}
+
+}  // namespace kiln_emu
+
+inline void kiln_mbarrier_init(uint64_t* bar, unsigned count) {
+  kiln_emu::MbarrierState* b = kiln_emu::mbarrier(bar);
+  b->tx = 0;
+  b->pending = (uint16_t)count;
+  b->count_and_phase = (uint16_t)(count & 0x7fff);
+}
+inline void kiln_fence_mbarrier_init() {}
+namespace kiln_emu {
+inline void mbarrier_arrive(uint64_t* bar) {
+  MbarrierState* b = mbarrier(bar);
+  if (b->pending == 0) fail("mbarrier: more arrivals than its count");
+  --b->pending;
+  mbarrier_complete_if_done(b);
+}
+}  // namespace kiln_emu
+
+// A consumer's release. It lets the waiting producer run at once, before this thread goes on, so
+// a stage released too early is refilled while this thread's wgmma on it are still pending, as it
+// could be on the GPU. (The producer, conversely, never yields but to wait: it runs as far ahead
+// as the barriers let it, which exposes a missing wait on its side.)
+inline void kiln_mbarrier_arrive(uint64_t* bar) {
+  kiln_emu::mbarrier_arrive(bar);
+  kiln_emu::yield_fiber();
+}
+inline void kiln_mbarrier_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+  kiln_emu::mbarrier(bar)->tx += (int32_t)bytes;
+  kiln_emu::mbarrier_arrive(bar);
+}
+// Waits until the phase of parity `parity` has completed. A wait that can never end (a
+// pipeline bug) fails instead of hanging the test.
+inline void kiln_mbarrier_wait(uint64_t* bar, unsigned parity) {
+  kiln_emu::MbarrierState* b = kiln_emu::mbarrier(bar);
+  for (long spins = 0; ((b->count_and_phase >> 15) & 1u) == (parity & 1u); ++spins) {
+    if (spins > 100000) kiln_emu::fail("mbarrier wait never completes (pipeline deadlock)");
+    kiln_emu::yield_fiber();
+  }
+}
+// Copies the box at (inner, outer) of `map` to `shared` (1024-byte aligned), zeros past the
+// matrix, then completes its bytes on `bar` (at once: a valid order of an asynchronous copy).
+inline void kiln_tma_load_2d(void* shared, const KilnTensorMap* map, int inner, int outer,
+                             uint64_t* bar) {
+  using namespace kiln_emu;
+  const unsigned long long* w = map->words;
+  if (kiln_shared_address(shared) % 1024 != 0) fail("TMA destination not 1024-byte aligned");
+  if (w[kBoxInner] * 2 != 128) fail("TMA box rows must be 128 bytes (128-byte swizzle)");
+  const unsigned char* base = reinterpret_cast<const unsigned char*>(w[kAddress]);
+  unsigned char* dst = static_cast<unsigned char*>(shared);
+  for (unsigned long long j = 0; j < w[kBoxOuter]; ++j) {
+    for (unsigned long long i = 0; i < w[kBoxInner]; ++i) {
+      const unsigned long long gi = inner + i, gj = outer + j;
+      uint16_t v = 0;
+      if (inner + (long long)i >= 0 && outer + (long long)j >= 0 && gi < w[kInner] && gj < w[kOuter]) {
+        std::memcpy(&v, base + gj * w[kStrideBytes] + gi * 2, 2);
+      }
+      std::memcpy(dst + swizzle_128b((uint32_t)(j * 128 + i * 2)), &v, 2);
+    }
+  }
+  MbarrierState* b = mbarrier(bar);
+  b->tx -= (int32_t)(w[kBoxInner] * w[kBoxOuter] * 2);
+  mbarrier_complete_if_done(b);
+}
+
+#else  // nvcc, compute_90a
+
+__device__ __forceinline__ void kiln_mbarrier_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(kiln_shared_address(bar)),
+               "r"(count)
+               : "memory");
+}
+// Makes initialized mbarriers visible to the other threads and to the async proxy (TMA).
+__device__ __forceinline__ void kiln_fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void kiln_mbarrier_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(kiln_shared_address(bar))
+               : "memory");
+}
+__device__ __forceinline__ void kiln_mbarrier_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                   kiln_shared_address(bar)),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void kiln_mbarrier_wait(uint64_t* bar, unsigned parity) {
+  const uint32_t address = kiln_shared_address(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred ready;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 ready, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, ready;\n}\n"
+        : "=r"(done)
+        : "r"(address), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void kiln_tma_load_2d(void* shared, const KilnTensorMap* map, int inner,
+                                                 int outer, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(kiln_shared_address(shared)),
+      "l"(reinterpret_cast<unsigned long long>(map)), "r"(inner), "r"(outer),
+      "r"(kiln_shared_address(bar))
+      : "memory");
 }
 
 #endif  // KILN_EMULATION

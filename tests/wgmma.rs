@@ -4,9 +4,10 @@
 //! and defers each wgmma to the wait that retires it; on a real GPU only with compute capability
 //! 9.0 (elsewhere the products fall back to gemm_tc, and the tests say so).
 //!
-//! The kernel takes operands whose contiguous dimension is a multiple of 8 elements; the cases
-//! cover both major orders of both operands, partial 128-tiles, k panels that wrap the 4-stage
-//! ring with a partial last panel, batches, groups, batch sums, and whole layers under autocast.
+//! The kernels take operands whose contiguous dimension is a multiple of 8 elements; the cases
+//! cover both major orders of both operands with both loaders (TMA for single products, cp.async),
+//! partial 128-tiles, k panels that wrap the 4-stage ring with a partial last panel, batches,
+//! groups, batch sums, and whole layers under autocast.
 
 mod tensor_core_support;
 
@@ -18,23 +19,44 @@ use tensor_core_support::{check_product, random, transposed};
 /// The launch counter is process-wide: tests that read it run one at a time.
 static COUNTER: Mutex<()> = Mutex::new(());
 
-/// Runs `work` with the wgmma kernel enabled and returns how many products it ran.
-fn wgmma_launches_during(work: impl FnOnce()) -> usize {
+/// Products the wgmma kernels ran: (all, those loaded with TMA).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+struct Launches {
+    all: usize,
+    tma: usize,
+}
+
+fn launches() -> Launches {
+    Launches {
+        all: kiln::cuda::wgmma_launches(),
+        tma: kiln::cuda::wgmma_tma_launches(),
+    }
+}
+
+/// Runs `work` with the wgmma kernels enabled, single products loading with TMA when `tma`, and
+/// returns how many products they ran.
+fn wgmma_launches_during(tma: bool, work: impl FnOnce()) -> Launches {
     let _guard = COUNTER.lock().unwrap_or_else(|e| e.into_inner());
     kiln::cuda::set_wgmma_gemm(true);
-    let before = kiln::cuda::wgmma_launches();
+    kiln::cuda::set_wgmma_tma(tma);
+    let before = launches();
     work();
-    kiln::cuda::wgmma_launches() - before
+    let after = launches();
+    Launches {
+        all: after.all - before.all,
+        tma: after.tma - before.tma,
+    }
 }
 
 /// Whether `device` runs the wgmma kernel; prints why not when it does not.
 fn runs_wgmma(device: Device) -> bool {
-    let runs = wgmma_launches_during(|| {
+    let runs = wgmma_launches_during(true, || {
         let spec = GemmSpec::new(8, 8, 8);
         let a = backend::cast(&random(64, 1), DType::BF16).unwrap();
         let on = |t: &Tensor| t.to_device(device).unwrap();
         backend::gemm(&spec, 1.0, &on(&a), &on(&a), vec![64]).unwrap();
-    }) > 0;
+    })
+    .all > 0;
     if !runs {
         eprintln!("wgmma: skipped on {device:?}: not a compute capability 9.0 GPU");
     }
@@ -57,10 +79,17 @@ fn wgmma_gemm_matches_the_cpu_for_both_major_orders_of_both_operands() {
                 let m = if ta { 136 } else { 131 };
                 let n = if tb { 133 } else { 200 };
                 let spec = transposed(m, n, 328, ta, tb);
-                let launches = wgmma_launches_during(|| {
-                    check_product(device, dtype, &spec, 500 + 10 * i as u64 + j as u64)
-                });
-                assert_eq!(launches, 1, "{spec:?} did not take the wgmma kernel");
+                // Once loaded by TMA (a single product's default), once by cp.async.
+                for tma in [true, false] {
+                    let seed = 500 + 10 * i as u64 + j as u64;
+                    let launches =
+                        wgmma_launches_during(tma, || check_product(device, dtype, &spec, seed));
+                    let expected = Launches {
+                        all: 1,
+                        tma: tma as usize,
+                    };
+                    assert_eq!(launches, expected, "{spec:?}, TMA {tma}");
+                }
             }
         }
     }
@@ -87,9 +116,11 @@ fn wgmma_gemm_batches_groups_and_batch_sums() {
             .grouped(groups, k_g * pixels, rows_g * pixels, k_g * rows_g)
             .summed_over_batch();
         for (i, spec) in [forward, input_grad, weight_grad].iter().enumerate() {
-            let launches =
-                wgmma_launches_during(|| check_product(device, DType::BF16, spec, 600 + i as u64));
-            assert_eq!(launches, 1, "{spec:?} did not take the wgmma kernel");
+            let launches = wgmma_launches_during(true, || {
+                check_product(device, DType::BF16, spec, 600 + i as u64)
+            });
+            // Batched and grouped products always load with cp.async.
+            assert_eq!(launches, Launches { all: 1, tma: 0 }, "{spec:?}");
         }
     }
 }
@@ -99,8 +130,9 @@ fn unaligned_products_fall_back_to_the_mma_sync_kernel() {
     for device in gpu_devices_under_test("wgmma fallback") {
         // k = 29 is no multiple of 8: neither K-major operand can be copied 16 bytes at a time.
         let spec = transposed(37, 45, 29, false, true);
-        let launches = wgmma_launches_during(|| check_product(device, DType::BF16, &spec, 700));
-        assert_eq!(launches, 0);
+        let launches =
+            wgmma_launches_during(true, || check_product(device, DType::BF16, &spec, 700));
+        assert_eq!(launches, Launches { all: 0, tma: 0 });
     }
 }
 
@@ -120,7 +152,7 @@ fn layers_under_autocast_agree_with_the_cpu_through_the_wgmma_kernel() {
             randn(&[16], 3),
         ];
         let linear = [randn(&[24, 40], 4), randn(&[16, 40], 5), randn(&[16], 6)];
-        let launches = wgmma_launches_during(|| {
+        let launches = wgmma_launches_during(true, || {
             check_parity("wgmma conv2d", device, &conv, atol, rtol, |t| {
                 let window = Window2d::square(3, 1, 1);
                 autocast(DType::BF16, || {
@@ -131,9 +163,11 @@ fn layers_under_autocast_agree_with_the_cpu_through_the_wgmma_kernel() {
                 autocast(DType::BF16, || ops::linear(&t[0], &t[1], Some(&t[2])))?
             });
         });
+        // Both loaders: the convolution's batched products and the linear layer's single ones.
         assert!(
-            launches >= 6,
-            "only {launches} products took the wgmma kernel"
+            launches.all >= 6,
+            "only {launches:?} took the wgmma kernels"
         );
+        assert!(launches.tma >= 1, "{launches:?}");
     }
 }

@@ -57,16 +57,17 @@ impl Bench {
                 Work::flops(flops, bytes),
                 || backend::gemm(&spec, 1.0, &a, &b, vec![size, size]).map(drop),
             )?;
-            self.gemm_wgmma_row(rows, &p, (&a, &b), Work::flops(flops, bytes))?;
+            self.gemm_wgmma_rows(rows, &p, (&a, &b), Work::flops(flops, bytes))?;
             problems.push(p);
         }
         Ok(problems)
     }
 
-    /// The opt-in Hopper kernel (kernels/gemm_wgmma.cu) on the same product, as a " wgmma" row,
-    /// where it runs (compute capability 9.0, or emulation). Its result must agree with the
-    /// mma.sync kernel's: both sum the same bf16 products in f32, in different orders.
-    fn gemm_wgmma_row(
+    /// The opt-in Hopper kernels (kernels/gemm_wgmma.cu) on the same product, where they run
+    /// (compute capability 9.0, or emulation): as " wgmma tma" and " wgmma cp.async" rows, one per
+    /// way of loading the panels. Each result must agree with the mma.sync kernel's: all sum the
+    /// same bf16 products in f32, in different orders.
+    fn gemm_wgmma_rows(
         &self,
         rows: &mut Rows,
         p: &HalfProblem,
@@ -77,41 +78,51 @@ impl Bench {
         let out = vec![p.size, p.size];
         let mma_sync = backend::gemm(&spec, 1.0, a, b, out.clone())?.to_vec::<f32>()?;
         kiln::cuda::set_wgmma_gemm(true);
-        let before = kiln::cuda::wgmma_launches();
-        let result = backend::gemm(&spec, 1.0, a, b, out.clone()).and_then(|c| c.to_vec::<f32>());
-        let outcome = match result {
-            Ok(_) if kiln::cuda::wgmma_launches() == before => {
-                eprintln!("  wgmma: not run on this device (not compute capability 9.0)");
-                Ok(())
-            }
-            Ok(c) => {
-                let err = super::rel_err(&c, &mma_sync);
-                eprintln!(
-                    "  wgmma vs mma.sync bf16 gemm {}: rel err {err:.1e}",
-                    p.shape
-                );
-                let workload = format!("{} wgmma", p.workload);
-                if err > 1e-3 {
-                    let why = format!("differs from the mma.sync kernel's by {err:.1e} (relative)");
-                    let wrong = kiln::Error::InvalidArgument {
-                        what: "wgmma result",
-                        why,
-                    };
-                    rows.check::<()>(&workload, Err(wrong));
-                    Ok(())
-                } else {
-                    self.row(
-                        rows,
-                        "gemm bf16 wgmma",
-                        (p.shape.clone(), workload),
-                        work,
-                        || backend::gemm(&spec, 1.0, a, b, out.clone()).map(drop),
-                    )
+        let mut outcome = Ok(());
+        for (tma, loader) in [(true, "tma"), (false, "cp.async")] {
+            kiln::cuda::set_wgmma_tma(tma);
+            let before = kiln::cuda::wgmma_launches();
+            let c = match backend::gemm(&spec, 1.0, a, b, out.clone()).and_then(|c| c.to_vec()) {
+                Ok(c) => c,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
                 }
+            };
+            if kiln::cuda::wgmma_launches() == before {
+                eprintln!("  wgmma: not run on this device (not compute capability 9.0)");
+                break;
             }
-            Err(e) => Err(e),
-        };
+            let err = super::rel_err(&c, &mma_sync);
+            eprintln!(
+                "  wgmma ({loader}) vs mma.sync bf16 gemm {}: rel err {err:.1e}",
+                p.shape
+            );
+            let workload = format!("{} wgmma {loader}", p.workload);
+            if err > 1e-3 {
+                let why = format!("differs from the mma.sync kernel's by {err:.1e} (relative)");
+                let wrong = kiln::Error::InvalidArgument {
+                    what: "wgmma result",
+                    why,
+                };
+                rows.check::<()>(&workload, Err(wrong));
+                continue;
+            }
+            let kernel = if tma {
+                "gemm bf16 wgmma tma"
+            } else {
+                "gemm bf16 wgmma cp.async"
+            };
+            let timed = self.row(rows, kernel, (p.shape.clone(), workload), work, || {
+                backend::gemm(&spec, 1.0, a, b, out.clone()).map(drop)
+            });
+            if let Err(e) = timed {
+                outcome = Err(e);
+                break;
+            }
+        }
         kiln::cuda::set_wgmma_gemm(false);
+        kiln::cuda::set_wgmma_tma(true);
         outcome
     }
 

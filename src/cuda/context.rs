@@ -131,6 +131,52 @@ impl RealGpu {
         })
     }
 
+    /// The driver's TMA descriptor (`CUtensorMap`) of a 2-d 16-bit matrix at `address`:
+    /// `dims` = (inner, outer) elements with rows `stride_bytes` apart, copied in boxes of `boxes`
+    /// = (inner, outer) elements, 128-byte swizzled in shared memory, zeros past the edges.
+    pub(crate) fn tensor_map_2d(
+        &self,
+        address: u64,
+        dims: [u64; 2],
+        stride_bytes: u64,
+        boxes: [u32; 2],
+        bf16: bool,
+    ) -> Result<[u64; 16]> {
+        use sys::{
+            CUtensorMapDataType as Data, CUtensorMapFloatOOBfill as Fill,
+            CUtensorMapInterleave as Interleave, CUtensorMapL2promotion as L2,
+            CUtensorMapSwizzle as Swizzle,
+        };
+        let mut map = sys::CUtensorMap { opaque: [0; 16] };
+        let strides = [stride_bytes];
+        let element_strides = [1u32, 1];
+        let data = if bf16 {
+            Data::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+        } else {
+            Data::CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+        };
+        // SAFETY: every pointer is to a live local array of the length the rank (2) implies; the
+        // driver only encodes the description and keeps no pointer.
+        unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut map,
+                data,
+                2,
+                address as *mut core::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                element_strides.as_ptr(),
+                Interleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                Swizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                L2::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                Fill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        }
+        .result()?;
+        Ok(map.opaque)
+    }
+
     /// Whether kernel `name` was loaded (a Hopper-only module is skipped on other GPUs).
     pub(crate) fn has_kernel(&self, name: &str) -> bool {
         self.functions.contains_key(name)

@@ -1,6 +1,8 @@
 //! Launcher for kernels/gemm_wgmma.cu: the Hopper tensor-core GEMM on warpgroup MMA (wgmma), for
 //! the same products as gemm_tc.rs when both operands can be copied into shared memory 16 bytes at
-//! a time. Opt-in ([`set_wgmma_gemm`]) until a GPU run shows it correct and faster than
+//! a time. Single products (one batch entry, one group) load their panels with TMA
+//! (`gemm_wgmma_tma_*`, tensor maps encoded here per launch); batched, grouped and batch-summed
+//! ones with cp.async (`gemm_wgmma_*`). Opt-in ([`set_wgmma_gemm`]) until a GPU run shows it correct and faster than
 //! `gemm_tc` in the same benchmark; it runs under emulation everywhere and on compute capability
 //! 9.0 GPUs (H100, H200).
 
@@ -17,9 +19,18 @@ const TILE: usize = 128;
 /// Dynamic shared memory: 4 stages of two 128x64 16-bit panels, plus 1024 bytes of slack for the
 /// kernel to align the stages to the 128-byte swizzle's 1024-byte atoms.
 const SHARED_BYTES: u32 = 4 * 2 * 128 * 64 * 2 + 1024;
+/// The TMA kernel's: the same, plus its 8 mbarriers (a full and an empty one per stage).
+const TMA_SHARED_BYTES: u32 = SHARED_BYTES + 8 * 8;
+/// Threads of the TMA kernel: a producer warpgroup and two consumers.
+const TMA_THREADS: u32 = 384;
+/// Panel depth (k) of both kernels, and the MN-major box width (one 128-byte swizzle atom).
+const BK: u32 = 64;
+const ATOM: u32 = 64;
 
 static WGMMA_GEMM: AtomicBool = AtomicBool::new(false);
+static WGMMA_TMA: AtomicBool = AtomicBool::new(true);
 static WGMMA_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+static WGMMA_TMA_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether 16-bit products take the wgmma kernel where it can run (compute capability 9.0, or
 /// emulation) and the operands allow it; otherwise they keep the mma.sync kernel (gemm_tc). Both
@@ -28,10 +39,21 @@ pub fn set_wgmma_gemm(enabled: bool) {
     WGMMA_GEMM.store(enabled, Ordering::Relaxed);
 }
 
-/// How many products the wgmma kernel has run in this process: lets tests and the benchmark
+/// Whether single products under [`set_wgmma_gemm`] load their panels with TMA (default) or
+/// with cp.async like batched ones: lets the benchmark time both loaders. Process-wide.
+pub fn set_wgmma_tma(enabled: bool) {
+    WGMMA_TMA.store(enabled, Ordering::Relaxed);
+}
+
+/// How many products the wgmma kernels have run in this process: lets tests and the benchmark
 /// confirm which kernel a product took.
 pub fn wgmma_launches() -> usize {
     WGMMA_LAUNCHES.load(Ordering::Relaxed)
+}
+
+/// How many of [`wgmma_launches`] loaded their panels with TMA.
+pub fn wgmma_tma_launches() -> usize {
+    WGMMA_TMA_LAUNCHES.load(Ordering::Relaxed)
 }
 
 /// Mirrors `WgmmaGemmParams` in kernels/gemm_wgmma.cu.
@@ -60,7 +82,29 @@ struct WgmmaGemmParams {
     beta: f32,
 }
 
-kernel_params!(WgmmaGemmParams);
+/// A TMA descriptor as the kernel reads it (`KilnTensorMap`: the driver's `CUtensorMap`).
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
+struct TensorMap([u64; 16]);
+
+/// Mirrors `WgmmaTmaParams` in kernels/gemm_wgmma.cu.
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
+struct WgmmaTmaParams {
+    map_a: TensorMap,
+    map_b: TensorMap,
+    c: u64,
+    row_bias: u64,
+    m: i32,
+    n: i32,
+    k: i32,
+    trans_a: i32,
+    trans_b: i32,
+    alpha: f32,
+    beta: f32,
+}
+
+kernel_params!(WgmmaGemmParams, WgmmaTmaParams);
 
 /// The kernel copies 8 consecutive elements at a time along an operand's contiguous dimension
 /// (`contiguous`: k for a K-major operand, m or n for an MN-major one), so that dimension, the
@@ -77,10 +121,12 @@ pub(crate) fn wgmma_kernel(
     b: u64,
     bf16: bool,
 ) -> Option<&'static str> {
-    let kernel = if bf16 {
-        "gemm_wgmma_bf16"
-    } else {
-        "gemm_wgmma_f16"
+    let single = spec.batch == 1 && spec.groups == 1 && WGMMA_TMA.load(Ordering::Relaxed);
+    let kernel = match (single, bf16) {
+        (true, true) => "gemm_wgmma_tma_bf16",
+        (true, false) => "gemm_wgmma_tma_f16",
+        (false, true) => "gemm_wgmma_bf16",
+        (false, false) => "gemm_wgmma_f16",
     };
     let a_contiguous = if spec.trans_a { spec.m } else { spec.k };
     let b_contiguous = if spec.trans_b { spec.k } else { spec.n };
@@ -91,8 +137,32 @@ pub(crate) fn wgmma_kernel(
     usable.then_some(kernel)
 }
 
-/// Runs `kernel` (from [`wgmma_kernel`]) on device addresses (ranges checked by the caller).
-pub(crate) fn gemm_wgmma_at(
+/// The tensor map of an operand stored with `rows` (m or n) and `k`: K-major ([rows][k]) boxes are
+/// 64 k x 128 rows, MN-major ([k][rows]) ones 64 rows x 64 k (one swizzle atom; two per panel).
+fn operand_map(
+    gpu: &Gpu,
+    address: u64,
+    (rows, k): (usize, usize),
+    mn_major: bool,
+    bf16: bool,
+) -> Result<TensorMap> {
+    let (inner, outer, boxes) = if mn_major {
+        (rows, k, [ATOM, BK])
+    } else {
+        (k, rows, [BK, TILE as u32])
+    };
+    let dims = [inner as u64, outer as u64];
+    Ok(TensorMap(gpu.tensor_map_2d(
+        address,
+        dims,
+        inner as u64 * 2,
+        boxes,
+        bf16,
+    )?))
+}
+
+/// The TMA kernel on a single product.
+fn gemm_wgmma_tma_at(
     gpu: &Gpu,
     kernel: &'static str,
     spec: &GemmSpec,
@@ -100,6 +170,45 @@ pub(crate) fn gemm_wgmma_at(
     GemmAddresses { a, b, c, row_bias }: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
+    let bf16 = kernel.ends_with("bf16");
+    let params = WgmmaTmaParams {
+        map_a: operand_map(gpu, a, (spec.m, spec.k), spec.trans_a, bf16)?,
+        map_b: operand_map(gpu, b, (spec.n, spec.k), !spec.trans_b, bf16)?,
+        c,
+        row_bias,
+        m: to_i32("gemm m", spec.m)?,
+        n: to_i32("gemm n", spec.n)?,
+        k: to_i32("gemm k", spec.k)?,
+        trans_a: spec.trans_a as i32,
+        trans_b: spec.trans_b as i32,
+        alpha,
+        beta,
+    };
+    let grid = grid_config(spec, TILE, TILE);
+    let cfg = LaunchConfig {
+        grid: (grid.grid.0, grid.grid.1, 1),
+        block: (TMA_THREADS, 1, 1),
+        shared_bytes: TMA_SHARED_BYTES,
+    };
+    launch(gpu, kernel, cfg, &params)
+}
+
+/// Runs `kernel` (from [`wgmma_kernel`]) on device addresses (ranges checked by the caller).
+pub(crate) fn gemm_wgmma_at(
+    gpu: &Gpu,
+    kernel: &'static str,
+    spec: &GemmSpec,
+    alpha: f32,
+    operands: GemmAddresses,
+    beta: f32,
+) -> Result<()> {
+    if kernel.starts_with("gemm_wgmma_tma") {
+        gemm_wgmma_tma_at(gpu, kernel, spec, alpha, operands, beta)?;
+        WGMMA_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+        WGMMA_TMA_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let GemmAddresses { a, b, c, row_bias } = operands;
     let params = WgmmaGemmParams {
         a,
         b,

@@ -77,13 +77,18 @@ impl Drop for PrivatePool {
     }
 }
 
+/// 128 bytes at the largest alignment a kernel parameter struct has (the TMA GEMM's tensor maps).
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
+struct ParamBlock([u8; 128]);
+
 /// One op recorded under emulation.
 enum Recorded {
     Launch {
         name: &'static str,
         cfg: LaunchConfig,
-        /// The parameter struct's bytes, in 8-byte words so the emulated kernel reads it aligned.
-        params: Vec<u64>,
+        /// The parameter struct's bytes, in blocks aligned as the emulated kernel reads them.
+        params: Vec<ParamBlock>,
     },
     Copy {
         from: u64,
@@ -356,20 +361,21 @@ impl Gpu {
     ) -> Result<bool> {
         self.record(|| {
             let size = std::mem::size_of::<P>();
-            let mut words = vec![0u64; size.div_ceil(8)];
-            // SAFETY: `words` holds at least `size` bytes and does not overlap `params`; a raw copy
-            // of the struct (padding included) is what a kernel launch passes too.
+            let mut blocks = vec![ParamBlock([0; 128]); size.div_ceil(128)];
+            // SAFETY: `blocks` holds at least `size` bytes, aligned as any parameter struct needs,
+            // and does not overlap `params`; a raw copy of the struct (padding included) is what a
+            // kernel launch passes too.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     params as *const P as *const u8,
-                    words.as_mut_ptr() as *mut u8,
+                    blocks.as_mut_ptr() as *mut u8,
                     size,
                 )
             };
             Recorded::Launch {
                 name,
                 cfg,
-                params: words,
+                params: blocks,
             }
         })
     }

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use gemm::{set_flat_tile_gemm, set_large_tile_gemm};
-pub use gemm_wgmma::{set_wgmma_gemm, wgmma_launches};
+pub use gemm_wgmma::{set_wgmma_gemm, set_wgmma_tma, wgmma_launches, wgmma_tma_launches};
 pub use graph::StepScalars;
 pub(crate) use graph::{DeviceGraph, PrivatePool};
 pub use memory::MemoryStats;
@@ -164,6 +164,31 @@ impl Gpu {
             #[cfg(feature = "cuda")]
             Backend::Real(r) => r.has_kernel(name),
             Backend::Emulated => true,
+        }
+    }
+
+    /// A TMA descriptor of a 2-d 16-bit matrix (see `RealGpu::tensor_map_2d`); under emulation,
+    /// the fields kernels/hopper.cuh's emulated TMA reads: address, inner and outer extents, row
+    /// stride in bytes, box inner and outer.
+    pub(crate) fn tensor_map_2d(
+        &self,
+        address: u64,
+        dims: [u64; 2],
+        stride_bytes: u64,
+        boxes: [u32; 2],
+        bf16: bool,
+    ) -> Result<[u64; 16]> {
+        match &self.backend {
+            #[cfg(feature = "cuda")]
+            Backend::Real(r) => r.tensor_map_2d(address, dims, stride_bytes, boxes, bf16),
+            Backend::Emulated => {
+                let mut map = [0u64; 16];
+                let fields = [address, dims[0], dims[1], stride_bytes];
+                map[..4].copy_from_slice(&fields);
+                map[4] = u64::from(boxes[0]);
+                map[5] = u64::from(boxes[1]);
+                Ok(map)
+            }
         }
     }
 
