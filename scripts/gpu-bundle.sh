@@ -104,6 +104,8 @@ printf '%s\n' "${tests[@]}" >"$stage/tests.txt"
 
 # The PyTorch reference and the side-by-side report (plain python; run.sh skips them without torch).
 cp bench/torch_gpu.py bench/gpu_report.py "$stage/"
+# The accuracy-target training runs, one model per call (see the script).
+cp scripts/train-targets.sh "$stage/"
 
 # The command line and Fashion-MNIST (the GPU hosts have no network), for a real training run.
 cp target/release/kiln "$stage/kiln"

@@ -296,8 +296,11 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
     let kiln = env!("CARGO_BIN_EXE_kiln");
     let out = root.join("run");
     let run = |args: &[&str]| Command::new(kiln).args(args).output().unwrap();
+    // A flag given twice takes its last value: the run has one epoch, not three.
     let trained = run(&[
         "train",
+        "--epochs",
+        "3",
         "--epochs",
         "1",
         "--device",
@@ -314,6 +317,12 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
     );
     let stdout = String::from_utf8_lossy(&trained.stdout);
     assert!(stdout.contains("test accuracy"), "{stdout}");
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        2,
+        "header and one epoch: {metrics}"
+    );
     assert!(
         stdout.contains("Ankle boot"),
         "no confusion matrix: {stdout}"

@@ -52,7 +52,9 @@ enum Command {
     Info,
 }
 
+/// A flag given twice takes its last value (scripts append overrides to a preset command line).
 #[derive(clap::Args)]
+#[command(args_override_self = true)]
 struct TrainArgs {
     /// Network: lenet5 (ReLU + max pool), lenet5-classic (tanh + average pool), vgg, resnet20.
     #[arg(long, default_value = "lenet5")]
