@@ -126,6 +126,20 @@ fn wgmma_gemm_batches_groups_and_batch_sums() {
 }
 
 #[test]
+fn an_empty_inner_dimension_writes_zeros_without_a_tensor_map() {
+    for device in gpu_devices_under_test("wgmma gemm, k = 0") {
+        if !runs_wgmma(device) {
+            continue;
+        }
+        // No tensor map can describe a matrix with no columns: the cp.async kernel takes it.
+        let spec = transposed(72, 40, 0, false, true);
+        let launches =
+            wgmma_launches_during(true, || check_product(device, DType::BF16, &spec, 710));
+        assert_eq!(launches, Launches { all: 1, tma: 0 });
+    }
+}
+
+#[test]
 fn unaligned_products_fall_back_to_the_mma_sync_kernel() {
     for device in gpu_devices_under_test("wgmma fallback") {
         // k = 29 is no multiple of 8: neither K-major operand can be copied 16 bytes at a time.

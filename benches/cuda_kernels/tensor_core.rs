@@ -63,6 +63,18 @@ impl Bench {
         Ok(problems)
     }
 
+    /// Whether the opt-in wgmma GEMM runs on the bench's device (compute capability 9.0, or
+    /// emulation): a small bf16 product with it enabled counts as a wgmma launch.
+    pub(super) fn wgmma_runs(&self) -> Result<bool> {
+        let a = backend::cast(&self.randn(&[64, 64], 7)?, DType::BF16)?;
+        kiln::cuda::set_wgmma_gemm(true);
+        let before = kiln::cuda::wgmma_launches();
+        let ran = backend::gemm(&GemmSpec::new(64, 64, 64), 1.0, &a, &a, vec![64, 64]);
+        kiln::cuda::set_wgmma_gemm(false);
+        ran?;
+        Ok(kiln::cuda::wgmma_launches() > before)
+    }
+
     /// The opt-in Hopper kernels (kernels/gemm_wgmma.cu) on the same product, where they run
     /// (compute capability 9.0, or emulation): as " wgmma tma" and " wgmma cp.async" rows, one per
     /// way of loading the panels. Each result must agree with the mma.sync kernel's: all sum the

@@ -1,7 +1,8 @@
 //! Training steps of whole networks (`kiln::train::train_step_with`: forward, loss, backward,
 //! SGD, with the loss and correct count read back), in f32 and in bf16 mixed precision, eager and
-//! replayed from a CUDA graph (`kiln::train::CapturedStep`, rows named "... cuda-graph"), beside
-//! bench/torch_gpu.py's eager PyTorch steps of the same names.
+//! replayed from a CUDA graph (`kiln::train::CapturedStep`, rows named "... cuda-graph"; on
+//! Hopper also with the opt-in wgmma GEMM, "... cuda-graph wgmma"), beside bench/torch_gpu.py's
+//! eager PyTorch steps of the same names.
 
 use kiln::nn::models::{lenet5, resnet20};
 use kiln::nn::Module;
@@ -84,6 +85,27 @@ impl Bench {
                 ),
                 Mode(precision, graph),
             )?;
+        }
+        // The bf16 graph step again with the opt-in Hopper GEMM, where it runs.
+        if self.wgmma_runs()? {
+            kiln::cuda::set_wgmma_gemm(true);
+            let mut model = resnet20(3, 10, 1, self.device)?;
+            let suffix = " cuda-graph wgmma";
+            let timed = self.train_steps(
+                rows,
+                &mut model,
+                0.01,
+                5e-4,
+                (&x, &y),
+                "resnet20 train step",
+                (
+                    format!("batch {batch}, 3x32x32, bf16-autocast{suffix}"),
+                    format!("resnet20 train step b{batch} bf16-autocast{suffix}"),
+                ),
+                Mode(Precision::Bf16, true),
+            );
+            kiln::cuda::set_wgmma_gemm(false);
+            timed?;
         }
         if rows.failed.len() > failures {
             return Ok(None);

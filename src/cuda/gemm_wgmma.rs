@@ -121,7 +121,9 @@ pub(crate) fn wgmma_kernel(
     b: u64,
     bf16: bool,
 ) -> Option<&'static str> {
-    let single = spec.batch == 1 && spec.groups == 1 && WGMMA_TMA.load(Ordering::Relaxed);
+    // A tensor map cannot describe an empty matrix: k = 0 (C = beta·C + bias) goes to cp.async.
+    let single =
+        spec.batch == 1 && spec.groups == 1 && spec.k > 0 && WGMMA_TMA.load(Ordering::Relaxed);
     let kernel = match (single, bf16) {
         (true, true) => "gemm_wgmma_tma_bf16",
         (true, false) => "gemm_wgmma_tma_f16",

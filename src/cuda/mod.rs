@@ -86,6 +86,36 @@ pub struct Gpu {
     capture: Mutex<Option<graph::CaptureState>>,
 }
 
+/// The rules `cuTensorMapEncodeTiled` enforces for a 2-d 16-bit map with the 128-byte swizzle,
+/// checked under emulation too so that a map the driver would refuse fails there as well.
+fn check_tensor_map(
+    address: u64,
+    dims: [u64; 2],
+    stride_bytes: u64,
+    boxes: [u32; 2],
+) -> Result<()> {
+    let why = if address % 16 != 0 {
+        Some("the address is not 16-byte aligned")
+    } else if dims.iter().any(|&d| d == 0 || d > 1 << 32) {
+        Some("an extent is 0 or above 2^32")
+    } else if stride_bytes % 16 != 0 || stride_bytes >= 1 << 40 || stride_bytes < dims[0] * 2 {
+        Some("the row stride is not a multiple of 16 bytes below 2^40 covering a row")
+    } else if boxes.iter().any(|&b| b == 0 || b > 256) || (boxes[0] * 2) % 16 != 0 {
+        Some("a box side is 0, above 256, or its rows are not a multiple of 16 bytes")
+    } else if boxes[0] * 2 > 128 {
+        Some("box rows are wider than the 128-byte swizzle")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::InvalidArgument {
+            what: "TMA tensor map",
+            why: why.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Opens `device` once and returns the shared handle; later calls return the same one.
 pub(crate) fn gpu(device: Device) -> Result<Arc<Gpu>> {
     static OPENED: OnceLock<Mutex<HashMap<Device, Arc<Gpu>>>> = OnceLock::new();
@@ -182,6 +212,7 @@ impl Gpu {
             #[cfg(feature = "cuda")]
             Backend::Real(r) => r.tensor_map_2d(address, dims, stride_bytes, boxes, bf16),
             Backend::Emulated => {
+                check_tensor_map(address, dims, stride_bytes, boxes)?;
                 let mut map = [0u64; 16];
                 let fields = [address, dims[0], dims[1], stride_bytes];
                 map[..4].copy_from_slice(&fields);
