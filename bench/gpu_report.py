@@ -121,7 +121,7 @@ class Joined:
         """(record, label) of the reference for a workload: cuBLAS in kiln's process first."""
         # kiln's variants (CUDA-graph steps, the opt-in flat-tile and wgmma GEMMs) are measured
         # against the reference of the plain workload's name.
-        eager = re.sub(r"( (cuda-graph|flat-tile|wgmma( tma| cp\.async)?))+$", "", workload)
+        eager = re.sub(r"( (cuda-graph|flat-tile|wgmma( tma( wide)?| cp\.async)?))+$", "", workload)
         for table, label in ((self.cublas, "cuBLAS"), (self.torch, "PyTorch")):
             r = table.get(workload) or table.get(eager)
             if r and "ms" in r:

@@ -77,7 +77,7 @@ __device__ __forceinline__ void wg_load_panel(unsigned char* panel, const unsign
 }
 
 // The descriptor of k16 step `step` of a panel: for A the 64 rows of warpgroup `part`, for B all
-// 128 columns (part 0).
+// its columns (part 0; an MN-major B panel's atoms follow each other WG_ATOM_BYTES apart).
 template <bool kMnMajor>
 __device__ __forceinline__ uint64_t wg_descriptor(const unsigned char* panel, int part, int step) {
   const uint32_t base = kiln_shared_address(panel);
@@ -87,18 +87,17 @@ __device__ __forceinline__ uint64_t wg_descriptor(const unsigned char* panel, in
   return wgmma_descriptor(base + part * 64 * 128 + step * 32, 16, 1024);
 }
 
-template <bool kBf16, bool kAMn, bool kBMn>
-__device__ __forceinline__ void wg_mma_panel(const unsigned char* stage, int warpgroup,
-                                             float acc[64]) {
+// One 64-deep panel into a warpgroup's 64 x kN accumulators: 4 wgmma k16 steps. A's panel is
+// 128 rows (the warpgroup's 64 are `warpgroup`'s half), B's kN rows at `b_panel`.
+template <bool kBf16, bool kAMn, bool kBMn, int kN>
+__device__ __forceinline__ void wg_mma_panel(const unsigned char* a_panel,
+                                             const unsigned char* b_panel, int warpgroup,
+                                             float* acc) {
   #pragma unroll
   for (int step = 0; step < WG_BK / 16; ++step) {
-    const uint64_t da = wg_descriptor<kAMn>(stage, warpgroup, step);
-    const uint64_t db = wg_descriptor<kBMn>(stage + WG_PANEL_BYTES, 0, step);
-    if (kBf16) {
-      kiln_wgmma_m64n128k16_bf16<kAMn, kBMn>(acc, da, db);
-    } else {
-      kiln_wgmma_m64n128k16_f16<kAMn, kBMn>(acc, da, db);
-    }
+    const uint64_t da = wg_descriptor<kAMn>(a_panel, warpgroup, step);
+    const uint64_t db = wg_descriptor<kBMn>(b_panel, 0, step);
+    kiln_wgmma<kBf16, kN, kAMn, kBMn>(acc, da, db);
   }
 }
 
@@ -131,7 +130,8 @@ __device__ __forceinline__ void wg_mainloop(const WgmmaGemmParams& p, int g, int
     load(panel + 2);
     kiln_keep_registers<64>(acc);
     kiln_wgmma_fence();
-    wg_mma_panel<kBf16, kAMn, kBMn>(stages + (panel % WG_STAGES) * WG_STAGE_BYTES, warpgroup, acc);
+    const unsigned char* stage = stages + (panel % WG_STAGES) * WG_STAGE_BYTES;
+    wg_mma_panel<kBf16, kAMn, kBMn, WG_TILE>(stage, stage + WG_PANEL_BYTES, warpgroup, acc);
     kiln_wgmma_commit();
     kiln_wgmma_wait<1>();  // the previous panel's wgmma are done; this one's stays in flight
     kiln_keep_registers<64>(acc);
@@ -142,14 +142,15 @@ __device__ __forceinline__ void wg_mainloop(const WgmmaGemmParams& p, int g, int
   __syncthreads();  // the stages may be refilled by the next output's prologue
 }
 
-// Writes a warpgroup's 64x128 accumulator tile at (row0, n0) of C [m][n]: alpha·acc + beta·C
+// Writes a warpgroup's 64 x kN accumulator tile at (row0, n0) of C [m][n]: alpha·acc + beta·C
 // (+ row_bias[g·m + row]), skipping the parts past the matrix. `t`: the thread in the warpgroup.
+template <int kN>
 __device__ __forceinline__ void wg_store_tile(float* c, const float* row_bias, int g, int m, int n,
                                               float alpha, float beta, int row0, int n0, int t,
-                                              const float acc[64]) {
+                                              const float* acc) {
   const int w = t / 32, lane = t % 32;
   #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 0; j < kN / 8; ++j) {
     #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int row = row0 + 16 * w + lane / 4 + 8 * (r >> 1);
@@ -188,7 +189,8 @@ __device__ __forceinline__ void gemm_wgmma(const WgmmaGemmParams& p) {
     }
 
     float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
-    wg_store_tile(c, p.row_bias, g, p.m, p.n, p.alpha, p.beta, m0 + 64 * warpgroup, n0, t, acc);
+    wg_store_tile<WG_TILE>(c, p.row_bias, g, p.m, p.n, p.alpha, p.beta, m0 + 64 * warpgroup, n0, t,
+                           acc);
   }
 }
 
@@ -203,11 +205,16 @@ extern "C" __global__ void __launch_bounds__(WG_THREADS) gemm_wgmma_f16(const Wg
 KILN_EMULATE_SYNC(gemm_wgmma_f16, WgmmaGemmParams)
 
 // ---- TMA-fed variant (single products) ----
+//
+// Tiles of 128 x kN, kN = 128 or 256 (the wide kernels, gemm_wgmma_tma_wide_*: twice the work per
+// A panel, 128 accumulators per consumer thread, which setmaxnreg makes room for by taking
+// registers from the producer warpgroup).
 
 #define WG_TMA_THREADS 384  // warpgroup 0 produces, 1 and 2 consume
 
 // Mirrors src/cuda/gemm_wgmma.rs `WgmmaTmaParams`. map_a / map_b: 2-d maps of A and B as stored
-// (inner dimension = the contiguous one), boxes of 64 x 128 (K-major) or 64 x 64 (MN-major).
+// (inner dimension = the contiguous one), boxes of 64 x 128 or 64 x kN (K-major) or 64 x 64
+// (MN-major).
 struct __align__(128) WgmmaTmaParams {
   KilnTensorMap map_a;
   KilnTensorMap map_b;
@@ -218,61 +225,98 @@ struct __align__(128) WgmmaTmaParams {
   float alpha, beta;
 };
 
-// Issues the copies of one operand's 128x64 panel at rows `row0`, k `k0` into `panel`, completing
-// on `full`. K-major: one 64 (k) x 128 (rows) box; MN-major: two 64 (rows) x 64 (k) boxes, one
-// per atom.
-template <bool kMnMajor>
+// Bytes of a stage: A's 128 x 64 panel, then B's kN x 64 one.
+template <int kN>
+__host__ __device__ constexpr int wg_tma_stage_bytes() {
+  return WG_PANEL_BYTES + kN * WG_BK * 2;
+}
+
+// Issues the copies of one operand's `rows` x 64 panel at rows `row0`, k `k0` into `panel`,
+// completing on `full`. K-major: one 64 (k) x `rows` box; MN-major: `rows` / 64 boxes of 64 (rows)
+// x 64 (k), one per atom.
+template <bool kMnMajor, int kRows>
 __device__ __forceinline__ void wg_tma_panel(unsigned char* panel, const KilnTensorMap* map,
                                              int row0, int k0, uint64_t* full) {
   if (kMnMajor) {
-    kiln_tma_load_2d(panel, map, row0, k0, full);
-    kiln_tma_load_2d(panel + WG_ATOM_BYTES, map, row0 + 64, k0, full);
+    #pragma unroll
+    for (int atom = 0; atom < kRows / 64; ++atom) {
+      kiln_tma_load_2d(panel + atom * WG_ATOM_BYTES, map, row0 + 64 * atom, k0, full);
+    }
   } else {
     kiln_tma_load_2d(panel, map, k0, row0, full);
   }
 }
 
-template <bool kBf16, bool kAMn, bool kBMn>
-__device__ __forceinline__ void wg_tma_pipeline(const WgmmaTmaParams& p, int m0, int n0,
-                                                unsigned char* stages, uint64_t* full,
-                                                uint64_t* empty, float acc[64]) {
-  const int warpgroup = threadIdx.x / 128;
+// The producer warpgroup: one thread keeps the ring full, panel after panel.
+template <bool kAMn, bool kBMn, int kN>
+__device__ __forceinline__ void wg_tma_produce(const WgmmaTmaParams& p, int m0, int n0,
+                                               unsigned char* stages, uint64_t* full,
+                                               uint64_t* empty) {
+  constexpr int kStageBytes = wg_tma_stage_bytes<kN>();
+  if (kN == 256) kiln_setmaxnreg_dec<40>();
+  if (threadIdx.x != 0) return;
   const int panels = (p.k + WG_BK - 1) / WG_BK;
-  if (warpgroup == 0) {  // producer: one thread keeps the ring full
-    if (threadIdx.x != 0) return;
-    for (int panel = 0; panel < panels; ++panel) {
-      const int s = panel % WG_STAGES;
-      // The stage's previous use (panel - WG_STAGES) must be released by both consumers.
-      if (panel >= WG_STAGES) kiln_mbarrier_wait(&empty[s], ((panel / WG_STAGES) - 1) & 1);
-      unsigned char* stage = stages + s * WG_STAGE_BYTES;
-      kiln_mbarrier_arrive_expect_tx(&full[s], WG_STAGE_BYTES);
-      wg_tma_panel<kAMn>(stage, &p.map_a, m0, panel * WG_BK, &full[s]);
-      wg_tma_panel<kBMn>(stage + WG_PANEL_BYTES, &p.map_b, n0, panel * WG_BK, &full[s]);
-    }
-    return;
+  for (int panel = 0; panel < panels; ++panel) {
+    const int s = panel % WG_STAGES;
+    // The stage's previous use (panel - WG_STAGES) must be released by both consumers.
+    if (panel >= WG_STAGES) kiln_mbarrier_wait(&empty[s], ((panel / WG_STAGES) - 1) & 1);
+    unsigned char* stage = stages + s * kStageBytes;
+    kiln_mbarrier_arrive_expect_tx(&full[s], kStageBytes);
+    wg_tma_panel<kAMn, WG_TILE>(stage, &p.map_a, m0, panel * WG_BK, &full[s]);
+    wg_tma_panel<kBMn, kN>(stage + WG_PANEL_BYTES, &p.map_b, n0, panel * WG_BK, &full[s]);
   }
+}
+
+// A consumer warpgroup: multiplies each panel once it has landed, releases the previous one, and
+// writes its 64 x kN tile. The accumulators come to life only here, after setmaxnreg has given
+// the consumers the producer's spare registers.
+template <bool kBf16, bool kAMn, bool kBMn, int kN>
+__device__ __forceinline__ void wg_tma_consume(const WgmmaTmaParams& p, int m0, int n0,
+                                               const unsigned char* stages, uint64_t* full,
+                                               uint64_t* empty) {
+  constexpr int kStageBytes = wg_tma_stage_bytes<kN>();
+  if (kN == 256) kiln_setmaxnreg_inc<232>();
+  const int consumer = threadIdx.x / 128 - 1;
   const bool elected = threadIdx.x % 128 == 0;
+  const int panels = (p.k + WG_BK - 1) / WG_BK;
+  float acc[kN / 2];
+  #pragma unroll
+  for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
   for (int panel = 0; panel < panels; ++panel) {
     const int s = panel % WG_STAGES;
     kiln_mbarrier_wait(&full[s], (panel / WG_STAGES) & 1);
-    kiln_keep_registers<64>(acc);
+    kiln_keep_registers<kN / 2>(acc);
     kiln_wgmma_fence();
-    wg_mma_panel<kBf16, kAMn, kBMn>(stages + s * WG_STAGE_BYTES, warpgroup - 1, acc);
+    const unsigned char* stage = stages + s * kStageBytes;
+    wg_mma_panel<kBf16, kAMn, kBMn, kN>(stage, stage + WG_PANEL_BYTES, consumer, acc);
     kiln_wgmma_commit();
     kiln_wgmma_wait<1>();  // the previous panel's wgmma are done: release its stage
-    kiln_keep_registers<64>(acc);
+    kiln_keep_registers<kN / 2>(acc);
     if (panel > 0 && elected) kiln_mbarrier_arrive(&empty[(panel - 1) % WG_STAGES]);
   }
   kiln_wgmma_wait<0>();
-  kiln_keep_registers<64>(acc);
+  kiln_keep_registers<kN / 2>(acc);
+  wg_store_tile<kN>(p.c, p.row_bias, 0, p.m, p.n, p.alpha, p.beta, m0 + 64 * consumer, n0,
+                    threadIdx.x % 128, acc);
 }
 
-template <bool kBf16>
+template <bool kBf16, bool kAMn, bool kBMn, int kN>
+__device__ __forceinline__ void wg_tma_roles(const WgmmaTmaParams& p, int m0, int n0,
+                                             unsigned char* stages, uint64_t* full,
+                                             uint64_t* empty) {
+  if (threadIdx.x < 128) {
+    wg_tma_produce<kAMn, kBMn, kN>(p, m0, n0, stages, full, empty);
+  } else {
+    wg_tma_consume<kBf16, kAMn, kBMn, kN>(p, m0, n0, stages, full, empty);
+  }
+}
+
+template <bool kBf16, int kN>
 __device__ __forceinline__ void gemm_wgmma_tma(const WgmmaTmaParams& p) {
   KILN_DYNAMIC_SHARED(shared);
   unsigned char* stages = shared + ((1024 - (kiln_shared_address(shared) & 1023)) & 1023);
   // The mbarriers follow the stages (the launch reserves 1024 bytes of alignment slack plus them).
-  uint64_t* full = reinterpret_cast<uint64_t*>(stages + WG_STAGES * WG_STAGE_BYTES);
+  uint64_t* full = reinterpret_cast<uint64_t*>(stages + WG_STAGES * wg_tma_stage_bytes<kN>());
   uint64_t* empty = full + WG_STAGES;
   if (threadIdx.x == 0) {
     for (int s = 0; s < WG_STAGES; ++s) {
@@ -283,29 +327,35 @@ __device__ __forceinline__ void gemm_wgmma_tma(const WgmmaTmaParams& p) {
   }
   __syncthreads();
 
-  const int m0 = blockIdx.y * WG_TILE, n0 = blockIdx.x * WG_TILE;
-  float acc[64];
-  #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  const int m0 = blockIdx.y * WG_TILE, n0 = blockIdx.x * kN;
   switch ((p.trans_a ? 2 : 0) + (p.trans_b ? 0 : 1)) {
-    case 0: wg_tma_pipeline<kBf16, false, false>(p, m0, n0, stages, full, empty, acc); break;
-    case 1: wg_tma_pipeline<kBf16, false, true>(p, m0, n0, stages, full, empty, acc); break;
-    case 2: wg_tma_pipeline<kBf16, true, false>(p, m0, n0, stages, full, empty, acc); break;
-    default: wg_tma_pipeline<kBf16, true, true>(p, m0, n0, stages, full, empty, acc); break;
+    case 0: wg_tma_roles<kBf16, false, false, kN>(p, m0, n0, stages, full, empty); break;
+    case 1: wg_tma_roles<kBf16, false, true, kN>(p, m0, n0, stages, full, empty); break;
+    case 2: wg_tma_roles<kBf16, true, false, kN>(p, m0, n0, stages, full, empty); break;
+    default: wg_tma_roles<kBf16, true, true, kN>(p, m0, n0, stages, full, empty); break;
   }
-  if (threadIdx.x < 128) return;  // the producer holds no results
-  wg_store_tile(p.c, p.row_bias, 0, p.m, p.n, p.alpha, p.beta, m0 + 64 * (threadIdx.x / 128 - 1),
-                n0, threadIdx.x % 128, acc);
 }
 
 extern "C" __global__ void __launch_bounds__(WG_TMA_THREADS)
     gemm_wgmma_tma_bf16(const __grid_constant__ WgmmaTmaParams p) {
-  gemm_wgmma_tma<true>(p);
+  gemm_wgmma_tma<true, 128>(p);
 }
 KILN_EMULATE_SYNC(gemm_wgmma_tma_bf16, WgmmaTmaParams)
 
 extern "C" __global__ void __launch_bounds__(WG_TMA_THREADS)
     gemm_wgmma_tma_f16(const __grid_constant__ WgmmaTmaParams p) {
-  gemm_wgmma_tma<false>(p);
+  gemm_wgmma_tma<false, 128>(p);
 }
 KILN_EMULATE_SYNC(gemm_wgmma_tma_f16, WgmmaTmaParams)
+
+extern "C" __global__ void __launch_bounds__(WG_TMA_THREADS, 1)
+    gemm_wgmma_tma_wide_bf16(const __grid_constant__ WgmmaTmaParams p) {
+  gemm_wgmma_tma<true, 256>(p);
+}
+KILN_EMULATE_SYNC(gemm_wgmma_tma_wide_bf16, WgmmaTmaParams)
+
+extern "C" __global__ void __launch_bounds__(WG_TMA_THREADS, 1)
+    gemm_wgmma_tma_wide_f16(const __grid_constant__ WgmmaTmaParams p) {
+  gemm_wgmma_tma<false, 256>(p);
+}
+KILN_EMULATE_SYNC(gemm_wgmma_tma_wide_f16, WgmmaTmaParams)

@@ -1,6 +1,7 @@
 // Hopper (sm_90a) building blocks of kernels/gemm_wgmma.cu: asynchronous 16-byte copies into
 // shared memory (cp.async), the 128-byte swizzled shared-memory layout, wgmma matrix descriptors,
-// and the warpgroup tensor-core instruction wgmma.mma_async.m64n128k16 with f32 accumulators.
+// the warpgroup tensor-core instruction wgmma.mma_async.m64n{128,256}k16 with f32 accumulators,
+// TMA bulk tensor copies, mbarriers, and setmaxnreg.
 //
 // Under emulation each piece has a CPU twin written from the PTX ISA's definitions:
 //  - a copy happens when it is issued (a valid order of an asynchronous copy);
@@ -67,19 +68,19 @@ inline uint16_t descriptor_element(uint64_t desc, bool mn_major, int i, int k) {
   return bits;
 }
 
-// D (64x128, f32) += A (64x16) · B (16x128) for the calling thread's 64 accumulators. Thread t of
-// the warpgroup (warp w = t / 32, lane l) holds, for j = 0..15 (PTX ISA, "wgmma register
+// D (64xN, f32) += A (64x16) · B (16xN) for the calling thread's N/2 accumulators. Thread t of
+// the warpgroup (warp w = t / 32, lane l) holds, for j = 0..N/8-1 (PTX ISA, "wgmma register
 // fragments", m64nNk16 D): d[4j + 0..1] = D[16w + l/4][8j + 2(l%4) + 0..1] and d[4j + 2..3] the same
 // columns of row 16w + l/4 + 8.
-template <bool kBf16>
-inline void wgmma_m64n128k16(float* d, uint64_t desc_a, uint64_t desc_b, bool a_mn_major,
-                             bool b_mn_major) {
+template <bool kBf16, int kN>
+inline void wgmma_m64nNk16(float* d, uint64_t desc_a, uint64_t desc_b, bool a_mn_major,
+                           bool b_mn_major) {
   const size_t linear = (size_t)threadIdx.x + (size_t)threadIdx.y * block_dim.x +
                         (size_t)threadIdx.z * block_dim.x * block_dim.y;
   const int t = (int)(linear % 128), w = t / 32, lane = t % 32;
   auto value = [](uint16_t bits) { return kBf16 ? bf16_bits_to_float(bits) : f16_bits_to_float(bits); };
   async_issue([=] {
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < kN / 8; ++j) {
       for (int r = 0; r < 4; ++r) {
         const int row = 16 * w + lane / 4 + 8 * (r >> 1), col = 8 * j + 2 * (lane % 4) + (r & 1);
         float sum = d[4 * j + r];
@@ -115,14 +116,14 @@ template <int kPending>
 inline void kiln_wgmma_wait() {
   kiln_emu::async_wait(kPending);
 }
-template <int kTransA, int kTransB>
-inline void kiln_wgmma_m64n128k16_bf16(float d[64], uint64_t desc_a, uint64_t desc_b) {
-  kiln_emu::wgmma_m64n128k16<true>(d, desc_a, desc_b, kTransA != 0, kTransB != 0);
+template <bool kBf16, int kN, int kTransA, int kTransB>
+inline void kiln_wgmma(float* d, uint64_t desc_a, uint64_t desc_b) {
+  kiln_emu::wgmma_m64nNk16<kBf16, kN>(d, desc_a, desc_b, kTransA != 0, kTransB != 0);
 }
-template <int kTransA, int kTransB>
-inline void kiln_wgmma_m64n128k16_f16(float d[64], uint64_t desc_a, uint64_t desc_b) {
-  kiln_emu::wgmma_m64n128k16<false>(d, desc_a, desc_b, kTransA != 0, kTransB != 0);
-}
+template <int kRegisters>
+inline void kiln_setmaxnreg_inc() {}
+template <int kRegisters>
+inline void kiln_setmaxnreg_dec() {}
 template <int kCount>
 inline void kiln_keep_registers(float*) {}
 
@@ -168,39 +169,91 @@ __device__ __forceinline__ void kiln_keep_registers(float* d) {
   for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-#define KILN_WGMMA_M64N128K16(TYPE)                                                               \
-  asm volatile(                                                                                   \
-      "{\n.reg .pred keep;\nsetp.ne.b32 keep, %66, 0;\n"                                          \
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                            \
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                   \
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "          \
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "          \
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "         \
-      "%64, %65, keep, 1, 1, %67, %68;\n}\n"                                                      \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),      \
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),  \
-        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),            \
-        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),            \
-        "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),            \
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),            \
-        "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),            \
-        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),            \
-        "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),            \
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),            \
-        "+f"(d[62]), "+f"(d[63])                                                                  \
+#define KILN_WGMMA_M64N128K16(TYPE)                                                        \
+  asm volatile(                                                                            \
+      "{\n.reg .pred keep;\nsetp.ne.b32 keep, %66, 0;\n"                                   \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                     \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "            \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "   \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "   \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "  \
+      "%64, %65, keep, 1, 1, %67, %68;\n}\n"                                               \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),            \
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),          \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),      \
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),      \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),      \
+        "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),      \
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),      \
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),      \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),      \
+        "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),      \
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                                 \
       : "l"(desc_a), "l"(desc_b), "r"(1), "n"(kTransA), "n"(kTransB))
 
-// D (64x128, f32) += A (64x16) · B (16x128) by the warpgroup, asynchronously (see above for the
-// fragment layout). kTransA / kTransB: the operand is MN-major in shared memory.
-template <int kTransA, int kTransB>
-__device__ __forceinline__ void kiln_wgmma_m64n128k16_bf16(float d[64], uint64_t desc_a,
-                                                          uint64_t desc_b) {
-  KILN_WGMMA_M64N128K16("bf16");
+#define KILN_WGMMA_M64N256K16(TYPE)                                                                        \
+  asm volatile(                                                                                            \
+      "{\n.reg .pred keep;\nsetp.ne.b32 keep, %130, 0;\n"                                                  \
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " "                                     \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                            \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                   \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                   \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "                   \
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "                   \
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "                   \
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "       \
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "  \
+      "%128, %129, keep, 1, 1, %131, %132;\n}\n"                                                           \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),                            \
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),                          \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),                      \
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),                      \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),                      \
+        "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),                      \
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),                      \
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),                      \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),                      \
+        "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),                      \
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]),                      \
+        "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),                      \
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]),                      \
+        "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),                      \
+        "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]),                      \
+        "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),                      \
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]),                    \
+        "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]),                \
+        "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]),                \
+        "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),                \
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]),                \
+        "+f"(d[126]), "+f"(d[127])                                                                         \
+      : "l"(desc_a), "l"(desc_b), "r"(1), "n"(kTransA), "n"(kTransB))
+
+// D (64xN, f32) += A (64x16) · B (16xN) by the warpgroup, asynchronously, N = 128 or 256 (see the
+// emulation above for the fragment layout). kTransA / kTransB: the operand is MN-major in shared
+// memory.
+template <bool kBf16, int kN, int kTransA, int kTransB>
+__device__ __forceinline__ void kiln_wgmma(float* d, uint64_t desc_a, uint64_t desc_b) {
+  static_assert(kN == 128 || kN == 256, "wgmma tiles are 128 or 256 wide here");
+  if constexpr (kN == 128 && kBf16) {
+    KILN_WGMMA_M64N128K16("bf16");
+  } else if constexpr (kN == 128) {
+    KILN_WGMMA_M64N128K16("f16");
+  } else if constexpr (kBf16) {
+    KILN_WGMMA_M64N256K16("bf16");
+  } else {
+    KILN_WGMMA_M64N256K16("f16");
+  }
 }
-template <int kTransA, int kTransB>
-__device__ __forceinline__ void kiln_wgmma_m64n128k16_f16(float d[64], uint64_t desc_a,
-                                                         uint64_t desc_b) {
-  KILN_WGMMA_M64N128K16("f16");
+
+// Moves registers from the producer warpgroup (which needs few) to the consumers (which hold the
+// accumulators): the block's register budget is shared out again after launch.
+template <int kRegisters>
+__device__ __forceinline__ void kiln_setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+template <int kRegisters>
+__device__ __forceinline__ void kiln_setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
 }
 
 #endif  // KILN_EMULATION

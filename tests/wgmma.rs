@@ -5,7 +5,8 @@
 //! 9.0 (elsewhere the products fall back to gemm_tc, and the tests say so).
 //!
 //! The kernels take operands whose contiguous dimension is a multiple of 8 elements; the cases
-//! cover both major orders of both operands with both loaders (TMA for single products, cp.async),
+//! cover both major orders of both operands with both loaders (TMA for single products, in 128- and
+//! 256-wide tiles, and cp.async),
 //! partial 128-tiles, k panels that wrap the 4-stage ring with a partial last panel, batches,
 //! groups, batch sums, and whole layers under autocast.
 
@@ -33,12 +34,21 @@ fn launches() -> Launches {
     }
 }
 
-/// Runs `work` with the wgmma kernels enabled, single products loading with TMA when `tma`, and
-/// returns how many products they ran.
-fn wgmma_launches_during(tma: bool, work: impl FnOnce()) -> Launches {
+/// How single products load and tile: TMA with 128- or 256-wide tiles, or cp.async.
+#[derive(Debug, Clone, Copy)]
+enum Loader {
+    Tma,
+    TmaWide,
+    CpAsync,
+}
+
+/// Runs `work` with the wgmma kernels enabled, single products taking `loader`, and returns how
+/// many products they ran.
+fn wgmma_launches_during(loader: Loader, work: impl FnOnce()) -> Launches {
     let _guard = COUNTER.lock().unwrap_or_else(|e| e.into_inner());
     kiln::cuda::set_wgmma_gemm(true);
-    kiln::cuda::set_wgmma_tma(tma);
+    kiln::cuda::set_wgmma_tma(!matches!(loader, Loader::CpAsync));
+    kiln::cuda::set_wgmma_wide_tiles(matches!(loader, Loader::TmaWide));
     let before = launches();
     work();
     let after = launches();
@@ -50,7 +60,7 @@ fn wgmma_launches_during(tma: bool, work: impl FnOnce()) -> Launches {
 
 /// Whether `device` runs the wgmma kernel; prints why not when it does not.
 fn runs_wgmma(device: Device) -> bool {
-    let runs = wgmma_launches_during(true, || {
+    let runs = wgmma_launches_during(Loader::Tma, || {
         let spec = GemmSpec::new(8, 8, 8);
         let a = backend::cast(&random(64, 1), DType::BF16).unwrap();
         let on = |t: &Tensor| t.to_device(device).unwrap();
@@ -79,16 +89,17 @@ fn wgmma_gemm_matches_the_cpu_for_both_major_orders_of_both_operands() {
                 let m = if ta { 136 } else { 131 };
                 let n = if tb { 133 } else { 200 };
                 let spec = transposed(m, n, 328, ta, tb);
-                // Once loaded by TMA (a single product's default), once by cp.async.
-                for tma in [true, false] {
+                // Loaded by TMA (a single product's default) into 128- and 256-wide tiles (n is
+                // past one 128 tile), and by cp.async.
+                for loader in [Loader::Tma, Loader::TmaWide, Loader::CpAsync] {
                     let seed = 500 + 10 * i as u64 + j as u64;
                     let launches =
-                        wgmma_launches_during(tma, || check_product(device, dtype, &spec, seed));
+                        wgmma_launches_during(loader, || check_product(device, dtype, &spec, seed));
                     let expected = Launches {
                         all: 1,
-                        tma: tma as usize,
+                        tma: !matches!(loader, Loader::CpAsync) as usize,
                     };
-                    assert_eq!(launches, expected, "{spec:?}, TMA {tma}");
+                    assert_eq!(launches, expected, "{spec:?}, {loader:?}");
                 }
             }
         }
@@ -116,7 +127,7 @@ fn wgmma_gemm_batches_groups_and_batch_sums() {
             .grouped(groups, k_g * pixels, rows_g * pixels, k_g * rows_g)
             .summed_over_batch();
         for (i, spec) in [forward, input_grad, weight_grad].iter().enumerate() {
-            let launches = wgmma_launches_during(true, || {
+            let launches = wgmma_launches_during(Loader::Tma, || {
                 check_product(device, DType::BF16, spec, 600 + i as u64)
             });
             // Batched and grouped products always load with cp.async.
@@ -133,8 +144,9 @@ fn an_empty_inner_dimension_writes_zeros_without_a_tensor_map() {
         }
         // No tensor map can describe a matrix with no columns: the cp.async kernel takes it.
         let spec = transposed(72, 40, 0, false, true);
-        let launches =
-            wgmma_launches_during(true, || check_product(device, DType::BF16, &spec, 710));
+        let launches = wgmma_launches_during(Loader::Tma, || {
+            check_product(device, DType::BF16, &spec, 710)
+        });
         assert_eq!(launches, Launches { all: 1, tma: 0 });
     }
 }
@@ -144,8 +156,9 @@ fn unaligned_products_fall_back_to_the_mma_sync_kernel() {
     for device in gpu_devices_under_test("wgmma fallback") {
         // k = 29 is no multiple of 8: neither K-major operand can be copied 16 bytes at a time.
         let spec = transposed(37, 45, 29, false, true);
-        let launches =
-            wgmma_launches_during(true, || check_product(device, DType::BF16, &spec, 700));
+        let launches = wgmma_launches_during(Loader::Tma, || {
+            check_product(device, DType::BF16, &spec, 700)
+        });
         assert_eq!(launches, Launches { all: 0, tma: 0 });
     }
 }
@@ -166,7 +179,7 @@ fn layers_under_autocast_agree_with_the_cpu_through_the_wgmma_kernel() {
             randn(&[16], 3),
         ];
         let linear = [randn(&[24, 40], 4), randn(&[16, 40], 5), randn(&[16], 6)];
-        let launches = wgmma_launches_during(true, || {
+        let launches = wgmma_launches_during(Loader::Tma, || {
             check_parity("wgmma conv2d", device, &conv, atol, rtol, |t| {
                 let window = Window2d::square(3, 1, 1);
                 autocast(DType::BF16, || {

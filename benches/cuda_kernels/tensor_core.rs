@@ -76,8 +76,8 @@ impl Bench {
     }
 
     /// The opt-in Hopper kernels (kernels/gemm_wgmma.cu) on the same product, where they run
-    /// (compute capability 9.0, or emulation): as " wgmma tma" and " wgmma cp.async" rows, one per
-    /// way of loading the panels. Each result must agree with the mma.sync kernel's: all sum the
+    /// (compute capability 9.0, or emulation): as " wgmma tma", " wgmma tma wide" (128x256 tiles)
+    /// and " wgmma cp.async" rows, one per way of loading and tiling. Each result must agree with the mma.sync kernel's: all sum the
     /// same bf16 products in f32, in different orders.
     fn gemm_wgmma_rows(
         &self,
@@ -91,8 +91,13 @@ impl Bench {
         let mma_sync = backend::gemm(&spec, 1.0, a, b, out.clone())?.to_vec::<f32>()?;
         kiln::cuda::set_wgmma_gemm(true);
         let mut outcome = Ok(());
-        for (tma, loader) in [(true, "tma"), (false, "cp.async")] {
+        for (tma, wide, loader) in [
+            (true, false, "tma"),
+            (true, true, "tma wide"),
+            (false, false, "cp.async"),
+        ] {
             kiln::cuda::set_wgmma_tma(tma);
+            kiln::cuda::set_wgmma_wide_tiles(wide);
             let before = kiln::cuda::wgmma_launches();
             let c = match backend::gemm(&spec, 1.0, a, b, out.clone()).and_then(|c| c.to_vec()) {
                 Ok(c) => c,
@@ -120,10 +125,10 @@ impl Bench {
                 rows.check::<()>(&workload, Err(wrong));
                 continue;
             }
-            let kernel = if tma {
-                "gemm bf16 wgmma tma"
-            } else {
-                "gemm bf16 wgmma cp.async"
+            let kernel = match loader {
+                "tma" => "gemm bf16 wgmma tma",
+                "tma wide" => "gemm bf16 wgmma tma 128x256",
+                _ => "gemm bf16 wgmma cp.async",
             };
             let timed = self.row(rows, kernel, (p.shape.clone(), workload), work, || {
                 backend::gemm(&spec, 1.0, a, b, out.clone()).map(drop)
@@ -135,6 +140,7 @@ impl Bench {
         }
         kiln::cuda::set_wgmma_gemm(false);
         kiln::cuda::set_wgmma_tma(true);
+        kiln::cuda::set_wgmma_wide_tiles(false);
         outcome
     }
 

@@ -19,8 +19,13 @@ const TILE: usize = 128;
 /// Dynamic shared memory: 4 stages of two 128x64 16-bit panels, plus 1024 bytes of slack for the
 /// kernel to align the stages to the 128-byte swizzle's 1024-byte atoms.
 const SHARED_BYTES: u32 = 4 * 2 * 128 * 64 * 2 + 1024;
-/// The TMA kernel's: the same, plus its 8 mbarriers (a full and an empty one per stage).
-const TMA_SHARED_BYTES: u32 = SHARED_BYTES + 8 * 8;
+/// The TMA kernels': 4 stages of A's 128x64 panel and B's `tile_n`x64 one, 1024 bytes of slack,
+/// and 8 mbarriers (a full and an empty one per stage).
+const fn tma_shared_bytes(tile_n: u32) -> u32 {
+    4 * (128 * 64 * 2 + tile_n * 64 * 2) + 1024 + 8 * 8
+}
+/// C tile width of the wide TMA kernels (`gemm_wgmma_tma_wide_*`).
+const WIDE_TILE: usize = 256;
 /// Threads of the TMA kernel: a producer warpgroup and two consumers.
 const TMA_THREADS: u32 = 384;
 /// Panel depth (k) of both kernels, and the MN-major box width (one 128-byte swizzle atom).
@@ -29,6 +34,7 @@ const ATOM: u32 = 64;
 
 static WGMMA_GEMM: AtomicBool = AtomicBool::new(false);
 static WGMMA_TMA: AtomicBool = AtomicBool::new(true);
+static WGMMA_WIDE: AtomicBool = AtomicBool::new(false);
 static WGMMA_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
 static WGMMA_TMA_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
 
@@ -43,6 +49,13 @@ pub fn set_wgmma_gemm(enabled: bool) {
 /// with cp.async like batched ones: lets the benchmark time both loaders. Process-wide.
 pub fn set_wgmma_tma(enabled: bool) {
     WGMMA_TMA.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether single products wider than 128 columns take the TMA kernel with 128x256 tiles
+/// (`gemm_wgmma_tma_wide_*`) rather than 128x128 ones. Opt-in until the GPU bench compares them.
+/// Process-wide.
+pub fn set_wgmma_wide_tiles(enabled: bool) {
+    WGMMA_WIDE.store(enabled, Ordering::Relaxed);
 }
 
 /// How many products the wgmma kernels have run in this process: lets tests and the benchmark
@@ -124,11 +137,14 @@ pub(crate) fn wgmma_kernel(
     // A tensor map cannot describe an empty matrix: k = 0 (C = beta·C + bias) goes to cp.async.
     let single =
         spec.batch == 1 && spec.groups == 1 && spec.k > 0 && WGMMA_TMA.load(Ordering::Relaxed);
-    let kernel = match (single, bf16) {
-        (true, true) => "gemm_wgmma_tma_bf16",
-        (true, false) => "gemm_wgmma_tma_f16",
-        (false, true) => "gemm_wgmma_bf16",
-        (false, false) => "gemm_wgmma_f16",
+    let wide = single && spec.n > TILE && WGMMA_WIDE.load(Ordering::Relaxed);
+    let kernel = match (single, wide, bf16) {
+        (true, true, true) => "gemm_wgmma_tma_wide_bf16",
+        (true, true, false) => "gemm_wgmma_tma_wide_f16",
+        (true, false, true) => "gemm_wgmma_tma_bf16",
+        (true, false, false) => "gemm_wgmma_tma_f16",
+        (false, _, true) => "gemm_wgmma_bf16",
+        (false, _, false) => "gemm_wgmma_f16",
     };
     let a_contiguous = if spec.trans_a { spec.m } else { spec.k };
     let b_contiguous = if spec.trans_b { spec.k } else { spec.n };
@@ -139,19 +155,20 @@ pub(crate) fn wgmma_kernel(
     usable.then_some(kernel)
 }
 
-/// The tensor map of an operand stored with `rows` (m or n) and `k`: K-major ([rows][k]) boxes are
-/// 64 k x 128 rows, MN-major ([k][rows]) ones 64 rows x 64 k (one swizzle atom; two per panel).
+/// The tensor map of an operand stored with `rows` (m or n) and `k`, whose panels are `tile`
+/// rows: K-major ([rows][k]) boxes are 64 k x `tile` rows, MN-major ([k][rows]) ones 64 rows x
+/// 64 k (one swizzle atom; `tile` / 64 per panel).
 fn operand_map(
     gpu: &Gpu,
     address: u64,
     (rows, k): (usize, usize),
-    mn_major: bool,
+    (mn_major, tile): (bool, usize),
     bf16: bool,
 ) -> Result<TensorMap> {
     let (inner, outer, boxes) = if mn_major {
         (rows, k, [ATOM, BK])
     } else {
-        (k, rows, [BK, TILE as u32])
+        (k, rows, [BK, tile as u32])
     };
     let dims = [inner as u64, outer as u64];
     Ok(TensorMap(gpu.tensor_map_2d(
@@ -173,9 +190,14 @@ fn gemm_wgmma_tma_at(
     beta: f32,
 ) -> Result<()> {
     let bf16 = kernel.ends_with("bf16");
+    let tile_n = if kernel.contains("wide") {
+        WIDE_TILE
+    } else {
+        TILE
+    };
     let params = WgmmaTmaParams {
-        map_a: operand_map(gpu, a, (spec.m, spec.k), spec.trans_a, bf16)?,
-        map_b: operand_map(gpu, b, (spec.n, spec.k), !spec.trans_b, bf16)?,
+        map_a: operand_map(gpu, a, (spec.m, spec.k), (spec.trans_a, TILE), bf16)?,
+        map_b: operand_map(gpu, b, (spec.n, spec.k), (!spec.trans_b, tile_n), bf16)?,
         c,
         row_bias,
         m: to_i32("gemm m", spec.m)?,
@@ -186,11 +208,11 @@ fn gemm_wgmma_tma_at(
         alpha,
         beta,
     };
-    let grid = grid_config(spec, TILE, TILE);
+    let grid = grid_config(spec, TILE, tile_n);
     let cfg = LaunchConfig {
         grid: (grid.grid.0, grid.grid.1, 1),
         block: (TMA_THREADS, 1, 1),
-        shared_bytes: TMA_SHARED_BYTES,
+        shared_bytes: tma_shared_bytes(tile_n as u32),
     };
     launch(gpu, kernel, cfg, &params)
 }

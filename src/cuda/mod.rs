@@ -32,7 +32,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use gemm::{set_flat_tile_gemm, set_large_tile_gemm};
-pub use gemm_wgmma::{set_wgmma_gemm, set_wgmma_tma, wgmma_launches, wgmma_tma_launches};
+pub use gemm_wgmma::{
+    set_wgmma_gemm, set_wgmma_tma, set_wgmma_wide_tiles, wgmma_launches, wgmma_tma_launches,
+};
 pub use graph::StepScalars;
 pub(crate) use graph::{DeviceGraph, PrivatePool};
 pub use memory::MemoryStats;
