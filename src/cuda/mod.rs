@@ -492,3 +492,38 @@ impl Drop for GpuBuffer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_tensor_map;
+
+    #[test]
+    fn emulated_tensor_maps_follow_the_drivers_rules() {
+        let ok =
+            |address, dims, stride, boxes| check_tensor_map(address, dims, stride, boxes).is_ok();
+        // A K-major 300 x 72 bf16 operand, boxes of 64 k x 128 rows: fine.
+        assert!(ok(4096, [72, 300], 144, [64, 128]));
+        assert!(
+            !ok(4104, [72, 300], 144, [64, 128]),
+            "address not 16-byte aligned"
+        );
+        assert!(!ok(4096, [0, 300], 144, [64, 128]), "empty extent");
+        assert!(
+            !ok(4096, [72, 300], 136, [64, 128]),
+            "stride not a multiple of 16"
+        );
+        assert!(
+            !ok(4096, [72, 300], 128, [64, 128]),
+            "stride shorter than a row"
+        );
+        assert!(!ok(4096, [72, 300], 144, [64, 512]), "box side above 256");
+        assert!(
+            !ok(4096, [72, 300], 144, [128, 64]),
+            "box rows wider than the swizzle"
+        );
+        assert!(
+            !ok(4096, [72, 300], 144, [4, 64]),
+            "box rows not a multiple of 16 bytes"
+        );
+    }
+}
