@@ -265,7 +265,11 @@ fn run_info() -> CliResult {
             "NOT compiled (no nvcc at build time)"
         },
         cuda::kernel_names().len(),
-        cuda::ptx_arch()
+        if cuda::built_with_kernels() {
+            cuda::ptx_targets().join(" and ")
+        } else {
+            cuda::ptx_arch().to_string()
+        }
     );
     println!("best device: {}", Device::best());
     match cuda::cuda_unavailable_reason(0) {

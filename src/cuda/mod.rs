@@ -73,6 +73,15 @@ pub fn ptx_arch() -> &'static str {
     generated::PTX_ARCH
 }
 
+/// Every PTX target among the embedded modules: [`ptx_arch`] and the architecture-specific ones
+/// (`compute_90a`: the Hopper kernels, loaded on compute capability 9.0 alone). Empty without nvcc.
+pub fn ptx_targets() -> Vec<&'static str> {
+    let mut targets: Vec<&'static str> = generated::PTX_MODULES.iter().map(|m| m.1).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
+}
+
 enum Backend {
     #[cfg(feature = "cuda")]
     Real(context::RealGpu),
@@ -179,7 +188,14 @@ pub fn describe(device: Device) -> Result<String> {
     let g = gpu(device)?;
     Ok(match &g.backend {
         #[cfg(feature = "cuda")]
-        Backend::Real(r) => r.describe()?,
+        Backend::Real(r) => {
+            let hopper = if r.has_kernel("gemm_wgmma_bf16") {
+                "loaded"
+            } else {
+                "not loaded (they need compute capability 9.0)"
+            };
+            format!("{}; Hopper kernels (wgmma, TMA): {hopper}", r.describe()?)
+        }
         Backend::Emulated => "CUDA kernels emulated on the CPU".to_string(),
     })
 }
