@@ -179,6 +179,38 @@ def target(j, workload, kiln, ref):
     return "—", ""
 
 
+# A kiln variant row's name ends in one of these; without it, the name is its default's row.
+VARIANT = re.compile(r" (flat-tile|wgmma( tma( wide)?| cp\.async)?|cuda-graph)$")
+
+
+def variants(j, smoke):
+    """Lines of a table: each opt-in kiln variant (CUDA graph, flat-tile or wgmma GEMM) against the
+    default it would replace, in the same run, with what the numbers say to do."""
+    lines = []
+    for workload, k in j.kiln.items():
+        m = VARIANT.search(workload)
+        base = j.kiln.get(workload[:m.start()]) if m else None
+        if not m or not base or "ms" not in k or "ms" not in base:
+            continue
+        speedup = base["ms"] / k["ms"]
+        if smoke:
+            advice = "n/a (smoke run)"
+        elif speedup > 1.05:
+            advice = "faster: candidate default"
+        elif speedup < 0.95:
+            advice = "slower: keep opt-in"
+        else:
+            advice = "same within 5%"
+        lines.append(f"| {workload} | {fmt_ms(base['ms'])} | {fmt_ms(k['ms'])} | {speedup:.2f} | {advice} |")
+    if not lines:
+        return []
+    head = ["## Opt-in variants against the defaults", "",
+            "Kernels become defaults only after winning here (and passing the GPU parity suites).", "",
+            "| variant | default ms | variant ms | speedup (default / variant) | reading |",
+            "|---|---:|---:|---:|---|"]
+    return head + lines + [""]
+
+
 def build(j, kiln_path, torch_path, problems):
     gpu, driver = gpu_info()
     commit = os.environ.get("KILN_COMMIT") or j.kiln_meta.get("commit") or "unknown"
@@ -279,6 +311,8 @@ def build(j, kiln_path, torch_path, problems):
         lines.append(f"| {workload} (kiln pool peak; PyTorch max_memory_allocated) | {mib(kb)} | {mib(tb)} "
                      f"| {ratio} | — | — | — |")
     lines.append("")
+
+    lines.extend(variants(j, smoke))
 
     if smoke:
         verdicts = [(w, "n/a") for w, _ in verdicts]
