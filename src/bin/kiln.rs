@@ -285,6 +285,13 @@ fn run_info() -> CliResult {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, which turns a closed pipe (`kiln info | head -1`) into a panic in
+    // println!; a command-line tool should simply stop, as the default action does.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Train(args) => run_train(args),
