@@ -31,6 +31,16 @@ struct KilnStepScalars {
   float decay;                  // AdamW: 1 − lr·wd (1 for Adam)
 };
 
+// The shape of a GEMM launch: fields every GEMM kernel's parameter struct has right after its
+// operand pointers a, b, c (mirrors src/cuda/gemm.rs `GemmLayout`, nested there at this place).
+#define KILN_GEMM_LAYOUT_FIELDS                               \
+  long long stride_a, stride_b, stride_c;                     \
+  long long group_stride_a, group_stride_b, group_stride_c;   \
+  int m, n, k;                                                \
+  int trans_a, trans_b;                                       \
+  int batch, reduce_batch;                                    \
+  int groups
+
 // Mirrors src/cuda/params.rs `ConvGeom`: a convolution or pooling window over an NCHW batch.
 struct ConvGeom {
   int batch, channels, in_h, in_w;

@@ -25,12 +25,7 @@ struct GemmParams {
   const float* a;
   const float* b;
   float* c;
-  long long stride_a, stride_b, stride_c;
-  long long group_stride_a, group_stride_b, group_stride_c;
-  int m, n, k;
-  int trans_a, trans_b;
-  int batch, reduce_batch;
-  int groups;
+  KILN_GEMM_LAYOUT_FIELDS;
   // gemm_128x128_f32 only: 1 when 16-byte vector accesses are valid for that operand (base address
   // 16-byte aligned, batch and group strides and the leading dimension multiples of 4).
   int vec_a, vec_b, vec_c;

@@ -36,12 +36,7 @@ struct WgmmaGemmParams {
   const unsigned short* a;
   const unsigned short* b;
   float* c;
-  long long stride_a, stride_b, stride_c;
-  long long group_stride_a, group_stride_b, group_stride_c;
-  int m, n, k;
-  int trans_a, trans_b;
-  int batch, reduce_batch;
-  int groups;
+  KILN_GEMM_LAYOUT_FIELDS;
   const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
   float alpha, beta;
 };

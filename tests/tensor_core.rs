@@ -10,7 +10,7 @@ use kiln::testing::gpu_devices_under_test;
 use kiln::{backend, ops, DType, Device, GemmSpec, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tensor_core_support::{check_product, random, transposed};
+use tensor_core_support::{check_product, grouped_conv_products, random, transposed};
 
 /// Values that exercise every rounding path of both formats: ties, overflow to infinity, the
 /// largest finite values, f16 subnormals and underflow, f32 subnormals, signed zeros, NaN.
@@ -192,19 +192,7 @@ fn tensor_core_gemm_groups_and_sums_over_the_batch() {
     for device in gpu_devices_under_test("tensor-core gemm, groups and batch sums") {
         // A grouped convolution's three products: 3 images, 2 groups of 5 output channels, 4·9
         // column rows and 7x6 pixels per group (the shapes of GroupedConv's specs).
-        let (images, groups, k_g, rows_g, pixels) = (3, 2, 5, 36, 42);
-        let (rows, k) = (rows_g * groups, k_g * groups);
-        let forward = GemmSpec::new(k_g, pixels, rows_g)
-            .batched(images, 0, rows * pixels, k * pixels)
-            .grouped(groups, k_g * rows_g, rows_g * pixels, k_g * pixels);
-        let input_grad = transposed(rows_g, pixels, k_g, true, false)
-            .batched(images, 0, k * pixels, rows * pixels)
-            .grouped(groups, k_g * rows_g, k_g * pixels, rows_g * pixels);
-        let weight_grad = transposed(k_g, rows_g, pixels, false, true)
-            .batched(images, k * pixels, rows * pixels, 0)
-            .grouped(groups, k_g * pixels, rows_g * pixels, k_g * rows_g)
-            .summed_over_batch();
-        for (i, spec) in [forward, input_grad, weight_grad].iter().enumerate() {
+        for (i, spec) in grouped_conv_products(3, 2, 5, 36, 42).iter().enumerate() {
             check_product(device, DType::BF16, spec, 400 + i as u64);
         }
     }

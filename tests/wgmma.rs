@@ -15,7 +15,7 @@ mod tensor_core_support;
 use kiln::testing::{check_parity, gpu_devices_under_test};
 use kiln::{autocast, backend, ops, DType, Device, GemmSpec, Tensor, Window2d};
 use std::sync::Mutex;
-use tensor_core_support::{check_product, random, transposed};
+use tensor_core_support::{check_product, grouped_conv_products, random, transposed};
 
 /// The launch counter is process-wide: tests that read it run one at a time.
 static COUNTER: Mutex<()> = Mutex::new(());
@@ -114,19 +114,7 @@ fn wgmma_gemm_batches_groups_and_batch_sums() {
         }
         // A grouped convolution's three products with 16-element-aligned shapes: 3 images, 2
         // groups of 16 output channels, 8·9 column rows and 48 pixels per group.
-        let (images, groups, k_g, rows_g, pixels) = (3, 2, 16, 72, 48);
-        let (rows, k) = (rows_g * groups, k_g * groups);
-        let forward = GemmSpec::new(k_g, pixels, rows_g)
-            .batched(images, 0, rows * pixels, k * pixels)
-            .grouped(groups, k_g * rows_g, rows_g * pixels, k_g * pixels);
-        let input_grad = transposed(rows_g, pixels, k_g, true, false)
-            .batched(images, 0, k * pixels, rows * pixels)
-            .grouped(groups, k_g * rows_g, k_g * pixels, rows_g * pixels);
-        let weight_grad = transposed(k_g, rows_g, pixels, false, true)
-            .batched(images, k * pixels, rows * pixels, 0)
-            .grouped(groups, k_g * pixels, rows_g * pixels, k_g * rows_g)
-            .summed_over_batch();
-        for (i, spec) in [forward, input_grad, weight_grad].iter().enumerate() {
+        for (i, spec) in grouped_conv_products(3, 2, 16, 72, 48).iter().enumerate() {
             let launches = wgmma_launches_during(Loader::Tma, || {
                 check_product(device, DType::BF16, spec, 600 + i as u64)
             });

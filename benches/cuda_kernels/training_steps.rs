@@ -64,15 +64,26 @@ impl Bench {
         let peak = kiln::memory_stats(&self.device)?.peak_bytes;
         // Mixed precision: the convolutions' and the linear layer's products in bf16 on the
         // tensor cores (kiln::autocast), against PyTorch's autocast bf16.
-        // And each precision replayed from a CUDA graph.
-        for (precision, name, graph) in [
-            (Precision::Bf16, "bf16-autocast", false),
-            (Precision::F32, "f32", true),
-            (Precision::Bf16, "bf16-autocast", true),
+        // And each precision replayed from a CUDA graph; the bf16 graph step also with the opt-in
+        // Hopper GEMM, where it runs.
+        let wgmma = self.wgmma_runs()?;
+        for (precision, name, graph, hopper) in [
+            (Precision::Bf16, "bf16-autocast", false, false),
+            (Precision::F32, "f32", true, false),
+            (Precision::Bf16, "bf16-autocast", true, false),
+            (Precision::Bf16, "bf16-autocast", true, true),
         ] {
+            if hopper && !wgmma {
+                continue;
+            }
+            kiln::cuda::set_wgmma_gemm(hopper);
             let mut model = resnet20(3, 10, 1, self.device)?;
-            let suffix = if graph { " cuda-graph" } else { "" };
-            self.train_steps(
+            let suffix = match (graph, hopper) {
+                (true, true) => " cuda-graph wgmma",
+                (true, false) => " cuda-graph",
+                _ => "",
+            };
+            let timed = self.train_steps(
                 rows,
                 &mut model,
                 0.01,
@@ -84,25 +95,6 @@ impl Bench {
                     format!("resnet20 train step b{batch} {name}{suffix}"),
                 ),
                 Mode(precision, graph),
-            )?;
-        }
-        // The bf16 graph step again with the opt-in Hopper GEMM, where it runs.
-        if self.wgmma_runs()? {
-            kiln::cuda::set_wgmma_gemm(true);
-            let mut model = resnet20(3, 10, 1, self.device)?;
-            let suffix = " cuda-graph wgmma";
-            let timed = self.train_steps(
-                rows,
-                &mut model,
-                0.01,
-                5e-4,
-                (&x, &y),
-                "resnet20 train step",
-                (
-                    format!("batch {batch}, 3x32x32, bf16-autocast{suffix}"),
-                    format!("resnet20 train step b{batch} bf16-autocast{suffix}"),
-                ),
-                Mode(Precision::Bf16, true),
             );
             kiln::cuda::set_wgmma_gemm(false);
             timed?;

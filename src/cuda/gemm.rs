@@ -22,6 +22,21 @@ struct GemmParams {
     a: u64,
     b: u64,
     c: u64,
+    layout: GemmLayout,
+    vec_a: i32,
+    vec_b: i32,
+    vec_c: i32,
+    row_bias: u64,
+    alpha: f32,
+    beta: f32,
+}
+
+/// The shape fields of every GEMM kernel's parameter struct, nested right after its three operand
+/// addresses (`KILN_GEMM_LAYOUT_FIELDS` in kernels/common.cuh: the C structs declare them flat, at
+/// the same offsets).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct GemmLayout {
     stride_a: i64,
     stride_b: i64,
     stride_c: i64,
@@ -36,12 +51,34 @@ struct GemmParams {
     batch: i32,
     reduce_batch: i32,
     groups: i32,
-    vec_a: i32,
-    vec_b: i32,
-    vec_c: i32,
-    row_bias: u64,
-    alpha: f32,
-    beta: f32,
+}
+
+// The nested layout sits where the C structs' flat fields do: after three 8-byte addresses, and
+// its 80 bytes end where the next field starts, with no padding either side.
+const _: () = assert!(std::mem::size_of::<GemmLayout>() == 80);
+const _: () = assert!(std::mem::offset_of!(GemmParams, layout) == 24);
+const _: () = assert!(std::mem::offset_of!(GemmParams, vec_a) == 104);
+
+impl GemmLayout {
+    /// `spec`'s shape, each size checked to fit the kernel's integer type.
+    pub(crate) fn of(spec: &GemmSpec) -> Result<Self> {
+        Ok(GemmLayout {
+            stride_a: to_i64("gemm stride", spec.stride_a)?,
+            stride_b: to_i64("gemm stride", spec.stride_b)?,
+            stride_c: to_i64("gemm stride", spec.stride_c)?,
+            group_stride_a: to_i64("gemm group stride", spec.group_stride_a)?,
+            group_stride_b: to_i64("gemm group stride", spec.group_stride_b)?,
+            group_stride_c: to_i64("gemm group stride", spec.group_stride_c)?,
+            m: to_i32("gemm m", spec.m)?,
+            n: to_i32("gemm n", spec.n)?,
+            k: to_i32("gemm k", spec.k)?,
+            trans_a: spec.trans_a as i32,
+            trans_b: spec.trans_b as i32,
+            batch: to_i32("gemm batch", spec.batch)?,
+            reduce_batch: spec.reduce_batch as i32,
+            groups: to_i32("gemm groups", spec.groups)?,
+        })
+    }
 }
 
 /// Mirrors `BiasAddParams` in kernels/gemm.cu.
@@ -190,20 +227,7 @@ pub(crate) fn gemm_at(
         a,
         b,
         c,
-        stride_a: to_i64("gemm stride", spec.stride_a)?,
-        stride_b: to_i64("gemm stride", spec.stride_b)?,
-        stride_c: to_i64("gemm stride", spec.stride_c)?,
-        group_stride_a: to_i64("gemm group stride", spec.group_stride_a)?,
-        group_stride_b: to_i64("gemm group stride", spec.group_stride_b)?,
-        group_stride_c: to_i64("gemm group stride", spec.group_stride_c)?,
-        m: to_i32("gemm m", spec.m)?,
-        n: to_i32("gemm n", spec.n)?,
-        k: to_i32("gemm k", spec.k)?,
-        trans_a: spec.trans_a as i32,
-        trans_b: spec.trans_b as i32,
-        batch: to_i32("gemm batch", spec.batch)?,
-        reduce_batch: spec.reduce_batch as i32,
-        groups: to_i32("gemm groups", spec.groups)?,
+        layout: GemmLayout::of(spec)?,
         // Leading dimensions: A is [m][k] or, transposed, [k][m]; B is [k][n] or [n][k]; C is [m][n].
         vec_a: vector_ok(
             a,

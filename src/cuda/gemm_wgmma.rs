@@ -8,8 +8,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::gemm::{grid_config, GemmAddresses};
-use super::params::{to_i32, to_i64};
+use super::gemm::{grid_config, GemmAddresses, GemmLayout};
+use super::params::to_i32;
 use super::{kernel_params, launch, Gpu, LaunchConfig};
 use crate::error::Result;
 use crate::shape::GemmSpec;
@@ -76,20 +76,7 @@ struct WgmmaGemmParams {
     a: u64,
     b: u64,
     c: u64,
-    stride_a: i64,
-    stride_b: i64,
-    stride_c: i64,
-    group_stride_a: i64,
-    group_stride_b: i64,
-    group_stride_c: i64,
-    m: i32,
-    n: i32,
-    k: i32,
-    trans_a: i32,
-    trans_b: i32,
-    batch: i32,
-    reduce_batch: i32,
-    groups: i32,
+    layout: GemmLayout,
     row_bias: u64,
     alpha: f32,
     beta: f32,
@@ -237,20 +224,7 @@ pub(crate) fn gemm_wgmma_at(
         a,
         b,
         c,
-        stride_a: to_i64("gemm stride", spec.stride_a)?,
-        stride_b: to_i64("gemm stride", spec.stride_b)?,
-        stride_c: to_i64("gemm stride", spec.stride_c)?,
-        group_stride_a: to_i64("gemm group stride", spec.group_stride_a)?,
-        group_stride_b: to_i64("gemm group stride", spec.group_stride_b)?,
-        group_stride_c: to_i64("gemm group stride", spec.group_stride_c)?,
-        m: to_i32("gemm m", spec.m)?,
-        n: to_i32("gemm n", spec.n)?,
-        k: to_i32("gemm k", spec.k)?,
-        trans_a: spec.trans_a as i32,
-        trans_b: spec.trans_b as i32,
-        batch: to_i32("gemm batch", spec.batch)?,
-        reduce_batch: spec.reduce_batch as i32,
-        groups: to_i32("gemm groups", spec.groups)?,
+        layout: GemmLayout::of(spec)?,
         row_bias,
         alpha,
         beta,

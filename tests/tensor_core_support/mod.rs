@@ -70,3 +70,27 @@ pub fn transposed(m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GemmSpec 
     spec.trans_b = tb;
     spec
 }
+
+/// A grouped convolution's three products (forward, input gradient, weight gradient summed over
+/// the batch) as GroupedConv specifies them: `images` images, `groups` groups of `k_g` output
+/// channels, `rows_g` column rows (C/groups·kh·kw) and `pixels` output pixels per group.
+pub fn grouped_conv_products(
+    images: usize,
+    groups: usize,
+    k_g: usize,
+    rows_g: usize,
+    pixels: usize,
+) -> [GemmSpec; 3] {
+    let (rows, k) = (rows_g * groups, k_g * groups);
+    let forward = GemmSpec::new(k_g, pixels, rows_g)
+        .batched(images, 0, rows * pixels, k * pixels)
+        .grouped(groups, k_g * rows_g, rows_g * pixels, k_g * pixels);
+    let input_grad = transposed(rows_g, pixels, k_g, true, false)
+        .batched(images, 0, k * pixels, rows * pixels)
+        .grouped(groups, k_g * rows_g, k_g * pixels, rows_g * pixels);
+    let weight_grad = transposed(k_g, rows_g, pixels, false, true)
+        .batched(images, k * pixels, rows * pixels, 0)
+        .grouped(groups, k_g * pixels, rows_g * pixels, k_g * rows_g)
+        .summed_over_batch();
+    [forward, input_grad, weight_grad]
+}
