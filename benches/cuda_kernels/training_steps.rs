@@ -1,8 +1,8 @@
 //! Training steps of whole networks (`kiln::train::train_step_with`: forward, loss, backward,
 //! SGD, with the loss and correct count read back), in f32 and in bf16 mixed precision, eager and
-//! replayed from a CUDA graph (`kiln::train::CapturedStep`, rows named "... cuda-graph"; on
-//! Hopper also with the opt-in wgmma GEMM, "... cuda-graph wgmma"), beside bench/torch_gpu.py's
-//! eager PyTorch steps of the same names.
+//! replayed from a CUDA graph (`kiln::train::CapturedStep`, rows named "... cuda-graph"; the bf16
+//! one also with the opt-in flat-tile and, on Hopper, wgmma GEMMs: "... cuda-graph flat-tile",
+//! "... cuda-graph wgmma"), beside bench/torch_gpu.py's eager PyTorch steps of the same names.
 
 use kiln::nn::models::{lenet5, resnet20};
 use kiln::nn::Module;
@@ -65,24 +65,23 @@ impl Bench {
         // Mixed precision: the convolutions' and the linear layer's products in bf16 on the
         // tensor cores (kiln::autocast), against PyTorch's autocast bf16.
         // And each precision replayed from a CUDA graph; the bf16 graph step also with the opt-in
-        // Hopper GEMM, where it runs.
+        // GEMM kernels: flat tensor-core tiles (the 16- and 32-channel layers), and the Hopper
+        // wgmma kernels where they run.
         let wgmma = self.wgmma_runs()?;
-        for (precision, name, graph, hopper) in [
-            (Precision::Bf16, "bf16-autocast", false, false),
-            (Precision::F32, "f32", true, false),
-            (Precision::Bf16, "bf16-autocast", true, false),
-            (Precision::Bf16, "bf16-autocast", true, true),
+        for (precision, name, graph, gemm) in [
+            (Precision::Bf16, "bf16-autocast", false, ""),
+            (Precision::F32, "f32", true, ""),
+            (Precision::Bf16, "bf16-autocast", true, ""),
+            (Precision::Bf16, "bf16-autocast", true, " flat-tile"),
+            (Precision::Bf16, "bf16-autocast", true, " wgmma"),
         ] {
-            if hopper && !wgmma {
+            if gemm == " wgmma" && !wgmma {
                 continue;
             }
-            kiln::cuda::set_wgmma_gemm(hopper);
+            kiln::cuda::set_flat_tile_gemm(gemm == " flat-tile");
+            kiln::cuda::set_wgmma_gemm(gemm == " wgmma");
             let mut model = resnet20(3, 10, 1, self.device)?;
-            let suffix = match (graph, hopper) {
-                (true, true) => " cuda-graph wgmma",
-                (true, false) => " cuda-graph",
-                _ => "",
-            };
+            let suffix = format!("{}{gemm}", if graph { " cuda-graph" } else { "" });
             let timed = self.train_steps(
                 rows,
                 &mut model,
@@ -96,6 +95,7 @@ impl Bench {
                 ),
                 Mode(precision, graph),
             );
+            kiln::cuda::set_flat_tile_gemm(false);
             kiln::cuda::set_wgmma_gemm(false);
             timed?;
         }

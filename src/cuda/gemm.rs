@@ -144,30 +144,40 @@ pub(crate) fn uses_big_tiles(spec: &GemmSpec) -> bool {
 static LARGE_TILE_GEMM: AtomicBool = AtomicBool::new(false);
 
 /// Whether products with few rows (m ≤ 32: the forward of a convolution with 16 or 32 output
-/// channels; not batch sums such as its weight gradient) take the
-/// flat-tile kernels (`gemm_16x256_f32`, `gemm_32x128_f32`) instead of `gemm_f32`, whose 64-row
-/// tiles would be half or three quarters padding. Opt-in until a GPU benchmark shows them winning
-/// (benches/cuda_kernels.rs times both on the convolution's shape).
+/// channels; not batch sums such as its weight gradient) take the flat-tile kernels instead of the
+/// square-tile ones, whose 64- or 128-row tiles would be mostly padding: `gemm_16x256_f32` and
+/// `gemm_32x128_f32` in f32, `gemm_tc_16x256_*` and `gemm_tc_32x256_*` on the tensor cores.
+/// Opt-in until a GPU benchmark shows them winning (benches/cuda_kernels.rs times both on the
+/// convolution's shape).
 static FLAT_TILE_GEMM: AtomicBool = AtomicBool::new(false);
 
-/// Chooses the GEMM kernel for products with at most 32 rows process-wide: the flat-tile kernels
-/// when `enabled`, else the 64x64 one. All compute the same result.
+/// Chooses the GEMM kernels for products with at most 32 rows process-wide: the flat-tile kernels
+/// when `enabled`, else the square-tile ones. All compute the same result.
 pub fn set_flat_tile_gemm(enabled: bool) {
     FLAT_TILE_GEMM.store(enabled, Ordering::Relaxed);
 }
 
-/// The flat-tile kernel for this product, with its tile (rows, columns), if it takes one.
-fn flat_tiles(spec: &GemmSpec) -> Option<(&'static str, usize, usize)> {
+/// The rows (16 or 32) of the flat tile this product takes, if flat tiles are enabled and it
+/// qualifies.
+pub(crate) fn flat_tile_rows(spec: &GemmSpec) -> Option<usize> {
     // A batch-summed product (a weight gradient) has only ceil(n / tile)·groups blocks: flatter,
     // wider tiles would leave it fewer.
     if !FLAT_TILE_GEMM.load(Ordering::Relaxed) || spec.reduce_batch {
         return None;
     }
     match spec.m {
-        0..=16 => Some(("gemm_16x256_f32", 16, 256)),
-        17..=32 => Some(("gemm_32x128_f32", 32, 128)),
+        0..=16 => Some(16),
+        17..=32 => Some(32),
         _ => None,
     }
+}
+
+/// The f32 flat-tile kernel for this product, with its tile (rows, columns), if it takes one.
+fn flat_tiles(spec: &GemmSpec) -> Option<(&'static str, usize, usize)> {
+    flat_tile_rows(spec).map(|rows| match rows {
+        16 => ("gemm_16x256_f32", 16, 256),
+        _ => ("gemm_32x128_f32", 32, 128),
+    })
 }
 
 /// Chooses the GEMM kernel for large products (m, n ≥ 128, k ≥ 8) process-wide: the 128x128-tile

@@ -1,15 +1,17 @@
 //! Launcher for kernels/gemm_tc.cu: the tensor-core GEMM with bf16 or f16 inputs and f32
 //! accumulation and output.
 
-use super::gemm::{grid_config, GemmAddresses, GemmLayout};
+use super::gemm::{flat_tile_rows, grid_config, GemmAddresses, GemmLayout};
 use super::gemm_wgmma::{gemm_wgmma_at, wgmma_kernel};
 use super::params::to_i32;
 use super::{kernel_params, launch, Gpu, GpuBuffer};
 use crate::error::Result;
 use crate::shape::GemmSpec;
 
-/// Tile of C per block (TC_TILE in kernels/gemm_tc.cu); 256 threads, as gemm.rs's grid gives.
+/// Tile of C per block of the square-tile kernels (gemm_tc_*; 256 threads, as gemm.rs's grid
+/// gives), and the width of the flat ones (gemm_tc_16x256_*, gemm_tc_32x256_*).
 const TILE: usize = 128;
+const FLAT_TILE_N: usize = 256;
 
 /// Mirrors `TcGemmParams` in kernels/gemm_tc.cu.
 #[repr(C)]
@@ -70,8 +72,11 @@ pub(crate) fn gemm_16bit_at(
     }
     to_i32("gemm grid", spec.m.div_ceil(TILE))?;
     let operands = GemmAddresses { a, b, c, row_bias };
-    if let Some(kernel) = wgmma_kernel(gpu, spec, a, b, bf16) {
-        return gemm_wgmma_at(gpu, kernel, spec, alpha, operands, beta);
+    let flat = flat_tile_rows(spec);
+    if flat.is_none() {
+        if let Some(kernel) = wgmma_kernel(gpu, spec, a, b, bf16) {
+            return gemm_wgmma_at(gpu, kernel, spec, alpha, operands, beta);
+        }
     }
     let params = TcGemmParams {
         a,
@@ -95,7 +100,13 @@ pub(crate) fn gemm_16bit_at(
         beta,
     };
     to_i32("gemm output matrices", spec.outputs())?;
-    let cfg = grid_config(spec, TILE, TILE);
-    let kernel = if bf16 { "gemm_tc_bf16" } else { "gemm_tc_f16" };
-    launch(gpu, kernel, cfg, &params)
+    let (kernel, tile_m, tile_n) = match (flat, bf16) {
+        (Some(16), true) => ("gemm_tc_16x256_bf16", 16, FLAT_TILE_N),
+        (Some(16), false) => ("gemm_tc_16x256_f16", 16, FLAT_TILE_N),
+        (Some(_), true) => ("gemm_tc_32x256_bf16", 32, FLAT_TILE_N),
+        (Some(_), false) => ("gemm_tc_32x256_f16", 32, FLAT_TILE_N),
+        (None, true) => ("gemm_tc_bf16", TILE, TILE),
+        (None, false) => ("gemm_tc_f16", TILE, TILE),
+    };
+    launch(gpu, kernel, grid_config(spec, tile_m, tile_n), &params)
 }
