@@ -222,7 +222,10 @@ fn setup_script_nvcc() -> Vec<PathBuf> {
         .collect()
 }
 
-fn compile_ptx(nvcc: &Path, dir: &Path, file: &KernelFile, out: &Path) -> PathBuf {
+/// The PTX of one file, or `None` for a file with its own target (`compute_90a`) that this nvcc
+/// does not know (before CUDA 12): its kernels are then left out of the GPU build, with a warning,
+/// and products fall back to kernels every GPU has. Any other failure stops the build.
+fn compile_ptx(nvcc: &Path, dir: &Path, file: &KernelFile, out: &Path) -> Option<PathBuf> {
     let ptx = out.join(format!("{}.ptx", file.stem));
     let output = Command::new(nvcc)
         .args(["--ptx", "-O3", "-std=c++17", "-lineinfo"])
@@ -235,17 +238,25 @@ fn compile_ptx(nvcc: &Path, dir: &Path, file: &KernelFile, out: &Path) -> PathBu
         .output()
         .unwrap_or_else(|e| panic!("could not run {}: {e}", nvcc.display()));
     if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if file.arch != PTX_ARCH && stderr.contains("Unsupported gpu architecture") {
+            println!(
+                "cargo:warning={}: this nvcc cannot target {}; its kernels are left out (CUDA 12 or newer builds them)",
+                file.path.display(),
+                file.arch
+            );
+            return None;
+        }
         panic!(
-            "nvcc failed on {}:\n{}{}",
+            "nvcc failed on {}:\n{}{stderr}",
             file.path.display(),
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
         );
     }
-    ptx
+    Some(ptx)
 }
 
-fn generated_source(files: &[KernelFile], ptx: &[PathBuf], with_nvcc: bool) -> String {
+fn generated_source(files: &[KernelFile], ptx: &[Option<PathBuf>], with_nvcc: bool) -> String {
     let mut s = String::new();
     writeln!(
         s,
@@ -263,6 +274,7 @@ fn generated_source(files: &[KernelFile], ptx: &[PathBuf], with_nvcc: bool) -> S
     .unwrap();
     writeln!(s, "pub const PTX_MODULES: &[(&str, &str, &str)] = &[").unwrap();
     for (f, p) in files.iter().zip(ptx) {
+        let Some(p) = p else { continue };
         writeln!(
             s,
             "    ({:?}, {:?}, include_str!({:?})),",

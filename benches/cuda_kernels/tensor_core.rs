@@ -96,6 +96,9 @@ impl Bench {
             (true, true, "tma wide"),
             (false, false, "cp.async"),
         ] {
+            if wide && p.size <= 128 {
+                continue; // wide tiles apply to products wider than 128 columns only
+            }
             kiln::cuda::set_wgmma_tma(tma);
             kiln::cuda::set_wgmma_wide_tiles(wide);
             let before = kiln::cuda::wgmma_launches();

@@ -279,7 +279,9 @@ impl RealGpu {
             .get(name)
             .ok_or_else(|| Error::MissingKernel(name.to_string()))?;
         if cfg.shared_bytes > STATIC_SHARED_LIMIT {
-            // More than 48 KB of dynamic shared memory needs the kernel's consent.
+            // More than 48 KB of dynamic shared memory needs the kernel's consent. Unlike a launch,
+            // setting an attribute does not make the context current on this thread.
+            self.ctx.bind_to_thread()?;
             function.set_attribute(
                 sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 cfg.shared_bytes as i32,

@@ -20,7 +20,8 @@ pub(crate) fn launch<P: KernelParams>(
 /// [`launch`] with the parameter struct given by address (a launch recorded for a graph replay).
 ///
 /// # Safety
-/// `params` must point to kernel `name`'s parameter struct, 8-byte aligned, alive for the call,
+/// `params` must point to kernel `name`'s parameter struct, aligned as that struct is (up to 128
+/// bytes: the TMA GEMM's), alive for the call,
 /// with every device address in it live and sized for the launch.
 pub(crate) unsafe fn launch_raw(
     name: &'static str,

@@ -156,8 +156,9 @@ impl DeviceGraph {
 
 fn replay_emulated(op: &Recorded) -> Result<()> {
     match op {
-        // SAFETY: the words are a copy of the parameter struct the launcher built for `name`, 8-byte
-        // aligned; its addresses are the graph's own blocks or checked tensors (see Copy below).
+        // SAFETY: the blocks are a copy of the parameter struct the launcher built for `name`,
+        // 128-byte aligned (as the most aligned struct needs); its addresses are the graph's own
+        // blocks or checked tensors (see Copy below).
         Recorded::Launch { name, cfg, params } => unsafe {
             emulator::launch_raw(name, *cfg, params.as_ptr() as *const core::ffi::c_void)
         },
