@@ -85,6 +85,17 @@ def sig3(x):
     return f"{x:.{decimals}f}"
 
 
+# A kiln variant row's name ends in one of these; without it, the name is its default's row.
+VARIANT = re.compile(r" (flat-tile|wgmma( tma( wide)?| cp\.async)?|cuda-graph)$")
+
+
+def plain_name(workload):
+    """The workload's name without any variant suffix (the name PyTorch's row has)."""
+    while m := VARIANT.search(workload):
+        workload = workload[:m.start()]
+    return workload
+
+
 class Joined:
     def __init__(self, kiln, torch):
         by = lambda recs, src=None: {  # noqa: E731
@@ -121,7 +132,7 @@ class Joined:
         """(record, label) of the reference for a workload: cuBLAS in kiln's process first."""
         # kiln's variants (CUDA-graph steps, the opt-in flat-tile and wgmma GEMMs) are measured
         # against the reference of the plain workload's name.
-        eager = re.sub(r"( (cuda-graph|flat-tile|wgmma( tma( wide)?| cp\.async)?))+$", "", workload)
+        eager = plain_name(workload)
         for table, label in ((self.cublas, "cuBLAS"), (self.torch, "PyTorch")):
             r = table.get(workload) or table.get(eager)
             if r and "ms" in r:
@@ -179,8 +190,6 @@ def target(j, workload, kiln, ref):
     return "—", ""
 
 
-# A kiln variant row's name ends in one of these; without it, the name is its default's row.
-VARIANT = re.compile(r" (flat-tile|wgmma( tma( wide)?| cp\.async)?|cuda-graph)$")
 
 
 def variants(j, smoke):

@@ -77,8 +77,8 @@ impl Bench {
 
     /// The opt-in Hopper kernels (kernels/gemm_wgmma.cu) on the same product, where they run
     /// (compute capability 9.0, or emulation): as " wgmma tma", " wgmma tma wide" (128x256 tiles)
-    /// and " wgmma cp.async" rows, one per way of loading and tiling. Each result must agree with the mma.sync kernel's: all sum the
-    /// same bf16 products in f32, in different orders.
+    /// and " wgmma cp.async" rows, one per way of loading and tiling. Each result must agree with
+    /// the mma.sync kernel's: all sum the same bf16 products in f32, in different orders.
     fn gemm_wgmma_rows(
         &self,
         rows: &mut Rows,
@@ -91,10 +91,10 @@ impl Bench {
         let mma_sync = backend::gemm(&spec, 1.0, a, b, out.clone())?.to_vec::<f32>()?;
         kiln::cuda::set_wgmma_gemm(true);
         let mut outcome = Ok(());
-        for (tma, wide, loader) in [
-            (true, false, "tma"),
-            (true, true, "tma wide"),
-            (false, false, "cp.async"),
+        for (tma, wide, loader, kernel) in [
+            (true, false, "tma", "gemm bf16 wgmma tma"),
+            (true, true, "tma wide", "gemm bf16 wgmma tma 128x256"),
+            (false, false, "cp.async", "gemm bf16 wgmma cp.async"),
         ] {
             if wide && p.size <= 128 {
                 continue; // wide tiles apply to products wider than 128 columns only
@@ -128,11 +128,6 @@ impl Bench {
                 rows.check::<()>(&workload, Err(wrong));
                 continue;
             }
-            let kernel = match loader {
-                "tma" => "gemm bf16 wgmma tma",
-                "tma wide" => "gemm bf16 wgmma tma 128x256",
-                _ => "gemm bf16 wgmma cp.async",
-            };
             let timed = self.row(rows, kernel, (p.shape.clone(), workload), work, || {
                 backend::gemm(&spec, 1.0, a, b, out.clone()).map(drop)
             });

@@ -2,7 +2,7 @@
 //! the embedded PTX, allocation, copies and launches on one stream.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
     result, sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream,
@@ -90,6 +90,9 @@ pub(crate) struct RealGpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     functions: HashMap<&'static str, CudaFunction>,
+    /// The dynamic shared memory each kernel has been allowed beyond 48 KB (set once, not per
+    /// launch: a driver call on every GEMM would sit on the hot path).
+    shared_opt_in: Mutex<HashMap<&'static str, u32>>,
     _modules: Vec<Arc<CudaModule>>,
 }
 
@@ -127,6 +130,7 @@ impl RealGpu {
             ctx,
             stream,
             functions,
+            shared_opt_in: Mutex::new(HashMap::new()),
             _modules: modules,
         })
     }
@@ -175,6 +179,26 @@ impl RealGpu {
         }
         .result()?;
         Ok(map.opaque)
+    }
+
+    /// Lets kernel `name` take `bytes` of dynamic shared memory: more than 48 KB needs the kernel's
+    /// consent, asked once per kernel and size.
+    fn allow_shared(&self, name: &'static str, function: &CudaFunction, bytes: u32) -> Result<()> {
+        let mut allowed = self
+            .shared_opt_in
+            .lock()
+            .map_err(|_| Error::Driver("shared-memory opt-in table poisoned".into()))?;
+        if allowed.get(name).is_some_and(|&b| b >= bytes) {
+            return Ok(());
+        }
+        // Unlike a launch, setting an attribute does not make the context current on this thread.
+        self.ctx.bind_to_thread()?;
+        function.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )?;
+        allowed.insert(name, bytes);
+        Ok(())
     }
 
     /// Whether kernel `name` was loaded (a Hopper-only module is skipped on other GPUs).
@@ -279,13 +303,7 @@ impl RealGpu {
             .get(name)
             .ok_or_else(|| Error::MissingKernel(name.to_string()))?;
         if cfg.shared_bytes > STATIC_SHARED_LIMIT {
-            // More than 48 KB of dynamic shared memory needs the kernel's consent. Unlike a launch,
-            // setting an attribute does not make the context current on this thread.
-            self.ctx.bind_to_thread()?;
-            function.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                cfg.shared_bytes as i32,
-            )?;
+            self.allow_shared(name, function, cfg.shared_bytes)?;
         }
         let cfg = CudarcLaunchConfig {
             grid_dim: cfg.grid,

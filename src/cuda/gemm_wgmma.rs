@@ -2,9 +2,9 @@
 //! the same products as gemm_tc.rs when both operands can be copied into shared memory 16 bytes at
 //! a time. Single products (one batch entry, one group) load their panels with TMA
 //! (`gemm_wgmma_tma_*`, tensor maps encoded here per launch); batched, grouped and batch-summed
-//! ones with cp.async (`gemm_wgmma_*`). Opt-in ([`set_wgmma_gemm`]) until a GPU run shows it correct and faster than
-//! `gemm_tc` in the same benchmark; it runs under emulation everywhere and on compute capability
-//! 9.0 GPUs (H100, H200).
+//! ones with cp.async (`gemm_wgmma_*`). Opt-in ([`set_wgmma_gemm`]) until a GPU run shows it
+//! correct and faster than `gemm_tc` in the same benchmark; it runs under emulation everywhere and
+//! on compute capability 9.0 GPUs (H100, H200).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -113,6 +113,40 @@ fn copies_whole_chunks(address: u64, contiguous: usize, strides: [usize; 2]) -> 
     address % 16 == 0 && contiguous % 8 == 0 && strides.iter().all(|s| s % 8 == 0)
 }
 
+/// Which wgmma kernel a product takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WgmmaKernel {
+    /// cp.async loads, 128x128 tiles (`gemm_wgmma_*`): batched, grouped and batch-summed products.
+    CpAsync { bf16: bool },
+    /// TMA loads, 128x128 or, `wide`, 128x256 tiles (`gemm_wgmma_tma[_wide]_*`): single products.
+    Tma { bf16: bool, wide: bool },
+}
+
+impl WgmmaKernel {
+    fn name(self) -> &'static str {
+        match self {
+            WgmmaKernel::CpAsync { bf16: true } => "gemm_wgmma_bf16",
+            WgmmaKernel::CpAsync { bf16: false } => "gemm_wgmma_f16",
+            WgmmaKernel::Tma {
+                bf16: true,
+                wide: false,
+            } => "gemm_wgmma_tma_bf16",
+            WgmmaKernel::Tma {
+                bf16: false,
+                wide: false,
+            } => "gemm_wgmma_tma_f16",
+            WgmmaKernel::Tma {
+                bf16: true,
+                wide: true,
+            } => "gemm_wgmma_tma_wide_bf16",
+            WgmmaKernel::Tma {
+                bf16: false,
+                wide: true,
+            } => "gemm_wgmma_tma_wide_f16",
+        }
+    }
+}
+
 /// The wgmma kernel for this product, if it is enabled, can run on `gpu`, and takes the operands.
 pub(crate) fn wgmma_kernel(
     gpu: &Gpu,
@@ -120,23 +154,20 @@ pub(crate) fn wgmma_kernel(
     a: u64,
     b: u64,
     bf16: bool,
-) -> Option<&'static str> {
+) -> Option<WgmmaKernel> {
     // A tensor map cannot describe an empty matrix: k = 0 (C = beta·C + bias) goes to cp.async.
     let single =
         spec.batch == 1 && spec.groups == 1 && spec.k > 0 && WGMMA_TMA.load(Ordering::Relaxed);
-    let wide = single && spec.n > TILE && WGMMA_WIDE.load(Ordering::Relaxed);
-    let kernel = match (single, wide, bf16) {
-        (true, true, true) => "gemm_wgmma_tma_wide_bf16",
-        (true, true, false) => "gemm_wgmma_tma_wide_f16",
-        (true, false, true) => "gemm_wgmma_tma_bf16",
-        (true, false, false) => "gemm_wgmma_tma_f16",
-        (false, _, true) => "gemm_wgmma_bf16",
-        (false, _, false) => "gemm_wgmma_f16",
+    let kernel = if single {
+        let wide = spec.n > TILE && WGMMA_WIDE.load(Ordering::Relaxed);
+        WgmmaKernel::Tma { bf16, wide }
+    } else {
+        WgmmaKernel::CpAsync { bf16 }
     };
     let a_contiguous = if spec.trans_a { spec.m } else { spec.k };
     let b_contiguous = if spec.trans_b { spec.k } else { spec.n };
     let usable = WGMMA_GEMM.load(Ordering::Relaxed)
-        && gpu.has_kernel(kernel)
+        && gpu.has_kernel(kernel.name())
         && copies_whole_chunks(a, a_contiguous, [spec.stride_a, spec.group_stride_a])
         && copies_whole_chunks(b, b_contiguous, [spec.stride_b, spec.group_stride_b]);
     usable.then_some(kernel)
@@ -170,18 +201,13 @@ fn operand_map(
 /// The TMA kernel on a single product.
 fn gemm_wgmma_tma_at(
     gpu: &Gpu,
-    kernel: &'static str,
+    (bf16, wide): (bool, bool),
     spec: &GemmSpec,
     alpha: f32,
     GemmAddresses { a, b, c, row_bias }: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
-    let bf16 = kernel.ends_with("bf16");
-    let tile_n = if kernel.contains("wide") {
-        WIDE_TILE
-    } else {
-        TILE
-    };
+    let tile_n = if wide { WIDE_TILE } else { TILE };
     let params = WgmmaTmaParams {
         map_a: operand_map(gpu, a, (spec.m, spec.k), (spec.trans_a, TILE), bf16)?,
         map_b: operand_map(gpu, b, (spec.n, spec.k), (!spec.trans_b, tile_n), bf16)?,
@@ -201,25 +227,21 @@ fn gemm_wgmma_tma_at(
         block: (TMA_THREADS, 1, 1),
         shared_bytes: tma_shared_bytes(tile_n as u32),
     };
-    launch(gpu, kernel, cfg, &params)
+    let kernel = WgmmaKernel::Tma { bf16, wide }.name();
+    launch(gpu, kernel, cfg, &params)?;
+    WGMMA_TMA_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
-/// Runs `kernel` (from [`wgmma_kernel`]) on device addresses (ranges checked by the caller).
-pub(crate) fn gemm_wgmma_at(
+/// The cp.async kernel on any product (batches, groups, batch sums).
+fn gemm_wgmma_cp_async_at(
     gpu: &Gpu,
-    kernel: &'static str,
+    bf16: bool,
     spec: &GemmSpec,
     alpha: f32,
-    operands: GemmAddresses,
+    GemmAddresses { a, b, c, row_bias }: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
-    if kernel.starts_with("gemm_wgmma_tma") {
-        gemm_wgmma_tma_at(gpu, kernel, spec, alpha, operands, beta)?;
-        WGMMA_LAUNCHES.fetch_add(1, Ordering::Relaxed);
-        WGMMA_TMA_LAUNCHES.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
-    }
-    let GemmAddresses { a, b, c, row_bias } = operands;
     let params = WgmmaGemmParams {
         a,
         b,
@@ -234,7 +256,26 @@ pub(crate) fn gemm_wgmma_at(
         shared_bytes: SHARED_BYTES,
         ..grid_config(spec, TILE, TILE)
     };
-    launch(gpu, kernel, cfg, &params)?;
+    launch(gpu, WgmmaKernel::CpAsync { bf16 }.name(), cfg, &params)
+}
+
+/// Runs `kernel` (from [`wgmma_kernel`]) on device addresses (ranges checked by the caller).
+pub(crate) fn gemm_wgmma_at(
+    gpu: &Gpu,
+    kernel: WgmmaKernel,
+    spec: &GemmSpec,
+    alpha: f32,
+    operands: GemmAddresses,
+    beta: f32,
+) -> Result<()> {
+    match kernel {
+        WgmmaKernel::Tma { bf16, wide } => {
+            gemm_wgmma_tma_at(gpu, (bf16, wide), spec, alpha, operands, beta)?
+        }
+        WgmmaKernel::CpAsync { bf16 } => {
+            gemm_wgmma_cp_async_at(gpu, bf16, spec, alpha, operands, beta)?
+        }
+    }
     WGMMA_LAUNCHES.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -98,7 +98,8 @@ pub struct Gpu {
 }
 
 /// The rules `cuTensorMapEncodeTiled` enforces for a 2-d 16-bit map with the 128-byte swizzle,
-/// checked under emulation too so that a map the driver would refuse fails there as well.
+/// checked before encoding on both backends, so a map the driver would refuse is the same clear
+/// error on a GPU and under emulation.
 fn check_tensor_map(
     address: u64,
     dims: [u64; 2],
@@ -215,8 +216,8 @@ impl Gpu {
         }
     }
 
-    /// A TMA descriptor of a 2-d 16-bit matrix (see `RealGpu::tensor_map_2d`); under emulation,
-    /// the fields kernels/hopper.cuh's emulated TMA reads: address, inner and outer extents, row
+    /// A TMA descriptor of a 2-d 16-bit matrix, its arguments checked against the driver's rules
+    /// (see `RealGpu::tensor_map_2d`); under emulation, the fields kernels/hopper.cuh's emulated TMA reads: address, inner and outer extents, row
     /// stride in bytes, box inner and outer.
     pub(crate) fn tensor_map_2d(
         &self,
@@ -226,11 +227,11 @@ impl Gpu {
         boxes: [u32; 2],
         bf16: bool,
     ) -> Result<[u64; 16]> {
+        check_tensor_map(address, dims, stride_bytes, boxes)?;
         match &self.backend {
             #[cfg(feature = "cuda")]
             Backend::Real(r) => r.tensor_map_2d(address, dims, stride_bytes, boxes, bf16),
             Backend::Emulated => {
-                check_tensor_map(address, dims, stride_bytes, boxes)?;
                 let mut map = [0u64; 16];
                 let fields = [address, dims[0], dims[1], stride_bytes];
                 map[..4].copy_from_slice(&fields);
