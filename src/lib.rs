@@ -30,7 +30,7 @@ pub mod tensor;
 pub mod testing;
 pub mod train;
 
-pub use autocast::autocast;
+pub use autocast::{autocast, autocast_activations};
 pub use autograd::{no_grad, Gradients};
 pub use cuda::MemoryStats;
 pub use device::{empty_cache, memory_stats, reset_peak_memory, synchronize, Device};

@@ -1,5 +1,6 @@
 //! Activation primitives.
 
+use super::cast::{storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cpu::activation::{MaxoutLayout, RowLayout};
@@ -10,6 +11,10 @@ use crate::tensor::{DType, Element, Tensor};
 
 /// ReLU: (y, mask u8).
 pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    if let Some(format) = storage_format(x) {
+        let (y, mask) = relu_fwd(&widened(x)?)?;
+        return Ok((stored(y, Some(format))?, mask));
+    }
     let shape = x.shape().to_vec();
     match x.device() {
         Device::Cpu => with_float!("relu", x, |T| {
@@ -34,6 +39,9 @@ pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {
 
 /// dx = dy · mask.
 pub fn relu_bwd(dy: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    if let Some(format) = storage_format(dy) {
+        return stored(relu_bwd(&widened(dy)?, mask)?, Some(format));
+    }
     common_device("relu backward", &[dy, mask])?;
     mask.expect_dtype("relu backward", DType::U8)?;
     mask.expect_shape("relu backward", dy.shape())?;
@@ -108,6 +116,9 @@ impl Pointwise {
 fn pointwise_fwd(op: Pointwise, x: &Tensor) -> Result<Tensor> {
     let (name, _) = op.names();
     op.check()?;
+    if let Some(format) = storage_format(x) {
+        return stored(pointwise_fwd(op, &widened(x)?)?, Some(format));
+    }
     let shape = x.shape().to_vec();
     match x.device() {
         Device::Cpu => with_float!(name, x, |T| {
@@ -134,6 +145,12 @@ fn pointwise_bwd(op: Pointwise, saved: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let (_, name) = op.names();
     op.check()?;
     same_layout(name, saved, dy)?;
+    if let Some(format) = storage_format(dy) {
+        return stored(
+            pointwise_bwd(op, &widened(saved)?, &widened(dy)?)?,
+            Some(format),
+        );
+    }
     let shape = dy.shape().to_vec();
     match dy.device() {
         Device::Cpu => with_float!(name, dy, |T| {
@@ -222,6 +239,9 @@ fn softmax_layout(op: &'static str, t: &Tensor, axis: usize) -> Result<RowLayout
 }
 
 fn softmax_fwd_impl(op: &'static str, x: &Tensor, axis: usize, log: bool) -> Result<Tensor> {
+    if let Some(format) = storage_format(x) {
+        return stored(softmax_fwd_impl(op, &widened(x)?, axis, log)?, Some(format));
+    }
     let layout = softmax_layout(op, x, axis)?;
     let shape = x.shape().to_vec();
     match x.device() {
@@ -249,6 +269,10 @@ fn softmax_bwd_impl(
 ) -> Result<Tensor> {
     same_layout(op, y, dy)?;
     let layout = softmax_layout(op, y, axis)?;
+    if let Some(format) = storage_format(dy) {
+        let (y, dy) = (widened(y)?, widened(dy)?);
+        return stored(softmax_bwd_impl(op, &y, &dy, axis, log)?, Some(format));
+    }
     let shape = y.shape().to_vec();
     match y.device() {
         Device::Cpu => with_float!(op, y, |T| {
@@ -318,6 +342,10 @@ fn maxout_layout(op: &'static str, input_shape: &[usize], pieces: usize) -> Resu
 /// Maxout over groups of `pieces` consecutive channels: x [N, units·pieces, ...] →
 /// (y [N, units, ...], the winning piece as i32 of y's shape).
 pub fn maxout_fwd(x: &Tensor, pieces: usize) -> Result<(Tensor, Tensor)> {
+    if let Some(format) = storage_format(x) {
+        let (y, argmax) = maxout_fwd(&widened(x)?, pieces)?;
+        return Ok((stored(y, Some(format))?, argmax));
+    }
     let layout = maxout_layout("maxout", x.shape(), pieces)?;
     let mut shape = x.shape().to_vec();
     shape[1] = layout.units;
@@ -344,6 +372,9 @@ pub fn maxout_fwd(x: &Tensor, pieces: usize) -> Result<(Tensor, Tensor)> {
 /// Routes dy [N, units, ...] to the winning piece of each group; dx is [N, units·pieces, ...].
 pub fn maxout_bwd(dy: &Tensor, argmax: &Tensor, pieces: usize) -> Result<Tensor> {
     const OP: &str = "maxout backward";
+    if let Some(format) = storage_format(dy) {
+        return stored(maxout_bwd(&widened(dy)?, argmax, pieces)?, Some(format));
+    }
     common_device(OP, &[dy, argmax])?;
     argmax.expect_dtype(OP, DType::I32)?;
     argmax.expect_shape(OP, dy.shape())?;

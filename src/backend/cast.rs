@@ -81,3 +81,29 @@ pub(crate) fn rounded_through(x: &Tensor, format: Option<DType>) -> Result<Tenso
         None => Ok(x.clone()),
     }
 }
+
+// 16-bit storage. Every primitive accepts bf16 or f16 tensors (the activations of
+// [`crate::autocast_activations`]): where no 16-bit kernel exists, it widens them to f32 exactly,
+// computes in f32 and rounds each output once, back to the input's format. A 16-bit kernel
+// computes the same way (load, f32 arithmetic, one rounding), so the two agree.
+
+/// The 16-bit storage format of `t` (bf16 or f16), if it has one.
+pub(crate) fn storage_format(t: &Tensor) -> Option<DType> {
+    matches!(t.dtype(), DType::BF16 | DType::F16).then_some(t.dtype())
+}
+
+/// `t` in f32 when it is stored in 16 bits (exact), else `t` itself.
+pub(crate) fn widened(t: &Tensor) -> Result<Tensor> {
+    match storage_format(t) {
+        Some(_) => cast(t, DType::F32),
+        None => Ok(t.clone()),
+    }
+}
+
+/// `y` stored in `format` (rounded to nearest even) when one is given, else `y` itself.
+pub(crate) fn stored(y: Tensor, format: Option<DType>) -> Result<Tensor> {
+    match format {
+        Some(f) => cast(&y, f),
+        None => Ok(y),
+    }
+}

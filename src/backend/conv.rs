@@ -5,7 +5,7 @@
 //! GEMM launch over the chunk's images and groups; on the CPU, `cpu::conv` runs them image by
 //! image with the columns in cache.
 
-use super::cast::{product_operand, rounded_through};
+use super::cast::{product_operand, rounded_through, storage_format, widened};
 use super::conv_gpu;
 use super::{
     cast, check_len, common_device, gpu_f32, gpu_output, host_output, input_shape, with_float,
@@ -27,6 +27,10 @@ pub fn conv_forward(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     common_device("conv2d", &[x, w])?;
+    if storage_format(x).is_some() {
+        // 16-bit activations: the same values in f32 (the product rounds them to `mixed` anyway).
+        return conv_forward(&widened(x)?, w, bias, conv, mixed);
+    }
     x.expect_shape("conv2d input", &conv.input_shape())?;
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
     if let Some(b) = bias {
@@ -55,6 +59,9 @@ pub fn conv_input_grad(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     common_device("conv2d input gradient", &[w, dy])?;
+    if storage_format(dy).is_some() {
+        return conv_input_grad(w, &widened(dy)?, conv, mixed);
+    }
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
     dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
     match dy.device() {
@@ -79,6 +86,9 @@ pub fn conv_weight_grad(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     common_device("conv2d weight gradient", &[x, dy])?;
+    if storage_format(x).is_some() || storage_format(dy).is_some() {
+        return conv_weight_grad(&widened(x)?, &widened(dy)?, conv, mixed);
+    }
     x.expect_shape("conv2d input", &conv.input_shape())?;
     dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
     match dy.device() {
@@ -192,7 +202,12 @@ pub fn gemm_mixed(
     out_shape: Vec<usize>,
     mixed: Option<DType>,
 ) -> Result<Tensor> {
-    let (a, b) = (product_operand(a, mixed)?, product_operand(b, mixed)?);
+    // Without a product format, 16-bit operands (activations) are multiplied in f32.
+    let operand = |t: &Tensor| match mixed {
+        Some(_) => product_operand(t, mixed),
+        None => widened(t),
+    };
+    let (a, b) = (operand(a)?, operand(b)?);
     gemm(spec, alpha, &a, &b, out_shape)
 }
 
@@ -258,6 +273,10 @@ pub fn bias_add(
 
 /// db[c] = Σ dy[o][c][i].
 pub fn bias_grad(dy: &Tensor, outer: usize, channels: usize, inner: usize) -> Result<Tensor> {
+    if storage_format(dy).is_some() {
+        // The gradient of an f32 bias, summed in f32.
+        return bias_grad(&widened(dy)?, outer, channels, inner);
+    }
     check_len("bias_grad", dy, outer * channels * inner)?;
     match dy.device() {
         Device::Cpu => with_float!("bias_grad", dy, |T| {

@@ -1,5 +1,6 @@
 //! Dropout primitives.
 
+use super::cast::{storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cpu::dropout::{dropout_scale, dropout_threshold};
@@ -36,6 +37,10 @@ pub fn dropout_fwd_at_step(
     step: u64,
     offset: u64,
 ) -> Result<(Tensor, Tensor)> {
+    if let Some(format) = storage_format(x) {
+        let (y, mask) = dropout_fwd_at_step(&widened(x)?, p, seed, step, offset)?;
+        return Ok((stored(y, Some(format))?, mask));
+    }
     check_dropout_probability(p)?;
     let (threshold, scale) = (dropout_threshold(p), dropout_scale(p));
     let shape = x.shape().to_vec();
@@ -70,6 +75,9 @@ pub fn dropout_fwd_at_step(
 
 /// dx = dy·mask/(1 − p) with the forward pass's mask (0 everywhere when p = 1).
 pub fn dropout_bwd(dy: &Tensor, mask: &Tensor, p: f64) -> Result<Tensor> {
+    if let Some(format) = storage_format(dy) {
+        return stored(dropout_bwd(&widened(dy)?, mask, p)?, Some(format));
+    }
     check_dropout_probability(p)?;
     common_device("dropout backward", &[dy, mask])?;
     mask.expect_dtype("dropout backward", DType::U8)?;

@@ -1,5 +1,6 @@
 //! Elementwise and reduction primitives, and the device copy.
 
+use super::cast::{storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float, Factor};
 use crate::cpu;
 use crate::cuda;
@@ -9,6 +10,9 @@ use crate::tensor::{DType, Element, Tensor};
 
 /// scale·Σx as a one-element tensor.
 pub fn sum(x: &Tensor, scale: f64) -> Result<Tensor> {
+    if let Some(format) = storage_format(x) {
+        return stored(sum(&widened(x)?, scale)?, Some(format));
+    }
     match x.device() {
         Device::Cpu => with_float!("sum", x, |T| {
             let xs = x.host_slice::<T>("sum")?;
@@ -54,6 +58,12 @@ fn same_shapes(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// alpha·a + beta·b for tensors of one shape.
 pub fn axpby(alpha: f64, a: &Tensor, beta: f64, b: &Tensor) -> Result<Tensor> {
     same_shapes("axpby", a, b)?;
+    if let Some(format) = storage_format(a) {
+        return stored(
+            axpby(alpha, &widened(a)?, beta, &widened(b)?)?,
+            Some(format),
+        );
+    }
     let shape = a.shape().to_vec();
     match a.device() {
         Device::Cpu => with_float!("axpby", a, |T| {
@@ -81,6 +91,9 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// a·b elementwise.
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shapes("mul", a, b)?;
+    if let Some(format) = storage_format(a) {
+        return stored(mul(&widened(a)?, &widened(b)?)?, Some(format));
+    }
     let shape = a.shape().to_vec();
     match a.device() {
         Device::Cpu => with_float!("mul", a, |T| {
@@ -102,6 +115,9 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// scale·x + shift.
 pub fn affine(x: &Tensor, scale: f64, shift: f64) -> Result<Tensor> {
+    if let Some(format) = storage_format(x) {
+        return stored(affine(&widened(x)?, scale, shift)?, Some(format));
+    }
     let shape = x.shape().to_vec();
     match x.device() {
         Device::Cpu => with_float!("affine", x, |T| {
@@ -187,6 +203,14 @@ pub fn full_like(like: &Tensor, shape: &[usize], value: f64) -> Result<Tensor> {
 pub fn full_like_times(like: &Tensor, shape: &[usize], value: Factor) -> Result<Tensor> {
     const OP: &str = "full";
     value.check(OP, like)?;
+    if let Some(format) = storage_format(like) {
+        let upstream = value.upstream.map(widened).transpose()?;
+        let value = Factor::new(value.scale, upstream.as_ref());
+        return stored(
+            full_like_times(&widened(like)?, shape, value)?,
+            Some(format),
+        );
+    }
     let n: usize = shape.iter().product();
     match like.device() {
         Device::Cpu => with_float!(OP, like, |T| {
@@ -212,6 +236,11 @@ pub fn full_like_times(like: &Tensor, shape: &[usize], value: Factor) -> Result<
 pub fn scale_times(x: &Tensor, factor: Factor) -> Result<Tensor> {
     const OP: &str = "scale";
     factor.check(OP, x)?;
+    if let Some(format) = storage_format(x) {
+        let upstream = factor.upstream.map(widened).transpose()?;
+        let factor = Factor::new(factor.scale, upstream.as_ref());
+        return stored(scale_times(&widened(x)?, factor)?, Some(format));
+    }
     let shape = x.shape().to_vec();
     match x.device() {
         Device::Cpu => with_float!(OP, x, |T| {

@@ -1,6 +1,7 @@
 //! Batch-normalization primitives: per-channel statistics, the normalize map, and the backward
 //! pass (per-channel reductions, then dx).
 
+use super::cast::{storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cpu::norm::{ChannelLayout, ChannelNorm};
@@ -101,6 +102,9 @@ fn gpu_norm<'a>(op: &'static str, stats: &BatchNormStats<'a>) -> Result<GpuChann
 /// Per-channel mean and biased variance Σ(x − mean)²/M over the M = N·H·W values of each channel
 /// of `x` [N, C, H, W]: two [C] tensors, computed in two passes (sound for a large mean).
 pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    if storage_format(x).is_some() {
+        return batch_norm_stats(&widened(x)?);
+    }
     const OP: &str = "batch norm statistics";
     let layout = batch_norm_layout(OP, x)?;
     let c = layout.channels;
@@ -126,6 +130,9 @@ pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel of `x` [N, C, H, W].
 pub fn batch_norm_fwd(x: &Tensor, stats: &BatchNormStats<'_>, beta: &Tensor) -> Result<Tensor> {
+    if let Some(format) = storage_format(x) {
+        return stored(batch_norm_fwd(&widened(x)?, stats, beta)?, Some(format));
+    }
     const OP: &str = "batch norm";
     let layout = check_stats(OP, x, stats)?;
     check_per_channel(OP, x, layout.channels, &[beta])?;
@@ -161,6 +168,12 @@ pub fn batch_norm_bwd(
     want_dx: bool,
 ) -> Result<BatchNormGrads> {
     const OP: &str = "batch norm backward";
+    if let Some(format) = storage_format(x) {
+        dy.expect_dtype(OP, format)?;
+        let g = batch_norm_bwd(&widened(dy)?, &widened(x)?, stats, training, want_dx)?;
+        let dx = g.dx.map(|dx| stored(dx, Some(format))).transpose()?;
+        return Ok(BatchNormGrads { dx, ..g });
+    }
     let layout = check_stats(OP, x, stats)?;
     common_device(OP, &[x, dy])?;
     dy.expect_dtype(OP, x.dtype())?;

@@ -1,5 +1,6 @@
 //! Pooling primitives.
 
+use super::cast::{storage_format, stored, widened};
 use super::input_shape;
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::cpu;
@@ -11,6 +12,10 @@ use crate::tensor::{DType, Element, Tensor};
 
 /// Max pooling: (y [N,C,OH,OW], argmax i32 of the same shape).
 pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {
+    if let Some(format) = storage_format(x) {
+        let (y, argmax) = maxpool_fwd(&widened(x)?, g)?;
+        return Ok((stored(y, Some(format))?, argmax));
+    }
     x.expect_shape("max_pool2d", &input_shape(g))?;
     let shape = vec![g.batch, g.in_channels, g.out_h, g.out_w];
     match x.device() {
@@ -35,6 +40,9 @@ pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {
 
 /// Routes dy to the recorded argmax; dx has the input's shape.
 pub fn maxpool_bwd(dy: &Tensor, argmax: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    if let Some(format) = storage_format(dy) {
+        return stored(maxpool_bwd(&widened(dy)?, argmax, g)?, Some(format));
+    }
     common_device("max_pool2d backward", &[dy, argmax])?;
     argmax.expect_dtype("max_pool2d backward", DType::I32)?;
     let out_shape = [g.batch, g.in_channels, g.out_h, g.out_w];
@@ -67,6 +75,12 @@ fn output_shape(g: &ConvGeometry) -> Vec<usize> {
 /// Average pooling: y [N,C,OH,OW]. The divisor is `KH·KW` when `count_include_pad`, else the
 /// number of in-bounds taps; a window with no in-bounds tap then gives 0.
 pub fn avgpool_fwd(x: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Result<Tensor> {
+    if let Some(format) = storage_format(x) {
+        return stored(
+            avgpool_fwd(&widened(x)?, g, count_include_pad)?,
+            Some(format),
+        );
+    }
     const OP: &str = "avg_pool2d";
     x.expect_shape(OP, &input_shape(g))?;
     let shape = output_shape(g);
@@ -88,6 +102,12 @@ pub fn avgpool_fwd(x: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Res
 
 /// Average-pooling backward: dx [N,C,H,W] from dy [N,C,OH,OW].
 pub fn avgpool_bwd(dy: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Result<Tensor> {
+    if let Some(format) = storage_format(dy) {
+        return stored(
+            avgpool_bwd(&widened(dy)?, g, count_include_pad)?,
+            Some(format),
+        );
+    }
     const OP: &str = "avg_pool2d backward";
     dy.expect_shape(OP, &output_shape(g))?;
     let shape = input_shape(g);
@@ -109,6 +129,9 @@ pub fn avgpool_bwd(dy: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Re
 
 /// L2-norm pooling: y [N,C,OH,OW] = sqrt(Σ x²) over each window (padding counts as 0).
 pub fn l2pool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    if let Some(format) = storage_format(x) {
+        return stored(l2pool_fwd(&widened(x)?, g)?, Some(format));
+    }
     const OP: &str = "l2_pool2d";
     x.expect_shape(OP, &input_shape(g))?;
     let shape = output_shape(g);
@@ -129,6 +152,10 @@ pub fn l2pool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
 /// L2-pooling backward from the forward input `x`, its output `y` and `dy`:
 /// dx = x · Σ dy / y over the windows containing each pixel; windows with y = 0 pass nothing.
 pub fn l2pool_bwd(x: &Tensor, y: &Tensor, dy: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    if let Some(format) = storage_format(dy) {
+        let (x, y, dy) = (widened(x)?, widened(y)?, widened(dy)?);
+        return stored(l2pool_bwd(&x, &y, &dy, g)?, Some(format));
+    }
     const OP: &str = "l2_pool2d backward";
     common_device(OP, &[x, y, dy])?;
     let shape = input_shape(g);
@@ -169,6 +196,9 @@ fn global_pool_input(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
 
 /// Global average pooling: x [N,C,H,W] → y [N,C,1,1], the mean of each plane.
 pub fn global_avgpool_fwd(x: &Tensor) -> Result<Tensor> {
+    if let Some(format) = storage_format(x) {
+        return stored(global_avgpool_fwd(&widened(x)?)?, Some(format));
+    }
     const OP: &str = "global_avg_pool2d";
     let [n, c, h, w] = global_pool_input(OP, x.shape())?;
     let (planes, plane_len) = (n * c, h * w);
@@ -191,6 +221,12 @@ pub fn global_avgpool_fwd(x: &Tensor) -> Result<Tensor> {
 
 /// Global average pooling backward: dy [N,C,1,1] → dx of `input_shape` [N,C,H,W], dy / (H·W).
 pub fn global_avgpool_bwd(dy: &Tensor, input_shape: &[usize]) -> Result<Tensor> {
+    if let Some(format) = storage_format(dy) {
+        return stored(
+            global_avgpool_bwd(&widened(dy)?, input_shape)?,
+            Some(format),
+        );
+    }
     const OP: &str = "global_avg_pool2d backward";
     let [n, c, h, w] = global_pool_input(OP, input_shape)?;
     dy.expect_shape(OP, &[n, c, 1, 1])?;

@@ -113,8 +113,9 @@ struct TrainArgs {
     /// Train on only the first N training images (quick runs).
     #[arg(long)]
     limit_train: Option<usize>,
-    /// f32, or mixed precision: bf16 or f16 matrix products in convolution and linear layers
-    /// (tensor cores on a GPU) with f32 weights; f16 adds dynamic loss scaling.
+    /// f32, or mixed precision: bf16 or f16 activations and matrix products (tensor cores on a
+    /// GPU) with f32 master weights, as PyTorch's autocast; bf16-products and f16-products keep
+    /// activations in f32 and round only the products' operands. f16 adds dynamic loss scaling.
     #[arg(long, default_value = "f32")]
     precision: String,
     /// Replay each training step from a CUDA graph: one launch per step instead of one per kernel

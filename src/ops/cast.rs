@@ -17,3 +17,17 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
         move |dy: &Tensor| Ok(vec![Some(backend::cast(dy, from)?)])
     }))
 }
+
+/// A layer's output (convolution, linear) in the activation format of the current mixed-precision
+/// mode ([`crate::autocast_activations`]), else as computed.
+pub(crate) fn as_activation(y: Tensor) -> Result<Tensor> {
+    match crate::autocast::activation_format() {
+        Some(format) => backend::cast(&y, format),
+        None => Ok(y),
+    }
+}
+
+/// A gradient computed in f32 for an input of `dtype` (a 16-bit activation gets a 16-bit one).
+pub(crate) fn gradient_as(g: Tensor, dtype: DType) -> Result<Tensor> {
+    backend::cast(&g, dtype)
+}

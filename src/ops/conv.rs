@@ -8,6 +8,7 @@
 use crate::autograd::record;
 use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
+use crate::ops::cast::{as_activation, gradient_as};
 use crate::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
 use crate::tensor::Tensor;
 
@@ -31,7 +32,7 @@ pub fn conv2d_groups(
     let conv = checked_conv(x, w, b, window, groups)?;
     // The precision of the products, kept for the backward pass (see crate::autocast).
     let mixed = crate::autocast::current();
-    let y = backend::conv_forward(x, w, b, &conv, mixed)?;
+    let y = as_activation(backend::conv_forward(x, w, b, &conv, mixed)?)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let has_bias = b.is_some();
@@ -39,11 +40,15 @@ pub fn conv2d_groups(
     // recomputes, as cuDNN does, instead of keeping KH·KW copies of x alive until then).
     let w_saved = x.needs_grad().then(|| w.detach());
     let x_saved = w.needs_grad().then(|| x.detach());
+    let x_dtype = x.dtype();
     Ok(record("conv2d", &inputs, y, move || {
         move |dy: &Tensor| {
             dy.expect_shape("conv2d backward", &conv.output_shape())?;
             let dx = match &w_saved {
-                Some(w) => Some(backend::conv_input_grad(w, dy, &conv, mixed)?),
+                Some(w) => Some(gradient_as(
+                    backend::conv_input_grad(w, dy, &conv, mixed)?,
+                    x_dtype,
+                )?),
                 None => None,
             };
             let dw = match &x_saved {

@@ -18,6 +18,7 @@ use super::conv::{check_groups, check_kernel};
 use crate::autograd::record;
 use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
+use crate::ops::cast::{as_activation, gradient_as};
 use crate::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
 use crate::tensor::Tensor;
 
@@ -42,17 +43,22 @@ pub fn conv_transpose2d(
     if let Some(b) = b {
         backend::bias_add(&mut y, b, g.batch, g.in_channels, g.in_h * g.in_w)?;
     }
+    let y = as_activation(y)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let has_bias = b.is_some();
     // Save only what the wanted gradients read: W for dx, x for dW.
     let w_saved = x.needs_grad().then(|| w.detach());
     let x_saved = w.needs_grad().then(|| x.detach());
+    let x_dtype = x.dtype();
     Ok(record("conv_transpose2d", &inputs, y, move || {
         move |dy: &Tensor| {
             dy.expect_shape("conv_transpose2d backward", &out_shape)?;
             let dx = match &w_saved {
-                Some(w) => Some(backend::conv_forward(dy, w, None, &conv, mixed)?),
+                Some(w) => Some(gradient_as(
+                    backend::conv_forward(dy, w, None, &conv, mixed)?,
+                    x_dtype,
+                )?),
                 None => None,
             };
             let dw = match &x_saved {

@@ -3,6 +3,7 @@
 use crate::autograd::record;
 use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
+use crate::ops::cast::{as_activation, gradient_as};
 use crate::shape::GemmSpec;
 use crate::tensor::Tensor;
 
@@ -39,14 +40,17 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         b.expect_shape("linear bias", &[out])?;
         backend::bias_add(&mut y, b, n, out, 1)?;
     }
+    let y = as_activation(y)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let (x_saved, w_saved, has_bias) = (x.detach(), w.detach(), b.is_some());
+    let x_dtype = x.dtype();
     Ok(record("linear", &inputs, y, move || {
         // dx = dy·W, dW = dyᵀ·x, db = Σ_n dy.
         move |dy: &Tensor| {
             let dx_spec = GemmSpec::new(n, fan_in, out);
             let dx = backend::gemm_mixed(&dx_spec, 1.0, dy, &w_saved, vec![n, fan_in], mixed)?;
+            let dx = gradient_as(dx, x_dtype)?;
             let dw_spec = GemmSpec::new(out, fan_in, n).transpose_a();
             let dw = backend::gemm_mixed(&dw_spec, 1.0, dy, &x_saved, vec![out, fan_in], mixed)?;
             let mut grads = vec![Some(dx), Some(dw)];

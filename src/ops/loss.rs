@@ -5,12 +5,13 @@
 use crate::autograd::record;
 use crate::backend::{self, common_device, Factor};
 use crate::error::{invalid, Error, Result};
-use crate::ops::{add, scale};
+use crate::ops::{add, cast, scale};
 use crate::tensor::{DType, Tensor};
 
 /// Mean over rows of −log softmax(logits)[label]: logits [N, K], labels i32 [N] in 0..K (checked;
 /// a bad label is an error). Returns a one-element tensor on the logits' device.
 pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let logits = &in_f32(logits)?;
     let (probs, losses) = backend::softmax_xent_fwd(logits, labels)?;
     record_softmax_cross_entropy(logits, labels, probs, losses)
 }
@@ -22,6 +23,7 @@ pub(crate) fn softmax_cross_entropy_deferred_label_check(
     logits: &Tensor,
     labels: &Tensor,
 ) -> Result<Tensor> {
+    let logits = &in_f32(logits)?;
     let (probs, losses) = backend::softmax_xent_fwd_unchecked_labels(logits, labels)?;
     record_softmax_cross_entropy(logits, labels, probs, losses)
 }
@@ -56,6 +58,16 @@ fn record_softmax_cross_entropy(
     ))
 }
 
+/// `t` widened to f32 on the tape when it is stored in 16 bits (mixed-precision activations):
+/// losses are computed in f32, as under PyTorch's autocast, and their gradients flow back into
+/// the 16-bit tensor through the cast.
+fn in_f32(t: &Tensor) -> Result<Tensor> {
+    match t.dtype() {
+        DType::BF16 | DType::F16 => cast(t, DType::F32),
+        _ => Ok(t.clone()),
+    }
+}
+
 /// Mean squared error: (1/n)·Σ (prediction − target)² over all n elements of two tensors of one
 /// shape (n ≥ 1). Gradients: 2(p − t)/n to the prediction and −2(p − t)/n to the target (when it
 /// requires one).
@@ -74,6 +86,7 @@ fn squared_error_loss(
     target: &Tensor,
     mean: bool,
 ) -> Result<Tensor> {
+    let (prediction, target) = (&in_f32(prediction)?, &in_f32(target)?);
     let sq = backend::squared_error_fwd(prediction, target)?;
     let s = if mean { 1.0 / sq.numel() as f64 } else { 1.0 };
     let loss = backend::sum(&sq, s)?.reshape(&[])?;
@@ -98,6 +111,7 @@ fn squared_error_loss(
 /// formula above, but no longer a cross-entropy (it can be negative), and non-finite targets give
 /// a non-finite loss.
 pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (logits, targets) = (&in_f32(logits)?, &in_f32(targets)?);
     let losses = backend::bce_logits_fwd(logits, targets)?;
     let n = losses.numel() as f64;
     let loss = backend::sum(&losses, 1.0 / n)?.reshape(&[])?;

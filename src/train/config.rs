@@ -165,7 +165,8 @@ pub struct TrainConfig {
     pub resume: bool,
     /// Use only the first N training images (quick runs and tests).
     pub limit_train: Option<usize>,
-    /// f32, or mixed precision (bf16/f16 matrix products, f32 master weights).
+    /// f32, or mixed precision (bf16/f16 activations and matrix products, f32 master weights; or
+    /// only the products in 16 bits).
     pub precision: Precision,
     /// Replay each training step from a CUDA graph ([`super::CapturedStep`]): one launch per step
     /// instead of one per kernel. GPU devices only, f32 or bf16.
@@ -237,7 +238,7 @@ impl TrainConfig {
                 "CUDA graphs replay device work: train on a GPU (--device cuda or emulated)",
             ));
         }
-        if self.cuda_graph && self.precision == Precision::F16 {
+        if self.cuda_graph && self.precision.loss_scaled() {
             return Err(invalid(
                 "cuda-graph",
                 "f16's loss scaler needs the host every step: use --precision f32 or bf16",

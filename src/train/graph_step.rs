@@ -52,6 +52,7 @@
 //! back (the last checkpoint on disk is untouched); f16's loss scaler needs the host every step and
 //! is not supported.
 
+use crate::autocast::Mode;
 use crate::backend;
 use crate::cuda::{gpu, DeviceGraph, GpuBuffer, StepScalars};
 use crate::device::Device;
@@ -76,7 +77,7 @@ pub struct CapturedStep {
     bound: Vec<u64>,
     /// The model and optimizer objects captured (their hyper-parameters are in the graph).
     owners: (usize, usize),
-    format: Option<DType>,
+    mode: Option<Mode>,
     classes: usize,
 }
 
@@ -111,7 +112,7 @@ impl CapturedStep {
         let static_labels = backend::copy(&labels.detach().to_device(device)?)?;
         let scalars = g.alloc(std::mem::size_of::<StepScalars>())?;
         let pool = g.new_private_pool();
-        let format = precision.format;
+        let mode = precision.mode;
 
         // Tensors shared with others (a kept snapshot) are copied now, in the device's own pool,
         // rather than by the warm-up's update, which would place them in the graph's memory.
@@ -126,7 +127,7 @@ impl CapturedStep {
         }
         model.set_step(step);
         let warm_up = g.in_private_pool(&pool, || {
-            device_step(model, optimizer, &static_images, &static_labels, format)
+            device_step(model, optimizer, &static_images, &static_labels, mode)
         })??;
         let (warm_up, classes) = warm_up;
         let result = read_checked_stats(&warm_up, &static_labels, classes, step)?;
@@ -135,11 +136,10 @@ impl CapturedStep {
         let steps = optimizer.steps();
         model.set_step(step); // the dropout layers' per-step call counts start again from 0
         let (graph, (stats, _)) = g.capture(&pool, scalars.address(), || {
-            device_step(model, optimizer, &static_images, &static_labels, format).map_err(|e| {
-                match e {
-                    TrainError::Kiln(k) => k,
-                    other => crate::Error::GraphCapture(other.to_string()),
-                }
+            device_step(model, optimizer, &static_images, &static_labels, mode).map_err(|e| match e
+            {
+                TrainError::Kiln(k) => k,
+                other => crate::Error::GraphCapture(other.to_string()),
             })
         })?;
         optimizer.set_steps(steps); // capturing recorded the update without making it
@@ -151,7 +151,7 @@ impl CapturedStep {
             scalars,
             bound: bound_addresses(model, optimizer),
             owners: owners(model, optimizer),
-            format,
+            mode,
             classes,
         };
         Ok((captured, result))
@@ -183,9 +183,14 @@ impl CapturedStep {
         same_layout(&self.images, images) && same_layout(&self.labels, labels)
     }
 
-    /// The mixed-precision format the step was captured with, if any.
+    /// The format of the matrix products the step was captured with, if any.
     pub fn format(&self) -> Option<DType> {
-        self.format
+        self.mode.map(|m| m.format)
+    }
+
+    /// The mixed-precision mode the step was captured with, if any.
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
     }
 
     /// The number of kernel launches and device copies in the graph, where kiln can see it (under
@@ -227,7 +232,7 @@ impl CapturedStep {
     }
 }
 
-/// One training step with no host round trip: forward (under autocast when `format` names one),
+/// One training step with no host round trip: forward (in the mixed-precision `mode`, if any),
 /// loss, backward and the optimizer's update; returns [loss, correct count] on the device and the
 /// number of classes.
 fn device_step(
@@ -235,9 +240,9 @@ fn device_step(
     optimizer: &mut dyn Optimizer,
     images: &Tensor,
     labels: &Tensor,
-    format: Option<DType>,
+    mode: Option<Mode>,
 ) -> Result<(Tensor, usize), TrainError> {
-    let (logits, loss) = super::trainer::forward_and_loss(model, images, labels, format)?;
+    let (logits, loss) = super::trainer::forward_and_loss(model, images, labels, mode)?;
     let classes = logits.shape().get(1).copied().unwrap_or(0);
     let stats = super::trainer::step_stats(&logits, &loss, labels)?;
     drop(logits);

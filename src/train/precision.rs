@@ -1,9 +1,11 @@
-//! The arithmetic of training steps: f32, or mixed precision ([`crate::autocast`]: the matrix
-//! products of convolution and linear layers in bf16 or f16 with f32 accumulation, f32 master
-//! weights), f16 with dynamic loss scaling.
+//! The arithmetic of training steps: f32, or mixed precision: bf16 or f16 activations and matrix
+//! products of convolution and linear layers with f32 accumulation, f32 master weights
+//! ([`crate::autocast_activations`]), or only the products in 16 bits ([`crate::autocast`]); f16
+//! with dynamic loss scaling.
 
 use std::collections::BTreeMap;
 
+use crate::autocast::Mode;
 use crate::error::{invalid, Result};
 use crate::optim::LossScaler;
 use crate::tensor::DType;
@@ -12,18 +14,26 @@ use crate::tensor::DType;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     F32,
+    /// bf16 activations and products, f32 master weights (PyTorch's autocast with bf16).
     Bf16,
+    /// f16 activations and products, f32 master weights, dynamic loss scaling.
     F16,
+    /// bf16 products only; activations stay f32.
+    Bf16Products,
+    /// f16 products only (with loss scaling); activations stay f32.
+    F16Products,
 }
 
 impl Precision {
-    pub const NAMES: [&'static str; 3] = ["f32", "bf16", "f16"];
+    pub const NAMES: [&'static str; 5] = ["f32", "bf16", "f16", "bf16-products", "f16-products"];
 
     pub fn parse(name: &str) -> Result<Precision> {
         Ok(match name {
             "f32" => Precision::F32,
             "bf16" => Precision::Bf16,
             "f16" => Precision::F16,
+            "bf16-products" => Precision::Bf16Products,
+            "f16-products" => Precision::F16Products,
             other => {
                 return Err(invalid(
                     "precision",
@@ -39,19 +49,31 @@ impl Precision {
 
     /// The 16-bit format of the matrix products, if any.
     pub fn format(self) -> Option<DType> {
+        self.mode().map(|m| m.format)
+    }
+
+    /// The mixed-precision mode of the steps, if any.
+    pub fn mode(self) -> Option<Mode> {
         match self {
             Precision::F32 => None,
-            Precision::Bf16 => Some(DType::BF16),
-            Precision::F16 => Some(DType::F16),
+            Precision::Bf16 => Some(Mode::activations(DType::BF16)),
+            Precision::F16 => Some(Mode::activations(DType::F16)),
+            Precision::Bf16Products => Some(Mode::products(DType::BF16)),
+            Precision::F16Products => Some(Mode::products(DType::F16)),
         }
+    }
+
+    /// Whether steps need f16's dynamic loss scaling.
+    pub fn loss_scaled(self) -> bool {
+        self.format() == Some(DType::F16)
     }
 }
 
-/// What a run's steps carry from one to the next: the product format and, for f16, the loss
+/// What a run's steps carry from one to the next: the mixed-precision mode and, for f16, the loss
 /// scaler (saved in checkpoints, so a resumed f16 run continues exactly).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepPrecision {
-    pub format: Option<DType>,
+    pub mode: Option<Mode>,
     pub scaler: Option<LossScaler>,
 }
 
@@ -61,8 +83,8 @@ const GOOD_STEPS_KEY: &str = "loss_scale_good_steps";
 impl StepPrecision {
     pub fn new(precision: Precision) -> StepPrecision {
         StepPrecision {
-            format: precision.format(),
-            scaler: (precision == Precision::F16).then(LossScaler::default),
+            mode: precision.mode(),
+            scaler: precision.loss_scaled().then(LossScaler::default),
         }
     }
 

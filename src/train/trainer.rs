@@ -477,7 +477,7 @@ pub fn train_step_with(
     precision: &mut StepPrecision,
 ) -> Result<(f64, usize), TrainError> {
     model.set_step(step);
-    let (logits, loss) = forward_and_loss(model, images, labels, precision.format)?;
+    let (logits, loss) = forward_and_loss(model, images, labels, precision.mode)?;
     // The loss and the correct count come back in one copy (one wait for the device per step).
     let classes = logits.shape().get(1).copied().unwrap_or(0);
     let stats = step_stats(&logits, &loss, labels)?;
@@ -530,22 +530,22 @@ fn graphed_step(
     Ok(result)
 }
 
-/// The training-mode forward pass (under [`crate::autocast`] when `format` names a 16-bit format)
+/// The training-mode forward pass (in the mixed-precision `mode` when one is given)
 /// and the softmax cross-entropy: (logits, loss). The labels are checked only if the loss comes
 /// back non-finite ([`read_checked_stats`]).
 pub(crate) fn forward_and_loss(
     model: &mut dyn Module,
     images: &Tensor,
     labels: &Tensor,
-    format: Option<DType>,
+    mode: Option<crate::autocast::Mode>,
 ) -> crate::Result<(Tensor, Tensor)> {
     let forward = |model: &mut dyn Module| -> crate::Result<(Tensor, Tensor)> {
         let logits = model.forward(images, Mode::Train)?;
         let loss = ops::softmax_cross_entropy_deferred_label_check(&logits, labels)?;
         Ok((logits, loss))
     };
-    match format {
-        Some(format) => crate::autocast(format, || forward(model))?,
+    match mode {
+        Some(mode) => crate::autocast::with_mode(mode, || forward(model))?,
         None => forward(model),
     }
 }

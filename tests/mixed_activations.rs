@@ -1,0 +1,364 @@
+//! Mixed precision with 16-bit activations (`kiln::autocast_activations`, `--precision bf16|f16`):
+//! every primitive keeps a bf16/f16 input's format and equals the f32 computation rounded once;
+//! layers store their outputs in the format; gradients of activations are 16-bit and those of
+//! parameters f32; a network agrees between the CPU and every device under test and stays close to
+//! its f32 run; and the saved activations take about half the memory.
+
+use kiln::backend::{self, BatchNormStats, Factor};
+use kiln::testing::{assert_close, gpu_devices_under_test};
+use kiln::{
+    autocast, autocast_activations, memory_stats, ops, ConvGeometry, DType, Device, Tensor,
+    Window2d,
+};
+
+const FORMATS: [DType; 2] = [DType::BF16, DType::F16];
+
+fn devices(test: &str) -> Vec<Device> {
+    let mut all = vec![Device::Cpu];
+    all.extend(gpu_devices_under_test(test));
+    all
+}
+
+/// Random values (std 1) stored in `format` on `device`.
+fn random_in(shape: &[usize], seed: u64, format: DType, device: Device) -> Tensor {
+    Tensor::randn(shape, 1.0, seed, Device::Cpu)
+        .unwrap()
+        .to_dtype(format)
+        .unwrap()
+        .to_device(device)
+        .unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap()
+}
+
+/// `on_16bit` applied to 16-bit inputs must give a tensor in their format holding exactly
+/// `on_f32` applied to the same values in f32, rounded once.
+fn check_rounded_once(
+    name: &str,
+    inputs: &[Tensor],
+    f: impl Fn(&[Tensor]) -> kiln::Result<Tensor>,
+) {
+    let format = inputs[0].dtype();
+    let wide: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_dtype(DType::F32).unwrap())
+        .collect();
+    let narrow = f(inputs).unwrap_or_else(|e| panic!("{name} in {format:?}: {e}"));
+    assert_eq!(narrow.dtype(), format, "{name}: the output left {format:?}");
+    let expected = f(&wide).unwrap().to_dtype(format).unwrap();
+    assert_eq!(narrow.shape(), expected.shape(), "{name}");
+    let (got, want) = (values(&narrow), values(&expected));
+    let differ = got
+        .iter()
+        .zip(&want)
+        .position(|(a, b)| a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()));
+    if let Some(i) = differ {
+        panic!(
+            "{name} in {format:?}: element {i} is {} but f32 rounded once gives {}",
+            got[i], want[i]
+        );
+    }
+}
+
+#[test]
+fn every_primitive_keeps_16_bit_storage_and_rounds_once() {
+    for device in devices("16-bit primitives") {
+        for format in FORMATS {
+            let shape = [3, 5, 7, 9];
+            let pool = ConvGeometry::new(shape, Window2d::square(3, 2, 1), false).unwrap();
+            let pooled = [3, 5, pool.out_h, pool.out_w];
+            let x = random_in(&shape, 1, format, device);
+            let dy = random_in(&shape, 2, format, device);
+            let dy_pooled = random_in(&pooled, 3, format, device);
+            let upstream = random_in(&[1], 4, format, device);
+            let (_, relu_mask) = backend::relu_fwd(&x).unwrap();
+            let (_, argmax) = backend::maxpool_fwd(&x, &pool).unwrap();
+            let check =
+                |name: &str, inputs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> kiln::Result<Tensor>| {
+                    eprintln!("{name} on {device} in {format:?}");
+                    let inputs: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
+                    check_rounded_once(name, &inputs, f);
+                };
+            check("relu", &[&x], &|t| Ok(backend::relu_fwd(&t[0])?.0));
+            check("relu backward", &[&dy], &|t| {
+                backend::relu_bwd(&t[0], &relu_mask)
+            });
+            check("leaky_relu", &[&x], &|t| {
+                backend::leaky_relu_fwd(&t[0], 0.1)
+            });
+            check("elu backward", &[&x, &dy], &|t| {
+                backend::elu_bwd(&t[0], &t[1], 0.7)
+            });
+            check("sigmoid", &[&x], &|t| backend::sigmoid_fwd(&t[0]));
+            check("tanh backward", &[&x, &dy], &|t| {
+                backend::tanh_bwd(&t[0], &t[1])
+            });
+            check("softmax", &[&x], &|t| backend::softmax_fwd(&t[0], 1));
+            check("max_pool2d", &[&x], &|t| {
+                Ok(backend::maxpool_fwd(&t[0], &pool)?.0)
+            });
+            check("max_pool2d backward", &[&dy_pooled], &|t| {
+                backend::maxpool_bwd(&t[0], &argmax, &pool)
+            });
+            check("avg_pool2d", &[&x], &|t| {
+                backend::avgpool_fwd(&t[0], &pool, false)
+            });
+            check("avg_pool2d backward", &[&dy_pooled], &|t| {
+                backend::avgpool_bwd(&t[0], &pool, true)
+            });
+            check("l2_pool2d", &[&x], &|t| backend::l2pool_fwd(&t[0], &pool));
+            check("global_avg_pool2d", &[&x], &|t| {
+                backend::global_avgpool_fwd(&t[0])
+            });
+            check("dropout", &[&x], &|t| {
+                Ok(backend::dropout_fwd(&t[0], 0.3, 7)?.0)
+            });
+            check("add", &[&x, &dy], &|t| backend::add(&t[0], &t[1]));
+            check("mul", &[&x, &dy], &|t| backend::mul(&t[0], &t[1]));
+            check("affine", &[&x], &|t| backend::affine(&t[0], 0.3, -1.5));
+            check("scale by an upstream gradient", &[&x, &upstream], &|t| {
+                backend::scale_times(&t[0], Factor::new(0.5, Some(&t[1])))
+            });
+            let (gamma, beta) = (
+                random_in(&[5], 5, DType::F32, device),
+                random_in(&[5], 6, DType::F32, device),
+            );
+            let (mean, var) = backend::batch_norm_stats(&x).unwrap();
+            let stats = BatchNormStats {
+                mean: &mean,
+                var: &var,
+                gamma: &gamma,
+                eps: 1e-5,
+            };
+            check("batch norm", &[&x], &|t| {
+                backend::batch_norm_fwd(&t[0], &stats, &beta)
+            });
+            check("batch norm backward", &[&dy, &x], &|t| {
+                let grads = backend::batch_norm_bwd(&t[0], &t[1], &stats, true, true)?;
+                assert_eq!(grads.dgamma.dtype(), DType::F32, "dγ of an f32 γ");
+                Ok(grads.dx.expect("dx was asked for"))
+            });
+            // The statistics of 16-bit activations are f32, computed from the same values.
+            let wide = x.to_dtype(DType::F32).unwrap();
+            let (mean32, var32) = backend::batch_norm_stats(&wide).unwrap();
+            assert_eq!(mean.dtype(), DType::F32);
+            assert_eq!(values(&mean), values(&mean32), "batch norm mean");
+            assert_eq!(values(&var), values(&var32), "batch norm variance");
+        }
+    }
+}
+
+/// Parameters of a small residual network: conv 3→8, batch norm, conv 8→8 (bias), linear 8→5. (A
+/// bias before batch norm would have a zero gradient: the normalization removes it.)
+struct Net {
+    w1: Tensor,
+    bn: ops::BatchNorm2d,
+    w2: Tensor,
+    b2: Tensor,
+    fc: Tensor,
+    fc_b: Tensor,
+}
+
+impl Net {
+    fn new(device: Device) -> Net {
+        let param = |shape: &[usize], seed, std| {
+            Tensor::randn(shape, std, seed, Device::Cpu)
+                .unwrap()
+                .to_device(device)
+                .unwrap()
+                .with_grad()
+        };
+        Net {
+            w1: param(&[8, 3, 3, 3], 10, 0.3),
+            bn: ops::BatchNorm2d::new(8, device).unwrap(),
+            w2: param(&[8, 8, 3, 3], 12, 0.15),
+            b2: param(&[8], 11, 0.1),
+            fc: param(&[5, 8], 13, 0.4),
+            fc_b: param(&[5], 14, 0.1),
+        }
+    }
+
+    fn params(&self) -> [&Tensor; 7] {
+        let bn = (&self.bn.gamma, &self.bn.beta);
+        [
+            &self.w1, bn.0, bn.1, &self.w2, &self.b2, &self.fc, &self.fc_b,
+        ]
+    }
+
+    /// conv → bn → relu → max-pool → conv → + shortcut → relu → global average → linear:
+    /// (logits, the activations along the way).
+    fn forward(&mut self, x: &Tensor) -> kiln::Result<(Tensor, Vec<Tensor>)> {
+        let same = Window2d::square(3, 1, 1);
+        let h1 = ops::conv2d(x, &self.w1, None, same)?;
+        let h2 = ops::relu(&self.bn.forward(&h1, true)?)?;
+        let h3 = ops::max_pool2d(&h2, Window2d::square(2, 2, 0))?;
+        let h4 = ops::conv2d(&h3, &self.w2, Some(&self.b2), same)?;
+        let h5 = ops::relu(&ops::add(&h4, &h3)?)?;
+        let h6 = ops::flatten(&ops::global_avg_pool2d(&h5)?)?;
+        let logits = ops::linear(&h6, &self.fc, Some(&self.fc_b))?;
+        Ok((logits, vec![h1, h2, h3, h4, h5, h6]))
+    }
+}
+
+/// The loss and parameter gradients of one step of [`Net`] on `device`, in `mode`.
+fn step(device: Device, mode: Mode) -> (f32, Vec<Vec<f32>>, Vec<DType>) {
+    let mut net = Net::new(device);
+    let x = Tensor::randn(&[4, 3, 11, 13], 1.0, 20, Device::Cpu)
+        .unwrap()
+        .to_device(device)
+        .unwrap();
+    let labels = Tensor::from_vec(vec![0i32, 3, 1, 4], &[4], Device::Cpu)
+        .unwrap()
+        .to_device(device)
+        .unwrap();
+    let run = |net: &mut Net| -> kiln::Result<(Tensor, Vec<DType>)> {
+        let (logits, activations) = net.forward(&x)?;
+        let mut dtypes: Vec<DType> = activations.iter().map(Tensor::dtype).collect();
+        dtypes.push(logits.dtype());
+        Ok((ops::softmax_cross_entropy(&logits, &labels)?, dtypes))
+    };
+    let (loss, dtypes) = match mode {
+        Mode::F32 => run(&mut net),
+        Mode::Products(f) => autocast(f, || run(&mut net)).unwrap(),
+        Mode::Activations(f) => autocast_activations(f, || run(&mut net)).unwrap(),
+    }
+    .unwrap();
+    assert_eq!(loss.dtype(), DType::F32, "the loss is computed in f32");
+    let grads = loss.backward().unwrap();
+    let grads = net
+        .params()
+        .iter()
+        .map(|p| {
+            let g = grads.get(p).expect("every parameter gets a gradient");
+            assert_eq!(g.dtype(), DType::F32, "parameter gradients stay f32");
+            g.to_vec::<f32>().unwrap()
+        })
+        .collect();
+    (loss.to_vec::<f32>().unwrap()[0], grads, dtypes)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    F32,
+    Products(DType),
+    Activations(DType),
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn a_network_in_16_bit_activations_agrees_across_devices_and_with_f32() {
+    let (f32_loss, f32_grads, f32_dtypes) = step(Device::Cpu, Mode::F32);
+    assert!(f32_dtypes.iter().all(|&d| d == DType::F32));
+    for format in FORMATS {
+        let (cpu_loss, cpu_grads, dtypes) = step(Device::Cpu, Mode::Activations(format));
+        assert!(
+            dtypes.iter().all(|&d| d == format),
+            "every activation and the logits are {format:?}: {dtypes:?}"
+        );
+        // Close to f32: 16-bit rounding of each activation, not a different computation.
+        assert!(
+            (cpu_loss - f32_loss).abs() < 2e-2 * f32_loss.abs(),
+            "{format:?} loss {cpu_loss} vs f32 {f32_loss}"
+        );
+        for (i, (g, g32)) in cpu_grads.iter().zip(&f32_grads).enumerate() {
+            let c = cosine(g, g32);
+            eprintln!("{format:?}: gradient {i} has cosine {c} with f32's");
+            // bf16 keeps 8 significant bits, f16 11 (measured: ≥ 0.9985 and ≥ 0.999999).
+            let least = if format == DType::BF16 { 0.995 } else { 0.9999 };
+            assert!(
+                c > least,
+                "{format:?}: gradient {i} has cosine {c} with f32's"
+            );
+        }
+        // And the activations' rounding is really there: products-only mode differs.
+        let (products_loss, _, product_dtypes) = step(Device::Cpu, Mode::Products(format));
+        assert!(product_dtypes.iter().all(|&d| d == DType::F32));
+        assert_ne!(
+            products_loss, cpu_loss,
+            "{format:?}: rounding activations changed nothing"
+        );
+
+        for device in gpu_devices_under_test("16-bit activation network") {
+            let (loss, grads, _) = step(device, Mode::Activations(format));
+            eprintln!("{format:?} on {device}: loss {loss} (cpu {cpu_loss})");
+            // Sums in other orders can round an activation to the neighbouring 16-bit value.
+            assert_close(&[loss], &[cpu_loss], 1e-3, 1e-2);
+            for (i, (g, c)) in grads.iter().zip(&cpu_grads).enumerate() {
+                let cos = cosine(g, c);
+                assert!(
+                    cos > 0.999,
+                    "{format:?} on {device}: gradient {i} cosine {cos}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sixteen_bit_activations_shrink_the_memory_the_backward_pass_keeps() {
+    let device = Device::CudaEmulated;
+    // Bytes alive on the device after a forward pass (what the backward pass will read), minus
+    // those alive before it.
+    let kept = |mode: Mode| -> usize {
+        let mut net = Net::new(device);
+        let x = Tensor::randn(&[16, 3, 32, 32], 1.0, 30, Device::Cpu)
+            .unwrap()
+            .to_device(device)
+            .unwrap();
+        let before = memory_stats(&device).unwrap().live_bytes;
+        let (logits, activations) = match mode {
+            Mode::Products(f) => autocast(f, || net.forward(&x)).unwrap(),
+            Mode::Activations(f) => autocast_activations(f, || net.forward(&x)).unwrap(),
+            Mode::F32 => net.forward(&x),
+        }
+        .unwrap();
+        drop(activations); // the tape still holds what backward needs
+        let after = memory_stats(&device).unwrap().live_bytes;
+        drop(logits);
+        after - before
+    };
+    // The saved float activations (batch norm's and the second convolution's inputs) halve; ReLU's
+    // byte masks and max-pooling's i32 argmax stay as they are, so the total shrinks by a third.
+    let products = kept(Mode::Products(DType::BF16));
+    let activations = kept(Mode::Activations(DType::BF16));
+    eprintln!("kept after forward: {products} B with f32 activations, {activations} B with bf16");
+    assert!(
+        (activations as f64) < 0.7 * products as f64,
+        "bf16 activations keep {activations} B, f32 ones {products} B"
+    );
+}
+
+#[test]
+fn losses_widen_16_bit_inputs_and_send_16_bit_gradients_back() {
+    for format in FORMATS {
+        let logits = random_in(&[6, 4], 40, format, Device::Cpu).with_grad();
+        let labels = Tensor::from_vec(vec![0i32, 1, 2, 3, 0, 1], &[6], Device::Cpu).unwrap();
+        let loss = ops::softmax_cross_entropy(&logits, &labels).unwrap();
+        assert_eq!(loss.dtype(), DType::F32);
+        let g = loss.backward().unwrap();
+        let g = g.get(&logits).unwrap();
+        assert_eq!(g.dtype(), format, "the gradient of a {format:?} tensor");
+        // The same as the f32 loss's gradient, rounded once.
+        let wide = logits.detach().to_dtype(DType::F32).unwrap().with_grad();
+        let loss32 = ops::softmax_cross_entropy(&wide, &labels).unwrap();
+        assert_eq!(
+            loss.to_vec::<f32>().unwrap(),
+            loss32.to_vec::<f32>().unwrap()
+        );
+        let g32 = loss32.backward().unwrap();
+        let expected = g32.get(&wide).unwrap().to_dtype(format).unwrap();
+        assert_eq!(values(g), values(&expected));
+
+        let target = random_in(&[6, 4], 41, format, Device::Cpu);
+        let mse = ops::mse_loss(&logits, &target).unwrap();
+        let g = mse.backward().unwrap();
+        assert_eq!(g.get(&logits).unwrap().dtype(), format);
+    }
+}
