@@ -114,18 +114,28 @@ fn kernel_files(dir: &Path) -> Vec<KernelFile> {
         .collect()
 }
 
-/// Names in `KILN_EMULATE(name, ...)` and `KILN_EMULATE_SYNC(name, ...)` lines.
+/// Names in `KILN_EMULATE(name, ...)` and `KILN_EMULATE_SYNC(name, ...)` lines, and the three
+/// kernels `op_f32`, `op_bf16`, `op_f16` of each `KILN_STORAGE_KERNELS(op, ...)` line (and its
+/// `_SYNC` form; the macro is in kernels/half.cuh).
 fn registered_kernels(source: &str) -> Vec<String> {
-    source
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim_start();
-            let rest = line
-                .strip_prefix("KILN_EMULATE_SYNC(")
-                .or_else(|| line.strip_prefix("KILN_EMULATE("))?;
-            Some(rest.split(',').next()?.trim().to_string())
-        })
-        .collect()
+    let mut names = Vec::new();
+    for line in source.lines().map(str::trim_start) {
+        let first_argument = |rest: &str| rest.split(',').next().map(|n| n.trim().to_string());
+        if let Some(rest) = line
+            .strip_prefix("KILN_STORAGE_KERNELS_SYNC(")
+            .or_else(|| line.strip_prefix("KILN_STORAGE_KERNELS("))
+        {
+            if let Some(op) = first_argument(rest) {
+                names.extend(["f32", "bf16", "f16"].map(|s| format!("{op}_{s}")));
+            }
+        } else if let Some(rest) = line
+            .strip_prefix("KILN_EMULATE_SYNC(")
+            .or_else(|| line.strip_prefix("KILN_EMULATE("))
+        {
+            names.extend(first_argument(rest));
+        }
+    }
+    names
 }
 
 /// Names of `__global__` functions: the identifier before the first `(` after `void`, skipping

@@ -86,7 +86,7 @@ def sig3(x):
 
 
 # A kiln variant row's name ends in one of these; without it, the name is its default's row.
-VARIANT = re.compile(r" (flat-tile|wgmma( tma( wide)?| cp\.async)?|cuda-graph)$")
+VARIANT = re.compile(r" (flat-tile|wgmma( tma( wide)?| cp\.async)?|cuda-graph|f32-activations)$")
 
 
 def plain_name(workload):

@@ -1,5 +1,6 @@
 // Elementwise activations. One thread per element in a grid-stride loop (ReLU: per 4 elements).
 #include "common.cuh"
+#include "half.cuh"
 
 // Mirrors src/cuda/activation.rs `ReluFwdParams`.
 struct ReluFwdParams {
@@ -64,6 +65,90 @@ extern "C" __global__ void relu_bwd_f32(const ReluBwdParams p) {
   }
 }
 KILN_EMULATE(relu_bwd_f32, ReluBwdParams)
+
+// ReLU on 16-bit activations (T = kiln_bf16 or kiln_f16): y is x or +0, bit for bit (nothing to
+// round), with 16-byte accesses of 8 elements when every pointer allows them; the launch gives one
+// thread per 8 elements, which walk the groups of 8 and then the < 8 left over.
+
+// Mirrors src/cuda/activation.rs `ReluFwdParams` (the same fields; x and y hold 16-bit values).
+template <typename T>
+struct Relu16FwdParams {
+  const T* x;
+  T* y;
+  unsigned char* mask;
+  long long n;
+};
+
+// Mirrors src/cuda/activation.rs `ReluBwdParams`.
+template <typename T>
+struct Relu16BwdParams {
+  const T* dy;
+  const unsigned char* mask;
+  T* dx;
+  long long n;
+};
+
+// Eight 16-bit values (16 bytes) and eight mask bytes, loaded and stored whole.
+template <typename T>
+struct alignas(16) Relu16Values {
+  T v[8];
+};
+struct alignas(8) Relu16Mask {
+  unsigned char m[8];
+};
+
+__device__ __forceinline__ bool relu16_vectors_ok(const void* h0, const void* h1, const void* mask) {
+  return ((unsigned long long)h0 % 16 == 0) && ((unsigned long long)h1 % 16 == 0) &&
+         ((unsigned long long)mask % 8 == 0);
+}
+
+template <typename T>
+__device__ __forceinline__ void relu_fwd_16(const Relu16FwdParams<T>& p) {
+  const long long groups = relu16_vectors_ok(p.x, p.y, p.mask) ? p.n / 8 : 0;
+  KILN_GRID_STRIDE_LOOP(q, groups) {
+    const Relu16Values<T> in = reinterpret_cast<const Relu16Values<T>*>(p.x)[q];
+    Relu16Values<T> out;
+    Relu16Mask m;
+    for (int k = 0; k < 8; ++k) {
+      const bool positive = to_f32(in.v[k]) > 0.0f;
+      out.v[k] = positive ? in.v[k] : T{0};
+      m.m[k] = positive ? 1 : 0;
+    }
+    reinterpret_cast<Relu16Values<T>*>(p.y)[q] = out;
+    reinterpret_cast<Relu16Mask*>(p.mask)[q] = m;
+  }
+  KILN_GRID_STRIDE_LOOP(j, p.n - 8 * groups) {
+    const long long i = 8 * groups + j;
+    const bool positive = to_f32(p.x[i]) > 0.0f;
+    p.y[i] = positive ? p.x[i] : T{0};
+    p.mask[i] = positive ? 1 : 0;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void relu_bwd_16(const Relu16BwdParams<T>& p) {
+  const long long groups = relu16_vectors_ok(p.dy, p.dx, p.mask) ? p.n / 8 : 0;
+  KILN_GRID_STRIDE_LOOP(q, groups) {
+    const Relu16Values<T> d = reinterpret_cast<const Relu16Values<T>*>(p.dy)[q];
+    const Relu16Mask m = reinterpret_cast<const Relu16Mask*>(p.mask)[q];
+    Relu16Values<T> out;
+    for (int k = 0; k < 8; ++k) out.v[k] = m.m[k] ? d.v[k] : T{0};
+    reinterpret_cast<Relu16Values<T>*>(p.dx)[q] = out;
+  }
+  KILN_GRID_STRIDE_LOOP(j, p.n - 8 * groups) {
+    const long long i = 8 * groups + j;
+    p.dx[i] = p.mask[i] ? p.dy[i] : T{0};
+  }
+}
+
+extern "C" __global__ void relu_fwd_bf16(const Relu16FwdParams<kiln_bf16> p) { relu_fwd_16(p); }
+KILN_EMULATE(relu_fwd_bf16, Relu16FwdParams<kiln_bf16>)
+extern "C" __global__ void relu_fwd_f16(const Relu16FwdParams<kiln_f16> p) { relu_fwd_16(p); }
+KILN_EMULATE(relu_fwd_f16, Relu16FwdParams<kiln_f16>)
+extern "C" __global__ void relu_bwd_bf16(const Relu16BwdParams<kiln_bf16> p) { relu_bwd_16(p); }
+KILN_EMULATE(relu_bwd_bf16, Relu16BwdParams<kiln_bf16>)
+extern "C" __global__ void relu_bwd_f16(const Relu16BwdParams<kiln_f16> p) { relu_bwd_16(p); }
+KILN_EMULATE(relu_bwd_f16, Relu16BwdParams<kiln_f16>)
 
 // ---------------------------------------------------------------------------------------------
 // Pointwise activations with a parameter: leaky ReLU (alpha = negative slope), ELU (alpha), and

@@ -1,19 +1,27 @@
 // Elementwise arithmetic on equal-shaped tensors. One thread per element, grid-stride loop.
 #include "common.cuh"
+#include "half.cuh"
 
-// Mirrors src/cuda/elementwise.rs `AxpbyParams`.
+// Mirrors src/cuda/elementwise.rs `AxpbyParams`; T is the storage type (f32, bf16 or f16) of a,
+// b and out.
+template <typename T>
 struct AxpbyParams {
-  const float* a;
-  const float* b;
-  float* out;  // alpha·a + beta·b; may be a itself (each element is read before it is written)
+  const T* a;
+  const T* b;
+  T* out;  // alpha·a + beta·b; may be a itself (each element is read before it is written)
   long long n;
   float alpha, beta;
 };
 
-extern "C" __global__ void axpby_f32(const AxpbyParams p) {
-  KILN_GRID_STRIDE_LOOP(i, p.n) { p.out[i] = p.alpha * p.a[i] + p.beta * p.b[i]; }
+// In f32, rounded once to T: the sum of two 16-bit activations (a residual connection, or two
+// gradients meeting at a branch) and the f32 update of running statistics.
+template <typename T>
+__device__ __forceinline__ void axpby(const AxpbyParams<T>& p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    p.out[i] = from_f32<T>(p.alpha * to_f32(p.a[i]) + p.beta * to_f32(p.b[i]));
+  }
 }
-KILN_EMULATE(axpby_f32, AxpbyParams)
+KILN_STORAGE_KERNELS(axpby, AxpbyParams)
 
 // Mirrors src/cuda/elementwise.rs `MulParams`.
 struct MulParams {

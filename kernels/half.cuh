@@ -49,3 +49,50 @@ __device__ __forceinline__ float f16_bits_to_f32(unsigned short h) {
   const float magnitude = (float)mantissa * 5.9604644775390625e-8f;
   return __uint_as_float(sign | __float_as_uint(magnitude));
 }
+
+// The element types activations are stored in: f32, or a 16-bit format as raw bits. Distinct
+// types, so a kernel templated on its storage type converts at compile time: it loads with
+// to_f32, computes in f32 and rounds each result once with from_f32 (mirrors src/cuda/mod.rs
+// `Storage`; the CPU computes the same way, see src/backend/cast.rs).
+struct kiln_bf16 {
+  unsigned short bits;
+};
+struct kiln_f16 {
+  unsigned short bits;
+};
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(kiln_bf16 v) { return bf16_bits_to_f32(v.bits); }
+__device__ __forceinline__ float to_f32(kiln_f16 v) { return f16_bits_to_f32(v.bits); }
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ kiln_bf16 from_f32<kiln_bf16>(float v) {
+  return kiln_bf16{float_to_bf16_bits(v)};
+}
+template <>
+__device__ __forceinline__ kiln_f16 from_f32<kiln_f16>(float v) {
+  return kiln_f16{float_to_f16_bits(v)};
+}
+
+// Instantiates the kernel template `op<T>` (a __device__ function taking `Params<T>`) as the
+// extern "C" kernels op_f32, op_bf16 and op_f16, each registered for emulation; the _SYNC form for
+// kernels that call __syncthreads. build.rs reads these lines as the three registrations. Every
+// such kernel is launched with at most KILN_THREADS_PER_BLOCK threads per block.
+#define KILN_STORAGE_KERNELS_IMPL(op, Params, EMULATE)                                  \
+  extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)                  \
+      op##_f32(const Params<float> p) { op<float>(p); }                                 \
+  EMULATE(op##_f32, Params<float>)                                                      \
+  extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)                  \
+      op##_bf16(const Params<kiln_bf16> p) { op<kiln_bf16>(p); }                        \
+  EMULATE(op##_bf16, Params<kiln_bf16>)                                                 \
+  extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)                  \
+      op##_f16(const Params<kiln_f16> p) { op<kiln_f16>(p); }                           \
+  EMULATE(op##_f16, Params<kiln_f16>)
+#define KILN_STORAGE_KERNELS(op, Params) KILN_STORAGE_KERNELS_IMPL(op, Params, KILN_EMULATE)
+#define KILN_STORAGE_KERNELS_SYNC(op, Params) KILN_STORAGE_KERNELS_IMPL(op, Params, KILN_EMULATE_SYNC)

@@ -5,15 +5,18 @@
 #include "common.cuh"
 #include "half.cuh"
 
-// Mirrors src/cuda/im2col.rs `Im2colParams`.
+// Mirrors src/cuda/im2col.rs `Im2colParams`. T is the storage type of both: f32, or bf16/f16
+// activations whose columns are the 16-bit GEMM operand as they are (a gather, nothing to round).
+template <typename T>
 struct Im2colParams {
-  const float* im;  // [N][C][H][W]
-  float* col;       // [N][C·KH·KW][OH·OW]
+  const T* im;  // [N][C][H][W]
+  T* col;       // [N][C·KH·KW][OH·OW]
   ConvGeom g;
 };
 
 // Column element i of the batch: the input pixel it reads, or 0 in the padding.
-__device__ __forceinline__ float im2col_value(const float* im, const ConvGeom& g, long long i) {
+template <typename T>
+__device__ __forceinline__ float im2col_value(const T* im, const ConvGeom& g, long long i) {
   const long long cols = (long long)g.out_h * g.out_w;
   const long long rows = (long long)g.channels * g.kernel_h * g.kernel_w;
   const int pix = (int)(i % cols);
@@ -26,7 +29,7 @@ __device__ __forceinline__ float im2col_value(const float* im, const ConvGeom& g
   const int h = (pix / g.out_w) * g.stride_h - g.pad_h + kh * g.dilation_h;
   const int w = (pix % g.out_w) * g.stride_w - g.pad_w + kw * g.dilation_w;
   if (h < 0 || h >= g.in_h || w < 0 || w >= g.in_w) return 0.0f;
-  return im[(((long long)n * g.channels + c) * g.in_h + h) * g.in_w + w];
+  return to_f32(im[(((long long)n * g.channels + c) * g.in_h + h) * g.in_w + w]);
 }
 
 __device__ __forceinline__ long long im2col_len(const ConvGeom& g) {
@@ -34,10 +37,11 @@ __device__ __forceinline__ long long im2col_len(const ConvGeom& g) {
 }
 
 // One thread per column element; consecutive threads write consecutive output pixels p.
-extern "C" __global__ void im2col_f32(const Im2colParams p) {
-  KILN_GRID_STRIDE_LOOP(i, im2col_len(p.g)) { p.col[i] = im2col_value(p.im, p.g, i); }
+template <typename T>
+__device__ __forceinline__ void im2col(const Im2colParams<T>& p) {
+  KILN_GRID_STRIDE_LOOP(i, im2col_len(p.g)) { p.col[i] = from_f32<T>(im2col_value(p.im, p.g, i)); }
 }
-KILN_EMULATE(im2col_f32, Im2colParams)
+KILN_STORAGE_KERNELS(im2col, Im2colParams)
 
 // Mirrors src/cuda/im2col.rs `Im2col16Params`.
 struct Im2col16Params {

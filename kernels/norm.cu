@@ -10,7 +10,12 @@
 // The per-channel kernels run one block of KILN_THREADS_PER_BLOCK threads per channel: thread t sums
 // the channel's values t, t + 256, ... in that order, then a shared-memory tree adds the 256 partial
 // sums, so results are deterministic (no atomics).
+//
+// Every kernel is a template over the storage type T of x, y, dy and dx (f32, bf16, f16: 16-bit
+// activations are loaded to f32 and each result rounded once); the statistics, γ, β and the sums
+// are f32. The kernels are <op>_f32, <op>_bf16 and <op>_f16.
 #include "common.cuh"
+#include "half.cuh"
 
 // Value e (0 ≤ e < batch·plane) of channel c: image e / plane, pixel e % plane.
 __device__ __forceinline__ long long bn_channel_offset(long long e, long long plane, int channels, int c) {
@@ -29,8 +34,9 @@ __device__ __forceinline__ void bn_block_tree_sum(float* partial) {
 }
 
 // Mirrors src/cuda/norm.rs `BatchNormStatsParams`.
+template <typename T>
 struct BatchNormStatsParams {
-  const float* x;
+  const T* x;
   float* mean;  // [channels]
   float* var;   // [channels], biased: Σ(x − mean)²/M
   long long plane;  // H·W
@@ -39,14 +45,14 @@ struct BatchNormStatsParams {
 
 // One block per channel; two passes (the mean, then the squared deviations from it), so a large
 // common offset (mean 1000, spread 0.1) costs no precision, unlike E[x²] − E[x]².
-extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
-    batch_norm_stats_f32(const BatchNormStatsParams p) {
+template <typename T>
+__device__ __forceinline__ void batch_norm_stats(const BatchNormStatsParams<T>& p) {
   __shared__ float partial[KILN_THREADS_PER_BLOCK];
   const int c = blockIdx.x;
   const long long count = (long long)p.batch * p.plane;
   float s = 0.0f;
   for (long long e = threadIdx.x; e < count; e += blockDim.x) {
-    s += p.x[bn_channel_offset(e, p.plane, p.channels, c)];
+    s += to_f32(p.x[bn_channel_offset(e, p.plane, p.channels, c)]);
   }
   partial[threadIdx.x] = s;
   bn_block_tree_sum(partial);
@@ -54,7 +60,7 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
   __syncthreads();  // everyone has read partial[0] before it is overwritten
   float sq = 0.0f;
   for (long long e = threadIdx.x; e < count; e += blockDim.x) {
-    const float d = p.x[bn_channel_offset(e, p.plane, p.channels, c)] - mean;
+    const float d = to_f32(p.x[bn_channel_offset(e, p.plane, p.channels, c)]) - mean;
     sq += d * d;
   }
   partial[threadIdx.x] = sq;
@@ -64,16 +70,17 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
     p.var[c] = partial[0] / (float)count;
   }
 }
-KILN_EMULATE_SYNC(batch_norm_stats_f32, BatchNormStatsParams)
+KILN_STORAGE_KERNELS_SYNC(batch_norm_stats, BatchNormStatsParams)
 
 // Mirrors src/cuda/norm.rs `BatchNormFwdParams`.
+template <typename T>
 struct BatchNormFwdParams {
-  const float* x;
+  const T* x;
   const float* mean;
   const float* var;
   const float* gamma;
   const float* beta;
-  float* y;
+  T* y;
   long long n;      // N·C·H·W
   long long plane;  // H·W
   int channels;
@@ -81,19 +88,21 @@ struct BatchNormFwdParams {
 };
 
 // y = γ·(x − mean)/√(var + eps) + β, one thread per element.
-extern "C" __global__ void batch_norm_fwd_f32(const BatchNormFwdParams p) {
+template <typename T>
+__device__ __forceinline__ void batch_norm_fwd(const BatchNormFwdParams<T>& p) {
   KILN_GRID_STRIDE_LOOP(i, p.n) {
     const int c = (int)((i / p.plane) % p.channels);
     const float inv_std = 1.0f / sqrtf(p.var[c] + p.eps);
-    p.y[i] = p.gamma[c] * ((p.x[i] - p.mean[c]) * inv_std) + p.beta[c];
+    p.y[i] = from_f32<T>(p.gamma[c] * ((to_f32(p.x[i]) - p.mean[c]) * inv_std) + p.beta[c]);
   }
 }
-KILN_EMULATE(batch_norm_fwd_f32, BatchNormFwdParams)
+KILN_STORAGE_KERNELS(batch_norm_fwd, BatchNormFwdParams)
 
 // Mirrors src/cuda/norm.rs `BatchNormBwdReduceParams`.
+template <typename T>
 struct BatchNormBwdReduceParams {
-  const float* dy;
-  const float* x;
+  const T* dy;
+  const T* x;
   const float* mean;
   const float* var;
   float* sum_dy;       // [channels]: Σ dy = dβ
@@ -104,8 +113,8 @@ struct BatchNormBwdReduceParams {
 };
 
 // One block per channel, both sums in one pass.
-extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
-    batch_norm_bwd_reduce_f32(const BatchNormBwdReduceParams p) {
+template <typename T>
+__device__ __forceinline__ void batch_norm_bwd_reduce(const BatchNormBwdReduceParams<T>& p) {
   __shared__ float partial_dy[KILN_THREADS_PER_BLOCK];
   __shared__ float partial_dy_xhat[KILN_THREADS_PER_BLOCK];
   const int c = blockIdx.x;
@@ -115,9 +124,9 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
   float s = 0.0f, sx = 0.0f;
   for (long long e = threadIdx.x; e < count; e += blockDim.x) {
     const long long i = bn_channel_offset(e, p.plane, p.channels, c);
-    const float dy = p.dy[i];
+    const float dy = to_f32(p.dy[i]);
     s += dy;
-    sx += dy * ((p.x[i] - mean) * inv_std);
+    sx += dy * ((to_f32(p.x[i]) - mean) * inv_std);
   }
   partial_dy[threadIdx.x] = s;
   partial_dy_xhat[threadIdx.x] = sx;
@@ -134,18 +143,19 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
     p.sum_dy_xhat[c] = partial_dy_xhat[0];
   }
 }
-KILN_EMULATE_SYNC(batch_norm_bwd_reduce_f32, BatchNormBwdReduceParams)
+KILN_STORAGE_KERNELS_SYNC(batch_norm_bwd_reduce, BatchNormBwdReduceParams)
 
 // Mirrors src/cuda/norm.rs `BatchNormBwdDxParams`.
+template <typename T>
 struct BatchNormBwdDxParams {
-  const float* dy;
-  const float* x;
+  const T* dy;
+  const T* x;
   const float* mean;
   const float* var;
   const float* gamma;
   const float* sum_dy;
   const float* sum_dy_xhat;
-  float* dx;
+  T* dx;
   long long n;
   long long plane;
   int channels;
@@ -155,16 +165,17 @@ struct BatchNormBwdDxParams {
 };
 
 // dx = γ/σ·(dy − Σdy/M − x̂·Σdy·x̂/M) in training, γ/σ·dy in evaluation; one thread per element.
-extern "C" __global__ void batch_norm_bwd_dx_f32(const BatchNormBwdDxParams p) {
+template <typename T>
+__device__ __forceinline__ void batch_norm_bwd_dx(const BatchNormBwdDxParams<T>& p) {
   KILN_GRID_STRIDE_LOOP(i, p.n) {
     const int c = (int)((i / p.plane) % p.channels);
     const float inv_std = 1.0f / sqrtf(p.var[c] + p.eps);
-    float g = p.dy[i];
+    float g = to_f32(p.dy[i]);
     if (p.training) {
-      const float xhat = (p.x[i] - p.mean[c]) * inv_std;
+      const float xhat = (to_f32(p.x[i]) - p.mean[c]) * inv_std;
       g -= p.sum_dy[c] * p.inv_count + xhat * (p.sum_dy_xhat[c] * p.inv_count);
     }
-    p.dx[i] = p.gamma[c] * inv_std * g;
+    p.dx[i] = from_f32<T>(p.gamma[c] * inv_std * g);
   }
 }
-KILN_EMULATE(batch_norm_bwd_dx_f32, BatchNormBwdDxParams)
+KILN_STORAGE_KERNELS(batch_norm_bwd_dx, BatchNormBwdDxParams)

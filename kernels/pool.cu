@@ -3,24 +3,31 @@
 // global average. Every backward pass is a gather (one thread per input pixel, or per input element),
 // so results are deterministic and no atomics are needed.
 #include "common.cuh"
+#include "half.cuh"
+
+// Max, average and global average pooling are templates over the storage type T of x, y, dy and dx
+// (f32, bf16, f16: 16-bit values are loaded to f32 and each result rounded once); the kernels are
+// <op>_f32, <op>_bf16 and <op>_f16.
 
 // Mirrors src/cuda/pool.rs `MaxPoolFwdParams`.
+template <typename T>
 struct MaxPoolFwdParams {
-  const float* x;  // [N][C][H][W]
-  float* y;        // [N][C][OH][OW]
+  const T* x;  // [N][C][H][W]
+  T* y;        // [N][C][OH][OW]
   int* argmax;     // [N][C][OH][OW]: h·W + w of the winner in its input plane, -1 if none
   ConvGeom g;
 };
 
 // One thread per output. Padding never wins; ties go to the first tap in row-major window order.
-extern "C" __global__ void maxpool_fwd_f32(const MaxPoolFwdParams p) {
+template <typename T>
+__device__ __forceinline__ void maxpool_fwd(const MaxPoolFwdParams<T>& p) {
   const ConvGeom g = p.g;
   const long long total = (long long)g.batch * g.channels * g.out_h * g.out_w;
   KILN_GRID_STRIDE_LOOP(i, total) {
     const int ow = (int)(i % g.out_w);
     const int oh = (int)((i / g.out_w) % g.out_h);
     const long long plane = i / ((long long)g.out_w * g.out_h);
-    const float* x = p.x + plane * g.in_h * g.in_w;
+    const T* x = p.x + plane * g.in_h * g.in_w;
     float best = 0.0f;
     int best_index = -1;
     for (int kh = 0; kh < g.kernel_h; ++kh) {
@@ -29,30 +36,32 @@ extern "C" __global__ void maxpool_fwd_f32(const MaxPoolFwdParams p) {
       for (int kw = 0; kw < g.kernel_w; ++kw) {
         const int w = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
         if (w < 0 || w >= g.in_w) continue;
-        const float v = x[h * g.in_w + w];
+        const float v = to_f32(x[h * g.in_w + w]);
         if (best_index < 0 || v > best) {
           best = v;
           best_index = h * g.in_w + w;
         }
       }
     }
-    p.y[i] = best;
+    p.y[i] = from_f32<T>(best);  // one of the inputs (or 0): exact in T
     p.argmax[i] = best_index;
   }
 }
-KILN_EMULATE(maxpool_fwd_f32, MaxPoolFwdParams)
+KILN_STORAGE_KERNELS(maxpool_fwd, MaxPoolFwdParams)
 
 // Mirrors src/cuda/pool.rs `MaxPoolBwdParams`.
+template <typename T>
 struct MaxPoolBwdParams {
-  const float* dy;        // [N][C][OH][OW]
-  const int* argmax;      // from the forward pass
-  float* dx;              // [N][C][H][W], overwritten
+  const T* dy;         // [N][C][OH][OW]
+  const int* argmax;   // from the forward pass
+  T* dx;               // [N][C][H][W], overwritten
   ConvGeom g;
 };
 
 // A gather: one thread per input pixel visits the windows that contain it and sums the gradients
 // of those whose argmax is this pixel. Deterministic, no atomics.
-extern "C" __global__ void maxpool_bwd_f32(const MaxPoolBwdParams p) {
+template <typename T>
+__device__ __forceinline__ void maxpool_bwd(const MaxPoolBwdParams<T>& p) {
   const ConvGeom g = p.g;
   const long long total = (long long)g.batch * g.channels * g.in_h * g.in_w;
   KILN_GRID_STRIDE_LOOP(i, total) {
@@ -64,12 +73,12 @@ extern "C" __global__ void maxpool_bwd_f32(const MaxPoolBwdParams p) {
     float sum = 0.0f;
     for_each_window_reading(g, h, w, [&](int oh, int ow, int, int) {
       const long long o = out_base + oh * g.out_w + ow;
-      if (p.argmax[o] == me) sum += p.dy[o];
+      if (p.argmax[o] == me) sum += to_f32(p.dy[o]);
     });
-    p.dx[i] = sum;
+    p.dx[i] = from_f32<T>(sum);
   }
 }
-KILN_EMULATE(maxpool_bwd_f32, MaxPoolBwdParams)
+KILN_STORAGE_KERNELS(maxpool_bwd, MaxPoolBwdParams)
 
 // Number of taps of window `o` along one axis that read the input rather than the padding.
 __device__ __forceinline__ int taps_in_bounds(int o, int kernel, int stride, int pad, int dilation,
@@ -92,23 +101,25 @@ __device__ __forceinline__ int avgpool_divisor(const ConvGeom& g, int oh, int ow
 }
 
 // Mirrors src/cuda/pool.rs `AvgPoolFwdParams`.
+template <typename T>
 struct AvgPoolFwdParams {
-  const float* x;  // [N][C][H][W]
-  float* y;        // [N][C][OH][OW]
+  const T* x;  // [N][C][H][W]
+  T* y;        // [N][C][OH][OW]
   ConvGeom g;
   int count_include_pad;  // 1: divide by KH·KW; 0: by the number of in-bounds taps
 };
 
 // One thread per output: the sum of its in-bounds taps in row-major window order, divided by the
 // divisor above. A window with divisor 0 (only padding, count_include_pad = 0) gives 0.
-extern "C" __global__ void avgpool_fwd_f32(const AvgPoolFwdParams p) {
+template <typename T>
+__device__ __forceinline__ void avgpool_fwd(const AvgPoolFwdParams<T>& p) {
   const ConvGeom g = p.g;
   const long long total = (long long)g.batch * g.channels * g.out_h * g.out_w;
   KILN_GRID_STRIDE_LOOP(i, total) {
     const int ow = (int)(i % g.out_w);
     const int oh = (int)((i / g.out_w) % g.out_h);
     const long long plane = i / ((long long)g.out_w * g.out_h);
-    const float* x = p.x + plane * g.in_h * g.in_w;
+    const T* x = p.x + plane * g.in_h * g.in_w;
     float sum = 0.0f;
     for (int kh = 0; kh < g.kernel_h; ++kh) {
       const int h = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
@@ -116,41 +127,43 @@ extern "C" __global__ void avgpool_fwd_f32(const AvgPoolFwdParams p) {
       for (int kw = 0; kw < g.kernel_w; ++kw) {
         const int w = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
         if (w < 0 || w >= g.in_w) continue;
-        sum += x[h * g.in_w + w];
+        sum += to_f32(x[h * g.in_w + w]);
       }
     }
     const int divisor = avgpool_divisor(g, oh, ow, p.count_include_pad);
-    p.y[i] = divisor > 0 ? sum / (float)divisor : 0.0f;
+    p.y[i] = from_f32<T>(divisor > 0 ? sum / (float)divisor : 0.0f);
   }
 }
-KILN_EMULATE(avgpool_fwd_f32, AvgPoolFwdParams)
+KILN_STORAGE_KERNELS(avgpool_fwd, AvgPoolFwdParams)
 
 // Mirrors src/cuda/pool.rs `AvgPoolBwdParams`.
+template <typename T>
 struct AvgPoolBwdParams {
-  const float* dy;  // [N][C][OH][OW]
-  float* dx;        // [N][C][H][W], overwritten
+  const T* dy;  // [N][C][OH][OW]
+  T* dx;        // [N][C][H][W], overwritten
   ConvGeom g;
   int count_include_pad;
 };
 
 // A gather: one thread per input pixel sums dy / divisor over the windows that read it, in
 // row-major tap order. Windows with divisor 0 read no pixel, so they pass no gradient.
-extern "C" __global__ void avgpool_bwd_f32(const AvgPoolBwdParams p) {
+template <typename T>
+__device__ __forceinline__ void avgpool_bwd(const AvgPoolBwdParams<T>& p) {
   const ConvGeom g = p.g;
   const long long total = (long long)g.batch * g.channels * g.in_h * g.in_w;
   KILN_GRID_STRIDE_LOOP(i, total) {
     const int w = (int)(i % g.in_w);
     const int h = (int)((i / g.in_w) % g.in_h);
     const long long plane = i / ((long long)g.in_w * g.in_h);
-    const float* dy = p.dy + plane * g.out_h * g.out_w;
+    const T* dy = p.dy + plane * g.out_h * g.out_w;
     float sum = 0.0f;
     for_each_window_reading(g, h, w, [&](int oh, int ow, int, int) {
-      sum += dy[oh * g.out_w + ow] / (float)avgpool_divisor(g, oh, ow, p.count_include_pad);
+      sum += to_f32(dy[oh * g.out_w + ow]) / (float)avgpool_divisor(g, oh, ow, p.count_include_pad);
     });
-    p.dx[i] = sum;
+    p.dx[i] = from_f32<T>(sum);
   }
 }
-KILN_EMULATE(avgpool_bwd_f32, AvgPoolBwdParams)
+KILN_STORAGE_KERNELS(avgpool_bwd, AvgPoolBwdParams)
 
 // Mirrors src/cuda/pool.rs `L2PoolFwdParams`.
 struct L2PoolFwdParams {
@@ -215,9 +228,10 @@ extern "C" __global__ void l2pool_bwd_f32(const L2PoolBwdParams p) {
 KILN_EMULATE(l2pool_bwd_f32, L2PoolBwdParams)
 
 // Mirrors src/cuda/pool.rs `GlobalAvgPoolFwdParams`.
+template <typename T>
 struct GlobalAvgPoolFwdParams {
-  const float* x;  // [planes][plane_len]
-  float* y;        // [planes]
+  const T* x;  // [planes][plane_len]
+  T* y;        // [planes]
   long long planes;
   long long plane_len;
 };
@@ -225,35 +239,39 @@ struct GlobalAvgPoolFwdParams {
 // One block of KILN_THREADS_PER_BLOCK threads per plane (grid-stride over planes): thread t sums
 // elements t, t + 256, ... of the plane, then a shared-memory tree adds the partial sums in a fixed
 // order, so the result is deterministic. y = Σ / plane_len.
-extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
-    global_avgpool_fwd_f32(const GlobalAvgPoolFwdParams p) {
+template <typename T>
+__device__ __forceinline__ void global_avgpool_fwd(const GlobalAvgPoolFwdParams<T>& p) {
   __shared__ float partial[KILN_THREADS_PER_BLOCK];
   for (long long plane = blockIdx.x; plane < p.planes; plane += gridDim.x) {
-    const float* x = p.x + plane * p.plane_len;
+    const T* x = p.x + plane * p.plane_len;
     float s = 0.0f;
-    for (long long i = threadIdx.x; i < p.plane_len; i += blockDim.x) s += x[i];
+    for (long long i = threadIdx.x; i < p.plane_len; i += blockDim.x) s += to_f32(x[i]);
     partial[threadIdx.x] = s;
     __syncthreads();
     for (int half = KILN_THREADS_PER_BLOCK / 2; half > 0; half /= 2) {
       if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
       __syncthreads();
     }
-    if (threadIdx.x == 0) p.y[plane] = partial[0] / (float)p.plane_len;
+    if (threadIdx.x == 0) p.y[plane] = from_f32<T>(partial[0] / (float)p.plane_len);
     __syncthreads();  // partial[0] is read before the next plane overwrites it
   }
 }
-KILN_EMULATE_SYNC(global_avgpool_fwd_f32, GlobalAvgPoolFwdParams)
+KILN_STORAGE_KERNELS_SYNC(global_avgpool_fwd, GlobalAvgPoolFwdParams)
 
 // Mirrors src/cuda/pool.rs `GlobalAvgPoolBwdParams`.
+template <typename T>
 struct GlobalAvgPoolBwdParams {
-  const float* dy;  // [planes]
-  float* dx;        // [planes][plane_len], overwritten
+  const T* dy;  // [planes]
+  T* dx;        // [planes][plane_len], overwritten
   long long n;      // planes · plane_len
   long long plane_len;
 };
 
 // Elementwise: dx = dy of the element's plane / plane_len.
-extern "C" __global__ void global_avgpool_bwd_f32(const GlobalAvgPoolBwdParams p) {
-  KILN_GRID_STRIDE_LOOP(i, p.n) { p.dx[i] = p.dy[i / p.plane_len] / (float)p.plane_len; }
+template <typename T>
+__device__ __forceinline__ void global_avgpool_bwd(const GlobalAvgPoolBwdParams<T>& p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    p.dx[i] = from_f32<T>(to_f32(p.dy[i / p.plane_len]) / (float)p.plane_len);
+  }
 }
-KILN_EMULATE(global_avgpool_bwd_f32, GlobalAvgPoolBwdParams)
+KILN_STORAGE_KERNELS(global_avgpool_bwd, GlobalAvgPoolBwdParams)

@@ -362,3 +362,40 @@ fn losses_widen_16_bit_inputs_and_send_16_bit_gradients_back() {
         assert_eq!(g.get(&logits).unwrap().dtype(), format);
     }
 }
+
+#[test]
+fn a_device_runs_16_bit_activations_through_16_bit_kernels() {
+    let device = Device::CudaEmulated;
+    let before = kiln::cuda::launch_counts();
+    step(device, Mode::Activations(DType::BF16));
+    let after = kiln::cuda::launch_counts();
+    let ran = |kernel: &str| {
+        after.get(kernel).copied().unwrap_or(0) - before.get(kernel).copied().unwrap_or(0)
+    };
+    for op in [
+        "relu_fwd",
+        "relu_bwd",
+        "maxpool_fwd",
+        "maxpool_bwd",
+        "batch_norm_stats",
+        "batch_norm_fwd",
+        "batch_norm_bwd_reduce",
+        "batch_norm_bwd_dx",
+        "global_avgpool_fwd",
+        "global_avgpool_bwd",
+        "axpby",  // the residual sum, and the gradients meeting at the branch
+        "im2col", // the second convolution's columns, forward and for its weight gradient
+    ] {
+        // f32 axpby: batch norm's two running statistics, which stay f32.
+        let f32_launches = if op == "axpby" { 2 } else { 0 };
+        assert!(ran(&format!("{op}_bf16")) > 0, "{op}_bf16 did not run");
+        assert_eq!(
+            ran(&format!("{op}_f32")),
+            f32_launches,
+            "{op}_f32 on bf16 activations"
+        );
+    }
+    // Widening to f32 is left only where f32 is wanted: the logits for the loss, and the two bias
+    // gradients (summed in f32 for f32 biases).
+    assert_eq!(ran("cast_16bit_to_f32"), 3, "bf16 → f32 casts");
+}

@@ -1,5 +1,6 @@
 //! Training steps of whole networks (`kiln::train::train_step_with`: forward, loss, backward,
-//! SGD, with the loss and correct count read back), in f32 and in bf16 mixed precision, eager and
+//! SGD, with the loss and correct count read back), in f32 and in bf16 mixed precision (bf16
+//! activations; the products-only mode as "... f32-activations"), eager and
 //! replayed from a CUDA graph (`kiln::train::CapturedStep`, rows named "... cuda-graph"; the bf16
 //! one also with the opt-in flat-tile and, on Hopper, wgmma GEMMs: "... cuda-graph flat-tile",
 //! "... cuda-graph wgmma"), beside bench/torch_gpu.py's eager PyTorch steps of the same names.
@@ -62,14 +63,21 @@ impl Bench {
             Mode(Precision::F32, false),
         )?;
         let peak = kiln::memory_stats(&self.device)?.peak_bytes;
-        // Mixed precision: the convolutions' and the linear layer's products in bf16 on the
-        // tensor cores (kiln::autocast), against PyTorch's autocast bf16.
+        // Mixed precision: bf16 activations and products on the tensor cores, f32 master weights
+        // (kiln::autocast_activations), against PyTorch's autocast bf16; and the products-only
+        // mode (" f32-activations": kiln::autocast) beside it.
         // And each precision replayed from a CUDA graph; the bf16 graph step also with the opt-in
         // GEMM kernels: flat tensor-core tiles (the 16- and 32-channel layers), and the Hopper
         // wgmma kernels where they run.
         let wgmma = self.wgmma_runs()?;
         for (precision, name, graph, gemm) in [
             (Precision::Bf16, "bf16-autocast", false, ""),
+            (
+                Precision::Bf16Products,
+                "bf16-autocast",
+                false,
+                " f32-activations",
+            ),
             (Precision::F32, "f32", true, ""),
             (Precision::Bf16, "bf16-autocast", true, ""),
             (Precision::Bf16, "bf16-autocast", true, " flat-tile"),

@@ -1,7 +1,7 @@
 //! Activation primitives.
 
-use super::cast::{storage_format, stored, widened};
-use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use super::cast::{host_storage_format, storage_format, stored, widened};
+use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cpu::activation::{MaxoutLayout, RowLayout};
 use crate::cuda;
@@ -11,7 +11,7 @@ use crate::tensor::{DType, Element, Tensor};
 
 /// ReLU: (y, mask u8).
 pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = host_storage_format(x) {
         let (y, mask) = relu_fwd(&widened(x)?)?;
         return Ok((stored(y, Some(format))?, mask));
     }
@@ -26,11 +26,11 @@ pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {
             Ok((y, Tensor::host(u8::wrap(mask), shape, DType::U8)))
         }),
         _ => {
-            let (gpu, xb) = gpu_f32("relu", x)?;
+            let (gpu, xb, s) = gpu_float("relu", x)?;
             let n = x.numel();
             let mut mask = gpu.alloc(n)?;
-            let y = gpu_output(&gpu, shape.clone(), DType::F32, |y| {
-                cuda::activation::relu_fwd(&gpu, xb, y, &mut mask, n)
+            let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
+                cuda::activation::relu_fwd(&gpu, s, xb, y, &mut mask, n)
             })?;
             Ok((y, Tensor::from_gpu(mask, shape, DType::U8)))
         }
@@ -39,7 +39,7 @@ pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {
 
 /// dx = dy · mask.
 pub fn relu_bwd(dy: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = host_storage_format(dy) {
         return stored(relu_bwd(&widened(dy)?, mask)?, Some(format));
     }
     common_device("relu backward", &[dy, mask])?;
@@ -55,11 +55,11 @@ pub fn relu_bwd(dy: &Tensor, mask: &Tensor) -> Result<Tensor> {
             }))
         }),
         _ => {
-            let (gpu, db) = gpu_f32("relu backward", dy)?;
+            let (gpu, db, s) = gpu_float("relu backward", dy)?;
             let mb = mask.gpu_buffer("relu backward")?;
             let n = dy.numel();
-            gpu_output(&gpu, shape, DType::F32, |dx| {
-                cuda::activation::relu_bwd(&gpu, db, mb, dx, n)
+            gpu_output(&gpu, shape, s.dtype(), |dx| {
+                cuda::activation::relu_bwd(&gpu, s, db, mb, dx, n)
             })
         }
     }

@@ -92,6 +92,12 @@ pub(crate) fn storage_format(t: &Tensor) -> Option<DType> {
     matches!(t.dtype(), DType::BF16 | DType::F16).then_some(t.dtype())
 }
 
+/// [`storage_format`] of a host tensor: the CPU computes 16-bit storage by widening, whereas a
+/// device runs the primitives that have storage-templated kernels on 16-bit data directly.
+pub(crate) fn host_storage_format(t: &Tensor) -> Option<DType> {
+    storage_format(t).filter(|_| t.device() == Device::Cpu)
+}
+
 /// `t` in f32 when it is stored in 16 bits (exact), else `t` itself.
 pub(crate) fn widened(t: &Tensor) -> Result<Tensor> {
     match storage_format(t) {

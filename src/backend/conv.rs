@@ -5,10 +5,13 @@
 //! GEMM launch over the chunk's images and groups; on the CPU, `cpu::conv` runs them image by
 //! image with the columns in cache.
 
-use super::cast::{product_operand, rounded_through, storage_format, widened};
+use super::cast::{
+    host_storage_format, product_operand, rounded_through, storage_format, stored, widened,
+};
 use super::conv_gpu;
 use super::{
-    cast, check_len, common_device, gpu_f32, gpu_output, host_output, input_shape, with_float,
+    cast, check_len, common_device, gpu_f32, gpu_float, gpu_output, host_output, input_shape,
+    with_float,
 };
 use crate::cpu;
 use crate::cuda;
@@ -16,6 +19,17 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
 use crate::tensor::{DType, Tensor};
+
+/// A 16-bit activation as a convolution product reads it: as it is on a device whose product
+/// format is the activation's (im2col gathers it, the GEMM multiplies it), else widened to f32
+/// (exactly; the product rounds it to `mixed` again, if set).
+fn as_product_input(t: &Tensor, mixed: Option<DType>) -> Result<Tensor> {
+    match storage_format(t) {
+        Some(format) if t.device() != Device::Cpu && mixed == Some(format) => Ok(t.clone()),
+        Some(_) => widened(t),
+        None => Ok(t.clone()),
+    }
+}
 
 /// y [N, K, OH, OW] = conv(x [N, C, H, W], w [K, C/G, KH, KW]) (+ bias [K]).
 /// With `mixed` (see [`crate::autocast`]) the product takes x and w rounded to that format.
@@ -27,10 +41,7 @@ pub fn conv_forward(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     common_device("conv2d", &[x, w])?;
-    if storage_format(x).is_some() {
-        // 16-bit activations: the same values in f32 (the product rounds them to `mixed` anyway).
-        return conv_forward(&widened(x)?, w, bias, conv, mixed);
-    }
+    let x = &as_product_input(x, mixed)?;
     x.expect_shape("conv2d input", &conv.input_shape())?;
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
     if let Some(b) = bias {
@@ -59,9 +70,7 @@ pub fn conv_input_grad(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     common_device("conv2d input gradient", &[w, dy])?;
-    if storage_format(dy).is_some() {
-        return conv_input_grad(w, &widened(dy)?, conv, mixed);
-    }
+    let dy = &as_product_input(dy, mixed)?;
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
     dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
     match dy.device() {
@@ -86,9 +95,7 @@ pub fn conv_weight_grad(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     common_device("conv2d weight gradient", &[x, dy])?;
-    if storage_format(x).is_some() || storage_format(dy).is_some() {
-        return conv_weight_grad(&widened(x)?, &widened(dy)?, conv, mixed);
-    }
+    let (x, dy) = (&as_product_input(x, mixed)?, &as_product_input(dy, mixed)?);
     x.expect_shape("conv2d input", &conv.input_shape())?;
     dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
     match dy.device() {
@@ -104,8 +111,11 @@ pub fn conv_weight_grad(
     }
 }
 
-/// Unfolds `x` [N,C,H,W] into columns [N, C·KH·KW, OH·OW].
+/// Unfolds `x` [N,C,H,W] into columns [N, C·KH·KW, OH·OW] of x's dtype.
 pub fn im2col(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    if let Some(format) = host_storage_format(x) {
+        return stored(im2col(&widened(x)?, g)?, Some(format));
+    }
     x.expect_shape("im2col", &input_shape(g))?;
     let shape = vec![g.batch, g.col_rows(), g.col_cols()];
     match x.device() {
@@ -116,9 +126,9 @@ pub fn im2col(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
             }))
         }),
         _ => {
-            let (gpu, xb) = gpu_f32("im2col", x)?;
-            gpu_output(&gpu, shape, DType::F32, |col| {
-                cuda::im2col::im2col(&gpu, xb, g, col)
+            let (gpu, xb, s) = gpu_float("im2col", x)?;
+            gpu_output(&gpu, shape, s.dtype(), |col| {
+                cuda::im2col::im2col(&gpu, s, xb, g, col)
             })
         }
     }

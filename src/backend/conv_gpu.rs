@@ -8,10 +8,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::cast::product_operand;
-use super::{gpu_f32, gpu_output};
+use super::{gpu_f32, gpu_float, gpu_output};
 use crate::cuda::gemm::{gemm_at, GemmAddresses};
 use crate::cuda::gemm_tc::gemm_16bit_at;
 use crate::cuda::im2col::{col2im_at, im2col_16bit_at, im2col_at};
+use crate::cuda::params::Storage;
 use crate::cuda::{Gpu, GpuBuffer};
 use crate::error::Result;
 use crate::shape::{ConvGeometry, GemmSpec, GroupedConv};
@@ -86,11 +87,19 @@ fn whole(t: &Tensor, len: usize, bytes: usize) -> Result<u64> {
     t.gpu_buffer("conv2d")?.address_of_range(0, len * bytes)
 }
 
-/// im2col of one chunk into `col`, in f32 or in the 16-bit format of `mixed`.
-fn im2col_chunk(gpu: &Gpu, x: u64, g: &ConvGeometry, col: u64, mixed: Option<DType>) -> Result<()> {
-    match mixed {
-        Some(format) => im2col_16bit_at(gpu, x, g, col, format == DType::BF16),
-        None => im2col_at(gpu, x, g, col),
+/// im2col of one chunk of `x` (of storage `s`) into `col`, in f32 or in the 16-bit format of
+/// `mixed`: a 16-bit `x` is in that format already (see `conv::as_product_input`) and is gathered
+/// as it is; an f32 `x` is rounded as it is gathered.
+fn im2col_chunk(
+    gpu: &Gpu,
+    (x, s): (u64, Storage),
+    g: &ConvGeometry,
+    col: u64,
+    mixed: Option<DType>,
+) -> Result<()> {
+    match (s, mixed) {
+        (Storage::F32, Some(format)) => im2col_16bit_at(gpu, x, g, col, format == DType::BF16),
+        _ => im2col_at(gpu, s, x, g, col),
     }
 }
 
@@ -118,7 +127,7 @@ pub(super) fn forward(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     let g = &conv.geometry;
-    let (gpu, xb) = gpu_f32("conv2d", x)?;
+    let (gpu, xb, s) = gpu_float("conv2d", x)?;
     let bytes = element_bytes(mixed);
     let (image, out_image, col_image) = per_image(conv);
     let w = product_operand(w, mixed)?;
@@ -134,7 +143,7 @@ pub(super) fn forward(
             let col_at = col.address_of_range(0, n * col_image * bytes)?;
             im2col_chunk(
                 &gpu,
-                images_at(xb, start, n, image, 4)?,
+                (images_at(xb, start, n, image, s.bytes())?, s),
                 &with_batch(g, n),
                 col_at,
                 mixed,
@@ -160,7 +169,7 @@ pub(super) fn input_grad(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     let g = &conv.geometry;
-    let (gpu, _) = gpu_f32("conv2d input gradient", dy)?;
+    let (gpu, _, _) = gpu_float("conv2d input gradient", dy)?;
     let bytes = element_bytes(mixed);
     let (image, out_image, col_image) = per_image(conv);
     let (w, dy) = (product_operand(w, mixed)?, product_operand(dy, mixed)?);
@@ -199,7 +208,7 @@ pub(super) fn weight_grad(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     let g = &conv.geometry;
-    let (gpu, xb) = gpu_f32("conv2d weight gradient", x)?;
+    let (gpu, xb, s) = gpu_float("conv2d weight gradient", x)?;
     let bytes = element_bytes(mixed);
     let (image, out_image, col_image) = per_image(conv);
     let dy = product_operand(dy, mixed)?;
@@ -212,7 +221,7 @@ pub(super) fn weight_grad(
             let col_at = col.address_of_range(0, n * col_image * bytes)?;
             im2col_chunk(
                 &gpu,
-                images_at(xb, start, n, image, 4)?,
+                (images_at(xb, start, n, image, s.bytes())?, s),
                 &with_batch(g, n),
                 col_at,
                 mixed,

@@ -1,7 +1,7 @@
 //! Elementwise and reduction primitives, and the device copy.
 
-use super::cast::{storage_format, stored, widened};
-use super::{common_device, gpu_f32, gpu_output, host_output, with_float, Factor};
+use super::cast::{host_storage_format, storage_format, stored, widened};
+use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float, Factor};
 use crate::cpu;
 use crate::cuda;
 use crate::device::Device;
@@ -58,7 +58,7 @@ fn same_shapes(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// alpha·a + beta·b for tensors of one shape.
 pub fn axpby(alpha: f64, a: &Tensor, beta: f64, b: &Tensor) -> Result<Tensor> {
     same_shapes("axpby", a, b)?;
-    if let Some(format) = storage_format(a) {
+    if let Some(format) = host_storage_format(a) {
         return stored(
             axpby(alpha, &widened(a)?, beta, &widened(b)?)?,
             Some(format),
@@ -73,11 +73,11 @@ pub fn axpby(alpha: f64, a: &Tensor, beta: f64, b: &Tensor) -> Result<Tensor> {
             }))
         }),
         _ => {
-            let (gpu, ab) = gpu_f32("axpby", a)?;
-            let (_, bb) = gpu_f32("axpby", b)?;
+            let (gpu, ab, s) = gpu_float("axpby", a)?;
+            let bb = b.gpu_buffer("axpby")?; // a's dtype, checked above
             let n = a.numel();
-            gpu_output(&gpu, shape, DType::F32, |o| {
-                cuda::elementwise::axpby(&gpu, alpha as f32, ab, beta as f32, bb, o, n)
+            gpu_output(&gpu, shape, s.dtype(), |o| {
+                cuda::elementwise::axpby(&gpu, s, alpha as f32, ab, beta as f32, bb, o, n)
             })
         }
     }

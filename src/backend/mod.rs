@@ -2,6 +2,7 @@
 //! the CUDA launchers (`cuda::`, f32, on a real GPU or the emulation). Ops in `ops::` are written
 //! once on top of these, so every op runs on every device.
 
+use crate::cuda::params::Storage;
 use crate::cuda::{Gpu, GpuBuffer};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -139,6 +140,16 @@ pub(crate) fn gpu_output(
     let mut buffer = gpu.alloc(numel(&shape) * dtype.size_in_bytes())?;
     fill(&mut buffer)?;
     Ok(Tensor::from_gpu(buffer, shape, dtype))
+}
+
+/// A device tensor read by a storage-templated kernel (f32, bf16 or f16), with its storage.
+pub(crate) fn gpu_float<'t>(
+    op: &'static str,
+    t: &'t Tensor,
+) -> Result<(Arc<Gpu>, &'t GpuBuffer, Storage)> {
+    let storage = Storage::of(op, t.dtype())?;
+    let buffer = t.gpu_buffer(op)?;
+    Ok((buffer.gpu().clone(), buffer, storage))
 }
 
 pub(crate) fn gpu_f32<'t>(op: &'static str, t: &'t Tensor) -> Result<(Arc<Gpu>, &'t GpuBuffer)> {

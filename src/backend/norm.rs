@@ -1,8 +1,8 @@
 //! Batch-normalization primitives: per-channel statistics, the normalize map, and the backward
 //! pass (per-channel reductions, then dx).
 
-use super::cast::{storage_format, stored, widened};
-use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use super::cast::{host_storage_format, stored, widened};
+use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cpu::norm::{ChannelLayout, ChannelNorm};
 use crate::cuda;
@@ -12,7 +12,8 @@ use crate::error::{invalid, Error, Result};
 use crate::shape::as_nchw;
 use crate::tensor::{DType, Element, Tensor};
 
-/// The per-channel tensors (each [C], of x's dtype and device) a batch-norm pass normalizes with:
+/// The per-channel tensors (each [C] on x's device, of x's dtype, or f32 for bf16/f16 activations)
+/// a batch-norm pass normalizes with:
 /// x̂ = (x − mean)/√(var + eps), y = γ·x̂ + β.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormStats<'a> {
@@ -46,7 +47,16 @@ pub fn batch_norm_layout(op: &'static str, x: &Tensor) -> Result<ChannelLayout> 
     })
 }
 
-/// Checks that each of `per_channel` is a [C] tensor of x's dtype on x's device.
+/// The dtype of the per-channel tensors (statistics, γ, β) that go with `x`: x's own, or f32 for
+/// 16-bit activations.
+fn channel_dtype(x: &Tensor) -> DType {
+    match x.dtype() {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
+}
+
+/// Checks that each of `per_channel` is a [C] tensor of [`channel_dtype`] on x's device.
 fn check_per_channel(
     op: &'static str,
     x: &Tensor,
@@ -55,7 +65,7 @@ fn check_per_channel(
 ) -> Result<()> {
     for t in per_channel {
         common_device(op, &[x, t])?;
-        t.expect_dtype(op, x.dtype())?;
+        t.expect_dtype(op, channel_dtype(x))?;
         t.expect_shape(op, &[channels])?;
     }
     Ok(())
@@ -102,7 +112,7 @@ fn gpu_norm<'a>(op: &'static str, stats: &BatchNormStats<'a>) -> Result<GpuChann
 /// Per-channel mean and biased variance Σ(x − mean)²/M over the M = N·H·W values of each channel
 /// of `x` [N, C, H, W]: two [C] tensors, computed in two passes (sound for a large mean).
 pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
-    if storage_format(x).is_some() {
+    if host_storage_format(x).is_some() {
         return batch_norm_stats(&widened(x)?);
     }
     const OP: &str = "batch norm statistics";
@@ -118,10 +128,10 @@ pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
             Ok((mean, Tensor::host(T::wrap(var), vec![c], T::DTYPE)))
         }),
         _ => {
-            let (gpu, xb) = gpu_f32(OP, x)?;
+            let (gpu, xb, s) = gpu_float(OP, x)?;
             let mut var = gpu.alloc(c * DType::F32.size_in_bytes())?;
             let mean = gpu_output(&gpu, vec![c], DType::F32, |mean| {
-                cuda::norm::batch_norm_stats(&gpu, xb, layout, mean, &mut var)
+                cuda::norm::batch_norm_stats(&gpu, s, xb, layout, mean, &mut var)
             })?;
             Ok((mean, Tensor::from_gpu(var, vec![c], DType::F32)))
         }
@@ -130,7 +140,7 @@ pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel of `x` [N, C, H, W].
 pub fn batch_norm_fwd(x: &Tensor, stats: &BatchNormStats<'_>, beta: &Tensor) -> Result<Tensor> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = host_storage_format(x) {
         return stored(batch_norm_fwd(&widened(x)?, stats, beta)?, Some(format));
     }
     const OP: &str = "batch norm";
@@ -147,11 +157,11 @@ pub fn batch_norm_fwd(x: &Tensor, stats: &BatchNormStats<'_>, beta: &Tensor) -> 
             }))
         }),
         _ => {
-            let (gpu, xb) = gpu_f32(OP, x)?;
+            let (gpu, xb, s) = gpu_float(OP, x)?;
             let norm = gpu_norm(OP, stats)?;
             let (_, bb) = gpu_f32(OP, beta)?;
-            gpu_output(&gpu, shape, DType::F32, |y| {
-                cuda::norm::batch_norm_fwd(&gpu, xb, layout, &norm, bb, y)
+            gpu_output(&gpu, shape, s.dtype(), |y| {
+                cuda::norm::batch_norm_fwd(&gpu, s, xb, layout, &norm, bb, y)
             })
         }
     }
@@ -168,7 +178,7 @@ pub fn batch_norm_bwd(
     want_dx: bool,
 ) -> Result<BatchNormGrads> {
     const OP: &str = "batch norm backward";
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = host_storage_format(x) {
         dy.expect_dtype(OP, format)?;
         let g = batch_norm_bwd(&widened(dy)?, &widened(x)?, stats, training, want_dx)?;
         let dx = g.dx.map(|dx| stored(dx, Some(format))).transpose()?;
@@ -198,24 +208,27 @@ pub fn batch_norm_bwd(
             })
         }),
         _ => {
-            let (gpu, xb) = gpu_f32(OP, x)?;
-            let (_, db) = gpu_f32(OP, dy)?;
+            let (gpu, xb, s) = gpu_float(OP, x)?;
+            let inputs = cuda::norm::BackwardInputs {
+                dy: dy.gpu_buffer(OP)?, // x's dtype, checked above
+                x: xb,
+                storage: s,
+            };
             let norm = gpu_norm(OP, stats)?;
             let bytes = c * DType::F32.size_in_bytes();
             let (mut sum_dy, mut sum_dy_xhat) = (gpu.alloc(bytes)?, gpu.alloc(bytes)?);
             cuda::norm::batch_norm_bwd_reduce(
                 &gpu,
-                db,
-                xb,
+                inputs,
                 layout,
                 &norm,
                 &mut sum_dy,
                 &mut sum_dy_xhat,
             )?;
             let dx = if want_dx {
-                Some(gpu_output(&gpu, shape, DType::F32, |dx| {
+                Some(gpu_output(&gpu, shape, s.dtype(), |dx| {
                     let sums = (&sum_dy, &sum_dy_xhat);
-                    cuda::norm::batch_norm_bwd_dx(&gpu, (db, xb), layout, &norm, sums, training, dx)
+                    cuda::norm::batch_norm_bwd_dx(&gpu, inputs, layout, &norm, sums, training, dx)
                 })?)
             } else {
                 None

@@ -1,8 +1,8 @@
 //! Pooling primitives.
 
-use super::cast::{storage_format, stored, widened};
+use super::cast::{host_storage_format, storage_format, stored, widened};
 use super::input_shape;
-use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cuda;
 use crate::device::Device;
@@ -12,7 +12,7 @@ use crate::tensor::{DType, Element, Tensor};
 
 /// Max pooling: (y [N,C,OH,OW], argmax i32 of the same shape).
 pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = host_storage_format(x) {
         let (y, argmax) = maxpool_fwd(&widened(x)?, g)?;
         return Ok((stored(y, Some(format))?, argmax));
     }
@@ -28,10 +28,10 @@ pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {
             Ok((y, Tensor::host(i32::wrap(argmax), shape, DType::I32)))
         }),
         _ => {
-            let (gpu, xb) = gpu_f32("max_pool2d", x)?;
+            let (gpu, xb, s) = gpu_float("max_pool2d", x)?;
             let mut argmax = gpu.alloc(numel(&shape) * 4)?;
-            let y = gpu_output(&gpu, shape.clone(), DType::F32, |y| {
-                cuda::pool::maxpool_fwd(&gpu, xb, g, y, &mut argmax)
+            let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
+                cuda::pool::maxpool_fwd(&gpu, s, xb, g, y, &mut argmax)
             })?;
             Ok((y, Tensor::from_gpu(argmax, shape, DType::I32)))
         }
@@ -40,7 +40,7 @@ pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {
 
 /// Routes dy to the recorded argmax; dx has the input's shape.
 pub fn maxpool_bwd(dy: &Tensor, argmax: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = host_storage_format(dy) {
         return stored(maxpool_bwd(&widened(dy)?, argmax, g)?, Some(format));
     }
     common_device("max_pool2d backward", &[dy, argmax])?;
@@ -58,10 +58,10 @@ pub fn maxpool_bwd(dy: &Tensor, argmax: &Tensor, g: &ConvGeometry) -> Result<Ten
             }))
         }),
         _ => {
-            let (gpu, db) = gpu_f32("max_pool2d backward", dy)?;
+            let (gpu, db, s) = gpu_float("max_pool2d backward", dy)?;
             let ab = argmax.gpu_buffer("max_pool2d backward")?;
-            gpu_output(&gpu, shape, DType::F32, |dx| {
-                cuda::pool::maxpool_bwd(&gpu, db, ab, g, dx)
+            gpu_output(&gpu, shape, s.dtype(), |dx| {
+                cuda::pool::maxpool_bwd(&gpu, s, db, ab, g, dx)
             })
         }
     }
@@ -75,7 +75,7 @@ fn output_shape(g: &ConvGeometry) -> Vec<usize> {
 /// Average pooling: y [N,C,OH,OW]. The divisor is `KH·KW` when `count_include_pad`, else the
 /// number of in-bounds taps; a window with no in-bounds tap then gives 0.
 pub fn avgpool_fwd(x: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Result<Tensor> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = host_storage_format(x) {
         return stored(
             avgpool_fwd(&widened(x)?, g, count_include_pad)?,
             Some(format),
@@ -92,9 +92,9 @@ pub fn avgpool_fwd(x: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Res
             }))
         }),
         _ => {
-            let (gpu, xb) = gpu_f32(OP, x)?;
-            gpu_output(&gpu, shape, DType::F32, |y| {
-                cuda::pool::avgpool_fwd(&gpu, xb, g, count_include_pad, y)
+            let (gpu, xb, s) = gpu_float(OP, x)?;
+            gpu_output(&gpu, shape, s.dtype(), |y| {
+                cuda::pool::avgpool_fwd(&gpu, s, xb, g, count_include_pad, y)
             })
         }
     }
@@ -102,7 +102,7 @@ pub fn avgpool_fwd(x: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Res
 
 /// Average-pooling backward: dx [N,C,H,W] from dy [N,C,OH,OW].
 pub fn avgpool_bwd(dy: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Result<Tensor> {
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = host_storage_format(dy) {
         return stored(
             avgpool_bwd(&widened(dy)?, g, count_include_pad)?,
             Some(format),
@@ -119,9 +119,9 @@ pub fn avgpool_bwd(dy: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Re
             }))
         }),
         _ => {
-            let (gpu, db) = gpu_f32(OP, dy)?;
-            gpu_output(&gpu, shape, DType::F32, |dx| {
-                cuda::pool::avgpool_bwd(&gpu, db, g, count_include_pad, dx)
+            let (gpu, db, s) = gpu_float(OP, dy)?;
+            gpu_output(&gpu, shape, s.dtype(), |dx| {
+                cuda::pool::avgpool_bwd(&gpu, s, db, g, count_include_pad, dx)
             })
         }
     }
@@ -196,7 +196,7 @@ fn global_pool_input(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
 
 /// Global average pooling: x [N,C,H,W] → y [N,C,1,1], the mean of each plane.
 pub fn global_avgpool_fwd(x: &Tensor) -> Result<Tensor> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = host_storage_format(x) {
         return stored(global_avgpool_fwd(&widened(x)?)?, Some(format));
     }
     const OP: &str = "global_avg_pool2d";
@@ -211,9 +211,9 @@ pub fn global_avgpool_fwd(x: &Tensor) -> Result<Tensor> {
             }))
         }),
         _ => {
-            let (gpu, xb) = gpu_f32(OP, x)?;
-            gpu_output(&gpu, shape, DType::F32, |y| {
-                cuda::pool::global_avgpool_fwd(&gpu, xb, planes, plane_len, y)
+            let (gpu, xb, s) = gpu_float(OP, x)?;
+            gpu_output(&gpu, shape, s.dtype(), |y| {
+                cuda::pool::global_avgpool_fwd(&gpu, s, xb, planes, plane_len, y)
             })
         }
     }
@@ -221,7 +221,7 @@ pub fn global_avgpool_fwd(x: &Tensor) -> Result<Tensor> {
 
 /// Global average pooling backward: dy [N,C,1,1] → dx of `input_shape` [N,C,H,W], dy / (H·W).
 pub fn global_avgpool_bwd(dy: &Tensor, input_shape: &[usize]) -> Result<Tensor> {
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = host_storage_format(dy) {
         return stored(
             global_avgpool_bwd(&widened(dy)?, input_shape)?,
             Some(format),
@@ -240,9 +240,9 @@ pub fn global_avgpool_bwd(dy: &Tensor, input_shape: &[usize]) -> Result<Tensor> 
             }))
         }),
         _ => {
-            let (gpu, db) = gpu_f32(OP, dy)?;
-            gpu_output(&gpu, shape, DType::F32, |dx| {
-                cuda::pool::global_avgpool_bwd(&gpu, db, planes, plane_len, dx)
+            let (gpu, db, s) = gpu_float(OP, dy)?;
+            gpu_output(&gpu, shape, s.dtype(), |dx| {
+                cuda::pool::global_avgpool_bwd(&gpu, s, db, planes, plane_len, dx)
             })
         }
     }

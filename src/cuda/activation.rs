@@ -2,7 +2,7 @@
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::cpu::activation::{MaxoutLayout, RowLayout};
-use crate::cuda::params::{to_i32, to_i64};
+use crate::cuda::params::{to_i32, to_i64, Storage};
 use crate::error::Result;
 
 /// Mirrors `ReluFwdParams` in kernels/activation.cu.
@@ -30,9 +30,10 @@ kernel_params!(ReluFwdParams, ReluBwdParams);
 /// Threads per block of the block-per-row softmax kernels (`KILN_THREADS_PER_BLOCK`).
 const KILN_THREADS_PER_BLOCK: u32 = 256;
 
-/// y = max(x, 0) and mask = (x > 0) over `n` f32 elements.
+/// y = max(x, 0) and mask = (x > 0) over `n` elements of storage `s`.
 pub(crate) fn relu_fwd(
     gpu: &Gpu,
+    s: Storage,
     x: &GpuBuffer,
     y: &mut GpuBuffer,
     mask: &mut GpuBuffer,
@@ -44,18 +45,19 @@ pub(crate) fn relu_fwd(
         mask: mask.address(),
         n: to_i64("relu length", n)?,
     };
-    // One thread per 4 elements (the kernel's 16-byte accesses).
+    let (name, per_thread) = relu_kernel(s, "relu_fwd_f32", "relu_fwd_bf16", "relu_fwd_f16");
     launch(
         gpu,
-        "relu_fwd_f32",
-        elementwise_config(n.div_ceil(4)),
+        name,
+        elementwise_config(n.div_ceil(per_thread)),
         &params,
     )
 }
 
-/// dx = dy · mask over `n` f32 elements.
+/// dx = dy · mask over `n` elements of storage `s`.
 pub(crate) fn relu_bwd(
     gpu: &Gpu,
+    s: Storage,
     dy: &GpuBuffer,
     mask: &GpuBuffer,
     dx: &mut GpuBuffer,
@@ -67,12 +69,28 @@ pub(crate) fn relu_bwd(
         dx: dx.address(),
         n: to_i64("relu length", n)?,
     };
+    let (name, per_thread) = relu_kernel(s, "relu_bwd_f32", "relu_bwd_bf16", "relu_bwd_f16");
     launch(
         gpu,
-        "relu_bwd_f32",
-        elementwise_config(n.div_ceil(4)),
+        name,
+        elementwise_config(n.div_ceil(per_thread)),
         &params,
     )
+}
+
+/// The ReLU kernel for storage `s` and the elements each thread takes: one 16-byte access holds 4
+/// f32 or 8 16-bit values.
+fn relu_kernel(
+    s: Storage,
+    f32: &'static str,
+    bf16: &'static str,
+    f16: &'static str,
+) -> (&'static str, usize) {
+    match s {
+        Storage::F32 => (f32, 4),
+        Storage::Bf16 => (bf16, 8),
+        Storage::F16 => (f16, 8),
+    }
 }
 
 /// The pointwise activations of kernels/activation.cu that share [`PointwiseFwdParams`] and

@@ -1,6 +1,6 @@
 //! Launchers for kernels/elementwise.cu.
 
-use super::params::to_i64;
+use super::params::{storage_kernel, to_i64, Storage};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
 use crate::error::Result;
 
@@ -54,6 +54,7 @@ kernel_params!(AxpbyParams, MulParams, AffineParams, FillParams);
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn axpby(
     gpu: &Gpu,
+    s: Storage,
     alpha: f32,
     a: &GpuBuffer,
     beta: f32,
@@ -69,7 +70,12 @@ pub(crate) fn axpby(
         alpha,
         beta,
     };
-    launch(gpu, "axpby_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        storage_kernel!("axpby", s),
+        elementwise_config(n),
+        &params,
+    )
 }
 
 /// a = alpha·a + beta·b over `n` elements, in place.

@@ -1,6 +1,6 @@
 //! Launchers for kernels/im2col.cu.
 
-use super::params::ConvGeom;
+use super::params::{storage_kernel, ConvGeom, Storage};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
 use crate::error::Result;
 use crate::shape::ConvGeometry;
@@ -35,25 +35,32 @@ struct Im2col16Params {
 
 kernel_params!(Im2colParams, Col2imParams, Im2col16Params);
 
-/// Unfolds the whole batch `im` [N][C][H][W] into `col` [N][C·KH·KW][OH·OW].
+/// Unfolds the whole batch `im` [N][C][H][W] into `col` [N][C·KH·KW][OH·OW], both of storage `s`.
 pub(crate) fn im2col(
     gpu: &Gpu,
+    s: Storage,
     im: &GpuBuffer,
     g: &ConvGeometry,
     col: &mut GpuBuffer,
 ) -> Result<()> {
-    im2col_at(gpu, im.address(), g, col.address())
+    im2col_at(gpu, s, im.address(), g, col.address())
 }
 
 /// [`im2col`] on device addresses: `im` holds g.batch images, `col` their columns (the caller
-/// checked both ranges, e.g. with `GpuBuffer::address_of_range`).
-pub(crate) fn im2col_at(gpu: &Gpu, im: u64, g: &ConvGeometry, col: u64) -> Result<()> {
+/// checked both ranges, e.g. with `GpuBuffer::address_of_range`). With 16-bit storage the columns
+/// are the input's values as they are: the tensor-core GEMM's operand with nothing to round.
+pub(crate) fn im2col_at(gpu: &Gpu, s: Storage, im: u64, g: &ConvGeometry, col: u64) -> Result<()> {
     let params = Im2colParams {
         im,
         col,
         g: ConvGeom::new(g)?,
     };
-    launch(gpu, "im2col_f32", elementwise_config(g.col_len()), &params)
+    launch(
+        gpu,
+        storage_kernel!("im2col", s),
+        elementwise_config(g.col_len()),
+        &params,
+    )
 }
 
 /// [`im2col_at`] writing bf16 (`bf16`) or f16 columns, rounded to nearest even: the 16-bit

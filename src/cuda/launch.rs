@@ -1,8 +1,26 @@
 //! One launch path for both backends: the same grid, block and parameter struct go to the GPU
 //! (through cudarc) or to the emulated kernel (through the generated `kiln_emu_*` entry points).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use super::{generated, Backend, Gpu};
 use crate::error::{Error, Result};
+
+/// Launches per kernel name since the process started.
+static LAUNCHES: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+/// How many times each kernel was launched in this process, on every device (a CUDA graph's
+/// kernels count once, when it is captured, not at each replay): which kernels a workload runs.
+pub fn launch_counts() -> BTreeMap<&'static str, u64> {
+    LAUNCHES.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+fn count_launch(name: &'static str) {
+    if let Ok(mut counts) = LAUNCHES.lock() {
+        *counts.entry(name).or_default() += 1;
+    }
+}
 
 /// Names of every kernel kiln builds (for the GPU and for emulation).
 pub fn kernel_names() -> Vec<&'static str> {
@@ -80,6 +98,7 @@ pub(crate) fn launch<P: KernelParams>(
     params: &P,
 ) -> Result<()> {
     check_grid(name, cfg)?;
+    count_launch(name);
     match &gpu.backend {
         #[cfg(feature = "cuda")]
         Backend::Real(r) => {

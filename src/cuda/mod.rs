@@ -45,7 +45,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 
 pub(crate) use launch::{elementwise_config, kernel_params, launch, KernelParams};
-pub use launch::{kernel_names, LaunchConfig};
+pub use launch::{kernel_names, launch_counts, LaunchConfig};
 
 /// The generated table of embedded PTX and emulated entry points (see build.rs).
 pub(crate) mod generated {

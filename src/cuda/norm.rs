@@ -2,7 +2,7 @@
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::cpu::norm::ChannelLayout;
-use crate::cuda::params::{to_i32, to_i64};
+use crate::cuda::params::{storage_kernel, to_i32, to_i64, Storage};
 use crate::error::Result;
 
 /// Mirrors `BatchNormStatsParams` in kernels/norm.cu.
@@ -106,6 +106,7 @@ fn per_channel_config(channels: i32) -> LaunchConfig {
 /// Per-channel mean and biased variance of `x`.
 pub(crate) fn batch_norm_stats(
     gpu: &Gpu,
+    s: Storage,
     x: &GpuBuffer,
     layout: ChannelLayout,
     mean: &mut GpuBuffer,
@@ -122,7 +123,7 @@ pub(crate) fn batch_norm_stats(
     };
     launch(
         gpu,
-        "batch_norm_stats_f32",
+        storage_kernel!("batch_norm_stats", s),
         per_channel_config(channels),
         &params,
     )
@@ -131,6 +132,7 @@ pub(crate) fn batch_norm_stats(
 /// y = γ·x̂ + β.
 pub(crate) fn batch_norm_fwd(
     gpu: &Gpu,
+    s: Storage,
     x: &GpuBuffer,
     layout: ChannelLayout,
     norm: &GpuChannelNorm<'_>,
@@ -151,14 +153,27 @@ pub(crate) fn batch_norm_fwd(
         channels,
         eps: norm.eps,
     };
-    launch(gpu, "batch_norm_fwd_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        storage_kernel!("batch_norm_fwd", s),
+        elementwise_config(n),
+        &params,
+    )
+}
+
+/// What the backward kernels read of a batch-norm pass: its output gradient and input, both of
+/// storage `storage`.
+#[derive(Clone, Copy)]
+pub(crate) struct BackwardInputs<'a> {
+    pub dy: &'a GpuBuffer,
+    pub x: &'a GpuBuffer,
+    pub storage: Storage,
 }
 
 /// Per channel: Σdy and Σdy·x̂.
 pub(crate) fn batch_norm_bwd_reduce(
     gpu: &Gpu,
-    dy: &GpuBuffer,
-    x: &GpuBuffer,
+    BackwardInputs { dy, x, storage: s }: BackwardInputs<'_>,
     layout: ChannelLayout,
     norm: &GpuChannelNorm<'_>,
     sum_dy: &mut GpuBuffer,
@@ -179,7 +194,7 @@ pub(crate) fn batch_norm_bwd_reduce(
     };
     launch(
         gpu,
-        "batch_norm_bwd_reduce_f32",
+        storage_kernel!("batch_norm_bwd_reduce", s),
         per_channel_config(channels),
         &params,
     )
@@ -188,7 +203,7 @@ pub(crate) fn batch_norm_bwd_reduce(
 /// dx from dy and the sums (Σdy, Σdy·x̂) of [`batch_norm_bwd_reduce`].
 pub(crate) fn batch_norm_bwd_dx(
     gpu: &Gpu,
-    (dy, x): (&GpuBuffer, &GpuBuffer),
+    BackwardInputs { dy, x, storage: s }: BackwardInputs<'_>,
     layout: ChannelLayout,
     norm: &GpuChannelNorm<'_>,
     (sum_dy, sum_dy_xhat): (&GpuBuffer, &GpuBuffer),
@@ -213,5 +228,10 @@ pub(crate) fn batch_norm_bwd_dx(
         eps: norm.eps,
         inv_count: 1.0 / layout.count() as f32,
     };
-    launch(gpu, "batch_norm_bwd_dx_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        storage_kernel!("batch_norm_bwd_dx", s),
+        elementwise_config(n),
+        &params,
+    )
 }

@@ -1,7 +1,8 @@
 //! Parameter pieces shared by several kernels, mirrored in kernels/common.cuh.
 
-use crate::error::{invalid, Result};
+use crate::error::{invalid, Error, Result};
 use crate::shape::ConvGeometry;
+use crate::tensor::DType;
 
 /// Mirrors `struct ConvGeom` in kernels/common.cuh.
 #[repr(C)]
@@ -57,3 +58,53 @@ impl ConvGeom {
         })
     }
 }
+
+/// The element type a storage-templated kernel reads and writes (kernels/half.cuh
+/// `KILN_STORAGE_KERNELS`: one kernel `<op>_f32`, `<op>_bf16`, `<op>_f16` per type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Storage {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Storage {
+    /// The storage of a tensor of `dtype`, or an error naming `op` for other dtypes.
+    pub(crate) fn of(op: &'static str, dtype: DType) -> Result<Storage> {
+        match dtype {
+            DType::F32 => Ok(Storage::F32),
+            DType::BF16 => Ok(Storage::Bf16),
+            DType::F16 => Ok(Storage::F16),
+            got => Err(Error::DTypeMismatch {
+                op,
+                expected: DType::F32,
+                got,
+            }),
+        }
+    }
+
+    pub(crate) fn dtype(self) -> DType {
+        match self {
+            Storage::F32 => DType::F32,
+            Storage::Bf16 => DType::BF16,
+            Storage::F16 => DType::F16,
+        }
+    }
+
+    /// Bytes per element.
+    pub(crate) fn bytes(self) -> usize {
+        self.dtype().size_in_bytes()
+    }
+}
+
+/// The name of kernel `$op` for storage `$s`: `"<op>_f32"`, `"<op>_bf16"` or `"<op>_f16"`.
+macro_rules! storage_kernel {
+    ($op:literal, $s:expr) => {
+        match $s {
+            $crate::cuda::params::Storage::F32 => concat!($op, "_f32"),
+            $crate::cuda::params::Storage::Bf16 => concat!($op, "_bf16"),
+            $crate::cuda::params::Storage::F16 => concat!($op, "_f16"),
+        }
+    };
+}
+pub(crate) use storage_kernel;

@@ -1,6 +1,6 @@
 //! Launchers for kernels/pool.cu.
 
-use super::params::{to_i64, ConvGeom};
+use super::params::{storage_kernel, to_i64, ConvGeom, Storage};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::error::Result;
 use crate::shape::ConvGeometry;
@@ -99,6 +99,7 @@ kernel_params!(
 /// Max over each window of `x`, recording the winner's index in its input plane.
 pub(crate) fn maxpool_fwd(
     gpu: &Gpu,
+    s: Storage,
     x: &GpuBuffer,
     g: &ConvGeometry,
     y: &mut GpuBuffer,
@@ -111,12 +112,18 @@ pub(crate) fn maxpool_fwd(
         g: ConvGeom::new(g)?,
     };
     let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
-    launch(gpu, "maxpool_fwd_f32", elementwise_config(outputs), &params)
+    launch(
+        gpu,
+        storage_kernel!("maxpool_fwd", s),
+        elementwise_config(outputs),
+        &params,
+    )
 }
 
 /// Routes `dy` to the recorded winners (gather per input pixel; `dx` is overwritten).
 pub(crate) fn maxpool_bwd(
     gpu: &Gpu,
+    s: Storage,
     dy: &GpuBuffer,
     argmax: &GpuBuffer,
     g: &ConvGeometry,
@@ -130,7 +137,7 @@ pub(crate) fn maxpool_bwd(
     };
     launch(
         gpu,
-        "maxpool_bwd_f32",
+        storage_kernel!("maxpool_bwd", s),
         elementwise_config(g.input_len()),
         &params,
     )
@@ -139,6 +146,7 @@ pub(crate) fn maxpool_bwd(
 /// Mean over each window of `x` (see `cpu::pool::avgpool_fwd` for the divisor).
 pub(crate) fn avgpool_fwd(
     gpu: &Gpu,
+    s: Storage,
     x: &GpuBuffer,
     g: &ConvGeometry,
     count_include_pad: bool,
@@ -151,12 +159,18 @@ pub(crate) fn avgpool_fwd(
         count_include_pad: count_include_pad.into(),
     };
     let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
-    launch(gpu, "avgpool_fwd_f32", elementwise_config(outputs), &params)
+    launch(
+        gpu,
+        storage_kernel!("avgpool_fwd", s),
+        elementwise_config(outputs),
+        &params,
+    )
 }
 
 /// Average-pool backward (gather per input pixel; `dx` is overwritten).
 pub(crate) fn avgpool_bwd(
     gpu: &Gpu,
+    s: Storage,
     dy: &GpuBuffer,
     g: &ConvGeometry,
     count_include_pad: bool,
@@ -170,7 +184,7 @@ pub(crate) fn avgpool_bwd(
     };
     launch(
         gpu,
-        "avgpool_bwd_f32",
+        storage_kernel!("avgpool_bwd", s),
         elementwise_config(g.input_len()),
         &params,
     )
@@ -222,6 +236,7 @@ const MAX_PLANE_BLOCKS: usize = 65_535;
 /// `y[p]` = mean of plane `p` of `x` (`planes` planes of `plane_len` elements), one block per plane.
 pub(crate) fn global_avgpool_fwd(
     gpu: &Gpu,
+    s: Storage,
     x: &GpuBuffer,
     planes: usize,
     plane_len: usize,
@@ -238,12 +253,13 @@ pub(crate) fn global_avgpool_fwd(
         block: (256, 1, 1), // KILN_THREADS_PER_BLOCK: the kernel's tree assumes exactly this
         shared_bytes: 0,
     };
-    launch(gpu, "global_avgpool_fwd_f32", cfg, &params)
+    launch(gpu, storage_kernel!("global_avgpool_fwd", s), cfg, &params)
 }
 
 /// `dx[p][i] = dy[p] / plane_len`, elementwise.
 pub(crate) fn global_avgpool_bwd(
     gpu: &Gpu,
+    s: Storage,
     dy: &GpuBuffer,
     planes: usize,
     plane_len: usize,
@@ -258,7 +274,7 @@ pub(crate) fn global_avgpool_bwd(
     };
     launch(
         gpu,
-        "global_avgpool_bwd_f32",
+        storage_kernel!("global_avgpool_bwd", s),
         elementwise_config(n),
         &params,
     )
