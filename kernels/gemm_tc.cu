@@ -18,6 +18,7 @@
 // (A not transposed, B transposed), k a multiple of 8 and the base 16-byte aligned (`vec_a`,
 // `vec_b`), a thread fetches 8 elements with one 16-byte load; otherwise element by element.
 #include "common.cuh"
+#include "half.cuh"
 
 #define TC_BK 32
 #define TC_PAD 8
@@ -33,6 +34,7 @@ struct TcGemmParams {
   int vec_a, vec_b;
   const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
   float alpha, beta;
+  int c_16bit;  // 1: C holds the operands' 16-bit format (beta is 0), rounded once; 0: f32
 };
 
 // How a block's threads fetch one operand's kRows x TC_BK panel: kScalars elements each one by
@@ -202,6 +204,34 @@ __device__ __forceinline__ void tc_accumulate(const TcGemmParams& p, const unsig
   }
 }
 
+// Writes a warp's accumulators (its tile at row0, col0 of the matrix at element c0 of C):
+// alpha·acc + beta·C (+ row_bias), skipping the parts past the matrix; in f32, or rounded to the
+// operands' format when kC16 (beta is 0 then).
+template <bool kBf16, bool kC16, typename Tile>
+__device__ __forceinline__ void tc_store_tile(const TcGemmParams& p, int g, long long c0, int row0,
+                                              int col0, int lane,
+                                              const float (&acc)[Tile::kMi][Tile::kNi][4]) {
+  const int group = lane / 4, t = lane % 4;
+  #pragma unroll
+  for (int mi = 0; mi < Tile::kMi; ++mi) {
+    #pragma unroll
+    for (int ni = 0; ni < Tile::kNi; ++ni) {
+      #pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = row0 + mi * 16 + group + (r >= 2 ? 8 : 0);
+        const int col = col0 + ni * 8 + 2 * t + (r & 1);
+        if (row >= p.m || col >= p.n) continue;
+        const long long out = c0 + (long long)row * p.n + col;
+        // beta == 0 ignores the old C entirely (BLAS rule), as gemm_f32 does.
+        float v = (kC16 || p.beta == 0.0f) ? p.alpha * acc[mi][ni][r]
+                                           : p.alpha * acc[mi][ni][r] + p.beta * p.c[out];
+        if (p.row_bias) v += p.row_bias[(long long)g * p.m + row];
+        gemm_store_c<kBf16>(p.c, out, v, kC16);
+      }
+    }
+  }
+}
+
 template <bool kBf16, int TM, int TN, int kWarpsM>
 __device__ __forceinline__ void gemm_tc(const TcGemmParams& p) {
   using Tile = TcTile<TM, TN, kWarpsM>;
@@ -232,25 +262,14 @@ __device__ __forceinline__ void gemm_tc(const TcGemmParams& p) {
                                          bs, acc);
     }
 
-    float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
-    const int group = lane / 4, t = lane % 4;
-    #pragma unroll
-    for (int mi = 0; mi < Tile::kMi; ++mi) {
-      #pragma unroll
-      for (int ni = 0; ni < Tile::kNi; ++ni) {
-        #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int row = m0 + warp_m + mi * 16 + group + (r >= 2 ? 8 : 0);
-          const int col = n0 + warp_n + ni * 8 + 2 * t + (r & 1);
-          if (row >= p.m || col >= p.n) continue;
-          float* out = c + (long long)row * p.n + col;
-          // beta == 0 ignores the old C entirely (BLAS rule), as gemm_f32 does.
-          float v = p.beta == 0.0f ? p.alpha * acc[mi][ni][r]
-                                   : p.alpha * acc[mi][ni][r] + p.beta * *out;
-          if (p.row_bias) v += p.row_bias[(long long)g * p.m + row];
-          *out = v;
-        }
-      }
+    const long long c0 =
+        (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
+    const int row0 = m0 + warp_m, col0 = n0 + warp_n;
+    // One branch for the whole tile (not one per element), which keeps the registers down.
+    if (p.c_16bit) {
+      tc_store_tile<kBf16, true, Tile>(p, g, c0, row0, col0, lane, acc);
+    } else {
+      tc_store_tile<kBf16, false, Tile>(p, g, c0, row0, col0, lane, acc);
     }
   }
 }

@@ -20,6 +20,7 @@
 // copies' bytes have landed) and an "empty" one (both consumers are done reading), so the ring
 // runs without block-wide barriers and the loads are as far ahead as there are free stages.
 #include "common.cuh"
+#include "half.cuh"
 #include "hopper.cuh"
 
 #define WG_TILE 128
@@ -39,6 +40,7 @@ struct WgmmaGemmParams {
   KILN_GEMM_LAYOUT_FIELDS;
   const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
   float alpha, beta;
+  int c_16bit;  // 1: C holds the operands' 16-bit format (beta is 0), rounded once; 0: f32
 };
 
 // Issues the copies of one operand's 128x64 panel (rows `row0`.. along m or n, k from `k0`) into
@@ -137,10 +139,12 @@ __device__ __forceinline__ void wg_mainloop(const WgmmaGemmParams& p, int g, int
   __syncthreads();  // the stages may be refilled by the next output's prologue
 }
 
-// Writes a warpgroup's 64 x kN accumulator tile at (row0, n0) of C [m][n]: alpha·acc + beta·C
-// (+ row_bias[g·m + row]), skipping the parts past the matrix. `t`: the thread in the warpgroup.
-template <int kN>
-__device__ __forceinline__ void wg_store_tile(float* c, const float* row_bias, int g, int m, int n,
+// Writes a warpgroup's 64 x kN accumulator tile at (row0, n0) of the matrix at element c0 of C
+// [m][n]: alpha·acc + beta·C (+ row_bias[g·m + row]), skipping the parts past the matrix; in f32,
+// or rounded to the operands' format when c_16bit. `t`: the thread in the warpgroup.
+template <bool kBf16, int kN>
+__device__ __forceinline__ void wg_store_tile(float* c, long long c0, int c_16bit,
+                                              const float* row_bias, int g, int m, int n,
                                               float alpha, float beta, int row0, int n0, int t,
                                               const float* acc) {
   const int w = t / 32, lane = t % 32;
@@ -151,11 +155,11 @@ __device__ __forceinline__ void wg_store_tile(float* c, const float* row_bias, i
       const int row = row0 + 16 * w + lane / 4 + 8 * (r >> 1);
       const int col = n0 + 8 * j + 2 * (lane % 4) + (r & 1);
       if (row >= m || col >= n) continue;
-      float* out = c + (long long)row * n + col;
+      const long long out = c0 + (long long)row * n + col;
       // beta == 0 ignores the old C entirely (BLAS rule), as the other GEMMs do.
-      float v = beta == 0.0f ? alpha * acc[4 * j + r] : alpha * acc[4 * j + r] + beta * *out;
+      float v = beta == 0.0f ? alpha * acc[4 * j + r] : alpha * acc[4 * j + r] + beta * c[out];
       if (row_bias) v += row_bias[(long long)g * m + row];
-      *out = v;
+      gemm_store_c<kBf16>(c, out, v, c_16bit);
     }
   }
 }
@@ -183,9 +187,10 @@ __device__ __forceinline__ void gemm_wgmma(const WgmmaGemmParams& p) {
       default: wg_mainloop<kBf16, true, true>(p, g, first, last, m0, n0, stages, acc); break;
     }
 
-    float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
-    wg_store_tile<WG_TILE>(c, p.row_bias, g, p.m, p.n, p.alpha, p.beta, m0 + 64 * warpgroup, n0, t,
-                           acc);
+    const long long c0 =
+        (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
+    wg_store_tile<kBf16, WG_TILE>(p.c, c0, p.c_16bit, p.row_bias, g, p.m, p.n, p.alpha, p.beta,
+                                  m0 + 64 * warpgroup, n0, t, acc);
   }
 }
 
@@ -218,6 +223,7 @@ struct __align__(128) WgmmaTmaParams {
   int m, n, k;
   int trans_a, trans_b;
   float alpha, beta;
+  int c_16bit;  // as WgmmaGemmParams
 };
 
 // Bytes of a stage: A's 128 x 64 panel, then B's kN x 64 one.
@@ -291,8 +297,8 @@ __device__ __forceinline__ void wg_tma_consume(const WgmmaTmaParams& p, int m0, 
   }
   kiln_wgmma_wait<0>();
   kiln_keep_registers<kN / 2>(acc);
-  wg_store_tile<kN>(p.c, p.row_bias, 0, p.m, p.n, p.alpha, p.beta, m0 + 64 * consumer, n0,
-                    threadIdx.x % 128, acc);
+  wg_store_tile<kBf16, kN>(p.c, 0, p.c_16bit, p.row_bias, 0, p.m, p.n, p.alpha, p.beta,
+                           m0 + 64 * consumer, n0, threadIdx.x % 128, acc);
 }
 
 template <bool kBf16, bool kAMn, bool kBMn, int kN>

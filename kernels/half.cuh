@@ -50,6 +50,17 @@ __device__ __forceinline__ float f16_bits_to_f32(unsigned short h) {
   return __uint_as_float(sign | __float_as_uint(magnitude));
 }
 
+// Element i of a GEMM's C: f32, or (c_16bit) the 16-bit format of the operands (bf16 when kBf16,
+// else f16) rounded once, which is how a layer writes 16-bit activations without an f32 pass.
+template <bool kBf16>
+__device__ __forceinline__ void gemm_store_c(float* c, long long i, float v, int c_16bit) {
+  if (c_16bit) {
+    reinterpret_cast<unsigned short*>(c)[i] = kBf16 ? float_to_bf16_bits(v) : float_to_f16_bits(v);
+  } else {
+    c[i] = v;
+  }
+}
+
 // The element types activations are stored in: f32, or a 16-bit format as raw bits. Distinct
 // types, so a kernel templated on its storage type converts at compile time: it loads with
 // to_f32, computes in f32 and rounds each result once with from_f32 (mirrors src/cuda/mod.rs

@@ -49,14 +49,20 @@ fn check_rounded_once(
     assert_eq!(narrow.dtype(), format, "{name}: the output left {format:?}");
     let expected = f(&wide).unwrap().to_dtype(format).unwrap();
     assert_eq!(narrow.shape(), expected.shape(), "{name}");
-    let (got, want) = (values(&narrow), values(&expected));
+    assert_same_values(&format!("{name} in {format:?}"), &narrow, &expected);
+}
+
+/// `got` holds exactly `want`'s values (NaN matching NaN); else the first difference is reported.
+fn assert_same_values(name: &str, got: &Tensor, want: &Tensor) {
+    let (got, want) = (values(got), values(want));
+    assert_eq!(got.len(), want.len(), "{name}: lengths");
     let differ = got
         .iter()
         .zip(&want)
         .position(|(a, b)| a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()));
     if let Some(i) = differ {
         panic!(
-            "{name} in {format:?}: element {i} is {} but f32 rounded once gives {}",
+            "{name}: element {i} is {} but f32 rounded once gives {}",
             got[i], want[i]
         );
     }
@@ -398,4 +404,141 @@ fn a_device_runs_16_bit_activations_through_16_bit_kernels() {
     // Widening to f32 is left only where f32 is wanted: the logits for the loss, and the two bias
     // gradients (summed in f32 for f32 biases).
     assert_eq!(ran("cast_16bit_to_f32"), 3, "bf16 → f32 casts");
+    // Rounding to bf16 is left for the three f32 weights (the products' operands), the output of
+    // the linear layer (whose column bias is added after the GEMM), the loss's gradient, and the
+    // two input gradients that col2im and the linear GEMM compute in f32. The convolutions'
+    // outputs come out of the GEMM's epilogue in bf16 already.
+    assert_eq!(ran("cast_f32_to_16bit"), 7, "f32 → bf16 casts");
+}
+
+/// The GEMM kernels that can store C in 16 bits, chosen through the process-wide switches.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    /// gemm_tc 128x128 (mma.sync), the default.
+    TensorCore,
+    /// gemm_tc 16x256 / 32x256 (flat tiles, for products with at most 32 rows).
+    Flat,
+    /// Hopper wgmma loading with TMA (single products), 128- or 256-wide tiles.
+    WgmmaTma { wide: bool },
+    /// Hopper wgmma loading with cp.async (batched products: the convolutions).
+    WgmmaCpAsync,
+}
+
+impl Kernel {
+    fn select(self) {
+        kiln::cuda::set_flat_tile_gemm(matches!(self, Kernel::Flat));
+        let wgmma = matches!(self, Kernel::WgmmaTma { .. } | Kernel::WgmmaCpAsync);
+        kiln::cuda::set_wgmma_gemm(wgmma);
+        kiln::cuda::set_wgmma_tma(matches!(self, Kernel::WgmmaTma { .. }));
+        kiln::cuda::set_wgmma_wide_tiles(matches!(self, Kernel::WgmmaTma { wide: true }));
+    }
+
+    /// The kernel's name for operands in `format`.
+    fn name(self, rows: usize, format: DType) -> String {
+        let bf16_name = match self {
+            Kernel::TensorCore => "gemm_tc_bf16",
+            Kernel::Flat if rows <= 16 => "gemm_tc_16x256_bf16",
+            Kernel::Flat => "gemm_tc_32x256_bf16",
+            Kernel::WgmmaTma { wide: false } => "gemm_wgmma_tma_bf16",
+            Kernel::WgmmaTma { wide: true } => "gemm_wgmma_tma_wide_bf16",
+            Kernel::WgmmaCpAsync => "gemm_wgmma_bf16",
+        };
+        match format {
+            DType::BF16 => bf16_name.to_string(),
+            _ => bf16_name.replace("bf16", "f16"),
+        }
+    }
+}
+
+/// Runs `f` once with `kernel` selected and checks that the kernel ran.
+fn with_kernel<R>(kernel: Kernel, (rows, format): (usize, DType), f: impl FnOnce() -> R) -> R {
+    kernel.select();
+    let name = kernel.name(rows, format);
+    let count = || {
+        kiln::cuda::launch_counts()
+            .get(name.as_str())
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = count();
+    let result = f();
+    Kernel::TensorCore.select();
+    let after = count();
+    assert!(after > before, "{name} did not run for {kernel:?}");
+    result
+}
+
+#[test]
+fn every_tensor_core_kernel_stores_16_bit_outputs_rounded_once() {
+    let device = Device::CudaEmulated;
+    // A single product (linear layers; the TMA kernels): y = x·Wᵀ, 19 x 200 by 200 x 72 or 136
+    // outputs (past one 128-wide tile, so the wide tile applies), and a batched one (a
+    // convolution's chunk; cp.async): 3x3, 24 → 72 channels over 3 images of 8x11 (wgmma copies
+    // 8-element chunks: 88 pixels).
+    let cases: [(Kernel, usize, usize); 4] = [
+        (Kernel::TensorCore, 72, 19),
+        (Kernel::Flat, 19, 72),
+        (Kernel::WgmmaTma { wide: false }, 72, 40),
+        (Kernel::WgmmaTma { wide: true }, 136, 40),
+    ];
+    for format in FORMATS {
+        for (kernel, out, rows) in cases {
+            let x = random_in(&[rows, 200], 50, format, device);
+            let w = random_in(&[out, 200], 51, format, device);
+            let spec = kiln::GemmSpec::new(rows, out, 200).transpose_b();
+            // The flat tiles take products with at most 32 rows: there the output is yᵀ = W·xᵀ.
+            let (a, b, spec, shape) = match kernel {
+                Kernel::Flat => (
+                    &w,
+                    &x,
+                    kiln::GemmSpec::new(out, rows, 200).transpose_b(),
+                    vec![out, rows],
+                ),
+                _ => (&x, &w, spec, vec![rows, out]),
+            };
+            let name = format!("{kernel:?} {format:?}");
+            let (stored, wide) = with_kernel(kernel, (shape[0], format), || {
+                let stored = backend::gemm_mixed_stored(
+                    &spec,
+                    1.0,
+                    a,
+                    b,
+                    shape.clone(),
+                    Some(format),
+                    Some(format),
+                )
+                .unwrap();
+                let wide =
+                    backend::gemm_mixed(&spec, 1.0, a, b, shape.clone(), Some(format)).unwrap();
+                (stored, wide)
+            });
+            assert_eq!(stored.dtype(), format, "{name}");
+            assert_same_values(&name, &stored, &wide.to_dtype(format).unwrap());
+        }
+        for kernel in [Kernel::TensorCore, Kernel::Flat, Kernel::WgmmaCpAsync] {
+            let out_channels = if matches!(kernel, Kernel::Flat) {
+                24
+            } else {
+                72
+            };
+            let x = random_in(&[3, 24, 8, 11], 52, format, device);
+            let w = random_in(&[out_channels, 24, 3, 3], 53, DType::F32, device);
+            let b = random_in(&[out_channels], 54, DType::F32, device);
+            let conv = kiln::shape::GroupedConv {
+                geometry: ConvGeometry::new([3, 24, 8, 11], Window2d::square(3, 1, 1), false)
+                    .unwrap(),
+                out_channels,
+                groups: 1,
+            };
+            let name = format!("conv {kernel:?} {format:?}");
+            let (stored, wide) = with_kernel(kernel, (out_channels, format), || {
+                let f = Some(format);
+                let stored = backend::conv_forward_stored(&x, &w, Some(&b), &conv, f, f).unwrap();
+                let wide = backend::conv_forward(&x, &w, Some(&b), &conv, f).unwrap();
+                (stored, wide)
+            });
+            assert_eq!(stored.dtype(), format, "{name}");
+            assert_same_values(&name, &stored, &wide.to_dtype(format).unwrap());
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
 
 /// `x` as the operand of a matrix product in `format`: cast to bf16/f16 when `format` is set
 /// (see [`crate::autocast`]), else `x` itself.
-pub(crate) fn product_operand(x: &Tensor, format: Option<DType>) -> Result<Tensor> {
+pub fn product_operand(x: &Tensor, format: Option<DType>) -> Result<Tensor> {
     match format {
         Some(f) => cast(x, f),
         None => Ok(x.clone()),

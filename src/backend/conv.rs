@@ -40,25 +40,57 @@ pub fn conv_forward(
     conv: &GroupedConv,
     mixed: Option<DType>,
 ) -> Result<Tensor> {
+    conv_forward_stored(x, w, bias, conv, mixed, None)
+}
+
+/// [`conv_forward`] with y stored in the 16-bit format `store` when one is given (16-bit
+/// activations, see [`crate::autocast_activations`]): on a device whose product format it is, the
+/// GEMM's epilogue rounds each output once as it writes it (no f32 copy of y); elsewhere y is
+/// computed in f32 and then rounded, to the same values.
+pub fn conv_forward_stored(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    conv: &GroupedConv,
+    mixed: Option<DType>,
+    store: Option<DType>,
+) -> Result<Tensor> {
+    check_conv_operands(x, w, bias, conv)?;
+    let (x, w) = (&as_product_input(x, mixed)?, &as_product_input(w, mixed)?);
+    match (x.device(), mixed) {
+        (Device::Cpu, _) => {
+            let y = with_float!("conv2d", x, |T| {
+                let (x, w) = (&rounded_through(x, mixed)?, &rounded_through(w, mixed)?);
+                let (xs, ws) = (x.host_slice::<T>("conv2d")?, w.host_slice::<T>("conv2d")?);
+                let bs = bias.map(|b| b.host_slice::<T>("conv2d")).transpose()?;
+                Ok(host_output::<T>(conv.output_shape(), |y| {
+                    cpu::conv::forward(conv, xs, ws, bs, y)
+                }))
+            })?;
+            stored(y, store)
+        }
+        (_, Some(format)) if store == Some(format) => {
+            conv_gpu::forward(x, w, bias, conv, mixed, true)
+        }
+        _ => stored(conv_gpu::forward(x, w, bias, conv, mixed, false)?, store),
+    }
+}
+
+/// The devices and shapes of a convolution's operands.
+fn check_conv_operands(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    conv: &GroupedConv,
+) -> Result<()> {
     common_device("conv2d", &[x, w])?;
-    let x = &as_product_input(x, mixed)?;
     x.expect_shape("conv2d input", &conv.input_shape())?;
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
     if let Some(b) = bias {
         common_device("conv2d", &[x, b])?;
         b.expect_shape("conv2d bias", &[conv.out_channels])?;
     }
-    match x.device() {
-        Device::Cpu => with_float!("conv2d", x, |T| {
-            let (x, w) = (&rounded_through(x, mixed)?, &rounded_through(w, mixed)?);
-            let (xs, ws) = (x.host_slice::<T>("conv2d")?, w.host_slice::<T>("conv2d")?);
-            let bs = bias.map(|b| b.host_slice::<T>("conv2d")).transpose()?;
-            Ok(host_output::<T>(conv.output_shape(), |y| {
-                cpu::conv::forward(conv, xs, ws, bs, y)
-            }))
-        }),
-        _ => conv_gpu::forward(x, w, bias, conv, mixed),
-    }
+    Ok(())
 }
 
 /// dx [N, C, H, W] = col2im(Wᵀ · dy) for dy [N, K, OH, OW]: the input gradient of
@@ -70,7 +102,7 @@ pub fn conv_input_grad(
     mixed: Option<DType>,
 ) -> Result<Tensor> {
     common_device("conv2d input gradient", &[w, dy])?;
-    let dy = &as_product_input(dy, mixed)?;
+    let (w, dy) = (&as_product_input(w, mixed)?, &as_product_input(dy, mixed)?);
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
     dy.expect_shape("conv2d output gradient", &conv.output_shape())?;
     match dy.device() {
@@ -184,7 +216,7 @@ pub fn gemm(
     common_device("gemm", &[a, b])?;
     check_gemm_lens(spec, a, b, numel(&out_shape))?;
     if matches!(a.dtype(), DType::BF16 | DType::F16) {
-        return gemm_16bit(spec, alpha, a, b, out_shape);
+        return gemm_16bit(spec, alpha, a, b, out_shape, false);
     }
     match a.device() {
         Device::Cpu => with_float!("gemm", a, |T| {
@@ -221,28 +253,62 @@ pub fn gemm_mixed(
     gemm(spec, alpha, &a, &b, out_shape)
 }
 
-/// [`gemm`] of bf16 or f16 operands (both the same) into an f32 result: on the GPU the
-/// tensor-core kernel (f32 accumulation); on the CPU the operands are widened to f32 exactly and
-/// multiplied in f32.
+/// [`gemm_mixed`] with C stored in the 16-bit format `store` when one is given (16-bit
+/// activations): a device whose product format it is writes C straight from the GEMM's epilogue,
+/// each value rounded once; elsewhere C is computed in f32 and then rounded, to the same values.
+pub fn gemm_mixed_stored(
+    spec: &GemmSpec,
+    alpha: f64,
+    a: &Tensor,
+    b: &Tensor,
+    out_shape: Vec<usize>,
+    mixed: Option<DType>,
+    store: Option<DType>,
+) -> Result<Tensor> {
+    match (mixed, store) {
+        (Some(format), Some(s)) if s == format && a.device() != Device::Cpu => {
+            let (a, b) = (product_operand(a, mixed)?, product_operand(b, mixed)?);
+            common_device("gemm", &[&a, &b])?;
+            check_gemm_lens(spec, &a, &b, numel(&out_shape))?;
+            gemm_16bit(spec, alpha, &a, &b, out_shape, true)
+        }
+        _ => stored(gemm_mixed(spec, alpha, a, b, out_shape, mixed)?, store),
+    }
+}
+
+/// [`gemm`] of bf16 or f16 operands (both the same) into an f32 result, or into one in their
+/// format when `c_16bit`: on the GPU the tensor-core kernel (f32 accumulation, the epilogue
+/// rounding each value once); on the CPU the operands are widened to f32 exactly and multiplied in
+/// f32.
 fn gemm_16bit(
     spec: &GemmSpec,
     alpha: f64,
     a: &Tensor,
     b: &Tensor,
     out_shape: Vec<usize>,
+    c_16bit: bool,
 ) -> Result<Tensor> {
     b.expect_dtype("gemm", a.dtype())?;
+    let c_format = c_16bit.then_some(a.dtype());
     match a.device() {
         Device::Cpu => {
             let (a, b) = (cast(a, DType::F32)?, cast(b, DType::F32)?);
-            gemm(spec, alpha, &a, &b, out_shape)
+            stored(gemm(spec, alpha, &a, &b, out_shape)?, c_format)
         }
         _ => {
             let (ab, bb) = (a.gpu_buffer("gemm")?, b.gpu_buffer("gemm")?);
             let gpu = ab.gpu().clone();
             let bf16 = a.dtype() == DType::BF16;
-            gpu_output(&gpu, out_shape, DType::F32, |c| {
-                cuda::gemm_tc::gemm_16bit(&gpu, spec, alpha as f32, ab, bb, 0.0, c, bf16)
+            let c_dtype = c_format.unwrap_or(DType::F32);
+            gpu_output(&gpu, out_shape, c_dtype, |c| {
+                let operands = cuda::gemm::GemmAddresses {
+                    a: ab.address(),
+                    b: bb.address(),
+                    c: c.address(),
+                    row_bias: 0,
+                    c_16bit,
+                };
+                cuda::gemm_tc::gemm_16bit_at(&gpu, spec, alpha as f32, operands, 0.0, bf16)
             })
         }
     }

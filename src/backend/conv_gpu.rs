@@ -118,13 +118,15 @@ fn gemm_chunk(
 }
 
 /// y [N, K, OH, OW] = W · im2col(x) + bias, chunk by chunk; the GEMM adds the bias in its epilogue
-/// (no second pass over y).
+/// (no second pass over y). With `y_16bit` (a product format is set) y is stored in that format,
+/// each output rounded once by the epilogue; else y is f32.
 pub(super) fn forward(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     conv: &GroupedConv,
     mixed: Option<DType>,
+    y_16bit: bool,
 ) -> Result<Tensor> {
     let g = &conv.geometry;
     let (gpu, xb, s) = gpu_float("conv2d", x)?;
@@ -138,7 +140,11 @@ pub(super) fn forward(
         None => 0,
     };
     let col = gpu.alloc(per_chunk * col_image * bytes)?;
-    gpu_output(&gpu, conv.output_shape(), DType::F32, |y| {
+    let y_dtype = match mixed {
+        Some(format) if y_16bit => format,
+        _ => DType::F32,
+    };
+    gpu_output(&gpu, conv.output_shape(), y_dtype, |y| {
         for (start, n) in chunks(g.batch, per_chunk) {
             let col_at = col.address_of_range(0, n * col_image * bytes)?;
             im2col_chunk(
@@ -148,12 +154,13 @@ pub(super) fn forward(
                 col_at,
                 mixed,
             )?;
-            let c = images_at(y, start, n, out_image, 4)?;
+            let c = images_at(y, start, n, out_image, y_dtype.size_in_bytes())?;
             let operands = GemmAddresses {
                 a: w_at,
                 b: col_at,
                 c,
                 row_bias: bias_at,
+                c_16bit: y_dtype != DType::F32,
             };
             gemm_chunk(&gpu, &conv.forward_spec(n), operands, 0.0, mixed)?;
         }
@@ -187,6 +194,7 @@ pub(super) fn input_grad(
                 b,
                 c: dcol_at,
                 row_bias: 0,
+                c_16bit: false,
             };
             gemm_chunk(&gpu, &conv.input_grad_spec(n), operands, 0.0, mixed)?;
             col2im_at(
@@ -232,6 +240,7 @@ pub(super) fn weight_grad(
                 b: col_at,
                 c: dw_at,
                 row_bias: 0,
+                c_16bit: false,
             };
             // The first chunk overwrites dW (never reading the fresh buffer), the rest add to it.
             let beta = if i == 0 { 0.0 } else { 1.0 };

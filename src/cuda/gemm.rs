@@ -3,7 +3,7 @@
 
 use super::params::{to_i32, to_i64};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
-use crate::error::Result;
+use crate::error::{invalid, Result};
 use crate::shape::GemmSpec;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -207,6 +207,7 @@ pub(crate) fn gemm(
         b: b.address(),
         c: c.address(),
         row_bias: 0,
+        c_16bit: false,
     };
     gemm_at(gpu, spec, alpha, operands, beta)
 }
@@ -220,6 +221,9 @@ pub(crate) struct GemmAddresses {
     pub c: u64,
     /// [groups·m] f32 added to each row of C (a convolution's bias), or 0 for none.
     pub row_bias: u64,
+    /// C holds the 16-bit format of the operands (16-bit GEMMs with beta = 0 only): each result
+    /// rounded once, e.g. a layer's output stored as a 16-bit activation. Else C is f32.
+    pub c_16bit: bool,
 }
 
 /// [`gemm`] on device addresses.
@@ -227,9 +231,21 @@ pub(crate) fn gemm_at(
     gpu: &Gpu,
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses { a, b, c, row_bias }: GemmAddresses,
+    GemmAddresses {
+        a,
+        b,
+        c,
+        row_bias,
+        c_16bit,
+    }: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
+    if c_16bit {
+        return Err(invalid(
+            "gemm output",
+            "the f32 GEMM writes an f32 C; a 16-bit C needs 16-bit operands",
+        ));
+    }
     if spec.m == 0 || spec.n == 0 || spec.outputs() == 0 {
         return Ok(());
     }

@@ -4,8 +4,8 @@
 use super::gemm::{flat_tile_rows, grid_config, GemmAddresses, GemmLayout};
 use super::gemm_wgmma::{gemm_wgmma_at, wgmma_kernel};
 use super::params::to_i32;
-use super::{kernel_params, launch, Gpu, GpuBuffer};
-use crate::error::Result;
+use super::{kernel_params, launch, Gpu};
+use crate::error::{invalid, Result};
 use crate::shape::GemmSpec;
 
 /// Tile of C per block of the square-tile kernels (gemm_tc_*; 256 threads, as gemm.rs's grid
@@ -26,6 +26,7 @@ struct TcGemmParams {
     row_bias: u64,
     alpha: f32,
     beta: f32,
+    c_16bit: i32,
 }
 
 kernel_params!(TcGemmParams);
@@ -36,42 +37,40 @@ fn vector_ok(k_contiguous: bool, address: u64, k: usize, strides: [usize; 2]) ->
     (k_contiguous && address % 16 == 0 && k % 8 == 0 && strides.iter().all(|s| s % 8 == 0)) as i32
 }
 
-/// C (f32) = alpha·op(A)·op(B) + beta·C with A and B 16-bit (bf16 when `bf16`, else f16), as
-/// `spec` describes (batches, groups, sums over the batch), on the tensor cores.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_16bit(
-    gpu: &Gpu,
-    spec: &GemmSpec,
-    alpha: f32,
-    a: &GpuBuffer,
-    b: &GpuBuffer,
-    beta: f32,
-    c: &mut GpuBuffer,
-    bf16: bool,
-) -> Result<()> {
-    let operands = GemmAddresses {
-        a: a.address(),
-        b: b.address(),
-        c: c.address(),
-        row_bias: 0,
-    };
-    gemm_16bit_at(gpu, spec, alpha, operands, beta, bf16)
+/// A 16-bit C is written, never read: it needs beta = 0.
+pub(crate) fn check_16bit_output(operands: &GemmAddresses, beta: f32) -> Result<()> {
+    if operands.c_16bit && beta != 0.0 {
+        return Err(invalid(
+            "gemm output",
+            format!("a 16-bit C is only written (beta = 0), got beta = {beta}"),
+        ));
+    }
+    Ok(())
 }
 
-/// [`gemm_16bit`] on device addresses (ranges checked by the caller).
+/// C = alpha·op(A)·op(B) + beta·C with A and B 16-bit (bf16 when `bf16`, else f16), as `spec`
+/// describes (batches, groups, sums over the batch), on the tensor cores, on device addresses
+/// (ranges checked by the caller); C is f32, or 16-bit as `operands.c_16bit` says.
 pub(crate) fn gemm_16bit_at(
     gpu: &Gpu,
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses { a, b, c, row_bias }: GemmAddresses,
+    operands: GemmAddresses,
     beta: f32,
     bf16: bool,
 ) -> Result<()> {
+    check_16bit_output(&operands, beta)?;
     if spec.m == 0 || spec.n == 0 || spec.outputs() == 0 {
         return Ok(());
     }
     to_i32("gemm grid", spec.m.div_ceil(TILE))?;
-    let operands = GemmAddresses { a, b, c, row_bias };
+    let GemmAddresses {
+        a,
+        b,
+        c,
+        row_bias,
+        c_16bit,
+    } = operands;
     let flat = flat_tile_rows(spec);
     if flat.is_none() {
         if let Some(kernel) = wgmma_kernel(gpu, spec, a, b, bf16) {
@@ -98,6 +97,7 @@ pub(crate) fn gemm_16bit_at(
         row_bias,
         alpha,
         beta,
+        c_16bit: c_16bit.into(),
     };
     to_i32("gemm output matrices", spec.outputs())?;
     let (kernel, tile_m, tile_n) = match (flat, bf16) {

@@ -80,6 +80,7 @@ struct WgmmaGemmParams {
     row_bias: u64,
     alpha: f32,
     beta: f32,
+    c_16bit: i32,
 }
 
 /// A TMA descriptor as the kernel reads it (`KilnTensorMap`: the driver's `CUtensorMap`).
@@ -102,6 +103,7 @@ struct WgmmaTmaParams {
     trans_b: i32,
     alpha: f32,
     beta: f32,
+    c_16bit: i32,
 }
 
 kernel_params!(WgmmaGemmParams, WgmmaTmaParams);
@@ -204,7 +206,13 @@ fn gemm_wgmma_tma_at(
     (bf16, wide): (bool, bool),
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses { a, b, c, row_bias }: GemmAddresses,
+    GemmAddresses {
+        a,
+        b,
+        c,
+        row_bias,
+        c_16bit,
+    }: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
     let tile_n = if wide { WIDE_TILE } else { TILE };
@@ -220,6 +228,7 @@ fn gemm_wgmma_tma_at(
         trans_b: spec.trans_b as i32,
         alpha,
         beta,
+        c_16bit: c_16bit.into(),
     };
     let grid = grid_config(spec, TILE, tile_n);
     let cfg = LaunchConfig {
@@ -239,7 +248,13 @@ fn gemm_wgmma_cp_async_at(
     bf16: bool,
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses { a, b, c, row_bias }: GemmAddresses,
+    GemmAddresses {
+        a,
+        b,
+        c,
+        row_bias,
+        c_16bit,
+    }: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
     let params = WgmmaGemmParams {
@@ -250,6 +265,7 @@ fn gemm_wgmma_cp_async_at(
         row_bias,
         alpha,
         beta,
+        c_16bit: c_16bit.into(),
     };
     to_i32("gemm output matrices", spec.outputs())?;
     let cfg = LaunchConfig {

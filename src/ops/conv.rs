@@ -8,7 +8,7 @@
 use crate::autograd::record;
 use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
-use crate::ops::cast::{as_activation, gradient_as};
+use crate::ops::cast::gradient_as;
 use crate::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
 use crate::tensor::Tensor;
 
@@ -32,13 +32,17 @@ pub fn conv2d_groups(
     let conv = checked_conv(x, w, b, window, groups)?;
     // The precision of the products, kept for the backward pass (see crate::autocast).
     let mixed = crate::autocast::current();
-    let y = as_activation(backend::conv_forward(x, w, b, &conv, mixed)?)?;
+    // Stored in the activation format when activations are 16-bit (written so by the GEMM).
+    let store = crate::autocast::activation_format();
+    // The weight as the products read it (rounded once for both passes, as autocast's cache).
+    let w_product = backend::product_operand(w, mixed)?;
+    let y = backend::conv_forward_stored(x, &w_product, b, &conv, mixed, store)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let has_bias = b.is_some();
     // Save only what the wanted gradients read: W for dx, x for dW (whose columns the backward
     // recomputes, as cuDNN does, instead of keeping KH·KW copies of x alive until then).
-    let w_saved = x.needs_grad().then(|| w.detach());
+    let w_saved = x.needs_grad().then(|| w_product.detach());
     let x_saved = w.needs_grad().then(|| x.detach());
     let x_dtype = x.dtype();
     Ok(record("conv2d", &inputs, y, move || {

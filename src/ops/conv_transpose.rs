@@ -39,7 +39,9 @@ pub fn conv_transpose2d(
     let out_shape = [g.batch, g.in_channels, g.in_h, g.in_w];
     // The precision of the products, kept for the backward pass (see crate::autocast).
     let mixed = crate::autocast::current();
-    let mut y = backend::conv_input_grad(w, x, &conv, mixed)?;
+    // The weight as the products read it (rounded once for both passes, as autocast's cache).
+    let w_product = backend::product_operand(w, mixed)?;
+    let mut y = backend::conv_input_grad(&w_product, x, &conv, mixed)?;
     if let Some(b) = b {
         backend::bias_add(&mut y, b, g.batch, g.in_channels, g.in_h * g.in_w)?;
     }
@@ -48,7 +50,7 @@ pub fn conv_transpose2d(
     inputs.extend(b);
     let has_bias = b.is_some();
     // Save only what the wanted gradients read: W for dx, x for dW.
-    let w_saved = x.needs_grad().then(|| w.detach());
+    let w_saved = x.needs_grad().then(|| w_product.detach());
     let x_saved = w.needs_grad().then(|| x.detach());
     let x_dtype = x.dtype();
     Ok(record("conv_transpose2d", &inputs, y, move || {

@@ -34,16 +34,23 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let spec = GemmSpec::new(n, out, fan_in).transpose_b();
     // The precision of the products, kept for the backward pass (see crate::autocast).
     let mixed = crate::autocast::current();
-    let mut y = backend::gemm_mixed(&spec, 1.0, x, w, vec![n, out], mixed)?;
-    if let Some(b) = b {
-        common_device("linear", &[x, b])?;
-        b.expect_shape("linear bias", &[out])?;
-        backend::bias_add(&mut y, b, n, out, 1)?;
-    }
-    let y = as_activation(y)?;
+    let store = crate::autocast::activation_format();
+    // The weight as the products read it (rounded once for both passes, as autocast's cache).
+    let w_product = backend::product_operand(w, mixed)?;
+    let y = match b {
+        // Without a bias the GEMM stores y in the activation format itself.
+        None => backend::gemm_mixed_stored(&spec, 1.0, x, &w_product, vec![n, out], mixed, store)?,
+        Some(b) => {
+            common_device("linear", &[x, b])?;
+            b.expect_shape("linear bias", &[out])?;
+            let mut y = backend::gemm_mixed(&spec, 1.0, x, &w_product, vec![n, out], mixed)?;
+            backend::bias_add(&mut y, b, n, out, 1)?;
+            as_activation(y)?
+        }
+    };
     let mut inputs = vec![x, w];
     inputs.extend(b);
-    let (x_saved, w_saved, has_bias) = (x.detach(), w.detach(), b.is_some());
+    let (x_saved, w_saved, has_bias) = (x.detach(), w_product.detach(), b.is_some());
     let x_dtype = x.dtype();
     Ok(record("linear", &inputs, y, move || {
         // dx = dy·W, dW = dyᵀ·x, db = Σ_n dy.
