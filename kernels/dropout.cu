@@ -4,6 +4,7 @@
 // mask is the same whatever the grid, on the GPU, under emulation, and in the CPU twin
 // (src/cpu/dropout.rs `dropout_bits`, the same arithmetic on u64 with wrapping multiplies).
 #include "common.cuh"
+#include "half.cuh"
 
 // SplitMix64's output function (Vigna's splitmix64.c, the constants of Stafford's "Mix13").
 __host__ __device__ __forceinline__ unsigned long long dropout_mix(unsigned long long z) {
@@ -19,10 +20,12 @@ __host__ __device__ __forceinline__ unsigned long long dropout_bits(unsigned lon
   return dropout_mix(dropout_mix(seed) + (i + 1ULL) * 0x9E3779B97F4A7C15ULL);
 }
 
-// Mirrors src/cuda/dropout.rs `DropoutFwdParams`.
+// Mirrors src/cuda/dropout.rs `DropoutFwdParams`. T is the storage type of x and y (f32, bf16,
+// f16: the kept values are scaled in f32 and rounded once).
+template <typename T>
 struct DropoutFwdParams {
-  const float* x;
-  float* y;
+  const T* x;
+  T* y;
   unsigned char* mask;           // 1 where the element is kept
   const KilnStepScalars* scalars;  // null: use step
   unsigned long long seed;       // the mask's seed is seed ^ (step + step_offset)·γ: one per step
@@ -34,28 +37,33 @@ struct DropoutFwdParams {
 };
 
 // mask = keep(seed, i); y = mask ? x·scale : 0 (a dropped NaN becomes 0, as a multiply by a mask would not).
-extern "C" __global__ void dropout_fwd_f32(const DropoutFwdParams p) {
+template <typename T>
+__device__ __forceinline__ void dropout_fwd(const DropoutFwdParams<T>& p) {
   const unsigned long long step = (p.scalars ? p.scalars->step : p.step) + p.step_offset;
   const unsigned long long seed = p.seed ^ (step * 0x9E3779B97F4A7C15ULL);
   KILN_GRID_STRIDE_LOOP(i, p.n) {
     const bool keep = (dropout_bits(seed, (unsigned long long)i) >> 32) >= p.threshold;
-    p.y[i] = keep ? p.x[i] * p.scale : 0.0f;
+    p.y[i] = from_f32<T>(keep ? to_f32(p.x[i]) * p.scale : 0.0f);
     p.mask[i] = keep ? 1 : 0;
   }
 }
-KILN_EMULATE(dropout_fwd_f32, DropoutFwdParams)
+KILN_STORAGE_KERNELS(dropout_fwd, DropoutFwdParams)
 
 // Mirrors src/cuda/dropout.rs `DropoutBwdParams`.
+template <typename T>
 struct DropoutBwdParams {
-  const float* dy;
+  const T* dy;
   const unsigned char* mask;
-  float* dx;
+  T* dx;
   long long n;
   float scale;
 };
 
 // dx = mask ? dy·scale : 0, with the forward pass's mask.
-extern "C" __global__ void dropout_bwd_f32(const DropoutBwdParams p) {
-  KILN_GRID_STRIDE_LOOP(i, p.n) { p.dx[i] = p.mask[i] ? p.dy[i] * p.scale : 0.0f; }
+template <typename T>
+__device__ __forceinline__ void dropout_bwd(const DropoutBwdParams<T>& p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    p.dx[i] = from_f32<T>(p.mask[i] ? to_f32(p.dy[i]) * p.scale : 0.0f);
+  }
 }
-KILN_EMULATE(dropout_bwd_f32, DropoutBwdParams)
+KILN_STORAGE_KERNELS(dropout_bwd, DropoutBwdParams)

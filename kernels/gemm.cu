@@ -16,6 +16,7 @@
 // read consecutive addresses for either storage order. gemm_32x128_f32 and gemm_16x256_f32 are the
 // same code with flatter tiles (see GemmTile) for products with few rows.
 #include "common.cuh"
+#include "half.cuh"
 
 #define GEMM_BK 16
 #define GEMM_THREADS 256
@@ -368,24 +369,27 @@ extern "C" __global__ void bias_add_f32(const BiasAddParams p) {
 KILN_EMULATE(bias_add_f32, BiasAddParams)
 
 // Mirrors src/cuda/gemm.rs `BiasGradParams`.
+// T is the storage type of dy (f32, or 16-bit activation gradients); the sums and db are f32.
+template <typename T>
 struct BiasGradParams {
-  const float* dy;  // [outer][channels][inner]
-  float* db;        // [channels], overwritten
+  const T* dy;  // [outer][channels][inner]
+  float* db;    // [channels], overwritten
   int outer, channels, inner;
 };
 
 // One block per channel: each thread sums a fixed strided subset, then a shared-memory tree
 // reduction combines them, so the result does not depend on scheduling.
-extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK) bias_grad_f32(const BiasGradParams p) {
+template <typename T>
+__device__ __forceinline__ void bias_grad(const BiasGradParams<T>& p) {
   __shared__ float partial[KILN_THREADS_PER_BLOCK];
   const int c = blockIdx.x;
   const long long count = (long long)p.outer * p.inner;
   float sum = 0.0f;
   for (long long e = threadIdx.x; e < count; e += blockDim.x) {
     const long long o = e / p.inner, q = e % p.inner;
-    sum += p.dy[(o * p.channels + c) * p.inner + q];
+    sum += to_f32(p.dy[(o * p.channels + c) * p.inner + q]);
   }
   sum = block_reduce(partial, sum, false);
   if (threadIdx.x == 0) p.db[c] = sum;
 }
-KILN_EMULATE_SYNC(bias_grad_f32, BiasGradParams)
+KILN_STORAGE_KERNELS_SYNC(bias_grad, BiasGradParams)

@@ -61,16 +61,19 @@ extern "C" __global__ void im2col_16bit(const Im2col16Params p) {
 }
 KILN_EMULATE(im2col_16bit, Im2col16Params)
 
-// Mirrors src/cuda/im2col.rs `Col2imParams`.
+// Mirrors src/cuda/im2col.rs `Col2imParams`. The columns are f32 (a GEMM's output); T is the
+// storage type of the image: f32, or a 16-bit activation gradient, each pixel's sum rounded once.
+template <typename T>
 struct Col2imParams {
   const float* col;  // [N][C·KH·KW][OH·OW]
-  float* im;         // [N][C][H][W], overwritten
+  T* im;             // [N][C][H][W], overwritten
   ConvGeom g;
 };
 
 // The adjoint of im2col as a gather: one thread per image pixel sums the column entries that read
 // it, in a fixed order, so the result is deterministic and needs no atomics.
-extern "C" __global__ void col2im_f32(const Col2imParams p) {
+template <typename T>
+__device__ __forceinline__ void col2im(const Col2imParams<T>& p) {
   const ConvGeom g = p.g;
   const long long cols = (long long)g.out_h * g.out_w;
   const long long rows = (long long)g.channels * g.kernel_h * g.kernel_w;
@@ -86,7 +89,7 @@ extern "C" __global__ void col2im_f32(const Col2imParams p) {
       const int r = (c * g.kernel_h + kh) * g.kernel_w + kw;
       sum += col_n[(long long)r * cols + oh * g.out_w + ow];
     });
-    p.im[i] = sum;
+    p.im[i] = from_f32<T>(sum);
   }
 }
-KILN_EMULATE(col2im_f32, Col2imParams)
+KILN_STORAGE_KERNELS(col2im, Col2imParams)

@@ -190,7 +190,7 @@ while read -r t; do
   record "tests $t" "$log" "$rc"
 done <tests.txt
 
-echo "== compute-sanitizer memcheck over parity, cuda_graph and wgmma"
+echo "== compute-sanitizer memcheck over parity, cuda_graph, wgmma and mixed_activations"
 sanitizer="$(command -v compute-sanitizer || true)"
 if [ -z "$sanitizer" ]; then
   for candidate in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
@@ -198,8 +198,9 @@ if [ -z "$sanitizer" ]; then
   done
 fi
 # parity: every kernel once; cuda_graph: replayed graphs reading and writing their private memory;
-# wgmma: the Hopper GEMM's cp.async copies and shared-memory ring (skipped off compute capability 9.0).
-for suite in parity cuda_graph wgmma; do
+# wgmma: the Hopper GEMM's cp.async copies and shared-memory ring (skipped off compute capability 9.0);
+# mixed_activations: the 16-bit activation kernels (8-element vector accesses, 16-bit GEMM epilogues).
+for suite in parity cuda_graph wgmma mixed_activations; do
   if [ ! -x "bin/$suite" ]; then
     summary+=("FAIL  compute-sanitizer (no bin/$suite in the bundle)")
     failed=1

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::cpu;
 use crate::cuda;
+use crate::cuda::params::Storage;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
@@ -101,6 +102,19 @@ pub fn conv_input_grad(
     conv: &GroupedConv,
     mixed: Option<DType>,
 ) -> Result<Tensor> {
+    conv_input_grad_stored(w, dy, conv, mixed, None)
+}
+
+/// [`conv_input_grad`] with dx stored in the 16-bit format `store` when one is given (the gradient
+/// of a 16-bit activation): on a device col2im rounds each pixel's sum once as it writes it;
+/// elsewhere dx is computed in f32 and then rounded, to the same values.
+pub fn conv_input_grad_stored(
+    w: &Tensor,
+    dy: &Tensor,
+    conv: &GroupedConv,
+    mixed: Option<DType>,
+    store: Option<DType>,
+) -> Result<Tensor> {
     common_device("conv2d input gradient", &[w, dy])?;
     let (w, dy) = (&as_product_input(w, mixed)?, &as_product_input(dy, mixed)?);
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
@@ -110,11 +124,17 @@ pub fn conv_input_grad(
             let (w, dy) = (&rounded_through(w, mixed)?, &rounded_through(dy, mixed)?);
             let ws = w.host_slice::<T>("conv2d input gradient")?;
             let ds = dy.host_slice::<T>("conv2d input gradient")?;
-            Ok(host_output::<T>(conv.input_shape(), |dx| {
-                cpu::conv::input_grad(conv, ws, ds, dx)
-            }))
+            stored(
+                host_output::<T>(conv.input_shape(), |dx| {
+                    cpu::conv::input_grad(conv, ws, ds, dx)
+                }),
+                store,
+            )
         }),
-        _ => conv_gpu::input_grad(w, dy, conv, mixed),
+        _ => {
+            let dx_storage = Storage::of("conv2d input gradient", store.unwrap_or(DType::F32))?;
+            conv_gpu::input_grad(w, dy, conv, mixed, dx_storage)
+        }
     }
 }
 
@@ -349,7 +369,7 @@ pub fn bias_add(
 
 /// db[c] = Σ dy[o][c][i].
 pub fn bias_grad(dy: &Tensor, outer: usize, channels: usize, inner: usize) -> Result<Tensor> {
-    if storage_format(dy).is_some() {
+    if host_storage_format(dy).is_some() {
         // The gradient of an f32 bias, summed in f32.
         return bias_grad(&widened(dy)?, outer, channels, inner);
     }
@@ -362,9 +382,10 @@ pub fn bias_grad(dy: &Tensor, outer: usize, channels: usize, inner: usize) -> Re
             }))
         }),
         _ => {
-            let (gpu, db) = gpu_f32("bias_grad", dy)?;
+            // 16-bit dy (activation gradients) is summed in f32 into the f32 bias gradient.
+            let (gpu, db, s) = gpu_float("bias_grad", dy)?;
             gpu_output(&gpu, vec![channels], DType::F32, |out| {
-                cuda::gemm::bias_grad(&gpu, db, outer, channels, inner, out)
+                cuda::gemm::bias_grad(&gpu, s, db, outer, channels, inner, out)
             })
         }
     }

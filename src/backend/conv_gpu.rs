@@ -168,12 +168,14 @@ pub(super) fn forward(
     })
 }
 
-/// dx [N, C, H, W] = col2im(Wᵀ · dy), chunk by chunk.
+/// dx [N, C, H, W] = col2im(Wᵀ · dy), chunk by chunk, stored as `dx_storage` (col2im rounds
+/// each pixel's f32 sum once when it is 16-bit).
 pub(super) fn input_grad(
     w: &Tensor,
     dy: &Tensor,
     conv: &GroupedConv,
     mixed: Option<DType>,
+    dx_storage: Storage,
 ) -> Result<Tensor> {
     let g = &conv.geometry;
     let (gpu, _, _) = gpu_float("conv2d input gradient", dy)?;
@@ -185,7 +187,7 @@ pub(super) fn input_grad(
     // The columns here are the GEMM's f32 output.
     let per_chunk = images_per_chunk(g, 4);
     let dcol = gpu.alloc(per_chunk * col_image * 4)?;
-    gpu_output(&gpu, conv.input_shape(), DType::F32, |dx| {
+    gpu_output(&gpu, conv.input_shape(), dx_storage.dtype(), |dx| {
         for (start, n) in chunks(g.batch, per_chunk) {
             let dcol_at = dcol.address_of_range(0, n * col_image * 4)?;
             let b = images_at(dy_buffer, start, n, out_image, bytes)?;
@@ -199,9 +201,10 @@ pub(super) fn input_grad(
             gemm_chunk(&gpu, &conv.input_grad_spec(n), operands, 0.0, mixed)?;
             col2im_at(
                 &gpu,
+                dx_storage,
                 dcol_at,
                 &with_batch(g, n),
-                images_at(dx, start, n, image, 4)?,
+                images_at(dx, start, n, image, dx_storage.bytes())?,
             )?;
         }
         Ok(())

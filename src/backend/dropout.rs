@@ -1,7 +1,7 @@
 //! Dropout primitives.
 
-use super::cast::{storage_format, stored, widened};
-use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use super::cast::{host_storage_format, stored, widened};
+use super::{common_device, gpu_float, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cpu::dropout::{dropout_scale, dropout_threshold};
 use crate::cuda;
@@ -37,7 +37,7 @@ pub fn dropout_fwd_at_step(
     step: u64,
     offset: u64,
 ) -> Result<(Tensor, Tensor)> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = host_storage_format(x) {
         let (y, mask) = dropout_fwd_at_step(&widened(x)?, p, seed, step, offset)?;
         return Ok((stored(y, Some(format))?, mask));
     }
@@ -55,7 +55,7 @@ pub fn dropout_fwd_at_step(
             Ok((y, Tensor::host(u8::wrap(mask), shape, DType::U8)))
         }),
         _ => {
-            let (gpu, xb) = gpu_f32("dropout", x)?;
+            let (gpu, xb, s) = gpu_float("dropout", x)?;
             let n = x.numel();
             let draw = DropoutDraw {
                 seed,
@@ -65,8 +65,8 @@ pub fn dropout_fwd_at_step(
                 scale: scale as f32,
             };
             let mut mask = gpu.alloc(n)?;
-            let y = gpu_output(&gpu, shape.clone(), DType::F32, |y| {
-                cuda::dropout::dropout_fwd(&gpu, xb, draw, y, &mut mask, n)
+            let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
+                cuda::dropout::dropout_fwd(&gpu, s, xb, draw, y, &mut mask, n)
             })?;
             Ok((y, Tensor::from_gpu(mask, shape, DType::U8)))
         }
@@ -75,7 +75,7 @@ pub fn dropout_fwd_at_step(
 
 /// dx = dy·mask/(1 − p) with the forward pass's mask (0 everywhere when p = 1).
 pub fn dropout_bwd(dy: &Tensor, mask: &Tensor, p: f64) -> Result<Tensor> {
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = host_storage_format(dy) {
         return stored(dropout_bwd(&widened(dy)?, mask, p)?, Some(format));
     }
     check_dropout_probability(p)?;
@@ -93,11 +93,11 @@ pub fn dropout_bwd(dy: &Tensor, mask: &Tensor, p: f64) -> Result<Tensor> {
             }))
         }),
         _ => {
-            let (gpu, db) = gpu_f32("dropout backward", dy)?;
+            let (gpu, db, s) = gpu_float("dropout backward", dy)?;
             let mb = mask.gpu_buffer("dropout backward")?;
             let n = dy.numel();
-            gpu_output(&gpu, shape, DType::F32, |dx| {
-                cuda::dropout::dropout_bwd(&gpu, db, mb, scale as f32, dx, n)
+            gpu_output(&gpu, shape, s.dtype(), |dx| {
+                cuda::dropout::dropout_bwd(&gpu, s, db, mb, scale as f32, dx, n)
             })
         }
     }

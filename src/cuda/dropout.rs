@@ -1,7 +1,7 @@
 //! Launchers for kernels/dropout.cu.
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
-use crate::cuda::params::to_i64;
+use crate::cuda::params::{storage_kernel, to_i64, Storage};
 use crate::error::Result;
 
 /// Mirrors `DropoutFwdParams` in kernels/dropout.cu.
@@ -47,6 +47,7 @@ pub(crate) struct DropoutDraw {
 /// mask = keep(seed, i), y = mask ? x·scale : 0 over `n` f32 elements.
 pub(crate) fn dropout_fwd(
     gpu: &Gpu,
+    s: Storage,
     x: &GpuBuffer,
     draw: DropoutDraw,
     y: &mut GpuBuffer,
@@ -65,12 +66,18 @@ pub(crate) fn dropout_fwd(
         n: to_i64("dropout length", n)?,
         scale: draw.scale,
     };
-    launch(gpu, "dropout_fwd_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        storage_kernel!("dropout_fwd", s),
+        elementwise_config(n),
+        &params,
+    )
 }
 
 /// dx = mask ? dy·scale : 0 over `n` f32 elements.
 pub(crate) fn dropout_bwd(
     gpu: &Gpu,
+    s: Storage,
     dy: &GpuBuffer,
     mask: &GpuBuffer,
     scale: f32,
@@ -84,5 +91,10 @@ pub(crate) fn dropout_bwd(
         n: to_i64("dropout length", n)?,
         scale,
     };
-    launch(gpu, "dropout_bwd_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        storage_kernel!("dropout_bwd", s),
+        elementwise_config(n),
+        &params,
+    )
 }

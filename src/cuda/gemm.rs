@@ -1,7 +1,7 @@
 //! Launchers for kernels/gemm.cu: the tiled GEMMs (`gemm_128x128_f32` for large products,
 //! `gemm_f32` otherwise) and the bias add / bias-gradient kernels.
 
-use super::params::{to_i32, to_i64};
+use super::params::{storage_kernel, to_i32, to_i64, Storage};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::error::{invalid, Result};
 use crate::shape::GemmSpec;
@@ -305,6 +305,7 @@ pub(crate) fn bias_add(
 /// db[c] = Σ over outer and inner of dy[o][c][i] (one block per channel, deterministic).
 pub(crate) fn bias_grad(
     gpu: &Gpu,
+    s: Storage,
     dy: &GpuBuffer,
     outer: usize,
     channels: usize,
@@ -323,5 +324,5 @@ pub(crate) fn bias_grad(
         block: (THREADS, 1, 1),
         shared_bytes: 0,
     };
-    launch(gpu, "bias_grad_f32", cfg, &params)
+    launch(gpu, storage_kernel!("bias_grad", s), cfg, &params)
 }

@@ -93,11 +93,12 @@ pub(crate) fn col2im(
     g: &ConvGeometry,
     im: &mut GpuBuffer,
 ) -> Result<()> {
-    col2im_at(gpu, col.address(), g, im.address())
+    col2im_at(gpu, Storage::F32, col.address(), g, im.address())
 }
 
-/// [`col2im`] on device addresses (ranges checked by the caller).
-pub(crate) fn col2im_at(gpu: &Gpu, col: u64, g: &ConvGeometry, im: u64) -> Result<()> {
+/// [`col2im`] on device addresses (ranges checked by the caller), the image of storage `s` (the
+/// columns are f32).
+pub(crate) fn col2im_at(gpu: &Gpu, s: Storage, col: u64, g: &ConvGeometry, im: u64) -> Result<()> {
     let params = Col2imParams {
         col,
         im,
@@ -105,7 +106,7 @@ pub(crate) fn col2im_at(gpu: &Gpu, col: u64, g: &ConvGeometry, im: u64) -> Resul
     };
     launch(
         gpu,
-        "col2im_f32",
+        storage_kernel!("col2im", s),
         elementwise_config(g.input_len()),
         &params,
     )

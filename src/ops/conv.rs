@@ -10,7 +10,7 @@ use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
 use crate::ops::cast::gradient_as;
 use crate::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// y = conv(x, w) + b for x [N,C,H,W], w [K,C,KH,KW], b [K]. The stride must tile the padded
 /// input exactly (the lecture's rule); otherwise the error says why.
@@ -49,10 +49,12 @@ pub fn conv2d_groups(
         move |dy: &Tensor| {
             dy.expect_shape("conv2d backward", &conv.output_shape())?;
             let dx = match &w_saved {
-                Some(w) => Some(gradient_as(
-                    backend::conv_input_grad(w, dy, &conv, mixed)?,
-                    x_dtype,
-                )?),
+                Some(w) => {
+                    // A 16-bit input gets its gradient in its format, written so by col2im.
+                    let store = matches!(x_dtype, DType::BF16 | DType::F16).then_some(x_dtype);
+                    let dx = backend::conv_input_grad_stored(w, dy, &conv, mixed, store)?;
+                    Some(gradient_as(dx, x_dtype)?)
+                }
                 None => None,
             };
             let dw = match &x_saved {

@@ -5,7 +5,7 @@ use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
 use crate::ops::cast::{as_activation, gradient_as};
 use crate::shape::GemmSpec;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     let (&[n, fan_in], &[out, w_in]) = (x.shape(), w.shape()) else {
@@ -56,7 +56,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         // dx = dy·W, dW = dyᵀ·x, db = Σ_n dy.
         move |dy: &Tensor| {
             let dx_spec = GemmSpec::new(n, fan_in, out);
-            let dx = backend::gemm_mixed(&dx_spec, 1.0, dy, &w_saved, vec![n, fan_in], mixed)?;
+            // A 16-bit input gets its gradient in its format, written so by the GEMM.
+            let store = matches!(x_dtype, DType::BF16 | DType::F16).then_some(x_dtype);
+            let dx_shape = vec![n, fan_in];
+            let dx =
+                backend::gemm_mixed_stored(&dx_spec, 1.0, dy, &w_saved, dx_shape, mixed, store)?;
             let dx = gradient_as(dx, x_dtype)?;
             let dw_spec = GemmSpec::new(out, fan_in, n).transpose_a();
             let dw = backend::gemm_mixed(&dw_spec, 1.0, dy, &x_saved, vec![out, fan_in], mixed)?;
