@@ -1,8 +1,9 @@
 // Tiled f32 GEMM with shared-memory tiles and 4x4 register blocking, plus the bias add and the
 // bias-gradient reduction that convolution and linear layers need around it.
 //
-// C = alpha·op(A)·op(B) + beta·C (+ row_bias[g·m + row] when given: a convolution's bias, added
-// in the epilogue instead of by another pass over C), row-major. op(A) is m×k, stored [m][k] or,
+// C = alpha·op(A)·op(B) + beta·C (+ row_bias[g·m + row] when given: a convolution's bias; +
+// col_bias[g·n + col]: a linear layer's; both added in the epilogue instead of by another pass
+// over C), row-major. op(A) is m×k, stored [m][k] or,
 // with trans_a, [k][m];
 // op(B) is k×n, stored [k][n] or, with trans_b, [n][k]. The z index picks the batch entry (operand b
 // starts at b·stride); with reduce_batch the batch is summed into one C inside each block instead.
@@ -31,6 +32,7 @@ struct GemmParams {
   // 16-byte aligned, batch and group strides and the leading dimension multiples of 4).
   int vec_a, vec_b, vec_c;
   const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
+  const float* col_bias;  // [groups·n] added to each column of C after alpha/beta, or null
   float alpha, beta;
 };
 
@@ -135,6 +137,7 @@ __device__ __forceinline__ void gemm_tiled(const GemmParams& p, float (*as)[BM],
         // beta == 0 ignores the old C entirely, so NaN garbage in it does not leak (BLAS rule).
         float v = p.beta == 0.0f ? p.alpha * acc[i][j] : p.alpha * acc[i][j] + p.beta * *out;
         if (p.row_bias) v += bias;
+        if (p.col_bias) v += p.col_bias[(long long)g * p.n + col];
         *out = v;
       }
     }
@@ -333,6 +336,10 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
             G128_UNROLL
             for (int q = 0; q < 4; ++q) v[q] += bias;
           }
+          if (p.col_bias) {
+            G128_UNROLL
+            for (int q = 0; q < 4; ++q) v[q] += p.col_bias[(long long)g * p.n + col + q];
+          }
           *out = make_float4(v[0], v[1], v[2], v[3]);
         } else {
           G128_UNROLL
@@ -341,6 +348,7 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
             float* out = row + col + q;
             float value = p.beta == 0.0f ? v[q] : v[q] + p.beta * *out;
             if (p.row_bias) value += bias;
+            if (p.col_bias) value += p.col_bias[(long long)g * p.n + col + q];
             *out = value;
           }
         }

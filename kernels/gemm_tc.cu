@@ -33,6 +33,7 @@ struct TcGemmParams {
   KILN_GEMM_LAYOUT_FIELDS;
   int vec_a, vec_b;
   const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
+  const float* col_bias;  // [groups·n] added to each column of C after alpha/beta, or null
   float alpha, beta;
   int c_16bit;  // 1: C holds the operands' 16-bit format (beta is 0), rounded once; 0: f32
 };
@@ -205,7 +206,7 @@ __device__ __forceinline__ void tc_accumulate(const TcGemmParams& p, const unsig
 }
 
 // Writes a warp's accumulators (its tile at row0, col0 of the matrix at element c0 of C):
-// alpha·acc + beta·C (+ row_bias), skipping the parts past the matrix; in f32, or rounded to the
+// alpha·acc + beta·C (+ row_bias, + col_bias), skipping the parts past the matrix; in f32, or rounded to the
 // operands' format when kC16 (beta is 0 then).
 template <bool kBf16, bool kC16, typename Tile>
 __device__ __forceinline__ void tc_store_tile(const TcGemmParams& p, int g, long long c0, int row0,
@@ -226,6 +227,7 @@ __device__ __forceinline__ void tc_store_tile(const TcGemmParams& p, int g, long
         float v = (kC16 || p.beta == 0.0f) ? p.alpha * acc[mi][ni][r]
                                            : p.alpha * acc[mi][ni][r] + p.beta * p.c[out];
         if (p.row_bias) v += p.row_bias[(long long)g * p.m + row];
+        if (p.col_bias) v += p.col_bias[(long long)g * p.n + col];
         gemm_store_c<kBf16>(p.c, out, v, kC16);
       }
     }

@@ -39,6 +39,7 @@ struct WgmmaGemmParams {
   float* c;
   KILN_GEMM_LAYOUT_FIELDS;
   const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
+  const float* col_bias;  // [groups·n] added to each column of C after alpha/beta, or null
   float alpha, beta;
   int c_16bit;  // 1: C holds the operands' 16-bit format (beta is 0), rounded once; 0: f32
 };
@@ -140,11 +141,13 @@ __device__ __forceinline__ void wg_mainloop(const WgmmaGemmParams& p, int g, int
 }
 
 // Writes a warpgroup's 64 x kN accumulator tile at (row0, n0) of the matrix at element c0 of C
-// [m][n]: alpha·acc + beta·C (+ row_bias[g·m + row]), skipping the parts past the matrix; in f32,
+// [m][n]: alpha·acc + beta·C (+ row_bias[g·m + row], + col_bias[g·n + col]), skipping the parts
+// past the matrix; in f32,
 // or rounded to the operands' format when c_16bit. `t`: the thread in the warpgroup.
 template <bool kBf16, int kN>
 __device__ __forceinline__ void wg_store_tile(float* c, long long c0, int c_16bit,
-                                              const float* row_bias, int g, int m, int n,
+                                              const float* row_bias, const float* col_bias, int g,
+                                              int m, int n,
                                               float alpha, float beta, int row0, int n0, int t,
                                               const float* acc) {
   const int w = t / 32, lane = t % 32;
@@ -159,6 +162,7 @@ __device__ __forceinline__ void wg_store_tile(float* c, long long c0, int c_16bi
       // beta == 0 ignores the old C entirely (BLAS rule), as the other GEMMs do.
       float v = beta == 0.0f ? alpha * acc[4 * j + r] : alpha * acc[4 * j + r] + beta * c[out];
       if (row_bias) v += row_bias[(long long)g * m + row];
+      if (col_bias) v += col_bias[(long long)g * n + col];
       gemm_store_c<kBf16>(c, out, v, c_16bit);
     }
   }
@@ -189,7 +193,8 @@ __device__ __forceinline__ void gemm_wgmma(const WgmmaGemmParams& p) {
 
     const long long c0 =
         (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
-    wg_store_tile<kBf16, WG_TILE>(p.c, c0, p.c_16bit, p.row_bias, g, p.m, p.n, p.alpha, p.beta,
+    wg_store_tile<kBf16, WG_TILE>(p.c, c0, p.c_16bit, p.row_bias, p.col_bias, g, p.m, p.n,
+                                  p.alpha, p.beta,
                                   m0 + 64 * warpgroup, n0, t, acc);
   }
 }
@@ -220,6 +225,7 @@ struct __align__(128) WgmmaTmaParams {
   KilnTensorMap map_b;
   float* c;
   const float* row_bias;
+  const float* col_bias;
   int m, n, k;
   int trans_a, trans_b;
   float alpha, beta;
@@ -297,7 +303,7 @@ __device__ __forceinline__ void wg_tma_consume(const WgmmaTmaParams& p, int m0, 
   }
   kiln_wgmma_wait<0>();
   kiln_keep_registers<kN / 2>(acc);
-  wg_store_tile<kBf16, kN>(p.c, 0, p.c_16bit, p.row_bias, 0, p.m, p.n, p.alpha, p.beta,
+  wg_store_tile<kBf16, kN>(p.c, 0, p.c_16bit, p.row_bias, p.col_bias, 0, p.m, p.n, p.alpha, p.beta,
                            m0 + 64 * consumer, n0, threadIdx.x % 128, acc);
 }
 

@@ -186,6 +186,38 @@ fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
     }
 }
 
+/// A linear layer's bias is added per column in the GEMM's epilogue (`backend::linear_forward`):
+/// 130 x 150 and 130 x 152 outputs take the 128x128-tile kernel's scalar and vector stores, 5 x 37
+/// the 64x64 kernel, and with flat tiles on, 5 and 20 rows the 16x256 and 32x128 kernels; outputs
+/// and every gradient match the CPU.
+#[test]
+fn linear_bias_in_the_gemm_epilogue_matches_the_cpu() {
+    use kiln::ops;
+    use kiln::testing::check_parity;
+    let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
+    for device in gpu_devices_under_test("linear_bias_in_the_gemm_epilogue") {
+        for (rows, out, flat) in [
+            (130, 150, false),
+            (130, 152, false),
+            (5, 37, false),
+            (5, 37, true),
+            (20, 41, true),
+        ] {
+            kiln::cuda::set_large_tile_gemm(true);
+            kiln::cuda::set_flat_tile_gemm(flat);
+            let inputs = [
+                randn(&[rows, 67], 4),
+                randn(&[out, 67], 5),
+                randn(&[out], 6),
+            ];
+            check_parity("linear bias", device, &inputs, ATOL, RTOL, |t| {
+                ops::linear(&t[0], &t[1], Some(&t[2]))
+            });
+            kiln::cuda::set_flat_tile_gemm(false);
+        }
+    }
+}
+
 /// The flat-tile kernels for products with few rows (`kiln::cuda::set_flat_tile_gemm`):
 /// gemm_16x256_f32 for m ≤ 16 and gemm_32x128_f32 for m ≤ 32, at m on and off their tile edges,
 /// n and k not multiples of any tile or panel, every transpose, batches with a shared A, groups,

@@ -458,11 +458,12 @@ fn check_16_bit_kernels_run(device: Device) {
     }
     // Widening to f32 is left only where f32 is wanted: the logits for the loss.
     assert_eq!(ran("cast_16bit_to_f32"), 1, "bf16 → f32 casts");
-    // Rounding to bf16 is left for the three f32 weights (the products' operands, once per step),
-    // the output of the linear layer (whose column bias is added after the GEMM) and the loss's
-    // gradient. The convolutions' outputs and the input gradients come out of the GEMM epilogues
-    // and col2im in bf16 already.
-    assert_eq!(ran("cast_f32_to_16bit"), 5, "f32 → bf16 casts");
+    // Rounding to bf16 is left for the three f32 weights (the products' operands, once per step)
+    // and the loss's gradient. The layers' outputs and the input gradients come out of the GEMM
+    // epilogues and col2im in bf16 already.
+    assert_eq!(ran("cast_f32_to_16bit"), 4, "f32 → bf16 casts");
+    // The linear layer's bias is added by the GEMM's epilogue.
+    assert_eq!(ran("bias_add_f32"), 0, "bias passes after a GEMM");
 }
 
 /// The GEMM kernels that can store C in 16 bits, chosen through the process-wide switches.
@@ -545,13 +546,14 @@ fn every_tensor_core_kernel_stores_16_bit_outputs_rounded_once() {
 }
 
 fn check_16_bit_outputs(device: Device) {
-    // A single product (linear layers; the TMA kernels): y = x·Wᵀ, 19 x 200 by 200 x 72 or 136
-    // outputs (past one 128-wide tile, so the wide tile applies), and a batched one (a
-    // convolution's chunk; cp.async): 3x3, 24 → 72 channels over 3 images of 8x11 (wgmma copies
-    // 8-element chunks: 88 pixels).
+    // Single products (linear layers; the TMA kernels): y = x·Wᵀ + b, rows x 200 by 200 x out
+    // (136 outputs pass one 128-wide tile, so the wide tile applies; 19 rows take a flat tile when
+    // those are on), with the bias added by the epilogue, and without a bias (the input gradient's
+    // product); and a batched one (a convolution's chunk; cp.async): 3x3, 24 → 72 channels over 3
+    // images of 8x11 (wgmma copies 8-element chunks: 88 pixels).
     let cases: [(Kernel, usize, usize); 4] = [
         (Kernel::TensorCore, 72, 19),
-        (Kernel::Flat, 19, 72),
+        (Kernel::Flat, 72, 19),
         (Kernel::WgmmaTma { wide: false }, 72, 40),
         (Kernel::WgmmaTma { wide: true }, 136, 40),
     ];
@@ -559,38 +561,33 @@ fn check_16_bit_outputs(device: Device) {
         for (kernel, out, rows) in cases {
             let x = random_in(&[rows, 200], 50, format, device);
             let w = random_in(&[out, 200], 51, format, device);
+            let b = random_in(&[out], 56, DType::F32, device);
             let spec = kiln::GemmSpec::new(rows, out, 200).transpose_b();
-            // The flat tiles take products with at most 32 rows: there the output is yᵀ = W·xᵀ.
-            let (a, b, spec, shape) = match kernel {
-                Kernel::Flat => (
-                    &w,
-                    &x,
-                    kiln::GemmSpec::new(out, rows, 200).transpose_b(),
-                    vec![out, rows],
-                ),
-                _ => (&x, &w, spec, vec![rows, out]),
-            };
             let name = format!("{kernel:?} {format:?}");
-            let ran = with_kernel(kernel, (device, shape[0], format), || {
-                let stored = backend::gemm_mixed_stored(
-                    &spec,
-                    1.0,
-                    a,
-                    b,
-                    shape.clone(),
-                    Some(format),
-                    Some(format),
-                )
-                .unwrap();
-                let wide =
-                    backend::gemm_mixed(&spec, 1.0, a, b, shape.clone(), Some(format)).unwrap();
-                (stored, wide)
+            let f = Some(format);
+            let ran = with_kernel(kernel, (device, rows, format), || {
+                let stored = backend::linear_forward(&x, &w, Some(&b), f, f).unwrap();
+                let wide = backend::linear_forward(&x, &w, Some(&b), f, None).unwrap();
+                let shape = vec![rows, out];
+                let unbiased = backend::gemm_mixed_stored(&spec, 1.0, &x, &w, shape.clone(), f, f);
+                let unbiased_wide = backend::gemm_mixed(&spec, 1.0, &x, &w, shape, f);
+                (stored, wide, unbiased.unwrap(), unbiased_wide.unwrap())
             });
-            let Some((stored, wide)) = ran else {
+            let Some((stored, wide, unbiased, unbiased_wide)) = ran else {
                 continue;
             };
             assert_eq!(stored.dtype(), format, "{name}");
             assert_same_values(&name, &stored, &wide.to_dtype(format).unwrap());
+            let no_bias = format!("{name} without a bias");
+            assert_same_values(
+                &no_bias,
+                &unbiased,
+                &unbiased_wide.to_dtype(format).unwrap(),
+            );
+            // And the bias is there: the f32 outputs against the CPU's.
+            let on_cpu = |t: &Tensor| t.to_device(Device::Cpu).unwrap();
+            let cpu = backend::linear_forward(&on_cpu(&x), &on_cpu(&w), Some(&on_cpu(&b)), f, None);
+            assert_close(&values(&wide), &values(&cpu.unwrap()), 1e-4, 1e-4);
         }
         for kernel in [Kernel::TensorCore, Kernel::Flat, Kernel::WgmmaCpAsync] {
             let out_channels = if matches!(kernel, Kernel::Flat) {

@@ -236,7 +236,7 @@ pub fn gemm(
     common_device("gemm", &[a, b])?;
     check_gemm_lens(spec, a, b, numel(&out_shape))?;
     if matches!(a.dtype(), DType::BF16 | DType::F16) {
-        return gemm_16bit(spec, alpha, a, b, out_shape, false);
+        return gemm_16bit(spec, alpha, (a, b), out_shape, (None, false));
     }
     match a.device() {
         Device::Cpu => with_float!("gemm", a, |T| {
@@ -290,48 +290,71 @@ pub fn gemm_mixed_stored(
             let (a, b) = (product_operand(a, mixed)?, product_operand(b, mixed)?);
             common_device("gemm", &[&a, &b])?;
             check_gemm_lens(spec, &a, &b, numel(&out_shape))?;
-            gemm_16bit(spec, alpha, &a, &b, out_shape, true)
+            gemm_16bit(spec, alpha, (&a, &b), out_shape, (None, true))
         }
         _ => stored(gemm_mixed(spec, alpha, a, b, out_shape, mixed)?, store),
     }
 }
 
 /// [`gemm`] of bf16 or f16 operands (both the same) into an f32 result, or into one in their
-/// format when `c_16bit`: on the GPU the tensor-core kernel (f32 accumulation, the epilogue
-/// rounding each value once); on the CPU the operands are widened to f32 exactly and multiplied in
-/// f32.
-fn gemm_16bit(
+/// format when `c_16bit`, plus `col_bias` (f32 [n]) per column when given: on the GPU the
+/// tensor-core kernel (f32 accumulation; the epilogue adds the bias and rounds each value once);
+/// on the CPU the operands are widened to f32 exactly and multiplied in f32.
+pub(crate) fn gemm_16bit(
     spec: &GemmSpec,
     alpha: f64,
-    a: &Tensor,
-    b: &Tensor,
+    (a, b): (&Tensor, &Tensor),
     out_shape: Vec<usize>,
-    c_16bit: bool,
+    (col_bias, c_16bit): (Option<&Tensor>, bool),
 ) -> Result<Tensor> {
     b.expect_dtype("gemm", a.dtype())?;
     let c_format = c_16bit.then_some(a.dtype());
     match a.device() {
         Device::Cpu => {
             let (a, b) = (cast(a, DType::F32)?, cast(b, DType::F32)?);
-            stored(gemm(spec, alpha, &a, &b, out_shape)?, c_format)
+            let mut c = gemm(spec, alpha, &a, &b, out_shape)?;
+            if let Some(bias) = col_bias {
+                bias_add(&mut c, bias, spec.m, spec.n, 1)?;
+            }
+            stored(c, c_format)
         }
         _ => {
             let (ab, bb) = (a.gpu_buffer("gemm")?, b.gpu_buffer("gemm")?);
             let gpu = ab.gpu().clone();
             let bf16 = a.dtype() == DType::BF16;
             let c_dtype = c_format.unwrap_or(DType::F32);
+            let col_bias = col_bias_address("gemm", col_bias, spec)?;
             gpu_output(&gpu, out_shape, c_dtype, |c| {
                 let operands = cuda::gemm::GemmAddresses {
                     a: ab.address(),
                     b: bb.address(),
                     c: c.address(),
                     row_bias: 0,
+                    col_bias,
                     c_16bit,
                 };
                 cuda::gemm_tc::gemm_16bit_at(&gpu, spec, alpha as f32, operands, 0.0, bf16)
             })
         }
     }
+}
+
+/// The device address of a column bias for a product of `spec` (one f32 per column of one
+/// matrix: the product must be a single one), or 0 without one.
+pub(crate) fn col_bias_address(
+    op: &'static str,
+    bias: Option<&Tensor>,
+    spec: &GemmSpec,
+) -> Result<u64> {
+    let Some(bias) = bias else { return Ok(0) };
+    if spec.batch != 1 || spec.groups != 1 {
+        return Err(crate::error::invalid(
+            "column bias",
+            format!("{op}: a column bias needs a single product (no batch or groups)"),
+        ));
+    }
+    bias.expect_shape(op, &[spec.n])?;
+    Ok(gpu_f32(op, bias)?.1.address())
 }
 
 /// y[o][c][i] += bias[c], in place.

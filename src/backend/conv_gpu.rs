@@ -160,6 +160,7 @@ pub(super) fn forward(
                 b: col_at,
                 c,
                 row_bias: bias_at,
+                col_bias: 0,
                 c_16bit: y_dtype != DType::F32,
             };
             gemm_chunk(&gpu, &conv.forward_spec(n), operands, 0.0, mixed)?;
@@ -196,6 +197,7 @@ pub(super) fn input_grad(
                 b,
                 c: dcol_at,
                 row_bias: 0,
+                col_bias: 0,
                 c_16bit: false,
             };
             gemm_chunk(&gpu, &conv.input_grad_spec(n), operands, 0.0, mixed)?;
@@ -243,6 +245,7 @@ pub(super) fn weight_grad(
                 b: col_at,
                 c: dw_at,
                 row_bias: 0,
+                col_bias: 0,
                 c_16bit: false,
             };
             // The first chunk overwrites dW (never reading the fresh buffer), the rest add to it.

@@ -16,6 +16,7 @@ mod conv;
 mod conv_gpu;
 mod dropout;
 mod elementwise;
+mod linear;
 mod loss;
 mod norm;
 mod optim;
@@ -29,6 +30,7 @@ pub use conv_gpu::{conv_chunk_bytes, set_conv_chunk_bytes};
 #[allow(unused_imports)]
 pub use dropout::*;
 pub use elementwise::*;
+pub use linear::*;
 pub use loss::*;
 #[allow(unused_imports)]
 pub use norm::*;

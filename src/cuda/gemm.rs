@@ -27,6 +27,7 @@ struct GemmParams {
     vec_b: i32,
     vec_c: i32,
     row_bias: u64,
+    col_bias: u64,
     alpha: f32,
     beta: f32,
 }
@@ -207,6 +208,7 @@ pub(crate) fn gemm(
         b: b.address(),
         c: c.address(),
         row_bias: 0,
+        col_bias: 0,
         c_16bit: false,
     };
     gemm_at(gpu, spec, alpha, operands, beta)
@@ -221,6 +223,8 @@ pub(crate) struct GemmAddresses {
     pub c: u64,
     /// [groups·m] f32 added to each row of C (a convolution's bias), or 0 for none.
     pub row_bias: u64,
+    /// [groups·n] f32 added to each column of C (a linear layer's bias), or 0 for none.
+    pub col_bias: u64,
     /// C holds the 16-bit format of the operands (16-bit GEMMs with beta = 0 only): each result
     /// rounded once, e.g. a layer's output stored as a 16-bit activation. Else C is f32.
     pub c_16bit: bool,
@@ -236,6 +240,7 @@ pub(crate) fn gemm_at(
         b,
         c,
         row_bias,
+        col_bias,
         c_16bit,
     }: GemmAddresses,
     beta: f32,
@@ -267,6 +272,7 @@ pub(crate) fn gemm_at(
         ),
         vec_c: vector_ok(c, [spec.stride_c, spec.group_stride_c], spec.n),
         row_bias,
+        col_bias,
         alpha,
         beta,
     };

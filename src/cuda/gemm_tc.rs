@@ -24,6 +24,7 @@ struct TcGemmParams {
     vec_a: i32,
     vec_b: i32,
     row_bias: u64,
+    col_bias: u64,
     alpha: f32,
     beta: f32,
     c_16bit: i32,
@@ -69,6 +70,7 @@ pub(crate) fn gemm_16bit_at(
         b,
         c,
         row_bias,
+        col_bias,
         c_16bit,
     } = operands;
     let flat = flat_tile_rows(spec);
@@ -95,6 +97,7 @@ pub(crate) fn gemm_16bit_at(
             [spec.stride_b, spec.group_stride_b],
         ),
         row_bias,
+        col_bias,
         alpha,
         beta,
         c_16bit: c_16bit.into(),

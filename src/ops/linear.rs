@@ -3,7 +3,7 @@
 use crate::autograd::record;
 use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
-use crate::ops::cast::{as_activation, gradient_as};
+use crate::ops::cast::gradient_as;
 use crate::shape::GemmSpec;
 use crate::tensor::{DType, Tensor};
 
@@ -31,23 +31,13 @@ fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     common_device("linear", &[x, w])?;
     let (n, fan_in, out) = dims(x, w)?;
-    let spec = GemmSpec::new(n, out, fan_in).transpose_b();
     // The precision of the products, kept for the backward pass (see crate::autocast).
     let mixed = crate::autocast::current();
     let store = crate::autocast::activation_format();
     // The weight as the products read it (rounded once for both passes, as autocast's cache).
     let w_product = backend::product_operand(w, mixed)?;
-    let y = match b {
-        // Without a bias the GEMM stores y in the activation format itself.
-        None => backend::gemm_mixed_stored(&spec, 1.0, x, &w_product, vec![n, out], mixed, store)?,
-        Some(b) => {
-            common_device("linear", &[x, b])?;
-            b.expect_shape("linear bias", &[out])?;
-            let mut y = backend::gemm_mixed(&spec, 1.0, x, &w_product, vec![n, out], mixed)?;
-            backend::bias_add(&mut y, b, n, out, 1)?;
-            as_activation(y)?
-        }
-    };
+    // The bias is added, and y stored in the activation format, by the GEMM's epilogue.
+    let y = backend::linear_forward(x, &w_product, b, mixed, store)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let (x_saved, w_saved, has_bias) = (x.detach(), w_product.detach(), b.is_some());
