@@ -263,7 +263,20 @@ fn compile_ptx(nvcc: &Path, dir: &Path, file: &KernelFile, out: &Path) -> Option
             String::from_utf8_lossy(&output.stdout),
         );
     }
-    Some(ptx)
+    Some(gzipped(&ptx))
+}
+
+/// `path` compressed with gzip into `path.gz` (PTX shrinks about tenfold: every executable embeds
+/// all of it, and the GPU bundle carries dozens of executables).
+fn gzipped(path: &Path) -> PathBuf {
+    use std::io::Write;
+    let text = fs::read(path).expect("readable PTX");
+    let gz = path.with_extension("ptx.gz");
+    let file = fs::File::create(&gz).expect("writable OUT_DIR");
+    let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+    encoder.write_all(&text).expect("write compressed PTX");
+    encoder.finish().expect("finish compressed PTX");
+    gz
 }
 
 fn generated_source(files: &[KernelFile], ptx: &[Option<PathBuf>], with_nvcc: bool) -> String {
@@ -279,15 +292,15 @@ fn generated_source(files: &[KernelFile], ptx: &[Option<PathBuf>], with_nvcc: bo
     writeln!(s, "pub const PTX_ARCH: &str = {PTX_ARCH:?};").unwrap();
     writeln!(
         s,
-        "/// PTX of each kernels/*.cu: (file stem, PTX target, PTX); empty without nvcc."
+        "/// PTX of each kernels/*.cu: (file stem, PTX target, gzipped PTX); empty without nvcc."
     )
     .unwrap();
-    writeln!(s, "pub const PTX_MODULES: &[(&str, &str, &str)] = &[").unwrap();
+    writeln!(s, "pub const PTX_MODULES: &[(&str, &str, &[u8])] = &[").unwrap();
     for (f, p) in files.iter().zip(ptx) {
         let Some(p) = p else { continue };
         writeln!(
             s,
-            "    ({:?}, {:?}, include_str!({:?})),",
+            "    ({:?}, {:?}, include_bytes!({:?})),",
             f.stem,
             f.arch,
             p.display().to_string()

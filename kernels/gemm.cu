@@ -310,6 +310,9 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
     }
 
     float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
+    // This group's column bias, found once (inside the unrolled loop its address arithmetic
+    // would cost registers the accumulators need).
+    const float* col_bias = p.col_bias ? p.col_bias + (long long)g * p.n : nullptr;
     G128_UNROLL
     for (int i = 0; i < 8; ++i) {
       const int r = m0 + (i >> 2) * 64 + ty * 4 + (i & 3);
@@ -336,9 +339,9 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
             G128_UNROLL
             for (int q = 0; q < 4; ++q) v[q] += bias;
           }
-          if (p.col_bias) {
+          if (col_bias) {
             G128_UNROLL
-            for (int q = 0; q < 4; ++q) v[q] += p.col_bias[(long long)g * p.n + col + q];
+            for (int q = 0; q < 4; ++q) v[q] += col_bias[col + q];
           }
           *out = make_float4(v[0], v[1], v[2], v[3]);
         } else {
@@ -348,7 +351,7 @@ __device__ __forceinline__ void g128_body(const GemmParams& p, Gemm128Shared& sh
             float* out = row + col + q;
             float value = p.beta == 0.0f ? v[q] : v[q] + p.beta * *out;
             if (p.row_bias) value += bias;
-            if (p.col_bias) value += p.col_bias[(long long)g * p.n + col + q];
+            if (col_bias) value += col_bias[col + q];
             *out = value;
           }
         }

@@ -118,7 +118,7 @@ impl RealGpu {
             if !loads_on(arch, capability) {
                 continue; // its kernels are absent: `has_kernel` says so, and callers fall back
             }
-            let module = ctx.load_module(Ptx::from_src(*ptx))?;
+            let module = ctx.load_module(Ptx::from_src(unpacked_ptx(stem, ptx)?))?;
             for (name, owner) in generated::KERNELS {
                 if owner == stem {
                     functions.insert(*name, module.load_function(name)?);
@@ -319,9 +319,37 @@ impl RealGpu {
     }
 }
 
+/// The PTX text of module `stem` from its gzipped form (build.rs compresses what it embeds).
+fn unpacked_ptx(stem: &str, gz: &[u8]) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Driver(format!("the embedded PTX of {stem} is corrupt: {e}")))?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::loads_on;
+    use super::{generated, loads_on, unpacked_ptx};
+
+    #[test]
+    fn every_embedded_module_unpacks_to_ptx_declaring_its_kernels() {
+        assert_eq!(generated::PTX_MODULES.is_empty(), !generated::BUILT_WITH_NVCC);
+        for (stem, arch, gz) in generated::PTX_MODULES {
+            let ptx = unpacked_ptx(stem, gz).unwrap();
+            assert!(ptx.contains(".version"), "{stem}: not PTX");
+            assert!(ptx.contains(&format!(".target {}", arch.replace("compute_", "sm_"))));
+            for (name, owner) in generated::KERNELS {
+                if owner == stem {
+                    assert!(
+                        ptx.contains(&format!(".entry {name}(")),
+                        "{stem}: no {name}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn architecture_specific_ptx_loads_only_on_its_own_capability() {
