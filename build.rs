@@ -267,13 +267,17 @@ fn compile_ptx(nvcc: &Path, dir: &Path, file: &KernelFile, out: &Path) -> Option
 }
 
 /// `path` compressed with gzip into `path.gz` (PTX shrinks about tenfold: every executable embeds
-/// all of it, and the GPU bundle carries dozens of executables).
+/// all of it, and the GPU bundle carries dozens of executables). The gzip header names the file
+/// `kiln-<stem>.ptx`, which is how scripts/gpu-bundle.sh sees that an executable embeds kernels.
 fn gzipped(path: &Path) -> PathBuf {
     use std::io::Write;
     let text = fs::read(path).expect("readable PTX");
     let gz = path.with_extension("ptx.gz");
     let file = fs::File::create(&gz).expect("writable OUT_DIR");
-    let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+    let stem = path.file_stem().expect("PTX file name").to_string_lossy();
+    let mut encoder = flate2::GzBuilder::new()
+        .filename(format!("kiln-{stem}.ptx"))
+        .write(file, flate2::Compression::best());
     encoder.write_all(&text).expect("write compressed PTX");
     encoder.finish().expect("finish compressed PTX");
     gz

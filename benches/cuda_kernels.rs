@@ -54,7 +54,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln::backend;
 use kiln::cuda::{describe, median, time_runs};
-use kiln::{ops, ConvGeometry, Device, Error, GemmSpec, Result, Tensor, Window2d};
+use kiln::{ops, ConvGeometry, DType, Device, Error, GemmSpec, Result, Tensor, Window2d};
 use serde_json::json;
 
 const WARMUP: usize = 5;
@@ -66,6 +66,8 @@ const EMULATION_WARMUP: usize = 1;
 const EMULATION_RUNS: usize = 3;
 const F32: f64 = 4.0;
 const I32: f64 = 4.0;
+/// Bytes of a bf16 element (16-bit activations).
+const BF16: f64 = 2.0;
 const U8: f64 = 1.0;
 
 fn main() -> ExitCode {
@@ -480,7 +482,7 @@ impl Bench {
         })
     }
 
-    /// x [128, 64, 32, 32], 2x2 window, stride 2.
+    /// x [128, 64, 32, 32], 2x2 window, stride 2; in f32, and in bf16 (16-bit activations).
     fn maxpool(&self, rows: &mut Rows) -> Result<()> {
         let g = ConvGeometry::new(
             [128 / self.shrink, 64, 32, 32],
@@ -506,13 +508,34 @@ impl Bench {
         self.row(
             rows,
             "maxpool_bwd",
-            (shape, format!("maxpool_bwd {x_dims} 2x2s2")),
+            (shape.clone(), format!("maxpool_bwd {x_dims} 2x2s2")),
             Work::bytes(out * (F32 + I32) + input * F32),
+            || backend::maxpool_bwd(&dy, &argmax, &g).map(drop),
+        )?;
+        let (x, dy) = (x.to_dtype(DType::BF16)?, dy.to_dtype(DType::BF16)?);
+        self.row(
+            rows,
+            "maxpool_fwd",
+            (
+                format!("{shape} bf16"),
+                format!("maxpool_fwd bf16 {x_dims} 2x2s2"),
+            ),
+            Work::bytes(input * BF16 + out * (BF16 + I32)),
+            || backend::maxpool_fwd(&x, &g).map(drop),
+        )?;
+        self.row(
+            rows,
+            "maxpool_bwd",
+            (
+                format!("{shape} bf16"),
+                format!("maxpool_bwd bf16 {x_dims} 2x2s2"),
+            ),
+            Work::bytes(out * (BF16 + I32) + input * BF16),
             || backend::maxpool_bwd(&dy, &argmax, &g).map(drop),
         )
     }
 
-    /// 2^24 elements.
+    /// 2^24 elements, in f32 and in bf16 (16-bit activations).
     fn relu(&self, rows: &mut Rows) -> Result<()> {
         let n = (1 << 24) / self.shrink;
         let x = self.randn(&[n], 9)?;
@@ -532,8 +555,23 @@ impl Bench {
         self.row(
             rows,
             "relu_bwd",
-            (shape, format!("relu_bwd {short}")),
+            (shape.clone(), format!("relu_bwd {short}")),
             Work::bytes(n as f64 * (F32 + U8 + F32)),
+            || backend::relu_bwd(&dy, &mask).map(drop),
+        )?;
+        let (x, dy) = (x.to_dtype(DType::BF16)?, dy.to_dtype(DType::BF16)?);
+        self.row(
+            rows,
+            "relu_fwd",
+            (format!("{shape} bf16"), format!("relu_fwd bf16 {short}")),
+            Work::bytes(n as f64 * (BF16 + BF16 + U8)),
+            || backend::relu_fwd(&x).map(drop),
+        )?;
+        self.row(
+            rows,
+            "relu_bwd",
+            (format!("{shape} bf16"), format!("relu_bwd bf16 {short}")),
+            Work::bytes(n as f64 * (BF16 + U8 + BF16)),
             || backend::relu_bwd(&dy, &mask).map(drop),
         )
     }

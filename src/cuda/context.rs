@@ -335,7 +335,10 @@ mod tests {
 
     #[test]
     fn every_embedded_module_unpacks_to_ptx_declaring_its_kernels() {
-        assert_eq!(generated::PTX_MODULES.is_empty(), !generated::BUILT_WITH_NVCC);
+        assert_eq!(
+            generated::PTX_MODULES.is_empty(),
+            !generated::BUILT_WITH_NVCC
+        );
         for (stem, arch, gz) in generated::PTX_MODULES {
             let ptx = unpacked_ptx(stem, gz).unwrap();
             assert!(ptx.contains(".version"), "{stem}: not PTX");
