@@ -126,6 +126,8 @@ __device__ __forceinline__ void gemm_tiled(const GemmParams& p, float (*as)[BM],
     }
 
     float* c = p.c + (p.reduce_batch ? 0 : (long long)first * p.stride_c) + g * p.group_stride_c;
+    // This group's column bias, found once (see g128_body).
+    const float* col_bias = p.col_bias ? p.col_bias + (long long)g * p.n : nullptr;
     for (int i = 0; i < 4; ++i) {
       const int r = m0 + ty + TY * i;
       if (r >= p.m) continue;
@@ -137,7 +139,7 @@ __device__ __forceinline__ void gemm_tiled(const GemmParams& p, float (*as)[BM],
         // beta == 0 ignores the old C entirely, so NaN garbage in it does not leak (BLAS rule).
         float v = p.beta == 0.0f ? p.alpha * acc[i][j] : p.alpha * acc[i][j] + p.beta * *out;
         if (p.row_bias) v += bias;
-        if (p.col_bias) v += p.col_bias[(long long)g * p.n + col];
+        if (col_bias) v += col_bias[col];
         *out = v;
       }
     }
@@ -151,14 +153,16 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_f32(const GemmPa
 }
 KILN_EMULATE_SYNC(gemm_f32, GemmParams)
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_32x128_f32(const GemmParams p) {
+// At most 64 registers, so that 4 blocks (32 warps) fit on an SM, as they did before the column
+// bias; ptxas reports no spills at that bound.
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 4) gemm_32x128_f32(const GemmParams p) {
   __shared__ float as[GEMM_BK][32];
   __shared__ float bs[GEMM_BK][128];
   gemm_tiled<32>(p, as, bs);
 }
 KILN_EMULATE_SYNC(gemm_32x128_f32, GemmParams)
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) gemm_16x256_f32(const GemmParams p) {
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 4) gemm_16x256_f32(const GemmParams p) {
   __shared__ float as[GEMM_BK][16];
   __shared__ float bs[GEMM_BK][256];
   gemm_tiled<16>(p, as, bs);

@@ -160,7 +160,9 @@ __device__ __forceinline__ void wg_store_tile(float* c, long long c0, int c_16bi
       if (row >= m || col >= n) continue;
       const long long out = c0 + (long long)row * n + col;
       // beta == 0 ignores the old C entirely (BLAS rule), as the other GEMMs do.
-      float v = beta == 0.0f ? alpha * acc[4 * j + r] : alpha * acc[4 * j + r] + beta * c[out];
+      // A 16-bit C is only written (the launcher refuses beta != 0 with it): never read it as f32.
+      float v = (c_16bit || beta == 0.0f) ? alpha * acc[4 * j + r]
+                                          : alpha * acc[4 * j + r] + beta * c[out];
       if (row_bias) v += row_bias[(long long)g * m + row];
       if (col_bias) v += col_bias[(long long)g * n + col];
       gemm_store_c<kBf16>(c, out, v, c_16bit);
