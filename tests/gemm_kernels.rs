@@ -10,10 +10,26 @@ use kiln::testing::{assert_close, gpu_devices_under_test, random_away_from_zero}
 use kiln::{backend, Device, GemmSpec, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use std::sync::{Mutex, MutexGuard};
 
 /// fp32 sums of up to ~1000 products of values in [-1, 1): rounding stays far below these.
 const ATOL: f64 = 1e-4;
 const RTOL: f64 = 1e-4;
+
+/// The GEMM kernel switches and the launch counts are process-wide, and `cargo test` runs a file's
+/// tests on parallel threads: each test here holds this lock.
+static SWITCHES: Mutex<()> = Mutex::new(());
+
+fn switches() -> MutexGuard<'static, ()> {
+    SWITCHES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn launches(kernel: &str) -> u64 {
+    kiln::cuda::launch_counts()
+        .get(kernel)
+        .copied()
+        .unwrap_or(0)
+}
 
 fn random(len: usize, seed: u64) -> Tensor {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -63,6 +79,7 @@ const TRANSPOSES: [(bool, bool); 4] = [(false, false), (true, false), (false, tr
 
 #[test]
 fn big_tile_gemm_matches_cpu_for_every_transpose() {
+    let _switches = switches();
     for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_for_every_transpose") {
         // (m, n, k): one exact tile; several full tiles with vector accesses everywhere; partial
         // tiles in m, n and a partial last k panel (k = 37: k-major operands lose their vector
@@ -84,6 +101,7 @@ fn big_tile_gemm_matches_cpu_for_every_transpose() {
 
 #[test]
 fn big_tile_gemm_matches_cpu_for_batches_groups_and_alpha() {
+    let _switches = switches();
     for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_for_batches_groups_and_alpha") {
         let (m, n, k) = (136, 132, 20);
         for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
@@ -115,6 +133,7 @@ fn big_tile_gemm_matches_cpu_for_batches_groups_and_alpha() {
 
 #[test]
 fn big_tile_gemm_matches_cpu_with_misaligned_operands() {
+    let _switches = switches();
     for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_with_misaligned_operands") {
         // Batch strides of A and B one float past a multiple of 4: every batch entry after the first
         // starts off 16-byte alignment, so the kernel must use its scalar loads for A and B. (C
@@ -141,6 +160,7 @@ fn big_tile_gemm_matches_cpu_with_misaligned_operands() {
 
 #[test]
 fn small_gemms_keep_the_64_tile_kernel_and_match_cpu() {
+    let _switches = switches();
     for device in gpu_devices_under_test("small_gemms_keep_the_64_tile_kernel_and_match_cpu") {
         // m < 128, n < 128, k < 8: each sends the product to gemm_f32.
         for (m, n, k) in [(127, 300, 40), (200, 100, 33), (160, 140, 7)] {
@@ -165,6 +185,7 @@ fn small_gemms_keep_the_64_tile_kernel_and_match_cpu() {
 /// gradient match the CPU.
 #[test]
 fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
+    let _switches = switches();
     use kiln::testing::check_parity;
     use kiln::{ops, Window2d};
     kiln::cuda::set_large_tile_gemm(true);
@@ -192,6 +213,7 @@ fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
 /// and every gradient match the CPU.
 #[test]
 fn linear_bias_in_the_gemm_epilogue_matches_the_cpu() {
+    let _switches = switches();
     use kiln::ops;
     use kiln::testing::check_parity;
     let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
@@ -224,9 +246,11 @@ fn linear_bias_in_the_gemm_epilogue_matches_the_cpu() {
 /// batch sums and alpha, and the convolution (with its bias) that uses them.
 #[test]
 fn flat_tile_gemms_match_cpu() {
+    let _switches = switches();
     use kiln::testing::check_parity;
     use kiln::{ops, Window2d};
     kiln::cuda::set_flat_tile_gemm(true);
+    let before = (launches("gemm_16x256_f32"), launches("gemm_32x128_f32"));
     for device in gpu_devices_under_test("flat_tile_gemms_match_cpu") {
         for (m, n, k) in [
             (1, 300, 7),
@@ -270,4 +294,10 @@ fn flat_tile_gemms_match_cpu() {
             });
         }
     }
+    kiln::cuda::set_flat_tile_gemm(false);
+    let after = (launches("gemm_16x256_f32"), launches("gemm_32x128_f32"));
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "the flat kernels did not run"
+    );
 }

@@ -480,6 +480,14 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// The switches' defaults (mma.sync tiles; wgmma off, with TMA and 128-wide tiles when on).
+    fn restore_defaults() {
+        kiln::cuda::set_flat_tile_gemm(false);
+        kiln::cuda::set_wgmma_gemm(false);
+        kiln::cuda::set_wgmma_tma(true);
+        kiln::cuda::set_wgmma_wide_tiles(false);
+    }
+
     fn select(self) {
         kiln::cuda::set_flat_tile_gemm(matches!(self, Kernel::Flat));
         let wgmma = matches!(self, Kernel::WgmmaTma { .. } | Kernel::WgmmaCpAsync);
@@ -513,6 +521,14 @@ fn with_kernel<R>(
     (device, rows, format): (Device, usize, DType),
     f: impl FnOnce() -> R,
 ) -> Option<R> {
+    /// Restores the switches however the closure ends (a failed assertion included).
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            Kernel::restore_defaults();
+        }
+    }
+    let _restore = Restore;
     kernel.select();
     let name = kernel.name(rows, format);
     let count = || {
@@ -523,7 +539,6 @@ fn with_kernel<R>(
     };
     let before = count();
     let result = f();
-    Kernel::TensorCore.select();
     let after = count();
     let hopper_only = matches!(kernel, Kernel::WgmmaTma { .. } | Kernel::WgmmaCpAsync);
     if after == before && hopper_only && device != Device::CudaEmulated {
@@ -624,5 +639,75 @@ fn check_16_bit_outputs(device: Device) {
             assert_eq!(stored.dtype(), format, "{name} input gradient");
             assert_same_values(&name, &stored, &wide.to_dtype(format).unwrap());
         }
+    }
+}
+
+#[test]
+fn mixed_types_meet_as_pytorch_promotes_them() {
+    let _serial = serial();
+    for device in devices("mixed types") {
+        // A residual block straight on f32 images: its 16-bit branch meets the f32 shortcut in f32,
+        // and each side gets its gradient in its own type.
+        let x = Tensor::randn(&[2, 4, 6, 5], 1.0, 60, Device::Cpu)
+            .unwrap()
+            .to_device(device)
+            .unwrap()
+            .with_grad();
+        let mut block = kiln::nn::ResidualBlock::new(4, 4, 1, 61, device).unwrap();
+        let mode = kiln::nn::Mode::Train;
+        let y = autocast_activations(DType::BF16, || {
+            kiln::nn::Module::forward(&mut block, &x, mode)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(y.dtype(), DType::F32, "bf16 + f32 meet in f32");
+        let grads = ops::sum(&y).unwrap().backward().unwrap();
+        assert_eq!(grads.get(&x).unwrap().dtype(), DType::F32);
+
+        let a = random_in(&[3, 7], 62, DType::BF16, device).with_grad();
+        let b = random_in(&[3, 7], 63, DType::F32, device).with_grad();
+        let c = random_in(&[3, 7], 64, DType::F16, device).with_grad();
+        let sum = ops::add(&ops::mul(&a, &b).unwrap(), &c).unwrap();
+        assert_eq!(sum.dtype(), DType::F32);
+        let expected = {
+            let wide = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            backend::add(&backend::mul(&wide(&a), &b).unwrap(), &wide(&c)).unwrap()
+        };
+        assert_same_values("bf16 · f32 + f16", &sum, &expected);
+        let grads = ops::sum(&sum).unwrap().backward().unwrap();
+        for (t, name) in [(&a, "bf16"), (&b, "f32"), (&c, "f16")] {
+            assert_eq!(
+                grads.get(t).unwrap().dtype(),
+                t.dtype(),
+                "the {name} input's gradient"
+            );
+        }
+
+        // Sums and means of 16-bit activations are f32 (a loss or a statistic), so they combine
+        // with f32 losses.
+        let mean = ops::mean(&a).unwrap();
+        assert_eq!(mean.dtype(), DType::F32);
+        let total = ops::sum_losses(&[&mean, &ops::mean(&b).unwrap()]).unwrap();
+        let grads = total.backward().unwrap();
+        assert_eq!(grads.get(&a).unwrap().dtype(), DType::BF16);
+
+        // A linear layer takes a 16-bit input of the other format (through f32, exactly).
+        let w = random_in(&[5, 7], 65, DType::F32, device);
+        let y = autocast_activations(DType::F16, || ops::linear(&a, &w, None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(y.dtype(), DType::F16);
+        let wide = autocast_activations(DType::F16, || {
+            ops::linear(&a.to_dtype(DType::F32).unwrap(), &w, None)
+        })
+        .unwrap()
+        .unwrap();
+        assert_same_values("linear on bf16 in f16 mode", &y, &wide);
+
+        // Concatenation and slices keep 16-bit values as they are.
+        let joined = ops::concat(&[&a, &a], 0).unwrap();
+        assert_eq!(joined.dtype(), DType::BF16);
+        let back = ops::narrow(&joined, 0, 3, 3).unwrap();
+        assert_same_values("concat then narrow", &back, &a.detach());
     }
 }

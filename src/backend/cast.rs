@@ -68,7 +68,9 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
 /// (see [`crate::autocast`]), else `x` itself.
 pub fn product_operand(x: &Tensor, format: Option<DType>) -> Result<Tensor> {
     match format {
-        Some(f) => cast(x, f),
+        Some(f) if x.dtype() == f => Ok(x.clone()),
+        // A 16-bit tensor of the other format goes through f32 (exact) to `f`.
+        Some(f) => cast(&widened(x)?, f),
         None => Ok(x.clone()),
     }
 }
@@ -82,10 +84,12 @@ pub(crate) fn rounded_through(x: &Tensor, format: Option<DType>) -> Result<Tenso
     }
 }
 
-// 16-bit storage. Every primitive accepts bf16 or f16 tensors (the activations of
-// [`crate::autocast_activations`]): where no 16-bit kernel exists, it widens them to f32 exactly,
-// computes in f32 and rounds each output once, back to the input's format. A 16-bit kernel
-// computes the same way (load, f32 arithmetic, one rounding), so the two agree.
+// 16-bit storage. The primitives activations pass through accept bf16 or f16 tensors (the
+// activations of [`crate::autocast_activations`]): where no 16-bit kernel exists, they widen them
+// to f32 exactly, compute in f32 and round each output once, back to the input's format. A 16-bit
+// kernel computes the same way (load, f32 arithmetic, one rounding), so the two agree. The loss
+// primitives take f32 (`ops` widens 16-bit logits on the tape), as do the optimizers and
+// regularization, whose tensors are the f32 parameters.
 
 /// The 16-bit storage format of `t` (bf16 or f16), if it has one.
 pub(crate) fn storage_format(t: &Tensor) -> Option<DType> {

@@ -1,5 +1,6 @@
 //! Shape primitives: concatenation along an axis and its inverse, the slice `narrow`.
 
+use super::cast::{storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::cpu;
 use crate::cuda::{self, shape::Slab};
@@ -63,6 +64,15 @@ pub fn concat_shape(inputs: &[&Tensor], axis: usize) -> Result<Vec<usize>> {
 pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
     const OP: &str = "concat";
     let shape = concat_shape(inputs, axis)?;
+    if let Some(format) = storage_format(inputs[0]) {
+        // 16-bit tensors are copied through f32, which holds their values exactly.
+        let wide = inputs
+            .iter()
+            .map(|t| widened(t))
+            .collect::<Result<Vec<_>>>()?;
+        let wide: Vec<&Tensor> = wide.iter().collect();
+        return stored(concat(&wide, axis)?, Some(format));
+    }
     let (outer, inner) = outer_inner(&shape, axis);
     let whole = shape[axis] * inner;
     // Each part's slab per outer row and where it starts in the row of the output.
@@ -112,6 +122,10 @@ pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
 /// concat's backward is built on it.
 pub fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
     const OP: &str = "narrow";
+    if let Some(format) = storage_format(x) {
+        // Copied through f32, which holds 16-bit values exactly.
+        return stored(narrow(&widened(x)?, axis, start, len)?, Some(format));
+    }
     check_axis(OP, x.shape(), axis)?;
     let dim = x.shape()[axis];
     if start.checked_add(len).is_none_or(|end| end > dim) {

@@ -241,7 +241,7 @@ impl TrainConfig {
         if self.cuda_graph && self.precision.loss_scaled() {
             return Err(invalid(
                 "cuda-graph",
-                "f16's loss scaler needs the host every step: use --precision f32 or bf16",
+                "f16's loss scaler needs the host every step: use --precision f32, bf16 or bf16-products",
             ));
         }
         Ok(())

@@ -69,20 +69,23 @@ impl Precision {
     }
 }
 
-/// What a run's steps carry from one to the next: the mixed-precision mode and, for f16, the loss
-/// scaler (saved in checkpoints, so a resumed f16 run continues exactly).
+/// What a run's steps carry from one to the next: the precision, its mixed-precision mode and,
+/// for f16, the loss scaler (saved in checkpoints, so a resumed f16 run continues exactly).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepPrecision {
+    pub precision: Precision,
     pub mode: Option<Mode>,
     pub scaler: Option<LossScaler>,
 }
 
+const PRECISION_KEY: &str = "precision";
 const SCALE_KEY: &str = "loss_scale";
 const GOOD_STEPS_KEY: &str = "loss_scale_good_steps";
 
 impl StepPrecision {
     pub fn new(precision: Precision) -> StepPrecision {
         StepPrecision {
+            precision,
             mode: precision.mode(),
             scaler: precision.loss_scaled().then(LossScaler::default),
         }
@@ -93,20 +96,30 @@ impl StepPrecision {
         StepPrecision::new(Precision::F32)
     }
 
-    /// Checkpoint metadata entries of the scaler's state.
+    /// Checkpoint metadata entries: the precision and the scaler's state.
     pub fn metadata(&self) -> Vec<(String, String)> {
-        match &self.scaler {
-            Some(s) => vec![
-                (SCALE_KEY.to_string(), format!("{:e}", s.scale())),
-                (GOOD_STEPS_KEY.to_string(), s.good_steps().to_string()),
-            ],
-            None => Vec::new(),
+        let mut entries = vec![(PRECISION_KEY.to_string(), self.precision.name().to_string())];
+        if let Some(s) = &self.scaler {
+            entries.push((SCALE_KEY.to_string(), format!("{:e}", s.scale())));
+            entries.push((GOOD_STEPS_KEY.to_string(), s.good_steps().to_string()));
         }
+        entries
     }
 
-    /// Restores the scaler's state from checkpoint metadata written by [`Self::metadata`]; a
-    /// checkpoint of an f16 run must have it.
+    /// Restores the scaler's state from checkpoint metadata written by [`Self::metadata`]. A
+    /// checkpoint that names another precision is refused (resuming must continue the same run);
+    /// one written before checkpoints named it is accepted, and an f16 run's must then have the
+    /// scaler's state.
     pub fn restore(&mut self, meta: &BTreeMap<String, String>) -> Result<()> {
+        let wanted = self.precision.name();
+        if let Some(saved) = meta.get(PRECISION_KEY).filter(|saved| *saved != wanted) {
+            return Err(invalid(
+                "precision",
+                format!(
+                    "the checkpoint was trained with --precision {saved}; resume it with --precision {saved}, not {wanted}"
+                ),
+            ));
+        }
         let Some(scaler) = &mut self.scaler else {
             return Ok(());
         };
@@ -115,7 +128,7 @@ impl StepPrecision {
                 invalid(
                     "checkpoint",
                     format!(
-                        "an f16 run's checkpoint needs {key} (was it saved by an f32 or bf16 run?)"
+                        "an {wanted} run's checkpoint needs {key} (was it saved by a run without loss scaling: f32, bf16 or bf16-products?)"
                     ),
                 )
             })
@@ -127,5 +140,57 @@ impl StepPrecision {
             .parse::<u64>()
             .map_err(|e| invalid("checkpoint", format!("{GOOD_STEPS_KEY}: {e}")))?;
         scaler.restore(scale, good)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Precision; 5] = [
+        Precision::F32,
+        Precision::Bf16,
+        Precision::F16,
+        Precision::Bf16Products,
+        Precision::F16Products,
+    ];
+
+    #[test]
+    fn every_precision_parses_from_its_name_and_only_f16_scales_the_loss() {
+        for p in ALL {
+            assert_eq!(Precision::parse(p.name()).unwrap(), p);
+            assert_eq!(p.loss_scaled(), p.format() == Some(DType::F16), "{p:?}");
+        }
+        assert_eq!(ALL.map(|p| p.name()), Precision::NAMES);
+        let err = Precision::parse("fp16").unwrap_err().to_string();
+        assert!(err.contains("f16-products"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_only_in_its_own_precision() {
+        for saved in ALL {
+            let meta: BTreeMap<String, String> =
+                StepPrecision::new(saved).metadata().into_iter().collect();
+            for wanted in ALL {
+                let result = StepPrecision::new(wanted).restore(&meta);
+                if wanted == saved {
+                    result.unwrap();
+                } else {
+                    let err = result.unwrap_err().to_string();
+                    assert!(
+                        err.contains(&format!("--precision {}", saved.name())),
+                        "{err}"
+                    );
+                }
+            }
+        }
+        // A checkpoint from before the precision was recorded: accepted, but an f16 run still
+        // needs the scaler's state.
+        let old = BTreeMap::new();
+        StepPrecision::new(Precision::Bf16).restore(&old).unwrap();
+        let err = StepPrecision::new(Precision::F16Products)
+            .restore(&old)
+            .unwrap_err();
+        assert!(err.to_string().contains("loss_scale"), "{err}");
     }
 }
