@@ -711,3 +711,42 @@ fn mixed_types_meet_as_pytorch_promotes_them() {
         assert_same_values("concat then narrow", &back, &a.detach());
     }
 }
+
+#[test]
+fn transposed_convolutions_store_16_bit_activations_and_agree_across_devices() {
+    let _serial = serial();
+    // With and without a bias: without one, col2im writes y in bf16 itself.
+    let run = |device: Device, bias: bool| {
+        let x = random_in(&[2, 4, 5, 6], 70, DType::BF16, device).with_grad();
+        let w = random_in(&[4, 3, 3, 3], 71, DType::F32, device).with_grad();
+        let b = random_in(&[3], 72, DType::F32, device).with_grad();
+        let window = Window2d::square(3, 2, 1);
+        let y = autocast_activations(DType::BF16, || {
+            ops::conv_transpose2d(&x, &w, bias.then_some(&b), window, (1, 1), 1)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(y.dtype(), DType::BF16);
+        let weights = random_in(y.shape(), 73, DType::F32, device);
+        let grads = ops::sum(&ops::mul(&y, &weights).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gx, gw) = (grads.get(&x).unwrap(), grads.get(&w).unwrap());
+        assert_eq!((gx.dtype(), gw.dtype()), (DType::BF16, DType::F32));
+        (values(&y), values(gx), values(gw))
+    };
+    for bias in [false, true] {
+        let cpu = run(Device::Cpu, bias);
+        for device in gpu_devices_under_test("16-bit transposed convolution") {
+            let dev = run(device, bias);
+            // Sums in another order can land a value on the neighbouring bf16 number.
+            assert_close(&dev.0, &cpu.0, 1e-2, 1e-2);
+            assert_close(&dev.1, &cpu.1, 1e-2, 1e-2);
+            assert!(
+                cosine(&dev.2, &cpu.2) > 0.9999,
+                "weight gradients on {device}"
+            );
+        }
+    }
+}

@@ -1,24 +1,39 @@
 //! One launch path for both backends: the same grid, block and parameter struct go to the GPU
 //! (through cudarc) or to the emulated kernel (through the generated `kiln_emu_*` entry points).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use super::{generated, Backend, Gpu};
 use crate::error::{Error, Result};
 
-/// Launches per kernel name since the process started.
-static LAUNCHES: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+/// Launches per kernel since the process started: one counter per kernel kiln builds, so a launch
+/// costs a hash lookup and an atomic add, no lock.
+fn launch_counters() -> &'static HashMap<&'static str, AtomicU64> {
+    static COUNTERS: OnceLock<HashMap<&'static str, AtomicU64>> = OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        generated::KERNELS
+            .iter()
+            .map(|(name, _)| (*name, AtomicU64::new(0)))
+            .collect()
+    })
+}
 
 /// How many times each kernel was launched in this process, on every device (a CUDA graph's
 /// kernels count once, when it is captured, not at each replay): which kernels a workload runs.
+/// Kernels that never ran are left out.
 pub fn launch_counts() -> BTreeMap<&'static str, u64> {
-    LAUNCHES.lock().map(|m| m.clone()).unwrap_or_default()
+    launch_counters()
+        .iter()
+        .map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
+        .filter(|&(_, count)| count > 0)
+        .collect()
 }
 
 fn count_launch(name: &'static str) {
-    if let Ok(mut counts) = LAUNCHES.lock() {
-        *counts.entry(name).or_default() += 1;
+    if let Some(count) = launch_counters().get(name) {
+        count.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -20,7 +20,7 @@ use crate::backend::{self, common_device};
 use crate::error::{invalid, Result};
 use crate::ops::cast::{as_activation, gradient_as};
 use crate::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// PyTorch's `conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)`:
 /// x [N, C_in, H, W], w [C_in, C_out/groups, KH, KW], b [C_out]; `window` gives the kernel (which
@@ -41,11 +41,16 @@ pub fn conv_transpose2d(
     let mixed = crate::autocast::current();
     // The weight as the products read it (rounded once for both passes, as autocast's cache).
     let w_product = backend::product_operand(w, mixed)?;
-    let mut y = backend::conv_input_grad(&w_product, x, &conv, mixed)?;
-    if let Some(b) = b {
-        backend::bias_add(&mut y, b, g.batch, g.in_channels, g.in_h * g.in_w)?;
-    }
-    let y = as_activation(y)?;
+    let store = crate::autocast::activation_format();
+    let y = match b {
+        // Without a bias col2im stores y in the activation format itself.
+        None => backend::conv_input_grad_stored(&w_product, x, &conv, mixed, store)?,
+        Some(b) => {
+            let mut y = backend::conv_input_grad(&w_product, x, &conv, mixed)?;
+            backend::bias_add(&mut y, b, g.batch, g.in_channels, g.in_h * g.in_w)?;
+            as_activation(y)?
+        }
+    };
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let has_bias = b.is_some();
@@ -57,10 +62,12 @@ pub fn conv_transpose2d(
         move |dy: &Tensor| {
             dy.expect_shape("conv_transpose2d backward", &out_shape)?;
             let dx = match &w_saved {
-                Some(w) => Some(gradient_as(
-                    backend::conv_forward(dy, w, None, &conv, mixed)?,
-                    x_dtype,
-                )?),
+                Some(w) => {
+                    // A 16-bit input gets its gradient in its format, written so by the GEMM.
+                    let store = matches!(x_dtype, DType::BF16 | DType::F16).then_some(x_dtype);
+                    let dx = backend::conv_forward_stored(dy, w, None, &conv, mixed, store)?;
+                    Some(gradient_as(dx, x_dtype)?)
+                }
                 None => None,
             };
             let dw = match &x_saved {
