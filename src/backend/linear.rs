@@ -9,19 +9,8 @@ use crate::error::{invalid, Result};
 use crate::shape::GemmSpec;
 use crate::tensor::{DType, Tensor};
 
-/// y [n, out] = x [n, in]·Wᵀ (W [out, in], PyTorch's layout) + b [out], the product's operands in
-/// `mixed` when set (see [`crate::autocast`]) and y stored in the 16-bit format `store` when one is
-/// given (see [`crate::autocast_activations`]). On a device the GEMM's epilogue adds the bias and,
-/// when `store` is the product format, rounds each output once: no pass over y after the GEMM. On
-/// the CPU the same values come from the product, a bias pass and a rounding.
-pub fn linear_forward(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    mixed: Option<DType>,
-    store: Option<DType>,
-) -> Result<Tensor> {
-    const OP: &str = "linear";
+/// (N, in, out) of a linear layer's x [N, in] and W [out, in], or an error naming the mismatch.
+pub fn linear_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     let (&[n, fan_in], &[out, w_in]) = (x.shape(), w.shape()) else {
         return Err(invalid(
             "linear shapes",
@@ -38,6 +27,23 @@ pub fn linear_forward(
             format!("x has {fan_in} features but W expects {w_in}"),
         ));
     }
+    Ok((n, fan_in, out))
+}
+
+/// y [n, out] = x [n, in]·Wᵀ (W [out, in], PyTorch's layout) + b [out], the product's operands in
+/// `mixed` when set (see [`crate::autocast`]) and y stored in the 16-bit format `store` when one is
+/// given (see [`crate::autocast_activations`]). On a device the GEMM's epilogue adds the bias and,
+/// when `store` is the product format, rounds each output once: no pass over y after the GEMM. On
+/// the CPU the same values come from the product, a bias pass and a rounding.
+pub fn linear_forward(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    mixed: Option<DType>,
+    store: Option<DType>,
+) -> Result<Tensor> {
+    const OP: &str = "linear";
+    let (n, fan_in, out) = linear_dims(x, w)?;
     common_device(OP, &[x, w])?;
     if let Some(b) = b {
         common_device(OP, &[x, b])?;

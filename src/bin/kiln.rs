@@ -119,7 +119,8 @@ struct TrainArgs {
     #[arg(long, default_value = "f32")]
     precision: String,
     /// Replay each training step from a CUDA graph: one launch per step instead of one per kernel
-    /// (GPU devices; f32 or bf16). A last, smaller batch of an epoch takes an ordinary step.
+    /// (GPU devices; f32, bf16 or bf16-products: f16 needs the host each step). A last, smaller
+    /// batch of an epoch takes an ordinary step.
     #[arg(long)]
     cuda_graph: bool,
 }

@@ -2,35 +2,15 @@
 
 use crate::autograd::record;
 use crate::backend::{self, common_device};
-use crate::error::{invalid, Result};
+use crate::error::Result;
 use crate::ops::cast::gradient_as;
 use crate::shape::GemmSpec;
 use crate::tensor::{DType, Tensor};
 
-fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
-    let (&[n, fan_in], &[out, w_in]) = (x.shape(), w.shape()) else {
-        return Err(invalid(
-            "linear shapes",
-            format!(
-                "expected x [N, in] and W [out, in], got {:?} and {:?}",
-                x.shape(),
-                w.shape()
-            ),
-        ));
-    };
-    if fan_in != w_in {
-        return Err(invalid(
-            "linear shapes",
-            format!("x has {fan_in} features but W expects {w_in}"),
-        ));
-    }
-    Ok((n, fan_in, out))
-}
-
 /// y = x·Wᵀ + b.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     common_device("linear", &[x, w])?;
-    let (n, fan_in, out) = dims(x, w)?;
+    let (n, fan_in, out) = backend::linear_dims(x, w)?;
     // The precision of the products, kept for the backward pass (see crate::autocast).
     let mixed = crate::autocast::current();
     let store = crate::autocast::activation_format();
