@@ -174,6 +174,13 @@ fn run_train(args: &TrainArgs) -> CliResult {
         },
         config.out.display()
     );
+    if config.device == Device::Cpu && config.precision != Precision::F32 {
+        println!(
+            "note: the CPU computes {} by rounding f32 values as a GPU would store them, which is \
+             slower than f32 there; the 16-bit precisions are for GPUs",
+            config.precision.name()
+        );
+    }
     let summary = train::train(&config)?;
     println!("\n{}", summary.confusion);
     if summary.best_val_accuracy.is_finite() {
