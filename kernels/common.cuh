@@ -4,6 +4,8 @@
 
 #include "emulation.h"
 
+#include <cstddef>  // offsetof, for the layout checks against the Rust mirrors
+
 #define KILN_THREADS_PER_BLOCK 256
 
 __host__ __device__ __forceinline__ long long ceil_div(long long a, long long b) {
@@ -40,6 +42,16 @@ struct KilnStepScalars {
   int trans_a, trans_b;                                       \
   int batch, reduce_batch;                                    \
   int groups
+
+// What every GEMM kernel does with its accumulators, fields each one's parameter struct ends with
+// (mirrors src/cuda/gemm.rs `GemmEpilogue`, nested there at this place): C = alpha·acc + beta·C
+// + row_bias[g·m + row] + col_bias[g·n + col], stored in f32 or, with c_16bit (the 16-bit GEMMs
+// only, beta 0), rounded once to the operands' format.
+#define KILN_GEMM_EPILOGUE_FIELDS                                                    \
+  const float* row_bias; /* [groups·m] added to each row (a convolution's bias), or null */ \
+  const float* col_bias; /* [groups·n] added to each column (a linear layer's), or null */  \
+  float alpha, beta;                                                                   \
+  int c_16bit
 
 // Mirrors src/cuda/params.rs `ConvGeom`: a convolution or pooling window over an NCHW batch.
 struct ConvGeom {

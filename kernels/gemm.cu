@@ -31,10 +31,9 @@ struct GemmParams {
   // gemm_128x128_f32 only: 1 when 16-byte vector accesses are valid for that operand (base address
   // 16-byte aligned, batch and group strides and the leading dimension multiples of 4).
   int vec_a, vec_b, vec_c;
-  const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
-  const float* col_bias;  // [groups·n] added to each column of C after alpha/beta, or null
-  float alpha, beta;
+  KILN_GEMM_EPILOGUE_FIELDS;  // c_16bit is always 0 here: these kernels write f32
 };
+static_assert(offsetof(GemmParams, row_bias) == 120, "mirrors src/cuda/gemm.rs GemmParams");
 
 // The bias of row r of group g's C (0 without one).
 __device__ __forceinline__ float gemm_row_bias(const float* row_bias, int g, int m, int r) {

@@ -32,11 +32,9 @@ struct TcGemmParams {
   float* c;
   KILN_GEMM_LAYOUT_FIELDS;
   int vec_a, vec_b;
-  const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
-  const float* col_bias;  // [groups·n] added to each column of C after alpha/beta, or null
-  float alpha, beta;
-  int c_16bit;  // 1: C holds the operands' 16-bit format (beta is 0), rounded once; 0: f32
+  KILN_GEMM_EPILOGUE_FIELDS;
 };
+static_assert(offsetof(TcGemmParams, row_bias) == 112, "mirrors src/cuda/gemm_tc.rs TcGemmParams");
 
 // How a block's threads fetch one operand's kRows x TC_BK panel: kScalars elements each one by
 // one, or kVectors 16-byte vectors (8 elements) each, the last ones guarded when the panel has

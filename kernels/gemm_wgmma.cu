@@ -38,11 +38,9 @@ struct WgmmaGemmParams {
   const unsigned short* b;
   float* c;
   KILN_GEMM_LAYOUT_FIELDS;
-  const float* row_bias;  // [groups·m] added to each row of C after alpha/beta, or null
-  const float* col_bias;  // [groups·n] added to each column of C after alpha/beta, or null
-  float alpha, beta;
-  int c_16bit;  // 1: C holds the operands' 16-bit format (beta is 0), rounded once; 0: f32
+  KILN_GEMM_EPILOGUE_FIELDS;
 };
+static_assert(offsetof(WgmmaGemmParams, row_bias) == 104, "mirrors src/cuda/gemm_wgmma.rs");
 
 // Issues the copies of one operand's 128x64 panel (rows `row0`.. along m or n, k from `k0`) into
 // `panel`. K-major: the operand is stored [rows][k]; else [k][rows]. Chunks past the matrix are
@@ -226,13 +224,11 @@ struct __align__(128) WgmmaTmaParams {
   KilnTensorMap map_a;
   KilnTensorMap map_b;
   float* c;
-  const float* row_bias;
-  const float* col_bias;
   int m, n, k;
   int trans_a, trans_b;
-  float alpha, beta;
-  int c_16bit;  // as WgmmaGemmParams
+  KILN_GEMM_EPILOGUE_FIELDS;
 };
+static_assert(offsetof(WgmmaTmaParams, row_bias) == 288, "mirrors src/cuda/gemm_wgmma.rs");
 
 // Bytes of a stage: A's 128 x 64 panel, then B's kN x 64 one.
 template <int kN>

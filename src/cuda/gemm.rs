@@ -26,10 +26,32 @@ struct GemmParams {
     vec_a: i32,
     vec_b: i32,
     vec_c: i32,
+    epilogue: GemmEpilogue,
+}
+
+/// The fields every GEMM kernel's parameter struct ends with (`KILN_GEMM_EPILOGUE_FIELDS` in
+/// kernels/common.cuh, declared flat there at the same offsets): what the epilogue adds to
+/// alpha·op(A)·op(B) + beta·C and how it stores C.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct GemmEpilogue {
     row_bias: u64,
     col_bias: u64,
     alpha: f32,
     beta: f32,
+    c_16bit: i32,
+}
+
+impl GemmEpilogue {
+    pub(crate) fn of(operands: &GemmAddresses, alpha: f32, beta: f32) -> GemmEpilogue {
+        GemmEpilogue {
+            row_bias: operands.row_bias,
+            col_bias: operands.col_bias,
+            alpha,
+            beta,
+            c_16bit: operands.c_16bit.into(),
+        }
+    }
 }
 
 /// The shape fields of every GEMM kernel's parameter struct, nested right after its three operand
@@ -59,6 +81,8 @@ pub(crate) struct GemmLayout {
 const _: () = assert!(std::mem::size_of::<GemmLayout>() == 80);
 const _: () = assert!(std::mem::offset_of!(GemmParams, layout) == 24);
 const _: () = assert!(std::mem::offset_of!(GemmParams, vec_a) == 104);
+// The C side asserts the same offset of its first epilogue field (kernels/gemm.cu).
+const _: () = assert!(std::mem::offset_of!(GemmParams, epilogue) == 120);
 
 impl GemmLayout {
     /// `spec`'s shape, each size checked to fit the kernel's integer type.
@@ -235,17 +259,11 @@ pub(crate) fn gemm_at(
     gpu: &Gpu,
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses {
-        a,
-        b,
-        c,
-        row_bias,
-        col_bias,
-        c_16bit,
-    }: GemmAddresses,
+    operands: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
-    if c_16bit {
+    let GemmAddresses { a, b, c, .. } = operands;
+    if operands.c_16bit {
         return Err(invalid(
             "gemm output",
             "the f32 GEMM writes an f32 C; a 16-bit C needs 16-bit operands",
@@ -271,10 +289,7 @@ pub(crate) fn gemm_at(
             if spec.trans_b { spec.k } else { spec.n },
         ),
         vec_c: vector_ok(c, [spec.stride_c, spec.group_stride_c], spec.n),
-        row_bias,
-        col_bias,
-        alpha,
-        beta,
+        epilogue: GemmEpilogue::of(&operands, alpha, beta),
     };
     to_i32("gemm grid", spec.m.div_ceil(TILE_M))?;
     to_i32("gemm output matrices", spec.outputs())?;

@@ -1,7 +1,7 @@
 //! Launcher for kernels/gemm_tc.cu: the tensor-core GEMM with bf16 or f16 inputs and f32
 //! accumulation and output.
 
-use super::gemm::{flat_tile_rows, grid_config, GemmAddresses, GemmLayout};
+use super::gemm::{flat_tile_rows, grid_config, GemmAddresses, GemmEpilogue, GemmLayout};
 use super::gemm_wgmma::{gemm_wgmma_at, wgmma_kernel};
 use super::params::to_i32;
 use super::{kernel_params, launch, Gpu};
@@ -23,12 +23,11 @@ struct TcGemmParams {
     layout: GemmLayout,
     vec_a: i32,
     vec_b: i32,
-    row_bias: u64,
-    col_bias: u64,
-    alpha: f32,
-    beta: f32,
-    c_16bit: i32,
+    epilogue: GemmEpilogue,
 }
+
+// The C side asserts the same offset of its first epilogue field (kernels/gemm_tc.cu).
+const _: () = assert!(std::mem::offset_of!(TcGemmParams, epilogue) == 112);
 
 kernel_params!(TcGemmParams);
 
@@ -65,14 +64,7 @@ pub(crate) fn gemm_16bit_at(
         return Ok(());
     }
     to_i32("gemm grid", spec.m.div_ceil(TILE))?;
-    let GemmAddresses {
-        a,
-        b,
-        c,
-        row_bias,
-        col_bias,
-        c_16bit,
-    } = operands;
+    let GemmAddresses { a, b, c, .. } = operands;
     let flat = flat_tile_rows(spec);
     if flat.is_none() {
         if let Some(kernel) = wgmma_kernel(gpu, spec, a, b, bf16) {
@@ -96,11 +88,7 @@ pub(crate) fn gemm_16bit_at(
             spec.k,
             [spec.stride_b, spec.group_stride_b],
         ),
-        row_bias,
-        col_bias,
-        alpha,
-        beta,
-        c_16bit: c_16bit.into(),
+        epilogue: GemmEpilogue::of(&operands, alpha, beta),
     };
     to_i32("gemm output matrices", spec.outputs())?;
     let (kernel, tile_m, tile_n) = match (flat, bf16) {

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::gemm::{grid_config, GemmAddresses, GemmLayout};
+use super::gemm::{grid_config, GemmAddresses, GemmEpilogue, GemmLayout};
 use super::params::to_i32;
 use super::{kernel_params, launch, Gpu, LaunchConfig};
 use crate::error::Result;
@@ -77,11 +77,7 @@ struct WgmmaGemmParams {
     b: u64,
     c: u64,
     layout: GemmLayout,
-    row_bias: u64,
-    col_bias: u64,
-    alpha: f32,
-    beta: f32,
-    c_16bit: i32,
+    epilogue: GemmEpilogue,
 }
 
 /// A TMA descriptor as the kernel reads it (`KilnTensorMap`: the driver's `CUtensorMap`).
@@ -96,17 +92,17 @@ struct WgmmaTmaParams {
     map_a: TensorMap,
     map_b: TensorMap,
     c: u64,
-    row_bias: u64,
-    col_bias: u64,
     m: i32,
     n: i32,
     k: i32,
     trans_a: i32,
     trans_b: i32,
-    alpha: f32,
-    beta: f32,
-    c_16bit: i32,
+    epilogue: GemmEpilogue,
 }
+
+// The C side asserts the same offsets of its first epilogue fields (kernels/gemm_wgmma.cu).
+const _: () = assert!(std::mem::offset_of!(WgmmaGemmParams, epilogue) == 104);
+const _: () = assert!(std::mem::offset_of!(WgmmaTmaParams, epilogue) == 288);
 
 kernel_params!(WgmmaGemmParams, WgmmaTmaParams);
 
@@ -208,31 +204,21 @@ fn gemm_wgmma_tma_at(
     (bf16, wide): (bool, bool),
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses {
-        a,
-        b,
-        c,
-        row_bias,
-        col_bias,
-        c_16bit,
-    }: GemmAddresses,
+    operands: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
+    let GemmAddresses { a, b, c, .. } = operands;
     let tile_n = if wide { WIDE_TILE } else { TILE };
     let params = WgmmaTmaParams {
         map_a: operand_map(gpu, a, (spec.m, spec.k), (spec.trans_a, TILE), bf16)?,
         map_b: operand_map(gpu, b, (spec.n, spec.k), (!spec.trans_b, tile_n), bf16)?,
         c,
-        row_bias,
-        col_bias,
         m: to_i32("gemm m", spec.m)?,
         n: to_i32("gemm n", spec.n)?,
         k: to_i32("gemm k", spec.k)?,
         trans_a: spec.trans_a as i32,
         trans_b: spec.trans_b as i32,
-        alpha,
-        beta,
-        c_16bit: c_16bit.into(),
+        epilogue: GemmEpilogue::of(&operands, alpha, beta),
     };
     let grid = grid_config(spec, TILE, tile_n);
     let cfg = LaunchConfig {
@@ -252,26 +238,16 @@ fn gemm_wgmma_cp_async_at(
     bf16: bool,
     spec: &GemmSpec,
     alpha: f32,
-    GemmAddresses {
-        a,
-        b,
-        c,
-        row_bias,
-        col_bias,
-        c_16bit,
-    }: GemmAddresses,
+    operands: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
+    let GemmAddresses { a, b, c, .. } = operands;
     let params = WgmmaGemmParams {
         a,
         b,
         c,
         layout: GemmLayout::of(spec)?,
-        row_bias,
-        col_bias,
-        alpha,
-        beta,
-        c_16bit: c_16bit.into(),
+        epilogue: GemmEpilogue::of(&operands, alpha, beta),
     };
     to_i32("gemm output matrices", spec.outputs())?;
     let cfg = LaunchConfig {
