@@ -1,8 +1,12 @@
 //! Builds the CUDA kernels twice:
-//! 1. with nvcc to PTX for `compute_80` (Ampere and newer through the driver's JIT), embedded in the
-//!    library with `include_str!`; skipped with one warning when no nvcc is found. A file whose
-//!    first line is `// kiln-ptx-arch: ARCH` is compiled for ARCH instead (gemm_wgmma.cu:
-//!    `compute_90a`, whose Hopper-only instructions load on compute capability 9.0 alone);
+//! 1. with nvcc, for each kernels/*.cu: PTX for `compute_80` (Ampere and newer through the
+//!    driver's JIT) and SASS cubins for the GPUs we ship machine code for (`sm_80`, which Ampere and
+//!    Ada run, and `sm_90` for Hopper: a process then loads machine code instead of spending tens
+//!    of seconds in the JIT), all gzipped and embedded in the library; skipped with one warning
+//!    when no nvcc is found. A file whose first line is `// kiln-ptx-arch: ARCH` is compiled for
+//!    ARCH instead (gemm_wgmma.cu: `compute_90a` and `sm_90a`, whose Hopper-only instructions load
+//!    on compute capability 9.0 alone). `KILN_SASS` overrides the SASS targets (`sm_90`, or `none`
+//!    for PTX alone, which builds faster);
 //! 2. with the host C++ compiler, under kernels/emulation.h, so the same kernels run on the CPU.
 //!
 //! It also generates the table of kernels (name, module, emulated entry point) from the
@@ -15,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PTX_ARCH: &str = "compute_80";
+/// SASS built for files without their own target: sm_80 runs on every 8.x GPU (Ampere, Ada), sm_90
+/// on Hopper; other GPUs (Blackwell) JIT the PTX.
+const SASS_ARCHS: &[&str] = &["sm_80", "sm_90"];
 
 struct KernelFile {
     stem: String,
@@ -38,6 +45,7 @@ fn main() {
         "PATH",
         "KILN_REQUIRE_NVCC",
         "KILN_CACHE_DIR",
+        "KILN_SASS",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -50,11 +58,8 @@ fn main() {
     } else {
         None
     };
-    let ptx = match &nvcc {
-        Some(nvcc) => files
-            .iter()
-            .map(|f| compile_ptx(nvcc, &kernel_dir, f, &out))
-            .collect(),
+    let images = match &nvcc {
+        Some(nvcc) => compile_all(nvcc, &kernel_dir, &files, &out),
         None => {
             if env::var_os("KILN_REQUIRE_NVCC").is_some_and(|v| v != "0") {
                 panic!("KILN_REQUIRE_NVCC is set but no nvcc was found: run scripts/setup-cuda.sh");
@@ -67,7 +72,7 @@ fn main() {
             Vec::new()
         }
     };
-    let generated = generated_source(&files, &ptx, nvcc.is_some());
+    let generated = generated_source(&files, &images, nvcc.is_some());
     fs::write(out.join("kernels.rs"), generated).expect("write generated kernel table");
 }
 
@@ -232,29 +237,140 @@ fn setup_script_nvcc() -> Vec<PathBuf> {
         .collect()
 }
 
-/// The PTX of one file, or `None` for a file with its own target (`compute_90a`) that this nvcc
-/// does not know (before CUDA 12): its kernels are then left out of the GPU build, with a warning,
-/// and products fall back to kernels every GPU has. Any other failure stops the build.
-fn compile_ptx(nvcc: &Path, dir: &Path, file: &KernelFile, out: &Path) -> Option<PathBuf> {
-    let ptx = out.join(format!("{}.ptx", file.stem));
-    let output = Command::new(nvcc)
-        .args(["--ptx", "-O3", "-std=c++17", "-lineinfo"])
-        .arg(format!("-arch={}", file.arch))
+/// What nvcc made of one kernels/*.cu, gzipped: its PTX and its SASS cubins by architecture.
+struct ModuleImages {
+    ptx: PathBuf,
+    sass: Vec<(String, PathBuf)>,
+}
+
+/// One nvcc invocation: the PTX of a file, or its cubin for one architecture.
+#[derive(Clone)]
+enum Job {
+    Ptx,
+    Sass(String),
+}
+
+/// The SASS architectures for `file`: its own target's (`compute_90a` -> `sm_90a`) or
+/// [`SASS_ARCHS`], unless `KILN_SASS` says otherwise (`none`, or a comma-separated list).
+fn sass_archs(file: &KernelFile) -> Vec<String> {
+    let chosen = env::var("KILN_SASS").ok();
+    let chosen = chosen.as_deref().map(str::trim).filter(|v| !v.is_empty());
+    if chosen == Some("none") {
+        return Vec::new();
+    }
+    if file.arch != PTX_ARCH {
+        return vec![file.arch.replacen("compute_", "sm_", 1)];
+    }
+    match chosen {
+        Some(list) => list.split(',').map(|a| a.trim().to_string()).collect(),
+        None => SASS_ARCHS.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+/// Every file's PTX and cubins, compiled by parallel nvcc processes (ptxas on the large GEMM files
+/// takes tens of seconds each). A file is `None` when this nvcc cannot target its own architecture.
+fn compile_all(
+    nvcc: &Path,
+    dir: &Path,
+    files: &[KernelFile],
+    out: &Path,
+) -> Vec<Option<ModuleImages>> {
+    let jobs: Vec<(usize, Job)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| {
+            std::iter::once((i, Job::Ptx))
+                .chain(sass_archs(f).into_iter().map(move |a| (i, Job::Sass(a))))
+        })
+        .collect();
+    let workers = env::var("NUM_JOBS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(2)
+        .clamp(1, jobs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(usize, Job, Option<PathBuf>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((i, job)) = jobs.get(k) else { break };
+                        done.push((*i, job.clone(), compile(nvcc, dir, &files[*i], job, out)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("an nvcc worker panicked"))
+            .collect()
+    });
+    let mut images: Vec<Option<ModuleImages>> = (0..files.len())
+        .map(|_| {
+            Some(ModuleImages {
+                ptx: PathBuf::new(),
+                sass: Vec::new(),
+            })
+        })
+        .collect();
+    for (i, job, image) in results {
+        let Some(image) = image else {
+            images[i] = None;
+            continue;
+        };
+        if let Some(m) = images[i].as_mut() {
+            match job {
+                Job::Ptx => m.ptx = image,
+                Job::Sass(arch) => m.sass.push((arch, image)),
+            }
+        }
+    }
+    for m in images.iter_mut().flatten() {
+        m.sass.sort();
+    }
+    images
+}
+
+/// One job's gzipped output, or `None` for a file with its own target (`compute_90a`) that this
+/// nvcc does not know (before CUDA 12): its kernels are then left out of the GPU build, with a
+/// warning, and products fall back to kernels every GPU has. Any other failure stops the build.
+fn compile(nvcc: &Path, dir: &Path, file: &KernelFile, job: &Job, out: &Path) -> Option<PathBuf> {
+    let mut command = Command::new(nvcc);
+    command.args(["-O3", "-std=c++17"]);
+    let image = match job {
+        Job::Ptx => {
+            // Line numbers for compute-sanitizer and profilers, when a driver JITs this PTX.
+            command
+                .args(["--ptx", "-lineinfo"])
+                .arg(format!("-arch={}", file.arch));
+            out.join(format!("{}.ptx", file.stem))
+        }
+        Job::Sass(arch) => {
+            command.arg("--cubin").arg(format!("-arch={arch}"));
+            out.join(format!("{}.{arch}.cubin", file.stem))
+        }
+    };
+    let output = command
         .arg("-I")
         .arg(dir)
         .arg(&file.path)
         .arg("-o")
-        .arg(&ptx)
+        .arg(&image)
         .output()
         .unwrap_or_else(|e| panic!("could not run {}: {e}", nvcc.display()));
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if file.arch != PTX_ARCH && stderr.contains("Unsupported gpu architecture") {
-            println!(
-                "cargo:warning={}: this nvcc cannot target {}; its kernels are left out (CUDA 12 or newer builds them)",
-                file.path.display(),
-                file.arch
-            );
+            if matches!(job, Job::Ptx) {
+                println!(
+                    "cargo:warning={}: this nvcc cannot target {}; its kernels are left out (CUDA 12 or newer builds them)",
+                    file.path.display(),
+                    file.arch
+                );
+            }
             return None;
         }
         panic!(
@@ -263,27 +379,35 @@ fn compile_ptx(nvcc: &Path, dir: &Path, file: &KernelFile, out: &Path) -> Option
             String::from_utf8_lossy(&output.stdout),
         );
     }
-    Some(gzipped(&ptx))
+    Some(gzipped(&image))
 }
 
-/// `path` compressed with gzip into `path.gz` (PTX shrinks about tenfold: every executable embeds
-/// all of it, and the GPU bundle carries dozens of executables). The gzip header names the file
-/// `kiln-<stem>.ptx`, which is how scripts/gpu-bundle.sh sees that an executable embeds kernels.
+/// `path` compressed with gzip into `path.gz` (PTX shrinks about tenfold, SASS about fivefold:
+/// every executable embeds all of it, and the GPU bundle carries dozens of executables). The gzip
+/// header names the file `kiln-<file name>` (`kiln-gemm.ptx`, `kiln-gemm.sm_90.cubin`), which is
+/// how scripts/gpu-bundle.sh sees that an executable embeds kernels.
 fn gzipped(path: &Path) -> PathBuf {
     use std::io::Write;
-    let text = fs::read(path).expect("readable PTX");
-    let gz = path.with_extension("ptx.gz");
+    let bytes = fs::read(path).expect("readable nvcc output");
+    let name = path
+        .file_name()
+        .expect("nvcc output file name")
+        .to_string_lossy();
+    let gz = path.with_file_name(format!("{name}.gz"));
     let file = fs::File::create(&gz).expect("writable OUT_DIR");
-    let stem = path.file_stem().expect("PTX file name").to_string_lossy();
     let mut encoder = flate2::GzBuilder::new()
-        .filename(format!("kiln-{stem}.ptx"))
+        .filename(format!("kiln-{name}"))
         .write(file, flate2::Compression::best());
-    encoder.write_all(&text).expect("write compressed PTX");
-    encoder.finish().expect("finish compressed PTX");
+    encoder.write_all(&bytes).expect("write compressed kernels");
+    encoder.finish().expect("finish compressed kernels");
     gz
 }
 
-fn generated_source(files: &[KernelFile], ptx: &[Option<PathBuf>], with_nvcc: bool) -> String {
+fn generated_source(
+    files: &[KernelFile],
+    images: &[Option<ModuleImages>],
+    with_nvcc: bool,
+) -> String {
     let mut s = String::new();
     writeln!(
         s,
@@ -296,18 +420,28 @@ fn generated_source(files: &[KernelFile], ptx: &[Option<PathBuf>], with_nvcc: bo
     writeln!(s, "pub const PTX_ARCH: &str = {PTX_ARCH:?};").unwrap();
     writeln!(
         s,
-        "/// PTX of each kernels/*.cu: (file stem, PTX target, gzipped PTX); empty without nvcc."
+        "/// Each kernels/*.cu: (file stem, PTX target, gzipped PTX, [(SASS architecture, gzipped cubin)]); empty without nvcc."
     )
     .unwrap();
-    writeln!(s, "pub const PTX_MODULES: &[(&str, &str, &[u8])] = &[").unwrap();
-    for (f, p) in files.iter().zip(ptx) {
-        let Some(p) = p else { continue };
+    writeln!(
+        s,
+        "pub const MODULES: &[(&str, &str, &[u8], &[(&str, &[u8])])] = &["
+    )
+    .unwrap();
+    for (f, m) in files.iter().zip(images) {
+        let Some(m) = m else { continue };
+        let sass: Vec<String> = m
+            .sass
+            .iter()
+            .map(|(arch, p)| format!("({arch:?}, include_bytes!({:?}))", p.display().to_string()))
+            .collect();
         writeln!(
             s,
-            "    ({:?}, {:?}, include_bytes!({:?})),",
+            "    ({:?}, {:?}, include_bytes!({:?}), &[{}]),",
             f.stem,
             f.arch,
-            p.display().to_string()
+            m.ptx.display().to_string(),
+            sass.join(", ")
         )
         .unwrap();
     }

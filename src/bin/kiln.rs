@@ -267,7 +267,7 @@ fn run_summary(model: &str) -> CliResult {
 fn run_info() -> CliResult {
     println!("kiln {}", env!("CARGO_PKG_VERSION"));
     println!(
-        "kernels: {} ({} kernels; PTX for {}, emulation always built)",
+        "kernels: {} ({} kernels; PTX for {}; machine code for {}; emulation always built)",
         if cuda::built_with_kernels() {
             "compiled by nvcc"
         } else {
@@ -278,6 +278,10 @@ fn run_info() -> CliResult {
             cuda::ptx_targets().join(" and ")
         } else {
             cuda::ptx_arch().to_string()
+        },
+        match cuda::sass_targets() {
+            t if t.is_empty() => "none (the driver JIT-compiles the PTX)".to_string(),
+            t => t.join(", "),
         }
     );
     println!("best device: {}", Device::best());

@@ -11,6 +11,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::generated;
+use super::kernel_image::{self, LoadedImage};
 use super::memory::RawBlock;
 use super::LaunchConfig;
 use crate::error::{Error, Result};
@@ -66,26 +67,6 @@ pub(crate) fn usable_gpu_count() -> usize {
 /// Dynamic shared memory a kernel may take without opting in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_...).
 const STATIC_SHARED_LIMIT: u32 = 48 * 1024;
 
-/// Whether PTX built for `arch` loads on a device of compute capability `(major, minor)`: an
-/// architecture-specific target (`compute_90a`) only on exactly that capability, a plain one
-/// (`compute_80`) on it and every later one.
-fn loads_on(arch: &str, (major, minor): (i32, i32)) -> bool {
-    let digits = arch.trim_start_matches("compute_");
-    let (number, specific) = match digits.strip_suffix('a') {
-        Some(number) => (number, true),
-        None => (digits, false),
-    };
-    let Ok(number) = number.parse::<i32>() else {
-        return false;
-    };
-    let device = major * 10 + minor;
-    if specific {
-        device == number
-    } else {
-        device >= number
-    }
-}
-
 pub(crate) struct RealGpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -93,6 +74,8 @@ pub(crate) struct RealGpu {
     /// The dynamic shared memory each kernel has been allowed beyond 48 KB (set once, not per
     /// launch: a driver call on every GEMM would sit on the hot path).
     shared_opt_in: Mutex<HashMap<&'static str, u32>>,
+    /// Which image (machine code or PTX) each module was loaded from.
+    images: Vec<(&'static str, LoadedImage)>,
     _modules: Vec<Arc<CudaModule>>,
 }
 
@@ -112,27 +95,37 @@ impl RealGpu {
         // CUDA graph.
         let stream = ctx.new_stream()?;
         let capability = ctx.compute_capability()?;
+        let prefer_sass = kernel_image::prefer_sass()?;
         let mut modules = Vec::new();
+        let mut images = Vec::new();
         let mut functions = HashMap::new();
-        for (stem, arch, ptx) in generated::PTX_MODULES {
-            if !loads_on(arch, capability) {
+        for (stem, arch, ptx, sass) in generated::MODULES {
+            if !kernel_image::ptx_loads_on(arch, capability) {
                 continue; // its kernels are absent: `has_kernel` says so, and callers fall back
             }
-            let module = ctx.load_module(Ptx::from_src(unpacked_ptx(stem, ptx)?))?;
+            let (module, image) =
+                load_module(&ctx, stem, arch, ptx, sass, capability, prefer_sass)?;
             for (name, owner) in generated::KERNELS {
                 if owner == stem {
                     functions.insert(*name, module.load_function(name)?);
                 }
             }
             modules.push(module);
+            images.push((*stem, image));
         }
         Ok(RealGpu {
             ctx,
             stream,
             functions,
             shared_opt_in: Mutex::new(HashMap::new()),
+            images,
             _modules: modules,
         })
+    }
+
+    /// How the modules were loaded: machine code per architecture, or PTX through the JIT.
+    pub(crate) fn kernel_images(&self) -> String {
+        kernel_image::summary(&self.images)
     }
 
     /// The driver's TMA descriptor (`CUtensorMap`) of a 2-d 16-bit matrix at `address`:
@@ -319,50 +312,33 @@ impl RealGpu {
     }
 }
 
-/// The PTX text of module `stem` from its gzipped form (build.rs compresses what it embeds).
-fn unpacked_ptx(stem: &str, gz: &[u8]) -> Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::Driver(format!("the embedded PTX of {stem} is corrupt: {e}")))?;
-    Ok(text)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{generated, loads_on, unpacked_ptx};
-
-    #[test]
-    fn every_embedded_module_unpacks_to_ptx_declaring_its_kernels() {
-        assert_eq!(
-            generated::PTX_MODULES.is_empty(),
-            !generated::BUILT_WITH_NVCC
-        );
-        for (stem, arch, gz) in generated::PTX_MODULES {
-            let ptx = unpacked_ptx(stem, gz).unwrap();
-            assert!(ptx.contains(".version"), "{stem}: not PTX");
-            assert!(ptx.contains(&format!(".target {}", arch.replace("compute_", "sm_"))));
-            for (name, owner) in generated::KERNELS {
-                if owner == stem {
-                    assert!(
-                        ptx.contains(&format!(".entry {name}(")),
-                        "{stem}: no {name}"
-                    );
-                }
-            }
+/// Module `stem` from its machine code for this device when there is one (and `prefer_sass`),
+/// otherwise from its PTX; machine code the driver refuses falls back to the PTX, saying why.
+fn load_module(
+    ctx: &Arc<CudaContext>,
+    stem: &'static str,
+    arch: &'static str,
+    ptx: &[u8],
+    sass: &'static [(&'static str, &'static [u8])],
+    capability: (i32, i32),
+    prefer_sass: bool,
+) -> Result<(Arc<CudaModule>, LoadedImage)> {
+    let why = if !prefer_sass {
+        format!("{}=ptx", kernel_image::KERNEL_IMAGE_VAR)
+    } else if let Some((sass_arch, gz)) = kernel_image::best_sass(sass, capability) {
+        let cubin = kernel_image::unpacked(stem, "cubin", gz)?;
+        match ctx.load_module(Ptx::from_binary(cubin)) {
+            Ok(module) => return Ok((module, LoadedImage::Sass(sass_arch))),
+            Err(e) => format!("the driver refused its {sass_arch} machine code: {e}"),
         }
-    }
-
-    #[test]
-    fn architecture_specific_ptx_loads_only_on_its_own_capability() {
-        assert!(loads_on("compute_80", (8, 0)));
-        assert!(loads_on("compute_80", (9, 0)));
-        assert!(loads_on("compute_80", (12, 0)));
-        assert!(!loads_on("compute_80", (7, 5)));
-        assert!(loads_on("compute_90a", (9, 0)));
-        assert!(!loads_on("compute_90a", (8, 9)));
-        assert!(!loads_on("compute_90a", (10, 0)));
-        assert!(!loads_on("sm_90", (9, 0)));
-    }
+    } else {
+        format!(
+            "no machine code for compute capability {}.{}",
+            capability.0, capability.1
+        )
+    };
+    let text = String::from_utf8(kernel_image::unpacked(stem, "PTX", ptx)?)
+        .map_err(|e| Error::Driver(format!("the embedded PTX of {stem} is not text: {e}")))?;
+    let module = ctx.load_module(Ptx::from_src(text))?;
+    Ok((module, LoadedImage::Ptx { target: arch, why }))
 }

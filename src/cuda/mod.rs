@@ -15,6 +15,7 @@ pub(crate) mod gemm_tc;
 pub(crate) mod gemm_wgmma;
 pub(crate) mod graph;
 pub(crate) mod im2col;
+mod kernel_image;
 mod launch;
 pub(crate) mod loss;
 mod memory;
@@ -76,7 +77,19 @@ pub fn ptx_arch() -> &'static str {
 /// Every PTX target among the embedded modules: [`ptx_arch`] and the architecture-specific ones
 /// (`compute_90a`: the Hopper kernels, loaded on compute capability 9.0 alone). Empty without nvcc.
 pub fn ptx_targets() -> Vec<&'static str> {
-    let mut targets: Vec<&'static str> = generated::PTX_MODULES.iter().map(|m| m.1).collect();
+    let mut targets: Vec<&'static str> = generated::MODULES.iter().map(|m| m.1).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
+}
+
+/// Every architecture the embedded modules carry machine code for (`sm_80`, `sm_90`, `sm_90a`),
+/// loaded instead of the PTX where it fits the GPU. Empty without nvcc or with `KILN_SASS=none`.
+pub fn sass_targets() -> Vec<&'static str> {
+    let mut targets: Vec<&'static str> = generated::MODULES
+        .iter()
+        .flat_map(|m| m.3.iter().map(|s| s.0))
+        .collect();
     targets.sort_unstable();
     targets.dedup();
     targets
@@ -195,7 +208,11 @@ pub fn describe(device: Device) -> Result<String> {
             } else {
                 "not loaded (they need compute capability 9.0)"
             };
-            format!("{}; Hopper kernels (wgmma, TMA): {hopper}", r.describe()?)
+            format!(
+                "{}; Hopper kernels (wgmma, TMA): {hopper}; kernels loaded as {}",
+                r.describe()?,
+                r.kernel_images()
+            )
         }
         Backend::Emulated => "CUDA kernels emulated on the CPU".to_string(),
     })
