@@ -59,15 +59,111 @@ pub fn random_vec<T: Float>(rng: &mut StdRng, len: usize) -> Vec<T> {
         .collect()
 }
 
-/// The devices a GPU-vs-CPU parity test runs on: the kernel emulation always, and CUDA device 0
-/// when one is usable. When it is not, prints why, once per test, so skipped GPU checks are visible.
+/// The environment variable that picks which halves of the device-parameterised tests run: a
+/// comma-separated subset of `cpu`, `emulated` and `cuda` (unset: all three). The GPU bundle sets
+/// `KILN_TEST_DEVICES=cuda` on the GPU host, so its short window is not spent on CPU and emulation
+/// work that CI already did; `cpu,emulated` is what a machine without a GPU can run.
+pub const TEST_DEVICES_VAR: &str = "KILN_TEST_DEVICES";
+
+/// One half of a device-parameterised test, as `KILN_TEST_DEVICES` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Emulated,
+    Cuda,
+}
+
+impl DeviceKind {
+    const ALL: [DeviceKind; 3] = [DeviceKind::Cpu, DeviceKind::Emulated, DeviceKind::Cuda];
+
+    fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Emulated => "emulated",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+
+    fn of(device: Device) -> DeviceKind {
+        match device {
+            Device::Cpu => DeviceKind::Cpu,
+            Device::CudaEmulated => DeviceKind::Emulated,
+            Device::Cuda(_) => DeviceKind::Cuda,
+        }
+    }
+}
+
+/// The kinds a value of `KILN_TEST_DEVICES` selects (`None`: all). A name that is not a kind is an
+/// error naming it, so a typo in a GPU host's script cannot silently run nothing.
+pub fn parse_test_devices(value: Option<&str>) -> Result<Vec<DeviceKind>, String> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(DeviceKind::ALL.to_vec());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .map(|name| {
+            DeviceKind::ALL
+                .into_iter()
+                .find(|k| k.name() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "{TEST_DEVICES_VAR}={value:?}: {name:?} is not one of cpu, emulated, cuda"
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Whether this process runs the `kind` half of device-parameterised tests.
+/// Panics (this is test code) when `KILN_TEST_DEVICES` names an unknown kind.
+pub fn runs_on(kind: DeviceKind) -> bool {
+    let value = std::env::var(TEST_DEVICES_VAR).ok();
+    parse_test_devices(value.as_deref())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .contains(&kind)
+}
+
+/// `devices` without the kinds `KILN_TEST_DEVICES` leaves out, saying once per test what it skips.
+fn selected(test: &str, devices: Vec<Device>) -> Vec<Device> {
+    let (kept, dropped): (Vec<Device>, Vec<Device>) = devices
+        .into_iter()
+        .partition(|&d| runs_on(DeviceKind::of(d)));
+    if !dropped.is_empty() {
+        let names: Vec<String> = dropped.iter().map(|d| d.to_string()).collect();
+        eprintln!(
+            "{test}: SKIPPED on {} ({TEST_DEVICES_VAR} leaves it out)",
+            names.join(", ")
+        );
+    }
+    kept
+}
+
+/// The devices a GPU-vs-CPU parity test runs on: the kernel emulation, and CUDA device 0 when one
+/// is usable. When it is not, prints why, once per test, so skipped GPU checks are visible.
+/// `KILN_TEST_DEVICES` can leave either out.
 pub fn gpu_devices_under_test(test: &str) -> Vec<Device> {
     let mut devices = vec![Device::CudaEmulated];
-    match crate::cuda::cuda_unavailable_reason(0) {
-        None => devices.push(Device::Cuda(0)),
-        Some(why) => eprintln!("{test}: skipping the real-GPU run: {why}"),
+    if runs_on(DeviceKind::Cuda) {
+        match crate::cuda::cuda_unavailable_reason(0) {
+            None => devices.push(Device::Cuda(0)),
+            Some(why) => eprintln!("{test}: skipping the real-GPU run: {why}"),
+        }
     }
+    selected(test, devices)
+}
+
+/// The CPU and every device of [`gpu_devices_under_test`], for tests written once and run on each.
+pub fn devices_under_test(test: &str) -> Vec<Device> {
+    let mut devices = selected(test, vec![Device::Cpu]);
+    devices.extend(gpu_devices_under_test(test));
     devices
+}
+
+/// Whether a test written for the kernel emulation alone runs here (`KILN_TEST_DEVICES`); says
+/// SKIPPED with the reason when it does not.
+pub fn emulation_under_test(test: &str) -> bool {
+    !selected(test, vec![Device::CudaEmulated]).is_empty()
 }
 
 /// Random f32 values uniform in `[-1, 1)` with magnitudes kept away from 0 by `gap`, so tests of
@@ -187,5 +283,30 @@ pub fn check_parity(
     for (i, (d, c)) in dev_grads.iter().zip(&cpu_grads).enumerate() {
         eprintln!("{name} on {device}: gradient of input {i}");
         assert_close(d, c, atol, rtol);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_test_devices, DeviceKind};
+
+    #[test]
+    fn test_devices_parse_subsets_and_reject_unknown_names() {
+        let all = vec![DeviceKind::Cpu, DeviceKind::Emulated, DeviceKind::Cuda];
+        assert_eq!(parse_test_devices(None).unwrap(), all);
+        assert_eq!(parse_test_devices(Some("  ")).unwrap(), all);
+        assert_eq!(
+            parse_test_devices(Some("cuda")).unwrap(),
+            vec![DeviceKind::Cuda]
+        );
+        assert_eq!(
+            parse_test_devices(Some("cpu, emulated")).unwrap(),
+            vec![DeviceKind::Cpu, DeviceKind::Emulated]
+        );
+        let err = parse_test_devices(Some("cuda,gpu")).unwrap_err();
+        assert!(
+            err.contains("\"gpu\"") && err.contains("KILN_TEST_DEVICES"),
+            "{err}"
+        );
     }
 }

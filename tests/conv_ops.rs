@@ -26,9 +26,7 @@ fn random32(shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn all_devices(test: &str) -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu_devices_under_test(test));
-    devices
+    kiln::testing::devices_under_test(test)
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> f64 {

@@ -521,11 +521,7 @@ fn loader_yields_tensors_on_the_device() {
     assert_send::<kiln::Tensor>();
     assert_send::<kiln::data::HostBatch>();
     // The CPU, the kernel emulation, and a real GPU when one is usable.
-    let mut devices = vec![Device::Cpu];
-    devices.extend(kiln::testing::gpu_devices_under_test(
-        "loader_yields_tensors_on_the_device",
-    ));
-    for device in devices {
+    for device in kiln::testing::devices_under_test("loader_yields_tensors_on_the_device") {
         let l = DataLoader::new(toy(7), 3, device).unwrap().with_shuffle(4);
         let mut count = 0;
         for (k, batch) in l.epoch(0).enumerate() {

@@ -1,13 +1,10 @@
 //! The lecture's worked examples as literal tests, on the CPU, the kernel emulation and (where one
 //! is usable) a real GPU.
 
-use kiln::testing::gpu_devices_under_test;
 use kiln::{ops, Device, Tensor, Window2d};
 
 fn all_devices(test: &str) -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu_devices_under_test(test));
-    devices
+    kiln::testing::devices_under_test(test)
 }
 
 #[test]

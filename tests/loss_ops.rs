@@ -57,9 +57,7 @@ fn on(t: &Tensor, d: Device) -> Tensor {
 
 /// The CPU and every device a parity test runs on.
 fn all_devices(test: &str) -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu_devices_under_test(test));
-    devices
+    kiln::testing::devices_under_test(test)
 }
 
 // ---- Hand-computed values, on every device.
