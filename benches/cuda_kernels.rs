@@ -14,6 +14,8 @@
 //! - `KILN_BENCH_JSON`: a file to write one JSON object per measurement to (same atomic write),
 //!   `{"source": "kiln"|"cublas", "workload": ..., "ms": ..., "bytes": ..., "flops": ...}`;
 //!   bench/gpu_report.py joins it with bench/torch_gpu.py's output (same `workload` names).
+//! - `KILN_BENCH_PROGRESS`: a file each row is appended to (one JSON object per line, flushed) as
+//!   soon as it is measured, so a run cut short by a time limit still leaves every finished row.
 //!
 //! Method: each kernel is run `WARMUP` times untimed, then `RUNS` times (1 and 3 under
 //! emulation), each run timed with CUDA events on kiln's stream (`kiln::cuda::time_runs`; host
@@ -121,7 +123,7 @@ fn run() -> Result<()> {
 
     let mut report = header(&bench)?;
     print!("{report}");
-    let mut rows = Rows::default();
+    let mut rows = Rows::new()?;
     // Without the bandwidth ceiling there is no report; any later failure is recorded, the other
     // rows still run, and the program exits non-zero after writing what it measured.
     let ceiling = bench.copy_ceiling(&mut rows)?;
@@ -155,7 +157,9 @@ fn run() -> Result<()> {
     let (half_reference, half_note) = bench.cublas_bf16(&half_problems)?;
     reference.extend(half_reference);
     reference_note.push_str(&format!("; bf16: {half_note}"));
-    rows.list.extend(reference.iter().map(|r| r.row.clone()));
+    for r in &reference {
+        rows.push(r.row.clone(), bench.runs);
+    }
     // The matrix ceiling: cuBLAS's best rate over the square SGEMMs (the largest, in practice).
     let matrix_ceiling = reference
         .iter()
@@ -202,13 +206,49 @@ fn run() -> Result<()> {
 }
 
 /// The measured rows, and what failed (a workload or section and the error).
-#[derive(Default)]
 struct Rows {
     list: Vec<Row>,
     failed: Vec<(String, String)>,
+    /// `KILN_BENCH_PROGRESS`: each row appended as soon as it is measured.
+    progress: Option<std::fs::File>,
 }
 
 impl Rows {
+    /// Rows that append each measurement to `KILN_BENCH_PROGRESS` when it is set.
+    fn new() -> Result<Rows> {
+        let progress = match out_path("KILN_BENCH_PROGRESS")? {
+            None => None,
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| Error::InvalidArgument {
+                        what: "KILN_BENCH_PROGRESS",
+                        why: format!("{}: {e}", path.display()),
+                    })?,
+            ),
+        };
+        Ok(Rows {
+            list: Vec::new(),
+            failed: Vec::new(),
+            progress,
+        })
+    }
+
+    /// Keeps `row`, and appends it to the progress file at once (a write error there only warns:
+    /// the measurement itself is still in the report).
+    fn push(&mut self, row: Row, runs: usize) {
+        if let Some(file) = self.progress.as_mut() {
+            use std::io::Write as _;
+            let line = format!("{}\n", report::row_json(&row, runs));
+            if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
+                eprintln!("KILN_BENCH_PROGRESS: {e}");
+            }
+        }
+        self.list.push(row);
+    }
+
     /// The value of a section that ran, or `None` with its error recorded.
     fn check<T>(&mut self, section: &str, result: Result<T>) -> Option<T> {
         match result {
@@ -327,14 +367,17 @@ impl Bench {
             }
         };
         eprintln!("  {kernel} {shape}: {median_ms:.4} ms");
-        rows.list.push(Row {
-            source: "kiln",
-            kernel,
-            shape,
-            workload,
-            median_ms,
-            work,
-        });
+        rows.push(
+            Row {
+                source: "kiln",
+                kernel,
+                shape,
+                workload,
+                median_ms,
+                work,
+            },
+            self.runs,
+        );
         Ok(())
     }
 

@@ -146,6 +146,21 @@ pub(super) fn versus(rows: &[Row], reference: &[ReferenceRow], note: &str) -> St
 }
 
 /// One JSON object per line: a `meta` line, each row, each failure, the ResNet-20 step's peak memory.
+/// One measurement as a JSON object (also what `KILN_BENCH_PROGRESS` gets as each row is taken).
+pub(super) fn row_json(r: &Row, runs: usize) -> serde_json::Value {
+    json!({
+        "source": r.source,
+        "workload": r.workload,
+        "kernel": r.kernel,
+        "shape": r.shape,
+        "ms": r.median_ms,
+        "runs": runs,
+        "bytes": r.work.bytes,
+        "flops": r.work.flops,
+        "images": r.work.images,
+    })
+}
+
 pub(super) fn json_lines(
     bench: &Bench,
     rows: &Rows,
@@ -166,17 +181,7 @@ pub(super) fn json_lines(
         "cublas": note,
     })];
     for r in &rows.list {
-        let mut line = json!({
-            "source": r.source,
-            "workload": r.workload,
-            "kernel": r.kernel,
-            "shape": r.shape,
-            "ms": r.median_ms,
-            "runs": bench.runs,
-            "bytes": r.work.bytes,
-            "flops": r.work.flops,
-            "images": r.work.images,
-        });
+        let mut line = row_json(r, bench.runs);
         if let Some(rr) = reference
             .iter()
             .find(|rr| rr.row.source == r.source && rr.row.workload == r.workload)
