@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NVCC_DIR = $(shell scripts/setup-cuda.sh)
 
-.PHONY: setup-cuda test train demo kernel-report gpu-bundle bench-cpu bench-cpu-compare bench-gpu-emulated oracle lint
+.PHONY: setup-cuda test train demo kernel-report gpu-bundle gpu-bundle-dryrun bench-cpu bench-cpu-compare bench-gpu-emulated oracle lint
 
 # Installs nvcc 13.0 from pinned PyPI wheels into ~/.cache/kiln (once; quick afterwards).
 setup-cuda:
@@ -35,6 +35,11 @@ kernel-report:
 # Release test and bench executables with the kernels embedded, plus run.sh, in dist/gpu-bundle.
 gpu-bundle:
 	KILN_NVCC="$(NVCC_DIR)/nvcc" scripts/gpu-bundle.sh
+
+# The bundle's run.sh on this machine against the kernel emulation, with a planted hang and a
+# 120 s budget: the deadline, the TIMEOUT record and the packed evidence are checked.
+gpu-bundle-dryrun: gpu-bundle
+	scripts/gpu-bundle-dryrun.sh 120
 
 bench-cpu:
 	cargo bench --bench cpu_kernels

@@ -46,6 +46,7 @@ fn main() {
         "KILN_REQUIRE_NVCC",
         "KILN_CACHE_DIR",
         "KILN_SASS",
+        "KILN_STATIC_LIBSTDCXX",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -193,7 +194,34 @@ fn build_emulation(dir: &Path, files: &[KernelFile]) {
     for f in files {
         build.file(&f.path);
     }
+    let static_cxx = env::var_os("KILN_STATIC_LIBSTDCXX").is_some_and(|v| v != "0");
+    if static_cxx {
+        build.cpp_link_stdlib(None);
+    }
     build.compile("kiln_emulation");
+    if static_cxx {
+        link_libstdcxx_statically(&build);
+    }
+}
+
+/// Links libstdc++.a into every executable (`KILN_STATIC_LIBSTDCXX=1`, set by the GPU bundle), so
+/// a host whose libstdc++ is older than this compiler's (GLIBCXX_3.4.29 is GCC 11's) runs them.
+fn link_libstdcxx_statically(build: &cc::Build) {
+    let compiler = build.get_compiler();
+    let output = Command::new(compiler.path())
+        .arg("-print-file-name=libstdc++.a")
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", compiler.path().display()));
+    let archive = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if !archive.is_absolute() || !archive.is_file() {
+        panic!(
+            "KILN_STATIC_LIBSTDCXX is set but {} has no libstdc++.a (Debian: apt-get install libstdc++-12-dev)",
+            compiler.path().display()
+        );
+    }
+    let dir = archive.parent().expect("an absolute path has a parent");
+    println!("cargo:rustc-link-search=native={}", dir.display());
+    println!("cargo:rustc-link-lib=static:-bundle=stdc++");
 }
 
 /// nvcc in the documented order: KILN_NVCC, NVCC, CUDA_HOME/CUDA_PATH, PATH, the set-up script's venv.

@@ -263,12 +263,16 @@ phase_at() { # the end of a phase at this fraction (percent) of the budget
   echo $((start + budget * $1 / 100))
 }
 
-# ---- 0. the executables, unpacked once (gzip through tar, or Python's tarfile) ----
+# ---- 0. the executables, unpacked once (xz through Python's tarfile, or tar) ----
 if [ ! -d bin ]; then
   t0=$(date +%s)
-  if tar -xzf bin.tar.gz 2>"$work/unpack.log" ||
-    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".")' bin.tar.gz 2>>"$work/unpack.log"; then
-    record unpack PASS $(($(date +%s) - t0)) ""
+  packed=bin.tar.xz
+  [ -f "$packed" ] || packed=bin.tar.gz
+  if python3 -c 'import sys, tarfile
+safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+tarfile.open(sys.argv[1]).extractall(".", **safe)' "$packed" 2>"$work/unpack.log" ||
+    tar -xf "$packed" 2>>"$work/unpack.log"; then
+    record unpack PASS $(($(date +%s) - t0)) "$packed"
   else
     record unpack FAIL $(($(date +%s) - t0)) "$(tail -n 1 "$work/unpack.log")"
     exit 1
