@@ -17,8 +17,14 @@
 // gemm_wgmma_tma_* take single products (one batch entry, one group) and load the panels with TMA
 // instead: a third warpgroup is the producer, one of its threads issuing each stage's bulk tensor
 // copies, and the two consumer warpgroups only multiply. Each stage has a "full" mbarrier (the
-// copies' bytes have landed) and an "empty" one (both consumers are done reading), so the ring
+// copies' bytes have landed) and an "empty" one (every consumer warp is done reading), so the ring
 // runs without block-wide barriers and the loads are as far ahead as there are free stages.
+// A stage is released warp by warp: lane 0 of each of the 8 consumer warps arrives on its empty
+// barrier (count 8) after that warp's own wgmma.wait_group has retired the wgmma that read it. The
+// PTX ISA promises only that a wait retires the executing warp's wgmma, so one warp may not release
+// on behalf of the other warps of its warpgroup (CUTLASS and DeepGEMM arrive per warp too). The
+// emulation holds the kernel to this: a TMA copy into a stage some warp has read but not itself
+// released fails there (kernels/hopper.cuh).
 #include "common.cuh"
 #include "half.cuh"
 #include "hopper.cuh"
@@ -216,6 +222,8 @@ KILN_EMULATE_SYNC(gemm_wgmma_f16, WgmmaGemmParams)
 // registers from the producer warpgroup).
 
 #define WG_TMA_THREADS 384  // warpgroup 0 produces, 1 and 2 consume
+#define WG_TMA_CONSUMER_WARPS 8  // each releases a stage on its own: the empty barriers' count
+static_assert(WG_TMA_CONSUMER_WARPS == (WG_TMA_THREADS - 128) / 32, "every consumer warp arrives");
 
 // Mirrors src/cuda/gemm_wgmma.rs `WgmmaTmaParams`. map_a / map_b: 2-d maps of A and B as stored
 // (inner dimension = the contiguous one), boxes of 64 x 128 or 64 x kN (K-major) or 64 x 64
@@ -263,7 +271,7 @@ __device__ __forceinline__ void wg_tma_produce(const WgmmaTmaParams& p, int m0, 
   const int panels = (p.k + WG_BK - 1) / WG_BK;
   for (int panel = 0; panel < panels; ++panel) {
     const int s = panel % WG_STAGES;
-    // The stage's previous use (panel - WG_STAGES) must be released by both consumers.
+    // The stage's previous use (panel - WG_STAGES) must be released by every consumer warp.
     if (panel >= WG_STAGES) kiln_mbarrier_wait(&empty[s], ((panel / WG_STAGES) - 1) & 1);
     unsigned char* stage = stages + s * kStageBytes;
     kiln_mbarrier_arrive_expect_tx(&full[s], kStageBytes);
@@ -273,8 +281,9 @@ __device__ __forceinline__ void wg_tma_produce(const WgmmaTmaParams& p, int m0, 
 }
 
 // A consumer warpgroup: multiplies each panel once it has landed, releases the previous one, and
-// writes its 64 x kN tile. The accumulators come to life only here, after setmaxnreg has given
-// the consumers the producer's spare registers.
+// writes its 64 x kN tile. Each of its 4 warps releases a stage itself, lane 0 arriving once the
+// warp's own wait has retired the wgmma that read it. The accumulators come to life only here,
+// after setmaxnreg has given the consumers the producer's spare registers.
 template <bool kBf16, bool kAMn, bool kBMn, int kN>
 __device__ __forceinline__ void wg_tma_consume(const WgmmaTmaParams& p, int m0, int n0,
                                                const unsigned char* stages, uint64_t* full,
@@ -282,7 +291,7 @@ __device__ __forceinline__ void wg_tma_consume(const WgmmaTmaParams& p, int m0, 
   constexpr int kStageBytes = wg_tma_stage_bytes<kN>();
   if (kN == 256) kiln_setmaxnreg_inc<232>();
   const int consumer = threadIdx.x / 128 - 1;
-  const bool elected = threadIdx.x % 128 == 0;
+  const bool warp_leader = threadIdx.x % 32 == 0;
   const int panels = (p.k + WG_BK - 1) / WG_BK;
   float acc[kN / 2];
   #pragma unroll
@@ -295,9 +304,9 @@ __device__ __forceinline__ void wg_tma_consume(const WgmmaTmaParams& p, int m0, 
     const unsigned char* stage = stages + s * kStageBytes;
     wg_mma_panel<kBf16, kAMn, kBMn, kN>(stage, stage + WG_PANEL_BYTES, consumer, acc);
     kiln_wgmma_commit();
-    kiln_wgmma_wait<1>();  // the previous panel's wgmma are done: release its stage
+    kiln_wgmma_wait<1>();  // this warp's wgmma of the previous panel are done: release its stage
     kiln_keep_registers<kN / 2>(acc);
-    if (panel > 0 && elected) kiln_mbarrier_arrive(&empty[(panel - 1) % WG_STAGES]);
+    if (panel > 0 && warp_leader) kiln_mbarrier_arrive(&empty[(panel - 1) % WG_STAGES]);
   }
   kiln_wgmma_wait<0>();
   kiln_keep_registers<kN / 2>(acc);
@@ -326,7 +335,7 @@ __device__ __forceinline__ void gemm_wgmma_tma(const WgmmaTmaParams& p) {
   if (threadIdx.x == 0) {
     for (int s = 0; s < WG_STAGES; ++s) {
       kiln_mbarrier_init(&full[s], 1);   // the producer's arrive, plus the copies' bytes
-      kiln_mbarrier_init(&empty[s], 2);  // one arrive per consumer warpgroup
+      kiln_mbarrier_init(&empty[s], WG_TMA_CONSUMER_WARPS);  // one arrive per consumer warp
     }
     kiln_fence_mbarrier_init();
   }

@@ -7,7 +7,13 @@
 //  - a copy happens when it is issued (a valid order of an asynchronous copy);
 //  - a wgmma is deferred until the wait that retires its group (see kiln_emu::async_issue), then
 //    computes the calling thread's accumulators by decoding the descriptors exactly as described
-//    below, so a wrong descriptor, swizzle or pipeline order gives a wrong product here as well.
+//    below, so a wrong descriptor, swizzle or pipeline order gives a wrong product here as well;
+//  - wgmma.wait_group is .sync.aligned: the 32 lanes of a warp leave it together, after every lane
+//    has retired its groups;
+//  - the shared memory a warp's wgmma read stays reserved until that warp itself releases it:
+//    its own wait retires the reads, then one of its own lanes arrives on an mbarrier. A TMA copy
+//    into bytes still reserved by any warp fails (see WgmmaReads below), so a release by one warp
+//    on behalf of others, which the PTX ISA does not promise to be safe, is an error here.
 #pragma once
 
 #include "common.cuh"
@@ -94,6 +100,121 @@ inline void wgmma_m64nNk16(float* d, uint64_t desc_a, uint64_t desc_b, bool a_mn
   });
 }
 
+// ---- Which shared bytes each thread's wgmma read, and whether its warp has released them ----
+//
+// Byte ranges of the shared window, [begin, end), whole 128-byte rows: the 128-byte swizzle moves
+// a 16-byte chunk only within its row, so the rows a tile spans before swizzling are the rows its
+// bytes lie in after.
+struct SharedRange {
+  uint32_t begin, end;
+};
+
+// One thread's reads, in step with its async work: those of the open group, of each committed
+// group not yet retired (oldest first), and those retired by its warp's wait but not yet released
+// by an mbarrier arrive of its warp. Kept per thread of the running block; reset when a block
+// initializes its mbarriers (before any of its wgmma), and checked by every emulated TMA copy.
+struct WgmmaReads {
+  std::vector<SharedRange> open;
+  std::deque<std::vector<SharedRange>> committed;
+  std::vector<SharedRange> retired;
+};
+inline thread_local std::vector<WgmmaReads> wgmma_reads;
+
+inline size_t linear_thread_index() {
+  return (size_t)threadIdx.x + (size_t)threadIdx.y * block_dim.x +
+         (size_t)threadIdx.z * block_dim.x * block_dim.y;
+}
+
+inline WgmmaReads& reads_of(size_t thread) {
+  if (wgmma_reads.size() <= thread) wgmma_reads.resize(thread + 1);
+  return wgmma_reads[thread];
+}
+
+// Adds `r` to a set of disjoint ranges, merging the ones it overlaps or touches (a set stays as
+// small as the distinct stages it covers, however many panels read them).
+inline void add_range(std::vector<SharedRange>& set, SharedRange r) {
+  for (size_t i = 0; i < set.size();) {
+    if (set[i].begin <= r.end && r.begin <= set[i].end) {
+      r.begin = std::min(r.begin, set[i].begin);
+      r.end = std::max(r.end, set[i].end);
+      set[i] = set.back();
+      set.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  set.push_back(r);
+}
+
+// The rows a wgmma operand of `rows` (along m or n) x 16 (k) spans, from its descriptor: the
+// smallest and the largest unswizzled offset descriptor_element computes, widened to whole rows.
+inline SharedRange descriptor_rows(uint64_t desc, bool mn_major, int rows) {
+  const uint32_t start = (uint32_t)(desc & 0x3fff) << 4;
+  const uint32_t leading = (uint32_t)((desc >> 16) & 0x3fff) << 4;
+  const uint32_t stride = (uint32_t)((desc >> 32) & 0x3fff) << 4;
+  const uint32_t last = mn_major ? start + (rows / 64 - 1) * leading + 63 * 2 + 7 * 128 + stride
+                                 : start + (rows / 8 - 1) * stride + 7 * 128 + 15 * 2;
+  return SharedRange{start & ~127u, (last + 2 + 127) & ~127u};
+}
+
+inline void record_wgmma_reads(uint64_t desc, bool mn_major, int rows) {
+  reads_of(linear_thread_index()).open.push_back(descriptor_rows(desc, mn_major, rows));
+}
+inline void commit_wgmma_reads() {
+  WgmmaReads& r = reads_of(linear_thread_index());
+  r.committed.push_back(std::move(r.open));
+  r.open.clear();
+}
+// The groups a wait retires (all but the newest `pending`) move to the retired, unreleased set.
+inline void retire_wgmma_reads(size_t pending) {
+  WgmmaReads& r = reads_of(linear_thread_index());
+  while (r.committed.size() > pending) {
+    for (const SharedRange& range : r.committed.front()) add_range(r.retired, range);
+    r.committed.pop_front();
+  }
+}
+// An mbarrier arrive by a thread releases what its warp's lanes have retired, and nothing of any
+// other warp's.
+inline void release_warp_reads() {
+  const size_t first = linear_thread_index() / 32 * 32;
+  for (size_t t = first; t < first + 32 && t < wgmma_reads.size(); ++t) wgmma_reads[t].retired.clear();
+}
+
+// Fails if an asynchronous write of shared bytes [begin, end) hits bytes some warp's wgmma still
+// reads (not retired by that warp's wait) or has read without releasing them (no arrive of that
+// warp since its wait).
+inline void check_unreserved(uint32_t begin, uint32_t end, const char* writer) {
+  auto hits = [&](const std::vector<SharedRange>& set) {
+    for (const SharedRange& r : set) {
+      if (r.begin < end && begin < r.end) return true;
+    }
+    return false;
+  };
+  for (size_t t = 0; t < wgmma_reads.size(); ++t) {
+    const WgmmaReads& r = wgmma_reads[t];
+    bool in_flight = hits(r.open);
+    for (const auto& group : r.committed) in_flight = in_flight || hits(group);
+    if (in_flight || hits(r.retired)) {
+      std::fprintf(stderr,
+                   "kiln kernel emulation: %s wrote shared bytes %u..%u that a wgmma of thread %zu "
+                   "(warp %zu) %s\n",
+                   writer, begin, end, t, t / 32,
+                   in_flight ? "still reads (no wait of its warp has retired it)"
+                             : "read and its warp has not released (no arrive of that warp since "
+                               "the wait that retired it)");
+      fail("shared memory overwritten before the warp reading it released it");
+    }
+  }
+}
+
+// The lanes of the calling thread's warp meet (an instruction with .sync.aligned).
+inline void converge_warp() {
+  const size_t t = linear_thread_index(), warp = t / 32;
+  const size_t threads = (size_t)block_dim.x * block_dim.y * block_dim.z;
+  if (warp_fragments.size() <= warp) fail("warp state not sized for this block");
+  wait_at(warp_fragments[warp].barrier, std::min<size_t>(32, threads - warp * 32));
+}
+
 }  // namespace kiln_emu
 
 inline uint32_t kiln_shared_address(const void* p) { return kiln_emu::shared_address(p); }
@@ -111,13 +232,22 @@ template <int kPending>
 inline void kiln_cp_async_wait() {}
 inline void kiln_fence_proxy_async() {}
 inline void kiln_wgmma_fence() {}
-inline void kiln_wgmma_commit() { kiln_emu::async_commit(); }
+inline void kiln_wgmma_commit() {
+  kiln_emu::async_commit();
+  kiln_emu::commit_wgmma_reads();
+}
+// Retires this thread's groups but the newest kPending, then waits for the rest of its warp, so
+// no lane goes on (to release a stage, say) before every lane's wgmma have read their operands.
 template <int kPending>
 inline void kiln_wgmma_wait() {
   kiln_emu::async_wait(kPending);
+  kiln_emu::retire_wgmma_reads(kPending);
+  kiln_emu::converge_warp();
 }
 template <bool kBf16, int kN, int kTransA, int kTransB>
 inline void kiln_wgmma(float* d, uint64_t desc_a, uint64_t desc_b) {
+  kiln_emu::record_wgmma_reads(desc_a, kTransA != 0, 64);
+  kiln_emu::record_wgmma_reads(desc_b, kTransB != 0, kN);
   kiln_emu::wgmma_m64nNk16<kBf16, kN>(d, desc_a, desc_b, kTransA != 0, kTransB != 0);
 }
 template <int kRegisters>
@@ -300,11 +430,14 @@ inline void mbarrier_complete_if_done(MbarrierState* b) {
 
 }  // namespace kiln_emu
 
+// Also forgets the wgmma reads left by earlier blocks on this OS thread: a block initializes its
+// mbarriers before any of its threads issues a wgmma.
 inline void kiln_mbarrier_init(uint64_t* bar, unsigned count) {
   kiln_emu::MbarrierState* b = kiln_emu::mbarrier(bar);
   b->tx = 0;
   b->pending = (uint16_t)count;
   b->count_and_phase = (uint16_t)(count & 0x7fff);
+  kiln_emu::wgmma_reads.clear();
 }
 inline void kiln_fence_mbarrier_init() {}
 namespace kiln_emu {
@@ -316,11 +449,13 @@ inline void mbarrier_arrive(uint64_t* bar) {
 }
 }  // namespace kiln_emu
 
-// A consumer's release. It lets the waiting producer run at once, before this thread goes on, so
-// a stage released too early is refilled while this thread's wgmma on it are still pending, as it
-// could be on the GPU. (The producer, conversely, never yields but to wait: it runs as far ahead
-// as the barriers let it, which exposes a missing wait on its side.)
+// A consumer's release: of the shared memory its warp's retired wgmma read (only its own warp's:
+// see kiln_emu::check_unreserved). It lets the waiting producer run before this thread goes on,
+// so a stage released too early is refilled while this thread's wgmma on it are still pending, as
+// it could be on the GPU. (The producer, conversely, never yields but to wait: it runs as far
+// ahead as the barriers let it, which exposes a missing wait on its side.)
 inline void kiln_mbarrier_arrive(uint64_t* bar) {
+  kiln_emu::release_warp_reads();
   kiln_emu::mbarrier_arrive(bar);
   kiln_emu::yield_fiber();
 }
@@ -343,8 +478,10 @@ inline void kiln_tma_load_2d(void* shared, const KilnTensorMap* map, int inner, 
                              uint64_t* bar) {
   using namespace kiln_emu;
   const unsigned long long* w = map->words;
-  if (kiln_shared_address(shared) % 1024 != 0) fail("TMA destination not 1024-byte aligned");
+  const uint32_t at = kiln_shared_address(shared);
+  if (at % 1024 != 0) fail("TMA destination not 1024-byte aligned");
   if (w[kBoxInner] * 2 != 128) fail("TMA box rows must be 128 bytes (128-byte swizzle)");
+  check_unreserved(at, at + (uint32_t)(w[kBoxOuter] * 128), "a TMA copy");
   const unsigned char* base = reinterpret_cast<const unsigned char*>(w[kAddress]);
   unsigned char* dst = static_cast<unsigned char*>(shared);
   for (unsigned long long j = 0; j < w[kBoxOuter]; ++j) {
