@@ -65,9 +65,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 
 /// The CPU and every device under test.
 fn all_devices(test: &str) -> Vec<Device> {
-    let mut d = vec![Device::Cpu];
-    d.extend(gpu_devices_under_test(test));
-    d
+    kiln::testing::devices_under_test(test)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,5 +453,89 @@ fn empty_tensors() {
         assert_eq!(ops::log_softmax(&x, 0).unwrap().shape(), &[0, 4]);
         assert_eq!(ops::maxout(&x, 2).unwrap().shape(), &[0, 2]);
         assert_eq!(ops::sigmoid(&x).unwrap().shape(), &[0, 4]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReLU at exactly zero.
+
+/// 2^-24: the smallest positive f16 (subnormal), exact in bf16 and f32 too.
+const TINY: f32 = 5.960_464_5e-8;
+
+/// Exact zeros of both signs next to values of both signs, placed in the vector part and in the
+/// tail of both ReLU kernel mappings (30 elements: 7 quads + 2 for f32, 3 groups of 8 + 6 for
+/// 16-bit storage); every value is exact in bf16 and f16.
+#[rustfmt::skip]
+const RELU_X: [f32; 30] = [
+    0.0, -0.0, 0.5, -0.5, TINY, -TINY, 0.0, 3.0,
+    -0.0, 1.0, 0.0, -2.0, -0.0, 0.25, 0.0, 0.0,
+    -0.0, 7.0, -7.0, 0.0, 1.5, -0.0, 0.0, -1.0,
+    0.0, -0.0, 4.0, -0.0, 0.0, -0.0,
+];
+
+/// PyTorch's `relu(x)` = x where x > 0, else 0 (written out by hand: ±0 give 0).
+#[rustfmt::skip]
+const RELU_Y: [f32; 30] = [
+    0.0, 0.0, 0.5, 0.0, TINY, 0.0, 0.0, 3.0,
+    0.0, 1.0, 0.0, 0.0, 0.0, 0.25, 0.0, 0.0,
+    0.0, 7.0, 0.0, 0.0, 1.5, 0.0, 0.0, 0.0,
+    0.0, 0.0, 4.0, 0.0, 0.0, 0.0,
+];
+
+/// dy = 0.25·(i + 1), and dx = dy where x > 0, else 0, by PyTorch's rule relu'(0) = 0
+/// (`threshold_backward(grad, x, 0)`), written out by hand.
+#[rustfmt::skip]
+const RELU_DX: [f32; 30] = [
+    0.0, 0.0, 0.75, 0.0, 1.25, 0.0, 0.0, 2.0,
+    0.0, 2.5, 0.0, 0.0, 0.0, 3.5, 0.0, 0.0,
+    0.0, 4.5, 0.0, 0.0, 5.25, 0.0, 0.0, 0.0,
+    0.0, 0.0, 6.75, 0.0, 0.0, 0.0,
+];
+
+/// ReLU's mask and gradient at x = +0 and −0 are 0, forward and backward, in f32 and in both
+/// 16-bit storage formats (the relu_*_bf16/f16 kernels on a device), on the CPU and every device;
+/// and through the tape in f32.
+#[test]
+fn relu_at_exact_zero_passes_no_gradient() {
+    let dy: Vec<f32> = (0..30).map(|i| 0.25 * (i + 1) as f32).collect();
+    let mask_expected: Vec<u8> = RELU_DX.iter().map(|&d| u8::from(d != 0.0)).collect();
+    for device in all_devices("relu_at_exact_zero_passes_no_gradient") {
+        for format in [DType::F32, DType::BF16, DType::F16] {
+            let on = |v: &[f32]| {
+                tensor(v.to_vec(), &[30])
+                    .to_dtype(format)
+                    .unwrap()
+                    .to_device(device)
+                    .unwrap()
+            };
+            let (y, mask) = backend::relu_fwd(&on(&RELU_X)).unwrap();
+            assert_eq!(y.dtype(), format, "{device} {format:?}");
+            let y32 = values(&y.to_dtype(DType::F32).unwrap());
+            assert_eq!(y32, RELU_Y, "relu forward, {device} {format:?}");
+            assert_eq!(
+                mask.to_vec::<u8>().unwrap(),
+                mask_expected,
+                "relu mask, {device} {format:?}"
+            );
+            let dx = backend::relu_bwd(&on(&dy), &mask).unwrap();
+            let dx32 = values(&dx.to_dtype(DType::F32).unwrap());
+            assert_eq!(dx32, RELU_DX, "relu backward, {device} {format:?}");
+        }
+        let x = tensor(RELU_X.to_vec(), &[30])
+            .to_device(device)
+            .unwrap()
+            .with_grad();
+        let weights = tensor(dy.clone(), &[30]).to_device(device).unwrap();
+        let y = ops::relu(&x).unwrap();
+        let grads = ops::sum(&ops::mul(&y, &weights).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(values(&y), RELU_Y, "ops::relu, {device}");
+        assert_eq!(
+            values(grads.get(&x).unwrap()),
+            RELU_DX,
+            "ops::relu gradient, {device}"
+        );
     }
 }

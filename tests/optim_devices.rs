@@ -137,9 +137,7 @@ fn backend_primitives_match_cpu() {
 #[test]
 fn saved_state_resumes_exactly() {
     let _guard = device_lock();
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu_devices_under_test("saved_state_resumes_exactly"));
-    for device in devices {
+    for device in kiln::testing::devices_under_test("saved_state_resumes_exactly") {
         for (name, make) in every_optimizer() {
             let on = |t: &Tensor| t.to_device(device).unwrap();
             let mut w: Vec<Tensor> = (0..SHAPES.len())
@@ -383,5 +381,138 @@ fn every_optimizer_minimizes_a_quadratic() {
             "{name}: after {steps} steps |w − target| is {worst:e} (loss {start} → {}), tolerance {tol:e}",
             loss(&end)
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adam's epsilon, where it changes the step.
+
+/// PyTorch's Adam step (torch.optim.Adam / AdamW, amsgrad off) in f64, written from its
+/// documented algorithm: g' = g + wd·w; m = b1·m + (1 − b1)·g'; v = b2·v + (1 − b2)·g'²;
+/// m̂ = m / (1 − b1^t); v̂ = v / (1 − b2^t); w = (1 − lr·wd_decoupled)·w − lr·m̂ / (sqrt(v̂) + eps).
+/// With `eps_inside_root`, the denominator is sqrt(v̂ + eps) instead: the misplacement the test
+/// must tell apart.
+fn torch_adam(
+    w: &mut [f64],
+    g: &[f64],
+    (m, v): (&mut [f64], &mut [f64]),
+    hp: &AdamStep,
+    eps_inside_root: bool,
+) {
+    let t = hp.step as i32;
+    let (bc1, bc2) = (1.0 - hp.beta1.powi(t), 1.0 - hp.beta2.powi(t));
+    for i in 0..w.len() {
+        let g = g[i] + hp.weight_decay * w[i];
+        m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
+        v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
+        let (m_hat, v_hat) = (m[i] / bc1, v[i] / bc2);
+        let denom = if eps_inside_root {
+            (v_hat + hp.eps).sqrt()
+        } else {
+            v_hat.sqrt() + hp.eps
+        };
+        w[i] = (1.0 - hp.lr * hp.decoupled_weight_decay) * w[i] - hp.lr * m_hat / denom;
+    }
+}
+
+/// Three steps of the fused Adam kernel (and the CPU twin) where eps is as large as sqrt(v̂):
+/// gradients of 1e-8..1e-6 with PyTorch's default eps 1e-8, and gradients of 1e-4..1e-1 with
+/// eps 1e-2 (plus both weight decays), against [`torch_adam`]. Placing eps inside the root
+/// changes nearly every element of these cases by far more than the tolerance (checked here
+/// too, so the test keeps its power); on the CPU and every device.
+#[test]
+fn adam_epsilon_is_added_to_the_root_of_v_hat() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let _guard = device_lock();
+    let n = 1027; // quads and a tail of 3
+    let cases = [
+        (
+            "small gradients, eps 1e-8",
+            (1e-8, 1e-6),
+            1e-3,
+            1e-8,
+            (0.0, 0.0),
+        ),
+        ("eps 1e-2", (1e-4, 1e-1), 1e-2, 1e-2, (1e-3, 0.1)),
+    ];
+    let devices = kiln::testing::devices_under_test("adam_epsilon_is_added_to_the_root_of_v_hat");
+    for (c, &(name, (g_lo, g_hi), lr, eps, (wd, decoupled))) in cases.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(0xada0 + c as u64);
+        let w0: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        // Magnitudes log-uniform in [g_lo, g_hi), random signs, fresh for each step.
+        let grads: Vec<Vec<f64>> = (0..3)
+            .map(|_| {
+                (0..n)
+                    .map(|_| {
+                        let mag: f64 = g_lo * f64::powf(g_hi / g_lo, rng.random_range(0.0..1.0));
+                        if rng.random_bool(0.5) {
+                            mag
+                        } else {
+                            -mag
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        // f32 inputs: the reference starts from the same rounded values.
+        let w0: Vec<f64> = w0.iter().map(|&x| f64::from(x as f32)).collect();
+        let grads: Vec<Vec<f64>> = grads
+            .iter()
+            .map(|g| g.iter().map(|&x| f64::from(x as f32)).collect())
+            .collect();
+        let hp = |step| AdamStep {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps,
+            weight_decay: wd,
+            decoupled_weight_decay: decoupled,
+            step,
+        };
+        let reference = |eps_inside_root| {
+            let (mut w, mut m, mut v) = (w0.clone(), vec![0.0; n], vec![0.0; n]);
+            for (t, g) in grads.iter().enumerate() {
+                torch_adam(
+                    &mut w,
+                    g,
+                    (&mut m, &mut v),
+                    &hp(t as u64 + 1),
+                    eps_inside_root,
+                );
+            }
+            (w, m, v)
+        };
+        let (w_ref, m_ref, v_ref) = reference(false);
+        let (w_wrong, _, _) = reference(true);
+        let (atol, rtol) = (5e-7, 1e-6);
+        let told_apart = w_wrong
+            .iter()
+            .zip(&w_ref)
+            .filter(|(a, b)| (*a - *b).abs() > atol + rtol * b.abs())
+            .count();
+        assert!(
+            told_apart * 100 >= 95 * n,
+            "{name}: eps inside the root moves only {told_apart} of {n} elements past the tolerance"
+        );
+        let f32s = |v: &[f64]| -> Vec<f32> { v.iter().map(|&x| x as f32).collect() };
+        for &device in &devices {
+            let on = |v: &[f64]| {
+                Tensor::from_vec(f32s(v), &[n], Device::Cpu)
+                    .unwrap()
+                    .to_device(device)
+                    .unwrap()
+            };
+            let (mut w, mut m, mut v) = (on(&w0), on(&vec![0.0; n]), on(&vec![0.0; n]));
+            for (t, g) in grads.iter().enumerate() {
+                backend::adam(&mut w, &on(g), &mut m, &mut v, &hp(t as u64 + 1)).unwrap();
+            }
+            eprintln!("checking adam eps, {name}, on {device}");
+            assert_close(&values(&w), &w_ref, atol, rtol);
+            // Moments: f32 rounding of sums of gradients that partly cancel, relative to the
+            // largest gradient.
+            assert_close(&values(&m), &m_ref, 1e-6 * g_hi, 1e-5);
+            assert_close(&values(&v), &v_ref, 1e-6 * g_hi * g_hi, 1e-5);
+        }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Max pooling's overlapping 3x3 stride-2 padded windows are already covered by
 //! tests/gradcheck.rs (`max_pool_gradients`) and tests/parity.rs (`maxpool_matches_cpu`,
-//! `max_pool_layer_matches_cpu_forward_and_backward`), so they are not repeated here.
+//! `max_pool_layer_matches_cpu_forward_and_backward`), so they are not repeated here; its ties
+//! (the first maximal element of a window wins, padding never does) are checked here by hand.
 
 use kiln::testing::{assert_close, check_parity, gpu_devices_under_test, gradcheck};
 use kiln::testing::{random_away_from_zero, random_vec};
@@ -174,9 +175,7 @@ fn global_avg_pool_matches_cpu_on_every_device() {
 
 /// The CPU, the emulation and (where usable) a real GPU.
 fn all_devices(test: &str) -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu_devices_under_test(test));
-    devices
+    kiln::testing::devices_under_test(test)
 }
 
 /// The lecture's 4x4 example.
@@ -358,5 +357,109 @@ fn mismatched_backend_arguments_are_errors() {
     let x64 = x.to_dtype(DType::F64).unwrap();
     if let Ok(x64_dev) = x64.to_device(Device::CudaEmulated) {
         assert!(backend::l2pool_fwd(&x64_dev, &g).is_err());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max pooling ties: PyTorch's rule is that the first maximal element in the window's row-major
+// scan wins (its argmax, and the whole gradient), and padding never does.
+
+/// One max-pool case worked out by hand: the input plane, the window, and per output the max,
+/// the argmax (h·W + w in the input plane) and, for dy = 1, 2, 4, … (powers of two, so each
+/// input's gradient names the windows that sent it), the input gradient.
+struct TieCase {
+    name: &'static str,
+    shape: [usize; 4],
+    window: Window2d,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    argmax: Vec<i32>,
+    dx: Vec<f32>,
+}
+
+fn tie_cases() -> Vec<TieCase> {
+    vec![
+        // 3x3 windows, stride 1 (overlapping), over
+        //   1 3 3 0 2
+        //   3 1 2 3 3
+        //   0 3 1 3 0
+        //   2 2 2 2 2
+        // Every window's max is 3, reached 3 to 5 times; the first in row-major order is (0,1)
+        // for windows (0,0) and (0,1), (0,2) for (0,2), (1,0) for (1,0), (1,3) for (1,1) and
+        // (1,2). dy = 1, 2, 4, 8, 16, 32: input 1 gets 1 + 2, input 2 4, input 5 8, input 8
+        // 16 + 32.
+        TieCase {
+            name: "3x3 stride 1",
+            shape: [1, 1, 4, 5],
+            window: Window2d::square(3, 1, 0),
+            x: vec![
+                1., 3., 3., 0., 2., 3., 1., 2., 3., 3., 0., 3., 1., 3., 0., 2., 2., 2., 2., 2.,
+            ],
+            y: vec![3.; 6],
+            argmax: vec![1, 1, 2, 5, 8, 8],
+            dx: vec![
+                0., 3., 4., 0., 0., 8., 0., 0., 48., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0.,
+            ],
+        },
+        // A constant −1 plane, 3x3 windows, stride 2, padding 1 (overlapping, each window part
+        // padding): every tap that reads the input ties, padding (−inf in PyTorch) never wins,
+        // so the max is −1 and the winner the first in-bounds tap: (0,0), (0,1), (1,0), (1,1).
+        TieCase {
+            name: "3x3 stride 2 pad 1, constant -1",
+            shape: [1, 1, 3, 3],
+            window: Window2d::square(3, 2, 1),
+            x: vec![-1.; 9],
+            y: vec![-1.; 4],
+            argmax: vec![0, 1, 3, 4],
+            dx: vec![1., 2., 0., 4., 8., 0., 0., 0., 0.],
+        },
+    ]
+}
+
+#[test]
+fn max_pool_ties_go_to_the_first_element_in_window_order() {
+    for device in all_devices("max_pool_ties_go_to_the_first_element_in_window_order") {
+        for case in tie_cases() {
+            let g = ConvGeometry::new(case.shape, case.window, false).unwrap();
+            let dy: Vec<f32> = (0..case.y.len()).map(|i| (1u32 << i) as f32).collect();
+            for format in [DType::F32, DType::BF16, DType::F16] {
+                let on = |v: &[f32], shape: &[usize]| {
+                    Tensor::from_vec(v.to_vec(), shape, Device::Cpu)
+                        .unwrap()
+                        .to_dtype(format)
+                        .unwrap()
+                        .to_device(device)
+                        .unwrap()
+                };
+                let what = format!("{}, {device}, {format:?}", case.name);
+                let (y, argmax) = backend::maxpool_fwd(&on(&case.x, &case.shape), &g).unwrap();
+                let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+                assert_eq!(f32s(&y), case.y, "max, {what}");
+                assert_eq!(
+                    argmax.to_vec::<i32>().unwrap(),
+                    case.argmax,
+                    "argmax, {what}"
+                );
+                let dx = backend::maxpool_bwd(&on(&dy, y.shape()), &argmax, &g).unwrap();
+                assert_eq!(dx.dtype(), format, "{what}");
+                assert_eq!(f32s(&dx), case.dx, "input gradient, {what}");
+            }
+            // The same through the tape (f32).
+            let x = Tensor::from_vec(case.x.clone(), &case.shape, device)
+                .unwrap()
+                .with_grad();
+            let y = ops::max_pool2d(&x, case.window).unwrap();
+            let weights = Tensor::from_vec(dy.clone(), y.shape(), device).unwrap();
+            let grads = ops::sum(&ops::mul(&y, &weights).unwrap())
+                .unwrap()
+                .backward()
+                .unwrap();
+            let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+            assert_eq!(
+                dx, case.dx,
+                "ops::max_pool2d gradient, {}, {device}",
+                case.name
+            );
+        }
     }
 }

@@ -16,6 +16,7 @@ pub(crate) mod gemm_wgmma;
 pub(crate) mod graph;
 pub(crate) mod im2col;
 mod kernel_image;
+pub mod layout_probe;
 mod launch;
 pub(crate) mod loss;
 mod memory;
