@@ -448,14 +448,20 @@ fn generated_source(
     writeln!(s, "pub const PTX_ARCH: &str = {PTX_ARCH:?};").unwrap();
     writeln!(
         s,
-        "/// Each kernels/*.cu: (file stem, PTX target, gzipped PTX, [(SASS architecture, gzipped cubin)]); empty without nvcc."
+        "/// One kernels/*.cu: (file stem, PTX target, gzipped PTX, [(SASS architecture, gzipped cubin)])."
     )
     .unwrap();
     writeln!(
         s,
-        "pub const MODULES: &[(&str, &str, &[u8], &[(&str, &[u8])])] = &["
+        "pub type Module = (&'static str, &'static str, &'static [u8], &'static [(&'static str, &'static [u8])]);"
     )
     .unwrap();
+    writeln!(
+        s,
+        "/// Every kernels/*.cu nvcc compiled; empty without nvcc."
+    )
+    .unwrap();
+    writeln!(s, "pub const MODULES: &[Module] = &[").unwrap();
     for (f, m) in files.iter().zip(images) {
         let Some(m) = m else { continue };
         let sass: Vec<String> = m

@@ -85,7 +85,7 @@ pub(crate) fn best_sass<'a, T>(
 ) -> Option<&'a (&'static str, T)> {
     sass.iter()
         .filter(|(arch, _)| sass_runs_on(arch, capability))
-        .max_by_key(|(arch, _)| parse_arch(arch, "sm_").map(|(n, specific)| (n, specific)))
+        .max_by_key(|(arch, _)| parse_arch(arch, "sm_"))
 }
 
 /// The bytes of an embedded image (build.rs gzips what it embeds).
