@@ -17,12 +17,22 @@ pub fn assert_close<T: Float>(actual: &[T], expected: &[T], atol: f64, rtol: f64
     let mut worst = (0.0_f64, 0_usize);
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let (a, e) = (to_f64(a), to_f64(e));
-        let err = (a - e).abs();
+        // An infinity matches only the same infinity (inf − inf is NaN, and inf ≤ atol + rtol·inf
+        // would let any finite value pass).
+        let err = if a.is_infinite() || e.is_infinite() {
+            if a == e {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            (a - e).abs()
+        };
         let err = if err.is_nan() { f64::INFINITY } else { err };
         if err > worst.0 || i == 0 {
             worst = (err, i);
         }
-        if err > atol + rtol * e.abs() {
+        if err > atol + rtol * e.abs() || err.is_infinite() {
             mismatches.push(format!(
                 "  [{i}] actual {a:e}, expected {e:e}, error {err:e}"
             ));
@@ -288,7 +298,22 @@ pub fn check_parity(
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_test_devices, DeviceKind};
+    use super::{assert_close, parse_test_devices, DeviceKind};
+
+    #[test]
+    fn an_infinity_matches_only_the_same_infinity() {
+        assert_close(&[f32::INFINITY, 1.0], &[f32::INFINITY, 1.0], 1e-6, 1e-6);
+        for (actual, expected) in [
+            (1.0f32, f32::INFINITY),
+            (f32::NEG_INFINITY, f32::INFINITY),
+            (f32::INFINITY, 1.0),
+            (f32::NAN, 1.0),
+        ] {
+            let caught =
+                std::panic::catch_unwind(|| assert_close(&[actual], &[expected], 1e-6, 1e-6));
+            assert!(caught.is_err(), "{actual} passed for {expected}");
+        }
+    }
 
     #[test]
     fn test_devices_parse_subsets_and_reject_unknown_names() {
