@@ -25,6 +25,7 @@ pub mod error;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod selftest;
 pub mod shape;
 pub mod tensor;
 pub mod testing;

@@ -15,7 +15,7 @@ use kiln::train::{
     self, evaluate, load_checkpoint, ConfusionMatrix, OptimizerKind, Precision, ScheduleKind,
     TrainConfig,
 };
-use kiln::{cuda, Device};
+use kiln::{cuda, selftest, Device};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,19 @@ enum Command {
     },
     /// Devices, driver, memory, and whether the CUDA kernels were compiled into this build.
     Info,
+    /// Run every kernel family once on a device and on the CPU reference (small seeded inputs of
+    /// odd sizes) and print a row per family and check as it is measured, then a verdict. Exit
+    /// status: 0 when every row passes, 1 when any fails, 2 when the selftest cannot run (e.g. the
+    /// device cannot be opened).
+    Selftest {
+        /// cuda, cuda:N, emulated (the kernels run on the CPU) or auto.
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// Also write each row to PATH as one JSON object per line as it is measured, and last a
+        /// line with the verdict.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
 }
 
 /// A flag given twice takes its last value (scripts append overrides to a preset command line).
@@ -297,6 +310,63 @@ fn run_info() -> CliResult {
     Ok(())
 }
 
+/// `kiln selftest`: the table on stdout, each row flushed as it is measured (and written to the
+/// JSON file, if any); whether every row passed.
+fn run_selftest(
+    device: &str,
+    json: Option<&std::path::Path>,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let device = Device::parse(device)?;
+    let options = selftest::Options::from_env();
+    if let Some(family) = options.planted_family()? {
+        eprintln!(
+            "{}={family}: the rows of that family fail on purpose (for tests only)",
+            selftest::PLANT_FAILURE_VAR
+        );
+    }
+    // Opening a GPU loads every module (the driver JIT-compiles PTX it has no machine code for).
+    let opening = std::time::Instant::now();
+    let description = selftest::device_description(device)?;
+    let opened = opening.elapsed().as_secs_f64();
+    let mut json = match json {
+        Some(path) => Some((
+            std::fs::File::create(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+            path,
+        )),
+        None => None,
+    };
+    let mut json_error = None;
+    let mut write_json = |value: serde_json::Value| {
+        if let Some((file, path)) = &mut json {
+            let written = writeln!(file, "{value}").and_then(|()| file.flush());
+            if let Err(e) = written {
+                json_error.get_or_insert(format!("writing {}: {e}", path.display()));
+            }
+        }
+    };
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "kiln selftest on {device}: {description} (opened in {opened:.2} s)"
+    )?;
+    writeln!(out, "{}", selftest::table_header())?;
+    out.flush()?;
+    let report = selftest::run(device, &options, &mut |row| {
+        // A closed stdout ends the process (SIGPIPE); nothing else can fail here.
+        let _ = writeln!(out, "{}", row.table_line()).and_then(|()| out.flush());
+        write_json(row.to_json(device));
+    })?;
+    writeln!(out, "{}", report.verdict())?;
+    out.flush()?;
+    write_json(report.verdict_json());
+    match json_error {
+        Some(e) => Err(e.into()),
+        None => Ok(report.passed()),
+    }
+}
+
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE, which turns a closed pipe (`kiln info | head -1`) into a panic in
     // println!; a command-line tool should simply stop, as the default action does.
@@ -315,6 +385,16 @@ fn main() -> ExitCode {
         } => run_eval(checkpoint, data.as_deref(), device),
         Command::Summary { model } => run_summary(model),
         Command::Info => run_info(),
+        Command::Selftest { device, json } => {
+            return match run_selftest(device, json.as_deref()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("kiln selftest: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
