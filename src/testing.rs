@@ -8,7 +8,8 @@ use crate::device::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Asserts `|actual − expected| ≤ atol + rtol·|expected|` element-wise (NaN never passes),
+/// Asserts `|actual − expected| ≤ atol + rtol·|expected|` element-wise, where a NaN matches only a
+/// NaN and an infinity only the same infinity,
 /// printing the first mismatches and the worst error.
 #[track_caller]
 pub fn assert_close<T: Float>(actual: &[T], expected: &[T], atol: f64, rtol: f64) {
@@ -17,9 +18,16 @@ pub fn assert_close<T: Float>(actual: &[T], expected: &[T], atol: f64, rtol: f64
     let mut worst = (0.0_f64, 0_usize);
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let (a, e) = (to_f64(a), to_f64(e));
-        // An infinity matches only the same infinity (inf − inf is NaN, and inf ≤ atol + rtol·inf
-        // would let any finite value pass).
-        let err = if a.is_infinite() || e.is_infinite() {
+        // A NaN matches only a NaN (an element a kernel must leave untouched, poisoned with NaN),
+        // an infinity only the same infinity: with a NaN or infinite reference the tolerance
+        // itself is NaN or infinite and would let any value pass.
+        let err = if a.is_nan() || e.is_nan() {
+            if a.is_nan() && e.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else if a.is_infinite() || e.is_infinite() {
             if a == e {
                 0.0
             } else {
@@ -28,7 +36,6 @@ pub fn assert_close<T: Float>(actual: &[T], expected: &[T], atol: f64, rtol: f64
         } else {
             (a - e).abs()
         };
-        let err = if err.is_nan() { f64::INFINITY } else { err };
         if err > worst.0 || i == 0 {
             worst = (err, i);
         }
@@ -301,13 +308,20 @@ mod tests {
     use super::{assert_close, parse_test_devices, DeviceKind};
 
     #[test]
-    fn an_infinity_matches_only_the_same_infinity() {
-        assert_close(&[f32::INFINITY, 1.0], &[f32::INFINITY, 1.0], 1e-6, 1e-6);
+    fn nan_and_infinity_match_only_themselves() {
+        assert_close(
+            &[f32::INFINITY, f32::NAN, 1.0],
+            &[f32::INFINITY, f32::NAN, 1.0],
+            1e-6,
+            1e-6,
+        );
         for (actual, expected) in [
             (1.0f32, f32::INFINITY),
             (f32::NEG_INFINITY, f32::INFINITY),
             (f32::INFINITY, 1.0),
             (f32::NAN, 1.0),
+            (1.0, f32::NAN),
+            (f32::INFINITY, f32::NAN),
         ] {
             let caught =
                 std::panic::catch_unwind(|| assert_close(&[actual], &[expected], 1e-6, 1e-6));
