@@ -16,8 +16,8 @@ pub(crate) mod gemm_wgmma;
 pub(crate) mod graph;
 pub(crate) mod im2col;
 mod kernel_image;
-pub mod layout_probe;
 mod launch;
+pub mod layout_probe;
 pub(crate) mod loss;
 mod memory;
 #[allow(unused_imports)]
