@@ -34,6 +34,7 @@ kernel-report:
 
 # Release test and bench executables with the kernels embedded, plus run.sh, in dist/gpu-bundle.
 gpu-bundle:
+	scripts/ensure-fashion-mnist.sh
 	KILN_NVCC="$(NVCC_DIR)/nvcc" scripts/gpu-bundle.sh
 
 # The bundle's run.sh on this machine against the kernel emulation, with a planted hang and a

@@ -159,7 +159,7 @@ fi
 echo "$commit" >"$stage/COMMIT"
 # What the executables need of the host's C libraries: the highest symbol versions they import.
 # libstdc++ must not be among them (it is linked statically).
-needs() { objdump -T "$@" 2>/dev/null | grep -o "$needle[0-9.]*" | sort -u -V | tail -n 1; }
+needs() { { objdump -T "$@" 2>/dev/null || true; } | { grep -o "$needle[0-9.]*" || true; } | sort -u -V | tail -n 1; }
 needle=GLIBC_ glibc_needed="$(needs "$stage"/bin/* "$stage/kiln")"
 needle=GLIBCXX_ cxx_needed="$(needs "$stage"/bin/* "$stage/kiln")"
 if [ -n "$cxx_needed" ]; then
