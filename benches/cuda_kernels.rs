@@ -124,6 +124,7 @@ fn run() -> Result<()> {
     let mut report = header(&bench)?;
     print!("{report}");
     let mut rows = Rows::new()?;
+    rows.progress_line(&meta_json(&bench, "measured after kiln's rows"));
     // Without the bandwidth ceiling there is no report; any later failure is recorded, the other
     // rows still run, and the program exits non-zero after writing what it measured.
     let ceiling = bench.copy_ceiling(&mut rows)?;
@@ -236,17 +237,22 @@ impl Rows {
         })
     }
 
-    /// Keeps `row`, and appends it to the progress file at once (a write error there only warns:
-    /// the measurement itself is still in the report).
+    /// Keeps `row`, and appends it to the progress file at once.
     fn push(&mut self, row: Row, runs: usize) {
+        self.progress_line(&report::row_json(&row, runs));
+        self.list.push(row);
+    }
+
+    /// One line of the progress file (a write error there only warns: the measurements are still
+    /// in the report).
+    fn progress_line(&mut self, value: &serde_json::Value) {
         if let Some(file) = self.progress.as_mut() {
             use std::io::Write as _;
-            let line = format!("{}\n", report::row_json(&row, runs));
+            let line = format!("{value}\n");
             if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
                 eprintln!("KILN_BENCH_PROGRESS: {e}");
             }
         }
-        self.list.push(row);
     }
 
     /// The value of a section that ran, or `None` with its error recorded.

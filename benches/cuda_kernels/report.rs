@@ -146,6 +146,22 @@ pub(super) fn versus(rows: &[Row], reference: &[ReferenceRow], note: &str) -> St
 }
 
 /// One JSON object per line: a `meta` line, each row, each failure, the ResNet-20 step's peak memory.
+/// The run's description: device, commit, date, method, and what became of the cuBLAS comparison.
+pub(super) fn meta_json(bench: &Bench, cublas: &str) -> serde_json::Value {
+    json!({
+        "source": "kiln",
+        "workload": "meta",
+        "device": bench.device.to_string(),
+        "describe": describe(bench.device).unwrap_or_else(|e| e.to_string()),
+        "emulated": bench.shrink > 1,
+        "commit": commit(),
+        "date": utc_now(),
+        "warmup": bench.warmup,
+        "runs": bench.runs,
+        "cublas": cublas,
+    })
+}
+
 /// One measurement as a JSON object (also what `KILN_BENCH_PROGRESS` gets as each row is taken).
 pub(super) fn row_json(r: &Row, runs: usize) -> serde_json::Value {
     json!({
@@ -168,18 +184,7 @@ pub(super) fn json_lines(
     note: &str,
     peak_bytes: Option<usize>,
 ) -> String {
-    let mut lines = vec![json!({
-        "source": "kiln",
-        "workload": "meta",
-        "device": bench.device.to_string(),
-        "describe": describe(bench.device).unwrap_or_else(|e| e.to_string()),
-        "emulated": bench.shrink > 1,
-        "commit": commit(),
-        "date": utc_now(),
-        "warmup": bench.warmup,
-        "runs": bench.runs,
-        "cublas": note,
-    })];
+    let mut lines = vec![meta_json(bench, note)];
     for r in &rows.list {
         let mut line = row_json(r, bench.runs);
         if let Some(rr) = reference
