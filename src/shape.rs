@@ -101,6 +101,43 @@ impl Window2d {
         self.padding_end = (bottom, right);
         self
     }
+
+    /// PyTorch's rule for pooling windows: no side's padding may exceed half the window's
+    /// (dilated) span, `(dil·(k − 1) + 1) / 2`, so every window reaches the input. Call it after
+    /// [`ConvGeometry::new`] has checked the kernel and dilation.
+    pub fn check_pool_padding(&self, op: &str) -> Result<()> {
+        let axes = [
+            ("height", "top", "bottom", 0),
+            ("width", "left", "right", 1),
+        ];
+        for (axis, before, after, i) in axes {
+            let pick = |p: (usize, usize)| if i == 0 { p.0 } else { p.1 };
+            let (kernel, dilation) = (pick(self.kernel), pick(self.dilation));
+            let span = dilation * kernel.saturating_sub(1) + 1;
+            let limit = span / 2;
+            for (side, pad) in [
+                (before, pick(self.padding)),
+                (after, pick(self.padding_end)),
+            ] {
+                if pad > limit {
+                    let dilated = if dilation > 1 {
+                        format!(" (dilation {dilation}: span {span})")
+                    } else {
+                        String::new()
+                    };
+                    return Err(invalid(
+                        "padding",
+                        format!(
+                            "{op}: {side} padding {pad} on the {axis} exceeds half the kernel size \
+                             {kernel}{dilated}, at most {limit} (PyTorch: pad should be at most \
+                             half of effective kernel size)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Output length of one axis, or an error saying why the window does not fit. `pad` is the

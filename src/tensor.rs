@@ -180,8 +180,14 @@ impl Tensor {
         Tensor::host(data, shape.to_vec(), dtype).to_device(device)
     }
 
-    /// Standard normal samples scaled by `std`, reproducible from `seed`.
+    /// Standard normal samples scaled by `std` (finite, ≥ 0), reproducible from `seed`.
     pub fn randn(shape: &[usize], std: f32, seed: u64, device: Device) -> Result<Tensor> {
+        if !(std.is_finite() && std >= 0.0) {
+            return Err(invalid(
+                "standard deviation",
+                format!("{std} must be a finite number ≥ 0"),
+            ));
+        }
         let mut rng = StdRng::seed_from_u64(seed);
         let data: Vec<f32> = (0..numel(shape))
             .map(|_| std * rng.sample::<f32, _>(StandardNormal))

@@ -153,3 +153,27 @@ fn sixteen_bit_conversions_and_fills_work_on_devices() {
     let ints = Tensor::from_vec(vec![1i32, 2], &[2], Device::Cpu).unwrap();
     assert!(ints.to_dtype(DType::F32).is_err());
 }
+
+#[test]
+fn mean_of_an_empty_tensor_is_nan() {
+    // As torch.mean: 0 / 0.
+    let empty = Tensor::from_vec(Vec::<f32>::new(), &[0, 3], Device::Cpu).unwrap();
+    let m = ops::mean(&empty).unwrap().scalar().unwrap();
+    assert!(m.is_nan(), "mean of an empty tensor is {m}, expected NaN");
+    let m = ops::mean(&t(&[2, 3])).unwrap().scalar().unwrap();
+    assert!(m.is_finite());
+}
+
+#[test]
+fn randn_with_a_bad_standard_deviation_is_an_error() {
+    for std in [f32::NAN, -1.0, f32::INFINITY, f32::NEG_INFINITY] {
+        match Tensor::randn(&[2, 2], std, 1, Device::Cpu) {
+            Err(err @ Error::InvalidArgument { .. }) => {
+                assert!(err.to_string().contains(&std.to_string()), "{err}")
+            }
+            Err(e) => panic!("std {std}: expected an invalid argument, got {e}"),
+            Ok(_) => panic!("std {std}: randn accepted it"),
+        }
+    }
+    assert!(Tensor::randn(&[2, 2], 0.0, 1, Device::Cpu).is_ok());
+}

@@ -47,8 +47,9 @@ fn random32(shape: &[usize], seed: u64) -> Tensor {
 }
 
 /// Shapes and windows: odd sizes, overlapping 3x3 stride-2 windows with padding 1, batch 1, stride
-/// larger than the kernel, dilation, asymmetric ('same' with an even kernel) padding, and padding
-/// wide enough to leave windows that see only padding.
+/// larger than the kernel, dilation, asymmetric ('same' with an even kernel) padding. Average
+/// pooling refuses padding past half the window (as PyTorch), so windows that see only padding
+/// are an L2-pooling case, [`padding_only_case`].
 fn cases() -> Vec<([usize; 4], Window2d)> {
     vec![
         ([2, 3, 7, 9], Window2d::square(3, 2, 1)),
@@ -57,8 +58,18 @@ fn cases() -> Vec<([usize; 4], Window2d)> {
         ([2, 2, 7, 5], Window2d::square(2, 3, 0)),
         ([1, 2, 11, 9], Window2d::square(3, 1, 1).with_dilation(2)),
         ([2, 1, 6, 7], Window2d::same((4, 2), (1, 1))),
-        ([1, 2, 2, 3], Window2d::new((1, 2), (2, 1), (2, 1))),
     ]
+}
+
+/// Padding wide enough to leave windows that see only padding (L2 pooling accepts it).
+fn padding_only_case() -> ([usize; 4], Window2d) {
+    ([1, 2, 2, 3], Window2d::new((1, 2), (2, 1), (2, 1)))
+}
+
+fn l2_cases() -> Vec<([usize; 4], Window2d)> {
+    let mut cases = cases();
+    cases.push(padding_only_case());
+    cases
 }
 
 #[test]
@@ -75,7 +86,7 @@ fn avg_pool_gradients() {
 
 #[test]
 fn l2_pool_gradients() {
-    for (i, (shape, window)) in cases().into_iter().enumerate() {
+    for (i, (shape, window)) in l2_cases().into_iter().enumerate() {
         gradcheck(
             "l2_pool2d",
             &[away_from_zero64(&shape, 10 + i as u64)],
@@ -131,7 +142,7 @@ fn avg_pool_matches_cpu_on_every_device() {
 #[test]
 fn l2_pool_matches_cpu_on_every_device() {
     for device in gpu_devices_under_test("l2_pool_matches_cpu_on_every_device") {
-        for (i, (shape, window)) in cases().into_iter().enumerate() {
+        for (i, (shape, window)) in l2_cases().into_iter().enumerate() {
             let x = random32(&shape, 50 + i as u64);
             check_parity("l2_pool2d", device, &[x], ATOL, RTOL, |t| {
                 ops::l2_pool2d(&t[0], window)
@@ -320,6 +331,87 @@ fn bad_parameters_are_errors() {
     );
     let empty = Tensor::from_vec(Vec::<f32>::new(), &[1, 2, 0, 3], Device::Cpu).unwrap();
     assert_invalid(ops::global_avg_pool2d(&empty), "input shape");
+}
+
+/// PyTorch: "pad should be at most half of effective kernel size", per side and axis, for max
+/// and average pooling; such padding is what makes windows that see only padding.
+#[test]
+fn pool_padding_past_half_the_window_is_an_error() {
+    let x = random32(&[1, 2, 5, 5], 1);
+    let (shape, padding_only) = padding_only_case();
+    let small = random32(&shape, 2);
+    let refused = [
+        (
+            &small,
+            padding_only,
+            "top padding 2 on the height",
+            "kernel size 1",
+        ),
+        (
+            &x,
+            Window2d::square(3, 1, 2),
+            "top padding 2",
+            "kernel size 3",
+        ),
+        (
+            &x,
+            Window2d::square(2, 1, 2),
+            "top padding 2",
+            "kernel size 2",
+        ),
+        (
+            &x,
+            Window2d::square(3, 1, 1).with_padding(1, 2, 1, 1),
+            "bottom padding 2",
+            "3",
+        ),
+        (
+            &x,
+            Window2d::square(3, 1, 1).with_padding(1, 1, 0, 2),
+            "right padding 2 on the width",
+            "3",
+        ),
+        (
+            &x,
+            Window2d::square(2, 1, 2).with_dilation(2),
+            "dilation 2: span 3",
+            "at most 1",
+        ),
+    ];
+    for (input, window, side, kernel) in refused {
+        let results = [
+            ("max_pool2d", ops::max_pool2d(input, window)),
+            ("avg_pool2d", ops::avg_pool2d(input, window, true)),
+            ("avg_pool2d", ops::avg_pool2d(input, window, false)),
+        ];
+        for (op, result) in results {
+            match result {
+                Err(
+                    e @ Error::InvalidArgument {
+                        what: "padding", ..
+                    },
+                ) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(op) && msg.contains(side) && msg.contains(kernel),
+                        "{msg}"
+                    );
+                }
+                Err(e) => panic!("{op} {window:?}: expected an invalid padding, got: {e}"),
+                Ok(_) => panic!("{op} {window:?}: padding past half the window was accepted"),
+            }
+        }
+    }
+    // Exactly half is allowed, including 'same' with an even kernel and a dilated span.
+    for window in [
+        Window2d::square(2, 1, 1),
+        Window2d::square(5, 1, 2),
+        Window2d::same((4, 2), (1, 1)),
+        Window2d::square(2, 1, 1).with_dilation(2),
+    ] {
+        ops::max_pool2d(&x, window).unwrap();
+        ops::avg_pool2d(&x, window, false).unwrap();
+    }
 }
 
 #[test]

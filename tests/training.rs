@@ -514,3 +514,117 @@ fn a_cuda_graph_run_matches_an_ordinary_run() {
     .unwrap_err();
     assert!(err.to_string().contains("cuda-graph"), "{err}");
 }
+
+/// An empty split is an error naming the split and what emptied it, raised before --out exists.
+#[test]
+fn empty_splits_are_errors_before_anything_is_written() {
+    let root = temp_dir("empty-splits");
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    synthetic_fashion_mnist(&data, 20, 10);
+    let out = root.join("run");
+    let refused = |config: TrainConfig, split: &str, named: &str| {
+        match train(&config) {
+            Err(e @ TrainError::InvalidArgument { .. }) | Err(e @ TrainError::Kiln(_)) => {
+                let msg = e.to_string();
+                assert!(msg.contains(split) && msg.contains(named), "{msg}");
+            }
+            Err(e) => panic!("expected an empty {split} error, got: {e}"),
+            Ok(s) => panic!(
+                "an empty {split} was accepted (test accuracy {})",
+                s.test_accuracy
+            ),
+        }
+        assert!(!out.exists(), "{} was written", out.display());
+    };
+    refused(
+        TrainConfig {
+            limit_train: Some(0),
+            ..config(&data, &out)
+        },
+        "training split",
+        "--limit-train 0",
+    );
+    refused(
+        TrainConfig {
+            val_fraction: 0.9999,
+            ..config(&data, &out)
+        },
+        "training split",
+        "--val-fraction 0.9999",
+    );
+    // 1% of 20 images rounds to no validation images.
+    refused(
+        TrainConfig {
+            val_fraction: 0.01,
+            ..config(&data, &out)
+        },
+        "validation split",
+        "--val-fraction 0.01",
+    );
+
+    let empty_train = root.join("empty-train");
+    std::fs::create_dir_all(&empty_train).unwrap();
+    synthetic_fashion_mnist(&empty_train, 0, 10);
+    refused(
+        config(&empty_train, &out),
+        "training split",
+        FASHION_MNIST_FILES[0],
+    );
+    let empty_test = root.join("empty-test");
+    std::fs::create_dir_all(&empty_test).unwrap();
+    synthetic_fashion_mnist(&empty_test, 20, 0);
+    refused(
+        config(&empty_test, &out),
+        "test split",
+        FASHION_MNIST_FILES[2],
+    );
+
+    // Through the command line: a failure exit and the message, no run directory.
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train", "--device", "cpu", "--limit-train", "0", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("--limit-train 0"), "{err}");
+    assert!(!out.exists());
+}
+
+/// Negative numbers are values of the numeric flags (not unknown flags), so kiln's own
+/// validation explains them.
+#[test]
+fn negative_numeric_flags_reach_kilns_validation() {
+    let root = temp_dir("negative-flags");
+    synthetic_fashion_mnist(&root, 20, 10);
+    let out = root.join("run");
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train", "--device", "cpu", "--lr", "-0.1", "--data"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("--lr -0.1") && err.contains("positive") && !err.contains("unexpected"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+/// `kiln eval` on a 0-image test set (and any caller) gets an error, not "test accuracy 0.00%".
+#[test]
+fn evaluating_an_empty_dataset_is_an_error() {
+    let mut model = Architecture::LeNet5
+        .build(1, 28, 10, 0, Device::Cpu)
+        .unwrap();
+    let empty = kiln::data::Dataset::new(vec![], vec![], [1, 28, 28], 10).unwrap();
+    let loader = kiln::data::DataLoader::new(empty, 4, Device::Cpu).unwrap();
+    let err = kiln::train::evaluate(&mut model, &loader).unwrap_err();
+    assert!(err.to_string().contains("0 images"), "{err}");
+}

@@ -72,47 +72,47 @@ struct TrainArgs {
     /// Network: lenet5 (ReLU + max pool), lenet5-classic (tanh + average pool), vgg, resnet20.
     #[arg(long, default_value = "lenet5")]
     model: String,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     batch_size: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     lr: f64,
     /// sgd, momentum, nesterov, rmsprop, adam or adamw.
     #[arg(long, default_value = "momentum")]
     optimizer: String,
     /// Momentum of the momentum and nesterov optimizers.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f64,
     /// L2 regularization (decoupled weight decay for adamw).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     weight_decay: f64,
     /// Learning-rate schedule: constant, step (×0.1 every 5 epochs) or cosine.
     #[arg(long, default_value = "constant")]
     schedule: String,
     /// Epochs of linear learning-rate warm-up.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     warmup: usize,
     /// Random horizontal flips and shifts of up to 2 pixels.
     #[arg(long)]
     augment: bool,
     /// Gaussian input jitter (standard deviation, normalized units).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     jitter: f32,
     /// cpu, cuda, cuda:N, emulated or auto.
     #[arg(long, default_value = "auto")]
     device: String,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     seed: u64,
     /// Fraction of the training set held out for validation.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     val_fraction: f64,
     /// Early stopping: stop after this many epochs without a better validation accuracy.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     patience: Option<usize>,
     /// Random restarts: train from this many seeds and keep the best by validation accuracy.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     restarts: usize,
     /// Fashion-MNIST directory (default: $KILN_DATA, then /usr/share/datasets/fashion-mnist).
     #[arg(long)]
@@ -124,7 +124,7 @@ struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Train on only the first N training images (quick runs).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     limit_train: Option<usize>,
     /// f32, or mixed precision: bf16 or f16 activations and matrix products (tensor cores on a
     /// GPU) with f32 master weights, as PyTorch's autocast; bf16-products and f16-products keep

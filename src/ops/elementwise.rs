@@ -63,9 +63,13 @@ pub fn sum(x: &Tensor) -> Result<Tensor> {
     scaled_sum("sum", x, 1.0)
 }
 
-/// The mean of x, a one-element tensor.
+/// The mean of x, a one-element tensor; NaN for an empty x (0 / 0, as `torch.mean`).
 pub fn mean(x: &Tensor) -> Result<Tensor> {
-    scaled_sum("mean", x, 1.0 / x.numel().max(1) as f64)
+    let scale = match x.numel() {
+        0 => f64::NAN,
+        n => 1.0 / n as f64,
+    };
+    scaled_sum("mean", x, scale)
 }
 
 fn scaled_sum(op: &'static str, x: &Tensor, s: f64) -> Result<Tensor> {

@@ -8,10 +8,12 @@ use crate::error::Result;
 use crate::shape::{as_nchw, ConvGeometry, Window2d};
 use crate::tensor::Tensor;
 
-/// Max over each `window` of `x` [N,C,H,W]; output sizes floor like PyTorch's.
+/// Max over each `window` of `x` [N,C,H,W]; output sizes floor like PyTorch's. As PyTorch, no
+/// side's padding may exceed half the window's span.
 pub fn max_pool2d(x: &Tensor, window: Window2d) -> Result<Tensor> {
     let shape = as_nchw("max_pool2d", x.shape())?;
     let g = ConvGeometry::new(shape, window, false)?;
+    window.check_pool_padding("max_pool2d")?;
     let (y, argmax) = backend::maxpool_fwd(x, &g)?;
     Ok(record("max_pool2d", &[x], y, move || {
         move |dy: &Tensor| Ok(vec![Some(backend::maxpool_bwd(dy, &argmax, &g)?)])
@@ -23,12 +25,13 @@ pub fn max_pool2d(x: &Tensor, window: Window2d) -> Result<Tensor> {
 /// included) when `count_include_pad`, else the number of taps inside the input.
 ///
 /// Dilation is supported (PyTorch's `avg_pool2d` has none): a dilated window has `KH·KW` taps
-/// spread over its span, and the divisor counts taps, not the span. When `!count_include_pad`, a
-/// window that sees only padding (possible with padding ≥ the window span) gives 0 and passes no
-/// gradient.
+/// spread over its span, and the divisor counts taps, not the span. As PyTorch, no side's padding
+/// may exceed half the window's span; when `!count_include_pad`, a dilated window whose taps all
+/// fall in the padding gives 0 and passes no gradient.
 pub fn avg_pool2d(x: &Tensor, window: Window2d, count_include_pad: bool) -> Result<Tensor> {
     let shape = as_nchw("avg_pool2d", x.shape())?;
     let g = ConvGeometry::new(shape, window, false)?;
+    window.check_pool_padding("avg_pool2d")?;
     let y = backend::avgpool_fwd(x, &g, count_include_pad)?;
     Ok(record("avg_pool2d", &[x], y, move || {
         move |dy: &Tensor| Ok(vec![Some(backend::avgpool_bwd(dy, &g, count_include_pad)?)])

@@ -213,8 +213,14 @@ impl TrainConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(invalid(
-                "lr",
-                format!("{} must be a positive number", self.lr),
+                "learning rate",
+                format!("--lr {} must be a positive number", self.lr),
+            ));
+        }
+        if self.limit_train == Some(0) {
+            return Err(invalid(
+                "training split",
+                "--limit-train 0 keeps no training images: give at least 1",
             ));
         }
         if !(0.0..1.0).contains(&self.val_fraction) {

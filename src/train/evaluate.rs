@@ -2,7 +2,7 @@
 
 use crate::autograd::no_grad;
 use crate::data::DataLoader;
-use crate::error::Result;
+use crate::error::{invalid, Result};
 use crate::nn::{Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;
@@ -35,7 +35,14 @@ pub fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
 }
 
 /// Runs `model` in evaluation mode over every batch of `loader` (epoch 0 order).
+/// An empty dataset is an error: its accuracy would read as 0%.
 pub fn evaluate(model: &mut dyn Module, loader: &DataLoader) -> Result<Evaluation> {
+    if loader.dataset().is_empty() {
+        return Err(invalid(
+            "evaluation",
+            "the data set holds 0 images: there is nothing to evaluate",
+        ));
+    }
     no_grad(|| {
         let mut eval = Evaluation::default();
         let mut loss_sum = 0.0;

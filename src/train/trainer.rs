@@ -21,7 +21,8 @@ use super::state::{model_tensors, optimizer_tensors, restore_model, restore_opti
 use crate::autograd::Gradients;
 use crate::backend;
 use crate::data::{
-    Augment, DataLoader, Dataset, FashionMnist, Normalization, FASHION_MNIST_CLASSES,
+    Augment, DataLoader, Dataset, FashionMnist, Normalization, Splits, FASHION_MNIST_CLASSES,
+    FASHION_MNIST_FILES,
 };
 use crate::device::Device;
 use crate::nn::{Mode, Module, Sequential};
@@ -81,6 +82,7 @@ fn load_data(config: &TrainConfig) -> Result<Data, TrainError> {
         let keep: Vec<usize> = (0..limit.min(splits.train.len())).collect();
         splits.train = splits.train.subset(&keep).map_err(crate::Error::from)?;
     }
+    check_splits(config, &mnist, &splits)?;
     let augment = Augment {
         hflip: config.augment,
         shift_pad: if config.augment { 2 } else { 0 },
@@ -99,6 +101,50 @@ fn load_data(config: &TrainConfig) -> Result<Data, TrainError> {
         test: loader(splits.test, eval_batch)?,
         normalization: splits.normalization,
     })
+}
+
+/// An empty training, test or (when asked for) validation split is an error naming the file or
+/// flag that emptied it: a run over no batches would save untrained weights as the best.
+fn check_splits(
+    config: &TrainConfig,
+    mnist: &FashionMnist,
+    splits: &Splits,
+) -> Result<(), TrainError> {
+    let file = |i: usize| mnist.dir.join(FASHION_MNIST_FILES[i]);
+    let total = mnist.num_train();
+    let fraction = config.val_fraction;
+    if total == 0 {
+        return Err(TrainError::invalid(
+            "training split",
+            format!("{} (or .gz) holds 0 images", file(0).display()),
+        ));
+    }
+    if splits.train.is_empty() {
+        // (--limit-train 0 is refused by TrainConfig::validate.)
+        return Err(TrainError::invalid(
+            "training split",
+            format!(
+                "--val-fraction {fraction} holds out all {total} training images, leaving none \
+                 to train on"
+            ),
+        ));
+    }
+    if fraction > 0.0 && splits.validation.is_empty() {
+        return Err(TrainError::invalid(
+            "validation split",
+            format!(
+                "--val-fraction {fraction} of {total} training images rounds to 0 validation \
+                 images: raise it, or pass --val-fraction 0 to train without validation"
+            ),
+        ));
+    }
+    if splits.test.is_empty() {
+        return Err(TrainError::invalid(
+            "test split",
+            format!("{} (or .gz) holds 0 images", file(2).display()),
+        ));
+    }
+    Ok(())
 }
 
 /// Where a resumed run continues: restart, first epoch to run, and the best result so far.
@@ -135,13 +181,14 @@ pub fn train(config: &TrainConfig) -> Result<RunSummary, TrainError> {
 fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
     config.validate()?;
     config.device.check_available()?;
+    // The data first: a missing or empty split fails before anything is written to --out.
+    let data = load_data(config)?;
     std::fs::create_dir_all(&config.out).map_err(|source| TrainError::Io {
         action: "create the output directory",
         path: config.out.clone(),
         source,
     })?;
     let files = RunFiles::new(&config.out);
-    let data = load_data(config)?;
     let resume = if config.resume {
         Some(load_checkpoint(&files.last)?)
     } else {
