@@ -40,6 +40,8 @@ step_preflight() {
   echo "## host"; uname -a; nproc; (free -g || true) 2>&1; df -h . 2>&1 | tail -n 1
   echo "## nvidia-smi"; $t 10 nvidia-smi 2>&1
   $t 10 nvidia-smi -q >"$KILN_RUN_WORK/nvidia-smi-q.txt" 2>&1 && echo "(nvidia-smi -q: nvidia-smi-q.txt)"
+  echo "## kiln info (the module loads say whether machine code or the PTX JIT was used)"
+  $t 30 ./kiln info 2>&1
   echo "## driver"; cat /proc/driver/nvidia/version 2>&1 | head -n 2
   echo "## glibc"; $t 5 ldd --version 2>&1 | head -n 1
   echo "## libstdc++ on this host (highest GLIBCXX)"
@@ -54,12 +56,10 @@ step_preflight() {
   for tool in compute-sanitizer ncu cuobjdump nvdisasm nvcc python3; do
     printf '%s: %s\n' "$tool" "$(command -v "$tool" || find_tool "$tool" || echo 'not found')"
   done
-  echo "## torch"
-  $t 20 "${KILN_PYTHON:-python3}" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' 2>&1 | tail -n 2
-  echo "## kiln info (the module loads say whether machine code or the PTX JIT was used)"
-  $t 60 ./kiln info 2>&1
   echo "## SASS registers, spills and setmaxnreg of the embedded cubins (cuobjdump at bundle build time)"
   cat sass-resources.txt 2>&1
+  echo "## torch (last: a cold import under gVisor is slow)"
+  $t 20 "${KILN_PYTHON:-python3}" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' 2>&1 | tail -n 2
   return 0 # facts, not checks: a missing tool is written down above
 }
 
@@ -72,7 +72,7 @@ step_suite() { # NAME: one test executable, GPU halves only
 }
 
 step_sanitizer() { # TOOL NAME
-  "$KILN_SANITIZER" --tool "$1" --error-exitcode 1 "bin/$2" --test-threads=1 --nocapture
+  "$KILN_SANITIZER" --tool "$1" --error-exitcode 1 --print-limit 20 "bin/$2" --test-threads=1 --nocapture
 }
 
 step_bench() {
@@ -171,6 +171,13 @@ else
   kiln_device=emulated
 fi
 export KILN_RUN_KILN_DEVICE="$kiln_device"
+# What a suite, the benchmarks or the selftest print when they could not do their GPU work. On a
+# compute capability 9.0 GPU (H100, H200) a skipped Hopper path is such a skip too.
+gpu_skip_pattern='skipping the real-GPU run|cuda_kernels: skipped|torch_gpu: skipped'
+if [ "$device" = cuda ] &&
+  [ "$(timeout 10 nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)" = 9.0 ]; then
+  gpu_skip_pattern="$gpu_skip_pattern|not a compute capability 9.0 GPU|needs compute capability 9.0|[1-9][0-9]* skipped\) on cuda"
+fi
 
 failures=0
 {
@@ -184,7 +191,7 @@ cat "$summary"
 pack() {
   cp "$summary" "$work/summary.txt"
   local tmp="$out/.results.tar.gz.tmp"
-  if tar -C "$work" -czf "$tmp" . 2>/dev/null ||
+  if tar -C "$work" --exclude='*.safetensors' -czf "$tmp" . 2>/dev/null ||
     python3 -c 'import sys, tarfile
 with tarfile.open(sys.argv[1], "w:gz") as t: t.add(sys.argv[2], arcname=".")' "$tmp" "$work"; then
     mv -f "$tmp" "$out/results.tar.gz"
@@ -217,6 +224,15 @@ last_test() {
     sed -E 's/^test ([^ ]+) \.\.\. *(ok|FAILED|ignored)$/after \1/; s/^test ([^ ]+) .*/\1/'
 }
 
+# The tests libtest lists as failed (its closing `failures:` block; under --nocapture a failing
+# test's `FAILED` comes on a line of its own, after its panic message).
+failed_tests() {
+  awk '/^failures:$/ { n++; delete names; k = 0; f = 1; next }
+       /^test result:/ { f = 0 }
+       f && /^    [^ ]+$/ { names[k++] = $1 }
+       END { for (i = 0; i < k && i < 4; i++) printf "%s%s", (i ? "," : ""), names[i] }' "$1"
+}
+
 # run_step NAME KIND CAP PHASE_END STEP_ARGS...: KIND is tests (libtest counts) or plain.
 run_step() {
   local name="$1" kind="$2" cap="$3" phase_end="$4"
@@ -231,27 +247,40 @@ run_step() {
   fi
   [ "$cap" -gt "$left" ] && cap=$left
   t0=$(date +%s)
-  timeout -k 5 "$cap" bash "$self" __step "$@" >"$log" 2>&1 </dev/null
+  # timeout runs the step in a process group of its own; whatever survives it (a child that
+  # ignored SIGTERM, a sanitizer's target) is killed with the group, so nothing outlives its step.
+  timeout -k 5 "$cap" bash "$self" __step "$@" >"$log" 2>&1 </dev/null &
+  local tpid=$!
+  wait "$tpid"
   rc=$?
+  kill -KILL -- "-$tpid" 2>/dev/null
   local took=$(($(date +%s) - t0))
   detail=""
   if [ "$kind" = tests ]; then
     detail="$(test_counts "$log")"
     local failed_tests
-    failed_tests="$(grep -aE '^test [^ ]+ \.\.\. .*FAILED$' "$log" | sed -E 's/^test ([^ ]+) .*/\1/' | head -n 4 | paste -sd, -)"
+    failed_tests="$(failed_tests "$log")"
     [ -z "$failed_tests" ] || detail="$detail; failed: $failed_tests"
   fi
-  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+  if [ "$rc" -eq 124 ] || { [ "$rc" -eq 137 ] && [ "$took" -ge "$cap" ]; }; then
     status=TIMEOUT
     detail="cut at its ${cap}s cap; $detail"
     if [ "$kind" = tests ]; then detail="$detail; running: $(last_test "$log")"; fi
   elif [ "$rc" -ne 0 ]; then
     status=FAIL
+    [ "$rc" -gt 128 ] && detail="killed by signal $((rc - 128)); $detail"
+    # A crash (no result line) names the test it happened in.
+    if [ "$kind" = tests ] && ! grep -aq '^test result:' "$log"; then
+      detail="$detail; running: $(last_test "$log")"
+    fi
     [ "$kind" = tests ] && [ -n "$detail" ] || detail="$detail; $(grep -avE '^\s*$' "$log" | tail -n 1 | cut -c1-160)"
     detail="exit $rc; $detail"
-  elif [ "$expect_gpu" = 1 ] && grep -aq 'skipping the real-GPU run' "$log"; then
+  elif [ "$expect_gpu" = 1 ] && grep -aqE "$gpu_skip_pattern" "$log"; then
     status=FAIL
-    detail="real-GPU work skipped where a GPU was expected: $(grep -am1 'skipping the real-GPU run' "$log" | cut -c1-160); $detail"
+    detail="real-GPU work skipped where a GPU was expected: $(grep -aEm1 "$gpu_skip_pattern" "$log" | cut -c1-160); $detail"
+  elif [ -n "${KILN_RUN_PASS_NEEDS:-}" ] && ! grep -aqE "$KILN_RUN_PASS_NEEDS" "$log"; then
+    status=FAIL
+    detail="no line matching '$KILN_RUN_PASS_NEEDS'; $(grep -aE 'ERROR SUMMARY|RACECHECK SUMMARY|Device not supported' "$log" | head -n 1 | cut -c1-160) $detail"
   else
     status=PASS
   fi
@@ -275,14 +304,13 @@ tarfile.open(sys.argv[1]).extractall(".", **safe)' "$packed" 2>"$work/unpack.log
     record unpack PASS $(($(date +%s) - t0)) "$packed"
   else
     record unpack FAIL $(($(date +%s) - t0)) "$(tail -n 1 "$work/unpack.log")"
-    exit 1
   fi
 fi
 
 # ---- 1-2. a verdict on every kernel, then the facts of the host ----
 run_step selftest plain 90 "$(phase_at 20)" selftest
 sed -n '/^verdict\|^kiln selftest/Ip' "$work/selftest.log" | tail -n 2
-run_step preflight plain 40 "$(phase_at 25)" preflight
+run_step preflight plain 60 "$(phase_at 28)" preflight
 
 # ---- 3. GPU-vs-CPU parity, suite by suite (tests.txt lists them in order of value) ----
 suites_end="$(phase_at 50)"
@@ -295,15 +323,28 @@ done <tests.txt
 
 # ---- 4. compute-sanitizer memcheck ----
 sanitizer="$(command -v compute-sanitizer || find_tool compute-sanitizer || true)"
+sanitizer_off=""
+if [ "$device" != cuda ]; then
+  sanitizer_off="compute-sanitizer needs a GPU"
+elif [ -z "$sanitizer" ]; then
+  sanitizer_off="compute-sanitizer not found (PATH, /usr/local/cuda)"
+else
+  # One short probe: a sandbox (gVisor) may refuse the sanitizer the device, and then every
+  # sanitizer step would fail for the host's reason, not ours.
+  probe="$(timeout -k 5 60 "$sanitizer" --tool memcheck --error-exitcode 1 ./kiln info 2>&1)"
+  if [ $? -ne 0 ] || ! grep -q 'ERROR SUMMARY: 0 errors' <<<"$probe"; then
+    sanitizer_off="compute-sanitizer cannot check this host: $(grep -aE 'Device not supported|ERROR|rror' <<<"$probe" | head -n 1 | cut -c1-140)"
+    printf '%s\n' "$probe" >"$work/sanitizer-probe.log"
+  fi
+fi
 for suite in parity mixed_activations cuda_graph wgmma; do
-  if [ "$device" != cuda ]; then
-    record "memcheck-$suite" SKIP 0 "compute-sanitizer needs a GPU"
-  elif [ -z "$sanitizer" ]; then
-    record "memcheck-$suite" SKIP 0 "compute-sanitizer not found (PATH, /usr/local/cuda)"
+  if [ -n "$sanitizer_off" ]; then
+    record "memcheck-$suite" SKIP 0 "$sanitizer_off"
   elif [ ! -x "bin/$suite" ]; then
     record "memcheck-$suite" FAIL 0 "no bin/$suite in the bundle"
   else
-    KILN_SANITIZER="$sanitizer" run_step "memcheck-$suite" tests 90 "$(phase_at 62)" sanitizer memcheck "$suite"
+    KILN_SANITIZER="$sanitizer" KILN_RUN_PASS_NEEDS='ERROR SUMMARY: 0 errors' \
+      run_step "memcheck-$suite" tests 90 "$(phase_at 62)" sanitizer memcheck "$suite"
   fi
 done
 
@@ -329,7 +370,7 @@ for base in sys.path:
     libpath="$work/.cublas:$(dirname "$cublas")${libpath:+:$libpath}"
   fi
 fi
-LD_LIBRARY_PATH="$libpath" run_step bench-kiln plain 180 "$(phase_at 80)" bench
+LD_LIBRARY_PATH="$libpath" run_step bench-kiln plain 180 "$(phase_at 71)" bench
 if grep -aq '^cuBLAS reference: ' "$work/bench-kiln.log" 2>/dev/null; then
   record bench-cublas SKIP 0 "$(grep -am1 '^cuBLAS reference: ' "$work/bench-kiln.log" | cut -c1-160)"
 fi
@@ -353,23 +394,25 @@ else
   epochs=10
   [ "$device" = cuda ] || epochs=1
   run_step train-lenet5 plain 150 "$(phase_at 93)" train lenet5 --model lenet5 --epochs "$epochs" \
-    --val-fraction 0 --device "$kiln_device" "${short[@]}"
+    --val-fraction 0 --device "$kiln_device" ${short[@]+"${short[@]}"}
   grep -aE 'test accuracy' "$work/train-lenet5.log" | tail -n 1
   run_step train-resnet20-timing plain 90 "$(phase_at 93)" train resnet20 --model resnet20 \
-    --epochs 1 --limit-train 5000 --val-fraction 0.1 --device "$kiln_device" "${short[@]}"
+    --epochs 1 --limit-train 5000 --val-fraction 0.1 --device "$kiln_device" ${short[@]+"${short[@]}"}
   run_step train-lenet5-bf16 plain 90 "$(phase_at 93)" train lenet5-bf16 --model lenet5 \
-    --epochs "$epochs" --val-fraction 0 --precision bf16 --device "$kiln_device" "${short[@]}"
+    --epochs "$epochs" --val-fraction 0 --precision bf16 --device "$kiln_device" ${short[@]+"${short[@]}"}
   run_step train-lenet5-graph plain 90 "$(phase_at 93)" train lenet5-graph --model lenet5 \
-    --epochs "$epochs" --val-fraction 0 --cuda-graph --device "$kiln_device" "${short[@]}"
+    --epochs "$epochs" --val-fraction 0 --cuda-graph --device "$kiln_device" ${short[@]+"${short[@]}"}
 fi
 
 # ---- 7. shared-memory races in the wgmma ring, last ----
-if [ "$device" != cuda ]; then
-  record racecheck-wgmma SKIP 0 "compute-sanitizer needs a GPU"
-elif [ -z "$sanitizer" ]; then
-  record racecheck-wgmma SKIP 0 "compute-sanitizer not found"
+left=$((deadline - margin - $(date +%s)))
+if [ -n "$sanitizer_off" ]; then
+  record racecheck-wgmma SKIP 0 "$sanitizer_off"
+elif [ "$left" -lt 60 ]; then
+  record racecheck-wgmma SKIP 0 "${left}s left: racecheck needs minutes"
 else
-  KILN_SANITIZER="$sanitizer" run_step racecheck-wgmma tests 300 "$deadline" sanitizer racecheck wgmma
+  KILN_SANITIZER="$sanitizer" KILN_RUN_PASS_NEEDS='RACECHECK SUMMARY: 0 hazards' \
+    run_step racecheck-wgmma tests 300 "$deadline" sanitizer racecheck wgmma
 fi
 
 elapsed=$(($(date +%s) - start))

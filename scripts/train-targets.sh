@@ -12,8 +12,9 @@
 #           epoch, weight decay 5e-4, batch 128 (target: 94.0% on a GPU host)
 #
 # DEVICE (default cuda), DATA (default: data/ when present, else kiln's own search) and OUT (default
-# results/targets) choose where it runs, what it reads and where it writes; KILN (default ./kiln,
-# else target/release/kiln) is the command. In a GPU bundle, run it from the bundle's folder. The
+# results/targets; on a GPU host the device tool's $OUT, the folder that comes back) choose where it
+# runs, what it reads and where it writes; KILN (default ./kiln, else target/release/kiln) is the
+# command. Called as dist/gpu-bundle/train-targets.sh, it runs from the bundle's folder. The
 # log, metrics.csv, curves.png and filters.png stay; checkpoints are deleted (results are copied
 # back from the host, and weights are not results).
 set -euo pipefail
@@ -21,11 +22,18 @@ set -euo pipefail
 model="${1:?usage: train-targets.sh lenet5|vgg|resnet20 [extra kiln train flags]}"
 shift
 device="${DEVICE:-cuda}"
-out="${OUT:-results/targets}/$model-$device"
+out="${OUT:-results/targets}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)/$model-$device"
+# In a GPU bundle, wherever it is called from, run from the bundle's folder (its kiln and data/).
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -f "$here/bin.tar.xz" ] || [ -x "$here/kiln" ]; then cd "$here"; fi
 
 kiln="${KILN:-}"
 if [ -z "$kiln" ]; then
-  if [ ! -x ./kiln ] && [ -f bin.tar.xz ]; then tar -xJf bin.tar.xz; fi
+  if [ ! -x ./kiln ] && [ -f bin.tar.xz ]; then
+    python3 -c 'import tarfile; tarfile.open("bin.tar.xz").extractall(".")' || tar -xJf bin.tar.xz
+  fi
   if [ -x ./kiln ]; then kiln=./kiln; else kiln=target/release/kiln; fi
 fi
 [ -x "$kiln" ] || { echo "train-targets: no kiln command ($kiln): cargo build --release" >&2; exit 1; }

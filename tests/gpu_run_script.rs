@@ -30,13 +30,38 @@ printf 'test planted::hang ... '
 exec sleep 1000
 "#;
 
+/// libtest's output under --nocapture: a failing test's panic comes between its name and FAILED.
 const FAILING_SUITE: &str = r#"#!/usr/bin/env bash
 echo "running 2 tests"
 echo "test broken::fine ... ok"
-echo "test broken::wrong ... FAILED"
+echo "test broken::wrong ... thread 'broken::wrong' panicked at tests/broken.rs:3:5:"
+echo "1 of 5 elements differ"
+echo "FAILED"
+echo
+echo "failures:"
+echo
+echo "failures:"
+echo "    broken::wrong"
 echo
 echo "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s"
 exit 101
+"#;
+
+/// A suite whose GPU half could not run: on a GPU host that is a failure, not a pass.
+const GPU_SKIPPING_SUITE: &str = r#"#!/usr/bin/env bash
+echo "running 1 test"
+echo "parity: skipping the real-GPU run: libcuda (the NVIDIA driver) was not found"
+echo "test parity::relu ... ok"
+echo
+echo "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+"#;
+
+/// A suite that crashes in a test (no result line).
+const CRASHING_SUITE: &str = r#"#!/usr/bin/env bash
+echo "running 2 tests"
+echo "test crash::first ... ok"
+printf 'test crash::second ... '
+kill -SEGV $$
 "#;
 
 const FAKE_KILN: &str = r#"#!/usr/bin/env bash
@@ -65,6 +90,8 @@ fn fake_bundle(root: &Path) {
     write_executable(&stage.join("bin/fast_suite"), PASSING_SUITE);
     write_executable(&stage.join("bin/planted_hang"), HANGING_SUITE);
     write_executable(&stage.join("bin/failing_suite"), FAILING_SUITE);
+    write_executable(&stage.join("bin/gpu_skipping_suite"), GPU_SKIPPING_SUITE);
+    write_executable(&stage.join("bin/crashing_suite"), CRASHING_SUITE);
     write_executable(&stage.join("bin/cuda_kernels"), FAKE_BENCH);
     write_executable(&stage.join("kiln"), FAKE_KILN);
     let bundle = root.join("bundle");
@@ -94,7 +121,7 @@ fn fake_bundle(root: &Path) {
     .unwrap();
     fs::write(
         bundle.join("tests.txt"),
-        "fast_suite\nplanted_hang\nfailing_suite\n",
+        "fast_suite\nplanted_hang\nfailing_suite\ncrashing_suite\n",
     )
     .unwrap();
 }
@@ -153,6 +180,12 @@ fn the_runner_keeps_its_deadline_cuts_a_hang_and_packs_every_step() {
     );
     assert!(failing.contains("exit 101"), "{failing}");
     assert!(failing.contains("failed: broken::wrong"), "{failing}");
+    let crash = summary_line(&summary, "tests-crashing_suite");
+    assert!(
+        crash.contains("FAIL") && crash.contains("killed by signal 11"),
+        "{crash}"
+    );
+    assert!(crash.contains("running: crash::second"), "{crash}");
     // Without a GPU the sanitizers are skipped with the reason, not passed.
     assert!(summary_line(&summary, "memcheck-parity").contains("SKIP"));
     assert!(summary_line(&summary, "racecheck-wgmma").contains("SKIP"));
@@ -232,4 +265,35 @@ fn a_budget_too_small_for_a_step_skips_it_instead_of_overrunning() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--budget 10"));
+}
+
+#[test]
+fn on_a_gpu_host_a_suite_that_skipped_its_gpu_half_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_bundle(dir.path());
+    let bundle = dir.path().join("bundle");
+    fs::write(bundle.join("tests.txt"), "gpu_skipping_suite\nfast_suite\n").unwrap();
+    let out = dir.path().join("out");
+    let run = Command::new("bash")
+        .arg(bundle.join("run.sh"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--budget", "30", "--device", "cuda"])
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let summary = fs::read_to_string(out.join("summary.txt")).unwrap();
+    let skipping = summary_line(&summary, "tests-gpu_skipping_suite");
+    assert!(
+        skipping.contains("FAIL") && skipping.contains("real-GPU work skipped"),
+        "{skipping}"
+    );
+    assert!(summary_line(&summary, "tests-fast_suite").contains("PASS"));
+    // No compute-sanitizer here: every sanitizer step says so instead of failing or passing.
+    let memcheck = summary_line(&summary, "memcheck-parity");
+    assert!(
+        memcheck.contains("SKIP") && memcheck.contains("not found"),
+        "{memcheck}"
+    );
 }
