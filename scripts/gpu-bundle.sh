@@ -118,15 +118,20 @@ while read -r name exe; do
   [ "$name" = cuda_kernels ] || tests+=("$name")
 done <"$work/executables"
 # run.sh runs the suites in this order, the evidence worth most first (every kernel family, the GEMM
-# families, the Hopper and 16-bit paths), then the rest as cargo listed them.
-first=(selftest parity layout_oracles gemm_kernels tensor_core flat_tensor_core wgmma mixed_activations
+# families, the Hopper and 16-bit paths), then the rest as cargo listed them, and last the suites
+# with little GPU work (selftest's suite repeats the selftest step; errors and optim have no GPU half).
+first=(parity layout_oracles gemm_kernels tensor_core flat_tensor_core wgmma mixed_activations
   cuda_graph conv_ops pool_ops activation_ops loss_ops norm_ops optim_devices autocast conv_chunks)
+last=(selftest errors optim)
 {
   for t in "${first[@]}"; do
     [[ " ${tests[*]} " == *" $t "* ]] && echo "$t"
   done
   for t in "${tests[@]}"; do
-    [[ " ${first[*]} " == *" $t "* ]] || echo "$t"
+    [[ " ${first[*]} ${last[*]} " == *" $t "* ]] || echo "$t"
+  done
+  for t in "${last[@]}"; do
+    [[ " ${tests[*]} " == *" $t "* ]] && echo "$t"
   done
 } >"$stage/tests.txt"
 
