@@ -125,13 +125,13 @@ first=(parity layout_oracles gemm_kernels tensor_core flat_tensor_core wgmma mix
 last=(selftest errors optim)
 {
   for t in "${first[@]}"; do
-    [[ " ${tests[*]} " == *" $t "* ]] && echo "$t"
+    if [[ " ${tests[*]} " == *" $t "* ]]; then echo "$t"; fi
   done
   for t in "${tests[@]}"; do
     [[ " ${first[*]} ${last[*]} " == *" $t "* ]] || echo "$t"
   done
   for t in "${last[@]}"; do
-    [[ " ${tests[*]} " == *" $t "* ]] && echo "$t"
+    if [[ " ${tests[*]} " == *" $t "* ]]; then echo "$t"; fi
   done
 } >"$stage/tests.txt"
 
