@@ -183,6 +183,41 @@ pub fn emulation_under_test(test: &str) -> bool {
     !selected(test, vec![Device::CudaEmulated]).is_empty()
 }
 
+/// The f32 values that single out each rounding rule of the f32 → bf16/f16 casts: ties to even,
+/// overflow to infinity, the largest finite values, f16 subnormals and underflow, f32 subnormals,
+/// signed zeros, NaN; then the exact midpoints between neighbouring bf16 values, both parities.
+/// Callers add random values at the scales they care about.
+pub fn rounding_edge_values() -> Vec<f32> {
+    let mut v = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        65504.0,
+        65519.99,
+        65520.0,
+        -65536.0,
+        1e-8,
+        5.960_464_5e-8, // 2^-24, the smallest f16 subnormal
+        2.980_232_2e-8, // 2^-25: ties to even, to 0
+        4.470_348_4e-8, // 3·2^-26: rounds up to 2^-24
+        6.103_515_6e-5, // 2^-14, the smallest f16 normal
+        6.103_515e-5,   // just below it: rounds into the normals
+        1e-40,          // f32 subnormal
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        3.390_625,   // bf16 tie (odd mantissa: rounds up)
+        3.382_812_5, // bf16 tie (even mantissa: stays)
+        1.000_488_3, // f16 tie 1 + 2^-11
+        1.001_464_8, // f16 tie 1 + 3·2^-11
+    ];
+    v.extend((0..64u32).map(|i| f32::from_bits(0x3f80_8000 + (i << 16))));
+    v
+}
+
 /// Random f32 values uniform in `[-1, 1)` with magnitudes kept away from 0 by `gap`, so tests of
 /// kinks (ReLU at 0) and ties are not decided by rounding.
 pub fn random_away_from_zero(rng: &mut StdRng, len: usize, gap: f32) -> Vec<f32> {

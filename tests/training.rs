@@ -581,17 +581,25 @@ fn empty_splits_are_errors_before_anything_is_written() {
     );
 
     // Through the command line: a failure exit and the message, no run directory.
-    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["train", "--device", "cpu", "--limit-train", "0", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    let err = String::from_utf8_lossy(&run.stderr);
+    let err = kiln_train_refused(&["--limit-train", "0"], &data, &out);
     assert!(err.contains("--limit-train 0"), "{err}");
     assert!(!out.exists());
+}
+
+/// Runs `kiln train --device cpu FLAGS --data DATA --out OUT`, checks that it failed, and returns
+/// its standard error.
+fn kiln_train_refused(flags: &[&str], data: &Path, out: &Path) -> String {
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train", "--device", "cpu"])
+        .args(flags)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success(), "kiln train {flags:?} succeeded");
+    String::from_utf8_lossy(&run.stderr).into_owned()
 }
 
 /// Negative numbers are values of the numeric flags (not unknown flags), so kiln's own
@@ -601,15 +609,7 @@ fn negative_numeric_flags_reach_kilns_validation() {
     let root = temp_dir("negative-flags");
     synthetic_fashion_mnist(&root, 20, 10);
     let out = root.join("run");
-    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["train", "--device", "cpu", "--lr", "-0.1", "--data"])
-        .arg(&root)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    let err = String::from_utf8_lossy(&run.stderr);
+    let err = kiln_train_refused(&["--lr", "-0.1"], &root, &out);
     assert!(
         err.contains("--lr -0.1") && err.contains("positive") && !err.contains("unexpected"),
         "{err}"

@@ -78,22 +78,24 @@ pub fn ptx_arch() -> &'static str {
 /// Every PTX target among the embedded modules: [`ptx_arch`] and the architecture-specific ones
 /// (`compute_90a`: the Hopper kernels, loaded on compute capability 9.0 alone). Empty without nvcc.
 pub fn ptx_targets() -> Vec<&'static str> {
-    let mut targets: Vec<&'static str> = generated::MODULES.iter().map(|m| m.1).collect();
-    targets.sort_unstable();
-    targets.dedup();
-    targets
+    sorted_unique(generated::MODULES.iter().map(|m| m.1))
 }
 
 /// Every architecture the embedded modules carry machine code for (`sm_80`, `sm_90`, `sm_90a`),
 /// loaded instead of the PTX where it fits the GPU. Empty without nvcc or with `KILN_SASS=none`.
 pub fn sass_targets() -> Vec<&'static str> {
-    let mut targets: Vec<&'static str> = generated::MODULES
-        .iter()
-        .flat_map(|m| m.3.iter().map(|s| s.0))
-        .collect();
-    targets.sort_unstable();
-    targets.dedup();
-    targets
+    sorted_unique(
+        generated::MODULES
+            .iter()
+            .flat_map(|m| m.3.iter().map(|s| s.0)),
+    )
+}
+
+fn sorted_unique(names: impl Iterator<Item = &'static str>) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = names.collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 enum Backend {

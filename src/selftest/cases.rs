@@ -12,7 +12,7 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::shape::numel;
 use crate::tensor::{DType, Tensor};
-use crate::testing::{random_away_from_zero, rng};
+use crate::testing::{random_away_from_zero, rng, rounding_edge_values};
 
 /// Pointwise f32 results (tests/parity.rs's tolerance).
 pub(super) const POINTWISE: Tolerance = Tolerance::Close {
@@ -307,40 +307,13 @@ fn bce_inputs(d: Device) -> Result<(Tensor, Tensor)> {
     Ok((z, unit(&PAIR, 33, d)?))
 }
 
-/// Values that exercise every rounding path of both 16-bit formats (tests/tensor_core.rs): ties,
-/// overflow to infinity, the largest finite values, f16 subnormals and underflow, f32 subnormals,
-/// signed zeros, NaN, random values at many scales, and midpoints between bf16 neighbours.
+/// The casts' rounding edge values (kiln::testing::rounding_edge_values) and random values at many
+/// scales.
 fn cast_inputs() -> Vec<f32> {
-    let mut v = vec![
-        0.0,
-        -0.0,
-        1.0,
-        -1.0,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NAN,
-        65504.0,
-        65519.99,
-        65520.0,
-        -65536.0,
-        1e-8,
-        5.960_464_5e-8, // 2^-24, the smallest f16 subnormal
-        2.980_232_2e-8, // 2^-25: ties to even, to 0
-        4.470_348_4e-8, // 3·2^-26: rounds up to 2^-24
-        6.103_515_6e-5, // 2^-14, the smallest f16 normal
-        6.103_515e-5,   // just below it: rounds into the normals
-        1e-40,          // f32 subnormal
-        f32::MAX,
-        f32::MIN_POSITIVE,
-        3.390_625,   // bf16 tie (odd mantissa: rounds up)
-        3.382_812_5, // bf16 tie (even mantissa: stays)
-        1.000_488_3, // f16 tie 1 + 2^-11
-        1.001_464_8, // f16 tie 1 + 3·2^-11
-    ];
+    let mut v = rounding_edge_values();
     let random = random_away_from_zero(&mut rng(7), 7 * 257, 0.0);
     for (i, scale) in [1e-6f32, 1e-3, 1.0, 1e3, 6e4, 1e6, 1e30].iter().enumerate() {
         v.extend(random[i * 257..][..257].iter().map(|x| x * scale));
     }
-    v.extend((0..64u32).map(|i| f32::from_bits(0x3f80_8000 + (i << 16))));
     v
 }
