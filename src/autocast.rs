@@ -19,8 +19,8 @@
 
 use std::cell::Cell;
 
-use crate::error::{invalid, Result};
-use crate::tensor::DType;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
 
 /// A mixed-precision mode: the 16-bit `format` of the matrix products, and whether activations
 /// are stored in it too.

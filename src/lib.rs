@@ -17,24 +17,25 @@
 pub mod autocast;
 pub mod autograd;
 pub mod backend;
+pub mod core;
 pub mod cpu;
 pub mod cuda;
 pub mod data;
-pub mod device;
-pub mod error;
 pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod selftest;
-pub mod shape;
 pub mod tensor;
 pub mod testing;
 pub mod train;
 
+pub use crate::core::device::Device;
+pub use crate::core::dtype::{DType, Element};
+pub use crate::core::error::{Error, Result};
+pub use crate::core::shape::{ConvGeometry, GemmSpec, Window2d};
+/// The core tier's modules under their earlier paths (`kiln::device::Device`, ...).
+pub use crate::core::{device, dtype, error, shape};
 pub use autocast::{autocast, autocast_activations};
 pub use autograd::{no_grad, Gradients};
-pub use cuda::MemoryStats;
-pub use device::{empty_cache, memory_stats, reset_peak_memory, synchronize, Device};
-pub use error::{Error, Result};
-pub use shape::{ConvGeometry, GemmSpec, Window2d};
-pub use tensor::{DType, Element, Tensor, TensorId};
+pub use cuda::{empty_cache, memory_stats, reset_peak_memory, synchronize, MemoryStats};
+pub use tensor::{Tensor, TensorId};

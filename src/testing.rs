@@ -2,8 +2,8 @@
 //! mismatches and the worst error, seeded random inputs, and the list of devices a parity test
 //! should run on (saying why a real GPU is skipped when there is none).
 
+use crate::core::device::Device;
 use crate::cpu::Float;
-use crate::device::Device;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

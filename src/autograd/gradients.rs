@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::backend;
-use crate::error::Result;
+use crate::core::error::Result;
 use crate::tensor::{Tensor, TensorId};
 
 /// Gradients by tensor. `Tensor::backward` returns fresh ones; `Tensor::backward_into` adds to an

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 pub use gradients::Gradients;
 
 use crate::backend;
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 use crate::tensor::{Tensor, TensorId};
 
 /// A backward rule: from the gradient of the op's output, the gradients of its inputs (in the order

@@ -2,12 +2,13 @@
 
 use super::cast::{host_storage_format, storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
+use crate::core::device::Device;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
 use crate::cpu::activation::{MaxoutLayout, RowLayout};
 use crate::cuda;
-use crate::device::Device;
-use crate::error::{invalid, Error, Result};
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::Tensor;
 
 /// ReLU: (y, mask u8).
 pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {

@@ -2,11 +2,12 @@
 //! every device, and f32 ⇄ f64 on the CPU (the gradient checks).
 
 use super::{gpu_output, host_output};
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
 use crate::cpu;
 use crate::cuda;
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// `x` converted to `dtype`: to bf16/f16 rounded to nearest even, back to f32 exactly.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {

@@ -13,13 +13,14 @@ use super::{
     cast, check_len, common_device, gpu_f32, gpu_float, gpu_output, host_output, input_shape,
     with_float,
 };
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::core::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
 use crate::cpu;
 use crate::cuda;
 use crate::cuda::params::Storage;
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// A 16-bit activation as a convolution product reads it: as it is on a device whose product
 /// format is the activation's (im2col gathers it, the GEMM multiplies it), else widened to f32
@@ -206,14 +207,14 @@ pub fn col2im(col: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
 
 fn check_gemm_lens(spec: &GemmSpec, a: &Tensor, b: &Tensor, c_len: usize) -> Result<()> {
     if spec.groups == 0 {
-        return Err(crate::error::invalid(
+        return Err(crate::core::error::invalid(
             "gemm groups",
             "a GemmSpec needs at least one group",
         ));
     }
     let (la, lb, lc) = spec.required_lens();
     if a.numel() < la || b.numel() < lb || c_len < lc {
-        return Err(crate::error::invalid(
+        return Err(crate::core::error::invalid(
             "gemm operands",
             format!(
                 "{spec:?} needs A ≥ {la}, B ≥ {lb}, C ≥ {lc} elements; got {}, {}, {c_len}",
@@ -348,7 +349,7 @@ pub(crate) fn col_bias_address(
 ) -> Result<u64> {
     let Some(bias) = bias else { return Ok(0) };
     if spec.batch != 1 || spec.groups != 1 {
-        return Err(crate::error::invalid(
+        return Err(crate::core::error::invalid(
             "column bias",
             format!("{op}: a column bias needs a single product (no batch or groups)"),
         ));

@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::cast::product_operand;
 use super::{gpu_f32, gpu_float, gpu_output};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::shape::{ConvGeometry, GemmSpec, GroupedConv};
 use crate::cuda::gemm::{gemm_at, GemmAddresses};
 use crate::cuda::gemm_tc::gemm_16bit_at;
 use crate::cuda::im2col::{col2im_at, im2col_16bit_at, im2col_at};
 use crate::cuda::params::Storage;
 use crate::cuda::{Gpu, GpuBuffer};
-use crate::error::Result;
-use crate::shape::{ConvGeometry, GemmSpec, GroupedConv};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 static CHUNK_BYTES: AtomicUsize = AtomicUsize::new(16 << 20);
 

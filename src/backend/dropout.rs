@@ -2,13 +2,14 @@
 
 use super::cast::{host_storage_format, stored, widened};
 use super::{common_device, gpu_float, gpu_output, host_output, with_float};
+use crate::core::device::Device;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
 use crate::cpu::dropout::{dropout_scale, dropout_threshold};
 use crate::cuda;
 use crate::cuda::dropout::DropoutDraw;
-use crate::device::Device;
-use crate::error::{invalid, Error, Result};
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::Tensor;
 
 /// Checks that the drop probability `p` lies in [0, 1] (NaN does not).
 pub fn check_dropout_probability(p: f64) -> Result<()> {

@@ -2,11 +2,12 @@
 
 use super::cast::{host_storage_format, storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float, Factor};
+use crate::core::device::Device;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::{Error, Result};
 use crate::cpu;
 use crate::cuda;
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::Tensor;
 
 /// scale·Σx as a one-element tensor.
 pub fn sum(x: &Tensor, scale: f64) -> Result<Tensor> {
@@ -152,7 +153,7 @@ pub fn copy_into(dst: &mut Tensor, src: &Tensor) -> Result<()> {
             let host = src.host_data("copy_into")?.clone();
             let buffer = dst.gpu_buffer_mut("copy_into")?;
             let gpu = buffer.gpu().clone();
-            host.upload_to(&gpu, buffer)
+            gpu.upload_host_data(&host, buffer)
         }
         (a, b) if a == b => {
             let from = src.gpu_buffer("copy_into")?;

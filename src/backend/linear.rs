@@ -3,11 +3,12 @@
 use super::cast::{product_operand, stored, widened};
 use super::conv::{col_bias_address, gemm_16bit, gemm_mixed};
 use super::{bias_add, common_device, gpu_f32, gpu_output};
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
+use crate::core::shape::GemmSpec;
 use crate::cuda;
-use crate::device::Device;
-use crate::error::{invalid, Result};
-use crate::shape::GemmSpec;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// (N, in, out) of a linear layer's x [N, in] and W [out, in], or an error naming the mismatch.
 pub fn linear_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {

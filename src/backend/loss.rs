@@ -2,11 +2,12 @@
 //! logits (their means are `backend::sum`); the sum of squares of the L2 penalty.
 
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float, Factor};
+use crate::core::device::Device;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::{invalid, Error, Result};
 use crate::cpu::{self, Float};
 use crate::cuda::{self, Gpu, GpuBuffer};
-use crate::device::Device;
-use crate::error::{invalid, Error, Result};
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::Tensor;
 
 /// Softmax cross-entropy per row: (probs [R,K], losses [R]). Labels are validated by the caller.
 pub fn softmax_xent_fwd(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {

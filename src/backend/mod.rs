@@ -2,12 +2,13 @@
 //! the CUDA launchers (`cuda::`, f32, on a real GPU or the emulation). Ops in `ops::` are written
 //! once on top of these, so every op runs on every device.
 
+use crate::core::device::Device;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::{Error, Result};
+use crate::core::shape::{numel, ConvGeometry};
 use crate::cuda::params::Storage;
 use crate::cuda::{Gpu, GpuBuffer};
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::shape::{numel, ConvGeometry};
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::Tensor;
 use std::sync::Arc;
 
 mod activation;
@@ -62,7 +63,7 @@ impl<'a> Factor<'a> {
         common_device(op, &[like, u])?;
         u.expect_dtype(op, like.dtype())?;
         if u.numel() != 1 {
-            return Err(crate::error::invalid(
+            return Err(crate::core::error::invalid(
                 "upstream gradient",
                 format!("{op}: {:?} is not one element", u.shape()),
             ));
@@ -168,7 +169,7 @@ pub(crate) fn input_shape(g: &ConvGeometry) -> Vec<usize> {
 /// Checks that `t` holds exactly `len` elements.
 pub(crate) fn check_len(op: &'static str, t: &Tensor, len: usize) -> Result<()> {
     if t.numel() != len {
-        return Err(crate::error::invalid(
+        return Err(crate::core::error::invalid(
             "tensor size",
             format!("{op}: expected {len} elements, got shape {:?}", t.shape()),
         ));

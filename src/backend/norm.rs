@@ -3,14 +3,15 @@
 
 use super::cast::{host_storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
+use crate::core::device::Device;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::{invalid, Error, Result};
+use crate::core::shape::as_nchw;
 use crate::cpu;
 use crate::cpu::norm::{ChannelLayout, ChannelNorm};
 use crate::cuda;
 use crate::cuda::norm::GpuChannelNorm;
-use crate::device::Device;
-use crate::error::{invalid, Error, Result};
-use crate::shape::as_nchw;
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::Tensor;
 
 /// The per-channel tensors (each [C] on x's device, of x's dtype, or f32 for bf16/f16 activations)
 /// a batch-norm pass normalizes with:

@@ -3,12 +3,13 @@
 //! touching anything, so a rejected call leaves `w` and the state as they were.
 
 use super::{common_device, gpu_f32, with_float};
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
 use crate::cpu::optim::AdamCoefficients;
 use crate::cuda;
-use crate::device::Device;
-use crate::error::{invalid, Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// A learning rate must be finite and ≥ 0 (0 is allowed: a warm-up may start there).
 pub(crate) fn check_lr(op: &'static str, lr: f64) -> Result<()> {

@@ -3,12 +3,13 @@
 use super::cast::{host_storage_format, storage_format, stored, widened};
 use super::input_shape;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
+use crate::core::device::Device;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::{invalid, Error, Result};
+use crate::core::shape::{as_nchw, numel, ConvGeometry};
 use crate::cpu;
 use crate::cuda;
-use crate::device::Device;
-use crate::error::{invalid, Error, Result};
-use crate::shape::{as_nchw, numel, ConvGeometry};
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::Tensor;
 
 /// Max pooling: (y [N,C,OH,OW], argmax i32 of the same shape).
 pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {

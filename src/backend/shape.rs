@@ -2,11 +2,12 @@
 
 use super::cast::{storage_format, stored, widened};
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
 use crate::cuda::{self, shape::Slab};
-use crate::device::Device;
-use crate::error::{invalid, Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// `shape` viewed around `axis` as (outer, inner): the products of the dims before and after it.
 fn outer_inner(shape: &[usize], axis: usize) -> (usize, usize) {

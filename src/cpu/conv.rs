@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::gemm::{bias_add, gemm_on, Threads};
 use super::im2col::{col2im_image, im2col_image};
 use super::Float;
-use crate::shape::GroupedConv;
+use crate::core::shape::GroupedConv;
 
 /// Images whose partial weight gradients are summed separately (in parallel) and then added in
 /// order, so the result does not depend on the number of threads.
@@ -109,10 +109,10 @@ fn output_image_len(conv: &GroupedConv) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::shape::{ConvGeometry, Window2d};
     use crate::cpu::gemm::gemm;
     use crate::cpu::im2col::{col2im, im2col};
     use crate::cpu::testutil::{assert_close, random_vec, rng};
-    use crate::shape::{ConvGeometry, Window2d};
 
     /// Odd sizes, padding, stride, dilation and groups, none a multiple of a tile.
     fn cases() -> Vec<GroupedConv> {

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::Float;
-use crate::shape::GemmSpec;
+use crate::core::shape::GemmSpec;
 
 /// `C = alpha·op(A)·op(B) + beta·C`, row-major, batched (two levels: batch entries and groups) and
 /// optionally summed over the batch, exactly as documented on [`GemmSpec`]. `beta` scales the old

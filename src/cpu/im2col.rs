@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::Float;
-use crate::shape::ConvGeometry;
+use crate::core::shape::ConvGeometry;
 
 /// Input coordinate read by tap `k` of output `o` along one axis, or `None` in the padding.
 pub(crate) fn tap_input(
@@ -249,9 +249,9 @@ fn col2im_plane_unit_stride<T: Float>(col: &mut [T], g: &ConvGeometry, plane: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::shape::{GemmSpec, Window2d};
     use crate::cpu::gemm::gemm;
     use crate::cpu::testutil::{assert_close, random_vec, rng};
-    use crate::shape::{GemmSpec, Window2d};
 
     /// Convolution `[N][O][OH][OW]` through im2col and one batched GEMM (weights shared, stride 0).
     fn conv_via_im2col(x: &[f64], w: &[f64], out_ch: usize, g: &ConvGeometry) -> Vec<f64> {

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::im2col::{tap_input, tap_output};
 use super::Float;
-use crate::shape::ConvGeometry;
+use crate::core::shape::ConvGeometry;
 
 /// Max pooling. `argmax` holds the winner's index `h·W + w` within its input plane; ties go to the
 /// first tap in row-major window order (only a strictly greater value replaces the best so far, so
@@ -381,8 +381,8 @@ pub fn global_avgpool_bwd<T: Float>(dy: &[T], plane_len: usize, dx: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::shape::Window2d;
     use crate::cpu::testutil::{assert_close, random_vec, rng};
-    use crate::shape::Window2d;
 
     fn run_fwd(x: &[f64], g: &ConvGeometry) -> (Vec<f64>, Vec<i32>) {
         let out = g.batch * g.in_channels * g.out_h * g.out_w;
@@ -517,8 +517,8 @@ mod tests {
 #[cfg(test)]
 mod avg_l2_global_tests {
     use super::*;
+    use crate::core::shape::Window2d;
     use crate::cpu::testutil::{assert_close, random_vec, rng};
-    use crate::shape::Window2d;
 
     /// The lecture's 4x4 example.
     const LECTURE: [f64; 16] = [

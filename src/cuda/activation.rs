@@ -1,9 +1,9 @@
 //! Launchers for kernels/activation.cu.
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use crate::core::error::Result;
 use crate::cpu::activation::{MaxoutLayout, RowLayout};
 use crate::cuda::params::{to_i32, to_i64, Storage};
-use crate::error::Result;
 
 /// Mirrors `ReluFwdParams` in kernels/activation.cu.
 #[repr(C)]

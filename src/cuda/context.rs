@@ -14,7 +14,7 @@ use super::generated;
 use super::kernel_image::{self, LoadedImage};
 use super::memory::RawBlock;
 use super::LaunchConfig;
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 /// The CUDA version (as cuDriverGetVersion reports it) whose PTX the embedded kernels use:
 /// nvcc 13.0 emits PTX ISA 9.0, which drivers older than CUDA 13.0 (driver 580) reject.

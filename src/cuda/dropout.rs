@@ -1,8 +1,8 @@
 //! Launchers for kernels/dropout.cu.
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use crate::core::error::Result;
 use crate::cuda::params::{storage_kernel, to_i64, Storage};
-use crate::error::Result;
 
 /// Mirrors `DropoutFwdParams` in kernels/dropout.cu.
 #[repr(C)]

@@ -2,7 +2,7 @@
 
 use super::params::{storage_kernel, to_i64, Storage};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
-use crate::error::Result;
+use crate::core::error::Result;
 
 /// Mirrors `AxpbyParams` in kernels/elementwise.cu.
 #[repr(C)]

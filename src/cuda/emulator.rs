@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::generated::{emulated_entry, EmuLaunch};
 use super::{KernelParams, LaunchConfig};
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 pub(crate) fn launch<P: KernelParams>(
     name: &'static str,

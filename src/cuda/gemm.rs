@@ -3,8 +3,8 @@
 
 use super::params::{storage_kernel, to_i32, to_i64, Storage};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
-use crate::error::{invalid, Result};
-use crate::shape::GemmSpec;
+use crate::core::error::{invalid, Result};
+use crate::core::shape::GemmSpec;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Tile of C per block of `gemm_f32`, as in kernels/gemm.cu (GEMM_BM x GEMM_BN, 256 threads).

@@ -5,8 +5,8 @@ use super::gemm::{flat_tile_rows, grid_config, GemmAddresses, GemmEpilogue, Gemm
 use super::gemm_wgmma::{gemm_wgmma_at, wgmma_kernel};
 use super::params::to_i32;
 use super::{kernel_params, launch, Gpu};
-use crate::error::{invalid, Result};
-use crate::shape::GemmSpec;
+use crate::core::error::{invalid, Result};
+use crate::core::shape::GemmSpec;
 
 /// Tile of C per block of the square-tile kernels (gemm_tc_*; 256 threads, as gemm.rs's grid
 /// gives), and the width of the flat ones (gemm_tc_16x256_*, gemm_tc_32x256_*).

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use super::gemm::{grid_config, GemmAddresses, GemmEpilogue, GemmLayout};
 use super::params::to_i32;
 use super::{kernel_params, launch, Gpu, LaunchConfig};
-use crate::error::Result;
-use crate::shape::GemmSpec;
+use crate::core::error::Result;
+use crate::core::shape::GemmSpec;
 
 /// Tile of C per block (WG_TILE in kernels/gemm_wgmma.cu); 256 threads, as gemm.rs's grid gives.
 const TILE: usize = 128;

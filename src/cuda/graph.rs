@@ -24,7 +24,7 @@ use std::thread::ThreadId;
 use super::emulator;
 use super::memory::{Pool, RawBlock};
 use super::{Backend, Gpu, KernelParams, LaunchConfig};
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 /// The values of a training step that change from step to step, as kernels read them in a replayed
 /// graph (mirrors `KilnStepScalars` in kernels/common.cuh).

@@ -2,8 +2,8 @@
 
 use super::params::{storage_kernel, ConvGeom, Storage};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
-use crate::error::Result;
-use crate::shape::ConvGeometry;
+use crate::core::error::Result;
+use crate::core::shape::ConvGeometry;
 
 /// Mirrors `Im2colParams` in kernels/im2col.cu.
 #[repr(C)]

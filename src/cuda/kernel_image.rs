@@ -8,7 +8,7 @@
 //! version only); an architecture-specific cubin (sm_90a) and PTX (compute_90a) run on exactly
 //! that capability; plain PTX for compute_XY is JIT-compiled for any capability >= X.Y.
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 /// `KILN_KERNEL_IMAGE=ptx` makes every module load from its PTX through the driver's JIT, even
 /// where machine code fits (to test the JIT path, or to get the PTX's line numbers into

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use super::{generated, Backend, Gpu};
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 /// Launches per kernel since the process started: one counter per kernel kiln builds, so a launch
 /// costs a hash lookup and an atomic add, no lock.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::params::to_i64;
 use super::{elementwise_config, gpu, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
-use crate::device::Device;
-use crate::error::{invalid, Result};
+use crate::core::device::Device;
+use crate::core::error::{invalid, Result};
 
 /// Mirrors `SwizzleProbeParams` in kernels/layout_probe.cu.
 #[repr(C)]

@@ -2,7 +2,7 @@
 
 use super::params::{to_i32, to_i64};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
-use crate::error::Result;
+use crate::core::error::Result;
 
 /// Mirrors `SoftmaxXentFwdParams` in kernels/loss.cu.
 #[repr(C)]

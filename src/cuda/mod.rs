@@ -6,6 +6,7 @@ pub(crate) mod activation;
 pub(crate) mod cast;
 #[cfg(feature = "cuda")]
 mod context;
+mod devices;
 #[allow(unused_imports)]
 pub(crate) mod dropout;
 pub(crate) mod elementwise;
@@ -33,6 +34,7 @@ mod timing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use devices::{empty_cache, memory_stats, reset_peak_memory, synchronize};
 pub use gemm::{set_flat_tile_gemm, set_large_tile_gemm};
 pub use gemm_wgmma::{
     set_wgmma_gemm, set_wgmma_tma, set_wgmma_wide_tiles, wgmma_launches, wgmma_tma_launches,
@@ -43,8 +45,9 @@ pub use memory::MemoryStats;
 pub(crate) use memory::{size_class, Pool, RawBlock};
 pub use timing::{median, time_runs};
 
-use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::core::device::Device;
+use crate::core::dtype::HostData;
+use crate::core::error::{Error, Result};
 
 pub(crate) use launch::{elementwise_config, kernel_params, launch, KernelParams};
 pub use launch::{kernel_names, launch_counts, LaunchConfig};
@@ -404,6 +407,18 @@ impl Gpu {
             }
             #[allow(unreachable_patterns)]
             _ => Err(Error::Driver("buffer belongs to another backend".into())),
+        }
+    }
+
+    /// Copies host data of any element type into the start of `dst` (which must hold it).
+    pub(crate) fn upload_host_data(&self, src: &HostData, dst: &mut GpuBuffer) -> Result<()> {
+        match src {
+            HostData::F32(v) => self.upload(v, dst),
+            HostData::F64(v) => self.upload(v, dst),
+            HostData::I32(v) => self.upload(v, dst),
+            HostData::U8(v) => self.upload(v, dst),
+            HostData::BF16(v) => self.upload(v, dst),
+            HostData::F16(v) => self.upload(v, dst),
         }
     }
 

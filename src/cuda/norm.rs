@@ -1,9 +1,9 @@
 //! Launchers for kernels/norm.cu.
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use crate::core::error::Result;
 use crate::cpu::norm::ChannelLayout;
 use crate::cuda::params::{storage_kernel, to_i32, to_i64, Storage};
-use crate::error::Result;
 
 /// Mirrors `BatchNormStatsParams` in kernels/norm.cu.
 #[repr(C)]

@@ -4,7 +4,7 @@
 
 use super::params::to_i64;
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
-use crate::error::Result;
+use crate::core::error::Result;
 
 /// Mirrors `SgdParams` in kernels/optim.cu.
 #[repr(C)]

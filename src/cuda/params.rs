@@ -1,8 +1,8 @@
 //! Parameter pieces shared by several kernels, mirrored in kernels/common.cuh.
 
-use crate::error::{invalid, Error, Result};
-use crate::shape::ConvGeometry;
-use crate::tensor::DType;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Error, Result};
+use crate::core::shape::ConvGeometry;
 
 /// Mirrors `struct ConvGeom` in kernels/common.cuh.
 #[repr(C)]

@@ -2,8 +2,8 @@
 
 use super::params::{storage_kernel, to_i64, ConvGeom, Storage};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
-use crate::error::Result;
-use crate::shape::ConvGeometry;
+use crate::core::error::Result;
+use crate::core::shape::ConvGeometry;
 
 /// Mirrors `MaxPoolFwdParams` in kernels/pool.cu.
 #[repr(C)]

@@ -2,7 +2,7 @@
 
 use super::params::to_i64;
 use super::{kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
-use crate::error::Result;
+use crate::core::error::Result;
 
 /// Mirrors `SumParams` in kernels/reduce.cu.
 #[repr(C)]

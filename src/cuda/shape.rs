@@ -2,7 +2,7 @@
 
 use super::params::to_i64;
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
-use crate::error::Result;
+use crate::core::error::Result;
 
 /// Mirrors `ConcatFwdParams` in kernels/shape.cu.
 #[repr(C)]

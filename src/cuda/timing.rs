@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use super::{gpu, Backend};
-use crate::device::Device;
-use crate::error::Result;
+use crate::core::device::Device;
+use crate::core::error::Result;
 
 /// Runs `work` `warmup` times untimed, then `runs` times, returning each run's milliseconds.
 /// On a real GPU each run is bracketed by timing events on kiln's stream and the time is read after

@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::error::{invalid, DataError};
-use crate::device::Device;
+use crate::core::device::Device;
 use crate::tensor::Tensor;
 
 /// Per-channel mean and standard deviation; normalizing maps `x` to `(x - mean[c]) / std[c]`.

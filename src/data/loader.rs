@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use super::augment::Augment;
 use super::dataset::Dataset;
 use super::error::{invalid, DataError};
-use crate::device::Device;
+use crate::core::device::Device;
 use crate::tensor::Tensor;
 
 /// How many prepared batches may wait in the channel ahead of the consumer.

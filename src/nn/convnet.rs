@@ -2,12 +2,13 @@
 //! cross-entropy, trained through the tape.
 
 use super::init::kaiming_normal;
-use crate::device::Device;
-use crate::error::{invalid, Result};
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
+use crate::core::shape::Window2d;
 use crate::ops;
 use crate::optim::Sgd;
-use crate::shape::Window2d;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// Sizes of a [`ConvNet`].
 #[derive(Clone, Copy, Debug)]

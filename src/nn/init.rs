@@ -1,7 +1,7 @@
 //! Seeded weight initialization.
 
-use crate::device::Device;
-use crate::error::Result;
+use crate::core::device::Device;
+use crate::core::error::Result;
 use crate::tensor::Tensor;
 
 /// How a layer's weights are drawn.
@@ -37,7 +37,7 @@ impl Init {
     pub fn bias(self, len: usize, fan_in: usize, seed: u64, device: Device) -> Result<Tensor> {
         match self {
             Init::TorchDefault => torch_default(&[len], fan_in, seed ^ 0xB1A5, device),
-            _ => Tensor::zeros(&[len], crate::tensor::DType::F32, device),
+            _ => Tensor::zeros(&[len], crate::core::dtype::DType::F32, device),
         }
     }
 }

@@ -6,8 +6,8 @@ use super::layers::{
 };
 use super::module::Module;
 use super::sequential::Sequential;
-use crate::device::Device;
-use crate::error::{invalid, Result};
+use crate::core::device::Device;
+use crate::core::error::{invalid, Result};
 
 /// The built-in architectures, by the names the command line uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,8 +211,11 @@ pub struct LayerSummary {
 /// lists each top-level layer with its output shape and parameter count.
 pub fn summarize(net: &mut Sequential, input_shape: [usize; 3]) -> Result<Vec<LayerSummary>> {
     let [c, h, w] = input_shape;
-    let mut x =
-        crate::tensor::Tensor::zeros(&[1, c, h, w], crate::tensor::DType::F32, device_of(net))?;
+    let mut x = crate::tensor::Tensor::zeros(
+        &[1, c, h, w],
+        crate::core::dtype::DType::F32,
+        device_of(net),
+    )?;
     let mut rows = Vec::new();
     crate::autograd::no_grad(|| -> Result<()> {
         for (i, layer) in net.children_mut().iter_mut().enumerate() {

@@ -1,6 +1,6 @@
 //! The module trait: a layer or a network with named parameters.
 
-use crate::error::Result;
+use crate::core::error::Result;
 use crate::tensor::Tensor;
 
 /// Whether a forward pass trains (dropout active, batch norm on batch statistics) or evaluates.

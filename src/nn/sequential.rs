@@ -1,7 +1,7 @@
 //! Sequential: children applied in order, named "0", "1", ... like PyTorch's nn.Sequential.
 
 use super::module::{prefixed, Mode, Module};
-use crate::error::Result;
+use crate::core::error::Result;
 use crate::tensor::Tensor;
 
 /// Modules applied one after another.

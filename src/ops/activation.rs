@@ -5,7 +5,7 @@
 
 use crate::autograd::record;
 use crate::backend;
-use crate::error::Result;
+use crate::core::error::Result;
 use crate::tensor::Tensor;
 
 /// y = max(x, 0); the gradient is 0 at x = 0, as PyTorch's.

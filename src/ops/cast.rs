@@ -2,8 +2,9 @@
 
 use crate::autograd::record;
 use crate::backend;
-use crate::error::Result;
-use crate::tensor::{DType, Tensor};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::tensor::Tensor;
 
 /// `x` converted to `dtype`: f32 ⇄ bf16/f16 on every device (to 16 bits rounded to nearest even,
 /// back exactly), f32 ⇄ f64 on the CPU. The gradient flows back converted to `x`'s type.

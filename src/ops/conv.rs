@@ -7,10 +7,11 @@
 
 use crate::autograd::record;
 use crate::backend::{self, common_device};
-use crate::error::{invalid, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
+use crate::core::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
 use crate::ops::cast::gradient_as;
-use crate::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// y = conv(x, w) + b for x [N,C,H,W], w [K,C,KH,KW], b [K]. The stride must tile the padded
 /// input exactly (the lecture's rule); otherwise the error says why.

@@ -17,10 +17,11 @@
 use super::conv::{check_groups, check_kernel};
 use crate::autograd::record;
 use crate::backend::{self, common_device};
-use crate::error::{invalid, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
+use crate::core::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
 use crate::ops::cast::{as_activation, gradient_as};
-use crate::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// PyTorch's `conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)`:
 /// x [N, C_in, H, W], w [C_in, C_out/groups, KH, KW], b [C_out]; `window` gives the kernel (which

@@ -5,7 +5,7 @@
 
 use crate::autograd::record;
 use crate::backend;
-use crate::error::Result;
+use crate::core::error::Result;
 use crate::tensor::Tensor;
 
 /// Dropout of `x` with drop probability `p` ∈ [0, 1] (else `Err`). Training with p > 0 draws the

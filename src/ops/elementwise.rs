@@ -2,9 +2,10 @@
 
 use crate::autograd::record;
 use crate::backend;
-use crate::error::Result;
+use crate::core::dtype::DType;
+use crate::core::error::Result;
 use crate::ops::cast;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// `a` and `b` in one float type: an f32 and a 16-bit tensor (16-bit activations meeting f32 ones,
 /// e.g. a residual block's shortcut from the network's input), or bf16 and f16, meet in f32, as

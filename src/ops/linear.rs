@@ -2,10 +2,11 @@
 
 use crate::autograd::record;
 use crate::backend::{self, common_device};
-use crate::error::Result;
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::shape::GemmSpec;
 use crate::ops::cast::gradient_as;
-use crate::shape::GemmSpec;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// y = x·Wᵀ + b.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {

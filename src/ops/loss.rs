@@ -4,9 +4,10 @@
 
 use crate::autograd::record;
 use crate::backend::{self, common_device, Factor};
-use crate::error::{invalid, Error, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Error, Result};
 use crate::ops::{add, cast, scale};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// Mean over rows of −log softmax(logits)[label]: logits [N, K], labels i32 [N] in 0..K (checked;
 /// a bad label is an error). Returns a one-element tensor on the logits' device.

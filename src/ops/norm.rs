@@ -7,10 +7,11 @@
 
 use crate::autograd::record;
 use crate::backend::{self, BatchNormStats};
-use crate::device::Device;
-use crate::error::{invalid, Result};
-use crate::shape::as_nchw;
-use crate::tensor::{DType, Tensor};
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
+use crate::core::shape::as_nchw;
+use crate::tensor::Tensor;
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel, with learnable γ (`gamma`) and β (`beta`).
 #[derive(Debug)]

@@ -4,8 +4,8 @@
 
 use crate::autograd::record;
 use crate::backend;
-use crate::error::Result;
-use crate::shape::{as_nchw, ConvGeometry, Window2d};
+use crate::core::error::Result;
+use crate::core::shape::{as_nchw, ConvGeometry, Window2d};
 use crate::tensor::Tensor;
 
 /// Max over each `window` of `x` [N,C,H,W]; output sizes floor like PyTorch's. As PyTorch, no

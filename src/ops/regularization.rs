@@ -2,8 +2,9 @@
 
 use crate::autograd::record;
 use crate::backend::{self, common_device};
-use crate::error::{invalid, Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Error, Result};
+use crate::tensor::Tensor;
 
 /// The L2 penalty (weight decay as a loss term), with the ½ convention:
 /// `weight/2 · Σ_p ‖p‖²` over every element of every tensor in `params`, so that its gradient is

@@ -1,6 +1,6 @@
 //! Flatten: [N, ...] to [N, rest]. Its backward is a reshape back to the input's shape.
 
-use crate::error::{invalid, Result};
+use crate::core::error::{invalid, Result};
 use crate::tensor::Tensor;
 
 /// Keeps the batch axis and flattens the others.

@@ -2,7 +2,7 @@
 
 use crate::autograd::record;
 use crate::backend;
-use crate::error::Result;
+use crate::core::error::Result;
 use crate::tensor::Tensor;
 
 /// The tensors joined along `axis`: the channels (axis 1) of NCHW images or the features (axis 1)

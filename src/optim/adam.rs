@@ -4,8 +4,8 @@
 use super::state::Params;
 use super::{Optimizer, OptimizerState};
 use crate::backend::{self, AdamStep};
+use crate::core::error::Result;
 use crate::cuda::StepScalars;
-use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// Adam's and AdamW's hyper-parameters. `Default` is PyTorch's Adam: lr 1e-3, betas (0.9, 0.999),

@@ -5,7 +5,7 @@
 //! `growth_interval` good steps in a row the scale doubles. bf16 needs none of this.
 
 use crate::backend;
-use crate::error::{invalid, Result};
+use crate::core::error::{invalid, Result};
 use crate::tensor::Tensor;
 
 /// The scale and the count of overflow-free steps since it last changed.

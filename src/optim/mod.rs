@@ -47,8 +47,8 @@ pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 pub use state::OptimizerState;
 
+use crate::core::error::Result;
 use crate::cuda::StepScalars;
-use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// What a training loop needs from an optimizer.

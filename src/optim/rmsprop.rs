@@ -4,8 +4,8 @@
 use super::state::Params;
 use super::{Optimizer, OptimizerState};
 use crate::backend;
+use crate::core::error::Result;
 use crate::cuda::StepScalars;
-use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// RMSprop's hyper-parameters. `Default` is PyTorch's: lr 0.01, alpha 0.99, eps 1e-8, no weight

@@ -3,7 +3,7 @@
 
 use super::Optimizer;
 use crate::backend;
-use crate::error::{invalid, Result};
+use crate::core::error::{invalid, Result};
 
 /// A learning rate for every step or epoch `t = 0, 1, 2, …` (the caller picks the unit and calls
 /// [`Schedule::lr_at`] or [`Schedule::apply`] once per unit). Built by the constructors, which
@@ -152,8 +152,8 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::Device;
-    use crate::error::Error;
+    use crate::core::device::Device;
+    use crate::core::error::Error;
     use crate::optim::{Sgd, SgdConfig};
     use crate::tensor::Tensor;
     use crate::testing::assert_close;

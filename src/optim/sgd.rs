@@ -4,8 +4,8 @@
 use super::state::Params;
 use super::{Optimizer, OptimizerState};
 use crate::backend;
+use crate::core::error::Result;
 use crate::cuda::StepScalars;
-use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// SGD's hyper-parameters. `Default` is PyTorch's: lr 1e-3, no momentum, no weight decay.

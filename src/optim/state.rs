@@ -2,9 +2,10 @@
 //! each step), its state tensors allocated up front, and the saved form of its state.
 
 use crate::backend;
-use crate::device::Device;
-use crate::error::{invalid, Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Error, Result};
+use crate::tensor::Tensor;
 
 /// An optimizer's state as a checkpoint holds it. Restore with [`super::Optimizer::load_state`].
 #[derive(Clone, Debug)]

@@ -8,10 +8,11 @@ use half::{bf16, f16};
 
 use super::{gemm, layers, Case, Outputs, Tolerance};
 use crate::backend::{self, AdamStep, Factor};
-use crate::device::Device;
-use crate::error::Result;
-use crate::shape::numel;
-use crate::tensor::{DType, Tensor};
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::shape::numel;
+use crate::tensor::Tensor;
 use crate::testing::{random_away_from_zero, rng, rounding_edge_values};
 
 /// Pointwise f32 results (tests/parity.rs's tolerance).

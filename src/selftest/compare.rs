@@ -2,8 +2,9 @@
 //! tolerance `atol + rtol·|ref|`, bit-for-bit comparison of casts, masks and indices, and the
 //! perturbation a planted failure applies.
 
-use crate::error::Result;
-use crate::tensor::{DType, Tensor};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::tensor::Tensor;
 
 /// How a row's outputs must agree with the CPU's.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -8,11 +8,12 @@ use super::layers::PRODUCTS;
 use super::switches::KernelChoice;
 use super::{Case, Outputs, Tolerance};
 use crate::backend;
-use crate::device::Device;
-use crate::error::Result;
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::shape::{ConvGeometry, GemmSpec, GroupedConv, Window2d};
 use crate::ops;
-use crate::shape::{ConvGeometry, GemmSpec, GroupedConv, Window2d};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// alpha·op(A)·op(B) for `spec` (whose output matrices must lie back to back) on fresh operands
 /// of the lengths it needs, in `dtype` (rounded on the CPU, then moved to `d`).

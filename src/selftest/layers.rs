@@ -5,10 +5,10 @@
 use super::cases::{uniform, POINTWISE, SHAPE};
 use super::{Case, Outputs, Tolerance};
 use crate::backend::{self, BatchNormStats};
-use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::core::device::Device;
+use crate::core::error::{Error, Result};
+use crate::core::shape::{ConvGeometry, GroupedConv, Window2d};
 use crate::ops;
-use crate::shape::{ConvGeometry, GroupedConv, Window2d};
 use crate::tensor::Tensor;
 
 /// Sums of up to a few hundred products in another order (tests/gemm_kernels.rs's tolerance).
@@ -106,7 +106,10 @@ fn tape_gradients(y: &Tensor, leaves: &[(&'static str, &Tensor)], seed: u64) -> 
         .iter()
         .map(|&(name, leaf)| {
             let g = grads.get(leaf).ok_or_else(|| {
-                crate::error::invalid("selftest", format!("the tape gave no gradient of {name}"))
+                crate::core::error::invalid(
+                    "selftest",
+                    format!("the tape gave no gradient of {name}"),
+                )
             })?;
             Ok((name, g.clone()))
         })

@@ -31,9 +31,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::core::device::Device;
+use crate::core::error::{invalid, Result};
 use crate::cuda;
-use crate::device::Device;
-use crate::error::{invalid, Result};
 use crate::tensor::Tensor;
 use compare::HostValues;
 use switches::{ChoiceGuard, KernelChoice};
@@ -297,7 +297,7 @@ fn run_case(device: Device, case: &Case, planted: bool) -> Row {
     let start = Instant::now();
     let outputs = caught(|| {
         let outputs = (case.run)(device)?;
-        crate::device::synchronize(&device)?;
+        crate::cuda::synchronize(&device)?;
         Ok(outputs)
     });
     row.time = start.elapsed();
@@ -360,7 +360,7 @@ fn run_case(device: Device, case: &Case, planted: bool) -> Row {
 mod tests {
     use super::*;
     use crate::backend;
-    use crate::shape::GemmSpec;
+    use crate::core::shape::GemmSpec;
 
     const LOOSE: Tolerance = Tolerance::Close {
         atol: 1e-4,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{Report, Row, Status, Tolerance};
-use crate::device::Device;
+use crate::core::device::Device;
 
 const FAMILY: usize = 28;
 const CHECK: usize = 16;

@@ -1,12 +1,12 @@
 //! The process-wide kernel-choice switches (`kiln::cuda::set_*_gemm`, `set_wgmma_*`) a row sets,
 //! and the guard that restores their previous values when the row ends, also on failure or panic.
 
+use crate::core::device::Device;
+use crate::core::error::Result;
+use crate::core::shape::GemmSpec;
 use crate::cuda;
 use crate::cuda::gemm::{flat_tile_rows, uses_big_tiles};
 use crate::cuda::gemm_wgmma::{wgmma_kernel, WgmmaKernel};
-use crate::device::Device;
-use crate::error::Result;
-use crate::shape::GemmSpec;
 
 /// Every kernel-choice switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

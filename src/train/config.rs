@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use super::precision::Precision;
-use crate::device::Device;
-use crate::error::{invalid, Result};
+use crate::core::device::Device;
+use crate::core::error::{invalid, Result};
 use crate::nn::Architecture;
 use crate::optim::{
     Adam, AdamConfig, AdamW, Optimizer, RmsProp, RmsPropConfig, Schedule, Sgd, SgdConfig,

@@ -1,8 +1,8 @@
 //! Evaluation: loss, accuracy and predictions of a model over a dataset, without recording.
 
 use crate::autograd::no_grad;
+use crate::core::error::{invalid, Result};
 use crate::data::DataLoader;
-use crate::error::{invalid, Result};
 use crate::nn::{Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;

@@ -54,11 +54,12 @@
 
 use crate::autocast::Mode;
 use crate::backend;
+use crate::core::device::Device;
+use crate::core::dtype::DType;
 use crate::cuda::{gpu, DeviceGraph, GpuBuffer, StepScalars};
-use crate::device::Device;
 use crate::nn::Module;
 use crate::optim::Optimizer;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 use super::trainer::read_checked_stats;
 use super::{StepPrecision, TrainError};

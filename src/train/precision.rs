@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use crate::autocast::Mode;
-use crate::error::{invalid, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
 use crate::optim::LossScaler;
-use crate::tensor::DType;
 
 /// The precisions `kiln train --precision` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

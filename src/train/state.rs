@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::checkpoint::Checkpoint;
 use super::error::TrainError;
-use crate::device::Device;
+use crate::core::device::Device;
 use crate::nn::Module;
 use crate::optim::{Optimizer, OptimizerState};
 use crate::tensor::Tensor;

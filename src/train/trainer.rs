@@ -20,15 +20,16 @@ use super::progress::Progress;
 use super::state::{model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot};
 use crate::autograd::Gradients;
 use crate::backend;
+use crate::core::device::Device;
+use crate::core::dtype::DType;
 use crate::data::{
     Augment, DataLoader, Dataset, FashionMnist, Normalization, Splits, FASHION_MNIST_CLASSES,
     FASHION_MNIST_FILES,
 };
-use crate::device::Device;
 use crate::nn::{Mode, Module, Sequential};
 use crate::ops;
 use crate::optim::Optimizer;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// What a finished run reports.
 #[derive(Debug)]

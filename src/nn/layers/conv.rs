@@ -1,11 +1,11 @@
 //! Conv2d: a convolution with its weight [K, C/groups, KH, KW] and optional bias [K].
 
-use crate::device::Device;
-use crate::error::{invalid, Result};
+use crate::core::device::Device;
+use crate::core::error::{invalid, Result};
+use crate::core::shape::Window2d;
 use crate::nn::init::Init;
 use crate::nn::module::{weight_and_bias, weight_and_bias_mut, Mode, Module};
 use crate::ops;
-use crate::shape::Window2d;
 use crate::tensor::Tensor;
 
 pub struct Conv2d {

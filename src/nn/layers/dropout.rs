@@ -1,6 +1,6 @@
 //! Dropout as a layer: a fresh mask each training step, reproducible from the layer's seed.
 
-use crate::error::{invalid, Result};
+use crate::core::error::{invalid, Result};
 use crate::nn::module::{Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;

@@ -1,7 +1,7 @@
 //! Linear: y = x·Wᵀ + b with W [out, in] (PyTorch's layout).
 
-use crate::device::Device;
-use crate::error::{invalid, Result};
+use crate::core::device::Device;
+use crate::core::error::{invalid, Result};
 use crate::nn::init::Init;
 use crate::nn::module::{weight_and_bias, weight_and_bias_mut, Mode, Module};
 use crate::ops;

@@ -1,8 +1,8 @@
 //! BatchNorm2d as a layer: γ and β are its parameters ("weight", "bias" as in PyTorch), the running
 //! statistics its buffers.
 
-use crate::device::Device;
-use crate::error::Result;
+use crate::core::device::Device;
+use crate::core::error::Result;
 use crate::nn::module::{Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;

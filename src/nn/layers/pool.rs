@@ -1,9 +1,9 @@
 //! Pooling layers.
 
-use crate::error::Result;
+use crate::core::error::Result;
+use crate::core::shape::Window2d;
 use crate::nn::module::{Mode, Module};
 use crate::ops;
-use crate::shape::Window2d;
 use crate::tensor::Tensor;
 
 /// Which reduction a pooling layer applies over each window.

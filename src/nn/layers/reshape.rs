@@ -1,6 +1,6 @@
 //! Flatten: [N, ...] → [N, rest].
 
-use crate::error::Result;
+use crate::core::error::Result;
 use crate::nn::module::{Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;

@@ -3,8 +3,8 @@
 //! He et al.), so gradients add where the input branches into the two paths.
 
 use super::{BatchNorm2d, Conv2d};
-use crate::device::Device;
-use crate::error::Result;
+use crate::core::device::Device;
+use crate::core::error::Result;
 use crate::nn::init::Init;
 use crate::nn::module::{prefixed, Mode, Module};
 use crate::ops;

@@ -1,7 +1,7 @@
 //! One error type for the whole library.
 
-use crate::device::Device;
-use crate::tensor::DType;
+use crate::core::device::Device;
+use crate::core::dtype::DType;
 
 /// Everything that can go wrong in kiln. Bad input is reported here, never by a panic.
 #[derive(Debug, thiserror::Error)]

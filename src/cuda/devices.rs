@@ -1,26 +1,14 @@
-//! Devices: the CPU, a CUDA GPU, and the CPU emulation of the CUDA kernels.
+//! What the runtime knows about devices: the best one present, whether one is usable, its memory
+//! pool's statistics and synchronization. `Device` itself is a plain value in `core::device`.
 
-use std::fmt;
-
-use crate::cuda::{self, MemoryStats};
-use crate::error::Result;
-
-/// Where a tensor lives and where its operations run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Device {
-    /// The CPU reference backend (ndarray + rayon).
-    Cpu,
-    /// An NVIDIA GPU by ordinal, running kiln's CUDA kernels.
-    Cuda(usize),
-    /// kiln's CUDA kernels compiled for the host and run on the CPU, with the same launch code,
-    /// memory pool and parameter structs as a real GPU. For debugging kernels without a GPU.
-    CudaEmulated,
-}
+use super::MemoryStats;
+use crate::core::device::Device;
+use crate::core::error::{invalid, Result};
 
 impl Device {
     /// CUDA device 0 when a driver and a GPU are present and usable, else the CPU. Never panics.
     pub fn best() -> Device {
-        if cuda::usable_gpu_count() > 0 {
+        if super::usable_gpu_count() > 0 {
             Device::Cuda(0)
         } else {
             Device::Cpu
@@ -39,7 +27,7 @@ impl Device {
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
                 .ok_or_else(|| {
-                    crate::error::invalid(
+                    invalid(
                         "device",
                         format!("{other:?}: expected cpu, cuda, cuda:N, emulated or auto"),
                     )
@@ -47,27 +35,12 @@ impl Device {
         }
     }
 
-    /// Whether tensors on this device live in (real or emulated) device memory.
-    pub fn is_gpu(&self) -> bool {
-        !matches!(self, Device::Cpu)
-    }
-
     /// Fails with a clear error when the device cannot be used here (no driver, no GPU, old
     /// driver, built without kernels).
     pub fn check_available(&self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            _ => cuda::gpu(*self).map(|_| ()),
-        }
-    }
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => write!(f, "cpu"),
-            Device::Cuda(i) => write!(f, "cuda:{i}"),
-            Device::CudaEmulated => write!(f, "cuda-emulated"),
+            _ => super::gpu(*self).map(|_| ()),
         }
     }
 }
@@ -77,7 +50,7 @@ impl fmt::Display for Device {
 pub fn memory_stats(device: &Device) -> Result<MemoryStats> {
     match device {
         Device::Cpu => Ok(MemoryStats::default()),
-        _ => Ok(cuda::gpu(*device)?.memory_stats()),
+        _ => Ok(super::gpu(*device)?.memory_stats()),
     }
 }
 
@@ -86,7 +59,7 @@ pub fn empty_cache(device: &Device) -> Result<()> {
     match device {
         Device::Cpu => Ok(()),
         _ => {
-            cuda::gpu(*device)?.empty_cache();
+            super::gpu(*device)?.empty_cache();
             Ok(())
         }
     }
@@ -95,7 +68,7 @@ pub fn empty_cache(device: &Device) -> Result<()> {
 /// Starts a new peak-memory measurement: the peak becomes the current live bytes.
 pub fn reset_peak_memory(device: &Device) -> Result<()> {
     if device.is_gpu() {
-        cuda::gpu(*device)?.reset_peak();
+        super::gpu(*device)?.reset_peak();
     }
     Ok(())
 }
@@ -104,6 +77,6 @@ pub fn reset_peak_memory(device: &Device) -> Result<()> {
 pub fn synchronize(device: &Device) -> Result<()> {
     match device {
         Device::Cpu => Ok(()),
-        _ => cuda::gpu(*device)?.synchronize(),
+        _ => super::gpu(*device)?.synchronize(),
     }
 }

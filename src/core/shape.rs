@@ -1,6 +1,6 @@
 //! Shapes and the output-size formulas of convolution and pooling, in one place.
 
-use crate::error::{invalid, Result};
+use crate::core::error::{invalid, Result};
 
 /// Geometry of a 2-d convolution over an NCHW batch (also used by im2col/col2im).
 ///
