@@ -15,7 +15,7 @@
 //! losses widen their inputs to f32. The tensors kept for the backward pass take half the memory.
 //!
 //! bf16 has f32's range and needs no loss scaling; f16 gradients can underflow, so train with
-//! f16 only with [`crate::optim::LossScaler`].
+//! f16 only with `optim::LossScaler`.
 
 use std::cell::Cell;
 

@@ -6,7 +6,7 @@ use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
 use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
-use crate::cpu::activation::{MaxoutLayout, RowLayout};
+use crate::core::layout::{MaxoutLayout, RowLayout};
 use crate::cuda;
 use crate::tensor::Tensor;
 

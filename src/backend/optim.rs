@@ -7,7 +7,7 @@ use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
-use crate::cpu::optim::AdamCoefficients;
+use crate::core::adam::AdamCoefficients;
 use crate::cuda;
 use crate::tensor::Tensor;
 

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+pub use crate::core::layout::{MaxoutLayout, RowLayout};
 use super::{Float, MIN_PAR_LEN};
 
 /// `y = max(x, 0)` and `mask = 1` where `x > 0`, else 0 (NaN gives `y = 0`, `mask = 0`).
@@ -110,35 +111,6 @@ pub fn tanh_bwd<T: Float>(y: &[T], dy: &[T], dx: &mut [T]) {
     map2(y, dy, dx, |y, d| d * (T::one() - y * y));
 }
 
-/// A row-major tensor seen as `[outer][len][inner]` for a reduction along one axis: `len` is the
-/// axis' size, `outer` the product of the sizes before it, `inner` of those after it. A row is the
-/// `len` elements `(o, ·, i)`, `inner` apart in memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RowLayout {
-    pub outer: usize,
-    pub len: usize,
-    pub inner: usize,
-}
-
-impl RowLayout {
-    /// The layout of `axis` of `shape`; the caller checks `axis < shape.len()`.
-    pub fn along(shape: &[usize], axis: usize) -> RowLayout {
-        RowLayout {
-            outer: shape[..axis].iter().product(),
-            len: shape[axis],
-            inner: shape[axis + 1..].iter().product(),
-        }
-    }
-
-    pub fn rows(&self) -> usize {
-        self.outer * self.inner
-    }
-
-    pub fn numel(&self) -> usize {
-        self.outer * self.len * self.inner
-    }
-}
-
 /// Softmax along the rows of `layout` (or log-softmax when `log`), stable for logits of any
 /// magnitude: `y = exp(x − m) / Σ exp(x − m)`, `log y = (x − m) − log Σ exp(x − m)` with `m` the
 /// row max (subtracted first, so logits in the thousands keep their digits). Each row is summed in
@@ -191,26 +163,6 @@ pub fn softmax_bwd<T: Float>(y: &[T], dy: &[T], layout: RowLayout, log: bool, dx
                 }
             }
         });
-}
-
-/// Maxout's view of its input `[batch][units·pieces][spatial]` (spatial = the product of the dims
-/// after the channel axis, 1 for `[N, C]`) and output `[batch][units][spatial]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MaxoutLayout {
-    pub batch: usize,
-    pub units: usize,
-    pub pieces: usize,
-    pub spatial: usize,
-}
-
-impl MaxoutLayout {
-    pub fn inputs(&self) -> usize {
-        self.batch * self.units * self.pieces * self.spatial
-    }
-
-    pub fn outputs(&self) -> usize {
-        self.batch * self.units * self.spatial
-    }
 }
 
 /// Maxout: `y[b][u][s]` = the max over `q` of `x[b][u·pieces + q][s]`, and `argmax` the winning

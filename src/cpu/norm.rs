@@ -7,39 +7,8 @@
 use rayon::prelude::*;
 
 use super::{Float, MIN_PAR_LEN};
+pub use crate::core::layout::ChannelLayout;
 
-/// An NCHW batch seen per channel: `batch` images of `channels` planes of `plane` = H·W values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChannelLayout {
-    pub batch: usize,
-    pub channels: usize,
-    pub plane: usize,
-}
-
-impl ChannelLayout {
-    /// Values per channel, M = N·H·W.
-    pub fn count(&self) -> usize {
-        self.batch * self.plane
-    }
-
-    /// Elements of the batch, N·C·H·W.
-    pub fn len(&self) -> usize {
-        self.batch * self.channels * self.plane
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The values of channel `c`, image by image.
-    fn channel<'a, T: Copy>(&self, x: &'a [T], c: usize) -> impl Iterator<Item = &'a T> + 'a {
-        let (channels, plane) = (self.channels, self.plane);
-        (0..self.batch).flat_map(move |n| {
-            let start = (n * channels + c) * plane;
-            x[start..start + plane].iter()
-        })
-    }
-}
 
 /// The per-channel numbers a pass normalizes with: x̂ = (x − mean)/√(var + eps), scaled by γ.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +32,16 @@ fn as_float<T: Float>(n: usize) -> T {
 
 /// Per channel: mean = Σx/M, then var = Σ(x − mean)²/M (biased), in two passes so a large common
 /// offset does not cancel the variance away.
+
+/// The values of channel `c`, image by image.
+fn channel<'a, T: Copy>(layout: &ChannelLayout, x: &'a [T], c: usize) -> impl Iterator<Item = &'a T> + 'a {
+    let (channels, plane) = (layout.channels, layout.plane);
+    (0..layout.batch).flat_map(move |n| {
+        let start = (n * channels + c) * plane;
+        x[start..start + plane].iter()
+    })
+}
+
 pub fn batch_norm_stats<T: Float>(x: &[T], layout: ChannelLayout, mean: &mut [T], var: &mut [T]) {
     debug_assert_eq!(x.len(), layout.len(), "batch_norm_stats: x length");
     debug_assert_eq!(mean.len(), layout.channels, "batch_norm_stats: mean length");
@@ -72,8 +51,8 @@ pub fn batch_norm_stats<T: Float>(x: &[T], layout: ChannelLayout, mean: &mut [T]
         .zip(var.par_iter_mut())
         .enumerate()
         .for_each(|(c, (m, v))| {
-            let mu = layout.channel(x, c).fold(T::zero(), |s, &x| s + x) / count;
-            let sq = layout.channel(x, c).fold(T::zero(), |s, &x| {
+            let mu = channel(&layout, x, c).fold(T::zero(), |s, &x| s + x) / count;
+            let sq = channel(&layout, x, c).fold(T::zero(), |s, &x| {
                 let d = x - mu;
                 s + d * d
             });
@@ -121,7 +100,7 @@ pub fn batch_norm_bwd_reduce<T: Float>(
         .for_each(|(c, (s, sx))| {
             let (mean, inv_std) = (norm.mean[c], norm.inv_std(c));
             let (mut a, mut b) = (T::zero(), T::zero());
-            for (&d, &x) in layout.channel(dy, c).zip(layout.channel(x, c)) {
+            for (&d, &x) in channel(&layout, dy, c).zip(channel(&layout, x, c)) {
                 a = a + d;
                 b = b + d * ((x - mean) * inv_std);
             }
@@ -217,7 +196,7 @@ mod tests {
         let (mut mean, mut var) = ([0.0_f32; 2], [0.0_f32; 2]);
         batch_norm_stats(&x, layout, &mut mean, &mut var);
         for c in 0..2 {
-            let vals: Vec<f64> = layout.channel(&x, c).map(|&v| v as f64).collect();
+            let vals: Vec<f64> = channel(&layout, &x, c).map(|&v| v as f64).collect();
             let m = vals.iter().sum::<f64>() / vals.len() as f64;
             let v = vals.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / vals.len() as f64;
             assert_close(&[mean[c] as f64], &[m], 1e-3, 0.0);

@@ -2,7 +2,7 @@
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
-use crate::cpu::activation::{MaxoutLayout, RowLayout};
+use crate::core::layout::{MaxoutLayout, RowLayout};
 use crate::cuda::params::{to_i32, to_i64, Storage};
 
 /// Mirrors `ReluFwdParams` in kernels/activation.cu.

@@ -2,7 +2,7 @@
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
-use crate::cpu::norm::ChannelLayout;
+use crate::core::layout::ChannelLayout;
 use crate::cuda::params::{storage_kernel, to_i32, to_i64, Storage};
 
 /// Mirrors `BatchNormStatsParams` in kernels/norm.cu.

@@ -162,7 +162,7 @@ pub(crate) fn adam(
     exp_avg: &mut GpuBuffer,
     exp_avg_sq: &mut GpuBuffer,
     n: usize,
-    c: &crate::cpu::optim::AdamCoefficients<f32>,
+    c: &crate::core::adam::AdamCoefficients<f32>,
 ) -> Result<()> {
     let params = AdamParams {
         w: w.address(),
