@@ -301,7 +301,12 @@ impl Tensor {
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         self.expect_dtype("to_vec", T::DTYPE)?;
         match &*self.storage {
-            Storage::Host(h) => Ok(T::view(h).map(|s| s.to_vec()).unwrap_or_default()),
+            Storage::Host(h) => T::view(h).map(|s| s.to_vec()).ok_or_else(|| {
+                Error::Internal(format!(
+                    "to_vec: host data does not hold the tensor's dtype {:?}",
+                    self.dtype
+                ))
+            }),
             Storage::Gpu(buffer) => {
                 let mut out = vec![T::default(); self.numel()];
                 buffer.gpu().download(buffer, &mut out)?;
@@ -331,7 +336,7 @@ impl Tensor {
     /// The elements as an ndarray on the host.
     pub fn to_ndarray<T: Element>(&self) -> Result<ArrayD<T>> {
         ArrayD::from_shape_vec(IxDyn(&self.shape), self.to_vec()?)
-            .map_err(|e| Error::Driver(format!("ndarray conversion: {e}")))
+            .map_err(|e| Error::Internal(format!("ndarray conversion: {e}")))
     }
 
     /// Converts to `dtype`: f32 ⇄ bf16/f16 on every device, f32 ⇄ f64 on the CPU (the gradient
@@ -444,7 +449,7 @@ impl Tensor {
             self.storage = Arc::new(copy);
         }
         Arc::get_mut(&mut self.storage)
-            .ok_or_else(|| Error::Driver("tensor storage still shared".into()))
+            .ok_or_else(|| Error::Internal("tensor storage still shared after a copy".into()))
     }
 
     /// Mutable host elements (CPU tensors of dtype T only).
@@ -452,10 +457,8 @@ impl Tensor {
         self.expect_dtype(op, T::DTYPE)?;
         let device = self.device;
         match self.storage_mut()? {
-            Storage::Host(h) => T::view_mut(h).ok_or(Error::DTypeMismatch {
-                op,
-                expected: T::DTYPE,
-                got: T::DTYPE,
+            Storage::Host(h) => T::view_mut(h).ok_or_else(|| {
+                Error::Internal(format!("{op}: host data does not hold dtype {:?}", T::DTYPE))
             }),
             Storage::Gpu(_) => Err(Error::Unsupported {
                 op,

@@ -166,12 +166,12 @@ pub(crate) fn backward(root: &Arc<Node>, seed: Tensor, into: &mut Gradients) -> 
             NodeKind::Op(rule) => {
                 let rule = rule
                     .lock()
-                    .map_err(|_| Error::Driver("tape lock poisoned".into()))?
+                    .map_err(|_| Error::Internal("tape lock poisoned".into()))?
                     .take()
                     .ok_or(Error::GraphConsumed { op: node.op })?;
                 let input_grads = rule(&grad)?;
                 if input_grads.len() != node.inputs.len() {
-                    return Err(Error::Driver(format!(
+                    return Err(Error::Internal(format!(
                         "backward rule of {} returned {} gradients for {} inputs",
                         node.op,
                         input_grads.len(),

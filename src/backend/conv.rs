@@ -19,7 +19,7 @@ use crate::core::error::{Error, Result};
 use crate::core::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
 use crate::cpu;
 use crate::cuda;
-use crate::cuda::params::Storage;
+use crate::cuda::params::StorageFormat;
 use crate::tensor::Tensor;
 
 /// A 16-bit activation as a convolution product reads it: as it is on a device whose product
@@ -133,7 +133,7 @@ pub fn conv_input_grad_stored(
             )
         }),
         _ => {
-            let dx_storage = Storage::of("conv2d input gradient", store.unwrap_or(DType::F32))?;
+            let dx_storage = StorageFormat::of("conv2d input gradient", store.unwrap_or(DType::F32))?;
             conv_gpu::input_grad(w, dy, conv, mixed, dx_storage)
         }
     }

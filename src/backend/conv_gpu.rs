@@ -15,7 +15,7 @@ use crate::core::shape::{ConvGeometry, GemmSpec, GroupedConv};
 use crate::cuda::gemm::{gemm_at, GemmAddresses};
 use crate::cuda::gemm_tc::gemm_16bit_at;
 use crate::cuda::im2col::{col2im_at, im2col_16bit_at, im2col_at};
-use crate::cuda::params::Storage;
+use crate::cuda::params::StorageFormat;
 use crate::cuda::{Gpu, GpuBuffer};
 use crate::tensor::Tensor;
 
@@ -93,13 +93,13 @@ fn whole(t: &Tensor, len: usize, bytes: usize) -> Result<u64> {
 /// as it is; an f32 `x` is rounded as it is gathered.
 fn im2col_chunk(
     gpu: &Gpu,
-    (x, s): (u64, Storage),
+    (x, s): (u64, StorageFormat),
     g: &ConvGeometry,
     col: u64,
     mixed: Option<DType>,
 ) -> Result<()> {
     match (s, mixed) {
-        (Storage::F32, Some(format)) => im2col_16bit_at(gpu, x, g, col, format == DType::BF16),
+        (StorageFormat::F32, Some(format)) => im2col_16bit_at(gpu, x, g, col, format == DType::BF16),
         _ => im2col_at(gpu, s, x, g, col),
     }
 }
@@ -177,7 +177,7 @@ pub(super) fn input_grad(
     dy: &Tensor,
     conv: &GroupedConv,
     mixed: Option<DType>,
-    dx_storage: Storage,
+    dx_storage: StorageFormat,
 ) -> Result<Tensor> {
     let g = &conv.geometry;
     let (gpu, _, _) = gpu_float("conv2d input gradient", dy)?;

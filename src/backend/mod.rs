@@ -6,7 +6,7 @@ use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
 use crate::core::error::{Error, Result};
 use crate::core::shape::{numel, ConvGeometry};
-use crate::cuda::params::Storage;
+use crate::cuda::params::StorageFormat;
 use crate::cuda::{Gpu, GpuBuffer};
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -149,8 +149,8 @@ pub(crate) fn gpu_output(
 pub(crate) fn gpu_float<'t>(
     op: &'static str,
     t: &'t Tensor,
-) -> Result<(Arc<Gpu>, &'t GpuBuffer, Storage)> {
-    let storage = Storage::of(op, t.dtype())?;
+) -> Result<(Arc<Gpu>, &'t GpuBuffer, StorageFormat)> {
+    let storage = StorageFormat::of(op, t.dtype())?;
     let buffer = t.gpu_buffer(op)?;
     Ok((buffer.gpu().clone(), buffer, storage))
 }
