@@ -272,7 +272,9 @@ pub use paste::paste as __paste;
 /// `SKIPPED <test> on <device>: <reason>` and passes. See [`run_on_device`].
 ///
 /// `kiln::test_device!(name, gpu)` generates only `name_emulated` and `name_cuda`, for tests
-/// that compare a GPU device against the CPU.
+/// that compare a GPU device against the CPU. A test with CPU checks of its own before such a
+/// comparison takes every device and wraps the comparison in `if device.is_gpu()`, so its CPU
+/// checks are the `_cpu` half.
 #[macro_export]
 macro_rules! test_device {
     ($name:ident) => {

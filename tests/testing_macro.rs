@@ -51,7 +51,8 @@ fn run_alone(name: &str, envs: &[(&str, &str)]) -> (bool, String) {
         .envs(envs.iter().copied())
         .output()
         .expect("the test executable runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -98,6 +99,41 @@ fn a_failing_body_names_its_device() {
     }
 }
 
+/// The GPU bundle's runner, whose skip patterns the SKIPPED lines must (or must not) match.
+const RUNNER: &str = include_str!("../scripts/gpu-run.sh");
+
+/// Whether scripts/gpu-run.sh would count `line` as GPU work skipped on a GPU host: its
+/// `gpu_skip_pattern` with the compute capability 9.0 additions, through `grep -E` as it uses it.
+fn runner_counts_as_gpu_skip(line: &str) -> bool {
+    let quoted = |start: &str, end: char| {
+        let from = RUNNER.find(start).expect("gpu_skip_pattern in gpu-run.sh") + start.len();
+        RUNNER[from..].split(end).next().unwrap().to_string()
+    };
+    let base = quoted("gpu_skip_pattern='", '\'');
+    let hopper = quoted("gpu_skip_pattern=\"$gpu_skip_pattern|", '"');
+    grep_matches(&format!("{base}|{hopper}"), line)
+}
+
+/// Whether `grep -E pattern` finds `line`.
+fn grep_matches(pattern: &str, line: &str) -> bool {
+    use std::io::Write;
+    let mut grep = Command::new("grep")
+        .args(["-qE", pattern])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("grep runs");
+    let mut stdin = grep.stdin.take().expect("grep's stdin");
+    stdin.write_all(line.as_bytes()).expect("grep reads");
+    drop(stdin);
+    grep.wait().expect("grep ends").success()
+}
+
+fn skipped_line(out: &str) -> &str {
+    out.lines()
+        .find(|l| l.starts_with("SKIPPED "))
+        .unwrap_or_else(|| panic!("no SKIPPED line:\n{out}"))
+}
+
 /// Without a usable GPU the CUDA half says why, in the words scripts/gpu-run.sh greps for.
 #[test]
 fn an_unusable_gpu_prints_skipped_with_the_runners_words() {
@@ -107,8 +143,29 @@ fn an_unusable_gpu_prints_skipped_with_the_runners_words() {
     }
     let (passed, out) = run_alone("probe_cuda", &[("KILN_TEST_DEVICES", "cuda")]);
     assert!(passed, "{out}");
+    let line = skipped_line(&out);
     assert!(
-        out.contains("SKIPPED probe_cuda on cuda: skipping the real-GPU run: "),
-        "{out}"
+        line.starts_with("SKIPPED probe_cuda on cuda: skipping the real-GPU run: "),
+        "{line}"
     );
+    assert!(runner_counts_as_gpu_skip(line), "gpu-run.sh misses: {line}");
+}
+
+/// On a GPU host the runner sets KILN_TEST_DEVICES=cuda: the CPU and emulation halves it leaves
+/// out say SKIPPED, which must not fail the suite as skipped GPU work.
+#[test]
+fn a_deselected_half_is_no_gpu_skip_for_the_runner() {
+    for test in ["probe_cpu", "probe_emulated"] {
+        let (passed, out) = run_alone(test, &[("KILN_TEST_DEVICES", "cuda")]);
+        assert!(passed, "{out}");
+        let line = skipped_line(&out);
+        assert!(line.contains("KILN_TEST_DEVICES leaves it out"), "{line}");
+        assert!(
+            !runner_counts_as_gpu_skip(line),
+            "gpu-run.sh counts: {line}"
+        );
+    }
+    assert!(runner_counts_as_gpu_skip(
+        "parity: skipping the real-GPU run: no GPU"
+    ));
 }
