@@ -3,7 +3,7 @@
 //! every device under test agree, the products match f64 products of the rounded operands, and
 //! the mode is scoped, validated and captured by each operation for its backward pass.
 
-use kiln::testing::{assert_close, check_parity, gpu_devices_under_test};
+use kiln::testing::{assert_close, check_parity};
 use kiln::{autocast, backend, ops, DType, Device, GemmSpec, Tensor, Window2d};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -60,44 +60,45 @@ fn autocast_products_are_f64_products_of_rounded_operands() {
     }
 }
 
-#[test]
-fn autocast_layers_forward_and_backward_agree_on_every_device() {
+fn autocast_layers_forward_and_backward_agree_on_every_device(device: Device) {
     // f32 sums of a few hundred bf16 products in different orders.
     let (atol, rtol) = (1e-4, 1e-4);
-    for device in gpu_devices_under_test("autocast parity") {
-        for format in [DType::BF16, DType::F16] {
-            let inputs = [
-                randn(&[2, 4, 7, 9], 10),
-                randn(&[6, 2, 3, 3], 11),
-                randn(&[6], 12),
-            ];
-            check_parity("autocast conv2d", device, &inputs, atol, rtol, |t| {
-                let window = Window2d::square(3, 2, 1).floored();
+    for format in [DType::BF16, DType::F16] {
+        let inputs = [
+            randn(&[2, 4, 7, 9], 10),
+            randn(&[6, 2, 3, 3], 11),
+            randn(&[6], 12),
+        ];
+        check_parity("autocast conv2d", device, &inputs, atol, rtol, |t| {
+            let window = Window2d::square(3, 2, 1).floored();
+            autocast(format, || {
+                ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, 2)
+            })?
+        });
+        let inputs = [randn(&[2, 4, 5, 6], 13), randn(&[4, 3, 3, 3], 14)];
+        check_parity(
+            "autocast conv_transpose2d",
+            device,
+            &inputs,
+            atol,
+            rtol,
+            |t| {
+                let window = Window2d::square(3, 2, 1);
                 autocast(format, || {
-                    ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, 2)
+                    ops::conv_transpose2d(&t[0], &t[1], None, window, (1, 1), 1)
                 })?
-            });
-            let inputs = [randn(&[2, 4, 5, 6], 13), randn(&[4, 3, 3, 3], 14)];
-            check_parity(
-                "autocast conv_transpose2d",
-                device,
-                &inputs,
-                atol,
-                rtol,
-                |t| {
-                    let window = Window2d::square(3, 2, 1);
-                    autocast(format, || {
-                        ops::conv_transpose2d(&t[0], &t[1], None, window, (1, 1), 1)
-                    })?
-                },
-            );
-            let inputs = [randn(&[9, 21], 15), randn(&[5, 21], 16), randn(&[5], 17)];
-            check_parity("autocast linear", device, &inputs, atol, rtol, |t| {
-                autocast(format, || ops::linear(&t[0], &t[1], Some(&t[2])))?
-            });
-        }
+            },
+        );
+        let inputs = [randn(&[9, 21], 15), randn(&[5, 21], 16), randn(&[5], 17)];
+        check_parity("autocast linear", device, &inputs, atol, rtol, |t| {
+            autocast(format, || ops::linear(&t[0], &t[1], Some(&t[2])))?
+        });
     }
 }
+kiln::test_device!(
+    autocast_layers_forward_and_backward_agree_on_every_device,
+    gpu
+);
 
 #[test]
 fn backward_uses_the_precision_of_the_forward_pass() {

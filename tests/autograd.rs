@@ -4,7 +4,6 @@
 use std::sync::Mutex;
 
 use kiln::autograd::record_without_rule;
-use kiln::testing::gpu_devices_under_test;
 use kiln::{memory_stats, no_grad, ops, Device, Error, Gradients, Tensor, Window2d};
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -44,53 +43,50 @@ fn a_shared_subexpression_gets_the_sum_of_its_consumers_gradients() {
 /// another test's buffers would disturb (tests in one binary run in parallel under `cargo test`).
 static DEVICE: Mutex<()> = Mutex::new(());
 
-#[test]
-fn no_grad_records_nothing_and_keeps_no_activations() {
+fn no_grad_records_nothing_and_keeps_no_activations(device: Device) {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
-    for device in gpu_devices_under_test("no_grad_records_nothing") {
-        let x = Tensor::randn(&[4, 3, 9, 9], 1.0, 1, device).unwrap();
-        let w = Tensor::randn(&[5, 3, 3, 3], 0.2, 2, device)
-            .unwrap()
-            .with_grad();
-        let forward = || {
-            let h =
-                ops::relu(&ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1)).unwrap()).unwrap();
-            ops::mean(&ops::max_pool2d(&h, Window2d::square(2, 2, 0)).unwrap()).unwrap()
-        };
-        let base = memory_stats(&device).unwrap().live_bytes;
-        let recorded = forward();
-        let with_tape = memory_stats(&device).unwrap().live_bytes;
-        assert!(recorded.needs_grad());
-        let evaluated = no_grad(forward);
-        let without_tape = memory_stats(&device).unwrap().live_bytes;
-        assert!(!evaluated.needs_grad(), "no_grad must not record");
-        // Only the one-element result stays alive in no-grad mode; the recorded pass keeps what
-        // its backward needs: the ReLU mask (u8) and the max-pool argmax (i32), while the
-        // convolution keeps x and w themselves (no copies, no columns).
-        assert!(
-            without_tape - with_tape <= 512,
-            "no-grad kept {} bytes",
-            without_tape - with_tape
-        );
-        let (mask, argmax) = (4 * 5 * 9 * 9, 4 * 5 * 4 * 4 * 4);
-        assert!(
-            with_tape - base >= mask + argmax,
-            "the recorded pass saved {} bytes, less than its mask and argmax",
-            with_tape - base
-        );
-        assert!(matches!(
-            evaluated.backward(),
-            Err(Error::InvalidArgument { .. })
-        ));
-        // Backward frees what the forward saved.
-        recorded.backward().unwrap();
-        let after_backward = memory_stats(&device).unwrap().live_bytes;
-        assert!(
-            after_backward < with_tape,
-            "backward freed nothing: {with_tape} -> {after_backward}"
-        );
-    }
+    let x = Tensor::randn(&[4, 3, 9, 9], 1.0, 1, device).unwrap();
+    let w = Tensor::randn(&[5, 3, 3, 3], 0.2, 2, device)
+        .unwrap()
+        .with_grad();
+    let forward = || {
+        let h = ops::relu(&ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1)).unwrap()).unwrap();
+        ops::mean(&ops::max_pool2d(&h, Window2d::square(2, 2, 0)).unwrap()).unwrap()
+    };
+    let base = memory_stats(&device).unwrap().live_bytes;
+    let recorded = forward();
+    let with_tape = memory_stats(&device).unwrap().live_bytes;
+    assert!(recorded.needs_grad());
+    let evaluated = no_grad(forward);
+    let without_tape = memory_stats(&device).unwrap().live_bytes;
+    assert!(!evaluated.needs_grad(), "no_grad must not record");
+    // Only the one-element result stays alive in no-grad mode; the recorded pass keeps what
+    // its backward needs: the ReLU mask (u8) and the max-pool argmax (i32), while the
+    // convolution keeps x and w themselves (no copies, no columns).
+    assert!(
+        without_tape - with_tape <= 512,
+        "no-grad kept {} bytes",
+        without_tape - with_tape
+    );
+    let (mask, argmax) = (4 * 5 * 9 * 9, 4 * 5 * 4 * 4 * 4);
+    assert!(
+        with_tape - base >= mask + argmax,
+        "the recorded pass saved {} bytes, less than its mask and argmax",
+        with_tape - base
+    );
+    assert!(matches!(
+        evaluated.backward(),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // Backward frees what the forward saved.
+    recorded.backward().unwrap();
+    let after_backward = memory_stats(&device).unwrap().live_bytes;
+    assert!(
+        after_backward < with_tape,
+        "backward freed nothing: {with_tape} -> {after_backward}"
+    );
 }
+kiln::test_device!(no_grad_records_nothing_and_keeps_no_activations, gpu);
 
 #[test]
 fn accumulation_across_backward_calls_is_explicit() {

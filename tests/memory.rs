@@ -5,7 +5,6 @@ use std::sync::Mutex;
 
 use kiln::nn::{ConvNet, ConvNetConfig};
 use kiln::optim::Sgd;
-use kiln::testing::gpu_devices_under_test;
 use kiln::{memory_stats, Device, Tensor};
 
 fn batch(device: Device) -> (Tensor, Tensor) {
@@ -18,39 +17,37 @@ fn batch(device: Device) -> (Tensor, Tensor) {
 /// parallel in one process (`cargo test`) would otherwise disturb.
 static DEVICE: Mutex<()> = Mutex::new(());
 
-#[test]
-fn training_steps_reuse_pooled_memory() {
+fn training_steps_reuse_pooled_memory(device: Device) {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
-    for device in gpu_devices_under_test("training_steps_reuse_pooled_memory") {
-        let config = ConvNetConfig {
-            in_channels: 1,
-            image_size: 12,
-            channels: (3, 5),
-            classes: 5,
-        };
-        let mut net = ConvNet::new(config, 1, device).unwrap();
-        let mut sgd = Sgd::new(net.parameters(), 0.01, 0.9, 0.0).unwrap();
-        let (x, y) = batch(device);
-        net.train_step(&x, &y, &mut sgd).unwrap();
-        let after_first = memory_stats(&device).unwrap();
-        for _ in 0..20 {
-            let loss = net.train_step(&x, &y, &mut sgd).unwrap();
-            assert!(loss.scalar().unwrap().is_finite());
-        }
-        let after_many = memory_stats(&device).unwrap();
-        assert_eq!(
-            after_many.device_allocations, after_first.device_allocations,
-            "steps after the first allocated new device memory: {after_first:?} -> {after_many:?}"
-        );
-        assert!(after_many.requests > after_first.requests);
-        assert_eq!(
-            after_many.live_bytes, after_first.live_bytes,
-            "live memory grew across steps"
-        );
-        assert!(after_many.peak_bytes >= after_many.live_bytes);
-        assert!(after_many.cached_bytes > 0);
+    let config = ConvNetConfig {
+        in_channels: 1,
+        image_size: 12,
+        channels: (3, 5),
+        classes: 5,
+    };
+    let mut net = ConvNet::new(config, 1, device).unwrap();
+    let mut sgd = Sgd::new(net.parameters(), 0.01, 0.9, 0.0).unwrap();
+    let (x, y) = batch(device);
+    net.train_step(&x, &y, &mut sgd).unwrap();
+    let after_first = memory_stats(&device).unwrap();
+    for _ in 0..20 {
+        let loss = net.train_step(&x, &y, &mut sgd).unwrap();
+        assert!(loss.scalar().unwrap().is_finite());
     }
+    let after_many = memory_stats(&device).unwrap();
+    assert_eq!(
+        after_many.device_allocations, after_first.device_allocations,
+        "steps after the first allocated new device memory: {after_first:?} -> {after_many:?}"
+    );
+    assert!(after_many.requests > after_first.requests);
+    assert_eq!(
+        after_many.live_bytes, after_first.live_bytes,
+        "live memory grew across steps"
+    );
+    assert!(after_many.peak_bytes >= after_many.live_bytes);
+    assert!(after_many.cached_bytes > 0);
 }
+kiln::test_device!(training_steps_reuse_pooled_memory, gpu);
 
 #[test]
 fn dropping_tensors_returns_their_memory_to_the_pool() {

@@ -7,7 +7,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use kiln::backend::{self, BatchNormStats, Factor};
-use kiln::testing::{assert_close, gpu_devices_under_test};
+use kiln::testing::assert_close;
 use kiln::{
     autocast, autocast_activations, memory_stats, ops, ConvGeometry, DType, Device, Tensor,
     Window2d,
@@ -21,10 +21,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn devices(test: &str) -> Vec<Device> {
-    kiln::testing::devices_under_test(test)
 }
 
 /// Random values (std 1) stored in `format` on `device`.
@@ -105,98 +101,96 @@ fn assert_same_values(name: &str, got: &Tensor, want: &Tensor) {
     }
 }
 
-#[test]
-fn every_primitive_keeps_16_bit_storage_and_rounds_once() {
+fn every_primitive_keeps_16_bit_storage_and_rounds_once(device: Device) {
     let _serial = serial();
-    for device in devices("16-bit primitives") {
-        for format in FORMATS {
-            let shape = [3, 5, 7, 9];
-            let pool = ConvGeometry::new(shape, Window2d::square(3, 2, 1), false).unwrap();
-            let pooled = [3, 5, pool.out_h, pool.out_w];
-            let x = random_in(&shape, 1, format, device);
-            let dy = random_in(&shape, 2, format, device);
-            let dy_pooled = random_in(&pooled, 3, format, device);
-            let upstream = random_in(&[1], 4, format, device);
-            let (_, relu_mask) = backend::relu_fwd(&x).unwrap();
-            let (_, argmax) = backend::maxpool_fwd(&x, &pool).unwrap();
-            let check =
-                |name: &str, inputs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> kiln::Result<Tensor>| {
-                    eprintln!("{name} on {device} in {format:?}");
-                    let inputs: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
-                    check_rounded_once(name, &inputs, f);
-                };
-            check("relu", &[&x], &|t| Ok(backend::relu_fwd(&t[0])?.0));
-            check("relu backward", &[&dy], &|t| {
-                backend::relu_bwd(&t[0], &relu_mask)
-            });
-            check("leaky_relu", &[&x], &|t| {
-                backend::leaky_relu_fwd(&t[0], 0.1)
-            });
-            check("elu backward", &[&x, &dy], &|t| {
-                backend::elu_bwd(&t[0], &t[1], 0.7)
-            });
-            check("sigmoid", &[&x], &|t| backend::sigmoid_fwd(&t[0]));
-            check("tanh backward", &[&x, &dy], &|t| {
-                backend::tanh_bwd(&t[0], &t[1])
-            });
-            check("softmax", &[&x], &|t| backend::softmax_fwd(&t[0], 1));
-            check("max_pool2d", &[&x], &|t| {
-                Ok(backend::maxpool_fwd(&t[0], &pool)?.0)
-            });
-            check("max_pool2d backward", &[&dy_pooled], &|t| {
-                backend::maxpool_bwd(&t[0], &argmax, &pool)
-            });
-            check("avg_pool2d", &[&x], &|t| {
-                backend::avgpool_fwd(&t[0], &pool, false)
-            });
-            check("avg_pool2d backward", &[&dy_pooled], &|t| {
-                backend::avgpool_bwd(&t[0], &pool, true)
-            });
-            check("l2_pool2d", &[&x], &|t| backend::l2pool_fwd(&t[0], &pool));
-            check("global_avg_pool2d", &[&x], &|t| {
-                backend::global_avgpool_fwd(&t[0])
-            });
-            check("dropout", &[&x], &|t| {
-                Ok(backend::dropout_fwd(&t[0], 0.3, 7)?.0)
-            });
-            let (_, dropout_mask) = backend::dropout_fwd(&x, 0.3, 7).unwrap();
-            check("dropout backward", &[&dy], &|t| {
-                backend::dropout_bwd(&t[0], &dropout_mask, 0.3)
-            });
-            check("add", &[&x, &dy], &|t| backend::add(&t[0], &t[1]));
-            check("mul", &[&x, &dy], &|t| backend::mul(&t[0], &t[1]));
-            check("affine", &[&x], &|t| backend::affine(&t[0], 0.3, -1.5));
-            check("scale by an upstream gradient", &[&x, &upstream], &|t| {
-                backend::scale_times(&t[0], Factor::new(0.5, Some(&t[1])))
-            });
-            let (gamma, beta) = (
-                random_in(&[5], 5, DType::F32, device),
-                random_in(&[5], 6, DType::F32, device),
-            );
-            let (mean, var) = backend::batch_norm_stats(&x).unwrap();
-            let stats = BatchNormStats {
-                mean: &mean,
-                var: &var,
-                gamma: &gamma,
-                eps: 1e-5,
+    for format in FORMATS {
+        let shape = [3, 5, 7, 9];
+        let pool = ConvGeometry::new(shape, Window2d::square(3, 2, 1), false).unwrap();
+        let pooled = [3, 5, pool.out_h, pool.out_w];
+        let x = random_in(&shape, 1, format, device);
+        let dy = random_in(&shape, 2, format, device);
+        let dy_pooled = random_in(&pooled, 3, format, device);
+        let upstream = random_in(&[1], 4, format, device);
+        let (_, relu_mask) = backend::relu_fwd(&x).unwrap();
+        let (_, argmax) = backend::maxpool_fwd(&x, &pool).unwrap();
+        let check =
+            |name: &str, inputs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> kiln::Result<Tensor>| {
+                eprintln!("{name} on {device} in {format:?}");
+                let inputs: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
+                check_rounded_once(name, &inputs, f);
             };
-            check("batch norm", &[&x], &|t| {
-                backend::batch_norm_fwd(&t[0], &stats, &beta)
-            });
-            check("batch norm backward", &[&dy, &x], &|t| {
-                let grads = backend::batch_norm_bwd(&t[0], &t[1], &stats, true, true)?;
-                assert_eq!(grads.dgamma.dtype(), DType::F32, "dγ of an f32 γ");
-                Ok(grads.dx.expect("dx was asked for"))
-            });
-            // The statistics of 16-bit activations are f32, computed from the same values.
-            let wide = x.to_dtype(DType::F32).unwrap();
-            let (mean32, var32) = backend::batch_norm_stats(&wide).unwrap();
-            assert_eq!(mean.dtype(), DType::F32);
-            assert_eq!(values(&mean), values(&mean32), "batch norm mean");
-            assert_eq!(values(&var), values(&var32), "batch norm variance");
-        }
+        check("relu", &[&x], &|t| Ok(backend::relu_fwd(&t[0])?.0));
+        check("relu backward", &[&dy], &|t| {
+            backend::relu_bwd(&t[0], &relu_mask)
+        });
+        check("leaky_relu", &[&x], &|t| {
+            backend::leaky_relu_fwd(&t[0], 0.1)
+        });
+        check("elu backward", &[&x, &dy], &|t| {
+            backend::elu_bwd(&t[0], &t[1], 0.7)
+        });
+        check("sigmoid", &[&x], &|t| backend::sigmoid_fwd(&t[0]));
+        check("tanh backward", &[&x, &dy], &|t| {
+            backend::tanh_bwd(&t[0], &t[1])
+        });
+        check("softmax", &[&x], &|t| backend::softmax_fwd(&t[0], 1));
+        check("max_pool2d", &[&x], &|t| {
+            Ok(backend::maxpool_fwd(&t[0], &pool)?.0)
+        });
+        check("max_pool2d backward", &[&dy_pooled], &|t| {
+            backend::maxpool_bwd(&t[0], &argmax, &pool)
+        });
+        check("avg_pool2d", &[&x], &|t| {
+            backend::avgpool_fwd(&t[0], &pool, false)
+        });
+        check("avg_pool2d backward", &[&dy_pooled], &|t| {
+            backend::avgpool_bwd(&t[0], &pool, true)
+        });
+        check("l2_pool2d", &[&x], &|t| backend::l2pool_fwd(&t[0], &pool));
+        check("global_avg_pool2d", &[&x], &|t| {
+            backend::global_avgpool_fwd(&t[0])
+        });
+        check("dropout", &[&x], &|t| {
+            Ok(backend::dropout_fwd(&t[0], 0.3, 7)?.0)
+        });
+        let (_, dropout_mask) = backend::dropout_fwd(&x, 0.3, 7).unwrap();
+        check("dropout backward", &[&dy], &|t| {
+            backend::dropout_bwd(&t[0], &dropout_mask, 0.3)
+        });
+        check("add", &[&x, &dy], &|t| backend::add(&t[0], &t[1]));
+        check("mul", &[&x, &dy], &|t| backend::mul(&t[0], &t[1]));
+        check("affine", &[&x], &|t| backend::affine(&t[0], 0.3, -1.5));
+        check("scale by an upstream gradient", &[&x, &upstream], &|t| {
+            backend::scale_times(&t[0], Factor::new(0.5, Some(&t[1])))
+        });
+        let (gamma, beta) = (
+            random_in(&[5], 5, DType::F32, device),
+            random_in(&[5], 6, DType::F32, device),
+        );
+        let (mean, var) = backend::batch_norm_stats(&x).unwrap();
+        let stats = BatchNormStats {
+            mean: &mean,
+            var: &var,
+            gamma: &gamma,
+            eps: 1e-5,
+        };
+        check("batch norm", &[&x], &|t| {
+            backend::batch_norm_fwd(&t[0], &stats, &beta)
+        });
+        check("batch norm backward", &[&dy, &x], &|t| {
+            let grads = backend::batch_norm_bwd(&t[0], &t[1], &stats, true, true)?;
+            assert_eq!(grads.dgamma.dtype(), DType::F32, "dγ of an f32 γ");
+            Ok(grads.dx.expect("dx was asked for"))
+        });
+        // The statistics of 16-bit activations are f32, computed from the same values.
+        let wide = x.to_dtype(DType::F32).unwrap();
+        let (mean32, var32) = backend::batch_norm_stats(&wide).unwrap();
+        assert_eq!(mean.dtype(), DType::F32);
+        assert_eq!(values(&mean), values(&mean32), "batch norm mean");
+        assert_eq!(values(&var), values(&var32), "batch norm variance");
     }
 }
+kiln::test_device!(every_primitive_keeps_16_bit_storage_and_rounds_once);
 
 /// Parameters of a small residual network: conv 3→8, batch norm, conv 8→8 (bias), linear 8→5. (A
 /// bias before batch norm would have a zero gradient: the normalization removes it.)
@@ -300,8 +294,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
-#[test]
-fn a_network_in_16_bit_activations_agrees_across_devices_and_with_f32() {
+fn a_network_in_16_bit_activations_agrees_across_devices_and_with_f32(device: Device) {
     let _serial = serial();
     let (f32_loss, f32_grads, f32_dtypes) = step(Device::Cpu, Mode::F32);
     assert!(f32_dtypes.iter().all(|&d| d == DType::F32));
@@ -334,7 +327,7 @@ fn a_network_in_16_bit_activations_agrees_across_devices_and_with_f32() {
             "{format:?}: rounding activations changed nothing"
         );
 
-        for device in gpu_devices_under_test("16-bit activation network") {
+        if device.is_gpu() {
             let (loss, grads, _) = step(device, Mode::Activations(format));
             eprintln!("{format:?} on {device}: loss {loss} (cpu {cpu_loss})");
             // Sums in other orders can round an activation to the neighbouring 16-bit value.
@@ -349,6 +342,7 @@ fn a_network_in_16_bit_activations_agrees_across_devices_and_with_f32() {
         }
     }
 }
+kiln::test_device!(a_network_in_16_bit_activations_agrees_across_devices_and_with_f32);
 
 #[test]
 fn sixteen_bit_activations_shrink_the_memory_the_backward_pass_keeps() {
@@ -419,13 +413,11 @@ fn losses_widen_16_bit_inputs_and_send_16_bit_gradients_back() {
     }
 }
 
-#[test]
-fn a_device_runs_16_bit_activations_through_16_bit_kernels() {
+fn a_device_runs_16_bit_activations_through_16_bit_kernels(device: Device) {
     let _serial = serial();
-    for device in gpu_devices_under_test("16-bit kernels") {
-        check_16_bit_kernels_run(device);
-    }
+    check_16_bit_kernels_run(device);
 }
+kiln::test_device!(a_device_runs_16_bit_activations_through_16_bit_kernels, gpu);
 
 fn check_16_bit_kernels_run(device: Device) {
     let before = kiln::cuda::launch_counts();
@@ -555,13 +547,14 @@ fn with_kernel<R>(
     Some(result)
 }
 
-#[test]
-fn every_tensor_core_kernel_stores_16_bit_outputs_rounded_once() {
+fn every_tensor_core_kernel_stores_16_bit_outputs_rounded_once(device: Device) {
     let _serial = serial();
-    for device in gpu_devices_under_test("16-bit GEMM outputs") {
-        check_16_bit_outputs(device);
-    }
+    check_16_bit_outputs(device);
 }
+kiln::test_device!(
+    every_tensor_core_kernel_stores_16_bit_outputs_rounded_once,
+    gpu
+);
 
 fn check_16_bit_outputs(device: Device) {
     // Single products (linear layers; the TMA kernels): y = x·Wᵀ + b, rows x 200 by 200 x out
@@ -645,78 +638,75 @@ fn check_16_bit_outputs(device: Device) {
     }
 }
 
-#[test]
-fn mixed_types_meet_as_pytorch_promotes_them() {
+fn mixed_types_meet_as_pytorch_promotes_them(device: Device) {
     let _serial = serial();
-    for device in devices("mixed types") {
-        // A residual block straight on f32 images: its 16-bit branch meets the f32 shortcut in f32,
-        // and each side gets its gradient in its own type.
-        let x = Tensor::randn(&[2, 4, 6, 5], 1.0, 60, Device::Cpu)
-            .unwrap()
-            .to_device(device)
-            .unwrap()
-            .with_grad();
-        let mut block = kiln::nn::ResidualBlock::new(4, 4, 1, 61, device).unwrap();
-        let mode = kiln::nn::Mode::Train;
-        let y = autocast_activations(DType::BF16, || {
-            kiln::nn::Module::forward(&mut block, &x, mode)
-        })
+    // A residual block straight on f32 images: its 16-bit branch meets the f32 shortcut in f32,
+    // and each side gets its gradient in its own type.
+    let x = Tensor::randn(&[2, 4, 6, 5], 1.0, 60, Device::Cpu)
         .unwrap()
-        .unwrap();
-        assert_eq!(y.dtype(), DType::F32, "bf16 + f32 meet in f32");
-        let grads = ops::sum(&y).unwrap().backward().unwrap();
-        assert_eq!(grads.get(&x).unwrap().dtype(), DType::F32);
-
-        let a = random_in(&[3, 7], 62, DType::BF16, device).with_grad();
-        let b = random_in(&[3, 7], 63, DType::F32, device).with_grad();
-        let c = random_in(&[3, 7], 64, DType::F16, device).with_grad();
-        let sum = ops::add(&ops::mul(&a, &b).unwrap(), &c).unwrap();
-        assert_eq!(sum.dtype(), DType::F32);
-        let expected = {
-            let wide = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
-            backend::add(&backend::mul(&wide(&a), &b).unwrap(), &wide(&c)).unwrap()
-        };
-        assert_same_values("bf16 · f32 + f16", &sum, &expected);
-        let grads = ops::sum(&sum).unwrap().backward().unwrap();
-        for (t, name) in [(&a, "bf16"), (&b, "f32"), (&c, "f16")] {
-            assert_eq!(
-                grads.get(t).unwrap().dtype(),
-                t.dtype(),
-                "the {name} input's gradient"
-            );
-        }
-
-        // Sums and means of 16-bit activations are f32 (a loss or a statistic), so they combine
-        // with f32 losses.
-        let mean = ops::mean(&a).unwrap();
-        assert_eq!(mean.dtype(), DType::F32);
-        let total = ops::sum_losses(&[&mean, &ops::mean(&b).unwrap()]).unwrap();
-        let grads = total.backward().unwrap();
-        assert_eq!(grads.get(&a).unwrap().dtype(), DType::BF16);
-
-        // A linear layer takes a 16-bit input of the other format (through f32, exactly).
-        let w = random_in(&[5, 7], 65, DType::F32, device);
-        let y = autocast_activations(DType::F16, || ops::linear(&a, &w, None))
-            .unwrap()
-            .unwrap();
-        assert_eq!(y.dtype(), DType::F16);
-        let wide = autocast_activations(DType::F16, || {
-            ops::linear(&a.to_dtype(DType::F32).unwrap(), &w, None)
-        })
+        .to_device(device)
         .unwrap()
-        .unwrap();
-        assert_same_values("linear on bf16 in f16 mode", &y, &wide);
+        .with_grad();
+    let mut block = kiln::nn::ResidualBlock::new(4, 4, 1, 61, device).unwrap();
+    let mode = kiln::nn::Mode::Train;
+    let y = autocast_activations(DType::BF16, || {
+        kiln::nn::Module::forward(&mut block, &x, mode)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(y.dtype(), DType::F32, "bf16 + f32 meet in f32");
+    let grads = ops::sum(&y).unwrap().backward().unwrap();
+    assert_eq!(grads.get(&x).unwrap().dtype(), DType::F32);
 
-        // Concatenation and slices keep 16-bit values as they are.
-        let joined = ops::concat(&[&a, &a], 0).unwrap();
-        assert_eq!(joined.dtype(), DType::BF16);
-        let back = ops::narrow(&joined, 0, 3, 3).unwrap();
-        assert_same_values("concat then narrow", &back, &a.detach());
+    let a = random_in(&[3, 7], 62, DType::BF16, device).with_grad();
+    let b = random_in(&[3, 7], 63, DType::F32, device).with_grad();
+    let c = random_in(&[3, 7], 64, DType::F16, device).with_grad();
+    let sum = ops::add(&ops::mul(&a, &b).unwrap(), &c).unwrap();
+    assert_eq!(sum.dtype(), DType::F32);
+    let expected = {
+        let wide = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        backend::add(&backend::mul(&wide(&a), &b).unwrap(), &wide(&c)).unwrap()
+    };
+    assert_same_values("bf16 · f32 + f16", &sum, &expected);
+    let grads = ops::sum(&sum).unwrap().backward().unwrap();
+    for (t, name) in [(&a, "bf16"), (&b, "f32"), (&c, "f16")] {
+        assert_eq!(
+            grads.get(t).unwrap().dtype(),
+            t.dtype(),
+            "the {name} input's gradient"
+        );
     }
-}
 
-#[test]
-fn transposed_convolutions_store_16_bit_activations_and_agree_across_devices() {
+    // Sums and means of 16-bit activations are f32 (a loss or a statistic), so they combine
+    // with f32 losses.
+    let mean = ops::mean(&a).unwrap();
+    assert_eq!(mean.dtype(), DType::F32);
+    let total = ops::sum_losses(&[&mean, &ops::mean(&b).unwrap()]).unwrap();
+    let grads = total.backward().unwrap();
+    assert_eq!(grads.get(&a).unwrap().dtype(), DType::BF16);
+
+    // A linear layer takes a 16-bit input of the other format (through f32, exactly).
+    let w = random_in(&[5, 7], 65, DType::F32, device);
+    let y = autocast_activations(DType::F16, || ops::linear(&a, &w, None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(y.dtype(), DType::F16);
+    let wide = autocast_activations(DType::F16, || {
+        ops::linear(&a.to_dtype(DType::F32).unwrap(), &w, None)
+    })
+    .unwrap()
+    .unwrap();
+    assert_same_values("linear on bf16 in f16 mode", &y, &wide);
+
+    // Concatenation and slices keep 16-bit values as they are.
+    let joined = ops::concat(&[&a, &a], 0).unwrap();
+    assert_eq!(joined.dtype(), DType::BF16);
+    let back = ops::narrow(&joined, 0, 3, 3).unwrap();
+    assert_same_values("concat then narrow", &back, &a.detach());
+}
+kiln::test_device!(mixed_types_meet_as_pytorch_promotes_them);
+
+fn transposed_convolutions_store_16_bit_activations_and_agree_across_devices(device: Device) {
     let _serial = serial();
     // With and without a bias: without one, col2im writes y in bf16 itself.
     let run = |device: Device, bias: bool| {
@@ -741,7 +731,7 @@ fn transposed_convolutions_store_16_bit_activations_and_agree_across_devices() {
     };
     for bias in [false, true] {
         let cpu = run(Device::Cpu, bias);
-        for device in gpu_devices_under_test("16-bit transposed convolution") {
+        if device.is_gpu() {
             let dev = run(device, bias);
             // Sums in another order can land a value on the neighbouring bf16 number.
             assert_close(&dev.0, &cpu.0, 1e-2, 1e-2);
@@ -753,3 +743,4 @@ fn transposed_convolutions_store_16_bit_activations_and_agree_across_devices() {
         }
     }
 }
+kiln::test_device!(transposed_convolutions_store_16_bit_activations_and_agree_across_devices);

@@ -3,7 +3,7 @@
 //! match the CPU's.
 
 use kiln::ops::{self, BatchNorm2d};
-use kiln::testing::{check_parity, gpu_devices_under_test, gradcheck, random_vec};
+use kiln::testing::{check_parity, gradcheck, random_vec};
 use kiln::{DType, Device, Tensor, Window2d};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -64,16 +64,14 @@ fn whole_network_gradients_pass_the_f64_check() {
     );
 }
 
-#[test]
-fn whole_network_gradients_match_on_every_device() {
-    for device in gpu_devices_under_test("whole_network_gradients_match") {
-        check_parity(
-            "conv-bn-relu-pool-residual-linear",
-            device,
-            &inputs(DType::F32),
-            1e-5,
-            1e-4,
-            |t| network(t, &labels(t[0].device())),
-        );
-    }
+fn whole_network_gradients_match_on_every_device(device: Device) {
+    check_parity(
+        "conv-bn-relu-pool-residual-linear",
+        device,
+        &inputs(DType::F32),
+        1e-5,
+        1e-4,
+        |t| network(t, &labels(t[0].device())),
+    );
 }
+kiln::test_device!(whole_network_gradients_match_on_every_device, gpu);

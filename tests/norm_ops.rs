@@ -4,10 +4,7 @@
 use kiln::backend::{self, BatchNormStats};
 use kiln::cpu::dropout::{dropout_keeps, dropout_threshold};
 use kiln::ops::{self, BatchNorm2d};
-use kiln::testing::{
-    assert_close, check_parity, gpu_devices_under_test, gradcheck, random_away_from_zero,
-    random_vec,
-};
+use kiln::testing::{assert_close, check_parity, gradcheck, random_away_from_zero, random_vec};
 use kiln::{DType, Device, Error, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -173,20 +170,18 @@ fn running_statistics_after_two_steps() {
 
 /// Mean 1000 and spread 0.1 in f32 on every device: the two-pass statistics keep the variance
 /// (about 0.0033) to f32 rounding, where E[x²] − E[x]² would be off by more than the variance itself.
-#[test]
-fn batch_norm_statistics_survive_a_large_mean() {
-    for device in std::iter::once(Device::Cpu).chain(gpu_devices_under_test("large_mean")) {
-        let x = random64(&[3, 2, 17, 19], 4, 1000.0, 0.1)
-            .to_dtype(DType::F32)
-            .unwrap();
-        let (m, v) = channel_stats(&x);
-        let (mean, var) = backend::batch_norm_stats(&x.to_device(device).unwrap()).unwrap();
-        let to64 = |t: &Tensor| f32s(t).into_iter().map(f64::from).collect::<Vec<_>>();
-        eprintln!("large mean on {device}");
-        assert_close(&to64(&mean), &m, 1e-3, 0.0);
-        assert_close(&to64(&var), &v, 0.0, 1e-3);
-    }
+fn batch_norm_statistics_survive_a_large_mean(device: Device) {
+    let x = random64(&[3, 2, 17, 19], 4, 1000.0, 0.1)
+        .to_dtype(DType::F32)
+        .unwrap();
+    let (m, v) = channel_stats(&x);
+    let (mean, var) = backend::batch_norm_stats(&x.to_device(device).unwrap()).unwrap();
+    let to64 = |t: &Tensor| f32s(t).into_iter().map(f64::from).collect::<Vec<_>>();
+    eprintln!("large mean on {device}");
+    assert_close(&to64(&mean), &m, 1e-3, 0.0);
+    assert_close(&to64(&var), &v, 0.0, 1e-3);
 }
+kiln::test_device!(batch_norm_statistics_survive_a_large_mean);
 
 // ---------------------------------------------------------------------------------------------
 // Batch norm: gradients (f64 central differences through the tape)
@@ -239,109 +234,102 @@ fn batch_norm_gradient_of_x_alone() {
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 2e-4;
 
-#[test]
-fn batch_norm_matches_cpu() {
-    for device in gpu_devices_under_test("batch_norm_matches_cpu") {
-        // Odd sizes; batch 1; a channel with more than 256 values (the per-channel loop wraps).
-        for (i, shape) in [[3, 5, 7, 9], [1, 3, 5, 3], [2, 3, 17, 19]]
-            .iter()
-            .enumerate()
-        {
-            let c = shape[1];
-            let seed = 40 + 10 * i as u64;
-            let x = random64(shape, seed, 0.5, 2.0)
-                .to_dtype(DType::F32)
-                .unwrap();
-            let gamma = random64(&[c], seed + 1, 1.0, 0.5)
-                .to_dtype(DType::F32)
-                .unwrap();
-            let beta = random(&[c], seed + 2);
-            let inputs = [x.clone(), gamma.clone(), beta.clone()];
-            check_parity("batch norm training", device, &inputs, ATOL, RTOL, |t| {
-                layer_with(&t[1], &t[2])?.forward(&t[0], true)
-            });
-            let running = (random(&[c], seed + 3), random64(&[c], seed + 4, 1.0, 0.5));
-            let running = (running.0, running.1.to_dtype(DType::F32).unwrap());
-            check_parity("batch norm eval", device, &inputs, ATOL, RTOL, |t| {
-                let mut bn = layer_with(&t[1], &t[2])?;
-                let d = t[0].device();
-                bn.set_running_stats(running.0.to_device(d)?, running.1.to_device(d)?)?;
-                bn.forward(&t[0], false)
-            });
-            // Running statistics after two steps.
-            let x2 = random64(shape, seed + 5, -1.0, 0.5)
-                .to_dtype(DType::F32)
-                .unwrap();
-            let mut cpu = BatchNorm2d::new(c, Device::Cpu).unwrap();
-            let mut dev = BatchNorm2d::new(c, device).unwrap();
-            for x in [&x, &x2] {
-                cpu.forward(x, true).unwrap();
-                dev.forward(&x.to_device(device).unwrap(), true).unwrap();
-            }
-            eprintln!("running statistics on {device}");
-            assert_close(
-                &f32s(dev.running_mean()),
-                &f32s(cpu.running_mean()),
-                ATOL,
-                RTOL,
-            );
-            assert_close(
-                &f32s(dev.running_var()),
-                &f32s(cpu.running_var()),
-                ATOL,
-                RTOL,
-            );
+fn batch_norm_matches_cpu(device: Device) {
+    // Odd sizes; batch 1; a channel with more than 256 values (the per-channel loop wraps).
+    for (i, shape) in [[3, 5, 7, 9], [1, 3, 5, 3], [2, 3, 17, 19]]
+        .iter()
+        .enumerate()
+    {
+        let c = shape[1];
+        let seed = 40 + 10 * i as u64;
+        let x = random64(shape, seed, 0.5, 2.0)
+            .to_dtype(DType::F32)
+            .unwrap();
+        let gamma = random64(&[c], seed + 1, 1.0, 0.5)
+            .to_dtype(DType::F32)
+            .unwrap();
+        let beta = random(&[c], seed + 2);
+        let inputs = [x.clone(), gamma.clone(), beta.clone()];
+        check_parity("batch norm training", device, &inputs, ATOL, RTOL, |t| {
+            layer_with(&t[1], &t[2])?.forward(&t[0], true)
+        });
+        let running = (random(&[c], seed + 3), random64(&[c], seed + 4, 1.0, 0.5));
+        let running = (running.0, running.1.to_dtype(DType::F32).unwrap());
+        check_parity("batch norm eval", device, &inputs, ATOL, RTOL, |t| {
+            let mut bn = layer_with(&t[1], &t[2])?;
+            let d = t[0].device();
+            bn.set_running_stats(running.0.to_device(d)?, running.1.to_device(d)?)?;
+            bn.forward(&t[0], false)
+        });
+        // Running statistics after two steps.
+        let x2 = random64(shape, seed + 5, -1.0, 0.5)
+            .to_dtype(DType::F32)
+            .unwrap();
+        let mut cpu = BatchNorm2d::new(c, Device::Cpu).unwrap();
+        let mut dev = BatchNorm2d::new(c, device).unwrap();
+        for x in [&x, &x2] {
+            cpu.forward(x, true).unwrap();
+            dev.forward(&x.to_device(device).unwrap(), true).unwrap();
         }
+        eprintln!("running statistics on {device}");
+        assert_close(
+            &f32s(dev.running_mean()),
+            &f32s(cpu.running_mean()),
+            ATOL,
+            RTOL,
+        );
+        assert_close(
+            &f32s(dev.running_var()),
+            &f32s(cpu.running_var()),
+            ATOL,
+            RTOL,
+        );
     }
 }
+kiln::test_device!(batch_norm_matches_cpu, gpu);
 
 /// The backward primitive alone, asking for dx or not.
-#[test]
-fn batch_norm_backward_primitive_matches_cpu() {
-    for device in gpu_devices_under_test("batch_norm_backward_primitive_matches_cpu") {
-        let (x, dy) = (random(&[2, 3, 5, 7], 60), random(&[2, 3, 5, 7], 61));
-        let (gamma, mean) = (random(&[3], 62), random(&[3], 63));
-        let var = random64(&[3], 64, 1.0, 0.5).to_dtype(DType::F32).unwrap();
-        let on = |t: &Tensor| t.to_device(device).unwrap();
-        let (dmean, dvar, dgamma) = (on(&mean), on(&var), on(&gamma));
-        for training in [true, false] {
-            let cpu_stats = BatchNormStats {
-                mean: &mean,
-                var: &var,
-                gamma: &gamma,
-                eps: 1e-5,
-            };
-            let dev_stats = BatchNormStats {
-                mean: &dmean,
-                var: &dvar,
-                gamma: &dgamma,
-                eps: 1e-5,
-            };
-            let cpu = backend::batch_norm_bwd(&dy, &x, &cpu_stats, training, true).unwrap();
-            let dev =
-                backend::batch_norm_bwd(&on(&dy), &on(&x), &dev_stats, training, false).unwrap();
-            assert!(dev.dx.is_none());
-            assert_close(&f32s(&dev.dgamma), &f32s(&cpu.dgamma), ATOL, RTOL);
-            assert_close(&f32s(&dev.dbeta), &f32s(&cpu.dbeta), ATOL, RTOL);
-            let dev =
-                backend::batch_norm_bwd(&on(&dy), &on(&x), &dev_stats, training, true).unwrap();
-            assert_close(
-                &f32s(dev.dx.as_ref().unwrap()),
-                &f32s(cpu.dx.as_ref().unwrap()),
-                ATOL,
-                RTOL,
-            );
-        }
+fn batch_norm_backward_primitive_matches_cpu(device: Device) {
+    let (x, dy) = (random(&[2, 3, 5, 7], 60), random(&[2, 3, 5, 7], 61));
+    let (gamma, mean) = (random(&[3], 62), random(&[3], 63));
+    let var = random64(&[3], 64, 1.0, 0.5).to_dtype(DType::F32).unwrap();
+    let on = |t: &Tensor| t.to_device(device).unwrap();
+    let (dmean, dvar, dgamma) = (on(&mean), on(&var), on(&gamma));
+    for training in [true, false] {
+        let cpu_stats = BatchNormStats {
+            mean: &mean,
+            var: &var,
+            gamma: &gamma,
+            eps: 1e-5,
+        };
+        let dev_stats = BatchNormStats {
+            mean: &dmean,
+            var: &dvar,
+            gamma: &dgamma,
+            eps: 1e-5,
+        };
+        let cpu = backend::batch_norm_bwd(&dy, &x, &cpu_stats, training, true).unwrap();
+        let dev = backend::batch_norm_bwd(&on(&dy), &on(&x), &dev_stats, training, false).unwrap();
+        assert!(dev.dx.is_none());
+        assert_close(&f32s(&dev.dgamma), &f32s(&cpu.dgamma), ATOL, RTOL);
+        assert_close(&f32s(&dev.dbeta), &f32s(&cpu.dbeta), ATOL, RTOL);
+        let dev = backend::batch_norm_bwd(&on(&dy), &on(&x), &dev_stats, training, true).unwrap();
+        assert_close(
+            &f32s(dev.dx.as_ref().unwrap()),
+            &f32s(cpu.dx.as_ref().unwrap()),
+            ATOL,
+            RTOL,
+        );
     }
 }
+kiln::test_device!(batch_norm_backward_primitive_matches_cpu, gpu);
 
 // ---------------------------------------------------------------------------------------------
 // Dropout
 
 /// The mask depends only on (seed, index): the same on the CPU in f32 and f64 and on every device,
 /// bit for bit, and so are the outputs (one f32 multiply each).
-#[test]
-fn dropout_mask_is_identical_on_every_device() {
+fn dropout_mask_is_identical_on_every_device(device: Device) {
     let x = random(&[3, 7, 37, 131], 70);
     let (y, mask) = backend::dropout_fwd(&x, 0.37, 12345).unwrap();
     let (_, mask64) = backend::dropout_fwd(&x.to_dtype(DType::F64).unwrap(), 0.37, 12345).unwrap();
@@ -351,7 +339,7 @@ fn dropout_mask_is_identical_on_every_device() {
         .map(|i| u8::from(dropout_keeps(12345, i, dropout_threshold(0.37))))
         .collect();
     assert_eq!(mask, expected);
-    for device in gpu_devices_under_test("dropout_mask_is_identical_on_every_device") {
+    if device.is_gpu() {
         let (gy, gmask) = backend::dropout_fwd(&x.to_device(device).unwrap(), 0.37, 12345).unwrap();
         assert_eq!(gmask.to_vec::<u8>().unwrap(), mask, "mask on {device}");
         assert_eq!(f32s(&gy), f32s(&y), "output on {device}");
@@ -374,6 +362,7 @@ fn dropout_mask_is_identical_on_every_device() {
         );
     }
 }
+kiln::test_device!(dropout_mask_is_identical_on_every_device);
 
 /// Over 10⁶ + 3 elements the number kept is Binomial(n, 1 − p): within 5 standard deviations
 /// √(n·p·(1 − p)) of n·(1 − p) (a false alarm has probability below 10⁻⁶).
@@ -455,8 +444,7 @@ fn dropout_gradient_uses_the_same_mask() {
 
 /// Evaluation (any p) and p = 0 are the identity: the same values, the gradient passes through.
 /// p = 1 gives zeros and zero gradients, with no division by zero.
-#[test]
-fn dropout_eval_is_identity_and_the_ends_of_p() {
+fn dropout_eval_is_identity_and_the_ends_of_p(device: Device) {
     let x = random(&[2, 3, 5], 90).with_grad();
     let r = random(&[2, 3, 5], 91);
     for (p, training) in [(0.5, false), (1.0, false), (0.0, true)] {
@@ -475,7 +463,7 @@ fn dropout_eval_is_identity_and_the_ends_of_p() {
         .backward()
         .unwrap();
     assert_eq!(f32s(grads.get(&x).unwrap()), vec![0.0; 30]);
-    for device in gpu_devices_under_test("dropout_ends_of_p") {
+    if device.is_gpu() {
         let d = x.to_device(device).unwrap();
         assert_eq!(
             f32s(&ops::dropout(&d, 1.0, true, 1).unwrap()),
@@ -485,12 +473,12 @@ fn dropout_eval_is_identity_and_the_ends_of_p() {
         assert_eq!(f32s(&ops::dropout(&d, 0.7, false, 1).unwrap()), f32s(&x));
     }
 }
+kiln::test_device!(dropout_eval_is_identity_and_the_ends_of_p);
 
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-#[test]
-fn bad_parameters_are_errors() {
+fn bad_parameters_are_errors(device: Device) {
     let x = random(&[2, 3, 4, 5], 100);
     for p in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
         for training in [true, false] {
@@ -556,9 +544,10 @@ fn bad_parameters_are_errors() {
     assert!(backend::batch_norm_fwd(&x, &stats, &mean).is_err());
     assert!(backend::batch_norm_bwd(&x, &x, &stats, true, true).is_err());
     // Parameters on another device than the input.
-    for device in gpu_devices_under_test("batch_norm_device_mismatch") {
+    if device.is_gpu() {
         let mut bn = BatchNorm2d::new(3, device).unwrap();
         let err = bn.forward(&x, true).unwrap_err();
         assert!(matches!(err, Error::DeviceMismatch { .. }), "{err}");
     }
 }
+kiln::test_device!(bad_parameters_are_errors);

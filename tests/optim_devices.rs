@@ -7,7 +7,7 @@ use optim_support::*;
 
 use kiln::backend::{self, AdamStep};
 use kiln::optim::{Adam, AdamConfig, AdamW, Optimizer, OptimizerState, RmsProp, Sgd};
-use kiln::testing::{assert_close, gpu_devices_under_test};
+use kiln::testing::assert_close;
 use kiln::{memory_stats, DType, Device, Error, Tensor};
 
 // ---------------------------------------------------------------------------------------------
@@ -15,187 +15,188 @@ use kiln::{memory_stats, DType, Device, Error, Tensor};
 
 /// Five steps with fresh random gradients on parameters of odd shapes (plus one long vector to
 /// cover many blocks): the parameters and every state tensor match the CPU's.
-fn check_kernel_parity(name: &str, make: MakeF32) {
+fn check_kernel_parity(name: &str, make: MakeF32, device: Device) {
     let _guard = device_lock();
-    for device in gpu_devices_under_test(name) {
-        let mut shapes: Vec<Vec<usize>> = SHAPES.iter().map(|s| s.to_vec()).collect();
-        shapes.push(vec![70_001]);
-        let mut cpu_w: Vec<Tensor> = (0..shapes.len())
-            .map(|i| random(&shapes[i], i as u64))
+    let mut shapes: Vec<Vec<usize>> = SHAPES.iter().map(|s| s.to_vec()).collect();
+    shapes.push(vec![70_001]);
+    let mut cpu_w: Vec<Tensor> = (0..shapes.len())
+        .map(|i| random(&shapes[i], i as u64))
+        .collect();
+    let mut dev_w: Vec<Tensor> = cpu_w.iter().map(|w| w.to_device(device).unwrap()).collect();
+    let mut cpu_opt = make(&cpu_w).unwrap();
+    let mut dev_opt = make(&dev_w).unwrap();
+    for step in 0..5 {
+        let g: Vec<Tensor> = (0..shapes.len())
+            .map(|i| random(&shapes[i], 100 + 10 * step + i as u64))
             .collect();
-        let mut dev_w: Vec<Tensor> = cpu_w.iter().map(|w| w.to_device(device).unwrap()).collect();
-        let mut cpu_opt = make(&cpu_w).unwrap();
-        let mut dev_opt = make(&dev_w).unwrap();
-        for step in 0..5 {
-            let g: Vec<Tensor> = (0..shapes.len())
-                .map(|i| random(&shapes[i], 100 + 10 * step + i as u64))
-                .collect();
-            let dev_g: Vec<Tensor> = g.iter().map(|g| g.to_device(device).unwrap()).collect();
-            cpu_opt
-                .step(
-                    &mut cpu_w.iter_mut().collect::<Vec<_>>(),
-                    &g.iter().collect::<Vec<_>>(),
-                )
-                .unwrap();
-            dev_opt
-                .step(
-                    &mut dev_w.iter_mut().collect::<Vec<_>>(),
-                    &dev_g.iter().collect::<Vec<_>>(),
-                )
-                .unwrap();
-        }
-        for (d, c) in dev_w.iter().zip(&cpu_w) {
-            assert_eq!(d.device(), device);
-            assert_close(&values(d), &values(c), 1e-5, 1e-4);
-        }
-        let (dev_state, cpu_state) = (dev_opt.state(), cpu_opt.state());
-        assert_eq!(dev_state.step, 5);
-        assert_eq!(dev_state.tensors.len(), cpu_state.tensors.len());
-        for ((dn, d), (cn, c)) in dev_state.tensors.iter().zip(&cpu_state.tensors) {
-            assert_eq!(dn, cn);
-            assert_eq!(d.device(), device, "{name}: {dn}");
-            assert_close(&values(d), &values(c), 1e-5, 1e-4);
-        }
+        let dev_g: Vec<Tensor> = g.iter().map(|g| g.to_device(device).unwrap()).collect();
+        cpu_opt
+            .step(
+                &mut cpu_w.iter_mut().collect::<Vec<_>>(),
+                &g.iter().collect::<Vec<_>>(),
+            )
+            .unwrap();
+        dev_opt
+            .step(
+                &mut dev_w.iter_mut().collect::<Vec<_>>(),
+                &dev_g.iter().collect::<Vec<_>>(),
+            )
+            .unwrap();
+    }
+    for (d, c) in dev_w.iter().zip(&cpu_w) {
+        assert_eq!(d.device(), device);
+        assert_close(&values(d), &values(c), 1e-5, 1e-4);
+    }
+    let (dev_state, cpu_state) = (dev_opt.state(), cpu_opt.state());
+    assert_eq!(dev_state.step, 5);
+    assert_eq!(dev_state.tensors.len(), cpu_state.tensors.len());
+    for ((dn, d), (cn, c)) in dev_state.tensors.iter().zip(&cpu_state.tensors) {
+        assert_eq!(dn, cn);
+        assert_eq!(d.device(), device, "{name}: {dn}");
+        assert_close(&values(d), &values(c), 1e-5, 1e-4);
     }
 }
 
-#[test]
-fn sgd_kernel_matches_cpu() {
-    check_kernel_parity("sgd_kernel_matches_cpu", every_optimizer()[0].1);
+fn sgd_kernel_matches_cpu(device: Device) {
+    check_kernel_parity("sgd_kernel_matches_cpu", every_optimizer()[0].1, device);
 }
+kiln::test_device!(sgd_kernel_matches_cpu, gpu);
 
-#[test]
-fn sgd_momentum_kernel_matches_cpu() {
-    check_kernel_parity("sgd_momentum_kernel_matches_cpu", every_optimizer()[1].1);
+fn sgd_momentum_kernel_matches_cpu(device: Device) {
+    check_kernel_parity(
+        "sgd_momentum_kernel_matches_cpu",
+        every_optimizer()[1].1,
+        device,
+    );
 }
+kiln::test_device!(sgd_momentum_kernel_matches_cpu, gpu);
 
-#[test]
-fn sgd_nesterov_kernel_matches_cpu() {
-    check_kernel_parity("sgd_nesterov_kernel_matches_cpu", every_optimizer()[2].1);
+fn sgd_nesterov_kernel_matches_cpu(device: Device) {
+    check_kernel_parity(
+        "sgd_nesterov_kernel_matches_cpu",
+        every_optimizer()[2].1,
+        device,
+    );
 }
+kiln::test_device!(sgd_nesterov_kernel_matches_cpu, gpu);
 
-#[test]
-fn rmsprop_kernel_matches_cpu() {
-    check_kernel_parity("rmsprop_kernel_matches_cpu", every_optimizer()[3].1);
+fn rmsprop_kernel_matches_cpu(device: Device) {
+    check_kernel_parity("rmsprop_kernel_matches_cpu", every_optimizer()[3].1, device);
 }
+kiln::test_device!(rmsprop_kernel_matches_cpu, gpu);
 
-#[test]
-fn adam_kernel_matches_cpu() {
-    check_kernel_parity("adam_kernel_matches_cpu", every_optimizer()[4].1);
+fn adam_kernel_matches_cpu(device: Device) {
+    check_kernel_parity("adam_kernel_matches_cpu", every_optimizer()[4].1, device);
 }
+kiln::test_device!(adam_kernel_matches_cpu, gpu);
 
-#[test]
-fn adamw_kernel_matches_cpu() {
-    check_kernel_parity("adamw_kernel_matches_cpu", every_optimizer()[5].1);
+fn adamw_kernel_matches_cpu(device: Device) {
+    check_kernel_parity("adamw_kernel_matches_cpu", every_optimizer()[5].1, device);
 }
+kiln::test_device!(adamw_kernel_matches_cpu, gpu);
 
 /// The backend primitives directly, on every device, including both weight decays of `adam` at
 /// once (which no optimizer type uses) and a late step count (bias corrections near 1).
-#[test]
-fn backend_primitives_match_cpu() {
+fn backend_primitives_match_cpu(device: Device) {
     let _guard = device_lock();
-    for device in gpu_devices_under_test("backend_primitives_match_cpu") {
-        let shape = [3, 11];
-        let (w0, g) = (random(&shape, 1), random(&shape, 2));
-        let (s0, m0) = (random(&shape, 3), random(&shape, 4));
-        let square = |t: &Tensor| {
-            let v: Vec<f32> = t.to_vec::<f32>().unwrap().iter().map(|x| x * x).collect();
-            Tensor::from_vec(v, t.shape(), Device::Cpu).unwrap()
-        };
-        let v0 = square(&s0);
-        let on = |t: &Tensor| t.to_device(device).unwrap();
-        let hp = AdamStep {
-            lr: 0.01,
-            beta1: 0.8,
-            beta2: 0.99,
-            eps: 1e-6,
-            weight_decay: 0.05,
-            decoupled_weight_decay: 0.1,
-            step: 1000,
-        };
-        let (mut cw, mut cm, mut cv) = (w0.clone(), m0.clone(), v0.clone());
-        let (mut dw, mut dm, mut dv) = (on(&w0), on(&m0), on(&v0));
-        backend::adam(&mut cw, &g, &mut cm, &mut cv, &hp).unwrap();
-        backend::adam(&mut dw, &on(&g), &mut dm, &mut dv, &hp).unwrap();
-        backend::rmsprop(&mut cw, &g, &mut cv, 0.01, 0.9, 1e-6, 0.1).unwrap();
-        backend::rmsprop(&mut dw, &on(&g), &mut dv, 0.01, 0.9, 1e-6, 0.1).unwrap();
-        backend::sgd_nesterov(&mut cw, &g, &mut cm, 0.05, 0.5, 0.1).unwrap();
-        backend::sgd_nesterov(&mut dw, &on(&g), &mut dm, 0.05, 0.5, 0.1).unwrap();
-        backend::sgd_momentum(&mut cw, &g, &mut cm, 0.05, 0.5, 0.1).unwrap();
-        backend::sgd_momentum(&mut dw, &on(&g), &mut dm, 0.05, 0.5, 0.1).unwrap();
-        backend::sgd(&mut cw, &g, 0.05, 0.1).unwrap();
-        backend::sgd(&mut dw, &on(&g), 0.05, 0.1).unwrap();
-        for (d, c) in [(&dw, &cw), (&dm, &cm), (&dv, &cv)] {
-            assert_close(&values(d), &values(c), 1e-5, 1e-4);
-        }
+    let shape = [3, 11];
+    let (w0, g) = (random(&shape, 1), random(&shape, 2));
+    let (s0, m0) = (random(&shape, 3), random(&shape, 4));
+    let square = |t: &Tensor| {
+        let v: Vec<f32> = t.to_vec::<f32>().unwrap().iter().map(|x| x * x).collect();
+        Tensor::from_vec(v, t.shape(), Device::Cpu).unwrap()
+    };
+    let v0 = square(&s0);
+    let on = |t: &Tensor| t.to_device(device).unwrap();
+    let hp = AdamStep {
+        lr: 0.01,
+        beta1: 0.8,
+        beta2: 0.99,
+        eps: 1e-6,
+        weight_decay: 0.05,
+        decoupled_weight_decay: 0.1,
+        step: 1000,
+    };
+    let (mut cw, mut cm, mut cv) = (w0.clone(), m0.clone(), v0.clone());
+    let (mut dw, mut dm, mut dv) = (on(&w0), on(&m0), on(&v0));
+    backend::adam(&mut cw, &g, &mut cm, &mut cv, &hp).unwrap();
+    backend::adam(&mut dw, &on(&g), &mut dm, &mut dv, &hp).unwrap();
+    backend::rmsprop(&mut cw, &g, &mut cv, 0.01, 0.9, 1e-6, 0.1).unwrap();
+    backend::rmsprop(&mut dw, &on(&g), &mut dv, 0.01, 0.9, 1e-6, 0.1).unwrap();
+    backend::sgd_nesterov(&mut cw, &g, &mut cm, 0.05, 0.5, 0.1).unwrap();
+    backend::sgd_nesterov(&mut dw, &on(&g), &mut dm, 0.05, 0.5, 0.1).unwrap();
+    backend::sgd_momentum(&mut cw, &g, &mut cm, 0.05, 0.5, 0.1).unwrap();
+    backend::sgd_momentum(&mut dw, &on(&g), &mut dm, 0.05, 0.5, 0.1).unwrap();
+    backend::sgd(&mut cw, &g, 0.05, 0.1).unwrap();
+    backend::sgd(&mut dw, &on(&g), 0.05, 0.1).unwrap();
+    for (d, c) in [(&dw, &cw), (&dm, &cm), (&dv, &cv)] {
+        assert_close(&values(d), &values(c), 1e-5, 1e-4);
     }
 }
+kiln::test_device!(backend_primitives_match_cpu, gpu);
 
 /// Three steps, save; two more steps → A. A fresh optimizer (made with another lr), load the
 /// saved state and the saved weights, the same two steps → B: B = A exactly, on the CPU and on
 /// the devices (state saved on the CPU restores onto a device too).
-#[test]
-fn saved_state_resumes_exactly() {
+fn saved_state_resumes_exactly(device: Device) {
     let _guard = device_lock();
-    for device in kiln::testing::devices_under_test("saved_state_resumes_exactly") {
-        for (name, make) in every_optimizer() {
-            let on = |t: &Tensor| t.to_device(device).unwrap();
-            let mut w: Vec<Tensor> = (0..SHAPES.len())
-                .map(|i| on(&random(SHAPES[i], i as u64)))
-                .collect();
-            let grads = |step: u64| -> Vec<Tensor> {
-                (0..SHAPES.len())
-                    .map(|i| on(&random(SHAPES[i], 50 + 7 * step + i as u64)))
-                    .collect()
-            };
-            let run =
-                |opt: &mut dyn Optimizer, w: &mut Vec<Tensor>, steps: std::ops::Range<u64>| {
-                    for s in steps {
-                        let g = grads(s);
-                        opt.step(
-                            &mut w.iter_mut().collect::<Vec<_>>(),
-                            &g.iter().collect::<Vec<_>>(),
-                        )
-                        .unwrap();
-                    }
-                };
-            let mut opt = make(&w).unwrap();
-            run(opt.as_mut(), &mut w, 0..3);
-            opt.set_lr(0.02).unwrap();
-            // A checkpoint as a file would hold it: on the CPU.
-            let saved = opt.state();
-            let saved = OptimizerState {
-                tensors: saved
-                    .tensors
-                    .iter()
-                    .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).unwrap()))
-                    .collect(),
-                ..saved
-            };
-            let saved_w: Vec<Tensor> = w
+    for (name, make) in every_optimizer() {
+        let on = |t: &Tensor| t.to_device(device).unwrap();
+        let mut w: Vec<Tensor> = (0..SHAPES.len())
+            .map(|i| on(&random(SHAPES[i], i as u64)))
+            .collect();
+        let grads = |step: u64| -> Vec<Tensor> {
+            (0..SHAPES.len())
+                .map(|i| on(&random(SHAPES[i], 50 + 7 * step + i as u64)))
+                .collect()
+        };
+        let run = |opt: &mut dyn Optimizer, w: &mut Vec<Tensor>, steps: std::ops::Range<u64>| {
+            for s in steps {
+                let g = grads(s);
+                opt.step(
+                    &mut w.iter_mut().collect::<Vec<_>>(),
+                    &g.iter().collect::<Vec<_>>(),
+                )
+                .unwrap();
+            }
+        };
+        let mut opt = make(&w).unwrap();
+        run(opt.as_mut(), &mut w, 0..3);
+        opt.set_lr(0.02).unwrap();
+        // A checkpoint as a file would hold it: on the CPU.
+        let saved = opt.state();
+        let saved = OptimizerState {
+            tensors: saved
+                .tensors
                 .iter()
-                .map(|t| t.to_device(Device::Cpu).unwrap())
-                .collect();
-            run(opt.as_mut(), &mut w, 3..5);
+                .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).unwrap()))
+                .collect(),
+            ..saved
+        };
+        let saved_w: Vec<Tensor> = w
+            .iter()
+            .map(|t| t.to_device(Device::Cpu).unwrap())
+            .collect();
+        run(opt.as_mut(), &mut w, 3..5);
 
-            let mut w2: Vec<Tensor> = saved_w.iter().map(on).collect();
-            let mut resumed = make(&w2).unwrap();
-            resumed.set_lr(0.5).unwrap();
-            resumed.load_state(&saved).unwrap();
-            assert_eq!((resumed.steps(), resumed.lr()), (3, 0.02), "{name}");
-            run(resumed.as_mut(), &mut w2, 3..5);
-            for (a, b) in w.iter().zip(&w2) {
-                assert_eq!(values(a), values(b), "{name} on {device}");
-            }
-            for ((na, a), (nb, b)) in opt.state().tensors.iter().zip(&resumed.state().tensors) {
-                assert_eq!(na, nb);
-                assert_eq!(b.device(), device);
-                assert_eq!(values(a), values(b), "{name} {na} on {device}");
-            }
-            assert_eq!(resumed.steps(), 5);
+        let mut w2: Vec<Tensor> = saved_w.iter().map(on).collect();
+        let mut resumed = make(&w2).unwrap();
+        resumed.set_lr(0.5).unwrap();
+        resumed.load_state(&saved).unwrap();
+        assert_eq!((resumed.steps(), resumed.lr()), (3, 0.02), "{name}");
+        run(resumed.as_mut(), &mut w2, 3..5);
+        for (a, b) in w.iter().zip(&w2) {
+            assert_eq!(values(a), values(b), "{name} on {device}");
         }
+        for ((na, a), (nb, b)) in opt.state().tensors.iter().zip(&resumed.state().tensors) {
+            assert_eq!(na, nb);
+            assert_eq!(b.device(), device);
+            assert_eq!(values(a), values(b), "{name} {na} on {device}");
+        }
+        assert_eq!(resumed.steps(), 5);
     }
 }
+kiln::test_device!(saved_state_resumes_exactly);
 
 #[test]
 fn state_names_and_bad_states() {
@@ -259,39 +260,37 @@ fn state_names_and_bad_states() {
 
 /// The state is allocated when the optimizer is made: no step (not even the first) asks the
 /// device's pool for a buffer.
-#[test]
-fn optimizer_steps_request_no_device_memory() {
+fn optimizer_steps_request_no_device_memory(device: Device) {
     let _guard = device_lock();
-    for device in gpu_devices_under_test("optimizer_steps_request_no_device_memory") {
-        for (name, make) in every_optimizer() {
-            let mut w: Vec<Tensor> = (0..SHAPES.len())
-                .map(|i| random(SHAPES[i], i as u64).to_device(device).unwrap())
-                .collect();
-            let g: Vec<Tensor> = (0..SHAPES.len())
-                .map(|i| random(SHAPES[i], 9 + i as u64).to_device(device).unwrap())
-                .collect();
-            let mut opt = make(&w).unwrap();
-            let before = memory_stats(&device).unwrap();
-            for _ in 0..4 {
-                opt.step(
-                    &mut w.iter_mut().collect::<Vec<_>>(),
-                    &g.iter().collect::<Vec<_>>(),
-                )
-                .unwrap();
-            }
-            let after = memory_stats(&device).unwrap();
-            assert_eq!(
-                (after.requests, after.device_allocations, after.live_bytes),
-                (
-                    before.requests,
-                    before.device_allocations,
-                    before.live_bytes
-                ),
-                "{name} on {device}: a step allocated: {before:?} -> {after:?}"
-            );
+    for (name, make) in every_optimizer() {
+        let mut w: Vec<Tensor> = (0..SHAPES.len())
+            .map(|i| random(SHAPES[i], i as u64).to_device(device).unwrap())
+            .collect();
+        let g: Vec<Tensor> = (0..SHAPES.len())
+            .map(|i| random(SHAPES[i], 9 + i as u64).to_device(device).unwrap())
+            .collect();
+        let mut opt = make(&w).unwrap();
+        let before = memory_stats(&device).unwrap();
+        for _ in 0..4 {
+            opt.step(
+                &mut w.iter_mut().collect::<Vec<_>>(),
+                &g.iter().collect::<Vec<_>>(),
+            )
+            .unwrap();
         }
+        let after = memory_stats(&device).unwrap();
+        assert_eq!(
+            (after.requests, after.device_allocations, after.live_bytes),
+            (
+                before.requests,
+                before.device_allocations,
+                before.live_bytes
+            ),
+            "{name} on {device}: a step allocated: {before:?} -> {after:?}"
+        );
     }
 }
+kiln::test_device!(optimizer_steps_request_no_device_memory, gpu);
 
 // ---------------------------------------------------------------------------------------------
 // Convergence.
@@ -420,8 +419,7 @@ fn torch_adam(
 /// eps 1e-2 (plus both weight decays), against [`torch_adam`]. Placing eps inside the root
 /// changes nearly every element of these cases by far more than the tolerance (checked here
 /// too, so the test keeps its power); on the CPU and every device.
-#[test]
-fn adam_epsilon_is_added_to_the_root_of_v_hat() {
+fn adam_epsilon_is_added_to_the_root_of_v_hat(device: Device) {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     let _guard = device_lock();
@@ -436,7 +434,6 @@ fn adam_epsilon_is_added_to_the_root_of_v_hat() {
         ),
         ("eps 1e-2", (1e-4, 1e-1), 1e-2, 1e-2, (1e-3, 0.1)),
     ];
-    let devices = kiln::testing::devices_under_test("adam_epsilon_is_added_to_the_root_of_v_hat");
     for (c, &(name, (g_lo, g_hi), lr, eps, (wd, decoupled))) in cases.iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(0xada0 + c as u64);
         let w0: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -496,23 +493,22 @@ fn adam_epsilon_is_added_to_the_root_of_v_hat() {
             "{name}: eps inside the root moves only {told_apart} of {n} elements past the tolerance"
         );
         let f32s = |v: &[f64]| -> Vec<f32> { v.iter().map(|&x| x as f32).collect() };
-        for &device in &devices {
-            let on = |v: &[f64]| {
-                Tensor::from_vec(f32s(v), &[n], Device::Cpu)
-                    .unwrap()
-                    .to_device(device)
-                    .unwrap()
-            };
-            let (mut w, mut m, mut v) = (on(&w0), on(&vec![0.0; n]), on(&vec![0.0; n]));
-            for (t, g) in grads.iter().enumerate() {
-                backend::adam(&mut w, &on(g), &mut m, &mut v, &hp(t as u64 + 1)).unwrap();
-            }
-            eprintln!("checking adam eps, {name}, on {device}");
-            assert_close(&values(&w), &w_ref, atol, rtol);
-            // Moments: f32 rounding of sums of gradients that partly cancel, relative to the
-            // largest gradient.
-            assert_close(&values(&m), &m_ref, 1e-6 * g_hi, 1e-5);
-            assert_close(&values(&v), &v_ref, 1e-6 * g_hi * g_hi, 1e-5);
+        let on = |v: &[f64]| {
+            Tensor::from_vec(f32s(v), &[n], Device::Cpu)
+                .unwrap()
+                .to_device(device)
+                .unwrap()
+        };
+        let (mut w, mut m, mut v) = (on(&w0), on(&vec![0.0; n]), on(&vec![0.0; n]));
+        for (t, g) in grads.iter().enumerate() {
+            backend::adam(&mut w, &on(g), &mut m, &mut v, &hp(t as u64 + 1)).unwrap();
         }
+        eprintln!("checking adam eps, {name}, on {device}");
+        assert_close(&values(&w), &w_ref, atol, rtol);
+        // Moments: f32 rounding of sums of gradients that partly cancel, relative to the
+        // largest gradient.
+        assert_close(&values(&m), &m_ref, 1e-6 * g_hi, 1e-5);
+        assert_close(&values(&v), &v_ref, 1e-6 * g_hi * g_hi, 1e-5);
     }
 }
+kiln::test_device!(adam_epsilon_is_added_to_the_root_of_v_hat);

@@ -7,7 +7,7 @@
 //! `max_pool_layer_matches_cpu_forward_and_backward`), so they are not repeated here; its ties
 //! (the first maximal element of a window wins, padding never does) are checked here by hand.
 
-use kiln::testing::{assert_close, check_parity, gpu_devices_under_test, gradcheck};
+use kiln::testing::{assert_close, check_parity, gradcheck};
 use kiln::testing::{random_away_from_zero, random_vec};
 use kiln::{backend, ops, ConvGeometry, DType, Device, Error, Tensor, Window2d};
 use rand::rngs::StdRng;
@@ -120,74 +120,63 @@ fn pooling_chains_gradients() {
     });
 }
 
-#[test]
-fn avg_pool_matches_cpu_on_every_device() {
-    for device in gpu_devices_under_test("avg_pool_matches_cpu_on_every_device") {
-        for (i, (shape, window)) in cases().into_iter().enumerate() {
-            let x = random32(&shape, 40 + i as u64);
-            for include in [true, false] {
-                check_parity(
-                    "avg_pool2d",
-                    device,
-                    std::slice::from_ref(&x),
-                    ATOL,
-                    RTOL,
-                    |t| ops::avg_pool2d(&t[0], window, include),
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn l2_pool_matches_cpu_on_every_device() {
-    for device in gpu_devices_under_test("l2_pool_matches_cpu_on_every_device") {
-        for (i, (shape, window)) in l2_cases().into_iter().enumerate() {
-            let x = random32(&shape, 50 + i as u64);
-            check_parity("l2_pool2d", device, &[x], ATOL, RTOL, |t| {
-                ops::l2_pool2d(&t[0], window)
-            });
-        }
-    }
-}
-
-/// Planes smaller than, close to, and larger than the 256-thread block, so the kernel's strided
-/// per-thread sums and its tree are both exercised.
-#[test]
-fn global_avg_pool_matches_cpu_on_every_device() {
-    for device in gpu_devices_under_test("global_avg_pool_matches_cpu_on_every_device") {
-        for (i, shape) in [[1, 3, 5, 7], [2, 3, 19, 23], [3, 2, 16, 16], [1, 1, 1, 1]]
-            .iter()
-            .enumerate()
-        {
-            let x = random32(shape, 60 + i as u64);
+fn avg_pool_matches_cpu_on_every_device(device: Device) {
+    for (i, (shape, window)) in cases().into_iter().enumerate() {
+        let x = random32(&shape, 40 + i as u64);
+        for include in [true, false] {
             check_parity(
-                "global_avg_pool2d",
+                "avg_pool2d",
                 device,
                 std::slice::from_ref(&x),
                 ATOL,
                 RTOL,
-                |t| ops::global_avg_pool2d(&t[0]),
+                |t| ops::avg_pool2d(&t[0], window, include),
             );
-            // The shared-memory tree adds in a fixed order: repeated runs agree bit for bit.
-            let xd = x.to_device(device).unwrap();
-            let first = backend::global_avgpool_fwd(&xd)
-                .unwrap()
-                .to_vec::<f32>()
-                .unwrap();
-            let again = backend::global_avgpool_fwd(&xd)
-                .unwrap()
-                .to_vec::<f32>()
-                .unwrap();
-            assert_eq!(first, again);
         }
     }
 }
+kiln::test_device!(avg_pool_matches_cpu_on_every_device, gpu);
 
-/// The CPU, the emulation and (where usable) a real GPU.
-fn all_devices(test: &str) -> Vec<Device> {
-    kiln::testing::devices_under_test(test)
+fn l2_pool_matches_cpu_on_every_device(device: Device) {
+    for (i, (shape, window)) in l2_cases().into_iter().enumerate() {
+        let x = random32(&shape, 50 + i as u64);
+        check_parity("l2_pool2d", device, &[x], ATOL, RTOL, |t| {
+            ops::l2_pool2d(&t[0], window)
+        });
+    }
 }
+kiln::test_device!(l2_pool_matches_cpu_on_every_device, gpu);
+
+/// Planes smaller than, close to, and larger than the 256-thread block, so the kernel's strided
+/// per-thread sums and its tree are both exercised.
+fn global_avg_pool_matches_cpu_on_every_device(device: Device) {
+    for (i, shape) in [[1, 3, 5, 7], [2, 3, 19, 23], [3, 2, 16, 16], [1, 1, 1, 1]]
+        .iter()
+        .enumerate()
+    {
+        let x = random32(shape, 60 + i as u64);
+        check_parity(
+            "global_avg_pool2d",
+            device,
+            std::slice::from_ref(&x),
+            ATOL,
+            RTOL,
+            |t| ops::global_avg_pool2d(&t[0]),
+        );
+        // The shared-memory tree adds in a fixed order: repeated runs agree bit for bit.
+        let xd = x.to_device(device).unwrap();
+        let first = backend::global_avgpool_fwd(&xd)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let again = backend::global_avgpool_fwd(&xd)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(first, again);
+    }
+}
+kiln::test_device!(global_avg_pool_matches_cpu_on_every_device, gpu);
 
 /// The lecture's 4x4 example.
 const LECTURE: [f32; 16] = [
@@ -201,79 +190,73 @@ fn lecture_on(device: Device) -> Tensor {
 /// 2x2 windows with stride 2: sums 15, 8, 15, 8 (by hand), so means 3.75, 2, 3.75, 2; sums of
 /// squares 95, 22, 71, 18 (by hand), so L2 norms are their square roots; the mean of all 16 values
 /// is 46 / 16 = 2.875. Gradients of Σ y: avg gives 1/4 everywhere, global avg 1/16, L2 x / y.
-#[test]
-fn lecture_values_on_every_device() {
+fn lecture_values_on_every_device(device: Device) {
     let window = Window2d::square(2, 2, 0);
     let window_of = |i: usize| (i / 8) * 2 + (i % 4) / 2;
     let norms = [95.0f32, 22.0, 71.0, 18.0].map(f32::sqrt);
-    for device in all_devices("lecture_values_on_every_device") {
-        let x = lecture_on(device).with_grad();
-        for include in [true, false] {
-            let y = ops::avg_pool2d(&x, window, include).unwrap();
-            assert_eq!(y.shape(), &[1, 1, 2, 2]);
-            assert_close(
-                &y.to_vec::<f32>().unwrap(),
-                &[3.75, 2.0, 3.75, 2.0],
-                1e-6,
-                0.0,
-            );
-            let grads = ops::sum(&y).unwrap().backward().unwrap();
-            let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
-            assert_close(&dx, &[0.25; 16], 1e-7, 0.0);
-        }
-
-        let y = ops::l2_pool2d(&x, window).unwrap();
-        assert_close(&y.to_vec::<f32>().unwrap(), &norms, 0.0, 1e-6);
-        let grads = ops::sum(&y).unwrap().backward().unwrap();
-        let expected: Vec<f32> = (0..16).map(|i| LECTURE[i] / norms[window_of(i)]).collect();
-        let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
-        assert_close(&dx, &expected, 0.0, 1e-6);
-
-        let y = ops::global_avg_pool2d(&x).unwrap();
-        assert_eq!(y.shape(), &[1, 1, 1, 1]);
-        assert_close(&y.to_vec::<f32>().unwrap(), &[2.875], 0.0, 1e-7);
+    let x = lecture_on(device).with_grad();
+    for include in [true, false] {
+        let y = ops::avg_pool2d(&x, window, include).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 2, 2]);
+        assert_close(
+            &y.to_vec::<f32>().unwrap(),
+            &[3.75, 2.0, 3.75, 2.0],
+            1e-6,
+            0.0,
+        );
         let grads = ops::sum(&y).unwrap().backward().unwrap();
         let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
-        assert_close(&dx, &[1.0 / 16.0; 16], 0.0, 1e-7);
+        assert_close(&dx, &[0.25; 16], 1e-7, 0.0);
     }
+
+    let y = ops::l2_pool2d(&x, window).unwrap();
+    assert_close(&y.to_vec::<f32>().unwrap(), &norms, 0.0, 1e-6);
+    let grads = ops::sum(&y).unwrap().backward().unwrap();
+    let expected: Vec<f32> = (0..16).map(|i| LECTURE[i] / norms[window_of(i)]).collect();
+    let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+    assert_close(&dx, &expected, 0.0, 1e-6);
+
+    let y = ops::global_avg_pool2d(&x).unwrap();
+    assert_eq!(y.shape(), &[1, 1, 1, 1]);
+    assert_close(&y.to_vec::<f32>().unwrap(), &[2.875], 0.0, 1e-7);
+    let grads = ops::sum(&y).unwrap().backward().unwrap();
+    let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+    assert_close(&dx, &[1.0 / 16.0; 16], 0.0, 1e-7);
 }
+kiln::test_device!(lecture_values_on_every_device);
 
 /// x = [[0,0],[3,4]] with 1x2 windows: norms 0 and 5 (by hand). The zero window passes 0 gradient
 /// (not 0/0), the other x / 5; on every device.
-#[test]
-fn l2_pool_zero_window_passes_no_gradient_on_every_device() {
-    for device in all_devices("l2_pool_zero_window_passes_no_gradient") {
-        let x = Tensor::from_vec(vec![0.0f32, 0.0, 3.0, 4.0], &[1, 1, 2, 2], device)
-            .unwrap()
-            .with_grad();
-        let y = ops::l2_pool2d(&x, Window2d::valid((1, 2), (1, 1))).unwrap();
-        assert_eq!(y.to_vec::<f32>().unwrap(), [0.0, 5.0]);
-        let grads = ops::sum(&y).unwrap().backward().unwrap();
-        let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
-        assert_close(&dx, &[0.0, 0.0, 0.6, 0.8], 1e-7, 0.0);
-    }
+fn l2_pool_zero_window_passes_no_gradient_on_every_device(device: Device) {
+    let x = Tensor::from_vec(vec![0.0f32, 0.0, 3.0, 4.0], &[1, 1, 2, 2], device)
+        .unwrap()
+        .with_grad();
+    let y = ops::l2_pool2d(&x, Window2d::valid((1, 2), (1, 1))).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), [0.0, 5.0]);
+    let grads = ops::sum(&y).unwrap().backward().unwrap();
+    let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+    assert_close(&dx, &[0.0, 0.0, 0.6, 0.8], 1e-7, 0.0);
 }
+kiln::test_device!(l2_pool_zero_window_passes_no_gradient_on_every_device);
 
 /// x = [[1,2,3],[4,5,6],[7,8,9]], 3x3 windows, stride 2, padding 1: each window sees a 2x2 corner
 /// (sums 12, 16, 24, 28 by hand), divided by 9 with count_include_pad and by 4 without.
-#[test]
-fn avg_pool_padding_modes_on_every_device() {
-    for device in all_devices("avg_pool_padding_modes_on_every_device") {
-        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
-        let x = Tensor::from_vec(x, &[1, 1, 3, 3], device).unwrap();
-        let window = Window2d::square(3, 2, 1);
-        let y = ops::avg_pool2d(&x, window, true).unwrap();
-        let expected = [12.0f32, 16.0, 24.0, 28.0].map(|s| s / 9.0);
-        assert_close(&y.to_vec::<f32>().unwrap(), &expected, 0.0, 1e-6);
-        let y = ops::avg_pool2d(&x, window, false).unwrap();
-        assert_close(
-            &y.to_vec::<f32>().unwrap(),
-            &[3.0, 4.0, 6.0, 7.0],
-            0.0,
-            1e-6,
-        );
-    }
+fn avg_pool_padding_modes_on_every_device(device: Device) {
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    let x = Tensor::from_vec(x, &[1, 1, 3, 3], device).unwrap();
+    let window = Window2d::square(3, 2, 1);
+    let y = ops::avg_pool2d(&x, window, true).unwrap();
+    let expected = [12.0f32, 16.0, 24.0, 28.0].map(|s| s / 9.0);
+    assert_close(&y.to_vec::<f32>().unwrap(), &expected, 0.0, 1e-6);
+    let y = ops::avg_pool2d(&x, window, false).unwrap();
+    assert_close(
+        &y.to_vec::<f32>().unwrap(),
+        &[3.0, 4.0, 6.0, 7.0],
+        0.0,
+        1e-6,
+    );
 }
+kiln::test_device!(avg_pool_padding_modes_on_every_device);
 
 #[track_caller]
 fn assert_invalid(result: kiln::Result<Tensor>, what: &str) {
@@ -508,50 +491,48 @@ fn tie_cases() -> Vec<TieCase> {
     ]
 }
 
-#[test]
-fn max_pool_ties_go_to_the_first_element_in_window_order() {
-    for device in all_devices("max_pool_ties_go_to_the_first_element_in_window_order") {
-        for case in tie_cases() {
-            let g = ConvGeometry::new(case.shape, case.window, false).unwrap();
-            let dy: Vec<f32> = (0..case.y.len()).map(|i| (1u32 << i) as f32).collect();
-            for format in [DType::F32, DType::BF16, DType::F16] {
-                let on = |v: &[f32], shape: &[usize]| {
-                    Tensor::from_vec(v.to_vec(), shape, Device::Cpu)
-                        .unwrap()
-                        .to_dtype(format)
-                        .unwrap()
-                        .to_device(device)
-                        .unwrap()
-                };
-                let what = format!("{}, {device}, {format:?}", case.name);
-                let (y, argmax) = backend::maxpool_fwd(&on(&case.x, &case.shape), &g).unwrap();
-                let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
-                assert_eq!(f32s(&y), case.y, "max, {what}");
-                assert_eq!(
-                    argmax.to_vec::<i32>().unwrap(),
-                    case.argmax,
-                    "argmax, {what}"
-                );
-                let dx = backend::maxpool_bwd(&on(&dy, y.shape()), &argmax, &g).unwrap();
-                assert_eq!(dx.dtype(), format, "{what}");
-                assert_eq!(f32s(&dx), case.dx, "input gradient, {what}");
-            }
-            // The same through the tape (f32).
-            let x = Tensor::from_vec(case.x.clone(), &case.shape, device)
-                .unwrap()
-                .with_grad();
-            let y = ops::max_pool2d(&x, case.window).unwrap();
-            let weights = Tensor::from_vec(dy.clone(), y.shape(), device).unwrap();
-            let grads = ops::sum(&ops::mul(&y, &weights).unwrap())
-                .unwrap()
-                .backward()
-                .unwrap();
-            let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+fn max_pool_ties_go_to_the_first_element_in_window_order(device: Device) {
+    for case in tie_cases() {
+        let g = ConvGeometry::new(case.shape, case.window, false).unwrap();
+        let dy: Vec<f32> = (0..case.y.len()).map(|i| (1u32 << i) as f32).collect();
+        for format in [DType::F32, DType::BF16, DType::F16] {
+            let on = |v: &[f32], shape: &[usize]| {
+                Tensor::from_vec(v.to_vec(), shape, Device::Cpu)
+                    .unwrap()
+                    .to_dtype(format)
+                    .unwrap()
+                    .to_device(device)
+                    .unwrap()
+            };
+            let what = format!("{}, {device}, {format:?}", case.name);
+            let (y, argmax) = backend::maxpool_fwd(&on(&case.x, &case.shape), &g).unwrap();
+            let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+            assert_eq!(f32s(&y), case.y, "max, {what}");
             assert_eq!(
-                dx, case.dx,
-                "ops::max_pool2d gradient, {}, {device}",
-                case.name
+                argmax.to_vec::<i32>().unwrap(),
+                case.argmax,
+                "argmax, {what}"
             );
+            let dx = backend::maxpool_bwd(&on(&dy, y.shape()), &argmax, &g).unwrap();
+            assert_eq!(dx.dtype(), format, "{what}");
+            assert_eq!(f32s(&dx), case.dx, "input gradient, {what}");
         }
+        // The same through the tape (f32).
+        let x = Tensor::from_vec(case.x.clone(), &case.shape, device)
+            .unwrap()
+            .with_grad();
+        let y = ops::max_pool2d(&x, case.window).unwrap();
+        let weights = Tensor::from_vec(dy.clone(), y.shape(), device).unwrap();
+        let grads = ops::sum(&ops::mul(&y, &weights).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(
+            dx, case.dx,
+            "ops::max_pool2d gradient, {}, {device}",
+            case.name
+        );
     }
 }
+kiln::test_device!(max_pool_ties_go_to_the_first_element_in_window_order);
