@@ -1,13 +1,13 @@
-//! The rows of the GEMM kernels, each with the switches that choose it: the 64x64 default, the
+//! The rows of the GEMM kernels, each with the kernel policy that chooses it: the 64x64 default, the
 //! 128x128 and flat f32 tiles, the mma.sync tensor-core kernels in bf16 and f16 (square and flat
 //! tiles), the 16-bit activation kernels under `autocast_activations`, and the Hopper wgmma GEMM
 //! with both loaders (skipped where the GPU does not load it).
 
 use super::cases::uniform;
 use super::layers::PRODUCTS;
-use super::switches::KernelChoice;
 use super::{Case, Outputs, Tolerance};
 use crate::backend;
+use crate::cuda::KernelPolicy;
 use crate::device::Device;
 use crate::error::Result;
 use crate::ops;
@@ -65,20 +65,20 @@ fn every_transpose(d: Device, (m, n, k): (usize, usize, usize), seed: u64) -> Re
     Ok(outputs)
 }
 
-const fn choice(large_tiles: bool, flat_tiles: bool) -> KernelChoice {
-    KernelChoice {
+const fn choice(large_tiles: bool, flat_tiles: bool) -> KernelPolicy {
+    KernelPolicy {
         large_tiles,
         flat_tiles,
-        ..KernelChoice::DEFAULT
+        ..KernelPolicy::DEFAULT
     }
 }
 
-const fn wgmma(tma: bool, wide: bool) -> KernelChoice {
-    KernelChoice {
+const fn wgmma(tma: bool, wide: bool) -> KernelPolicy {
+    KernelPolicy {
         wgmma: true,
         wgmma_tma: tma,
         wgmma_wide: wide,
-        ..KernelChoice::DEFAULT
+        ..KernelPolicy::DEFAULT
     }
 }
 
@@ -106,7 +106,7 @@ pub(super) fn cases() -> Vec<Case> {
             &["gemm_128x128_f32"],
             |d| every_transpose(d, (130, 129, 37), 210),
         )
-        .with_choice(choice(true, false)),
+        .with_policy(choice(true, false)),
         Case::new("gemm flat tiles", "forward", PRODUCTS, FLAT_F32, |d| {
             let f32 = DType::F32;
             products(
@@ -118,7 +118,7 @@ pub(super) fn cases() -> Vec<Case> {
                 ],
             )
         })
-        .with_choice(choice(false, true)),
+        .with_policy(choice(false, true)),
         Case::new("gemm tensor-core bf16", "forward", PRODUCTS, TC_BF16, |d| {
             tensor_core(d, DType::BF16, 230)
         }),
@@ -149,7 +149,7 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             },
         )
-        .with_choice(choice(false, true)),
+        .with_policy(choice(false, true)),
         Case::new(
             "16-bit activations bf16",
             "forward",
@@ -188,7 +188,7 @@ pub(super) fn cases() -> Vec<Case> {
                 wgmma_products(d, transposed(131, 200, 72, false, true), 260)
             },
         )
-        .with_choice(wgmma(true, false))
+        .with_policy(wgmma(true, false))
         .needs("gemm_wgmma_tma_bf16", NO_WGMMA),
         Case::new(
             "gemm wgmma TMA 128x256",
@@ -200,7 +200,7 @@ pub(super) fn cases() -> Vec<Case> {
                 wgmma_products(d, transposed(136, 200, 72, true, false), 270)
             },
         )
-        .with_choice(wgmma(true, true))
+        .with_policy(wgmma(true, true))
         .needs("gemm_wgmma_tma_wide_bf16", NO_WGMMA),
         Case::new(
             "gemm wgmma cp.async",
@@ -225,7 +225,7 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             },
         )
-        .with_choice(wgmma(false, false))
+        .with_policy(wgmma(false, false))
         .needs("gemm_wgmma_bf16", NO_WGMMA),
     ]
 }
