@@ -17,6 +17,11 @@
 //! - `KILN_BENCH_PROGRESS`: a file each row is appended to (one JSON object per line, flushed) as
 //!   soon as it is measured, so a run cut short by a time limit still leaves every finished row.
 //!
+//! Flag: `--kernels LIST` (as `kiln train --kernels`: `default`, or a comma list of large-tiles,
+//! flat-tiles, wgmma, wgmma-cp-async, wgmma-wide, conv-chunk-bytes=N) is the kernel policy every
+//! row runs under; the comparison rows (128x128 tiles, flat tiles, the wgmma loaders) change one
+//! choice of it. Other arguments (`--bench`, which cargo passes) are ignored.
+//!
 //! Method: each kernel is run `WARMUP` times untimed, then `RUNS` times (1 and 3 under
 //! emulation), each run timed with CUDA events on kiln's stream (`kiln::cuda::time_runs`; host
 //! clock under emulation); the table gives the median. Each run includes taking its output from
@@ -55,7 +60,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln::backend;
-use kiln::cuda::{describe, median, time_runs};
+use kiln::cuda::{describe, median, time_runs, with_kernel_policy, KernelPolicy};
 use kiln::{ops, ConvGeometry, DType, Device, Error, GemmSpec, Result, Tensor, Window2d};
 use serde_json::json;
 
@@ -96,6 +101,25 @@ fn out_path(var: &'static str) -> Result<Option<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// The policy `--kernels LIST` (or `--kernels=LIST`) names; the defaults without the flag.
+fn kernels_flag(mut args: impl Iterator<Item = String>) -> Result<KernelPolicy> {
+    while let Some(arg) = args.next() {
+        let list = match arg.strip_prefix("--kernels") {
+            Some("") => args.next().ok_or_else(|| Error::InvalidArgument {
+                what: "--kernels",
+                why: "the flag needs a value: default, or a comma list of kernel choices".into(),
+            })?,
+            Some(rest) => match rest.strip_prefix('=') {
+                Some(list) => list.to_string(),
+                None => continue,
+            },
+            None => continue,
+        };
+        return KernelPolicy::parse(&list);
+    }
+    Ok(KernelPolicy::DEFAULT)
+}
+
 fn run() -> Result<()> {
     let name = std::env::var("KILN_BENCH_DEVICE").unwrap_or_else(|_| "cuda:0".to_string());
     let device = Device::parse(&name)?;
@@ -110,9 +134,12 @@ fn run() -> Result<()> {
         println!("cuda_kernels: skipped: {device} is not available: {why}");
         return Ok(());
     }
+    let policy = kernels_flag(std::env::args().skip(1))?;
+    kiln::cuda::set_kernel_policy(device, policy)?;
     let emulated = device == Device::CudaEmulated;
     let bench = Bench {
         device,
+        policy,
         shrink: if emulated { EMULATION_SHRINK } else { 1 },
         warmup: if emulated { EMULATION_WARMUP } else { WARMUP },
         runs: if emulated { EMULATION_RUNS } else { RUNS },
@@ -336,12 +363,21 @@ struct ReferenceRow {
 
 struct Bench {
     device: Device,
+    /// The policy of every row (`--kernels`); comparison rows change one choice of it.
+    policy: KernelPolicy,
     shrink: usize,
     warmup: usize,
     runs: usize,
 }
 
 impl Bench {
+    /// `f` under the bench's policy changed by `change` (a comparison row), on this thread.
+    fn under<R>(&self, change: impl FnOnce(&mut KernelPolicy), f: impl FnOnce() -> R) -> R {
+        let mut policy = self.policy;
+        change(&mut policy);
+        with_kernel_policy(self.device, policy, f)
+    }
+
     fn randn(&self, shape: &[usize], seed: u64) -> Result<Tensor> {
         Tensor::randn(shape, 1.0, seed, self.device)
     }
@@ -460,16 +496,18 @@ impl Bench {
                 || backend::gemm(&spec, 1.0, &a, &b, vec![s, s]).map(drop),
             )?;
             // The opt-in 128x128-tile kernel on the same product, to decide which one is default.
-            kiln::cuda::set_large_tile_gemm(true);
-            let big_tiles = self.row(
-                rows,
-                "gemm 128x128 tiles",
-                (shape.clone(), format!("sgemm 128x128-tile kernel {shape}")),
-                Work::flops(flops, 3.0 * (s * s) as f64 * F32),
-                || backend::gemm(&spec, 1.0, &a, &b, vec![s, s]).map(drop),
-            );
-            kiln::cuda::set_large_tile_gemm(false);
-            big_tiles?;
+            self.under(
+                |p| p.large_tiles = true,
+                || {
+                    self.row(
+                        rows,
+                        "gemm 128x128 tiles",
+                        (shape.clone(), format!("sgemm 128x128-tile kernel {shape}")),
+                        Work::flops(flops, 3.0 * (s * s) as f64 * F32),
+                        || backend::gemm(&spec, 1.0, &a, &b, vec![s, s]).map(drop),
+                    )
+                },
+            )?;
             problems.push(GemmProblem {
                 spec,
                 a_shape: vec![s, s],
@@ -509,16 +547,18 @@ impl Bench {
             || backend::gemm(&spec, 1.0, &w, &col, vec![g.batch, m, n]).map(drop),
         )?;
         // The opt-in flat-tile kernel (16x256 tiles for these 16 rows) on the same product.
-        kiln::cuda::set_flat_tile_gemm(true);
-        let flat = self.row(
-            rows,
-            "gemm (conv, batched) 16x256 tiles",
-            (shape.clone(), format!("sgemm batched {shape} flat-tile")),
-            Work::flops(flops, bytes),
-            || backend::gemm(&spec, 1.0, &w, &col, vec![g.batch, m, n]).map(drop),
-        );
-        kiln::cuda::set_flat_tile_gemm(false);
-        flat?;
+        self.under(
+            |p| p.flat_tiles = true,
+            || {
+                self.row(
+                    rows,
+                    "gemm (conv, batched) 16x256 tiles",
+                    (shape.clone(), format!("sgemm batched {shape} flat-tile")),
+                    Work::flops(flops, bytes),
+                    || backend::gemm(&spec, 1.0, &w, &col, vec![g.batch, m, n]).map(drop),
+                )
+            },
+        )?;
         Ok(GemmProblem {
             spec,
             a_shape: vec![m, k],
@@ -673,22 +713,24 @@ impl Bench {
             let variants: &[bool] = if c <= 32 { &[false, true] } else { &[false] };
             for &flat in variants {
                 let tag = if flat { " flat-tile" } else { "" };
-                kiln::cuda::set_flat_tile_gemm(flat);
-                let timed = self.row(
-                    rows,
-                    "conv3x3 layer fwd+bwd",
-                    (
-                        format!("x {x_dims}, {c}->{c}, p1{tag}"),
-                        format!("conv3x3 fwd+bwd {x_dims}{tag}"),
-                    ),
-                    Work::flops(flops, 0.0),
+                self.under(
+                    |p| p.flat_tiles = flat,
                     || {
-                        let y = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1))?;
-                        ops::sum(&ops::mul(&y, &dy)?)?.backward().map(drop)
+                        self.row(
+                            rows,
+                            "conv3x3 layer fwd+bwd",
+                            (
+                                format!("x {x_dims}, {c}->{c}, p1{tag}"),
+                                format!("conv3x3 fwd+bwd {x_dims}{tag}"),
+                            ),
+                            Work::flops(flops, 0.0),
+                            || {
+                                let y = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1))?;
+                                ops::sum(&ops::mul(&y, &dy)?)?.backward().map(drop)
+                            },
+                        )
                     },
-                );
-                kiln::cuda::set_flat_tile_gemm(false);
-                timed?;
+                )?;
             }
         }
         Ok(())

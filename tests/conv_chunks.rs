@@ -4,11 +4,12 @@
 //! transposed; f32 and bf16 autocast) still matches the CPU, and a smaller budget lowers the peak
 //! device memory by about the batch-wide column buffer it no longer needs.
 //!
-//! The budget is process-wide: every test here sets it before use and none relies on the default.
+//! The budget is the kernel policy's `conv_chunk_bytes`, set per test with a scope of the test's
+//! own thread.
 
 use std::sync::Mutex;
 
-use kiln::backend::set_conv_chunk_bytes;
+use kiln::cuda::{with_kernel_policy, KernelPolicy};
 use kiln::testing::{check_parity, gpu_devices_under_test};
 use kiln::{autocast, ops, DType, Device, Tensor, Window2d};
 
@@ -21,48 +22,56 @@ fn column_bytes(images: usize, rows: usize, pixels: usize) -> usize {
     images * rows * pixels * 4
 }
 
-/// Held by every test here: they measure or configure the emulated device, which tests running in
-/// parallel in one process (`cargo test`) would otherwise disturb.
+/// Held by every test here: one measures the emulated device's peak memory, which the other,
+/// running in parallel in one process (`cargo test`), would otherwise disturb.
 static DEVICE: Mutex<()> = Mutex::new(());
 
 #[test]
 fn chunked_products_match_the_cpu() {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
-    let (atol, rtol) = (1e-4, 1e-4);
     // x [5, 6, 9, 8] with 3x3 windows: 54 column rows; stride 2, padding 1 → 5x4 pixels.
     let one_image = column_bytes(1, 54, 20);
     for (budget, what) in [
         (1, "one image per chunk"),
         (2 * one_image, "two images per chunk"),
     ] {
-        set_conv_chunk_bytes(budget);
+        let policy = KernelPolicy {
+            conv_chunk_bytes: budget,
+            ..KernelPolicy::DEFAULT
+        };
         for device in gpu_devices_under_test(what) {
-            let inputs = [
-                randn(&[5, 6, 9, 8], 1),
-                randn(&[4, 3, 3, 3], 2),
-                randn(&[4], 3),
-            ];
-            check_parity(what, device, &inputs, atol, rtol, |t| {
-                let window = Window2d::square(3, 2, 1).floored();
-                ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, 2)
-            });
-            let inputs = [randn(&[5, 3, 7, 6], 4), randn(&[5, 3, 3, 3], 5)];
-            check_parity(what, device, &inputs, atol, rtol, |t| {
-                let window = Window2d::square(3, 1, 2).with_dilation(2);
-                ops::conv2d(&t[0], &t[1], None, window)
-            });
-            let inputs = [randn(&[5, 4, 4, 3], 6), randn(&[4, 3, 3, 3], 7)];
-            check_parity(what, device, &inputs, atol, rtol, |t| {
-                let window = Window2d::square(3, 2, 1);
-                ops::conv_transpose2d(&t[0], &t[1], None, window, (1, 0), 1)
-            });
-            let inputs = [randn(&[5, 6, 9, 8], 8), randn(&[4, 6, 3, 3], 9)];
-            check_parity(what, device, &inputs, atol, rtol, |t| {
-                let window = Window2d::square(3, 1, 1);
-                autocast(DType::BF16, || ops::conv2d(&t[0], &t[1], None, window))?
-            });
+            with_kernel_policy(device, policy, || chunked_products(device, what));
         }
     }
+}
+
+/// Every product kind under the budget in force.
+fn chunked_products(device: Device, what: &str) {
+    let (atol, rtol) = (1e-4, 1e-4);
+    let inputs = [
+        randn(&[5, 6, 9, 8], 1),
+        randn(&[4, 3, 3, 3], 2),
+        randn(&[4], 3),
+    ];
+    check_parity(what, device, &inputs, atol, rtol, |t| {
+        let window = Window2d::square(3, 2, 1).floored();
+        ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, 2)
+    });
+    let inputs = [randn(&[5, 3, 7, 6], 4), randn(&[5, 3, 3, 3], 5)];
+    check_parity(what, device, &inputs, atol, rtol, |t| {
+        let window = Window2d::square(3, 1, 2).with_dilation(2);
+        ops::conv2d(&t[0], &t[1], None, window)
+    });
+    let inputs = [randn(&[5, 4, 4, 3], 6), randn(&[4, 3, 3, 3], 7)];
+    check_parity(what, device, &inputs, atol, rtol, |t| {
+        let window = Window2d::square(3, 2, 1);
+        ops::conv_transpose2d(&t[0], &t[1], None, window, (1, 0), 1)
+    });
+    let inputs = [randn(&[5, 6, 9, 8], 8), randn(&[4, 6, 3, 3], 9)];
+    check_parity(what, device, &inputs, atol, rtol, |t| {
+        let window = Window2d::square(3, 1, 1);
+        autocast(DType::BF16, || ops::conv2d(&t[0], &t[1], None, window))?
+    });
 }
 
 #[test]
@@ -83,12 +92,17 @@ fn a_smaller_column_budget_lowers_peak_memory() {
         .with_grad();
     let batch_columns = column_bytes(16, 72, 256);
     let peak_with = |budget: usize| {
-        set_conv_chunk_bytes(budget);
+        let policy = KernelPolicy {
+            conv_chunk_bytes: budget,
+            ..KernelPolicy::DEFAULT
+        };
         kiln::empty_cache(&device).unwrap();
         kiln::reset_peak_memory(&device).unwrap();
-        let y = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1)).unwrap();
-        let grads = ops::sum(&y).unwrap().backward().unwrap();
-        drop((y, grads));
+        with_kernel_policy(device, policy, || {
+            let y = ops::conv2d(&x, &w, None, Window2d::square(3, 1, 1)).unwrap();
+            let grads = ops::sum(&y).unwrap().backward().unwrap();
+            drop((y, grads));
+        });
         kiln::memory_stats(&device).unwrap().peak_bytes
     };
     let whole_batch = peak_with(usize::MAX);

@@ -3,10 +3,12 @@
 //! the eager step's loss, parameters, batch-norm statistics and optimizer state (with the
 //! learning rate changed between steps, Adam's bias corrections and dropout masks that change
 //! every step, f32 and bf16 autocast); replays allocate nothing; a capture refuses host round
-//! trips; a graph whose tensors were replaced or shared, or a batch of another shape, is refused.
+//! trips; a graph whose tensors were replaced or shared, a batch of another shape, or another
+//! kernel policy than the capture's, is refused.
 
 use std::sync::Mutex;
 
+use kiln::cuda::{count_launches, with_kernel_policy, KernelPolicy};
 use kiln::nn::{
     Activation, Architecture, BatchNorm2d, Conv2d, Dropout, Flatten, Init, Linear, Mode, Module,
     Pool2d, Sequential,
@@ -333,6 +335,53 @@ fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors() {
         .unwrap();
         assert!(graph.can_replay(&model, captured_with.as_ref(), &x, &y));
         assert!(!graph.can_replay(&model, other.as_ref(), &x, &y));
+    }
+}
+
+/// A graph holds the kernels its capture's policy chose: under another policy `can_replay` says no
+/// (so a caller captures again, as `kiln train --cuda-graph` does) and `replay` is an error that
+/// takes no step; a step captured under the new policy runs its kernels and replays under it.
+#[test]
+fn a_graph_replays_only_under_the_kernel_policy_it_was_captured_with() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let flat = KernelPolicy {
+        flat_tiles: true,
+        ..KernelPolicy::DEFAULT
+    };
+    for device in gpu_devices_under_test("a_graph_replays_only_under_its_policy") {
+        let (mut model, mut opt, xy) = small_net_with_adam(device);
+        let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
+        assert_eq!(graph.policy(), KernelPolicy::DEFAULT);
+        let (x, y) = batch(device, &[6, 1, 9, 9], 1);
+        with_kernel_policy(device, flat, || {
+            assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
+            let err = graph
+                .replay(&mut model, opt.as_mut(), &x, &y, 1)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("kernel policy default") && err.contains("flat-tiles"),
+                "{err}"
+            );
+        });
+        assert_eq!(opt.steps(), 1, "a refused replay takes no step");
+        assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
+        graph.replay(&mut model, opt.as_mut(), &x, &y, 1).unwrap();
+
+        // Captured again under flat tiles: the 4-channel convolution's forward takes the 16-row
+        // tile, and the graph replays under that policy only.
+        let (mut flat_graph, kernels) = with_kernel_policy(device, flat, || {
+            count_launches(|| capture_at_step_0(&mut model, opt.as_mut(), &xy))
+        });
+        assert!(kernels.contains_key("gemm_16x256_f32"), "{kernels:?}");
+        assert_eq!(flat_graph.policy(), flat);
+        assert!(!flat_graph.can_replay(&model, opt.as_ref(), &x, &y));
+        with_kernel_policy(device, flat, || {
+            assert!(flat_graph.can_replay(&model, opt.as_ref(), &x, &y));
+            flat_graph
+                .replay(&mut model, opt.as_mut(), &x, &y, 3)
+                .unwrap();
+        });
     }
 }
 

@@ -6,30 +6,21 @@
 //! operand's base, strides and leading dimension allow them, and guarded scalar accesses otherwise
 //! and at partial tiles. The cases below are chosen to hit each of those paths.
 
+use kiln::cuda::{count_launches, with_kernel_policy, KernelPolicy};
 use kiln::testing::{assert_close, gpu_devices_under_test, random_away_from_zero};
 use kiln::{backend, Device, GemmSpec, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::sync::{Mutex, MutexGuard};
 
 /// fp32 sums of up to ~1000 products of values in [-1, 1): rounding stays far below these.
 const ATOL: f64 = 1e-4;
 const RTOL: f64 = 1e-4;
 
-/// The GEMM kernel switches and the launch counts are process-wide, and `cargo test` runs a file's
-/// tests on parallel threads: each test here holds this lock.
-static SWITCHES: Mutex<()> = Mutex::new(());
-
-fn switches() -> MutexGuard<'static, ()> {
-    SWITCHES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn launches(kernel: &str) -> u64 {
-    kiln::cuda::launch_counts()
-        .get(kernel)
-        .copied()
-        .unwrap_or(0)
-}
+/// The 128x128-tile kernel is opt-in until a GPU benchmark shows it winning.
+const LARGE: KernelPolicy = KernelPolicy {
+    large_tiles: true,
+    ..KernelPolicy::DEFAULT
+};
 
 fn random(len: usize, seed: u64) -> Tensor {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -45,20 +36,19 @@ fn random(len: usize, seed: u64) -> Tensor {
 /// compares the results.
 #[track_caller]
 fn check(device: Device, what: &str, spec: &GemmSpec, alpha: f64, seed: u64) {
-    // The 128x128-tile kernel is opt-in until a GPU benchmark shows it winning.
-    kiln::cuda::set_large_tile_gemm(true);
+    // Large tiles on, beside whatever the calling test chose.
+    let policy = KernelPolicy {
+        large_tiles: true,
+        ..kiln::cuda::kernel_policy(device).unwrap()
+    };
     let (la, lb, lc) = spec.required_lens();
     let a = random(la, seed);
     let b = random(lb, seed + 1);
     let cpu = backend::gemm(spec, alpha, &a, &b, vec![lc]).unwrap();
-    let gpu = backend::gemm(
-        spec,
-        alpha,
-        &a.to_device(device).unwrap(),
-        &b.to_device(device).unwrap(),
-        vec![lc],
-    )
-    .unwrap();
+    let (a, b) = (a.to_device(device).unwrap(), b.to_device(device).unwrap());
+    let gpu = with_kernel_policy(device, policy, || {
+        backend::gemm(spec, alpha, &a, &b, vec![lc]).unwrap()
+    });
     eprintln!("{what}: {spec:?} on {device:?}");
     assert_close(
         &gpu.to_vec::<f32>().unwrap(),
@@ -79,7 +69,6 @@ const TRANSPOSES: [(bool, bool); 4] = [(false, false), (true, false), (false, tr
 
 #[test]
 fn big_tile_gemm_matches_cpu_for_every_transpose() {
-    let _switches = switches();
     for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_for_every_transpose") {
         // (m, n, k): one exact tile; several full tiles with vector accesses everywhere; partial
         // tiles in m, n and a partial last k panel (k = 37: k-major operands lose their vector
@@ -101,7 +90,6 @@ fn big_tile_gemm_matches_cpu_for_every_transpose() {
 
 #[test]
 fn big_tile_gemm_matches_cpu_for_batches_groups_and_alpha() {
-    let _switches = switches();
     for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_for_batches_groups_and_alpha") {
         let (m, n, k) = (136, 132, 20);
         for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
@@ -133,7 +121,6 @@ fn big_tile_gemm_matches_cpu_for_batches_groups_and_alpha() {
 
 #[test]
 fn big_tile_gemm_matches_cpu_with_misaligned_operands() {
-    let _switches = switches();
     for device in gpu_devices_under_test("big_tile_gemm_matches_cpu_with_misaligned_operands") {
         // Batch strides of A and B one float past a multiple of 4: every batch entry after the first
         // starts off 16-byte alignment, so the kernel must use its scalar loads for A and B. (C
@@ -160,7 +147,6 @@ fn big_tile_gemm_matches_cpu_with_misaligned_operands() {
 
 #[test]
 fn small_gemms_keep_the_64_tile_kernel_and_match_cpu() {
-    let _switches = switches();
     for device in gpu_devices_under_test("small_gemms_keep_the_64_tile_kernel_and_match_cpu") {
         // m < 128, n < 128, k < 8: each sends the product to gemm_f32.
         for (m, n, k) in [(127, 300, 40), (200, 100, 33), (160, 140, 7)] {
@@ -185,10 +171,8 @@ fn small_gemms_keep_the_64_tile_kernel_and_match_cpu() {
 /// gradient match the CPU.
 #[test]
 fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
-    let _switches = switches();
     use kiln::testing::check_parity;
     use kiln::{ops, Window2d};
-    kiln::cuda::set_large_tile_gemm(true);
     let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
     for device in gpu_devices_under_test("convolution_bias_in_the_gemm_epilogue") {
         // 130 channels: one group (128x128 kernel), two of 65 (64x64); 256 in two groups of 128
@@ -199,9 +183,11 @@ fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
                 randn(&[channels, 4 / groups, 3, 3], 2),
                 randn(&[channels], 3),
             ];
-            check_parity("conv bias", device, &inputs, ATOL, RTOL, |t| {
-                let window = Window2d::square(3, 1, 1);
-                ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, groups)
+            with_kernel_policy(device, LARGE, || {
+                check_parity("conv bias", device, &inputs, ATOL, RTOL, |t| {
+                    let window = Window2d::square(3, 1, 1);
+                    ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, groups)
+                })
             });
         }
     }
@@ -213,7 +199,6 @@ fn convolution_bias_in_the_gemm_epilogue_matches_the_cpu() {
 /// and every gradient match the CPU.
 #[test]
 fn linear_bias_in_the_gemm_epilogue_matches_the_cpu() {
-    let _switches = switches();
     use kiln::ops;
     use kiln::testing::check_parity;
     let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
@@ -225,79 +210,87 @@ fn linear_bias_in_the_gemm_epilogue_matches_the_cpu() {
             (5, 37, true),
             (20, 41, true),
         ] {
-            kiln::cuda::set_large_tile_gemm(true);
-            kiln::cuda::set_flat_tile_gemm(flat);
+            let policy = KernelPolicy {
+                flat_tiles: flat,
+                ..LARGE
+            };
             let inputs = [
                 randn(&[rows, 67], 4),
                 randn(&[out, 67], 5),
                 randn(&[out], 6),
             ];
-            check_parity("linear bias", device, &inputs, ATOL, RTOL, |t| {
-                ops::linear(&t[0], &t[1], Some(&t[2]))
+            with_kernel_policy(device, policy, || {
+                check_parity("linear bias", device, &inputs, ATOL, RTOL, |t| {
+                    ops::linear(&t[0], &t[1], Some(&t[2]))
+                })
             });
-            kiln::cuda::set_flat_tile_gemm(false);
         }
     }
 }
 
-/// The flat-tile kernels for products with few rows (`kiln::cuda::set_flat_tile_gemm`):
+/// The flat-tile kernels for products with few rows (`KernelPolicy::flat_tiles`):
 /// gemm_16x256_f32 for m ≤ 16 and gemm_32x128_f32 for m ≤ 32, at m on and off their tile edges,
 /// n and k not multiples of any tile or panel, every transpose, batches with a shared A, groups,
 /// batch sums and alpha, and the convolution (with its bias) that uses them.
 #[test]
 fn flat_tile_gemms_match_cpu() {
-    let _switches = switches();
     use kiln::testing::check_parity;
     use kiln::{ops, Window2d};
-    kiln::cuda::set_flat_tile_gemm(true);
-    let before = (launches("gemm_16x256_f32"), launches("gemm_32x128_f32"));
-    for device in gpu_devices_under_test("flat_tile_gemms_match_cpu") {
-        for (m, n, k) in [
-            (1, 300, 7),
-            (16, 257, 37),
-            (17, 129, 16),
-            (32, 1000, 9),
-            (30, 5, 50),
-        ] {
-            for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
-                let seed = 300 + 10 * i as u64 + m as u64;
-                let single = with_transposes(GemmSpec::new(m, n, k), ta, tb);
-                check(device, "flat single", &single, 1.0, seed);
-                let grouped = with_transposes(
-                    GemmSpec::new(m, n, k)
-                        .batched(2, 0, 2 * k * n, 2 * m * n)
-                        .grouped(2, m * k, k * n, m * n),
-                    ta,
-                    tb,
-                );
-                check(device, "flat batch and groups", &grouped, 0.5, seed + 1);
-                check(
-                    device,
-                    "flat reduced batch",
-                    &grouped.summed_over_batch(),
-                    1.0,
-                    seed + 2,
-                );
-            }
-        }
-        let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
-        // 16 and 30 channels in one group; 32 in two groups of 16 (the bias of group 1).
-        for (channels, groups) in [(16, 1), (30, 1), (32, 2)] {
-            let inputs = [
-                randn(&[3, 6, 11, 13], 1),
-                randn(&[channels, 6 / groups, 3, 3], 2),
-                randn(&[channels], 3),
-            ];
-            check_parity("flat conv", device, &inputs, ATOL, RTOL, |t| {
-                let window = Window2d::square(3, 1, 1);
-                ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, groups)
+    let flat = KernelPolicy {
+        flat_tiles: true,
+        ..KernelPolicy::DEFAULT
+    };
+    let ((), launched) = count_launches(|| {
+        for device in gpu_devices_under_test("flat_tile_gemms_match_cpu") {
+            with_kernel_policy(device, flat, || {
+                for (m, n, k) in [
+                    (1, 300, 7),
+                    (16, 257, 37),
+                    (17, 129, 16),
+                    (32, 1000, 9),
+                    (30, 5, 50),
+                ] {
+                    for (i, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+                        let seed = 300 + 10 * i as u64 + m as u64;
+                        let single = with_transposes(GemmSpec::new(m, n, k), ta, tb);
+                        check(device, "flat single", &single, 1.0, seed);
+                        let grouped = with_transposes(
+                            GemmSpec::new(m, n, k)
+                                .batched(2, 0, 2 * k * n, 2 * m * n)
+                                .grouped(2, m * k, k * n, m * n),
+                            ta,
+                            tb,
+                        );
+                        check(device, "flat batch and groups", &grouped, 0.5, seed + 1);
+                        check(
+                            device,
+                            "flat reduced batch",
+                            &grouped.summed_over_batch(),
+                            1.0,
+                            seed + 2,
+                        );
+                    }
+                }
+                let randn =
+                    |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
+                // 16 and 30 channels in one group; 32 in two groups of 16 (the bias of group 1).
+                for (channels, groups) in [(16, 1), (30, 1), (32, 2)] {
+                    let inputs = [
+                        randn(&[3, 6, 11, 13], 1),
+                        randn(&[channels, 6 / groups, 3, 3], 2),
+                        randn(&[channels], 3),
+                    ];
+                    check_parity("flat conv", device, &inputs, ATOL, RTOL, |t| {
+                        let window = Window2d::square(3, 1, 1);
+                        ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, groups)
+                    });
+                }
             });
         }
-    }
-    kiln::cuda::set_flat_tile_gemm(false);
-    let after = (launches("gemm_16x256_f32"), launches("gemm_32x128_f32"));
+    });
+    let launches = |kernel| launched.get(kernel).copied().unwrap_or(0);
     assert!(
-        after.0 > before.0 && after.1 > before.1,
-        "the flat kernels did not run"
+        launches("gemm_16x256_f32") > 0 && launches("gemm_32x128_f32") > 0,
+        "the flat kernels did not run: {launched:?}"
     );
 }

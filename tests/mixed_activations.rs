@@ -15,8 +15,8 @@ use kiln::{
 
 const FORMATS: [DType; 2] = [DType::BF16, DType::F16];
 
-/// The launch counts, the device's memory statistics and the GEMM switches are process-wide, and
-/// `cargo test` runs a file's tests on parallel threads: each test here holds this lock.
+/// The launch counts and the device's memory statistics are process-wide, and `cargo test` runs a
+/// file's tests on parallel threads: each test here holds this lock.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -461,7 +461,7 @@ fn check_16_bit_kernels_run(device: Device) {
     assert_eq!(ran("bias_add_f32"), 0, "bias passes after a GEMM");
 }
 
-/// The GEMM kernels that can store C in 16 bits, chosen through the process-wide switches.
+/// The GEMM kernels that can store C in 16 bits, chosen through the kernel policy.
 #[derive(Clone, Copy, Debug)]
 enum Kernel {
     /// gemm_tc 128x128 (mma.sync), the default.
@@ -475,20 +475,15 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The switches' defaults (mma.sync tiles; wgmma off, with TMA and 128-wide tiles when on).
-    fn restore_defaults() {
-        kiln::cuda::set_flat_tile_gemm(false);
-        kiln::cuda::set_wgmma_gemm(false);
-        kiln::cuda::set_wgmma_tma(true);
-        kiln::cuda::set_wgmma_wide_tiles(false);
-    }
-
-    fn select(self) {
-        kiln::cuda::set_flat_tile_gemm(matches!(self, Kernel::Flat));
-        let wgmma = matches!(self, Kernel::WgmmaTma { .. } | Kernel::WgmmaCpAsync);
-        kiln::cuda::set_wgmma_gemm(wgmma);
-        kiln::cuda::set_wgmma_tma(matches!(self, Kernel::WgmmaTma { .. }));
-        kiln::cuda::set_wgmma_wide_tiles(matches!(self, Kernel::WgmmaTma { wide: true }));
+    /// The policy that selects this kernel.
+    fn policy(self) -> kiln::cuda::KernelPolicy {
+        kiln::cuda::KernelPolicy {
+            flat_tiles: matches!(self, Kernel::Flat),
+            wgmma: matches!(self, Kernel::WgmmaTma { .. } | Kernel::WgmmaCpAsync),
+            wgmma_tma: matches!(self, Kernel::WgmmaTma { .. }),
+            wgmma_wide: matches!(self, Kernel::WgmmaTma { wide: true }),
+            ..kiln::cuda::KernelPolicy::DEFAULT
+        }
     }
 
     /// The kernel's name for operands in `format`.
@@ -516,15 +511,6 @@ fn with_kernel<R>(
     (device, rows, format): (Device, usize, DType),
     f: impl FnOnce() -> R,
 ) -> Option<R> {
-    /// Restores the switches however the closure ends (a failed assertion included).
-    struct Restore;
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            Kernel::restore_defaults();
-        }
-    }
-    let _restore = Restore;
-    kernel.select();
     let name = kernel.name(rows, format);
     let count = || {
         kiln::cuda::launch_counts()
@@ -533,7 +519,8 @@ fn with_kernel<R>(
             .unwrap_or(0)
     };
     let before = count();
-    let result = f();
+    // The policy's scope ends however `f` does (a failed assertion included).
+    let result = kiln::cuda::with_kernel_policy(device, kernel.policy(), f);
     let after = count();
     let hopper_only = matches!(kernel, Kernel::WgmmaTma { .. } | Kernel::WgmmaCpAsync);
     if after == before && hopper_only && device != Device::CudaEmulated {

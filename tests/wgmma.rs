@@ -1,4 +1,4 @@
-//! The Hopper tensor-core GEMM (kernels/gemm_wgmma.cu, opt-in with `kiln::cuda::set_wgmma_gemm`)
+//! The Hopper tensor-core GEMM (kernels/gemm_wgmma.cu, opt-in with `KernelPolicy::wgmma`)
 //! against the CPU reference on every device under test where it runs: always under the kernel
 //! emulation, which decodes its shared-memory descriptors and swizzle as the PTX ISA defines them
 //! and defers each wgmma to the wait that retires it; on a real GPU only with compute capability
@@ -12,26 +12,16 @@
 
 mod tensor_core_support;
 
+use kiln::cuda::{count_launches, with_kernel_policy, KernelPolicy};
 use kiln::testing::{check_parity, gpu_devices_under_test};
 use kiln::{autocast, backend, ops, DType, Device, GemmSpec, Tensor, Window2d};
-use std::sync::Mutex;
 use tensor_core_support::{check_product, grouped_conv_products, random, transposed};
-
-/// The launch counter is process-wide: tests that read it run one at a time.
-static COUNTER: Mutex<()> = Mutex::new(());
 
 /// Products the wgmma kernels ran: (all, those loaded with TMA).
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 struct Launches {
-    all: usize,
-    tma: usize,
-}
-
-fn launches() -> Launches {
-    Launches {
-        all: kiln::cuda::wgmma_launches(),
-        tma: kiln::cuda::wgmma_tma_launches(),
-    }
+    all: u64,
+    tma: u64,
 }
 
 /// How single products load and tile: TMA with 128- or 256-wide tiles, or cp.async.
@@ -42,25 +32,33 @@ enum Loader {
     CpAsync,
 }
 
-/// Runs `work` with the wgmma kernels enabled, single products taking `loader`, and returns how
-/// many products they ran.
-fn wgmma_launches_during(loader: Loader, work: impl FnOnce()) -> Launches {
-    let _guard = COUNTER.lock().unwrap_or_else(|e| e.into_inner());
-    kiln::cuda::set_wgmma_gemm(true);
-    kiln::cuda::set_wgmma_tma(!matches!(loader, Loader::CpAsync));
-    kiln::cuda::set_wgmma_wide_tiles(matches!(loader, Loader::TmaWide));
-    let before = launches();
-    work();
-    let after = launches();
+/// Runs `work` with the wgmma kernels enabled on `device`, single products taking `loader`, and
+/// returns how many products they ran on this thread (the per-kernel launch counts of
+/// `kiln::cuda::count_launches`: tests running in parallel count apart).
+fn wgmma_launches_during(device: Device, loader: Loader, work: impl FnOnce()) -> Launches {
+    let policy = KernelPolicy {
+        wgmma: true,
+        wgmma_tma: !matches!(loader, Loader::CpAsync),
+        wgmma_wide: matches!(loader, Loader::TmaWide),
+        ..KernelPolicy::DEFAULT
+    };
+    let ((), counts) = count_launches(|| with_kernel_policy(device, policy, work));
+    let sum = |prefix: &str| {
+        counts
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    };
     Launches {
-        all: after.all - before.all,
-        tma: after.tma - before.tma,
+        all: sum("gemm_wgmma_"),
+        tma: sum("gemm_wgmma_tma_"),
     }
 }
 
 /// Whether `device` runs the wgmma kernel; prints why not when it does not.
 fn runs_wgmma(device: Device) -> bool {
-    let runs = wgmma_launches_during(Loader::Tma, || {
+    let runs = wgmma_launches_during(device, Loader::Tma, || {
         let spec = GemmSpec::new(8, 8, 8);
         let a = backend::cast(&random(64, 1), DType::BF16).unwrap();
         let on = |t: &Tensor| t.to_device(device).unwrap();
@@ -93,11 +91,12 @@ fn wgmma_gemm_matches_the_cpu_for_both_major_orders_of_both_operands() {
                 // past one 128 tile), and by cp.async.
                 for loader in [Loader::Tma, Loader::TmaWide, Loader::CpAsync] {
                     let seed = 500 + 10 * i as u64 + j as u64;
-                    let launches =
-                        wgmma_launches_during(loader, || check_product(device, dtype, &spec, seed));
+                    let launches = wgmma_launches_during(device, loader, || {
+                        check_product(device, dtype, &spec, seed)
+                    });
                     let expected = Launches {
                         all: 1,
-                        tma: !matches!(loader, Loader::CpAsync) as usize,
+                        tma: !matches!(loader, Loader::CpAsync) as u64,
                     };
                     assert_eq!(launches, expected, "{spec:?}, {loader:?}");
                 }
@@ -115,7 +114,7 @@ fn wgmma_gemm_batches_groups_and_batch_sums() {
         // A grouped convolution's three products with 16-element-aligned shapes: 3 images, 2
         // groups of 16 output channels, 8·9 column rows and 48 pixels per group.
         for (i, spec) in grouped_conv_products(3, 2, 16, 72, 48).iter().enumerate() {
-            let launches = wgmma_launches_during(Loader::Tma, || {
+            let launches = wgmma_launches_during(device, Loader::Tma, || {
                 check_product(device, DType::BF16, spec, 600 + i as u64)
             });
             // Batched and grouped products always load with cp.async.
@@ -132,7 +131,7 @@ fn an_empty_inner_dimension_writes_zeros_without_a_tensor_map() {
         }
         // No tensor map can describe a matrix with no columns: the cp.async kernel takes it.
         let spec = transposed(72, 40, 0, false, true);
-        let launches = wgmma_launches_during(Loader::Tma, || {
+        let launches = wgmma_launches_during(device, Loader::Tma, || {
             check_product(device, DType::BF16, &spec, 710)
         });
         assert_eq!(launches, Launches { all: 1, tma: 0 });
@@ -144,7 +143,7 @@ fn unaligned_products_fall_back_to_the_mma_sync_kernel() {
     for device in gpu_devices_under_test("wgmma fallback") {
         // k = 29 is no multiple of 8: neither K-major operand can be copied 16 bytes at a time.
         let spec = transposed(37, 45, 29, false, true);
-        let launches = wgmma_launches_during(Loader::Tma, || {
+        let launches = wgmma_launches_during(device, Loader::Tma, || {
             check_product(device, DType::BF16, &spec, 700)
         });
         assert_eq!(launches, Launches { all: 0, tma: 0 });
@@ -167,7 +166,7 @@ fn layers_under_autocast_agree_with_the_cpu_through_the_wgmma_kernel() {
             randn(&[16], 3),
         ];
         let linear = [randn(&[24, 40], 4), randn(&[16, 40], 5), randn(&[16], 6)];
-        let launches = wgmma_launches_during(Loader::Tma, || {
+        let launches = wgmma_launches_during(device, Loader::Tma, || {
             check_parity("wgmma conv2d", device, &conv, atol, rtol, |t| {
                 let window = Window2d::square(3, 1, 1);
                 autocast(DType::BF16, || {

@@ -23,6 +23,7 @@ pub(super) fn header(bench: &Bench) -> Result<String> {
         },
         kiln::cuda::ptx_arch()
     );
+    let _ = writeln!(s, "- kernel policy (--kernels): {}", bench.policy);
     let _ = writeln!(s, "- commit: {}", commit());
     let _ = writeln!(s, "- date: {}", utc_now());
     let _ = writeln!(
@@ -159,6 +160,7 @@ pub(super) fn meta_json(bench: &Bench, cublas: &str) -> serde_json::Value {
         "warmup": bench.warmup,
         "runs": bench.runs,
         "cublas": cublas,
+        "kernels": bench.policy.to_string(),
     })
 }
 

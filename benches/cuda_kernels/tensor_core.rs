@@ -67,12 +67,14 @@ impl Bench {
     /// emulation): a small bf16 product with it enabled counts as a wgmma launch.
     pub(super) fn wgmma_runs(&self) -> Result<bool> {
         let a = backend::cast(&self.randn(&[64, 64], 7)?, DType::BF16)?;
-        kiln::cuda::set_wgmma_gemm(true);
-        let before = kiln::cuda::wgmma_launches();
-        let ran = backend::gemm(&GemmSpec::new(64, 64, 64), 1.0, &a, &a, vec![64, 64]);
-        kiln::cuda::set_wgmma_gemm(false);
+        let (ran, launched) = kiln::cuda::count_launches(|| {
+            self.under(
+                |p| p.wgmma = true,
+                || backend::gemm(&GemmSpec::new(64, 64, 64), 1.0, &a, &a, vec![64, 64]),
+            )
+        });
         ran?;
-        Ok(kiln::cuda::wgmma_launches() > before)
+        Ok(wgmma_launches(&launched) > 0)
     }
 
     /// The opt-in Hopper kernels (kernels/gemm_wgmma.cu) on the same product, where they run
@@ -88,8 +90,11 @@ impl Bench {
     ) -> Result<()> {
         let spec = p.spec();
         let out = vec![p.size, p.size];
-        let mma_sync = backend::gemm(&spec, 1.0, a, b, out.clone())?.to_vec::<f32>()?;
-        kiln::cuda::set_wgmma_gemm(true);
+        // The reference: mma.sync, whatever `--kernels` chose.
+        let mma_sync = self.under(
+            |p| p.wgmma = false,
+            || backend::gemm(&spec, 1.0, a, b, out.clone())?.to_vec::<f32>(),
+        )?;
         let mut outcome = Ok(());
         for (tma, wide, loader, kernel) in [
             (true, false, "tma", "gemm bf16 wgmma tma"),
@@ -99,17 +104,22 @@ impl Bench {
             if wide && p.size <= 128 {
                 continue; // wide tiles apply to products wider than 128 columns only
             }
-            kiln::cuda::set_wgmma_tma(tma);
-            kiln::cuda::set_wgmma_wide_tiles(wide);
-            let before = kiln::cuda::wgmma_launches();
-            let c = match backend::gemm(&spec, 1.0, a, b, out.clone()).and_then(|c| c.to_vec()) {
+            let loader_policy = |p: &mut kiln::cuda::KernelPolicy| {
+                (p.wgmma, p.wgmma_tma, p.wgmma_wide) = (true, tma, wide)
+            };
+            let (c, launched) = kiln::cuda::count_launches(|| {
+                self.under(loader_policy, || {
+                    backend::gemm(&spec, 1.0, a, b, out.clone()).and_then(|c| c.to_vec())
+                })
+            });
+            let c = match c {
                 Ok(c) => c,
                 Err(e) => {
                     outcome = Err(e);
                     break;
                 }
             };
-            if kiln::cuda::wgmma_launches() == before {
+            if wgmma_launches(&launched) == 0 {
                 eprintln!("  wgmma: not run on this device (not compute capability 9.0)");
                 break;
             }
@@ -128,17 +138,16 @@ impl Bench {
                 rows.check::<()>(&workload, Err(wrong));
                 continue;
             }
-            let timed = self.row(rows, kernel, (p.shape.clone(), workload), work, || {
-                backend::gemm(&spec, 1.0, a, b, out.clone()).map(drop)
+            let timed = self.under(loader_policy, || {
+                self.row(rows, kernel, (p.shape.clone(), workload), work, || {
+                    backend::gemm(&spec, 1.0, a, b, out.clone()).map(drop)
+                })
             });
             if let Err(e) = timed {
                 outcome = Err(e);
                 break;
             }
         }
-        kiln::cuda::set_wgmma_gemm(false);
-        kiln::cuda::set_wgmma_tma(true);
-        kiln::cuda::set_wgmma_wide_tiles(false);
         outcome
     }
 
@@ -212,4 +221,13 @@ impl Bench {
             "not built (build the bench with --features bench-cublas)".into(),
         ))
     }
+}
+
+/// Launches of the wgmma kernels among `launched` (from `kiln::cuda::count_launches`).
+fn wgmma_launches(launched: &std::collections::BTreeMap<&str, u64>) -> u64 {
+    launched
+        .iter()
+        .filter(|(name, _)| name.starts_with("gemm_wgmma_"))
+        .map(|(_, n)| n)
+        .sum()
 }

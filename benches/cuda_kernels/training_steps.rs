@@ -86,26 +86,28 @@ impl Bench {
             if gemm == " wgmma" && !wgmma {
                 continue;
             }
-            kiln::cuda::set_flat_tile_gemm(gemm == " flat-tile");
-            kiln::cuda::set_wgmma_gemm(gemm == " wgmma");
+            let choice = |p: &mut kiln::cuda::KernelPolicy| match gemm {
+                " flat-tile" => p.flat_tiles = true,
+                " wgmma" => p.wgmma = true,
+                _ => {}
+            };
             let mut model = resnet20(3, 10, 1, self.device)?;
             let suffix = format!("{}{gemm}", if graph { " cuda-graph" } else { "" });
-            let timed = self.train_steps(
-                rows,
-                &mut model,
-                0.01,
-                5e-4,
-                (&x, &y),
-                "resnet20 train step",
-                (
-                    format!("batch {batch}, 3x32x32, {name}{suffix}"),
-                    format!("resnet20 train step b{batch} {name}{suffix}"),
-                ),
-                Mode(precision, graph),
-            );
-            kiln::cuda::set_flat_tile_gemm(false);
-            kiln::cuda::set_wgmma_gemm(false);
-            timed?;
+            self.under(choice, || {
+                self.train_steps(
+                    rows,
+                    &mut model,
+                    0.01,
+                    5e-4,
+                    (&x, &y),
+                    "resnet20 train step",
+                    (
+                        format!("batch {batch}, 3x32x32, {name}{suffix}"),
+                        format!("resnet20 train step b{batch} {name}{suffix}"),
+                    ),
+                    Mode(precision, graph),
+                )
+            })?;
         }
         if rows.failed.len() > failures {
             return Ok(None);

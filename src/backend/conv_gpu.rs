@@ -1,11 +1,9 @@
 //! The three convolution products on a GPU (real or emulated), in chunks of images: a chunk's
-//! im2col columns go into one buffer of at most [`conv_chunk_bytes`] (16 MiB by default, so it
-//! stays in a large GPU's L2 between being written and read by the GEMM) and straight into the
-//! GEMM. No batch-sized column buffer is ever allocated, which bounds the peak memory of a training
+//! im2col columns go into one buffer of at most the context's
+//! [`KernelPolicy::conv_chunk_bytes`](crate::cuda::KernelPolicy) (16 MiB by default, so it stays
+//! in a large GPU's L2 between being written and read by the GEMM) and straight into the GEMM. No batch-sized column buffer is ever allocated, which bounds the peak memory of a training
 //! step. Under [`crate::autocast`] im2col writes the 16-bit GEMM operand itself and the
 //! products run on the tensor cores.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::cast::product_operand;
 use super::{gpu_f32, gpu_float, gpu_output};
@@ -18,19 +16,6 @@ use crate::cuda::im2col::{col2im_at, im2col_16bit_at, im2col_at};
 use crate::cuda::params::StorageFormat;
 use crate::cuda::{Gpu, GpuBuffer};
 use crate::tensor::Tensor;
-
-static CHUNK_BYTES: AtomicUsize = AtomicUsize::new(16 << 20);
-
-/// Sets the most bytes one chunk's column buffer may take (at least one image's columns are
-/// always processed together). Process-wide; for tuning on a given GPU and for tests.
-pub fn set_conv_chunk_bytes(bytes: usize) {
-    CHUNK_BYTES.store(bytes, Ordering::Relaxed);
-}
-
-/// The current column-buffer budget of a chunk, in bytes.
-pub fn conv_chunk_bytes() -> usize {
-    CHUNK_BYTES.load(Ordering::Relaxed)
-}
 
 /// Bytes of a product operand's elements: 2 in a 16-bit format, else 4 (f32).
 fn element_bytes(mixed: Option<DType>) -> usize {
@@ -48,10 +33,10 @@ fn chunks(batch: usize, per_chunk: usize) -> impl Iterator<Item = (usize, usize)
         .map(move |start| (start, per_chunk.min(batch - start)))
 }
 
-/// Images per chunk whose columns, `column_bytes` per element, fit the budget (at least 1).
-fn images_per_chunk(g: &ConvGeometry, column_bytes: usize) -> usize {
+/// Images per chunk whose columns, `column_bytes` per element, fit `gpu`'s budget (at least 1).
+fn images_per_chunk(gpu: &Gpu, g: &ConvGeometry, column_bytes: usize) -> usize {
     let per_image = g.col_rows() * g.col_cols() * column_bytes;
-    (conv_chunk_bytes() / per_image.max(1)).clamp(1, g.batch)
+    (gpu.kernel_policy().conv_chunk_bytes / per_image.max(1)).clamp(1, g.batch)
 }
 
 /// The geometry of `images` images of `g`.
@@ -135,7 +120,7 @@ pub(super) fn forward(
     let (image, out_image, col_image) = per_image(conv);
     let w = product_operand(w, mixed)?;
     let w_at = whole(&w, w.numel(), bytes)?;
-    let per_chunk = images_per_chunk(g, bytes);
+    let per_chunk = images_per_chunk(&gpu, g, bytes);
     let bias_at = match bias {
         Some(b) => gpu_f32("conv2d bias", b)?.1.address(),
         None => 0,
@@ -187,7 +172,7 @@ pub(super) fn input_grad(
     let w_at = whole(&w, w.numel(), bytes)?;
     let dy_buffer = dy.gpu_buffer("conv2d input gradient")?;
     // The columns here are the GEMM's f32 output.
-    let per_chunk = images_per_chunk(g, 4);
+    let per_chunk = images_per_chunk(&gpu, g, 4);
     let dcol = gpu.alloc(per_chunk * col_image * 4)?;
     gpu_output(&gpu, conv.input_shape(), dx_storage.dtype(), |dx| {
         for (start, n) in chunks(g.batch, per_chunk) {
@@ -227,7 +212,7 @@ pub(super) fn weight_grad(
     let (image, out_image, col_image) = per_image(conv);
     let dy = product_operand(dy, mixed)?;
     let dy_buffer = dy.gpu_buffer("conv2d weight gradient")?;
-    let per_chunk = images_per_chunk(g, bytes);
+    let per_chunk = images_per_chunk(&gpu, g, bytes);
     let col = gpu.alloc(per_chunk * col_image * bytes)?;
     gpu_output(&gpu, conv.weight_shape(), DType::F32, |dw| {
         let dw_at = dw.address_of_range(0, conv.weight_shape().iter().product::<usize>() * 4)?;

@@ -27,7 +27,6 @@ mod shape;
 pub use activation::*;
 pub use cast::*;
 pub use conv::*;
-pub use conv_gpu::{conv_chunk_bytes, set_conv_chunk_bytes};
 #[allow(unused_imports)]
 pub use dropout::*;
 pub use elementwise::*;

@@ -136,6 +136,12 @@ struct TrainArgs {
     /// batch of an epoch takes an ordinary step.
     #[arg(long)]
     cuda_graph: bool,
+    /// Kernel choices on the GPU: `default`, or a comma list of large-tiles (128x128 f32 tiles),
+    /// flat-tiles (flat tiles for products with at most 32 rows), wgmma (Hopper warpgroup MMA for
+    /// 16-bit products, TMA loads), wgmma-cp-async (wgmma with cp.async loads), wgmma-wide
+    /// (wgmma with 128x256 TMA tiles), conv-chunk-bytes=N (the convolution's column budget).
+    #[arg(long, default_value = "default")]
+    kernels: String,
 }
 
 impl TrainArgs {
@@ -163,6 +169,7 @@ impl TrainArgs {
             limit_train: self.limit_train,
             precision: Precision::parse(&self.precision)?,
             cuda_graph: self.cuda_graph,
+            kernels: cuda::KernelPolicy::parse(&self.kernels)?,
         })
     }
 }
@@ -172,7 +179,7 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 fn run_train(args: &TrainArgs) -> CliResult {
     let config = args.config()?;
     println!(
-        "training {} on {} for {} epochs (batch {}, {} lr {}, {}{}), output in {}",
+        "training {} on {} for {} epochs (batch {}, {} lr {}, {}{}, kernels {}), output in {}",
         config.model.name(),
         config.device,
         config.epochs,
@@ -185,6 +192,7 @@ fn run_train(args: &TrainArgs) -> CliResult {
         } else {
             ""
         },
+        config.kernels,
         config.out.display()
     );
     if config.device == Device::Cpu && config.precision != Precision::F32 {
@@ -306,6 +314,13 @@ fn run_info() -> CliResult {
         }
         Some(why) => println!("cuda: unavailable: {why}"),
     }
+    // The policy the best GPU (or else the emulation) launches under; `kiln train --kernels`
+    // sets another for its run.
+    let gpu = match Device::best() {
+        Device::Cpu => Device::CudaEmulated,
+        d => d,
+    };
+    println!("kernel policy on {gpu}: {}", cuda::kernel_policy(gpu)?);
     println!("cpu: {} threads (rayon)", rayon::current_num_threads());
     Ok(())
 }

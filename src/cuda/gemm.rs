@@ -1,19 +1,18 @@
-//! Launchers for kernels/gemm.cu: the tiled GEMMs (`gemm_128x128_f32` for large products,
-//! `gemm_f32` otherwise) and the bias add / bias-gradient kernels.
+//! Launchers for kernels/gemm.cu: the tiled f32 GEMMs (`gemm_f32`, and as the context's
+//! [`super::KernelPolicy`] chooses, `gemm_128x128_f32` for large products or the flat tiles for
+//! products with few rows: see [`super::gemm_select::select_gemm`]) and the bias add /
+//! bias-gradient kernels.
 
+use super::gemm_select::{select_gemm, GemmFormat, GemmOperands};
 use super::params::{storage_kernel, to_i32, to_i64, StorageFormat};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::{invalid, Result};
 use crate::core::shape::GemmSpec;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Tile of C per block of `gemm_f32`, as in kernels/gemm.cu (GEMM_BM x GEMM_BN, 256 threads).
+/// Rows of C per block of `gemm_f32` (GEMM_BM in kernels/gemm.cu), the smallest tile height any
+/// f32 kernel has in y but the flat ones; every GEMM block has 256 threads.
 const TILE_M: usize = 64;
-const TILE_N: usize = 64;
 const THREADS: u32 = 256;
-/// Tile of C per block of `gemm_128x128_f32` (G128_TILE, also 256 threads) and its k panel.
-const BIG_TILE: usize = 128;
-const BIG_BK: usize = 8;
 
 /// Mirrors `GemmParams` in kernels/gemm.cu.
 #[repr(C)]
@@ -147,70 +146,6 @@ pub(crate) fn grid_config(spec: &GemmSpec, tile_m: usize, tile_n: usize) -> Laun
     }
 }
 
-/// The grid of `gemm_f32`: one block per 64x64 tile of C.
-pub(crate) fn gemm_config(spec: &GemmSpec) -> LaunchConfig {
-    grid_config(spec, TILE_M, TILE_N)
-}
-
-/// Whether `gemm_128x128_f32` takes this product: both output dimensions fill at least one 128
-/// tile and k at least one panel. Smaller products keep `gemm_f32`, whose 64x64 tiles give more
-/// blocks. Alignment does not matter here: the kernel falls back to guarded scalar loads per
-/// operand (see [`vector_ok`]).
-pub(crate) fn uses_big_tiles(spec: &GemmSpec) -> bool {
-    LARGE_TILE_GEMM.load(Ordering::Relaxed)
-        && spec.m >= BIG_TILE
-        && spec.n >= BIG_TILE
-        && spec.k >= BIG_BK
-}
-
-/// Whether large products use `gemm_128x128_f32`. Off by default: the kernel passes every parity
-/// test under emulation but has not been timed on a GPU yet, and a faster kernel replaces the old
-/// one only after it wins a same-run benchmark (benches/cuda_kernels.rs times both).
-static LARGE_TILE_GEMM: AtomicBool = AtomicBool::new(false);
-
-/// Whether products with few rows (m ≤ 32: the forward of a convolution with 16 or 32 output
-/// channels; not batch sums such as its weight gradient) take the flat-tile kernels instead of the
-/// square-tile ones, whose 64- or 128-row tiles would be mostly padding: `gemm_16x256_f32` and
-/// `gemm_32x128_f32` in f32, `gemm_tc_16x256_*` and `gemm_tc_32x256_*` on the tensor cores.
-/// Opt-in until a GPU benchmark shows them winning (benches/cuda_kernels.rs times both on the
-/// convolution's shape).
-static FLAT_TILE_GEMM: AtomicBool = AtomicBool::new(false);
-
-/// Chooses the GEMM kernels for products with at most 32 rows process-wide: the flat-tile kernels
-/// when `enabled`, else the square-tile ones. All compute the same result.
-pub fn set_flat_tile_gemm(enabled: bool) {
-    FLAT_TILE_GEMM.store(enabled, Ordering::Relaxed);
-}
-
-/// The rows (16 or 32) of the flat tile this product takes, if flat tiles are enabled and it
-/// qualifies.
-pub(crate) fn flat_tile_rows(spec: &GemmSpec) -> Option<usize> {
-    // A batch-summed product (a weight gradient) has only ceil(n / tile)·groups blocks: flatter,
-    // wider tiles would leave it fewer.
-    if !FLAT_TILE_GEMM.load(Ordering::Relaxed) || spec.reduce_batch {
-        return None;
-    }
-    match spec.m {
-        0..=16 => Some(16),
-        17..=32 => Some(32),
-        _ => None,
-    }
-}
-
-/// The f32 flat-tile kernel for this product, with its tile (rows, columns), if it takes one.
-fn flat_tiles(spec: &GemmSpec) -> Option<(&'static str, usize, usize)> {
-    flat_tile_rows(spec).map(|rows| match rows {
-        16 => ("gemm_16x256_f32", 16, 256),
-        _ => ("gemm_32x128_f32", 32, 128),
-    })
-}
-
-/// Chooses the GEMM kernel for large products (m, n ≥ 128, k ≥ 8) process-wide: the 128x128-tile
-/// kernel when `enabled`, else the 64x64 one. Both compute the same result.
-pub fn set_large_tile_gemm(enabled: bool) {
-    LARGE_TILE_GEMM.store(enabled, Ordering::Relaxed);
-}
-
 /// 16-byte vector accesses are valid for an operand whose base address is 16-byte aligned and whose
 /// batch stride, group stride and leading dimension are multiples of 4 floats.
 fn vector_ok(address: u64, strides: [usize; 2], leading: usize) -> i32 {
@@ -293,14 +228,20 @@ pub(crate) fn gemm_at(
     };
     to_i32("gemm grid", spec.m.div_ceil(TILE_M))?;
     to_i32("gemm output matrices", spec.outputs())?;
-    if uses_big_tiles(spec) {
-        let cfg = grid_config(spec, BIG_TILE, BIG_TILE);
-        return launch(gpu, "gemm_128x128_f32", cfg, &params);
-    }
-    if let Some((kernel, tile_m, tile_n)) = flat_tiles(spec) {
-        return launch(gpu, kernel, grid_config(spec, tile_m, tile_n), &params);
-    }
-    launch(gpu, "gemm_f32", gemm_config(spec), &params)
+    let inputs = GemmOperands {
+        format: GemmFormat::F32,
+        a,
+        b,
+    };
+    // An f32 product gets one of the f32 kernels, which all read `GemmParams`.
+    let kernel = select_gemm(spec, &inputs, &gpu.kernel_policy(), &gpu.capabilities());
+    let (tile_m, tile_n) = kernel.tile();
+    launch(
+        gpu,
+        kernel.name(),
+        grid_config(spec, tile_m, tile_n),
+        &params,
+    )
 }
 
 /// y[o][c][i] += bias[c].

@@ -1,17 +1,18 @@
 //! Launcher for kernels/gemm_tc.cu: the tensor-core GEMM with bf16 or f16 inputs and f32
-//! accumulation and output.
+//! accumulation and output; the entry point of every 16-bit product, which hands the product to
+//! the wgmma kernels (gemm_wgmma.rs) when [`super::gemm_select::select_gemm`] picks them.
 
-use super::gemm::{flat_tile_rows, grid_config, GemmAddresses, GemmEpilogue, GemmLayout};
-use super::gemm_wgmma::{gemm_wgmma_at, wgmma_kernel};
+use super::gemm::{grid_config, GemmAddresses, GemmEpilogue, GemmLayout};
+use super::gemm_select::{select_gemm, GemmFormat, GemmKernel, GemmOperands};
+use super::gemm_wgmma::gemm_wgmma_at;
 use super::params::to_i32;
 use super::{kernel_params, launch, Gpu};
 use crate::core::error::{invalid, Result};
 use crate::core::shape::GemmSpec;
 
 /// Tile of C per block of the square-tile kernels (gemm_tc_*; 256 threads, as gemm.rs's grid
-/// gives), and the width of the flat ones (gemm_tc_16x256_*, gemm_tc_32x256_*).
+/// gives): the tallest tile, which bounds the grid's rows.
 const TILE: usize = 128;
-const FLAT_TILE_N: usize = 256;
 
 /// Mirrors `TcGemmParams` in kernels/gemm_tc.cu.
 #[repr(C)]
@@ -65,11 +66,15 @@ pub(crate) fn gemm_16bit_at(
     }
     to_i32("gemm grid", spec.m.div_ceil(TILE))?;
     let GemmAddresses { a, b, c, .. } = operands;
-    let flat = flat_tile_rows(spec);
-    if flat.is_none() {
-        if let Some(kernel) = wgmma_kernel(gpu, spec, a, b, bf16) {
-            return gemm_wgmma_at(gpu, kernel, spec, alpha, operands, beta);
-        }
+    let format = if bf16 {
+        GemmFormat::Bf16
+    } else {
+        GemmFormat::F16
+    };
+    let inputs = GemmOperands { format, a, b };
+    let kernel = select_gemm(spec, &inputs, &gpu.kernel_policy(), &gpu.capabilities());
+    if let GemmKernel::Wgmma(wgmma) = kernel {
+        return gemm_wgmma_at(gpu, wgmma, spec, alpha, operands, beta);
     }
     let params = TcGemmParams {
         a,
@@ -91,13 +96,13 @@ pub(crate) fn gemm_16bit_at(
         epilogue: GemmEpilogue::of(&operands, alpha, beta),
     };
     to_i32("gemm output matrices", spec.outputs())?;
-    let (kernel, tile_m, tile_n) = match (flat, bf16) {
-        (Some(16), true) => ("gemm_tc_16x256_bf16", 16, FLAT_TILE_N),
-        (Some(16), false) => ("gemm_tc_16x256_f16", 16, FLAT_TILE_N),
-        (Some(_), true) => ("gemm_tc_32x256_bf16", 32, FLAT_TILE_N),
-        (Some(_), false) => ("gemm_tc_32x256_f16", 32, FLAT_TILE_N),
-        (None, true) => ("gemm_tc_bf16", TILE, TILE),
-        (None, false) => ("gemm_tc_f16", TILE, TILE),
-    };
-    launch(gpu, kernel, grid_config(spec, tile_m, tile_n), &params)
+    // A 16-bit product that is not wgmma's is one of the gemm_tc kernels, which all read
+    // `TcGemmParams`.
+    let (tile_m, tile_n) = kernel.tile();
+    launch(
+        gpu,
+        kernel.name(),
+        grid_config(spec, tile_m, tile_n),
+        &params,
+    )
 }

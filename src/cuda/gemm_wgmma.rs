@@ -2,13 +2,14 @@
 //! the same products as gemm_tc.rs when both operands can be copied into shared memory 16 bytes at
 //! a time. Single products (one batch entry, one group) load their panels with TMA
 //! (`gemm_wgmma_tma_*`, tensor maps encoded here per launch); batched, grouped and batch-summed
-//! ones with cp.async (`gemm_wgmma_*`). Opt-in ([`set_wgmma_gemm`]) until a GPU run shows it
-//! correct and faster than `gemm_tc` in the same benchmark; it runs under emulation everywhere and
-//! on compute capability 9.0 GPUs (H100, H200).
-
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+//! ones with cp.async (`gemm_wgmma_*`). Opt-in (`KernelPolicy::wgmma`, and for the loader and
+//! tile `wgmma_tma`, `wgmma_wide`: see [`super::KernelPolicy`]) until a GPU run shows it correct
+//! and faster than `gemm_tc` in the same benchmark; it runs under emulation everywhere and on
+//! compute capability 9.0 GPUs (H100, H200). Which products take it, and which of its kernels:
+//! [`super::gemm_select::select_gemm`]. Which kernels ran: [`super::count_launches`].
 
 use super::gemm::{grid_config, GemmAddresses, GemmEpilogue, GemmLayout};
+pub(crate) use super::gemm_select::WgmmaKernel;
 use super::params::to_i32;
 use super::{kernel_params, launch, Gpu, LaunchConfig};
 use crate::core::error::Result;
@@ -31,43 +32,6 @@ const TMA_THREADS: u32 = 384;
 /// Panel depth (k) of both kernels, and the MN-major box width (one 128-byte swizzle atom).
 const BK: u32 = 64;
 const ATOM: u32 = 64;
-
-static WGMMA_GEMM: AtomicBool = AtomicBool::new(false);
-static WGMMA_TMA: AtomicBool = AtomicBool::new(true);
-static WGMMA_WIDE: AtomicBool = AtomicBool::new(false);
-static WGMMA_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
-static WGMMA_TMA_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether 16-bit products take the wgmma kernel where it can run (compute capability 9.0, or
-/// emulation) and the operands allow it; otherwise they keep the mma.sync kernel (gemm_tc). Both
-/// compute the same product; process-wide.
-pub fn set_wgmma_gemm(enabled: bool) {
-    WGMMA_GEMM.store(enabled, Ordering::Relaxed);
-}
-
-/// Whether single products under [`set_wgmma_gemm`] load their panels with TMA (default) or
-/// with cp.async like batched ones: lets the benchmark time both loaders. Process-wide.
-pub fn set_wgmma_tma(enabled: bool) {
-    WGMMA_TMA.store(enabled, Ordering::Relaxed);
-}
-
-/// Whether single products wider than 128 columns take the TMA kernel with 128x256 tiles
-/// (`gemm_wgmma_tma_wide_*`) rather than 128x128 ones. Opt-in until the GPU bench compares them.
-/// Process-wide.
-pub fn set_wgmma_wide_tiles(enabled: bool) {
-    WGMMA_WIDE.store(enabled, Ordering::Relaxed);
-}
-
-/// How many products the wgmma kernels have run in this process: lets tests and the benchmark
-/// confirm which kernel a product took.
-pub fn wgmma_launches() -> usize {
-    WGMMA_LAUNCHES.load(Ordering::Relaxed)
-}
-
-/// How many of [`wgmma_launches`] loaded their panels with TMA.
-pub fn wgmma_tma_launches() -> usize {
-    WGMMA_TMA_LAUNCHES.load(Ordering::Relaxed)
-}
 
 /// Mirrors `WgmmaGemmParams` in kernels/gemm_wgmma.cu.
 #[repr(C)]
@@ -105,73 +69,6 @@ const _: () = assert!(std::mem::offset_of!(WgmmaGemmParams, epilogue) == 104);
 const _: () = assert!(std::mem::offset_of!(WgmmaTmaParams, epilogue) == 288);
 
 kernel_params!(WgmmaGemmParams, WgmmaTmaParams);
-
-/// The kernel copies 8 consecutive elements at a time along an operand's contiguous dimension
-/// (`contiguous`: k for a K-major operand, m or n for an MN-major one), so that dimension, the
-/// batch and group strides must be multiples of 8 elements and the base 16-byte aligned.
-fn copies_whole_chunks(address: u64, contiguous: usize, strides: [usize; 2]) -> bool {
-    address % 16 == 0 && contiguous % 8 == 0 && strides.iter().all(|s| s % 8 == 0)
-}
-
-/// Which wgmma kernel a product takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WgmmaKernel {
-    /// cp.async loads, 128x128 tiles (`gemm_wgmma_*`): batched, grouped and batch-summed products.
-    CpAsync { bf16: bool },
-    /// TMA loads, 128x128 or, `wide`, 128x256 tiles (`gemm_wgmma_tma[_wide]_*`): single products.
-    Tma { bf16: bool, wide: bool },
-}
-
-impl WgmmaKernel {
-    fn name(self) -> &'static str {
-        match self {
-            WgmmaKernel::CpAsync { bf16: true } => "gemm_wgmma_bf16",
-            WgmmaKernel::CpAsync { bf16: false } => "gemm_wgmma_f16",
-            WgmmaKernel::Tma {
-                bf16: true,
-                wide: false,
-            } => "gemm_wgmma_tma_bf16",
-            WgmmaKernel::Tma {
-                bf16: false,
-                wide: false,
-            } => "gemm_wgmma_tma_f16",
-            WgmmaKernel::Tma {
-                bf16: true,
-                wide: true,
-            } => "gemm_wgmma_tma_wide_bf16",
-            WgmmaKernel::Tma {
-                bf16: false,
-                wide: true,
-            } => "gemm_wgmma_tma_wide_f16",
-        }
-    }
-}
-
-/// The wgmma kernel for this product, if it is enabled, can run on `gpu`, and takes the operands.
-pub(crate) fn wgmma_kernel(
-    gpu: &Gpu,
-    spec: &GemmSpec,
-    a: u64,
-    b: u64,
-    bf16: bool,
-) -> Option<WgmmaKernel> {
-    // A tensor map cannot describe an empty matrix: k = 0 (C = beta·C + bias) goes to cp.async.
-    let single =
-        spec.batch == 1 && spec.groups == 1 && spec.k > 0 && WGMMA_TMA.load(Ordering::Relaxed);
-    let kernel = if single {
-        let wide = spec.n > TILE && WGMMA_WIDE.load(Ordering::Relaxed);
-        WgmmaKernel::Tma { bf16, wide }
-    } else {
-        WgmmaKernel::CpAsync { bf16 }
-    };
-    let a_contiguous = if spec.trans_a { spec.m } else { spec.k };
-    let b_contiguous = if spec.trans_b { spec.k } else { spec.n };
-    let usable = WGMMA_GEMM.load(Ordering::Relaxed)
-        && gpu.has_kernel(kernel.name())
-        && copies_whole_chunks(a, a_contiguous, [spec.stride_a, spec.group_stride_a])
-        && copies_whole_chunks(b, b_contiguous, [spec.stride_b, spec.group_stride_b]);
-    usable.then_some(kernel)
-}
 
 /// The tensor map of an operand stored with `rows` (m or n) and `k`, whose panels are `tile`
 /// rows: K-major ([rows][k]) boxes are 64 k x `tile` rows, MN-major ([k][rows]) ones 64 rows x
@@ -227,9 +124,7 @@ fn gemm_wgmma_tma_at(
         shared_bytes: tma_shared_bytes(tile_n as u32),
     };
     let kernel = WgmmaKernel::Tma { bf16, wide }.name();
-    launch(gpu, kernel, cfg, &params)?;
-    WGMMA_TMA_LAUNCHES.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    launch(gpu, kernel, cfg, &params)
 }
 
 /// The cp.async kernel on any product (batches, groups, batch sums).
@@ -257,7 +152,7 @@ fn gemm_wgmma_cp_async_at(
     launch(gpu, WgmmaKernel::CpAsync { bf16 }.name(), cfg, &params)
 }
 
-/// Runs `kernel` (from [`wgmma_kernel`]) on device addresses (ranges checked by the caller).
+/// Runs `kernel` (chosen by `select_gemm`) on device addresses (ranges checked by the caller).
 pub(crate) fn gemm_wgmma_at(
     gpu: &Gpu,
     kernel: WgmmaKernel,
@@ -268,12 +163,10 @@ pub(crate) fn gemm_wgmma_at(
 ) -> Result<()> {
     match kernel {
         WgmmaKernel::Tma { bf16, wide } => {
-            gemm_wgmma_tma_at(gpu, (bf16, wide), spec, alpha, operands, beta)?
+            gemm_wgmma_tma_at(gpu, (bf16, wide), spec, alpha, operands, beta)
         }
         WgmmaKernel::CpAsync { bf16 } => {
-            gemm_wgmma_cp_async_at(gpu, bf16, spec, alpha, operands, beta)?
+            gemm_wgmma_cp_async_at(gpu, bf16, spec, alpha, operands, beta)
         }
     }
-    WGMMA_LAUNCHES.fetch_add(1, Ordering::Relaxed);
-    Ok(())
 }

@@ -23,7 +23,7 @@ use std::thread::ThreadId;
 
 use super::emulator;
 use super::memory::{Pool, RawBlock};
-use super::{Backend, Gpu, KernelParams, LaunchConfig};
+use super::{Backend, Gpu, KernelParams, KernelPolicy, LaunchConfig};
 use crate::core::error::{Error, Result};
 
 /// The values of a training step that change from step to step, as kernels read them in a replayed
@@ -121,12 +121,24 @@ enum Exec {
 pub(crate) struct DeviceGraph {
     gpu: Arc<Gpu>,
     exec: Exec,
+    /// The kernel policy in force on the capturing thread: the graph's kernels are the ones it
+    /// chose, so replaying under another would silently keep the old choice.
+    policy: KernelPolicy,
     _pool: Arc<PrivatePool>,
 }
 
 impl DeviceGraph {
-    /// Queues the recorded work again (on the device's stream; synchronous under emulation).
+    /// Queues the recorded work again (on the device's stream; synchronous under emulation). An
+    /// error, and nothing queued, when this thread's kernel policy for the device is no longer the
+    /// one the graph was captured under: capture again.
     pub(crate) fn replay(&self) -> Result<()> {
+        let now = self.gpu.kernel_policy();
+        if now != self.policy {
+            return Err(capture_error(format!(
+                "the graph was captured under kernel policy {} ({:?}) but the policy is now {}                  ({:?}); capture the step again",
+                self.policy, self.policy, now, now
+            )));
+        }
         match &self.exec {
             #[cfg(feature = "cuda")]
             Exec::Real(graph) => Ok(graph.launch()?),
@@ -151,6 +163,11 @@ impl DeviceGraph {
 
     pub(crate) fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
+    }
+
+    /// The kernel policy the graph was captured under.
+    pub(crate) fn policy(&self) -> KernelPolicy {
+        self.policy
     }
 }
 
@@ -232,6 +249,7 @@ impl Gpu {
         scalars: u64,
         work: impl FnOnce() -> Result<R>,
     ) -> Result<(DeviceGraph, R)> {
+        let policy = self.kernel_policy();
         self.enter(
             pool,
             Some(Recording {
@@ -263,6 +281,7 @@ impl Gpu {
         let graph = DeviceGraph {
             gpu: self.clone(),
             exec,
+            policy,
             _pool: pool.clone(),
         };
         Ok((graph, value))

@@ -1,6 +1,7 @@
 //! One launch path for both backends: the same grid, block and parameter struct go to the GPU
 //! (through cudarc) or to the emulated kernel (through the generated `kiln_emu_*` entry points).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -35,6 +36,41 @@ fn count_launch(name: &'static str) {
     if let Some(count) = launch_counters().get(name) {
         count.fetch_add(1, Ordering::Relaxed);
     }
+    THREAD_COUNTS.with(|scopes| {
+        for counts in scopes.borrow_mut().iter_mut() {
+            *counts.entry(name).or_insert(0) += 1;
+        }
+    });
+}
+
+thread_local! {
+    /// The launch counts of this thread's open [`count_launches`] scopes, innermost last.
+    static THREAD_COUNTS: RefCell<Vec<BTreeMap<&'static str, u64>>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` and returns, with its result, how many times each kernel was launched by this thread
+/// while it ran (a CUDA graph's kernels when it is captured, not at replays). Unlike differences
+/// of [`launch_counts`], the work of other threads (tests running in parallel) is not counted,
+/// so a test can say exactly which kernels its own products took.
+pub fn count_launches<R>(f: impl FnOnce() -> R) -> (R, BTreeMap<&'static str, u64>) {
+    struct Scope(usize);
+    impl Drop for Scope {
+        // Closes the scope also when `f` panics; the counts of a normal return are taken first.
+        fn drop(&mut self) {
+            THREAD_COUNTS.with(|s| s.borrow_mut().truncate(self.0));
+        }
+    }
+    let depth = THREAD_COUNTS.with(|s| {
+        let mut scopes = s.borrow_mut();
+        scopes.push(BTreeMap::new());
+        scopes.len() - 1
+    });
+    let scope = Scope(depth);
+    let result = f();
+    let counts = THREAD_COUNTS.with(|s| s.borrow_mut().get_mut(depth).map(std::mem::take));
+    drop(scope);
+    (result, counts.unwrap_or_default())
 }
 
 /// Names of every kernel kiln builds (for the GPU and for emulation).

@@ -12,6 +12,7 @@ pub(crate) mod dropout;
 pub(crate) mod elementwise;
 mod emulator;
 pub(crate) mod gemm;
+pub(crate) mod gemm_select;
 pub(crate) mod gemm_tc;
 pub(crate) mod gemm_wgmma;
 pub(crate) mod graph;
@@ -25,6 +26,7 @@ mod memory;
 pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod params;
+mod policy;
 pub(crate) mod pool;
 pub(crate) mod reduce;
 #[allow(unused_imports)]
@@ -34,23 +36,23 @@ mod timing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use devices::{empty_cache, memory_stats, reset_peak_memory, synchronize};
-pub use gemm::{set_flat_tile_gemm, set_large_tile_gemm};
-pub use gemm_wgmma::{
-    set_wgmma_gemm, set_wgmma_tma, set_wgmma_wide_tiles, wgmma_launches, wgmma_tma_launches,
+pub use gemm_select::{
+    select_gemm, Capabilities, FlatRows, GemmFormat, GemmKernel, GemmOperands, WgmmaKernel,
 };
 pub use graph::StepScalars;
 pub(crate) use graph::{DeviceGraph, PrivatePool};
+pub use devices::{empty_cache, memory_stats, reset_peak_memory, synchronize};
 pub use memory::MemoryStats;
 pub(crate) use memory::{size_class, Pool, RawBlock};
+pub use policy::{kernel_policy, set_kernel_policy, with_kernel_policy, KernelPolicy};
 pub use timing::{median, time_runs};
 
 use crate::core::device::Device;
 use crate::core::dtype::HostData;
 use crate::core::error::{Error, Result};
 
+pub use launch::{count_launches, kernel_names, launch_counts, LaunchConfig};
 pub(crate) use launch::{elementwise_config, kernel_params, launch, KernelParams};
-pub use launch::{kernel_names, launch_counts, LaunchConfig};
 
 /// The generated table of embedded PTX and emulated entry points (see build.rs).
 pub(crate) mod generated {
@@ -107,10 +109,14 @@ enum Backend {
     Emulated,
 }
 
-/// An opened GPU (or its emulation): the execution backend and the memory pool.
+/// An opened GPU (or its emulation): the execution backend, the memory pool and the kernel
+/// policy its launches follow.
 pub struct Gpu {
     device: Device,
     backend: Backend,
+    capabilities: Capabilities,
+    /// The policy outside any [`with_kernel_policy`] scope (see src/cuda/policy.rs).
+    default_policy: Mutex<KernelPolicy>,
     pool: Mutex<Pool>,
     /// Set while a graph is warmed up or captured (see graph.rs).
     capture: Mutex<Option<graph::CaptureState>>,
@@ -175,9 +181,18 @@ pub(crate) fn gpu(device: Device) -> Result<Arc<Gpu>> {
             ))
         }
     };
+    let capabilities = match &backend {
+        #[cfg(feature = "cuda")]
+        Backend::Real(r) => Capabilities {
+            wgmma: r.has_kernel("gemm_wgmma_bf16"),
+        },
+        Backend::Emulated => Capabilities::EMULATED,
+    };
     let g = Arc::new(Gpu {
         device,
         backend,
+        capabilities,
+        default_policy: Mutex::new(KernelPolicy::DEFAULT),
         pool: Mutex::new(Pool::default()),
         capture: Mutex::new(None),
     });
@@ -227,6 +242,33 @@ pub fn describe(device: Device) -> Result<String> {
 impl Gpu {
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// What this context can run beyond the common kernels (the Hopper ones).
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// The policy this thread's launches here follow: the innermost [`with_kernel_policy`] scope
+    /// for this device, else the context's default.
+    pub fn kernel_policy(&self) -> KernelPolicy {
+        policy::scoped_policy(self.device).unwrap_or_else(|| self.default_policy())
+    }
+
+    /// The policy outside any scope, for every thread (a poisoned lock still holds a whole value).
+    pub fn default_policy(&self) -> KernelPolicy {
+        *self
+            .default_policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the policy outside any scope, for every thread: a long-lived choice (a CLI flag).
+    pub fn set_default_policy(&self, policy: KernelPolicy) {
+        *self
+            .default_policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = policy;
     }
 
     /// Whether kernel `name` can run here: every kernel under emulation; on a GPU, those whose

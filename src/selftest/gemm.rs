@@ -1,18 +1,18 @@
-//! The rows of the GEMM kernels, each with the switches that choose it: the 64x64 default, the
+//! The rows of the GEMM kernels, each with the kernel policy that chooses it: the 64x64 default, the
 //! 128x128 and flat f32 tiles, the mma.sync tensor-core kernels in bf16 and f16 (square and flat
 //! tiles), the 16-bit activation kernels under `autocast_activations`, and the Hopper wgmma GEMM
 //! with both loaders (skipped where the GPU does not load it).
 
 use super::cases::uniform;
 use super::layers::PRODUCTS;
-use super::switches::KernelChoice;
 use super::{Case, Outputs, Tolerance};
 use crate::backend;
+use crate::cuda::KernelPolicy;
 use crate::core::device::Device;
-use crate::core::dtype::DType;
 use crate::core::error::Result;
-use crate::core::shape::{ConvGeometry, GemmSpec, GroupedConv, Window2d};
 use crate::ops;
+use crate::core::shape::{ConvGeometry, GemmSpec, GroupedConv, Window2d};
+use crate::core::dtype::DType;
 use crate::tensor::Tensor;
 
 /// alpha·op(A)·op(B) for `spec` (whose output matrices must lie back to back) on fresh operands
@@ -66,20 +66,20 @@ fn every_transpose(d: Device, (m, n, k): (usize, usize, usize), seed: u64) -> Re
     Ok(outputs)
 }
 
-const fn choice(large_tiles: bool, flat_tiles: bool) -> KernelChoice {
-    KernelChoice {
+const fn choice(large_tiles: bool, flat_tiles: bool) -> KernelPolicy {
+    KernelPolicy {
         large_tiles,
         flat_tiles,
-        ..KernelChoice::DEFAULT
+        ..KernelPolicy::DEFAULT
     }
 }
 
-const fn wgmma(tma: bool, wide: bool) -> KernelChoice {
-    KernelChoice {
+const fn wgmma(tma: bool, wide: bool) -> KernelPolicy {
+    KernelPolicy {
         wgmma: true,
         wgmma_tma: tma,
         wgmma_wide: wide,
-        ..KernelChoice::DEFAULT
+        ..KernelPolicy::DEFAULT
     }
 }
 
@@ -107,7 +107,7 @@ pub(super) fn cases() -> Vec<Case> {
             &["gemm_128x128_f32"],
             |d| every_transpose(d, (130, 129, 37), 210),
         )
-        .with_choice(choice(true, false)),
+        .with_policy(choice(true, false)),
         Case::new("gemm flat tiles", "forward", PRODUCTS, FLAT_F32, |d| {
             let f32 = DType::F32;
             products(
@@ -119,7 +119,7 @@ pub(super) fn cases() -> Vec<Case> {
                 ],
             )
         })
-        .with_choice(choice(false, true)),
+        .with_policy(choice(false, true)),
         Case::new("gemm tensor-core bf16", "forward", PRODUCTS, TC_BF16, |d| {
             tensor_core(d, DType::BF16, 230)
         }),
@@ -150,7 +150,7 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             },
         )
-        .with_choice(choice(false, true)),
+        .with_policy(choice(false, true)),
         Case::new(
             "16-bit activations bf16",
             "forward",
@@ -189,7 +189,7 @@ pub(super) fn cases() -> Vec<Case> {
                 wgmma_products(d, transposed(131, 200, 72, false, true), 260)
             },
         )
-        .with_choice(wgmma(true, false))
+        .with_policy(wgmma(true, false))
         .needs("gemm_wgmma_tma_bf16", NO_WGMMA),
         Case::new(
             "gemm wgmma TMA 128x256",
@@ -201,7 +201,7 @@ pub(super) fn cases() -> Vec<Case> {
                 wgmma_products(d, transposed(136, 200, 72, true, false), 270)
             },
         )
-        .with_choice(wgmma(true, true))
+        .with_policy(wgmma(true, true))
         .needs("gemm_wgmma_tma_wide_bf16", NO_WGMMA),
         Case::new(
             "gemm wgmma cp.async",
@@ -226,7 +226,7 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             },
         )
-        .with_choice(wgmma(false, false))
+        .with_policy(wgmma(false, false))
         .needs("gemm_wgmma_bf16", NO_WGMMA),
     ]
 }

@@ -5,38 +5,35 @@
 //! Each [`Row`] is one family (an op, a cast, an optimizer update, a GEMM kernel) and one check
 //! (forward, backward, update): the device's outputs against the CPU's within
 //! `atol + rtol·|cpu|` (bit for bit for casts, masks and indices), the kernels that must have
-//! launched for it (read from [`crate::cuda::launch_counts`] before and after: a fast path that
-//! silently fell back is a failure), and the time the device took (inputs uploaded, kernels run
+//! launched for it (counted by [`crate::cuda::count_launches`]: a fast path that silently fell
+//! back is a failure), and the time the device took (inputs uploaded, kernels run
 //! and synchronized). Rows whose kernels this device cannot load are skipped with the reason
 //! (the wgmma GEMM needs compute capability 9.0), never passed. Rows run in a fixed order and are
 //! handed to the caller as each is measured, so a run cut short still reports every row it
 //! reached.
 //!
-//! The GEMM kernel switches are process-wide: each row sets the ones it needs (every other row
-//! the library's defaults) and restores the previous values when it ends, also on failure; one
-//! selftest runs at a time in a process. Other work running kernels in the same process at the
-//! same time can only add launches, never hide one.
+//! Each row runs under its own [`KernelPolicy`] (the library's defaults unless it names one), in a
+//! scope of the selftest's thread that ends with the row, also on failure; the launches counted
+//! are the row's own, so other work in the process neither changes a row's kernels nor its
+//! counts.
 
 mod cases;
 mod compare;
 mod gemm;
 mod layers;
 mod report;
-mod switches;
 
 pub use compare::{worst_error, Tolerance, Worst};
 pub use report::table_header;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::cuda::{self, KernelPolicy};
 use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
-use crate::cuda;
 use crate::tensor::Tensor;
 use compare::HostValues;
-use switches::{ChoiceGuard, KernelChoice};
 
 /// Test only: names a family (as in [`Row::family`]) whose device outputs the selftest perturbs
 /// after computing them, so that its rows fail: lets a test check that a failure gives a non-zero
@@ -156,12 +153,6 @@ pub fn device_description(device: Device) -> Result<String> {
     cuda::describe(device)
 }
 
-/// One selftest at a time per process: the kernel switches and launch counts are process-wide.
-fn lock() -> MutexGuard<'static, ()> {
-    static RUNNING: Mutex<()> = Mutex::new(());
-    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Runs every row on `device` and on the CPU, calling `on_row` as each is measured. An error only
 /// when the run cannot start (a planted failure names no family, the device cannot be opened);
 /// a row whose computation fails, or panics, is a failed row.
@@ -169,7 +160,6 @@ pub fn run(device: Device, options: &Options, on_row: &mut dyn FnMut(&Row)) -> R
     let planted = options.planted_family()?;
     let description = device_description(device)?;
     let cases = cases::all();
-    let _running = lock();
     let start = Instant::now();
     let mut rows = Vec::with_capacity(cases.len());
     for case in &cases {
@@ -194,7 +184,8 @@ struct Case {
     pub check: &'static str,
     pub tolerance: Tolerance,
     pub kernels: &'static [&'static str],
-    pub choice: KernelChoice,
+    /// The policy the row's device work runs under.
+    pub policy: KernelPolicy,
     /// A kernel only some GPUs load, and what the row says when this one did not.
     pub needs: Option<(&'static str, &'static str)>,
     pub run: fn(Device) -> Result<Outputs>,
@@ -213,14 +204,14 @@ impl Case {
             check,
             tolerance,
             kernels,
-            choice: KernelChoice::DEFAULT,
+            policy: KernelPolicy::DEFAULT,
             needs: None,
             run,
         }
     }
 
-    pub fn with_choice(self, choice: KernelChoice) -> Case {
-        Case { choice, ..self }
+    pub fn with_policy(self, policy: KernelPolicy) -> Case {
+        Case { policy, ..self }
     }
 
     pub fn needs(self, kernel: &'static str, why: &'static str) -> Case {
@@ -279,13 +270,6 @@ fn run_case(device: Device, case: &Case, planted: bool) -> Row {
             }
         }
     }
-    let _choice = match ChoiceGuard::set(case.choice) {
-        Ok(guard) => guard,
-        Err(e) => {
-            row.detail = format!("setting the kernel switches: {e}");
-            return row;
-        }
-    };
     let expected = match caught(|| download(&(case.run)(Device::Cpu)?)) {
         Ok(v) => v,
         Err(e) => {
@@ -293,15 +277,17 @@ fn run_case(device: Device, case: &Case, planted: bool) -> Row {
             return row;
         }
     };
-    let before = cuda::launch_counts();
     let start = Instant::now();
-    let outputs = caught(|| {
-        let outputs = (case.run)(device)?;
-        crate::cuda::synchronize(&device)?;
-        Ok(outputs)
+    let (outputs, launches) = cuda::count_launches(|| {
+        cuda::with_kernel_policy(device, case.policy, || {
+            caught(|| {
+                let outputs = (case.run)(device)?;
+                crate::cuda::synchronize(&device)?;
+                Ok(outputs)
+            })
+        })
     });
     row.time = start.elapsed();
-    let after = cuda::launch_counts();
     let mut actual = match outputs.and_then(|o| caught(|| download(&o))) {
         Ok(v) => v,
         Err(e) => {
@@ -334,8 +320,7 @@ fn run_case(device: Device, case: &Case, planted: bool) -> Row {
             row.worst = Some((name, w));
         }
     }
-    let launched =
-        |k: &str| after.get(k).copied().unwrap_or(0) > before.get(k).copied().unwrap_or(0);
+    let launched = |k: &str| launches.get(k).is_some_and(|&n| n > 0);
     let missing: Vec<&str> = case
         .kernels
         .iter()
@@ -378,7 +363,6 @@ mod tests {
 
     #[test]
     fn a_row_whose_kernel_did_not_launch_fails_though_its_values_agree() {
-        let _lock = lock();
         let case = Case::new(
             "probe",
             "forward",
@@ -394,23 +378,27 @@ mod tests {
             "{}",
             row.detail
         );
-        let large = KernelChoice {
+        let large = KernelPolicy {
             large_tiles: true,
-            ..KernelChoice::DEFAULT
+            ..KernelPolicy::DEFAULT
         };
-        let before = KernelChoice::current().unwrap();
-        let row = run_case(Device::CudaEmulated, &case.with_choice(large), false);
+        // The row's policy is its own: a caller's scope does not send a default row elsewhere.
+        let row = cuda::with_kernel_policy(Device::CudaEmulated, large, || {
+            run_case(Device::CudaEmulated, &case, false)
+        });
+        assert_eq!(row.status, Status::Fail, "{}", row.detail);
+        let before = cuda::kernel_policy(Device::CudaEmulated).unwrap();
+        let row = run_case(Device::CudaEmulated, &case.with_policy(large), false);
         assert_eq!(row.status, Status::Pass, "{}", row.detail);
         assert_eq!(
-            KernelChoice::current().unwrap(),
+            cuda::kernel_policy(Device::CudaEmulated).unwrap(),
             before,
-            "the switch was not restored"
+            "the row's policy outlived it"
         );
     }
 
     #[test]
     fn a_row_that_errs_or_panics_on_the_device_fails_with_the_reason() {
-        let _lock = lock();
         let errs = Case::new("probe", "forward", LOOSE, &[], |d| match d {
             Device::Cpu => Ok(vec![("x", cases::uniform(&[3], 1, d)?)]),
             _ => Err(invalid("probe", "refused on a device")),

@@ -171,6 +171,9 @@ pub struct TrainConfig {
     /// Replay each training step from a CUDA graph ([`super::CapturedStep`]): one launch per step
     /// instead of one per kernel. GPU devices only, f32 or bf16.
     pub cuda_graph: bool,
+    /// Which kernels the run's device launches (`--kernels`): applied to the training thread's
+    /// work on `device` for the whole run ([`crate::cuda::with_kernel_policy`]).
+    pub kernels: crate::cuda::KernelPolicy,
 }
 
 impl Default for TrainConfig {
@@ -198,6 +201,7 @@ impl Default for TrainConfig {
             limit_train: None,
             precision: Precision::F32,
             cuda_graph: false,
+            kernels: crate::cuda::KernelPolicy::DEFAULT,
         }
     }
 }

@@ -54,11 +54,11 @@
 
 use crate::autocast::Mode;
 use crate::backend;
+use crate::cuda::{gpu, DeviceGraph, GpuBuffer, KernelPolicy, StepScalars};
 use crate::core::device::Device;
-use crate::core::dtype::DType;
-use crate::cuda::{gpu, DeviceGraph, GpuBuffer, StepScalars};
 use crate::nn::Module;
 use crate::optim::Optimizer;
+use crate::core::dtype::DType;
 use crate::tensor::Tensor;
 
 use super::trainer::read_checked_stats;
@@ -159,8 +159,11 @@ impl CapturedStep {
     }
 
     /// Whether [`CapturedStep::replay`] can take this batch with this model and optimizer: the
-    /// batch has the captured shape, dtype and device, and the parameters, buffers and optimizer
-    /// state are the buffers the graph was captured with, each owned by its tensor alone.
+    /// batch has the captured shape, dtype and device, the parameters, buffers and optimizer
+    /// state are the buffers the graph was captured with, each owned by its tensor alone, and the
+    /// device's kernel policy on this thread is the one captured ([`CapturedStep::policy`]). A
+    /// caller that captures again when this says no (as `kiln train --cuda-graph` does) follows a
+    /// policy change with a new graph.
     pub fn can_replay(
         &self,
         model: &dyn Module,
@@ -168,7 +171,8 @@ impl CapturedStep {
         images: &Tensor,
         labels: &Tensor,
     ) -> bool {
-        self.accepts_batch(images, labels)
+        self.policy_unchanged()
+            && self.accepts_batch(images, labels)
             && owners(model, optimizer) == self.owners
             && bound_tensors(model, optimizer).all(|t| !t.storage_is_shared())
             && bound_addresses(model, optimizer) == self.bound
@@ -187,6 +191,17 @@ impl CapturedStep {
     /// The format of the matrix products the step was captured with, if any.
     pub fn format(&self) -> Option<DType> {
         self.mode.map(|m| m.format)
+    }
+
+    /// The kernel policy the step was captured under ([`crate::cuda::KernelPolicy`]): the graph
+    /// holds the kernels it chose, so replaying under another policy is an error.
+    pub fn policy(&self) -> KernelPolicy {
+        self.graph.policy()
+    }
+
+    /// Whether this thread's kernel policy for the graph's device is still the captured one.
+    fn policy_unchanged(&self) -> bool {
+        self.graph.gpu().kernel_policy() == self.graph.policy()
     }
 
     /// The mixed-precision mode the step was captured with, if any.
@@ -211,6 +226,17 @@ impl CapturedStep {
         labels: &Tensor,
         step: u64,
     ) -> Result<(f64, usize), TrainError> {
+        if !self.policy_unchanged() {
+            let now = self.graph.gpu().kernel_policy();
+            return Err(TrainError::invalid(
+                "CUDA graph replay",
+                format!(
+                    "the step was captured under kernel policy {} but the policy is now {now}; \
+                     capture the step again",
+                    self.policy()
+                ),
+            ));
+        }
         if !self.can_replay(model, optimizer, images, labels) {
             return Err(TrainError::invalid(
                 "CUDA graph replay",

@@ -176,7 +176,9 @@ pub fn train(config: &TrainConfig) -> Result<RunSummary, TrainError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("kiln-train-{i}"))
         .build()?;
-    pool.install(|| train_in_pool(config))
+    pool.install(|| {
+        crate::cuda::with_kernel_policy(config.device, config.kernels, || train_in_pool(config))
+    })
 }
 
 fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
