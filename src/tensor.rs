@@ -458,7 +458,10 @@ impl Tensor {
         let device = self.device;
         match self.storage_mut()? {
             Storage::Host(h) => T::view_mut(h).ok_or_else(|| {
-                Error::Internal(format!("{op}: host data does not hold dtype {:?}", T::DTYPE))
+                Error::Internal(format!(
+                    "{op}: host data does not hold dtype {:?}",
+                    T::DTYPE
+                ))
             }),
             Storage::Gpu(_) => Err(Error::Unsupported {
                 op,

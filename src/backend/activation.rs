@@ -5,8 +5,8 @@ use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_flo
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
 use crate::core::error::{invalid, Error, Result};
-use crate::cpu;
 use crate::core::layout::{MaxoutLayout, RowLayout};
+use crate::cpu;
 use crate::cuda;
 use crate::tensor::Tensor;
 

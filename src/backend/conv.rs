@@ -133,7 +133,8 @@ pub fn conv_input_grad_stored(
             )
         }),
         _ => {
-            let dx_storage = StorageFormat::of("conv2d input gradient", store.unwrap_or(DType::F32))?;
+            let dx_storage =
+                StorageFormat::of("conv2d input gradient", store.unwrap_or(DType::F32))?;
             conv_gpu::input_grad(w, dy, conv, mixed, dx_storage)
         }
     }

@@ -84,7 +84,9 @@ fn im2col_chunk(
     mixed: Option<DType>,
 ) -> Result<()> {
     match (s, mixed) {
-        (StorageFormat::F32, Some(format)) => im2col_16bit_at(gpu, x, g, col, format == DType::BF16),
+        (StorageFormat::F32, Some(format)) => {
+            im2col_16bit_at(gpu, x, g, col, format == DType::BF16)
+        }
         _ => im2col_at(gpu, s, x, g, col),
     }
 }

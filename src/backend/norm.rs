@@ -6,9 +6,9 @@ use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_flo
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
 use crate::core::error::{invalid, Error, Result};
+use crate::core::layout::ChannelLayout;
 use crate::core::shape::as_nchw;
 use crate::cpu;
-use crate::core::layout::ChannelLayout;
 use crate::cpu::norm::ChannelNorm;
 use crate::cuda;
 use crate::cuda::norm::GpuChannelNorm;

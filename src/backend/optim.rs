@@ -3,11 +3,11 @@
 //! touching anything, so a rejected call leaves `w` and the state as they were.
 
 use super::{common_device, gpu_f32, with_float};
+use crate::core::adam::AdamCoefficients;
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
-use crate::core::adam::AdamCoefficients;
 use crate::cuda;
 use crate::tensor::Tensor;
 

@@ -72,5 +72,4 @@ impl ChannelLayout {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
 }

@@ -3,8 +3,8 @@
 
 use rayon::prelude::*;
 
-pub use crate::core::layout::{MaxoutLayout, RowLayout};
 use super::{Float, MIN_PAR_LEN};
+pub use crate::core::layout::{MaxoutLayout, RowLayout};
 
 /// `y = max(x, 0)` and `mask = 1` where `x > 0`, else 0 (NaN gives `y = 0`, `mask = 0`).
 pub fn relu_fwd<T: Float>(x: &[T], y: &mut [T], mask: &mut [u8]) {

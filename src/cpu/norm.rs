@@ -9,7 +9,6 @@ use rayon::prelude::*;
 use super::{Float, MIN_PAR_LEN};
 pub use crate::core::layout::ChannelLayout;
 
-
 /// The per-channel numbers a pass normalizes with: x̂ = (x − mean)/√(var + eps), scaled by γ.
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelNorm<'a, T> {
@@ -34,7 +33,11 @@ fn as_float<T: Float>(n: usize) -> T {
 /// offset does not cancel the variance away.
 
 /// The values of channel `c`, image by image.
-fn channel<'a, T: Copy>(layout: &ChannelLayout, x: &'a [T], c: usize) -> impl Iterator<Item = &'a T> + 'a {
+fn channel<'a, T: Copy>(
+    layout: &ChannelLayout,
+    x: &'a [T],
+    c: usize,
+) -> impl Iterator<Item = &'a T> + 'a {
     let (channels, plane) = (layout.channels, layout.plane);
     (0..layout.batch).flat_map(move |n| {
         let start = (n * channels + c) * plane;

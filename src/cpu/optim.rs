@@ -4,8 +4,8 @@
 
 use rayon::prelude::*;
 
-pub use crate::core::adam::AdamCoefficients;
 use super::{Float, MIN_PAR_LEN};
+pub use crate::core::adam::AdamCoefficients;
 
 /// Plain SGD with L2 weight decay and no state: `w −= lr·(g + weight_decay·w)`.
 pub fn sgd_update<T: Float>(w: &mut [T], g: &[T], lr: T, weight_decay: T) {
@@ -67,7 +67,6 @@ pub fn rmsprop_update<T: Float>(
             *w = *w - lr * g / (s.sqrt() + eps);
         });
 }
-
 
 /// PyTorch's Adam/AdamW (no amsgrad): `g' = g + weight_decay·w; m = β1·m + (1 − β1)·g';
 /// v = β2·v + (1 − β2)·g'²; w = decay·w − step_size·m/(sqrt(v)/sqrt(1 − β2^t) + eps)`, which is

@@ -49,7 +49,13 @@ pub(crate) fn im2col(
 /// [`im2col`] on device addresses: `im` holds g.batch images, `col` their columns (the caller
 /// checked both ranges, e.g. with `GpuBuffer::address_of_range`). With 16-bit storage the columns
 /// are the input's values as they are: the tensor-core GEMM's operand with nothing to round.
-pub(crate) fn im2col_at(gpu: &Gpu, s: StorageFormat, im: u64, g: &ConvGeometry, col: u64) -> Result<()> {
+pub(crate) fn im2col_at(
+    gpu: &Gpu,
+    s: StorageFormat,
+    im: u64,
+    g: &ConvGeometry,
+    col: u64,
+) -> Result<()> {
     let params = Im2colParams {
         im,
         col,
@@ -98,7 +104,13 @@ pub(crate) fn col2im(
 
 /// [`col2im`] on device addresses (ranges checked by the caller), the image of storage `s` (the
 /// columns are f32).
-pub(crate) fn col2im_at(gpu: &Gpu, s: StorageFormat, col: u64, g: &ConvGeometry, im: u64) -> Result<()> {
+pub(crate) fn col2im_at(
+    gpu: &Gpu,
+    s: StorageFormat,
+    col: u64,
+    g: &ConvGeometry,
+    im: u64,
+) -> Result<()> {
     let params = Col2imParams {
         col,
         im,

@@ -36,12 +36,12 @@ mod timing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use devices::{empty_cache, memory_stats, reset_peak_memory, synchronize};
 pub use gemm_select::{
     select_gemm, Capabilities, FlatRows, GemmFormat, GemmKernel, GemmOperands, WgmmaKernel,
 };
 pub use graph::StepScalars;
 pub(crate) use graph::{DeviceGraph, PrivatePool};
-pub use devices::{empty_cache, memory_stats, reset_peak_memory, synchronize};
 pub use memory::MemoryStats;
 pub(crate) use memory::{size_class, Pool, RawBlock};
 pub use policy::{kernel_policy, set_kernel_policy, with_kernel_policy, KernelPolicy};

@@ -7,12 +7,12 @@ use super::cases::uniform;
 use super::layers::PRODUCTS;
 use super::{Case, Outputs, Tolerance};
 use crate::backend;
-use crate::cuda::KernelPolicy;
 use crate::core::device::Device;
-use crate::core::error::Result;
-use crate::ops;
-use crate::core::shape::{ConvGeometry, GemmSpec, GroupedConv, Window2d};
 use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::shape::{ConvGeometry, GemmSpec, GroupedConv, Window2d};
+use crate::cuda::KernelPolicy;
+use crate::ops;
 use crate::tensor::Tensor;
 
 /// alpha·op(A)·op(B) for `spec` (whose output matrices must lie back to back) on fresh operands

@@ -29,9 +29,9 @@ pub use report::table_header;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::cuda::{self, KernelPolicy};
 use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
+use crate::cuda::{self, KernelPolicy};
 use crate::tensor::Tensor;
 use compare::HostValues;
 

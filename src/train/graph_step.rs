@@ -54,11 +54,11 @@
 
 use crate::autocast::Mode;
 use crate::backend;
-use crate::cuda::{gpu, DeviceGraph, GpuBuffer, KernelPolicy, StepScalars};
 use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::cuda::{gpu, DeviceGraph, GpuBuffer, KernelPolicy, StepScalars};
 use crate::nn::Module;
 use crate::optim::Optimizer;
-use crate::core::dtype::DType;
 use crate::tensor::Tensor;
 
 use super::trainer::read_checked_stats;
