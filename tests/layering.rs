@@ -26,9 +26,8 @@ const KNOWN_BACK_EDGES: &[(&str, &str)] = &[
     // the tape's rules are closures over `Tensor`.
     ("backend", "tensor"),
     ("autograd", "tensor"),
-    // `ConvNet::train_step` runs SGD itself; the `Optimizer` trait names the CUDA-graph step.
+    // `ConvNet::train_step` runs SGD itself.
     ("nn", "optim"),
-    ("optim", "train"),
     // The core error still wraps `DataError`.
     ("core", "data"),
 ];

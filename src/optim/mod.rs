@@ -86,7 +86,7 @@ pub trait Optimizer {
     /// The values of the next update that change from step to step (learning rate; Adam's bias
     /// corrections for step `steps() + 1`), exactly as `step` would pass them to its kernels. A
     /// training step replayed from a CUDA graph reads them from device memory
-    /// ([`crate::train::CapturedStep`]); `step` is left 0 (the graph step sets it).
+    /// (`train::CapturedStep`, which sits above this tier); `step` is left 0 (the graph step sets it).
     fn graph_scalars(&self) -> StepScalars;
 
     /// Sets the step count: a replayed CUDA graph's updates are counted this way (and capturing
