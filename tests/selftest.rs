@@ -340,3 +340,39 @@ fn the_command_exits_2_with_a_clear_error_when_it_cannot_run() {
         assert!(stderr.contains("names no family"), "{stderr}");
     }
 }
+
+/// Each row runs under its own kernel policy: with the emulated context's default turned to every
+/// opt-in (which every thread sees), the rows still launch the kernels they name and pass, and
+/// the default is back once reset. The CPU has no policy to set.
+#[test]
+fn rows_keep_their_own_policy_whatever_the_contexts_default() {
+    use kiln::cuda::{kernel_policy, set_kernel_policy, KernelPolicy};
+    if !emulation_under_test("rows_keep_their_own_policy_whatever_the_contexts_default") {
+        return;
+    }
+    let device = Device::CudaEmulated;
+    /// Puts the library's default back however the test ends.
+    struct Reset(Device);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = set_kernel_policy(self.0, KernelPolicy::DEFAULT);
+        }
+    }
+    let all = KernelPolicy::parse("large-tiles,flat-tiles,wgmma-wide").unwrap();
+    let reset = Reset(device);
+    set_kernel_policy(device, all).unwrap();
+    let seen = std::thread::spawn(move || kernel_policy(device).unwrap());
+    assert_eq!(seen.join().unwrap(), all, "the default is the context's");
+    let report = run(device, &Options::default());
+    drop(reset);
+    assert_complete(&report);
+    let failed: Vec<String> = report
+        .rows
+        .iter()
+        .filter(|r| r.status != Status::Pass)
+        .map(|r| format!("{} / {}: {}", r.family, r.check, r.detail))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(kernel_policy(device).unwrap(), KernelPolicy::DEFAULT);
+    assert!(set_kernel_policy(Device::Cpu, all).is_err());
+}

@@ -617,6 +617,57 @@ fn negative_numeric_flags_reach_kilns_validation() {
     assert!(!out.exists());
 }
 
+/// `--kernels` chooses the run's kernel policy: a good list trains on the emulated GPU and is
+/// named in the run's first line; a bad choice is refused naming the flag and the value, before
+/// anything is written; `kiln info` prints the policy in force.
+#[test]
+fn the_kernels_flag_sets_the_runs_policy_and_explains_a_bad_value() {
+    let root = temp_dir("kernels-flag");
+    synthetic_fashion_mnist(&root, 20, 10);
+    let out = root.join("run");
+    let err = kiln_train_refused(&["--kernels", "large-tiles,turbo"], &root, &out);
+    assert!(
+        err.contains("--kernels") && err.contains("`turbo`") && err.contains("flat-tiles"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let trained = Command::new(kiln)
+        .args([
+            "train",
+            "--device",
+            "emulated",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+        ])
+        .args(["--kernels", "flat-tiles,large-tiles,conv-chunk-bytes=4096"])
+        .arg("--data")
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&trained.stdout);
+    assert!(
+        trained.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    assert!(
+        stdout.contains("kernels large-tiles,flat-tiles,conv-chunk-bytes=4096"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+
+    let info = Command::new(kiln).arg("info").output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("kernel policy on "), "{info}");
+    assert!(info.contains(": default"), "{info}");
+}
+
 /// `kiln eval` on a 0-image test set (and any caller) gets an error, not "test accuracy 0.00%".
 #[test]
 fn evaluating_an_empty_dataset_is_an_error() {

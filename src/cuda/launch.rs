@@ -160,3 +160,39 @@ pub(crate) fn launch<P: KernelParams>(
         Backend::Emulated => super::emulator::launch(name, cfg, params),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::count_launches;
+    use crate::shape::GemmSpec;
+    use crate::{backend, Device, Tensor};
+
+    /// One small f32 product on the emulated device: one `gemm_f32` launch.
+    fn one_product() {
+        let on = |t: Tensor| t.to_device(Device::CudaEmulated).unwrap();
+        let a = on(Tensor::from_vec(vec![1.0f32; 4], &[4], Device::Cpu).unwrap());
+        backend::gemm(&GemmSpec::new(2, 2, 2), 1.0, &a, &a, vec![4]).unwrap();
+    }
+
+    #[test]
+    fn scopes_count_this_threads_launches_and_nest() {
+        let ((), outer) = count_launches(|| {
+            one_product();
+            let ((), inner) = count_launches(one_product);
+            assert_eq!(inner.get("gemm_f32"), Some(&1));
+            // Another thread's launches are its own.
+            std::thread::spawn(one_product).join().unwrap();
+        });
+        assert_eq!(outer.get("gemm_f32"), Some(&2), "{outer:?}");
+        let ((), none) = count_launches(|| ());
+        assert!(none.is_empty());
+        let panicked = std::panic::catch_unwind(|| count_launches(|| panic!("inside a scope")));
+        assert!(panicked.is_err());
+        let ((), after) = count_launches(one_product);
+        assert_eq!(
+            after.get("gemm_f32"),
+            Some(&1),
+            "the panicked scope was closed"
+        );
+    }
+}

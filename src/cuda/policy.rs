@@ -32,21 +32,26 @@ use crate::core::error::{invalid, Result};
 /// Each opt-in becomes a default only once a GPU benchmark shows it winning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KernelPolicy {
-    /// Large f32 products (m, n ≥ 128, k ≥ 8) take `gemm_128x128_f32` instead of `gemm_f32`.
+    /// Large f32 products (m, n ≥ 128, k ≥ 8) take `gemm_128x128_f32` instead of `gemm_f32`
+    /// (was `set_large_tile_gemm`).
     pub large_tiles: bool,
     /// Products with at most 32 rows (not batch sums) take the flat 16x256 / 32x128 (f32) or
-    /// 16x256 / 32x256 (tensor-core) tiles instead of square ones, which would be mostly padding.
+    /// 16x256 / 32x256 (tensor-core) tiles instead of square ones, which would be mostly padding
+    /// (was `set_flat_tile_gemm`).
     pub flat_tiles: bool,
     /// 16-bit products take the Hopper warpgroup-MMA kernels where the context has them
-    /// (compute capability 9.0, or emulation) and the operands allow; else `mma.sync` (gemm_tc).
+    /// (compute capability 9.0, or emulation) and the operands allow; else `mma.sync` (gemm_tc)
+    /// (was `set_wgmma_gemm`).
     pub wgmma: bool,
     /// Single wgmma products load their panels with TMA (default); `false`: with cp.async, as
-    /// batched ones do.
+    /// batched ones do (was `set_wgmma_tma`).
     pub wgmma_tma: bool,
-    /// Single wgmma products wider than 128 columns take 128x256 TMA tiles.
+    /// Single wgmma products wider than 128 columns take 128x256 TMA tiles (was
+    /// `set_wgmma_wide_tiles`).
     pub wgmma_wide: bool,
     /// The most bytes one chunk of a convolution's im2col columns may take (at least one image's
-    /// columns are always processed together); 16 MiB stays in a large GPU's L2.
+    /// columns are always processed together); 16 MiB stays in a large GPU's L2 (was
+    /// `kiln::backend::set_conv_chunk_bytes`).
     pub conv_chunk_bytes: usize,
 }
 

@@ -46,6 +46,9 @@
 //!   `parameters` or `buffers`, or a graph cannot see the change;
 //! - the learning rate, Adam's bias corrections and the dropout step go to device memory before
 //!   each replay ([`crate::optim::Optimizer::graph_scalars`]).
+//! - the graph holds the kernels its capture's [`KernelPolicy`] chose: under another policy (a
+//!   [`crate::cuda::with_kernel_policy`] scope, a new context default) [`CapturedStep::can_replay`]
+//!   says no and [`CapturedStep::replay`] is an error, so the caller captures again.
 //!
 //! Differences from [`super::train_step_with`]: a non-finite loss is found after the update (the
 //! graph cannot stop half-way), so the weights in memory have taken that step when the error comes
