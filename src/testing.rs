@@ -152,17 +152,15 @@ pub fn runs_on(kind: DeviceKind) -> bool {
         .contains(&kind)
 }
 
-/// `devices` without the kinds `KILN_TEST_DEVICES` leaves out, saying once per test what it skips.
+/// `devices` without the kinds `KILN_TEST_DEVICES` leaves out, saying what it skips in the words
+/// of [`run_on_device`].
 fn selected(test: &str, devices: Vec<Device>) -> Vec<Device> {
     let (kept, dropped): (Vec<Device>, Vec<Device>) = devices
         .into_iter()
         .partition(|&d| runs_on(DeviceKind::of(d)));
-    if !dropped.is_empty() {
-        let names: Vec<String> = dropped.iter().map(|d| d.to_string()).collect();
-        eprintln!(
-            "{test}: SKIPPED on {} ({TEST_DEVICES_VAR} leaves it out)",
-            names.join(", ")
-        );
+    for device in dropped {
+        let kind = DeviceKind::of(device).name();
+        eprintln!("SKIPPED {test} on {kind}: {TEST_DEVICES_VAR} leaves it out");
     }
     kept
 }

@@ -169,3 +169,23 @@ fn a_deselected_half_is_no_gpu_skip_for_the_runner() {
         "parity: skipping the real-GPU run: no GPU"
     ));
 }
+
+/// A suite not yet converted, looping over `gpu_devices_under_test`.
+#[test]
+fn legacy_loop() {
+    for device in kiln::testing::gpu_devices_under_test("legacy_loop") {
+        assert!(device.is_gpu());
+    }
+}
+
+/// Its halves left out say SKIPPED in the same words as the macro's.
+#[test]
+fn a_loop_over_devices_skips_in_the_same_words() {
+    let (passed, out) = run_alone("legacy_loop", &[("KILN_TEST_DEVICES", "cpu")]);
+    assert!(passed, "{out}");
+    assert!(
+        out.contains("SKIPPED legacy_loop on emulated: KILN_TEST_DEVICES leaves it out"),
+        "{out}"
+    );
+    assert!(!runner_counts_as_gpu_skip(skipped_line(&out)), "{out}");
+}
