@@ -396,7 +396,10 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
     ]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("optimizer") && err.contains("adamw"), "{err}");
+    assert!(
+        err.contains("--optimizer") && err.contains("adamw"),
+        "{err}"
+    );
     let bad_precision = run(&[
         "train",
         "--precision",
@@ -405,7 +408,17 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
         root.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&bad_precision.stderr);
-    assert!(err.contains("precision") && err.contains("bf16"), "{err}");
+    assert!(err.contains("--precision") && err.contains("bf16"), "{err}");
+    // The schedule and the device too: clap names the flag and the choices.
+    let bad_schedule = run(&["train", "--schedule", "linear"]);
+    let err = String::from_utf8_lossy(&bad_schedule.stderr);
+    assert!(
+        err.contains("--schedule") && err.contains("cosine"),
+        "{err}"
+    );
+    let bad_device = run(&["eval", "x.safetensors", "--device", "tpu"]);
+    let err = String::from_utf8_lossy(&bad_device.stderr);
+    assert!(err.contains("--device") && err.contains("cuda:N"), "{err}");
     let bad_model = run(&["summary", "alexnet"]);
     assert!(String::from_utf8_lossy(&bad_model.stderr).contains("resnet20"));
     let help = run(&["train", "--help"]);
@@ -825,4 +838,25 @@ fn a_version_1_checkpoint_still_loads_and_evaluates() {
         String::from_utf8_lossy(&eval.stderr)
     );
     assert!(String::from_utf8_lossy(&eval.stdout).contains("(30 images)"));
+}
+
+/// A data error of a run reaches the caller as `TrainError::Data`, its message intact.
+#[test]
+fn a_data_error_is_a_train_error() {
+    let root = temp_dir("data-error");
+    let train_set = colour_patches(8, 1);
+    let test_set =
+        kiln::data::Dataset::new(vec![0.0; 2 * 3 * 64], vec![0, 1], [3, 8, 8], 4).unwrap();
+    let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+    let data = kiln::data::InMemoryDataset::new("mismatched", names, train_set, test_set).unwrap();
+    let err = train(&config(&root.join("run")), &data).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::Data(kiln::data::DataError::Mismatch { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("[3, 8, 8]"), "{err}");
+    assert!(!root.join("run").exists());
 }
