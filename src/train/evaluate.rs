@@ -6,9 +6,8 @@ use super::confusion::ConfusionMatrix;
 use super::error::TrainError;
 use super::meta::{load_run_checkpoint, CheckpointMeta};
 use super::state::restore_model;
-use super::trainer::confusion_matrix;
 use crate::autograd::no_grad;
-use crate::data::{DataLoader, Dataset};
+use crate::data::{DataLoader, Dataset, DatasetInfo};
 use crate::device::Device;
 use crate::error::Result;
 use crate::nn::{Mode, Module};
@@ -79,6 +78,17 @@ pub fn evaluate(model: &mut dyn Module, loader: &DataLoader) -> Result<Evaluatio
         eval.accuracy = correct as f64 / n;
         Ok(eval)
     })
+}
+
+/// The confusion matrix of an evaluation, with the dataset's class names.
+pub(crate) fn confusion_matrix(
+    info: &DatasetInfo,
+    eval: &Evaluation,
+) -> Result<ConfusionMatrix, TrainError> {
+    let names: Vec<&str> = info.class_names.iter().map(String::as_str).collect();
+    let mut confusion = ConfusionMatrix::new(&names);
+    confusion.add_all(&eval.predictions, &eval.labels)?;
+    Ok(confusion)
 }
 
 /// A checkpoint evaluated on a test set: its metadata, the evaluation and the confusion matrix.

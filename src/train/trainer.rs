@@ -9,7 +9,7 @@ use super::config::TrainConfig;
 use super::confusion::ConfusionMatrix;
 use super::early_stopping::{Decision, EarlyStopping};
 use super::error::TrainError;
-use super::evaluate::evaluate;
+use super::evaluate::{confusion_matrix, evaluate};
 use super::graph_step::CapturedStep;
 use super::guard::check_finite;
 use super::meta::{load_run_checkpoint, CheckpointMeta, TrainingState, META_VERSION};
@@ -306,17 +306,6 @@ fn load_resumable(
         )
     })?;
     Ok((ck, meta, training))
-}
-
-/// The confusion matrix of an evaluation, with the dataset's class names.
-pub(crate) fn confusion_matrix(
-    info: &DatasetInfo,
-    eval: &super::evaluate::Evaluation,
-) -> Result<ConfusionMatrix, TrainError> {
-    let names: Vec<&str> = info.class_names.iter().map(String::as_str).collect();
-    let mut confusion = ConfusionMatrix::new(&names);
-    confusion.add_all(&eval.predictions, &eval.labels)?;
-    Ok(confusion)
 }
 
 /// What a restart trains and carries from step to step.
