@@ -28,8 +28,6 @@ const KNOWN_BACK_EDGES: &[(&str, &str)] = &[
     ("autograd", "tensor"),
     // `ConvNet::train_step` runs SGD itself.
     ("nn", "optim"),
-    // The core error still wraps `DataError`.
-    ("core", "data"),
 ];
 
 fn tier_of(module: &str) -> Option<usize> {

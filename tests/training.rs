@@ -6,9 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln::data::{write_idx_images, write_idx_labels, IdxImages, FASHION_MNIST_FILES};
+use kiln::data::{
+    write_idx_images, write_idx_labels, FashionMnist, IdxImages, FASHION_MNIST_FILES,
+};
 use kiln::nn::Architecture;
-use kiln::train::{load_checkpoint, read_metrics_csv, train, Precision, TrainConfig, TrainError};
+use kiln::train::{
+    load_checkpoint, load_run_checkpoint, read_metrics_csv, train, Precision, RunSummary,
+    TrainConfig, TrainError,
+};
 use kiln::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,7 +64,13 @@ fn synthetic_fashion_mnist(dir: &Path, train: usize, test: usize) {
     write_idx_labels(&path(3), &test_labels, true).unwrap();
 }
 
-fn config(data: &Path, out: &Path) -> TrainConfig {
+/// Trains on the Fashion-MNIST files in `data` (a run's data comes from the caller).
+fn train_on(data: &Path, config: &TrainConfig) -> Result<RunSummary, TrainError> {
+    let mnist = FashionMnist::load(Some(data))?;
+    train(config, &mnist)
+}
+
+fn config(out: &Path) -> TrainConfig {
     TrainConfig {
         model: Architecture::LeNet5,
         epochs: 2,
@@ -68,7 +79,6 @@ fn config(data: &Path, out: &Path) -> TrainConfig {
         device: Device::Cpu,
         seed: 7,
         val_fraction: 0.2,
-        data_dir: Some(data.to_path_buf()),
         out: out.to_path_buf(),
         ..TrainConfig::default()
     }
@@ -79,10 +89,13 @@ fn a_run_learns_and_writes_every_report() {
     let root = temp_dir("reports");
     synthetic_fashion_mnist(&root, 600, 100);
     let out = root.join("run");
-    let summary = train(&TrainConfig {
-        epochs: 3,
-        ..config(&root, &out)
-    })
+    let summary = train_on(
+        &root,
+        &TrainConfig {
+            epochs: 3,
+            ..config(&out)
+        },
+    )
     .unwrap();
     for file in [
         "best.safetensors",
@@ -100,8 +113,12 @@ fn a_run_learns_and_writes_every_report() {
         summary.test_accuracy
     );
     assert_eq!(summary.confusion.total(), 100);
-    let best = load_checkpoint(out.join("best.safetensors")).unwrap();
-    assert_eq!(best.metadata["architecture"], "lenet5");
+    let (best, meta) = load_run_checkpoint(out.join("best.safetensors")).unwrap();
+    assert_eq!(meta.model, Architecture::LeNet5);
+    assert_eq!(meta.version, kiln::train::META_VERSION);
+    assert_eq!(meta.dataset.sample_shape, [1, 28, 28]);
+    assert_eq!(meta.dataset.num_classes(), 10);
+    assert_eq!(meta.batch_size, Some(32));
     assert!(best.get("model.0.weight").is_some());
 }
 
@@ -115,16 +132,19 @@ fn resume_continues_exactly_where_the_run_stopped() {
         optimizer: kiln::train::OptimizerKind::Adam,
         lr: 1e-3,
         augment: true,
-        ..config(&root, out)
+        ..config(out)
     };
     let whole = root.join("whole");
-    train(&vgg(&whole, 3)).unwrap();
+    train_on(&root, &vgg(&whole, 3)).unwrap();
     let split = root.join("split");
-    train(&vgg(&split, 2)).unwrap();
-    train(&TrainConfig {
-        resume: true,
-        ..vgg(&split, 3)
-    })
+    train_on(&root, &vgg(&split, 2)).unwrap();
+    train_on(
+        &root,
+        &TrainConfig {
+            resume: true,
+            ..vgg(&split, 3)
+        },
+    )
     .unwrap();
 
     let (a, b) = (
@@ -158,11 +178,14 @@ fn resume_continues_exactly_where_the_run_stopped() {
 fn mixed_precision_runs_learn_and_an_f16_run_resumes_exactly() {
     let root = temp_dir("mixed");
     synthetic_fashion_mnist(&root, 400, 80);
-    let bf16 = train(&TrainConfig {
-        epochs: 3,
-        precision: Precision::Bf16,
-        ..config(&root, &root.join("bf16"))
-    })
+    let bf16 = train_on(
+        &root,
+        &TrainConfig {
+            epochs: 3,
+            precision: Precision::Bf16,
+            ..config(&root.join("bf16"))
+        },
+    )
     .unwrap();
     assert!(
         bf16.test_accuracy > 0.5,
@@ -174,36 +197,38 @@ fn mixed_precision_runs_learn_and_an_f16_run_resumes_exactly() {
     let f16 = |out: &Path, epochs| TrainConfig {
         epochs,
         precision: Precision::F16,
-        ..config(&root, out)
+        ..config(out)
     };
     let whole = root.join("f16-whole");
-    let summary = train(&f16(&whole, 3)).unwrap();
+    let summary = train_on(&root, &f16(&whole, 3)).unwrap();
     assert!(
         summary.test_accuracy > 0.5,
         "f16 test accuracy {}",
         summary.test_accuracy
     );
     let split = root.join("f16-split");
-    train(&f16(&split, 2)).unwrap();
-    train(&TrainConfig {
-        resume: true,
-        ..f16(&split, 3)
-    })
+    train_on(&root, &f16(&split, 2)).unwrap();
+    train_on(
+        &root,
+        &TrainConfig {
+            resume: true,
+            ..f16(&split, 3)
+        },
+    )
     .unwrap();
-    let (a, b) = (
-        load_checkpoint(whole.join("last.safetensors")).unwrap(),
-        load_checkpoint(split.join("last.safetensors")).unwrap(),
+    let ((a, meta_a), (b, meta_b)) = (
+        load_run_checkpoint(whole.join("last.safetensors")).unwrap(),
+        load_run_checkpoint(split.join("last.safetensors")).unwrap(),
     );
-    let scale = |c: &kiln::train::Checkpoint| c.metadata["loss_scale"].parse::<f64>().unwrap();
-    assert_eq!(scale(&a), scale(&b));
-    assert_eq!(
-        a.metadata["loss_scale_good_steps"],
-        b.metadata["loss_scale_good_steps"]
-    );
+    let scaler =
+        |m: &kiln::train::CheckpointMeta| m.training.as_ref().unwrap().loss_scaler.unwrap();
+    let scale = |m: &kiln::train::CheckpointMeta| scaler(m).scale;
+    assert_eq!(scale(&meta_a), scale(&meta_b));
+    assert_eq!(scaler(&meta_a).good_steps, scaler(&meta_b).good_steps);
     assert!(
-        scale(&a) <= 65536.0 && scale(&a).log2().fract() == 0.0,
+        scale(&meta_a) <= 65536.0 && scale(&meta_a).log2().fract() == 0.0,
         "scale {}",
-        scale(&a)
+        scale(&meta_a)
     );
     for ((name, ta), (_, tb)) in a.tensors.iter().zip(&b.tensors) {
         assert_eq!(
@@ -214,11 +239,14 @@ fn mixed_precision_runs_learn_and_an_f16_run_resumes_exactly() {
     }
     // An f32 run's checkpoint cannot continue as an f16 run: resuming keeps the precision.
     let f32_run = root.join("f32");
-    train(&config(&root, &f32_run)).unwrap();
-    let err = train(&TrainConfig {
-        resume: true,
-        ..f16(&f32_run, 3)
-    })
+    train_on(&root, &config(&f32_run)).unwrap();
+    let err = train_on(
+        &root,
+        &TrainConfig {
+            resume: true,
+            ..f16(&f32_run, 3)
+        },
+    )
     .unwrap_err();
     assert!(err.to_string().contains("--precision f32"), "{err}");
 }
@@ -229,12 +257,15 @@ fn early_stopping_and_restarts_keep_the_best_weights() {
     synthetic_fashion_mnist(&root, 200, 50);
     let out = root.join("run");
     // A tiny learning rate: validation accuracy cannot improve after the first epoch.
-    let stopped = train(&TrainConfig {
-        epochs: 6,
-        lr: 1e-9,
-        patience: Some(2),
-        ..config(&root, &out)
-    })
+    let stopped = train_on(
+        &root,
+        &TrainConfig {
+            epochs: 6,
+            lr: 1e-9,
+            patience: Some(2),
+            ..config(&out)
+        },
+    )
     .unwrap();
     assert_eq!(
         stopped.history.len(),
@@ -243,11 +274,14 @@ fn early_stopping_and_restarts_keep_the_best_weights() {
     );
     assert_eq!(stopped.best_epoch, 0);
 
-    let restarts = train(&TrainConfig {
-        epochs: 1,
-        restarts: 3,
-        ..config(&root, &root.join("restarts"))
-    })
+    let restarts = train_on(
+        &root,
+        &TrainConfig {
+            epochs: 1,
+            restarts: 3,
+            ..config(&root.join("restarts"))
+        },
+    )
     .unwrap();
     assert_eq!(restarts.history.len(), 3, "one row per restart epoch");
     let best_val = restarts
@@ -267,18 +301,24 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let root = temp_dir("diverge");
     synthetic_fashion_mnist(&root, 200, 50);
     let out = root.join("run");
-    train(&TrainConfig {
-        epochs: 1,
-        ..config(&root, &out)
-    })
+    train_on(
+        &root,
+        &TrainConfig {
+            epochs: 1,
+            ..config(&out)
+        },
+    )
     .unwrap();
     let before = std::fs::read(out.join("last.safetensors")).unwrap();
-    let err = train(&TrainConfig {
-        epochs: 3,
-        lr: 1e12,
-        resume: true,
-        ..config(&root, &out)
-    })
+    let err = train_on(
+        &root,
+        &TrainConfig {
+            epochs: 3,
+            lr: 1e12,
+            resume: true,
+            ..config(&out)
+        },
+    )
     .unwrap_err();
     assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
     assert!(err.to_string().contains("learning rate"), "{err}");
@@ -356,7 +396,10 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
     ]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("optimizer") && err.contains("adamw"), "{err}");
+    assert!(
+        err.contains("--optimizer") && err.contains("adamw"),
+        "{err}"
+    );
     let bad_precision = run(&[
         "train",
         "--precision",
@@ -365,7 +408,17 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
         root.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&bad_precision.stderr);
-    assert!(err.contains("precision") && err.contains("bf16"), "{err}");
+    assert!(err.contains("--precision") && err.contains("bf16"), "{err}");
+    // The schedule and the device too: clap names the flag and the choices.
+    let bad_schedule = run(&["train", "--schedule", "linear"]);
+    let err = String::from_utf8_lossy(&bad_schedule.stderr);
+    assert!(
+        err.contains("--schedule") && err.contains("cosine"),
+        "{err}"
+    );
+    let bad_device = run(&["eval", "x.safetensors", "--device", "tpu"]);
+    let err = String::from_utf8_lossy(&bad_device.stderr);
+    assert!(err.contains("--device") && err.contains("cuda:N"), "{err}");
     let bad_model = run(&["summary", "alexnet"]);
     assert!(String::from_utf8_lossy(&bad_model.stderr).contains("resnet20"));
     let help = run(&["train", "--help"]);
@@ -483,16 +536,19 @@ fn a_cuda_graph_run_matches_an_ordinary_run() {
     synthetic_fashion_mnist(&root, 150, 40);
     let run = |name: &str, model: Architecture, cuda_graph: bool| {
         let out = root.join(name);
-        let summary = train(&TrainConfig {
-            model,
-            epochs: 2,
-            optimizer: kiln::train::OptimizerKind::Adam,
-            lr: 1e-3,
-            schedule: kiln::train::ScheduleKind::Cosine,
-            device: Device::CudaEmulated,
-            cuda_graph,
-            ..config(&root, &out)
-        })
+        let summary = train_on(
+            &root,
+            &TrainConfig {
+                model,
+                epochs: 2,
+                optimizer: kiln::train::OptimizerKind::Adam,
+                lr: 1e-3,
+                schedule: kiln::train::ScheduleKind::Cosine,
+                device: Device::CudaEmulated,
+                cuda_graph,
+                ..config(&out)
+            },
+        )
         .unwrap();
         let rows = read_metrics_csv(out.join("metrics.csv")).unwrap();
         let losses: Vec<_> = rows
@@ -508,7 +564,7 @@ fn a_cuda_graph_run_matches_an_ordinary_run() {
     assert_eq!(ordinary, graphed);
     let err = TrainConfig {
         cuda_graph: true,
-        ..config(&root, &root.join("cpu"))
+        ..config(&root.join("cpu"))
     }
     .validate()
     .unwrap_err();
@@ -523,8 +579,8 @@ fn empty_splits_are_errors_before_anything_is_written() {
     std::fs::create_dir_all(&data).unwrap();
     synthetic_fashion_mnist(&data, 20, 10);
     let out = root.join("run");
-    let refused = |config: TrainConfig, split: &str, named: &str| {
-        match train(&config) {
+    let refused = |data: &Path, config: TrainConfig, split: &str, named: &str| {
+        match train_on(data, &config) {
             Err(e @ TrainError::InvalidArgument { .. }) | Err(e @ TrainError::Kiln(_)) => {
                 let msg = e.to_string();
                 assert!(msg.contains(split) && msg.contains(named), "{msg}");
@@ -538,26 +594,29 @@ fn empty_splits_are_errors_before_anything_is_written() {
         assert!(!out.exists(), "{} was written", out.display());
     };
     refused(
+        &data,
         TrainConfig {
             limit_train: Some(0),
-            ..config(&data, &out)
+            ..config(&out)
         },
         "training split",
         "--limit-train 0",
     );
     refused(
+        &data,
         TrainConfig {
             val_fraction: 0.9999,
-            ..config(&data, &out)
+            ..config(&out)
         },
         "training split",
         "--val-fraction 0.9999",
     );
     // 1% of 20 images rounds to no validation images.
     refused(
+        &data,
         TrainConfig {
             val_fraction: 0.01,
-            ..config(&data, &out)
+            ..config(&out)
         },
         "validation split",
         "--val-fraction 0.01",
@@ -567,7 +626,8 @@ fn empty_splits_are_errors_before_anything_is_written() {
     std::fs::create_dir_all(&empty_train).unwrap();
     synthetic_fashion_mnist(&empty_train, 0, 10);
     refused(
-        config(&empty_train, &out),
+        &empty_train,
+        config(&out),
         "training split",
         FASHION_MNIST_FILES[0],
     );
@@ -575,7 +635,8 @@ fn empty_splits_are_errors_before_anything_is_written() {
     std::fs::create_dir_all(&empty_test).unwrap();
     synthetic_fashion_mnist(&empty_test, 20, 0);
     refused(
-        config(&empty_test, &out),
+        &empty_test,
+        config(&out),
         "test split",
         FASHION_MNIST_FILES[2],
     );
@@ -678,4 +739,175 @@ fn evaluating_an_empty_dataset_is_an_error() {
     let loader = kiln::data::DataLoader::new(empty, 4, Device::Cpu).unwrap();
     let err = kiln::train::evaluate(&mut model, &loader).unwrap_err();
     assert!(err.to_string().contains("0 images"), "{err}");
+}
+
+/// 3x16x16 images in 4 classes: class k is a bright 5x5 patch in channel k % 3 at corner k, plus
+/// noise (a dataset of another shape than Fashion-MNIST's, built in memory).
+fn colour_patches(count: usize, seed: u64) -> kiln::data::Dataset {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (side, plane) = (16, 256);
+    let mut images = vec![0f32; count * 3 * plane];
+    let mut labels = Vec::with_capacity(count);
+    for (n, image) in images.chunks_mut(3 * plane).enumerate() {
+        let class = n % 4;
+        labels.push(class as i32);
+        image
+            .iter_mut()
+            .for_each(|p| *p = rng.random_range(0.0..0.3));
+        let (top, left) = ((class / 2) * 10, (class % 2) * 10);
+        for h in top..top + 5 {
+            for w in left..left + 5 {
+                image[(class % 3) * plane + h * side + w] = rng.random_range(0.8..1.0);
+            }
+        }
+    }
+    kiln::data::Dataset::new(images, labels, [3, side, side], 4).unwrap()
+}
+
+#[test]
+fn a_user_built_dataset_of_another_shape_trains_checkpoints_resumes_and_evaluates() {
+    use kiln::data::InMemoryDataset;
+    use kiln::train::evaluate_checkpoint;
+    let root = temp_dir("user-data");
+    let names: Vec<String> = ["red", "green", "blue", "red again"]
+        .map(String::from)
+        .to_vec();
+    let data = InMemoryDataset::new(
+        "colour patches",
+        names.clone(),
+        colour_patches(96, 1),
+        colour_patches(32, 2),
+    )
+    .unwrap();
+    let out = root.join("run");
+    let run = |epochs, resume| TrainConfig {
+        epochs,
+        batch_size: 16,
+        val_fraction: 0.25,
+        resume,
+        ..config(&out)
+    };
+    train(&run(1, false), &data).unwrap();
+    let summary = train(&run(2, true), &data).unwrap();
+    assert_eq!(summary.history.len(), 2, "resumed after epoch 1");
+    assert_eq!(summary.confusion.total(), 32);
+
+    let best = out.join("best.safetensors");
+    let (ck, meta) = load_run_checkpoint(&best).unwrap();
+    assert_eq!(meta.dataset.sample_shape, [3, 16, 16]);
+    assert_eq!(meta.dataset.class_names, names);
+    assert_eq!(meta.dataset.normalization.mean.len(), 3);
+    assert!(meta.dataset.sources.train.contains("in-memory"), "{meta:?}");
+    assert_eq!(ck.get("model.0.weight").unwrap().shape(), &[6, 3, 5, 5]);
+    assert_eq!(ck.get("model.11.weight").unwrap().shape(), &[4, 84]);
+
+    // The checkpoint alone rebuilds the model and normalizes raw test samples as training did.
+    let evaluated = evaluate_checkpoint(&best, colour_patches(32, 2), Device::Cpu).unwrap();
+    assert_eq!(evaluated.evaluation.accuracy, summary.test_accuracy);
+    assert_eq!(evaluated.evaluation.loss, summary.test_loss);
+    assert_eq!(evaluated.confusion.total(), 32);
+    assert!(evaluated.confusion.to_string().contains("red again"));
+    let fashion_shaped = kiln::data::Dataset::new(vec![0.0; 784], vec![0], [1, 28, 28], 4).unwrap();
+    let err = evaluate_checkpoint(&best, fashion_shaped, Device::Cpu).unwrap_err();
+    assert!(
+        err.to_string().contains("[1, 28, 28]") && err.to_string().contains("[3, 16, 16]"),
+        "{err}"
+    );
+
+    // Resuming on data of another shape is refused, naming both.
+    let root_fm = temp_dir("user-data-fm");
+    synthetic_fashion_mnist(&root_fm, 40, 10);
+    let err = train_on(&root_fm, &run(3, true)).unwrap_err().to_string();
+    assert!(
+        err.contains("colour patches") && err.contains("Fashion-MNIST"),
+        "{err}"
+    );
+}
+
+/// A checkpoint in version 1's format (one string entry per value, as kiln wrote them before
+/// the typed metadata), built here by hand, still loads and evaluates, also through `kiln eval`.
+#[test]
+fn a_version_1_checkpoint_still_loads_and_evaluates() {
+    use kiln::nn::Module;
+    use kiln::train::state::{model_tensors, restore_model};
+    let root = temp_dir("v1-checkpoint");
+    synthetic_fashion_mnist(&root, 40, 30);
+    let model = Architecture::LeNet5
+        .build(1, 28, 10, 5, Device::Cpu)
+        .unwrap();
+    let tensors = model_tensors(&model);
+    let named: Vec<(String, &kiln::Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
+    let old: std::collections::BTreeMap<String, String> = [
+        ("format", "pt"),
+        ("architecture", "lenet5"),
+        ("restart", "0"),
+        ("epoch", "2"),
+        ("seed", "5"),
+        ("best_val_accuracy", "8.5e-1"),
+        ("normalization_mean", "0.25"),
+        ("normalization_std", "0.5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let path = root.join("old.safetensors");
+    kiln::train::save_checkpoint(&path, &named, &old).unwrap();
+
+    let (_, meta) = load_run_checkpoint(&path).unwrap();
+    assert_eq!(meta.version, 1);
+    assert_eq!(meta.model, Architecture::LeNet5);
+    assert_eq!((meta.epoch, meta.seed), (2, 5));
+    assert_eq!(meta.best_val_accuracy, Some(0.85));
+    assert_eq!(meta.dataset.sample_shape, [1, 28, 28]);
+    assert_eq!(meta.dataset.normalization.std, vec![0.5]);
+    assert!(meta.training.is_none());
+
+    let mnist = FashionMnist::load(Some(&root)).unwrap();
+    let evaluated =
+        kiln::train::evaluate_checkpoint(&path, mnist.test().unwrap(), Device::Cpu).unwrap();
+    // The same as evaluating the model by hand on the test set normalized with 0.25 / 0.5.
+    let mut by_hand = Architecture::LeNet5
+        .build(1, 28, 10, 0, Device::Cpu)
+        .unwrap();
+    restore_model(&mut by_hand, &model_tensors(&model)).unwrap();
+    assert_eq!(by_hand.parameter_count(), model.parameter_count());
+    let mut test = mnist.test().unwrap();
+    test.normalize(&meta.dataset.normalization).unwrap();
+    let loader = kiln::data::DataLoader::new(test, 256, Device::Cpu).unwrap();
+    let expected = kiln::train::evaluate(&mut by_hand, &loader).unwrap();
+    assert_eq!(evaluated.evaluation.predictions, expected.predictions);
+    assert_eq!(evaluated.evaluation.loss, expected.loss);
+
+    let eval = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["eval", path.to_str().unwrap(), "--device", "cpu", "--data"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    assert!(String::from_utf8_lossy(&eval.stdout).contains("(30 images)"));
+}
+
+/// A data error of a run reaches the caller as `TrainError::Data`, its message intact.
+#[test]
+fn a_data_error_is_a_train_error() {
+    let root = temp_dir("data-error");
+    let train_set = colour_patches(8, 1);
+    let test_set =
+        kiln::data::Dataset::new(vec![0.0; 2 * 3 * 64], vec![0, 1], [3, 8, 8], 4).unwrap();
+    let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+    let data = kiln::data::InMemoryDataset::new("mismatched", names, train_set, test_set).unwrap();
+    let err = train(&config(&root.join("run")), &data).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::Data(kiln::data::DataError::Mismatch { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("[3, 8, 8]"), "{err}");
+    assert!(!root.join("run").exists());
 }

@@ -9,13 +9,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln::data::{DataLoader, FashionMnist, FASHION_MNIST_CLASSES};
+use kiln::data::FashionMnist;
 use kiln::nn::{summarize, Architecture, Module};
-use kiln::train::{
-    self, evaluate, load_checkpoint, ConfusionMatrix, OptimizerKind, Precision, ScheduleKind,
-    TrainConfig,
-};
+use kiln::train::{self, evaluate_checkpoint, OptimizerKind, Precision, ScheduleKind, TrainConfig};
 use kiln::{cuda, selftest, Device};
+
+/// `--device`: clap reports a bad value with the flag and kiln's list of spellings.
+fn device_flag(name: &str) -> Result<Device, String> {
+    Device::parse(name).map_err(|e| e.to_string())
+}
+
+fn kernels_flag(list: &str) -> Result<cuda::KernelPolicy, String> {
+    cuda::KernelPolicy::parse(list).map_err(|e| e.to_string())
+}
 
 #[derive(Parser)]
 #[command(
@@ -40,13 +46,14 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
         /// cpu, cuda, cuda:N, emulated or auto.
-        #[arg(long, default_value = "auto")]
-        device: String,
+        #[arg(long, default_value = "auto", value_parser = device_flag)]
+        device: Device,
     },
     /// Print a model's layers, output shapes and parameter counts ((F·F·C_in + 1)·K per conv).
     Summary {
         /// lenet5, lenet5-classic, vgg or resnet20.
-        model: String,
+        #[arg(value_enum)]
+        model: Architecture,
     },
     /// Devices, driver, memory, and whether the CUDA kernels were compiled into this build.
     Info,
@@ -55,7 +62,8 @@ enum Command {
     /// status: 0 when every row passes, 1 when any fails, 2 when the selftest cannot run (e.g. the
     /// device cannot be opened).
     Selftest {
-        /// cuda, cuda:N, emulated (the kernels run on the CPU) or auto.
+        /// cuda, cuda:N, emulated (the kernels run on the CPU) or auto. (A string, parsed by
+        /// the selftest itself: a bad device exits with status 2 and its own message.)
         #[arg(long, default_value = "cuda")]
         device: String,
         /// Also write each row to PATH as one JSON object per line as it is measured, and last a
@@ -70,8 +78,8 @@ enum Command {
 #[command(args_override_self = true)]
 struct TrainArgs {
     /// Network: lenet5 (ReLU + max pool), lenet5-classic (tanh + average pool), vgg, resnet20.
-    #[arg(long, default_value = "lenet5")]
-    model: String,
+    #[arg(long, value_enum, default_value = "lenet5")]
+    model: Architecture,
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     epochs: usize,
     #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
@@ -80,8 +88,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     lr: f64,
     /// sgd, momentum, nesterov, rmsprop, adam or adamw.
-    #[arg(long, default_value = "momentum")]
-    optimizer: String,
+    #[arg(long, value_enum, default_value = "momentum")]
+    optimizer: OptimizerKind,
     /// Momentum of the momentum and nesterov optimizers.
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f64,
@@ -89,8 +97,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     weight_decay: f64,
     /// Learning-rate schedule: constant, step (×0.1 every 5 epochs) or cosine.
-    #[arg(long, default_value = "constant")]
-    schedule: String,
+    #[arg(long, value_enum, default_value = "constant")]
+    schedule: ScheduleKind,
     /// Epochs of linear learning-rate warm-up.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     warmup: usize,
@@ -101,8 +109,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     jitter: f32,
     /// cpu, cuda, cuda:N, emulated or auto.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value = "auto", value_parser = device_flag)]
+    device: Device,
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     seed: u64,
     /// Fraction of the training set held out for validation.
@@ -129,8 +137,8 @@ struct TrainArgs {
     /// f32, or mixed precision: bf16 or f16 activations and matrix products (tensor cores on a
     /// GPU) with f32 master weights, as PyTorch's autocast; bf16-products and f16-products keep
     /// activations in f32 and round only the products' operands. f16 adds dynamic loss scaling.
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
     /// Replay each training step from a CUDA graph: one launch per step instead of one per kernel
     /// (GPU devices; f32, bf16 or bf16-products: f16 needs the host each step). A last, smaller
     /// batch of an epoch takes an ordinary step.
@@ -140,44 +148,45 @@ struct TrainArgs {
     /// flat-tiles (flat tiles for products with at most 32 rows), wgmma (Hopper warpgroup MMA for
     /// 16-bit products, TMA loads), wgmma-cp-async (wgmma with cp.async loads), wgmma-wide
     /// (wgmma with 128x256 TMA tiles), conv-chunk-bytes=N (the convolution's column budget).
-    #[arg(long, default_value = "default")]
-    kernels: String,
+    #[arg(long, default_value = "default", value_parser = kernels_flag)]
+    kernels: cuda::KernelPolicy,
 }
 
 impl TrainArgs {
-    fn config(&self) -> kiln::Result<TrainConfig> {
-        Ok(TrainConfig {
-            model: Architecture::parse(&self.model)?,
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            model: self.model,
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
-            optimizer: OptimizerKind::parse(&self.optimizer)?,
+            optimizer: self.optimizer,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
-            schedule: ScheduleKind::parse(&self.schedule)?,
+            schedule: self.schedule,
             warmup_epochs: self.warmup,
             augment: self.augment,
             jitter: self.jitter,
-            device: Device::parse(&self.device)?,
+            device: self.device,
             seed: self.seed,
             val_fraction: self.val_fraction,
             patience: self.patience,
             restarts: self.restarts,
-            data_dir: self.data.clone(),
             out: self.out.clone(),
             resume: self.resume,
             limit_train: self.limit_train,
-            precision: Precision::parse(&self.precision)?,
+            precision: self.precision,
             cuda_graph: self.cuda_graph,
-            kernels: cuda::KernelPolicy::parse(&self.kernels)?,
-        })
+            kernels: self.kernels,
+        }
     }
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn run_train(args: &TrainArgs) -> CliResult {
-    let config = args.config()?;
+    let config = args.config();
+    // Bad numbers are reported before the data is read.
+    config.validate()?;
     println!(
         "training {} on {} for {} epochs (batch {}, {} lr {}, {}{}, kernels {}), output in {}",
         config.model.name(),
@@ -202,7 +211,8 @@ fn run_train(args: &TrainArgs) -> CliResult {
             config.precision.name()
         );
     }
-    let summary = train::train(&config)?;
+    let mnist = FashionMnist::load(args.data.as_deref())?;
+    let summary = train::train(&config, &mnist)?;
     println!("\n{}", summary.confusion);
     if summary.best_val_accuracy.is_finite() {
         println!(
@@ -224,52 +234,35 @@ fn run_train(args: &TrainArgs) -> CliResult {
     Ok(())
 }
 
-fn run_eval(checkpoint: &PathBuf, data: Option<&std::path::Path>, device: &str) -> CliResult {
-    let device = Device::parse(device)?;
+/// `kiln eval`: the checkpoint's model, built and normalized from the dataset description it
+/// records, on the Fashion-MNIST test set.
+fn run_eval(checkpoint: &PathBuf, data: Option<&std::path::Path>, device: Device) -> CliResult {
     device.check_available()?;
-    let ck = load_checkpoint(checkpoint)?;
-    let arch = ck.metadata.get("architecture").ok_or_else(|| {
-        format!(
-            "{}: no architecture in the checkpoint's metadata (not written by kiln train?)",
-            checkpoint.display()
-        )
-    })?;
-    let mut model =
-        Architecture::parse(arch)?.build(1, 28, FASHION_MNIST_CLASSES.len(), 0, device)?;
-    train::state::restore_model(&mut model, &ck.tensors)?;
     let mnist = FashionMnist::load(data)?;
-    // Normalize the test set with the statistics training used.
-    let normalization = train::checkpoint_normalization(&ck.metadata).ok_or_else(|| {
-        format!(
-            "{}: no normalization entries in the checkpoint's metadata",
-            checkpoint.display()
-        )
-    })?;
-    let mut test = mnist.test()?;
-    test.normalize(&normalization)?;
-    let loader = DataLoader::new(test, 256, device)?;
-    let result = evaluate(&mut model, &loader)?;
-    let mut confusion = ConfusionMatrix::new(&FASHION_MNIST_CLASSES);
-    confusion.add_all(&result.predictions, &result.labels)?;
-    println!("{confusion}");
+    let result = evaluate_checkpoint(checkpoint, mnist.test()?, device)?;
+    let eval = &result.evaluation;
+    println!("{}", result.confusion);
     println!(
         "test accuracy {:.2}%, loss {:.4} ({} images)",
-        100.0 * result.accuracy,
-        result.loss,
-        result.labels.len()
+        100.0 * eval.accuracy,
+        eval.loss,
+        eval.labels.len()
     );
     Ok(())
 }
 
-fn run_summary(model: &str) -> CliResult {
-    let arch = Architecture::parse(model)?;
-    let mut net = arch.build(1, 28, 10, 0, Device::Cpu)?;
-    println!("{} for 1x28x28 inputs, 10 classes", arch.name());
+/// `kiln summary`: the model for Fashion-MNIST's samples and classes.
+fn run_summary(arch: Architecture) -> CliResult {
+    let input = FashionMnist::IMAGE_SHAPE;
+    let classes = FashionMnist::NUM_CLASSES;
+    let mut net = arch.build_for(input, classes, 0, Device::Cpu)?;
+    let [c, h, w] = input;
+    println!("{} for {c}x{h}x{w} inputs, {classes} classes", arch.name());
     println!(
         "{:<4} {:<52} {:>16} {:>10}",
         "#", "layer", "output", "params"
     );
-    for row in summarize(&mut net, [1, 28, 28])? {
+    for row in summarize(&mut net, input)? {
         let shape = row
             .output_shape
             .iter()
@@ -397,8 +390,8 @@ fn main() -> ExitCode {
             checkpoint,
             data,
             device,
-        } => run_eval(checkpoint, data.as_deref(), device),
-        Command::Summary { model } => run_summary(model),
+        } => run_eval(checkpoint, data.as_deref(), *device),
+        Command::Summary { model } => run_summary(*model),
         Command::Info => run_info(),
         Command::Selftest { device, json } => {
             return match run_selftest(device, json.as_deref()) {

@@ -63,9 +63,6 @@ pub enum Error {
     #[error("backward already ran through {op}: its saved tensors are freed; run the forward pass again")]
     GraphConsumed { op: &'static str },
 
-    #[error(transparent)]
-    Data(#[from] crate::data::DataError),
-
     #[error("CUDA graph capture: {0}")]
     GraphCapture(String),
 

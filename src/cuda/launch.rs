@@ -164,7 +164,7 @@ pub(crate) fn launch<P: KernelParams>(
 #[cfg(test)]
 mod tests {
     use super::count_launches;
-    use crate::shape::GemmSpec;
+    use crate::core::shape::GemmSpec;
     use crate::{backend, Device, Tensor};
 
     /// One small f32 product on the emulated device: one `gemm_f32` launch.

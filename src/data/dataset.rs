@@ -10,7 +10,7 @@ use crate::core::device::Device;
 use crate::tensor::Tensor;
 
 /// Per-channel mean and standard deviation; normalizing maps `x` to `(x - mean[c]) / std[c]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Normalization {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,

@@ -9,9 +9,10 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use super::dataset::{Dataset, Splits};
+use super::dataset::{Dataset, Normalization, Splits};
 use super::error::DataError;
 use super::idx::{read_idx_images, read_idx_labels, IdxImages};
+use super::info::{DatasetInfo, DatasetProvider, DescribedSplits, Sources};
 
 /// The environment variable naming the data directory.
 pub const DATA_ENV: &str = "KILN_DATA";
@@ -53,6 +54,8 @@ const HOW_TO_GET: &str = "install it with `sudo apt-get install dataset-fashion-
 pub struct FashionMnist {
     /// The directory the files were read from.
     pub dir: PathBuf,
+    /// The four files read, in the order of [`FASHION_MNIST_FILES`].
+    pub paths: [PathBuf; 4],
     pub train_images: Vec<u8>,
     pub train_labels: Vec<i32>,
     pub test_images: Vec<u8>,
@@ -98,6 +101,7 @@ impl FashionMnist {
         let (test_images, test_labels) = test?;
         Ok(FashionMnist {
             dir: files.dir.clone(),
+            paths: files.paths.clone(),
             train_images,
             train_labels,
             test_images,
@@ -144,6 +148,31 @@ impl FashionMnist {
     /// with the mean and std of the training part.
     pub fn splits(&self, val_fraction: f64, seed: u64) -> Result<Splits, DataError> {
         Splits::new(&self.train()?, self.test()?, val_fraction, seed)
+    }
+
+    /// The description of Fashion-MNIST splits normalized with `normalization`.
+    pub fn info(normalization: Normalization, sources: Sources) -> DatasetInfo {
+        DatasetInfo {
+            name: "Fashion-MNIST".into(),
+            sample_shape: Self::IMAGE_SHAPE,
+            class_names: FASHION_MNIST_CLASSES.map(String::from).to_vec(),
+            normalization,
+            sources,
+        }
+    }
+}
+
+impl DatasetProvider for FashionMnist {
+    /// [`FashionMnist::splits`] with their description; the sources are the image files read.
+    fn prepare(&self, val_fraction: f64, seed: u64) -> Result<DescribedSplits, DataError> {
+        let splits = self.splits(val_fraction, seed)?;
+        let sources = Sources {
+            train: self.paths[0].display().to_string(),
+            test: self.paths[2].display().to_string(),
+        };
+        let info = FashionMnist::info(splits.normalization.clone(), sources);
+        info.check(&splits.train)?;
+        Ok(DescribedSplits { info, splits })
     }
 }
 

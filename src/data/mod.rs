@@ -1,4 +1,5 @@
-//! Datasets and data loading: IDX files, Fashion-MNIST, mini-batches, augmentation.
+//! Datasets and data loading: IDX files, Fashion-MNIST, mini-batches, augmentation, and the
+//! [`DatasetInfo`] description every provider of splits gives the trainer.
 //!
 //! ```no_run
 //! use kiln::data::{Augment, DataLoader, FashionMnist};
@@ -21,6 +22,7 @@ mod dataset;
 mod error;
 mod fashion_mnist;
 mod idx;
+mod info;
 mod loader;
 
 pub use augment::{hflip, shift, Augment};
@@ -34,4 +36,5 @@ pub use idx::{
     read_idx_images, read_idx_labels, write_idx_images, write_idx_labels, IdxImages,
     IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
 };
+pub use info::{DatasetInfo, DatasetProvider, DescribedSplits, InMemoryDataset, Sources};
 pub use loader::{Batch, Batches, DataLoader, HostBatch, HostBatches, PREFETCH};

@@ -9,36 +9,60 @@ use super::sequential::Sequential;
 use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
 
-/// The built-in architectures, by the names the command line uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The variant of a [`clap::ValueEnum`] spelled `name`; the error names `what` and lists every
+/// spelling (the same list clap prints for a bad flag).
+pub fn parse_value<T: clap::ValueEnum>(name: &str, what: &'static str) -> Result<T> {
+    T::from_str(name, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        invalid(
+            what,
+            format!("{name:?}: expected one of {}", names.join(", ")),
+        )
+    })
+}
+
+/// The built-in architectures, by [`Architecture::name`]: the command line (`clap::ValueEnum`)
+/// and checkpoints (serde, renamed to match) spell them so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Architecture {
     /// LeNet-5 with ReLU and max pooling.
+    #[serde(rename = "lenet5")]
     LeNet5,
     /// LeNet-5 as in 1998: tanh and average pooling.
+    #[serde(rename = "lenet5-classic")]
     LeNet5Classic,
     /// A small VGG-style net with batch norm.
+    #[serde(rename = "vgg")]
     Vgg,
     /// ResNet-20 (three stages of three basic blocks, 16/32/64 channels).
+    #[serde(rename = "resnet20")]
     ResNet20,
 }
 
-impl Architecture {
-    pub const NAMES: [&'static str; 4] = ["lenet5", "lenet5-classic", "vgg", "resnet20"];
+impl clap::ValueEnum for Architecture {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Architecture::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
 
+impl Architecture {
+    pub const ALL: [Architecture; 4] = [
+        Architecture::LeNet5,
+        Architecture::LeNet5Classic,
+        Architecture::Vgg,
+        Architecture::ResNet20,
+    ];
+
+    /// The architecture spelled `name` (see [`Architecture::name`]).
     pub fn parse(name: &str) -> Result<Architecture> {
-        match name {
-            "lenet5" => Ok(Architecture::LeNet5),
-            "lenet5-classic" => Ok(Architecture::LeNet5Classic),
-            "vgg" => Ok(Architecture::Vgg),
-            "resnet20" => Ok(Architecture::ResNet20),
-            other => Err(invalid(
-                "model",
-                format!(
-                    "{other:?}: expected one of {}",
-                    Architecture::NAMES.join(", ")
-                ),
-            )),
-        }
+        parse_value(name, "model")
     }
 
     pub fn name(self) -> &'static str {
@@ -48,6 +72,28 @@ impl Architecture {
             Architecture::Vgg => "vgg",
             Architecture::ResNet20 => "resnet20",
         }
+    }
+
+    /// The network for samples of `input = [channels, height, width]` (square images) and
+    /// `classes` outputs: what a dataset description asks for.
+    pub fn build_for(
+        self,
+        input: [usize; 3],
+        classes: usize,
+        seed: u64,
+        device: Device,
+    ) -> Result<Sequential> {
+        let [c, h, w] = input;
+        if h != w {
+            return Err(invalid(
+                "model input",
+                format!(
+                    "{} takes square images; the samples are {c}x{h}x{w}",
+                    self.name()
+                ),
+            ));
+        }
+        self.build(c, h, classes, seed, device)
     }
 
     /// The network for `in_channels`-channel `image_size`² inputs and `classes` outputs.
@@ -237,4 +283,32 @@ fn device_of(net: &Sequential) -> Device {
         .first()
         .map(|(_, t)| t.device())
         .unwrap_or(Device::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_architecture_has_one_spelling_everywhere() {
+        for arch in Architecture::ALL {
+            assert_eq!(Architecture::parse(arch.name()).unwrap(), arch);
+            let json = serde_json::to_string(&arch).unwrap();
+            assert_eq!(json, format!("\"{}\"", arch.name()));
+        }
+        let err = Architecture::parse("alexnet").unwrap_err().to_string();
+        assert!(err.contains("model") && err.contains("resnet20"), "{err}");
+    }
+
+    #[test]
+    fn build_for_takes_the_sample_shape_and_refuses_non_square_images() {
+        let net = Architecture::LeNet5
+            .build_for([3, 16, 16], 4, 0, Device::Cpu)
+            .unwrap();
+        assert_eq!(net.parameters()[0].1.shape(), &[6, 3, 5, 5]);
+        let Err(err) = Architecture::Vgg.build_for([1, 28, 32], 10, 0, Device::Cpu) else {
+            panic!("a non-square input was accepted");
+        };
+        assert!(err.to_string().contains("1x28x32"), "{err}");
+    }
 }

@@ -3,15 +3,18 @@
 use std::path::PathBuf;
 
 use super::precision::Precision;
+use clap::builder::PossibleValue;
+
 use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
+use crate::nn::models::parse_value;
 use crate::nn::Architecture;
 use crate::optim::{
     Adam, AdamConfig, AdamW, Optimizer, RmsProp, RmsPropConfig, Schedule, Sgd, SgdConfig,
 };
 use crate::tensor::Tensor;
 
-/// The optimizers `kiln train --optimizer` accepts.
+/// The optimizers `kiln train --optimizer` accepts, spelled as [`OptimizerKind::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerKind {
     Sgd,
@@ -22,29 +25,38 @@ pub enum OptimizerKind {
     AdamW,
 }
 
+impl clap::ValueEnum for OptimizerKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &OptimizerKind::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
 impl OptimizerKind {
-    pub const NAMES: [&'static str; 6] =
-        ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"];
+    pub const ALL: [OptimizerKind; 6] = [
+        OptimizerKind::Sgd,
+        OptimizerKind::Momentum,
+        OptimizerKind::Nesterov,
+        OptimizerKind::RmsProp,
+        OptimizerKind::Adam,
+        OptimizerKind::AdamW,
+    ];
 
     pub fn parse(name: &str) -> Result<OptimizerKind> {
-        Ok(match name {
-            "sgd" => OptimizerKind::Sgd,
-            "momentum" => OptimizerKind::Momentum,
-            "nesterov" => OptimizerKind::Nesterov,
-            "rmsprop" => OptimizerKind::RmsProp,
-            "adam" => OptimizerKind::Adam,
-            "adamw" => OptimizerKind::AdamW,
-            other => {
-                return Err(invalid(
-                    "optimizer",
-                    format!("{other:?}: expected one of {}", Self::NAMES.join(", ")),
-                ))
-            }
-        })
+        parse_value(name, "optimizer")
     }
 
     pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Momentum => "momentum",
+            OptimizerKind::Nesterov => "nesterov",
+            OptimizerKind::RmsProp => "rmsprop",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::AdamW => "adamw",
+        }
     }
 
     /// The optimizer over `params`; `weight_decay` is L2 regularization (decoupled for AdamW).
@@ -100,21 +112,37 @@ pub enum ScheduleKind {
     Cosine,
 }
 
+/// `--schedule step` is [`ScheduleKind::STEP`] (×0.1 every 5 epochs).
+impl clap::ValueEnum for ScheduleKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ScheduleKind::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
 impl ScheduleKind {
-    pub const NAMES: [&'static str; 3] = ["constant", "step", "cosine"];
+    /// The step decay the command line's `step` means.
+    pub const STEP: ScheduleKind = ScheduleKind::Step {
+        every: 5,
+        gamma: 0.1,
+    };
+    pub const ALL: [ScheduleKind; 3] = [
+        ScheduleKind::Constant,
+        ScheduleKind::STEP,
+        ScheduleKind::Cosine,
+    ];
 
     pub fn parse(name: &str) -> Result<ScheduleKind> {
-        match name {
-            "constant" => Ok(ScheduleKind::Constant),
-            "step" => Ok(ScheduleKind::Step {
-                every: 5,
-                gamma: 0.1,
-            }),
-            "cosine" => Ok(ScheduleKind::Cosine),
-            other => Err(invalid(
-                "schedule",
-                format!("{other:?}: expected one of {}", Self::NAMES.join(", ")),
-            )),
+        parse_value(name, "schedule")
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleKind::Constant => "constant",
+            ScheduleKind::Step { .. } => "step",
+            ScheduleKind::Cosine => "cosine",
         }
     }
 
@@ -153,13 +181,12 @@ pub struct TrainConfig {
     pub jitter: f32,
     pub device: Device,
     pub seed: u64,
-    /// Fraction of the training set held out for validation.
+    /// Fraction of the training set the dataset provider holds out for validation.
     pub val_fraction: f64,
     /// Stop after this many epochs without a better validation accuracy (keeping the best weights).
     pub patience: Option<usize>,
     /// Train this many times from different seeds and keep the best by validation accuracy.
     pub restarts: usize,
-    pub data_dir: Option<PathBuf>,
     pub out: PathBuf,
     /// Continue from `out/last.safetensors`.
     pub resume: bool,
@@ -195,7 +222,6 @@ impl Default for TrainConfig {
             val_fraction: 0.1,
             patience: None,
             restarts: 1,
-            data_dir: None,
             out: PathBuf::from("runs/latest"),
             resume: false,
             limit_train: None,
@@ -255,5 +281,27 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn optimizers_and_schedules_parse_from_their_names_and_refuse_others() {
+        for kind in OptimizerKind::ALL {
+            assert_eq!(OptimizerKind::parse(kind.name()).unwrap(), kind);
+            assert_eq!(OptimizerKind::from_str(kind.name(), false), Ok(kind));
+        }
+        for kind in ScheduleKind::ALL {
+            assert_eq!(ScheduleKind::parse(kind.name()).unwrap(), kind);
+        }
+        assert_eq!(ScheduleKind::parse("step").unwrap(), ScheduleKind::STEP);
+        let err = OptimizerKind::parse("sgdd").unwrap_err().to_string();
+        assert!(err.contains("optimizer") && err.contains("adamw"), "{err}");
+        let err = ScheduleKind::parse("linear").unwrap_err().to_string();
+        assert!(err.contains("schedule") && err.contains("cosine"), "{err}");
     }
 }

@@ -37,6 +37,10 @@ pub enum TrainError {
     #[error("starting the CPU thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
 
+    /// Reading, splitting or batching the data failed (the message names the file or setting).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
     #[error(transparent)]
     Kiln(#[from] crate::Error),
 }

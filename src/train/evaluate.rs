@@ -1,8 +1,15 @@
 //! Evaluation: loss, accuracy and predictions of a model over a dataset, without recording.
 
+use std::path::Path;
+
+use super::confusion::ConfusionMatrix;
+use super::error::TrainError;
+use super::meta::{load_run_checkpoint, CheckpointMeta};
+use super::state::restore_model;
 use crate::autograd::no_grad;
-use crate::core::error::{invalid, Result};
-use crate::data::DataLoader;
+use crate::core::device::Device;
+use crate::core::error::Result;
+use crate::data::{DataLoader, Dataset, DatasetInfo};
 use crate::nn::{Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;
@@ -36,14 +43,14 @@ pub fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
 
 /// Runs `model` in evaluation mode over every batch of `loader` (epoch 0 order).
 /// An empty dataset is an error: its accuracy would read as 0%.
-pub fn evaluate(model: &mut dyn Module, loader: &DataLoader) -> Result<Evaluation> {
+pub fn evaluate(model: &mut dyn Module, loader: &DataLoader) -> Result<Evaluation, TrainError> {
     if loader.dataset().is_empty() {
-        return Err(invalid(
+        return Err(TrainError::invalid(
             "evaluation",
             "the data set holds 0 images: there is nothing to evaluate",
         ));
     }
-    no_grad(|| {
+    no_grad(|| -> Result<Evaluation, TrainError> {
         let mut eval = Evaluation::default();
         let mut loss_sum = 0.0;
         for batch in loader.epoch(0) {
@@ -70,5 +77,48 @@ pub fn evaluate(model: &mut dyn Module, loader: &DataLoader) -> Result<Evaluatio
         eval.loss = loss_sum / n;
         eval.accuracy = correct as f64 / n;
         Ok(eval)
+    })
+}
+
+/// The confusion matrix of an evaluation, with the dataset's class names.
+pub(crate) fn confusion_matrix(
+    info: &DatasetInfo,
+    eval: &Evaluation,
+) -> Result<ConfusionMatrix, TrainError> {
+    let names: Vec<&str> = info.class_names.iter().map(String::as_str).collect();
+    let mut confusion = ConfusionMatrix::new(&names);
+    confusion.add_all(&eval.predictions, &eval.labels)?;
+    Ok(confusion)
+}
+
+/// A checkpoint evaluated on a test set: its metadata, the evaluation and the confusion matrix.
+#[derive(Clone, Debug)]
+pub struct CheckpointEvaluation {
+    pub meta: CheckpointMeta,
+    pub evaluation: Evaluation,
+    pub confusion: ConfusionMatrix,
+}
+
+/// Evaluates the checkpoint at `path` (written by [`train`](super::train)) on `raw_test`: raw
+/// samples, normalized here as the checkpoint's training data was. The model is built from the
+/// checkpoint's dataset description, so `raw_test` must have its sample shape and classes.
+pub fn evaluate_checkpoint(
+    path: impl AsRef<Path>,
+    raw_test: Dataset,
+    device: Device,
+) -> Result<CheckpointEvaluation, TrainError> {
+    let (checkpoint, meta) = load_run_checkpoint(path)?;
+    let info = &meta.dataset;
+    let mut model = meta
+        .model
+        .build_for(info.sample_shape, info.num_classes(), 0, device)?;
+    restore_model(&mut model, &checkpoint.tensors)?;
+    let test = info.prepare_raw(raw_test)?;
+    let evaluation = evaluate(&mut model, &DataLoader::new(test, 256, device)?)?;
+    let confusion = confusion_matrix(info, &evaluation)?;
+    Ok(CheckpointEvaluation {
+        meta,
+        evaluation,
+        confusion,
     })
 }

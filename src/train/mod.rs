@@ -2,7 +2,9 @@
 //!
 //! The pieces here work on [`Tensor`](crate::Tensor)s and plain data, so the loop can combine them:
 //! - [`save_checkpoint`] / [`load_checkpoint`]: safetensors files PyTorch can read, written
-//!   atomically ([`write_atomically`]).
+//!   atomically ([`write_atomically`]); a run's [`CheckpointMeta`] in their metadata.
+//! - [`train`] takes any [`DatasetProvider`](crate::data::DatasetProvider) and builds the model
+//!   from its [`DatasetInfo`](crate::data::DatasetInfo); [`evaluate_checkpoint`] reads it back.
 //! - [`EpochMetrics`] and [`MetricsCsv`]: `metrics.csv`, one row per epoch, flushed as it goes.
 //! - [`plot_curves`] and [`plot_filters`]: PNG loss/accuracy curves and conv-filter grids.
 //! - [`ConfusionMatrix`], [`Progress`], [`EarlyStopping`], [`check_finite`].
@@ -17,6 +19,7 @@ mod error;
 mod evaluate;
 mod graph_step;
 mod guard;
+mod meta;
 mod metrics;
 mod plot;
 mod precision;
@@ -30,13 +33,12 @@ pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
 pub use confusion::ConfusionMatrix;
 pub use early_stopping::{Decision, EarlyStopping};
 pub use error::TrainError;
-pub use evaluate::{argmax_rows, evaluate, Evaluation};
+pub use evaluate::{argmax_rows, evaluate, evaluate_checkpoint, CheckpointEvaluation, Evaluation};
 pub use graph_step::CapturedStep;
 pub use guard::check_finite;
+pub use meta::{load_run_checkpoint, CheckpointMeta, TrainingState, META_KEY, META_VERSION};
 pub use metrics::{read_metrics_csv, EpochMetrics, MetricsCsv, METRICS_HEADER};
 pub use plot::{plot_curves, plot_filters, CURVES_SIZE, FILTER_GAP, FILTER_TILE_PIXELS};
-pub use precision::{Precision, StepPrecision};
+pub use precision::{Precision, ScalerState, StepPrecision};
 pub use progress::{EpochTotals, Progress};
-pub use trainer::{
-    checkpoint_normalization, train, train_step, train_step_with, RunFiles, RunSummary,
-};
+pub use trainer::{train, train_step, train_step_with, RunFiles, RunSummary};

@@ -3,15 +3,19 @@
 //! ([`crate::autocast_activations`]), or only the products in 16 bits ([`crate::autocast`]); f16
 //! with dynamic loss scaling.
 
-use std::collections::BTreeMap;
+use clap::builder::PossibleValue;
+use serde::{Deserialize, Serialize};
 
 use crate::autocast::Mode;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
+use crate::nn::models::parse_value;
 use crate::optim::LossScaler;
 
-/// The precisions `kiln train --precision` accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The precisions `kiln train --precision` accepts, spelled as [`Precision::name`] (on the
+/// command line and, renamed to match, in checkpoints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Precision {
     F32,
     /// bf16 activations and products, f32 master weights (PyTorch's autocast with bf16).
@@ -24,27 +28,36 @@ pub enum Precision {
     F16Products,
 }
 
+impl clap::ValueEnum for Precision {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Precision::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
 impl Precision {
-    pub const NAMES: [&'static str; 5] = ["f32", "bf16", "f16", "bf16-products", "f16-products"];
+    pub const ALL: [Precision; 5] = [
+        Precision::F32,
+        Precision::Bf16,
+        Precision::F16,
+        Precision::Bf16Products,
+        Precision::F16Products,
+    ];
 
     pub fn parse(name: &str) -> Result<Precision> {
-        Ok(match name {
-            "f32" => Precision::F32,
-            "bf16" => Precision::Bf16,
-            "f16" => Precision::F16,
-            "bf16-products" => Precision::Bf16Products,
-            "f16-products" => Precision::F16Products,
-            other => {
-                return Err(invalid(
-                    "precision",
-                    format!("{other:?}: expected one of {}", Self::NAMES.join(", ")),
-                ))
-            }
-        })
+        parse_value(name, "precision")
     }
 
     pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+            Precision::Bf16Products => "bf16-products",
+            Precision::F16Products => "f16-products",
+        }
     }
 
     /// The 16-bit format of the matrix products, if any.
@@ -78,9 +91,12 @@ pub struct StepPrecision {
     pub scaler: Option<LossScaler>,
 }
 
-const PRECISION_KEY: &str = "precision";
-const SCALE_KEY: &str = "loss_scale";
-const GOOD_STEPS_KEY: &str = "loss_scale_good_steps";
+/// The loss scaler's state as a checkpoint keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScalerState {
+    pub scale: f64,
+    pub good_steps: u64,
+}
 
 impl StepPrecision {
     pub fn new(precision: Precision) -> StepPrecision {
@@ -96,23 +112,22 @@ impl StepPrecision {
         StepPrecision::new(Precision::F32)
     }
 
-    /// Checkpoint metadata entries: the precision and the scaler's state.
-    pub fn metadata(&self) -> Vec<(String, String)> {
-        let mut entries = vec![(PRECISION_KEY.to_string(), self.precision.name().to_string())];
-        if let Some(s) = &self.scaler {
-            entries.push((SCALE_KEY.to_string(), format!("{:e}", s.scale())));
-            entries.push((GOOD_STEPS_KEY.to_string(), s.good_steps().to_string()));
-        }
-        entries
+    /// The loss scaler's state, for a checkpoint (f16 runs only).
+    pub fn scaler_state(&self) -> Option<ScalerState> {
+        self.scaler.as_ref().map(|s| ScalerState {
+            scale: s.scale(),
+            good_steps: s.good_steps(),
+        })
     }
 
-    /// Restores the scaler's state from checkpoint metadata written by [`Self::metadata`]. A
-    /// checkpoint that names another precision is refused (resuming must continue the same run);
-    /// one written before checkpoints named it is accepted, and an f16 run's must then have the
-    /// scaler's state.
-    pub fn restore(&mut self, meta: &BTreeMap<String, String>) -> Result<()> {
+    /// Restores the scaler's state saved by a run in `saved` precision. A checkpoint of another
+    /// precision is refused (resuming must continue the same run); one written before
+    /// checkpoints named it (`None`) is accepted, and an f16 run's must then have the scaler's
+    /// state.
+    pub fn restore(&mut self, saved: Option<Precision>, state: Option<ScalerState>) -> Result<()> {
         let wanted = self.precision.name();
-        if let Some(saved) = meta.get(PRECISION_KEY).filter(|saved| *saved != wanted) {
+        if let Some(saved) = saved.filter(|saved| *saved != self.precision) {
+            let saved = saved.name();
             return Err(invalid(
                 "precision",
                 format!(
@@ -123,23 +138,15 @@ impl StepPrecision {
         let Some(scaler) = &mut self.scaler else {
             return Ok(());
         };
-        let number = |key: &str| {
-            meta.get(key).ok_or_else(|| {
-                invalid(
-                    "checkpoint",
-                    format!(
-                        "an {wanted} run's checkpoint needs {key} (was it saved by a run without loss scaling: f32, bf16 or bf16-products?)"
-                    ),
-                )
-            })
-        };
-        let scale = number(SCALE_KEY)?
-            .parse::<f64>()
-            .map_err(|e| invalid("checkpoint", format!("{SCALE_KEY}: {e}")))?;
-        let good = number(GOOD_STEPS_KEY)?
-            .parse::<u64>()
-            .map_err(|e| invalid("checkpoint", format!("{GOOD_STEPS_KEY}: {e}")))?;
-        scaler.restore(scale, good)
+        let state = state.ok_or_else(|| {
+            invalid(
+                "checkpoint",
+                format!(
+                    "an {wanted} run's checkpoint needs loss_scale and its good steps (was it saved by a run without loss scaling: f32, bf16 or bf16-products?)"
+                ),
+            )
+        })?;
+        scaler.restore(state.scale, state.good_steps)
     }
 }
 
@@ -161,7 +168,15 @@ mod tests {
             assert_eq!(Precision::parse(p.name()).unwrap(), p);
             assert_eq!(p.loss_scaled(), p.format() == Some(DType::F16), "{p:?}");
         }
-        assert_eq!(ALL.map(|p| p.name()), Precision::NAMES);
+        assert_eq!(ALL, Precision::ALL);
+        assert_eq!(
+            ALL.map(|p| p.name()),
+            ["f32", "bf16", "f16", "bf16-products", "f16-products"]
+        );
+        for p in ALL {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.name()), "checkpoints spell it so");
+        }
         let err = Precision::parse("fp16").unwrap_err().to_string();
         assert!(err.contains("f16-products"), "{err}");
     }
@@ -169,10 +184,9 @@ mod tests {
     #[test]
     fn a_checkpoint_resumes_only_in_its_own_precision() {
         for saved in ALL {
-            let meta: BTreeMap<String, String> =
-                StepPrecision::new(saved).metadata().into_iter().collect();
+            let state = StepPrecision::new(saved).scaler_state();
             for wanted in ALL {
-                let result = StepPrecision::new(wanted).restore(&meta);
+                let result = StepPrecision::new(wanted).restore(Some(saved), state);
                 if wanted == saved {
                     result.unwrap();
                 } else {
@@ -186,10 +200,11 @@ mod tests {
         }
         // A checkpoint from before the precision was recorded: accepted, but an f16 run still
         // needs the scaler's state.
-        let old = BTreeMap::new();
-        StepPrecision::new(Precision::Bf16).restore(&old).unwrap();
+        StepPrecision::new(Precision::Bf16)
+            .restore(None, None)
+            .unwrap();
         let err = StepPrecision::new(Precision::F16Products)
-            .restore(&old)
+            .restore(None, None)
             .unwrap_err();
         assert!(err.to_string().contains("loss_scale"), "{err}");
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use super::checkpoint::Checkpoint;
 use super::error::TrainError;
+use super::meta::TrainingState;
+use super::precision::StepPrecision;
 use crate::core::device::Device;
 use crate::nn::Module;
 use crate::optim::{Optimizer, OptimizerState};
@@ -68,50 +70,38 @@ pub fn restore_model(
     Ok(())
 }
 
-/// The optimizer's state tensors by checkpoint name, plus its metadata entries.
+/// The optimizer's state tensors by checkpoint name, and the scalars resuming needs (the
+/// optimizer's and the loss scaler's).
 pub fn optimizer_tensors(
     optimizer: &dyn Optimizer,
-) -> (Vec<(String, Tensor)>, BTreeMap<String, String>) {
+    precision: &StepPrecision,
+) -> (Vec<(String, Tensor)>, TrainingState) {
     let state = optimizer.state();
     let tensors = state
         .tensors
         .iter()
         .map(|(n, t)| (format!("{OPTIMIZER_PREFIX}{n}"), t.clone()))
         .collect();
-    let meta = BTreeMap::from([
-        ("optimizer".to_string(), state.optimizer.clone()),
-        ("optimizer_step".to_string(), state.step.to_string()),
-        ("optimizer_lr".to_string(), format!("{:e}", state.lr)),
-    ]);
-    (tensors, meta)
+    let training = TrainingState {
+        optimizer: state.optimizer.clone(),
+        step: state.step,
+        lr: state.lr,
+        loss_scaler: precision.scaler_state(),
+    };
+    (tensors, training)
 }
 
-/// Restores an optimizer from a checkpoint written with [`optimizer_tensors`].
+/// Restores an optimizer from a checkpoint written with [`optimizer_tensors`]: its tensors from
+/// `checkpoint`, its scalars from `training`.
 pub fn restore_optimizer(
     optimizer: &mut dyn Optimizer,
     checkpoint: &Checkpoint,
+    training: &TrainingState,
 ) -> Result<(), TrainError> {
-    let meta = |key: &str| -> Result<&String, TrainError> {
-        checkpoint
-            .metadata
-            .get(key)
-            .ok_or_else(|| TrainError::InvalidArgument {
-                what: "checkpoint",
-                why: format!("has no {key} entry"),
-            })
-    };
-    let parse_err = |key: &str| TrainError::InvalidArgument {
-        what: "checkpoint",
-        why: format!("{key} is not a number"),
-    };
     let state = OptimizerState {
-        optimizer: meta("optimizer")?.clone(),
-        step: meta("optimizer_step")?
-            .parse()
-            .map_err(|_| parse_err("optimizer_step"))?,
-        lr: meta("optimizer_lr")?
-            .parse()
-            .map_err(|_| parse_err("optimizer_lr"))?,
+        optimizer: training.optimizer.clone(),
+        step: training.step,
+        lr: training.lr,
         tensors: checkpoint
             .tensors
             .iter()

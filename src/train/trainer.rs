@@ -2,17 +2,17 @@
 //! stopping that keeps the best weights, random restarts, atomic checkpoints every epoch with the
 //! optimizer state (so `--resume` continues exactly), then the test evaluation and the reports.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::checkpoint::{save_checkpoint, Checkpoint};
 use super::config::TrainConfig;
 use super::confusion::ConfusionMatrix;
 use super::early_stopping::{Decision, EarlyStopping};
 use super::error::TrainError;
-use super::evaluate::evaluate;
+use super::evaluate::{confusion_matrix, evaluate};
 use super::graph_step::CapturedStep;
 use super::guard::check_finite;
+use super::meta::{load_run_checkpoint, CheckpointMeta, TrainingState, META_VERSION};
 use super::metrics::{EpochMetrics, MetricsCsv};
 use super::plot::{plot_curves, plot_filters};
 use super::precision::StepPrecision;
@@ -23,8 +23,7 @@ use crate::backend;
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::data::{
-    Augment, DataLoader, Dataset, FashionMnist, Normalization, Splits, FASHION_MNIST_CLASSES,
-    FASHION_MNIST_FILES,
+    Augment, DataLoader, Dataset, DatasetInfo, DatasetProvider, DescribedSplits, Splits,
 };
 use crate::nn::{Mode, Module, Sequential};
 use crate::ops;
@@ -70,54 +69,53 @@ struct Data {
     train: DataLoader,
     val: DataLoader,
     test: DataLoader,
-    /// Fitted on the training part; saved in checkpoints so evaluation normalizes the same way.
-    normalization: Normalization,
+    /// The shape, classes and normalization (fitted on the training part) checkpoints record.
+    info: DatasetInfo,
 }
 
-fn load_data(config: &TrainConfig) -> Result<Data, TrainError> {
-    let mnist = FashionMnist::load(config.data_dir.as_deref()).map_err(crate::Error::from)?;
-    let mut splits = mnist
-        .splits(config.val_fraction, config.seed)
-        .map_err(crate::Error::from)?;
+fn load_data(config: &TrainConfig, provider: &dyn DatasetProvider) -> Result<Data, TrainError> {
+    let DescribedSplits { info, mut splits } =
+        provider.prepare(config.val_fraction, config.seed)?;
+    check_splits(config, &info, &splits)?;
     if let Some(limit) = config.limit_train {
         let keep: Vec<usize> = (0..limit.min(splits.train.len())).collect();
-        splits.train = splits.train.subset(&keep).map_err(crate::Error::from)?;
+        splits.train = splits.train.subset(&keep)?;
     }
-    check_splits(config, &mnist, &splits)?;
     let augment = Augment {
         hflip: config.augment,
         shift_pad: if config.augment { 2 } else { 0 },
         jitter_std: config.jitter,
     };
-    let loader =
-        |d: Dataset, batch| DataLoader::new(d, batch, config.device).map_err(crate::Error::from);
+    let loader = |d: Dataset, batch| DataLoader::new(d, batch, config.device);
     let train = loader(splits.train, config.batch_size)?
         .with_shuffle(config.seed)
-        .with_augment(augment)
-        .map_err(crate::Error::from)?;
+        .with_augment(augment)?;
     let eval_batch = config.batch_size.max(256);
     Ok(Data {
         train,
         val: loader(splits.validation, eval_batch)?,
         test: loader(splits.test, eval_batch)?,
-        normalization: splits.normalization,
+        info,
     })
 }
 
-/// An empty training, test or (when asked for) validation split is an error naming the file or
-/// flag that emptied it: a run over no batches would save untrained weights as the best.
+/// An empty training, test or (when asked for) validation split is an error naming the source or
+/// flag that emptied it: a run over no batches would save untrained weights as the best. The
+/// splits must also match their description (the models are built from it).
 fn check_splits(
     config: &TrainConfig,
-    mnist: &FashionMnist,
+    info: &DatasetInfo,
     splits: &Splits,
 ) -> Result<(), TrainError> {
-    let file = |i: usize| mnist.dir.join(FASHION_MNIST_FILES[i]);
-    let total = mnist.num_train();
+    for split in [&splits.train, &splits.validation, &splits.test] {
+        info.check(split)?;
+    }
+    let total = splits.train.len() + splits.validation.len();
     let fraction = config.val_fraction;
     if total == 0 {
         return Err(TrainError::invalid(
             "training split",
-            format!("{} (or .gz) holds 0 images", file(0).display()),
+            format!("{} holds 0 images", info.sources.train),
         ));
     }
     if splits.train.is_empty() {
@@ -142,7 +140,7 @@ fn check_splits(
     if splits.test.is_empty() {
         return Err(TrainError::invalid(
             "test split",
-            format!("{} (or .gz) holds 0 images", file(2).display()),
+            format!("{} holds 0 images", info.sources.test),
         ));
     }
     Ok(())
@@ -155,20 +153,10 @@ struct ResumePoint {
     best_val: f64,
 }
 
-fn metadata_number<T: std::str::FromStr>(
-    meta: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<T, TrainError> {
-    meta.get(key)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| TrainError::InvalidArgument {
-            what: "checkpoint",
-            why: format!("missing or bad {key} entry"),
-        })
-}
-
-/// Trains as `config` says and writes the run directory; see the module docs.
-pub fn train(config: &TrainConfig) -> Result<RunSummary, TrainError> {
+/// Trains as `config` says on the splits `data` provides (any [`DatasetProvider`], e.g. a user's
+/// own samples in an [`InMemoryDataset`](crate::data::InMemoryDataset); the model is built for
+/// its [`DatasetInfo`]) and writes the run directory; see the module docs.
+pub fn train(config: &TrainConfig, data: &dyn DatasetProvider) -> Result<RunSummary, TrainError> {
     // The run executes on a pool thread (RAYON_NUM_THREADS of them, default one per core), so the
     // step's sequential parts and its parallel loops share those threads. Called from outside,
     // every parallel loop would hand its work to the pool and wake this thread afterwards, and
@@ -177,31 +165,35 @@ pub fn train(config: &TrainConfig) -> Result<RunSummary, TrainError> {
         .thread_name(|i| format!("kiln-train-{i}"))
         .build()?;
     pool.install(|| {
-        crate::cuda::with_kernel_policy(config.device, config.kernels, || train_in_pool(config))
+        crate::cuda::with_kernel_policy(config.device, config.kernels, || {
+            train_in_pool(config, data)
+        })
     })
 }
 
-fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
+fn train_in_pool(
+    config: &TrainConfig,
+    provider: &dyn DatasetProvider,
+) -> Result<RunSummary, TrainError> {
     config.validate()?;
     config.device.check_available()?;
     // The data first: a missing or empty split fails before anything is written to --out.
-    let data = load_data(config)?;
+    let data = load_data(config, provider)?;
     std::fs::create_dir_all(&config.out).map_err(|source| TrainError::Io {
         action: "create the output directory",
         path: config.out.clone(),
         source,
     })?;
     let files = RunFiles::new(&config.out);
-    let resume = if config.resume {
-        Some(load_checkpoint(&files.last)?)
-    } else {
-        None
+    let resume = match config.resume {
+        true => Some(load_resumable(&files.last, &data.info)?),
+        false => None,
     };
     let start = match &resume {
-        Some(ck) => ResumePoint {
-            restart: metadata_number(&ck.metadata, "restart")?,
-            epoch: metadata_number::<usize>(&ck.metadata, "epoch")? + 1,
-            best_val: metadata_number(&ck.metadata, "best_val_accuracy")?,
+        Some((_, meta, _)) => ResumePoint {
+            restart: meta.restart,
+            epoch: meta.epoch + 1,
+            best_val: meta.best_val_score(),
         },
         None => ResumePoint {
             restart: 0,
@@ -215,13 +207,9 @@ fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
     };
 
     let mut best_val = start.best_val;
-    let mut best_at = (start.restart, 0);
     for restart in start.restart..config.restarts {
         let seed = config.seed + 1000 * restart as u64;
-        let mut model =
-            config
-                .model
-                .build(1, 28, FASHION_MNIST_CLASSES.len(), seed, config.device)?;
+        let mut model = build_model(config, &data.info, seed)?;
         let params: Vec<Tensor> = model
             .parameters()
             .into_iter()
@@ -234,10 +222,10 @@ fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
         drop(params);
         let mut precision = StepPrecision::new(config.precision);
         let mut first_epoch = 0;
-        if let (Some(ck), true) = (&resume, restart == start.restart) {
+        if let (Some((ck, meta, training)), true) = (&resume, restart == start.restart) {
             restore_model(&mut model, &ck.tensors)?;
-            restore_optimizer(optimizer.as_mut(), ck)?;
-            precision.restore(&ck.metadata)?;
+            restore_optimizer(optimizer.as_mut(), ck, training)?;
+            precision.restore(meta.precision, training.loss_scaler)?;
             first_epoch = start.epoch;
         }
         let run = RestartRun {
@@ -252,31 +240,15 @@ fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
             optimizer: optimizer.as_mut(),
             precision: &mut precision,
         };
-        let outcome = run.epochs(learner, first_epoch, &mut best_val, &mut csv, &mut history)?;
-        if let Some(epoch) = outcome {
-            best_at = (restart, epoch);
-        }
+        run.epochs(learner, first_epoch, &mut best_val, &mut csv, &mut history)?;
     }
 
     // The kept weights: the best validation accuracy over every restart and epoch.
-    let best = load_checkpoint(&files.best)?;
-    let mut model = config.model.build(
-        1,
-        28,
-        FASHION_MNIST_CLASSES.len(),
-        config.seed,
-        config.device,
-    )?;
+    let (best, best_meta) = load_run_checkpoint(&files.best)?;
+    let mut model = build_model(config, &data.info, config.seed)?;
     restore_model(&mut model, &best.tensors)?;
-    if let (Ok(r), Ok(e)) = (
-        metadata_number(&best.metadata, "restart"),
-        metadata_number(&best.metadata, "epoch"),
-    ) {
-        best_at = (r, e);
-    }
     let test = evaluate(&mut model, &data.test)?;
-    let mut confusion = ConfusionMatrix::new(&FASHION_MNIST_CLASSES);
-    confusion.add_all(&test.predictions, &test.labels)?;
+    let confusion = confusion_matrix(&data.info, &test)?;
     plot_curves(&files.curves, &history)?;
     if let Some((_, w)) = model
         .parameters()
@@ -289,8 +261,8 @@ fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
         test_accuracy: test.accuracy,
         test_loss: test.loss,
         best_val_accuracy: best_val,
-        best_restart: best_at.0,
-        best_epoch: best_at.1,
+        best_restart: best_meta.restart,
+        best_epoch: best_meta.epoch,
         history,
         confusion,
         out: config.out.clone(),
@@ -301,6 +273,44 @@ fn train_in_pool(config: &TrainConfig) -> Result<RunSummary, TrainError> {
 /// (restart · epochs + epoch), one row per finished epoch.
 fn history_rows_before(start: &ResumePoint, config: &TrainConfig) -> usize {
     start.restart * config.epochs + start.epoch
+}
+
+/// The configured architecture for the data's sample shape and classes.
+fn build_model(config: &TrainConfig, info: &DatasetInfo, seed: u64) -> crate::Result<Sequential> {
+    config
+        .model
+        .build_for(info.sample_shape, info.num_classes(), seed, config.device)
+}
+
+/// The run's last checkpoint, its metadata and its training state; refused when it was trained
+/// on data of another shape or class count.
+fn load_resumable(
+    path: &Path,
+    info: &DatasetInfo,
+) -> Result<(Checkpoint, CheckpointMeta, TrainingState), TrainError> {
+    let (ck, meta) = load_run_checkpoint(path)?;
+    let saved = &meta.dataset;
+    if (saved.sample_shape, saved.num_classes()) != (info.sample_shape, info.num_classes()) {
+        return Err(TrainError::format(
+            path,
+            format!(
+                "trained on {} ({:?}, {} classes); this run's data is {} ({:?}, {} classes)",
+                saved.name,
+                saved.sample_shape,
+                saved.num_classes(),
+                info.name,
+                info.sample_shape,
+                info.num_classes()
+            ),
+        ));
+    }
+    let training = meta.training.clone().ok_or_else(|| {
+        TrainError::format(
+            path,
+            "has no optimizer state to resume from (a best.safetensors?)",
+        )
+    })?;
+    Ok((ck, meta, training))
 }
 
 /// What a restart trains and carries from step to step.
@@ -319,7 +329,7 @@ struct RestartRun<'a> {
 }
 
 impl RestartRun<'_> {
-    /// Runs epochs `first..` of this restart; returns the epoch that became the overall best, if any.
+    /// Runs epochs `first..` of this restart (best.safetensors records the overall best).
     fn epochs(
         &self,
         Learner {
@@ -331,7 +341,7 @@ impl RestartRun<'_> {
         best_val: &mut f64,
         csv: &mut MetricsCsv,
         history: &mut Vec<EpochMetrics>,
-    ) -> Result<Option<usize>, TrainError> {
+    ) -> Result<(), TrainError> {
         let config = self.config;
         let schedule = config
             .schedule
@@ -341,7 +351,6 @@ impl RestartRun<'_> {
             .map(|p| EarlyStopping::new(p, 0.0))
             .transpose()?;
         let mut restart_best: Option<(f64, Vec<(String, Tensor)>)> = None;
-        let mut overall_best_epoch = None;
         let batches = self.data.train.num_batches();
         let mut progress = Progress::new(config.epochs, batches);
         if config.restarts > 1 {
@@ -357,7 +366,7 @@ impl RestartRun<'_> {
             optimizer.set_lr(schedule.lr_at(epoch as u64))?;
             progress.start_epoch(epoch + 1);
             for (i, batch) in self.data.train.epoch(epoch as u64).enumerate() {
-                let batch = batch.map_err(crate::Error::from)?;
+                let batch = batch?;
                 let step = (epoch * batches + i) as u64;
                 let (images, labels) = (&batch.images, &batch.labels);
                 let (loss, correct) = match config.cuda_graph {
@@ -408,7 +417,6 @@ impl RestartRun<'_> {
             let score = val_accuracy.unwrap_or(f64::INFINITY);
             if score > *best_val || val.is_none() {
                 *best_val = score;
-                overall_best_epoch = Some(epoch);
                 self.save(&self.files.best, model, None, epoch, *best_val)?;
             }
             if restart_best
@@ -434,7 +442,7 @@ impl RestartRun<'_> {
         if let Some((_, weights)) = restart_best {
             restore_model(model, &weights)?;
         }
-        Ok(overall_best_epoch)
+        Ok(())
     }
 
     fn save(
@@ -446,54 +454,26 @@ impl RestartRun<'_> {
         best_val: f64,
     ) -> Result<(), TrainError> {
         let mut tensors = model_tensors(model);
-        let mut meta = BTreeMap::from([
-            ("format".to_string(), "pt".to_string()),
-            (
-                "architecture".to_string(),
-                self.config.model.name().to_string(),
-            ),
-            ("restart".to_string(), self.restart.to_string()),
-            ("epoch".to_string(), epoch.to_string()),
-            ("seed".to_string(), self.seed.to_string()),
-            ("best_val_accuracy".to_string(), format!("{best_val:e}")),
-            (
-                "normalization_mean".to_string(),
-                join(&self.data.normalization.mean),
-            ),
-            (
-                "normalization_std".to_string(),
-                join(&self.data.normalization.std),
-            ),
-        ]);
-        if let Some((opt, precision)) = training_state {
-            let (opt_tensors, opt_meta) = optimizer_tensors(opt);
+        let training = training_state.map(|(opt, precision)| {
+            let (opt_tensors, state) = optimizer_tensors(opt, precision);
             tensors.extend(opt_tensors);
-            meta.extend(opt_meta);
-            meta.extend(precision.metadata());
-        }
+            state
+        });
+        let meta = CheckpointMeta {
+            version: META_VERSION,
+            model: self.config.model,
+            dataset: self.data.info.clone(),
+            restart: self.restart,
+            epoch,
+            seed: self.seed,
+            batch_size: Some(self.config.batch_size),
+            best_val_accuracy: best_val.is_finite().then_some(best_val),
+            precision: Some(self.config.precision),
+            training,
+        };
         let named: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
-        save_checkpoint(path, &named, &meta)
+        save_checkpoint(path, &named, &meta.to_metadata()?)
     }
-}
-
-fn join(values: &[f32]) -> String {
-    values
-        .iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The normalization a checkpoint was trained with (its `normalization_mean`/`_std` entries).
-pub fn checkpoint_normalization(meta: &BTreeMap<String, String>) -> Option<Normalization> {
-    let parse = |key: &str| -> Option<Vec<f32>> {
-        meta.get(key)?
-            .split(',')
-            .map(|v| v.trim().parse().ok())
-            .collect()
-    };
-    let (mean, std) = (parse("normalization_mean")?, parse("normalization_std")?);
-    (mean.len() == std.len() && !mean.is_empty()).then_some(Normalization { mean, std })
 }
 
 /// One optimization step in f32; returns the batch's mean loss and its number of correct

@@ -1,0 +1,352 @@
+//! What a checkpoint says about its run, as one typed struct: stored as one JSON string under the
+//! `kiln` key of the safetensors metadata (a string-to-string map). Version 1 checkpoints (one
+//! string key per entry, Fashion-MNIST only) are still read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::checkpoint::{load_checkpoint, Checkpoint};
+use super::error::TrainError;
+use super::precision::{Precision, ScalerState};
+use crate::data::{DatasetInfo, Normalization, Sources};
+use crate::nn::Architecture;
+
+/// The metadata key holding the JSON of a [`CheckpointMeta`].
+pub const META_KEY: &str = "kiln";
+/// The version this kiln writes; it reads this one and version 1.
+pub const META_VERSION: u32 = 2;
+
+/// Everything a checkpoint records besides its tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub version: u32,
+    pub model: Architecture,
+    /// The data the model was trained on: its input shape, classes and normalization.
+    pub dataset: DatasetInfo,
+    /// The restart and epoch (0-based) the weights are from.
+    pub restart: usize,
+    pub epoch: usize,
+    /// The seed of that restart.
+    pub seed: u64,
+    /// `None` in version 1 checkpoints.
+    pub batch_size: Option<usize>,
+    /// The best validation accuracy so far; `None` when the run has no validation set (then
+    /// every epoch counts as the best).
+    pub best_val_accuracy: Option<f64>,
+    /// `None` in version 1 checkpoints saved without the optimizer state.
+    pub precision: Option<Precision>,
+    /// What resuming needs (in `last.safetensors`, not in `best.safetensors`).
+    pub training: Option<TrainingState>,
+}
+
+/// The optimizer's scalars and the loss scaler's state (the optimizer's tensors are saved beside).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingState {
+    /// The optimizer's own name for itself (`OptimizerState::optimizer`).
+    pub optimizer: String,
+    pub step: u64,
+    pub lr: f64,
+    pub loss_scaler: Option<ScalerState>,
+}
+
+impl CheckpointMeta {
+    /// The safetensors metadata map: `format: pt` (what PyTorch's loader expects) and the JSON.
+    pub fn to_metadata(&self) -> Result<BTreeMap<String, String>, TrainError> {
+        let json = serde_json::to_string(self).map_err(|e| {
+            TrainError::invalid("checkpoint metadata", format!("cannot encode it: {e}"))
+        })?;
+        Ok(BTreeMap::from([
+            ("format".to_string(), "pt".to_string()),
+            (META_KEY.to_string(), json),
+        ]))
+    }
+
+    /// Reads the metadata of the checkpoint at `path` (named in every error): version 2 JSON, or
+    /// the version 1 string entries.
+    pub fn from_metadata(
+        meta: &BTreeMap<String, String>,
+        path: &Path,
+    ) -> Result<CheckpointMeta, TrainError> {
+        match meta.get(META_KEY) {
+            Some(json) => from_json(json, path),
+            None if meta.contains_key("architecture") => from_v1(meta, path),
+            None => Err(TrainError::format(
+                path,
+                format!("no {META_KEY:?} metadata entry: not a checkpoint written by kiln train"),
+            )),
+        }
+    }
+
+    /// The best validation accuracy as the trainer compares it (`+inf` without a validation set).
+    pub fn best_val_score(&self) -> f64 {
+        self.best_val_accuracy.unwrap_or(f64::INFINITY)
+    }
+}
+
+/// Loads a checkpoint written by `kiln train` with its metadata.
+pub fn load_run_checkpoint(
+    path: impl AsRef<Path>,
+) -> Result<(Checkpoint, CheckpointMeta), TrainError> {
+    let path = path.as_ref();
+    let checkpoint = load_checkpoint(path)?;
+    let meta = CheckpointMeta::from_metadata(&checkpoint.metadata, path)?;
+    Ok((checkpoint, meta))
+}
+
+fn field_error(path: &Path, field: &str, why: impl std::fmt::Display) -> TrainError {
+    TrainError::format(path, format!("checkpoint metadata field {field:?}: {why}"))
+}
+
+fn from_json(json: &str, path: &Path) -> Result<CheckpointMeta, TrainError> {
+    let value: Value = serde_json::from_str(json).map_err(|e| field_error(path, META_KEY, e))?;
+    let Value::Object(obj) = value else {
+        return Err(field_error(path, META_KEY, "is not a JSON object"));
+    };
+    let version: u32 = field(&obj, "version", path)?;
+    if version > META_VERSION {
+        return Err(field_error(
+            path,
+            "version",
+            format!("{version} is newer than this kiln reads (up to {META_VERSION}): upgrade kiln"),
+        ));
+    }
+    if version < 2 {
+        return Err(field_error(
+            path,
+            "version",
+            format!("{version} is not a version stored as JSON (that is 2)"),
+        ));
+    }
+    Ok(CheckpointMeta {
+        version,
+        model: field(&obj, "model", path)?,
+        dataset: field(&obj, "dataset", path)?,
+        restart: field(&obj, "restart", path)?,
+        epoch: field(&obj, "epoch", path)?,
+        seed: field(&obj, "seed", path)?,
+        batch_size: field(&obj, "batch_size", path)?,
+        best_val_accuracy: field(&obj, "best_val_accuracy", path)?,
+        precision: field(&obj, "precision", path)?,
+        training: field(&obj, "training", path)?,
+    })
+}
+
+/// One field of the JSON object, so that an error names it (an absent `Option` field is `None`).
+fn field<T: DeserializeOwned>(
+    obj: &Map<String, Value>,
+    name: &str,
+    path: &Path,
+) -> Result<T, TrainError> {
+    match obj.get(name) {
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| field_error(path, name, e)),
+        None => serde_json::from_value(Value::Null).map_err(|_| field_error(path, name, "missing")),
+    }
+}
+
+/// Version 1: one string entry per value, always Fashion-MNIST (1x28x28, 10 classes).
+fn from_v1(meta: &BTreeMap<String, String>, path: &Path) -> Result<CheckpointMeta, TrainError> {
+    let text = |key: &str| {
+        meta.get(key)
+            .map(String::as_str)
+            .ok_or_else(|| field_error(path, key, "missing"))
+    };
+    fn parse<T: std::str::FromStr>(path: &Path, key: &str, v: &str) -> Result<T, TrainError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        v.trim()
+            .parse()
+            .map_err(|e| field_error(path, key, format!("{v:?}: {e}")))
+    }
+    let number = |key: &str| text(key).and_then(|v| parse::<f64>(path, key, v));
+    let floats = |key: &str| -> Result<Vec<f32>, TrainError> {
+        text(key)?.split(',').map(|v| parse(path, key, v)).collect()
+    };
+    let model = Architecture::parse(text("architecture")?)
+        .map_err(|e| field_error(path, "architecture", e))?;
+    let precision = meta
+        .get("precision")
+        .map(|p| Precision::parse(p).map_err(|e| field_error(path, "precision", e)))
+        .transpose()?;
+    let training = match meta.get("optimizer") {
+        None => None,
+        Some(optimizer) => Some(TrainingState {
+            optimizer: optimizer.clone(),
+            step: parse(path, "optimizer_step", text("optimizer_step")?)?,
+            lr: number("optimizer_lr")?,
+            loss_scaler: match meta.get("loss_scale") {
+                None => None,
+                Some(scale) => Some(ScalerState {
+                    scale: parse(path, "loss_scale", scale)?,
+                    good_steps: parse(
+                        path,
+                        "loss_scale_good_steps",
+                        text("loss_scale_good_steps")?,
+                    )?,
+                }),
+            },
+        }),
+    };
+    let normalization = Normalization {
+        mean: floats("normalization_mean")?,
+        std: floats("normalization_std")?,
+    };
+    let best = number("best_val_accuracy")?;
+    Ok(CheckpointMeta {
+        version: 1,
+        model,
+        // Version 1 was written only for Fashion-MNIST: the one place src/train/ names it.
+        dataset: crate::data::FashionMnist::info(
+            normalization,
+            Sources {
+                train: "not recorded (a version 1 checkpoint)".into(),
+                test: "not recorded (a version 1 checkpoint)".into(),
+            },
+        ),
+        restart: parse(path, "restart", text("restart")?)?,
+        epoch: parse(path, "epoch", text("epoch")?)?,
+        seed: parse(path, "seed", text("seed")?)?,
+        batch_size: None,
+        best_val_accuracy: best.is_finite().then_some(best),
+        precision,
+        training,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1_entries() -> BTreeMap<String, String> {
+        [
+            ("format", "pt"),
+            ("architecture", "lenet5"),
+            ("restart", "0"),
+            ("epoch", "4"),
+            ("seed", "1"),
+            ("best_val_accuracy", "inf"),
+            ("normalization_mean", "0.286"),
+            ("normalization_std", "0.353"),
+            ("optimizer", "sgd"),
+            ("optimizer_step", "4220"),
+            ("optimizer_lr", "1e-2"),
+            ("precision", "f16"),
+            ("loss_scale", "3.2768e4"),
+            ("loss_scale_good_steps", "7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn version_1_entries_read_as_fashion_mnist_with_their_training_state() {
+        let meta = CheckpointMeta::from_metadata(&v1_entries(), Path::new("old.st")).unwrap();
+        assert_eq!(meta.version, 1);
+        assert_eq!(meta.model, Architecture::LeNet5);
+        assert_eq!((meta.restart, meta.epoch, meta.seed), (0, 4, 1));
+        assert_eq!(meta.best_val_accuracy, None, "inf: no validation set");
+        assert_eq!(meta.dataset.sample_shape, [1, 28, 28]);
+        assert_eq!(meta.dataset.num_classes(), 10);
+        assert_eq!(meta.dataset.normalization.mean, vec![0.286]);
+        assert_eq!(meta.precision, Some(Precision::F16));
+        let training = meta.training.unwrap();
+        assert_eq!((training.optimizer.as_str(), training.step), ("sgd", 4220));
+        assert_eq!(
+            training.loss_scaler,
+            Some(ScalerState {
+                scale: 32768.0,
+                good_steps: 7
+            })
+        );
+    }
+
+    #[test]
+    fn a_bad_version_1_entry_names_the_file_and_the_entry() {
+        let mut entries = v1_entries();
+        entries.insert("epoch".into(), "four".into());
+        let err = CheckpointMeta::from_metadata(&entries, Path::new("old.st")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("old.st") && msg.contains("\"epoch\""), "{msg}");
+        entries.remove("normalization_std");
+        let msg = CheckpointMeta::from_metadata(&entries, Path::new("old.st"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("normalization_std") || msg.contains("epoch"),
+            "{msg}"
+        );
+    }
+
+    fn v2() -> CheckpointMeta {
+        let mut meta = CheckpointMeta::from_metadata(&v1_entries(), Path::new("x")).unwrap();
+        meta.version = META_VERSION;
+        meta.batch_size = Some(64);
+        meta.best_val_accuracy = Some(0.9);
+        meta
+    }
+
+    #[test]
+    fn the_json_round_trips_under_one_key() {
+        let meta = v2();
+        let entries = meta.to_metadata().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries["format"], "pt");
+        let back = CheckpointMeta::from_metadata(&entries, Path::new("x")).unwrap();
+        assert_eq!(back, meta);
+    }
+
+    /// The JSON of `v2()` with `edit` applied, as a checkpoint's metadata.
+    fn edited(edit: impl FnOnce(&mut Map<String, Value>)) -> BTreeMap<String, String> {
+        let mut value = serde_json::to_value(v2()).unwrap();
+        edit(value.as_object_mut().unwrap());
+        BTreeMap::from([(META_KEY.to_string(), value.to_string())])
+    }
+
+    #[test]
+    fn future_versions_and_malformed_fields_are_errors_naming_file_and_field() {
+        let path = Path::new("runs/x/last.safetensors");
+        let read = |m: &BTreeMap<String, String>| {
+            CheckpointMeta::from_metadata(m, path)
+                .unwrap_err()
+                .to_string()
+        };
+        let future = read(&edited(|o| {
+            o.insert("version".into(), Value::from(META_VERSION + 1));
+        }));
+        assert!(
+            future.contains("runs/x/last.safetensors")
+                && future.contains("\"version\"")
+                && future.contains("newer"),
+            "{future}"
+        );
+        let bad = read(&edited(|o| {
+            o.insert("epoch".into(), Value::from("four"));
+        }));
+        assert!(
+            bad.contains("runs/x/last.safetensors") && bad.contains("\"epoch\""),
+            "{bad}"
+        );
+        let missing = read(&edited(|o| {
+            o.remove("dataset");
+        }));
+        assert!(
+            missing.contains("\"dataset\"") && missing.contains("missing"),
+            "{missing}"
+        );
+        let not_json = read(&BTreeMap::from([(
+            META_KEY.to_string(),
+            "{oops".to_string(),
+        )]));
+        assert!(not_json.contains(&format!("{META_KEY:?}")), "{not_json}");
+        let none = read(&BTreeMap::new());
+        assert!(
+            none.contains("not a checkpoint written by kiln train"),
+            "{none}"
+        );
+    }
+}
