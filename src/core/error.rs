@@ -49,6 +49,11 @@ pub enum Error {
     #[error("CUDA driver error: {0}")]
     Driver(String),
 
+    /// A broken invariant inside kiln (a poisoned lock, a rule returning the wrong number of
+    /// gradients): a bug to report, not a problem with the input or the driver.
+    #[error("internal error in kiln (please report it): {0}")]
+    Internal(String),
+
     #[error("no kernel named {0} in the embedded kernels")]
     MissingKernel(String),
 

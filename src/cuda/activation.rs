@@ -3,7 +3,7 @@
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 use crate::core::layout::{MaxoutLayout, RowLayout};
-use crate::cuda::params::{to_i32, to_i64, Storage};
+use crate::cuda::params::{to_i32, to_i64, StorageFormat};
 
 /// Mirrors `ReluFwdParams` in kernels/activation.cu.
 #[repr(C)]
@@ -33,7 +33,7 @@ const KILN_THREADS_PER_BLOCK: u32 = 256;
 /// y = max(x, 0) and mask = (x > 0) over `n` elements of storage `s`.
 pub(crate) fn relu_fwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     x: &GpuBuffer,
     y: &mut GpuBuffer,
     mask: &mut GpuBuffer,
@@ -57,7 +57,7 @@ pub(crate) fn relu_fwd(
 /// dx = dy · mask over `n` elements of storage `s`.
 pub(crate) fn relu_bwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     dy: &GpuBuffer,
     mask: &GpuBuffer,
     dx: &mut GpuBuffer,
@@ -81,15 +81,15 @@ pub(crate) fn relu_bwd(
 /// The ReLU kernel for storage `s` and the elements each thread takes: one 16-byte access holds 4
 /// f32 or 8 16-bit values.
 fn relu_kernel(
-    s: Storage,
+    s: StorageFormat,
     f32: &'static str,
     bf16: &'static str,
     f16: &'static str,
 ) -> (&'static str, usize) {
     match s {
-        Storage::F32 => (f32, 4),
-        Storage::Bf16 => (bf16, 8),
-        Storage::F16 => (f16, 8),
+        StorageFormat::F32 => (f32, 4),
+        StorageFormat::Bf16 => (bf16, 8),
+        StorageFormat::F16 => (f16, 8),
     }
 }
 

@@ -180,7 +180,7 @@ impl RealGpu {
         let mut allowed = self
             .shared_opt_in
             .lock()
-            .map_err(|_| Error::Driver("shared-memory opt-in table poisoned".into()))?;
+            .map_err(|_| Error::Internal("shared-memory opt-in table poisoned".into()))?;
         if allowed.get(name).is_some_and(|&b| b >= bytes) {
             return Ok(());
         }

@@ -2,7 +2,7 @@
 
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
-use crate::cuda::params::{storage_kernel, to_i64, Storage};
+use crate::cuda::params::{storage_kernel, to_i64, StorageFormat};
 
 /// Mirrors `DropoutFwdParams` in kernels/dropout.cu.
 #[repr(C)]
@@ -47,7 +47,7 @@ pub(crate) struct DropoutDraw {
 /// mask = keep(seed, i), y = mask ? x·scale : 0 over `n` f32 elements.
 pub(crate) fn dropout_fwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     x: &GpuBuffer,
     draw: DropoutDraw,
     y: &mut GpuBuffer,
@@ -77,7 +77,7 @@ pub(crate) fn dropout_fwd(
 /// dx = mask ? dy·scale : 0 over `n` f32 elements.
 pub(crate) fn dropout_bwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     dy: &GpuBuffer,
     mask: &GpuBuffer,
     scale: f32,

@@ -1,6 +1,6 @@
 //! Launchers for kernels/elementwise.cu.
 
-use super::params::{storage_kernel, to_i64, Storage};
+use super::params::{storage_kernel, to_i64, StorageFormat};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 
@@ -54,7 +54,7 @@ kernel_params!(AxpbyParams, MulParams, AffineParams, FillParams);
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn axpby(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     alpha: f32,
     a: &GpuBuffer,
     beta: f32,

@@ -1,7 +1,7 @@
 //! Launchers for kernels/gemm.cu: the tiled GEMMs (`gemm_128x128_f32` for large products,
 //! `gemm_f32` otherwise) and the bias add / bias-gradient kernels.
 
-use super::params::{storage_kernel, to_i32, to_i64, Storage};
+use super::params::{storage_kernel, to_i32, to_i64, StorageFormat};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::{invalid, Result};
 use crate::core::shape::GemmSpec;
@@ -326,7 +326,7 @@ pub(crate) fn bias_add(
 /// db[c] = Σ over outer and inner of dy[o][c][i] (one block per channel, deterministic).
 pub(crate) fn bias_grad(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     dy: &GpuBuffer,
     outer: usize,
     channels: usize,

@@ -1,6 +1,6 @@
 //! Launchers for kernels/im2col.cu.
 
-use super::params::{storage_kernel, ConvGeom, Storage};
+use super::params::{storage_kernel, ConvGeom, StorageFormat};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 use crate::core::shape::ConvGeometry;
@@ -38,7 +38,7 @@ kernel_params!(Im2colParams, Col2imParams, Im2col16Params);
 /// Unfolds the whole batch `im` [N][C][H][W] into `col` [N][C·KH·KW][OH·OW], both of storage `s`.
 pub(crate) fn im2col(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     im: &GpuBuffer,
     g: &ConvGeometry,
     col: &mut GpuBuffer,
@@ -49,7 +49,7 @@ pub(crate) fn im2col(
 /// [`im2col`] on device addresses: `im` holds g.batch images, `col` their columns (the caller
 /// checked both ranges, e.g. with `GpuBuffer::address_of_range`). With 16-bit storage the columns
 /// are the input's values as they are: the tensor-core GEMM's operand with nothing to round.
-pub(crate) fn im2col_at(gpu: &Gpu, s: Storage, im: u64, g: &ConvGeometry, col: u64) -> Result<()> {
+pub(crate) fn im2col_at(gpu: &Gpu, s: StorageFormat, im: u64, g: &ConvGeometry, col: u64) -> Result<()> {
     let params = Im2colParams {
         im,
         col,
@@ -93,12 +93,12 @@ pub(crate) fn col2im(
     g: &ConvGeometry,
     im: &mut GpuBuffer,
 ) -> Result<()> {
-    col2im_at(gpu, Storage::F32, col.address(), g, im.address())
+    col2im_at(gpu, StorageFormat::F32, col.address(), g, im.address())
 }
 
 /// [`col2im`] on device addresses (ranges checked by the caller), the image of storage `s` (the
 /// columns are f32).
-pub(crate) fn col2im_at(gpu: &Gpu, s: Storage, col: u64, g: &ConvGeometry, im: u64) -> Result<()> {
+pub(crate) fn col2im_at(gpu: &Gpu, s: StorageFormat, col: u64, g: &ConvGeometry, im: u64) -> Result<()> {
     let params = Col2imParams {
         col,
         im,

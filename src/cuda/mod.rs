@@ -153,7 +153,7 @@ pub(crate) fn gpu(device: Device) -> Result<Arc<Gpu>> {
     let mut opened = OPENED
         .get_or_init(Default::default)
         .lock()
-        .map_err(|_| Error::Driver("device registry lock poisoned".into()))?;
+        .map_err(|_| Error::Internal("device registry lock poisoned".into()))?;
     if let Some(g) = opened.get(&device) {
         return Ok(g.clone());
     }
@@ -386,7 +386,7 @@ impl Gpu {
     fn lock_pool(&self) -> Result<std::sync::MutexGuard<'_, Pool>> {
         self.pool
             .lock()
-            .map_err(|_| Error::Driver("memory pool lock poisoned".into()))
+            .map_err(|_| Error::Internal("memory pool lock poisoned".into()))
     }
 
     /// Copies `src` into the start of `dst`.
@@ -406,7 +406,7 @@ impl Gpu {
                 Ok(())
             }
             #[allow(unreachable_patterns)]
-            _ => Err(Error::Driver("buffer belongs to another backend".into())),
+            _ => Err(Error::Internal("buffer belongs to another backend".into())),
         }
     }
 
@@ -440,7 +440,7 @@ impl Gpu {
                 Ok(())
             }
             #[allow(unreachable_patterns)]
-            _ => Err(Error::Driver("buffer belongs to another backend".into())),
+            _ => Err(Error::Internal("buffer belongs to another backend".into())),
         }
     }
 

@@ -3,7 +3,7 @@
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 use crate::core::layout::ChannelLayout;
-use crate::cuda::params::{storage_kernel, to_i32, to_i64, Storage};
+use crate::cuda::params::{storage_kernel, to_i32, to_i64, StorageFormat};
 
 /// Mirrors `BatchNormStatsParams` in kernels/norm.cu.
 #[repr(C)]
@@ -106,7 +106,7 @@ fn per_channel_config(channels: i32) -> LaunchConfig {
 /// Per-channel mean and biased variance of `x`.
 pub(crate) fn batch_norm_stats(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     x: &GpuBuffer,
     layout: ChannelLayout,
     mean: &mut GpuBuffer,
@@ -132,7 +132,7 @@ pub(crate) fn batch_norm_stats(
 /// y = γ·x̂ + β.
 pub(crate) fn batch_norm_fwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     x: &GpuBuffer,
     layout: ChannelLayout,
     norm: &GpuChannelNorm<'_>,
@@ -167,7 +167,7 @@ pub(crate) fn batch_norm_fwd(
 pub(crate) struct BackwardInputs<'a> {
     pub dy: &'a GpuBuffer,
     pub x: &'a GpuBuffer,
-    pub storage: Storage,
+    pub storage: StorageFormat,
 }
 
 /// Per channel: Σdy and Σdy·x̂.

@@ -62,19 +62,19 @@ impl ConvGeom {
 /// The element type a storage-templated kernel reads and writes (kernels/half.cuh
 /// `KILN_STORAGE_KERNELS`: one kernel `<op>_f32`, `<op>_bf16`, `<op>_f16` per type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Storage {
+pub(crate) enum StorageFormat {
     F32,
     Bf16,
     F16,
 }
 
-impl Storage {
+impl StorageFormat {
     /// The storage of a tensor of `dtype`, or an error naming `op` for other dtypes.
-    pub(crate) fn of(op: &'static str, dtype: DType) -> Result<Storage> {
+    pub(crate) fn of(op: &'static str, dtype: DType) -> Result<StorageFormat> {
         match dtype {
-            DType::F32 => Ok(Storage::F32),
-            DType::BF16 => Ok(Storage::Bf16),
-            DType::F16 => Ok(Storage::F16),
+            DType::F32 => Ok(StorageFormat::F32),
+            DType::BF16 => Ok(StorageFormat::Bf16),
+            DType::F16 => Ok(StorageFormat::F16),
             got => Err(Error::DTypeMismatch {
                 op,
                 expected: DType::F32,
@@ -85,9 +85,9 @@ impl Storage {
 
     pub(crate) fn dtype(self) -> DType {
         match self {
-            Storage::F32 => DType::F32,
-            Storage::Bf16 => DType::BF16,
-            Storage::F16 => DType::F16,
+            StorageFormat::F32 => DType::F32,
+            StorageFormat::Bf16 => DType::BF16,
+            StorageFormat::F16 => DType::F16,
         }
     }
 
@@ -101,9 +101,9 @@ impl Storage {
 macro_rules! storage_kernel {
     ($op:literal, $s:expr) => {
         match $s {
-            $crate::cuda::params::Storage::F32 => concat!($op, "_f32"),
-            $crate::cuda::params::Storage::Bf16 => concat!($op, "_bf16"),
-            $crate::cuda::params::Storage::F16 => concat!($op, "_f16"),
+            $crate::cuda::params::StorageFormat::F32 => concat!($op, "_f32"),
+            $crate::cuda::params::StorageFormat::Bf16 => concat!($op, "_bf16"),
+            $crate::cuda::params::StorageFormat::F16 => concat!($op, "_f16"),
         }
     };
 }

@@ -1,6 +1,6 @@
 //! Launchers for kernels/pool.cu.
 
-use super::params::{storage_kernel, to_i64, ConvGeom, Storage};
+use super::params::{storage_kernel, to_i64, ConvGeom, StorageFormat};
 use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 use crate::core::shape::ConvGeometry;
@@ -99,7 +99,7 @@ kernel_params!(
 /// Max over each window of `x`, recording the winner's index in its input plane.
 pub(crate) fn maxpool_fwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     x: &GpuBuffer,
     g: &ConvGeometry,
     y: &mut GpuBuffer,
@@ -123,7 +123,7 @@ pub(crate) fn maxpool_fwd(
 /// Routes `dy` to the recorded winners (gather per input pixel; `dx` is overwritten).
 pub(crate) fn maxpool_bwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     dy: &GpuBuffer,
     argmax: &GpuBuffer,
     g: &ConvGeometry,
@@ -146,7 +146,7 @@ pub(crate) fn maxpool_bwd(
 /// Mean over each window of `x` (see `cpu::pool::avgpool_fwd` for the divisor).
 pub(crate) fn avgpool_fwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     x: &GpuBuffer,
     g: &ConvGeometry,
     count_include_pad: bool,
@@ -170,7 +170,7 @@ pub(crate) fn avgpool_fwd(
 /// Average-pool backward (gather per input pixel; `dx` is overwritten).
 pub(crate) fn avgpool_bwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     dy: &GpuBuffer,
     g: &ConvGeometry,
     count_include_pad: bool,
@@ -236,7 +236,7 @@ const MAX_PLANE_BLOCKS: usize = 65_535;
 /// `y[p]` = mean of plane `p` of `x` (`planes` planes of `plane_len` elements), one block per plane.
 pub(crate) fn global_avgpool_fwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     x: &GpuBuffer,
     planes: usize,
     plane_len: usize,
@@ -259,7 +259,7 @@ pub(crate) fn global_avgpool_fwd(
 /// `dx[p][i] = dy[p] / plane_len`, elementwise.
 pub(crate) fn global_avgpool_bwd(
     gpu: &Gpu,
-    s: Storage,
+    s: StorageFormat,
     dy: &GpuBuffer,
     planes: usize,
     plane_len: usize,

@@ -4,7 +4,7 @@
 
 use crate::core::dtype::DType;
 use crate::core::error::Result;
-use crate::tensor::Tensor;
+use crate::backend::RawTensor;
 
 /// How a row's outputs must agree with the CPU's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,7 +155,7 @@ pub(super) struct HostValues {
 }
 
 impl HostValues {
-    pub fn of(t: &Tensor) -> Result<HostValues> {
+    pub fn of(t: &RawTensor) -> Result<HostValues> {
         let floats = |values: Vec<f64>, bits: Vec<u64>| HostValues {
             values,
             bits,

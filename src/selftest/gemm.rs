@@ -361,7 +361,7 @@ fn activations_backward(d: Device, format: DType) -> Result<Outputs> {
     let bn = backend::batch_norm_bwd(&dy, &x, &stats, true, true)?;
     let bn_dx = bn
         .dx
-        .ok_or_else(|| crate::Error::Driver("batch norm backward gave no dx".into()))?;
+        .ok_or_else(|| crate::Error::Internal("batch norm backward gave no dx".into()))?;
     let conv = activation_conv()?;
     let w = in_format(&[6, 5, 3, 3], 314, format, d)?;
     let conv_dy = in_format(&conv.output_shape(), 315, format, d)?;

@@ -267,7 +267,7 @@ pub(super) fn cases() -> Vec<Case> {
             let dy = uniform(x.shape(), 143, d)?;
             let g = backend::batch_norm_bwd(&dy, &x, &stats(&mean, &var, &gamma), true, true)?;
             let dx =
-                g.dx.ok_or_else(|| Error::Driver("batch norm backward gave no dx".into()))?;
+                g.dx.ok_or_else(|| Error::Internal("batch norm backward gave no dx".into()))?;
             Ok(vec![("dx", dx), ("dgamma", g.dgamma), ("dbeta", g.dbeta)])
         }),
     ]

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
 use crate::cuda;
-use crate::tensor::Tensor;
+use crate::backend::RawTensor;
 use compare::HostValues;
 use switches::{ChoiceGuard, KernelChoice};
 
@@ -186,7 +186,7 @@ pub fn run(device: Device, options: &Options, on_row: &mut dyn FnMut(&Row)) -> R
 }
 
 /// The outputs of a row, named, on the device they were computed on.
-type Outputs = Vec<(&'static str, Tensor)>;
+type Outputs = Vec<(&'static str, RawTensor)>;
 
 /// One row: how to compute its outputs on any device from fixed seeds, and how to judge them.
 struct Case {
