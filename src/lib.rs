@@ -36,6 +36,7 @@ pub use crate::core::shape::{ConvGeometry, GemmSpec, Window2d};
 /// The core tier's modules under their earlier paths (`kiln::device::Device`, ...).
 pub use crate::core::{device, dtype, error, shape};
 pub use autocast::{autocast, autocast_activations};
-pub use autograd::{no_grad, Gradients};
+pub use autograd::no_grad;
 pub use cuda::{empty_cache, memory_stats, reset_peak_memory, synchronize, MemoryStats};
+pub use tensor::Gradients;
 pub use tensor::{Tensor, TensorId};

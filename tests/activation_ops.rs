@@ -4,6 +4,7 @@
 //!
 //! Expected literals come from Python's `math` module (`math.exp`, `math.tanh`, `math.expm1`).
 
+use kiln::backend::RawTensor;
 use kiln::testing::{assert_close, check_parity, gradcheck, random_away_from_zero, random_vec};
 use kiln::{backend, ops, DType, Device, Tensor};
 use rand::rngs::StdRng;
@@ -56,7 +57,7 @@ fn well_separated(shape: &[usize], seed: u64) -> Tensor {
     tensor(v, shape)
 }
 
-fn values(t: &Tensor) -> Vec<f32> {
+fn values(t: &RawTensor) -> Vec<f32> {
     t.to_vec::<f32>().unwrap()
 }
 

@@ -13,7 +13,7 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
 /// x with each value rounded to `format` and widened back to f32, then to f64.
 fn rounded_f64(x: &Tensor, format: DType) -> Tensor {
     let r = backend::cast(&backend::cast(x, format).unwrap(), DType::F32).unwrap();
-    r.to_dtype(DType::F64).unwrap()
+    Tensor::from(r.to_dtype(DType::F64).unwrap())
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use kiln::autograd::record_without_rule;
+use kiln::tensor::record_without_rule;
 use kiln::{memory_stats, no_grad, ops, Device, Error, Gradients, Tensor, Window2d};
 
 fn values(t: &Tensor) -> Vec<f32> {

@@ -22,10 +22,6 @@ const TIERS: &[&[&str]] = &[
 
 /// Imports that still point up or sideways, each to be cut (issue 13); (from, to).
 const KNOWN_BACK_EDGES: &[(&str, &str)] = &[
-    // Primitives still take the tracked `Tensor` (to become a raw tensor without a tape node), and
-    // the tape's rules are closures over `Tensor`.
-    ("backend", "tensor"),
-    ("autograd", "tensor"),
     // `ConvNet::train_step` runs SGD itself.
     ("nn", "optim"),
 ];

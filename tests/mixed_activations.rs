@@ -6,7 +6,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use kiln::backend::{self, BatchNormStats, Factor};
+use kiln::backend::{self, BatchNormStats, Factor, RawTensor};
 use kiln::testing::assert_close;
 use kiln::{
     autocast, autocast_activations, memory_stats, ops, ConvGeometry, DType, Device, Tensor,
@@ -33,7 +33,7 @@ fn random_in(shape: &[usize], seed: u64, format: DType, device: Device) -> Tenso
         .unwrap()
 }
 
-fn values(t: &Tensor) -> Vec<f32> {
+fn values(t: &RawTensor) -> Vec<f32> {
     t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap()
 }
 
@@ -56,11 +56,11 @@ const WIDENED_ON_DEVICES: [&str; 9] = [
 /// is one of [`WIDENED_ON_DEVICES`].
 fn check_rounded_once(
     name: &str,
-    inputs: &[Tensor],
-    f: impl Fn(&[Tensor]) -> kiln::Result<Tensor>,
+    inputs: &[RawTensor],
+    f: impl Fn(&[RawTensor]) -> kiln::Result<RawTensor>,
 ) {
     let format = inputs[0].dtype();
-    let wide: Vec<Tensor> = inputs
+    let wide: Vec<RawTensor> = inputs
         .iter()
         .map(|t| t.to_dtype(DType::F32).unwrap())
         .collect();
@@ -86,7 +86,7 @@ fn check_rounded_once(
 }
 
 /// `got` holds exactly `want`'s values (NaN matching NaN); else the first difference is reported.
-fn assert_same_values(name: &str, got: &Tensor, want: &Tensor) {
+fn assert_same_values(name: &str, got: &RawTensor, want: &RawTensor) {
     let (got, want) = (values(got), values(want));
     assert_eq!(got.len(), want.len(), "{name}: lengths");
     let differ = got
@@ -113,12 +113,13 @@ fn every_primitive_keeps_16_bit_storage_and_rounds_once(device: Device) {
         let upstream = random_in(&[1], 4, format, device);
         let (_, relu_mask) = backend::relu_fwd(&x).unwrap();
         let (_, argmax) = backend::maxpool_fwd(&x, &pool).unwrap();
-        let check =
-            |name: &str, inputs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> kiln::Result<Tensor>| {
-                eprintln!("{name} on {device} in {format:?}");
-                let inputs: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
-                check_rounded_once(name, &inputs, f);
-            };
+        let check = |name: &str,
+                     inputs: &[&RawTensor],
+                     f: &dyn Fn(&[RawTensor]) -> kiln::Result<RawTensor>| {
+            eprintln!("{name} on {device} in {format:?}");
+            let inputs: Vec<RawTensor> = inputs.iter().map(|&t| t.clone()).collect();
+            check_rounded_once(name, &inputs, f);
+        };
         check("relu", &[&x], &|t| Ok(backend::relu_fwd(&t[0])?.0));
         check("relu backward", &[&dy], &|t| {
             backend::relu_bwd(&t[0], &relu_mask)
@@ -257,7 +258,7 @@ fn step(device: Device, mode: Mode) -> (f32, Vec<Vec<f32>>, Vec<DType>) {
         .unwrap();
     let run = |net: &mut Net| -> kiln::Result<(Tensor, Vec<DType>)> {
         let (logits, activations) = net.forward(&x)?;
-        let mut dtypes: Vec<DType> = activations.iter().map(Tensor::dtype).collect();
+        let mut dtypes: Vec<DType> = activations.iter().map(|t| t.dtype()).collect();
         dtypes.push(logits.dtype());
         Ok((ops::softmax_cross_entropy(&logits, &labels)?, dtypes))
     };

@@ -1,6 +1,7 @@
 //! Dropout and batch normalization: hand-computed values, f64 gradient checks, running statistics,
 //! parity of every device with the CPU, the dropout mask's reproducibility, and bad input.
 
+use kiln::backend::RawTensor;
 use kiln::backend::{self, BatchNormStats};
 use kiln::cpu::dropout::{dropout_keeps, dropout_threshold};
 use kiln::ops::{self, BatchNorm2d};
@@ -26,7 +27,7 @@ fn random64(shape: &[usize], seed: u64, offset: f64, spread: f64) -> Tensor {
     Tensor::from_vec(values, shape, Device::Cpu).unwrap()
 }
 
-fn f32s(t: &Tensor) -> Vec<f32> {
+fn f32s(t: &RawTensor) -> Vec<f32> {
     t.to_vec::<f32>().unwrap()
 }
 
@@ -176,7 +177,7 @@ fn batch_norm_statistics_survive_a_large_mean(device: Device) {
         .unwrap();
     let (m, v) = channel_stats(&x);
     let (mean, var) = backend::batch_norm_stats(&x.to_device(device).unwrap()).unwrap();
-    let to64 = |t: &Tensor| f32s(t).into_iter().map(f64::from).collect::<Vec<_>>();
+    let to64 = |t: &RawTensor| f32s(t).into_iter().map(f64::from).collect::<Vec<_>>();
     eprintln!("large mean on {device}");
     assert_close(&to64(&mean), &m, 1e-3, 0.0);
     assert_close(&to64(&var), &v, 0.0, 1e-3);
@@ -293,7 +294,7 @@ fn batch_norm_backward_primitive_matches_cpu(device: Device) {
     let (x, dy) = (random(&[2, 3, 5, 7], 60), random(&[2, 3, 5, 7], 61));
     let (gamma, mean) = (random(&[3], 62), random(&[3], 63));
     let var = random64(&[3], 64, 1.0, 0.5).to_dtype(DType::F32).unwrap();
-    let on = |t: &Tensor| t.to_device(device).unwrap();
+    let on = |t: &RawTensor| t.to_device(device).unwrap();
     let (dmean, dvar, dgamma) = (on(&mean), on(&var), on(&gamma));
     for training in [true, false] {
         let cpu_stats = BatchNormStats {

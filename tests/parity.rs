@@ -1,8 +1,9 @@
 //! GPU-vs-CPU parity: every primitive and layer, on random inputs of odd sizes, on the kernel
 //! emulation (always) and on a real GPU (where one is usable; otherwise the test says why it skips).
 
+use kiln::backend::{self, RawTensor};
 use kiln::testing::{assert_close, check_parity, random_away_from_zero};
-use kiln::{backend, ops, ConvGeometry, DType, Device, GemmSpec, Tensor, Window2d};
+use kiln::{ops, ConvGeometry, DType, Device, GemmSpec, Tensor, Window2d};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -20,7 +21,7 @@ fn on(t: &Tensor, d: Device) -> Tensor {
 }
 
 #[track_caller]
-fn same(gpu: &Tensor, cpu: &Tensor) {
+fn same(gpu: &RawTensor, cpu: &RawTensor) {
     assert_eq!(gpu.shape(), cpu.shape());
     match cpu.dtype() {
         DType::F32 => assert_close(

@@ -7,6 +7,7 @@
 //! `max_pool_layer_matches_cpu_forward_and_backward`), so they are not repeated here; its ties
 //! (the first maximal element of a window wins, padding never does) are checked here by hand.
 
+use kiln::backend::RawTensor;
 use kiln::testing::{assert_close, check_parity, gradcheck};
 use kiln::testing::{random_away_from_zero, random_vec};
 use kiln::{backend, ops, ConvGeometry, DType, Device, Error, Tensor, Window2d};
@@ -506,7 +507,7 @@ fn max_pool_ties_go_to_the_first_element_in_window_order(device: Device) {
             };
             let what = format!("{}, {device}, {format:?}", case.name);
             let (y, argmax) = backend::maxpool_fwd(&on(&case.x, &case.shape), &g).unwrap();
-            let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+            let f32s = |t: &RawTensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
             assert_eq!(f32s(&y), case.y, "max, {what}");
             assert_eq!(
                 argmax.to_vec::<i32>().unwrap(),

@@ -6,6 +6,7 @@
 mod tensor_core_support;
 
 use half::{bf16, f16};
+use kiln::backend::RawTensor;
 use kiln::testing::gpu_devices_under_test;
 use kiln::{backend, ops, DType, Device, GemmSpec, Tensor};
 use rand::rngs::StdRng;
@@ -179,7 +180,7 @@ fn sixteen_bit_gemm_errors_are_clear() {
     // Mixed 16-bit formats, on the CPU and on a device.
     assert!(backend::gemm(&spec, 1.0, &a, &b16, vec![4]).is_err());
     let dev = Device::CudaEmulated;
-    let on = |t: &Tensor| t.to_device(dev).unwrap();
+    let on = |t: &RawTensor| t.to_device(dev).unwrap();
     assert!(backend::gemm(&spec, 1.0, &on(&a), &on(&b16), vec![4]).is_err());
     // A 16-bit operand with an f32 one.
     assert!(backend::gemm(&spec, 1.0, &a, &random(6, 3), vec![4]).is_err());

@@ -12,6 +12,7 @@
 
 mod tensor_core_support;
 
+use kiln::backend::RawTensor;
 use kiln::cuda::{count_launches, with_kernel_policy, KernelPolicy};
 use kiln::testing::{check_parity, gpu_devices_under_test};
 use kiln::{autocast, backend, ops, DType, Device, GemmSpec, Tensor, Window2d};
@@ -61,7 +62,7 @@ fn runs_wgmma(device: Device) -> bool {
     let runs = wgmma_launches_during(device, Loader::Tma, || {
         let spec = GemmSpec::new(8, 8, 8);
         let a = backend::cast(&random(64, 1), DType::BF16).unwrap();
-        let on = |t: &Tensor| t.to_device(device).unwrap();
+        let on = |t: &RawTensor| t.to_device(device).unwrap();
         backend::gemm(&spec, 1.0, &on(&a), &on(&a), vec![64]).unwrap();
     })
     .all > 0;

@@ -26,10 +26,16 @@ impl HalfProblem {
 
 impl Bench {
     /// The bf16 operands of `p`, on the bench's device.
-    fn half_operands(&self, p: &HalfProblem) -> Result<(kiln::Tensor, kiln::Tensor)> {
+    fn half_operands(&self, p: &HalfProblem) -> Result<(backend::RawTensor, backend::RawTensor)> {
         let s = p.size;
-        let a = backend::cast(&self.randn(&[s, s], p.seeds.0)?, DType::BF16)?;
-        let b = backend::cast(&self.randn(&[s, s], p.seeds.1)?, DType::BF16)?;
+        let (a, b) = (
+            self.randn(&[s, s], p.seeds.0)?,
+            self.randn(&[s, s], p.seeds.1)?,
+        );
+        let (a, b) = (
+            backend::cast(&a, DType::BF16)?,
+            backend::cast(&b, DType::BF16)?,
+        );
         Ok((a, b))
     }
 
@@ -66,7 +72,8 @@ impl Bench {
     /// Whether the opt-in wgmma GEMM runs on the bench's device (compute capability 9.0, or
     /// emulation): a small bf16 product with it enabled counts as a wgmma launch.
     pub(super) fn wgmma_runs(&self) -> Result<bool> {
-        let a = backend::cast(&self.randn(&[64, 64], 7)?, DType::BF16)?;
+        let a = self.randn(&[64, 64], 7)?;
+        let a = backend::cast(&a, DType::BF16)?;
         let (ran, launched) = kiln::cuda::count_launches(|| {
             self.under(
                 |p| p.wgmma = true,
@@ -85,7 +92,7 @@ impl Bench {
         &self,
         rows: &mut Rows,
         p: &HalfProblem,
-        (a, b): (&kiln::Tensor, &kiln::Tensor),
+        (a, b): (&backend::RawTensor, &backend::RawTensor),
         work: Work,
     ) -> Result<()> {
         let spec = p.spec();
@@ -171,7 +178,7 @@ impl Bench {
             let (a, b) = self.half_operands(p)?;
             let s = p.size;
             let kiln_c = backend::gemm(&p.spec(), 1.0, &a, &b, vec![s, s])?.to_vec::<f32>()?;
-            let bits = |t: &kiln::Tensor| -> Result<Vec<u16>> {
+            let bits = |t: &backend::RawTensor| -> Result<Vec<u16>> {
                 Ok(t.to_vec::<half::bf16>()?
                     .iter()
                     .map(|h| h.to_bits())

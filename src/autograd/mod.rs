@@ -8,22 +8,18 @@
 //!
 //! In [`no_grad`] mode nothing is recorded and no activation is kept.
 
-mod gradients;
-
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use gradients::Gradients;
-
-use crate::backend;
+use crate::backend::{self, RawTensor, TensorId};
 use crate::core::error::{Error, Result};
-use crate::tensor::{Tensor, TensorId};
 
 /// A backward rule: from the gradient of the op's output, the gradients of its inputs (in the order
-/// the inputs were recorded; `None` for an input that needs none).
-pub type BackwardRule = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+/// the inputs were recorded; `None` for an input that needs none). Gradients are raw tensors: the
+/// backward pass itself is never recorded.
+pub type BackwardRule = Box<dyn FnOnce(&RawTensor) -> Result<Vec<Option<RawTensor>>> + Send + Sync>;
 
 /// One recorded operation (or a leaf: a tensor whose gradient the user wants).
 pub struct Node {
@@ -84,46 +80,24 @@ pub(crate) fn leaf(id: TensorId) -> Arc<Node> {
     })
 }
 
-/// Whether an op over `inputs` must be recorded.
-pub fn needs_grad(inputs: &[&Tensor]) -> bool {
-    is_grad_enabled() && inputs.iter().any(|t| t.grad_node().is_some())
-}
-
-/// Records `op` producing `output` from `inputs` when any input needs gradients. `rule` builds the
-/// backward rule only then, so a forward pass that records nothing keeps nothing alive.
-pub fn record<F>(
+/// The node of an op over inputs with these nodes, holding `rule` (`None`: no backward rule, so
+/// reaching it in backward is an error naming `op`). `Tensor`'s `record` decides whether to call
+/// this at all.
+pub(crate) fn op_node(
     op: &'static str,
-    inputs: &[&Tensor],
-    output: Tensor,
-    rule: impl FnOnce() -> F,
-) -> Tensor
-where
-    F: FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
-{
-    if !needs_grad(inputs) {
-        return output;
-    }
-    let node = Node {
+    inputs: Vec<Option<Arc<Node>>>,
+    rule: Option<BackwardRule>,
+) -> Arc<Node> {
+    let kind = match rule {
+        Some(rule) => NodeKind::Op(Mutex::new(Some(rule))),
+        None => NodeKind::NoRule,
+    };
+    Arc::new(Node {
         seq: next_seq(),
         op,
-        inputs: inputs.iter().map(|t| t.grad_node().cloned()).collect(),
-        kind: NodeKind::Op(Mutex::new(Some(Box::new(rule())))),
-    };
-    output.with_grad_node(Some(Arc::new(node)))
-}
-
-/// Records an op that has no backward rule: backward through it fails with an error naming it.
-pub fn record_without_rule(op: &'static str, inputs: &[&Tensor], output: Tensor) -> Tensor {
-    if !needs_grad(inputs) {
-        return output;
-    }
-    let node = Node {
-        seq: next_seq(),
-        op,
-        inputs: inputs.iter().map(|t| t.grad_node().cloned()).collect(),
-        kind: NodeKind::NoRule,
-    };
-    output.with_grad_node(Some(Arc::new(node)))
+        inputs,
+        kind,
+    })
 }
 
 /// Every node reachable from `root`, by sequence number (execution order).
@@ -142,7 +116,7 @@ fn reachable(root: &Arc<Node>) -> BTreeMap<u64, Arc<Node>> {
 }
 
 /// Adds `g` into the gradient pending for key `k`.
-fn accumulate<K: Ord>(pending: &mut BTreeMap<K, Tensor>, k: K, g: Tensor) -> Result<()> {
+fn accumulate<K: Ord>(pending: &mut BTreeMap<K, RawTensor>, k: K, g: RawTensor) -> Result<()> {
     let total = match pending.remove(&k) {
         Some(sum) => backend::add(&sum, &g)?,
         None => g,
@@ -152,16 +126,21 @@ fn accumulate<K: Ord>(pending: &mut BTreeMap<K, Tensor>, k: K, g: Tensor) -> Res
 }
 
 /// Runs backward from `root` with output gradient `seed`, adding leaf gradients into `into`.
-pub(crate) fn backward(root: &Arc<Node>, seed: Tensor, into: &mut Gradients) -> Result<()> {
+/// Leaf gradients go to `leaf_gradient` (which sums them per tensor).
+pub(crate) fn backward(
+    root: &Arc<Node>,
+    seed: RawTensor,
+    mut leaf_gradient: impl FnMut(TensorId, RawTensor) -> Result<()>,
+) -> Result<()> {
     let nodes = reachable(root);
-    let mut pending: BTreeMap<u64, Tensor> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, RawTensor> = BTreeMap::new();
     pending.insert(root.seq, seed);
     for (seq, node) in nodes.iter().rev() {
         let Some(grad) = pending.remove(seq) else {
             continue;
         };
         match &node.kind {
-            NodeKind::Leaf(id) => into.accumulate(*id, grad)?,
+            NodeKind::Leaf(id) => leaf_gradient(*id, grad)?,
             NodeKind::NoRule => return Err(Error::NoBackward { op: node.op }),
             NodeKind::Op(rule) => {
                 let rule = rule

@@ -1,6 +1,7 @@
 //! Activation primitives.
 
 use super::cast::{host_storage_format, storage_format, stored, widened};
+use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
@@ -8,10 +9,9 @@ use crate::core::error::{invalid, Error, Result};
 use crate::core::layout::{MaxoutLayout, RowLayout};
 use crate::cpu;
 use crate::cuda;
-use crate::tensor::Tensor;
 
 /// ReLU: (y, mask u8).
-pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {
+pub fn relu_fwd(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
     if let Some(format) = host_storage_format(x) {
         let (y, mask) = relu_fwd(&widened(x)?)?;
         return Ok((stored(y, Some(format))?, mask));
@@ -24,7 +24,7 @@ pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {
             let y = host_output::<T>(shape.clone(), |y| {
                 cpu::activation::relu_fwd(xs, y, &mut mask)
             });
-            Ok((y, Tensor::host(u8::wrap(mask), shape, DType::U8)))
+            Ok((y, RawTensor::host(u8::wrap(mask), shape, DType::U8)))
         }),
         _ => {
             let (gpu, xb, s) = gpu_float("relu", x)?;
@@ -33,13 +33,13 @@ pub fn relu_fwd(x: &Tensor) -> Result<(Tensor, Tensor)> {
             let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
                 cuda::activation::relu_fwd(&gpu, s, xb, y, &mut mask, n)
             })?;
-            Ok((y, Tensor::from_gpu(mask, shape, DType::U8)))
+            Ok((y, RawTensor::from_gpu(mask, shape, DType::U8)))
         }
     }
 }
 
 /// dx = dy · mask.
-pub fn relu_bwd(dy: &Tensor, mask: &Tensor) -> Result<Tensor> {
+pub fn relu_bwd(dy: &RawTensor, mask: &RawTensor) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(dy) {
         return stored(relu_bwd(&widened(dy)?, mask)?, Some(format));
     }
@@ -114,7 +114,7 @@ impl Pointwise {
     }
 }
 
-fn pointwise_fwd(op: Pointwise, x: &Tensor) -> Result<Tensor> {
+fn pointwise_fwd(op: Pointwise, x: &RawTensor) -> Result<RawTensor> {
     let (name, _) = op.names();
     op.check()?;
     if let Some(format) = storage_format(x) {
@@ -142,7 +142,7 @@ fn pointwise_fwd(op: Pointwise, x: &Tensor) -> Result<Tensor> {
 }
 
 /// `saved` is the forward input (leaky ReLU, ELU) or output (sigmoid, tanh).
-fn pointwise_bwd(op: Pointwise, saved: &Tensor, dy: &Tensor) -> Result<Tensor> {
+fn pointwise_bwd(op: Pointwise, saved: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
     let (_, name) = op.names();
     op.check()?;
     same_layout(name, saved, dy)?;
@@ -176,56 +176,56 @@ fn pointwise_bwd(op: Pointwise, saved: &Tensor, dy: &Tensor) -> Result<Tensor> {
 }
 
 /// Checks that `b` has `a`'s device, dtype and shape.
-fn same_layout(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+fn same_layout(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
     common_device(op, &[a, b])?;
     b.expect_dtype(op, a.dtype())?;
     b.expect_shape(op, a.shape())
 }
 
 /// Leaky ReLU: `y = x > 0 ? x : negative_slope·x`. Any finite slope (PyTorch allows negative ones).
-pub fn leaky_relu_fwd(x: &Tensor, negative_slope: f64) -> Result<Tensor> {
+pub fn leaky_relu_fwd(x: &RawTensor, negative_slope: f64) -> Result<RawTensor> {
     pointwise_fwd(Pointwise::LeakyRelu(negative_slope), x)
 }
 
 /// `dx = dy · (x > 0 ? 1 : negative_slope)` from the forward input `x` (the slope at 0 is
 /// `negative_slope`, as PyTorch's).
-pub fn leaky_relu_bwd(x: &Tensor, dy: &Tensor, negative_slope: f64) -> Result<Tensor> {
+pub fn leaky_relu_bwd(x: &RawTensor, dy: &RawTensor, negative_slope: f64) -> Result<RawTensor> {
     pointwise_bwd(Pointwise::LeakyRelu(negative_slope), x, dy)
 }
 
 /// ELU: `y = x > 0 ? x : alpha·(exp(x) − 1)`. Any finite alpha (PyTorch checks none).
-pub fn elu_fwd(x: &Tensor, alpha: f64) -> Result<Tensor> {
+pub fn elu_fwd(x: &RawTensor, alpha: f64) -> Result<RawTensor> {
     pointwise_fwd(Pointwise::Elu(alpha), x)
 }
 
 /// `dx = dy · (x > 0 ? 1 : alpha·exp(x))` from the forward input `x` (the slope at 0 is `alpha`,
 /// as PyTorch's).
-pub fn elu_bwd(x: &Tensor, dy: &Tensor, alpha: f64) -> Result<Tensor> {
+pub fn elu_bwd(x: &RawTensor, dy: &RawTensor, alpha: f64) -> Result<RawTensor> {
     pointwise_bwd(Pointwise::Elu(alpha), x, dy)
 }
 
 /// `y = 1 / (1 + exp(−x))`, without overflow for large |x|.
-pub fn sigmoid_fwd(x: &Tensor) -> Result<Tensor> {
+pub fn sigmoid_fwd(x: &RawTensor) -> Result<RawTensor> {
     pointwise_fwd(Pointwise::Sigmoid, x)
 }
 
 /// `dx = dy · y(1 − y)` from the forward output `y`.
-pub fn sigmoid_bwd(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub fn sigmoid_bwd(y: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
     pointwise_bwd(Pointwise::Sigmoid, y, dy)
 }
 
 /// `y = tanh(x)`.
-pub fn tanh_fwd(x: &Tensor) -> Result<Tensor> {
+pub fn tanh_fwd(x: &RawTensor) -> Result<RawTensor> {
     pointwise_fwd(Pointwise::Tanh, x)
 }
 
 /// `dx = dy · (1 − y²)` from the forward output `y`.
-pub fn tanh_bwd(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub fn tanh_bwd(y: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
     pointwise_bwd(Pointwise::Tanh, y, dy)
 }
 
 /// The `[outer][len][inner]` view of `axis` of `t`, or an error when the axis does not exist.
-fn softmax_layout(op: &'static str, t: &Tensor, axis: usize) -> Result<RowLayout> {
+fn softmax_layout(op: &'static str, t: &RawTensor, axis: usize) -> Result<RowLayout> {
     let rank = t.shape().len();
     if axis >= rank {
         return Err(invalid(
@@ -239,7 +239,7 @@ fn softmax_layout(op: &'static str, t: &Tensor, axis: usize) -> Result<RowLayout
     Ok(RowLayout::along(t.shape(), axis))
 }
 
-fn softmax_fwd_impl(op: &'static str, x: &Tensor, axis: usize, log: bool) -> Result<Tensor> {
+fn softmax_fwd_impl(op: &'static str, x: &RawTensor, axis: usize, log: bool) -> Result<RawTensor> {
     if let Some(format) = storage_format(x) {
         return stored(softmax_fwd_impl(op, &widened(x)?, axis, log)?, Some(format));
     }
@@ -263,11 +263,11 @@ fn softmax_fwd_impl(op: &'static str, x: &Tensor, axis: usize, log: bool) -> Res
 
 fn softmax_bwd_impl(
     op: &'static str,
-    y: &Tensor,
-    dy: &Tensor,
+    y: &RawTensor,
+    dy: &RawTensor,
     axis: usize,
     log: bool,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     same_layout(op, y, dy)?;
     let layout = softmax_layout(op, y, axis)?;
     if let Some(format) = storage_format(dy) {
@@ -294,22 +294,22 @@ fn softmax_bwd_impl(
 }
 
 /// Softmax along `axis` (any axis of any rank ≥ 1), stable for logits of any magnitude.
-pub fn softmax_fwd(x: &Tensor, axis: usize) -> Result<Tensor> {
+pub fn softmax_fwd(x: &RawTensor, axis: usize) -> Result<RawTensor> {
     softmax_fwd_impl("softmax", x, axis, false)
 }
 
 /// `dx = y ⊙ (dy − Σ_axis dy⊙y)` from the forward output `y`.
-pub fn softmax_bwd(y: &Tensor, dy: &Tensor, axis: usize) -> Result<Tensor> {
+pub fn softmax_bwd(y: &RawTensor, dy: &RawTensor, axis: usize) -> Result<RawTensor> {
     softmax_bwd_impl("softmax backward", y, dy, axis, false)
 }
 
 /// Log-softmax along `axis`: `x − max − log Σ exp(x − max)`.
-pub fn log_softmax_fwd(x: &Tensor, axis: usize) -> Result<Tensor> {
+pub fn log_softmax_fwd(x: &RawTensor, axis: usize) -> Result<RawTensor> {
     softmax_fwd_impl("log_softmax", x, axis, true)
 }
 
 /// `dx = dy − exp(y) ⊙ Σ_axis dy` from the forward output `y` (log-probabilities).
-pub fn log_softmax_bwd(y: &Tensor, dy: &Tensor, axis: usize) -> Result<Tensor> {
+pub fn log_softmax_bwd(y: &RawTensor, dy: &RawTensor, axis: usize) -> Result<RawTensor> {
     softmax_bwd_impl("log_softmax backward", y, dy, axis, true)
 }
 
@@ -342,7 +342,7 @@ fn maxout_layout(op: &'static str, input_shape: &[usize], pieces: usize) -> Resu
 
 /// Maxout over groups of `pieces` consecutive channels: x [N, units·pieces, ...] →
 /// (y [N, units, ...], the winning piece as i32 of y's shape).
-pub fn maxout_fwd(x: &Tensor, pieces: usize) -> Result<(Tensor, Tensor)> {
+pub fn maxout_fwd(x: &RawTensor, pieces: usize) -> Result<(RawTensor, RawTensor)> {
     if let Some(format) = storage_format(x) {
         let (y, argmax) = maxout_fwd(&widened(x)?, pieces)?;
         return Ok((stored(y, Some(format))?, argmax));
@@ -357,7 +357,7 @@ pub fn maxout_fwd(x: &Tensor, pieces: usize) -> Result<(Tensor, Tensor)> {
             let y = host_output::<T>(shape.clone(), |y| {
                 cpu::activation::maxout_fwd(xs, layout, y, &mut argmax)
             });
-            Ok((y, Tensor::host(i32::wrap(argmax), shape, DType::I32)))
+            Ok((y, RawTensor::host(i32::wrap(argmax), shape, DType::I32)))
         }),
         _ => {
             let (gpu, xb) = gpu_f32("maxout", x)?;
@@ -365,13 +365,13 @@ pub fn maxout_fwd(x: &Tensor, pieces: usize) -> Result<(Tensor, Tensor)> {
             let y = gpu_output(&gpu, shape.clone(), DType::F32, |y| {
                 cuda::activation::maxout_fwd(&gpu, xb, y, &mut argmax, layout)
             })?;
-            Ok((y, Tensor::from_gpu(argmax, shape, DType::I32)))
+            Ok((y, RawTensor::from_gpu(argmax, shape, DType::I32)))
         }
     }
 }
 
 /// Routes dy [N, units, ...] to the winning piece of each group; dx is [N, units·pieces, ...].
-pub fn maxout_bwd(dy: &Tensor, argmax: &Tensor, pieces: usize) -> Result<Tensor> {
+pub fn maxout_bwd(dy: &RawTensor, argmax: &RawTensor, pieces: usize) -> Result<RawTensor> {
     const OP: &str = "maxout backward";
     if let Some(format) = storage_format(dy) {
         return stored(maxout_bwd(&widened(dy)?, argmax, pieces)?, Some(format));

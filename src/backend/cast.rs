@@ -1,16 +1,16 @@
 //! Conversions between element types: f32 ⇄ bf16/f16 (the mixed-precision storage formats) on
 //! every device, and f32 ⇄ f64 on the CPU (the gradient checks).
 
+use super::RawTensor;
 use super::{gpu_output, host_output};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::cpu;
 use crate::cuda;
-use crate::tensor::Tensor;
 
 /// `x` converted to `dtype`: to bf16/f16 rounded to nearest even, back to f32 exactly.
-pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
+pub fn cast(x: &RawTensor, dtype: DType) -> Result<RawTensor> {
     if x.dtype() == dtype {
         return Ok(x.clone());
     }
@@ -67,7 +67,7 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
 
 /// `x` as the operand of a matrix product in `format`: cast to bf16/f16 when `format` is set
 /// (see [`crate::autocast`]), else `x` itself.
-pub fn product_operand(x: &Tensor, format: Option<DType>) -> Result<Tensor> {
+pub fn product_operand(x: &RawTensor, format: Option<DType>) -> Result<RawTensor> {
     match format {
         Some(f) if x.dtype() == f => Ok(x.clone()),
         // A 16-bit tensor of the other format goes through f32 (exact) to `f`.
@@ -78,7 +78,7 @@ pub fn product_operand(x: &Tensor, format: Option<DType>) -> Result<Tensor> {
 
 /// `x` (f32) with each value rounded to `format` and widened back to f32: the values a product in
 /// `format` multiplies, for the CPU paths that compute in f32. `x` itself when `format` is unset.
-pub(crate) fn rounded_through(x: &Tensor, format: Option<DType>) -> Result<Tensor> {
+pub(crate) fn rounded_through(x: &RawTensor, format: Option<DType>) -> Result<RawTensor> {
     match format {
         Some(f) => cast(&cast(x, f)?, x.dtype()),
         None => Ok(x.clone()),
@@ -93,18 +93,18 @@ pub(crate) fn rounded_through(x: &Tensor, format: Option<DType>) -> Result<Tenso
 // regularization, whose tensors are the f32 parameters.
 
 /// The 16-bit storage format of `t` (bf16 or f16), if it has one.
-pub(crate) fn storage_format(t: &Tensor) -> Option<DType> {
+pub(crate) fn storage_format(t: &RawTensor) -> Option<DType> {
     matches!(t.dtype(), DType::BF16 | DType::F16).then_some(t.dtype())
 }
 
 /// [`storage_format`] of a host tensor: the CPU computes 16-bit storage by widening, whereas a
 /// device runs the primitives that have storage-templated kernels on 16-bit data directly.
-pub(crate) fn host_storage_format(t: &Tensor) -> Option<DType> {
+pub(crate) fn host_storage_format(t: &RawTensor) -> Option<DType> {
     storage_format(t).filter(|_| t.device() == Device::Cpu)
 }
 
 /// `t` in f32 when it is stored in 16 bits (exact), else `t` itself.
-pub(crate) fn widened(t: &Tensor) -> Result<Tensor> {
+pub(crate) fn widened(t: &RawTensor) -> Result<RawTensor> {
     match storage_format(t) {
         Some(_) => cast(t, DType::F32),
         None => Ok(t.clone()),
@@ -112,7 +112,7 @@ pub(crate) fn widened(t: &Tensor) -> Result<Tensor> {
 }
 
 /// `y` stored in `format` (rounded to nearest even) when one is given, else `y` itself.
-pub(crate) fn stored(y: Tensor, format: Option<DType>) -> Result<Tensor> {
+pub(crate) fn stored(y: RawTensor, format: Option<DType>) -> Result<RawTensor> {
     match format {
         Some(f) => cast(&y, f),
         None => Ok(y),

@@ -9,6 +9,7 @@ use super::cast::{
     host_storage_format, product_operand, rounded_through, storage_format, stored, widened,
 };
 use super::conv_gpu;
+use super::RawTensor;
 use super::{
     cast, check_len, common_device, gpu_f32, gpu_float, gpu_output, host_output, input_shape,
     with_float,
@@ -20,12 +21,11 @@ use crate::core::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
 use crate::cpu;
 use crate::cuda;
 use crate::cuda::params::StorageFormat;
-use crate::tensor::Tensor;
 
 /// A 16-bit activation as a convolution product reads it: as it is on a device whose product
 /// format is the activation's (im2col gathers it, the GEMM multiplies it), else widened to f32
 /// (exactly; the product rounds it to `mixed` again, if set).
-fn as_product_input(t: &Tensor, mixed: Option<DType>) -> Result<Tensor> {
+fn as_product_input(t: &RawTensor, mixed: Option<DType>) -> Result<RawTensor> {
     match storage_format(t) {
         Some(format) if t.device() != Device::Cpu && mixed == Some(format) => Ok(t.clone()),
         Some(_) => widened(t),
@@ -36,12 +36,12 @@ fn as_product_input(t: &Tensor, mixed: Option<DType>) -> Result<Tensor> {
 /// y [N, K, OH, OW] = conv(x [N, C, H, W], w [K, C/G, KH, KW]) (+ bias [K]).
 /// With `mixed` (see [`crate::autocast`]) the product takes x and w rounded to that format.
 pub fn conv_forward(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
+    x: &RawTensor,
+    w: &RawTensor,
+    bias: Option<&RawTensor>,
     conv: &GroupedConv,
     mixed: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     conv_forward_stored(x, w, bias, conv, mixed, None)
 }
 
@@ -50,13 +50,13 @@ pub fn conv_forward(
 /// GEMM's epilogue rounds each output once as it writes it (no f32 copy of y); elsewhere y is
 /// computed in f32 and then rounded, to the same values.
 pub fn conv_forward_stored(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
+    x: &RawTensor,
+    w: &RawTensor,
+    bias: Option<&RawTensor>,
     conv: &GroupedConv,
     mixed: Option<DType>,
     store: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     check_conv_operands(x, w, bias, conv)?;
     let (x, w) = (&as_product_input(x, mixed)?, &as_product_input(w, mixed)?);
     match (x.device(), mixed) {
@@ -80,9 +80,9 @@ pub fn conv_forward_stored(
 
 /// The devices and shapes of a convolution's operands.
 fn check_conv_operands(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
+    x: &RawTensor,
+    w: &RawTensor,
+    bias: Option<&RawTensor>,
     conv: &GroupedConv,
 ) -> Result<()> {
     common_device("conv2d", &[x, w])?;
@@ -98,11 +98,11 @@ fn check_conv_operands(
 /// dx [N, C, H, W] = col2im(Wᵀ · dy) for dy [N, K, OH, OW]: the input gradient of
 /// [`conv_forward`], and the forward of the transposed convolution.
 pub fn conv_input_grad(
-    w: &Tensor,
-    dy: &Tensor,
+    w: &RawTensor,
+    dy: &RawTensor,
     conv: &GroupedConv,
     mixed: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     conv_input_grad_stored(w, dy, conv, mixed, None)
 }
 
@@ -110,12 +110,12 @@ pub fn conv_input_grad(
 /// of a 16-bit activation): on a device col2im rounds each pixel's sum once as it writes it;
 /// elsewhere dx is computed in f32 and then rounded, to the same values.
 pub fn conv_input_grad_stored(
-    w: &Tensor,
-    dy: &Tensor,
+    w: &RawTensor,
+    dy: &RawTensor,
     conv: &GroupedConv,
     mixed: Option<DType>,
     store: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     common_device("conv2d input gradient", &[w, dy])?;
     let (w, dy) = (&as_product_input(w, mixed)?, &as_product_input(dy, mixed)?);
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
@@ -143,11 +143,11 @@ pub fn conv_input_grad_stored(
 /// dW [K, C/G, KH, KW] = Σ_n dy[n] · im2col(x[n])ᵀ: the weight gradient of [`conv_forward`].
 /// The columns are recomputed from `x`, never kept from the forward pass.
 pub fn conv_weight_grad(
-    x: &Tensor,
-    dy: &Tensor,
+    x: &RawTensor,
+    dy: &RawTensor,
     conv: &GroupedConv,
     mixed: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     common_device("conv2d weight gradient", &[x, dy])?;
     let (x, dy) = (&as_product_input(x, mixed)?, &as_product_input(dy, mixed)?);
     x.expect_shape("conv2d input", &conv.input_shape())?;
@@ -166,7 +166,7 @@ pub fn conv_weight_grad(
 }
 
 /// Unfolds `x` [N,C,H,W] into columns [N, C·KH·KW, OH·OW] of x's dtype.
-pub fn im2col(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+pub fn im2col(x: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(x) {
         return stored(im2col(&widened(x)?, g)?, Some(format));
     }
@@ -189,7 +189,7 @@ pub fn im2col(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
 }
 
 /// Folds columns back into an image batch [N,C,H,W], summing overlaps.
-pub fn col2im(col: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+pub fn col2im(col: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
     col.expect_shape("col2im", &[g.batch, g.col_rows(), g.col_cols()])?;
     let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
     match col.device() {
@@ -206,7 +206,7 @@ pub fn col2im(col: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
     }
 }
 
-fn check_gemm_lens(spec: &GemmSpec, a: &Tensor, b: &Tensor, c_len: usize) -> Result<()> {
+fn check_gemm_lens(spec: &GemmSpec, a: &RawTensor, b: &RawTensor, c_len: usize) -> Result<()> {
     if spec.groups == 0 {
         return Err(crate::core::error::invalid(
             "gemm groups",
@@ -231,10 +231,10 @@ fn check_gemm_lens(spec: &GemmSpec, a: &Tensor, b: &Tensor, c_len: usize) -> Res
 pub fn gemm(
     spec: &GemmSpec,
     alpha: f64,
-    a: &Tensor,
-    b: &Tensor,
+    a: &RawTensor,
+    b: &RawTensor,
     out_shape: Vec<usize>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     common_device("gemm", &[a, b])?;
     check_gemm_lens(spec, a, b, numel(&out_shape))?;
     if matches!(a.dtype(), DType::BF16 | DType::F16) {
@@ -261,13 +261,13 @@ pub fn gemm(
 pub fn gemm_mixed(
     spec: &GemmSpec,
     alpha: f64,
-    a: &Tensor,
-    b: &Tensor,
+    a: &RawTensor,
+    b: &RawTensor,
     out_shape: Vec<usize>,
     mixed: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     // Without a product format, 16-bit operands (activations) are multiplied in f32.
-    let operand = |t: &Tensor| match mixed {
+    let operand = |t: &RawTensor| match mixed {
         Some(_) => product_operand(t, mixed),
         None => widened(t),
     };
@@ -281,12 +281,12 @@ pub fn gemm_mixed(
 pub fn gemm_mixed_stored(
     spec: &GemmSpec,
     alpha: f64,
-    a: &Tensor,
-    b: &Tensor,
+    a: &RawTensor,
+    b: &RawTensor,
     out_shape: Vec<usize>,
     mixed: Option<DType>,
     store: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     match (mixed, store) {
         (Some(format), Some(s)) if s == format && a.device() != Device::Cpu => {
             let (a, b) = (product_operand(a, mixed)?, product_operand(b, mixed)?);
@@ -305,10 +305,10 @@ pub fn gemm_mixed_stored(
 pub(crate) fn gemm_16bit(
     spec: &GemmSpec,
     alpha: f64,
-    (a, b): (&Tensor, &Tensor),
+    (a, b): (&RawTensor, &RawTensor),
     out_shape: Vec<usize>,
-    (col_bias, c_16bit): (Option<&Tensor>, bool),
-) -> Result<Tensor> {
+    (col_bias, c_16bit): (Option<&RawTensor>, bool),
+) -> Result<RawTensor> {
     b.expect_dtype("gemm", a.dtype())?;
     let c_format = c_16bit.then_some(a.dtype());
     match a.device() {
@@ -345,7 +345,7 @@ pub(crate) fn gemm_16bit(
 /// matrix: the product must be a single one), or 0 without one.
 pub(crate) fn col_bias_address(
     op: &'static str,
-    bias: Option<&Tensor>,
+    bias: Option<&RawTensor>,
     spec: &GemmSpec,
 ) -> Result<u64> {
     let Some(bias) = bias else { return Ok(0) };
@@ -361,8 +361,8 @@ pub(crate) fn col_bias_address(
 
 /// y[o][c][i] += bias[c], in place.
 pub fn bias_add(
-    y: &mut Tensor,
-    bias: &Tensor,
+    y: &mut RawTensor,
+    bias: &RawTensor,
     outer: usize,
     channels: usize,
     inner: usize,
@@ -393,7 +393,7 @@ pub fn bias_add(
 }
 
 /// db[c] = Σ dy[o][c][i].
-pub fn bias_grad(dy: &Tensor, outer: usize, channels: usize, inner: usize) -> Result<Tensor> {
+pub fn bias_grad(dy: &RawTensor, outer: usize, channels: usize, inner: usize) -> Result<RawTensor> {
     if host_storage_format(dy).is_some() {
         // The gradient of an f32 bias, summed in f32.
         return bias_grad(&widened(dy)?, outer, channels, inner);

@@ -5,6 +5,8 @@
 //! step. Under [`crate::autocast`] im2col writes the 16-bit GEMM operand itself and the
 //! products run on the tensor cores.
 
+use super::RawTensor;
+
 use super::cast::product_operand;
 use super::{gpu_f32, gpu_float, gpu_output};
 use crate::core::dtype::DType;
@@ -15,7 +17,6 @@ use crate::cuda::gemm_tc::gemm_16bit_at;
 use crate::cuda::im2col::{col2im_at, im2col_16bit_at, im2col_at};
 use crate::cuda::params::StorageFormat;
 use crate::cuda::{Gpu, GpuBuffer};
-use crate::tensor::Tensor;
 
 /// Bytes of a product operand's elements: 2 in a 16-bit format, else 4 (f32).
 fn element_bytes(mixed: Option<DType>) -> usize {
@@ -69,7 +70,7 @@ fn images_at(
 }
 
 /// The whole of a tensor's buffer, checked to hold `len` elements of `bytes`.
-fn whole(t: &Tensor, len: usize, bytes: usize) -> Result<u64> {
+fn whole(t: &RawTensor, len: usize, bytes: usize) -> Result<u64> {
     t.gpu_buffer("conv2d")?.address_of_range(0, len * bytes)
 }
 
@@ -109,13 +110,13 @@ fn gemm_chunk(
 /// (no second pass over y). With `y_16bit` (a product format is set) y is stored in that format,
 /// each output rounded once by the epilogue; else y is f32.
 pub(super) fn forward(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
+    x: &RawTensor,
+    w: &RawTensor,
+    bias: Option<&RawTensor>,
     conv: &GroupedConv,
     mixed: Option<DType>,
     y_16bit: bool,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     let g = &conv.geometry;
     let (gpu, xb, s) = gpu_float("conv2d", x)?;
     let bytes = element_bytes(mixed);
@@ -160,12 +161,12 @@ pub(super) fn forward(
 /// dx [N, C, H, W] = col2im(Wᵀ · dy), chunk by chunk, stored as `dx_storage` (col2im rounds
 /// each pixel's f32 sum once when it is 16-bit).
 pub(super) fn input_grad(
-    w: &Tensor,
-    dy: &Tensor,
+    w: &RawTensor,
+    dy: &RawTensor,
     conv: &GroupedConv,
     mixed: Option<DType>,
     dx_storage: StorageFormat,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     let g = &conv.geometry;
     let (gpu, _, _) = gpu_float("conv2d input gradient", dy)?;
     let bytes = element_bytes(mixed);
@@ -203,11 +204,11 @@ pub(super) fn input_grad(
 
 /// dW = Σ_n dy[n] · im2col(x[n])ᵀ, the chunks' sums added into dW one after another.
 pub(super) fn weight_grad(
-    x: &Tensor,
-    dy: &Tensor,
+    x: &RawTensor,
+    dy: &RawTensor,
     conv: &GroupedConv,
     mixed: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     let g = &conv.geometry;
     let (gpu, xb, s) = gpu_float("conv2d weight gradient", x)?;
     let bytes = element_bytes(mixed);

@@ -1,6 +1,7 @@
 //! Dropout primitives.
 
 use super::cast::{host_storage_format, stored, widened};
+use super::RawTensor;
 use super::{common_device, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
@@ -9,7 +10,6 @@ use crate::cpu;
 use crate::cpu::dropout::{dropout_scale, dropout_threshold};
 use crate::cuda;
 use crate::cuda::dropout::DropoutDraw;
-use crate::tensor::Tensor;
 
 /// Checks that the drop probability `p` lies in [0, 1] (NaN does not).
 pub fn check_dropout_probability(p: f64) -> Result<()> {
@@ -24,7 +24,7 @@ pub fn check_dropout_probability(p: f64) -> Result<()> {
 
 /// Inverted dropout in training: (y, mask u8). Element i is kept (mask 1, y = x/(1 − p)) or
 /// dropped (mask 0, y = 0) by a hash of (seed, i), the same on every device; p = 1 drops all.
-pub fn dropout_fwd(x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
+pub fn dropout_fwd(x: &RawTensor, p: f64, seed: u64) -> Result<(RawTensor, RawTensor)> {
     dropout_fwd_at_step(x, p, seed, 0, 0)
 }
 
@@ -32,12 +32,12 @@ pub fn dropout_fwd(x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
 /// (`cpu::dropout::step_seed`); on a device being captured into a CUDA graph the kernel reads
 /// the step from the graph's step scalars instead of `step`.
 pub fn dropout_fwd_at_step(
-    x: &Tensor,
+    x: &RawTensor,
     p: f64,
     seed: u64,
     step: u64,
     offset: u64,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<(RawTensor, RawTensor)> {
     if let Some(format) = host_storage_format(x) {
         let (y, mask) = dropout_fwd_at_step(&widened(x)?, p, seed, step, offset)?;
         return Ok((stored(y, Some(format))?, mask));
@@ -53,7 +53,7 @@ pub fn dropout_fwd_at_step(
                 let seed = cpu::dropout::step_seed(seed, step.wrapping_add(offset));
                 cpu::dropout::dropout_fwd(xs, seed, threshold, scale as T, y, &mut mask)
             });
-            Ok((y, Tensor::host(u8::wrap(mask), shape, DType::U8)))
+            Ok((y, RawTensor::host(u8::wrap(mask), shape, DType::U8)))
         }),
         _ => {
             let (gpu, xb, s) = gpu_float("dropout", x)?;
@@ -69,13 +69,13 @@ pub fn dropout_fwd_at_step(
             let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
                 cuda::dropout::dropout_fwd(&gpu, s, xb, draw, y, &mut mask, n)
             })?;
-            Ok((y, Tensor::from_gpu(mask, shape, DType::U8)))
+            Ok((y, RawTensor::from_gpu(mask, shape, DType::U8)))
         }
     }
 }
 
 /// dx = dy·mask/(1 − p) with the forward pass's mask (0 everywhere when p = 1).
-pub fn dropout_bwd(dy: &Tensor, mask: &Tensor, p: f64) -> Result<Tensor> {
+pub fn dropout_bwd(dy: &RawTensor, mask: &RawTensor, p: f64) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(dy) {
         return stored(dropout_bwd(&widened(dy)?, mask, p)?, Some(format));
     }

@@ -1,16 +1,16 @@
 //! Elementwise and reduction primitives, and the device copy.
 
 use super::cast::{host_storage_format, storage_format, stored, widened};
+use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float, Factor};
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
 use crate::core::error::{Error, Result};
 use crate::cpu;
 use crate::cuda;
-use crate::tensor::Tensor;
 
 /// scale·Σx as a one-element tensor.
-pub fn sum(x: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn sum(x: &RawTensor, scale: f64) -> Result<RawTensor> {
     if let Some(format) = storage_format(x) {
         return stored(sum(&widened(x)?, scale)?, Some(format));
     }
@@ -18,7 +18,7 @@ pub fn sum(x: &Tensor, scale: f64) -> Result<Tensor> {
         Device::Cpu => with_float!("sum", x, |T| {
             let xs = x.host_slice::<T>("sum")?;
             let s = xs.iter().fold(0.0 as T, |acc, &v| acc + v) * scale as T;
-            Ok(Tensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
+            Ok(RawTensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
         }),
         _ => {
             let (gpu, xb) = gpu_f32("sum", x)?;
@@ -32,9 +32,9 @@ pub fn sum(x: &Tensor, scale: f64) -> Result<Tensor> {
 
 /// A copy of `x` in new memory on the same device (a device-to-device copy on a GPU): the
 /// bandwidth ceiling the memory-bound kernels are measured against.
-pub fn copy(x: &Tensor) -> Result<Tensor> {
+pub fn copy(x: &RawTensor) -> Result<RawTensor> {
     match x.device() {
-        Device::Cpu => Ok(Tensor::host(
+        Device::Cpu => Ok(RawTensor::host(
             x.host_data("copy")?.clone(),
             x.shape().to_vec(),
             x.dtype(),
@@ -50,14 +50,14 @@ pub fn copy(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn same_shapes(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+fn same_shapes(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
     common_device(op, &[a, b])?;
     b.expect_dtype(op, a.dtype())?;
     b.expect_shape(op, a.shape())
 }
 
 /// alpha·a + beta·b for tensors of one shape.
-pub fn axpby(alpha: f64, a: &Tensor, beta: f64, b: &Tensor) -> Result<Tensor> {
+pub fn axpby(alpha: f64, a: &RawTensor, beta: f64, b: &RawTensor) -> Result<RawTensor> {
     same_shapes("axpby", a, b)?;
     if let Some(format) = host_storage_format(a) {
         return stored(
@@ -85,12 +85,12 @@ pub fn axpby(alpha: f64, a: &Tensor, beta: f64, b: &Tensor) -> Result<Tensor> {
 }
 
 /// a + b.
-pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn add(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
     axpby(1.0, a, 1.0, b)
 }
 
 /// a·b elementwise.
-pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn mul(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
     same_shapes("mul", a, b)?;
     if let Some(format) = storage_format(a) {
         return stored(mul(&widened(a)?, &widened(b)?)?, Some(format));
@@ -115,7 +115,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// scale·x + shift.
-pub fn affine(x: &Tensor, scale: f64, shift: f64) -> Result<Tensor> {
+pub fn affine(x: &RawTensor, scale: f64, shift: f64) -> Result<RawTensor> {
     if let Some(format) = storage_format(x) {
         return stored(affine(&widened(x)?, scale, shift)?, Some(format));
     }
@@ -139,14 +139,14 @@ pub fn affine(x: &Tensor, scale: f64, shift: f64) -> Result<Tensor> {
 
 /// Copies `src` into `dst` in place (same shape and dtype; `src` on the host or on `dst`'s device):
 /// `dst`'s buffer keeps its address, so a captured CUDA graph that reads it sees the new values.
-pub fn copy_into(dst: &mut Tensor, src: &Tensor) -> Result<()> {
+pub fn copy_into(dst: &mut RawTensor, src: &RawTensor) -> Result<()> {
     src.expect_shape("copy_into", dst.shape())?;
     src.expect_dtype("copy_into", dst.dtype())?;
     let bytes = src.numel() * src.dtype().size_in_bytes();
     match (src.device(), dst.device()) {
         (Device::Cpu, Device::Cpu) => {
             let data = src.host_data("copy_into")?.clone();
-            *dst = Tensor::host(data, src.shape().to_vec(), src.dtype());
+            *dst = RawTensor::host(data, src.shape().to_vec(), src.dtype());
             Ok(())
         }
         (Device::Cpu, _) => {
@@ -171,7 +171,7 @@ pub fn copy_into(dst: &mut Tensor, src: &Tensor) -> Result<()> {
 
 /// a ← alpha·a + beta·b in place (a's buffer keeps its address: a captured CUDA graph's running
 /// statistics stay where the graph writes them).
-pub fn axpby_in_place(alpha: f64, a: &mut Tensor, beta: f64, b: &Tensor) -> Result<()> {
+pub fn axpby_in_place(alpha: f64, a: &mut RawTensor, beta: f64, b: &RawTensor) -> Result<()> {
     same_shapes("axpby", a, b)?;
     common_device("axpby", &[a, b])?;
     match a.device() {
@@ -195,13 +195,13 @@ pub fn axpby_in_place(alpha: f64, a: &mut Tensor, beta: f64, b: &Tensor) -> Resu
 
 /// A tensor of `shape` filled with `value`, with `like`'s dtype and device. An f32 device tensor
 /// is filled by a kernel (no copy from the host, so it may be part of a captured CUDA graph).
-pub fn full_like(like: &Tensor, shape: &[usize], value: f64) -> Result<Tensor> {
+pub fn full_like(like: &RawTensor, shape: &[usize], value: f64) -> Result<RawTensor> {
     full_like_times(like, shape, Factor::new(value, None))
 }
 
 /// A tensor of `shape` filled with `value·upstream` (a [`Factor`]), with `like`'s dtype and
 /// device: the backward of a sum or mean, whose upstream gradient a GPU kernel reads itself.
-pub fn full_like_times(like: &Tensor, shape: &[usize], value: Factor) -> Result<Tensor> {
+pub fn full_like_times(like: &RawTensor, shape: &[usize], value: Factor) -> Result<RawTensor> {
     const OP: &str = "full";
     value.check(OP, like)?;
     if let Some(format) = storage_format(like) {
@@ -216,11 +216,15 @@ pub fn full_like_times(like: &Tensor, shape: &[usize], value: Factor) -> Result<
     match like.device() {
         Device::Cpu => with_float!(OP, like, |T| {
             let v = value.on_host::<T>(OP)?;
-            Ok(Tensor::host(T::wrap(vec![v; n]), shape.to_vec(), T::DTYPE))
+            Ok(RawTensor::host(
+                T::wrap(vec![v; n]),
+                shape.to_vec(),
+                T::DTYPE,
+            ))
         }),
         _ if like.dtype() != DType::F32 && value.upstream.is_none() => {
             // No fill kernel for other dtypes: the constant comes from the host.
-            let host = Tensor::from_vec(vec![value.scale as f32; n], shape, Device::Cpu)?;
+            let host = RawTensor::from_vec(vec![value.scale as f32; n], shape, Device::Cpu)?;
             host.to_dtype(like.dtype())?.to_device(like.device())
         }
         _ => {
@@ -234,7 +238,7 @@ pub fn full_like_times(like: &Tensor, shape: &[usize], value: Factor) -> Result<
 }
 
 /// factor·x (a [`Factor`]: a scale times a one-element upstream gradient read on the device).
-pub fn scale_times(x: &Tensor, factor: Factor) -> Result<Tensor> {
+pub fn scale_times(x: &RawTensor, factor: Factor) -> Result<RawTensor> {
     const OP: &str = "scale";
     factor.check(OP, x)?;
     if let Some(format) = storage_format(x) {

@@ -2,16 +2,16 @@
 
 use super::cast::{product_operand, stored, widened};
 use super::conv::{col_bias_address, gemm_16bit, gemm_mixed};
+use super::RawTensor;
 use super::{bias_add, common_device, gpu_f32, gpu_output};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
 use crate::core::shape::GemmSpec;
 use crate::cuda;
-use crate::tensor::Tensor;
 
 /// (N, in, out) of a linear layer's x [N, in] and W [out, in], or an error naming the mismatch.
-pub fn linear_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
+pub fn linear_dims(x: &RawTensor, w: &RawTensor) -> Result<(usize, usize, usize)> {
     let (&[n, fan_in], &[out, w_in]) = (x.shape(), w.shape()) else {
         return Err(invalid(
             "linear shapes",
@@ -37,12 +37,12 @@ pub fn linear_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
 /// when `store` is the product format, rounds each output once: no pass over y after the GEMM. On
 /// the CPU the same values come from the product, a bias pass and a rounding.
 pub fn linear_forward(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
+    x: &RawTensor,
+    w: &RawTensor,
+    b: Option<&RawTensor>,
     mixed: Option<DType>,
     store: Option<DType>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     const OP: &str = "linear";
     let (n, fan_in, out) = linear_dims(x, w)?;
     common_device(OP, &[x, w])?;

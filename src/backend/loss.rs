@@ -1,16 +1,16 @@
 //! Loss primitives: softmax cross-entropy; elementwise squared error and binary cross-entropy on
 //! logits (their means are `backend::sum`); the sum of squares of the L2 penalty.
 
+use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float, Factor};
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
 use crate::core::error::{invalid, Error, Result};
 use crate::cpu::{self, Float};
 use crate::cuda::{self, Gpu, GpuBuffer};
-use crate::tensor::Tensor;
 
 /// Softmax cross-entropy per row: (probs [R,K], losses [R]). Labels are validated by the caller.
-pub fn softmax_xent_fwd(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
+pub fn softmax_xent_fwd(logits: &RawTensor, labels: &RawTensor) -> Result<(RawTensor, RawTensor)> {
     check_logits_and_labels("softmax_cross_entropy", logits, labels)?;
     softmax_xent_fwd_unchecked_labels(logits, labels)
 }
@@ -19,9 +19,9 @@ pub fn softmax_xent_fwd(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Ten
 /// checked): a label outside `0..classes` gives that row a NaN loss. For a training step, which
 /// reads its loss back anyway and looks at the labels only when the loss is not finite.
 pub(crate) fn softmax_xent_fwd_unchecked_labels(
-    logits: &Tensor,
-    labels: &Tensor,
-) -> Result<(Tensor, Tensor)> {
+    logits: &RawTensor,
+    labels: &RawTensor,
+) -> Result<(RawTensor, RawTensor)> {
     let (rows, classes) = check_logits_and_label_shapes("softmax_cross_entropy", logits, labels)?;
     match logits.device() {
         Device::Cpu => with_float!("softmax_cross_entropy", logits, |T| {
@@ -31,7 +31,10 @@ pub(crate) fn softmax_xent_fwd_unchecked_labels(
             let probs = host_output::<T>(vec![rows, classes], |p| {
                 cpu::loss::softmax_xent_fwd(zs, ls, rows, classes, p, &mut losses)
             });
-            Ok((probs, Tensor::host(T::wrap(losses), vec![rows], T::DTYPE)))
+            Ok((
+                probs,
+                RawTensor::host(T::wrap(losses), vec![rows], T::DTYPE),
+            ))
         }),
         _ => {
             let (gpu, zb) = gpu_f32("softmax_cross_entropy", logits)?;
@@ -40,7 +43,7 @@ pub(crate) fn softmax_xent_fwd_unchecked_labels(
             let probs = gpu_output(&gpu, vec![rows, classes], DType::F32, |p| {
                 cuda::loss::softmax_xent_fwd(&gpu, zb, lb, rows, classes, p, &mut losses)
             })?;
-            Ok((probs, Tensor::from_gpu(losses, vec![rows], DType::F32)))
+            Ok((probs, RawTensor::from_gpu(losses, vec![rows], DType::F32)))
         }
     }
 }
@@ -48,7 +51,7 @@ pub(crate) fn softmax_xent_fwd_unchecked_labels(
 /// The number of rows of `logits` [rows, classes] whose first largest value is at the row's
 /// label, as a one-element tensor on the logits' device (f32 on a GPU, exact up to 2^24 rows):
 /// a batch's correct predictions, read back together with its loss.
-pub fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+pub fn count_correct(logits: &RawTensor, labels: &RawTensor) -> Result<RawTensor> {
     if super::cast::storage_format(logits).is_some() {
         return count_correct(&super::cast::widened(logits)?, labels);
     }
@@ -58,7 +61,7 @@ pub fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
             let zs = logits.host_slice::<T>("count_correct")?;
             let ls = labels.host_slice::<i32>("count_correct")?;
             let count = cpu::loss::count_correct(zs, ls, classes) as T;
-            Ok(Tensor::host(T::wrap(vec![count]), vec![1], T::DTYPE))
+            Ok(RawTensor::host(T::wrap(vec![count]), vec![1], T::DTYPE))
         }),
         _ => {
             let (gpu, zb) = gpu_f32("count_correct", logits)?;
@@ -71,7 +74,7 @@ pub fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 }
 
 /// dlogits = scale·(probs − onehot(labels)).
-pub fn softmax_xent_bwd(probs: &Tensor, labels: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn softmax_xent_bwd(probs: &RawTensor, labels: &RawTensor, scale: f64) -> Result<RawTensor> {
     check_logits_and_labels("softmax_cross_entropy backward", probs, labels)?;
     softmax_xent_bwd_checked_labels(probs, labels, scale, None)
 }
@@ -81,11 +84,11 @@ pub fn softmax_xent_bwd(probs: &Tensor, labels: &Tensor, scale: f64) -> Result<T
 /// twice. The factor is `scale · upstream` when a one-element `upstream` gradient is given; a
 /// GPU kernel reads it from device memory, so the backward pass does not wait for the device.
 pub(crate) fn softmax_xent_bwd_checked_labels(
-    probs: &Tensor,
-    labels: &Tensor,
+    probs: &RawTensor,
+    labels: &RawTensor,
     scale: f64,
-    upstream: Option<&Tensor>,
-) -> Result<Tensor> {
+    upstream: Option<&RawTensor>,
+) -> Result<RawTensor> {
     const OP: &str = "softmax_cross_entropy backward";
     let (rows, classes) = check_logits_and_label_shapes(OP, probs, labels)?;
     if let Some(u) = upstream {
@@ -122,7 +125,7 @@ pub(crate) fn softmax_xent_bwd_checked_labels(
 }
 
 /// (prediction − target)², elementwise, for two tensors of one shape, dtype and device.
-pub fn squared_error_fwd(prediction: &Tensor, target: &Tensor) -> Result<Tensor> {
+pub fn squared_error_fwd(prediction: &RawTensor, target: &RawTensor) -> Result<RawTensor> {
     const OP: &str = "squared error";
     check_pair(OP, prediction, target)?;
     let shape = prediction.shape().to_vec();
@@ -147,11 +150,11 @@ pub fn squared_error_fwd(prediction: &Tensor, target: &Tensor) -> Result<Tensor>
 /// dprediction = scale·(prediction − target) and, if `with_target_grad`, dtarget = −dprediction.
 /// The mean squared error's backward passes scale = 2·dloss/n.
 pub fn squared_error_bwd(
-    prediction: &Tensor,
-    target: &Tensor,
+    prediction: &RawTensor,
+    target: &RawTensor,
     factor: Factor,
     with_target_grad: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
+) -> Result<(RawTensor, Option<RawTensor>)> {
     const OP: &str = "squared error backward";
     check_pair(OP, prediction, target)?;
     factor.check(OP, prediction)?;
@@ -180,7 +183,7 @@ pub fn squared_error_bwd(
 
 /// max(z, 0) − z·t + ln(1 + e^−|z|), elementwise: binary cross-entropy of sigmoid(logits) against
 /// `targets` (one shape, dtype and device), stable for logits of any magnitude.
-pub fn bce_logits_fwd(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+pub fn bce_logits_fwd(logits: &RawTensor, targets: &RawTensor) -> Result<RawTensor> {
     const OP: &str = "binary_cross_entropy_with_logits";
     check_pair(OP, logits, targets)?;
     let shape = logits.shape().to_vec();
@@ -205,11 +208,11 @@ pub fn bce_logits_fwd(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// dlogits = scale·(sigmoid(z) − t) and, if `with_target_grad`, dtargets = −scale·z. The mean
 /// loss's backward passes scale = dloss/n.
 pub fn bce_logits_bwd(
-    logits: &Tensor,
-    targets: &Tensor,
+    logits: &RawTensor,
+    targets: &RawTensor,
     factor: Factor,
     with_target_grad: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
+) -> Result<(RawTensor, Option<RawTensor>)> {
     const OP: &str = "binary_cross_entropy_with_logits backward";
     check_pair(OP, logits, targets)?;
     factor.check(OP, logits)?;
@@ -238,12 +241,12 @@ pub fn bce_logits_bwd(
 
 /// scale·Σx² as a one-element tensor [1]; deterministic on every device (on a GPU: fixed per-block
 /// partial sums, then one block adds them).
-pub fn sum_squares(x: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn sum_squares(x: &RawTensor, scale: f64) -> Result<RawTensor> {
     const OP: &str = "sum of squares";
     match x.device() {
         Device::Cpu => with_float!(OP, x, |T| {
             let s = cpu::loss::sum_squares(x.host_slice::<T>(OP)?) * scale as T;
-            Ok(Tensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
+            Ok(RawTensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
         }),
         _ => {
             let (gpu, xb) = gpu_f32(OP, x)?;
@@ -260,7 +263,7 @@ pub fn sum_squares(x: &Tensor, scale: f64) -> Result<Tensor> {
 
 /// Two tensors of one shape, dtype and device, with at least one element (a mean of nothing is
 /// not a loss).
-fn check_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+fn check_pair(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
     common_device(op, &[a, b])?;
     b.expect_dtype(op, a.dtype())?;
     b.expect_shape(op, a.shape())?;
@@ -277,23 +280,23 @@ fn check_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// second's.
 fn host_pair_bwd<T: Float + Element>(
     op: &'static str,
-    a: &Tensor,
-    b: &Tensor,
+    a: &RawTensor,
+    b: &RawTensor,
     with_b_grad: bool,
     fill: impl FnOnce(&[T], &[T], &mut [T], Option<&mut [T]>),
-) -> Result<(Tensor, Option<Tensor>)> {
+) -> Result<(RawTensor, Option<RawTensor>)> {
     let (xa, xb) = (a.host_slice::<T>(op)?, b.host_slice::<T>(op)?);
     let mut db = with_b_grad.then(|| vec![T::zero(); xb.len()]);
     let da = host_output::<T>(a.shape().to_vec(), |da| fill(xa, xb, da, db.as_deref_mut()));
-    let db = db.map(|d| Tensor::host(T::wrap(d), b.shape().to_vec(), T::DTYPE));
+    let db = db.map(|d| RawTensor::host(T::wrap(d), b.shape().to_vec(), T::DTYPE));
     Ok((da, db))
 }
 
 /// The device form of [`host_pair_bwd`]: `launch(gpu, a, b, da, db, n)`.
 fn gpu_pair_bwd(
     op: &'static str,
-    a: &Tensor,
-    b: &Tensor,
+    a: &RawTensor,
+    b: &RawTensor,
     with_b_grad: bool,
     launch: impl FnOnce(
         &Gpu,
@@ -303,7 +306,7 @@ fn gpu_pair_bwd(
         Option<&mut GpuBuffer>,
         usize,
     ) -> Result<()>,
-) -> Result<(Tensor, Option<Tensor>)> {
+) -> Result<(RawTensor, Option<RawTensor>)> {
     let (gpu, ab) = gpu_f32(op, a)?;
     let (_, bb) = gpu_f32(op, b)?;
     let n = a.numel();
@@ -314,7 +317,7 @@ fn gpu_pair_bwd(
     let da = gpu_output(&gpu, a.shape().to_vec(), DType::F32, |da| {
         launch(&gpu, ab, bb, da, db.as_mut(), n)
     })?;
-    let db = db.map(|d| Tensor::from_gpu(d, b.shape().to_vec(), DType::F32));
+    let db = db.map(|d| RawTensor::from_gpu(d, b.shape().to_vec(), DType::F32));
     Ok((da, db))
 }
 
@@ -324,8 +327,8 @@ fn gpu_pair_bwd(
 /// back) that every label lies in `0..classes`.
 fn check_logits_and_labels(
     op: &'static str,
-    logits: &Tensor,
-    labels: &Tensor,
+    logits: &RawTensor,
+    labels: &RawTensor,
 ) -> Result<(usize, usize)> {
     let (rows, classes) = check_logits_and_label_shapes(op, logits, labels)?;
     check_label_values(labels, classes)?;
@@ -334,7 +337,7 @@ fn check_logits_and_labels(
 
 /// Reads `labels` (i32) back and checks that each lies in `0..classes`; the error names the
 /// first that does not and its row.
-pub fn check_label_values(labels: &Tensor, classes: usize) -> Result<()> {
+pub fn check_label_values(labels: &RawTensor, classes: usize) -> Result<()> {
     let host = labels.to_vec::<i32>()?;
     if let Some((i, bad)) = host
         .iter()
@@ -352,8 +355,8 @@ pub fn check_label_values(labels: &Tensor, classes: usize) -> Result<()> {
 /// Checks logits [rows, classes] (non-empty) and i32 labels [rows] on the same device.
 fn check_logits_and_label_shapes(
     op: &'static str,
-    logits: &Tensor,
-    labels: &Tensor,
+    logits: &RawTensor,
+    labels: &RawTensor,
 ) -> Result<(usize, usize)> {
     common_device(op, &[logits, labels])?;
     let &[rows, classes] = logits.shape() else {

@@ -8,7 +8,6 @@ use crate::core::error::{Error, Result};
 use crate::core::shape::{numel, ConvGeometry};
 use crate::cuda::params::StorageFormat;
 use crate::cuda::{Gpu, GpuBuffer};
-use crate::tensor::Tensor;
 use std::sync::Arc;
 
 mod activation;
@@ -22,6 +21,7 @@ mod loss;
 mod norm;
 mod optim;
 mod pool;
+mod raw_tensor;
 mod shape;
 
 pub use activation::*;
@@ -36,6 +36,7 @@ pub use loss::*;
 pub use norm::*;
 pub use optim::*;
 pub use pool::*;
+pub use raw_tensor::{RawTensor, TensorId};
 #[allow(unused_imports)]
 pub use shape::*;
 
@@ -46,16 +47,16 @@ pub use shape::*;
 #[derive(Clone, Copy)]
 pub struct Factor<'a> {
     pub scale: f64,
-    pub upstream: Option<&'a Tensor>,
+    pub upstream: Option<&'a RawTensor>,
 }
 
 impl<'a> Factor<'a> {
-    pub fn new(scale: f64, upstream: Option<&'a Tensor>) -> Factor<'a> {
+    pub fn new(scale: f64, upstream: Option<&'a RawTensor>) -> Factor<'a> {
         Factor { scale, upstream }
     }
 
     /// Checks that `upstream` is one element of `like`'s dtype on `like`'s device.
-    pub(crate) fn check(&self, op: &'static str, like: &Tensor) -> Result<()> {
+    pub(crate) fn check(&self, op: &'static str, like: &RawTensor) -> Result<()> {
         let Some(u) = self.upstream else {
             return Ok(());
         };
@@ -89,9 +90,9 @@ impl<'a> Factor<'a> {
 }
 
 /// The device all `tensors` share, or an error naming the op.
-pub fn common_device(op: &'static str, tensors: &[&Tensor]) -> Result<Device> {
-    let first = tensors[0].device();
-    for t in &tensors[1..] {
+pub fn common_device<T: AsRef<RawTensor>>(op: &'static str, tensors: &[&T]) -> Result<Device> {
+    let first = tensors[0].as_ref().device();
+    for t in tensors[1..].iter().map(|t| t.as_ref()) {
         if t.device() != first {
             return Err(Error::DeviceMismatch {
                 op,
@@ -126,10 +127,10 @@ macro_rules! with_float {
 pub(crate) use with_float;
 
 /// A fresh host tensor computed by `fill` into a zeroed vector.
-pub(crate) fn host_output<T: Element>(shape: Vec<usize>, fill: impl FnOnce(&mut [T])) -> Tensor {
+pub(crate) fn host_output<T: Element>(shape: Vec<usize>, fill: impl FnOnce(&mut [T])) -> RawTensor {
     let mut data = vec![T::default(); numel(&shape)];
     fill(&mut data);
-    Tensor::host(T::wrap(data), shape, T::DTYPE)
+    RawTensor::host(T::wrap(data), shape, T::DTYPE)
 }
 
 /// A fresh device tensor written by `fill` (which launches the kernel).
@@ -138,23 +139,23 @@ pub(crate) fn gpu_output(
     shape: Vec<usize>,
     dtype: DType,
     fill: impl FnOnce(&mut GpuBuffer) -> Result<()>,
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     let mut buffer = gpu.alloc(numel(&shape) * dtype.size_in_bytes())?;
     fill(&mut buffer)?;
-    Ok(Tensor::from_gpu(buffer, shape, dtype))
+    Ok(RawTensor::from_gpu(buffer, shape, dtype))
 }
 
 /// A device tensor read by a storage-templated kernel (f32, bf16 or f16), with its storage.
 pub(crate) fn gpu_float<'t>(
     op: &'static str,
-    t: &'t Tensor,
+    t: &'t RawTensor,
 ) -> Result<(Arc<Gpu>, &'t GpuBuffer, StorageFormat)> {
     let storage = StorageFormat::of(op, t.dtype())?;
     let buffer = t.gpu_buffer(op)?;
     Ok((buffer.gpu().clone(), buffer, storage))
 }
 
-pub(crate) fn gpu_f32<'t>(op: &'static str, t: &'t Tensor) -> Result<(Arc<Gpu>, &'t GpuBuffer)> {
+pub(crate) fn gpu_f32<'t>(op: &'static str, t: &'t RawTensor) -> Result<(Arc<Gpu>, &'t GpuBuffer)> {
     t.expect_dtype(op, DType::F32)?;
     let buffer = t.gpu_buffer(op)?;
     Ok((buffer.gpu().clone(), buffer))
@@ -166,7 +167,7 @@ pub(crate) fn input_shape(g: &ConvGeometry) -> Vec<usize> {
 }
 
 /// Checks that `t` holds exactly `len` elements.
-pub(crate) fn check_len(op: &'static str, t: &Tensor, len: usize) -> Result<()> {
+pub(crate) fn check_len(op: &'static str, t: &RawTensor, len: usize) -> Result<()> {
     if t.numel() != len {
         return Err(crate::core::error::invalid(
             "tensor size",

@@ -2,6 +2,7 @@
 //! pass (per-channel reductions, then dx).
 
 use super::cast::{host_storage_format, stored, widened};
+use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
@@ -12,29 +13,28 @@ use crate::cpu;
 use crate::cpu::norm::ChannelNorm;
 use crate::cuda;
 use crate::cuda::norm::GpuChannelNorm;
-use crate::tensor::Tensor;
 
 /// The per-channel tensors (each [C] on x's device, of x's dtype, or f32 for bf16/f16 activations)
 /// a batch-norm pass normalizes with:
 /// x̂ = (x − mean)/√(var + eps), y = γ·x̂ + β.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormStats<'a> {
-    pub mean: &'a Tensor,
-    pub var: &'a Tensor,
-    pub gamma: &'a Tensor,
+    pub mean: &'a RawTensor,
+    pub var: &'a RawTensor,
+    pub gamma: &'a RawTensor,
     pub eps: f64,
 }
 
 /// Gradients of a batch-norm pass: dx (when asked for), dγ = Σdy·x̂ and dβ = Σdy per channel.
 #[derive(Debug)]
 pub struct BatchNormGrads {
-    pub dx: Option<Tensor>,
-    pub dgamma: Tensor,
-    pub dbeta: Tensor,
+    pub dx: Option<RawTensor>,
+    pub dgamma: RawTensor,
+    pub dbeta: RawTensor,
 }
 
 /// `x` seen per channel; an error unless it is a 4-d NCHW tensor with at least one channel.
-pub fn batch_norm_layout(op: &'static str, x: &Tensor) -> Result<ChannelLayout> {
+pub fn batch_norm_layout(op: &'static str, x: &RawTensor) -> Result<ChannelLayout> {
     let [batch, channels, h, w] = as_nchw(op, x.shape())?;
     if channels == 0 {
         return Err(invalid(
@@ -51,7 +51,7 @@ pub fn batch_norm_layout(op: &'static str, x: &Tensor) -> Result<ChannelLayout> 
 
 /// The dtype of the per-channel tensors (statistics, γ, β) that go with `x`: x's own, or f32 for
 /// 16-bit activations.
-fn channel_dtype(x: &Tensor) -> DType {
+fn channel_dtype(x: &RawTensor) -> DType {
     match x.dtype() {
         DType::BF16 | DType::F16 => DType::F32,
         other => other,
@@ -61,9 +61,9 @@ fn channel_dtype(x: &Tensor) -> DType {
 /// Checks that each of `per_channel` is a [C] tensor of [`channel_dtype`] on x's device.
 fn check_per_channel(
     op: &'static str,
-    x: &Tensor,
+    x: &RawTensor,
     channels: usize,
-    per_channel: &[&Tensor],
+    per_channel: &[&RawTensor],
 ) -> Result<()> {
     for t in per_channel {
         common_device(op, &[x, t])?;
@@ -73,7 +73,11 @@ fn check_per_channel(
     Ok(())
 }
 
-fn check_stats(op: &'static str, x: &Tensor, stats: &BatchNormStats<'_>) -> Result<ChannelLayout> {
+fn check_stats(
+    op: &'static str,
+    x: &RawTensor,
+    stats: &BatchNormStats<'_>,
+) -> Result<ChannelLayout> {
     let layout = batch_norm_layout(op, x)?;
     check_per_channel(
         op,
@@ -113,7 +117,7 @@ fn gpu_norm<'a>(op: &'static str, stats: &BatchNormStats<'a>) -> Result<GpuChann
 
 /// Per-channel mean and biased variance Σ(x − mean)²/M over the M = N·H·W values of each channel
 /// of `x` [N, C, H, W]: two [C] tensors, computed in two passes (sound for a large mean).
-pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
+pub fn batch_norm_stats(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
     if host_storage_format(x).is_some() {
         return batch_norm_stats(&widened(x)?);
     }
@@ -127,7 +131,7 @@ pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
             let mean = host_output::<T>(vec![c], |mean| {
                 cpu::norm::batch_norm_stats(xs, layout, mean, &mut var)
             });
-            Ok((mean, Tensor::host(T::wrap(var), vec![c], T::DTYPE)))
+            Ok((mean, RawTensor::host(T::wrap(var), vec![c], T::DTYPE)))
         }),
         _ => {
             let (gpu, xb, s) = gpu_float(OP, x)?;
@@ -135,13 +139,17 @@ pub fn batch_norm_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
             let mean = gpu_output(&gpu, vec![c], DType::F32, |mean| {
                 cuda::norm::batch_norm_stats(&gpu, s, xb, layout, mean, &mut var)
             })?;
-            Ok((mean, Tensor::from_gpu(var, vec![c], DType::F32)))
+            Ok((mean, RawTensor::from_gpu(var, vec![c], DType::F32)))
         }
     }
 }
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel of `x` [N, C, H, W].
-pub fn batch_norm_fwd(x: &Tensor, stats: &BatchNormStats<'_>, beta: &Tensor) -> Result<Tensor> {
+pub fn batch_norm_fwd(
+    x: &RawTensor,
+    stats: &BatchNormStats<'_>,
+    beta: &RawTensor,
+) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(x) {
         return stored(batch_norm_fwd(&widened(x)?, stats, beta)?, Some(format));
     }
@@ -173,8 +181,8 @@ pub fn batch_norm_fwd(x: &Tensor, stats: &BatchNormStats<'_>, beta: &Tensor) -> 
 /// (when `want_dx`) dx = γ/σ·(dy − mean(dy) − x̂·mean(dy·x̂)) if `training` (the statistics are
 /// this batch's, so they depend on x), else dx = γ/σ·dy (the statistics are constants).
 pub fn batch_norm_bwd(
-    dy: &Tensor,
-    x: &Tensor,
+    dy: &RawTensor,
+    x: &RawTensor,
     stats: &BatchNormStats<'_>,
     training: bool,
     want_dx: bool,
@@ -205,8 +213,8 @@ pub fn batch_norm_bwd(
             });
             Ok(BatchNormGrads {
                 dx,
-                dgamma: Tensor::host(T::wrap(sum_dy_xhat), vec![c], T::DTYPE),
-                dbeta: Tensor::host(T::wrap(sum_dy), vec![c], T::DTYPE),
+                dgamma: RawTensor::host(T::wrap(sum_dy_xhat), vec![c], T::DTYPE),
+                dbeta: RawTensor::host(T::wrap(sum_dy), vec![c], T::DTYPE),
             })
         }),
         _ => {
@@ -237,8 +245,8 @@ pub fn batch_norm_bwd(
             };
             Ok(BatchNormGrads {
                 dx,
-                dgamma: Tensor::from_gpu(sum_dy_xhat, vec![c], DType::F32),
-                dbeta: Tensor::from_gpu(sum_dy, vec![c], DType::F32),
+                dgamma: RawTensor::from_gpu(sum_dy_xhat, vec![c], DType::F32),
+                dbeta: RawTensor::from_gpu(sum_dy, vec![c], DType::F32),
             })
         }
     }

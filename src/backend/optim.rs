@@ -2,6 +2,7 @@
 //! validates its tensors (one device, one shape, one float dtype) and its hyper-parameters before
 //! touching anything, so a rejected call leaves `w` and the state as they were.
 
+use super::RawTensor;
 use super::{common_device, gpu_f32, with_float};
 use crate::core::adam::AdamCoefficients;
 use crate::core::device::Device;
@@ -9,7 +10,6 @@ use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
 use crate::cuda;
-use crate::tensor::Tensor;
 
 /// A learning rate must be finite and ≥ 0 (0 is allowed: a warm-up may start there).
 pub(crate) fn check_lr(op: &'static str, lr: f64) -> Result<()> {
@@ -67,7 +67,12 @@ pub(crate) fn check_nesterov(op: &'static str, momentum: f64, nesterov: bool) ->
 }
 
 /// `g` and every state tensor share `w`'s device, shape and dtype; the dtype is f32 or f64.
-fn check_tensors(op: &'static str, w: &Tensor, g: &Tensor, state: &[&Tensor]) -> Result<()> {
+fn check_tensors(
+    op: &'static str,
+    w: &RawTensor,
+    g: &RawTensor,
+    state: &[&RawTensor],
+) -> Result<()> {
     let mut all = vec![w, g];
     all.extend_from_slice(state);
     common_device(op, &all)?;
@@ -86,7 +91,7 @@ fn check_tensors(op: &'static str, w: &Tensor, g: &Tensor, state: &[&Tensor]) ->
 }
 
 /// One plain SGD step (no state) on `w`, in place: `w −= lr·(g + weight_decay·w)`.
-pub fn sgd(w: &mut Tensor, g: &Tensor, lr: f64, weight_decay: f64) -> Result<()> {
+pub fn sgd(w: &mut RawTensor, g: &RawTensor, lr: f64, weight_decay: f64) -> Result<()> {
     const OP: &str = "sgd";
     check_tensors(OP, w, g, &[])?;
     check_lr(OP, lr)?;
@@ -110,9 +115,9 @@ pub fn sgd(w: &mut Tensor, g: &Tensor, lr: f64, weight_decay: f64) -> Result<()>
 /// One SGD-with-momentum step on `w` and its `velocity`, in place (PyTorch's convention):
 /// `g' = g + weight_decay·w; v = momentum·v + g'; w −= lr·v`.
 pub fn sgd_momentum(
-    w: &mut Tensor,
-    g: &Tensor,
-    velocity: &mut Tensor,
+    w: &mut RawTensor,
+    g: &RawTensor,
+    velocity: &mut RawTensor,
     lr: f64,
     momentum: f64,
     weight_decay: f64,
@@ -123,9 +128,9 @@ pub fn sgd_momentum(
 /// One Nesterov-momentum SGD step on `w` and its `velocity`, in place (PyTorch's nesterov=True):
 /// `g' = g + weight_decay·w; v = momentum·v + g'; w −= lr·(g' + momentum·v)`.
 pub fn sgd_nesterov(
-    w: &mut Tensor,
-    g: &Tensor,
-    velocity: &mut Tensor,
+    w: &mut RawTensor,
+    g: &RawTensor,
+    velocity: &mut RawTensor,
     lr: f64,
     momentum: f64,
     weight_decay: f64,
@@ -145,9 +150,9 @@ pub fn sgd_nesterov(
 #[allow(clippy::too_many_arguments)]
 fn momentum_step(
     op: &'static str,
-    w: &mut Tensor,
-    g: &Tensor,
-    velocity: &mut Tensor,
+    w: &mut RawTensor,
+    g: &RawTensor,
+    velocity: &mut RawTensor,
     lr: f64,
     momentum: f64,
     weight_decay: f64,
@@ -190,9 +195,9 @@ fn momentum_step(
 /// One RMSprop step on `w` and its running mean of squared gradients, in place (PyTorch's, not
 /// centered): `g' = g + weight_decay·w; s = alpha·s + (1 − alpha)·g'²; w −= lr·g'/(sqrt(s) + eps)`.
 pub fn rmsprop(
-    w: &mut Tensor,
-    g: &Tensor,
-    square_avg: &mut Tensor,
+    w: &mut RawTensor,
+    g: &RawTensor,
+    square_avg: &mut RawTensor,
     lr: f64,
     alpha: f64,
     eps: f64,
@@ -284,10 +289,10 @@ impl AdamStep {
 /// `m = β1·m + (1 − β1)·g'; v = β2·v + (1 − β2)·g'²; w −= lr·m̂/(sqrt(v̂) + eps)` with
 /// `g' = g + weight_decay·w`, `m̂ = m/(1 − β1^t)`, `v̂ = v/(1 − β2^t)`.
 pub fn adam(
-    w: &mut Tensor,
-    g: &Tensor,
-    exp_avg: &mut Tensor,
-    exp_avg_sq: &mut Tensor,
+    w: &mut RawTensor,
+    g: &RawTensor,
+    exp_avg: &mut RawTensor,
+    exp_avg_sq: &mut RawTensor,
     hp: &AdamStep,
 ) -> Result<()> {
     const OP: &str = "adam";

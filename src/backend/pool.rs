@@ -2,6 +2,7 @@
 
 use super::cast::{host_storage_format, storage_format, stored, widened};
 use super::input_shape;
+use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element};
@@ -9,10 +10,9 @@ use crate::core::error::{invalid, Error, Result};
 use crate::core::shape::{as_nchw, numel, ConvGeometry};
 use crate::cpu;
 use crate::cuda;
-use crate::tensor::Tensor;
 
 /// Max pooling: (y [N,C,OH,OW], argmax i32 of the same shape).
-pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {
+pub fn maxpool_fwd(x: &RawTensor, g: &ConvGeometry) -> Result<(RawTensor, RawTensor)> {
     if let Some(format) = host_storage_format(x) {
         let (y, argmax) = maxpool_fwd(&widened(x)?, g)?;
         return Ok((stored(y, Some(format))?, argmax));
@@ -26,7 +26,7 @@ pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {
             let y = host_output::<T>(shape.clone(), |y| {
                 cpu::pool::maxpool_fwd(xs, g, y, &mut argmax)
             });
-            Ok((y, Tensor::host(i32::wrap(argmax), shape, DType::I32)))
+            Ok((y, RawTensor::host(i32::wrap(argmax), shape, DType::I32)))
         }),
         _ => {
             let (gpu, xb, s) = gpu_float("max_pool2d", x)?;
@@ -34,13 +34,13 @@ pub fn maxpool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, Tensor)> {
             let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
                 cuda::pool::maxpool_fwd(&gpu, s, xb, g, y, &mut argmax)
             })?;
-            Ok((y, Tensor::from_gpu(argmax, shape, DType::I32)))
+            Ok((y, RawTensor::from_gpu(argmax, shape, DType::I32)))
         }
     }
 }
 
 /// Routes dy to the recorded argmax; dx has the input's shape.
-pub fn maxpool_bwd(dy: &Tensor, argmax: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+pub fn maxpool_bwd(dy: &RawTensor, argmax: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(dy) {
         return stored(maxpool_bwd(&widened(dy)?, argmax, g)?, Some(format));
     }
@@ -75,7 +75,7 @@ fn output_shape(g: &ConvGeometry) -> Vec<usize> {
 
 /// Average pooling: y [N,C,OH,OW]. The divisor is `KH·KW` when `count_include_pad`, else the
 /// number of in-bounds taps; a window with no in-bounds tap then gives 0.
-pub fn avgpool_fwd(x: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Result<Tensor> {
+pub fn avgpool_fwd(x: &RawTensor, g: &ConvGeometry, count_include_pad: bool) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(x) {
         return stored(
             avgpool_fwd(&widened(x)?, g, count_include_pad)?,
@@ -102,7 +102,7 @@ pub fn avgpool_fwd(x: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Res
 }
 
 /// Average-pooling backward: dx [N,C,H,W] from dy [N,C,OH,OW].
-pub fn avgpool_bwd(dy: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Result<Tensor> {
+pub fn avgpool_bwd(dy: &RawTensor, g: &ConvGeometry, count_include_pad: bool) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(dy) {
         return stored(
             avgpool_bwd(&widened(dy)?, g, count_include_pad)?,
@@ -129,7 +129,7 @@ pub fn avgpool_bwd(dy: &Tensor, g: &ConvGeometry, count_include_pad: bool) -> Re
 }
 
 /// L2-norm pooling: y [N,C,OH,OW] = sqrt(Σ x²) over each window (padding counts as 0).
-pub fn l2pool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+pub fn l2pool_fwd(x: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
     if let Some(format) = storage_format(x) {
         return stored(l2pool_fwd(&widened(x)?, g)?, Some(format));
     }
@@ -152,7 +152,12 @@ pub fn l2pool_fwd(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
 
 /// L2-pooling backward from the forward input `x`, its output `y` and `dy`:
 /// dx = x · Σ dy / y over the windows containing each pixel; windows with y = 0 pass nothing.
-pub fn l2pool_bwd(x: &Tensor, y: &Tensor, dy: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+pub fn l2pool_bwd(
+    x: &RawTensor,
+    y: &RawTensor,
+    dy: &RawTensor,
+    g: &ConvGeometry,
+) -> Result<RawTensor> {
     if let Some(format) = storage_format(dy) {
         let (x, y, dy) = (widened(x)?, widened(y)?, widened(dy)?);
         return stored(l2pool_bwd(&x, &y, &dy, g)?, Some(format));
@@ -196,7 +201,7 @@ fn global_pool_input(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
 }
 
 /// Global average pooling: x [N,C,H,W] → y [N,C,1,1], the mean of each plane.
-pub fn global_avgpool_fwd(x: &Tensor) -> Result<Tensor> {
+pub fn global_avgpool_fwd(x: &RawTensor) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(x) {
         return stored(global_avgpool_fwd(&widened(x)?)?, Some(format));
     }
@@ -221,7 +226,7 @@ pub fn global_avgpool_fwd(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Global average pooling backward: dy [N,C,1,1] → dx of `input_shape` [N,C,H,W], dy / (H·W).
-pub fn global_avgpool_bwd(dy: &Tensor, input_shape: &[usize]) -> Result<Tensor> {
+pub fn global_avgpool_bwd(dy: &RawTensor, input_shape: &[usize]) -> Result<RawTensor> {
     if let Some(format) = host_storage_format(dy) {
         return stored(
             global_avgpool_bwd(&widened(dy)?, input_shape)?,

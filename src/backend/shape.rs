@@ -1,13 +1,13 @@
 //! Shape primitives: concatenation along an axis and its inverse, the slice `narrow`.
 
 use super::cast::{storage_format, stored, widened};
+use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
 use crate::cuda::{self, shape::Slab};
-use crate::tensor::Tensor;
 
 /// `shape` viewed around `axis` as (outer, inner): the products of the dims before and after it.
 fn outer_inner(shape: &[usize], axis: usize) -> (usize, usize) {
@@ -29,7 +29,7 @@ fn check_axis(op: &'static str, shape: &[usize], axis: usize) -> Result<()> {
 
 /// The shape of the concatenation of `inputs` along `axis`, after checking that there is at least
 /// one input, that all share a device and a dtype, and that their shapes differ at most along `axis`.
-pub fn concat_shape(inputs: &[&Tensor], axis: usize) -> Result<Vec<usize>> {
+pub fn concat_shape(inputs: &[&RawTensor], axis: usize) -> Result<Vec<usize>> {
     const OP: &str = "concat";
     let Some(first) = inputs.first() else {
         return Err(invalid("concat inputs", "needs at least one tensor"));
@@ -62,7 +62,12 @@ pub fn concat_shape(inputs: &[&Tensor], axis: usize) -> Result<Vec<usize>> {
 
 /// The tensors joined along `axis` (every other dim equal; see [`concat_shape`]). Inputs may be
 /// empty along `axis`.
-pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
+pub fn concat<T: AsRef<RawTensor>>(inputs: &[&T], axis: usize) -> Result<RawTensor> {
+    let inputs: Vec<&RawTensor> = inputs.iter().map(|t| (*t).as_ref()).collect();
+    concat_raw(&inputs, axis)
+}
+
+fn concat_raw(inputs: &[&RawTensor], axis: usize) -> Result<RawTensor> {
     const OP: &str = "concat";
     let shape = concat_shape(inputs, axis)?;
     if let Some(format) = storage_format(inputs[0]) {
@@ -71,8 +76,8 @@ pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
             .iter()
             .map(|t| widened(t))
             .collect::<Result<Vec<_>>>()?;
-        let wide: Vec<&Tensor> = wide.iter().collect();
-        return stored(concat(&wide, axis)?, Some(format));
+        let wide: Vec<&RawTensor> = wide.iter().collect();
+        return stored(concat_raw(&wide, axis)?, Some(format));
     }
     let (outer, inner) = outer_inner(&shape, axis);
     let whole = shape[axis] * inner;
@@ -121,7 +126,7 @@ pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
 
 /// The slice `start..start + len` of `x` along `axis` (a copy): one part of a concatenation, so
 /// concat's backward is built on it.
-pub fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+pub fn narrow(x: &RawTensor, axis: usize, start: usize, len: usize) -> Result<RawTensor> {
     const OP: &str = "narrow";
     if let Some(format) = storage_format(x) {
         // Copied through f32, which holds 16-bit values exactly.

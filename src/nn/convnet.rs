@@ -86,7 +86,7 @@ impl ConvNet {
 
     /// Number of trainable values.
     pub fn parameter_count(&self) -> usize {
-        self.params.iter().map(Tensor::numel).sum()
+        self.params.iter().map(|p| p.numel()).sum()
     }
 
     /// Logits [N, classes] for images [N, C, H, W].

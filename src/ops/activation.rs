@@ -3,16 +3,16 @@
 //! (ReLU's mask, leaky ReLU, ELU), the output (sigmoid, tanh, softmax, log-softmax) or the winners
 //! (maxout).
 
-use crate::autograd::record;
-use crate::backend;
+use crate::backend::{self, RawTensor};
 use crate::core::error::Result;
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// y = max(x, 0); the gradient is 0 at x = 0, as PyTorch's.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     let (y, mask) = backend::relu_fwd(x)?;
     Ok(record("relu", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::relu_bwd(dy, &mask)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::relu_bwd(dy, &mask)?)])
     }))
 }
 
@@ -23,7 +23,7 @@ pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor> {
     let y = backend::leaky_relu_fwd(x, negative_slope)?;
     let x_saved = x.detach();
     Ok(record("leaky_relu", &[x], y, move || {
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             Ok(vec![Some(backend::leaky_relu_bwd(
                 &x_saved,
                 dy,
@@ -42,25 +42,25 @@ pub fn elu(x: &Tensor, alpha: f64) -> Result<Tensor> {
     let y = backend::elu_fwd(x, alpha)?;
     let x_saved = x.detach();
     Ok(record("elu", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::elu_bwd(&x_saved, dy, alpha)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::elu_bwd(&x_saved, dy, alpha)?)])
     }))
 }
 
 /// y = 1 / (1 + exp(−x)), exact to rounding for any |x| (no overflow); gradient y(1 − y).
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     let y = backend::sigmoid_fwd(x)?;
-    let y_saved = y.detach();
+    let y_saved = y.clone();
     Ok(record("sigmoid", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::sigmoid_bwd(&y_saved, dy)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::sigmoid_bwd(&y_saved, dy)?)])
     }))
 }
 
 /// y = tanh(x); gradient 1 − y².
 pub fn tanh(x: &Tensor) -> Result<Tensor> {
     let y = backend::tanh_fwd(x)?;
-    let y_saved = y.detach();
+    let y_saved = y.clone();
     Ok(record("tanh", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::tanh_bwd(&y_saved, dy)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::tanh_bwd(&y_saved, dy)?)])
     }))
 }
 
@@ -69,9 +69,9 @@ pub fn tanh(x: &Tensor) -> Result<Tensor> {
 /// outside the tensor's rank is an error.
 pub fn softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
     let y = backend::softmax_fwd(x, axis)?;
-    let y_saved = y.detach();
+    let y_saved = y.clone();
     Ok(record("softmax", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::softmax_bwd(&y_saved, dy, axis)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::softmax_bwd(&y_saved, dy, axis)?)])
     }))
 }
 
@@ -79,9 +79,9 @@ pub fn softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
 /// underflow to −∞); gradient dy − softmax ⊙ Σ dy.
 pub fn log_softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
     let y = backend::log_softmax_fwd(x, axis)?;
-    let y_saved = y.detach();
+    let y_saved = y.clone();
     Ok(record("log_softmax", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::log_softmax_bwd(&y_saved, dy, axis)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::log_softmax_bwd(&y_saved, dy, axis)?)])
     }))
 }
 
@@ -92,6 +92,6 @@ pub fn log_softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
 pub fn maxout(x: &Tensor, pieces: usize) -> Result<Tensor> {
     let (y, argmax) = backend::maxout_fwd(x, pieces)?;
     Ok(record("maxout", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::maxout_bwd(dy, &argmax, pieces)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::maxout_bwd(dy, &argmax, pieces)?)])
     }))
 }

@@ -1,9 +1,9 @@
 //! Element-type conversion on the tape: the entry and exit of the mixed-precision path.
 
-use crate::autograd::record;
-use crate::backend;
+use crate::backend::{self, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// `x` converted to `dtype`: f32 ⇄ bf16/f16 on every device (to 16 bits rounded to nearest even,
@@ -15,13 +15,13 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     }
     let y = backend::cast(x, dtype)?;
     Ok(record("cast", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::cast(dy, from)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::cast(dy, from)?)])
     }))
 }
 
 /// A layer's output (convolution, linear) in the activation format of the current mixed-precision
 /// mode ([`crate::autocast_activations`]), else as computed.
-pub(crate) fn as_activation(y: Tensor) -> Result<Tensor> {
+pub(crate) fn as_activation(y: RawTensor) -> Result<RawTensor> {
     match crate::autocast::activation_format() {
         Some(format) => backend::cast(&y, format),
         None => Ok(y),
@@ -29,6 +29,6 @@ pub(crate) fn as_activation(y: Tensor) -> Result<Tensor> {
 }
 
 /// A gradient computed in f32 for an input of `dtype` (a 16-bit activation gets a 16-bit one).
-pub(crate) fn gradient_as(g: Tensor, dtype: DType) -> Result<Tensor> {
+pub(crate) fn gradient_as(g: RawTensor, dtype: DType) -> Result<RawTensor> {
     backend::cast(&g, dtype)
 }

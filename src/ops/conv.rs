@@ -5,12 +5,12 @@
 //!           db = Σ dy over N and pixels;  dx = col2im(dcol) with dcol[n, g] = W_gᵀ · dy[n, g].
 //! On the GPU each product is one GEMM launch over every image and group, not one per image.
 
-use crate::autograd::record;
-use crate::backend::{self, common_device};
+use crate::backend::{self, common_device, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
 use crate::core::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
 use crate::ops::cast::gradient_as;
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// y = conv(x, w) + b for x [N,C,H,W], w [K,C,KH,KW], b [K]. The stride must tile the padded
@@ -37,17 +37,17 @@ pub fn conv2d_groups(
     let store = crate::autocast::activation_format();
     // The weight as the products read it (rounded once for both passes, as autocast's cache).
     let w_product = backend::product_operand(w, mixed)?;
-    let y = backend::conv_forward_stored(x, &w_product, b, &conv, mixed, store)?;
+    let y = backend::conv_forward_stored(x, &w_product, b.map(Tensor::raw), &conv, mixed, store)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let has_bias = b.is_some();
     // Save only what the wanted gradients read: W for dx, x for dW (whose columns the backward
     // recomputes, as cuDNN does, instead of keeping KH·KW copies of x alive until then).
-    let w_saved = x.needs_grad().then(|| w_product.detach());
+    let w_saved = x.needs_grad().then(|| w_product.clone());
     let x_saved = w.needs_grad().then(|| x.detach());
     let x_dtype = x.dtype();
     Ok(record("conv2d", &inputs, y, move || {
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             dy.expect_shape("conv2d backward", &conv.output_shape())?;
             let dx = match &w_saved {
                 Some(w) => {

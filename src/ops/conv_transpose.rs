@@ -15,12 +15,12 @@
 //! reads, get only the bias.
 
 use super::conv::{check_groups, check_kernel};
-use crate::autograd::record;
-use crate::backend::{self, common_device};
+use crate::backend::{self, common_device, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
 use crate::core::shape::{as_nchw, ConvGeometry, GroupedConv, Window2d};
 use crate::ops::cast::{as_activation, gradient_as};
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// PyTorch's `conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)`:
@@ -56,11 +56,11 @@ pub fn conv_transpose2d(
     inputs.extend(b);
     let has_bias = b.is_some();
     // Save only what the wanted gradients read: W for dx, x for dW.
-    let w_saved = x.needs_grad().then(|| w_product.detach());
+    let w_saved = x.needs_grad().then(|| w_product.clone());
     let x_saved = w.needs_grad().then(|| x.detach());
     let x_dtype = x.dtype();
     Ok(record("conv_transpose2d", &inputs, y, move || {
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             dy.expect_shape("conv_transpose2d backward", &out_shape)?;
             let dx = match &w_saved {
                 Some(w) => {

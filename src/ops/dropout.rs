@@ -3,9 +3,9 @@
 //! The mask comes from a hash of (seed, element index), identical on every device, and the
 //! backward rule reuses it.
 
-use crate::autograd::record;
-use crate::backend;
+use crate::backend::{self, RawTensor};
 use crate::core::error::Result;
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// Dropout of `x` with drop probability `p` ∈ [0, 1] (else `Err`). Training with p > 0 draws the
@@ -29,6 +29,6 @@ pub fn dropout_at_step(x: &Tensor, p: f64, seed: u64, step: u64, offset: u64) ->
     }
     let (y, mask) = backend::dropout_fwd_at_step(x, p, seed, step, offset)?;
     Ok(record("dropout", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::dropout_bwd(dy, &mask, p)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::dropout_bwd(dy, &mask, p)?)])
     }))
 }

@@ -1,10 +1,10 @@
 //! Elementwise arithmetic and reductions with their backward rules.
 
-use crate::autograd::record;
-use crate::backend;
+use crate::backend::{self, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::ops::cast;
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// `a` and `b` in one float type: an f32 and a 16-bit tensor (16-bit activations meeting f32 ones,
@@ -32,7 +32,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (a, b) = &promoted(a, b)?;
     let y = backend::add(a, b)?;
     Ok(record("add", &[a, b], y, || {
-        |dy: &Tensor| Ok(vec![Some(dy.detach()), Some(dy.detach())])
+        |dy: &RawTensor| Ok(vec![Some(dy.clone()), Some(dy.clone())])
     }))
 }
 
@@ -42,7 +42,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let y = backend::mul(a, b)?;
     let (a_saved, b_saved) = (a.detach(), b.detach());
     Ok(record("mul", &[a, b], y, move || {
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             Ok(vec![
                 Some(backend::mul(dy, &b_saved)?),
                 Some(backend::mul(dy, &a_saved)?),
@@ -55,7 +55,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn scale(x: &Tensor, s: f64) -> Result<Tensor> {
     let y = backend::affine(x, s, 0.0)?;
     Ok(record("scale", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::affine(dy, s, 0.0)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::affine(dy, s, 0.0)?)])
     }))
 }
 
@@ -82,7 +82,7 @@ fn scaled_sum(op: &'static str, x: &Tensor, s: f64) -> Result<Tensor> {
     let y = backend::sum(x, s)?.reshape(&[])?;
     let shape = x.shape().to_vec();
     Ok(record(op, &[x], y, move || {
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             // dy stays on the device: the fill kernel reads it (no wait for the device).
             let value = backend::Factor::new(s, Some(dy));
             Ok(vec![Some(backend::full_like_times(dy, &shape, value)?)])

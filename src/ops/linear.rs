@@ -1,11 +1,11 @@
 //! Fully connected layer: y = x·Wᵀ + b for x [N, in], W [out, in] (PyTorch's layout), b [out].
 
-use crate::autograd::record;
-use crate::backend::{self, common_device};
+use crate::backend::{self, common_device, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::shape::GemmSpec;
 use crate::ops::cast::gradient_as;
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// y = x·Wᵀ + b.
@@ -18,14 +18,14 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     // The weight as the products read it (rounded once for both passes, as autocast's cache).
     let w_product = backend::product_operand(w, mixed)?;
     // The bias is added, and y stored in the activation format, by the GEMM's epilogue.
-    let y = backend::linear_forward(x, &w_product, b, mixed, store)?;
+    let y = backend::linear_forward(x, &w_product, b.map(Tensor::raw), mixed, store)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
-    let (x_saved, w_saved, has_bias) = (x.detach(), w_product.detach(), b.is_some());
+    let (x_saved, w_saved, has_bias) = (x.detach(), w_product.clone(), b.is_some());
     let x_dtype = x.dtype();
     Ok(record("linear", &inputs, y, move || {
         // dx = dy·W, dW = dyᵀ·x, db = Σ_n dy.
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             let dx_spec = GemmSpec::new(n, fan_in, out);
             // A 16-bit input gets its gradient in its format, written so by the GEMM.
             let store = matches!(x_dtype, DType::BF16 | DType::F16).then_some(x_dtype);

@@ -2,11 +2,12 @@
 //! (fused and stable for large logits), mean squared error and sum of squared errors, binary
 //! cross-entropy on logits, and sums of losses.
 
-use crate::autograd::record;
+use crate::backend::RawTensor;
 use crate::backend::{self, common_device, Factor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
 use crate::ops::{add, cast, scale};
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// Mean over rows of −log softmax(logits)[label]: logits [N, K], labels i32 [N] in 0..K (checked;
@@ -33,8 +34,8 @@ pub(crate) fn softmax_cross_entropy_deferred_label_check(
 fn record_softmax_cross_entropy(
     logits: &Tensor,
     labels: &Tensor,
-    probs: Tensor,
-    losses: Tensor,
+    probs: RawTensor,
+    losses: RawTensor,
 ) -> Result<Tensor> {
     let rows = probs.shape()[0];
     let loss = backend::sum(&losses, 1.0 / rows as f64)?.reshape(&[])?;
@@ -44,7 +45,7 @@ fn record_softmax_cross_entropy(
         &[logits],
         loss,
         move || {
-            move |dloss: &Tensor| {
+            move |dloss: &RawTensor| {
                 // dlogits = dloss/N · (probs − onehot(labels)); dloss (one element) stays on the
                 // device, so the backward pass need not wait for it.
                 let scale = 1.0 / rows as f64;
@@ -93,7 +94,7 @@ fn squared_error_loss(
     let loss = backend::sum(&sq, s)?.reshape(&[])?;
     let (p, t, target_grad) = (prediction.detach(), target.detach(), target.needs_grad());
     Ok(record(op, &[prediction, target], loss, move || {
-        move |dloss: &Tensor| {
+        move |dloss: &RawTensor| {
             let factor = Factor::new(2.0 * s, Some(dloss));
             let (dp, dt) = backend::squared_error_bwd(&p, &t, factor, target_grad)?;
             Ok(vec![Some(dp), dt])
@@ -122,7 +123,7 @@ pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> Re
         &[logits, targets],
         loss,
         move || {
-            move |dloss: &Tensor| {
+            move |dloss: &RawTensor| {
                 let factor = Factor::new(1.0 / n, Some(dloss));
                 let (dz, dt) = backend::bce_logits_bwd(&z, &t, factor, target_grad)?;
                 Ok(vec![Some(dz), dt])

@@ -5,12 +5,13 @@
 //! normalizes with the running statistics, an affine map. Both record one op on the tape with inputs
 //! x, γ and β; its backward rule is `backend::batch_norm_bwd`.
 
-use crate::autograd::record;
+use crate::backend::RawTensor;
 use crate::backend::{self, BatchNormStats};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
 use crate::core::shape::as_nchw;
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel, with learnable γ (`gamma`) and β (`beta`).
@@ -111,7 +112,10 @@ impl BatchNorm2d {
         }
         backend::common_device(OP, &[x, &self.gamma, &self.beta, &self.running_mean])?;
         if !training {
-            let (mean, var) = (self.running_mean.clone(), self.running_var.clone());
+            let (mean, var) = (
+                self.running_mean.raw().clone(),
+                self.running_var.raw().clone(),
+            );
             return normalize(x, &self.gamma, &self.beta, mean, var, self.eps, false);
         }
         let count = n * h * w;
@@ -166,8 +170,8 @@ fn normalize(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
-    mean: Tensor,
-    var: Tensor,
+    mean: RawTensor,
+    var: RawTensor,
     eps: f64,
     training: bool,
 ) -> Result<Tensor> {
@@ -180,7 +184,7 @@ fn normalize(
     let y = backend::batch_norm_fwd(x, &stats, beta)?;
     let (x_saved, gamma_saved, x_needs_grad) = (x.detach(), gamma.detach(), x.needs_grad());
     Ok(record("batch_norm2d", &[x, gamma, beta], y, move || {
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             let stats = BatchNormStats {
                 mean: &mean,
                 var: &var,

@@ -2,10 +2,10 @@
 //! average, L2 norm, and global average. Output sizes floor like PyTorch's; every window is a
 //! [`Window2d`] (stride, per-side padding, dilation).
 
-use crate::autograd::record;
-use crate::backend;
+use crate::backend::{self, RawTensor};
 use crate::core::error::Result;
 use crate::core::shape::{as_nchw, ConvGeometry, Window2d};
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// Max over each `window` of `x` [N,C,H,W]; output sizes floor like PyTorch's. As PyTorch, no
@@ -16,7 +16,7 @@ pub fn max_pool2d(x: &Tensor, window: Window2d) -> Result<Tensor> {
     window.check_pool_padding("max_pool2d")?;
     let (y, argmax) = backend::maxpool_fwd(x, &g)?;
     Ok(record("max_pool2d", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::maxpool_bwd(dy, &argmax, &g)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::maxpool_bwd(dy, &argmax, &g)?)])
     }))
 }
 
@@ -34,7 +34,7 @@ pub fn avg_pool2d(x: &Tensor, window: Window2d, count_include_pad: bool) -> Resu
     window.check_pool_padding("avg_pool2d")?;
     let y = backend::avgpool_fwd(x, &g, count_include_pad)?;
     Ok(record("avg_pool2d", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::avgpool_bwd(dy, &g, count_include_pad)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::avgpool_bwd(dy, &g, count_include_pad)?)])
     }))
 }
 
@@ -48,9 +48,9 @@ pub fn l2_pool2d(x: &Tensor, window: Window2d) -> Result<Tensor> {
     let shape = as_nchw("l2_pool2d", x.shape())?;
     let g = ConvGeometry::new(shape, window, false)?;
     let y = backend::l2pool_fwd(x, &g)?;
-    let (x_saved, y_saved) = (x.detach(), y.detach());
+    let (x_saved, y_saved) = (x.detach(), y.clone());
     Ok(record("l2_pool2d", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::l2pool_bwd(&x_saved, &y_saved, dy, &g)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::l2pool_bwd(&x_saved, &y_saved, dy, &g)?)])
     }))
 }
 
@@ -60,6 +60,6 @@ pub fn global_avg_pool2d(x: &Tensor) -> Result<Tensor> {
     let y = backend::global_avgpool_fwd(x)?;
     let shape = x.shape().to_vec();
     Ok(record("global_avg_pool2d", &[x], y, move || {
-        move |dy: &Tensor| Ok(vec![Some(backend::global_avgpool_bwd(dy, &shape)?)])
+        move |dy: &RawTensor| Ok(vec![Some(backend::global_avgpool_bwd(dy, &shape)?)])
     }))
 }

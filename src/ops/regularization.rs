@@ -1,9 +1,9 @@
 //! Regularization penalties.
 
-use crate::autograd::record;
-use crate::backend::{self, common_device};
+use crate::backend::{self, common_device, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// The L2 penalty (weight decay as a loss term), with the ½ convention:
@@ -32,7 +32,7 @@ pub fn l2_penalty(params: &[&Tensor], weight: f64) -> Result<Tensor> {
             got: first.dtype(),
         });
     }
-    let mut total: Option<Tensor> = None;
+    let mut total: Option<RawTensor> = None;
     for p in params {
         p.expect_dtype(OP, first.dtype())?;
         let term = backend::sum_squares(p, weight / 2.0)?;
@@ -49,7 +49,7 @@ pub fn l2_penalty(params: &[&Tensor], weight: f64) -> Result<Tensor> {
         .map(|p| (p.detach(), p.needs_grad()))
         .collect();
     Ok(record(OP, params, loss, move || {
-        move |dloss: &Tensor| {
+        move |dloss: &RawTensor| {
             let factor = backend::Factor::new(weight, Some(dloss));
             saved
                 .iter()

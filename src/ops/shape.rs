@@ -1,8 +1,8 @@
 //! Concatenation along an axis and its inverse, the slice `narrow`, with their backward rules.
 
-use crate::autograd::record;
-use crate::backend;
+use crate::backend::{self, RawTensor};
 use crate::core::error::Result;
+use crate::tensor::record;
 use crate::tensor::Tensor;
 
 /// The tensors joined along `axis`: the channels (axis 1) of NCHW images or the features (axis 1)
@@ -17,7 +17,7 @@ pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
         .map(|t| (t.shape()[axis], t.needs_grad()))
         .collect();
     Ok(record("concat", inputs, y, move || {
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             let mut start = 0;
             parts
                 .iter()
@@ -40,7 +40,7 @@ pub fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tenso
     let y = backend::narrow(x, axis, start, len)?;
     let shape = x.shape().to_vec();
     Ok(record("narrow", &[x], y, move || {
-        move |dy: &Tensor| {
+        move |dy: &RawTensor| {
             let zeros = |n: usize| {
                 let mut s = shape.clone();
                 s[axis] = n;

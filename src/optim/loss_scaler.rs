@@ -4,7 +4,7 @@
 //! A step whose gradients overflowed (inf or NaN) is skipped and the scale halved; after
 //! `growth_interval` good steps in a row the scale doubles. bf16 needs none of this.
 
-use crate::backend;
+use crate::backend::{self, RawTensor};
 use crate::core::error::{invalid, Result};
 use crate::tensor::Tensor;
 
@@ -82,7 +82,7 @@ impl LossScaler {
         let finite = match sums.as_slice() {
             [] => true,
             _ => {
-                let refs: Vec<&Tensor> = sums.iter().collect();
+                let refs: Vec<&RawTensor> = sums.iter().collect();
                 backend::sum(&backend::concat(&refs, 0)?, 1.0)?.scalar()? == 0.0
             }
         };
@@ -93,7 +93,7 @@ impl LossScaler {
         }
         let unscaled = grads
             .iter()
-            .map(|g| backend::affine(g, 1.0 / self.scale, 0.0))
+            .map(|g| backend::affine(g, 1.0 / self.scale, 0.0).map(Tensor::from))
             .collect::<Result<Vec<_>>>()?;
         self.good_steps += 1;
         if self.good_steps == self.growth_interval {

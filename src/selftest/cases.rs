@@ -7,7 +7,7 @@
 use half::{bf16, f16};
 
 use super::{gemm, layers, Case, Outputs, Tolerance};
-use crate::backend::{self, AdamStep, Factor};
+use crate::backend::{self, AdamStep, Factor, RawTensor};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -26,14 +26,19 @@ pub(super) const SHAPE: [usize; 4] = [3, 5, 7, 11];
 
 /// Values uniform in ±[1e-3, 1), kept away from 0 so that kinks (ReLU at 0) are not decided by
 /// rounding, on `device`.
-pub(super) fn uniform(shape: &[usize], seed: u64, device: Device) -> Result<Tensor> {
+pub(super) fn uniform(shape: &[usize], seed: u64, device: Device) -> Result<RawTensor> {
     let values = random_away_from_zero(&mut rng(seed), numel(shape), 1e-3);
-    Tensor::from_vec(values, shape, device)
+    RawTensor::from_vec(values, shape, device)
+}
+
+/// [`uniform`] as an untracked `Tensor`, the input of an op's row.
+pub(super) fn input(shape: &[usize], seed: u64, device: Device) -> Result<Tensor> {
+    uniform(shape, seed, device).map(Tensor::from)
 }
 
 /// Values uniform in [0, 1) on `device` (targets, squared averages).
-pub(super) fn unit(shape: &[usize], seed: u64, device: Device) -> Result<Tensor> {
-    Tensor::uniform(shape, 0.0, 1.0, seed, device)
+pub(super) fn unit(shape: &[usize], seed: u64, device: Device) -> Result<RawTensor> {
+    RawTensor::uniform(shape, 0.0, 1.0, seed, device)
 }
 
 /// Every row, in the order the selftest runs them.
@@ -124,15 +129,15 @@ fn pointwise() -> Vec<Case> {
             softmax_rows(d, 20, |x| backend::softmax_fwd(x, 1), None)
         }),
         Case::new("softmax", bwd, POINTWISE, SOFTMAX_BWD, |d| {
-            let fwd = |x: &Tensor| backend::softmax_fwd(x, 1);
+            let fwd = |x: &RawTensor| backend::softmax_fwd(x, 1);
             softmax_rows(d, 20, fwd, Some(|y, dy| backend::softmax_bwd(y, dy, 1)))
         }),
         Case::new("log_softmax", fwd, POINTWISE, SOFTMAX_FWD, |d| {
             softmax_rows(d, 22, |x| backend::log_softmax_fwd(x, 1), None)
         }),
         Case::new("log_softmax", bwd, POINTWISE, SOFTMAX_BWD, |d| {
-            let fwd = |x: &Tensor| backend::log_softmax_fwd(x, 1);
-            let bwd = |y: &Tensor, dy: &Tensor| backend::log_softmax_bwd(y, dy, 1);
+            let fwd = |x: &RawTensor| backend::log_softmax_fwd(x, 1);
+            let bwd = |y: &RawTensor, dy: &RawTensor| backend::log_softmax_bwd(y, dy, 1);
             softmax_rows(d, 22, fwd, Some(bwd))
         }),
         Case::new(
@@ -273,8 +278,8 @@ const SOFTMAX_BWD: &[&str] = &["softmax_rows_bwd_f32", "softmax_cols_bwd_f32"];
 fn softmax_rows(
     d: Device,
     seed: u64,
-    fwd: impl Fn(&Tensor) -> Result<Tensor>,
-    bwd: Option<fn(&Tensor, &Tensor) -> Result<Tensor>>,
+    fwd: impl Fn(&RawTensor) -> Result<RawTensor>,
+    bwd: Option<fn(&RawTensor, &RawTensor) -> Result<RawTensor>>,
 ) -> Result<Outputs> {
     let mut outputs = Vec::new();
     for (name, shape) in [("long rows", &[5, 37, 3][..]), ("short rows", &[7, 13][..])] {
@@ -288,23 +293,23 @@ fn softmax_rows(
     Ok(outputs)
 }
 
-fn with_optional(mut outputs: Outputs, name: &'static str, t: Option<Tensor>) -> Outputs {
+fn with_optional(mut outputs: Outputs, name: &'static str, t: Option<RawTensor>) -> Outputs {
     outputs.extend(t.map(|t| (name, t)));
     outputs
 }
 
 /// Logits [7, 13] and labels i·5 mod 13.
-fn xent_inputs(d: Device) -> Result<(Tensor, Tensor)> {
+fn xent_inputs(d: Device) -> Result<(RawTensor, RawTensor)> {
     let labels: Vec<i32> = (0..7).map(|i| i * 5 % 13).collect();
     Ok((
         uniform(&[7, 13], 23, d)?,
-        Tensor::from_vec(labels, &[7], d)?,
+        RawTensor::from_vec(labels, &[7], d)?,
     ))
 }
 
 /// Logits of magnitude up to 4 and targets in [0, 1).
-fn bce_inputs(d: Device) -> Result<(Tensor, Tensor)> {
-    let z = Tensor::uniform(&PAIR, -4.0, 4.0, 32, d)?;
+fn bce_inputs(d: Device) -> Result<(RawTensor, RawTensor)> {
+    let z = RawTensor::uniform(&PAIR, -4.0, 4.0, 32, d)?;
     Ok((z, unit(&PAIR, 33, d)?))
 }
 

@@ -2,9 +2,9 @@
 //! tolerance `atol + rtol·|ref|`, bit-for-bit comparison of casts, masks and indices, and the
 //! perturbation a planted failure applies.
 
+use crate::backend::RawTensor;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
-use crate::tensor::Tensor;
 
 /// How a row's outputs must agree with the CPU's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,7 +155,7 @@ pub(super) struct HostValues {
 }
 
 impl HostValues {
-    pub fn of(t: &Tensor) -> Result<HostValues> {
+    pub fn of(t: &RawTensor) -> Result<HostValues> {
         let floats = |values: Vec<f64>, bits: Vec<u64>| HostValues {
             values,
             bits,

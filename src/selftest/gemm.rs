@@ -3,10 +3,10 @@
 //! tiles), the 16-bit activation kernels under `autocast_activations`, and the Hopper wgmma GEMM
 //! with both loaders (skipped where the GPU does not load it).
 
-use super::cases::uniform;
+use super::cases::{input, uniform};
 use super::layers::PRODUCTS;
 use super::{Case, Outputs, Tolerance};
-use crate::backend;
+use crate::backend::{self, RawTensor};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -23,9 +23,9 @@ fn product(
     spec: GemmSpec,
     dtype: DType,
     seed: u64,
-) -> Result<(&'static str, Tensor)> {
+) -> Result<(&'static str, RawTensor)> {
     let (la, lb, lc) = spec.required_lens();
-    let operand = |len, seed| -> Result<Tensor> {
+    let operand = |len, seed| -> Result<RawTensor> {
         let t = uniform(&[len], seed, Device::Cpu)?;
         backend::cast(&t, dtype)?.to_device(d)
     };
@@ -244,16 +244,13 @@ const WGMMA_CP_ASYNC: &[&str] = &["gemm_wgmma_bf16", "gemm_wgmma_f16"];
 /// a convolution (f32 input gathered into 16-bit columns) and a linear layer with bias under
 /// `autocast(dtype)`, whose products take the kernel with f32 activations.
 fn tensor_core(d: Device, dtype: DType, seed: u64) -> Result<Outputs> {
-    let x = uniform(&ACT, seed + 4, d)?;
+    let x = input(&ACT, seed + 4, d)?;
     let (w, b) = (
-        uniform(&[6, 5, 3, 3], seed + 5, d)?,
-        uniform(&[6], seed + 6, d)?,
+        input(&[6, 5, 3, 3], seed + 5, d)?,
+        input(&[6], seed + 6, d)?,
     );
-    let features = uniform(&[5, 37], seed + 7, d)?;
-    let (fc_w, fc_b) = (
-        uniform(&[11, 37], seed + 8, d)?,
-        uniform(&[11], seed + 9, d)?,
-    );
+    let features = input(&[5, 37], seed + 7, d)?;
+    let (fc_w, fc_b) = (input(&[11, 37], seed + 8, d)?, input(&[11], seed + 9, d)?);
     let layers = crate::autocast(dtype, || -> Result<[Tensor; 2]> {
         Ok([
             ops::conv2d(&x, &w, Some(&b), Window2d::square(3, 1, 1))?,
@@ -276,8 +273,8 @@ fn tensor_core(d: Device, dtype: DType, seed: u64) -> Result<Outputs> {
             dtype,
             seed + 2,
         )?,
-        ("autocast conv2d", conv),
-        ("autocast linear", linear),
+        ("autocast conv2d", conv.into_raw()),
+        ("autocast linear", linear.into_raw()),
     ])
 }
 
@@ -294,7 +291,7 @@ fn wgmma_products(d: Device, spec: GemmSpec, seed: u64) -> Result<Outputs> {
 /// pooling with a 3x3 window, stride 2, padding 1.
 const ACT: [usize; 4] = [2, 5, 9, 7];
 
-fn in_format(shape: &[usize], seed: u64, format: DType, d: Device) -> Result<Tensor> {
+fn in_format(shape: &[usize], seed: u64, format: DType, d: Device) -> Result<RawTensor> {
     backend::cast(&uniform(shape, seed, Device::Cpu)?, format)?.to_device(d)
 }
 
@@ -311,14 +308,14 @@ fn activation_conv() -> Result<GroupedConv> {
 /// ReLU, max, average and global average pooling, batch norm in training, dropout, an addition,
 /// and linear with bias.
 fn activations_forward(d: Device, format: DType) -> Result<Outputs> {
-    let x = in_format(&ACT, 300, format, d)?;
-    let other = in_format(&ACT, 301, format, d)?;
-    let features = in_format(&[5, 37], 302, format, d)?;
-    let conv_w = uniform(&[6, 5, 3, 3], 303, d)?;
-    let conv_b = uniform(&[6], 304, d)?;
-    let (fc_w, fc_b) = (uniform(&[11, 37], 305, d)?, uniform(&[11], 306, d)?);
+    let x = Tensor::from(in_format(&ACT, 300, format, d)?);
+    let other = Tensor::from(in_format(&ACT, 301, format, d)?);
+    let features = Tensor::from(in_format(&[5, 37], 302, format, d)?);
+    let conv_w = input(&[6, 5, 3, 3], 303, d)?;
+    let conv_b = input(&[6], 304, d)?;
+    let (fc_w, fc_b) = (input(&[11, 37], 305, d)?, input(&[11], 306, d)?);
     let pool = Window2d::square(3, 2, 1);
-    let outputs = crate::autocast_activations(format, || -> Result<Outputs> {
+    let outputs = crate::autocast_activations(format, || -> Result<Vec<(_, Tensor)>> {
         let mut bn = ops::BatchNorm2d::new(ACT[1], d)?;
         Ok(vec![
             (
@@ -335,7 +332,10 @@ fn activations_forward(d: Device, format: DType) -> Result<Outputs> {
             ("linear", ops::linear(&features, &fc_w, Some(&fc_b))?),
         ])
     })??;
-    Ok(outputs)
+    Ok(outputs
+        .into_iter()
+        .map(|(name, y)| (name, y.into_raw()))
+        .collect())
 }
 
 /// The backward primitives the tape calls for 16-bit activations, on 16-bit output gradients:

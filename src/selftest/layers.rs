@@ -2,9 +2,9 @@
 //! groups) and its two backward products, transposed convolution, the four poolings, linear with
 //! bias, and batch norm in training.
 
-use super::cases::{uniform, POINTWISE, SHAPE};
+use super::cases::{input, uniform, POINTWISE, SHAPE};
 use super::{Case, Outputs, Tolerance};
-use crate::backend::{self, BatchNormStats};
+use crate::backend::{self, BatchNormStats, RawTensor};
 use crate::core::device::Device;
 use crate::core::error::{Error, Result};
 use crate::core::shape::{ConvGeometry, GroupedConv, Window2d};
@@ -26,10 +26,10 @@ const NORM: Tolerance = Tolerance::Close {
 /// A convolution with its input x, weight w, bias b and an output gradient dy.
 struct ConvOperands {
     conv: GroupedConv,
-    x: Tensor,
-    w: Tensor,
-    b: Tensor,
-    dy: Tensor,
+    x: RawTensor,
+    w: RawTensor,
+    b: RawTensor,
+    dy: RawTensor,
 }
 
 impl ConvOperands {
@@ -43,19 +43,19 @@ impl ConvOperands {
         })
     }
 
-    fn forward(&self) -> Result<Tensor> {
+    fn forward(&self) -> Result<RawTensor> {
         backend::conv_forward(&self.x, &self.w, Some(&self.b), &self.conv, None)
     }
 
-    fn input_grad(&self) -> Result<Tensor> {
+    fn input_grad(&self) -> Result<RawTensor> {
         backend::conv_input_grad(&self.w, &self.dy, &self.conv, None)
     }
 
-    fn weight_grad(&self) -> Result<Tensor> {
+    fn weight_grad(&self) -> Result<RawTensor> {
         backend::conv_weight_grad(&self.x, &self.dy, &self.conv, None)
     }
 
-    fn bias_grad(&self) -> Result<Tensor> {
+    fn bias_grad(&self) -> Result<RawTensor> {
         let g = &self.conv.geometry;
         backend::bias_grad(&self.dy, g.batch, self.conv.out_channels, g.col_cols())
     }
@@ -91,7 +91,7 @@ fn pool_geometry() -> Result<ConvGeometry> {
     ConvGeometry::new(SHAPE, Window2d::square(3, 2, 1), false)
 }
 
-fn pool_inputs(d: Device) -> Result<(ConvGeometry, Tensor, Tensor)> {
+fn pool_inputs(d: Device) -> Result<(ConvGeometry, RawTensor, RawTensor)> {
     let g = pool_geometry()?;
     let x = uniform(&SHAPE, 110, d)?;
     let dy = uniform(&[g.batch, g.in_channels, g.out_h, g.out_w], 111, d)?;
@@ -100,7 +100,7 @@ fn pool_inputs(d: Device) -> Result<(ConvGeometry, Tensor, Tensor)> {
 
 /// The tape's gradients of Σ y ⊙ r (r fixed random values) with respect to each of `leaves`.
 fn tape_gradients(y: &Tensor, leaves: &[(&'static str, &Tensor)], seed: u64) -> Result<Outputs> {
-    let r = uniform(y.shape(), seed, y.device())?;
+    let r = input(y.shape(), seed, y.device())?;
     let grads = ops::sum(&ops::mul(y, &r)?)?.backward()?;
     leaves
         .iter()
@@ -111,14 +111,14 @@ fn tape_gradients(y: &Tensor, leaves: &[(&'static str, &Tensor)], seed: u64) -> 
                     format!("the tape gave no gradient of {name}"),
                 )
             })?;
-            Ok((name, g.clone()))
+            Ok((name, g.raw().clone()))
         })
         .collect()
 }
 
 /// Leaves that require gradients, made on the CPU and moved to `d`.
 fn leaf(shape: &[usize], seed: u64, d: Device) -> Result<Tensor> {
-    Ok(uniform(shape, seed, Device::Cpu)?.to_device(d)?.with_grad())
+    Ok(input(shape, seed, Device::Cpu)?.to_device(d)?.with_grad())
 }
 
 /// The transposed convolution: x [2, 6, 5, 4] through w [6, 2, 3, 3] in 2 groups (4 output
@@ -140,14 +140,14 @@ fn linear(d: Device) -> Result<(Tensor, [Tensor; 3])> {
 }
 
 /// Batch norm's input [3, 5, 7, 9], γ and β, and the batch statistics computed on `d`.
-fn batch_norm_inputs(d: Device) -> Result<[Tensor; 5]> {
+fn batch_norm_inputs(d: Device) -> Result<[RawTensor; 5]> {
     let x = uniform(&[3, 5, 7, 9], 140, d)?;
     let (gamma, beta) = (uniform(&[5], 141, d)?, uniform(&[5], 142, d)?);
     let (mean, var) = backend::batch_norm_stats(&x)?;
     Ok([x, gamma, beta, mean, var])
 }
 
-fn stats<'a>(mean: &'a Tensor, var: &'a Tensor, gamma: &'a Tensor) -> BatchNormStats<'a> {
+fn stats<'a>(mean: &'a RawTensor, var: &'a RawTensor, gamma: &'a RawTensor) -> BatchNormStats<'a> {
     BatchNormStats {
         mean,
         var,
@@ -189,7 +189,7 @@ pub(super) fn cases() -> Vec<Case> {
             ])
         }),
         Case::new("conv_transpose2d", fwd, PRODUCTS, CONV_T_FWD, |d| {
-            Ok(vec![("y", conv_transpose(d)?.0)])
+            Ok(vec![("y", conv_transpose(d)?.0.into_raw())])
         }),
         Case::new("conv_transpose2d", bwd, PRODUCTS, CONV_DW, |d| {
             let (y, [x, w, b]) = conv_transpose(d)?;
@@ -245,7 +245,7 @@ pub(super) fn cases() -> Vec<Case> {
             },
         ),
         Case::new("linear", fwd, PRODUCTS, &["gemm_f32"], |d| {
-            Ok(vec![("y", linear(d)?.0)])
+            Ok(vec![("y", linear(d)?.0.into_raw())])
         }),
         Case::new(
             "linear",

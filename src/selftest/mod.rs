@@ -29,10 +29,10 @@ pub use report::table_header;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use crate::backend::RawTensor;
 use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
 use crate::cuda::{self, KernelPolicy};
-use crate::tensor::Tensor;
 use compare::HostValues;
 
 /// Test only: names a family (as in [`Row::family`]) whose device outputs the selftest perturbs
@@ -176,7 +176,7 @@ pub fn run(device: Device, options: &Options, on_row: &mut dyn FnMut(&Row)) -> R
 }
 
 /// The outputs of a row, named, on the device they were computed on.
-type Outputs = Vec<(&'static str, Tensor)>;
+type Outputs = Vec<(&'static str, RawTensor)>;
 
 /// One row: how to compute its outputs on any device from fixed seeds, and how to judge them.
 struct Case {

@@ -112,8 +112,8 @@ impl CapturedStep {
         }
         let g = gpu(device)?;
         // Own copies, so a replay's copy into them never writes a tensor the caller holds.
-        let static_images = backend::copy(&images.detach().to_device(device)?)?;
-        let static_labels = backend::copy(&labels.detach().to_device(device)?)?;
+        let static_images = Tensor::from(backend::copy(images.detach().to_device(device)?.raw())?);
+        let static_labels = Tensor::from(backend::copy(labels.detach().to_device(device)?.raw())?);
         let scalars = g.alloc(std::mem::size_of::<StepScalars>())?;
         let pool = g.new_private_pool();
         let mode = precision.mode;
@@ -302,6 +302,6 @@ fn owners(model: &dyn Module, optimizer: &dyn Optimizer) -> (usize, usize) {
 
 fn bound_addresses(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<u64> {
     bound_tensors(model, optimizer)
-        .map(Tensor::device_address)
+        .map(|t| t.device_address())
         .collect()
 }

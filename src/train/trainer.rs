@@ -18,7 +18,6 @@ use super::plot::{plot_curves, plot_filters};
 use super::precision::StepPrecision;
 use super::progress::Progress;
 use super::state::{model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot};
-use crate::autograd::Gradients;
 use crate::backend;
 use crate::core::device::Device;
 use crate::core::dtype::DType;
@@ -28,6 +27,7 @@ use crate::data::{
 use crate::nn::{Mode, Module, Sequential};
 use crate::ops;
 use crate::optim::Optimizer;
+use crate::tensor::Gradients;
 use crate::tensor::Tensor;
 
 /// What a finished run reports.
@@ -599,7 +599,8 @@ pub(crate) fn read_checked_stats(
 /// [loss, correct count] of a batch as one device tensor (read back with one copy).
 pub(crate) fn step_stats(logits: &Tensor, loss: &Tensor, labels: &Tensor) -> crate::Result<Tensor> {
     let correct = backend::count_correct(&logits.detach(), labels)?;
-    backend::concat(&[&loss.detach().reshape(&[1])?, &correct], 0)
+    let loss = loss.detach().reshape(&[1])?;
+    backend::concat(&[loss.raw(), &correct], 0).map(Tensor::from)
 }
 
 /// Reads [loss, correct count] back to the host (one wait for the device).

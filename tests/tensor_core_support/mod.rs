@@ -1,6 +1,7 @@
 //! Helpers shared by tests/tensor_core.rs (the mma.sync GEMM) and tests/wgmma.rs (the Hopper one).
 #![allow(dead_code)]
 
+use kiln::backend::RawTensor;
 use kiln::testing::{assert_close, random_away_from_zero};
 use kiln::{backend, DType, Device, GemmSpec, Tensor};
 use rand::rngs::StdRng;
@@ -17,8 +18,14 @@ pub fn random(len: usize, seed: u64) -> Tensor {
 }
 
 /// The product of the operands rounded to `dtype`, in f64 on the CPU.
-pub fn reference(spec: &GemmSpec, alpha: f64, a: &Tensor, b: &Tensor, len_c: usize) -> Vec<f32> {
-    let widen = |t: &Tensor| {
+pub fn reference(
+    spec: &GemmSpec,
+    alpha: f64,
+    a: &RawTensor,
+    b: &RawTensor,
+    len_c: usize,
+) -> Vec<f32> {
+    let widen = |t: &RawTensor| {
         backend::cast(t, DType::F32)
             .unwrap()
             .to_dtype(DType::F64)
@@ -43,7 +50,7 @@ pub fn check_product(device: Device, dtype: DType, spec: &GemmSpec, seed: u64) {
     let alpha = 0.75;
     let expected = reference(spec, alpha, &a, &b, lc);
     let cpu = backend::gemm(spec, alpha, &a, &b, vec![lc]).unwrap();
-    let on_device = |t: &Tensor| t.to_device(device).unwrap();
+    let on_device = |t: &RawTensor| t.to_device(device).unwrap();
     let gpu = backend::gemm(spec, alpha, &on_device(&a), &on_device(&b), vec![lc]).unwrap();
     eprintln!("{dtype:?} {spec:?} on {device:?}");
     // Only the output matrices: a device result's gaps between them are never written.

@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::backend;
+use super::Tensor;
+use crate::backend::{self, RawTensor, TensorId};
 use crate::core::error::Result;
-use crate::tensor::{Tensor, TensorId};
 
 /// Gradients by tensor. `Tensor::backward` returns fresh ones; `Tensor::backward_into` adds to an
 /// existing set, which is how gradients accumulate over several backward passes.
@@ -19,12 +19,12 @@ impl Gradients {
     }
 
     /// The gradient of `t`, if any flowed into it.
-    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+    pub fn get(&self, t: &RawTensor) -> Option<&Tensor> {
         self.map.get(&t.id())
     }
 
     /// Takes the gradient of `t` out of the set.
-    pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+    pub fn remove(&mut self, t: &RawTensor) -> Option<Tensor> {
         self.map.remove(&t.id())
     }
 
@@ -41,12 +41,12 @@ impl Gradients {
         self.map.clear();
     }
 
-    pub(crate) fn accumulate(&mut self, id: TensorId, g: Tensor) -> Result<()> {
+    pub(crate) fn accumulate(&mut self, id: TensorId, g: RawTensor) -> Result<()> {
         let total = match self.map.remove(&id) {
             Some(sum) => backend::add(&sum, &g)?,
             None => g,
         };
-        self.map.insert(id, total);
+        self.map.insert(id, Tensor::from(total));
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
-//! `Tensor`: a shape, a dtype and storage on the host (the CPU backend) or in device memory (a GPU
-//! or the kernel emulation). Tensors are values: cloning shares the storage, and mutation
-//! (`storage_mut`) copies first if the storage is shared.
+//! `RawTensor`: a shape, a dtype and storage on the host (the CPU backend) or in device memory (a
+//! GPU or the kernel emulation), untracked by the tape: what the primitives take and return.
+//! `RawTensor` (src/tensor.rs) is a raw tensor plus its place on the tape. Raw tensors are values:
+//! cloning shares the storage, and mutation (`storage_mut`) copies first if it is shared.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
-use crate::autograd::{self, Gradients, Node};
 use crate::core::device::Device;
 use crate::core::dtype::{DType, Element, HostData};
 use crate::core::error::{invalid, Error, Result};
@@ -36,29 +36,37 @@ impl TensorId {
 
 /// An n-dimensional array on a device. Images are NCHW.
 #[derive(Clone)]
-pub struct Tensor {
+pub struct RawTensor {
     id: TensorId,
     shape: Vec<usize>,
     dtype: DType,
     device: Device,
     storage: Arc<Storage>,
-    /// Where this tensor sits in the autograd graph; `None` when no gradient flows through it.
-    grad: Option<Arc<Node>>,
 }
 
-impl fmt::Debug for Tensor {
+impl fmt::Debug for RawTensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Tensor({:?}, {:?}, {})",
+            "RawTensor({:?}, {:?}, {})",
             self.shape, self.dtype, self.device
         )
     }
 }
 
-impl Tensor {
+impl AsRef<RawTensor> for RawTensor {
+    fn as_ref(&self) -> &RawTensor {
+        self
+    }
+}
+
+impl RawTensor {
     /// A tensor holding `data` in row-major order.
-    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize], device: Device) -> Result<Tensor> {
+    pub fn from_vec<T: Element>(
+        data: Vec<T>,
+        shape: &[usize],
+        device: Device,
+    ) -> Result<RawTensor> {
         if data.len() != numel(shape) {
             return Err(invalid(
                 "tensor data",
@@ -69,15 +77,19 @@ impl Tensor {
                 ),
             ));
         }
-        Tensor::host(T::wrap(data), shape.to_vec(), T::DTYPE).to_device(device)
+        RawTensor::host(T::wrap(data), shape.to_vec(), T::DTYPE).to_device(device)
     }
 
-    pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: Device) -> Result<Tensor> {
-        Tensor::from_vec(data.to_vec(), shape, device)
+    pub fn from_slice<T: Element>(
+        data: &[T],
+        shape: &[usize],
+        device: Device,
+    ) -> Result<RawTensor> {
+        RawTensor::from_vec(data.to_vec(), shape, device)
     }
 
     /// A tensor of zeros.
-    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<RawTensor> {
         let n = numel(shape);
         let data = match dtype {
             DType::F32 => HostData::F32(vec![0.0; n]),
@@ -87,11 +99,11 @@ impl Tensor {
             DType::BF16 => HostData::BF16(vec![half::bf16::ZERO; n]),
             DType::F16 => HostData::F16(vec![half::f16::ZERO; n]),
         };
-        Tensor::host(data, shape.to_vec(), dtype).to_device(device)
+        RawTensor::host(data, shape.to_vec(), dtype).to_device(device)
     }
 
     /// Standard normal samples scaled by `std` (finite, ≥ 0), reproducible from `seed`.
-    pub fn randn(shape: &[usize], std: f32, seed: u64, device: Device) -> Result<Tensor> {
+    pub fn randn(shape: &[usize], std: f32, seed: u64, device: Device) -> Result<RawTensor> {
         if !(std.is_finite() && std >= 0.0) {
             return Err(invalid(
                 "standard deviation",
@@ -102,7 +114,7 @@ impl Tensor {
         let data: Vec<f32> = (0..numel(shape))
             .map(|_| std * rng.sample::<f32, _>(StandardNormal))
             .collect();
-        Tensor::from_vec(data, shape, device)
+        RawTensor::from_vec(data, shape, device)
     }
 
     /// Uniform samples in `[low, high)`, reproducible from `seed`.
@@ -112,7 +124,7 @@ impl Tensor {
         high: f32,
         seed: u64,
         device: Device,
-    ) -> Result<Tensor> {
+    ) -> Result<RawTensor> {
         if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less) {
             return Err(invalid(
                 "uniform range",
@@ -123,34 +135,32 @@ impl Tensor {
         let data: Vec<f32> = (0..numel(shape))
             .map(|_| rng.random_range(low..high))
             .collect();
-        Tensor::from_vec(data, shape, device)
+        RawTensor::from_vec(data, shape, device)
     }
 
     /// Copies an ndarray into a tensor on `device`.
-    pub fn from_ndarray<T: Element>(array: &ArrayD<T>, device: Device) -> Result<Tensor> {
+    pub fn from_ndarray<T: Element>(array: &ArrayD<T>, device: Device) -> Result<RawTensor> {
         let shape = array.shape().to_vec();
-        Tensor::from_vec(array.iter().copied().collect(), &shape, device)
+        RawTensor::from_vec(array.iter().copied().collect(), &shape, device)
     }
 
-    pub(crate) fn host(data: HostData, shape: Vec<usize>, dtype: DType) -> Tensor {
-        Tensor {
+    pub(crate) fn host(data: HostData, shape: Vec<usize>, dtype: DType) -> RawTensor {
+        RawTensor {
             id: TensorId::fresh(),
             shape,
             dtype,
             device: Device::Cpu,
             storage: Arc::new(Storage::Host(data)),
-            grad: None,
         }
     }
 
-    pub(crate) fn from_gpu(buffer: GpuBuffer, shape: Vec<usize>, dtype: DType) -> Tensor {
-        Tensor {
+    pub(crate) fn from_gpu(buffer: GpuBuffer, shape: Vec<usize>, dtype: DType) -> RawTensor {
+        RawTensor {
             id: TensorId::fresh(),
             device: buffer.gpu().device(),
             shape,
             dtype,
             storage: Arc::new(Storage::Gpu(buffer)),
-            grad: None,
         }
     }
 
@@ -175,7 +185,7 @@ impl Tensor {
     }
 
     /// The same data under another shape with as many elements (storage is shared).
-    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+    pub fn reshape(&self, shape: &[usize]) -> Result<RawTensor> {
         if numel(shape) != self.numel() {
             return Err(Error::ShapeMismatch {
                 op: "reshape",
@@ -183,93 +193,28 @@ impl Tensor {
                 got: shape.to_vec(),
             });
         }
-        let reshaped = Tensor {
+        Ok(RawTensor {
             id: TensorId::fresh(),
             shape: shape.to_vec(),
-            grad: None,
             ..self.clone()
-        };
-        let input_shape = self.shape.clone();
-        Ok(autograd::record("reshape", &[self], reshaped, || {
-            move |dy: &Tensor| Ok(vec![Some(dy.reshape(&input_shape)?)])
-        }))
-    }
-
-    /// This tensor as a leaf of the autograd graph: `backward` reports its gradient.
-    pub fn with_grad(self) -> Tensor {
-        let node = autograd::leaf(self.id);
-        Tensor {
-            grad: Some(node),
-            ..self
-        }
-    }
-
-    /// Whether gradients flow through this tensor (it is a leaf or the result of recorded ops).
-    pub fn needs_grad(&self) -> bool {
-        self.grad.is_some()
-    }
-
-    /// The same values cut off from the autograd graph.
-    pub fn detach(&self) -> Tensor {
-        Tensor {
-            grad: None,
-            ..self.clone()
-        }
-    }
-
-    pub(crate) fn grad_node(&self) -> Option<&Arc<Node>> {
-        self.grad.as_ref()
-    }
-
-    pub(crate) fn with_grad_node(self, grad: Option<Arc<Node>>) -> Tensor {
-        Tensor { grad, ..self }
-    }
-
-    /// Gradients of this one-element tensor (a loss) with respect to every leaf it depends on.
-    pub fn backward(&self) -> Result<Gradients> {
-        let mut grads = Gradients::new();
-        self.backward_into(&mut grads)?;
-        Ok(grads)
-    }
-
-    /// Like [`Tensor::backward`], adding into `grads` (gradient accumulation over several passes).
-    /// Each graph can be walked once: its saved activations are freed as backward uses them.
-    pub fn backward_into(&self, grads: &mut Gradients) -> Result<()> {
-        if self.numel() != 1 {
-            return Err(invalid(
-                "backward",
-                format!("needs a one-element loss, got shape {:?}", self.shape),
-            ));
-        }
-        let Some(root) = &self.grad else {
-            return Err(invalid(
-                "backward",
-                "the loss does not depend on any tensor that requires gradients",
-            ));
-        };
-        let seed = crate::backend::full_like(self, &self.shape, 1.0)?;
-        autograd::backward(root, seed, grads)
+        })
     }
 
     /// A copy on `device` (the same tensor, shared, when it is already there).
-    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+    pub fn to_device(&self, device: Device) -> Result<RawTensor> {
         if device == self.device {
             return Ok(self.clone());
         }
-        let moved = self.detach().copy_to(device)?;
-        let from = self.device;
-        Ok(autograd::record("to_device", &[self], moved, || {
-            move |dy: &Tensor| Ok(vec![Some(dy.to_device(from)?)])
-        }))
+        self.copy_to(device)
     }
 
-    fn copy_to(&self, device: Device) -> Result<Tensor> {
+    fn copy_to(&self, device: Device) -> Result<RawTensor> {
         let host = match &*self.storage {
             Storage::Host(h) => h.clone(),
             Storage::Gpu(_) => self.download_host_data()?,
         };
         match device {
-            Device::Cpu => Ok(Tensor::host(host, self.shape.clone(), self.dtype)),
+            Device::Cpu => Ok(RawTensor::host(host, self.shape.clone(), self.dtype)),
             _ => {
                 if self.dtype == DType::F64 {
                     return Err(Error::Unsupported {
@@ -281,7 +226,7 @@ impl Tensor {
                 let gpu = cuda::gpu(device)?;
                 let mut buffer = gpu.alloc(self.numel() * self.dtype.size_in_bytes())?;
                 gpu.upload_host_data(&host, &mut buffer)?;
-                Ok(Tensor::from_gpu(buffer, self.shape.clone(), self.dtype))
+                Ok(RawTensor::from_gpu(buffer, self.shape.clone(), self.dtype))
             }
         }
     }
@@ -339,14 +284,14 @@ impl Tensor {
             .map_err(|e| Error::Internal(format!("ndarray conversion: {e}")))
     }
 
-    /// Converts to `dtype`: f32 ⇄ bf16/f16 on every device, f32 ⇄ f64 on the CPU (the gradient
-    /// checks run in f64); other pairs are an error. The same as [`crate::backend::cast`].
-    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
-        crate::backend::cast(self, dtype)
+    /// Converts to `dtype`: f32 ⇄ bf16/f16 on every device, f32 ⇄ f64 on the CPU; the same as
+    /// [`crate::backend::cast`].
+    pub fn to_dtype(&self, dtype: DType) -> Result<RawTensor> {
+        super::cast(self, dtype)
     }
 
     /// f32 ⇄ f64 on the host (the CPU side of [`crate::backend::cast`]).
-    pub(crate) fn host_f32_f64(&self, dtype: DType) -> Result<Tensor> {
+    pub(crate) fn host_f32_f64(&self, dtype: DType) -> Result<RawTensor> {
         let data = match (self.host_data("cast")?, dtype) {
             (HostData::F32(v), DType::F64) => HostData::F64(v.iter().map(|&x| x as f64).collect()),
             (HostData::F64(v), DType::F32) => HostData::F32(v.iter().map(|&x| x as f32).collect()),
@@ -358,7 +303,7 @@ impl Tensor {
                 })
             }
         };
-        Ok(Tensor::host(data, self.shape.clone(), dtype))
+        Ok(RawTensor::host(data, self.shape.clone(), dtype))
     }
 
     pub(crate) fn expect_dtype(&self, op: &'static str, dtype: DType) -> Result<()> {
