@@ -25,23 +25,23 @@ use crate::core::error::{invalid, Result};
 /// A mixed-precision mode: the 16-bit `format` of the matrix products, and whether activations
 /// are stored in it too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mode {
+pub struct AutocastMode {
     pub format: DType,
     pub activations: bool,
 }
 
-impl Mode {
+impl AutocastMode {
     /// Products in `format` (bf16 or f16), activations f32: [`autocast`].
-    pub fn products(format: DType) -> Mode {
-        Mode {
+    pub fn products(format: DType) -> AutocastMode {
+        AutocastMode {
             format,
             activations: false,
         }
     }
 
     /// Products and activations in `format`: [`autocast_activations`].
-    pub fn activations(format: DType) -> Mode {
-        Mode {
+    pub fn activations(format: DType) -> AutocastMode {
+        AutocastMode {
             format,
             activations: true,
         }
@@ -49,23 +49,23 @@ impl Mode {
 }
 
 thread_local! {
-    static MODE: Cell<Option<Mode>> = const { Cell::new(None) };
+    static MODE: Cell<Option<AutocastMode>> = const { Cell::new(None) };
 }
 
 /// Runs `f` with the matrix products of convolution and linear layers in `format` (`DType::BF16`
 /// or `DType::F16`) on this thread; the previous mode is restored afterwards, also on panic.
 pub fn autocast<R>(format: DType, f: impl FnOnce() -> R) -> Result<R> {
-    with_mode(Mode::products(format), f)
+    with_mode(AutocastMode::products(format), f)
 }
 
 /// Runs `f` in full mixed precision: the products as in [`autocast`], and the activations stored
 /// in `format` too (see the module documentation).
 pub fn autocast_activations<R>(format: DType, f: impl FnOnce() -> R) -> Result<R> {
-    with_mode(Mode::activations(format), f)
+    with_mode(AutocastMode::activations(format), f)
 }
 
 /// Runs `f` in `mode` on this thread, restoring the previous mode afterwards, also on panic.
-pub fn with_mode<R>(mode: Mode, f: impl FnOnce() -> R) -> Result<R> {
+pub fn with_mode<R>(mode: AutocastMode, f: impl FnOnce() -> R) -> Result<R> {
     if !matches!(mode.format, DType::BF16 | DType::F16) {
         return Err(invalid(
             "autocast format",
@@ -75,7 +75,7 @@ pub fn with_mode<R>(mode: Mode, f: impl FnOnce() -> R) -> Result<R> {
             ),
         ));
     }
-    struct Restore(Option<Mode>);
+    struct Restore(Option<AutocastMode>);
     impl Drop for Restore {
         fn drop(&mut self) {
             MODE.with(|m| m.set(self.0));

@@ -96,20 +96,20 @@ fn relu_kernel(
 /// The pointwise activations of kernels/activation.cu that share [`PointwiseFwdParams`] and
 /// [`PointwiseBwdParams`]; `alpha` is the negative slope (leaky ReLU) or ELU's alpha.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Pointwise {
+pub(crate) enum ActivationKernel {
     LeakyRelu { slope: f32 },
     Elu { alpha: f32 },
     Sigmoid,
     Tanh,
 }
 
-impl Pointwise {
+impl ActivationKernel {
     fn kernels(self) -> (&'static str, &'static str, f32) {
         match self {
-            Pointwise::LeakyRelu { slope } => ("leaky_relu_fwd_f32", "leaky_relu_bwd_f32", slope),
-            Pointwise::Elu { alpha } => ("elu_fwd_f32", "elu_bwd_f32", alpha),
-            Pointwise::Sigmoid => ("sigmoid_fwd_f32", "sigmoid_bwd_f32", 0.0),
-            Pointwise::Tanh => ("tanh_fwd_f32", "tanh_bwd_f32", 0.0),
+            ActivationKernel::LeakyRelu { slope } => ("leaky_relu_fwd_f32", "leaky_relu_bwd_f32", slope),
+            ActivationKernel::Elu { alpha } => ("elu_fwd_f32", "elu_bwd_f32", alpha),
+            ActivationKernel::Sigmoid => ("sigmoid_fwd_f32", "sigmoid_bwd_f32", 0.0),
+            ActivationKernel::Tanh => ("tanh_fwd_f32", "tanh_bwd_f32", 0.0),
         }
     }
 }
@@ -196,7 +196,7 @@ kernel_params!(
 /// y = f(x) over `n` f32 elements.
 pub(crate) fn pointwise_fwd(
     gpu: &Gpu,
-    op: Pointwise,
+    op: ActivationKernel,
     x: &GpuBuffer,
     y: &mut GpuBuffer,
     n: usize,
@@ -215,7 +215,7 @@ pub(crate) fn pointwise_fwd(
 /// output y (sigmoid, tanh).
 pub(crate) fn pointwise_bwd(
     gpu: &Gpu,
-    op: Pointwise,
+    op: ActivationKernel,
     saved: &GpuBuffer,
     dy: &GpuBuffer,
     dx: &mut GpuBuffer,

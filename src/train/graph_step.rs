@@ -55,7 +55,7 @@
 //! back (the last checkpoint on disk is untouched); f16's loss scaler needs the host every step and
 //! is not supported.
 
-use crate::autocast::Mode;
+use crate::autocast::AutocastMode;
 use crate::backend;
 use crate::core::device::Device;
 use crate::core::dtype::DType;
@@ -81,7 +81,7 @@ pub struct CapturedStep {
     bound: Vec<u64>,
     /// The model and optimizer objects captured (their hyper-parameters are in the graph).
     owners: (usize, usize),
-    mode: Option<Mode>,
+    mode: Option<AutocastMode>,
     classes: usize,
 }
 
@@ -208,7 +208,7 @@ impl CapturedStep {
     }
 
     /// The mixed-precision mode the step was captured with, if any.
-    pub fn mode(&self) -> Option<Mode> {
+    pub fn mode(&self) -> Option<AutocastMode> {
         self.mode
     }
 
@@ -270,7 +270,7 @@ fn device_step(
     optimizer: &mut dyn Optimizer,
     images: &Tensor,
     labels: &Tensor,
-    mode: Option<Mode>,
+    mode: Option<AutocastMode>,
 ) -> Result<(Tensor, usize), TrainError> {
     let (logits, loss) = super::trainer::forward_and_loss(model, images, labels, mode)?;
     let classes = logits.shape().get(1).copied().unwrap_or(0);

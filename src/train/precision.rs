@@ -6,7 +6,7 @@
 use clap::builder::PossibleValue;
 use serde::{Deserialize, Serialize};
 
-use crate::autocast::Mode;
+use crate::autocast::AutocastMode;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
 use crate::nn::models::parse_value;
@@ -66,13 +66,13 @@ impl Precision {
     }
 
     /// The mixed-precision mode of the steps, if any.
-    pub fn mode(self) -> Option<Mode> {
+    pub fn mode(self) -> Option<AutocastMode> {
         match self {
             Precision::F32 => None,
-            Precision::Bf16 => Some(Mode::activations(DType::BF16)),
-            Precision::F16 => Some(Mode::activations(DType::F16)),
-            Precision::Bf16Products => Some(Mode::products(DType::BF16)),
-            Precision::F16Products => Some(Mode::products(DType::F16)),
+            Precision::Bf16 => Some(AutocastMode::activations(DType::BF16)),
+            Precision::F16 => Some(AutocastMode::activations(DType::F16)),
+            Precision::Bf16Products => Some(AutocastMode::products(DType::BF16)),
+            Precision::F16Products => Some(AutocastMode::products(DType::F16)),
         }
     }
 
@@ -87,7 +87,7 @@ impl Precision {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepPrecision {
     pub precision: Precision,
-    pub mode: Option<Mode>,
+    pub mode: Option<AutocastMode>,
     pub scaler: Option<LossScaler>,
 }
 

@@ -567,7 +567,7 @@ pub(crate) fn forward_and_loss(
     model: &mut dyn Module,
     images: &Tensor,
     labels: &Tensor,
-    mode: Option<crate::autocast::Mode>,
+    mode: Option<crate::autocast::AutocastMode>,
 ) -> crate::Result<(Tensor, Tensor)> {
     let forward = |model: &mut dyn Module| -> crate::Result<(Tensor, Tensor)> {
         let logits = model.forward(images, Mode::Train)?;
