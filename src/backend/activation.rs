@@ -1,6 +1,6 @@
 //! Activation primitives.
 
-use super::cast::{host_storage_format, storage_format, stored, widened};
+use super::cast::{stored, widened, widened_format};
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
@@ -12,7 +12,7 @@ use crate::cuda;
 
 /// ReLU: (y, mask u8).
 pub fn relu_fwd(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
-    if let Some(format) = host_storage_format(x) {
+    if let Some(format) = widened_format(&["relu_fwd"], x) {
         let (y, mask) = relu_fwd(&widened(x)?)?;
         return Ok((stored(y, Some(format))?, mask));
     }
@@ -40,7 +40,7 @@ pub fn relu_fwd(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
 
 /// dx = dy · mask.
 pub fn relu_bwd(dy: &RawTensor, mask: &RawTensor) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(dy) {
+    if let Some(format) = widened_format(&["relu_bwd"], dy) {
         return stored(relu_bwd(&widened(dy)?, mask)?, Some(format));
     }
     common_device("relu backward", &[dy, mask])?;
@@ -76,6 +76,16 @@ enum Activation {
 }
 
 impl Activation {
+    /// The forward and backward kernels (without their `_f32` suffix).
+    fn kernels(self) -> (&'static str, &'static str) {
+        match self {
+            Activation::LeakyRelu(_) => ("leaky_relu_fwd", "leaky_relu_bwd"),
+            Activation::Elu(_) => ("elu_fwd", "elu_bwd"),
+            Activation::Sigmoid => ("sigmoid_fwd", "sigmoid_bwd"),
+            Activation::Tanh => ("tanh_fwd", "tanh_bwd"),
+        }
+    }
+
     fn names(self) -> (&'static str, &'static str) {
         match self {
             Activation::LeakyRelu(_) => ("leaky_relu", "leaky_relu backward"),
@@ -117,7 +127,7 @@ impl Activation {
 fn pointwise_fwd(op: Activation, x: &RawTensor) -> Result<RawTensor> {
     let (name, _) = op.names();
     op.check()?;
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = widened_format(&[op.kernels().0], x) {
         return stored(pointwise_fwd(op, &widened(x)?)?, Some(format));
     }
     let shape = x.shape().to_vec();
@@ -146,7 +156,7 @@ fn pointwise_bwd(op: Activation, saved: &RawTensor, dy: &RawTensor) -> Result<Ra
     let (_, name) = op.names();
     op.check()?;
     same_layout(name, saved, dy)?;
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = widened_format(&[op.kernels().1], dy) {
         return stored(
             pointwise_bwd(op, &widened(saved)?, &widened(dy)?)?,
             Some(format),
@@ -240,7 +250,7 @@ fn softmax_layout(op: &'static str, t: &RawTensor, axis: usize) -> Result<RowLay
 }
 
 fn softmax_fwd_impl(op: &'static str, x: &RawTensor, axis: usize, log: bool) -> Result<RawTensor> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = widened_format(&["softmax_rows_fwd", "softmax_cols_fwd"], x) {
         return stored(softmax_fwd_impl(op, &widened(x)?, axis, log)?, Some(format));
     }
     let layout = softmax_layout(op, x, axis)?;
@@ -270,7 +280,7 @@ fn softmax_bwd_impl(
 ) -> Result<RawTensor> {
     same_layout(op, y, dy)?;
     let layout = softmax_layout(op, y, axis)?;
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = widened_format(&["softmax_rows_bwd", "softmax_cols_bwd"], dy) {
         let (y, dy) = (widened(y)?, widened(dy)?);
         return stored(softmax_bwd_impl(op, &y, &dy, axis, log)?, Some(format));
     }
@@ -343,7 +353,7 @@ fn maxout_layout(op: &'static str, input_shape: &[usize], pieces: usize) -> Resu
 /// Maxout over groups of `pieces` consecutive channels: x [N, units·pieces, ...] →
 /// (y [N, units, ...], the winning piece as i32 of y's shape).
 pub fn maxout_fwd(x: &RawTensor, pieces: usize) -> Result<(RawTensor, RawTensor)> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = widened_format(&["maxout_fwd"], x) {
         let (y, argmax) = maxout_fwd(&widened(x)?, pieces)?;
         return Ok((stored(y, Some(format))?, argmax));
     }
@@ -373,7 +383,7 @@ pub fn maxout_fwd(x: &RawTensor, pieces: usize) -> Result<(RawTensor, RawTensor)
 /// Routes dy [N, units, ...] to the winning piece of each group; dx is [N, units·pieces, ...].
 pub fn maxout_bwd(dy: &RawTensor, argmax: &RawTensor, pieces: usize) -> Result<RawTensor> {
     const OP: &str = "maxout backward";
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = widened_format(&["maxout_bwd"], dy) {
         return stored(maxout_bwd(&widened(dy)?, argmax, pieces)?, Some(format));
     }
     common_device(OP, &[dy, argmax])?;

@@ -97,10 +97,14 @@ pub(crate) fn storage_format(t: &RawTensor) -> Option<DType> {
     matches!(t.dtype(), DType::BF16 | DType::F16).then_some(t.dtype())
 }
 
-/// [`storage_format`] of a host tensor: the CPU computes 16-bit storage by widening, whereas a
-/// device runs the primitives that have storage-templated kernels on 16-bit data directly.
-pub(crate) fn host_storage_format(t: &RawTensor) -> Option<DType> {
-    storage_format(t).filter(|_| t.device() == Device::Cpu)
+/// The 16-bit format a primitive widens `t` from (computing in f32 and rounding its value outputs
+/// back once), or `None` when it runs on `t` as stored. The rule, for every primitive: f32 runs as
+/// stored; 16-bit storage runs as stored on a device where each of the primitive's `kernels` has
+/// 16-bit twins in the generated kernel table ([`crate::cuda::has_16bit_kernels`]), and is
+/// widened everywhere else, the CPU included (its reference computes in f32 or f64).
+pub(crate) fn widened_format(kernels: &[&str], t: &RawTensor) -> Option<DType> {
+    let native = t.device() != Device::Cpu && kernels.iter().all(|k| cuda::has_16bit_kernels(k));
+    storage_format(t).filter(|_| !native)
 }
 
 /// `t` in f32 when it is stored in 16 bits (exact), else `t` itself.

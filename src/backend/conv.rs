@@ -6,7 +6,7 @@
 //! image with the columns in cache.
 
 use super::cast::{
-    host_storage_format, product_operand, rounded_through, storage_format, stored, widened,
+    product_operand, rounded_through, storage_format, stored, widened, widened_format,
 };
 use super::conv_gpu;
 use super::RawTensor;
@@ -167,7 +167,7 @@ pub fn conv_weight_grad(
 
 /// Unfolds `x` [N,C,H,W] into columns [N, C·KH·KW, OH·OW] of x's dtype.
 pub fn im2col(x: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(x) {
+    if let Some(format) = widened_format(&["im2col"], x) {
         return stored(im2col(&widened(x)?, g)?, Some(format));
     }
     x.expect_shape("im2col", &input_shape(g))?;
@@ -394,7 +394,7 @@ pub fn bias_add(
 
 /// db[c] = Σ dy[o][c][i].
 pub fn bias_grad(dy: &RawTensor, outer: usize, channels: usize, inner: usize) -> Result<RawTensor> {
-    if host_storage_format(dy).is_some() {
+    if widened_format(&["bias_grad"], dy).is_some() {
         // The gradient of an f32 bias, summed in f32.
         return bias_grad(&widened(dy)?, outer, channels, inner);
     }

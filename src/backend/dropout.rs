@@ -1,6 +1,6 @@
 //! Dropout primitives.
 
-use super::cast::{host_storage_format, stored, widened};
+use super::cast::{stored, widened, widened_format};
 use super::RawTensor;
 use super::{common_device, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
@@ -38,7 +38,7 @@ pub fn dropout_fwd_at_step(
     step: u64,
     offset: u64,
 ) -> Result<(RawTensor, RawTensor)> {
-    if let Some(format) = host_storage_format(x) {
+    if let Some(format) = widened_format(&["dropout_fwd"], x) {
         let (y, mask) = dropout_fwd_at_step(&widened(x)?, p, seed, step, offset)?;
         return Ok((stored(y, Some(format))?, mask));
     }
@@ -76,7 +76,7 @@ pub fn dropout_fwd_at_step(
 
 /// dx = dy·mask/(1 − p) with the forward pass's mask (0 everywhere when p = 1).
 pub fn dropout_bwd(dy: &RawTensor, mask: &RawTensor, p: f64) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(dy) {
+    if let Some(format) = widened_format(&["dropout_bwd"], dy) {
         return stored(dropout_bwd(&widened(dy)?, mask, p)?, Some(format));
     }
     check_dropout_probability(p)?;

@@ -1,6 +1,6 @@
 //! Elementwise and reduction primitives, and the device copy.
 
-use super::cast::{host_storage_format, storage_format, stored, widened};
+use super::cast::{stored, widened, widened_format};
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float, Factor};
 use crate::core::device::Device;
@@ -11,7 +11,7 @@ use crate::cuda;
 
 /// scale·Σx as a one-element tensor.
 pub fn sum(x: &RawTensor, scale: f64) -> Result<RawTensor> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = widened_format(&["sum"], x) {
         return stored(sum(&widened(x)?, scale)?, Some(format));
     }
     match x.device() {
@@ -59,7 +59,7 @@ fn same_shapes(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
 /// alpha·a + beta·b for tensors of one shape.
 pub fn axpby(alpha: f64, a: &RawTensor, beta: f64, b: &RawTensor) -> Result<RawTensor> {
     same_shapes("axpby", a, b)?;
-    if let Some(format) = host_storage_format(a) {
+    if let Some(format) = widened_format(&["axpby"], a) {
         return stored(
             axpby(alpha, &widened(a)?, beta, &widened(b)?)?,
             Some(format),
@@ -92,7 +92,7 @@ pub fn add(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
 /// a·b elementwise.
 pub fn mul(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
     same_shapes("mul", a, b)?;
-    if let Some(format) = storage_format(a) {
+    if let Some(format) = widened_format(&["mul"], a) {
         return stored(mul(&widened(a)?, &widened(b)?)?, Some(format));
     }
     let shape = a.shape().to_vec();
@@ -116,7 +116,7 @@ pub fn mul(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
 
 /// scale·x + shift.
 pub fn affine(x: &RawTensor, scale: f64, shift: f64) -> Result<RawTensor> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = widened_format(&["affine"], x) {
         return stored(affine(&widened(x)?, scale, shift)?, Some(format));
     }
     let shape = x.shape().to_vec();
@@ -204,7 +204,7 @@ pub fn full_like(like: &RawTensor, shape: &[usize], value: f64) -> Result<RawTen
 pub fn full_like_times(like: &RawTensor, shape: &[usize], value: Factor) -> Result<RawTensor> {
     const OP: &str = "full";
     value.check(OP, like)?;
-    if let Some(format) = storage_format(like) {
+    if let Some(format) = widened_format(&["fill"], like) {
         let upstream = value.upstream.map(widened).transpose()?;
         let value = Factor::new(value.scale, upstream.as_ref());
         return stored(
@@ -241,7 +241,7 @@ pub fn full_like_times(like: &RawTensor, shape: &[usize], value: Factor) -> Resu
 pub fn scale_times(x: &RawTensor, factor: Factor) -> Result<RawTensor> {
     const OP: &str = "scale";
     factor.check(OP, x)?;
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = widened_format(&["affine"], x) {
         let upstream = factor.upstream.map(widened).transpose()?;
         let factor = Factor::new(factor.scale, upstream.as_ref());
         return stored(scale_times(&widened(x)?, factor)?, Some(format));

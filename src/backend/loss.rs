@@ -52,7 +52,7 @@ pub(crate) fn softmax_xent_fwd_unchecked_labels(
 /// label, as a one-element tensor on the logits' device (f32 on a GPU, exact up to 2^24 rows):
 /// a batch's correct predictions, read back together with its loss.
 pub fn count_correct(logits: &RawTensor, labels: &RawTensor) -> Result<RawTensor> {
-    if super::cast::storage_format(logits).is_some() {
+    if super::cast::widened_format(&["count_correct"], logits).is_some() {
         return count_correct(&super::cast::widened(logits)?, labels);
     }
     let (rows, classes) = check_logits_and_label_shapes("count_correct", logits, labels)?;

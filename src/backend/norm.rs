@@ -1,7 +1,7 @@
 //! Batch-normalization primitives: per-channel statistics, the normalize map, and the backward
 //! pass (per-channel reductions, then dx).
 
-use super::cast::{host_storage_format, stored, widened};
+use super::cast::{stored, widened, widened_format};
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
@@ -118,7 +118,7 @@ fn gpu_norm<'a>(op: &'static str, stats: &BatchNormStats<'a>) -> Result<GpuChann
 /// Per-channel mean and biased variance Σ(x − mean)²/M over the M = N·H·W values of each channel
 /// of `x` [N, C, H, W]: two [C] tensors, computed in two passes (sound for a large mean).
 pub fn batch_norm_stats(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
-    if host_storage_format(x).is_some() {
+    if widened_format(&["batch_norm_stats"], x).is_some() {
         return batch_norm_stats(&widened(x)?);
     }
     const OP: &str = "batch norm statistics";
@@ -150,7 +150,7 @@ pub fn batch_norm_fwd(
     stats: &BatchNormStats<'_>,
     beta: &RawTensor,
 ) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(x) {
+    if let Some(format) = widened_format(&["batch_norm_fwd"], x) {
         return stored(batch_norm_fwd(&widened(x)?, stats, beta)?, Some(format));
     }
     const OP: &str = "batch norm";
@@ -188,7 +188,7 @@ pub fn batch_norm_bwd(
     want_dx: bool,
 ) -> Result<BatchNormGrads> {
     const OP: &str = "batch norm backward";
-    if let Some(format) = host_storage_format(x) {
+    if let Some(format) = widened_format(&["batch_norm_bwd_reduce", "batch_norm_bwd_dx"], x) {
         dy.expect_dtype(OP, format)?;
         let g = batch_norm_bwd(&widened(dy)?, &widened(x)?, stats, training, want_dx)?;
         let dx = g.dx.map(|dx| stored(dx, Some(format))).transpose()?;

@@ -1,6 +1,6 @@
 //! Pooling primitives.
 
-use super::cast::{host_storage_format, storage_format, stored, widened};
+use super::cast::{stored, widened, widened_format};
 use super::input_shape;
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
@@ -13,7 +13,7 @@ use crate::cuda;
 
 /// Max pooling: (y [N,C,OH,OW], argmax i32 of the same shape).
 pub fn maxpool_fwd(x: &RawTensor, g: &ConvGeometry) -> Result<(RawTensor, RawTensor)> {
-    if let Some(format) = host_storage_format(x) {
+    if let Some(format) = widened_format(&["maxpool_fwd"], x) {
         let (y, argmax) = maxpool_fwd(&widened(x)?, g)?;
         return Ok((stored(y, Some(format))?, argmax));
     }
@@ -41,7 +41,7 @@ pub fn maxpool_fwd(x: &RawTensor, g: &ConvGeometry) -> Result<(RawTensor, RawTen
 
 /// Routes dy to the recorded argmax; dx has the input's shape.
 pub fn maxpool_bwd(dy: &RawTensor, argmax: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(dy) {
+    if let Some(format) = widened_format(&["maxpool_bwd"], dy) {
         return stored(maxpool_bwd(&widened(dy)?, argmax, g)?, Some(format));
     }
     common_device("max_pool2d backward", &[dy, argmax])?;
@@ -76,7 +76,7 @@ fn output_shape(g: &ConvGeometry) -> Vec<usize> {
 /// Average pooling: y [N,C,OH,OW]. The divisor is `KH·KW` when `count_include_pad`, else the
 /// number of in-bounds taps; a window with no in-bounds tap then gives 0.
 pub fn avgpool_fwd(x: &RawTensor, g: &ConvGeometry, count_include_pad: bool) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(x) {
+    if let Some(format) = widened_format(&["avgpool_fwd"], x) {
         return stored(
             avgpool_fwd(&widened(x)?, g, count_include_pad)?,
             Some(format),
@@ -103,7 +103,7 @@ pub fn avgpool_fwd(x: &RawTensor, g: &ConvGeometry, count_include_pad: bool) -> 
 
 /// Average-pooling backward: dx [N,C,H,W] from dy [N,C,OH,OW].
 pub fn avgpool_bwd(dy: &RawTensor, g: &ConvGeometry, count_include_pad: bool) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(dy) {
+    if let Some(format) = widened_format(&["avgpool_bwd"], dy) {
         return stored(
             avgpool_bwd(&widened(dy)?, g, count_include_pad)?,
             Some(format),
@@ -130,7 +130,7 @@ pub fn avgpool_bwd(dy: &RawTensor, g: &ConvGeometry, count_include_pad: bool) ->
 
 /// L2-norm pooling: y [N,C,OH,OW] = sqrt(Σ x²) over each window (padding counts as 0).
 pub fn l2pool_fwd(x: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = widened_format(&["l2pool_fwd"], x) {
         return stored(l2pool_fwd(&widened(x)?, g)?, Some(format));
     }
     const OP: &str = "l2_pool2d";
@@ -158,7 +158,7 @@ pub fn l2pool_bwd(
     dy: &RawTensor,
     g: &ConvGeometry,
 ) -> Result<RawTensor> {
-    if let Some(format) = storage_format(dy) {
+    if let Some(format) = widened_format(&["l2pool_bwd"], dy) {
         let (x, y, dy) = (widened(x)?, widened(y)?, widened(dy)?);
         return stored(l2pool_bwd(&x, &y, &dy, g)?, Some(format));
     }
@@ -202,7 +202,7 @@ fn global_pool_input(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
 
 /// Global average pooling: x [N,C,H,W] → y [N,C,1,1], the mean of each plane.
 pub fn global_avgpool_fwd(x: &RawTensor) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(x) {
+    if let Some(format) = widened_format(&["global_avgpool_fwd"], x) {
         return stored(global_avgpool_fwd(&widened(x)?)?, Some(format));
     }
     const OP: &str = "global_avg_pool2d";
@@ -227,7 +227,7 @@ pub fn global_avgpool_fwd(x: &RawTensor) -> Result<RawTensor> {
 
 /// Global average pooling backward: dy [N,C,1,1] → dx of `input_shape` [N,C,H,W], dy / (H·W).
 pub fn global_avgpool_bwd(dy: &RawTensor, input_shape: &[usize]) -> Result<RawTensor> {
-    if let Some(format) = host_storage_format(dy) {
+    if let Some(format) = widened_format(&["global_avgpool_bwd"], dy) {
         return stored(
             global_avgpool_bwd(&widened(dy)?, input_shape)?,
             Some(format),

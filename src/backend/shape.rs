@@ -1,6 +1,6 @@
 //! Shape primitives: concatenation along an axis and its inverse, the slice `narrow`.
 
-use super::cast::{storage_format, stored, widened};
+use super::cast::{stored, widened, widened_format};
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::core::device::Device;
@@ -70,7 +70,7 @@ pub fn concat<T: AsRef<RawTensor>>(inputs: &[&T], axis: usize) -> Result<RawTens
 fn concat_raw(inputs: &[&RawTensor], axis: usize) -> Result<RawTensor> {
     const OP: &str = "concat";
     let shape = concat_shape(inputs, axis)?;
-    if let Some(format) = storage_format(inputs[0]) {
+    if let Some(format) = widened_format(&["concat_fwd"], inputs[0]) {
         // 16-bit tensors are copied through f32, which holds their values exactly.
         let wide = inputs
             .iter()
@@ -128,7 +128,7 @@ fn concat_raw(inputs: &[&RawTensor], axis: usize) -> Result<RawTensor> {
 /// concat's backward is built on it.
 pub fn narrow(x: &RawTensor, axis: usize, start: usize, len: usize) -> Result<RawTensor> {
     const OP: &str = "narrow";
-    if let Some(format) = storage_format(x) {
+    if let Some(format) = widened_format(&["concat_bwd"], x) {
         // Copied through f32, which holds 16-bit values exactly.
         return stored(narrow(&widened(x)?, axis, start, len)?, Some(format));
     }

@@ -106,7 +106,9 @@ pub(crate) enum ActivationKernel {
 impl ActivationKernel {
     fn kernels(self) -> (&'static str, &'static str, f32) {
         match self {
-            ActivationKernel::LeakyRelu { slope } => ("leaky_relu_fwd_f32", "leaky_relu_bwd_f32", slope),
+            ActivationKernel::LeakyRelu { slope } => {
+                ("leaky_relu_fwd_f32", "leaky_relu_bwd_f32", slope)
+            }
             ActivationKernel::Elu { alpha } => ("elu_fwd_f32", "elu_bwd_f32", alpha),
             ActivationKernel::Sigmoid => ("sigmoid_fwd_f32", "sigmoid_bwd_f32", 0.0),
             ActivationKernel::Tanh => ("tanh_fwd_f32", "tanh_bwd_f32", 0.0),

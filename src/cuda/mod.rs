@@ -70,6 +70,24 @@ pub(crate) mod generated {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
+/// Whether kernel `op` has 16-bit storage twins in the generated kernel table (`op_bf16` and
+/// `op_f16` beside `op_f32`: the `KILN_STORAGE_KERNELS` registrations and the hand-written ones):
+/// the one table that says which primitives a device runs on bf16/f16 storage without widening.
+pub fn has_16bit_kernels(op: &str) -> bool {
+    static OPS: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    OPS.get_or_init(|| {
+        let names: std::collections::HashSet<&str> =
+            generated::KERNELS.iter().map(|k| k.0).collect();
+        names
+            .iter()
+            .filter_map(|name| name.strip_suffix("_bf16"))
+            .filter(|op| names.contains(format!("{op}_f16").as_str()))
+            .collect()
+    })
+    .contains(op)
+}
+
 /// Whether nvcc compiled the kernels into this build.
 pub fn built_with_kernels() -> bool {
     generated::BUILT_WITH_NVCC
