@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 
 use kiln::cuda::{with_kernel_policy, KernelPolicy};
-use kiln::testing::{check_parity, gpu_devices_under_test};
+use kiln::testing::check_parity;
 use kiln::{autocast, ops, DType, Device, Tensor, Window2d};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -26,8 +26,7 @@ fn column_bytes(images: usize, rows: usize, pixels: usize) -> usize {
 /// running in parallel in one process (`cargo test`), would otherwise disturb.
 static DEVICE: Mutex<()> = Mutex::new(());
 
-#[test]
-fn chunked_products_match_the_cpu() {
+fn chunked_products_match_the_cpu(device: Device) {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     // x [5, 6, 9, 8] with 3x3 windows: 54 column rows; stride 2, padding 1 → 5x4 pixels.
     let one_image = column_bytes(1, 54, 20);
@@ -39,11 +38,10 @@ fn chunked_products_match_the_cpu() {
             conv_chunk_bytes: budget,
             ..KernelPolicy::DEFAULT
         };
-        for device in gpu_devices_under_test(what) {
-            with_kernel_policy(device, policy, || chunked_products(device, what));
-        }
+        with_kernel_policy(device, policy, || chunked_products(device, what));
     }
 }
+kiln::test_device!(chunked_products_match_the_cpu, gpu);
 
 /// Every product kind under the budget in force.
 fn chunked_products(device: Device, what: &str) {

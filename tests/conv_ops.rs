@@ -2,10 +2,7 @@
 //! device parity, hand-computed literals, the adjoint identity that defines the transposed
 //! convolution, direct-loop references, and bad parameters.
 
-use kiln::testing::{
-    assert_close, check_parity, gpu_devices_under_test, gradcheck, random_away_from_zero,
-    random_vec,
-};
+use kiln::testing::{assert_close, check_parity, gradcheck, random_away_from_zero, random_vec};
 use kiln::{backend, ops, Device, Error, GemmSpec, Tensor, Window2d};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -23,10 +20,6 @@ fn random32(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = StdRng::seed_from_u64(seed);
     let n = shape.iter().product();
     Tensor::from_vec(random_away_from_zero(&mut rng, n, 1e-3), shape, Device::Cpu).unwrap()
-}
-
-fn all_devices(test: &str) -> Vec<Device> {
-    kiln::testing::devices_under_test(test)
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> f64 {
@@ -260,130 +253,119 @@ fn transposed_conv_gradients() {
     }
 }
 
-#[test]
-fn grouped_conv_matches_cpu_on_devices() {
-    for device in gpu_devices_under_test("grouped_conv_matches_cpu_on_devices") {
-        for (i, (shape, k, groups, window)) in grouped_cases().into_iter().enumerate() {
-            let seed = 100 + 10 * i as u64;
-            let (kh, kw) = kernel_of(window);
-            let inputs = [
-                random32(&shape, seed),
-                random32(&[k, shape[1] / groups, kh, kw], seed + 1),
-                random32(&[k], seed + 2),
-            ];
-            check_parity("conv2d_groups", device, &inputs, ATOL, RTOL, |t| {
-                ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, groups)
-            });
-        }
+fn grouped_conv_matches_cpu_on_devices(device: Device) {
+    for (i, (shape, k, groups, window)) in grouped_cases().into_iter().enumerate() {
+        let seed = 100 + 10 * i as u64;
+        let (kh, kw) = kernel_of(window);
+        let inputs = [
+            random32(&shape, seed),
+            random32(&[k, shape[1] / groups, kh, kw], seed + 1),
+            random32(&[k], seed + 2),
+        ];
+        check_parity("conv2d_groups", device, &inputs, ATOL, RTOL, |t| {
+            ops::conv2d_groups(&t[0], &t[1], Some(&t[2]), window, groups)
+        });
     }
 }
+kiln::test_device!(grouped_conv_matches_cpu_on_devices, gpu);
 
-#[test]
-fn transposed_conv_matches_cpu_on_devices() {
-    for device in gpu_devices_under_test("transposed_conv_matches_cpu_on_devices") {
-        for (i, (shape, c_out, groups, window, op)) in transposed_cases().into_iter().enumerate() {
-            let seed = 200 + 10 * i as u64;
-            let (kh, kw) = kernel_of(window);
-            let inputs = [
-                random32(&shape, seed),
-                random32(&[shape[1], c_out / groups, kh, kw], seed + 1),
-                random32(&[c_out], seed + 2),
-            ];
-            check_parity("conv_transpose2d", device, &inputs, ATOL, RTOL, |t| {
-                ops::conv_transpose2d(&t[0], &t[1], Some(&t[2]), window, op, groups)
-            });
-        }
+fn transposed_conv_matches_cpu_on_devices(device: Device) {
+    for (i, (shape, c_out, groups, window, op)) in transposed_cases().into_iter().enumerate() {
+        let seed = 200 + 10 * i as u64;
+        let (kh, kw) = kernel_of(window);
+        let inputs = [
+            random32(&shape, seed),
+            random32(&[shape[1], c_out / groups, kh, kw], seed + 1),
+            random32(&[c_out], seed + 2),
+        ];
+        check_parity("conv_transpose2d", device, &inputs, ATOL, RTOL, |t| {
+            ops::conv_transpose2d(&t[0], &t[1], Some(&t[2]), window, op, groups)
+        });
     }
 }
+kiln::test_device!(transposed_conv_matches_cpu_on_devices, gpu);
 
 /// The GEMM's group level on its own: the three products a grouped convolution makes (shared A
 /// per group, batch-major C; transposed A; weight gradient summed over the batch), odd sizes that
 /// straddle the 64x64 tiles.
-#[test]
-fn grouped_gemm_matches_cpu_on_devices() {
-    for device in gpu_devices_under_test("grouped_gemm_matches_cpu_on_devices") {
-        for (m, n, k) in [(3, 70, 9), (65, 13, 7), (1, 129, 18)] {
-            let (batch, groups) = (3, 4);
-            let (mk, kn, mn) = (m * k, k * n, m * n);
-            let forward = GemmSpec::new(m, n, k)
-                .batched(batch, 0, groups * kn, groups * mn)
-                .grouped(groups, mk, kn, mn);
-            let transposed = forward.transpose_a();
-            let weight_grad = GemmSpec::new(m, n, k)
-                .transpose_b()
-                .batched(batch, groups * mk, groups * kn, 0)
-                .grouped(groups, mk, kn, mn)
-                .summed_over_batch();
-            let a = random32(&[batch * groups * mk], 1);
-            let b = random32(&[batch * groups * kn], 2);
-            for (spec, out) in [
-                (forward, vec![batch, groups, m, n]),
-                (transposed, vec![batch, groups, m, n]),
-                (weight_grad, vec![groups, m, n]),
-            ] {
-                let cpu = backend::gemm(&spec, 0.5, &a, &b, out.clone()).unwrap();
-                let dev = backend::gemm(
-                    &spec,
-                    0.5,
-                    &a.to_device(device).unwrap(),
-                    &b.to_device(device).unwrap(),
-                    out,
-                )
-                .unwrap();
-                assert_close(
-                    &dev.to_vec::<f32>().unwrap(),
-                    &cpu.to_vec::<f32>().unwrap(),
-                    ATOL,
-                    RTOL,
-                );
-            }
+fn grouped_gemm_matches_cpu_on_devices(device: Device) {
+    for (m, n, k) in [(3, 70, 9), (65, 13, 7), (1, 129, 18)] {
+        let (batch, groups) = (3, 4);
+        let (mk, kn, mn) = (m * k, k * n, m * n);
+        let forward = GemmSpec::new(m, n, k)
+            .batched(batch, 0, groups * kn, groups * mn)
+            .grouped(groups, mk, kn, mn);
+        let transposed = forward.transpose_a();
+        let weight_grad = GemmSpec::new(m, n, k)
+            .transpose_b()
+            .batched(batch, groups * mk, groups * kn, 0)
+            .grouped(groups, mk, kn, mn)
+            .summed_over_batch();
+        let a = random32(&[batch * groups * mk], 1);
+        let b = random32(&[batch * groups * kn], 2);
+        for (spec, out) in [
+            (forward, vec![batch, groups, m, n]),
+            (transposed, vec![batch, groups, m, n]),
+            (weight_grad, vec![groups, m, n]),
+        ] {
+            let cpu = backend::gemm(&spec, 0.5, &a, &b, out.clone()).unwrap();
+            let dev = backend::gemm(
+                &spec,
+                0.5,
+                &a.to_device(device).unwrap(),
+                &b.to_device(device).unwrap(),
+                out,
+            )
+            .unwrap();
+            assert_close(
+                &dev.to_vec::<f32>().unwrap(),
+                &cpu.to_vec::<f32>().unwrap(),
+                ATOL,
+                RTOL,
+            );
         }
     }
 }
+kiln::test_device!(grouped_gemm_matches_cpu_on_devices, gpu);
 
 /// Block replication by hand: with stride 2 and a 2x2 kernel of ones, each input pixel v writes
 /// v to its own 2x2 output block and the blocks do not overlap.
-#[test]
-fn transposed_conv_stride_2_replicates_blocks() {
-    for device in all_devices("transposed_conv_stride_2_replicates_blocks") {
-        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 1, 2, 2], device).unwrap();
-        let w = Tensor::from_vec(vec![1.0f32; 4], &[1, 1, 2, 2], device).unwrap();
-        let y = ops::conv_transpose2d(&x, &w, None, Window2d::square(2, 2, 0), (0, 0), 1).unwrap();
-        assert_eq!(y.shape(), &[1, 1, 4, 4]);
-        #[rustfmt::skip]
-        let expected = [
-            1.0, 1.0, 2.0, 2.0,
-            1.0, 1.0, 2.0, 2.0,
-            3.0, 3.0, 4.0, 4.0,
-            3.0, 3.0, 4.0, 4.0,
-        ];
-        assert_eq!(y.to_vec::<f32>().unwrap(), expected, "{device}");
-    }
+fn transposed_conv_stride_2_replicates_blocks(device: Device) {
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 1, 2, 2], device).unwrap();
+    let w = Tensor::from_vec(vec![1.0f32; 4], &[1, 1, 2, 2], device).unwrap();
+    let y = ops::conv_transpose2d(&x, &w, None, Window2d::square(2, 2, 0), (0, 0), 1).unwrap();
+    assert_eq!(y.shape(), &[1, 1, 4, 4]);
+    #[rustfmt::skip]
+    let expected = [
+        1.0, 1.0, 2.0, 2.0,
+        1.0, 1.0, 2.0, 2.0,
+        3.0, 3.0, 4.0, 4.0,
+        3.0, 3.0, 4.0, 4.0,
+    ];
+    assert_eq!(y.to_vec::<f32>().unwrap(), expected, "{device}");
 }
+kiln::test_device!(transposed_conv_stride_2_replicates_blocks);
 
 /// Overlapping windows by hand: with stride 1 the 2x2 blocks of ones overlap; each output pixel is
 /// the sum of the input pixels whose block covers it, e.g. the centre 1+2+3+4 = 10, the top middle
 /// 1+2 = 3, the left middle 1+3 = 4.
-#[test]
-fn transposed_conv_stride_1_sums_overlaps() {
-    for device in all_devices("transposed_conv_stride_1_sums_overlaps") {
-        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 1, 2, 2], device).unwrap();
-        let w = Tensor::from_vec(vec![1.0f32; 4], &[1, 1, 2, 2], device).unwrap();
-        let y = ops::conv_transpose2d(&x, &w, None, Window2d::square(2, 1, 0), (0, 0), 1).unwrap();
-        assert_eq!(y.shape(), &[1, 1, 3, 3]);
-        let expected = [1.0, 3.0, 2.0, 4.0, 10.0, 6.0, 3.0, 7.0, 4.0];
-        assert_eq!(y.to_vec::<f32>().unwrap(), expected, "{device}");
-        // With output_padding 1 (allowed at stride 2) the extra row and column get only the bias.
-        let b = Tensor::from_vec(vec![0.5f32], &[1], device).unwrap();
-        let y =
-            ops::conv_transpose2d(&x, &w, Some(&b), Window2d::square(2, 2, 0), (1, 1), 1).unwrap();
-        assert_eq!(y.shape(), &[1, 1, 5, 5]);
-        let y = y.to_vec::<f32>().unwrap();
-        assert_eq!(&y[20..], &[0.5; 5], "{device}: bottom row");
-        assert_eq!(y[4], 0.5, "{device}: right column");
-        assert_eq!(y[0], 1.5, "{device}");
-    }
+fn transposed_conv_stride_1_sums_overlaps(device: Device) {
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 1, 2, 2], device).unwrap();
+    let w = Tensor::from_vec(vec![1.0f32; 4], &[1, 1, 2, 2], device).unwrap();
+    let y = ops::conv_transpose2d(&x, &w, None, Window2d::square(2, 1, 0), (0, 0), 1).unwrap();
+    assert_eq!(y.shape(), &[1, 1, 3, 3]);
+    let expected = [1.0, 3.0, 2.0, 4.0, 10.0, 6.0, 3.0, 7.0, 4.0];
+    assert_eq!(y.to_vec::<f32>().unwrap(), expected, "{device}");
+    // With output_padding 1 (allowed at stride 2) the extra row and column get only the bias.
+    let b = Tensor::from_vec(vec![0.5f32], &[1], device).unwrap();
+    let y = ops::conv_transpose2d(&x, &w, Some(&b), Window2d::square(2, 2, 0), (1, 1), 1).unwrap();
+    assert_eq!(y.shape(), &[1, 1, 5, 5]);
+    let y = y.to_vec::<f32>().unwrap();
+    assert_eq!(&y[20..], &[0.5; 5], "{device}: bottom row");
+    assert_eq!(y[4], 0.5, "{device}: right column");
+    assert_eq!(y[0], 1.5, "{device}");
 }
+kiln::test_device!(transposed_conv_stride_1_sums_overlaps);
 
 /// The definition of the transposed convolution: <conv(x, w), y> = <x, conv_transpose(y, w)> for
 /// every x, y (f64), and conv_transpose(r, w) is the tape's gradient of Σ conv(x, w) ⊙ r.
@@ -677,31 +659,48 @@ fn bad_transposed_conv_parameters_are_errors() {
 /// More output matrices than CUDA's 65535 grid z-slices: the kernel walks z in steps of the grid.
 /// Slow under emulation (65535 blocks of 256 emulated threads), so run by hand:
 /// `cargo test --test conv_ops -- --ignored`.
+fn grouped_gemm_past_the_grid_z_limit(device: Device) {
+    let (m, n, k, batch, groups) = (2, 3, 2, 3, 21_846); // 65538 output matrices
+    let spec = GemmSpec::new(m, n, k)
+        .batched(batch, groups * m * k, groups * k * n, groups * m * n)
+        .grouped(groups, m * k, k * n, m * n);
+    let a = random32(&[batch * groups * m * k], 1);
+    let b = random32(&[batch * groups * k * n], 2);
+    let out = vec![batch, groups, m, n];
+    let cpu = backend::gemm(&spec, 1.0, &a, &b, out.clone()).unwrap();
+    let dev = backend::gemm(
+        &spec,
+        1.0,
+        &a.to_device(device).unwrap(),
+        &b.to_device(device).unwrap(),
+        out,
+    )
+    .unwrap();
+    assert_close(
+        &dev.to_vec::<f32>().unwrap(),
+        &cpu.to_vec::<f32>().unwrap(),
+        ATOL,
+        RTOL,
+    );
+}
+
+// `kiln::test_device!(grouped_gemm_past_the_grid_z_limit, gpu)` written out, for `#[ignore]`.
 #[test]
 #[ignore]
-fn grouped_gemm_past_the_grid_z_limit() {
-    for device in gpu_devices_under_test("grouped_gemm_past_the_grid_z_limit") {
-        let (m, n, k, batch, groups) = (2, 3, 2, 3, 21_846); // 65538 output matrices
-        let spec = GemmSpec::new(m, n, k)
-            .batched(batch, groups * m * k, groups * k * n, groups * m * n)
-            .grouped(groups, m * k, k * n, m * n);
-        let a = random32(&[batch * groups * m * k], 1);
-        let b = random32(&[batch * groups * k * n], 2);
-        let out = vec![batch, groups, m, n];
-        let cpu = backend::gemm(&spec, 1.0, &a, &b, out.clone()).unwrap();
-        let dev = backend::gemm(
-            &spec,
-            1.0,
-            &a.to_device(device).unwrap(),
-            &b.to_device(device).unwrap(),
-            out,
-        )
-        .unwrap();
-        assert_close(
-            &dev.to_vec::<f32>().unwrap(),
-            &cpu.to_vec::<f32>().unwrap(),
-            ATOL,
-            RTOL,
-        );
-    }
+fn grouped_gemm_past_the_grid_z_limit_emulated() {
+    kiln::testing::run_on_device(
+        kiln::testing::DeviceKind::Emulated,
+        "grouped_gemm_past_the_grid_z_limit_emulated",
+        grouped_gemm_past_the_grid_z_limit,
+    );
+}
+
+#[test]
+#[ignore]
+fn grouped_gemm_past_the_grid_z_limit_cuda() {
+    kiln::testing::run_on_device(
+        kiln::testing::DeviceKind::Cuda,
+        "grouped_gemm_past_the_grid_z_limit_cuda",
+        grouped_gemm_past_the_grid_z_limit,
+    );
 }

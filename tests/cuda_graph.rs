@@ -14,7 +14,6 @@ use kiln::nn::{
     Pool2d, Sequential,
 };
 use kiln::optim::{Adam, AdamConfig, AdamW, Optimizer, RmsProp, Sgd};
-use kiln::testing::gpu_devices_under_test;
 use kiln::train::{train_step_with, CapturedStep, Precision, StepPrecision, TrainError};
 use kiln::{Device, Tensor};
 
@@ -172,15 +171,13 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[test]
-fn replayed_steps_match_eager_steps_bit_for_bit() {
+fn replayed_steps_match_eager_steps_bit_for_bit(device: Device) {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
-    for device in gpu_devices_under_test("replayed_steps_match_eager_steps") {
-        for case in cases() {
-            replay_matches_eager(device, &case, 5);
-        }
+    for case in cases() {
+        replay_matches_eager(device, &case, 5);
     }
 }
+kiln::test_device!(replayed_steps_match_eager_steps_bit_for_bit, gpu);
 
 /// The small net with Adam and a [6, 1, 9, 9] batch. (Captured by the caller: a graph belongs to
 /// the model object it was captured with, and returning the model would move it.)
@@ -200,36 +197,34 @@ fn capture_at_step_0(
         .0
 }
 
-#[test]
-fn replays_allocate_no_device_memory() {
+fn replays_allocate_no_device_memory(device: Device) {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
-    for device in gpu_devices_under_test("replays_allocate_no_device_memory") {
-        let (mut model, mut opt, xy) = small_net_with_adam(device);
-        let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
-        if device == Device::CudaEmulated {
-            let ops = graph.recorded_ops().unwrap();
-            assert!(ops > 20, "a whole step is recorded, got {ops} ops");
-        }
-        let batches: Vec<_> = (1..4).map(|s| batch(device, &[6, 1, 9, 9], s)).collect();
-        let before = kiln::memory_stats(&device).unwrap();
-        for (step, (x, y)) in batches.iter().enumerate() {
-            graph
-                .replay(&mut model, opt.as_mut(), x, y, step as u64 + 1)
-                .unwrap();
-        }
-        let after = kiln::memory_stats(&device).unwrap();
-        assert_eq!(after.requests, before.requests, "replays request no buffer");
-        assert_eq!(after.live_bytes, before.live_bytes);
-        drop(graph);
-        let released = kiln::memory_stats(&device).unwrap();
-        assert!(
-            released.live_bytes < after.live_bytes,
-            "dropping the graph gives its private memory back ({} -> {} live bytes)",
-            after.live_bytes,
-            released.live_bytes
-        );
+    let (mut model, mut opt, xy) = small_net_with_adam(device);
+    let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
+    if device == Device::CudaEmulated {
+        let ops = graph.recorded_ops().unwrap();
+        assert!(ops > 20, "a whole step is recorded, got {ops} ops");
     }
+    let batches: Vec<_> = (1..4).map(|s| batch(device, &[6, 1, 9, 9], s)).collect();
+    let before = kiln::memory_stats(&device).unwrap();
+    for (step, (x, y)) in batches.iter().enumerate() {
+        graph
+            .replay(&mut model, opt.as_mut(), x, y, step as u64 + 1)
+            .unwrap();
+    }
+    let after = kiln::memory_stats(&device).unwrap();
+    assert_eq!(after.requests, before.requests, "replays request no buffer");
+    assert_eq!(after.live_bytes, before.live_bytes);
+    drop(graph);
+    let released = kiln::memory_stats(&device).unwrap();
+    assert!(
+        released.live_bytes < after.live_bytes,
+        "dropping the graph gives its private memory back ({} -> {} live bytes)",
+        after.live_bytes,
+        released.live_bytes
+    );
 }
+kiln::test_device!(replays_allocate_no_device_memory, gpu);
 
 /// A layer that reads its input back to the host: fine eagerly, impossible inside a graph.
 struct PeekOnHost;
@@ -250,140 +245,143 @@ impl Module for PeekOnHost {
     }
 }
 
-#[test]
-fn a_capture_refuses_host_round_trips_and_leaves_the_device_usable() {
+fn a_capture_refuses_host_round_trips_and_leaves_the_device_usable(device: Device) {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
-    for device in gpu_devices_under_test("a_capture_refuses_host_round_trips") {
-        let mut model = Sequential::new()
-            .push(PeekOnHost)
-            .push(Flatten)
-            .push(Linear::new(81, CLASSES, Init::KaimingNormal, 4, device).unwrap());
-        let mut opt = optimizer_for(&model, |p| Box::new(Sgd::new(p, 0.1, 0.0, 0.0).unwrap()));
-        let (x, y) = batch(device, &[6, 1, 9, 9], 0);
-        let precision = StepPrecision::f32();
-        let err = CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &precision)
-            .err()
-            .expect("the capture must fail");
-        let message = err.to_string();
-        assert!(
-            message.contains("copy to the host") && message.contains("captured step"),
-            "{message}"
-        );
-        // The warm-up step was taken; the failed capture counted no step and left no capture open.
-        assert_eq!(opt.steps(), 1);
-        let mut precision = StepPrecision::f32();
-        let (x, y) = batch(device, &[6, 1, 9, 9], 1);
-        train_step_with(&mut model, opt.as_mut(), &x, &y, 1, &mut precision).unwrap();
-        assert_eq!(opt.steps(), 2);
-    }
+    let mut model = Sequential::new()
+        .push(PeekOnHost)
+        .push(Flatten)
+        .push(Linear::new(81, CLASSES, Init::KaimingNormal, 4, device).unwrap());
+    let mut opt = optimizer_for(&model, |p| Box::new(Sgd::new(p, 0.1, 0.0, 0.0).unwrap()));
+    let (x, y) = batch(device, &[6, 1, 9, 9], 0);
+    let precision = StepPrecision::f32();
+    let err = CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &precision)
+        .err()
+        .expect("the capture must fail");
+    let message = err.to_string();
+    assert!(
+        message.contains("copy to the host") && message.contains("captured step"),
+        "{message}"
+    );
+    // The warm-up step was taken; the failed capture counted no step and left no capture open.
+    assert_eq!(opt.steps(), 1);
+    let mut precision = StepPrecision::f32();
+    let (x, y) = batch(device, &[6, 1, 9, 9], 1);
+    train_step_with(&mut model, opt.as_mut(), &x, &y, 1, &mut precision).unwrap();
+    assert_eq!(opt.steps(), 2);
 }
+kiln::test_device!(
+    a_capture_refuses_host_round_trips_and_leaves_the_device_usable,
+    gpu
+);
 
-#[test]
-fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors() {
+fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors(device: Device) {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
-    for device in gpu_devices_under_test("a_graph_refuses_stale_tensors") {
-        let (mut model, mut opt, xy) = small_net_with_adam(device);
-        let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
-        let (x, y) = xy;
-        assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
+    let (mut model, mut opt, xy) = small_net_with_adam(device);
+    let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
+    let (x, y) = xy;
+    assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
 
-        let (small_x, small_y) = batch(device, &[5, 1, 9, 9], 1);
-        assert!(!graph.can_replay(&model, opt.as_ref(), &small_x, &small_y));
-        let err = graph
-            .replay(&mut model, opt.as_mut(), &small_x, &small_y, 1)
-            .unwrap_err();
-        assert!(matches!(err, TrainError::InvalidArgument { .. }), "{err}");
-        assert_eq!(opt.steps(), 1, "a refused replay takes no step");
+    let (small_x, small_y) = batch(device, &[5, 1, 9, 9], 1);
+    assert!(!graph.can_replay(&model, opt.as_ref(), &small_x, &small_y));
+    let err = graph
+        .replay(&mut model, opt.as_mut(), &small_x, &small_y, 1)
+        .unwrap_err();
+    assert!(matches!(err, TrainError::InvalidArgument { .. }), "{err}");
+    assert_eq!(opt.steps(), 1, "a refused replay takes no step");
 
-        // A batch on the host is copied into the graph's input buffers.
-        let (host_x, host_y) = batch(Device::Cpu, &[6, 1, 9, 9], 2);
-        graph
-            .replay(&mut model, opt.as_mut(), &host_x, &host_y, 1)
-            .unwrap();
-
-        // A parameter shared with another tensor would see the replay's update.
-        let shared = model.parameters()[0].1.clone();
-        assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
-        drop(shared);
-        assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
-
-        // Loading another optimizer's state replaces the tensors: the graph would update the old ones.
-        let other = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
-        opt.load_state(&other.state()).unwrap();
-        drop(other);
-        assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
-
-        // Plain SGD has no state tensors: another SGD object over the same parameters (with its own
-        // weight decay, which the graph does not hold) is told apart by its identity.
-        let plain = |wd| -> Box<dyn Optimizer> {
-            let params: Vec<Tensor> = model
-                .parameters()
-                .into_iter()
-                .map(|(_, t)| t.clone())
-                .collect();
-            Box::new(Sgd::new(&params, 0.1, 0.0, wd).unwrap())
-        };
-        let (mut captured_with, other) = (plain(0.0), plain(0.5));
-        let (graph, _) = CapturedStep::capture(
-            &mut model,
-            captured_with.as_mut(),
-            &x,
-            &y,
-            2,
-            &StepPrecision::f32(),
-        )
+    // A batch on the host is copied into the graph's input buffers.
+    let (host_x, host_y) = batch(Device::Cpu, &[6, 1, 9, 9], 2);
+    graph
+        .replay(&mut model, opt.as_mut(), &host_x, &host_y, 1)
         .unwrap();
-        assert!(graph.can_replay(&model, captured_with.as_ref(), &x, &y));
-        assert!(!graph.can_replay(&model, other.as_ref(), &x, &y));
-    }
+
+    // A parameter shared with another tensor would see the replay's update.
+    let shared = model.parameters()[0].1.clone();
+    assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
+    drop(shared);
+    assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
+
+    // Loading another optimizer's state replaces the tensors: the graph would update the old ones.
+    let other = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
+    opt.load_state(&other.state()).unwrap();
+    drop(other);
+    assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
+
+    // Plain SGD has no state tensors: another SGD object over the same parameters (with its own
+    // weight decay, which the graph does not hold) is told apart by its identity.
+    let plain = |wd| -> Box<dyn Optimizer> {
+        let params: Vec<Tensor> = model
+            .parameters()
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        Box::new(Sgd::new(&params, 0.1, 0.0, wd).unwrap())
+    };
+    let (mut captured_with, other) = (plain(0.0), plain(0.5));
+    let (graph, _) = CapturedStep::capture(
+        &mut model,
+        captured_with.as_mut(),
+        &x,
+        &y,
+        2,
+        &StepPrecision::f32(),
+    )
+    .unwrap();
+    assert!(graph.can_replay(&model, captured_with.as_ref(), &x, &y));
+    assert!(!graph.can_replay(&model, other.as_ref(), &x, &y));
 }
+kiln::test_device!(
+    a_graph_refuses_other_shapes_and_replaced_or_shared_tensors,
+    gpu
+);
 
 /// A graph holds the kernels its capture's policy chose: under another policy `can_replay` says no
 /// (so a caller captures again, as `kiln train --cuda-graph` does) and `replay` is an error that
 /// takes no step; a step captured under the new policy runs its kernels and replays under it.
-#[test]
-fn a_graph_replays_only_under_the_kernel_policy_it_was_captured_with() {
+fn a_graph_replays_only_under_the_kernel_policy_it_was_captured_with(device: Device) {
     let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     let flat = KernelPolicy {
         flat_tiles: true,
         ..KernelPolicy::DEFAULT
     };
-    for device in gpu_devices_under_test("a_graph_replays_only_under_its_policy") {
-        let (mut model, mut opt, xy) = small_net_with_adam(device);
-        let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
-        assert_eq!(graph.policy(), KernelPolicy::DEFAULT);
-        let (x, y) = batch(device, &[6, 1, 9, 9], 1);
-        with_kernel_policy(device, flat, || {
-            assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
-            let err = graph
-                .replay(&mut model, opt.as_mut(), &x, &y, 1)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("kernel policy default") && err.contains("flat-tiles"),
-                "{err}"
-            );
-        });
-        assert_eq!(opt.steps(), 1, "a refused replay takes no step");
-        assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
-        graph.replay(&mut model, opt.as_mut(), &x, &y, 1).unwrap();
+    let (mut model, mut opt, xy) = small_net_with_adam(device);
+    let mut graph = capture_at_step_0(&mut model, opt.as_mut(), &xy);
+    assert_eq!(graph.policy(), KernelPolicy::DEFAULT);
+    let (x, y) = batch(device, &[6, 1, 9, 9], 1);
+    with_kernel_policy(device, flat, || {
+        assert!(!graph.can_replay(&model, opt.as_ref(), &x, &y));
+        let err = graph
+            .replay(&mut model, opt.as_mut(), &x, &y, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kernel policy default") && err.contains("flat-tiles"),
+            "{err}"
+        );
+    });
+    assert_eq!(opt.steps(), 1, "a refused replay takes no step");
+    assert!(graph.can_replay(&model, opt.as_ref(), &x, &y));
+    graph.replay(&mut model, opt.as_mut(), &x, &y, 1).unwrap();
 
-        // Captured again under flat tiles: the 4-channel convolution's forward takes the 16-row
-        // tile, and the graph replays under that policy only.
-        let (mut flat_graph, kernels) = with_kernel_policy(device, flat, || {
-            count_launches(|| capture_at_step_0(&mut model, opt.as_mut(), &xy))
-        });
-        assert!(kernels.contains_key("gemm_16x256_f32"), "{kernels:?}");
-        assert_eq!(flat_graph.policy(), flat);
-        assert!(!flat_graph.can_replay(&model, opt.as_ref(), &x, &y));
-        with_kernel_policy(device, flat, || {
-            assert!(flat_graph.can_replay(&model, opt.as_ref(), &x, &y));
-            flat_graph
-                .replay(&mut model, opt.as_mut(), &x, &y, 3)
-                .unwrap();
-        });
-    }
+    // Captured again under flat tiles: the 4-channel convolution's forward takes the 16-row
+    // tile, and the graph replays under that policy only.
+    let (mut flat_graph, kernels) = with_kernel_policy(device, flat, || {
+        count_launches(|| capture_at_step_0(&mut model, opt.as_mut(), &xy))
+    });
+    assert!(kernels.contains_key("gemm_16x256_f32"), "{kernels:?}");
+    assert_eq!(flat_graph.policy(), flat);
+    assert!(!flat_graph.can_replay(&model, opt.as_ref(), &x, &y));
+    with_kernel_policy(device, flat, || {
+        assert!(flat_graph.can_replay(&model, opt.as_ref(), &x, &y));
+        flat_graph
+            .replay(&mut model, opt.as_mut(), &x, &y, 3)
+            .unwrap();
+    });
 }
+kiln::test_device!(
+    a_graph_replays_only_under_the_kernel_policy_it_was_captured_with,
+    gpu
+);
 
 #[test]
 fn captures_refuse_host_batches_on_the_cpu_and_f16_loss_scaling() {

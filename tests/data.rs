@@ -515,28 +515,26 @@ fn augmentation_pads_with_the_normalized_zero() {
     assert!(b.images.iter().all(|&v| v == -0.5), "{:?}", b.images);
 }
 
-#[test]
-fn loader_yields_tensors_on_the_device() {
+fn loader_yields_tensors_on_the_device(device: Device) {
     fn assert_send<T: Send>() {}
     assert_send::<kiln::Tensor>();
     assert_send::<kiln::data::HostBatch>();
     // The CPU, the kernel emulation, and a real GPU when one is usable.
-    for device in kiln::testing::devices_under_test("loader_yields_tensors_on_the_device") {
-        let l = DataLoader::new(toy(7), 3, device).unwrap().with_shuffle(4);
-        let mut count = 0;
-        for (k, batch) in l.epoch(0).enumerate() {
-            let batch = batch.unwrap();
-            let host = l.host_batch(0, k).unwrap();
-            assert_eq!(batch.images.device(), device);
-            assert_eq!(batch.images.shape(), &host.shape);
-            assert_eq!(batch.labels.shape(), &[host.len()]);
-            assert_eq!(batch.images.to_vec::<f32>().unwrap(), host.images);
-            assert_eq!(batch.labels.to_vec::<i32>().unwrap(), host.labels);
-            count += batch.indices.len();
-        }
-        assert_eq!(count, 7);
+    let l = DataLoader::new(toy(7), 3, device).unwrap().with_shuffle(4);
+    let mut count = 0;
+    for (k, batch) in l.epoch(0).enumerate() {
+        let batch = batch.unwrap();
+        let host = l.host_batch(0, k).unwrap();
+        assert_eq!(batch.images.device(), device);
+        assert_eq!(batch.images.shape(), &host.shape);
+        assert_eq!(batch.labels.shape(), &[host.len()]);
+        assert_eq!(batch.images.to_vec::<f32>().unwrap(), host.images);
+        assert_eq!(batch.labels.to_vec::<i32>().unwrap(), host.labels);
+        count += batch.indices.len();
     }
+    assert_eq!(count, 7);
 }
+kiln::test_device!(loader_yields_tensors_on_the_device);
 
 #[test]
 fn loader_rejects_bad_settings() {

@@ -9,7 +9,7 @@ mod tensor_core_support;
 use std::collections::BTreeMap;
 
 use kiln::cuda::{count_launches, with_kernel_policy, KernelPolicy};
-use kiln::testing::{check_parity, gpu_devices_under_test};
+use kiln::testing::check_parity;
 use kiln::{autocast, ops, DType, Device, GemmSpec, Tensor, Window2d};
 use tensor_core_support::{check_product, transposed};
 
@@ -36,12 +36,10 @@ fn ran_flat(launched: &BTreeMap<&str, u64>, rows: usize) -> bool {
     launched.keys().any(|k| k.starts_with(&prefix))
 }
 
-#[test]
-fn flat_tensor_core_gemms_match_the_cpu() {
-    for device in gpu_devices_under_test("flat tensor-core gemms") {
-        on_flat_tiles(device, || flat_products(device));
-    }
+fn flat_tensor_core_gemms_match_the_cpu(device: Device) {
+    on_flat_tiles(device, || flat_products(device));
 }
+kiln::test_device!(flat_tensor_core_gemms_match_the_cpu, gpu);
 
 fn flat_products(device: Device) {
     for (i, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
@@ -66,32 +64,33 @@ fn flat_products(device: Device) {
     check_product(device, DType::BF16, &spec, 900);
 }
 
-#[test]
-fn convolutions_with_few_channels_agree_with_the_cpu_on_flat_tensor_core_tiles() {
+fn convolutions_with_few_channels_agree_with_the_cpu_on_flat_tensor_core_tiles(device: Device) {
     let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
     let (atol, rtol) = (1e-4, 1e-4);
-    for device in gpu_devices_under_test("flat tensor-core convolutions") {
-        for channels in [16, 30] {
-            let inputs = [
-                randn(&[3, 6, 11, 13], 1),
-                randn(&[channels, 6, 3, 3], 2),
-                randn(&[channels], 3),
-            ];
-            let run = || {
-                check_parity("flat tensor-core conv", device, &inputs, atol, rtol, |t| {
-                    let window = Window2d::square(3, 1, 1);
-                    autocast(DType::BF16, || {
-                        ops::conv2d(&t[0], &t[1], Some(&t[2]), window)
-                    })?
-                })
-            };
-            // 16 channels take the 16-row tile, 30 the 32-row one.
-            let ((), launched) = count_launches(|| with_kernel_policy(device, FLAT, run));
-            let rows = if channels == 16 { 16 } else { 32 };
-            assert!(
-                ran_flat(&launched, rows),
-                "{channels} channels on {device}: {launched:?}"
-            );
-        }
+    for channels in [16, 30] {
+        let inputs = [
+            randn(&[3, 6, 11, 13], 1),
+            randn(&[channels, 6, 3, 3], 2),
+            randn(&[channels], 3),
+        ];
+        let run = || {
+            check_parity("flat tensor-core conv", device, &inputs, atol, rtol, |t| {
+                let window = Window2d::square(3, 1, 1);
+                autocast(DType::BF16, || {
+                    ops::conv2d(&t[0], &t[1], Some(&t[2]), window)
+                })?
+            })
+        };
+        // 16 channels take the 16-row tile, 30 the 32-row one.
+        let ((), launched) = count_launches(|| with_kernel_policy(device, FLAT, run));
+        let rows = if channels == 16 { 16 } else { 32 };
+        assert!(
+            ran_flat(&launched, rows),
+            "{channels} channels on {device}: {launched:?}"
+        );
     }
 }
+kiln::test_device!(
+    convolutions_with_few_channels_agree_with_the_cpu_on_flat_tensor_core_tiles,
+    gpu
+);

@@ -18,7 +18,6 @@ use kiln::cuda::layout_probe::{
     self, Half, WgmmaProbe, WGMMA_PROBE_ACCUMULATORS, WGMMA_PROBE_A_BYTES, WGMMA_PROBE_B_BYTES,
     WGMMA_PROBE_THREADS,
 };
-use kiln::testing::gpu_devices_under_test;
 use kiln::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -61,8 +60,7 @@ fn isa_swizzle_128b(offset: u32) -> u32 {
     row * 128 + (chunk ^ (row % 8)) * 16 + byte
 }
 
-#[test]
-fn swizzle_128b_moves_chunk_c_of_row_r_to_chunk_c_xor_r() {
+fn swizzle_128b_moves_chunk_c_of_row_r_to_chunk_c_xor_r(device: Device) {
     // Every offset of three atoms (the first two and one far up, as a stage of the GEMM's ring
     // may be), and random ones anywhere in the 32-bit range the function takes.
     let mut offsets: Vec<u32> = (0..2048).chain(0x3_4c00..0x3_5000).collect();
@@ -75,13 +73,12 @@ fn swizzle_128b_moves_chunk_c_of_row_r_to_chunk_c_xor_r() {
         sorted.sort_unstable();
         assert_eq!(sorted, (atom[0]..atom[0] + 1024).collect::<Vec<u32>>());
     }
-    for device in gpu_devices_under_test("swizzle_128b oracle") {
-        let got = layout_probe::swizzle_128b(device, &offsets).unwrap();
-        assert_all_equal(&format!("swizzle_128b on {device}"), &got, &expected, |i| {
-            format!("offset {:#x}", offsets[i])
-        });
-    }
+    let got = layout_probe::swizzle_128b(device, &offsets).unwrap();
+    assert_all_equal(&format!("swizzle_128b on {device}"), &got, &expected, |i| {
+        format!("offset {:#x}", offsets[i])
+    });
 }
+kiln::test_device!(swizzle_128b_moves_chunk_c_of_row_r_to_chunk_c_xor_r, gpu);
 
 // ---------------------------------------------------------------------------------------------
 // The wgmma matrix descriptor.
@@ -98,8 +95,7 @@ fn isa_descriptor(start: u32, leading: u32, stride: u32) -> u64 {
     encode(start) | encode(leading) << 16 | encode(stride) << 32 | base_offset << 49 | 1 << 62
 }
 
-#[test]
-fn wgmma_descriptors_have_the_ptx_isa_bit_fields() {
+fn wgmma_descriptors_have_the_ptx_isa_bit_fields(device: Device) {
     // The descriptors gemm_wgmma.cu builds (K-major: stride 1024, leading 16, k slices 32 bytes
     // apart; MN-major: leading 8192 between atoms, slices 2048 bytes apart), then random fields:
     // starts anywhere on row 0 of a pattern (bits 7-9 clear), with junk in bits 0-3 and above
@@ -121,16 +117,15 @@ fn wgmma_descriptors_have_the_ptx_isa_bit_fields() {
         .map(|&[s, l, t]| isa_descriptor(s, l, t))
         .collect();
     let hex = |v: &[u64]| -> Vec<String> { v.iter().map(|d| format!("{d:#018x}")).collect() };
-    for device in gpu_devices_under_test("wgmma descriptor oracle") {
-        let got = layout_probe::wgmma_descriptors(device, &fields).unwrap();
-        assert_all_equal(
-            &format!("wgmma_descriptor on {device}"),
-            &hex(&got),
-            &hex(&expected),
-            |i| format!("wgmma_descriptor{:x?}", fields[i]),
-        );
-    }
+    let got = layout_probe::wgmma_descriptors(device, &fields).unwrap();
+    assert_all_equal(
+        &format!("wgmma_descriptor on {device}"),
+        &hex(&got),
+        &hex(&expected),
+        |i| format!("wgmma_descriptor{:x?}", fields[i]),
+    );
 }
+kiln::test_device!(wgmma_descriptors_have_the_ptx_isa_bit_fields, gpu);
 
 // ---------------------------------------------------------------------------------------------
 // mma.sync.m16n8k16 fragments.
@@ -235,49 +230,47 @@ fn random_int<const R: usize, const C: usize>(rng: &mut StdRng, bound: i32) -> [
     m
 }
 
-#[test]
-fn mma_m16n8k16_fragments_follow_the_ptx_isa() {
+fn mma_m16n8k16_fragments_follow_the_ptx_isa(device: Device) {
     let mut rng = StdRng::seed_from_u64(0x16816);
-    for device in gpu_devices_under_test("mma.m16n8k16 fragment oracle") {
-        for format in [Half::Bf16, Half::F16] {
-            // Coded A (A[r][k] = 16r + k, exact in both formats) times a selection B (column n
-            // picks k = (5n + 3) mod 16): D[r][n] names the A element that reached it.
-            let mut a = [[0f32; 16]; 16];
-            let mut b = [[0f32; 8]; 16];
-            for (r, row) in a.iter_mut().enumerate() {
-                for (k, v) in row.iter_mut().enumerate() {
-                    *v = (16 * r + k) as f32;
-                }
+    for format in [Half::Bf16, Half::F16] {
+        // Coded A (A[r][k] = 16r + k, exact in both formats) times a selection B (column n
+        // picks k = (5n + 3) mod 16): D[r][n] names the A element that reached it.
+        let mut a = [[0f32; 16]; 16];
+        let mut b = [[0f32; 8]; 16];
+        for (r, row) in a.iter_mut().enumerate() {
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = (16 * r + k) as f32;
             }
-            for n in 0..8 {
-                b[(5 * n + 3) % 16][n] = 1.0;
-            }
-            check_mma(device, format, &a, &b, &[[0.0; 8]; 16]);
-            // A selection A (row r picks k = (3r + 1) mod 16) times coded B (B[k][n] = 8k + n
-            // + 1), with a coded C added: D names the B and C elements that reached it.
-            let mut a = [[0f32; 16]; 16];
-            for (r, row) in a.iter_mut().enumerate() {
-                row[(3 * r + 1) % 16] = 1.0;
-            }
-            let mut b = [[0f32; 8]; 16];
-            let mut c = [[0f32; 8]; 16];
-            for k in 0..16 {
-                for n in 0..8 {
-                    b[k][n] = (8 * k + n + 1) as f32;
-                    c[k][n] = -1000.0 * (8 * k + n) as f32;
-                }
-            }
-            check_mma(device, format, &a, &b, &c);
-            // Random small integers everywhere (sums exact in f32).
-            let (a, b, c) = (
-                random_int::<16, 16>(&mut rng, 4),
-                random_int::<16, 8>(&mut rng, 4),
-                random_int::<16, 8>(&mut rng, 64),
-            );
-            check_mma(device, format, &a, &b, &c);
         }
+        for n in 0..8 {
+            b[(5 * n + 3) % 16][n] = 1.0;
+        }
+        check_mma(device, format, &a, &b, &[[0.0; 8]; 16]);
+        // A selection A (row r picks k = (3r + 1) mod 16) times coded B (B[k][n] = 8k + n
+        // + 1), with a coded C added: D names the B and C elements that reached it.
+        let mut a = [[0f32; 16]; 16];
+        for (r, row) in a.iter_mut().enumerate() {
+            row[(3 * r + 1) % 16] = 1.0;
+        }
+        let mut b = [[0f32; 8]; 16];
+        let mut c = [[0f32; 8]; 16];
+        for k in 0..16 {
+            for n in 0..8 {
+                b[k][n] = (8 * k + n + 1) as f32;
+                c[k][n] = -1000.0 * (8 * k + n) as f32;
+            }
+        }
+        check_mma(device, format, &a, &b, &c);
+        // Random small integers everywhere (sums exact in f32).
+        let (a, b, c) = (
+            random_int::<16, 16>(&mut rng, 4),
+            random_int::<16, 8>(&mut rng, 4),
+            random_int::<16, 8>(&mut rng, 64),
+        );
+        check_mma(device, format, &a, &b, &c);
     }
 }
+kiln::test_device!(mma_m16n8k16_fragments_follow_the_ptx_isa, gpu);
 
 // ---------------------------------------------------------------------------------------------
 // wgmma.m64n128k16: shared-memory layouts, descriptors and D fragments together.
@@ -308,72 +301,70 @@ fn wgmma_d_element(t: usize, i: usize) -> (usize, usize) {
     (row, col)
 }
 
-#[test]
-fn wgmma_m64n128k16_reads_the_isa_layouts_and_writes_the_isa_fragments() {
+fn wgmma_m64n128k16_reads_the_isa_layouts_and_writes_the_isa_fragments(device: Device) {
     let mut rng = StdRng::seed_from_u64(0x64128);
     // A: 64 (m) x 64 (k); B: 128 (n) x 64 (k), as op(B)ᵀ; small integers, products exact.
     let a: Vec<[f32; 64]> = (0..64).map(|_| random_row(&mut rng)).collect();
     let b: Vec<[f32; 64]> = (0..128).map(|_| random_row(&mut rng)).collect();
-    'devices: for device in gpu_devices_under_test("wgmma.m64n128k16 oracle") {
-        for format in [Half::Bf16, Half::F16] {
-            for (a_mn_major, b_mn_major) in
-                [(false, false), (false, true), (true, false), (true, true)]
-            {
-                let mut image = vec![0u8; WGMMA_PROBE_A_BYTES + WGMMA_PROBE_B_BYTES];
-                let mut put = |base: usize, mn_major: bool, i: usize, k: usize, v: f32| {
-                    let at = base + tile_offset(mn_major, i, k) as usize;
-                    image[at..at + 2].copy_from_slice(&bits(format, v).to_le_bytes());
+    for format in [Half::Bf16, Half::F16] {
+        for (a_mn_major, b_mn_major) in [(false, false), (false, true), (true, false), (true, true)]
+        {
+            let mut image = vec![0u8; WGMMA_PROBE_A_BYTES + WGMMA_PROBE_B_BYTES];
+            let mut put = |base: usize, mn_major: bool, i: usize, k: usize, v: f32| {
+                let at = base + tile_offset(mn_major, i, k) as usize;
+                image[at..at + 2].copy_from_slice(&bits(format, v).to_le_bytes());
+            };
+            for (i, row) in a.iter().enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    put(0, a_mn_major, i, k, v);
+                }
+            }
+            for (i, row) in b.iter().enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    put(WGMMA_PROBE_A_BYTES, b_mn_major, i, k, v);
+                }
+            }
+            for step in 0..4 {
+                let probe = WgmmaProbe {
+                    format,
+                    a_mn_major,
+                    b_mn_major,
+                    step,
                 };
-                for (i, row) in a.iter().enumerate() {
-                    for (k, &v) in row.iter().enumerate() {
-                        put(0, a_mn_major, i, k, v);
-                    }
-                }
-                for (i, row) in b.iter().enumerate() {
-                    for (k, &v) in row.iter().enumerate() {
-                        put(WGMMA_PROBE_A_BYTES, b_mn_major, i, k, v);
-                    }
-                }
-                for step in 0..4 {
-                    let probe = WgmmaProbe {
-                        format,
-                        a_mn_major,
-                        b_mn_major,
-                        step,
-                    };
-                    let Some(d) = layout_probe::wgmma_m64n128k16(device, probe, &image).unwrap()
-                    else {
-                        eprintln!(
-                            "wgmma oracle: skipped on {device}: not a compute capability 9.0 GPU"
-                        );
-                        continue 'devices;
-                    };
-                    let ks = 16 * step as usize..16 * step as usize + 16;
-                    let expected: Vec<f32> = (0..WGMMA_PROBE_THREADS * WGMMA_PROBE_ACCUMULATORS)
-                        .map(|e| {
-                            let (row, col) = wgmma_d_element(
-                                e / WGMMA_PROBE_ACCUMULATORS,
-                                e % WGMMA_PROBE_ACCUMULATORS,
-                            );
-                            ks.clone().map(|k| a[row][k] * b[col][k]).sum()
-                        })
-                        .collect();
-                    assert_all_equal(
-                        &format!("wgmma {probe:?} on {device}"),
-                        &d,
-                        &expected,
-                        |e| {
-                            let (t, i) =
-                                (e / WGMMA_PROBE_ACCUMULATORS, e % WGMMA_PROBE_ACCUMULATORS);
-                            let (row, col) = wgmma_d_element(t, i);
-                            format!("thread {t} d{i} (D[{row}][{col}])")
-                        },
+                let Some(d) = layout_probe::wgmma_m64n128k16(device, probe, &image).unwrap() else {
+                    eprintln!(
+                        "wgmma oracle: skipped on {device}: not a compute capability 9.0 GPU"
                     );
-                }
+                    return;
+                };
+                let ks = 16 * step as usize..16 * step as usize + 16;
+                let expected: Vec<f32> = (0..WGMMA_PROBE_THREADS * WGMMA_PROBE_ACCUMULATORS)
+                    .map(|e| {
+                        let (row, col) = wgmma_d_element(
+                            e / WGMMA_PROBE_ACCUMULATORS,
+                            e % WGMMA_PROBE_ACCUMULATORS,
+                        );
+                        ks.clone().map(|k| a[row][k] * b[col][k]).sum()
+                    })
+                    .collect();
+                assert_all_equal(
+                    &format!("wgmma {probe:?} on {device}"),
+                    &d,
+                    &expected,
+                    |e| {
+                        let (t, i) = (e / WGMMA_PROBE_ACCUMULATORS, e % WGMMA_PROBE_ACCUMULATORS);
+                        let (row, col) = wgmma_d_element(t, i);
+                        format!("thread {t} d{i} (D[{row}][{col}])")
+                    },
+                );
             }
         }
     }
 }
+kiln::test_device!(
+    wgmma_m64n128k16_reads_the_isa_layouts_and_writes_the_isa_fragments,
+    gpu
+);
 
 fn random_row(rng: &mut StdRng) -> [f32; 64] {
     let mut row = [0f32; 64];

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kiln::testing::gpu_devices_under_test;
 use kiln::train::{
     check_finite, load_checkpoint, plot_curves, plot_filters, read_metrics_csv, save_checkpoint,
     ConfusionMatrix, Decision, EarlyStopping, EpochMetrics, MetricsCsv, Progress, TrainError,
@@ -127,31 +126,29 @@ fn checkpoint_file_has_the_standard_safetensors_layout() {
     assert_eq!(at("labels"), (-3i32).to_le_bytes());
 }
 
-#[test]
-fn checkpoint_of_device_tensors_loads_on_the_cpu() {
-    for device in gpu_devices_under_test("checkpoint_of_device_tensors_loads_on_the_cpu") {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gpu.safetensors");
-        let w = Tensor::randn(&[3, 2, 3, 3], 0.1, 5, device).unwrap();
-        let idx = Tensor::from_vec(vec![4i32, 0, 2], &[3], device).unwrap();
-        save_checkpoint(
-            &path,
-            &[("w".into(), &w), ("idx".into(), &idx)],
-            &BTreeMap::new(),
-        )
-        .unwrap();
-        let ck = load_checkpoint(&path).unwrap();
-        assert!(ck.metadata.is_empty());
-        let lw = ck.get("w").unwrap();
-        assert_eq!(lw.device(), Device::Cpu);
-        assert_eq!(
-            lw.to_vec::<f32>().unwrap(),
-            w.to_vec::<f32>().unwrap(),
-            "{device}"
-        );
-        assert_eq!(ck.get("idx").unwrap().to_vec::<i32>().unwrap(), [4, 0, 2]);
-    }
+fn checkpoint_of_device_tensors_loads_on_the_cpu(device: Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpu.safetensors");
+    let w = Tensor::randn(&[3, 2, 3, 3], 0.1, 5, device).unwrap();
+    let idx = Tensor::from_vec(vec![4i32, 0, 2], &[3], device).unwrap();
+    save_checkpoint(
+        &path,
+        &[("w".into(), &w), ("idx".into(), &idx)],
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let ck = load_checkpoint(&path).unwrap();
+    assert!(ck.metadata.is_empty());
+    let lw = ck.get("w").unwrap();
+    assert_eq!(lw.device(), Device::Cpu);
+    assert_eq!(
+        lw.to_vec::<f32>().unwrap(),
+        w.to_vec::<f32>().unwrap(),
+        "{device}"
+    );
+    assert_eq!(ck.get("idx").unwrap().to_vec::<i32>().unwrap(), [4, 0, 2]);
 }
+kiln::test_device!(checkpoint_of_device_tensors_loads_on_the_cpu, gpu);
 
 /// A failed save leaves the previous checkpoint intact and no temporary file behind. The failure
 /// here is an invalid tensor list (a duplicate name after a valid tensor); the write failing

@@ -453,10 +453,8 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
     assert!(!missing.status.success());
 }
 
-#[test]
-fn cpu_and_gpu_loss_curves_agree_for_the_first_steps() {
+fn cpu_and_gpu_loss_curves_agree_for_the_first_steps(device: Device) {
     use kiln::nn::Module;
-    use kiln::testing::gpu_devices_under_test;
     let losses = |device: Device| -> Vec<f64> {
         let mut model = Architecture::LeNet5.build(1, 28, 10, 3, device).unwrap();
         let params: Vec<kiln::Tensor> = model
@@ -480,49 +478,46 @@ fn cpu_and_gpu_loss_curves_agree_for_the_first_steps() {
             .collect()
     };
     let cpu = losses(Device::Cpu);
-    for device in gpu_devices_under_test("cpu_and_gpu_loss_curves_agree") {
-        let gpu = losses(device);
-        for (step, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
-            assert!(
-                (c - g).abs() <= 1e-5 + 1e-4 * c.abs(),
-                "step {step}: cpu loss {c}, {device} loss {g}"
-            );
-        }
+    let gpu = losses(device);
+    for (step, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert!(
+            (c - g).abs() <= 1e-5 + 1e-4 * c.abs(),
+            "step {step}: cpu loss {c}, {device} loss {g}"
+        );
     }
 }
+kiln::test_device!(cpu_and_gpu_loss_curves_agree_for_the_first_steps, gpu);
 
-#[test]
-fn a_training_step_names_a_label_outside_the_classes() {
+fn a_training_step_names_a_label_outside_the_classes(device: Device) {
     use kiln::nn::models::lenet5;
     use kiln::nn::Module;
     use kiln::optim::Sgd;
-    for device in kiln::testing::gpu_devices_under_test("bad label in a training step") {
-        let mut model = lenet5(1, 28, 10, false, 3, device).unwrap();
-        let params: Vec<kiln::Tensor> = model
-            .parameters()
-            .into_iter()
-            .map(|(_, t)| t.clone())
-            .collect();
-        let mut sgd = Sgd::new(&params, 0.01, 0.9, 0.0).unwrap();
-        drop(params);
-        let before: Vec<Vec<f32>> = model
-            .parameters()
-            .iter()
-            .map(|(_, t)| t.to_vec::<f32>().unwrap())
-            .collect();
-        let x = kiln::Tensor::randn(&[3, 1, 28, 28], 1.0, 4, device).unwrap();
-        let y = kiln::Tensor::from_vec(vec![1i32, 12, 4], &[3], device).unwrap();
-        let err = kiln::train::train_step(&mut model, &mut sgd, &x, &y, 0).unwrap_err();
-        assert!(err.to_string().contains("label 12 at row 1"), "{err}");
-        // The step stopped before the update.
-        let after: Vec<Vec<f32>> = model
-            .parameters()
-            .iter()
-            .map(|(_, t)| t.to_vec::<f32>().unwrap())
-            .collect();
-        assert_eq!(before, after, "on {device:?}");
-    }
+    let mut model = lenet5(1, 28, 10, false, 3, device).unwrap();
+    let params: Vec<kiln::Tensor> = model
+        .parameters()
+        .into_iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    let mut sgd = Sgd::new(&params, 0.01, 0.9, 0.0).unwrap();
+    drop(params);
+    let before: Vec<Vec<f32>> = model
+        .parameters()
+        .iter()
+        .map(|(_, t)| t.to_vec::<f32>().unwrap())
+        .collect();
+    let x = kiln::Tensor::randn(&[3, 1, 28, 28], 1.0, 4, device).unwrap();
+    let y = kiln::Tensor::from_vec(vec![1i32, 12, 4], &[3], device).unwrap();
+    let err = kiln::train::train_step(&mut model, &mut sgd, &x, &y, 0).unwrap_err();
+    assert!(err.to_string().contains("label 12 at row 1"), "{err}");
+    // The step stopped before the update.
+    let after: Vec<Vec<f32>> = model
+        .parameters()
+        .iter()
+        .map(|(_, t)| t.to_vec::<f32>().unwrap())
+        .collect();
+    assert_eq!(before, after, "on {device:?}");
 }
+kiln::test_device!(a_training_step_names_a_label_outside_the_classes, gpu);
 
 #[test]
 fn a_cuda_graph_run_matches_an_ordinary_run() {

@@ -14,7 +14,7 @@ mod tensor_core_support;
 
 use kiln::backend::RawTensor;
 use kiln::cuda::{count_launches, with_kernel_policy, KernelPolicy};
-use kiln::testing::{check_parity, gpu_devices_under_test};
+use kiln::testing::check_parity;
 use kiln::{autocast, backend, ops, DType, Device, GemmSpec, Tensor, Window2d};
 use tensor_core_support::{check_product, grouped_conv_products, random, transposed};
 
@@ -72,117 +72,116 @@ fn runs_wgmma(device: Device) -> bool {
     runs
 }
 
-#[test]
-fn wgmma_gemm_matches_the_cpu_for_both_major_orders_of_both_operands() {
-    for device in gpu_devices_under_test("wgmma gemm") {
-        if !runs_wgmma(device) {
-            continue;
-        }
-        for (i, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
-            for (j, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)]
-                .into_iter()
-                .enumerate()
-            {
-                // An MN-major operand needs its m or n to be a multiple of 8; a K-major one
-                // does not. k = 5·64 + 8: six panels, wrapping the ring, the last one partial.
-                let m = if ta { 136 } else { 131 };
-                let n = if tb { 133 } else { 200 };
-                let spec = transposed(m, n, 328, ta, tb);
-                // Loaded by TMA (a single product's default) into 128- and 256-wide tiles (n is
-                // past one 128 tile), and by cp.async.
-                for loader in [Loader::Tma, Loader::TmaWide, Loader::CpAsync] {
-                    let seed = 500 + 10 * i as u64 + j as u64;
-                    let launches = wgmma_launches_during(device, loader, || {
-                        check_product(device, dtype, &spec, seed)
-                    });
-                    let expected = Launches {
-                        all: 1,
-                        tma: !matches!(loader, Loader::CpAsync) as u64,
-                    };
-                    assert_eq!(launches, expected, "{spec:?}, {loader:?}");
-                }
+fn wgmma_gemm_matches_the_cpu_for_both_major_orders_of_both_operands(device: Device) {
+    if !runs_wgmma(device) {
+        return;
+    }
+    for (i, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
+        for (j, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)]
+            .into_iter()
+            .enumerate()
+        {
+            // An MN-major operand needs its m or n to be a multiple of 8; a K-major one
+            // does not. k = 5·64 + 8: six panels, wrapping the ring, the last one partial.
+            let m = if ta { 136 } else { 131 };
+            let n = if tb { 133 } else { 200 };
+            let spec = transposed(m, n, 328, ta, tb);
+            // Loaded by TMA (a single product's default) into 128- and 256-wide tiles (n is
+            // past one 128 tile), and by cp.async.
+            for loader in [Loader::Tma, Loader::TmaWide, Loader::CpAsync] {
+                let seed = 500 + 10 * i as u64 + j as u64;
+                let launches = wgmma_launches_during(device, loader, || {
+                    check_product(device, dtype, &spec, seed)
+                });
+                let expected = Launches {
+                    all: 1,
+                    tma: !matches!(loader, Loader::CpAsync) as u64,
+                };
+                assert_eq!(launches, expected, "{spec:?}, {loader:?}");
             }
         }
     }
 }
+kiln::test_device!(
+    wgmma_gemm_matches_the_cpu_for_both_major_orders_of_both_operands,
+    gpu
+);
 
-#[test]
-fn wgmma_gemm_batches_groups_and_batch_sums() {
-    for device in gpu_devices_under_test("wgmma gemm, groups and batch sums") {
-        if !runs_wgmma(device) {
-            continue;
-        }
-        // A grouped convolution's three products with 16-element-aligned shapes: 3 images, 2
-        // groups of 16 output channels, 8·9 column rows and 48 pixels per group.
-        for (i, spec) in grouped_conv_products(3, 2, 16, 72, 48).iter().enumerate() {
-            let launches = wgmma_launches_during(device, Loader::Tma, || {
-                check_product(device, DType::BF16, spec, 600 + i as u64)
-            });
-            // Batched and grouped products always load with cp.async.
-            assert_eq!(launches, Launches { all: 1, tma: 0 }, "{spec:?}");
-        }
+fn wgmma_gemm_batches_groups_and_batch_sums(device: Device) {
+    if !runs_wgmma(device) {
+        return;
     }
-}
-
-#[test]
-fn an_empty_inner_dimension_writes_zeros_without_a_tensor_map() {
-    for device in gpu_devices_under_test("wgmma gemm, k = 0") {
-        if !runs_wgmma(device) {
-            continue;
-        }
-        // No tensor map can describe a matrix with no columns: the cp.async kernel takes it.
-        let spec = transposed(72, 40, 0, false, true);
+    // A grouped convolution's three products with 16-element-aligned shapes: 3 images, 2
+    // groups of 16 output channels, 8·9 column rows and 48 pixels per group.
+    for (i, spec) in grouped_conv_products(3, 2, 16, 72, 48).iter().enumerate() {
         let launches = wgmma_launches_during(device, Loader::Tma, || {
-            check_product(device, DType::BF16, &spec, 710)
+            check_product(device, DType::BF16, spec, 600 + i as u64)
         });
-        assert_eq!(launches, Launches { all: 1, tma: 0 });
+        // Batched and grouped products always load with cp.async.
+        assert_eq!(launches, Launches { all: 1, tma: 0 }, "{spec:?}");
     }
 }
+kiln::test_device!(wgmma_gemm_batches_groups_and_batch_sums, gpu);
 
-#[test]
-fn unaligned_products_fall_back_to_the_mma_sync_kernel() {
-    for device in gpu_devices_under_test("wgmma fallback") {
-        // k = 29 is no multiple of 8: neither K-major operand can be copied 16 bytes at a time.
-        let spec = transposed(37, 45, 29, false, true);
-        let launches = wgmma_launches_during(device, Loader::Tma, || {
-            check_product(device, DType::BF16, &spec, 700)
-        });
-        assert_eq!(launches, Launches { all: 0, tma: 0 });
+fn an_empty_inner_dimension_writes_zeros_without_a_tensor_map(device: Device) {
+    if !runs_wgmma(device) {
+        return;
     }
+    // No tensor map can describe a matrix with no columns: the cp.async kernel takes it.
+    let spec = transposed(72, 40, 0, false, true);
+    let launches = wgmma_launches_during(device, Loader::Tma, || {
+        check_product(device, DType::BF16, &spec, 710)
+    });
+    assert_eq!(launches, Launches { all: 1, tma: 0 });
 }
+kiln::test_device!(
+    an_empty_inner_dimension_writes_zeros_without_a_tensor_map,
+    gpu
+);
 
-#[test]
-fn layers_under_autocast_agree_with_the_cpu_through_the_wgmma_kernel() {
+fn unaligned_products_fall_back_to_the_mma_sync_kernel(device: Device) {
+    // k = 29 is no multiple of 8: neither K-major operand can be copied 16 bytes at a time.
+    let spec = transposed(37, 45, 29, false, true);
+    let launches = wgmma_launches_during(device, Loader::Tma, || {
+        check_product(device, DType::BF16, &spec, 700)
+    });
+    assert_eq!(launches, Launches { all: 0, tma: 0 });
+}
+kiln::test_device!(unaligned_products_fall_back_to_the_mma_sync_kernel, gpu);
+
+fn layers_under_autocast_agree_with_the_cpu_through_the_wgmma_kernel(device: Device) {
     let randn = |shape: &[usize], seed| Tensor::randn(shape, 1.0, seed, Device::Cpu).unwrap();
     let (atol, rtol) = (1e-4, 1e-4);
-    for device in gpu_devices_under_test("wgmma autocast layers") {
-        if !runs_wgmma(device) {
-            continue;
-        }
-        // 8x8 images: 64 pixels, 8·9 = 72 column rows, 16 output channels, so the forward, input
-        // gradient and weight gradient products all qualify; the bias goes through the epilogue.
-        let conv = [
-            randn(&[2, 8, 8, 8], 1),
-            randn(&[16, 8, 3, 3], 2),
-            randn(&[16], 3),
-        ];
-        let linear = [randn(&[24, 40], 4), randn(&[16, 40], 5), randn(&[16], 6)];
-        let launches = wgmma_launches_during(device, Loader::Tma, || {
-            check_parity("wgmma conv2d", device, &conv, atol, rtol, |t| {
-                let window = Window2d::square(3, 1, 1);
-                autocast(DType::BF16, || {
-                    ops::conv2d(&t[0], &t[1], Some(&t[2]), window)
-                })?
-            });
-            check_parity("wgmma linear", device, &linear, atol, rtol, |t| {
-                autocast(DType::BF16, || ops::linear(&t[0], &t[1], Some(&t[2])))?
-            });
-        });
-        // Both loaders: the convolution's batched products and the linear layer's single ones.
-        assert!(
-            launches.all >= 6,
-            "only {launches:?} took the wgmma kernels"
-        );
-        assert!(launches.tma >= 1, "{launches:?}");
+    if !runs_wgmma(device) {
+        return;
     }
+    // 8x8 images: 64 pixels, 8·9 = 72 column rows, 16 output channels, so the forward, input
+    // gradient and weight gradient products all qualify; the bias goes through the epilogue.
+    let conv = [
+        randn(&[2, 8, 8, 8], 1),
+        randn(&[16, 8, 3, 3], 2),
+        randn(&[16], 3),
+    ];
+    let linear = [randn(&[24, 40], 4), randn(&[16, 40], 5), randn(&[16], 6)];
+    let launches = wgmma_launches_during(device, Loader::Tma, || {
+        check_parity("wgmma conv2d", device, &conv, atol, rtol, |t| {
+            let window = Window2d::square(3, 1, 1);
+            autocast(DType::BF16, || {
+                ops::conv2d(&t[0], &t[1], Some(&t[2]), window)
+            })?
+        });
+        check_parity("wgmma linear", device, &linear, atol, rtol, |t| {
+            autocast(DType::BF16, || ops::linear(&t[0], &t[1], Some(&t[2])))?
+        });
+    });
+    // Both loaders: the convolution's batched products and the linear layer's single ones.
+    assert!(
+        launches.all >= 6,
+        "only {launches:?} took the wgmma kernels"
+    );
+    assert!(launches.tma >= 1, "{launches:?}");
 }
+kiln::test_device!(
+    layers_under_autocast_agree_with_the_cpu_through_the_wgmma_kernel,
+    gpu
+);
