@@ -10,8 +10,8 @@ use std::sync::Mutex;
 
 use kiln::cuda::{count_launches, with_kernel_policy, KernelPolicy};
 use kiln::nn::{
-    Activation, Architecture, BatchNorm2d, Conv2d, Dropout, Flatten, Init, Linear, Mode, Module,
-    Pool2d, Sequential,
+    Activation, Architecture, BatchNorm2d, Conv2d, Conv2dSpec, Dropout, Flatten, Init, Linear,
+    Mode, Module, Pool2d, Sequential,
 };
 use kiln::optim::{Adam, AdamConfig, AdamW, Optimizer, RmsProp, Sgd};
 use kiln::train::{train_step_with, CapturedStep, Precision, StepPrecision, TrainError};
@@ -26,7 +26,15 @@ const CLASSES: usize = 5;
 /// conv 3x3 (pad 1) - batch norm - ReLU - 2x2 max pool - dropout 0.3 - linear, on 1x9x9 images.
 fn small_net(device: Device) -> Sequential {
     Sequential::new()
-        .push(Conv2d::new(1, 4, 3, 1, 1, Init::KaimingNormal, 11, device).unwrap())
+        .push(
+            Conv2d::new(
+                Conv2dSpec::new(1, 4, 3).padding(1),
+                Init::KaimingNormal,
+                11,
+                device,
+            )
+            .unwrap(),
+        )
         .push(BatchNorm2d::new(4, device).unwrap())
         .push(Activation::Relu)
         .push(Pool2d::max(2, 2))

@@ -68,41 +68,41 @@ pub fn relu_bwd(dy: &RawTensor, mask: &RawTensor) -> Result<RawTensor> {
 
 /// The pointwise activations and their parameters.
 #[derive(Clone, Copy, Debug)]
-enum Activation {
+enum PointwiseActivation {
     LeakyRelu(f64),
     Elu(f64),
     Sigmoid,
     Tanh,
 }
 
-impl Activation {
+impl PointwiseActivation {
     /// The forward and backward kernels (without their `_f32` suffix).
     fn kernels(self) -> (&'static str, &'static str) {
         match self {
-            Activation::LeakyRelu(_) => ("leaky_relu_fwd", "leaky_relu_bwd"),
-            Activation::Elu(_) => ("elu_fwd", "elu_bwd"),
-            Activation::Sigmoid => ("sigmoid_fwd", "sigmoid_bwd"),
-            Activation::Tanh => ("tanh_fwd", "tanh_bwd"),
+            PointwiseActivation::LeakyRelu(_) => ("leaky_relu_fwd", "leaky_relu_bwd"),
+            PointwiseActivation::Elu(_) => ("elu_fwd", "elu_bwd"),
+            PointwiseActivation::Sigmoid => ("sigmoid_fwd", "sigmoid_bwd"),
+            PointwiseActivation::Tanh => ("tanh_fwd", "tanh_bwd"),
         }
     }
 
     fn names(self) -> (&'static str, &'static str) {
         match self {
-            Activation::LeakyRelu(_) => ("leaky_relu", "leaky_relu backward"),
-            Activation::Elu(_) => ("elu", "elu backward"),
-            Activation::Sigmoid => ("sigmoid", "sigmoid backward"),
-            Activation::Tanh => ("tanh", "tanh backward"),
+            PointwiseActivation::LeakyRelu(_) => ("leaky_relu", "leaky_relu backward"),
+            PointwiseActivation::Elu(_) => ("elu", "elu backward"),
+            PointwiseActivation::Sigmoid => ("sigmoid", "sigmoid backward"),
+            PointwiseActivation::Tanh => ("tanh", "tanh backward"),
         }
     }
 
     /// The parameter must be finite: any sign is allowed, as in PyTorch.
     fn check(self) -> Result<()> {
         match self {
-            Activation::LeakyRelu(v) if !v.is_finite() => Err(invalid(
+            PointwiseActivation::LeakyRelu(v) if !v.is_finite() => Err(invalid(
                 "negative_slope",
                 format!("leaky_relu: must be finite, got {v}"),
             )),
-            Activation::Elu(v) if !v.is_finite() => {
+            PointwiseActivation::Elu(v) if !v.is_finite() => {
                 Err(invalid("alpha", format!("elu: must be finite, got {v}")))
             }
             _ => Ok(()),
@@ -112,19 +112,19 @@ impl Activation {
     fn gpu(self) -> cuda::activation::ActivationKernel {
         use cuda::activation::ActivationKernel as K;
         match self {
-            Activation::LeakyRelu(slope) => K::LeakyRelu {
+            PointwiseActivation::LeakyRelu(slope) => K::LeakyRelu {
                 slope: slope as f32,
             },
-            Activation::Elu(alpha) => K::Elu {
+            PointwiseActivation::Elu(alpha) => K::Elu {
                 alpha: alpha as f32,
             },
-            Activation::Sigmoid => K::Sigmoid,
-            Activation::Tanh => K::Tanh,
+            PointwiseActivation::Sigmoid => K::Sigmoid,
+            PointwiseActivation::Tanh => K::Tanh,
         }
     }
 }
 
-fn pointwise_fwd(op: Activation, x: &RawTensor) -> Result<RawTensor> {
+fn pointwise_fwd(op: PointwiseActivation, x: &RawTensor) -> Result<RawTensor> {
     let (name, _) = op.names();
     op.check()?;
     if let Some(format) = widened_format(&[op.kernels().0], x) {
@@ -135,10 +135,10 @@ fn pointwise_fwd(op: Activation, x: &RawTensor) -> Result<RawTensor> {
         Device::Cpu => with_float!(name, x, |T| {
             let xs = x.host_slice::<T>(name)?;
             Ok(host_output::<T>(shape, |y| match op {
-                Activation::LeakyRelu(s) => cpu::activation::leaky_relu_fwd(xs, s as T, y),
-                Activation::Elu(a) => cpu::activation::elu_fwd(xs, a as T, y),
-                Activation::Sigmoid => cpu::activation::sigmoid_fwd(xs, y),
-                Activation::Tanh => cpu::activation::tanh_fwd(xs, y),
+                PointwiseActivation::LeakyRelu(s) => cpu::activation::leaky_relu_fwd(xs, s as T, y),
+                PointwiseActivation::Elu(a) => cpu::activation::elu_fwd(xs, a as T, y),
+                PointwiseActivation::Sigmoid => cpu::activation::sigmoid_fwd(xs, y),
+                PointwiseActivation::Tanh => cpu::activation::tanh_fwd(xs, y),
             }))
         }),
         _ => {
@@ -152,7 +152,7 @@ fn pointwise_fwd(op: Activation, x: &RawTensor) -> Result<RawTensor> {
 }
 
 /// `saved` is the forward input (leaky ReLU, ELU) or output (sigmoid, tanh).
-fn pointwise_bwd(op: Activation, saved: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
+fn pointwise_bwd(op: PointwiseActivation, saved: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
     let (_, name) = op.names();
     op.check()?;
     same_layout(name, saved, dy)?;
@@ -168,10 +168,12 @@ fn pointwise_bwd(op: Activation, saved: &RawTensor, dy: &RawTensor) -> Result<Ra
             let ss = saved.host_slice::<T>(name)?;
             let ds = dy.host_slice::<T>(name)?;
             Ok(host_output::<T>(shape, |dx| match op {
-                Activation::LeakyRelu(s) => cpu::activation::leaky_relu_bwd(ss, ds, s as T, dx),
-                Activation::Elu(a) => cpu::activation::elu_bwd(ss, ds, a as T, dx),
-                Activation::Sigmoid => cpu::activation::sigmoid_bwd(ss, ds, dx),
-                Activation::Tanh => cpu::activation::tanh_bwd(ss, ds, dx),
+                PointwiseActivation::LeakyRelu(s) => {
+                    cpu::activation::leaky_relu_bwd(ss, ds, s as T, dx)
+                }
+                PointwiseActivation::Elu(a) => cpu::activation::elu_bwd(ss, ds, a as T, dx),
+                PointwiseActivation::Sigmoid => cpu::activation::sigmoid_bwd(ss, ds, dx),
+                PointwiseActivation::Tanh => cpu::activation::tanh_bwd(ss, ds, dx),
             }))
         }),
         _ => {
@@ -194,44 +196,44 @@ fn same_layout(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
 
 /// Leaky ReLU: `y = x > 0 ? x : negative_slope·x`. Any finite slope (PyTorch allows negative ones).
 pub fn leaky_relu_fwd(x: &RawTensor, negative_slope: f64) -> Result<RawTensor> {
-    pointwise_fwd(Activation::LeakyRelu(negative_slope), x)
+    pointwise_fwd(PointwiseActivation::LeakyRelu(negative_slope), x)
 }
 
 /// `dx = dy · (x > 0 ? 1 : negative_slope)` from the forward input `x` (the slope at 0 is
 /// `negative_slope`, as PyTorch's).
 pub fn leaky_relu_bwd(x: &RawTensor, dy: &RawTensor, negative_slope: f64) -> Result<RawTensor> {
-    pointwise_bwd(Activation::LeakyRelu(negative_slope), x, dy)
+    pointwise_bwd(PointwiseActivation::LeakyRelu(negative_slope), x, dy)
 }
 
 /// ELU: `y = x > 0 ? x : alpha·(exp(x) − 1)`. Any finite alpha (PyTorch checks none).
 pub fn elu_fwd(x: &RawTensor, alpha: f64) -> Result<RawTensor> {
-    pointwise_fwd(Activation::Elu(alpha), x)
+    pointwise_fwd(PointwiseActivation::Elu(alpha), x)
 }
 
 /// `dx = dy · (x > 0 ? 1 : alpha·exp(x))` from the forward input `x` (the slope at 0 is `alpha`,
 /// as PyTorch's).
 pub fn elu_bwd(x: &RawTensor, dy: &RawTensor, alpha: f64) -> Result<RawTensor> {
-    pointwise_bwd(Activation::Elu(alpha), x, dy)
+    pointwise_bwd(PointwiseActivation::Elu(alpha), x, dy)
 }
 
 /// `y = 1 / (1 + exp(−x))`, without overflow for large |x|.
 pub fn sigmoid_fwd(x: &RawTensor) -> Result<RawTensor> {
-    pointwise_fwd(Activation::Sigmoid, x)
+    pointwise_fwd(PointwiseActivation::Sigmoid, x)
 }
 
 /// `dx = dy · y(1 − y)` from the forward output `y`.
 pub fn sigmoid_bwd(y: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
-    pointwise_bwd(Activation::Sigmoid, y, dy)
+    pointwise_bwd(PointwiseActivation::Sigmoid, y, dy)
 }
 
 /// `y = tanh(x)`.
 pub fn tanh_fwd(x: &RawTensor) -> Result<RawTensor> {
-    pointwise_fwd(Activation::Tanh, x)
+    pointwise_fwd(PointwiseActivation::Tanh, x)
 }
 
 /// `dx = dy · (1 − y²)` from the forward output `y`.
 pub fn tanh_bwd(y: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
-    pointwise_bwd(Activation::Tanh, y, dy)
+    pointwise_bwd(PointwiseActivation::Tanh, y, dy)
 }
 
 /// The `[outer][len][inner]` view of `axis` of `t`, or an error when the axis does not exist.

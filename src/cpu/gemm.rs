@@ -52,7 +52,7 @@ pub(crate) fn gemm_on<T: Float>(
         if spec.reduce_batch {
             accumulate_batch_sum(threads, spec, g, alpha, a, b, c);
         } else {
-            accumulate(threads, spec, slot, g, alpha, a, b, c);
+            accumulate(threads, spec, (slot, g), alpha, a, b, c);
         }
     };
     if slots == 0 || groups == 0 {
@@ -115,7 +115,7 @@ fn accumulate_batch_sum<T: Float>(
     const CHUNKS: usize = 8;
     let per_chunk = spec.batch.div_ceil(CHUNKS).max(1);
     if spec.batch <= per_chunk || threads == Threads::ThisOne {
-        (0..spec.batch).for_each(|i| accumulate(threads, spec, i, g, alpha, a, b, c));
+        (0..spec.batch).for_each(|i| accumulate(threads, spec, (i, g), alpha, a, b, c));
         return;
     }
     let starts: Vec<usize> = (0..spec.batch).step_by(per_chunk).collect();
@@ -124,8 +124,9 @@ fn accumulate_batch_sum<T: Float>(
         .map(|start| {
             let mut partial = vec![T::zero(); c.len()];
             let end = (start + per_chunk).min(spec.batch);
-            (start..end)
-                .for_each(|i| accumulate(Threads::ThisOne, spec, i, g, alpha, a, b, &mut partial));
+            (start..end).for_each(|i| {
+                accumulate(Threads::ThisOne, spec, (i, g), alpha, a, b, &mut partial)
+            });
             partial
         })
         .collect();
@@ -144,12 +145,10 @@ fn scale_by_beta<T: Float>(c: &mut [T], beta: T) {
 }
 
 /// `c += alpha·op(A_ig)·op(B_ig)` for batch entry `i` of group `g`; `c` is the `m×n` output.
-#[allow(clippy::too_many_arguments)]
 fn accumulate<T: Float>(
     threads: Threads,
     spec: &GemmSpec,
-    i: usize,
-    g: usize,
+    (i, g): (usize, usize),
     alpha: T,
     a: &[T],
     b: &[T],

@@ -2,7 +2,7 @@
 
 use super::init::Init;
 use super::layers::{
-    Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Pool2d, ResidualBlock,
+    Activation, BatchNorm2d, Conv2d, Conv2dSpec, Dropout, Flatten, Linear, Pool2d, ResidualBlock,
 };
 use super::module::Module;
 use super::sequential::Sequential;
@@ -144,10 +144,20 @@ pub fn lenet5(
     let after_conv1 = image_size + 2 * pad - 4;
     let side = (after_conv1 / 2 - 4) / 2;
     Ok(Sequential::new()
-        .push(Conv2d::new(in_channels, 6, 5, 1, pad, init, seed, device)?)
+        .push(Conv2d::new(
+            Conv2dSpec::new(in_channels, 6, 5).padding(pad),
+            init,
+            seed,
+            device,
+        )?)
         .push(act)
         .push(pool)
-        .push(Conv2d::new(6, 16, 5, 1, 0, init, seed + 1, device)?)
+        .push(Conv2d::new(
+            Conv2dSpec::new(6, 16, 5),
+            init,
+            seed + 1,
+            device,
+        )?)
         .push(act)
         .push(pool)
         .push(Flatten)
@@ -175,8 +185,13 @@ pub fn vgg(
         for _ in 0..2 {
             net = net
                 .push(
-                    Conv2d::new(channels, width, 3, 1, 1, Init::KaimingNormal, seed, device)?
-                        .without_bias(),
+                    Conv2d::new(
+                        Conv2dSpec::new(channels, width, 3).padding(1),
+                        Init::KaimingNormal,
+                        seed,
+                        device,
+                    )?
+                    .without_bias(),
                 )
                 .push(BatchNorm2d::new(width, device)?)
                 .push(Activation::Relu);
@@ -217,8 +232,13 @@ pub fn resnet20(
 ) -> Result<Sequential> {
     let mut net = Sequential::new()
         .push(
-            Conv2d::new(in_channels, 16, 3, 1, 1, Init::KaimingNormal, seed, device)?
-                .without_bias(),
+            Conv2d::new(
+                Conv2dSpec::new(in_channels, 16, 3).padding(1),
+                Init::KaimingNormal,
+                seed,
+                device,
+            )?
+            .without_bias(),
         )
         .push(BatchNorm2d::new(16, device)?)
         .push(Activation::Relu);

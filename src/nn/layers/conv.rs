@@ -14,35 +14,62 @@ pub struct Conv2d {
     pub window: Window2d,
 }
 
+/// A convolution layer's arguments, as PyTorch's `nn.Conv2d` takes them: channels and a square
+/// `kernel`x`kernel` window with its stride (default 1) and zero padding (default 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2dSpec {
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Conv2dSpec {
+        Conv2dSpec {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: 0,
+        }
+    }
+
+    pub fn stride(self, stride: usize) -> Conv2dSpec {
+        Conv2dSpec { stride, ..self }
+    }
+
+    pub fn padding(self, padding: usize) -> Conv2dSpec {
+        Conv2dSpec { padding, ..self }
+    }
+
+    fn window(&self) -> Window2d {
+        Window2d::square(self.kernel, self.stride, self.padding)
+    }
+}
+
 impl Conv2d {
-    /// A square `k`x`k` convolution from `in_channels` to `out_channels` with a bias, drawn by
-    /// `init` from `seed` (fans: C·k·k in, K·k·k out; see [`Init::bias`] for the bias).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        init: Init,
-        seed: u64,
-        device: Device,
-    ) -> Result<Conv2d> {
-        let shape = [out_channels, in_channels, k, k];
+    /// The convolution `spec` with a bias, drawn by `init` from `seed` (fans: C·k·k in, K·k·k
+    /// out; see [`Init::bias`] for the bias).
+    pub fn new(spec: Conv2dSpec, init: Init, seed: u64, device: Device) -> Result<Conv2d> {
+        let Conv2dSpec {
+            in_channels: c,
+            out_channels: k_out,
+            kernel: k,
+            ..
+        } = spec;
         let (weight, bias) = init_parameters(
             "conv2d layer",
-            shape,
-            out_channels,
-            in_channels * k * k,
-            out_channels * k * k,
-            init,
-            seed,
-            device,
+            [k_out, c, k, k],
+            k_out,
+            (c * k * k, k_out * k * k),
+            ParameterDraw { init, seed, device },
         )?;
         Ok(Conv2d {
             weight,
             bias: Some(bias),
-            window: Window2d::square(k, stride, padding),
+            window: spec.window(),
         })
     }
 
@@ -92,36 +119,33 @@ pub struct ConvTranspose2d {
 }
 
 impl ConvTranspose2d {
-    /// A square `k`x`k` transposed convolution with a bias; `output_padding` resolves the output size
+    /// The transposed convolution `spec` with a bias; `output_padding` resolves the output size
     /// when the stride is above 1.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
+        spec: Conv2dSpec,
         output_padding: usize,
         init: Init,
         seed: u64,
         device: Device,
     ) -> Result<ConvTranspose2d> {
+        let Conv2dSpec {
+            in_channels: c,
+            out_channels: k_out,
+            kernel: k,
+            ..
+        } = spec;
         // PyTorch's layout [C_in, C_out, k, k]: the fan-in of each output is C_out·k·k.
-        let shape = [in_channels, out_channels, k, k];
         let (weight, bias) = init_parameters(
             "conv_transpose2d layer",
-            shape,
-            out_channels,
-            out_channels * k * k,
-            in_channels * k * k,
-            init,
-            seed,
-            device,
+            [c, k_out, k, k],
+            k_out,
+            (k_out * k * k, c * k * k),
+            ParameterDraw { init, seed, device },
         )?;
         Ok(ConvTranspose2d {
             weight,
             bias: Some(bias),
-            window: Window2d::square(k, stride, padding),
+            window: spec.window(),
             output_padding: (output_padding, output_padding),
         })
     }
@@ -157,22 +181,26 @@ impl Module for ConvTranspose2d {
     }
 }
 
+/// How a layer's parameters are drawn: the initialization, its seed and the device they live on.
+struct ParameterDraw {
+    init: Init,
+    seed: u64,
+    device: Device,
+}
+
 /// A conv layer's weight of `shape` and its bias of `outputs` values (the output channels), as
-/// gradient leaves.
-#[allow(clippy::too_many_arguments)]
+/// gradient leaves; `(fan_in, fan_out)` scale the draw.
 fn init_parameters(
     what: &'static str,
     shape: [usize; 4],
     outputs: usize,
-    fan_in: usize,
-    fan_out: usize,
-    init: Init,
-    seed: u64,
-    device: Device,
+    (fan_in, fan_out): (usize, usize),
+    draw: ParameterDraw,
 ) -> Result<(Tensor, Tensor)> {
     if shape.contains(&0) {
         return Err(invalid(what, "channels and kernel size must be positive"));
     }
+    let ParameterDraw { init, seed, device } = draw;
     let weight = init.weight(&shape, fan_in, fan_out, seed, device)?;
     let bias = init.bias(outputs, fan_in, seed, device)?;
     Ok((weight.with_grad(), bias.with_grad()))

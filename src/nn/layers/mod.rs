@@ -10,7 +10,7 @@ mod reshape;
 mod residual;
 
 pub use activation::Activation;
-pub use conv::{Conv2d, ConvTranspose2d};
+pub use conv::{Conv2d, Conv2dSpec, ConvTranspose2d};
 pub use dropout::Dropout;
 pub use linear::Linear;
 pub use norm::BatchNorm2d;

@@ -2,7 +2,7 @@
 //! changes the size or the channels, the shortcut is a strided 1x1 conv with batch norm (option B of
 //! He et al.), so gradients add where the input branches into the two paths.
 
-use super::{BatchNorm2d, Conv2d};
+use super::{BatchNorm2d, Conv2d, Conv2dSpec};
 use crate::core::device::Device;
 use crate::core::error::Result;
 use crate::nn::init::Init;
@@ -28,8 +28,13 @@ impl ResidualBlock {
     ) -> Result<ResidualBlock> {
         let conv = |cin, cout, k, s, p, seed| {
             // Strided layers round their output size down, as PyTorch's ResNets do on even inputs.
-            Conv2d::new(cin, cout, k, s, p, Init::KaimingNormal, seed, device)
-                .map(|c| c.without_bias().floored())
+            Conv2d::new(
+                Conv2dSpec::new(cin, cout, k).stride(s).padding(p),
+                Init::KaimingNormal,
+                seed,
+                device,
+            )
+            .map(|c| c.without_bias().floored())
         };
         let shortcut = if stride != 1 || in_channels != out_channels {
             Some((
