@@ -26,8 +26,6 @@ const KNOWN_BACK_EDGES: &[(&str, &str)] = &[
     // the tape's rules are closures over `Tensor`.
     ("backend", "tensor"),
     ("autograd", "tensor"),
-    // `ConvNet::train_step` runs SGD itself.
-    ("nn", "optim"),
 ];
 
 fn tier_of(module: &str) -> Option<usize> {
