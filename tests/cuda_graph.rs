@@ -45,9 +45,9 @@ fn batch(device: Device, image: &[usize], step: u64) -> (Tensor, Tensor) {
     (images, Tensor::from_vec(labels, &[n], device).unwrap())
 }
 
-type MakeOptimizer = fn(&[Tensor]) -> Box<dyn Optimizer>;
+type MakeOptimizer = fn(&[Tensor]) -> Box<Optimizer>;
 
-fn optimizer_for(model: &dyn Module, make: MakeOptimizer) -> Box<dyn Optimizer> {
+fn optimizer_for(model: &dyn Module, make: MakeOptimizer) -> Box<Optimizer> {
     let params: Vec<Tensor> = model
         .parameters()
         .into_iter()
@@ -57,7 +57,7 @@ fn optimizer_for(model: &dyn Module, make: MakeOptimizer) -> Box<dyn Optimizer> 
 }
 
 /// Every parameter, buffer and optimizer state tensor, as f32 values.
-fn snapshot(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<(String, Vec<f32>)> {
+fn snapshot(model: &dyn Module, optimizer: &Optimizer) -> Vec<(String, Vec<f32>)> {
     let mut out: Vec<(String, Vec<f32>)> = model
         .parameters()
         .into_iter()
@@ -184,7 +184,7 @@ fn replayed_steps_match_eager_steps_bit_for_bit() {
 
 /// The small net with Adam and a [6, 1, 9, 9] batch. (Captured by the caller: a graph belongs to
 /// the model object it was captured with, and returning the model would move it.)
-fn small_net_with_adam(device: Device) -> (Sequential, Box<dyn Optimizer>, (Tensor, Tensor)) {
+fn small_net_with_adam(device: Device) -> (Sequential, Box<Optimizer>, (Tensor, Tensor)) {
     let model = small_net(device);
     let opt = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
     (model, opt, batch(device, &[6, 1, 9, 9], 0))
@@ -192,7 +192,7 @@ fn small_net_with_adam(device: Device) -> (Sequential, Box<dyn Optimizer>, (Tens
 
 fn capture_at_step_0(
     model: &mut Sequential,
-    opt: &mut dyn Optimizer,
+    opt: &mut Optimizer,
     (x, y): &(Tensor, Tensor),
 ) -> CapturedStep {
     CapturedStep::capture(model, opt, x, y, 0, &StepPrecision::f32())
@@ -315,7 +315,7 @@ fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors() {
 
         // Plain SGD has no state tensors: another SGD object over the same parameters (with its own
         // weight decay, which the graph does not hold) is told apart by its identity.
-        let plain = |wd| -> Box<dyn Optimizer> {
+        let plain = |wd| -> Box<Optimizer> {
             let params: Vec<Tensor> = model
                 .parameters()
                 .into_iter()

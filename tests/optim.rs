@@ -168,7 +168,7 @@ fn adamw_matches_hand_computed_steps() {
 // The L2 option and AdamW against Adam + L2.
 
 /// Makes an optimizer for `params` with L2 weight decay `wd`.
-type Make = fn(&[Tensor], f64) -> kiln::Result<Box<dyn Optimizer>>;
+type Make = fn(&[Tensor], f64) -> kiln::Result<Box<Optimizer>>;
 
 fn l2_optimizers() -> Vec<(&'static str, Make)> {
     vec![
