@@ -407,3 +407,50 @@ fn captures_refuse_host_batches_on_the_cpu_and_f16_loss_scaling() {
     assert!(err.to_string().contains("loss scaler"), "{err}");
     assert_eq!(opt.steps(), 0, "nothing was trained");
 }
+
+/// Plain SGD written outside kiln: `w −= lr·g` with a generic kernel that takes the learning rate
+/// as a host value, which a replayed graph would keep.
+struct HandSgd;
+
+impl kiln::optim::UpdateRule for HandSgd {
+    fn name(&self) -> &'static str {
+        "hand_sgd"
+    }
+    fn state_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn update(
+        &self,
+        w: &mut Tensor,
+        g: &Tensor,
+        _: &mut [Tensor],
+        step: kiln::optim::Step,
+    ) -> kiln::Result<()> {
+        kiln::backend::axpby_in_place(1.0, w, -step.lr, g)
+    }
+}
+
+#[test]
+fn a_capture_refuses_an_update_rule_written_outside_kiln() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    for device in gpu_devices_under_test("a_capture_refuses_a_user_rule") {
+        let mut model = small_net(device);
+        let mut opt = optimizer_for(&model, |p| {
+            Box::new(Optimizer::with_rule(p, 0.1, HandSgd).unwrap())
+        });
+        let before = snapshot(&model, opt.as_ref());
+        let (x, y) = batch(device, &[6, 1, 9, 9], 0);
+        let err = CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &StepPrecision::f32())
+            .err()
+            .expect("the capture must fail");
+        assert!(matches!(err, TrainError::InvalidArgument { .. }), "{err}");
+        assert!(err.to_string().contains("hand_sgd"), "{err}");
+        // Refused before the warm-up step: nothing trained.
+        assert_eq!(opt.steps(), 0);
+        assert_eq!(snapshot(&model, opt.as_ref()), before);
+        // The rule trains eagerly on the device.
+        let mut precision = StepPrecision::f32();
+        train_step_with(&mut model, opt.as_mut(), &x, &y, 0, &mut precision).unwrap();
+        assert_eq!(opt.steps(), 1);
+    }
+}
