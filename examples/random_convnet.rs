@@ -62,7 +62,7 @@ fn main() -> kiln::Result<()> {
     let mut last = 0.0;
     for step in 1..=STEPS {
         let (x, y) = batch(&mut rng, device)?;
-        let loss = net.train_step(&x, &y, &mut sgd)?.scalar()?;
+        let loss = net.train_step(&x, &y, |p, g| sgd.step(p, g))?.scalar()?;
         first.get_or_insert(loss);
         last = loss;
         if step % 10 == 0 || step == 1 {

@@ -52,9 +52,9 @@ fn batch(device: Device, image: &[usize], step: u64) -> (Tensor, Tensor) {
     (images, Tensor::from_vec(labels, &[n], device).unwrap())
 }
 
-type MakeOptimizer = fn(&[Tensor]) -> Box<dyn Optimizer>;
+type MakeOptimizer = fn(&[Tensor]) -> Box<Optimizer>;
 
-fn optimizer_for(model: &dyn Module, make: MakeOptimizer) -> Box<dyn Optimizer> {
+fn optimizer_for(model: &dyn Module, make: MakeOptimizer) -> Box<Optimizer> {
     let params: Vec<Tensor> = model
         .parameters()
         .into_iter()
@@ -64,7 +64,7 @@ fn optimizer_for(model: &dyn Module, make: MakeOptimizer) -> Box<dyn Optimizer> 
 }
 
 /// Every parameter, buffer and optimizer state tensor, as f32 values.
-fn snapshot(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<(String, Vec<f32>)> {
+fn snapshot(model: &dyn Module, optimizer: &Optimizer) -> Vec<(String, Vec<f32>)> {
     let mut out: Vec<(String, Vec<f32>)> = model
         .parameters()
         .into_iter()
@@ -189,7 +189,7 @@ kiln::test_device!(replayed_steps_match_eager_steps_bit_for_bit, gpu);
 
 /// The small net with Adam and a [6, 1, 9, 9] batch. (Captured by the caller: a graph belongs to
 /// the model object it was captured with, and returning the model would move it.)
-fn small_net_with_adam(device: Device) -> (Sequential, Box<dyn Optimizer>, (Tensor, Tensor)) {
+fn small_net_with_adam(device: Device) -> (Sequential, Box<Optimizer>, (Tensor, Tensor)) {
     let model = small_net(device);
     let opt = optimizer_for(&model, |p| Box::new(Adam::new(p, 0.01).unwrap()));
     (model, opt, batch(device, &[6, 1, 9, 9], 0))
@@ -197,7 +197,7 @@ fn small_net_with_adam(device: Device) -> (Sequential, Box<dyn Optimizer>, (Tens
 
 fn capture_at_step_0(
     model: &mut Sequential,
-    opt: &mut dyn Optimizer,
+    opt: &mut Optimizer,
     (x, y): &(Tensor, Tensor),
 ) -> CapturedStep {
     CapturedStep::capture(model, opt, x, y, 0, &StepPrecision::f32())
@@ -317,7 +317,7 @@ fn a_graph_refuses_other_shapes_and_replaced_or_shared_tensors(device: Device) {
 
     // Plain SGD has no state tensors: another SGD object over the same parameters (with its own
     // weight decay, which the graph does not hold) is told apart by its identity.
-    let plain = |wd| -> Box<dyn Optimizer> {
+    let plain = |wd| -> Box<Optimizer> {
         let params: Vec<Tensor> = model
             .parameters()
             .into_iter()
@@ -413,3 +413,48 @@ fn captures_refuse_host_batches_on_the_cpu_and_f16_loss_scaling() {
     assert!(err.to_string().contains("loss scaler"), "{err}");
     assert_eq!(opt.steps(), 0, "nothing was trained");
 }
+
+/// Plain SGD written outside kiln: `w −= lr·g` with a generic kernel that takes the learning rate
+/// as a host value, which a replayed graph would keep.
+struct HandSgd;
+
+impl kiln::optim::UpdateRule for HandSgd {
+    fn name(&self) -> &'static str {
+        "hand_sgd"
+    }
+    fn state_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn update(
+        &self,
+        w: &mut Tensor,
+        g: &Tensor,
+        _: &mut [Tensor],
+        step: kiln::optim::Step,
+    ) -> kiln::Result<()> {
+        kiln::backend::axpby_in_place(1.0, w, -step.lr, g)
+    }
+}
+
+fn a_capture_refuses_an_update_rule_written_outside_kiln(device: Device) {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut model = small_net(device);
+    let mut opt = optimizer_for(&model, |p| {
+        Box::new(Optimizer::with_rule(p, 0.1, HandSgd).unwrap())
+    });
+    let before = snapshot(&model, opt.as_ref());
+    let (x, y) = batch(device, &[6, 1, 9, 9], 0);
+    let err = CapturedStep::capture(&mut model, opt.as_mut(), &x, &y, 0, &StepPrecision::f32())
+        .err()
+        .expect("the capture must fail");
+    assert!(matches!(err, TrainError::InvalidArgument { .. }), "{err}");
+    assert!(err.to_string().contains("hand_sgd"), "{err}");
+    // Refused before the warm-up step: nothing trained.
+    assert_eq!(opt.steps(), 0);
+    assert_eq!(snapshot(&model, opt.as_ref()), before);
+    // The rule trains eagerly on the device.
+    let mut precision = StepPrecision::f32();
+    train_step_with(&mut model, opt.as_mut(), &x, &y, 0, &mut precision).unwrap();
+    assert_eq!(opt.steps(), 1);
+}
+kiln::test_device!(a_capture_refuses_an_update_rule_written_outside_kiln, gpu);

@@ -28,10 +28,10 @@ fn training_steps_reuse_pooled_memory(device: Device) {
     let mut net = ConvNet::new(config, 1, device).unwrap();
     let mut sgd = Sgd::new(net.parameters(), 0.01, 0.9, 0.0).unwrap();
     let (x, y) = batch(device);
-    net.train_step(&x, &y, &mut sgd).unwrap();
+    net.train_step(&x, &y, |p, g| sgd.step(p, g)).unwrap();
     let after_first = memory_stats(&device).unwrap();
     for _ in 0..20 {
-        let loss = net.train_step(&x, &y, &mut sgd).unwrap();
+        let loss = net.train_step(&x, &y, |p, g| sgd.step(p, g)).unwrap();
         assert!(loss.scalar().unwrap().is_finite());
     }
     let after_many = memory_stats(&device).unwrap();

@@ -1,5 +1,5 @@
 //! Optimizers: each update rule against its formula on hand-computed values, the L2 option,
-//! AdamW against Adam + L2, and bad arguments. (Kernels on every device, checkpoint round trips,
+//! AdamW against Adam + L2, bad arguments, and an update rule written outside kiln. (Kernels on every device, checkpoint round trips,
 //! allocation and convergence are in tests/optim_devices.rs; the schedules' hand-computed tests
 //! are unit tests in src/optim/schedule.rs.)
 //!
@@ -10,7 +10,9 @@ mod optim_support;
 use optim_support::*;
 
 use kiln::backend::{self, AdamStep};
-use kiln::optim::{Adam, AdamConfig, AdamW, Optimizer, RmsProp, RmsPropConfig, Sgd};
+use kiln::optim::{
+    Adam, AdamConfig, AdamW, Optimizer, RmsProp, RmsPropConfig, Sgd, Step, UpdateRule,
+};
 use kiln::testing::assert_close;
 use kiln::{DType, Device, Error, Tensor};
 
@@ -168,7 +170,7 @@ fn adamw_matches_hand_computed_steps() {
 // The L2 option and AdamW against Adam + L2.
 
 /// Makes an optimizer for `params` with L2 weight decay `wd`.
-type Make = fn(&[Tensor], f64) -> kiln::Result<Box<dyn Optimizer>>;
+type Make = fn(&[Tensor], f64) -> kiln::Result<Box<Optimizer>>;
 
 fn l2_optimizers() -> Vec<(&'static str, Make)> {
     vec![
@@ -480,3 +482,139 @@ fn mismatched_parameters_and_gradients_are_errors() {
 
 // ---------------------------------------------------------------------------------------------
 // State: checkpoints, allocation.
+
+// ---------------------------------------------------------------------------------------------
+// An optimizer written outside kiln, against the slim `UpdateRule` trait.
+
+/// Signum (sign-SGD on a running mean of the gradients): `m = β·m + (1 − β)·g; w −= lr·sign(m)`,
+/// f32 only. The rule is all it writes: the learning rate, the step count, the `momentum` state of
+/// each parameter and its checkpoint form are `Optimizer`'s.
+struct Signum {
+    beta: f64,
+}
+
+impl UpdateRule for Signum {
+    fn name(&self) -> &'static str {
+        "signum"
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        &["momentum"]
+    }
+
+    fn update(
+        &self,
+        w: &mut Tensor,
+        g: &Tensor,
+        state: &mut [Tensor],
+        step: Step,
+    ) -> kiln::Result<()> {
+        let m = &mut state[0];
+        backend::axpby_in_place(self.beta, m, 1.0 - self.beta, g)?;
+        let sign: Vec<f32> = m
+            .to_vec::<f32>()?
+            .iter()
+            .map(|&x| if x == 0.0 { 0.0 } else { x.signum() })
+            .collect();
+        let sign = Tensor::from_vec(sign, m.shape(), m.device())?;
+        backend::axpby_in_place(1.0, w, -step.lr, &sign)
+    }
+}
+
+fn f32s(v: &[f32]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), &[v.len()], Device::Cpu).unwrap()
+}
+
+/// lr 0.25, β 0.5, w = (1, −2, 0.5):
+/// step 1, g = (0.5, −1, 0): m = (0.25, −0.5, 0); w = (0.75, −1.75, 0.5);
+/// step 2, g = (−1, −1, 0.5): m = (−0.375, −0.75, 0.25); w = (1, −1.5, 0.25).
+#[test]
+fn a_user_written_update_rule_gets_the_shared_state_handling() {
+    let mut w = f32s(&[1.0, -2.0, 0.5]);
+    assert!(Optimizer::with_rule(&[w.clone()], -1.0, Signum { beta: 0.5 }).is_err());
+    let mut opt = Optimizer::with_rule(&[w.clone()], 0.25, Signum { beta: 0.5 }).unwrap();
+    assert_eq!(opt.name(), "signum");
+    opt.step(&mut [&mut w], &[&f32s(&[0.5, -1.0, 0.0])])
+        .unwrap();
+    assert_eq!(values(&w), [0.75, -1.75, 0.5]);
+    assert_eq!(state_of(&opt, "0.momentum"), [0.25, -0.5, 0.0]);
+    opt.step(&mut [&mut w], &[&f32s(&[-1.0, -1.0, 0.5])])
+        .unwrap();
+    assert_eq!(values(&w), [1.0, -1.5, 0.25]);
+    assert_eq!(state_of(&opt, "0.momentum"), [-0.375, -0.75, 0.25]);
+    assert_eq!(opt.steps(), 2);
+    // The shared checks: a gradient of another shape changes nothing.
+    let err = opt.step(&mut [&mut w], &[&f32s(&[1.0])]).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    assert_eq!(opt.steps(), 2);
+    assert_eq!(values(&w), [1.0, -1.5, 0.25]);
+
+    // state() / load_state(): a new optimizer of the rule resumes exactly where this one is.
+    opt.set_lr(0.125).unwrap();
+    let saved = opt.state();
+    assert_eq!(saved.optimizer, "signum");
+    assert_eq!((saved.step, saved.lr), (2, 0.125));
+    let names: Vec<&str> = saved.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["0.momentum"]);
+    let mut resumed = Optimizer::with_rule(&[w.clone()], 0.5, Signum { beta: 0.5 }).unwrap();
+    resumed.load_state(&saved).unwrap();
+    drop(saved);
+    assert_eq!((resumed.steps(), resumed.lr()), (2, 0.125));
+    assert_eq!(
+        state_of(&resumed, "0.momentum"),
+        state_of(&opt, "0.momentum")
+    );
+    let mut w2 = w.clone();
+    let g = f32s(&[0.75, 0.5, -2.0]);
+    opt.step(&mut [&mut w], &[&g]).unwrap();
+    resumed.step(&mut [&mut w2], &[&g]).unwrap();
+    assert_eq!(values(&w), values(&w2));
+    assert_eq!(
+        state_of(&resumed, "0.momentum"),
+        state_of(&opt, "0.momentum")
+    );
+    assert_eq!(resumed.steps(), 3);
+
+    // A state is restored only into an optimizer of the same rule; nothing changes on error.
+    let mut sgd = Sgd::new(&[w.clone()], 0.1, 0.9, 0.0).unwrap();
+    assert!(sgd.load_state(&resumed.state()).is_err());
+    assert_eq!((sgd.steps(), sgd.lr()), (0, 0.1));
+    let adam = Adam::new(&[w.clone()], 0.1).unwrap();
+    assert!(resumed.load_state(&adam.state()).is_err());
+    assert_eq!(resumed.steps(), 3);
+}
+
+/// The same rule trains a small model through `kiln::train::train_step`, which takes it as
+/// `&mut Optimizer` like the built-in ones.
+#[test]
+fn a_user_written_update_rule_trains_a_model() {
+    use kiln::nn::{Init, Linear, Module, Sequential};
+    let mut model =
+        Sequential::new().push(Linear::new(4, 3, Init::KaimingNormal, 5, Device::Cpu).unwrap());
+    let params: Vec<Tensor> = model
+        .parameters()
+        .into_iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    let mut opt = Optimizer::with_rule(&params, 0.02, Signum { beta: 0.9 }).unwrap();
+    drop(params);
+    let x = Tensor::randn(&[12, 4], 1.0, 9, Device::Cpu).unwrap();
+    let labels: Vec<i32> = (0..12).map(|i| i % 3).collect();
+    let y = Tensor::from_vec(labels, &[12], Device::Cpu).unwrap();
+    let losses: Vec<f64> = (0..40)
+        .map(|step| {
+            kiln::train::train_step(&mut model, &mut opt, &x, &y, step)
+                .unwrap()
+                .0
+        })
+        .collect();
+    assert_eq!(opt.steps(), 40);
+    assert!(
+        losses[39] < 0.9 * losses[0],
+        "the loss did not fall: {:?}",
+        losses
+    );
+    let state = opt.state();
+    let names: Vec<&str> = state.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["0.momentum", "1.momentum"]);
+}

@@ -150,7 +150,7 @@ fn saved_state_resumes_exactly(device: Device) {
                 .map(|i| on(&random(SHAPES[i], 50 + 7 * step + i as u64)))
                 .collect()
         };
-        let run = |opt: &mut dyn Optimizer, w: &mut Vec<Tensor>, steps: std::ops::Range<u64>| {
+        let run = |opt: &mut Optimizer, w: &mut Vec<Tensor>, steps: std::ops::Range<u64>| {
             for s in steps {
                 let g = grads(s);
                 opt.step(
@@ -201,7 +201,7 @@ kiln::test_device!(saved_state_resumes_exactly);
 #[test]
 fn state_names_and_bad_states() {
     let p = [random(&[2, 3], 1), random(&[4], 2)];
-    let names = |opt: &dyn Optimizer| -> Vec<String> {
+    let names = |opt: &Optimizer| -> Vec<String> {
         opt.state().tensors.into_iter().map(|(n, _)| n).collect()
     };
     let adam = Adam::new(&p, 0.1).unwrap();
@@ -301,7 +301,7 @@ kiln::test_device!(optimizer_steps_request_no_device_memory, gpu);
 #[test]
 fn every_optimizer_minimizes_a_quadratic() {
     let target = [1.5, -0.75, 0.25, 3.0, -2.0];
-    let cases: Vec<(&str, Box<dyn Optimizer>, u64, f64)> = {
+    let cases: Vec<(&str, Box<Optimizer>, u64, f64)> = {
         let p = [f64s(&[0.0; 5])];
         let adam = |lr| AdamConfig {
             lr,

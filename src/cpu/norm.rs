@@ -29,9 +29,6 @@ fn as_float<T: Float>(n: usize) -> T {
     <T as num_traits::NumCast>::from(n).unwrap_or_else(T::nan)
 }
 
-/// Per channel: mean = Σx/M, then var = Σ(x − mean)²/M (biased), in two passes so a large common
-/// offset does not cancel the variance away.
-
 /// The values of channel `c`, image by image.
 fn channel<'a, T: Copy>(
     layout: &ChannelLayout,
@@ -45,6 +42,8 @@ fn channel<'a, T: Copy>(
     })
 }
 
+/// Per channel: mean = Σx/M, then var = Σ(x − mean)²/M (biased), in two passes so a large common
+/// offset does not cancel the variance away.
 pub fn batch_norm_stats<T: Float>(x: &[T], layout: ChannelLayout, mean: &mut [T], var: &mut [T]) {
     debug_assert_eq!(x.len(), layout.len(), "batch_norm_stats: x length");
     debug_assert_eq!(mean.len(), layout.channels, "batch_norm_stats: mean length");

@@ -1,5 +1,5 @@
 //! A small convnet: conv3x3-ReLU-maxpool2, conv3x3-ReLU-maxpool2, flatten, linear, softmax
-//! cross-entropy, trained through the tape.
+//! cross-entropy, trained through the tape with an update the caller brings (an optimizer's step).
 
 use super::init::kaiming_normal;
 use crate::core::device::Device;
@@ -7,7 +7,6 @@ use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
 use crate::core::shape::Window2d;
 use crate::ops;
-use crate::optim::Sgd;
 use crate::tensor::Tensor;
 
 /// Sizes of a [`ConvNet`].
@@ -99,8 +98,16 @@ impl ConvNet {
         ops::linear(&ops::flatten(&h)?, &p[4], Some(&p[5]))
     }
 
-    /// One SGD step on a mini-batch; returns the mean loss as a device tensor (reading it is a sync).
-    pub fn train_step(&mut self, x: &Tensor, labels: &Tensor, sgd: &mut Sgd) -> Result<Tensor> {
+    /// One training step on a mini-batch: forward, softmax cross-entropy, backward, then
+    /// `update(params, grads)` with the parameters (mutable, in [`ConvNet::parameters`]' order)
+    /// and their gradients, e.g. `|p, g| sgd.step(p, g)` (the optimizers sit beside `nn`, so the
+    /// caller brings the update). Returns the mean loss as a device tensor (reading it is a sync).
+    pub fn train_step(
+        &mut self,
+        x: &Tensor,
+        labels: &Tensor,
+        update: impl FnOnce(&mut [&mut Tensor], &[&Tensor]) -> Result<()>,
+    ) -> Result<Tensor> {
         let loss = ops::softmax_cross_entropy(&self.forward(x)?, labels)?;
         let grads = loss.backward()?;
         let grads: Vec<&Tensor> = self
@@ -113,7 +120,7 @@ impl ConvNet {
             })
             .collect::<Result<_>>()?;
         let mut params: Vec<&mut Tensor> = self.params.iter_mut().collect();
-        sgd.step(&mut params, &grads)?;
+        update(&mut params, &grads)?;
         Ok(loss.detach())
     }
 }

@@ -1,11 +1,12 @@
 //! RMSprop (PyTorch's `torch.optim.RMSprop`, not centered, without momentum), with coupled L2
 //! weight decay.
 
-use super::state::Params;
-use super::{Optimizer, OptimizerState};
+use std::sync::Arc;
+
+use super::optimizer::LrOnly;
+use super::{Optimizer, Step, UpdateRule};
 use crate::backend;
-use crate::core::error::Result;
-use crate::cuda::StepScalars;
+use crate::core::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// RMSprop's hyper-parameters. `Default` is PyTorch's: lr 0.01, alpha 0.99, eps 1e-8, no weight
@@ -44,11 +45,14 @@ impl RmsPropConfig {
 const NAME: &str = "rmsprop";
 
 /// RMSprop: `g' = g + wd·w; s = α·s + (1 − α)·g'²; w −= lr·g'/(sqrt(s) + eps)`.
-#[derive(Clone, Debug)]
-pub struct RmsProp {
-    config: RmsPropConfig,
-    params: Params,
-    steps: u64,
+pub type RmsProp = Optimizer<RmsPropRule>;
+
+/// RMSprop's update rule: [`RmsPropConfig`] but the learning rate (which [`Optimizer`] keeps).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsPropRule {
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
 }
 
 impl RmsProp {
@@ -67,84 +71,42 @@ impl RmsProp {
     /// RMSprop for `params` with every hyper-parameter given.
     pub fn with_config(params: &[Tensor], config: RmsPropConfig) -> Result<RmsProp> {
         config.validate()?;
-        Ok(RmsProp {
-            config,
-            params: Params::new(NAME, params, &["square_avg"])?,
-            steps: 0,
-        })
+        let rule = RmsPropRule {
+            alpha: config.alpha,
+            eps: config.eps,
+            weight_decay: config.weight_decay,
+        };
+        Optimizer::build(params, config.lr, rule, Some(Arc::new(LrOnly)))
     }
 
+    /// The hyper-parameters, with the learning rate of the next step.
     pub fn config(&self) -> RmsPropConfig {
-        self.config
-    }
-
-    /// Updates `params[i]` in place with `grads[i]` (the parameters it was created for, in order).
-    pub fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()> {
-        self.params.check(params, grads)?;
-        let c = self.config;
-        for ((p, g), s) in params.iter_mut().zip(grads).zip(&mut self.params.state[0]) {
-            backend::rmsprop(p, g, s, c.lr, c.alpha, c.eps, c.weight_decay)?;
+        let r = self.rule();
+        RmsPropConfig {
+            lr: self.lr(),
+            alpha: r.alpha,
+            eps: r.eps,
+            weight_decay: r.weight_decay,
         }
-        self.steps += 1;
-        Ok(())
     }
 }
 
-impl Optimizer for RmsProp {
+impl UpdateRule for RmsPropRule {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()> {
-        RmsProp::step(self, params, grads)
+    fn state_names(&self) -> &'static [&'static str] {
+        &["square_avg"]
     }
 
-    fn lr(&self) -> f64 {
-        self.config.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) -> Result<()> {
-        backend::check_lr(NAME, lr)?;
-        self.config.lr = lr;
-        Ok(())
-    }
-
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-
-    fn state(&self) -> OptimizerState {
-        OptimizerState {
-            optimizer: NAME.into(),
-            step: self.steps,
-            lr: self.config.lr,
-            tensors: self.params.named_state(),
-        }
-    }
-
-    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
-        self.params.state = self.params.loaded_state(NAME, state)?;
-        self.steps = state.step;
-        self.config.lr = state.lr;
-        Ok(())
-    }
-
-    fn graph_scalars(&self) -> StepScalars {
-        StepScalars {
-            lr: self.config.lr as f32,
-            ..StepScalars::default()
-        }
-    }
-
-    fn set_steps(&mut self, steps: u64) {
-        self.steps = steps;
-    }
-
-    fn state_tensors(&self) -> Vec<&Tensor> {
-        self.params.state_tensors()
-    }
-
-    fn state_tensors_mut(&mut self) -> Vec<&mut Tensor> {
-        self.params.state_tensors_mut()
+    fn update(&self, w: &mut Tensor, g: &Tensor, state: &mut [Tensor], step: Step) -> Result<()> {
+        let [s] = state else {
+            return Err(Error::Internal(format!(
+                "{NAME}: {} state tensors",
+                state.len()
+            )));
+        };
+        backend::rmsprop(w, g, s, step.lr, self.alpha, self.eps, self.weight_decay)
     }
 }

@@ -144,7 +144,7 @@ impl Schedule {
     }
 
     /// Sets `optimizer`'s learning rate to the rate at `t`.
-    pub fn apply(&self, optimizer: &mut dyn Optimizer, t: u64) -> Result<()> {
+    pub fn apply(&self, optimizer: &mut Optimizer, t: u64) -> Result<()> {
         optimizer.set_lr(self.lr_at(t))
     }
 }

@@ -1,11 +1,12 @@
 //! SGD: plain, with classic momentum, or with Nesterov momentum (PyTorch's `torch.optim.SGD`,
 //! without dampening), and coupled L2 weight decay.
 
-use super::state::Params;
-use super::{Optimizer, OptimizerState};
+use std::sync::Arc;
+
+use super::optimizer::LrOnly;
+use super::{Optimizer, Step, UpdateRule};
 use crate::backend;
-use crate::core::error::Result;
-use crate::cuda::StepScalars;
+use crate::core::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// SGD's hyper-parameters. `Default` is PyTorch's: lr 1e-3, no momentum, no weight decay.
@@ -41,16 +42,18 @@ impl SgdConfig {
 }
 
 const NAME: &str = "sgd";
-const MOMENTUM_STATE: &[&str] = &["momentum_buffer"];
 
 /// SGD with (PyTorch-convention) momentum and L2 weight decay:
 /// `g' = g + wd·w; v = μ·v + g'; w −= lr·v` (classic) or `w −= lr·(g' + μ·v)` (Nesterov);
 /// `w −= lr·g'` without momentum.
-#[derive(Clone, Debug)]
-pub struct Sgd {
-    config: SgdConfig,
-    params: Params,
-    steps: u64,
+pub type Sgd = Optimizer<SgdRule>;
+
+/// SGD's update rule: [`SgdConfig`] but the learning rate (which [`Optimizer`] keeps).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdRule {
+    momentum: f64,
+    weight_decay: f64,
+    nesterov: bool,
 }
 
 impl Sgd {
@@ -85,103 +88,50 @@ impl Sgd {
     /// SGD for `params` with every hyper-parameter given.
     pub fn with_config(params: &[Tensor], config: SgdConfig) -> Result<Sgd> {
         config.validate()?;
-        let names = if config.momentum > 0.0 {
-            MOMENTUM_STATE
-        } else {
-            &[]
+        let rule = SgdRule {
+            momentum: config.momentum,
+            weight_decay: config.weight_decay,
+            nesterov: config.nesterov,
         };
-        Ok(Sgd {
-            config,
-            params: Params::new(NAME, params, names)?,
-            steps: 0,
-        })
+        Optimizer::build(params, config.lr, rule, Some(Arc::new(LrOnly)))
     }
 
+    /// The hyper-parameters, with the learning rate of the next step.
     pub fn config(&self) -> SgdConfig {
-        self.config
-    }
-
-    /// Updates `params[i]` in place with `grads[i]` (the parameters it was created for, in order).
-    pub fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()> {
-        self.params.check(params, grads)?;
-        let c = self.config;
-        match self.params.state.first_mut() {
-            None => {
-                for (p, g) in params.iter_mut().zip(grads) {
-                    backend::sgd(p, g, c.lr, c.weight_decay)?;
-                }
-            }
-            Some(velocity) => {
-                let update = if c.nesterov {
-                    backend::sgd_nesterov
-                } else {
-                    backend::sgd_momentum
-                };
-                for ((p, g), v) in params.iter_mut().zip(grads).zip(velocity) {
-                    update(p, g, v, c.lr, c.momentum, c.weight_decay)?;
-                }
-            }
+        let r = self.rule();
+        SgdConfig {
+            lr: self.lr(),
+            momentum: r.momentum,
+            weight_decay: r.weight_decay,
+            nesterov: r.nesterov,
         }
-        self.steps += 1;
-        Ok(())
     }
 }
 
-impl Optimizer for Sgd {
+impl UpdateRule for SgdRule {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn step(&mut self, params: &mut [&mut Tensor], grads: &[&Tensor]) -> Result<()> {
-        Sgd::step(self, params, grads)
-    }
-
-    fn lr(&self) -> f64 {
-        self.config.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) -> Result<()> {
-        backend::check_lr(NAME, lr)?;
-        self.config.lr = lr;
-        Ok(())
-    }
-
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-
-    fn state(&self) -> OptimizerState {
-        OptimizerState {
-            optimizer: NAME.into(),
-            step: self.steps,
-            lr: self.config.lr,
-            tensors: self.params.named_state(),
+    /// `momentum_buffer` with momentum, nothing without.
+    fn state_names(&self) -> &'static [&'static str] {
+        if self.momentum > 0.0 {
+            &["momentum_buffer"]
+        } else {
+            &[]
         }
     }
 
-    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
-        self.params.state = self.params.loaded_state(NAME, state)?;
-        self.steps = state.step;
-        self.config.lr = state.lr;
-        Ok(())
-    }
-
-    fn graph_scalars(&self) -> StepScalars {
-        StepScalars {
-            lr: self.config.lr as f32,
-            ..StepScalars::default()
+    fn update(&self, w: &mut Tensor, g: &Tensor, state: &mut [Tensor], step: Step) -> Result<()> {
+        let (lr, momentum, wd) = (step.lr, self.momentum, self.weight_decay);
+        match state {
+            [] => backend::sgd(w, g, lr, wd),
+            [v] if self.nesterov => backend::sgd_nesterov(w, g, v, lr, momentum, wd),
+            [v] => backend::sgd_momentum(w, g, v, lr, momentum, wd),
+            _ => Err(Error::Internal(format!(
+                "{NAME}: {} state tensors",
+                state.len()
+            ))),
         }
-    }
-
-    fn set_steps(&mut self, steps: u64) {
-        self.steps = steps;
-    }
-
-    fn state_tensors(&self) -> Vec<&Tensor> {
-        self.params.state_tensors()
-    }
-
-    fn state_tensors_mut(&mut self) -> Vec<&mut Tensor> {
-        self.params.state_tensors_mut()
     }
 }

@@ -37,29 +37,17 @@ struct Slot {
 }
 
 /// The parameters an optimizer was made for, and `names.len()` state tensors per parameter (zeros
-/// like it), allocated here once.
+/// like it), allocated here once: what [`super::Optimizer`] keeps for every update rule.
 #[derive(Clone, Debug)]
 pub(crate) struct Params {
     op: &'static str,
     slots: Vec<Slot>,
     names: &'static [&'static str],
-    /// `state[k][i]`: state tensor `names[k]` of parameter `i`.
+    /// `state[i][k]`: state tensor `names[k]` of parameter `i`.
     pub(crate) state: Vec<Vec<Tensor>>,
 }
 
 impl Params {
-    /// Every state tensor, mutable (in no particular order).
-    pub(crate) fn state_tensors_mut(&mut self) -> Vec<&mut Tensor> {
-        self.state.iter_mut().flatten().collect()
-    }
-
-    /// Every state tensor, parameter by parameter.
-    pub(crate) fn state_tensors(&self) -> Vec<&Tensor> {
-        (0..self.slots.len())
-            .flat_map(|i| self.state.iter().map(move |per_name| &per_name[i]))
-            .collect()
-    }
-
     pub(crate) fn new(
         op: &'static str,
         params: &[Tensor],
@@ -80,12 +68,12 @@ impl Params {
                 device: p.device(),
             });
         }
-        let state = names
+        let state = params
             .iter()
-            .map(|_| {
-                params
+            .map(|p| {
+                names
                     .iter()
-                    .map(|p| Tensor::zeros(p.shape(), p.dtype(), p.device()))
+                    .map(|_| Tensor::zeros(p.shape(), p.dtype(), p.device()))
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<_>>()?;
@@ -142,9 +130,9 @@ impl Params {
     /// The state tensors with their checkpoint names, parameter by parameter.
     pub(crate) fn named_state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::with_capacity(self.slots.len() * self.names.len());
-        for i in 0..self.slots.len() {
-            for (k, name) in self.names.iter().enumerate() {
-                out.push((format!("{i}.{name}"), self.state[k][i].clone()));
+        for (i, tensors) in self.state.iter().enumerate() {
+            for (name, t) in self.names.iter().zip(tensors) {
+                out.push((format!("{i}.{name}"), t.clone()));
             }
         }
         out
@@ -175,9 +163,11 @@ impl Params {
                 ),
             ));
         }
-        let mut state = Vec::with_capacity(self.names.len());
+        // Checked name by name (the order of the errors), stored parameter by parameter.
+        let mut state: Vec<Vec<Tensor>> = (0..self.slots.len())
+            .map(|_| Vec::with_capacity(self.names.len()))
+            .collect();
         for name in self.names {
-            let mut row = Vec::with_capacity(self.slots.len());
             for (i, slot) in self.slots.iter().enumerate() {
                 let key = format!("{i}.{name}");
                 let t = saved.get(&key).ok_or_else(|| {
@@ -188,9 +178,8 @@ impl Params {
                 })?;
                 t.expect_shape(op, &slot.shape)?;
                 t.expect_dtype(op, slot.dtype)?;
-                row.push(t.detach().to_device(slot.device)?);
+                state[i].push(t.detach().to_device(slot.device)?);
             }
-            state.push(row);
         }
         Ok(state)
     }

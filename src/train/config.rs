@@ -66,7 +66,7 @@ impl OptimizerKind {
         lr: f64,
         momentum: f64,
         weight_decay: f64,
-    ) -> Result<Box<dyn Optimizer>> {
+    ) -> Result<Box<Optimizer>> {
         // Adam and AdamW share the configuration; AdamW reads weight_decay as decoupled decay.
         let adam = AdamConfig {
             lr,

@@ -45,7 +45,8 @@
 //!   custom [`Module`] must report every device tensor it updates or replaces through
 //!   `parameters` or `buffers`, or a graph cannot see the change;
 //! - the learning rate, Adam's bias corrections and the dropout step go to device memory before
-//!   each replay ([`crate::optim::Optimizer::graph_scalars`]).
+//!   each replay (the optimizer's graph scalars: only the built-in update rules' kernels read
+//!   them from there, so an optimizer of a rule written outside kiln is not captured).
 //! - the graph holds the kernels its capture's [`KernelPolicy`] chose: under another policy (a
 //!   [`crate::cuda::with_kernel_policy`] scope, a new context default) [`CapturedStep::can_replay`]
 //!   says no and [`CapturedStep::replay`] is an error, so the caller captures again.
@@ -91,7 +92,7 @@ impl CapturedStep {
     /// the graph and the warm-up step's (mean loss, correct count).
     pub fn capture(
         model: &mut dyn Module,
-        optimizer: &mut dyn Optimizer,
+        optimizer: &mut Optimizer,
         images: &Tensor,
         labels: &Tensor,
         step: u64,
@@ -110,6 +111,7 @@ impl CapturedStep {
                 "f16 steps need the host each step for their loss scaler; use f32 or bf16",
             ));
         }
+        graph_scalars(optimizer)?;
         let g = gpu(device)?;
         // Own copies, so a replay's copy into them never writes a tensor the caller holds.
         let static_images = Tensor::from(backend::copy(images.detach().to_device(device)?.raw())?);
@@ -170,7 +172,7 @@ impl CapturedStep {
     pub fn can_replay(
         &self,
         model: &dyn Module,
-        optimizer: &dyn Optimizer,
+        optimizer: &Optimizer,
         images: &Tensor,
         labels: &Tensor,
     ) -> bool {
@@ -224,7 +226,7 @@ impl CapturedStep {
     pub fn replay(
         &mut self,
         model: &mut dyn Module,
-        optimizer: &mut dyn Optimizer,
+        optimizer: &mut Optimizer,
         images: &Tensor,
         labels: &Tensor,
         step: u64,
@@ -252,7 +254,7 @@ impl CapturedStep {
         backend::copy_into(&mut self.labels, labels)?;
         let scalars = StepScalars {
             step,
-            ..optimizer.graph_scalars()
+            ..graph_scalars(optimizer)?
         };
         let g = self.graph.gpu().clone();
         g.upload(&[scalars], &mut self.scalars)?;
@@ -262,12 +264,28 @@ impl CapturedStep {
     }
 }
 
+/// The optimizer's per-step values as its kernels read them in a replayed graph; an error for an
+/// update rule written outside kiln (its kernels take host values, which a graph would replay
+/// unchanged).
+fn graph_scalars(optimizer: &Optimizer) -> Result<StepScalars, TrainError> {
+    optimizer.graph_scalars().ok_or_else(|| {
+        TrainError::invalid(
+            "CUDA graph",
+            format!(
+                "the {:?} update rule is not one of kiln's: its kernels would replay the captured \
+                 step's learning rate; train it without a graph",
+                optimizer.name()
+            ),
+        )
+    })
+}
+
 /// One training step with no host round trip: forward (in the mixed-precision `mode`, if any),
 /// loss, backward and the optimizer's update; returns [loss, correct count] on the device and the
 /// number of classes.
 fn device_step(
     model: &mut dyn Module,
-    optimizer: &mut dyn Optimizer,
+    optimizer: &mut Optimizer,
     images: &Tensor,
     labels: &Tensor,
     mode: Option<AutocastMode>,
@@ -284,7 +302,7 @@ fn device_step(
 /// Every tensor a replay updates in place: parameters, buffers, optimizer state.
 fn bound_tensors<'a>(
     model: &'a dyn Module,
-    optimizer: &'a dyn Optimizer,
+    optimizer: &'a Optimizer,
 ) -> impl Iterator<Item = &'a Tensor> {
     let params = model.parameters().into_iter().map(|(_, t)| t);
     let buffers = model.buffers().into_iter().map(|(_, t)| t);
@@ -293,14 +311,14 @@ fn bound_tensors<'a>(
 
 /// The addresses of the model and optimizer objects: a graph replays the hyper-parameters (momentum,
 /// betas, weight decay, batch-norm momentum) of the ones it was captured with.
-fn owners(model: &dyn Module, optimizer: &dyn Optimizer) -> (usize, usize) {
+fn owners(model: &dyn Module, optimizer: &Optimizer) -> (usize, usize) {
     (
         model as *const dyn Module as *const () as usize,
-        optimizer as *const dyn Optimizer as *const () as usize,
+        optimizer as *const Optimizer as *const () as usize,
     )
 }
 
-fn bound_addresses(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<u64> {
+fn bound_addresses(model: &dyn Module, optimizer: &Optimizer) -> Vec<u64> {
     bound_tensors(model, optimizer)
         .map(|t| t.device_address())
         .collect()

@@ -73,7 +73,7 @@ pub fn restore_model(
 /// The optimizer's state tensors by checkpoint name, and the scalars resuming needs (the
 /// optimizer's and the loss scaler's).
 pub fn optimizer_tensors(
-    optimizer: &dyn Optimizer,
+    optimizer: &Optimizer,
     precision: &StepPrecision,
 ) -> (Vec<(String, Tensor)>, TrainingState) {
     let state = optimizer.state();
@@ -94,7 +94,7 @@ pub fn optimizer_tensors(
 /// Restores an optimizer from a checkpoint written with [`optimizer_tensors`]: its tensors from
 /// `checkpoint`, its scalars from `training`.
 pub fn restore_optimizer(
-    optimizer: &mut dyn Optimizer,
+    optimizer: &mut Optimizer,
     checkpoint: &Checkpoint,
     training: &TrainingState,
 ) -> Result<(), TrainError> {

@@ -316,7 +316,7 @@ fn load_resumable(
 /// What a restart trains and carries from step to step.
 struct Learner<'a> {
     model: &'a mut Sequential,
-    optimizer: &'a mut dyn Optimizer,
+    optimizer: &'a mut Optimizer,
     precision: &'a mut StepPrecision,
 }
 
@@ -449,7 +449,7 @@ impl RestartRun<'_> {
         &self,
         path: &Path,
         model: &Sequential,
-        training_state: Option<(&dyn Optimizer, &StepPrecision)>,
+        training_state: Option<(&Optimizer, &StepPrecision)>,
         epoch: usize,
         best_val: f64,
     ) -> Result<(), TrainError> {
@@ -480,7 +480,7 @@ impl RestartRun<'_> {
 /// predictions. A non-finite loss stops with an error before the weights are touched.
 pub fn train_step(
     model: &mut dyn Module,
-    optimizer: &mut dyn Optimizer,
+    optimizer: &mut Optimizer,
     images: &Tensor,
     labels: &Tensor,
     step: u64,
@@ -500,7 +500,7 @@ pub fn train_step(
 /// step whose gradients overflow leaves the weights alone (the scaler lowers its scale).
 pub fn train_step_with(
     model: &mut dyn Module,
-    optimizer: &mut dyn Optimizer,
+    optimizer: &mut Optimizer,
     images: &Tensor,
     labels: &Tensor,
     step: u64,
@@ -539,7 +539,7 @@ pub fn train_step_with(
 fn graphed_step(
     graph: &mut Option<CapturedStep>,
     model: &mut Sequential,
-    optimizer: &mut dyn Optimizer,
+    optimizer: &mut Optimizer,
     images: &Tensor,
     labels: &Tensor,
     step: u64,
@@ -632,7 +632,7 @@ fn gradient_list(model: &dyn Module, grads: &Gradients) -> Result<Vec<Tensor>, T
 /// The optimizer's update of the model's parameters with `grads` (in parameter order).
 fn update(
     model: &mut dyn Module,
-    optimizer: &mut dyn Optimizer,
+    optimizer: &mut Optimizer,
     grads: &[Tensor],
 ) -> Result<(), TrainError> {
     let grad_refs: Vec<&Tensor> = grads.iter().collect();
@@ -645,7 +645,7 @@ fn update(
 /// Backward's gradients applied by the optimizer (a step with no loss scaling).
 pub(crate) fn apply_update(
     model: &mut dyn Module,
-    optimizer: &mut dyn Optimizer,
+    optimizer: &mut Optimizer,
     grads: &Gradients,
 ) -> Result<(), TrainError> {
     let list = gradient_list(model, grads)?;

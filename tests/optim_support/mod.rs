@@ -33,11 +33,11 @@ pub fn values(t: &Tensor) -> Vec<f64> {
 }
 
 /// Runs one step of `opt` on a single parameter `w` with gradient `g` (f64 CPU).
-pub fn step1(opt: &mut dyn Optimizer, w: &mut Tensor, g: &[f64]) {
+pub fn step1(opt: &mut Optimizer, w: &mut Tensor, g: &[f64]) {
     opt.step(&mut [w], &[&f64s(g)]).unwrap();
 }
 
-pub fn state_of(opt: &dyn Optimizer, name: &str) -> Vec<f64> {
+pub fn state_of(opt: &Optimizer, name: &str) -> Vec<f64> {
     values(opt.state().get(name).unwrap())
 }
 
@@ -46,7 +46,7 @@ pub fn state_of(opt: &dyn Optimizer, name: &str) -> Vec<f64> {
 
 /// Plain SGD, lr 0.5, wd 0.1: w = (2, −1, 0.25).
 /// Step 1, g = (1, −0.5, 0.125): g' = g + 0.1·w = (1.2, −0.6, 0.15); w −= 0.5·g' → (1.4, −0.7, 0.175).
-pub type MakeF32 = fn(&[Tensor]) -> kiln::Result<Box<dyn Optimizer>>;
+pub type MakeF32 = fn(&[Tensor]) -> kiln::Result<Box<Optimizer>>;
 
 pub fn every_optimizer() -> Vec<(&'static str, MakeF32)> {
     vec![
