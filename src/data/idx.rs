@@ -261,9 +261,16 @@ fn read_idx_u8(
             .join("×")
     );
 
-    // Grow the buffer as bytes arrive (a corrupt header must not make us allocate gigabytes
-    // up front), then count whatever follows the expected content.
-    let mut data = Vec::with_capacity(payload.min(1 << 26) as usize);
+    // A raw file's length is known: check it before allocating what the header claims. A gzip
+    // stream's is not: its buffer grows as bytes arrive, so a corrupt header cannot make us
+    // allocate more than the stream holds. Then count whatever follows the expected content.
+    if !gzip {
+        let actual = std::fs::metadata(path).map_err(io_error(path))?.len();
+        if actual != header_len + payload {
+            return Err(length_error(header_len + payload, actual, layout));
+        }
+    }
+    let mut data = Vec::with_capacity(if gzip { 0 } else { payload as usize });
     (&mut r)
         .take(payload)
         .read_to_end(&mut data)

@@ -132,9 +132,8 @@ pub fn save_checkpoint(
 pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, TrainError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| TrainError::io("reading checkpoint", path, e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, bytes.len(), e))?;
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, bytes.len(), e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, &bytes, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, &bytes, e))?;
     let metadata = header
         .metadata()
         .as_ref()
@@ -185,15 +184,54 @@ fn from_le<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
         .collect()
 }
 
-fn corrupt(path: &Path, len: usize, e: SafeTensorError) -> TrainError {
+fn corrupt(path: &Path, bytes: &[u8], e: SafeTensorError) -> TrainError {
     let hint = match e {
-        SafeTensorError::HeaderTooSmall
-        | SafeTensorError::InvalidHeaderLength
-        | SafeTensorError::MetadataIncompleteBuffer => " (is the file truncated?)",
-        _ => "",
+        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
+            " (is the file truncated?)".to_string()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => data_length_hint(bytes),
+        _ => String::new(),
     };
     TrainError::format(
         path,
-        format!("not a valid safetensors checkpoint ({len} bytes): {e}{hint}"),
+        format!(
+            "not a valid safetensors checkpoint ({} bytes): {e}{hint}",
+            bytes.len()
+        ),
     )
+}
+
+/// Where the tensor data the header describes ends, against the file's length: the file is
+/// truncated, or has bytes after the data. Empty when the header itself cannot be read.
+fn data_length_hint(bytes: &[u8]) -> String {
+    let Some(expected) = described_length(bytes) else {
+        return String::new();
+    };
+    let len = bytes.len() as u64;
+    if len < expected {
+        format!(" (the header describes {expected} bytes: the file is truncated)")
+    } else if len > expected {
+        format!(
+            " (the header describes {expected} bytes: {} trailing bytes follow the data)",
+            len - expected
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// The file length a safetensors header describes: 8 bytes of header length, the JSON header,
+/// and the data up to the largest end offset of its tensors.
+fn described_length(bytes: &[u8]) -> Option<u64> {
+    let header_len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = 8u64.checked_add(header_len)?;
+    let json = bytes.get(8..usize::try_from(end).ok()?)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json).ok()?;
+    let data_end = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    end.checked_add(data_end)
 }

@@ -7,6 +7,7 @@ use super::error::TrainError;
 use super::meta::TrainingState;
 use super::precision::StepPrecision;
 use crate::core::device::Device;
+use crate::core::dtype::DType;
 use crate::nn::Module;
 use crate::optim::{Optimizer, OptimizerState};
 use crate::tensor::Tensor;
@@ -35,7 +36,8 @@ pub fn snapshot(model: &dyn Module) -> Result<Vec<(String, Tensor)>, TrainError>
 }
 
 /// Writes `tensors` (as from [`model_tensors`] or a checkpoint) into the model, by name. Every
-/// parameter and buffer must be present with its shape; parameters stay gradient leaves.
+/// parameter and buffer must be present with its shape, a float dtype and finite values;
+/// parameters stay gradient leaves. Nothing is written unless every tensor passes.
 pub fn restore_model(
     model: &mut dyn Module,
     tensors: &[(String, Tensor)],
@@ -59,13 +61,51 @@ pub fn restore_model(
                 ),
             });
         }
+        check_values(&key, t, current)?;
         Ok(t.to_dtype(current.dtype())?.to_device(current.device())?)
     };
-    for (name, p) in model.parameters_mut() {
-        *p = find(&name, p)?.with_grad();
+    // Every tensor is checked before any is written: a refused checkpoint leaves the model as it was.
+    let params: Vec<Tensor> = (model.parameters().into_iter())
+        .map(|(name, p)| find(&name, p))
+        .collect::<Result<_, _>>()?;
+    let buffers: Vec<Tensor> = (model.buffers().into_iter())
+        .map(|(name, b)| find(&name, b))
+        .collect::<Result<_, _>>()?;
+    for ((_, p), saved) in model.parameters_mut().into_iter().zip(params) {
+        *p = saved.with_grad();
     }
-    for (name, b) in model.buffers_mut() {
-        *b = find(&name, b)?;
+    for ((_, b), saved) in model.buffers_mut().into_iter().zip(buffers) {
+        *b = saved;
+    }
+    Ok(())
+}
+
+/// A saved parameter or buffer must be floating point (a model's tensors are) and finite: a
+/// checkpoint holding NaN or infinite weights comes from a run that diverged, and training or
+/// evaluating from it would only report the divergence again.
+fn check_values(key: &str, saved: &Tensor, current: &Tensor) -> Result<(), TrainError> {
+    let invalid = |why: String| TrainError::InvalidArgument {
+        what: "checkpoint",
+        why: format!("{key} {why}"),
+    };
+    let values = match saved.dtype() {
+        DType::F32 | DType::BF16 | DType::F16 => {
+            let f32s = saved.to_dtype(DType::F32)?.to_vec::<f32>()?;
+            f32s.into_iter().map(f64::from).collect()
+        }
+        DType::F64 => saved.to_vec::<f64>()?,
+        other => return Err(invalid(format!(
+            "has dtype {other:?}, but the model's tensor is {:?}: it is not one of this model's \
+                 parameters or buffers",
+            current.dtype()
+        ))),
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(invalid(format!(
+            "holds {} at element {i}: the run that saved it diverged (resume from an earlier \
+             checkpoint such as best.safetensors, or start a fresh run)",
+            values[i]
+        )));
     }
     Ok(())
 }
