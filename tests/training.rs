@@ -309,21 +309,29 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
         },
     )
     .unwrap();
-    let before = std::fs::read(out.join("last.safetensors")).unwrap();
-    let err = train_on(
-        &root,
-        &TrainConfig {
-            epochs: 3,
-            lr: 1e12,
-            resume: true,
-            ..config(&out)
-        },
-    )
-    .unwrap_err();
+    // A resumed run keeps the checkpoint's learning rate: another one is refused...
+    let diverging = TrainConfig {
+        epochs: 3,
+        lr: 1e12,
+        resume: true,
+        ..config(&out)
+    };
+    let err = train_on(&root, &diverging).unwrap_err();
+    assert!(matches!(err, TrainError::ResumeMismatch { .. }), "{err}");
+    // ...so the checkpoint is rewritten as if its run had been trained with lr 1e12.
+    let last = out.join("last.safetensors");
+    let (ck, mut meta) = load_run_checkpoint(&last).unwrap();
+    let settings = meta.settings.as_mut().unwrap();
+    settings.insert("--lr".into(), "1000000000000".into());
+    let named: Vec<(String, &kiln::Tensor)> =
+        ck.tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
+    kiln::train::save_checkpoint(&last, &named, &meta.to_metadata().unwrap()).unwrap();
+    let before = std::fs::read(&last).unwrap();
+    let err = train_on(&root, &diverging).unwrap_err();
     assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
     assert!(err.to_string().contains("learning rate"), "{err}");
     assert_eq!(
-        std::fs::read(out.join("last.safetensors")).unwrap(),
+        std::fs::read(&last).unwrap(),
         before,
         "the last good checkpoint changed"
     );

@@ -8,7 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use kiln::data::FashionMnist;
 use kiln::nn::{summarize, Architecture, Module};
 use kiln::train::{self, evaluate_checkpoint, OptimizerKind, Precision, ScheduleKind, TrainConfig};
@@ -128,9 +128,16 @@ struct TrainArgs {
     /// Output directory for checkpoints, metrics.csv, curves.png and filters.png.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint, exactly as it was trained: the model,
+    /// data settings, batch size, seed, optimizer and its settings, schedule and precision are
+    /// read from the checkpoint. A flag given with a different value is refused (start a fresh
+    /// run instead); --epochs may be raised to train longer.
     #[arg(long)]
     resume: bool,
+    /// Let a new run replace the results (checkpoints, metrics.csv, plots) of another run in --out;
+    /// without it, a new run in a directory holding results is refused.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Train on only the first N training images (quick runs).
     #[arg(long, allow_negative_numbers = true)]
     limit_train: Option<usize>,
@@ -173,6 +180,7 @@ impl TrainArgs {
             restarts: self.restarts,
             out: self.out.clone(),
             resume: self.resume,
+            overwrite: self.overwrite,
             limit_train: self.limit_train,
             precision: self.precision,
             cuda_graph: self.cuda_graph,
@@ -183,8 +191,61 @@ impl TrainArgs {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-fn run_train(args: &TrainArgs) -> CliResult {
-    let config = args.config();
+/// The run's configuration: the flags, and with --resume the checkpoint's value of each recorded
+/// flag not given on the command line (`explicit` says which were).
+fn train_config(
+    args: &TrainArgs,
+    explicit: &dyn Fn(&str) -> bool,
+) -> Result<TrainConfig, Box<dyn std::error::Error>> {
+    let mut config = args.config();
+    if config.resume {
+        let last = train::RunFiles::new(&config.out).last;
+        let (_, meta) = train::load_run_checkpoint(&last)?;
+        for (flag, value) in meta.saved_flags() {
+            if !explicit(&flag) {
+                config
+                    .set_resume_flag(&flag, &value)
+                    .map_err(|e| format!("{}: {e}", last.display()))?;
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// Ctrl-C: the first asks the run to stop at its next step boundary, a second exits at once
+/// (removing the run's lock and temporary files first).
+fn handle_ctrl_c() -> Result<(), ctrlc::Error> {
+    let pressed = std::sync::atomic::AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            train::remove_tracked_files();
+            eprintln!("\nkiln: interrupted again: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\nkiln: stopping at the next step (press Ctrl-C again to quit at once)");
+        train::request_stop();
+    })
+}
+
+/// The command that continues the run in `args.out`.
+fn resume_command(args: &TrainArgs) -> String {
+    let quote = |p: &std::path::Path| {
+        let s = p.display().to_string();
+        match s.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
+            true => format!("'{}'", s.replace('\'', "'\\''")),
+            false => s,
+        }
+    };
+    let mut command = format!("kiln train --resume --out {}", quote(&args.out));
+    if let Some(data) = &args.data {
+        command.push_str(&format!(" --data {}", quote(data)));
+    }
+    command
+}
+
+fn run_train(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> CliResult {
+    handle_ctrl_c()?;
+    let config = train_config(args, explicit)?;
     // Bad numbers are reported before the data is read.
     config.validate()?;
     println!(
@@ -212,7 +273,16 @@ fn run_train(args: &TrainArgs) -> CliResult {
         );
     }
     let mnist = FashionMnist::load(args.data.as_deref())?;
-    let summary = train::train(&config, &mnist)?;
+    let summary = match train::train(&config, &mnist) {
+        Err(e @ train::TrainError::Interrupted { last_epoch, .. }) => {
+            let hint = match last_epoch {
+                Some(_) => format!("resume with: {}", resume_command(args)),
+                None => "start it again to train".to_string(),
+            };
+            return Err(Interrupted(format!("{e}\n{hint}")).into());
+        }
+        other => other?,
+    };
     println!("\n{}", summary.confusion);
     if summary.best_val_accuracy.is_finite() {
         println!(
@@ -375,6 +445,27 @@ fn run_selftest(
     }
 }
 
+/// A run stopped by Ctrl-C: exit status 130, as a shell reports a process ended by SIGINT.
+#[derive(Debug)]
+struct Interrupted(String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Whether the train flag with clap id `id` (`batch_size`) was given on the command line.
+fn given_on_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
+    let train = matches.subcommand_matches("train").unwrap_or(matches);
+    matches!(
+        train.try_get_raw(id).ok().and(train.value_source(id)),
+        Some(clap::parser::ValueSource::CommandLine)
+    )
+}
+
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE, which turns a closed pipe (`kiln info | head -1`) into a panic in
     // println!; a command-line tool should simply stop, as the default action does.
@@ -383,9 +474,15 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match &cli.command {
-        Command::Train(args) => run_train(args),
+        Command::Train(args) => run_train(args, &|flag: &str| {
+            given_on_command_line(&matches, &flag.trim_start_matches("--").replace('-', "_"))
+        }),
         Command::Eval {
             checkpoint,
             data,
@@ -406,6 +503,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("kiln: {e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("kiln: {e}");
             ExitCode::FAILURE

@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::interrupt::{track, untrack};
 use super::TrainError;
 
 /// Replaces `path` with what `write` writes, atomically (see the module docs). `write` gets a
@@ -17,21 +18,33 @@ pub fn write_atomically(
 ) -> Result<(), TrainError> {
     let path = path.as_ref();
     let temp = temp_path(path)?;
+    // Tracked from before it exists until it is gone, so an abrupt exit can remove it.
+    track(&temp);
+    let result = replace_with_temp(path, &temp, write);
+    untrack(&temp);
+    result
+}
+
+fn replace_with_temp(
+    path: &Path,
+    temp: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), TrainError> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&temp)
+        .open(temp)
         .map_err(|e| TrainError::io("creating a temporary file for", path, e))?;
     let result = fill(&file, write)
         .map_err(|e| TrainError::io("writing", path, e))
         .and_then(|()| {
-            fs::rename(&temp, path)
+            fs::rename(temp, path)
                 .map_err(|e| TrainError::io("renaming a temporary file to", path, e))
         });
     drop(file);
     if result.is_err() {
         // The target is untouched; removing the temporary file is best effort.
-        let _ = fs::remove_file(&temp);
+        let _ = fs::remove_file(temp);
         return result;
     }
     // Make the rename itself durable. Some file systems cannot fsync a directory; the data is
@@ -54,6 +67,19 @@ fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
+    }
+}
+
+/// The process id in the name of a temporary file written by [`write_atomically`]
+/// (`.<name>.<pid>.<n>.tmp`), or `None` for any other name.
+pub(crate) fn temp_file_owner(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    let (n, pid, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match !name.is_empty() && digits(n) && digits(pid) {
+        true => pid.parse().ok(),
+        false => None,
     }
 }
 
@@ -84,6 +110,25 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn temporary_names_give_their_owner_and_other_names_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = temp_path(&dir.path().join("last.safetensors")).unwrap();
+        let name = temp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_file_owner(name), Some(std::process::id()));
+        for other in [
+            "last.safetensors",
+            ".last.safetensors.tmp",
+            ".x.12.tmp",
+            "..12.3.tmp",
+            ".a.b.c.tmp",
+            "a.12.3.tmp",
+        ] {
+            assert_eq!(temp_file_owner(other), None, "{other}");
+        }
+        assert_eq!(temp_file_owner(".metrics.csv.77.0.tmp"), Some(77));
     }
 
     #[test]

@@ -190,6 +190,9 @@ pub struct TrainConfig {
     pub out: PathBuf,
     /// Continue from `out/last.safetensors`.
     pub resume: bool,
+    /// A new run (not `resume`) replaces the results of another run in `out` (otherwise it is
+    /// refused there).
+    pub overwrite: bool,
     /// Use only the first N training images (quick runs and tests).
     pub limit_train: Option<usize>,
     /// f32, or mixed precision (bf16/f16 activations and matrix products, f32 master weights; or
@@ -224,6 +227,7 @@ impl Default for TrainConfig {
             restarts: 1,
             out: PathBuf::from("runs/latest"),
             resume: false,
+            overwrite: false,
             limit_train: None,
             precision: Precision::F32,
             cuda_graph: false,
@@ -232,13 +236,112 @@ impl Default for TrainConfig {
     }
 }
 
+/// The flags a checkpoint records and `--resume` reads back: a resumed run must agree with all but
+/// [`EXTENDABLE_FLAGS`].
+pub const RESUME_FLAGS: [&str; 17] = [
+    "--model",
+    "--epochs",
+    "--batch-size",
+    "--seed",
+    "--optimizer",
+    "--lr",
+    "--momentum",
+    "--weight-decay",
+    "--schedule",
+    "--warmup",
+    "--augment",
+    "--jitter",
+    "--val-fraction",
+    "--limit-train",
+    "--patience",
+    "--restarts",
+    "--precision",
+];
+
+/// Recorded flags a resumed run may change: more epochs continue a run.
+pub const EXTENDABLE_FLAGS: [&str; 1] = ["--epochs"];
+
 impl TrainConfig {
+    /// The value of each of [`RESUME_FLAGS`] as the command line spells it (`""` for an absent
+    /// optional flag; `true`/`false` for a switch).
+    pub fn resume_flags(&self) -> Vec<(&'static str, String)> {
+        let opt = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_default();
+        let values = [
+            self.model.name().to_string(),
+            self.epochs.to_string(),
+            self.batch_size.to_string(),
+            self.seed.to_string(),
+            self.optimizer.name().to_string(),
+            self.lr.to_string(),
+            self.momentum.to_string(),
+            self.weight_decay.to_string(),
+            self.schedule.name().to_string(),
+            self.warmup_epochs.to_string(),
+            self.augment.to_string(),
+            self.jitter.to_string(),
+            self.val_fraction.to_string(),
+            opt(self.limit_train),
+            opt(self.patience),
+            self.restarts.to_string(),
+            self.precision.name().to_string(),
+        ];
+        RESUME_FLAGS.into_iter().zip(values).collect()
+    }
+
+    /// Sets one of [`RESUME_FLAGS`] from its spelling in [`TrainConfig::resume_flags`].
+    pub fn set_resume_flag(&mut self, flag: &str, value: &str) -> Result<()> {
+        fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
+            v.parse().map_err(|_| {
+                invalid(
+                    "checkpoint setting",
+                    format!("{flag} {v:?} is not a number"),
+                )
+            })
+        }
+        let opt = |v: &str| match v.is_empty() {
+            true => Ok(None),
+            false => num(flag, v).map(Some),
+        };
+        match flag {
+            "--model" => self.model = Architecture::parse(value)?,
+            "--epochs" => self.epochs = num(flag, value)?,
+            "--batch-size" => self.batch_size = num(flag, value)?,
+            "--seed" => self.seed = num(flag, value)?,
+            "--optimizer" => self.optimizer = OptimizerKind::parse(value)?,
+            "--lr" => self.lr = num(flag, value)?,
+            "--momentum" => self.momentum = num(flag, value)?,
+            "--weight-decay" => self.weight_decay = num(flag, value)?,
+            "--schedule" => self.schedule = ScheduleKind::parse(value)?,
+            "--warmup" => self.warmup_epochs = num(flag, value)?,
+            "--augment" => self.augment = value == "true",
+            "--jitter" => self.jitter = num(flag, value)?,
+            "--val-fraction" => self.val_fraction = num(flag, value)?,
+            "--limit-train" => self.limit_train = opt(value)?,
+            "--patience" => self.patience = opt(value)?,
+            "--restarts" => self.restarts = num(flag, value)?,
+            "--precision" => self.precision = Precision::parse(value)?,
+            _ => {
+                return Err(invalid(
+                    "checkpoint setting",
+                    format!("unknown flag {flag}"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the numbers before any work starts.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 || self.batch_size == 0 || self.restarts == 0 {
             return Err(invalid(
                 "training config",
                 "epochs, batch size and restarts must be at least 1",
+            ));
+        }
+        if self.resume && self.overwrite {
+            return Err(invalid(
+                "flags",
+                "--resume continues the run in --out and --overwrite replaces it: give one of them",
             ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
@@ -303,5 +406,36 @@ mod tests {
         assert!(err.contains("optimizer") && err.contains("adamw"), "{err}");
         let err = ScheduleKind::parse("linear").unwrap_err().to_string();
         assert!(err.contains("schedule") && err.contains("cosine"), "{err}");
+    }
+
+    #[test]
+    fn every_resume_flag_reads_back_what_it_wrote() {
+        let config = TrainConfig {
+            model: Architecture::Vgg,
+            epochs: 7,
+            batch_size: 3,
+            seed: 9,
+            optimizer: OptimizerKind::AdamW,
+            lr: 0.3,
+            momentum: 0.5,
+            weight_decay: 1e-4,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 2,
+            augment: true,
+            jitter: 0.25,
+            val_fraction: 0.3,
+            limit_train: Some(11),
+            patience: Some(4),
+            restarts: 2,
+            precision: Precision::Bf16,
+            ..TrainConfig::default()
+        };
+        let mut back = TrainConfig::default();
+        for (flag, value) in config.resume_flags() {
+            back.set_resume_flag(flag, &value).unwrap();
+        }
+        assert_eq!(back.resume_flags(), config.resume_flags());
+        assert!(back.set_resume_flag("--lr", "fast").is_err());
+        assert!(back.set_resume_flag("--nope", "1").is_err());
     }
 }

@@ -33,6 +33,50 @@ pub enum TrainError {
     )]
     NonFiniteLoss { loss: f64, step: u64 },
 
+    /// Another run holds the run directory's lock.
+    #[error(
+        "{dir} is in use by another kiln run ({holder}): two runs in one directory would mix \
+         their results. Wait for that run to end or give this one another --out; if no kiln run \
+         uses {dir}, delete {lock}", dir = .dir.display(), lock = .lock.display()
+    )]
+    RunDirLocked {
+        dir: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
+
+    /// A new run's directory holds another run's results.
+    #[error(
+        "{dir} holds another run's results ({found}): pass --resume to continue that run, \
+         --overwrite to replace it, or give this run another --out", dir = .dir.display()
+    )]
+    RunDirHasResults { dir: PathBuf, found: String },
+
+    /// `--resume` with a setting that differs from what the checkpoint was trained with.
+    #[error(
+        "{path} was trained {saved}, and this run asks for {given}: --resume continues a run \
+         exactly as it was trained. Leave out {flag} (its value is read from the checkpoint), or \
+         start a fresh run with --out NEW_DIR (or --overwrite to replace this one)",
+        path = .path.display()
+    )]
+    ResumeMismatch {
+        path: PathBuf,
+        flag: String,
+        /// How the checkpoint was trained, e.g. `with --lr 0.01` or `without --augment`.
+        saved: String,
+        /// What this run asks for, e.g. `--lr 0.1`.
+        given: String,
+    },
+
+    /// A stop was requested ([`super::request_stop`], Ctrl-C): the run stopped at a step boundary.
+    #[error("{}", interrupted_message(.dir, *.last_epoch))]
+    Interrupted {
+        dir: PathBuf,
+        /// The last finished epoch (1-based, counted over restarts), whose state last.safetensors
+        /// holds; `None` when no epoch finished.
+        last_epoch: Option<usize>,
+    },
+
     /// The threads the CPU work runs on could not be started.
     #[error("starting the CPU thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
@@ -43,6 +87,20 @@ pub enum TrainError {
 
     #[error(transparent)]
     Kiln(#[from] crate::Error),
+}
+
+fn interrupted_message(dir: &std::path::Path, last_epoch: Option<usize>) -> String {
+    let dir = dir.display();
+    match last_epoch {
+        Some(e) => format!(
+            "interrupted: stopped at a step boundary; {dir}/last.safetensors holds the state after \
+             epoch {e} (the epoch that was running is not kept and is run again on resume), \
+             metrics.csv and the plots are in {dir}"
+        ),
+        None => {
+            format!("interrupted before the first epoch ended: {dir} holds no checkpoint to resume")
+        }
+    }
 }
 
 impl TrainError {

@@ -1,5 +1,6 @@
 //! What a checkpoint says about its run, as one typed struct: stored as one JSON string under the
-//! `kiln` key of the safetensors metadata (a string-to-string map). Version 1 checkpoints (one
+//! `kiln` key of the safetensors metadata (a string-to-string map). Version 3 adds the run's
+//! settings (`settings`); version 2 checkpoints (without them) and version 1 checkpoints (one
 //! string key per entry, Fashion-MNIST only) are still read.
 
 use std::collections::BTreeMap;
@@ -17,8 +18,8 @@ use crate::nn::Architecture;
 
 /// The metadata key holding the JSON of a [`CheckpointMeta`].
 pub const META_KEY: &str = "kiln";
-/// The version this kiln writes; it reads this one and version 1.
-pub const META_VERSION: u32 = 2;
+/// The version this kiln writes; it reads this one, 2 and 1.
+pub const META_VERSION: u32 = 3;
 
 /// Everything a checkpoint records besides its tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,9 @@ pub struct CheckpointMeta {
     pub precision: Option<Precision>,
     /// What resuming needs (in `last.safetensors`, not in `best.safetensors`).
     pub training: Option<TrainingState>,
+    /// The run's settings by flag, as [`TrainConfig::resume_flags`](super::TrainConfig::resume_flags)
+    /// spells them (`"--lr"` → `"0.01"`); `None` before version 3.
+    pub settings: Option<BTreeMap<String, String>>,
 }
 
 /// The optimizer's scalars and the loss scaler's state (the optimizer's tensors are saved beside).
@@ -81,6 +85,26 @@ impl CheckpointMeta {
         }
     }
 
+    /// The flags the run was trained with, by flag: [`CheckpointMeta::settings`], or for an older
+    /// checkpoint those its other fields record (model, batch size, seed, precision).
+    pub fn saved_flags(&self) -> BTreeMap<String, String> {
+        if let Some(settings) = &self.settings {
+            return settings.clone();
+        }
+        let base_seed = self.seed.wrapping_sub(1000 * self.restart as u64);
+        let mut flags = BTreeMap::from([
+            ("--model".to_string(), self.model.name().to_string()),
+            ("--seed".to_string(), base_seed.to_string()),
+        ]);
+        if let Some(batch) = self.batch_size {
+            flags.insert("--batch-size".into(), batch.to_string());
+        }
+        if let Some(precision) = self.precision {
+            flags.insert("--precision".into(), precision.name().to_string());
+        }
+        flags
+    }
+
     /// The best validation accuracy as the trainer compares it (`+inf` without a validation set).
     pub fn best_val_score(&self) -> f64 {
         self.best_val_accuracy.unwrap_or(f64::INFINITY)
@@ -118,7 +142,7 @@ fn from_json(json: &str, path: &Path) -> Result<CheckpointMeta, TrainError> {
         return Err(field_error(
             path,
             "version",
-            format!("{version} is not a version stored as JSON (that is 2)"),
+            format!("{version} is not a version stored as JSON (2 and later)"),
         ));
     }
     Ok(CheckpointMeta {
@@ -132,6 +156,7 @@ fn from_json(json: &str, path: &Path) -> Result<CheckpointMeta, TrainError> {
         best_val_accuracy: field(&obj, "best_val_accuracy", path)?,
         precision: field(&obj, "precision", path)?,
         training: field(&obj, "training", path)?,
+        settings: field(&obj, "settings", path)?,
     })
 }
 
@@ -214,6 +239,7 @@ fn from_v1(meta: &BTreeMap<String, String>, path: &Path) -> Result<CheckpointMet
         best_val_accuracy: best.is_finite().then_some(best),
         precision,
         training,
+        settings: None,
     })
 }
 
@@ -287,7 +313,31 @@ mod tests {
         meta.version = META_VERSION;
         meta.batch_size = Some(64);
         meta.best_val_accuracy = Some(0.9);
+        meta.settings = Some(BTreeMap::from([("--lr".into(), "0.01".into())]));
         meta
+    }
+
+    #[test]
+    fn older_checkpoints_give_the_flags_their_fields_record() {
+        let mut meta = v2();
+        meta.settings = None;
+        meta.restart = 2;
+        meta.seed = 2005;
+        let flags = meta.saved_flags();
+        assert_eq!(
+            flags["--seed"], "5",
+            "the base seed, before the restart's offset"
+        );
+        assert_eq!(flags["--model"], "lenet5");
+        assert_eq!(flags["--batch-size"], "64");
+        assert_eq!(flags["--precision"], "f16");
+        assert!(!flags.contains_key("--lr"));
+        let v2_entries = edited(|o| {
+            o.insert("version".into(), Value::from(2));
+            o.remove("settings");
+        });
+        let back = CheckpointMeta::from_metadata(&v2_entries, Path::new("x")).unwrap();
+        assert_eq!(back.settings, None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Per-epoch metrics and `metrics.csv`: a header and one row per epoch, appended and flushed to
-//! disk as each epoch ends (a crash keeps every finished epoch); rewritten atomically on resume.
+//! disk as each epoch ends (a crash keeps every finished epoch). Resuming appends; only rows past
+//! the resumed checkpoint are dropped, by replacing the file atomically.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -111,6 +112,41 @@ pub fn read_metrics_csv(path: impl AsRef<Path>) -> Result<Vec<EpochMetrics>, Tra
         .collect()
 }
 
+fn ends_in_newline(path: &Path) -> Result<bool, TrainError> {
+    let text = std::fs::read(path).map_err(|e| TrainError::io("reading metrics", path, e))?;
+    Ok(text.last() == Some(&b'\n'))
+}
+
+/// The history a run continues ([`MetricsCsv::plan_resume`]) or starts
+/// ([`MetricsCsv::plan_new`]), not yet written.
+#[derive(Debug)]
+pub struct PlannedHistory {
+    path: PathBuf,
+    kept: Vec<EpochMetrics>,
+    /// Rows past the checkpoint's epoch.
+    dropped: usize,
+    /// Whether the file can be appended to as it is.
+    append: bool,
+}
+
+impl PlannedHistory {
+    /// The number of rows past the checkpoint that [`PlannedHistory::open`] drops.
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+
+    /// The open file and its kept rows. The file is appended to as it is when it holds no row past
+    /// the checkpoint; otherwise it is replaced atomically by the kept rows (a crash leaves the
+    /// old file or the new one), and a missing file is started.
+    pub fn open(self) -> Result<(MetricsCsv, Vec<EpochMetrics>), TrainError> {
+        let csv = match self.append && self.dropped == 0 {
+            true => MetricsCsv::append_to(&self.path)?,
+            false => MetricsCsv::rewrite(&self.path, &self.kept)?,
+        };
+        Ok((csv, self.kept))
+    }
+}
+
 /// An open `metrics.csv`, appending one row per epoch.
 #[derive(Debug)]
 pub struct MetricsCsv {
@@ -121,26 +157,54 @@ pub struct MetricsCsv {
 impl MetricsCsv {
     /// Starts a new file holding only the header (replacing any file at `path`, atomically).
     pub fn create(path: impl AsRef<Path>) -> Result<MetricsCsv, TrainError> {
-        Self::rewrite(path.as_ref(), &[])
+        Self::plan_new(path).open().map(|(csv, _)| csv)
     }
 
-    /// Continues a run that resumes after epoch `last_epoch`: keeps the rows of epochs up to
-    /// `last_epoch` (rows written after the checkpoint that is resumed from are dropped), rewrites
-    /// the file atomically, and returns the kept rows. A missing file starts a new one.
+    /// Continues a run that resumes after epoch `last_epoch`: [`MetricsCsv::plan_resume`], then
+    /// [`PlannedHistory::open`].
     pub fn resume(
         path: impl AsRef<Path>,
         last_epoch: usize,
     ) -> Result<(MetricsCsv, Vec<EpochMetrics>), TrainError> {
+        Self::plan_resume(path, last_epoch)?.open()
+    }
+
+    /// A new run's history: [`PlannedHistory::open`] starts the file with only the header,
+    /// replacing any file at `path` atomically.
+    pub fn plan_new(path: impl AsRef<Path>) -> PlannedHistory {
+        PlannedHistory {
+            path: path.as_ref().to_path_buf(),
+            kept: Vec::new(),
+            dropped: 0,
+            append: false,
+        }
+    }
+
+    /// Reads the history of a run that resumes after epoch `last_epoch`, changing nothing: the
+    /// rows up to `last_epoch` are kept; rows past it (a run killed after writing an epoch's row
+    /// but before its checkpoint) are dropped, as the resumed run trains those epochs again. A
+    /// missing file is an empty history; an unreadable one is an error.
+    pub fn plan_resume(
+        path: impl AsRef<Path>,
+        last_epoch: usize,
+    ) -> Result<PlannedHistory, TrainError> {
         let path = path.as_ref();
-        let rows = match read_metrics_csv(path) {
-            Ok(rows) => rows,
+        let (rows, exists) = match read_metrics_csv(path) {
+            Ok(rows) => (rows, true),
             Err(TrainError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                Vec::new()
+                (Vec::new(), false)
             }
             Err(e) => return Err(e),
         };
-        let kept: Vec<EpochMetrics> = rows.into_iter().filter(|r| r.epoch <= last_epoch).collect();
-        Ok((Self::rewrite(path, &kept)?, kept))
+        let ends_in_newline = !exists || ends_in_newline(path)?;
+        let (kept, dropped): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| r.epoch <= last_epoch);
+        Ok(PlannedHistory {
+            path: path.to_path_buf(),
+            kept,
+            dropped: dropped.len(),
+            append: exists && ends_in_newline,
+        })
     }
 
     fn rewrite(path: &Path, rows: &[EpochMetrics]) -> Result<MetricsCsv, TrainError> {
@@ -151,6 +215,10 @@ impl MetricsCsv {
             }
             Ok(())
         })?;
+        Self::append_to(path)
+    }
+
+    fn append_to(path: &Path) -> Result<MetricsCsv, TrainError> {
         let file = OpenOptions::new()
             .append(true)
             .open(path)

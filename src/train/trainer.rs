@@ -5,19 +5,23 @@
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::{save_checkpoint, Checkpoint};
-use super::config::TrainConfig;
+use super::config::{TrainConfig, EXTENDABLE_FLAGS};
 use super::confusion::ConfusionMatrix;
 use super::early_stopping::{Decision, EarlyStopping};
 use super::error::TrainError;
 use super::evaluate::{confusion_matrix, evaluate};
 use super::graph_step::CapturedStep;
 use super::guard::check_finite;
+use super::interrupt::stop_requested;
 use super::meta::{load_run_checkpoint, CheckpointMeta, TrainingState, META_VERSION};
-use super::metrics::{EpochMetrics, MetricsCsv};
+use super::metrics::{EpochMetrics, MetricsCsv, PlannedHistory};
 use super::plot::{plot_curves, plot_filters};
 use super::precision::StepPrecision;
 use super::progress::Progress;
-use super::state::{model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot};
+use super::run_dir::{check_new_run, clear_results, remove_stale_temps, RunDir};
+use super::state::{
+    model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot, MODEL_PREFIX,
+};
 use crate::backend;
 use crate::core::device::Device;
 use crate::core::dtype::DType;
@@ -146,7 +150,7 @@ fn check_splits(
     Ok(())
 }
 
-/// Where a resumed run continues: restart, first epoch to run, and the best result so far.
+/// Where a run starts: restart, first epoch to run, and the best result so far.
 struct ResumePoint {
     restart: usize,
     epoch: usize,
@@ -179,68 +183,43 @@ fn train_in_pool(
     config.device.check_available()?;
     // The data first: a missing or empty split fails before anything is written to --out.
     let data = load_data(config, provider)?;
-    std::fs::create_dir_all(&config.out).map_err(|source| TrainError::Io {
-        action: "create the output directory",
-        path: config.out.clone(),
-        source,
-    })?;
+    // One run per directory; the lock goes when `_dir` is dropped, however the run ends.
+    let _dir = RunDir::lock(&config.out)?;
     let files = RunFiles::new(&config.out);
-    let resume = match config.resume {
-        true => Some(load_resumable(&files.last, &data.info)?),
-        false => None,
-    };
-    let start = match &resume {
-        Some((_, meta, _)) => ResumePoint {
-            restart: meta.restart,
-            epoch: meta.epoch + 1,
-            best_val: meta.best_val_score(),
-        },
-        None => ResumePoint {
-            restart: 0,
-            epoch: 0,
-            best_val: f64::NEG_INFINITY,
-        },
-    };
-    let (mut csv, mut history) = match &resume {
-        Some(_) => MetricsCsv::resume(&files.metrics, history_rows_before(&start, config))?,
-        None => (MetricsCsv::create(&files.metrics)?, Vec::new()),
-    };
+    // Everything is checked (the directory, the checkpoint, the history) before a file changes.
+    let plan = plan_run(config, &data, &files)?;
+    remove_stale_temps(&config.out)?;
+    if !config.resume {
+        clear_results(&files)?;
+    }
+    if plan.history.dropped() > 0 {
+        eprintln!(
+            "kiln: {} holds {} row(s) past the epoch of {} (a run stopped between the two): they \
+             are dropped and those epochs trained again",
+            files.metrics.display(),
+            plan.history.dropped(),
+            files.last.display()
+        );
+    }
+    let (mut csv, mut history) = plan.history.open()?;
 
-    let mut best_val = start.best_val;
-    for restart in start.restart..config.restarts {
-        let seed = config.seed + 1000 * restart as u64;
-        let mut model = build_model(config, &data.info, seed)?;
-        let params: Vec<Tensor> = model
-            .parameters()
-            .into_iter()
-            .map(|(_, t)| t.clone())
-            .collect();
-        let mut optimizer =
-            config
-                .optimizer
-                .build(&params, config.lr, config.momentum, config.weight_decay)?;
-        drop(params);
-        let mut precision = StepPrecision::new(config.precision);
-        let mut first_epoch = 0;
-        if let (Some((ck, meta, training)), true) = (&resume, restart == start.restart) {
-            restore_model(&mut model, &ck.tensors)?;
-            restore_optimizer(optimizer.as_mut(), ck, training)?;
-            precision.restore(meta.precision, training.loss_scaler)?;
-            first_epoch = start.epoch;
-        }
+    let mut best_val = plan.start.best_val;
+    let mut first = Some(plan.first);
+    for restart in plan.start.restart..config.restarts {
+        let trainee = match first.take() {
+            Some(t) => t,
+            None => Trainee::new(config, &data.info, restart)?,
+        };
         let run = RestartRun {
             config,
             data: &data,
             files: &files,
             restart,
-            seed,
+            seed: trainee.seed,
         };
-        let learner = Learner {
-            model: &mut model,
-            optimizer: optimizer.as_mut(),
-            precision: &mut precision,
-        };
-        run.epochs(learner, first_epoch, &mut best_val, &mut csv, &mut history)?;
+        if run.epochs(trainee, &mut best_val, &mut csv, &mut history)? == Ended::Stopped {
+            return Err(interrupted(config, &files, &history));
+        }
     }
 
     // The kept weights: the best validation accuracy over every restart and epoch.
@@ -250,13 +229,7 @@ fn train_in_pool(
     let test = evaluate(&mut model, &data.test)?;
     let confusion = confusion_matrix(&data.info, &test)?;
     plot_curves(&files.curves, &history)?;
-    if let Some((_, w)) = model
-        .parameters()
-        .into_iter()
-        .find(|(_, t)| t.shape().len() == 4)
-    {
-        plot_filters(&files.filters, w)?;
-    }
+    plot_first_filters(&files.filters, &model_tensors(&model))?;
     Ok(RunSummary {
         test_accuracy: test.accuracy,
         test_loss: test.loss,
@@ -267,6 +240,115 @@ fn train_in_pool(
         confusion,
         out: config.out.clone(),
     })
+}
+
+/// The first conv layer's filters (the first 4-D model tensor) as a grid, if the model has one.
+fn plot_first_filters(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
+    match tensors.iter().find(|(_, t)| t.shape().len() == 4) {
+        Some((_, w)) => plot_filters(path, w).map(drop),
+        None => Ok(()),
+    }
+}
+
+/// A stopped run's report: the plots of what last.safetensors holds, and the error saying so.
+fn interrupted(config: &TrainConfig, files: &RunFiles, history: &[EpochMetrics]) -> TrainError {
+    let stopped = TrainError::Interrupted {
+        dir: config.out.clone(),
+        last_epoch: history.last().map(|r| r.epoch),
+    };
+    if history.is_empty() || !files.last.exists() {
+        return stopped;
+    }
+    let plotted = plot_curves(&files.curves, history).and_then(|()| {
+        let (last, _) = load_run_checkpoint(&files.last)?;
+        let model: Vec<_> = last
+            .tensors
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(MODEL_PREFIX))
+            .collect();
+        plot_first_filters(&files.filters, &model)
+    });
+    match plotted {
+        Ok(()) => stopped,
+        Err(e) => e,
+    }
+}
+
+/// What a run checked before it changes a file: where it starts, the model, optimizer and
+/// precision of its first restart (restored from the checkpoint when resuming), and its history.
+struct Plan {
+    start: ResumePoint,
+    first: Trainee,
+    history: PlannedHistory,
+}
+
+fn plan_run(config: &TrainConfig, data: &Data, files: &RunFiles) -> Result<Plan, TrainError> {
+    if !config.resume {
+        check_new_run(&config.out, files, config.overwrite)?;
+        return Ok(Plan {
+            start: ResumePoint {
+                restart: 0,
+                epoch: 0,
+                best_val: f64::NEG_INFINITY,
+            },
+            first: Trainee::new(config, &data.info, 0)?,
+            history: MetricsCsv::plan_new(&files.metrics),
+        });
+    }
+    let (ck, meta, training) = load_resumable(&files.last, &data.info)?;
+    check_resume_flags(config, &meta, &files.last)?;
+    let start = ResumePoint {
+        restart: meta.restart,
+        epoch: meta.epoch + 1,
+        best_val: meta.best_val_score(),
+    };
+    let mut first = Trainee::new(config, &data.info, start.restart)?;
+    first.restore(&ck, &meta, &training, &files.last)?;
+    first.first_epoch = start.epoch;
+    let history = MetricsCsv::plan_resume(&files.metrics, history_rows_before(&start, config))?;
+    Ok(Plan {
+        start,
+        first,
+        history,
+    })
+}
+
+/// A resumed run must be the checkpoint's run: each recorded flag but [`EXTENDABLE_FLAGS`] must
+/// agree, or the error names the flag, the checkpoint's value and how to start afresh.
+fn check_resume_flags(
+    config: &TrainConfig,
+    meta: &CheckpointMeta,
+    path: &Path,
+) -> Result<(), TrainError> {
+    let saved = meta.saved_flags();
+    for (flag, given) in config.resume_flags() {
+        let Some(value) = saved.get(flag) else {
+            continue;
+        };
+        if *value == given || EXTENDABLE_FLAGS.contains(&flag) {
+            continue;
+        }
+        return Err(TrainError::ResumeMismatch {
+            path: path.to_path_buf(),
+            flag: flag.to_string(),
+            saved: described_flag(flag, value, "with", "without"),
+            given: described_flag(flag, &given, "", "no"),
+        });
+    }
+    Ok(())
+}
+
+/// `with --lr 0.01`, `with --augment`, `without --patience` (or with other words for with/out).
+fn described_flag(flag: &str, value: &str, with: &str, without: &str) -> String {
+    let with = match with {
+        "" => String::new(),
+        w => format!("{w} "),
+    };
+    match value {
+        "" | "false" => format!("{without} {flag}"),
+        "true" => format!("{with}{flag}"),
+        v => format!("{with}{flag} {v}"),
+    }
 }
 
 /// Rows of metrics.csv that precede the resume point: rows are numbered by a global epoch counter
@@ -313,11 +395,68 @@ fn load_resumable(
     Ok((ck, meta, training))
 }
 
-/// What a restart trains and carries from step to step.
-struct Learner<'a> {
-    model: &'a mut Sequential,
-    optimizer: &'a mut Optimizer,
-    precision: &'a mut StepPrecision,
+/// What a restart trains and carries from step to step, and the epoch it starts at.
+struct Trainee {
+    model: Sequential,
+    optimizer: Box<Optimizer>,
+    precision: StepPrecision,
+    seed: u64,
+    first_epoch: usize,
+}
+
+impl Trainee {
+    /// A new model, optimizer and precision state for `restart`.
+    fn new(
+        config: &TrainConfig,
+        info: &DatasetInfo,
+        restart: usize,
+    ) -> Result<Trainee, TrainError> {
+        let seed = config.seed + 1000 * restart as u64;
+        let model = build_model(config, info, seed)?;
+        let params: Vec<Tensor> = model
+            .parameters()
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        let optimizer =
+            config
+                .optimizer
+                .build(&params, config.lr, config.momentum, config.weight_decay)?;
+        drop(params);
+        Ok(Trainee {
+            model,
+            optimizer,
+            precision: StepPrecision::new(config.precision),
+            seed,
+            first_epoch: 0,
+        })
+    }
+
+    /// The checkpoint's weights, optimizer state and loss scaler; an error names the file.
+    fn restore(
+        &mut self,
+        ck: &Checkpoint,
+        meta: &CheckpointMeta,
+        training: &TrainingState,
+        path: &Path,
+    ) -> Result<(), TrainError> {
+        let restored = restore_model(&mut self.model, &ck.tensors)
+            .and_then(|()| restore_optimizer(self.optimizer.as_mut(), ck, training))
+            .and_then(|()| {
+                Ok(self
+                    .precision
+                    .restore(meta.precision, training.loss_scaler)?)
+            });
+        restored.map_err(|e| TrainError::format(path, format!("cannot resume from it: {e}")))
+    }
+}
+
+/// How a restart's epochs ended.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    Finished,
+    /// A stop was requested ([`super::request_stop`]): stopped at a step boundary.
+    Stopped,
 }
 
 struct RestartRun<'a> {
@@ -329,19 +468,23 @@ struct RestartRun<'a> {
 }
 
 impl RestartRun<'_> {
-    /// Runs epochs `first..` of this restart (best.safetensors records the overall best).
+    /// Runs epochs `first_epoch..` of this restart (best.safetensors records the overall best),
+    /// until they end or a stop is requested.
     fn epochs(
         &self,
-        Learner {
-            model,
-            optimizer,
-            precision,
-        }: Learner<'_>,
-        first: usize,
+        trainee: Trainee,
         best_val: &mut f64,
         csv: &mut MetricsCsv,
         history: &mut Vec<EpochMetrics>,
-    ) -> Result<(), TrainError> {
+    ) -> Result<Ended, TrainError> {
+        let Trainee {
+            mut model,
+            mut optimizer,
+            mut precision,
+            first_epoch: first,
+            ..
+        } = trainee;
+        let (model, optimizer, precision) = (&mut model, optimizer.as_mut(), &mut precision);
         let config = self.config;
         let schedule = config
             .schedule
@@ -366,6 +509,9 @@ impl RestartRun<'_> {
             optimizer.set_lr(schedule.lr_at(epoch as u64))?;
             progress.start_epoch(epoch + 1);
             for (i, batch) in self.data.train.epoch(epoch as u64).enumerate() {
+                if stop_requested() {
+                    return Ok(Ended::Stopped);
+                }
                 let batch = batch?;
                 let step = (epoch * batches + i) as u64;
                 let (images, labels) = (&batch.images, &batch.labels);
@@ -442,7 +588,7 @@ impl RestartRun<'_> {
         if let Some((_, weights)) = restart_best {
             restore_model(model, &weights)?;
         }
-        Ok(())
+        Ok(Ended::Finished)
     }
 
     fn save(
@@ -470,6 +616,13 @@ impl RestartRun<'_> {
             best_val_accuracy: best_val.is_finite().then_some(best_val),
             precision: Some(self.config.precision),
             training,
+            settings: Some(
+                self.config
+                    .resume_flags()
+                    .into_iter()
+                    .map(|(flag, value)| (flag.to_string(), value))
+                    .collect(),
+            ),
         };
         let named: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
         save_checkpoint(path, &named, &meta.to_metadata()?)

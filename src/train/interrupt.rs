@@ -1,0 +1,49 @@
+//! Stopping a run from outside (the command line's Ctrl-C handler) and what an abrupt exit must
+//! clean up. Both are process-wide, as a signal is: [`request_stop`] asks every running training
+//! loop to stop at its next step boundary; [`remove_tracked_files`] removes the lock files and the
+//! temporary files that runs in this process hold at this moment (call it before exiting at once).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static TRACKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Asks the training loops of this process to stop at the next step boundary (see
+/// [`TrainError::Interrupted`](super::TrainError::Interrupted)).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Removes every file a run of this process holds now (its lock, a checkpoint's temporary file
+/// being written), best effort: for an exit that does not unwind (a second Ctrl-C).
+pub fn remove_tracked_files() {
+    let files = std::mem::take(&mut *tracked());
+    for file in files {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+fn tracked() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    // A panic while the list was held leaves it intact: keep using it.
+    TRACKED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `path` is to be removed if the process exits abruptly.
+pub(crate) fn track(path: &Path) {
+    tracked().push(path.to_path_buf());
+}
+
+/// `path` was removed or renamed, or is to stay.
+pub(crate) fn untrack(path: &Path) {
+    let mut files = tracked();
+    if let Some(i) = files.iter().position(|p| p == path) {
+        files.swap_remove(i);
+    }
+}
