@@ -112,64 +112,48 @@ pub fn sgd(w: &mut RawTensor, g: &RawTensor, lr: f64, weight_decay: f64) -> Resu
     }
 }
 
+/// The hyper-parameters of one SGD-with-momentum step (PyTorch's `SGD` with `momentum > 0`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MomentumStep {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Nesterov momentum (PyTorch's `nesterov=True`): `w −= lr·(g' + momentum·v)`.
+    pub nesterov: bool,
+}
+
+impl MomentumStep {
+    fn validate(&self, op: &'static str) -> Result<()> {
+        check_lr(op, self.lr)?;
+        check_rate(op, "momentum", self.momentum)?;
+        check_weight_decay(op, self.weight_decay)?;
+        check_nesterov(op, self.momentum, self.nesterov)
+    }
+}
+
 /// One SGD-with-momentum step on `w` and its `velocity`, in place (PyTorch's convention):
-/// `g' = g + weight_decay·w; v = momentum·v + g'; w −= lr·v`.
+/// `g' = g + weight_decay·w; v = momentum·v + g'; w −= lr·v` (Nesterov: `w −= lr·(g' + momentum·v)`).
 pub fn sgd_momentum(
     w: &mut RawTensor,
     g: &RawTensor,
     velocity: &mut RawTensor,
-    lr: f64,
-    momentum: f64,
-    weight_decay: f64,
+    hp: &MomentumStep,
 ) -> Result<()> {
-    momentum_step("sgd", w, g, velocity, lr, momentum, weight_decay, false)
-}
-
-/// One Nesterov-momentum SGD step on `w` and its `velocity`, in place (PyTorch's nesterov=True):
-/// `g' = g + weight_decay·w; v = momentum·v + g'; w −= lr·(g' + momentum·v)`.
-pub fn sgd_nesterov(
-    w: &mut RawTensor,
-    g: &RawTensor,
-    velocity: &mut RawTensor,
-    lr: f64,
-    momentum: f64,
-    weight_decay: f64,
-) -> Result<()> {
-    momentum_step(
-        "sgd nesterov",
-        w,
-        g,
-        velocity,
+    let op = if hp.nesterov { "sgd nesterov" } else { "sgd" };
+    check_tensors(op, w, g, &[velocity])?;
+    hp.validate(op)?;
+    let MomentumStep {
         lr,
         momentum,
-        weight_decay,
-        true,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn momentum_step(
-    op: &'static str,
-    w: &mut RawTensor,
-    g: &RawTensor,
-    velocity: &mut RawTensor,
-    lr: f64,
-    momentum: f64,
-    weight_decay: f64,
-    nesterov: bool,
-) -> Result<()> {
-    check_tensors(op, w, g, &[velocity])?;
-    check_lr(op, lr)?;
-    check_rate(op, "momentum", momentum)?;
-    check_weight_decay(op, weight_decay)?;
-    check_nesterov(op, momentum, nesterov)?;
+        weight_decay: wd,
+        nesterov,
+    } = *hp;
     match w.device() {
         Device::Cpu => with_float!(op, w, |T| {
             let gs = g.host_slice::<T>(op)?;
             let vs = velocity.host_vec_mut::<T>(op)?;
             let ws = w.host_vec_mut::<T>(op)?;
-            let (lr, momentum, wd) = (lr as T, momentum as T, weight_decay as T);
-            cpu::optim::sgd_momentum_update(ws, gs, vs, lr, momentum, wd, nesterov);
+            cpu::optim::sgd_momentum_update(ws, gs, vs, lr as T, momentum as T, wd as T, nesterov);
             Ok(())
         }),
         _ => {
@@ -177,18 +161,28 @@ fn momentum_step(
             let n = w.numel();
             let wb = w.gpu_buffer_mut(op)?;
             let vb = velocity.gpu_buffer_mut(op)?;
-            cuda::optim::sgd_momentum(
-                &gpu,
-                wb,
-                gb,
-                vb,
-                n,
-                lr as f32,
-                momentum as f32,
-                weight_decay as f32,
-                nesterov,
-            )
+            let (lr, momentum, wd) = (lr as f32, momentum as f32, wd as f32);
+            cuda::optim::sgd_momentum(&gpu, wb, gb, vb, n, lr, momentum, wd, nesterov)
         }
+    }
+}
+
+/// The hyper-parameters of one RMSprop step (PyTorch's `RMSprop`, not centered).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsPropStep {
+    pub lr: f64,
+    /// The decay of the running mean of squared gradients.
+    pub alpha: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl RmsPropStep {
+    fn validate(&self, op: &'static str) -> Result<()> {
+        check_lr(op, self.lr)?;
+        check_rate(op, "alpha", self.alpha)?;
+        check_eps(op, self.eps)?;
+        check_weight_decay(op, self.weight_decay)
     }
 }
 
@@ -198,24 +192,23 @@ pub fn rmsprop(
     w: &mut RawTensor,
     g: &RawTensor,
     square_avg: &mut RawTensor,
-    lr: f64,
-    alpha: f64,
-    eps: f64,
-    weight_decay: f64,
+    hp: &RmsPropStep,
 ) -> Result<()> {
     const OP: &str = "rmsprop";
     check_tensors(OP, w, g, &[square_avg])?;
-    check_lr(OP, lr)?;
-    check_rate(OP, "alpha", alpha)?;
-    check_eps(OP, eps)?;
-    check_weight_decay(OP, weight_decay)?;
+    hp.validate(OP)?;
+    let RmsPropStep {
+        lr,
+        alpha,
+        eps,
+        weight_decay: wd,
+    } = *hp;
     match w.device() {
         Device::Cpu => with_float!(OP, w, |T| {
             let gs = g.host_slice::<T>(OP)?;
             let ss = square_avg.host_vec_mut::<T>(OP)?;
             let ws = w.host_vec_mut::<T>(OP)?;
-            let (lr, alpha, eps, wd) = (lr as T, alpha as T, eps as T, weight_decay as T);
-            cpu::optim::rmsprop_update(ws, gs, ss, lr, alpha, eps, wd);
+            cpu::optim::rmsprop_update(ws, gs, ss, lr as T, alpha as T, eps as T, wd as T);
             Ok(())
         }),
         _ => {
@@ -223,17 +216,8 @@ pub fn rmsprop(
             let n = w.numel();
             let wb = w.gpu_buffer_mut(OP)?;
             let sb = square_avg.gpu_buffer_mut(OP)?;
-            cuda::optim::rmsprop(
-                &gpu,
-                wb,
-                gb,
-                sb,
-                n,
-                lr as f32,
-                alpha as f32,
-                eps as f32,
-                weight_decay as f32,
-            )
+            let (lr, alpha, eps, wd) = (lr as f32, alpha as f32, eps as f32, wd as f32);
+            cuda::optim::rmsprop(&gpu, wb, gb, sb, n, lr, alpha, eps, wd)
         }
     }
 }

@@ -107,6 +107,12 @@ impl UpdateRule for RmsPropRule {
                 state.len()
             )));
         };
-        backend::rmsprop(w, g, s, step.lr, self.alpha, self.eps, self.weight_decay)
+        let hp = backend::RmsPropStep {
+            lr: step.lr,
+            alpha: self.alpha,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        };
+        backend::rmsprop(w, g, s, &hp)
     }
 }

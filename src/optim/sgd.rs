@@ -123,11 +123,15 @@ impl UpdateRule for SgdRule {
     }
 
     fn update(&self, w: &mut Tensor, g: &Tensor, state: &mut [Tensor], step: Step) -> Result<()> {
-        let (lr, momentum, wd) = (step.lr, self.momentum, self.weight_decay);
+        let hp = backend::MomentumStep {
+            lr: step.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+        };
         match state {
-            [] => backend::sgd(w, g, lr, wd),
-            [v] if self.nesterov => backend::sgd_nesterov(w, g, v, lr, momentum, wd),
-            [v] => backend::sgd_momentum(w, g, v, lr, momentum, wd),
+            [] => backend::sgd(w, g, hp.lr, hp.weight_decay),
+            [v] => backend::sgd_momentum(w, g, v, &hp),
             _ => Err(Error::Internal(format!(
                 "{NAME}: {} state tensors",
                 state.len()

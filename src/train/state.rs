@@ -94,11 +94,13 @@ fn check_values(key: &str, saved: &Tensor, current: &Tensor) -> Result<(), Train
             f32s.into_iter().map(f64::from).collect()
         }
         DType::F64 => saved.to_vec::<f64>()?,
-        other => return Err(invalid(format!(
+        other => {
+            return Err(invalid(format!(
             "has dtype {other:?}, but the model's tensor is {:?}: it is not one of this model's \
                  parameters or buffers",
             current.dtype()
-        ))),
+        )))
+        }
     };
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(invalid(format!(
