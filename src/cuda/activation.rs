@@ -1,8 +1,8 @@
 //! Launchers for kernels/activation.cu.
 
-use super::kernels;
 use super::{
-    elementwise_config, kernel_params, launch, Gpu, GpuBuffer, Kernel, LaunchConfig, StorageKernels,
+    elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, Kernel, LaunchConfig,
+    StorageKernels,
 };
 use crate::core::error::Result;
 use crate::core::layout::{MaxoutLayout, RowLayout};

@@ -1,7 +1,6 @@
 //! Launchers for kernels/dropout.cu.
 
-use super::kernels;
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 use crate::cuda::params::{to_i64, StorageFormat};
 

@@ -4,9 +4,8 @@
 //! bias-gradient kernels.
 
 use super::gemm_select::{select_gemm, GemmFormat, GemmHandle, GemmOperands};
-use super::kernels;
 use super::params::{to_i32, to_i64, StorageFormat};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::{invalid, Error, Result};
 use crate::core::shape::GemmSpec;
 

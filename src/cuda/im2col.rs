@@ -1,8 +1,7 @@
 //! Launchers for kernels/im2col.cu.
 
-use super::kernels;
 use super::params::{ConvGeom, StorageFormat};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 use crate::core::shape::ConvGeometry;
 

@@ -4,11 +4,12 @@
 //! return what came out. tests/layout_oracles.rs checks the answers against the PTX ISA's
 //! descriptions; on a GPU the instructions themselves answer. Nothing in training uses them.
 
-use super::kernels;
 use std::sync::Arc;
 
 use super::params::to_i64;
-use super::{elementwise_config, gpu, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{
+    elementwise_config, gpu, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig,
+};
 use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
 

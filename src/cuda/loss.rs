@@ -1,8 +1,7 @@
 //! Launchers for kernels/loss.cu.
 
-use super::kernels;
 use super::params::{to_i32, to_i64};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 
 /// Mirrors `SoftmaxXentFwdParams` in kernels/loss.cu.

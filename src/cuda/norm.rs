@@ -1,7 +1,6 @@
 //! Launchers for kernels/norm.cu.
 
-use super::kernels;
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 use crate::core::layout::ChannelLayout;
 use crate::cuda::params::{to_i32, to_i64, StorageFormat};

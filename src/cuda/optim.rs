@@ -2,9 +2,8 @@
 //! parameters (the kernels' 16-byte accesses). The hyper-parameters arrive validated and converted to f32 by src/backend/optim.rs;
 //! while a CUDA graph is recorded the per-step ones are read from the graph's step scalars instead.
 
-use super::kernels;
 use super::params::to_i64;
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 
 /// Mirrors `SgdParams` in kernels/optim.cu.

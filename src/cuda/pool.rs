@@ -1,8 +1,7 @@
 //! Launchers for kernels/pool.cu.
 
-use super::kernels;
 use super::params::{to_i64, ConvGeom, StorageFormat};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 use crate::core::shape::ConvGeometry;
 

@@ -1,8 +1,7 @@
 //! Launchers for kernels/reduce.cu.
 
-use super::kernels;
 use super::params::to_i64;
-use super::{kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 
 /// Mirrors `SumParams` in kernels/reduce.cu.

@@ -1,8 +1,7 @@
 //! Launchers for kernels/shape.cu.
 
-use super::kernels;
 use super::params::to_i64;
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 
 /// Mirrors `ConcatFwdParams` in kernels/shape.cu.
