@@ -10,7 +10,12 @@
 //! 2. with the host C++ compiler, under kernels/emulation.h, so the same kernels run on the CPU.
 //!
 //! It also generates the table of kernels (name, module, emulated entry point) from the
-//! `KILN_EMULATE(...)` registrations, and fails if a `__global__` kernel has none.
+//! `KILN_EMULATE(...)` registrations, and fails if a `__global__` kernel has none; and, from the
+//! same registrations, one typed handle per kernel (`kernel_handles.rs`: `RELU_FWD_F32:
+//! Kernel<crate::cuda::activation::ReluFwdParams>`), so a launch cannot pair a kernel with another
+//! kernel's parameter struct. The handle's Rust type is the registration's C++ struct (template
+//! arguments dropped) in `crate::cuda::<file stem>`, unless a `// kiln-mirror: [module::]Type`
+//! line right above the C++ struct (and its `template` line) names the Rust mirror.
 
 use std::env;
 use std::fmt::Write as _;
@@ -29,6 +34,32 @@ struct KernelFile {
     /// The PTX target: PTX_ARCH, or the file's `// kiln-ptx-arch:` line.
     arch: String,
     kernels: Vec<String>,
+    /// One per kernel, in the order of `kernels`.
+    handles: Vec<Handle>,
+    /// One per `KILN_STORAGE_KERNELS` registration.
+    storage_groups: Vec<StorageGroup>,
+}
+
+/// Where a kernel is registered and which Rust struct mirrors its parameters.
+struct Handle {
+    kernel: String,
+    /// The path of the Rust mirror below `crate::cuda` (`activation::ReluFwdParams`).
+    rust_type: String,
+    /// `kernels/activation.cu:145`.
+    at: String,
+    /// The registration line as written.
+    registration: String,
+    /// Where the Rust type was taken from, for the message of a missing type.
+    how: String,
+    /// The same, short: `C++ Relu16FwdParams, kiln-mirror line 74`.
+    source: String,
+}
+
+/// The three kernels `op_f32`, `op_bf16`, `op_f16` of one `KILN_STORAGE_KERNELS(op, Params)`.
+struct StorageGroup {
+    op: String,
+    rust_type: String,
+    at: String,
 }
 
 fn main() {
@@ -75,6 +106,8 @@ fn main() {
     };
     let generated = generated_source(&files, &images, nvcc.is_some());
     fs::write(out.join("kernels.rs"), generated).expect("write generated kernel table");
+    fs::write(out.join("kernel_handles.rs"), handles_source(&files))
+        .expect("write generated kernel handles");
 }
 
 /// Every kernels/*.cu with the kernels it registers for emulation.
@@ -95,7 +128,10 @@ fn kernel_files(dir: &Path) -> Vec<KernelFile> {
                 .expect("file stem")
                 .to_string_lossy()
                 .into_owned();
-            let kernels = registered_kernels(&source);
+            let shown = format!("kernels/{stem}.cu");
+            let registrations = registrations(&source, &shown);
+            let kernels: Vec<String> = registrations.iter().flat_map(|r| r.kernels()).collect();
+            let (handles, storage_groups) = handles(&stem, &shown, &source, &registrations);
             for kernel in global_kernels(&source) {
                 if !kernels.contains(&kernel) {
                     panic!(
@@ -115,33 +151,193 @@ fn kernel_files(dir: &Path) -> Vec<KernelFile> {
                 path,
                 arch,
                 kernels,
+                handles,
+                storage_groups,
             }
         })
         .collect()
 }
 
-/// Names in `KILN_EMULATE(name, ...)` and `KILN_EMULATE_SYNC(name, ...)` lines, and the three
-/// kernels `op_f32`, `op_bf16`, `op_f16` of each `KILN_STORAGE_KERNELS(op, ...)` line (and its
-/// `_SYNC` form; the macro is in kernels/half.cuh).
-fn registered_kernels(source: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    for line in source.lines().map(str::trim_start) {
-        let first_argument = |rest: &str| rest.split(',').next().map(|n| n.trim().to_string());
-        if let Some(rest) = line
+/// One `KILN_EMULATE(name, Params)` or `KILN_EMULATE_SYNC(name, Params)` line, or one
+/// `KILN_STORAGE_KERNELS(op, Params)` line (and its `_SYNC` form; the macro is in
+/// kernels/half.cuh), which registers the three kernels `op_f32`, `op_bf16`, `op_f16`.
+struct Registration {
+    /// The kernel's name, or the storage op's.
+    name: String,
+    storage: bool,
+    /// The C++ parameter struct without template arguments (`Relu16FwdParams`).
+    params: String,
+    /// 1-based.
+    line: usize,
+    text: String,
+}
+
+impl Registration {
+    fn kernels(&self) -> Vec<String> {
+        if self.storage {
+            ["f32", "bf16", "f16"]
+                .iter()
+                .map(|s| format!("{}_{s}", self.name))
+                .collect()
+        } else {
+            vec![self.name.clone()]
+        }
+    }
+}
+
+/// Every registration in `source` (shown as `shown` in messages), in order.
+fn registrations(source: &str, shown: &str) -> Vec<Registration> {
+    let mut found = Vec::new();
+    for (i, line) in source.lines().enumerate() {
+        let line = line.trim_start();
+        let (storage, rest) = if let Some(rest) = line
             .strip_prefix("KILN_STORAGE_KERNELS_SYNC(")
             .or_else(|| line.strip_prefix("KILN_STORAGE_KERNELS("))
         {
-            if let Some(op) = first_argument(rest) {
-                names.extend(["f32", "bf16", "f16"].map(|s| format!("{op}_{s}")));
-            }
+            (true, rest)
         } else if let Some(rest) = line
             .strip_prefix("KILN_EMULATE_SYNC(")
             .or_else(|| line.strip_prefix("KILN_EMULATE("))
         {
-            names.extend(first_argument(rest));
+            (false, rest)
+        } else {
+            continue;
+        };
+        let at = format!("{shown}:{}", i + 1);
+        let (name, params) = rest.split_once(',').unwrap_or_else(|| {
+            panic!("{at}: `{line}` needs two arguments: the kernel and its parameter struct")
+        });
+        let params = params.rsplit_once(')').map_or(params, |(p, _)| p);
+        // `Relu16FwdParams<kiln_bf16>` is mirrored by one Rust struct for every instantiation.
+        let params = params.split('<').next().unwrap_or("").trim().to_string();
+        let name = name.trim().to_string();
+        if !is_identifier(&name) || !is_identifier(&params) {
+            panic!("{at}: cannot read the kernel and parameter struct of `{line}`");
+        }
+        found.push(Registration {
+            name,
+            storage,
+            params,
+            line: i + 1,
+            text: line.trim_end().to_string(),
+        });
+    }
+    found
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The `// kiln-mirror: [module::]Type` annotations of `source`: C++ struct -> (Rust path below
+/// `crate::cuda`, where the annotation is). An annotation stands right above its struct, with
+/// only comment lines and a `template <...>` line between.
+fn mirror_annotations(stem: &str, shown: &str, source: &str) -> Vec<(String, String, String)> {
+    let lines: Vec<&str> = source.lines().map(str::trim).collect();
+    let mut found: Vec<(String, String, String)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(target) = line.strip_prefix("// kiln-mirror:") else {
+            continue;
+        };
+        let at = format!("{shown}:{}", i + 1);
+        let target = target.trim();
+        let parts: Vec<&str> = target.split("::").collect();
+        if parts.len() > 2 || !parts.iter().all(|p| is_identifier(p)) {
+            panic!("{at}: `// kiln-mirror: {target}` should name a Rust type as `Type` or `module::Type` (a module of src/cuda/)");
+        }
+        let path = if parts.len() == 1 {
+            format!("{stem}::{target}")
+        } else {
+            target.to_string()
+        };
+        let cpp = lines[i + 1..]
+            .iter()
+            .find(|l| !l.starts_with("//") && !l.starts_with("template"))
+            .and_then(|l| l.strip_prefix("struct "))
+            .map(|rest| {
+                // `struct alignas(16) Name {` and `struct __align__(128) Name {`.
+                let rest = match rest.split_once(')') {
+                    Some((attr, after)) if attr.contains('(') => after,
+                    _ => rest,
+                };
+                rest.trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| {
+                panic!("{at}: `// kiln-mirror: {target}` must stand right above the C++ struct it names a mirror for")
+            });
+        if found.iter().any(|(c, _, _)| *c == cpp) {
+            panic!("{at}: a second `// kiln-mirror:` line for struct {cpp}");
+        }
+        found.push((cpp, path, at));
+    }
+    found
+}
+
+/// The typed handles of one file's registrations, and its storage-kernel groups.
+fn handles(
+    stem: &str,
+    shown: &str,
+    source: &str,
+    registrations: &[Registration],
+) -> (Vec<Handle>, Vec<StorageGroup>) {
+    let mirrors = mirror_annotations(stem, shown, source);
+    for (cpp, _, at) in &mirrors {
+        if !registrations.iter().any(|r| r.params == *cpp) {
+            panic!("{at}: `// kiln-mirror:` on struct {cpp}, which no KILN_EMULATE or KILN_STORAGE_KERNELS registration in {shown} takes");
         }
     }
-    names
+    let mut handles = Vec::new();
+    let mut groups = Vec::new();
+    for r in registrations {
+        let at = format!("{shown}:{}", r.line);
+        let (rust_type, how, source) = match mirrors.iter().find(|(cpp, _, _)| *cpp == r.params)
+        {
+            Some((_, path, mirror_at)) => (
+                path.clone(),
+                format!(
+                    "the `// kiln-mirror:` line at {mirror_at} names the Rust mirror of C++ `{}`",
+                    r.params
+                ),
+                format!(
+                    "C++ {}, kiln-mirror line {}",
+                    r.params,
+                    mirror_at.rsplit(':').next().unwrap_or("?")
+                ),
+            ),
+            None => (
+                format!("{stem}::{}", r.params),
+                format!(
+                    "the Rust mirror of C++ `{}` is the struct of the same name in src/cuda/{stem}.rs (a `// kiln-mirror: [module::]Type` line above the C++ struct names another)",
+                    r.params
+                ),
+                format!("C++ {}, no kiln-mirror line", r.params),
+            ),
+        };
+        if r.storage {
+            groups.push(StorageGroup {
+                op: r.name.clone(),
+                rust_type: rust_type.clone(),
+                at: at.clone(),
+            });
+        }
+        for kernel in r.kernels() {
+            handles.push(Handle {
+                kernel,
+                rust_type: rust_type.clone(),
+                at: at.clone(),
+                registration: r.text.clone(),
+                how: how.clone(),
+                source: source.clone(),
+            });
+        }
+    }
+    (handles, groups)
 }
 
 /// Names of `__global__` functions: the identifier before the first `(` after `void`, skipping
@@ -508,5 +704,85 @@ fn generated_source(
         writeln!(s, "        {k:?} => Some(kiln_emu_{k}),").unwrap();
     }
     writeln!(s, "        _ => None,\n    }}\n}}").unwrap();
+    s
+}
+
+/// One `Kernel<P>` constant per kernel and one `StorageKernels<P>` per storage registration.
+fn handles_source(files: &[KernelFile]) -> String {
+    let mut s = String::new();
+    writeln!(
+        s,
+        "// Generated by build.rs from the kernel registrations in kernels/*.cu. Do not edit.\n\
+         // A compile error on a type below: the comment at the end of its line names the\n\
+         // registration (file:line) and the C++ struct. The Rust mirror is the struct of the\n\
+         // same name in src/cuda/<file stem>.rs, unless a `// kiln-mirror: [module::]Type` line\n\
+         // right above the C++ struct (the kiln-mirror line given) names another."
+    )
+    .unwrap();
+    let mut constants: Vec<String> = Vec::new();
+    for f in files {
+        for h in &f.handles {
+            let constant = h.kernel.to_ascii_uppercase();
+            writeln!(
+                s,
+                "/// `{}`, registered at {}: `{}`; {}.",
+                h.kernel, h.at, h.registration, h.how
+            )
+            .unwrap();
+            // The type's own line says where it comes from: a compile error shows that line.
+            writeln!(
+                s,
+                "pub(crate) const {constant}: crate::cuda::Kernel<\n    \
+                 crate::cuda::{}, // {} ({})\n> = crate::cuda::Kernel::new({:?});",
+                h.rust_type, h.at, h.source, h.kernel
+            )
+            .unwrap();
+            constants.push(constant);
+        }
+        for g in &f.storage_groups {
+            let constant = g.op.to_ascii_uppercase();
+            let twin = |s: &str| format!("{constant}_{}", s.to_ascii_uppercase());
+            writeln!(
+                s,
+                "/// `{op}_f32`, `{op}_bf16` and `{op}_f16`, registered at {}.",
+                g.at,
+                op = g.op
+            )
+            .unwrap();
+            writeln!(
+                s,
+                "pub(crate) const {constant}: crate::cuda::StorageKernels<crate::cuda::{}> =\n    \
+                 crate::cuda::StorageKernels::new({}, {}, {});",
+                g.rust_type,
+                twin("f32"),
+                twin("bf16"),
+                twin("f16")
+            )
+            .unwrap();
+            constants.push(constant);
+        }
+    }
+    let mut sorted = constants.clone();
+    sorted.sort();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        panic!(
+            "two kernel handles would be named {}: rename a kernel or storage op in kernels/*.cu",
+            w[0]
+        );
+    }
+    writeln!(
+        s,
+        "/// The name of every [`crate::cuda::Kernel`] constant above, read through the constant."
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "#[cfg(test)]\npub(crate) const HANDLE_NAMES: &[&str] = &["
+    )
+    .unwrap();
+    for h in files.iter().flat_map(|f| &f.handles) {
+        writeln!(s, "    {}.name(),", h.kernel.to_ascii_uppercase()).unwrap();
+    }
+    writeln!(s, "];").unwrap();
     s
 }

@@ -71,6 +71,7 @@ KILN_EMULATE(relu_bwd_f32, ReluBwdParams)
 // thread per 8 elements, which walk the groups of 8 and then the < 8 left over.
 
 // Mirrors src/cuda/activation.rs `ReluFwdParams` (the same fields; x and y hold 16-bit values).
+// kiln-mirror: ReluFwdParams
 template <typename T>
 struct Relu16FwdParams {
   const T* x;
@@ -80,6 +81,7 @@ struct Relu16FwdParams {
 };
 
 // Mirrors src/cuda/activation.rs `ReluBwdParams`.
+// kiln-mirror: ReluBwdParams
 template <typename T>
 struct Relu16BwdParams {
   const T* dy;

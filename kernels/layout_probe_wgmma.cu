@@ -15,6 +15,7 @@
 #define PROBE_ATOM_BYTES (64 * 128)  // an MN-major atom: 64 k rows of 64 m or n (gemm_wgmma.cu)
 
 // Mirrors src/cuda/layout_probe.rs `WgmmaProbeParams`.
+// kiln-mirror: layout_probe::WgmmaProbeParams
 struct WgmmaProbeParams {
   const unsigned char* image;  // PROBE_A_BYTES of A's tile, then PROBE_B_BYTES of B's, as stored
   float* d;                    // [128][64]: thread t's accumulators, in register order

@@ -1,6 +1,9 @@
 //! Launchers for kernels/activation.cu.
 
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{
+    elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, Kernel, LaunchConfig,
+    StorageKernels,
+};
 use crate::core::error::Result;
 use crate::core::layout::{MaxoutLayout, RowLayout};
 use crate::cuda::params::{to_i32, to_i64, StorageFormat};
@@ -8,7 +11,7 @@ use crate::cuda::params::{to_i32, to_i64, StorageFormat};
 /// Mirrors `ReluFwdParams` in kernels/activation.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct ReluFwdParams {
+pub(crate) struct ReluFwdParams {
     x: u64,
     y: u64,
     mask: u64,
@@ -18,7 +21,7 @@ struct ReluFwdParams {
 /// Mirrors `ReluBwdParams` in kernels/activation.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct ReluBwdParams {
+pub(crate) struct ReluBwdParams {
     dy: u64,
     mask: u64,
     dx: u64,
@@ -45,10 +48,10 @@ pub(crate) fn relu_fwd(
         mask: mask.address(),
         n: to_i64("relu length", n)?,
     };
-    let (name, per_thread) = relu_kernel(s, "relu_fwd_f32", "relu_fwd_bf16", "relu_fwd_f16");
+    let (kernel, per_thread) = relu_kernel(&RELU_FWD, s);
     launch(
         gpu,
-        name,
+        kernel,
         elementwise_config(n.div_ceil(per_thread)),
         &params,
     )
@@ -69,28 +72,37 @@ pub(crate) fn relu_bwd(
         dx: dx.address(),
         n: to_i64("relu length", n)?,
     };
-    let (name, per_thread) = relu_kernel(s, "relu_bwd_f32", "relu_bwd_bf16", "relu_bwd_f16");
+    let (kernel, per_thread) = relu_kernel(&RELU_BWD, s);
     launch(
         gpu,
-        name,
+        kernel,
         elementwise_config(n.div_ceil(per_thread)),
         &params,
     )
 }
 
+/// The ReLU kernels by storage. They are registered one by one (the 16-bit ones read
+/// `Relu16FwdParams<T>` / `Relu16BwdParams<T>`, which kernels/activation.cu declares mirrored by
+/// the same Rust structs as the f32 ones).
+const RELU_FWD: StorageKernels<ReluFwdParams> = StorageKernels::new(
+    kernels::RELU_FWD_F32,
+    kernels::RELU_FWD_BF16,
+    kernels::RELU_FWD_F16,
+);
+const RELU_BWD: StorageKernels<ReluBwdParams> = StorageKernels::new(
+    kernels::RELU_BWD_F32,
+    kernels::RELU_BWD_BF16,
+    kernels::RELU_BWD_F16,
+);
+
 /// The ReLU kernel for storage `s` and the elements each thread takes: one 16-byte access holds 4
 /// f32 or 8 16-bit values.
-fn relu_kernel(
-    s: StorageFormat,
-    f32: &'static str,
-    bf16: &'static str,
-    f16: &'static str,
-) -> (&'static str, usize) {
-    match s {
-        StorageFormat::F32 => (f32, 4),
-        StorageFormat::Bf16 => (bf16, 8),
-        StorageFormat::F16 => (f16, 8),
-    }
+fn relu_kernel<P>(kernels: &StorageKernels<P>, s: StorageFormat) -> (Kernel<P>, usize) {
+    let per_thread = match s {
+        StorageFormat::F32 => 4,
+        StorageFormat::Bf16 | StorageFormat::F16 => 8,
+    };
+    (kernels.of(s), per_thread)
 }
 
 /// The pointwise activations of kernels/activation.cu that share [`PointwiseFwdParams`] and
@@ -104,14 +116,16 @@ pub(crate) enum ActivationKernel {
 }
 
 impl ActivationKernel {
-    fn kernels(self) -> (&'static str, &'static str, f32) {
+    /// The forward and backward kernels, and alpha.
+    fn kernels(self) -> (Kernel<PointwiseFwdParams>, Kernel<PointwiseBwdParams>, f32) {
+        use kernels::*;
         match self {
             ActivationKernel::LeakyRelu { slope } => {
-                ("leaky_relu_fwd_f32", "leaky_relu_bwd_f32", slope)
+                (LEAKY_RELU_FWD_F32, LEAKY_RELU_BWD_F32, slope)
             }
-            ActivationKernel::Elu { alpha } => ("elu_fwd_f32", "elu_bwd_f32", alpha),
-            ActivationKernel::Sigmoid => ("sigmoid_fwd_f32", "sigmoid_bwd_f32", 0.0),
-            ActivationKernel::Tanh => ("tanh_fwd_f32", "tanh_bwd_f32", 0.0),
+            ActivationKernel::Elu { alpha } => (ELU_FWD_F32, ELU_BWD_F32, alpha),
+            ActivationKernel::Sigmoid => (SIGMOID_FWD_F32, SIGMOID_BWD_F32, 0.0),
+            ActivationKernel::Tanh => (TANH_FWD_F32, TANH_BWD_F32, 0.0),
         }
     }
 }
@@ -119,7 +133,7 @@ impl ActivationKernel {
 /// Mirrors `PointwiseFwdParams` in kernels/activation.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct PointwiseFwdParams {
+pub(crate) struct PointwiseFwdParams {
     x: u64,
     y: u64,
     n: i64,
@@ -129,7 +143,7 @@ struct PointwiseFwdParams {
 /// Mirrors `PointwiseBwdParams` in kernels/activation.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct PointwiseBwdParams {
+pub(crate) struct PointwiseBwdParams {
     saved: u64,
     dy: u64,
     dx: u64,
@@ -140,7 +154,7 @@ struct PointwiseBwdParams {
 /// Mirrors `SoftmaxFwdParams` in kernels/activation.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SoftmaxFwdParams {
+pub(crate) struct SoftmaxFwdParams {
     x: u64,
     y: u64,
     rows: i64,
@@ -152,7 +166,7 @@ struct SoftmaxFwdParams {
 /// Mirrors `SoftmaxBwdParams` in kernels/activation.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SoftmaxBwdParams {
+pub(crate) struct SoftmaxBwdParams {
     y: u64,
     dy: u64,
     dx: u64,
@@ -165,7 +179,7 @@ struct SoftmaxBwdParams {
 /// Mirrors `MaxoutFwdParams` in kernels/activation.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct MaxoutFwdParams {
+pub(crate) struct MaxoutFwdParams {
     x: u64,
     y: u64,
     argmax: u64,
@@ -177,7 +191,7 @@ struct MaxoutFwdParams {
 /// Mirrors `MaxoutBwdParams` in kernels/activation.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct MaxoutBwdParams {
+pub(crate) struct MaxoutBwdParams {
     dy: u64,
     argmax: u64,
     dx: u64,
@@ -245,9 +259,10 @@ pub(crate) fn softmax_uses_blocks(layout: RowLayout) -> bool {
     layout.len >= SOFTMAX_BLOCK_MIN_LEN && layout.inner < SOFTMAX_COALESCED_INNER
 }
 
-/// A softmax launch: the kernel, its grid, and the row count, stride and length as it takes them.
+/// A softmax launch: the kernel (one block or one thread per row), its grid, and the row count,
+/// stride and length as it takes them.
 struct SoftmaxLaunch {
-    kernel: &'static str,
+    blocks: bool,
     cfg: LaunchConfig,
     rows: i64,
     inner: i64,
@@ -255,36 +270,25 @@ struct SoftmaxLaunch {
 }
 
 /// The launch of a softmax kernel over `layout`, or `None` when there is nothing to compute.
-fn softmax_launch(layout: RowLayout, fwd: bool) -> Result<Option<SoftmaxLaunch>> {
+fn softmax_launch(layout: RowLayout) -> Result<Option<SoftmaxLaunch>> {
     let rows = layout.rows();
     if rows == 0 || layout.len == 0 {
         return Ok(None);
     }
-    let (kernel, cfg) = if softmax_uses_blocks(layout) {
-        let blocks = to_i32("softmax rows", rows)? as u32;
-        let cfg = LaunchConfig {
-            grid: (blocks, 1, 1),
+    let blocks = softmax_uses_blocks(layout);
+    let cfg = if blocks {
+        LaunchConfig {
+            grid: (to_i32("softmax rows", rows)? as u32, 1, 1),
             block: (KILN_THREADS_PER_BLOCK, 1, 1),
             shared_bytes: 0,
-        };
-        let kernel = if fwd {
-            "softmax_rows_fwd_f32"
-        } else {
-            "softmax_rows_bwd_f32"
-        };
-        (kernel, cfg)
+        }
     } else {
-        let kernel = if fwd {
-            "softmax_cols_fwd_f32"
-        } else {
-            "softmax_cols_bwd_f32"
-        };
-        (kernel, elementwise_config(rows))
+        elementwise_config(rows)
     };
     // Element offsets are 64-bit in the kernels; the row length is an int.
     to_i64("softmax length", layout.numel())?;
     Ok(Some(SoftmaxLaunch {
-        kernel,
+        blocks,
         cfg,
         rows: to_i64("softmax rows", rows)?,
         inner: to_i64("softmax stride", layout.inner)?,
@@ -300,7 +304,7 @@ pub(crate) fn softmax_fwd(
     layout: RowLayout,
     log: bool,
 ) -> Result<()> {
-    let Some(l) = softmax_launch(layout, true)? else {
+    let Some(l) = softmax_launch(layout)? else {
         return Ok(());
     };
     let params = SoftmaxFwdParams {
@@ -311,7 +315,12 @@ pub(crate) fn softmax_fwd(
         len: l.len,
         log: i32::from(log),
     };
-    launch(gpu, l.kernel, l.cfg, &params)
+    let kernel = if l.blocks {
+        kernels::SOFTMAX_ROWS_FWD_F32
+    } else {
+        kernels::SOFTMAX_COLS_FWD_F32
+    };
+    launch(gpu, kernel, l.cfg, &params)
 }
 
 /// The softmax (or log-softmax) backward pass from the saved output `y`.
@@ -323,7 +332,7 @@ pub(crate) fn softmax_bwd(
     layout: RowLayout,
     log: bool,
 ) -> Result<()> {
-    let Some(l) = softmax_launch(layout, false)? else {
+    let Some(l) = softmax_launch(layout)? else {
         return Ok(());
     };
     let params = SoftmaxBwdParams {
@@ -335,7 +344,12 @@ pub(crate) fn softmax_bwd(
         len: l.len,
         log: i32::from(log),
     };
-    launch(gpu, l.kernel, l.cfg, &params)
+    let kernel = if l.blocks {
+        kernels::SOFTMAX_ROWS_BWD_F32
+    } else {
+        kernels::SOFTMAX_COLS_BWD_F32
+    };
+    launch(gpu, kernel, l.cfg, &params)
 }
 
 /// Maxout forward over `x` [batch][units·pieces][spatial]: y and the winning piece (i32), both
@@ -356,7 +370,12 @@ pub(crate) fn maxout_fwd(
         spatial: to_i64("maxout spatial size", layout.spatial)?,
         pieces: to_i32("maxout pieces", layout.pieces)?,
     };
-    launch(gpu, "maxout_fwd_f32", elementwise_config(outputs), &params)
+    launch(
+        gpu,
+        kernels::MAXOUT_FWD_F32,
+        elementwise_config(outputs),
+        &params,
+    )
 }
 
 /// Maxout backward: dx [batch][units·pieces][spatial] takes dy where its piece won, else 0.
@@ -376,5 +395,10 @@ pub(crate) fn maxout_bwd(
         spatial: to_i64("maxout spatial size", layout.spatial)?,
         pieces: to_i32("maxout pieces", layout.pieces)?,
     };
-    launch(gpu, "maxout_bwd_f32", elementwise_config(inputs), &params)
+    launch(
+        gpu,
+        kernels::MAXOUT_BWD_F32,
+        elementwise_config(inputs),
+        &params,
+    )
 }

@@ -1,13 +1,13 @@
 //! Launchers for kernels/cast.cu: f32 ⇄ bf16/f16.
 
 use super::params::to_i64;
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, Kernel};
 use crate::core::error::Result;
 
 /// Mirrors `CastParams` in kernels/cast.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct CastParams {
+pub(crate) struct CastParams {
     x: u64,
     y: u64,
     n: i64,
@@ -24,7 +24,7 @@ pub(crate) fn f32_to_16bit(
     n: usize,
     bf16: bool,
 ) -> Result<()> {
-    cast(gpu, "cast_f32_to_16bit", x, y, n, bf16)
+    cast(gpu, kernels::CAST_F32_TO_16BIT, x, y, n, bf16)
 }
 
 /// y (f32) = x (16-bit, bf16 when `bf16` else f16), exactly, over `n` elements.
@@ -35,12 +35,12 @@ pub(crate) fn f16bit_to_f32(
     n: usize,
     bf16: bool,
 ) -> Result<()> {
-    cast(gpu, "cast_16bit_to_f32", x, y, n, bf16)
+    cast(gpu, kernels::CAST_16BIT_TO_F32, x, y, n, bf16)
 }
 
 fn cast(
     gpu: &Gpu,
-    kernel: &'static str,
+    kernel: Kernel<CastParams>,
     x: &GpuBuffer,
     y: &mut GpuBuffer,
     n: usize,

@@ -1,13 +1,13 @@
 //! Launchers for kernels/dropout.cu.
 
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
-use crate::cuda::params::{storage_kernel, to_i64, StorageFormat};
+use crate::cuda::params::{to_i64, StorageFormat};
 
 /// Mirrors `DropoutFwdParams` in kernels/dropout.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DropoutFwdParams {
+pub(crate) struct DropoutFwdParams {
     x: u64,
     y: u64,
     mask: u64,
@@ -23,7 +23,7 @@ struct DropoutFwdParams {
 /// Mirrors `DropoutBwdParams` in kernels/dropout.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DropoutBwdParams {
+pub(crate) struct DropoutBwdParams {
     dy: u64,
     mask: u64,
     dx: u64,
@@ -68,7 +68,7 @@ pub(crate) fn dropout_fwd(
     };
     launch(
         gpu,
-        storage_kernel!("dropout_fwd", s),
+        kernels::DROPOUT_FWD.of(s),
         elementwise_config(n),
         &params,
     )
@@ -93,7 +93,7 @@ pub(crate) fn dropout_bwd(
     };
     launch(
         gpu,
-        storage_kernel!("dropout_bwd", s),
+        kernels::DROPOUT_BWD.of(s),
         elementwise_config(n),
         &params,
     )

@@ -1,13 +1,13 @@
 //! Launchers for kernels/elementwise.cu.
 
-use super::params::{storage_kernel, to_i64, StorageFormat};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::params::{to_i64, StorageFormat};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 
 /// Mirrors `AxpbyParams` in kernels/elementwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct AxpbyParams {
+pub(crate) struct AxpbyParams {
     a: u64,
     b: u64,
     out: u64,
@@ -19,7 +19,7 @@ struct AxpbyParams {
 /// Mirrors `MulParams` in kernels/elementwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct MulParams {
+pub(crate) struct MulParams {
     a: u64,
     b: u64,
     out: u64,
@@ -29,7 +29,7 @@ struct MulParams {
 /// Mirrors `AffineParams` in kernels/elementwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct AffineParams {
+pub(crate) struct AffineParams {
     x: u64,
     out: u64,
     upstream: u64,
@@ -41,7 +41,7 @@ struct AffineParams {
 /// Mirrors `FillParams` in kernels/elementwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct FillParams {
+pub(crate) struct FillParams {
     out: u64,
     upstream: u64,
     n: i64,
@@ -70,12 +70,7 @@ pub(crate) fn axpby(
         alpha,
         beta,
     };
-    launch(
-        gpu,
-        storage_kernel!("axpby", s),
-        elementwise_config(n),
-        &params,
-    )
+    launch(gpu, kernels::AXPBY.of(s), elementwise_config(n), &params)
 }
 
 /// a = alpha·a + beta·b over `n` elements, in place.
@@ -95,7 +90,7 @@ pub(crate) fn axpby_in_place(
         alpha,
         beta,
     };
-    launch(gpu, "axpby_f32", elementwise_config(n), &params)
+    launch(gpu, kernels::AXPBY_F32, elementwise_config(n), &params)
 }
 
 /// out = value·upstream[0] (value when `upstream` is 0, a null address) over `n` elements.
@@ -112,7 +107,7 @@ pub(crate) fn fill(
         n: to_i64("length", n)?,
         value,
     };
-    launch(gpu, "fill_f32", elementwise_config(n), &params)
+    launch(gpu, kernels::FILL_F32, elementwise_config(n), &params)
 }
 
 /// out = a·b over `n` elements.
@@ -129,7 +124,7 @@ pub(crate) fn mul(
         out: out.address(),
         n: to_i64("length", n)?,
     };
-    launch(gpu, "mul_f32", elementwise_config(n), &params)
+    launch(gpu, kernels::MUL_F32, elementwise_config(n), &params)
 }
 
 /// out = scale·x + shift over `n` elements.
@@ -163,5 +158,5 @@ pub(crate) fn affine_times(
         scale,
         shift,
     };
-    launch(gpu, "affine_f32", elementwise_config(n), &params)
+    launch(gpu, kernels::AFFINE_F32, elementwise_config(n), &params)
 }

@@ -3,10 +3,10 @@
 //! products with few rows: see [`super::gemm_select::select_gemm`]) and the bias add /
 //! bias-gradient kernels.
 
-use super::gemm_select::{select_gemm, GemmFormat, GemmOperands};
-use super::params::{storage_kernel, to_i32, to_i64, StorageFormat};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
-use crate::core::error::{invalid, Result};
+use super::gemm_select::{select_gemm, GemmFormat, GemmHandle, GemmOperands};
+use super::params::{to_i32, to_i64, StorageFormat};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
+use crate::core::error::{invalid, Error, Result};
 use crate::core::shape::GemmSpec;
 
 /// Rows of C per block of `gemm_f32` (GEMM_BM in kernels/gemm.cu), the smallest tile height any
@@ -17,7 +17,7 @@ const THREADS: u32 = 256;
 /// Mirrors `GemmParams` in kernels/gemm.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct GemmParams {
+pub(crate) struct GemmParams {
     a: u64,
     b: u64,
     c: u64,
@@ -108,7 +108,7 @@ impl GemmLayout {
 /// Mirrors `BiasAddParams` in kernels/gemm.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BiasAddParams {
+pub(crate) struct BiasAddParams {
     y: u64,
     bias: u64,
     total: i64,
@@ -119,7 +119,7 @@ struct BiasAddParams {
 /// Mirrors `BiasGradParams` in kernels/gemm.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BiasGradParams {
+pub(crate) struct BiasGradParams {
     dy: u64,
     db: u64,
     outer: i32,
@@ -235,13 +235,14 @@ pub(crate) fn gemm_at(
     };
     // An f32 product gets one of the f32 kernels, which all read `GemmParams`.
     let kernel = select_gemm(spec, &inputs, &gpu.kernel_policy(), &gpu.capabilities());
+    let GemmHandle::F32(handle) = kernel.handle() else {
+        return Err(Error::Internal(format!(
+            "select_gemm chose {} for an f32 product",
+            kernel.name()
+        )));
+    };
     let (tile_m, tile_n) = kernel.tile();
-    launch(
-        gpu,
-        kernel.name(),
-        grid_config(spec, tile_m, tile_n),
-        &params,
-    )
+    launch(gpu, handle, grid_config(spec, tile_m, tile_n), &params)
 }
 
 /// y[o][c][i] += bias[c].
@@ -261,7 +262,12 @@ pub(crate) fn bias_add(
         channels: to_i32("channels", channels)?,
         inner: to_i32("bias inner size", inner)?,
     };
-    launch(gpu, "bias_add_f32", elementwise_config(total), &params)
+    launch(
+        gpu,
+        kernels::BIAS_ADD_F32,
+        elementwise_config(total),
+        &params,
+    )
 }
 
 /// db[c] = Σ over outer and inner of dy[o][c][i] (one block per channel, deterministic).
@@ -286,5 +292,5 @@ pub(crate) fn bias_grad(
         block: (THREADS, 1, 1),
         shared_bytes: 0,
     };
-    launch(gpu, storage_kernel!("bias_grad", s), cfg, &params)
+    launch(gpu, kernels::BIAS_GRAD.of(s), cfg, &params)
 }

@@ -1,9 +1,14 @@
 //! Which GEMM kernel a product takes: every decision in one pure function, [`select_gemm`], of
 //! the product's shape, its operands' format and alignment, the context's [`KernelPolicy`] and
 //! what the context can run ([`Capabilities`]). The launchers (gemm.rs, gemm_tc.rs,
-//! gemm_wgmma.rs) call it and launch what it names; its tests launch nothing.
+//! gemm_wgmma.rs) call it and launch the typed handle of what it names (`GemmKernel::handle`, an
+//! exhaustive match); its tests launch nothing.
 
+use super::gemm::GemmParams;
+use super::gemm_tc::TcGemmParams;
+use super::gemm_wgmma::{WgmmaGemmParams, WgmmaTmaParams};
 use super::policy::KernelPolicy;
+use super::{kernels, Kernel};
 use crate::core::shape::GemmSpec;
 
 /// What a context can run beyond the kernels every GPU kiln supports loads.
@@ -77,21 +82,27 @@ pub enum GemmKernel {
 impl GemmKernel {
     /// The kernel's name in kernels/*.cu.
     pub fn name(self) -> &'static str {
+        self.handle().name()
+    }
+
+    /// The kernel's typed handle, by the parameter struct its launcher fills.
+    pub(crate) fn handle(self) -> GemmHandle {
+        use kernels::*;
         use GemmKernel::*;
         match self {
-            F32 => "gemm_f32",
-            F32Large => "gemm_128x128_f32",
-            F32Flat(FlatRows::R16) => "gemm_16x256_f32",
-            F32Flat(FlatRows::R32) => "gemm_32x128_f32",
-            TensorCore { bf16, flat } => match (flat, bf16) {
-                (Some(FlatRows::R16), true) => "gemm_tc_16x256_bf16",
-                (Some(FlatRows::R16), false) => "gemm_tc_16x256_f16",
-                (Some(FlatRows::R32), true) => "gemm_tc_32x256_bf16",
-                (Some(FlatRows::R32), false) => "gemm_tc_32x256_f16",
-                (None, true) => "gemm_tc_bf16",
-                (None, false) => "gemm_tc_f16",
-            },
-            Wgmma(w) => w.name(),
+            F32 => GemmHandle::F32(GEMM_F32),
+            F32Large => GemmHandle::F32(GEMM_128X128_F32),
+            F32Flat(FlatRows::R16) => GemmHandle::F32(GEMM_16X256_F32),
+            F32Flat(FlatRows::R32) => GemmHandle::F32(GEMM_32X128_F32),
+            TensorCore { bf16, flat } => GemmHandle::TensorCore(match (flat, bf16) {
+                (Some(FlatRows::R16), true) => GEMM_TC_16X256_BF16,
+                (Some(FlatRows::R16), false) => GEMM_TC_16X256_F16,
+                (Some(FlatRows::R32), true) => GEMM_TC_32X256_BF16,
+                (Some(FlatRows::R32), false) => GEMM_TC_32X256_F16,
+                (None, true) => GEMM_TC_BF16,
+                (None, false) => GEMM_TC_F16,
+            }),
+            Wgmma(w) => GemmHandle::Wgmma(w.handle()),
         }
     }
 
@@ -124,19 +135,64 @@ impl FlatRows {
 
 impl WgmmaKernel {
     pub fn name(self) -> &'static str {
+        match self.handle() {
+            WgmmaHandle::CpAsync(kernel) => kernel.name(),
+            WgmmaHandle::Tma { kernel, .. } => kernel.name(),
+        }
+    }
+
+    /// The kernel's typed handle, by the parameter struct its launcher fills.
+    pub(crate) fn handle(self) -> WgmmaHandle {
+        use kernels::*;
         match self {
-            WgmmaKernel::CpAsync { bf16: true } => "gemm_wgmma_bf16",
-            WgmmaKernel::CpAsync { bf16: false } => "gemm_wgmma_f16",
-            WgmmaKernel::Tma { bf16: true, wide } => match wide {
-                false => "gemm_wgmma_tma_bf16",
-                true => "gemm_wgmma_tma_wide_bf16",
-            },
-            WgmmaKernel::Tma { bf16: false, wide } => match wide {
-                false => "gemm_wgmma_tma_f16",
-                true => "gemm_wgmma_tma_wide_f16",
+            WgmmaKernel::CpAsync { bf16: true } => WgmmaHandle::CpAsync(GEMM_WGMMA_BF16),
+            WgmmaKernel::CpAsync { bf16: false } => WgmmaHandle::CpAsync(GEMM_WGMMA_F16),
+            WgmmaKernel::Tma { bf16, wide } => WgmmaHandle::Tma {
+                kernel: match (bf16, wide) {
+                    (true, false) => GEMM_WGMMA_TMA_BF16,
+                    (true, true) => GEMM_WGMMA_TMA_WIDE_BF16,
+                    (false, false) => GEMM_WGMMA_TMA_F16,
+                    (false, true) => GEMM_WGMMA_TMA_WIDE_F16,
+                },
+                bf16,
+                wide,
             },
         }
     }
+}
+
+/// A [`GemmKernel`] as its launcher takes it: the typed handle, whose parameter struct says which
+/// launcher fills it (gemm.rs, gemm_tc.rs, gemm_wgmma.rs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum GemmHandle {
+    F32(Kernel<GemmParams>),
+    TensorCore(Kernel<TcGemmParams>),
+    Wgmma(WgmmaHandle),
+}
+
+impl GemmHandle {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            GemmHandle::F32(kernel) => kernel.name(),
+            GemmHandle::TensorCore(kernel) => kernel.name(),
+            GemmHandle::Wgmma(w) => match w {
+                WgmmaHandle::CpAsync(kernel) => kernel.name(),
+                WgmmaHandle::Tma { kernel, .. } => kernel.name(),
+            },
+        }
+    }
+}
+
+/// A [`WgmmaKernel`] as gemm_wgmma.rs takes it: the cp.async kernel, or a TMA kernel with the
+/// format its tensor maps describe and its tile width.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WgmmaHandle {
+    CpAsync(Kernel<WgmmaGemmParams>),
+    Tma {
+        kernel: Kernel<WgmmaTmaParams>,
+        bf16: bool,
+        wide: bool,
+    },
 }
 
 /// The square tile of `gemm_128x128_f32` and the k panel it needs filled at least once.

@@ -3,11 +3,11 @@
 //! the wgmma kernels (gemm_wgmma.rs) when [`super::gemm_select::select_gemm`] picks them.
 
 use super::gemm::{grid_config, GemmAddresses, GemmEpilogue, GemmLayout};
-use super::gemm_select::{select_gemm, GemmFormat, GemmKernel, GemmOperands};
+use super::gemm_select::{select_gemm, GemmFormat, GemmHandle, GemmOperands};
 use super::gemm_wgmma::gemm_wgmma_at;
 use super::params::to_i32;
 use super::{kernel_params, launch, Gpu};
-use crate::core::error::{invalid, Result};
+use crate::core::error::{invalid, Error, Result};
 use crate::core::shape::GemmSpec;
 
 /// Tile of C per block of the square-tile kernels (gemm_tc_*; 256 threads, as gemm.rs's grid
@@ -17,7 +17,7 @@ const TILE: usize = 128;
 /// Mirrors `TcGemmParams` in kernels/gemm_tc.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct TcGemmParams {
+pub(crate) struct TcGemmParams {
     a: u64,
     b: u64,
     c: u64,
@@ -73,9 +73,17 @@ pub(crate) fn gemm_16bit_at(
     };
     let inputs = GemmOperands { format, a, b };
     let kernel = select_gemm(spec, &inputs, &gpu.kernel_policy(), &gpu.capabilities());
-    if let GemmKernel::Wgmma(wgmma) = kernel {
-        return gemm_wgmma_at(gpu, wgmma, spec, alpha, operands, beta);
-    }
+    // A 16-bit product is wgmma's or one of the gemm_tc kernels, which all read `TcGemmParams`.
+    let handle = match kernel.handle() {
+        GemmHandle::TensorCore(handle) => handle,
+        GemmHandle::Wgmma(wgmma) => return gemm_wgmma_at(gpu, wgmma, spec, alpha, operands, beta),
+        GemmHandle::F32(_) => {
+            return Err(Error::Internal(format!(
+                "select_gemm chose {} for a 16-bit product",
+                kernel.name()
+            )))
+        }
+    };
     let params = TcGemmParams {
         a,
         b,
@@ -96,13 +104,6 @@ pub(crate) fn gemm_16bit_at(
         epilogue: GemmEpilogue::of(&operands, alpha, beta),
     };
     to_i32("gemm output matrices", spec.outputs())?;
-    // A 16-bit product that is not wgmma's is one of the gemm_tc kernels, which all read
-    // `TcGemmParams`.
     let (tile_m, tile_n) = kernel.tile();
-    launch(
-        gpu,
-        kernel.name(),
-        grid_config(spec, tile_m, tile_n),
-        &params,
-    )
+    launch(gpu, handle, grid_config(spec, tile_m, tile_n), &params)
 }

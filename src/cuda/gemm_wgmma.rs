@@ -9,9 +9,9 @@
 //! [`super::gemm_select::select_gemm`]. Which kernels ran: [`super::count_launches`].
 
 use super::gemm::{grid_config, GemmAddresses, GemmEpilogue, GemmLayout};
-pub(crate) use super::gemm_select::WgmmaKernel;
+use super::gemm_select::WgmmaHandle;
 use super::params::to_i32;
-use super::{kernel_params, launch, Gpu, LaunchConfig};
+use super::{kernel_params, launch, Gpu, Kernel, LaunchConfig};
 use crate::core::error::Result;
 use crate::core::shape::GemmSpec;
 
@@ -36,7 +36,7 @@ const ATOM: u32 = 64;
 /// Mirrors `WgmmaGemmParams` in kernels/gemm_wgmma.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct WgmmaGemmParams {
+pub(crate) struct WgmmaGemmParams {
     a: u64,
     b: u64,
     c: u64,
@@ -52,7 +52,7 @@ struct TensorMap([u64; 16]);
 /// Mirrors `WgmmaTmaParams` in kernels/gemm_wgmma.cu.
 #[repr(C, align(128))]
 #[derive(Clone, Copy)]
-struct WgmmaTmaParams {
+pub(crate) struct WgmmaTmaParams {
     map_a: TensorMap,
     map_b: TensorMap,
     c: u64,
@@ -98,6 +98,7 @@ fn operand_map(
 /// The TMA kernel on a single product.
 fn gemm_wgmma_tma_at(
     gpu: &Gpu,
+    kernel: Kernel<WgmmaTmaParams>,
     (bf16, wide): (bool, bool),
     spec: &GemmSpec,
     alpha: f32,
@@ -123,14 +124,13 @@ fn gemm_wgmma_tma_at(
         block: (TMA_THREADS, 1, 1),
         shared_bytes: tma_shared_bytes(tile_n as u32),
     };
-    let kernel = WgmmaKernel::Tma { bf16, wide }.name();
     launch(gpu, kernel, cfg, &params)
 }
 
 /// The cp.async kernel on any product (batches, groups, batch sums).
 fn gemm_wgmma_cp_async_at(
     gpu: &Gpu,
-    bf16: bool,
+    kernel: Kernel<WgmmaGemmParams>,
     spec: &GemmSpec,
     alpha: f32,
     operands: GemmAddresses,
@@ -149,24 +149,25 @@ fn gemm_wgmma_cp_async_at(
         shared_bytes: SHARED_BYTES,
         ..grid_config(spec, TILE, TILE)
     };
-    launch(gpu, WgmmaKernel::CpAsync { bf16 }.name(), cfg, &params)
+    launch(gpu, kernel, cfg, &params)
 }
 
-/// Runs `kernel` (chosen by `select_gemm`) on device addresses (ranges checked by the caller).
+/// Runs `kernel` (chosen by `select_gemm`: the handle of a `WgmmaKernel`) on device addresses
+/// (ranges checked by the caller).
 pub(crate) fn gemm_wgmma_at(
     gpu: &Gpu,
-    kernel: WgmmaKernel,
+    kernel: WgmmaHandle,
     spec: &GemmSpec,
     alpha: f32,
     operands: GemmAddresses,
     beta: f32,
 ) -> Result<()> {
     match kernel {
-        WgmmaKernel::Tma { bf16, wide } => {
-            gemm_wgmma_tma_at(gpu, (bf16, wide), spec, alpha, operands, beta)
+        WgmmaHandle::Tma { kernel, bf16, wide } => {
+            gemm_wgmma_tma_at(gpu, kernel, (bf16, wide), spec, alpha, operands, beta)
         }
-        WgmmaKernel::CpAsync { bf16 } => {
-            gemm_wgmma_cp_async_at(gpu, bf16, spec, alpha, operands, beta)
+        WgmmaHandle::CpAsync(kernel) => {
+            gemm_wgmma_cp_async_at(gpu, kernel, spec, alpha, operands, beta)
         }
     }
 }

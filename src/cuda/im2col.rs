@@ -1,14 +1,14 @@
 //! Launchers for kernels/im2col.cu.
 
-use super::params::{storage_kernel, ConvGeom, StorageFormat};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::params::{ConvGeom, StorageFormat};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 use crate::core::shape::ConvGeometry;
 
 /// Mirrors `Im2colParams` in kernels/im2col.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Im2colParams {
+pub(crate) struct Im2colParams {
     im: u64,
     col: u64,
     g: ConvGeom,
@@ -17,7 +17,7 @@ struct Im2colParams {
 /// Mirrors `Col2imParams` in kernels/im2col.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Col2imParams {
+pub(crate) struct Col2imParams {
     col: u64,
     im: u64,
     g: ConvGeom,
@@ -26,7 +26,7 @@ struct Col2imParams {
 /// Mirrors `Im2col16Params` in kernels/im2col.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Im2col16Params {
+pub(crate) struct Im2col16Params {
     im: u64,
     col: u64,
     g: ConvGeom,
@@ -63,7 +63,7 @@ pub(crate) fn im2col_at(
     };
     launch(
         gpu,
-        storage_kernel!("im2col", s),
+        kernels::IM2COL.of(s),
         elementwise_config(g.col_len()),
         &params,
     )
@@ -86,7 +86,7 @@ pub(crate) fn im2col_16bit_at(
     };
     launch(
         gpu,
-        "im2col_16bit",
+        kernels::IM2COL_16BIT,
         elementwise_config(g.col_len()),
         &params,
     )
@@ -118,7 +118,7 @@ pub(crate) fn col2im_at(
     };
     launch(
         gpu,
-        storage_kernel!("col2im", s),
+        kernels::COL2IM.of(s),
         elementwise_config(g.input_len()),
         &params,
     )

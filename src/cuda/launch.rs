@@ -3,9 +3,11 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use super::params::StorageFormat;
 use super::{generated, Backend, Gpu};
 use crate::core::error::{Error, Result};
 
@@ -123,6 +125,69 @@ macro_rules! kernel_params {
 }
 pub(crate) use kernel_params;
 
+/// A kernel, typed by the `#[repr(C)]` parameter struct it reads: [`launch`] takes the handle and
+/// a `&P`, so a kernel cannot be launched with another kernel's parameters. build.rs generates one
+/// constant per registered kernel (`cuda::kernels::RELU_FWD_F32`, from `KILN_EMULATE(relu_fwd_f32,
+/// ReluFwdParams)` in kernels/activation.cu), whose `P` is the registration's struct.
+pub(crate) struct Kernel<P> {
+    name: &'static str,
+    params: PhantomData<fn(&P)>,
+}
+
+impl<P: KernelParams> Kernel<P> {
+    /// The handle of kernel `name`; only the generated constants call it.
+    pub(crate) const fn new(name: &'static str) -> Kernel<P> {
+        Kernel {
+            name,
+            params: PhantomData,
+        }
+    }
+}
+
+impl<P> Kernel<P> {
+    /// The kernel's `extern "C"` name.
+    pub(crate) const fn name(self) -> &'static str {
+        self.name
+    }
+}
+
+// Not derived: a derive would ask `P: Clone`.
+impl<P> Clone for Kernel<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P> Copy for Kernel<P> {}
+
+impl<P> std::fmt::Debug for Kernel<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernel({})", self.name)
+    }
+}
+
+/// The three kernels of one storage-templated op (`KILN_STORAGE_KERNELS(op, Params)`:
+/// `op_f32`, `op_bf16`, `op_f16`), all reading `P`.
+pub(crate) struct StorageKernels<P> {
+    f32: Kernel<P>,
+    bf16: Kernel<P>,
+    f16: Kernel<P>,
+}
+
+impl<P> StorageKernels<P> {
+    pub(crate) const fn new(f32: Kernel<P>, bf16: Kernel<P>, f16: Kernel<P>) -> StorageKernels<P> {
+        StorageKernels { f32, bf16, f16 }
+    }
+
+    /// The kernel for storage `s`.
+    pub(crate) const fn of(&self, s: StorageFormat) -> Kernel<P> {
+        match s {
+            StorageFormat::F32 => self.f32,
+            StorageFormat::Bf16 => self.bf16,
+            StorageFormat::F16 => self.f16,
+        }
+    }
+}
+
 /// The largest grid.y and grid.z a CUDA launch accepts (grid.x goes to 2^31 − 1).
 const MAX_GRID_YZ: u32 = 65_535;
 
@@ -141,13 +206,14 @@ fn check_grid(name: &'static str, cfg: LaunchConfig) -> Result<()> {
     Ok(())
 }
 
-/// Runs (or queues) kernel `name` over `cfg` with `params`.
+/// Runs (or queues) `kernel` over `cfg` with `params`, the struct it reads.
 pub(crate) fn launch<P: KernelParams>(
     gpu: &Gpu,
-    name: &'static str,
+    kernel: Kernel<P>,
     cfg: LaunchConfig,
     params: &P,
 ) -> Result<()> {
+    let name = kernel.name();
     check_grid(name, cfg)?;
     count_launch(name);
     match &gpu.backend {
@@ -164,6 +230,41 @@ pub(crate) fn launch<P: KernelParams>(
 #[cfg(test)]
 mod tests {
     use super::count_launches;
+    use crate::cuda::{generated, kernels};
+
+    /// Every registered kernel has exactly one typed handle, and every handle names a registered
+    /// kernel with an emulated entry point.
+    #[test]
+    fn one_handle_per_registered_kernel() {
+        let mut handles: Vec<&str> = kernels::HANDLE_NAMES.to_vec();
+        let mut registered: Vec<&str> = generated::KERNELS.iter().map(|k| k.0).collect();
+        handles.sort_unstable();
+        registered.sort_unstable();
+        let before = handles.len();
+        handles.dedup();
+        assert_eq!(handles.len(), before, "a kernel has two handles");
+        let before = registered.len();
+        registered.dedup();
+        assert_eq!(registered.len(), before, "a kernel is registered twice");
+        assert_eq!(handles, registered);
+        for name in handles {
+            assert!(generated::emulated_entry(name).is_some(), "{name}");
+        }
+        // The storage groups hand out their own op's twins.
+        use crate::cuda::params::StorageFormat;
+        assert_eq!(
+            kernels::BIAS_GRAD.of(StorageFormat::F32).name(),
+            "bias_grad_f32"
+        );
+        assert_eq!(
+            kernels::BIAS_GRAD.of(StorageFormat::Bf16).name(),
+            "bias_grad_bf16"
+        );
+        assert_eq!(
+            kernels::BIAS_GRAD.of(StorageFormat::F16).name(),
+            "bias_grad_f16"
+        );
+    }
     use crate::core::shape::GemmSpec;
     use crate::{backend, Device, Tensor};
 

@@ -7,14 +7,16 @@
 use std::sync::Arc;
 
 use super::params::to_i64;
-use super::{elementwise_config, gpu, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{
+    elementwise_config, gpu, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig,
+};
 use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
 
 /// Mirrors `SwizzleProbeParams` in kernels/layout_probe.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SwizzleProbeParams {
+pub(crate) struct SwizzleProbeParams {
     offsets: u64,
     out: u64,
     n: i64,
@@ -23,7 +25,7 @@ struct SwizzleProbeParams {
 /// Mirrors `DescriptorProbeParams` in kernels/layout_probe.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DescriptorProbeParams {
+pub(crate) struct DescriptorProbeParams {
     fields: u64,
     out: u64,
     n: i64,
@@ -32,7 +34,7 @@ struct DescriptorProbeParams {
 /// Mirrors `MmaProbeParams` in kernels/layout_probe.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct MmaProbeParams {
+pub(crate) struct MmaProbeParams {
     a: u64,
     b: u64,
     c: u64,
@@ -43,7 +45,7 @@ struct MmaProbeParams {
 /// Mirrors `WgmmaProbeParams` in kernels/layout_probe_wgmma.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct WgmmaProbeParams {
+pub(crate) struct WgmmaProbeParams {
     image: u64,
     d: u64,
     bf16: i32,
@@ -103,7 +105,7 @@ pub fn swizzle_128b(device: Device, offsets: &[u32]) -> Result<Vec<u32>> {
     };
     launch(
         &g,
-        "layout_probe_swizzle",
+        kernels::LAYOUT_PROBE_SWIZZLE,
         elementwise_config(offsets.len()),
         &params,
     )?;
@@ -126,7 +128,7 @@ pub fn wgmma_descriptors(device: Device, fields: &[[u32; 3]]) -> Result<Vec<u64>
     };
     launch(
         &g,
-        "layout_probe_descriptor",
+        kernels::LAYOUT_PROBE_DESCRIPTOR,
         elementwise_config(fields.len()),
         &params,
     )?;
@@ -167,7 +169,7 @@ pub fn mma_m16n8k16(
         block: (32, 1, 1),
         shared_bytes: 0,
     };
-    launch(&g, "layout_probe_mma_16816", cfg, &params)?;
+    launch(&g, kernels::LAYOUT_PROBE_MMA_16816, cfg, &params)?;
     let mut flat_d = vec![0f32; 32 * 4];
     g.download(&output, &mut flat_d)?;
     let mut d = [[0f32; 4]; 32];
@@ -220,7 +222,7 @@ pub fn wgmma_m64n128k16(
         ));
     }
     let g = open(device)?;
-    if !g.has_kernel("layout_probe_wgmma") {
+    if !g.has_kernel(kernels::LAYOUT_PROBE_WGMMA.name()) {
         return Ok(None);
     }
     let input = uploaded(&g, image)?;
@@ -240,7 +242,7 @@ pub fn wgmma_m64n128k16(
         // The tiles, plus slack to align them to 1024 bytes.
         shared_bytes: (WGMMA_PROBE_A_BYTES + WGMMA_PROBE_B_BYTES + 1024) as u32,
     };
-    launch(&g, "layout_probe_wgmma", cfg, &params)?;
+    launch(&g, kernels::LAYOUT_PROBE_WGMMA, cfg, &params)?;
     let mut d = vec![0f32; count];
     g.download(&output, &mut d)?;
     Ok(Some(d))

@@ -1,13 +1,13 @@
 //! Launchers for kernels/loss.cu.
 
 use super::params::{to_i32, to_i64};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 
 /// Mirrors `SoftmaxXentFwdParams` in kernels/loss.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SoftmaxXentFwdParams {
+pub(crate) struct SoftmaxXentFwdParams {
     logits: u64,
     labels: u64,
     probs: u64,
@@ -19,7 +19,7 @@ struct SoftmaxXentFwdParams {
 /// Mirrors `SoftmaxXentBwdParams` in kernels/loss.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SoftmaxXentBwdParams {
+pub(crate) struct SoftmaxXentBwdParams {
     probs: u64,
     labels: u64,
     dlogits: u64,
@@ -32,7 +32,7 @@ struct SoftmaxXentBwdParams {
 /// Mirrors `SquaredErrorFwdParams` in kernels/loss.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SquaredErrorFwdParams {
+pub(crate) struct SquaredErrorFwdParams {
     prediction: u64,
     target: u64,
     sq: u64,
@@ -42,7 +42,7 @@ struct SquaredErrorFwdParams {
 /// Mirrors `SquaredErrorBwdParams` in kernels/loss.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SquaredErrorBwdParams {
+pub(crate) struct SquaredErrorBwdParams {
     prediction: u64,
     target: u64,
     dprediction: u64,
@@ -55,7 +55,7 @@ struct SquaredErrorBwdParams {
 /// Mirrors `BceLogitsFwdParams` in kernels/loss.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BceLogitsFwdParams {
+pub(crate) struct BceLogitsFwdParams {
     logits: u64,
     targets: u64,
     losses: u64,
@@ -65,7 +65,7 @@ struct BceLogitsFwdParams {
 /// Mirrors `BceLogitsBwdParams` in kernels/loss.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BceLogitsBwdParams {
+pub(crate) struct BceLogitsBwdParams {
     logits: u64,
     targets: u64,
     dlogits: u64,
@@ -78,7 +78,7 @@ struct BceLogitsBwdParams {
 /// Mirrors `SumSquaresParams` in kernels/loss.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SumSquaresParams {
+pub(crate) struct SumSquaresParams {
     x: u64,
     partial: u64,
     n: i64,
@@ -87,7 +87,7 @@ struct SumSquaresParams {
 /// Mirrors `CountCorrectParams` in kernels/loss.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct CountCorrectParams {
+pub(crate) struct CountCorrectParams {
     logits: u64,
     labels: u64,
     count: u64,
@@ -129,7 +129,7 @@ pub(crate) fn softmax_xent_fwd(
         block: (256, 1, 1),
         shared_bytes: 0,
     };
-    launch(gpu, "softmax_xent_fwd_f32", cfg, &params)
+    launch(gpu, kernels::SOFTMAX_XENT_FWD_F32, cfg, &params)
 }
 
 /// dlogits = scale·(probs − onehot(labels)).
@@ -156,7 +156,7 @@ pub(crate) fn softmax_xent_bwd(
     };
     launch(
         gpu,
-        "softmax_xent_bwd_f32",
+        kernels::SOFTMAX_XENT_BWD_F32,
         elementwise_config(total),
         &params,
     )
@@ -176,7 +176,12 @@ pub(crate) fn squared_error_fwd(
         sq: sq.address(),
         n: to_i64("squared error length", n)?,
     };
-    launch(gpu, "squared_error_fwd_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        kernels::SQUARED_ERROR_FWD_F32,
+        elementwise_config(n),
+        &params,
+    )
 }
 
 /// dprediction = scale·(prediction − target) and, when given, dtarget = −dprediction.
@@ -200,7 +205,12 @@ pub(crate) fn squared_error_bwd(
         n: to_i64("squared error length", n)?,
         scale,
     };
-    launch(gpu, "squared_error_bwd_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        kernels::SQUARED_ERROR_BWD_F32,
+        elementwise_config(n),
+        &params,
+    )
 }
 
 /// losses = max(z, 0) − z·t + log(1 + exp(−|z|)) over `n` elements.
@@ -217,7 +227,12 @@ pub(crate) fn bce_logits_fwd(
         losses: losses.address(),
         n: to_i64("binary cross-entropy length", n)?,
     };
-    launch(gpu, "bce_logits_fwd_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        kernels::BCE_LOGITS_FWD_F32,
+        elementwise_config(n),
+        &params,
+    )
 }
 
 /// dlogits = scale·(sigmoid(z) − t) and, when given, dtargets = −scale·z.
@@ -241,7 +256,12 @@ pub(crate) fn bce_logits_bwd(
         n: to_i64("binary cross-entropy length", n)?,
         scale,
     };
-    launch(gpu, "bce_logits_bwd_f32", elementwise_config(n), &params)
+    launch(
+        gpu,
+        kernels::BCE_LOGITS_BWD_F32,
+        elementwise_config(n),
+        &params,
+    )
 }
 
 /// Blocks of the first stage of [`sum_squares`]: one per 256 elements, at most 128, so the second
@@ -267,7 +287,7 @@ pub(crate) fn sum_squares(
         block: (256, 1, 1),
         shared_bytes: 0,
     };
-    launch(gpu, "sum_squares_f32", cfg, &params)
+    launch(gpu, kernels::SUM_SQUARES_F32, cfg, &params)
 }
 
 /// count[0] = the number of rows of `logits` [rows][classes] whose first largest value is at the
@@ -292,5 +312,5 @@ pub(crate) fn count_correct(
         block: (256, 1, 1),
         shared_bytes: 0,
     };
-    launch(gpu, "count_correct_f32", cfg, &params)
+    launch(gpu, kernels::COUNT_CORRECT_F32, cfg, &params)
 }

@@ -1,14 +1,14 @@
 //! Launchers for kernels/norm.cu.
 
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 use crate::core::layout::ChannelLayout;
-use crate::cuda::params::{storage_kernel, to_i32, to_i64, StorageFormat};
+use crate::cuda::params::{to_i32, to_i64, StorageFormat};
 
 /// Mirrors `BatchNormStatsParams` in kernels/norm.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BatchNormStatsParams {
+pub(crate) struct BatchNormStatsParams {
     x: u64,
     mean: u64,
     var: u64,
@@ -20,7 +20,7 @@ struct BatchNormStatsParams {
 /// Mirrors `BatchNormFwdParams` in kernels/norm.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BatchNormFwdParams {
+pub(crate) struct BatchNormFwdParams {
     x: u64,
     mean: u64,
     var: u64,
@@ -36,7 +36,7 @@ struct BatchNormFwdParams {
 /// Mirrors `BatchNormBwdReduceParams` in kernels/norm.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BatchNormBwdReduceParams {
+pub(crate) struct BatchNormBwdReduceParams {
     dy: u64,
     x: u64,
     mean: u64,
@@ -52,7 +52,7 @@ struct BatchNormBwdReduceParams {
 /// Mirrors `BatchNormBwdDxParams` in kernels/norm.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BatchNormBwdDxParams {
+pub(crate) struct BatchNormBwdDxParams {
     dy: u64,
     x: u64,
     mean: u64,
@@ -123,7 +123,7 @@ pub(crate) fn batch_norm_stats(
     };
     launch(
         gpu,
-        storage_kernel!("batch_norm_stats", s),
+        kernels::BATCH_NORM_STATS.of(s),
         per_channel_config(channels),
         &params,
     )
@@ -155,7 +155,7 @@ pub(crate) fn batch_norm_fwd(
     };
     launch(
         gpu,
-        storage_kernel!("batch_norm_fwd", s),
+        kernels::BATCH_NORM_FWD.of(s),
         elementwise_config(n),
         &params,
     )
@@ -194,7 +194,7 @@ pub(crate) fn batch_norm_bwd_reduce(
     };
     launch(
         gpu,
-        storage_kernel!("batch_norm_bwd_reduce", s),
+        kernels::BATCH_NORM_BWD_REDUCE.of(s),
         per_channel_config(channels),
         &params,
     )
@@ -230,7 +230,7 @@ pub(crate) fn batch_norm_bwd_dx(
     };
     launch(
         gpu,
-        storage_kernel!("batch_norm_bwd_dx", s),
+        kernels::BATCH_NORM_BWD_DX.of(s),
         elementwise_config(n),
         &params,
     )

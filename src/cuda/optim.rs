@@ -3,13 +3,13 @@
 //! while a CUDA graph is recorded the per-step ones are read from the graph's step scalars instead.
 
 use super::params::to_i64;
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 
 /// Mirrors `SgdParams` in kernels/optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SgdParams {
+pub(crate) struct SgdParams {
     w: u64,
     g: u64,
     scalars: u64,
@@ -21,7 +21,7 @@ struct SgdParams {
 /// Mirrors `SgdMomentumParams` in kernels/optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SgdMomentumParams {
+pub(crate) struct SgdMomentumParams {
     w: u64,
     g: u64,
     velocity: u64,
@@ -36,7 +36,7 @@ struct SgdMomentumParams {
 /// Mirrors `RmspropParams` in kernels/optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct RmspropParams {
+pub(crate) struct RmspropParams {
     w: u64,
     g: u64,
     square_avg: u64,
@@ -51,7 +51,7 @@ struct RmspropParams {
 /// Mirrors `AdamParams` in kernels/optim.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct AdamParams {
+pub(crate) struct AdamParams {
     w: u64,
     g: u64,
     exp_avg: u64,
@@ -86,7 +86,12 @@ pub(crate) fn sgd(
         lr,
         weight_decay,
     };
-    launch(gpu, "sgd_f32", elementwise_config(n.div_ceil(4)), &params)
+    launch(
+        gpu,
+        kernels::SGD_F32,
+        elementwise_config(n.div_ceil(4)),
+        &params,
+    )
 }
 
 /// One fused SGD-with-momentum step (classic or Nesterov) over `n` parameters, in place.
@@ -115,7 +120,7 @@ pub(crate) fn sgd_momentum(
     };
     launch(
         gpu,
-        "sgd_momentum_f32",
+        kernels::SGD_MOMENTUM_F32,
         elementwise_config(n.div_ceil(4)),
         &params,
     )
@@ -147,7 +152,7 @@ pub(crate) fn rmsprop(
     };
     launch(
         gpu,
-        "rmsprop_f32",
+        kernels::RMSPROP_F32,
         elementwise_config(n.div_ceil(4)),
         &params,
     )
@@ -179,5 +184,10 @@ pub(crate) fn adam(
         step_size: c.step_size,
         bias_correction2_sqrt: c.bias_correction2_sqrt,
     };
-    launch(gpu, "adam_f32", elementwise_config(n.div_ceil(4)), &params)
+    launch(
+        gpu,
+        kernels::ADAM_F32,
+        elementwise_config(n.div_ceil(4)),
+        &params,
+    )
 }

@@ -96,15 +96,3 @@ impl StorageFormat {
         self.dtype().size_in_bytes()
     }
 }
-
-/// The name of kernel `$op` for storage `$s`: `"<op>_f32"`, `"<op>_bf16"` or `"<op>_f16"`.
-macro_rules! storage_kernel {
-    ($op:literal, $s:expr) => {
-        match $s {
-            $crate::cuda::params::StorageFormat::F32 => concat!($op, "_f32"),
-            $crate::cuda::params::StorageFormat::Bf16 => concat!($op, "_bf16"),
-            $crate::cuda::params::StorageFormat::F16 => concat!($op, "_f16"),
-        }
-    };
-}
-pub(crate) use storage_kernel;

@@ -1,14 +1,14 @@
 //! Launchers for kernels/pool.cu.
 
-use super::params::{storage_kernel, to_i64, ConvGeom, StorageFormat};
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::params::{to_i64, ConvGeom, StorageFormat};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 use crate::core::shape::ConvGeometry;
 
 /// Mirrors `MaxPoolFwdParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct MaxPoolFwdParams {
+pub(crate) struct MaxPoolFwdParams {
     x: u64,
     y: u64,
     argmax: u64,
@@ -18,7 +18,7 @@ struct MaxPoolFwdParams {
 /// Mirrors `MaxPoolBwdParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct MaxPoolBwdParams {
+pub(crate) struct MaxPoolBwdParams {
     dy: u64,
     argmax: u64,
     dx: u64,
@@ -28,7 +28,7 @@ struct MaxPoolBwdParams {
 /// Mirrors `AvgPoolFwdParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct AvgPoolFwdParams {
+pub(crate) struct AvgPoolFwdParams {
     x: u64,
     y: u64,
     g: ConvGeom,
@@ -38,7 +38,7 @@ struct AvgPoolFwdParams {
 /// Mirrors `AvgPoolBwdParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct AvgPoolBwdParams {
+pub(crate) struct AvgPoolBwdParams {
     dy: u64,
     dx: u64,
     g: ConvGeom,
@@ -48,7 +48,7 @@ struct AvgPoolBwdParams {
 /// Mirrors `L2PoolFwdParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct L2PoolFwdParams {
+pub(crate) struct L2PoolFwdParams {
     x: u64,
     y: u64,
     g: ConvGeom,
@@ -57,7 +57,7 @@ struct L2PoolFwdParams {
 /// Mirrors `L2PoolBwdParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct L2PoolBwdParams {
+pub(crate) struct L2PoolBwdParams {
     x: u64,
     y: u64,
     dy: u64,
@@ -68,7 +68,7 @@ struct L2PoolBwdParams {
 /// Mirrors `GlobalAvgPoolFwdParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct GlobalAvgPoolFwdParams {
+pub(crate) struct GlobalAvgPoolFwdParams {
     x: u64,
     y: u64,
     planes: i64,
@@ -78,7 +78,7 @@ struct GlobalAvgPoolFwdParams {
 /// Mirrors `GlobalAvgPoolBwdParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct GlobalAvgPoolBwdParams {
+pub(crate) struct GlobalAvgPoolBwdParams {
     dy: u64,
     dx: u64,
     n: i64,
@@ -114,7 +114,7 @@ pub(crate) fn maxpool_fwd(
     let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
     launch(
         gpu,
-        storage_kernel!("maxpool_fwd", s),
+        kernels::MAXPOOL_FWD.of(s),
         elementwise_config(outputs),
         &params,
     )
@@ -137,7 +137,7 @@ pub(crate) fn maxpool_bwd(
     };
     launch(
         gpu,
-        storage_kernel!("maxpool_bwd", s),
+        kernels::MAXPOOL_BWD.of(s),
         elementwise_config(g.input_len()),
         &params,
     )
@@ -161,7 +161,7 @@ pub(crate) fn avgpool_fwd(
     let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
     launch(
         gpu,
-        storage_kernel!("avgpool_fwd", s),
+        kernels::AVGPOOL_FWD.of(s),
         elementwise_config(outputs),
         &params,
     )
@@ -184,7 +184,7 @@ pub(crate) fn avgpool_bwd(
     };
     launch(
         gpu,
-        storage_kernel!("avgpool_bwd", s),
+        kernels::AVGPOOL_BWD.of(s),
         elementwise_config(g.input_len()),
         &params,
     )
@@ -203,7 +203,12 @@ pub(crate) fn l2pool_fwd(
         g: ConvGeom::new(g)?,
     };
     let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
-    launch(gpu, "l2pool_fwd_f32", elementwise_config(outputs), &params)
+    launch(
+        gpu,
+        kernels::L2POOL_FWD_F32,
+        elementwise_config(outputs),
+        &params,
+    )
 }
 
 /// L2-pool backward `dx = x · Σ dy / y` (gather per input pixel; `dx` is overwritten).
@@ -224,7 +229,7 @@ pub(crate) fn l2pool_bwd(
     };
     launch(
         gpu,
-        "l2pool_bwd_f32",
+        kernels::L2POOL_BWD_F32,
         elementwise_config(g.input_len()),
         &params,
     )
@@ -253,7 +258,7 @@ pub(crate) fn global_avgpool_fwd(
         block: (256, 1, 1), // KILN_THREADS_PER_BLOCK: the kernel's tree assumes exactly this
         shared_bytes: 0,
     };
-    launch(gpu, storage_kernel!("global_avgpool_fwd", s), cfg, &params)
+    launch(gpu, kernels::GLOBAL_AVGPOOL_FWD.of(s), cfg, &params)
 }
 
 /// `dx[p][i] = dy[p] / plane_len`, elementwise.
@@ -274,7 +279,7 @@ pub(crate) fn global_avgpool_bwd(
     };
     launch(
         gpu,
-        storage_kernel!("global_avgpool_bwd", s),
+        kernels::GLOBAL_AVGPOOL_BWD.of(s),
         elementwise_config(n),
         &params,
     )

@@ -1,13 +1,13 @@
 //! Launchers for kernels/reduce.cu.
 
 use super::params::to_i64;
-use super::{kernel_params, launch, Gpu, GpuBuffer, LaunchConfig};
+use super::{kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
 
 /// Mirrors `SumParams` in kernels/reduce.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SumParams {
+pub(crate) struct SumParams {
     x: u64,
     out: u64,
     n: i64,
@@ -35,5 +35,5 @@ pub(crate) fn sum(
         block: (256, 1, 1),
         shared_bytes: 0,
     };
-    launch(gpu, "sum_f32", cfg, &params)
+    launch(gpu, kernels::SUM_F32, cfg, &params)
 }

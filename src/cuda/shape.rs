@@ -1,13 +1,13 @@
 //! Launchers for kernels/shape.cu.
 
 use super::params::to_i64;
-use super::{elementwise_config, kernel_params, launch, Gpu, GpuBuffer};
+use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
 
 /// Mirrors `ConcatFwdParams` in kernels/shape.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct ConcatFwdParams {
+pub(crate) struct ConcatFwdParams {
     src: u64,
     dst: u64,
     total: i64,
@@ -19,7 +19,7 @@ struct ConcatFwdParams {
 /// Mirrors `ConcatBwdParams` in kernels/shape.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct ConcatBwdParams {
+pub(crate) struct ConcatBwdParams {
     dy: u64,
     dx: u64,
     total: i64,
@@ -67,7 +67,7 @@ pub(crate) fn concat_fwd(gpu: &Gpu, src: &GpuBuffer, dst: &mut GpuBuffer, at: Sl
         whole,
         offset,
     };
-    launch(gpu, "concat_fwd_f32", elementwise_config(n), &params)
+    launch(gpu, kernels::CONCAT_FWD_F32, elementwise_config(n), &params)
 }
 
 /// dx[o][r] = dy[o][offset + r]: the part's slice of a concatenation. Nothing to do when empty.
@@ -84,5 +84,5 @@ pub(crate) fn concat_bwd(gpu: &Gpu, dy: &GpuBuffer, dx: &mut GpuBuffer, at: Slab
         whole,
         offset,
     };
-    launch(gpu, "concat_bwd_f32", elementwise_config(n), &params)
+    launch(gpu, kernels::CONCAT_BWD_F32, elementwise_config(n), &params)
 }
