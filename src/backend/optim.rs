@@ -8,6 +8,7 @@ use crate::core::adam::AdamCoefficients;
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
+pub use crate::core::optim::{MomentumStep, RmsPropStep};
 use crate::cpu;
 use crate::cuda;
 
@@ -112,16 +113,6 @@ pub fn sgd(w: &mut RawTensor, g: &RawTensor, lr: f64, weight_decay: f64) -> Resu
     }
 }
 
-/// The hyper-parameters of one SGD-with-momentum step (PyTorch's `SGD` with `momentum > 0`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MomentumStep {
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// Nesterov momentum (PyTorch's `nesterov=True`): `w −= lr·(g' + momentum·v)`.
-    pub nesterov: bool,
-}
-
 impl MomentumStep {
     fn validate(&self, op: &'static str) -> Result<()> {
         check_lr(op, self.lr)?;
@@ -161,20 +152,9 @@ pub fn sgd_momentum(
             let n = w.numel();
             let wb = w.gpu_buffer_mut(op)?;
             let vb = velocity.gpu_buffer_mut(op)?;
-            let (lr, momentum, wd) = (lr as f32, momentum as f32, wd as f32);
-            cuda::optim::sgd_momentum(&gpu, wb, gb, vb, n, lr, momentum, wd, nesterov)
+            cuda::optim::sgd_momentum(&gpu, wb, gb, vb, n, hp)
         }
     }
-}
-
-/// The hyper-parameters of one RMSprop step (PyTorch's `RMSprop`, not centered).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RmsPropStep {
-    pub lr: f64,
-    /// The decay of the running mean of squared gradients.
-    pub alpha: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
 }
 
 impl RmsPropStep {
@@ -216,8 +196,7 @@ pub fn rmsprop(
             let n = w.numel();
             let wb = w.gpu_buffer_mut(OP)?;
             let sb = square_avg.gpu_buffer_mut(OP)?;
-            let (lr, alpha, eps, wd) = (lr as f32, alpha as f32, eps as f32, wd as f32);
-            cuda::optim::rmsprop(&gpu, wb, gb, sb, n, lr, alpha, eps, wd)
+            cuda::optim::rmsprop(&gpu, wb, gb, sb, n, hp)
         }
     }
 }

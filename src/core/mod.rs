@@ -6,4 +6,5 @@ pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod layout;
+pub mod optim;
 pub mod shape;

@@ -5,6 +5,7 @@
 use super::params::to_i64;
 use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer};
 use crate::core::error::Result;
+use crate::core::optim::{MomentumStep, RmsPropStep};
 
 /// Mirrors `SgdParams` in kernels/optim.cu.
 #[repr(C)]
@@ -95,17 +96,13 @@ pub(crate) fn sgd(
 }
 
 /// One fused SGD-with-momentum step (classic or Nesterov) over `n` parameters, in place.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn sgd_momentum(
     gpu: &Gpu,
     w: &mut GpuBuffer,
     g: &GpuBuffer,
     velocity: &mut GpuBuffer,
     n: usize,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    nesterov: bool,
+    hp: &MomentumStep,
 ) -> Result<()> {
     let params = SgdMomentumParams {
         w: w.address(),
@@ -113,10 +110,10 @@ pub(crate) fn sgd_momentum(
         velocity: velocity.address(),
         scalars: gpu.step_scalars_address(),
         n: to_i64("parameter count", n)?,
-        lr,
-        momentum,
-        weight_decay,
-        nesterov: i32::from(nesterov),
+        lr: hp.lr as f32,
+        momentum: hp.momentum as f32,
+        weight_decay: hp.weight_decay as f32,
+        nesterov: i32::from(hp.nesterov),
     };
     launch(
         gpu,
@@ -127,17 +124,13 @@ pub(crate) fn sgd_momentum(
 }
 
 /// One fused RMSprop step over `n` parameters and their running mean of squared gradients.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn rmsprop(
     gpu: &Gpu,
     w: &mut GpuBuffer,
     g: &GpuBuffer,
     square_avg: &mut GpuBuffer,
     n: usize,
-    lr: f32,
-    alpha: f32,
-    eps: f32,
-    weight_decay: f32,
+    hp: &RmsPropStep,
 ) -> Result<()> {
     let params = RmspropParams {
         w: w.address(),
@@ -145,10 +138,10 @@ pub(crate) fn rmsprop(
         square_avg: square_avg.address(),
         scalars: gpu.step_scalars_address(),
         n: to_i64("parameter count", n)?,
-        lr,
-        alpha,
-        eps,
-        weight_decay,
+        lr: hp.lr as f32,
+        alpha: hp.alpha as f32,
+        eps: hp.eps as f32,
+        weight_decay: hp.weight_decay as f32,
     };
     launch(
         gpu,
