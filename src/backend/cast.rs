@@ -1,8 +1,7 @@
 //! Conversions between element types: f32 ⇄ bf16/f16 (the mixed-precision storage formats) on
 //! every device, and f32 ⇄ f64 on the CPU (the gradient checks).
 
-// The 16-bit storage helpers moved to `storage`; re-exported until every primitive uses the runner.
-pub(crate) use super::storage::{stored, widened, widened_format};
+use super::storage::widened;
 use super::RawTensor;
 use super::{gpu_output, host_output};
 use crate::core::device::Device;
