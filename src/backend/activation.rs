@@ -1,6 +1,6 @@
 //! Activation primitives.
 
-use super::cast::{stored, widened, widened_format};
+use super::storage::{in_storage, Index};
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
@@ -12,58 +12,56 @@ use crate::cuda;
 
 /// ReLU: (y, mask u8).
 pub fn relu_fwd(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
-    if let Some(format) = widened_format(&["relu_fwd"], x) {
-        let (y, mask) = relu_fwd(&widened(x)?)?;
-        return Ok((stored(y, Some(format))?, mask));
-    }
-    let shape = x.shape().to_vec();
-    match x.device() {
-        Device::Cpu => with_float!("relu", x, |T| {
-            let xs = x.host_slice::<T>("relu")?;
-            let mut mask = vec![0u8; xs.len()];
-            let y = host_output::<T>(shape.clone(), |y| {
-                cpu::activation::relu_fwd(xs, y, &mut mask)
-            });
-            Ok((y, RawTensor::host(u8::wrap(mask), shape, DType::U8)))
-        }),
-        _ => {
-            let (gpu, xb, s) = gpu_float("relu", x)?;
-            let n = x.numel();
-            let mut mask = gpu.alloc(n)?;
-            let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
-                cuda::activation::relu_fwd(&gpu, s, xb, y, &mut mask, n)
-            })?;
-            Ok((y, RawTensor::from_gpu(mask, shape, DType::U8)))
+    let (y, Index(mask)) = in_storage(&["relu_fwd"], [x], |[x]| {
+        let shape = x.shape().to_vec();
+        match x.device() {
+            Device::Cpu => with_float!("relu", x, |T| {
+                let xs = x.host_slice::<T>("relu")?;
+                let mut mask = vec![0u8; xs.len()];
+                let y = host_output::<T>(shape.clone(), |y| {
+                    cpu::activation::relu_fwd(xs, y, &mut mask)
+                });
+                Ok((y, Index(RawTensor::host(u8::wrap(mask), shape, DType::U8))))
+            }),
+            _ => {
+                let (gpu, xb, s) = gpu_float("relu", x)?;
+                let n = x.numel();
+                let mut mask = gpu.alloc(n)?;
+                let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
+                    cuda::activation::relu_fwd(&gpu, s, xb, y, &mut mask, n)
+                })?;
+                Ok((y, Index(RawTensor::from_gpu(mask, shape, DType::U8))))
+            }
         }
-    }
+    })?;
+    Ok((y, mask))
 }
 
 /// dx = dy · mask.
 pub fn relu_bwd(dy: &RawTensor, mask: &RawTensor) -> Result<RawTensor> {
-    if let Some(format) = widened_format(&["relu_bwd"], dy) {
-        return stored(relu_bwd(&widened(dy)?, mask)?, Some(format));
-    }
-    common_device("relu backward", &[dy, mask])?;
-    mask.expect_dtype("relu backward", DType::U8)?;
-    mask.expect_shape("relu backward", dy.shape())?;
-    let shape = dy.shape().to_vec();
-    match dy.device() {
-        Device::Cpu => with_float!("relu backward", dy, |T| {
-            let ds = dy.host_slice::<T>("relu backward")?;
-            let ms = mask.host_slice::<u8>("relu backward")?;
-            Ok(host_output::<T>(shape, |dx| {
-                cpu::activation::relu_bwd(ds, ms, dx)
-            }))
-        }),
-        _ => {
-            let (gpu, db, s) = gpu_float("relu backward", dy)?;
-            let mb = mask.gpu_buffer("relu backward")?;
-            let n = dy.numel();
-            gpu_output(&gpu, shape, s.dtype(), |dx| {
-                cuda::activation::relu_bwd(&gpu, s, db, mb, dx, n)
-            })
+    in_storage(&["relu_bwd"], [dy], |[dy]| {
+        common_device("relu backward", &[dy, mask])?;
+        mask.expect_dtype("relu backward", DType::U8)?;
+        mask.expect_shape("relu backward", dy.shape())?;
+        let shape = dy.shape().to_vec();
+        match dy.device() {
+            Device::Cpu => with_float!("relu backward", dy, |T| {
+                let ds = dy.host_slice::<T>("relu backward")?;
+                let ms = mask.host_slice::<u8>("relu backward")?;
+                Ok(host_output::<T>(shape, |dx| {
+                    cpu::activation::relu_bwd(ds, ms, dx)
+                }))
+            }),
+            _ => {
+                let (gpu, db, s) = gpu_float("relu backward", dy)?;
+                let mb = mask.gpu_buffer("relu backward")?;
+                let n = dy.numel();
+                gpu_output(&gpu, shape, s.dtype(), |dx| {
+                    cuda::activation::relu_bwd(&gpu, s, db, mb, dx, n)
+                })
+            }
         }
-    }
+    })
 }
 
 /// The pointwise activations and their parameters.
@@ -127,28 +125,29 @@ impl PointwiseActivation {
 fn pointwise_fwd(op: PointwiseActivation, x: &RawTensor) -> Result<RawTensor> {
     let (name, _) = op.names();
     op.check()?;
-    if let Some(format) = widened_format(&[op.kernels().0], x) {
-        return stored(pointwise_fwd(op, &widened(x)?)?, Some(format));
-    }
-    let shape = x.shape().to_vec();
-    match x.device() {
-        Device::Cpu => with_float!(name, x, |T| {
-            let xs = x.host_slice::<T>(name)?;
-            Ok(host_output::<T>(shape, |y| match op {
-                PointwiseActivation::LeakyRelu(s) => cpu::activation::leaky_relu_fwd(xs, s as T, y),
-                PointwiseActivation::Elu(a) => cpu::activation::elu_fwd(xs, a as T, y),
-                PointwiseActivation::Sigmoid => cpu::activation::sigmoid_fwd(xs, y),
-                PointwiseActivation::Tanh => cpu::activation::tanh_fwd(xs, y),
-            }))
-        }),
-        _ => {
-            let (gpu, xb) = gpu_f32(name, x)?;
-            let n = x.numel();
-            gpu_output(&gpu, shape, DType::F32, |y| {
-                cuda::activation::pointwise_fwd(&gpu, op.gpu(), xb, y, n)
-            })
+    in_storage(&[op.kernels().0], [x], |[x]| {
+        let shape = x.shape().to_vec();
+        match x.device() {
+            Device::Cpu => with_float!(name, x, |T| {
+                let xs = x.host_slice::<T>(name)?;
+                Ok(host_output::<T>(shape, |y| match op {
+                    PointwiseActivation::LeakyRelu(s) => {
+                        cpu::activation::leaky_relu_fwd(xs, s as T, y)
+                    }
+                    PointwiseActivation::Elu(a) => cpu::activation::elu_fwd(xs, a as T, y),
+                    PointwiseActivation::Sigmoid => cpu::activation::sigmoid_fwd(xs, y),
+                    PointwiseActivation::Tanh => cpu::activation::tanh_fwd(xs, y),
+                }))
+            }),
+            _ => {
+                let (gpu, xb) = gpu_f32(name, x)?;
+                let n = x.numel();
+                gpu_output(&gpu, shape, DType::F32, |y| {
+                    cuda::activation::pointwise_fwd(&gpu, op.gpu(), xb, y, n)
+                })
+            }
         }
-    }
+    })
 }
 
 /// `saved` is the forward input (leaky ReLU, ELU) or output (sigmoid, tanh).
@@ -156,35 +155,31 @@ fn pointwise_bwd(op: PointwiseActivation, saved: &RawTensor, dy: &RawTensor) -> 
     let (_, name) = op.names();
     op.check()?;
     same_layout(name, saved, dy)?;
-    if let Some(format) = widened_format(&[op.kernels().1], dy) {
-        return stored(
-            pointwise_bwd(op, &widened(saved)?, &widened(dy)?)?,
-            Some(format),
-        );
-    }
-    let shape = dy.shape().to_vec();
-    match dy.device() {
-        Device::Cpu => with_float!(name, dy, |T| {
-            let ss = saved.host_slice::<T>(name)?;
-            let ds = dy.host_slice::<T>(name)?;
-            Ok(host_output::<T>(shape, |dx| match op {
-                PointwiseActivation::LeakyRelu(s) => {
-                    cpu::activation::leaky_relu_bwd(ss, ds, s as T, dx)
-                }
-                PointwiseActivation::Elu(a) => cpu::activation::elu_bwd(ss, ds, a as T, dx),
-                PointwiseActivation::Sigmoid => cpu::activation::sigmoid_bwd(ss, ds, dx),
-                PointwiseActivation::Tanh => cpu::activation::tanh_bwd(ss, ds, dx),
-            }))
-        }),
-        _ => {
-            let (gpu, sb) = gpu_f32(name, saved)?;
-            let (_, db) = gpu_f32(name, dy)?;
-            let n = dy.numel();
-            gpu_output(&gpu, shape, DType::F32, |dx| {
-                cuda::activation::pointwise_bwd(&gpu, op.gpu(), sb, db, dx, n)
-            })
+    in_storage(&[op.kernels().1], [dy, saved], |[dy, saved]| {
+        let shape = dy.shape().to_vec();
+        match dy.device() {
+            Device::Cpu => with_float!(name, dy, |T| {
+                let ss = saved.host_slice::<T>(name)?;
+                let ds = dy.host_slice::<T>(name)?;
+                Ok(host_output::<T>(shape, |dx| match op {
+                    PointwiseActivation::LeakyRelu(s) => {
+                        cpu::activation::leaky_relu_bwd(ss, ds, s as T, dx)
+                    }
+                    PointwiseActivation::Elu(a) => cpu::activation::elu_bwd(ss, ds, a as T, dx),
+                    PointwiseActivation::Sigmoid => cpu::activation::sigmoid_bwd(ss, ds, dx),
+                    PointwiseActivation::Tanh => cpu::activation::tanh_bwd(ss, ds, dx),
+                }))
+            }),
+            _ => {
+                let (gpu, sb) = gpu_f32(name, saved)?;
+                let (_, db) = gpu_f32(name, dy)?;
+                let n = dy.numel();
+                gpu_output(&gpu, shape, DType::F32, |dx| {
+                    cuda::activation::pointwise_bwd(&gpu, op.gpu(), sb, db, dx, n)
+                })
+            }
         }
-    }
+    })
 }
 
 /// Checks that `b` has `a`'s device, dtype and shape.
@@ -252,25 +247,24 @@ fn softmax_layout(op: &'static str, t: &RawTensor, axis: usize) -> Result<RowLay
 }
 
 fn softmax_fwd_impl(op: &'static str, x: &RawTensor, axis: usize, log: bool) -> Result<RawTensor> {
-    if let Some(format) = widened_format(&["softmax_rows_fwd", "softmax_cols_fwd"], x) {
-        return stored(softmax_fwd_impl(op, &widened(x)?, axis, log)?, Some(format));
-    }
-    let layout = softmax_layout(op, x, axis)?;
-    let shape = x.shape().to_vec();
-    match x.device() {
-        Device::Cpu => with_float!(op, x, |T| {
-            let xs = x.host_slice::<T>(op)?;
-            Ok(host_output::<T>(shape, |y| {
-                cpu::activation::softmax_fwd(xs, layout, log, y)
-            }))
-        }),
-        _ => {
-            let (gpu, xb) = gpu_f32(op, x)?;
-            gpu_output(&gpu, shape, DType::F32, |y| {
-                cuda::activation::softmax_fwd(&gpu, xb, y, layout, log)
-            })
+    in_storage(&["softmax_rows_fwd", "softmax_cols_fwd"], [x], |[x]| {
+        let layout = softmax_layout(op, x, axis)?;
+        let shape = x.shape().to_vec();
+        match x.device() {
+            Device::Cpu => with_float!(op, x, |T| {
+                let xs = x.host_slice::<T>(op)?;
+                Ok(host_output::<T>(shape, |y| {
+                    cpu::activation::softmax_fwd(xs, layout, log, y)
+                }))
+            }),
+            _ => {
+                let (gpu, xb) = gpu_f32(op, x)?;
+                gpu_output(&gpu, shape, DType::F32, |y| {
+                    cuda::activation::softmax_fwd(&gpu, xb, y, layout, log)
+                })
+            }
         }
-    }
+    })
 }
 
 fn softmax_bwd_impl(
@@ -282,27 +276,26 @@ fn softmax_bwd_impl(
 ) -> Result<RawTensor> {
     same_layout(op, y, dy)?;
     let layout = softmax_layout(op, y, axis)?;
-    if let Some(format) = widened_format(&["softmax_rows_bwd", "softmax_cols_bwd"], dy) {
-        let (y, dy) = (widened(y)?, widened(dy)?);
-        return stored(softmax_bwd_impl(op, &y, &dy, axis, log)?, Some(format));
-    }
-    let shape = y.shape().to_vec();
-    match y.device() {
-        Device::Cpu => with_float!(op, y, |T| {
-            let ys = y.host_slice::<T>(op)?;
-            let ds = dy.host_slice::<T>(op)?;
-            Ok(host_output::<T>(shape, |dx| {
-                cpu::activation::softmax_bwd(ys, ds, layout, log, dx)
-            }))
-        }),
-        _ => {
-            let (gpu, yb) = gpu_f32(op, y)?;
-            let (_, db) = gpu_f32(op, dy)?;
-            gpu_output(&gpu, shape, DType::F32, |dx| {
-                cuda::activation::softmax_bwd(&gpu, yb, db, dx, layout, log)
-            })
+    let kernels = ["softmax_rows_bwd", "softmax_cols_bwd"];
+    in_storage(&kernels, [dy, y], |[dy, y]| {
+        let shape = y.shape().to_vec();
+        match y.device() {
+            Device::Cpu => with_float!(op, y, |T| {
+                let ys = y.host_slice::<T>(op)?;
+                let ds = dy.host_slice::<T>(op)?;
+                Ok(host_output::<T>(shape, |dx| {
+                    cpu::activation::softmax_bwd(ys, ds, layout, log, dx)
+                }))
+            }),
+            _ => {
+                let (gpu, yb) = gpu_f32(op, y)?;
+                let (_, db) = gpu_f32(op, dy)?;
+                gpu_output(&gpu, shape, DType::F32, |dx| {
+                    cuda::activation::softmax_bwd(&gpu, yb, db, dx, layout, log)
+                })
+            }
         }
-    }
+    })
 }
 
 /// Softmax along `axis` (any axis of any rank ≥ 1), stable for logits of any magnitude.
@@ -355,70 +348,69 @@ fn maxout_layout(op: &'static str, input_shape: &[usize], pieces: usize) -> Resu
 /// Maxout over groups of `pieces` consecutive channels: x [N, units·pieces, ...] →
 /// (y [N, units, ...], the winning piece as i32 of y's shape).
 pub fn maxout_fwd(x: &RawTensor, pieces: usize) -> Result<(RawTensor, RawTensor)> {
-    if let Some(format) = widened_format(&["maxout_fwd"], x) {
-        let (y, argmax) = maxout_fwd(&widened(x)?, pieces)?;
-        return Ok((stored(y, Some(format))?, argmax));
-    }
-    let layout = maxout_layout("maxout", x.shape(), pieces)?;
-    let mut shape = x.shape().to_vec();
-    shape[1] = layout.units;
-    match x.device() {
-        Device::Cpu => with_float!("maxout", x, |T| {
-            let xs = x.host_slice::<T>("maxout")?;
-            let mut argmax = vec![0i32; layout.outputs()];
-            let y = host_output::<T>(shape.clone(), |y| {
-                cpu::activation::maxout_fwd(xs, layout, y, &mut argmax)
-            });
-            Ok((y, RawTensor::host(i32::wrap(argmax), shape, DType::I32)))
-        }),
-        _ => {
-            let (gpu, xb) = gpu_f32("maxout", x)?;
-            let mut argmax = gpu.alloc(layout.outputs() * 4)?;
-            let y = gpu_output(&gpu, shape.clone(), DType::F32, |y| {
-                cuda::activation::maxout_fwd(&gpu, xb, y, &mut argmax, layout)
-            })?;
-            Ok((y, RawTensor::from_gpu(argmax, shape, DType::I32)))
+    let (y, Index(argmax)) = in_storage(&["maxout_fwd"], [x], |[x]| {
+        let layout = maxout_layout("maxout", x.shape(), pieces)?;
+        let mut shape = x.shape().to_vec();
+        shape[1] = layout.units;
+        match x.device() {
+            Device::Cpu => with_float!("maxout", x, |T| {
+                let xs = x.host_slice::<T>("maxout")?;
+                let mut argmax = vec![0i32; layout.outputs()];
+                let y = host_output::<T>(shape.clone(), |y| {
+                    cpu::activation::maxout_fwd(xs, layout, y, &mut argmax)
+                });
+                let argmax = RawTensor::host(i32::wrap(argmax), shape, DType::I32);
+                Ok((y, Index(argmax)))
+            }),
+            _ => {
+                let (gpu, xb) = gpu_f32("maxout", x)?;
+                let mut argmax = gpu.alloc(layout.outputs() * 4)?;
+                let y = gpu_output(&gpu, shape.clone(), DType::F32, |y| {
+                    cuda::activation::maxout_fwd(&gpu, xb, y, &mut argmax, layout)
+                })?;
+                Ok((y, Index(RawTensor::from_gpu(argmax, shape, DType::I32))))
+            }
         }
-    }
+    })?;
+    Ok((y, argmax))
 }
 
 /// Routes dy [N, units, ...] to the winning piece of each group; dx is [N, units·pieces, ...].
 pub fn maxout_bwd(dy: &RawTensor, argmax: &RawTensor, pieces: usize) -> Result<RawTensor> {
     const OP: &str = "maxout backward";
-    if let Some(format) = widened_format(&["maxout_bwd"], dy) {
-        return stored(maxout_bwd(&widened(dy)?, argmax, pieces)?, Some(format));
-    }
-    common_device(OP, &[dy, argmax])?;
-    argmax.expect_dtype(OP, DType::I32)?;
-    argmax.expect_shape(OP, dy.shape())?;
-    let mut shape = dy.shape().to_vec();
-    if shape.len() < 2 {
-        return Err(invalid(
-            "maxout gradient",
-            format!("{OP}: expected [N, units, ...], got shape {shape:?}"),
-        ));
-    }
-    shape[1] = shape[1].checked_mul(pieces).ok_or_else(|| {
-        invalid(
-            "pieces",
-            format!("{OP}: {pieces} pieces overflow the channel count"),
-        )
-    })?;
-    let layout = maxout_layout(OP, &shape, pieces)?;
-    match dy.device() {
-        Device::Cpu => with_float!(OP, dy, |T| {
-            let ds = dy.host_slice::<T>(OP)?;
-            let am = argmax.host_slice::<i32>(OP)?;
-            Ok(host_output::<T>(shape, |dx| {
-                cpu::activation::maxout_bwd(ds, am, layout, dx)
-            }))
-        }),
-        _ => {
-            let (gpu, db) = gpu_f32(OP, dy)?;
-            let ab = argmax.gpu_buffer(OP)?;
-            gpu_output(&gpu, shape, DType::F32, |dx| {
-                cuda::activation::maxout_bwd(&gpu, db, ab, dx, layout)
-            })
+    in_storage(&["maxout_bwd"], [dy], |[dy]| {
+        common_device(OP, &[dy, argmax])?;
+        argmax.expect_dtype(OP, DType::I32)?;
+        argmax.expect_shape(OP, dy.shape())?;
+        let mut shape = dy.shape().to_vec();
+        if shape.len() < 2 {
+            return Err(invalid(
+                "maxout gradient",
+                format!("{OP}: expected [N, units, ...], got shape {shape:?}"),
+            ));
         }
-    }
+        shape[1] = shape[1].checked_mul(pieces).ok_or_else(|| {
+            invalid(
+                "pieces",
+                format!("{OP}: {pieces} pieces overflow the channel count"),
+            )
+        })?;
+        let layout = maxout_layout(OP, &shape, pieces)?;
+        match dy.device() {
+            Device::Cpu => with_float!(OP, dy, |T| {
+                let ds = dy.host_slice::<T>(OP)?;
+                let am = argmax.host_slice::<i32>(OP)?;
+                Ok(host_output::<T>(shape, |dx| {
+                    cpu::activation::maxout_bwd(ds, am, layout, dx)
+                }))
+            }),
+            _ => {
+                let (gpu, db) = gpu_f32(OP, dy)?;
+                let ab = argmax.gpu_buffer(OP)?;
+                gpu_output(&gpu, shape, DType::F32, |dx| {
+                    cuda::activation::maxout_bwd(&gpu, db, ab, dx, layout)
+                })
+            }
+        }
+    })
 }

@@ -1,6 +1,7 @@
 //! Conversions between element types: f32 ⇄ bf16/f16 (the mixed-precision storage formats) on
 //! every device, and f32 ⇄ f64 on the CPU (the gradient checks).
 
+use super::storage::widened;
 use super::RawTensor;
 use super::{gpu_output, host_output};
 use crate::core::device::Device;
@@ -82,43 +83,5 @@ pub(crate) fn rounded_through(x: &RawTensor, format: Option<DType>) -> Result<Ra
     match format {
         Some(f) => cast(&cast(x, f)?, x.dtype()),
         None => Ok(x.clone()),
-    }
-}
-
-// 16-bit storage. The primitives activations pass through accept bf16 or f16 tensors (the
-// activations of [`crate::autocast_activations`]): where no 16-bit kernel exists, they widen them
-// to f32 exactly, compute in f32 and round each output once, back to the input's format. A 16-bit
-// kernel computes the same way (load, f32 arithmetic, one rounding), so the two agree. The loss
-// primitives take f32 (`ops` widens 16-bit logits on the tape), as do the optimizers and
-// regularization, whose tensors are the f32 parameters.
-
-/// The 16-bit storage format of `t` (bf16 or f16), if it has one.
-pub(crate) fn storage_format(t: &RawTensor) -> Option<DType> {
-    matches!(t.dtype(), DType::BF16 | DType::F16).then_some(t.dtype())
-}
-
-/// The 16-bit format a primitive widens `t` from (computing in f32 and rounding its value outputs
-/// back once), or `None` when it runs on `t` as stored. The rule, for every primitive: f32 runs as
-/// stored; 16-bit storage runs as stored on a device where each of the primitive's `kernels` has
-/// 16-bit twins in the generated kernel table ([`crate::cuda::has_16bit_kernels`]), and is
-/// widened everywhere else, the CPU included (its reference computes in f32 or f64).
-pub(crate) fn widened_format(kernels: &[&str], t: &RawTensor) -> Option<DType> {
-    let native = t.device() != Device::Cpu && kernels.iter().all(|k| cuda::has_16bit_kernels(k));
-    storage_format(t).filter(|_| !native)
-}
-
-/// `t` in f32 when it is stored in 16 bits (exact), else `t` itself.
-pub(crate) fn widened(t: &RawTensor) -> Result<RawTensor> {
-    match storage_format(t) {
-        Some(_) => cast(t, DType::F32),
-        None => Ok(t.clone()),
-    }
-}
-
-/// `y` stored in `format` (rounded to nearest even) when one is given, else `y` itself.
-pub(crate) fn stored(y: RawTensor, format: Option<DType>) -> Result<RawTensor> {
-    match format {
-        Some(f) => cast(&y, f),
-        None => Ok(y),
     }
 }

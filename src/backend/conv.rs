@@ -5,10 +5,9 @@
 //! GEMM launch over the chunk's images and groups; on the CPU, `cpu::conv` runs them image by
 //! image with the columns in cache.
 
-use super::cast::{
-    product_operand, rounded_through, storage_format, stored, widened, widened_format,
-};
+use super::cast::{product_operand, rounded_through};
 use super::conv_gpu;
+use super::storage::{in_storage, storage_format, stored, widen_only, widened};
 use super::RawTensor;
 use super::{
     cast, check_len, common_device, gpu_f32, gpu_float, gpu_output, host_output, input_shape,
@@ -167,25 +166,24 @@ pub fn conv_weight_grad(
 
 /// Unfolds `x` [N,C,H,W] into columns [N, C·KH·KW, OH·OW] of x's dtype.
 pub fn im2col(x: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
-    if let Some(format) = widened_format(&["im2col"], x) {
-        return stored(im2col(&widened(x)?, g)?, Some(format));
-    }
-    x.expect_shape("im2col", &input_shape(g))?;
-    let shape = vec![g.batch, g.col_rows(), g.col_cols()];
-    match x.device() {
-        Device::Cpu => with_float!("im2col", x, |T| {
-            let xs = x.host_slice::<T>("im2col")?;
-            Ok(host_output::<T>(shape, |col| {
-                cpu::im2col::im2col(xs, g, col)
-            }))
-        }),
-        _ => {
-            let (gpu, xb, s) = gpu_float("im2col", x)?;
-            gpu_output(&gpu, shape, s.dtype(), |col| {
-                cuda::im2col::im2col(&gpu, s, xb, g, col)
-            })
+    in_storage(&["im2col"], [x], |[x]| {
+        x.expect_shape("im2col", &input_shape(g))?;
+        let shape = vec![g.batch, g.col_rows(), g.col_cols()];
+        match x.device() {
+            Device::Cpu => with_float!("im2col", x, |T| {
+                let xs = x.host_slice::<T>("im2col")?;
+                Ok(host_output::<T>(shape, |col| {
+                    cpu::im2col::im2col(xs, g, col)
+                }))
+            }),
+            _ => {
+                let (gpu, xb, s) = gpu_float("im2col", x)?;
+                gpu_output(&gpu, shape, s.dtype(), |col| {
+                    cuda::im2col::im2col(&gpu, s, xb, g, col)
+                })
+            }
         }
-    }
+    })
 }
 
 /// Folds columns back into an image batch [N,C,H,W], summing overlaps.
@@ -394,24 +392,23 @@ pub fn bias_add(
 
 /// db[c] = Σ dy[o][c][i].
 pub fn bias_grad(dy: &RawTensor, outer: usize, channels: usize, inner: usize) -> Result<RawTensor> {
-    if widened_format(&["bias_grad"], dy).is_some() {
-        // The gradient of an f32 bias, summed in f32.
-        return bias_grad(&widened(dy)?, outer, channels, inner);
-    }
-    check_len("bias_grad", dy, outer * channels * inner)?;
-    match dy.device() {
-        Device::Cpu => with_float!("bias_grad", dy, |T| {
-            let ds = dy.host_slice::<T>("bias_grad")?;
-            Ok(host_output::<T>(vec![channels], |db| {
-                cpu::gemm::bias_grad(ds, outer, channels, inner, db)
-            }))
-        }),
-        _ => {
-            // 16-bit dy (activation gradients) is summed in f32 into the f32 bias gradient.
-            let (gpu, db, s) = gpu_float("bias_grad", dy)?;
-            gpu_output(&gpu, vec![channels], DType::F32, |out| {
-                cuda::gemm::bias_grad(&gpu, s, db, outer, channels, inner, out)
-            })
+    // The gradient of an f32 bias, summed in f32.
+    widen_only(&["bias_grad"], [dy], |[dy]| {
+        check_len("bias_grad", dy, outer * channels * inner)?;
+        match dy.device() {
+            Device::Cpu => with_float!("bias_grad", dy, |T| {
+                let ds = dy.host_slice::<T>("bias_grad")?;
+                Ok(host_output::<T>(vec![channels], |db| {
+                    cpu::gemm::bias_grad(ds, outer, channels, inner, db)
+                }))
+            }),
+            _ => {
+                // 16-bit dy (activation gradients) is summed in f32 into the f32 bias gradient.
+                let (gpu, db, s) = gpu_float("bias_grad", dy)?;
+                gpu_output(&gpu, vec![channels], DType::F32, |out| {
+                    cuda::gemm::bias_grad(&gpu, s, db, outer, channels, inner, out)
+                })
+            }
         }
-    }
+    })
 }

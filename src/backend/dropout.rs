@@ -1,6 +1,6 @@
 //! Dropout primitives.
 
-use super::cast::{stored, widened, widened_format};
+use super::storage::{in_storage, Index};
 use super::RawTensor;
 use super::{common_device, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
@@ -38,68 +38,66 @@ pub fn dropout_fwd_at_step(
     step: u64,
     offset: u64,
 ) -> Result<(RawTensor, RawTensor)> {
-    if let Some(format) = widened_format(&["dropout_fwd"], x) {
-        let (y, mask) = dropout_fwd_at_step(&widened(x)?, p, seed, step, offset)?;
-        return Ok((stored(y, Some(format))?, mask));
-    }
-    check_dropout_probability(p)?;
-    let (threshold, scale) = (dropout_threshold(p), dropout_scale(p));
-    let shape = x.shape().to_vec();
-    match x.device() {
-        Device::Cpu => with_float!("dropout", x, |T| {
-            let xs = x.host_slice::<T>("dropout")?;
-            let mut mask = vec![0u8; xs.len()];
-            let y = host_output::<T>(shape.clone(), |y| {
-                let seed = cpu::dropout::step_seed(seed, step.wrapping_add(offset));
-                cpu::dropout::dropout_fwd(xs, seed, threshold, scale as T, y, &mut mask)
-            });
-            Ok((y, RawTensor::host(u8::wrap(mask), shape, DType::U8)))
-        }),
-        _ => {
-            let (gpu, xb, s) = gpu_float("dropout", x)?;
-            let n = x.numel();
-            let draw = DropoutDraw {
-                seed,
-                step,
-                offset,
-                threshold,
-                scale: scale as f32,
-            };
-            let mut mask = gpu.alloc(n)?;
-            let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
-                cuda::dropout::dropout_fwd(&gpu, s, xb, draw, y, &mut mask, n)
-            })?;
-            Ok((y, RawTensor::from_gpu(mask, shape, DType::U8)))
+    let (y, Index(mask)) = in_storage(&["dropout_fwd"], [x], |[x]| {
+        check_dropout_probability(p)?;
+        let (threshold, scale) = (dropout_threshold(p), dropout_scale(p));
+        let shape = x.shape().to_vec();
+        match x.device() {
+            Device::Cpu => with_float!("dropout", x, |T| {
+                let xs = x.host_slice::<T>("dropout")?;
+                let mut mask = vec![0u8; xs.len()];
+                let y = host_output::<T>(shape.clone(), |y| {
+                    let seed = cpu::dropout::step_seed(seed, step.wrapping_add(offset));
+                    cpu::dropout::dropout_fwd(xs, seed, threshold, scale as T, y, &mut mask)
+                });
+                Ok((y, Index(RawTensor::host(u8::wrap(mask), shape, DType::U8))))
+            }),
+            _ => {
+                let (gpu, xb, s) = gpu_float("dropout", x)?;
+                let n = x.numel();
+                let draw = DropoutDraw {
+                    seed,
+                    step,
+                    offset,
+                    threshold,
+                    scale: scale as f32,
+                };
+                let mut mask = gpu.alloc(n)?;
+                let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
+                    cuda::dropout::dropout_fwd(&gpu, s, xb, draw, y, &mut mask, n)
+                })?;
+                Ok((y, Index(RawTensor::from_gpu(mask, shape, DType::U8))))
+            }
         }
-    }
+    })?;
+    Ok((y, mask))
 }
 
 /// dx = dy·mask/(1 − p) with the forward pass's mask (0 everywhere when p = 1).
 pub fn dropout_bwd(dy: &RawTensor, mask: &RawTensor, p: f64) -> Result<RawTensor> {
-    if let Some(format) = widened_format(&["dropout_bwd"], dy) {
-        return stored(dropout_bwd(&widened(dy)?, mask, p)?, Some(format));
-    }
-    check_dropout_probability(p)?;
-    common_device("dropout backward", &[dy, mask])?;
-    mask.expect_dtype("dropout backward", DType::U8)?;
-    mask.expect_shape("dropout backward", dy.shape())?;
-    let scale = dropout_scale(p);
-    let shape = dy.shape().to_vec();
-    match dy.device() {
-        Device::Cpu => with_float!("dropout backward", dy, |T| {
-            let ds = dy.host_slice::<T>("dropout backward")?;
-            let ms = mask.host_slice::<u8>("dropout backward")?;
-            Ok(host_output::<T>(shape, |dx| {
-                cpu::dropout::dropout_bwd(ds, ms, scale as T, dx)
-            }))
-        }),
-        _ => {
-            let (gpu, db, s) = gpu_float("dropout backward", dy)?;
-            let mb = mask.gpu_buffer("dropout backward")?;
-            let n = dy.numel();
-            gpu_output(&gpu, shape, s.dtype(), |dx| {
-                cuda::dropout::dropout_bwd(&gpu, s, db, mb, scale as f32, dx, n)
-            })
+    in_storage(&["dropout_bwd"], [dy], |[dy]| {
+        check_dropout_probability(p)?;
+        common_device("dropout backward", &[dy, mask])?;
+        mask.expect_dtype("dropout backward", DType::U8)?;
+        mask.expect_shape("dropout backward", dy.shape())?;
+        let scale = dropout_scale(p);
+        let shape = dy.shape().to_vec();
+        match dy.device() {
+            Device::Cpu => with_float!("dropout backward", dy, |T| {
+                let ds = dy.host_slice::<T>("dropout backward")?;
+                let ms = mask.host_slice::<u8>("dropout backward")?;
+                Ok(host_output::<T>(shape, |dx| {
+                    cpu::dropout::dropout_bwd(ds, ms, scale as T, dx)
+                }))
+            }),
+            _ => {
+                let (gpu, db, s) = gpu_float("dropout backward", dy)?;
+                let mb = mask.gpu_buffer("dropout backward")?;
+                let n = dy.numel();
+                gpu_output(&gpu, shape, s.dtype(), |dx| {
+                    cuda::dropout::dropout_bwd(&gpu, s, db, mb, scale as f32, dx, n)
+                })
+            }
         }
-    }
+    })
 }

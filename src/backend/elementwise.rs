@@ -1,6 +1,6 @@
 //! Elementwise and reduction primitives, and the device copy.
 
-use super::cast::{stored, widened, widened_format};
+use super::storage::{in_storage, in_storage_list};
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float, Factor};
 use crate::core::device::Device;
@@ -11,10 +11,7 @@ use crate::cuda;
 
 /// scale·Σx as a one-element tensor.
 pub fn sum(x: &RawTensor, scale: f64) -> Result<RawTensor> {
-    if let Some(format) = widened_format(&["sum"], x) {
-        return stored(sum(&widened(x)?, scale)?, Some(format));
-    }
-    match x.device() {
+    in_storage(&["sum"], [x], |[x]| match x.device() {
         Device::Cpu => with_float!("sum", x, |T| {
             let xs = x.host_slice::<T>("sum")?;
             let s = xs.iter().fold(0.0 as T, |acc, &v| acc + v) * scale as T;
@@ -27,7 +24,7 @@ pub fn sum(x: &RawTensor, scale: f64) -> Result<RawTensor> {
                 cuda::reduce::sum(&gpu, xb, n, scale as f32, out)
             })
         }
-    }
+    })
 }
 
 /// A copy of `x` in new memory on the same device (a device-to-device copy on a GPU): the
@@ -59,29 +56,25 @@ fn same_shapes(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
 /// alpha·a + beta·b for tensors of one shape.
 pub fn axpby(alpha: f64, a: &RawTensor, beta: f64, b: &RawTensor) -> Result<RawTensor> {
     same_shapes("axpby", a, b)?;
-    if let Some(format) = widened_format(&["axpby"], a) {
-        return stored(
-            axpby(alpha, &widened(a)?, beta, &widened(b)?)?,
-            Some(format),
-        );
-    }
-    let shape = a.shape().to_vec();
-    match a.device() {
-        Device::Cpu => with_float!("axpby", a, |T| {
-            let (xa, xb) = (a.host_slice::<T>("axpby")?, b.host_slice::<T>("axpby")?);
-            Ok(host_output::<T>(shape, |o| {
-                cpu::elementwise::axpby(alpha as T, xa, beta as T, xb, o)
-            }))
-        }),
-        _ => {
-            let (gpu, ab, s) = gpu_float("axpby", a)?;
-            let bb = b.gpu_buffer("axpby")?; // a's dtype, checked above
-            let n = a.numel();
-            gpu_output(&gpu, shape, s.dtype(), |o| {
-                cuda::elementwise::axpby(&gpu, s, alpha as f32, ab, beta as f32, bb, o, n)
-            })
+    in_storage(&["axpby"], [a, b], |[a, b]| {
+        let shape = a.shape().to_vec();
+        match a.device() {
+            Device::Cpu => with_float!("axpby", a, |T| {
+                let (xa, xb) = (a.host_slice::<T>("axpby")?, b.host_slice::<T>("axpby")?);
+                Ok(host_output::<T>(shape, |o| {
+                    cpu::elementwise::axpby(alpha as T, xa, beta as T, xb, o)
+                }))
+            }),
+            _ => {
+                let (gpu, ab, s) = gpu_float("axpby", a)?;
+                let bb = b.gpu_buffer("axpby")?; // a's dtype, checked above
+                let n = a.numel();
+                gpu_output(&gpu, shape, s.dtype(), |o| {
+                    cuda::elementwise::axpby(&gpu, s, alpha as f32, ab, beta as f32, bb, o, n)
+                })
+            }
         }
-    }
+    })
 }
 
 /// a + b.
@@ -92,49 +85,47 @@ pub fn add(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
 /// a·b elementwise.
 pub fn mul(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
     same_shapes("mul", a, b)?;
-    if let Some(format) = widened_format(&["mul"], a) {
-        return stored(mul(&widened(a)?, &widened(b)?)?, Some(format));
-    }
-    let shape = a.shape().to_vec();
-    match a.device() {
-        Device::Cpu => with_float!("mul", a, |T| {
-            let (xa, xb) = (a.host_slice::<T>("mul")?, b.host_slice::<T>("mul")?);
-            Ok(host_output::<T>(shape, |o| {
-                cpu::elementwise::mul(xa, xb, o)
-            }))
-        }),
-        _ => {
-            let (gpu, ab) = gpu_f32("mul", a)?;
-            let (_, bb) = gpu_f32("mul", b)?;
-            let n = a.numel();
-            gpu_output(&gpu, shape, DType::F32, |o| {
-                cuda::elementwise::mul(&gpu, ab, bb, o, n)
-            })
+    in_storage(&["mul"], [a, b], |[a, b]| {
+        let shape = a.shape().to_vec();
+        match a.device() {
+            Device::Cpu => with_float!("mul", a, |T| {
+                let (xa, xb) = (a.host_slice::<T>("mul")?, b.host_slice::<T>("mul")?);
+                Ok(host_output::<T>(shape, |o| {
+                    cpu::elementwise::mul(xa, xb, o)
+                }))
+            }),
+            _ => {
+                let (gpu, ab) = gpu_f32("mul", a)?;
+                let (_, bb) = gpu_f32("mul", b)?;
+                let n = a.numel();
+                gpu_output(&gpu, shape, DType::F32, |o| {
+                    cuda::elementwise::mul(&gpu, ab, bb, o, n)
+                })
+            }
         }
-    }
+    })
 }
 
 /// scale·x + shift.
 pub fn affine(x: &RawTensor, scale: f64, shift: f64) -> Result<RawTensor> {
-    if let Some(format) = widened_format(&["affine"], x) {
-        return stored(affine(&widened(x)?, scale, shift)?, Some(format));
-    }
-    let shape = x.shape().to_vec();
-    match x.device() {
-        Device::Cpu => with_float!("affine", x, |T| {
-            let xs = x.host_slice::<T>("affine")?;
-            Ok(host_output::<T>(shape, |o| {
-                cpu::elementwise::affine(xs, scale as T, shift as T, o)
-            }))
-        }),
-        _ => {
-            let (gpu, xb) = gpu_f32("affine", x)?;
-            let n = x.numel();
-            gpu_output(&gpu, shape, DType::F32, |o| {
-                cuda::elementwise::affine(&gpu, xb, scale as f32, shift as f32, o, n)
-            })
+    in_storage(&["affine"], [x], |[x]| {
+        let shape = x.shape().to_vec();
+        match x.device() {
+            Device::Cpu => with_float!("affine", x, |T| {
+                let xs = x.host_slice::<T>("affine")?;
+                Ok(host_output::<T>(shape, |o| {
+                    cpu::elementwise::affine(xs, scale as T, shift as T, o)
+                }))
+            }),
+            _ => {
+                let (gpu, xb) = gpu_f32("affine", x)?;
+                let n = x.numel();
+                gpu_output(&gpu, shape, DType::F32, |o| {
+                    cuda::elementwise::affine(&gpu, xb, scale as f32, shift as f32, o, n)
+                })
+            }
         }
-    }
+    })
 }
 
 /// Copies `src` into `dst` in place (same shape and dtype; `src` on the host or on `dst`'s device):
@@ -193,6 +184,17 @@ pub fn axpby_in_place(alpha: f64, a: &mut RawTensor, beta: f64, b: &RawTensor) -
     }
 }
 
+/// `t` and `factor`'s upstream tensor, if it has one: the inputs a primitive scaled by a
+/// [`Factor`] widens together.
+fn with_upstream<'a>(t: &'a RawTensor, factor: &Factor<'a>) -> Vec<&'a RawTensor> {
+    std::iter::once(t).chain(factor.upstream).collect()
+}
+
+/// The tensor and the factor (of `scale`) in a list made by [`with_upstream`].
+fn split_upstream<'a>(inputs: &[&'a RawTensor], scale: f64) -> (&'a RawTensor, Factor<'a>) {
+    (inputs[0], Factor::new(scale, inputs.get(1).copied()))
+}
+
 /// A tensor of `shape` filled with `value`, with `like`'s dtype and device. An f32 device tensor
 /// is filled by a kernel (no copy from the host, so it may be part of a captured CUDA graph).
 pub fn full_like(like: &RawTensor, shape: &[usize], value: f64) -> Result<RawTensor> {
@@ -204,64 +206,57 @@ pub fn full_like(like: &RawTensor, shape: &[usize], value: f64) -> Result<RawTen
 pub fn full_like_times(like: &RawTensor, shape: &[usize], value: Factor) -> Result<RawTensor> {
     const OP: &str = "full";
     value.check(OP, like)?;
-    if let Some(format) = widened_format(&["fill"], like) {
-        let upstream = value.upstream.map(widened).transpose()?;
-        let value = Factor::new(value.scale, upstream.as_ref());
-        return stored(
-            full_like_times(&widened(like)?, shape, value)?,
-            Some(format),
-        );
-    }
-    let n: usize = shape.iter().product();
-    match like.device() {
-        Device::Cpu => with_float!(OP, like, |T| {
-            let v = value.on_host::<T>(OP)?;
-            Ok(RawTensor::host(
-                T::wrap(vec![v; n]),
-                shape.to_vec(),
-                T::DTYPE,
-            ))
-        }),
-        _ if like.dtype() != DType::F32 && value.upstream.is_none() => {
-            // No fill kernel for other dtypes: the constant comes from the host.
-            let host = RawTensor::from_vec(vec![value.scale as f32; n], shape, Device::Cpu)?;
-            host.to_dtype(like.dtype())?.to_device(like.device())
+    in_storage_list(&["fill"], &with_upstream(like, &value), |inputs| {
+        let (like, value) = split_upstream(inputs, value.scale);
+        let n: usize = shape.iter().product();
+        match like.device() {
+            Device::Cpu => with_float!(OP, like, |T| {
+                let v = value.on_host::<T>(OP)?;
+                Ok(RawTensor::host(
+                    T::wrap(vec![v; n]),
+                    shape.to_vec(),
+                    T::DTYPE,
+                ))
+            }),
+            _ if like.dtype() != DType::F32 && value.upstream.is_none() => {
+                // No fill kernel for other dtypes: the constant comes from the host.
+                let host = RawTensor::from_vec(vec![value.scale as f32; n], shape, Device::Cpu)?;
+                host.to_dtype(like.dtype())?.to_device(like.device())
+            }
+            _ => {
+                let (gpu, _) = gpu_f32(OP, like)?;
+                let upstream = value.device_address(OP)?;
+                gpu_output(&gpu, shape.to_vec(), DType::F32, |o| {
+                    cuda::elementwise::fill(&gpu, value.scale as f32, upstream, o, n)
+                })
+            }
         }
-        _ => {
-            let (gpu, _) = gpu_f32(OP, like)?;
-            let upstream = value.device_address(OP)?;
-            gpu_output(&gpu, shape.to_vec(), DType::F32, |o| {
-                cuda::elementwise::fill(&gpu, value.scale as f32, upstream, o, n)
-            })
-        }
-    }
+    })
 }
 
 /// factor·x (a [`Factor`]: a scale times a one-element upstream gradient read on the device).
 pub fn scale_times(x: &RawTensor, factor: Factor) -> Result<RawTensor> {
     const OP: &str = "scale";
     factor.check(OP, x)?;
-    if let Some(format) = widened_format(&["affine"], x) {
-        let upstream = factor.upstream.map(widened).transpose()?;
-        let factor = Factor::new(factor.scale, upstream.as_ref());
-        return stored(scale_times(&widened(x)?, factor)?, Some(format));
-    }
-    let shape = x.shape().to_vec();
-    match x.device() {
-        Device::Cpu => with_float!(OP, x, |T| {
-            let s = factor.on_host::<T>(OP)?;
-            let xs = x.host_slice::<T>(OP)?;
-            Ok(host_output::<T>(shape, |o| {
-                cpu::elementwise::affine(xs, s, 0.0 as T, o)
-            }))
-        }),
-        _ => {
-            let (gpu, xb) = gpu_f32(OP, x)?;
-            let upstream = factor.device_address(OP)?;
-            let n = x.numel();
-            gpu_output(&gpu, shape, DType::F32, |o| {
-                cuda::elementwise::affine_times(&gpu, xb, factor.scale as f32, upstream, 0.0, o, n)
-            })
+    in_storage_list(&["affine"], &with_upstream(x, &factor), |inputs| {
+        let (x, factor) = split_upstream(inputs, factor.scale);
+        let shape = x.shape().to_vec();
+        match x.device() {
+            Device::Cpu => with_float!(OP, x, |T| {
+                let s = factor.on_host::<T>(OP)?;
+                let xs = x.host_slice::<T>(OP)?;
+                Ok(host_output::<T>(shape, |o| {
+                    cpu::elementwise::affine(xs, s, 0.0 as T, o)
+                }))
+            }),
+            _ => {
+                let (gpu, xb) = gpu_f32(OP, x)?;
+                let upstream = factor.device_address(OP)?;
+                let (scale, n) = (factor.scale as f32, x.numel());
+                gpu_output(&gpu, shape, DType::F32, |o| {
+                    cuda::elementwise::affine_times(&gpu, xb, scale, upstream, 0.0, o, n)
+                })
+            }
         }
-    }
+    })
 }

@@ -1,7 +1,8 @@
 //! The linear layer's forward product with its bias: y = x·Wᵀ + b.
 
-use super::cast::{product_operand, stored, widened};
+use super::cast::product_operand;
 use super::conv::{col_bias_address, gemm_16bit, gemm_mixed};
+use super::storage::{stored, widened};
 use super::RawTensor;
 use super::{bias_add, common_device, gpu_f32, gpu_output};
 use crate::core::device::Device;

@@ -1,6 +1,7 @@
 //! Loss primitives: softmax cross-entropy; elementwise squared error and binary cross-entropy on
 //! logits (their means are `backend::sum`); the sum of squares of the L2 penalty.
 
+use super::storage::widen_only;
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float, Factor};
 use crate::core::device::Device;
@@ -52,25 +53,24 @@ pub(crate) fn softmax_xent_fwd_unchecked_labels(
 /// label, as a one-element tensor on the logits' device (f32 on a GPU, exact up to 2^24 rows):
 /// a batch's correct predictions, read back together with its loss.
 pub fn count_correct(logits: &RawTensor, labels: &RawTensor) -> Result<RawTensor> {
-    if super::cast::widened_format(&["count_correct"], logits).is_some() {
-        return count_correct(&super::cast::widened(logits)?, labels);
-    }
-    let (rows, classes) = check_logits_and_label_shapes("count_correct", logits, labels)?;
-    match logits.device() {
-        Device::Cpu => with_float!("count_correct", logits, |T| {
-            let zs = logits.host_slice::<T>("count_correct")?;
-            let ls = labels.host_slice::<i32>("count_correct")?;
-            let count = cpu::loss::count_correct(zs, ls, classes) as T;
-            Ok(RawTensor::host(T::wrap(vec![count]), vec![1], T::DTYPE))
-        }),
-        _ => {
-            let (gpu, zb) = gpu_f32("count_correct", logits)?;
-            let lb = labels.gpu_buffer("count_correct")?;
-            gpu_output(&gpu, vec![1], DType::F32, |count| {
-                cuda::loss::count_correct(&gpu, zb, lb, rows, classes, count)
-            })
+    widen_only(&["count_correct"], [logits], |[logits]| {
+        let (rows, classes) = check_logits_and_label_shapes("count_correct", logits, labels)?;
+        match logits.device() {
+            Device::Cpu => with_float!("count_correct", logits, |T| {
+                let zs = logits.host_slice::<T>("count_correct")?;
+                let ls = labels.host_slice::<i32>("count_correct")?;
+                let count = cpu::loss::count_correct(zs, ls, classes) as T;
+                Ok(RawTensor::host(T::wrap(vec![count]), vec![1], T::DTYPE))
+            }),
+            _ => {
+                let (gpu, zb) = gpu_f32("count_correct", logits)?;
+                let lb = labels.gpu_buffer("count_correct")?;
+                gpu_output(&gpu, vec![1], DType::F32, |count| {
+                    cuda::loss::count_correct(&gpu, zb, lb, rows, classes, count)
+                })
+            }
         }
-    }
+    })
 }
 
 /// dlogits = scale·(probs − onehot(labels)).

@@ -23,6 +23,7 @@ mod optim;
 mod pool;
 mod raw_tensor;
 mod shape;
+mod storage;
 
 pub use activation::*;
 pub use cast::*;

@@ -1,7 +1,7 @@
 //! Batch-normalization primitives: per-channel statistics, the normalize map, and the backward
 //! pass (per-channel reductions, then dx).
 
-use super::cast::{stored, widened, widened_format};
+use super::storage::{in_storage, widen_only, StoredOutputs};
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
 use crate::core::device::Device;
@@ -31,6 +31,14 @@ pub struct BatchNormGrads {
     pub dx: Option<RawTensor>,
     pub dgamma: RawTensor,
     pub dbeta: RawTensor,
+}
+
+/// Only dx is a value of x's storage: dγ and dβ are f32 (the parameters' gradients).
+impl StoredOutputs for BatchNormGrads {
+    fn stored(self, format: DType) -> Result<Self> {
+        let dx = self.dx.map(|dx| dx.stored(format)).transpose()?;
+        Ok(BatchNormGrads { dx, ..self })
+    }
 }
 
 /// `x` seen per channel; an error unless it is a 4-d NCHW tensor with at least one channel.
@@ -118,30 +126,29 @@ fn gpu_norm<'a>(op: &'static str, stats: &BatchNormStats<'a>) -> Result<GpuChann
 /// Per-channel mean and biased variance Σ(x − mean)²/M over the M = N·H·W values of each channel
 /// of `x` [N, C, H, W]: two [C] tensors, computed in two passes (sound for a large mean).
 pub fn batch_norm_stats(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
-    if widened_format(&["batch_norm_stats"], x).is_some() {
-        return batch_norm_stats(&widened(x)?);
-    }
     const OP: &str = "batch norm statistics";
-    let layout = batch_norm_layout(OP, x)?;
-    let c = layout.channels;
-    match x.device() {
-        Device::Cpu => with_float!(OP, x, |T| {
-            let xs = x.host_slice::<T>(OP)?;
-            let mut var = vec![0.0 as T; c];
-            let mean = host_output::<T>(vec![c], |mean| {
-                cpu::norm::batch_norm_stats(xs, layout, mean, &mut var)
-            });
-            Ok((mean, RawTensor::host(T::wrap(var), vec![c], T::DTYPE)))
-        }),
-        _ => {
-            let (gpu, xb, s) = gpu_float(OP, x)?;
-            let mut var = gpu.alloc(c * DType::F32.size_in_bytes())?;
-            let mean = gpu_output(&gpu, vec![c], DType::F32, |mean| {
-                cuda::norm::batch_norm_stats(&gpu, s, xb, layout, mean, &mut var)
-            })?;
-            Ok((mean, RawTensor::from_gpu(var, vec![c], DType::F32)))
+    widen_only(&["batch_norm_stats"], [x], |[x]| {
+        let layout = batch_norm_layout(OP, x)?;
+        let c = layout.channels;
+        match x.device() {
+            Device::Cpu => with_float!(OP, x, |T| {
+                let xs = x.host_slice::<T>(OP)?;
+                let mut var = vec![0.0 as T; c];
+                let mean = host_output::<T>(vec![c], |mean| {
+                    cpu::norm::batch_norm_stats(xs, layout, mean, &mut var)
+                });
+                Ok((mean, RawTensor::host(T::wrap(var), vec![c], T::DTYPE)))
+            }),
+            _ => {
+                let (gpu, xb, s) = gpu_float(OP, x)?;
+                let mut var = gpu.alloc(c * DType::F32.size_in_bytes())?;
+                let mean = gpu_output(&gpu, vec![c], DType::F32, |mean| {
+                    cuda::norm::batch_norm_stats(&gpu, s, xb, layout, mean, &mut var)
+                })?;
+                Ok((mean, RawTensor::from_gpu(var, vec![c], DType::F32)))
+            }
         }
-    }
+    })
 }
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel of `x` [N, C, H, W].
@@ -150,31 +157,30 @@ pub fn batch_norm_fwd(
     stats: &BatchNormStats<'_>,
     beta: &RawTensor,
 ) -> Result<RawTensor> {
-    if let Some(format) = widened_format(&["batch_norm_fwd"], x) {
-        return stored(batch_norm_fwd(&widened(x)?, stats, beta)?, Some(format));
-    }
     const OP: &str = "batch norm";
-    let layout = check_stats(OP, x, stats)?;
-    check_per_channel(OP, x, layout.channels, &[beta])?;
-    let shape = x.shape().to_vec();
-    match x.device() {
-        Device::Cpu => with_float!(OP, x, |T| {
-            let xs = x.host_slice::<T>(OP)?;
-            let norm = host_norm::<T>(OP, stats)?;
-            let bs = beta.host_slice::<T>(OP)?;
-            Ok(host_output::<T>(shape, |y| {
-                cpu::norm::batch_norm_fwd(xs, layout, norm, bs, y)
-            }))
-        }),
-        _ => {
-            let (gpu, xb, s) = gpu_float(OP, x)?;
-            let norm = gpu_norm(OP, stats)?;
-            let (_, bb) = gpu_f32(OP, beta)?;
-            gpu_output(&gpu, shape, s.dtype(), |y| {
-                cuda::norm::batch_norm_fwd(&gpu, s, xb, layout, &norm, bb, y)
-            })
+    in_storage(&["batch_norm_fwd"], [x], |[x]| {
+        let layout = check_stats(OP, x, stats)?;
+        check_per_channel(OP, x, layout.channels, &[beta])?;
+        let shape = x.shape().to_vec();
+        match x.device() {
+            Device::Cpu => with_float!(OP, x, |T| {
+                let xs = x.host_slice::<T>(OP)?;
+                let norm = host_norm::<T>(OP, stats)?;
+                let bs = beta.host_slice::<T>(OP)?;
+                Ok(host_output::<T>(shape, |y| {
+                    cpu::norm::batch_norm_fwd(xs, layout, norm, bs, y)
+                }))
+            }),
+            _ => {
+                let (gpu, xb, s) = gpu_float(OP, x)?;
+                let norm = gpu_norm(OP, stats)?;
+                let (_, bb) = gpu_f32(OP, beta)?;
+                gpu_output(&gpu, shape, s.dtype(), |y| {
+                    cuda::norm::batch_norm_fwd(&gpu, s, xb, layout, &norm, bb, y)
+                })
+            }
         }
-    }
+    })
 }
 
 /// The backward pass of [`batch_norm_fwd`] for output gradient `dy`: dγ = Σdy·x̂, dβ = Σdy, and
@@ -188,66 +194,77 @@ pub fn batch_norm_bwd(
     want_dx: bool,
 ) -> Result<BatchNormGrads> {
     const OP: &str = "batch norm backward";
-    if let Some(format) = widened_format(&["batch_norm_bwd_reduce", "batch_norm_bwd_dx"], x) {
-        dy.expect_dtype(OP, format)?;
-        let g = batch_norm_bwd(&widened(dy)?, &widened(x)?, stats, training, want_dx)?;
-        let dx = g.dx.map(|dx| stored(dx, Some(format))).transpose()?;
-        return Ok(BatchNormGrads { dx, ..g });
-    }
-    let layout = check_stats(OP, x, stats)?;
-    common_device(OP, &[x, dy])?;
-    dy.expect_dtype(OP, x.dtype())?;
-    dy.expect_shape(OP, x.shape())?;
-    let (c, shape) = (layout.channels, x.shape().to_vec());
-    match x.device() {
-        Device::Cpu => with_float!(OP, x, |T| {
-            let (ds, xs) = (dy.host_slice::<T>(OP)?, x.host_slice::<T>(OP)?);
-            let norm = host_norm::<T>(OP, stats)?;
-            let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0 as T; c], vec![0.0 as T; c]);
-            cpu::norm::batch_norm_bwd_reduce(ds, xs, layout, norm, &mut sum_dy, &mut sum_dy_xhat);
-            let dx = want_dx.then(|| {
-                host_output::<T>(shape, |dx| {
-                    let sums = (sum_dy.as_slice(), sum_dy_xhat.as_slice());
-                    cpu::norm::batch_norm_bwd_dx(ds, xs, layout, norm, sums, training, dx)
-                })
-            });
-            Ok(BatchNormGrads {
-                dx,
-                dgamma: RawTensor::host(T::wrap(sum_dy_xhat), vec![c], T::DTYPE),
-                dbeta: RawTensor::host(T::wrap(sum_dy), vec![c], T::DTYPE),
-            })
-        }),
-        _ => {
-            let (gpu, xb, s) = gpu_float(OP, x)?;
-            let inputs = cuda::norm::BackwardInputs {
-                dy: dy.gpu_buffer(OP)?, // x's dtype, checked above
-                x: xb,
-                storage: s,
-            };
-            let norm = gpu_norm(OP, stats)?;
-            let bytes = c * DType::F32.size_in_bytes();
-            let (mut sum_dy, mut sum_dy_xhat) = (gpu.alloc(bytes)?, gpu.alloc(bytes)?);
-            cuda::norm::batch_norm_bwd_reduce(
-                &gpu,
-                inputs,
-                layout,
-                &norm,
-                &mut sum_dy,
-                &mut sum_dy_xhat,
-            )?;
-            let dx = if want_dx {
-                Some(gpu_output(&gpu, shape, s.dtype(), |dx| {
-                    let sums = (&sum_dy, &sum_dy_xhat);
-                    cuda::norm::batch_norm_bwd_dx(&gpu, inputs, layout, &norm, sums, training, dx)
-                })?)
-            } else {
-                None
-            };
-            Ok(BatchNormGrads {
-                dx,
-                dgamma: RawTensor::from_gpu(sum_dy_xhat, vec![c], DType::F32),
-                dbeta: RawTensor::from_gpu(sum_dy, vec![c], DType::F32),
-            })
+    let kernels = &["batch_norm_bwd_reduce", "batch_norm_bwd_dx"];
+    in_storage(kernels, [x, dy], |[wide_x, wide_dy]| {
+        if wide_x.dtype() != x.dtype() {
+            // Widened: dy must have been stored in x's format too.
+            dy.expect_dtype(OP, x.dtype())?;
         }
-    }
+        let (x, dy) = (wide_x, wide_dy);
+        let layout = check_stats(OP, x, stats)?;
+        common_device(OP, &[x, dy])?;
+        dy.expect_dtype(OP, x.dtype())?;
+        dy.expect_shape(OP, x.shape())?;
+        let (c, shape) = (layout.channels, x.shape().to_vec());
+        match x.device() {
+            Device::Cpu => with_float!(OP, x, |T| {
+                let (ds, xs) = (dy.host_slice::<T>(OP)?, x.host_slice::<T>(OP)?);
+                let norm = host_norm::<T>(OP, stats)?;
+                let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0 as T; c], vec![0.0 as T; c]);
+                cpu::norm::batch_norm_bwd_reduce(
+                    ds,
+                    xs,
+                    layout,
+                    norm,
+                    &mut sum_dy,
+                    &mut sum_dy_xhat,
+                );
+                let dx = want_dx.then(|| {
+                    host_output::<T>(shape, |dx| {
+                        let sums = (sum_dy.as_slice(), sum_dy_xhat.as_slice());
+                        cpu::norm::batch_norm_bwd_dx(ds, xs, layout, norm, sums, training, dx)
+                    })
+                });
+                Ok(BatchNormGrads {
+                    dx,
+                    dgamma: RawTensor::host(T::wrap(sum_dy_xhat), vec![c], T::DTYPE),
+                    dbeta: RawTensor::host(T::wrap(sum_dy), vec![c], T::DTYPE),
+                })
+            }),
+            _ => {
+                let (gpu, xb, s) = gpu_float(OP, x)?;
+                let inputs = cuda::norm::BackwardInputs {
+                    dy: dy.gpu_buffer(OP)?, // x's dtype, checked above
+                    x: xb,
+                    storage: s,
+                };
+                let norm = gpu_norm(OP, stats)?;
+                let bytes = c * DType::F32.size_in_bytes();
+                let (mut sum_dy, mut sum_dy_xhat) = (gpu.alloc(bytes)?, gpu.alloc(bytes)?);
+                cuda::norm::batch_norm_bwd_reduce(
+                    &gpu,
+                    inputs,
+                    layout,
+                    &norm,
+                    &mut sum_dy,
+                    &mut sum_dy_xhat,
+                )?;
+                let dx = if want_dx {
+                    Some(gpu_output(&gpu, shape, s.dtype(), |dx| {
+                        let sums = (&sum_dy, &sum_dy_xhat);
+                        cuda::norm::batch_norm_bwd_dx(
+                            &gpu, inputs, layout, &norm, sums, training, dx,
+                        )
+                    })?)
+                } else {
+                    None
+                };
+                Ok(BatchNormGrads {
+                    dx,
+                    dgamma: RawTensor::from_gpu(sum_dy_xhat, vec![c], DType::F32),
+                    dbeta: RawTensor::from_gpu(sum_dy, vec![c], DType::F32),
+                })
+            }
+        }
+    })
 }

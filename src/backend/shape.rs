@@ -1,6 +1,6 @@
 //! Shape primitives: concatenation along an axis and its inverse, the slice `narrow`.
 
-use super::cast::{stored, widened, widened_format};
+use super::storage::{in_storage, in_storage_list};
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::core::device::Device;
@@ -70,100 +70,92 @@ pub fn concat<T: AsRef<RawTensor>>(inputs: &[&T], axis: usize) -> Result<RawTens
 fn concat_raw(inputs: &[&RawTensor], axis: usize) -> Result<RawTensor> {
     const OP: &str = "concat";
     let shape = concat_shape(inputs, axis)?;
-    if let Some(format) = widened_format(&["concat_fwd"], inputs[0]) {
-        // 16-bit tensors are copied through f32, which holds their values exactly.
-        let wide = inputs
+    // 16-bit tensors are copied through f32, which holds their values exactly.
+    in_storage_list(&["concat_fwd"], inputs, |inputs| {
+        let (outer, inner) = outer_inner(&shape, axis);
+        let whole = shape[axis] * inner;
+        // Each part's slab per outer row and where it starts in the row of the output.
+        let mut offset = 0;
+        let slabs: Vec<Slab> = inputs
             .iter()
-            .map(|t| widened(t))
-            .collect::<Result<Vec<_>>>()?;
-        let wide: Vec<&RawTensor> = wide.iter().collect();
-        return stored(concat_raw(&wide, axis)?, Some(format));
-    }
-    let (outer, inner) = outer_inner(&shape, axis);
-    let whole = shape[axis] * inner;
-    // Each part's slab per outer row and where it starts in the row of the output.
-    let mut offset = 0;
-    let slabs: Vec<Slab> = inputs
-        .iter()
-        .map(|t| {
-            let slab = t.shape()[axis] * inner;
-            offset += slab;
-            Slab {
-                outer,
-                slab,
-                whole,
-                offset: offset - slab,
-            }
-        })
-        .collect();
-    match inputs[0].device() {
-        Device::Cpu => with_float!(OP, inputs[0], |T| {
-            let parts = inputs
-                .iter()
-                .map(|t| t.host_slice::<T>(OP))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(host_output::<T>(shape, |y| {
-                for (part, at) in parts.iter().zip(&slabs) {
-                    cpu::shape::concat_fwd(part, y, at.slab, at.whole, at.offset);
+            .map(|t| {
+                let slab = t.shape()[axis] * inner;
+                offset += slab;
+                Slab {
+                    outer,
+                    slab,
+                    whole,
+                    offset: offset - slab,
                 }
-            }))
-        }),
-        _ => {
-            let parts = inputs
-                .iter()
-                .map(|t| gpu_f32(OP, t))
-                .collect::<Result<Vec<_>>>()?;
-            let gpu = parts[0].0.clone();
-            gpu_output(&gpu, shape, DType::F32, |y| {
-                for ((_, part), at) in parts.iter().zip(&slabs) {
-                    cuda::shape::concat_fwd(&gpu, part, y, *at)?;
-                }
-                Ok(())
             })
+            .collect();
+        match inputs[0].device() {
+            Device::Cpu => with_float!(OP, inputs[0], |T| {
+                let parts = inputs
+                    .iter()
+                    .map(|t| t.host_slice::<T>(OP))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(host_output::<T>(shape, |y| {
+                    for (part, at) in parts.iter().zip(&slabs) {
+                        cpu::shape::concat_fwd(part, y, at.slab, at.whole, at.offset);
+                    }
+                }))
+            }),
+            _ => {
+                let parts = inputs
+                    .iter()
+                    .map(|t| gpu_f32(OP, t))
+                    .collect::<Result<Vec<_>>>()?;
+                let gpu = parts[0].0.clone();
+                gpu_output(&gpu, shape, DType::F32, |y| {
+                    for ((_, part), at) in parts.iter().zip(&slabs) {
+                        cuda::shape::concat_fwd(&gpu, part, y, *at)?;
+                    }
+                    Ok(())
+                })
+            }
         }
-    }
+    })
 }
 
 /// The slice `start..start + len` of `x` along `axis` (a copy): one part of a concatenation, so
 /// concat's backward is built on it.
 pub fn narrow(x: &RawTensor, axis: usize, start: usize, len: usize) -> Result<RawTensor> {
     const OP: &str = "narrow";
-    if let Some(format) = widened_format(&["concat_bwd"], x) {
-        // Copied through f32, which holds 16-bit values exactly.
-        return stored(narrow(&widened(x)?, axis, start, len)?, Some(format));
-    }
-    check_axis(OP, x.shape(), axis)?;
-    let dim = x.shape()[axis];
-    if start.checked_add(len).is_none_or(|end| end > dim) {
-        return Err(invalid(
-            "narrow range",
-            format!(
-                "{start}..{start}+{len} is outside axis {axis} of shape {:?}",
-                x.shape()
-            ),
-        ));
-    }
-    let (outer, inner) = outer_inner(x.shape(), axis);
-    let at = Slab {
-        outer,
-        slab: len * inner,
-        whole: dim * inner,
-        offset: start * inner,
-    };
-    let mut shape = x.shape().to_vec();
-    shape[axis] = len;
-    match x.device() {
-        Device::Cpu => with_float!(OP, x, |T| {
-            let xs = x.host_slice::<T>(OP)?;
-            Ok(host_output::<T>(shape, |y| {
-                cpu::shape::concat_bwd(xs, y, at.slab, at.whole, at.offset)
-            }))
-        }),
-        _ => {
-            let (gpu, xb) = gpu_f32(OP, x)?;
-            gpu_output(&gpu, shape, DType::F32, |y| {
-                cuda::shape::concat_bwd(&gpu, xb, y, at)
-            })
+    in_storage(&["concat_bwd"], [x], |[x]| {
+        check_axis(OP, x.shape(), axis)?;
+        let dim = x.shape()[axis];
+        if start.checked_add(len).is_none_or(|end| end > dim) {
+            return Err(invalid(
+                "narrow range",
+                format!(
+                    "{start}..{start}+{len} is outside axis {axis} of shape {:?}",
+                    x.shape()
+                ),
+            ));
         }
-    }
+        let (outer, inner) = outer_inner(x.shape(), axis);
+        let at = Slab {
+            outer,
+            slab: len * inner,
+            whole: dim * inner,
+            offset: start * inner,
+        };
+        let mut shape = x.shape().to_vec();
+        shape[axis] = len;
+        match x.device() {
+            Device::Cpu => with_float!(OP, x, |T| {
+                let xs = x.host_slice::<T>(OP)?;
+                Ok(host_output::<T>(shape, |y| {
+                    cpu::shape::concat_bwd(xs, y, at.slab, at.whole, at.offset)
+                }))
+            }),
+            _ => {
+                let (gpu, xb) = gpu_f32(OP, x)?;
+                gpu_output(&gpu, shape, DType::F32, |y| {
+                    cuda::shape::concat_bwd(&gpu, xb, y, at)
+                })
+            }
+        }
+    })
 }
