@@ -6,7 +6,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use kiln::backend::{self, BatchNormStats, Factor, RawTensor};
+use kiln::backend::{self, BatchNormStats, Factor, ProductFormats, RawTensor};
 use kiln::testing::assert_close;
 use kiln::{
     autocast, autocast_activations, memory_stats, ops, ConvGeometry, DType, Device, Tensor,
@@ -565,11 +565,26 @@ fn check_16_bit_outputs(device: Device) {
             let name = format!("{kernel:?} {format:?}");
             let f = Some(format);
             let ran = with_kernel(kernel, (device, rows, format), || {
-                let stored = backend::linear_forward(&x, &w, Some(&b), f, f).unwrap();
-                let wide = backend::linear_forward(&x, &w, Some(&b), f, None).unwrap();
+                let stored = backend::linear_forward(
+                    &x,
+                    &w,
+                    Some(&b),
+                    ProductFormats::operands(f).stored_in(f),
+                )
+                .unwrap();
+                let wide =
+                    backend::linear_forward(&x, &w, Some(&b), ProductFormats::operands(f)).unwrap();
                 let shape = vec![rows, out];
-                let unbiased = backend::gemm_mixed_stored(&spec, 1.0, &x, &w, shape.clone(), f, f);
-                let unbiased_wide = backend::gemm_mixed(&spec, 1.0, &x, &w, shape, f);
+                let unbiased = backend::gemm_mixed(
+                    &spec,
+                    1.0,
+                    &x,
+                    &w,
+                    shape.clone(),
+                    ProductFormats::operands(f).stored_in(f),
+                );
+                let unbiased_wide =
+                    backend::gemm_mixed(&spec, 1.0, &x, &w, shape, ProductFormats::operands(f));
                 (stored, wide, unbiased.unwrap(), unbiased_wide.unwrap())
             });
             let Some((stored, wide, unbiased, unbiased_wide)) = ran else {
@@ -585,7 +600,12 @@ fn check_16_bit_outputs(device: Device) {
             );
             // And the bias is there: the f32 outputs against the CPU's.
             let on_cpu = |t: &Tensor| t.to_device(Device::Cpu).unwrap();
-            let cpu = backend::linear_forward(&on_cpu(&x), &on_cpu(&w), Some(&on_cpu(&b)), f, None);
+            let cpu = backend::linear_forward(
+                &on_cpu(&x),
+                &on_cpu(&w),
+                Some(&on_cpu(&b)),
+                ProductFormats::operands(f),
+            );
             assert_close(&values(&wide), &values(&cpu.unwrap()), 1e-4, 1e-4);
         }
         for kernel in [Kernel::TensorCore, Kernel::Flat, Kernel::WgmmaCpAsync] {
@@ -606,8 +626,17 @@ fn check_16_bit_outputs(device: Device) {
             let name = format!("conv {kernel:?} {format:?}");
             let ran = with_kernel(kernel, (device, out_channels, format), || {
                 let f = Some(format);
-                let stored = backend::conv_forward_stored(&x, &w, Some(&b), &conv, f, f).unwrap();
-                let wide = backend::conv_forward(&x, &w, Some(&b), &conv, f).unwrap();
+                let stored = backend::conv_forward(
+                    &x,
+                    &w,
+                    Some(&b),
+                    &conv,
+                    ProductFormats::operands(f).stored_in(f),
+                )
+                .unwrap();
+                let wide =
+                    backend::conv_forward(&x, &w, Some(&b), &conv, ProductFormats::operands(f))
+                        .unwrap();
                 (stored, wide)
             });
             let Some((stored, wide)) = ran else {
@@ -618,8 +647,11 @@ fn check_16_bit_outputs(device: Device) {
             // The input gradient: col2im rounds each pixel's f32 sum once.
             let dy = random_in(&conv.output_shape(), 55, format, device);
             let f = Some(format);
-            let stored = backend::conv_input_grad_stored(&w, &dy, &conv, f, f).unwrap();
-            let wide = backend::conv_input_grad(&w, &dy, &conv, f).unwrap();
+            let stored =
+                backend::conv_input_grad(&w, &dy, &conv, ProductFormats::operands(f).stored_in(f))
+                    .unwrap();
+            let wide =
+                backend::conv_input_grad(&w, &dy, &conv, ProductFormats::operands(f)).unwrap();
             assert_eq!(stored.dtype(), format, "{name} input gradient");
             assert_same_values(&name, &stored, &wide.to_dtype(format).unwrap());
         }

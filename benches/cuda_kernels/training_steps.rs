@@ -26,8 +26,7 @@ impl Bench {
             self.train_steps(
                 rows,
                 &mut model,
-                0.01,
-                0.0,
+                (0.01, 0.0),
                 (&x, &y),
                 "lenet5 train step",
                 (
@@ -52,8 +51,7 @@ impl Bench {
         self.train_steps(
             rows,
             &mut model,
-            0.01,
-            5e-4,
+            (0.01, 5e-4),
             (&x, &y),
             "resnet20 train step",
             (
@@ -97,8 +95,7 @@ impl Bench {
                 self.train_steps(
                     rows,
                     &mut model,
-                    0.01,
-                    5e-4,
+                    (0.01, 5e-4),
                     (&x, &y),
                     "resnet20 train step",
                     (
@@ -115,13 +112,13 @@ impl Bench {
         Ok(Some(peak))
     }
 
+    /// `(lr, weight_decay)` of the momentum SGD the steps take.
     #[allow(clippy::too_many_arguments)]
     fn train_steps(
         &self,
         rows: &mut Rows,
         model: &mut dyn Module,
-        lr: f64,
-        weight_decay: f64,
+        (lr, weight_decay): (f64, f64),
         (x, y): (&Tensor, &Tensor),
         kernel: &'static str,
         names: (String, String),

@@ -32,30 +32,57 @@ fn as_product_input(t: &RawTensor, mixed: Option<DType>) -> Result<RawTensor> {
     }
 }
 
-/// y [N, K, OH, OW] = conv(x [N, C, H, W], w [K, C/G, KH, KW]) (+ bias [K]).
-/// With `mixed` (see [`crate::autocast`]) the product takes x and w rounded to that format.
+/// The 16-bit formats of a matrix product (a convolution's, a linear layer's): `operands`, the
+/// format both operands are rounded to before they are multiplied (see [`crate::autocast`]), and
+/// `output`, the format the result is stored in (16-bit activations and their gradients, see
+/// [`crate::autocast_activations`]). `None` is f32; [`ProductFormats::F32`] is f32 throughout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProductFormats {
+    pub operands: Option<DType>,
+    pub output: Option<DType>,
+}
+
+impl ProductFormats {
+    pub const F32: ProductFormats = ProductFormats {
+        operands: None,
+        output: None,
+    };
+
+    /// Operands in `operands` (f32 without), the result in f32.
+    pub fn operands(operands: Option<DType>) -> ProductFormats {
+        ProductFormats {
+            operands,
+            output: None,
+        }
+    }
+
+    /// The same operands, the result stored in `output` (f32 without).
+    pub fn stored_in(self, output: Option<DType>) -> ProductFormats {
+        ProductFormats { output, ..self }
+    }
+
+    /// What this thread's autocast asks for: its product format, and its activation format.
+    pub fn of_autocast() -> ProductFormats {
+        ProductFormats::operands(crate::autocast::current())
+            .stored_in(crate::autocast::activation_format())
+    }
+}
+
+/// y [N, K, OH, OW] = conv(x [N, C, H, W], w [K, C/G, KH, KW]) (+ bias [K]), the product in
+/// `formats`: on a device whose product format is the output's, the GEMM's epilogue rounds each
+/// output once as it writes it (no f32 copy of y); elsewhere y is computed in f32 and then
+/// rounded, to the same values.
 pub fn conv_forward(
     x: &RawTensor,
     w: &RawTensor,
     bias: Option<&RawTensor>,
     conv: &GroupedConv,
-    mixed: Option<DType>,
+    formats: ProductFormats,
 ) -> Result<RawTensor> {
-    conv_forward_stored(x, w, bias, conv, mixed, None)
-}
-
-/// [`conv_forward`] with y stored in the 16-bit format `store` when one is given (16-bit
-/// activations, see [`crate::autocast_activations`]): on a device whose product format it is, the
-/// GEMM's epilogue rounds each output once as it writes it (no f32 copy of y); elsewhere y is
-/// computed in f32 and then rounded, to the same values.
-pub fn conv_forward_stored(
-    x: &RawTensor,
-    w: &RawTensor,
-    bias: Option<&RawTensor>,
-    conv: &GroupedConv,
-    mixed: Option<DType>,
-    store: Option<DType>,
-) -> Result<RawTensor> {
+    let ProductFormats {
+        operands: mixed,
+        output: store,
+    } = formats;
     check_conv_operands(x, w, bias, conv)?;
     let (x, w) = (&as_product_input(x, mixed)?, &as_product_input(w, mixed)?);
     match (x.device(), mixed) {
@@ -95,26 +122,20 @@ fn check_conv_operands(
 }
 
 /// dx [N, C, H, W] = col2im(Wᵀ · dy) for dy [N, K, OH, OW]: the input gradient of
-/// [`conv_forward`], and the forward of the transposed convolution.
+/// [`conv_forward`], and the forward of the transposed convolution, the product in `formats`. A
+/// 16-bit output format (the gradient of a 16-bit activation) is written by col2im on a device,
+/// each pixel's sum rounded once; elsewhere dx is computed in f32 and then rounded, to the same
+/// values.
 pub fn conv_input_grad(
     w: &RawTensor,
     dy: &RawTensor,
     conv: &GroupedConv,
-    mixed: Option<DType>,
+    formats: ProductFormats,
 ) -> Result<RawTensor> {
-    conv_input_grad_stored(w, dy, conv, mixed, None)
-}
-
-/// [`conv_input_grad`] with dx stored in the 16-bit format `store` when one is given (the gradient
-/// of a 16-bit activation): on a device col2im rounds each pixel's sum once as it writes it;
-/// elsewhere dx is computed in f32 and then rounded, to the same values.
-pub fn conv_input_grad_stored(
-    w: &RawTensor,
-    dy: &RawTensor,
-    conv: &GroupedConv,
-    mixed: Option<DType>,
-    store: Option<DType>,
-) -> Result<RawTensor> {
+    let ProductFormats {
+        operands: mixed,
+        output: store,
+    } = formats;
     common_device("conv2d input gradient", &[w, dy])?;
     let (w, dy) = (&as_product_input(w, mixed)?, &as_product_input(dy, mixed)?);
     w.expect_shape("conv2d weight", &conv.weight_shape())?;
@@ -256,7 +277,7 @@ pub fn gemm(
 }
 
 /// [`gemm`] with both operands in `mixed` when set (see [`crate::autocast`]), else as given.
-pub fn gemm_mixed(
+pub(crate) fn gemm_in(
     spec: &GemmSpec,
     alpha: f64,
     a: &RawTensor,
@@ -273,18 +294,22 @@ pub fn gemm_mixed(
     gemm(spec, alpha, &a, &b, out_shape)
 }
 
-/// [`gemm_mixed`] with C stored in the 16-bit format `store` when one is given (16-bit
-/// activations): a device whose product format it is writes C straight from the GEMM's epilogue,
-/// each value rounded once; elsewhere C is computed in f32 and then rounded, to the same values.
-pub fn gemm_mixed_stored(
+/// [`gemm`] in `formats`: both operands in the operand format when set (else 16-bit operands are
+/// multiplied in f32), and C stored in the output format when set. A device whose product format
+/// is the output's writes C straight from the GEMM's epilogue, each value rounded once; elsewhere
+/// C is computed in f32 and then rounded, to the same values.
+pub fn gemm_mixed(
     spec: &GemmSpec,
     alpha: f64,
     a: &RawTensor,
     b: &RawTensor,
     out_shape: Vec<usize>,
-    mixed: Option<DType>,
-    store: Option<DType>,
+    formats: ProductFormats,
 ) -> Result<RawTensor> {
+    let ProductFormats {
+        operands: mixed,
+        output: store,
+    } = formats;
     match (mixed, store) {
         (Some(format), Some(s)) if s == format && a.device() != Device::Cpu => {
             let (a, b) = (product_operand(a, mixed)?, product_operand(b, mixed)?);
@@ -292,7 +317,7 @@ pub fn gemm_mixed_stored(
             check_gemm_lens(spec, &a, &b, numel(&out_shape))?;
             gemm_16bit(spec, alpha, (&a, &b), out_shape, (None, true))
         }
-        _ => stored(gemm_mixed(spec, alpha, a, b, out_shape, mixed)?, store),
+        _ => stored(gemm_in(spec, alpha, a, b, out_shape, mixed)?, store),
     }
 }
 

@@ -70,7 +70,7 @@ pub fn axpby(alpha: f64, a: &RawTensor, beta: f64, b: &RawTensor) -> Result<RawT
                 let bb = b.gpu_buffer("axpby")?; // a's dtype, checked above
                 let n = a.numel();
                 gpu_output(&gpu, shape, s.dtype(), |o| {
-                    cuda::elementwise::axpby(&gpu, s, alpha as f32, ab, beta as f32, bb, o, n)
+                    cuda::elementwise::axpby(&gpu, s, (alpha as f32, ab), (beta as f32, bb), o, n)
                 })
             }
         }

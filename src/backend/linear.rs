@@ -1,7 +1,7 @@
 //! The linear layer's forward product with its bias: y = x·Wᵀ + b.
 
 use super::cast::product_operand;
-use super::conv::{col_bias_address, gemm_16bit, gemm_mixed};
+use super::conv::{col_bias_address, gemm_16bit, gemm_in, ProductFormats};
 use super::storage::{stored, widened};
 use super::RawTensor;
 use super::{bias_add, common_device, gpu_f32, gpu_output};
@@ -32,19 +32,21 @@ pub fn linear_dims(x: &RawTensor, w: &RawTensor) -> Result<(usize, usize, usize)
     Ok((n, fan_in, out))
 }
 
-/// y [n, out] = x [n, in]·Wᵀ (W [out, in], PyTorch's layout) + b [out], the product's operands in
-/// `mixed` when set (see [`crate::autocast`]) and y stored in the 16-bit format `store` when one is
-/// given (see [`crate::autocast_activations`]). On a device the GEMM's epilogue adds the bias and,
-/// when `store` is the product format, rounds each output once: no pass over y after the GEMM. On
+/// y [n, out] = x [n, in]·Wᵀ (W [out, in], PyTorch's layout) + b [out], the product in `formats`
+/// (see [`ProductFormats`]). On a device the GEMM's epilogue adds the bias and,
+/// when the output format is the product format, rounds each output once: no pass over y after the GEMM. On
 /// the CPU the same values come from the product, a bias pass and a rounding.
 pub fn linear_forward(
     x: &RawTensor,
     w: &RawTensor,
     b: Option<&RawTensor>,
-    mixed: Option<DType>,
-    store: Option<DType>,
+    formats: ProductFormats,
 ) -> Result<RawTensor> {
     const OP: &str = "linear";
+    let ProductFormats {
+        operands: mixed,
+        output: store,
+    } = formats;
     let (n, fan_in, out) = linear_dims(x, w)?;
     common_device(OP, &[x, w])?;
     if let Some(b) = b {
@@ -55,7 +57,7 @@ pub fn linear_forward(
     let shape = vec![n, out];
     match (x.device(), mixed) {
         (Device::Cpu, _) => {
-            let mut y = gemm_mixed(&spec, 1.0, x, w, shape, mixed)?;
+            let mut y = gemm_in(&spec, 1.0, x, w, shape, mixed)?;
             if let Some(b) = b {
                 bias_add(&mut y, b, n, out, 1)?;
             }

@@ -118,7 +118,7 @@ pub(crate) fn softmax_xent_bwd_checked_labels(
             let lb = labels.gpu_buffer(OP)?;
             let ub = upstream.map(|u| u.gpu_buffer(OP)).transpose()?;
             gpu_output(&gpu, vec![rows, classes], DType::F32, |d| {
-                cuda::loss::softmax_xent_bwd(&gpu, pb, lb, rows, classes, scale as f32, ub, d)
+                cuda::loss::softmax_xent_bwd(&gpu, pb, lb, (rows, classes), scale as f32, ub, d)
             })
         }
     }
@@ -174,7 +174,7 @@ pub fn squared_error_bwd(
                 target,
                 with_target_grad,
                 |gpu, p, t, dp, dt, n| {
-                    cuda::loss::squared_error_bwd(gpu, p, t, scale, upstream, dp, dt, n)
+                    cuda::loss::squared_error_bwd(gpu, p, t, scale, upstream, (dp, dt), n)
                 },
             )
         }
@@ -232,7 +232,7 @@ pub fn bce_logits_bwd(
                 targets,
                 with_target_grad,
                 |gpu, z, t, dz, dt, n| {
-                    cuda::loss::bce_logits_bwd(gpu, z, t, scale, upstream, dz, dt, n)
+                    cuda::loss::bce_logits_bwd(gpu, z, t, scale, upstream, (dz, dt), n)
                 },
             )
         }

@@ -51,14 +51,11 @@ pub(crate) struct FillParams {
 kernel_params!(AxpbyParams, MulParams, AffineParams, FillParams);
 
 /// out = alpha·a + beta·b over `n` elements.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn axpby(
     gpu: &Gpu,
     s: StorageFormat,
-    alpha: f32,
-    a: &GpuBuffer,
-    beta: f32,
-    b: &GpuBuffer,
+    (alpha, a): (f32, &GpuBuffer),
+    (beta, b): (f32, &GpuBuffer),
     out: &mut GpuBuffer,
     n: usize,
 ) -> Result<()> {
@@ -140,7 +137,6 @@ pub(crate) fn affine(
 }
 
 /// out = scale·upstream[0]·x + shift over `n` elements (`upstream` a device address, 0 for none).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn affine_times(
     gpu: &Gpu,
     x: &GpuBuffer,

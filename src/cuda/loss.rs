@@ -132,14 +132,12 @@ pub(crate) fn softmax_xent_fwd(
     launch(gpu, kernels::SOFTMAX_XENT_FWD_F32, cfg, &params)
 }
 
-/// dlogits = scale·(probs − onehot(labels)).
-#[allow(clippy::too_many_arguments)]
+/// dlogits = scale·(probs − onehot(labels)) for probs [rows, classes].
 pub(crate) fn softmax_xent_bwd(
     gpu: &Gpu,
     probs: &GpuBuffer,
     labels: &GpuBuffer,
-    rows: usize,
-    classes: usize,
+    (rows, classes): (usize, usize),
     scale: f32,
     upstream: Option<&GpuBuffer>,
     dlogits: &mut GpuBuffer,
@@ -185,15 +183,13 @@ pub(crate) fn squared_error_fwd(
 }
 
 /// dprediction = scale·(prediction − target) and, when given, dtarget = −dprediction.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn squared_error_bwd(
     gpu: &Gpu,
     prediction: &GpuBuffer,
     target: &GpuBuffer,
     scale: f32,
     upstream: u64,
-    dprediction: &mut GpuBuffer,
-    dtarget: Option<&mut GpuBuffer>,
+    (dprediction, dtarget): (&mut GpuBuffer, Option<&mut GpuBuffer>),
     n: usize,
 ) -> Result<()> {
     let params = SquaredErrorBwdParams {
@@ -236,15 +232,13 @@ pub(crate) fn bce_logits_fwd(
 }
 
 /// dlogits = scale·(sigmoid(z) − t) and, when given, dtargets = −scale·z.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn bce_logits_bwd(
     gpu: &Gpu,
     logits: &GpuBuffer,
     targets: &GpuBuffer,
     scale: f32,
     upstream: u64,
-    dlogits: &mut GpuBuffer,
-    dtargets: Option<&mut GpuBuffer>,
+    (dlogits, dtargets): (&mut GpuBuffer, Option<&mut GpuBuffer>),
     n: usize,
 ) -> Result<()> {
     let params = BceLogitsBwdParams {

@@ -5,6 +5,7 @@
 //!           db = Σ dy over N and pixels;  dx = col2im(dcol) with dcol[n, g] = W_gᵀ · dy[n, g].
 //! On the GPU each product is one GEMM launch over every image and group, not one per image.
 
+use crate::backend::ProductFormats;
 use crate::backend::{self, common_device, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
@@ -31,13 +32,13 @@ pub fn conv2d_groups(
     groups: usize,
 ) -> Result<Tensor> {
     let conv = checked_conv(x, w, b, window, groups)?;
-    // The precision of the products, kept for the backward pass (see crate::autocast).
-    let mixed = crate::autocast::current();
-    // Stored in the activation format when activations are 16-bit (written so by the GEMM).
-    let store = crate::autocast::activation_format();
+    // The precision of the products, kept for the backward pass, and y stored in the activation
+    // format when activations are 16-bit (written so by the GEMM); see crate::autocast.
+    let formats = backend::ProductFormats::of_autocast();
+    let mixed = formats.operands;
     // The weight as the products read it (rounded once for both passes, as autocast's cache).
     let w_product = backend::product_operand(w, mixed)?;
-    let y = backend::conv_forward_stored(x, &w_product, b.map(Tensor::raw), &conv, mixed, store)?;
+    let y = backend::conv_forward(x, &w_product, b.map(Tensor::raw), &conv, formats)?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let has_bias = b.is_some();
@@ -53,7 +54,12 @@ pub fn conv2d_groups(
                 Some(w) => {
                     // A 16-bit input gets its gradient in its format, written so by col2im.
                     let store = matches!(x_dtype, DType::BF16 | DType::F16).then_some(x_dtype);
-                    let dx = backend::conv_input_grad_stored(w, dy, &conv, mixed, store)?;
+                    let dx = backend::conv_input_grad(
+                        w,
+                        dy,
+                        &conv,
+                        ProductFormats::operands(mixed).stored_in(store),
+                    )?;
                     Some(gradient_as(dx, x_dtype)?)
                 }
                 None => None,

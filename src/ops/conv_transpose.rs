@@ -15,6 +15,7 @@
 //! reads, get only the bias.
 
 use super::conv::{check_groups, check_kernel};
+use crate::backend::ProductFormats;
 use crate::backend::{self, common_device, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
@@ -45,9 +46,15 @@ pub fn conv_transpose2d(
     let store = crate::autocast::activation_format();
     let y = match b {
         // Without a bias col2im stores y in the activation format itself.
-        None => backend::conv_input_grad_stored(&w_product, x, &conv, mixed, store)?,
+        None => backend::conv_input_grad(
+            &w_product,
+            x,
+            &conv,
+            ProductFormats::operands(mixed).stored_in(store),
+        )?,
         Some(b) => {
-            let mut y = backend::conv_input_grad(&w_product, x, &conv, mixed)?;
+            let mut y =
+                backend::conv_input_grad(&w_product, x, &conv, ProductFormats::operands(mixed))?;
             backend::bias_add(&mut y, b, g.batch, g.in_channels, g.in_h * g.in_w)?;
             as_activation(y)?
         }
@@ -66,7 +73,13 @@ pub fn conv_transpose2d(
                 Some(w) => {
                     // A 16-bit input gets its gradient in its format, written so by the GEMM.
                     let store = matches!(x_dtype, DType::BF16 | DType::F16).then_some(x_dtype);
-                    let dx = backend::conv_forward_stored(dy, w, None, &conv, mixed, store)?;
+                    let dx = backend::conv_forward(
+                        dy,
+                        w,
+                        None,
+                        &conv,
+                        ProductFormats::operands(mixed).stored_in(store),
+                    )?;
                     Some(gradient_as(dx, x_dtype)?)
                 }
                 None => None,

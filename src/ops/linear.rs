@@ -1,5 +1,6 @@
 //! Fully connected layer: y = x·Wᵀ + b for x [N, in], W [out, in] (PyTorch's layout), b [out].
 
+use crate::backend::ProductFormats;
 use crate::backend::{self, common_device, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -18,7 +19,12 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     // The weight as the products read it (rounded once for both passes, as autocast's cache).
     let w_product = backend::product_operand(w, mixed)?;
     // The bias is added, and y stored in the activation format, by the GEMM's epilogue.
-    let y = backend::linear_forward(x, &w_product, b.map(Tensor::raw), mixed, store)?;
+    let y = backend::linear_forward(
+        x,
+        &w_product,
+        b.map(Tensor::raw),
+        ProductFormats::operands(mixed).stored_in(store),
+    )?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let (x_saved, w_saved, has_bias) = (x.detach(), w_product.clone(), b.is_some());
@@ -30,11 +36,24 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             // A 16-bit input gets its gradient in its format, written so by the GEMM.
             let store = matches!(x_dtype, DType::BF16 | DType::F16).then_some(x_dtype);
             let dx_shape = vec![n, fan_in];
-            let dx =
-                backend::gemm_mixed_stored(&dx_spec, 1.0, dy, &w_saved, dx_shape, mixed, store)?;
+            let dx = backend::gemm_mixed(
+                &dx_spec,
+                1.0,
+                dy,
+                &w_saved,
+                dx_shape,
+                ProductFormats::operands(mixed).stored_in(store),
+            )?;
             let dx = gradient_as(dx, x_dtype)?;
             let dw_spec = GemmSpec::new(out, fan_in, n).transpose_a();
-            let dw = backend::gemm_mixed(&dw_spec, 1.0, dy, &x_saved, vec![out, fan_in], mixed)?;
+            let dw = backend::gemm_mixed(
+                &dw_spec,
+                1.0,
+                dy,
+                &x_saved,
+                vec![out, fan_in],
+                ProductFormats::operands(mixed),
+            )?;
             let mut grads = vec![Some(dx), Some(dw)];
             if has_bias {
                 grads.push(Some(backend::bias_grad(dy, n, out, 1)?));

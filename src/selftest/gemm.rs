@@ -6,6 +6,7 @@
 use super::cases::{input, uniform};
 use super::layers::PRODUCTS;
 use super::{Case, Outputs, Tolerance};
+use crate::backend::ProductFormats;
 use crate::backend::{self, RawTensor};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
@@ -380,7 +381,12 @@ fn activations_backward(d: Device, format: DType) -> Result<Outputs> {
         ("batch_norm2d dbeta", bn.dbeta),
         (
             "conv2d dx",
-            backend::conv_input_grad_stored(&w, &conv_dy, &conv, Some(format), Some(format))?,
+            backend::conv_input_grad(
+                &w,
+                &conv_dy,
+                &conv,
+                ProductFormats::operands(Some(format)).stored_in(Some(format)),
+            )?,
         ),
         (
             "conv2d dW",

@@ -4,6 +4,7 @@
 
 use super::cases::{input, uniform, POINTWISE, SHAPE};
 use super::{Case, Outputs, Tolerance};
+use crate::backend::ProductFormats;
 use crate::backend::{self, BatchNormStats, RawTensor};
 use crate::core::device::Device;
 use crate::core::error::{Error, Result};
@@ -44,11 +45,17 @@ impl ConvOperands {
     }
 
     fn forward(&self) -> Result<RawTensor> {
-        backend::conv_forward(&self.x, &self.w, Some(&self.b), &self.conv, None)
+        backend::conv_forward(
+            &self.x,
+            &self.w,
+            Some(&self.b),
+            &self.conv,
+            ProductFormats::F32,
+        )
     }
 
     fn input_grad(&self) -> Result<RawTensor> {
-        backend::conv_input_grad(&self.w, &self.dy, &self.conv, None)
+        backend::conv_input_grad(&self.w, &self.dy, &self.conv, ProductFormats::F32)
     }
 
     fn weight_grad(&self) -> Result<RawTensor> {
