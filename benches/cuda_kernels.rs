@@ -57,7 +57,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use kiln::backend;
 use kiln::cuda::{describe, median, time_runs, with_kernel_policy, KernelPolicy};

@@ -177,3 +177,22 @@ fn randn_with_a_bad_standard_deviation_is_an_error() {
     }
     assert!(Tensor::randn(&[2, 2], 0.0, 1, Device::Cpu).is_ok());
 }
+
+/// Images too small for a network are an error naming the smallest size, never an arithmetic
+/// panic (LeNet-5 on 8x8 digits underflowed its size computation).
+#[test]
+fn images_too_small_for_lenet5_are_an_error() {
+    use kiln::nn::Architecture;
+    for size in [8, 12, 15] {
+        let err = Architecture::LeNet5
+            .build(1, size, 10, 1, Device::Cpu)
+            .err()
+            .expect("too small for LeNet-5");
+        assert!(err.to_string().contains("at least 16x16"), "{err}");
+    }
+    for size in [16, 28, 32] {
+        Architecture::LeNet5Classic
+            .build(3, size, 10, 1, Device::Cpu)
+            .unwrap();
+    }
+}

@@ -417,11 +417,21 @@ fn bad_hyper_parameters_are_errors() {
     );
     assert_invalid(backend::sgd(&mut w, &g, -0.1, 0.0), "sgd lr");
     assert_invalid(
-        backend::rmsprop(&mut w, &g, &mut v, &rmsprop_step(0.1, 0.99, 0.0, 0.0)),
+        backend::rmsprop(
+            &mut w,
+            &g,
+            &mut v,
+            &backend::RmsPropStep::new(0.1, 0.99, 0.0, 0.0),
+        ),
         "rmsprop eps",
     );
     assert_invalid(
-        backend::sgd_momentum(&mut w, &g, &mut v, &momentum(0.1, 0.0, 0.0, true)),
+        backend::sgd_momentum(
+            &mut w,
+            &g,
+            &mut v,
+            &backend::MomentumStep::new(0.1, 0.0, 0.0).nesterov(),
+        ),
         "nesterov",
     );
     assert_eq!(values(&w), vec![1.0, 2.0], "a rejected primitive changed w");
@@ -473,10 +483,20 @@ fn mismatched_parameters_and_gradients_are_errors() {
     // The primitives check shapes and devices of the state too.
     let (mut w, g) = (random(&[3], 1), random(&[3], 2));
     let mut v = random(&[4], 3);
-    let r = backend::sgd_momentum(&mut w, &g, &mut v, &momentum(0.1, 0.9, 0.0, false));
+    let r = backend::sgd_momentum(
+        &mut w,
+        &g,
+        &mut v,
+        &backend::MomentumStep::new(0.1, 0.9, 0.0),
+    );
     assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
     let mut v = random(&[3], 3).to_device(Device::CudaEmulated).unwrap();
-    let r = backend::sgd_momentum(&mut w, &g, &mut v, &momentum(0.1, 0.9, 0.0, false));
+    let r = backend::sgd_momentum(
+        &mut w,
+        &g,
+        &mut v,
+        &backend::MomentumStep::new(0.1, 0.9, 0.0),
+    );
     assert!(matches!(r, Err(Error::DeviceMismatch { .. })), "{r:?}");
 }
 
@@ -617,22 +637,4 @@ fn a_user_written_update_rule_trains_a_model() {
     let state = opt.state();
     let names: Vec<&str> = state.tensors.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["0.momentum", "1.momentum"]);
-}
-
-fn momentum(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> backend::MomentumStep {
-    backend::MomentumStep {
-        lr,
-        momentum,
-        weight_decay,
-        nesterov,
-    }
-}
-
-fn rmsprop_step(lr: f64, alpha: f64, eps: f64, weight_decay: f64) -> backend::RmsPropStep {
-    backend::RmsPropStep {
-        lr,
-        alpha,
-        eps,
-        weight_decay,
-    }
 }

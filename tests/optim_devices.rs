@@ -121,18 +121,48 @@ fn backend_primitives_match_cpu(device: Device) {
     let (mut dw, mut dm, mut dv) = (on(&w0), on(&m0), on(&v0));
     backend::adam(&mut cw, &g, &mut cm, &mut cv, &hp).unwrap();
     backend::adam(&mut dw, &on(&g), &mut dm, &mut dv, &hp).unwrap();
-    backend::rmsprop(&mut cw, &g, &mut cv, &rmsprop_step(0.01, 0.9, 1e-6, 0.1)).unwrap();
+    backend::rmsprop(
+        &mut cw,
+        &g,
+        &mut cv,
+        &backend::RmsPropStep::new(0.01, 0.9, 1e-6, 0.1),
+    )
+    .unwrap();
     backend::rmsprop(
         &mut dw,
         &on(&g),
         &mut dv,
-        &rmsprop_step(0.01, 0.9, 1e-6, 0.1),
+        &backend::RmsPropStep::new(0.01, 0.9, 1e-6, 0.1),
     )
     .unwrap();
-    backend::sgd_momentum(&mut cw, &g, &mut cm, &momentum(0.05, 0.5, 0.1, true)).unwrap();
-    backend::sgd_momentum(&mut dw, &on(&g), &mut dm, &momentum(0.05, 0.5, 0.1, true)).unwrap();
-    backend::sgd_momentum(&mut cw, &g, &mut cm, &momentum(0.05, 0.5, 0.1, false)).unwrap();
-    backend::sgd_momentum(&mut dw, &on(&g), &mut dm, &momentum(0.05, 0.5, 0.1, false)).unwrap();
+    backend::sgd_momentum(
+        &mut cw,
+        &g,
+        &mut cm,
+        &backend::MomentumStep::new(0.05, 0.5, 0.1).nesterov(),
+    )
+    .unwrap();
+    backend::sgd_momentum(
+        &mut dw,
+        &on(&g),
+        &mut dm,
+        &backend::MomentumStep::new(0.05, 0.5, 0.1).nesterov(),
+    )
+    .unwrap();
+    backend::sgd_momentum(
+        &mut cw,
+        &g,
+        &mut cm,
+        &backend::MomentumStep::new(0.05, 0.5, 0.1),
+    )
+    .unwrap();
+    backend::sgd_momentum(
+        &mut dw,
+        &on(&g),
+        &mut dm,
+        &backend::MomentumStep::new(0.05, 0.5, 0.1),
+    )
+    .unwrap();
     backend::sgd(&mut cw, &g, 0.05, 0.1).unwrap();
     backend::sgd(&mut dw, &on(&g), 0.05, 0.1).unwrap();
     for (d, c) in [(&dw, &cw), (&dm, &cm), (&dv, &cv)] {
@@ -518,21 +548,3 @@ fn adam_epsilon_is_added_to_the_root_of_v_hat(device: Device) {
     }
 }
 kiln::test_device!(adam_epsilon_is_added_to_the_root_of_v_hat);
-
-fn momentum(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> backend::MomentumStep {
-    backend::MomentumStep {
-        lr,
-        momentum,
-        weight_decay,
-        nesterov,
-    }
-}
-
-fn rmsprop_step(lr: f64, alpha: f64, eps: f64, weight_decay: f64) -> backend::RmsPropStep {
-    backend::RmsPropStep {
-        lr,
-        alpha,
-        eps,
-        weight_decay,
-    }
-}

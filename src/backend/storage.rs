@@ -29,8 +29,9 @@ pub(crate) fn storage_format(t: &RawTensor) -> Option<DType> {
 /// 16-bit twins in the generated kernel table ([`crate::cuda::has_16bit_kernels`]), and is
 /// widened everywhere else, the CPU included (its reference computes in f32 or f64).
 pub(crate) fn widened_format(kernels: &[&str], t: &RawTensor) -> Option<DType> {
-    let native = t.device() != Device::Cpu && kernels.iter().all(|k| cuda::has_16bit_kernels(k));
-    storage_format(t).filter(|_| !native)
+    // The kernel table is consulted only for a 16-bit tensor on a device: an f32 call never asks.
+    let native = || t.device() != Device::Cpu && kernels.iter().all(|k| cuda::has_16bit_kernels(k));
+    storage_format(t).filter(|_| !native())
 }
 
 /// `t` in f32 when it is stored in 16 bits (exact), else `t` itself.

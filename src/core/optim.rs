@@ -11,6 +11,25 @@ pub struct MomentumStep {
     pub nesterov: bool,
 }
 
+impl MomentumStep {
+    /// Classic momentum; [`MomentumStep::nesterov`] for Nesterov's.
+    pub fn new(lr: f64, momentum: f64, weight_decay: f64) -> MomentumStep {
+        MomentumStep {
+            lr,
+            momentum,
+            weight_decay,
+            nesterov: false,
+        }
+    }
+
+    pub fn nesterov(self) -> MomentumStep {
+        MomentumStep {
+            nesterov: true,
+            ..self
+        }
+    }
+}
+
 /// The hyper-parameters of one RMSprop step (PyTorch's `RMSprop`, not centered).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmsPropStep {
@@ -19,4 +38,15 @@ pub struct RmsPropStep {
     pub alpha: f64,
     pub eps: f64,
     pub weight_decay: f64,
+}
+
+impl RmsPropStep {
+    pub fn new(lr: f64, alpha: f64, eps: f64, weight_decay: f64) -> RmsPropStep {
+        RmsPropStep {
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+        }
+    }
 }

@@ -141,8 +141,21 @@ pub fn lenet5(
         (Activation::Relu, Init::TorchDefault, Pool2d::max(2, 2))
     };
     let pad = if image_size == 28 { 2 } else { 0 };
-    let after_conv1 = image_size + 2 * pad - 4;
-    let side = (after_conv1 / 2 - 4) / 2;
+    // Two 5x5 convolutions, each followed by 2x2 pooling, must leave at least one pixel.
+    let side = (image_size + 2 * pad)
+        .checked_sub(4)
+        .and_then(|s| (s / 2).checked_sub(4))
+        .map(|s| s / 2)
+        .filter(|&s| s > 0)
+        .ok_or_else(|| {
+            invalid(
+                "model input",
+                format!(
+                    "LeNet-5 needs images of at least 16x16 (two 5x5 convolutions and two 2x2 \
+                     poolings), got {image_size}x{image_size}"
+                ),
+            )
+        })?;
     Ok(Sequential::new()
         .push(Conv2d::new(
             Conv2dSpec::new(in_channels, 6, 5).padding(pad),

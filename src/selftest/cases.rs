@@ -225,7 +225,12 @@ fn pointwise() -> Vec<Case> {
                 let (mut w, mut v) = (uniform(&PARAM, 50, d)?, uniform(&PARAM, 51, d)?);
                 for seed in [52, 53] {
                     let g = uniform(&PARAM, seed, d)?;
-                    backend::sgd_momentum(&mut w, &g, &mut v, &momentum(0.1, 0.9, 1e-3, false))?;
+                    backend::sgd_momentum(
+                        &mut w,
+                        &g,
+                        &mut v,
+                        &backend::MomentumStep::new(0.1, 0.9, 1e-3),
+                    )?;
                 }
                 Ok(vec![("weights", w), ("velocity", v)])
             },
@@ -234,7 +239,12 @@ fn pointwise() -> Vec<Case> {
             let (mut w, mut s) = (uniform(&PARAM, 54, d)?, unit(&PARAM, 55, d)?);
             for seed in [56, 57] {
                 let g = uniform(&PARAM, seed, d)?;
-                backend::rmsprop(&mut w, &g, &mut s, &rmsprop_step(0.01, 0.9, 1e-6, 0.1))?;
+                backend::rmsprop(
+                    &mut w,
+                    &g,
+                    &mut s,
+                    &backend::RmsPropStep::new(0.01, 0.9, 1e-6, 0.1),
+                )?;
             }
             Ok(vec![("weights", w), ("square average", s)])
         }),
@@ -322,22 +332,4 @@ fn cast_inputs() -> Vec<f32> {
         v.extend(random[i * 257..][..257].iter().map(|x| x * scale));
     }
     v
-}
-
-fn momentum(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> backend::MomentumStep {
-    backend::MomentumStep {
-        lr,
-        momentum,
-        weight_decay,
-        nesterov,
-    }
-}
-
-fn rmsprop_step(lr: f64, alpha: f64, eps: f64, weight_decay: f64) -> backend::RmsPropStep {
-    backend::RmsPropStep {
-        lr,
-        alpha,
-        eps,
-        weight_decay,
-    }
 }

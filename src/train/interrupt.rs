@@ -11,7 +11,8 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static TRACKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Asks the training loops of this process to stop at the next step boundary (see
-/// [`TrainError::Interrupted`](super::TrainError::Interrupted)).
+/// [`TrainError::Interrupted`](super::TrainError::Interrupted)). The request is used up when a
+/// loop stops for it, so a later run in the same process trains.
 pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
@@ -19,6 +20,11 @@ pub fn request_stop() {
 /// Whether [`request_stop`] was called.
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// Clears a stop request: the run that stopped for it has reported so.
+pub(crate) fn clear_stop_request() {
+    STOP.store(false, Ordering::SeqCst);
 }
 
 /// Removes every file a run of this process holds now (its lock, a checkpoint's temporary file

@@ -20,7 +20,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::atomic::temp_file_owner;
 use super::error::TrainError;
@@ -89,13 +89,9 @@ struct Holder {
 
 impl Holder {
     fn me() -> Holder {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         Holder {
             pid: std::process::id(),
-            started: utc_time(secs),
+            started: utc_time(SystemTime::now()),
         }
     }
 
@@ -211,21 +207,10 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     status == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// `secs` since the Unix epoch as `YYYY-MM-DD hh:mm:ss UTC` (days to a civil date as in
-/// H. Hinnant's `civil_from_days`).
-fn utc_time(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rem / 3600, rem / 60 % 60, rem % 60);
-    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC")
+/// `time` as `YYYY-MM-DD hh:mm:ss UTC`.
+fn utc_time(time: SystemTime) -> String {
+    let rfc3339 = humantime::format_rfc3339_seconds(time).to_string();
+    format!("{} UTC", rfc3339.trim_end_matches('Z').replace('T', " "))
 }
 
 /// The files of another run's results in the directory: checkpoints, and metrics.csv unless it
@@ -314,10 +299,11 @@ mod tests {
 
     #[test]
     fn utc_times_match_known_dates() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        let at = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        assert_eq!(utc_time(at(0)), "1970-01-01 00:00:00 UTC");
         // date -u -d @1709251199: Thu Feb 29 23:59:59 UTC 2024
-        assert_eq!(utc_time(1_709_251_199), "2024-02-29 23:59:59 UTC");
-        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(at(1_709_251_199)), "2024-02-29 23:59:59 UTC");
+        assert_eq!(utc_time(at(951_782_400)), "2000-02-29 00:00:00 UTC");
     }
 
     #[test]

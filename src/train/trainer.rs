@@ -12,7 +12,7 @@ use super::error::TrainError;
 use super::evaluate::{confusion_matrix, evaluate};
 use super::graph_step::CapturedStep;
 use super::guard::check_finite;
-use super::interrupt::stop_requested;
+use super::interrupt::{clear_stop_request, stop_requested};
 use super::meta::{load_run_checkpoint, CheckpointMeta, TrainingState, META_VERSION};
 use super::metrics::{EpochMetrics, MetricsCsv, PlannedHistory};
 use super::plot::{plot_curves, plot_filters};
@@ -252,6 +252,7 @@ fn plot_first_filters(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), T
 
 /// A stopped run's report: the plots of what last.safetensors holds, and the error saying so.
 fn interrupted(config: &TrainConfig, files: &RunFiles, history: &[EpochMetrics]) -> TrainError {
+    clear_stop_request();
     let stopped = TrainError::Interrupted {
         dir: config.out.clone(),
         last_epoch: history.last().map(|r| r.epoch),
