@@ -218,9 +218,8 @@ fn handle_ctrl_c() -> Result<(), ctrlc::Error> {
     let pressed = std::sync::atomic::AtomicBool::new(false);
     ctrlc::set_handler(move || {
         if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            train::remove_tracked_files();
             eprintln!("\nkiln: interrupted again: exiting now");
-            std::process::exit(130);
+            train::exit_removing_tracked_files(130);
         }
         eprintln!("\nkiln: stopping at the next step (press Ctrl-C again to quit at once)");
         train::request_stop();

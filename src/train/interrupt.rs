@@ -1,6 +1,6 @@
 //! Stopping a run from outside (the command line's Ctrl-C handler) and what an abrupt exit must
 //! clean up. Both are process-wide, as a signal is: [`request_stop`] asks every running training
-//! loop to stop at its next step boundary; [`remove_tracked_files`] removes the lock files and the
+//! loop to stop at its next step boundary; [`exit_removing_tracked_files`] removes the lock files and the
 //! temporary files that runs in this process hold at this moment (call it before exiting at once).
 
 use std::path::{Path, PathBuf};
@@ -28,12 +28,15 @@ pub(crate) fn clear_stop_request() {
 }
 
 /// Removes every file a run of this process holds now (its lock, a checkpoint's temporary file
-/// being written), best effort: for an exit that does not unwind (a second Ctrl-C).
-pub fn remove_tracked_files() {
-    let files = std::mem::take(&mut *tracked());
-    for file in files {
+/// being written), best effort, and exits with `code`: for an exit that does not unwind (a second
+/// Ctrl-C). The list stays locked until the process is gone, so a writer that is about to create
+/// a temporary file (it is tracked before it exists) waits instead of leaving one behind.
+pub fn exit_removing_tracked_files(code: i32) -> ! {
+    let files = tracked();
+    for file in files.iter() {
         let _ = std::fs::remove_file(file);
     }
+    std::process::exit(code)
 }
 
 fn tracked() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {

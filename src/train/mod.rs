@@ -38,7 +38,7 @@ pub use error::TrainError;
 pub use evaluate::{argmax_rows, evaluate, evaluate_checkpoint, CheckpointEvaluation, Evaluation};
 pub use graph_step::CapturedStep;
 pub use guard::check_finite;
-pub use interrupt::{remove_tracked_files, request_stop, stop_requested};
+pub use interrupt::{exit_removing_tracked_files, request_stop, stop_requested};
 pub use meta::{load_run_checkpoint, CheckpointMeta, TrainingState, META_KEY, META_VERSION};
 pub use metrics::{read_metrics_csv, EpochMetrics, MetricsCsv, PlannedHistory, METRICS_HEADER};
 pub use plot::{plot_curves, plot_filters, CURVES_SIZE, FILTER_GAP, FILTER_TILE_PIXELS};
