@@ -21,6 +21,7 @@ mod loss;
 mod norm;
 mod optim;
 mod pool;
+mod primitive;
 mod raw_tensor;
 mod shape;
 mod storage;
