@@ -2,15 +2,14 @@
 //! validates its tensors (one device, one shape, one float dtype) and its hyper-parameters before
 //! touching anything, so a rejected call leaves `w` and the state as they were.
 
+use super::primitive::{run_in_place, HostFloat, InPlace, Op, Updating};
 use super::RawTensor;
-use super::{common_device, gpu_f32, with_float};
 use crate::core::adam::AdamCoefficients;
-use crate::core::device::Device;
-use crate::core::dtype::DType;
-use crate::core::error::{invalid, Error, Result};
+use crate::core::error::{invalid, Result};
 pub use crate::core::optim::{MomentumStep, RmsPropStep};
 use crate::cpu;
 use crate::cuda;
+use crate::cuda::GpuBuffer;
 
 /// A learning rate must be finite and ≥ 0 (0 is allowed: a warm-up may start there).
 pub(crate) fn check_lr(op: &'static str, lr: f64) -> Result<()> {
@@ -67,49 +66,41 @@ pub(crate) fn check_nesterov(op: &'static str, momentum: f64, nesterov: bool) ->
     Ok(())
 }
 
-/// `g` and every state tensor share `w`'s device, shape and dtype; the dtype is f32 or f64.
-fn check_tensors(
-    op: &'static str,
-    w: &RawTensor,
-    g: &RawTensor,
-    state: &[&RawTensor],
-) -> Result<()> {
-    let mut all = vec![w, g];
-    all.extend_from_slice(state);
-    common_device(op, &all)?;
-    if !matches!(w.dtype(), DType::F32 | DType::F64) {
-        return Err(Error::DTypeMismatch {
-            op,
-            expected: DType::F32,
-            got: w.dtype(),
-        });
-    }
-    for t in &all[1..] {
+/// Every tensor of an update has `w`'s shape (the runner checks one device and one dtype).
+fn check_shapes(op: &'static str, targets: &[&RawTensor], g: &RawTensor) -> Result<()> {
+    let w = targets[0];
+    for t in targets[1..].iter().chain([&g]) {
         t.expect_shape(op, w.shape())?;
-        t.expect_dtype(op, w.dtype())?;
     }
     Ok(())
 }
 
 /// One plain SGD step (no state) on `w`, in place: `w −= lr·(g + weight_decay·w)`.
 pub fn sgd(w: &mut RawTensor, g: &RawTensor, lr: f64, weight_decay: f64) -> Result<()> {
-    const OP: &str = "sgd";
-    check_tensors(OP, w, g, &[])?;
-    check_lr(OP, lr)?;
-    check_weight_decay(OP, weight_decay)?;
-    match w.device() {
-        Device::Cpu => with_float!(OP, w, |T| {
-            let gs = g.host_slice::<T>(OP)?;
-            let ws = w.host_vec_mut::<T>(OP)?;
-            cpu::optim::sgd_update(ws, gs, lr as T, weight_decay as T);
-            Ok(())
-        }),
-        _ => {
-            let (gpu, gb) = gpu_f32(OP, g)?;
-            let n = w.numel();
-            let wb = w.gpu_buffer_mut(OP)?;
-            cuda::optim::sgd(&gpu, wb, gb, n, lr as f32, weight_decay as f32)
-        }
+    run_in_place(&Sgd { lr, weight_decay }, [w], [g])
+}
+
+struct Sgd {
+    lr: f64,
+    weight_decay: f64,
+}
+
+impl InPlace<1, 1> for Sgd {
+    fn op(&self) -> Op {
+        Op::new("sgd", &["sgd"])
+    }
+    fn check(&self, targets: [&RawTensor; 1], [g]: [&RawTensor; 1]) -> Result<()> {
+        check_shapes("sgd", &targets, g)?;
+        check_lr("sgd", self.lr)?;
+        check_weight_decay("sgd", self.weight_decay)
+    }
+    fn cpu<T: HostFloat>(&self, [w]: [&mut [T]; 1], [g]: [&[T]; 1]) -> Result<()> {
+        cpu::optim::sgd_update(w, g, T::of(self.lr), T::of(self.weight_decay));
+        Ok(())
+    }
+    fn gpu(&self, on: Updating, [w]: [&mut GpuBuffer; 1], [g]: [&GpuBuffer; 1]) -> Result<()> {
+        let (lr, wd) = (self.lr as f32, self.weight_decay as f32);
+        cuda::optim::sgd(on.gpu, w, g, on.len, lr, wd)
     }
 }
 
@@ -130,30 +121,29 @@ pub fn sgd_momentum(
     velocity: &mut RawTensor,
     hp: &MomentumStep,
 ) -> Result<()> {
-    let op = if hp.nesterov { "sgd nesterov" } else { "sgd" };
-    check_tensors(op, w, g, &[velocity])?;
-    hp.validate(op)?;
-    let MomentumStep {
-        lr,
-        momentum,
-        weight_decay: wd,
-        nesterov,
-    } = *hp;
-    match w.device() {
-        Device::Cpu => with_float!(op, w, |T| {
-            let gs = g.host_slice::<T>(op)?;
-            let vs = velocity.host_vec_mut::<T>(op)?;
-            let ws = w.host_vec_mut::<T>(op)?;
-            cpu::optim::sgd_momentum_update(ws, gs, vs, lr as T, momentum as T, wd as T, nesterov);
-            Ok(())
-        }),
-        _ => {
-            let (gpu, gb) = gpu_f32(op, g)?;
-            let n = w.numel();
-            let wb = w.gpu_buffer_mut(op)?;
-            let vb = velocity.gpu_buffer_mut(op)?;
-            cuda::optim::sgd_momentum(&gpu, wb, gb, vb, n, hp)
-        }
+    run_in_place(hp, [w, velocity], [g])
+}
+
+impl InPlace<2, 1> for MomentumStep {
+    fn op(&self) -> Op {
+        let name = if self.nesterov { "sgd nesterov" } else { "sgd" };
+        Op::new(name, &["sgd_momentum"])
+    }
+    fn check(&self, targets: [&RawTensor; 2], [g]: [&RawTensor; 1]) -> Result<()> {
+        check_shapes(self.op().name, &targets, g)?;
+        self.validate(self.op().name)
+    }
+    fn cpu<T: HostFloat>(&self, [w, v]: [&mut [T]; 2], [g]: [&[T]; 1]) -> Result<()> {
+        let (lr, momentum, wd) = (
+            T::of(self.lr),
+            T::of(self.momentum),
+            T::of(self.weight_decay),
+        );
+        cpu::optim::sgd_momentum_update(w, g, v, lr, momentum, wd, self.nesterov);
+        Ok(())
+    }
+    fn gpu(&self, on: Updating, [w, v]: [&mut GpuBuffer; 2], [g]: [&GpuBuffer; 1]) -> Result<()> {
+        cuda::optim::sgd_momentum(on.gpu, w, g, v, on.len, self)
     }
 }
 
@@ -174,30 +164,29 @@ pub fn rmsprop(
     square_avg: &mut RawTensor,
     hp: &RmsPropStep,
 ) -> Result<()> {
-    const OP: &str = "rmsprop";
-    check_tensors(OP, w, g, &[square_avg])?;
-    hp.validate(OP)?;
-    let RmsPropStep {
-        lr,
-        alpha,
-        eps,
-        weight_decay: wd,
-    } = *hp;
-    match w.device() {
-        Device::Cpu => with_float!(OP, w, |T| {
-            let gs = g.host_slice::<T>(OP)?;
-            let ss = square_avg.host_vec_mut::<T>(OP)?;
-            let ws = w.host_vec_mut::<T>(OP)?;
-            cpu::optim::rmsprop_update(ws, gs, ss, lr as T, alpha as T, eps as T, wd as T);
-            Ok(())
-        }),
-        _ => {
-            let (gpu, gb) = gpu_f32(OP, g)?;
-            let n = w.numel();
-            let wb = w.gpu_buffer_mut(OP)?;
-            let sb = square_avg.gpu_buffer_mut(OP)?;
-            cuda::optim::rmsprop(&gpu, wb, gb, sb, n, hp)
-        }
+    run_in_place(hp, [w, square_avg], [g])
+}
+
+impl InPlace<2, 1> for RmsPropStep {
+    fn op(&self) -> Op {
+        Op::new("rmsprop", &["rmsprop"])
+    }
+    fn check(&self, targets: [&RawTensor; 2], [g]: [&RawTensor; 1]) -> Result<()> {
+        check_shapes("rmsprop", &targets, g)?;
+        self.validate("rmsprop")
+    }
+    fn cpu<T: HostFloat>(&self, [w, s]: [&mut [T]; 2], [g]: [&[T]; 1]) -> Result<()> {
+        let (lr, alpha, eps, wd) = (
+            T::of(self.lr),
+            T::of(self.alpha),
+            T::of(self.eps),
+            T::of(self.weight_decay),
+        );
+        cpu::optim::rmsprop_update(w, g, s, lr, alpha, eps, wd);
+        Ok(())
+    }
+    fn gpu(&self, on: Updating, [w, s]: [&mut GpuBuffer; 2], [g]: [&GpuBuffer; 1]) -> Result<()> {
+        cuda::optim::rmsprop(on.gpu, w, g, s, on.len, self)
     }
 }
 
@@ -258,26 +247,28 @@ pub fn adam(
     exp_avg_sq: &mut RawTensor,
     hp: &AdamStep,
 ) -> Result<()> {
-    const OP: &str = "adam";
-    check_tensors(OP, w, g, &[exp_avg, exp_avg_sq])?;
-    hp.validate(OP)?;
-    let c = hp.coefficients();
-    match w.device() {
-        Device::Cpu => with_float!(OP, w, |T| {
-            let gs = g.host_slice::<T>(OP)?;
-            let ms = exp_avg.host_vec_mut::<T>(OP)?;
-            let vs = exp_avg_sq.host_vec_mut::<T>(OP)?;
-            let ws = w.host_vec_mut::<T>(OP)?;
-            cpu::optim::adam_update(ws, gs, ms, vs, &c.cast::<T>());
-            Ok(())
-        }),
-        _ => {
-            let (gpu, gb) = gpu_f32(OP, g)?;
-            let n = w.numel();
-            let wb = w.gpu_buffer_mut(OP)?;
-            let mb = exp_avg.gpu_buffer_mut(OP)?;
-            let vb = exp_avg_sq.gpu_buffer_mut(OP)?;
-            cuda::optim::adam(&gpu, wb, gb, mb, vb, n, &c.cast::<f32>())
-        }
+    run_in_place(hp, [w, exp_avg, exp_avg_sq], [g])
+}
+
+impl InPlace<3, 1> for AdamStep {
+    fn op(&self) -> Op {
+        Op::new("adam", &["adam"])
+    }
+    fn check(&self, targets: [&RawTensor; 3], [g]: [&RawTensor; 1]) -> Result<()> {
+        check_shapes("adam", &targets, g)?;
+        self.validate("adam")
+    }
+    fn cpu<T: HostFloat>(&self, [w, m, v]: [&mut [T]; 3], [g]: [&[T]; 1]) -> Result<()> {
+        cpu::optim::adam_update(w, g, m, v, &self.coefficients().cast::<T>());
+        Ok(())
+    }
+    fn gpu(
+        &self,
+        on: Updating,
+        [w, m, v]: [&mut GpuBuffer; 3],
+        [g]: [&GpuBuffer; 1],
+    ) -> Result<()> {
+        let c = self.coefficients().cast::<f32>();
+        cuda::optim::adam(on.gpu, w, g, m, v, on.len, &c)
     }
 }

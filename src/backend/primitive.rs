@@ -25,9 +25,22 @@ use crate::cuda::{Gpu, GpuBuffer};
 use std::sync::Arc;
 
 /// The float types the CPU reference computes in.
-pub(crate) trait HostFloat: crate::cpu::Float + Element {}
-impl HostFloat for f32 {}
-impl HostFloat for f64 {}
+pub(crate) trait HostFloat: crate::cpu::Float + Element {
+    /// `v` in this type (rounded to nearest for f32), as `v as T` would give.
+    fn of(v: f64) -> Self;
+}
+
+impl HostFloat for f32 {
+    fn of(v: f64) -> f32 {
+        v as f32
+    }
+}
+
+impl HostFloat for f64 {
+    fn of(v: f64) -> f64 {
+        v
+    }
+}
 
 /// A primitive's name in errors and the kernels it launches: the storage rule runs 16-bit storage
 /// as stored only where every one of them has 16-bit twins ([`crate::cuda::has_16bit_kernels`]).
@@ -142,12 +155,19 @@ pub(crate) trait InPlace<const M: usize, const N: usize> {
 
     fn cpu<T: HostFloat>(&self, targets: [&mut [T]; M], inputs: [&[T]; N]) -> Result<()>;
 
+    /// The launch (see [`Updating`]).
     fn gpu(
         &self,
-        gpu: &Arc<Gpu>,
+        on: Updating,
         targets: [&mut GpuBuffer; M],
         inputs: [&GpuBuffer; N],
     ) -> Result<()>;
+}
+
+/// Where an in-place GPU arm runs: the device, and the element count of the first target.
+pub(crate) struct Updating<'a> {
+    pub gpu: &'a Arc<Gpu>,
+    pub len: usize,
 }
 
 /// Runs an in-place `primitive`: device and dtype agreement (f32, or f64 on the CPU), its check,
@@ -178,9 +198,10 @@ pub(crate) fn run_in_place<const M: usize, const N: usize, P: InPlace<M, N>>(
                 Some(t) => t.gpu_buffer(name)?.gpu().clone(),
                 None => targets[0].gpu_buffer(name)?.gpu().clone(),
             };
+            let len = targets[0].numel();
             let targets = try_array(targets.map(|t| t.gpu_buffer_mut(name)))?;
             let inputs = try_array(inputs.map(|t| t.gpu_buffer(name)))?;
-            primitive.gpu(&gpu, targets, inputs)
+            primitive.gpu(Updating { gpu: &gpu, len }, targets, inputs)
         }
         (_, got) => Err(Error::DTypeMismatch {
             op: name,
