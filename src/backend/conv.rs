@@ -4,22 +4,29 @@
 //! On the GPU each product runs in chunks of images (`conv_gpu`): an im2col (or col2im) and one
 //! GEMM launch over the chunk's images and groups; on the CPU, `cpu::conv` runs them image by
 //! image with the columns in cache.
+//!
+//! im2col, col2im, the GEMM and the bias primitives go through the runner (`primitive::run`);
+//! the three products dispatch themselves: their operands may differ in dtype (an f32 image with
+//! a 16-bit weight or gradient) and their 16-bit rule is the product format's, not the storage
+//! rule.
 
 use super::cast::{product_operand, rounded_through};
 use super::conv_gpu;
-use super::storage::{in_storage, storage_format, stored, widen_only, widened};
-use super::RawTensor;
+use super::norm::Unrounded;
+use super::primitive::{run, run_in_place, HostFloat, InPlace, OnGpu, Op, Primitive};
+use super::storage::{storage_format, stored, widened, StoredOutputs};
 use super::{
-    cast, check_len, common_device, gpu_f32, gpu_float, gpu_output, host_output, input_shape,
-    with_float,
+    check_len, common_device, gpu_output, host_output, input_shape, with_float, RawTensor,
 };
 use crate::core::device::Device;
 use crate::core::dtype::DType;
-use crate::core::error::{Error, Result};
+use crate::core::error::{invalid, Error, Result};
 use crate::core::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
 use crate::cpu;
 use crate::cuda;
 use crate::cuda::params::StorageFormat;
+use crate::cuda::{Gpu, GpuBuffer};
+use std::sync::Arc;
 
 /// A 16-bit activation as a convolution product reads it: as it is on a device whose product
 /// format is the activation's (im2col gathers it, the GEMM multiplies it), else widened to f32
@@ -187,63 +194,72 @@ pub fn conv_weight_grad(
 
 /// Unfolds `x` [N,C,H,W] into columns [N, C·KH·KW, OH·OW] of x's dtype.
 pub fn im2col(x: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
-    in_storage(&["im2col"], [x], |[x]| {
-        x.expect_shape("im2col", &input_shape(g))?;
-        let shape = vec![g.batch, g.col_rows(), g.col_cols()];
-        match x.device() {
-            Device::Cpu => with_float!("im2col", x, |T| {
-                let xs = x.host_slice::<T>("im2col")?;
-                Ok(host_output::<T>(shape, |col| {
-                    cpu::im2col::im2col(xs, g, col)
-                }))
-            }),
-            _ => {
-                let (gpu, xb, s) = gpu_float("im2col", x)?;
-                gpu_output(&gpu, shape, s.dtype(), |col| {
-                    cuda::im2col::im2col(&gpu, s, xb, g, col)
-                })
-            }
-        }
-    })
+    run(&Im2col(g), [x])
 }
 
 /// Folds columns back into an image batch [N,C,H,W], summing overlaps.
 pub fn col2im(col: &RawTensor, g: &ConvGeometry) -> Result<RawTensor> {
-    col.expect_shape("col2im", &[g.batch, g.col_rows(), g.col_cols()])?;
-    let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
-    match col.device() {
-        Device::Cpu => with_float!("col2im", col, |T| {
-            let cs = col.host_slice::<T>("col2im")?;
-            Ok(host_output::<T>(shape, |dx| cpu::im2col::col2im(cs, g, dx)))
-        }),
-        _ => {
-            let (gpu, cb) = gpu_f32("col2im", col)?;
-            gpu_output(&gpu, shape, DType::F32, |im| {
-                cuda::im2col::col2im(&gpu, cb, g, im)
-            })
-        }
+    run(&Col2im(Im2col(g)), [col])
+}
+
+struct Im2col<'a>(&'a ConvGeometry);
+
+impl Im2col<'_> {
+    fn col_shape(&self) -> Vec<usize> {
+        vec![self.0.batch, self.0.col_rows(), self.0.col_cols()]
     }
 }
 
-fn check_gemm_lens(spec: &GemmSpec, a: &RawTensor, b: &RawTensor, c_len: usize) -> Result<()> {
-    if spec.groups == 0 {
-        return Err(crate::core::error::invalid(
-            "gemm groups",
-            "a GemmSpec needs at least one group",
-        ));
+impl Primitive<1> for Im2col<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("im2col", &["im2col"])
     }
-    let (la, lb, lc) = spec.required_lens();
-    if a.numel() < la || b.numel() < lb || c_len < lc {
-        return Err(crate::core::error::invalid(
-            "gemm operands",
-            format!(
-                "{spec:?} needs A ≥ {la}, B ≥ {lb}, C ≥ {lc} elements; got {}, {}, {c_len}",
-                a.numel(),
-                b.numel()
-            ),
-        ));
+    fn check(&self, [x]: [&RawTensor; 1]) -> Result<()> {
+        x.expect_shape("im2col", &input_shape(self.0))
     }
-    Ok(())
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        Ok(host_output::<T>(self.col_shape(), |col| {
+            cpu::im2col::im2col(x, self.0, col)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        on.output(self.col_shape(), |col| {
+            cuda::im2col::im2col(on.gpu, on.format, x, self.0, col)
+        })
+    }
+}
+
+struct Col2im<'a>(Im2col<'a>);
+
+impl Primitive<1> for Col2im<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        // The 16-bit twins of col2im write a 16-bit image from f32 columns (conv_gpu's input
+        // gradient); none reads 16-bit columns, so those are refused below, as before.
+        Op::new("col2im", &["col2im"])
+    }
+    fn check(&self, [col]: [&RawTensor; 1]) -> Result<()> {
+        col.expect_shape("col2im", &self.0.col_shape())?;
+        match storage_format(col) {
+            Some(got) => Err(Error::DTypeMismatch {
+                op: "col2im",
+                expected: DType::F32,
+                got,
+            }),
+            None => Ok(()),
+        }
+    }
+    fn cpu<T: HostFloat>(&self, [col]: [&[T]; 1]) -> Result<RawTensor> {
+        Ok(host_output::<T>(input_shape(self.0 .0), |dx| {
+            cpu::im2col::col2im(col, self.0 .0, dx)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [col]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        on.output(input_shape(self.0 .0), |im| {
+            cuda::im2col::col2im(on.gpu, col, self.0 .0, im)
+        })
+    }
 }
 
 /// A new tensor of `out_shape` holding alpha·op(A)·op(B) (beta = 0).
@@ -254,26 +270,7 @@ pub fn gemm(
     b: &RawTensor,
     out_shape: Vec<usize>,
 ) -> Result<RawTensor> {
-    common_device("gemm", &[a, b])?;
-    check_gemm_lens(spec, a, b, numel(&out_shape))?;
-    if matches!(a.dtype(), DType::BF16 | DType::F16) {
-        return gemm_16bit(spec, alpha, (a, b), out_shape, (None, false));
-    }
-    match a.device() {
-        Device::Cpu => with_float!("gemm", a, |T| {
-            let (xa, xb) = (a.host_slice::<T>("gemm")?, b.host_slice::<T>("gemm")?);
-            Ok(host_output::<T>(out_shape, |c| {
-                cpu::gemm::gemm(spec, alpha as T, xa, xb, 0.0 as T, c)
-            }))
-        }),
-        _ => {
-            let (gpu, ab) = gpu_f32("gemm", a)?;
-            let (_, bb) = gpu_f32("gemm", b)?;
-            gpu_output(&gpu, out_shape, DType::F32, |c| {
-                cuda::gemm::gemm(&gpu, spec, alpha as f32, ab, bb, 0.0, c)
-            })
-        }
-    }
+    gemm_16bit(spec, alpha, (a, b), out_shape, (None, false))
 }
 
 /// [`gemm`] with both operands in `mixed` when set (see [`crate::autocast`]), else as given.
@@ -313,8 +310,6 @@ pub fn gemm_mixed(
     match (mixed, store) {
         (Some(format), Some(s)) if s == format && a.device() != Device::Cpu => {
             let (a, b) = (product_operand(a, mixed)?, product_operand(b, mixed)?);
-            common_device("gemm", &[&a, &b])?;
-            check_gemm_lens(spec, &a, &b, numel(&out_shape))?;
             gemm_16bit(spec, alpha, (&a, &b), out_shape, (None, true))
         }
         _ => stored(gemm_in(spec, alpha, a, b, out_shape, mixed)?, store),
@@ -324,7 +319,8 @@ pub fn gemm_mixed(
 /// [`gemm`] of bf16 or f16 operands (both the same) into an f32 result, or into one in their
 /// format when `c_16bit`, plus `col_bias` (f32 [n]) per column when given: on the GPU the
 /// tensor-core kernel (f32 accumulation; the epilogue adds the bias and rounds each value once);
-/// on the CPU the operands are widened to f32 exactly and multiplied in f32.
+/// on the CPU the operands are widened to f32 exactly and multiplied in f32. f32 (and, on the
+/// CPU, f64) operands are [`gemm`]'s, without a bias.
 pub(crate) fn gemm_16bit(
     spec: &GemmSpec,
     alpha: f64,
@@ -332,54 +328,150 @@ pub(crate) fn gemm_16bit(
     out_shape: Vec<usize>,
     (col_bias, c_16bit): (Option<&RawTensor>, bool),
 ) -> Result<RawTensor> {
-    b.expect_dtype("gemm", a.dtype())?;
-    let c_format = c_16bit.then_some(a.dtype());
-    match a.device() {
-        Device::Cpu => {
-            let (a, b) = (cast(a, DType::F32)?, cast(b, DType::F32)?);
-            let mut c = gemm(spec, alpha, &a, &b, out_shape)?;
-            if let Some(bias) = col_bias {
-                bias_add(&mut c, bias, spec.m, spec.n, 1)?;
-            }
-            stored(c, c_format)
-        }
-        _ => {
-            let (ab, bb) = (a.gpu_buffer("gemm")?, b.gpu_buffer("gemm")?);
-            let gpu = ab.gpu().clone();
-            let bf16 = a.dtype() == DType::BF16;
-            let c_dtype = c_format.unwrap_or(DType::F32);
-            let col_bias = col_bias_address("gemm", col_bias, spec)?;
-            gpu_output(&gpu, out_shape, c_dtype, |c| {
-                let operands = cuda::gemm::GemmAddresses {
-                    a: ab.address(),
-                    b: bb.address(),
-                    c: c.address(),
-                    row_bias: 0,
-                    col_bias,
-                    c_16bit,
-                };
-                cuda::gemm_tc::gemm_16bit_at(&gpu, spec, alpha as f32, operands, 0.0, bf16)
-            })
-        }
+    let product = Gemm {
+        spec,
+        alpha,
+        out_shape,
+        col_bias,
+        c_16bit,
+    };
+    Ok(run(&product, [a, b])?.c)
+}
+
+struct Gemm<'a> {
+    spec: &'a GemmSpec,
+    alpha: f64,
+    out_shape: Vec<usize>,
+    col_bias: Option<&'a RawTensor>,
+    c_16bit: bool,
+}
+
+/// A product's C: in its operands' 16-bit format with `c_16bit`, else in f32.
+struct Product {
+    c: RawTensor,
+    c_16bit: bool,
+}
+
+impl StoredOutputs for Product {
+    fn stored(self, format: DType) -> Result<Self> {
+        let c = if self.c_16bit {
+            self.c.stored(format)?
+        } else {
+            self.c
+        };
+        Ok(Product { c, ..self })
     }
 }
 
-/// The device address of a column bias for a product of `spec` (one f32 per column of one
-/// matrix: the product must be a single one), or 0 without one.
+impl Primitive<2> for Gemm<'_> {
+    type Output = Product;
+    fn op(&self) -> Op {
+        // 16-bit operands go to the tensor-core kernels (gemm_tc and the variants it picks, each
+        // with bf16/f16 twins), f32 ones to gemm_f32.
+        Op::new("gemm", &["gemm_tc"])
+    }
+    fn check(&self, [a, b]: [&RawTensor; 2]) -> Result<()> {
+        let spec = self.spec;
+        if spec.groups == 0 {
+            return Err(invalid(
+                "gemm groups",
+                "a GemmSpec needs at least one group",
+            ));
+        }
+        let ((la, lb, lc), c_len) = (spec.required_lens(), numel(&self.out_shape));
+        if a.numel() < la || b.numel() < lb || c_len < lc {
+            return Err(invalid(
+                "gemm operands",
+                format!(
+                    "{spec:?} needs A ≥ {la}, B ≥ {lb}, C ≥ {lc} elements; got {}, {}, {c_len}",
+                    a.numel(),
+                    b.numel()
+                ),
+            ));
+        }
+        let Some(bias) = self.col_bias else {
+            return Ok(());
+        };
+        if storage_format(a).is_none() {
+            return Err(invalid(
+                "column bias",
+                "gemm: a column bias goes with 16-bit operands",
+            ));
+        }
+        common_device("gemm", &[a, bias])?;
+        check_col_bias("gemm", bias, spec)
+    }
+    fn cpu<T: HostFloat>(&self, [a, b]: [&[T]; 2]) -> Result<Product> {
+        let alpha = <T as num_traits::NumCast>::from(self.alpha).unwrap_or_else(T::nan);
+        let bias = self
+            .col_bias
+            .map(|b| b.host_slice::<T>("gemm"))
+            .transpose()?;
+        let (m, n) = (self.spec.m, self.spec.n);
+        let c = host_output::<T>(self.out_shape.clone(), |c| {
+            cpu::gemm::gemm(self.spec, alpha, a, b, T::zero(), c);
+            if let Some(bias) = bias {
+                // One product (checked): C's first m·n values, as the GPU's epilogue.
+                cpu::gemm::bias_add(&mut c[..m * n], bias, m, n, 1);
+            }
+        });
+        Ok(Product {
+            c,
+            c_16bit: self.c_16bit,
+        })
+    }
+    fn gpu(&self, on: &OnGpu, [a, b]: [&GpuBuffer; 2]) -> Result<Product> {
+        let (spec, alpha, c_16bit) = (self.spec, self.alpha as f32, self.c_16bit);
+        let c_dtype = if c_16bit {
+            on.format.dtype()
+        } else {
+            DType::F32
+        };
+        let col_bias = col_bias_address("gemm", self.col_bias, spec)?;
+        let c = gpu_output(on.gpu, self.out_shape.clone(), c_dtype, |c| {
+            match on.format {
+                StorageFormat::F32 => cuda::gemm::gemm(on.gpu, spec, alpha, a, b, 0.0, c),
+                format => {
+                    let operands = cuda::gemm::GemmAddresses {
+                        a: a.address(),
+                        b: b.address(),
+                        c: c.address(),
+                        row_bias: 0,
+                        col_bias,
+                        c_16bit,
+                    };
+                    let bf16 = format == StorageFormat::Bf16;
+                    cuda::gemm_tc::gemm_16bit_at(on.gpu, spec, alpha, operands, 0.0, bf16)
+                }
+            }
+        })?;
+        Ok(Product { c, c_16bit })
+    }
+}
+
+/// Checks that `bias` can be the column bias of a product of `spec`: one f32 per column of one
+/// matrix (no batch or groups).
+fn check_col_bias(op: &'static str, bias: &RawTensor, spec: &GemmSpec) -> Result<()> {
+    if spec.batch != 1 || spec.groups != 1 {
+        return Err(invalid(
+            "column bias",
+            format!("{op}: a column bias needs a single product (no batch or groups)"),
+        ));
+    }
+    bias.expect_shape(op, &[spec.n])?;
+    bias.expect_dtype(op, DType::F32)
+}
+
+/// The device address of a column bias for a product of `spec` ([`check_col_bias`]), or 0
+/// without one.
 pub(crate) fn col_bias_address(
     op: &'static str,
     bias: Option<&RawTensor>,
     spec: &GemmSpec,
 ) -> Result<u64> {
     let Some(bias) = bias else { return Ok(0) };
-    if spec.batch != 1 || spec.groups != 1 {
-        return Err(crate::core::error::invalid(
-            "column bias",
-            format!("{op}: a column bias needs a single product (no batch or groups)"),
-        ));
-    }
-    bias.expect_shape(op, &[spec.n])?;
-    Ok(gpu_f32(op, bias)?.1.address())
+    check_col_bias(op, bias, spec)?;
+    Ok(bias.gpu_buffer(op)?.address())
 }
 
 /// y[o][c][i] += bias[c], in place.
@@ -390,50 +482,60 @@ pub fn bias_add(
     channels: usize,
     inner: usize,
 ) -> Result<()> {
-    common_device("bias_add", &[y, bias])?;
-    bias.expect_shape("bias_add", &[channels])?;
-    check_len("bias_add", y, outer * channels * inner)?;
-    match y.device() {
-        Device::Cpu => with_float!("bias_add", bias, |T| {
-            let bs = bias.host_slice::<T>("bias_add")?;
-            let ys = y.host_vec_mut::<T>("bias_add")?;
-            cpu::gemm::bias_add(ys, bs, outer, channels, inner);
-            Ok(())
-        }),
-        _ => {
-            let (gpu, bb) = gpu_f32("bias_add", bias)?;
-            y.expect_dtype("bias_add", DType::F32)?;
-            cuda::gemm::bias_add(
-                &gpu,
-                y.gpu_buffer_mut("bias_add")?,
-                bb,
-                outer,
-                channels,
-                inner,
-            )
-        }
+    run_in_place(&Bias([outer, channels, inner]), [y], [bias])
+}
+
+/// db[c] = Σ dy[o][c][i]: the gradient of an f32 bias, summed in f32 (16-bit dy included).
+pub fn bias_grad(dy: &RawTensor, outer: usize, channels: usize, inner: usize) -> Result<RawTensor> {
+    let Unrounded(db) = run(&BiasGrad(Bias([outer, channels, inner])), [dy])?;
+    Ok(db)
+}
+
+/// [outer, channels, inner]: y's shape around the channels of its bias.
+struct Bias([usize; 3]);
+
+impl InPlace<1, 1> for Bias {
+    fn op(&self) -> Op {
+        Op::new("bias_add", &["bias_add"])
+    }
+    fn check(&self, [y]: [&RawTensor; 1], [bias]: [&RawTensor; 1]) -> Result<()> {
+        let [outer, channels, inner] = self.0;
+        bias.expect_shape("bias_add", &[channels])?;
+        check_len("bias_add", y, outer * channels * inner)
+    }
+    fn cpu<T: HostFloat>(&self, [y]: [&mut [T]; 1], [bias]: [&[T]; 1]) -> Result<()> {
+        let [outer, channels, inner] = self.0;
+        cpu::gemm::bias_add(y, bias, outer, channels, inner);
+        Ok(())
+    }
+    fn gpu(&self, gpu: &Arc<Gpu>, [y]: [&mut GpuBuffer; 1], [bias]: [&GpuBuffer; 1]) -> Result<()> {
+        let [outer, channels, inner] = self.0;
+        cuda::gemm::bias_add(gpu, y, bias, outer, channels, inner)
     }
 }
 
-/// db[c] = Σ dy[o][c][i].
-pub fn bias_grad(dy: &RawTensor, outer: usize, channels: usize, inner: usize) -> Result<RawTensor> {
-    // The gradient of an f32 bias, summed in f32.
-    widen_only(&["bias_grad"], [dy], |[dy]| {
-        check_len("bias_grad", dy, outer * channels * inner)?;
-        match dy.device() {
-            Device::Cpu => with_float!("bias_grad", dy, |T| {
-                let ds = dy.host_slice::<T>("bias_grad")?;
-                Ok(host_output::<T>(vec![channels], |db| {
-                    cpu::gemm::bias_grad(ds, outer, channels, inner, db)
-                }))
-            }),
-            _ => {
-                // 16-bit dy (activation gradients) is summed in f32 into the f32 bias gradient.
-                let (gpu, db, s) = gpu_float("bias_grad", dy)?;
-                gpu_output(&gpu, vec![channels], DType::F32, |out| {
-                    cuda::gemm::bias_grad(&gpu, s, db, outer, channels, inner, out)
-                })
-            }
-        }
-    })
+struct BiasGrad(Bias);
+
+impl Primitive<1> for BiasGrad {
+    type Output = Unrounded<RawTensor>;
+    fn op(&self) -> Op {
+        Op::new("bias_grad", &["bias_grad"])
+    }
+    fn check(&self, [dy]: [&RawTensor; 1]) -> Result<()> {
+        let [outer, channels, inner] = self.0 .0;
+        check_len("bias_grad", dy, outer * channels * inner)
+    }
+    fn cpu<T: HostFloat>(&self, [dy]: [&[T]; 1]) -> Result<Self::Output> {
+        let [outer, channels, inner] = self.0 .0;
+        Ok(Unrounded(host_output::<T>(vec![channels], |db| {
+            cpu::gemm::bias_grad(dy, outer, channels, inner, db)
+        })))
+    }
+    fn gpu(&self, on: &OnGpu, [dy]: [&GpuBuffer; 1]) -> Result<Self::Output> {
+        let [outer, channels, inner] = self.0 .0;
+        let db = gpu_output(on.gpu, vec![channels], DType::F32, |db| {
+            cuda::gemm::bias_grad(on.gpu, on.format, dy, outer, channels, inner, db)
+        })?;
+        Ok(Unrounded(db))
+    }
 }

@@ -1,18 +1,18 @@
 //! Batch-normalization primitives: per-channel statistics, the normalize map, and the backward
 //! pass (per-channel reductions, then dx).
 
-use super::storage::{in_storage, widen_only, StoredOutputs};
-use super::RawTensor;
-use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
-use crate::core::device::Device;
-use crate::core::dtype::{DType, Element};
-use crate::core::error::{invalid, Error, Result};
+use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
+use super::storage::StoredOutputs;
+use super::{common_device, gpu_f32, gpu_output, host_output, RawTensor};
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
 use crate::core::layout::ChannelLayout;
 use crate::core::shape::as_nchw;
 use crate::cpu;
 use crate::cpu::norm::ChannelNorm;
 use crate::cuda;
 use crate::cuda::norm::GpuChannelNorm;
+use crate::cuda::GpuBuffer;
 
 /// The per-channel tensors (each [C] on x's device, of x's dtype, or f32 for bf16/f16 activations)
 /// a batch-norm pass normalizes with:
@@ -38,6 +38,16 @@ impl StoredOutputs for BatchNormGrads {
     fn stored(self, format: DType) -> Result<Self> {
         let dx = self.dx.map(|dx| dx.stored(format)).transpose()?;
         Ok(BatchNormGrads { dx, ..self })
+    }
+}
+
+/// Outputs the storage rule hands back as computed, in f32 when it widened the inputs (batch
+/// statistics, a bias gradient): what `storage::widen_only` did.
+pub(super) struct Unrounded<O>(pub O);
+
+impl<O> StoredOutputs for Unrounded<O> {
+    fn stored(self, _: DType) -> Result<Self> {
+        Ok(self)
     }
 }
 
@@ -81,74 +91,90 @@ fn check_per_channel(
     Ok(())
 }
 
-fn check_stats(
-    op: &'static str,
-    x: &RawTensor,
-    stats: &BatchNormStats<'_>,
-) -> Result<ChannelLayout> {
-    let layout = batch_norm_layout(op, x)?;
-    check_per_channel(
-        op,
-        x,
-        layout.channels,
-        &[stats.mean, stats.var, stats.gamma],
-    )?;
-    if !(stats.eps >= 0.0 && stats.eps.is_finite()) {
-        return Err(invalid(
-            "batch norm eps",
-            format!("{op}: eps must be finite and ≥ 0, got {}", stats.eps),
-        ));
+/// A batch-norm pass over x: its shape, seen per channel, and the statistics it normalizes with.
+struct Channels<'a> {
+    shape: &'a [usize],
+    layout: ChannelLayout,
+    stats: BatchNormStats<'a>,
+}
+
+impl<'a> Channels<'a> {
+    fn new(op: &'static str, x: &'a RawTensor, stats: &BatchNormStats<'a>) -> Result<Self> {
+        let layout = batch_norm_layout(op, x)?;
+        Ok(Channels {
+            shape: x.shape(),
+            layout,
+            stats: *stats,
+        })
     }
-    Ok(layout)
-}
 
-fn host_norm<'a, T: cpu::Float + Element>(
-    op: &'static str,
-    stats: &BatchNormStats<'a>,
-) -> Result<ChannelNorm<'a, T>> {
-    Ok(ChannelNorm {
-        mean: stats.mean.host_slice::<T>(op)?,
-        var: stats.var.host_slice::<T>(op)?,
-        gamma: stats.gamma.host_slice::<T>(op)?,
-        eps: <T as num_traits::NumCast>::from(stats.eps).unwrap_or_else(T::nan),
-    })
-}
+    /// Checks the statistics against x, and eps.
+    fn check(&self, op: &'static str, x: &RawTensor) -> Result<()> {
+        let s = &self.stats;
+        check_per_channel(op, x, self.layout.channels, &[s.mean, s.var, s.gamma])?;
+        if !(s.eps >= 0.0 && s.eps.is_finite()) {
+            return Err(invalid(
+                "batch norm eps",
+                format!("{op}: eps must be finite and ≥ 0, got {}", s.eps),
+            ));
+        }
+        Ok(())
+    }
 
-fn gpu_norm<'a>(op: &'static str, stats: &BatchNormStats<'a>) -> Result<GpuChannelNorm<'a>> {
-    Ok(GpuChannelNorm {
-        mean: gpu_f32(op, stats.mean)?.1,
-        var: gpu_f32(op, stats.var)?.1,
-        gamma: gpu_f32(op, stats.gamma)?.1,
-        eps: stats.eps as f32,
-    })
+    fn host_norm<T: HostFloat>(&self, op: &'static str) -> Result<ChannelNorm<'a, T>> {
+        let s = &self.stats;
+        Ok(ChannelNorm {
+            mean: s.mean.host_slice::<T>(op)?,
+            var: s.var.host_slice::<T>(op)?,
+            gamma: s.gamma.host_slice::<T>(op)?,
+            eps: <T as num_traits::NumCast>::from(s.eps).unwrap_or_else(T::nan),
+        })
+    }
+
+    fn gpu_norm(&self, op: &'static str) -> Result<GpuChannelNorm<'a>> {
+        let s = &self.stats;
+        Ok(GpuChannelNorm {
+            mean: gpu_f32(op, s.mean)?.1,
+            var: gpu_f32(op, s.var)?.1,
+            gamma: gpu_f32(op, s.gamma)?.1,
+            eps: s.eps as f32,
+        })
+    }
 }
 
 /// Per-channel mean and biased variance Σ(x − mean)²/M over the M = N·H·W values of each channel
 /// of `x` [N, C, H, W]: two [C] tensors, computed in two passes (sound for a large mean).
 pub fn batch_norm_stats(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
-    const OP: &str = "batch norm statistics";
-    widen_only(&["batch_norm_stats"], [x], |[x]| {
-        let layout = batch_norm_layout(OP, x)?;
-        let c = layout.channels;
-        match x.device() {
-            Device::Cpu => with_float!(OP, x, |T| {
-                let xs = x.host_slice::<T>(OP)?;
-                let mut var = vec![0.0 as T; c];
-                let mean = host_output::<T>(vec![c], |mean| {
-                    cpu::norm::batch_norm_stats(xs, layout, mean, &mut var)
-                });
-                Ok((mean, RawTensor::host(T::wrap(var), vec![c], T::DTYPE)))
-            }),
-            _ => {
-                let (gpu, xb, s) = gpu_float(OP, x)?;
-                let mut var = gpu.alloc(c * DType::F32.size_in_bytes())?;
-                let mean = gpu_output(&gpu, vec![c], DType::F32, |mean| {
-                    cuda::norm::batch_norm_stats(&gpu, s, xb, layout, mean, &mut var)
-                })?;
-                Ok((mean, RawTensor::from_gpu(var, vec![c], DType::F32)))
-            }
-        }
-    })
+    let layout = batch_norm_layout("batch norm statistics", x)?;
+    let Unrounded(stats) = run(&Stats(layout), [x])?;
+    Ok(stats)
+}
+
+struct Stats(ChannelLayout);
+
+impl Primitive<1> for Stats {
+    type Output = Unrounded<(RawTensor, RawTensor)>;
+    fn op(&self) -> Op {
+        Op::new("batch norm statistics", &["batch_norm_stats"])
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<Self::Output> {
+        let c = self.0.channels;
+        let mut var = vec![T::zero(); c];
+        let mean = host_output::<T>(vec![c], |mean| {
+            cpu::norm::batch_norm_stats(x, self.0, mean, &mut var)
+        });
+        let var = RawTensor::host(T::wrap(var), vec![c], T::DTYPE);
+        Ok(Unrounded((mean, var)))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<Self::Output> {
+        let c = self.0.channels;
+        let mut var = on.gpu.alloc(c * DType::F32.size_in_bytes())?;
+        let mean = gpu_output(on.gpu, vec![c], DType::F32, |mean| {
+            cuda::norm::batch_norm_stats(on.gpu, on.format, x, self.0, mean, &mut var)
+        })?;
+        let var = RawTensor::from_gpu(var, vec![c], DType::F32);
+        Ok(Unrounded((mean, var)))
+    }
 }
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel of `x` [N, C, H, W].
@@ -157,30 +183,38 @@ pub fn batch_norm_fwd(
     stats: &BatchNormStats<'_>,
     beta: &RawTensor,
 ) -> Result<RawTensor> {
-    const OP: &str = "batch norm";
-    in_storage(&["batch_norm_fwd"], [x], |[x]| {
-        let layout = check_stats(OP, x, stats)?;
-        check_per_channel(OP, x, layout.channels, &[beta])?;
-        let shape = x.shape().to_vec();
-        match x.device() {
-            Device::Cpu => with_float!(OP, x, |T| {
-                let xs = x.host_slice::<T>(OP)?;
-                let norm = host_norm::<T>(OP, stats)?;
-                let bs = beta.host_slice::<T>(OP)?;
-                Ok(host_output::<T>(shape, |y| {
-                    cpu::norm::batch_norm_fwd(xs, layout, norm, bs, y)
-                }))
-            }),
-            _ => {
-                let (gpu, xb, s) = gpu_float(OP, x)?;
-                let norm = gpu_norm(OP, stats)?;
-                let (_, bb) = gpu_f32(OP, beta)?;
-                gpu_output(&gpu, shape, s.dtype(), |y| {
-                    cuda::norm::batch_norm_fwd(&gpu, s, xb, layout, &norm, bb, y)
-                })
-            }
-        }
-    })
+    let on = Channels::new("batch norm", x, stats)?;
+    run(&Normalize { on, beta }, [x])
+}
+
+struct Normalize<'a> {
+    on: Channels<'a>,
+    beta: &'a RawTensor,
+}
+
+impl Primitive<1> for Normalize<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("batch norm", &["batch_norm_fwd"])
+    }
+    fn check(&self, [x]: [&RawTensor; 1]) -> Result<()> {
+        self.on.check(self.op().name, x)?;
+        check_per_channel(self.op().name, x, self.on.layout.channels, &[self.beta])
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        let norm = self.on.host_norm::<T>(self.op().name)?;
+        let beta = self.beta.host_slice::<T>(self.op().name)?;
+        Ok(host_output::<T>(self.on.shape.to_vec(), |y| {
+            cpu::norm::batch_norm_fwd(x, self.on.layout, norm, beta, y)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let norm = self.on.gpu_norm(self.op().name)?;
+        let (_, beta) = gpu_f32(self.op().name, self.beta)?;
+        on.output(self.on.shape.to_vec(), |y| {
+            cuda::norm::batch_norm_fwd(on.gpu, on.format, x, self.on.layout, &norm, beta, y)
+        })
+    }
 }
 
 /// The backward pass of [`batch_norm_fwd`] for output gradient `dy`: dγ = Σdy·x̂, dβ = Σdy, and
@@ -193,78 +227,88 @@ pub fn batch_norm_bwd(
     training: bool,
     want_dx: bool,
 ) -> Result<BatchNormGrads> {
-    const OP: &str = "batch norm backward";
-    let kernels = &["batch_norm_bwd_reduce", "batch_norm_bwd_dx"];
-    in_storage(kernels, [x, dy], |[wide_x, wide_dy]| {
-        if wide_x.dtype() != x.dtype() {
-            // Widened: dy must have been stored in x's format too.
-            dy.expect_dtype(OP, x.dtype())?;
-        }
-        let (x, dy) = (wide_x, wide_dy);
-        let layout = check_stats(OP, x, stats)?;
-        common_device(OP, &[x, dy])?;
-        dy.expect_dtype(OP, x.dtype())?;
-        dy.expect_shape(OP, x.shape())?;
-        let (c, shape) = (layout.channels, x.shape().to_vec());
-        match x.device() {
-            Device::Cpu => with_float!(OP, x, |T| {
-                let (ds, xs) = (dy.host_slice::<T>(OP)?, x.host_slice::<T>(OP)?);
-                let norm = host_norm::<T>(OP, stats)?;
-                let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0 as T; c], vec![0.0 as T; c]);
-                cpu::norm::batch_norm_bwd_reduce(
-                    ds,
-                    xs,
-                    layout,
-                    norm,
-                    &mut sum_dy,
-                    &mut sum_dy_xhat,
-                );
-                let dx = want_dx.then(|| {
-                    host_output::<T>(shape, |dx| {
-                        let sums = (sum_dy.as_slice(), sum_dy_xhat.as_slice());
-                        cpu::norm::batch_norm_bwd_dx(ds, xs, layout, norm, sums, training, dx)
-                    })
-                });
-                Ok(BatchNormGrads {
-                    dx,
-                    dgamma: RawTensor::host(T::wrap(sum_dy_xhat), vec![c], T::DTYPE),
-                    dbeta: RawTensor::host(T::wrap(sum_dy), vec![c], T::DTYPE),
-                })
-            }),
-            _ => {
-                let (gpu, xb, s) = gpu_float(OP, x)?;
-                let inputs = cuda::norm::BackwardInputs {
-                    dy: dy.gpu_buffer(OP)?, // x's dtype, checked above
-                    x: xb,
-                    storage: s,
-                };
-                let norm = gpu_norm(OP, stats)?;
-                let bytes = c * DType::F32.size_in_bytes();
-                let (mut sum_dy, mut sum_dy_xhat) = (gpu.alloc(bytes)?, gpu.alloc(bytes)?);
-                cuda::norm::batch_norm_bwd_reduce(
-                    &gpu,
+    let on = Channels::new("batch norm backward", x, stats)?;
+    let grad = NormalizeGrad {
+        on,
+        training,
+        want_dx,
+    };
+    run(&grad, [x, dy])
+}
+
+struct NormalizeGrad<'a> {
+    on: Channels<'a>,
+    training: bool,
+    want_dx: bool,
+}
+
+impl Primitive<2> for NormalizeGrad<'_> {
+    type Output = BatchNormGrads;
+    fn op(&self) -> Op {
+        Op::new(
+            "batch norm backward",
+            &["batch_norm_bwd_reduce", "batch_norm_bwd_dx"],
+        )
+    }
+    fn check(&self, [x, dy]: [&RawTensor; 2]) -> Result<()> {
+        self.on.check(self.op().name, x)?;
+        dy.expect_shape(self.op().name, x.shape())
+    }
+    fn cpu<T: HostFloat>(&self, [x, dy]: [&[T]; 2]) -> Result<BatchNormGrads> {
+        let (layout, c) = (self.on.layout, self.on.layout.channels);
+        let norm = self.on.host_norm::<T>(self.op().name)?;
+        let (mut sum_dy, mut sum_dy_xhat) = (vec![T::zero(); c], vec![T::zero(); c]);
+        cpu::norm::batch_norm_bwd_reduce(dy, x, layout, norm, &mut sum_dy, &mut sum_dy_xhat);
+        let dx = self.want_dx.then(|| {
+            host_output::<T>(self.on.shape.to_vec(), |dx| {
+                let sums = (sum_dy.as_slice(), sum_dy_xhat.as_slice());
+                cpu::norm::batch_norm_bwd_dx(dy, x, layout, norm, sums, self.training, dx)
+            })
+        });
+        Ok(BatchNormGrads {
+            dx,
+            dgamma: RawTensor::host(T::wrap(sum_dy_xhat), vec![c], T::DTYPE),
+            dbeta: RawTensor::host(T::wrap(sum_dy), vec![c], T::DTYPE),
+        })
+    }
+    fn gpu(&self, on: &OnGpu, [x, dy]: [&GpuBuffer; 2]) -> Result<BatchNormGrads> {
+        let (layout, c) = (self.on.layout, self.on.layout.channels);
+        let inputs = cuda::norm::BackwardInputs {
+            dy,
+            x,
+            storage: on.format,
+        };
+        let norm = self.on.gpu_norm(self.op().name)?;
+        let bytes = c * DType::F32.size_in_bytes();
+        let (mut sum_dy, mut sum_dy_xhat) = (on.gpu.alloc(bytes)?, on.gpu.alloc(bytes)?);
+        cuda::norm::batch_norm_bwd_reduce(
+            on.gpu,
+            inputs,
+            layout,
+            &norm,
+            &mut sum_dy,
+            &mut sum_dy_xhat,
+        )?;
+        let dx = if self.want_dx {
+            Some(on.output(self.on.shape.to_vec(), |dx| {
+                let sums = (&sum_dy, &sum_dy_xhat);
+                cuda::norm::batch_norm_bwd_dx(
+                    on.gpu,
                     inputs,
                     layout,
                     &norm,
-                    &mut sum_dy,
-                    &mut sum_dy_xhat,
-                )?;
-                let dx = if want_dx {
-                    Some(gpu_output(&gpu, shape, s.dtype(), |dx| {
-                        let sums = (&sum_dy, &sum_dy_xhat);
-                        cuda::norm::batch_norm_bwd_dx(
-                            &gpu, inputs, layout, &norm, sums, training, dx,
-                        )
-                    })?)
-                } else {
-                    None
-                };
-                Ok(BatchNormGrads {
+                    sums,
+                    self.training,
                     dx,
-                    dgamma: RawTensor::from_gpu(sum_dy_xhat, vec![c], DType::F32),
-                    dbeta: RawTensor::from_gpu(sum_dy, vec![c], DType::F32),
-                })
-            }
-        }
-    })
+                )
+            })?)
+        } else {
+            None
+        };
+        Ok(BatchNormGrads {
+            dx,
+            dgamma: RawTensor::from_gpu(sum_dy_xhat, vec![c], DType::F32),
+            dbeta: RawTensor::from_gpu(sum_dy, vec![c], DType::F32),
+        })
+    }
 }

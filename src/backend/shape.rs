@@ -1,13 +1,14 @@
 //! Shape primitives: concatenation along an axis and its inverse, the slice `narrow`.
 
-use super::storage::{in_storage, in_storage_list};
+use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
+use super::storage::in_storage_list;
 use super::RawTensor;
 use super::{common_device, gpu_f32, gpu_output, host_output, with_float};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
 use crate::cpu;
-use crate::cuda::{self, shape::Slab};
+use crate::cuda::{self, shape::Slab, GpuBuffer};
 
 /// `shape` viewed around `axis` as (outer, inner): the products of the dims before and after it.
 fn outer_inner(shape: &[usize], axis: usize) -> (usize, usize) {
@@ -121,41 +122,47 @@ fn concat_raw(inputs: &[&RawTensor], axis: usize) -> Result<RawTensor> {
 /// The slice `start..start + len` of `x` along `axis` (a copy): one part of a concatenation, so
 /// concat's backward is built on it.
 pub fn narrow(x: &RawTensor, axis: usize, start: usize, len: usize) -> Result<RawTensor> {
-    const OP: &str = "narrow";
-    in_storage(&["concat_bwd"], [x], |[x]| {
-        check_axis(OP, x.shape(), axis)?;
-        let dim = x.shape()[axis];
-        if start.checked_add(len).is_none_or(|end| end > dim) {
-            return Err(invalid(
-                "narrow range",
-                format!(
-                    "{start}..{start}+{len} is outside axis {axis} of shape {:?}",
-                    x.shape()
-                ),
-            ));
-        }
-        let (outer, inner) = outer_inner(x.shape(), axis);
-        let at = Slab {
-            outer,
-            slab: len * inner,
-            whole: dim * inner,
-            offset: start * inner,
-        };
-        let mut shape = x.shape().to_vec();
-        shape[axis] = len;
-        match x.device() {
-            Device::Cpu => with_float!(OP, x, |T| {
-                let xs = x.host_slice::<T>(OP)?;
-                Ok(host_output::<T>(shape, |y| {
-                    cpu::shape::concat_bwd(xs, y, at.slab, at.whole, at.offset)
-                }))
-            }),
-            _ => {
-                let (gpu, xb) = gpu_f32(OP, x)?;
-                gpu_output(&gpu, shape, DType::F32, |y| {
-                    cuda::shape::concat_bwd(&gpu, xb, y, at)
-                })
-            }
-        }
-    })
+    check_axis("narrow", x.shape(), axis)?;
+    let dim = x.shape()[axis];
+    if start.checked_add(len).is_none_or(|end| end > dim) {
+        return Err(invalid(
+            "narrow range",
+            format!(
+                "{start}..{start}+{len} is outside axis {axis} of shape {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    let (outer, inner) = outer_inner(x.shape(), axis);
+    let at = Slab {
+        outer,
+        slab: len * inner,
+        whole: dim * inner,
+        offset: start * inner,
+    };
+    let mut shape = x.shape().to_vec();
+    shape[axis] = len;
+    run(&Narrow(at, shape), [x])
+}
+
+/// Where the slice lies in each outer row of x, and its shape.
+struct Narrow(Slab, Vec<usize>);
+
+impl Primitive<1> for Narrow {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("narrow", &["concat_bwd"])
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        let Narrow(at, shape) = self;
+        Ok(host_output::<T>(shape.clone(), |y| {
+            cpu::shape::concat_bwd(x, y, at.slab, at.whole, at.offset)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let Narrow(at, shape) = self;
+        on.output(shape.clone(), |y| {
+            cuda::shape::concat_bwd(on.gpu, x, y, *at)
+        })
+    }
 }
