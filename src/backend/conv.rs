@@ -12,8 +12,8 @@
 
 use super::cast::{product_operand, rounded_through};
 use super::conv_gpu;
-use super::norm::Unrounded;
-use super::primitive::{run, run_in_place, HostFloat, InPlace, OnGpu, Op, Primitive};
+use super::primitive::{run, run_in_place, HostFloat, InPlace, OnGpu, Op, Primitive, Updating};
+use super::storage::Unrounded;
 use super::storage::{storage_format, stored, widened, StoredOutputs};
 use super::{
     check_len, common_device, gpu_output, host_output, input_shape, with_float, RawTensor,
@@ -25,8 +25,7 @@ use crate::core::shape::{numel, ConvGeometry, GemmSpec, GroupedConv};
 use crate::cpu;
 use crate::cuda;
 use crate::cuda::params::StorageFormat;
-use crate::cuda::{Gpu, GpuBuffer};
-use std::sync::Arc;
+use crate::cuda::GpuBuffer;
 
 /// A 16-bit activation as a convolution product reads it: as it is on a device whose product
 /// format is the activation's (im2col gathers it, the GEMM multiplies it), else widened to f32
@@ -508,9 +507,9 @@ impl InPlace<1, 1> for Bias {
         cpu::gemm::bias_add(y, bias, outer, channels, inner);
         Ok(())
     }
-    fn gpu(&self, gpu: &Arc<Gpu>, [y]: [&mut GpuBuffer; 1], [bias]: [&GpuBuffer; 1]) -> Result<()> {
+    fn gpu(&self, on: Updating, [y]: [&mut GpuBuffer; 1], [bias]: [&GpuBuffer; 1]) -> Result<()> {
         let [outer, channels, inner] = self.0;
-        cuda::gemm::bias_add(gpu, y, bias, outer, channels, inner)
+        cuda::gemm::bias_add(on.gpu, y, bias, outer, channels, inner)
     }
 }
 

@@ -2,7 +2,7 @@
 //! pass (per-channel reductions, then dx).
 
 use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
-use super::storage::StoredOutputs;
+use super::storage::{StoredOutputs, Unrounded};
 use super::{common_device, gpu_f32, gpu_output, host_output, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
@@ -38,16 +38,6 @@ impl StoredOutputs for BatchNormGrads {
     fn stored(self, format: DType) -> Result<Self> {
         let dx = self.dx.map(|dx| dx.stored(format)).transpose()?;
         Ok(BatchNormGrads { dx, ..self })
-    }
-}
-
-/// Outputs the storage rule hands back as computed, in f32 when it widened the inputs (batch
-/// statistics, a bias gradient): what `storage::widen_only` did.
-pub(super) struct Unrounded<O>(pub O);
-
-impl<O> StoredOutputs for Unrounded<O> {
-    fn stored(self, _: DType) -> Result<Self> {
-        Ok(self)
     }
 }
 

@@ -68,6 +68,16 @@ impl StoredOutputs for RawTensor {
 /// keep mask, maxpool's and maxout's argmax): never rounded.
 pub(crate) struct Index(pub RawTensor);
 
+/// Outputs handed back as computed, in f32 when the inputs were widened (batch statistics, a bias
+/// gradient): the role of [`widen_only`] for primitives run by the runner.
+pub(crate) struct Unrounded<O>(pub O);
+
+impl<O> StoredOutputs for Unrounded<O> {
+    fn stored(self, _: DType) -> Result<Self> {
+        Ok(self)
+    }
+}
+
 /// A value output and its index: only the value is rounded.
 impl StoredOutputs for (RawTensor, Index) {
     fn stored(self, format: DType) -> Result<Self> {
