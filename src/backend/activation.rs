@@ -1,67 +1,85 @@
 //! Activation primitives.
 
-use super::storage::{in_storage, Index};
-use super::RawTensor;
-use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float};
-use crate::core::device::Device;
+use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
+use super::storage::Index;
+use super::{common_device, host_output, RawTensor};
 use crate::core::dtype::{DType, Element};
-use crate::core::error::{invalid, Error, Result};
+use crate::core::error::{invalid, Result};
 use crate::core::layout::{MaxoutLayout, RowLayout};
+use crate::core::shape::numel;
 use crate::cpu;
 use crate::cuda;
+use crate::cuda::GpuBuffer;
+
+/// `v` in the CPU arm's float type (`v as T`).
+pub(super) fn scalar<T: HostFloat>(v: f64) -> T {
+    <T as num_traits::NumCast>::from(v).unwrap_or_else(T::nan)
+}
 
 /// ReLU: (y, mask u8).
 pub fn relu_fwd(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
-    let (y, Index(mask)) = in_storage(&["relu_fwd"], [x], |[x]| {
-        let shape = x.shape().to_vec();
-        match x.device() {
-            Device::Cpu => with_float!("relu", x, |T| {
-                let xs = x.host_slice::<T>("relu")?;
-                let mut mask = vec![0u8; xs.len()];
-                let y = host_output::<T>(shape.clone(), |y| {
-                    cpu::activation::relu_fwd(xs, y, &mut mask)
-                });
-                Ok((y, Index(RawTensor::host(u8::wrap(mask), shape, DType::U8))))
-            }),
-            _ => {
-                let (gpu, xb, s) = gpu_float("relu", x)?;
-                let n = x.numel();
-                let mut mask = gpu.alloc(n)?;
-                let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
-                    cuda::activation::relu_fwd(&gpu, s, xb, y, &mut mask, n)
-                })?;
-                Ok((y, Index(RawTensor::from_gpu(mask, shape, DType::U8))))
-            }
-        }
-    })?;
+    let (y, Index(mask)) = run(&Relu(x.shape()), [x])?;
     Ok((y, mask))
+}
+
+/// The input shape.
+struct Relu<'a>(&'a [usize]);
+
+impl Primitive<1> for Relu<'_> {
+    type Output = (RawTensor, Index);
+    fn op(&self) -> Op {
+        Op::new("relu", &["relu_fwd"])
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<Self::Output> {
+        let mut mask = vec![0u8; x.len()];
+        let y = host_output::<T>(self.0.to_vec(), |y| {
+            cpu::activation::relu_fwd(x, y, &mut mask)
+        });
+        let mask = RawTensor::host(u8::wrap(mask), self.0.to_vec(), DType::U8);
+        Ok((y, Index(mask)))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<Self::Output> {
+        let n = numel(self.0);
+        let mut mask = on.gpu.alloc(n)?;
+        let y = on.output(self.0.to_vec(), |y| {
+            cuda::activation::relu_fwd(on.gpu, on.format, x, y, &mut mask, n)
+        })?;
+        let mask = RawTensor::from_gpu(mask, self.0.to_vec(), DType::U8);
+        Ok((y, Index(mask)))
+    }
 }
 
 /// dx = dy · mask.
 pub fn relu_bwd(dy: &RawTensor, mask: &RawTensor) -> Result<RawTensor> {
-    in_storage(&["relu_bwd"], [dy], |[dy]| {
-        common_device("relu backward", &[dy, mask])?;
-        mask.expect_dtype("relu backward", DType::U8)?;
-        mask.expect_shape("relu backward", dy.shape())?;
-        let shape = dy.shape().to_vec();
-        match dy.device() {
-            Device::Cpu => with_float!("relu backward", dy, |T| {
-                let ds = dy.host_slice::<T>("relu backward")?;
-                let ms = mask.host_slice::<u8>("relu backward")?;
-                Ok(host_output::<T>(shape, |dx| {
-                    cpu::activation::relu_bwd(ds, ms, dx)
-                }))
-            }),
-            _ => {
-                let (gpu, db, s) = gpu_float("relu backward", dy)?;
-                let mb = mask.gpu_buffer("relu backward")?;
-                let n = dy.numel();
-                gpu_output(&gpu, shape, s.dtype(), |dx| {
-                    cuda::activation::relu_bwd(&gpu, s, db, mb, dx, n)
-                })
-            }
-        }
-    })
+    run(&ReluGrad(mask), [dy])
+}
+
+/// The forward mask.
+struct ReluGrad<'a>(&'a RawTensor);
+
+impl Primitive<1> for ReluGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("relu backward", &["relu_bwd"])
+    }
+    fn check(&self, [dy]: [&RawTensor; 1]) -> Result<()> {
+        let op = self.op().name;
+        common_device(op, &[dy, self.0])?;
+        self.0.expect_dtype(op, DType::U8)?;
+        self.0.expect_shape(op, dy.shape())
+    }
+    fn cpu<T: HostFloat>(&self, [dy]: [&[T]; 1]) -> Result<RawTensor> {
+        let mask = self.0.host_slice::<u8>(self.op().name)?;
+        Ok(host_output::<T>(self.0.shape().to_vec(), |dx| {
+            cpu::activation::relu_bwd(dy, mask, dx)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [dy]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let mask = self.0.gpu_buffer(self.op().name)?;
+        on.output(self.0.shape().to_vec(), |dx| {
+            cuda::activation::relu_bwd(on.gpu, on.format, dy, mask, dx, self.0.numel())
+        })
+    }
 }
 
 /// The pointwise activations and their parameters.
@@ -74,23 +92,27 @@ enum PointwiseActivation {
 }
 
 impl PointwiseActivation {
-    /// The forward and backward kernels (without their `_f32` suffix).
-    fn kernels(self) -> (&'static str, &'static str) {
-        match self {
-            PointwiseActivation::LeakyRelu(_) => ("leaky_relu_fwd", "leaky_relu_bwd"),
-            PointwiseActivation::Elu(_) => ("elu_fwd", "elu_bwd"),
-            PointwiseActivation::Sigmoid => ("sigmoid_fwd", "sigmoid_bwd"),
-            PointwiseActivation::Tanh => ("tanh_fwd", "tanh_bwd"),
-        }
-    }
-
-    fn names(self) -> (&'static str, &'static str) {
-        match self {
-            PointwiseActivation::LeakyRelu(_) => ("leaky_relu", "leaky_relu backward"),
-            PointwiseActivation::Elu(_) => ("elu", "elu backward"),
-            PointwiseActivation::Sigmoid => ("sigmoid", "sigmoid backward"),
-            PointwiseActivation::Tanh => ("tanh", "tanh backward"),
-        }
+    /// The forward and the backward primitive's name and kernel.
+    fn ops(self) -> (Op, Op) {
+        let (fwd, bwd) = match self {
+            PointwiseActivation::LeakyRelu(_) => (
+                Op::new("leaky_relu", &["leaky_relu_fwd"]),
+                Op::new("leaky_relu backward", &["leaky_relu_bwd"]),
+            ),
+            PointwiseActivation::Elu(_) => (
+                Op::new("elu", &["elu_fwd"]),
+                Op::new("elu backward", &["elu_bwd"]),
+            ),
+            PointwiseActivation::Sigmoid => (
+                Op::new("sigmoid", &["sigmoid_fwd"]),
+                Op::new("sigmoid backward", &["sigmoid_bwd"]),
+            ),
+            PointwiseActivation::Tanh => (
+                Op::new("tanh", &["tanh_fwd"]),
+                Op::new("tanh backward", &["tanh_bwd"]),
+            ),
+        };
+        (fwd, bwd)
     }
 
     /// The parameter must be finite: any sign is allowed, as in PyTorch.
@@ -107,7 +129,7 @@ impl PointwiseActivation {
         }
     }
 
-    fn gpu(self) -> cuda::activation::ActivationKernel {
+    fn kernel(self) -> cuda::activation::ActivationKernel {
         use cuda::activation::ActivationKernel as K;
         match self {
             PointwiseActivation::LeakyRelu(slope) => K::LeakyRelu {
@@ -122,71 +144,76 @@ impl PointwiseActivation {
     }
 }
 
-fn pointwise_fwd(op: PointwiseActivation, x: &RawTensor) -> Result<RawTensor> {
-    let (name, _) = op.names();
-    op.check()?;
-    in_storage(&[op.kernels().0], [x], |[x]| {
-        let shape = x.shape().to_vec();
-        match x.device() {
-            Device::Cpu => with_float!(name, x, |T| {
-                let xs = x.host_slice::<T>(name)?;
-                Ok(host_output::<T>(shape, |y| match op {
-                    PointwiseActivation::LeakyRelu(s) => {
-                        cpu::activation::leaky_relu_fwd(xs, s as T, y)
-                    }
-                    PointwiseActivation::Elu(a) => cpu::activation::elu_fwd(xs, a as T, y),
-                    PointwiseActivation::Sigmoid => cpu::activation::sigmoid_fwd(xs, y),
-                    PointwiseActivation::Tanh => cpu::activation::tanh_fwd(xs, y),
-                }))
-            }),
-            _ => {
-                let (gpu, xb) = gpu_f32(name, x)?;
-                let n = x.numel();
-                gpu_output(&gpu, shape, DType::F32, |y| {
-                    cuda::activation::pointwise_fwd(&gpu, op.gpu(), xb, y, n)
-                })
-            }
-        }
-    })
+/// A pointwise activation and its input's shape.
+struct Pointwise<'a> {
+    act: PointwiseActivation,
+    shape: &'a [usize],
 }
 
-/// `saved` is the forward input (leaky ReLU, ELU) or output (sigmoid, tanh).
-fn pointwise_bwd(op: PointwiseActivation, saved: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
-    let (_, name) = op.names();
-    op.check()?;
-    same_layout(name, saved, dy)?;
-    in_storage(&[op.kernels().1], [dy, saved], |[dy, saved]| {
-        let shape = dy.shape().to_vec();
-        match dy.device() {
-            Device::Cpu => with_float!(name, dy, |T| {
-                let ss = saved.host_slice::<T>(name)?;
-                let ds = dy.host_slice::<T>(name)?;
-                Ok(host_output::<T>(shape, |dx| match op {
-                    PointwiseActivation::LeakyRelu(s) => {
-                        cpu::activation::leaky_relu_bwd(ss, ds, s as T, dx)
-                    }
-                    PointwiseActivation::Elu(a) => cpu::activation::elu_bwd(ss, ds, a as T, dx),
-                    PointwiseActivation::Sigmoid => cpu::activation::sigmoid_bwd(ss, ds, dx),
-                    PointwiseActivation::Tanh => cpu::activation::tanh_bwd(ss, ds, dx),
-                }))
-            }),
-            _ => {
-                let (gpu, sb) = gpu_f32(name, saved)?;
-                let (_, db) = gpu_f32(name, dy)?;
-                let n = dy.numel();
-                gpu_output(&gpu, shape, DType::F32, |dx| {
-                    cuda::activation::pointwise_bwd(&gpu, op.gpu(), sb, db, dx, n)
-                })
-            }
-        }
-    })
+impl Primitive<1> for Pointwise<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        self.act.ops().0
+    }
+    fn check(&self, _: [&RawTensor; 1]) -> Result<()> {
+        self.act.check()
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        use cpu::activation as a;
+        Ok(host_output::<T>(self.shape.to_vec(), |y| match self.act {
+            PointwiseActivation::LeakyRelu(s) => a::leaky_relu_fwd(x, scalar(s), y),
+            PointwiseActivation::Elu(alpha) => a::elu_fwd(x, scalar(alpha), y),
+            PointwiseActivation::Sigmoid => a::sigmoid_fwd(x, y),
+            PointwiseActivation::Tanh => a::tanh_fwd(x, y),
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        on.output(self.shape.to_vec(), |y| {
+            cuda::activation::pointwise_fwd(on.gpu, self.act.kernel(), x, y, numel(self.shape))
+        })
+    }
 }
 
-/// Checks that `b` has `a`'s device, dtype and shape.
-fn same_layout(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
-    common_device(op, &[a, b])?;
-    b.expect_dtype(op, a.dtype())?;
-    b.expect_shape(op, a.shape())
+/// The float inputs are `[saved, dy]`: `saved` is the forward input (leaky ReLU, ELU) or output
+/// (sigmoid, tanh), whose shape `shape` is.
+struct PointwiseGrad<'a>(Pointwise<'a>);
+
+impl Primitive<2> for PointwiseGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        self.0.act.ops().1
+    }
+    fn check(&self, [_, dy]: [&RawTensor; 2]) -> Result<()> {
+        self.0.act.check()?;
+        dy.expect_shape(self.op().name, self.0.shape)
+    }
+    fn cpu<T: HostFloat>(&self, [saved, dy]: [&[T]; 2]) -> Result<RawTensor> {
+        use cpu::activation as a;
+        Ok(host_output::<T>(self.0.shape.to_vec(), |dx| {
+            match self.0.act {
+                PointwiseActivation::LeakyRelu(s) => a::leaky_relu_bwd(saved, dy, scalar(s), dx),
+                PointwiseActivation::Elu(alpha) => a::elu_bwd(saved, dy, scalar(alpha), dx),
+                PointwiseActivation::Sigmoid => a::sigmoid_bwd(saved, dy, dx),
+                PointwiseActivation::Tanh => a::tanh_bwd(saved, dy, dx),
+            }
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [saved, dy]: [&GpuBuffer; 2]) -> Result<RawTensor> {
+        let Pointwise { act, shape } = self.0;
+        on.output(shape.to_vec(), |dx| {
+            cuda::activation::pointwise_bwd(on.gpu, act.kernel(), saved, dy, dx, numel(shape))
+        })
+    }
+}
+
+fn pointwise_fwd(act: PointwiseActivation, x: &RawTensor) -> Result<RawTensor> {
+    let shape = x.shape();
+    run(&Pointwise { act, shape }, [x])
+}
+
+fn pointwise_bwd(act: PointwiseActivation, saved: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
+    let shape = saved.shape();
+    run(&PointwiseGrad(Pointwise { act, shape }), [saved, dy])
 }
 
 /// Leaky ReLU: `y = x > 0 ? x : negative_slope·x`. Any finite slope (PyTorch allows negative ones).
@@ -231,91 +258,107 @@ pub fn tanh_bwd(y: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
     pointwise_bwd(PointwiseActivation::Tanh, y, dy)
 }
 
-/// The `[outer][len][inner]` view of `axis` of `t`, or an error when the axis does not exist.
-fn softmax_layout(op: &'static str, t: &RawTensor, axis: usize) -> Result<RowLayout> {
-    let rank = t.shape().len();
-    if axis >= rank {
-        return Err(invalid(
-            "axis",
-            format!(
-                "{op}: axis {axis} is out of range for a {rank}-d tensor of shape {:?}",
-                t.shape()
-            ),
-        ));
-    }
-    Ok(RowLayout::along(t.shape(), axis))
-}
-
-fn softmax_fwd_impl(op: &'static str, x: &RawTensor, axis: usize, log: bool) -> Result<RawTensor> {
-    in_storage(&["softmax_rows_fwd", "softmax_cols_fwd"], [x], |[x]| {
-        let layout = softmax_layout(op, x, axis)?;
-        let shape = x.shape().to_vec();
-        match x.device() {
-            Device::Cpu => with_float!(op, x, |T| {
-                let xs = x.host_slice::<T>(op)?;
-                Ok(host_output::<T>(shape, |y| {
-                    cpu::activation::softmax_fwd(xs, layout, log, y)
-                }))
-            }),
-            _ => {
-                let (gpu, xb) = gpu_f32(op, x)?;
-                gpu_output(&gpu, shape, DType::F32, |y| {
-                    cuda::activation::softmax_fwd(&gpu, xb, y, layout, log)
-                })
-            }
-        }
-    })
-}
-
-fn softmax_bwd_impl(
-    op: &'static str,
-    y: &RawTensor,
-    dy: &RawTensor,
-    axis: usize,
-    log: bool,
-) -> Result<RawTensor> {
-    same_layout(op, y, dy)?;
-    let layout = softmax_layout(op, y, axis)?;
-    let kernels = ["softmax_rows_bwd", "softmax_cols_bwd"];
-    in_storage(&kernels, [dy, y], |[dy, y]| {
-        let shape = y.shape().to_vec();
-        match y.device() {
-            Device::Cpu => with_float!(op, y, |T| {
-                let ys = y.host_slice::<T>(op)?;
-                let ds = dy.host_slice::<T>(op)?;
-                Ok(host_output::<T>(shape, |dx| {
-                    cpu::activation::softmax_bwd(ys, ds, layout, log, dx)
-                }))
-            }),
-            _ => {
-                let (gpu, yb) = gpu_f32(op, y)?;
-                let (_, db) = gpu_f32(op, dy)?;
-                gpu_output(&gpu, shape, DType::F32, |dx| {
-                    cuda::activation::softmax_bwd(&gpu, yb, db, dx, layout, log)
-                })
-            }
-        }
-    })
-}
-
 /// Softmax along `axis` (any axis of any rank ≥ 1), stable for logits of any magnitude.
 pub fn softmax_fwd(x: &RawTensor, axis: usize) -> Result<RawTensor> {
-    softmax_fwd_impl("softmax", x, axis, false)
+    run(&Softmax::new(x, axis, false), [x])
 }
 
 /// `dx = y ⊙ (dy − Σ_axis dy⊙y)` from the forward output `y`.
 pub fn softmax_bwd(y: &RawTensor, dy: &RawTensor, axis: usize) -> Result<RawTensor> {
-    softmax_bwd_impl("softmax backward", y, dy, axis, false)
+    run(&SoftmaxGrad(Softmax::new(y, axis, false)), [y, dy])
 }
 
 /// Log-softmax along `axis`: `x − max − log Σ exp(x − max)`.
 pub fn log_softmax_fwd(x: &RawTensor, axis: usize) -> Result<RawTensor> {
-    softmax_fwd_impl("log_softmax", x, axis, true)
+    run(&Softmax::new(x, axis, true), [x])
 }
 
 /// `dx = dy − exp(y) ⊙ Σ_axis dy` from the forward output `y` (log-probabilities).
 pub fn log_softmax_bwd(y: &RawTensor, dy: &RawTensor, axis: usize) -> Result<RawTensor> {
-    softmax_bwd_impl("log_softmax backward", y, dy, axis, true)
+    run(&SoftmaxGrad(Softmax::new(y, axis, true)), [y, dy])
+}
+
+/// The shape of the forward input (or output), the axis, and whether the log is taken.
+struct Softmax<'a> {
+    shape: &'a [usize],
+    axis: usize,
+    log: bool,
+}
+
+impl<'a> Softmax<'a> {
+    fn new(t: &'a RawTensor, axis: usize, log: bool) -> Self {
+        let shape = t.shape();
+        Softmax { shape, axis, log }
+    }
+
+    /// The `[outer][len][inner]` view of the axis, or an error when the axis does not exist.
+    fn layout(&self, op: &'static str) -> Result<RowLayout> {
+        let (axis, rank) = (self.axis, self.shape.len());
+        if axis >= rank {
+            return Err(invalid(
+                "axis",
+                format!(
+                    "{op}: axis {axis} is out of range for a {rank}-d tensor of shape {:?}",
+                    self.shape
+                ),
+            ));
+        }
+        Ok(RowLayout::along(self.shape, axis))
+    }
+}
+
+impl Primitive<1> for Softmax<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        let name = if self.log { "log_softmax" } else { "softmax" };
+        Op::new(name, &["softmax_rows_fwd", "softmax_cols_fwd"])
+    }
+    fn check(&self, _: [&RawTensor; 1]) -> Result<()> {
+        self.layout(self.op().name).map(drop)
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        let layout = self.layout(self.op().name)?;
+        Ok(host_output::<T>(self.shape.to_vec(), |y| {
+            cpu::activation::softmax_fwd(x, layout, self.log, y)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let layout = self.layout(self.op().name)?;
+        on.output(self.shape.to_vec(), |y| {
+            cuda::activation::softmax_fwd(on.gpu, x, y, layout, self.log)
+        })
+    }
+}
+
+/// The float inputs are `[y, dy]`.
+struct SoftmaxGrad<'a>(Softmax<'a>);
+
+impl Primitive<2> for SoftmaxGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        let name = match self.0.log {
+            true => "log_softmax backward",
+            false => "softmax backward",
+        };
+        Op::new(name, &["softmax_rows_bwd", "softmax_cols_bwd"])
+    }
+    fn check(&self, [_, dy]: [&RawTensor; 2]) -> Result<()> {
+        let op = self.op().name;
+        dy.expect_shape(op, self.0.shape)?;
+        self.0.layout(op).map(drop)
+    }
+    fn cpu<T: HostFloat>(&self, [y, dy]: [&[T]; 2]) -> Result<RawTensor> {
+        let layout = self.0.layout(self.op().name)?;
+        Ok(host_output::<T>(self.0.shape.to_vec(), |dx| {
+            cpu::activation::softmax_bwd(y, dy, layout, self.0.log, dx)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [y, dy]: [&GpuBuffer; 2]) -> Result<RawTensor> {
+        let layout = self.0.layout(self.op().name)?;
+        on.output(self.0.shape.to_vec(), |dx| {
+            cuda::activation::softmax_bwd(on.gpu, y, dy, dx, layout, self.0.log)
+        })
+    }
 }
 
 /// Maxout's layout for `x` [N, C, ...] (rank ≥ 2) and `pieces`, which must divide C.
@@ -348,69 +391,110 @@ fn maxout_layout(op: &'static str, input_shape: &[usize], pieces: usize) -> Resu
 /// Maxout over groups of `pieces` consecutive channels: x [N, units·pieces, ...] →
 /// (y [N, units, ...], the winning piece as i32 of y's shape).
 pub fn maxout_fwd(x: &RawTensor, pieces: usize) -> Result<(RawTensor, RawTensor)> {
-    let (y, Index(argmax)) = in_storage(&["maxout_fwd"], [x], |[x]| {
-        let layout = maxout_layout("maxout", x.shape(), pieces)?;
-        let mut shape = x.shape().to_vec();
-        shape[1] = layout.units;
-        match x.device() {
-            Device::Cpu => with_float!("maxout", x, |T| {
-                let xs = x.host_slice::<T>("maxout")?;
-                let mut argmax = vec![0i32; layout.outputs()];
-                let y = host_output::<T>(shape.clone(), |y| {
-                    cpu::activation::maxout_fwd(xs, layout, y, &mut argmax)
-                });
-                let argmax = RawTensor::host(i32::wrap(argmax), shape, DType::I32);
-                Ok((y, Index(argmax)))
-            }),
-            _ => {
-                let (gpu, xb) = gpu_f32("maxout", x)?;
-                let mut argmax = gpu.alloc(layout.outputs() * 4)?;
-                let y = gpu_output(&gpu, shape.clone(), DType::F32, |y| {
-                    cuda::activation::maxout_fwd(&gpu, xb, y, &mut argmax, layout)
-                })?;
-                Ok((y, Index(RawTensor::from_gpu(argmax, shape, DType::I32))))
-            }
-        }
-    })?;
+    let shape = x.shape();
+    let (y, Index(argmax)) = run(&Maxout { shape, pieces }, [x])?;
     Ok((y, argmax))
+}
+
+/// The input shape and the pieces per unit.
+struct Maxout<'a> {
+    shape: &'a [usize],
+    pieces: usize,
+}
+
+impl Maxout<'_> {
+    /// The layout and y's shape.
+    fn output(&self) -> Result<(MaxoutLayout, Vec<usize>)> {
+        let layout = maxout_layout("maxout", self.shape, self.pieces)?;
+        let mut shape = self.shape.to_vec();
+        shape[1] = layout.units;
+        Ok((layout, shape))
+    }
+}
+
+impl Primitive<1> for Maxout<'_> {
+    type Output = (RawTensor, Index);
+    fn op(&self) -> Op {
+        Op::new("maxout", &["maxout_fwd"])
+    }
+    fn check(&self, _: [&RawTensor; 1]) -> Result<()> {
+        self.output().map(drop)
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<Self::Output> {
+        let (layout, shape) = self.output()?;
+        let mut argmax = vec![0i32; layout.outputs()];
+        let y = host_output::<T>(shape.clone(), |y| {
+            cpu::activation::maxout_fwd(x, layout, y, &mut argmax)
+        });
+        let argmax = RawTensor::host(i32::wrap(argmax), shape, DType::I32);
+        Ok((y, Index(argmax)))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<Self::Output> {
+        let (layout, shape) = self.output()?;
+        let mut argmax = on.gpu.alloc(layout.outputs() * 4)?;
+        let y = on.output(shape.clone(), |y| {
+            cuda::activation::maxout_fwd(on.gpu, x, y, &mut argmax, layout)
+        })?;
+        Ok((y, Index(RawTensor::from_gpu(argmax, shape, DType::I32))))
+    }
 }
 
 /// Routes dy [N, units, ...] to the winning piece of each group; dx is [N, units·pieces, ...].
 pub fn maxout_bwd(dy: &RawTensor, argmax: &RawTensor, pieces: usize) -> Result<RawTensor> {
-    const OP: &str = "maxout backward";
-    in_storage(&["maxout_bwd"], [dy], |[dy]| {
-        common_device(OP, &[dy, argmax])?;
-        argmax.expect_dtype(OP, DType::I32)?;
-        argmax.expect_shape(OP, dy.shape())?;
-        let mut shape = dy.shape().to_vec();
+    run(&MaxoutGrad { argmax, pieces }, [dy])
+}
+
+/// The forward argmax (of dy's shape) and the pieces per unit.
+struct MaxoutGrad<'a> {
+    argmax: &'a RawTensor,
+    pieces: usize,
+}
+
+impl MaxoutGrad<'_> {
+    /// The layout and dx's shape.
+    fn input(&self) -> Result<(MaxoutLayout, Vec<usize>)> {
+        let (op, pieces) = (self.op().name, self.pieces);
+        let mut shape = self.argmax.shape().to_vec();
         if shape.len() < 2 {
             return Err(invalid(
                 "maxout gradient",
-                format!("{OP}: expected [N, units, ...], got shape {shape:?}"),
+                format!("{op}: expected [N, units, ...], got shape {shape:?}"),
             ));
         }
         shape[1] = shape[1].checked_mul(pieces).ok_or_else(|| {
             invalid(
                 "pieces",
-                format!("{OP}: {pieces} pieces overflow the channel count"),
+                format!("{op}: {pieces} pieces overflow the channel count"),
             )
         })?;
-        let layout = maxout_layout(OP, &shape, pieces)?;
-        match dy.device() {
-            Device::Cpu => with_float!(OP, dy, |T| {
-                let ds = dy.host_slice::<T>(OP)?;
-                let am = argmax.host_slice::<i32>(OP)?;
-                Ok(host_output::<T>(shape, |dx| {
-                    cpu::activation::maxout_bwd(ds, am, layout, dx)
-                }))
-            }),
-            _ => {
-                let (gpu, db) = gpu_f32(OP, dy)?;
-                let ab = argmax.gpu_buffer(OP)?;
-                gpu_output(&gpu, shape, DType::F32, |dx| {
-                    cuda::activation::maxout_bwd(&gpu, db, ab, dx, layout)
-                })
-            }
-        }
-    })
+        Ok((maxout_layout(op, &shape, pieces)?, shape))
+    }
+}
+
+impl Primitive<1> for MaxoutGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("maxout backward", &["maxout_bwd"])
+    }
+    fn check(&self, [dy]: [&RawTensor; 1]) -> Result<()> {
+        let op = self.op().name;
+        common_device(op, &[dy, self.argmax])?;
+        self.argmax.expect_dtype(op, DType::I32)?;
+        self.argmax.expect_shape(op, dy.shape())?;
+        self.input().map(drop)
+    }
+    fn cpu<T: HostFloat>(&self, [dy]: [&[T]; 1]) -> Result<RawTensor> {
+        let (layout, shape) = self.input()?;
+        let argmax = self.argmax.host_slice::<i32>(self.op().name)?;
+        Ok(host_output::<T>(shape, |dx| {
+            cpu::activation::maxout_bwd(dy, argmax, layout, dx)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [dy]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let (layout, shape) = self.input()?;
+        let argmax = self.argmax.gpu_buffer(self.op().name)?;
+        on.output(shape, |dx| {
+            cuda::activation::maxout_bwd(on.gpu, dy, argmax, dx, layout)
+        })
+    }
 }

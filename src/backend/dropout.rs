@@ -1,15 +1,17 @@
 //! Dropout primitives.
 
-use super::storage::{in_storage, Index};
-use super::RawTensor;
-use super::{common_device, gpu_float, gpu_output, host_output, with_float};
-use crate::core::device::Device;
+use super::activation::scalar;
+use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
+use super::storage::Index;
+use super::{common_device, host_output, RawTensor};
 use crate::core::dtype::{DType, Element};
-use crate::core::error::{invalid, Error, Result};
+use crate::core::error::{invalid, Result};
+use crate::core::shape::numel;
 use crate::cpu;
 use crate::cpu::dropout::{dropout_scale, dropout_threshold};
 use crate::cuda;
 use crate::cuda::dropout::DropoutDraw;
+use crate::cuda::GpuBuffer;
 
 /// Checks that the drop probability `p` lies in [0, 1] (NaN does not).
 pub fn check_dropout_probability(p: f64) -> Result<()> {
@@ -38,66 +40,98 @@ pub fn dropout_fwd_at_step(
     step: u64,
     offset: u64,
 ) -> Result<(RawTensor, RawTensor)> {
-    let (y, Index(mask)) = in_storage(&["dropout_fwd"], [x], |[x]| {
-        check_dropout_probability(p)?;
-        let (threshold, scale) = (dropout_threshold(p), dropout_scale(p));
-        let shape = x.shape().to_vec();
-        match x.device() {
-            Device::Cpu => with_float!("dropout", x, |T| {
-                let xs = x.host_slice::<T>("dropout")?;
-                let mut mask = vec![0u8; xs.len()];
-                let y = host_output::<T>(shape.clone(), |y| {
-                    let seed = cpu::dropout::step_seed(seed, step.wrapping_add(offset));
-                    cpu::dropout::dropout_fwd(xs, seed, threshold, scale as T, y, &mut mask)
-                });
-                Ok((y, Index(RawTensor::host(u8::wrap(mask), shape, DType::U8))))
-            }),
-            _ => {
-                let (gpu, xb, s) = gpu_float("dropout", x)?;
-                let n = x.numel();
-                let draw = DropoutDraw {
-                    seed,
-                    step,
-                    offset,
-                    threshold,
-                    scale: scale as f32,
-                };
-                let mut mask = gpu.alloc(n)?;
-                let y = gpu_output(&gpu, shape.clone(), s.dtype(), |y| {
-                    cuda::dropout::dropout_fwd(&gpu, s, xb, draw, y, &mut mask, n)
-                })?;
-                Ok((y, Index(RawTensor::from_gpu(mask, shape, DType::U8))))
-            }
-        }
-    })?;
+    let shape = x.shape();
+    let draw = Dropout {
+        p,
+        seed,
+        step,
+        offset,
+        shape,
+    };
+    let (y, Index(mask)) = run(&draw, [x])?;
     Ok((y, mask))
+}
+
+struct Dropout<'a> {
+    p: f64,
+    seed: u64,
+    step: u64,
+    offset: u64,
+    shape: &'a [usize],
+}
+
+impl Primitive<1> for Dropout<'_> {
+    type Output = (RawTensor, Index);
+    fn op(&self) -> Op {
+        Op::new("dropout", &["dropout_fwd"])
+    }
+    fn check(&self, _: [&RawTensor; 1]) -> Result<()> {
+        check_dropout_probability(self.p)
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<Self::Output> {
+        let (threshold, scale) = (dropout_threshold(self.p), dropout_scale(self.p));
+        let seed = cpu::dropout::step_seed(self.seed, self.step.wrapping_add(self.offset));
+        let mut mask = vec![0u8; x.len()];
+        let y = host_output::<T>(self.shape.to_vec(), |y| {
+            cpu::dropout::dropout_fwd(x, seed, threshold, scalar(scale), y, &mut mask)
+        });
+        let mask = RawTensor::host(u8::wrap(mask), self.shape.to_vec(), DType::U8);
+        Ok((y, Index(mask)))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<Self::Output> {
+        let n = numel(self.shape);
+        let draw = DropoutDraw {
+            seed: self.seed,
+            step: self.step,
+            offset: self.offset,
+            threshold: dropout_threshold(self.p),
+            scale: dropout_scale(self.p) as f32,
+        };
+        let mut mask = on.gpu.alloc(n)?;
+        let y = on.output(self.shape.to_vec(), |y| {
+            cuda::dropout::dropout_fwd(on.gpu, on.format, x, draw, y, &mut mask, n)
+        })?;
+        let mask = RawTensor::from_gpu(mask, self.shape.to_vec(), DType::U8);
+        Ok((y, Index(mask)))
+    }
 }
 
 /// dx = dy·mask/(1 − p) with the forward pass's mask (0 everywhere when p = 1).
 pub fn dropout_bwd(dy: &RawTensor, mask: &RawTensor, p: f64) -> Result<RawTensor> {
-    in_storage(&["dropout_bwd"], [dy], |[dy]| {
-        check_dropout_probability(p)?;
-        common_device("dropout backward", &[dy, mask])?;
-        mask.expect_dtype("dropout backward", DType::U8)?;
-        mask.expect_shape("dropout backward", dy.shape())?;
-        let scale = dropout_scale(p);
-        let shape = dy.shape().to_vec();
-        match dy.device() {
-            Device::Cpu => with_float!("dropout backward", dy, |T| {
-                let ds = dy.host_slice::<T>("dropout backward")?;
-                let ms = mask.host_slice::<u8>("dropout backward")?;
-                Ok(host_output::<T>(shape, |dx| {
-                    cpu::dropout::dropout_bwd(ds, ms, scale as T, dx)
-                }))
-            }),
-            _ => {
-                let (gpu, db, s) = gpu_float("dropout backward", dy)?;
-                let mb = mask.gpu_buffer("dropout backward")?;
-                let n = dy.numel();
-                gpu_output(&gpu, shape, s.dtype(), |dx| {
-                    cuda::dropout::dropout_bwd(&gpu, s, db, mb, scale as f32, dx, n)
-                })
-            }
-        }
-    })
+    run(&DropoutGrad { mask, p }, [dy])
+}
+
+struct DropoutGrad<'a> {
+    mask: &'a RawTensor,
+    p: f64,
+}
+
+impl Primitive<1> for DropoutGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("dropout backward", &["dropout_bwd"])
+    }
+    fn check(&self, [dy]: [&RawTensor; 1]) -> Result<()> {
+        let op = self.op().name;
+        check_dropout_probability(self.p)?;
+        common_device(op, &[dy, self.mask])?;
+        self.mask.expect_dtype(op, DType::U8)?;
+        self.mask.expect_shape(op, dy.shape())
+    }
+    fn cpu<T: HostFloat>(&self, [dy]: [&[T]; 1]) -> Result<RawTensor> {
+        let mask = self.mask.host_slice::<u8>(self.op().name)?;
+        Ok(host_output::<T>(self.mask.shape().to_vec(), |dx| {
+            cpu::dropout::dropout_bwd(dy, mask, scalar(dropout_scale(self.p)), dx)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [dy]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let (mask, scale, n) = (
+            self.mask.gpu_buffer(self.op().name)?,
+            dropout_scale(self.p) as f32,
+            self.mask.numel(),
+        );
+        on.output(self.mask.shape().to_vec(), |dx| {
+            cuda::dropout::dropout_bwd(on.gpu, on.format, dy, mask, scale, dx, n)
+        })
+    }
 }
