@@ -1,30 +1,50 @@
 //! Elementwise and reduction primitives, and the device copy.
 
-use super::storage::{in_storage, in_storage_list};
-use super::RawTensor;
-use super::{common_device, gpu_f32, gpu_float, gpu_output, host_output, with_float, Factor};
+use super::primitive::{run, run_in_place, HostFloat, InPlace, OnGpu, Op, Primitive};
+use super::{gpu_output, host_output, Factor, RawTensor};
 use crate::core::device::Device;
-use crate::core::dtype::{DType, Element};
 use crate::core::error::{Error, Result};
+use crate::core::shape::numel;
 use crate::cpu;
-use crate::cuda;
+use crate::cuda::{self, Gpu, GpuBuffer};
+use num_traits::NumCast;
+use std::sync::Arc;
+
+/// `v` in the CPU arm's float type, as `v as T` gives it.
+pub(super) fn of<T: HostFloat>(v: f64) -> T {
+    <T as NumCast>::from(v).unwrap_or_else(T::nan)
+}
 
 /// scale·Σx as a one-element tensor.
 pub fn sum(x: &RawTensor, scale: f64) -> Result<RawTensor> {
-    in_storage(&["sum"], [x], |[x]| match x.device() {
-        Device::Cpu => with_float!("sum", x, |T| {
-            let xs = x.host_slice::<T>("sum")?;
-            let s = xs.iter().fold(0.0 as T, |acc, &v| acc + v) * scale as T;
-            Ok(RawTensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
-        }),
-        _ => {
-            let (gpu, xb) = gpu_f32("sum", x)?;
-            let n = x.numel();
-            gpu_output(&gpu, vec![1], DType::F32, |out| {
-                cuda::reduce::sum(&gpu, xb, n, scale as f32, out)
-            })
-        }
-    })
+    run(
+        &Sum {
+            n: x.numel(),
+            scale,
+        },
+        [x],
+    )
+}
+
+struct Sum {
+    n: usize,
+    scale: f64,
+}
+
+impl Primitive<1> for Sum {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("sum", &["sum"])
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        let s = x.iter().fold(T::zero(), |acc, &v| acc + v) * of::<T>(self.scale);
+        Ok(RawTensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        on.output(vec![1], |out| {
+            cuda::reduce::sum(on.gpu, x, self.n, self.scale as f32, out)
+        })
+    }
 }
 
 /// A copy of `x` in new memory on the same device (a device-to-device copy on a GPU): the
@@ -47,34 +67,38 @@ pub fn copy(x: &RawTensor) -> Result<RawTensor> {
     }
 }
 
-fn same_shapes(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
-    common_device(op, &[a, b])?;
-    b.expect_dtype(op, a.dtype())?;
-    b.expect_shape(op, a.shape())
-}
-
 /// alpha·a + beta·b for tensors of one shape.
 pub fn axpby(alpha: f64, a: &RawTensor, beta: f64, b: &RawTensor) -> Result<RawTensor> {
-    same_shapes("axpby", a, b)?;
-    in_storage(&["axpby"], [a, b], |[a, b]| {
-        let shape = a.shape().to_vec();
-        match a.device() {
-            Device::Cpu => with_float!("axpby", a, |T| {
-                let (xa, xb) = (a.host_slice::<T>("axpby")?, b.host_slice::<T>("axpby")?);
-                Ok(host_output::<T>(shape, |o| {
-                    cpu::elementwise::axpby(alpha as T, xa, beta as T, xb, o)
-                }))
-            }),
-            _ => {
-                let (gpu, ab, s) = gpu_float("axpby", a)?;
-                let bb = b.gpu_buffer("axpby")?; // a's dtype, checked above
-                let n = a.numel();
-                gpu_output(&gpu, shape, s.dtype(), |o| {
-                    cuda::elementwise::axpby(&gpu, s, (alpha as f32, ab), (beta as f32, bb), o, n)
-                })
-            }
-        }
-    })
+    let shape = a.shape();
+    run(&Axpby { shape, alpha, beta }, [a, b])
+}
+
+struct Axpby<'a> {
+    shape: &'a [usize],
+    alpha: f64,
+    beta: f64,
+}
+
+impl Primitive<2> for Axpby<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("axpby", &["axpby"])
+    }
+    fn check(&self, [a, b]: [&RawTensor; 2]) -> Result<()> {
+        b.expect_shape(self.op().name, a.shape())
+    }
+    fn cpu<T: HostFloat>(&self, [a, b]: [&[T]; 2]) -> Result<RawTensor> {
+        let (alpha, beta) = (of::<T>(self.alpha), of::<T>(self.beta));
+        Ok(host_output::<T>(self.shape.to_vec(), |o| {
+            cpu::elementwise::axpby(alpha, a, beta, b, o)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [a, b]: [&GpuBuffer; 2]) -> Result<RawTensor> {
+        let (alpha, beta, n) = (self.alpha as f32, self.beta as f32, numel(self.shape));
+        on.output(self.shape.to_vec(), |o| {
+            cuda::elementwise::axpby(on.gpu, on.format, (alpha, a), (beta, b), o, n)
+        })
+    }
 }
 
 /// a + b.
@@ -84,48 +108,67 @@ pub fn add(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
 
 /// a·b elementwise.
 pub fn mul(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
-    same_shapes("mul", a, b)?;
-    in_storage(&["mul"], [a, b], |[a, b]| {
-        let shape = a.shape().to_vec();
-        match a.device() {
-            Device::Cpu => with_float!("mul", a, |T| {
-                let (xa, xb) = (a.host_slice::<T>("mul")?, b.host_slice::<T>("mul")?);
-                Ok(host_output::<T>(shape, |o| {
-                    cpu::elementwise::mul(xa, xb, o)
-                }))
-            }),
-            _ => {
-                let (gpu, ab) = gpu_f32("mul", a)?;
-                let (_, bb) = gpu_f32("mul", b)?;
-                let n = a.numel();
-                gpu_output(&gpu, shape, DType::F32, |o| {
-                    cuda::elementwise::mul(&gpu, ab, bb, o, n)
-                })
-            }
-        }
-    })
+    run(&Mul(a.shape()), [a, b])
+}
+
+struct Mul<'a>(&'a [usize]);
+
+impl Primitive<2> for Mul<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("mul", &["mul"])
+    }
+    fn check(&self, [a, b]: [&RawTensor; 2]) -> Result<()> {
+        b.expect_shape(self.op().name, a.shape())
+    }
+    fn cpu<T: HostFloat>(&self, [a, b]: [&[T]; 2]) -> Result<RawTensor> {
+        Ok(host_output::<T>(self.0.to_vec(), |o| {
+            cpu::elementwise::mul(a, b, o)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [a, b]: [&GpuBuffer; 2]) -> Result<RawTensor> {
+        on.output(self.0.to_vec(), |o| {
+            cuda::elementwise::mul(on.gpu, a, b, o, numel(self.0))
+        })
+    }
 }
 
 /// scale·x + shift.
 pub fn affine(x: &RawTensor, scale: f64, shift: f64) -> Result<RawTensor> {
-    in_storage(&["affine"], [x], |[x]| {
-        let shape = x.shape().to_vec();
-        match x.device() {
-            Device::Cpu => with_float!("affine", x, |T| {
-                let xs = x.host_slice::<T>("affine")?;
-                Ok(host_output::<T>(shape, |o| {
-                    cpu::elementwise::affine(xs, scale as T, shift as T, o)
-                }))
-            }),
-            _ => {
-                let (gpu, xb) = gpu_f32("affine", x)?;
-                let n = x.numel();
-                gpu_output(&gpu, shape, DType::F32, |o| {
-                    cuda::elementwise::affine(&gpu, xb, scale as f32, shift as f32, o, n)
-                })
-            }
-        }
-    })
+    let shape = x.shape();
+    run(
+        &Affine {
+            shape,
+            scale,
+            shift,
+        },
+        [x],
+    )
+}
+
+struct Affine<'a> {
+    shape: &'a [usize],
+    scale: f64,
+    shift: f64,
+}
+
+impl Primitive<1> for Affine<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("affine", &["affine"])
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        let (scale, shift) = (of::<T>(self.scale), of::<T>(self.shift));
+        Ok(host_output::<T>(self.shape.to_vec(), |o| {
+            cpu::elementwise::affine(x, scale, shift, o)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let (scale, shift, n) = (self.scale as f32, self.shift as f32, numel(self.shape));
+        on.output(self.shape.to_vec(), |o| {
+            cuda::elementwise::affine(on.gpu, x, scale, shift, o, n)
+        })
+    }
 }
 
 /// Copies `src` into `dst` in place (same shape and dtype; `src` on the host or on `dst`'s device):
@@ -163,36 +206,70 @@ pub fn copy_into(dst: &mut RawTensor, src: &RawTensor) -> Result<()> {
 /// a ← alpha·a + beta·b in place (a's buffer keeps its address: a captured CUDA graph's running
 /// statistics stay where the graph writes them).
 pub fn axpby_in_place(alpha: f64, a: &mut RawTensor, beta: f64, b: &RawTensor) -> Result<()> {
-    same_shapes("axpby", a, b)?;
-    common_device("axpby", &[a, b])?;
-    match a.device() {
-        Device::Cpu => with_float!("axpby", a, |T| {
-            let xb = b.host_slice::<T>("axpby")?.to_vec();
-            let xa = a.host_vec_mut::<T>("axpby")?;
-            let old = xa.clone();
-            cpu::elementwise::axpby(alpha as T, &old, beta as T, &xb, xa);
-            Ok(())
-        }),
-        _ => {
-            let (_, bb) = gpu_f32("axpby", b)?;
-            a.expect_dtype("axpby", DType::F32)?;
-            let n = a.numel();
-            let ab = a.gpu_buffer_mut("axpby")?;
-            let gpu = ab.gpu().clone();
-            cuda::elementwise::axpby_in_place(&gpu, alpha as f32, ab, beta as f32, bb, n)
+    let n = a.numel();
+    run_in_place(&AxpbyInPlace { n, alpha, beta }, [a], [b])
+}
+
+struct AxpbyInPlace {
+    n: usize,
+    alpha: f64,
+    beta: f64,
+}
+
+impl InPlace<1, 1> for AxpbyInPlace {
+    fn op(&self) -> Op {
+        Op::new("axpby", &["axpby"])
+    }
+    fn check(&self, [a]: [&RawTensor; 1], [b]: [&RawTensor; 1]) -> Result<()> {
+        b.expect_shape(self.op().name, a.shape())
+    }
+    fn cpu<T: HostFloat>(&self, [a]: [&mut [T]; 1], [b]: [&[T]; 1]) -> Result<()> {
+        let old = a.to_vec();
+        cpu::elementwise::axpby(of::<T>(self.alpha), &old, of::<T>(self.beta), b, a);
+        Ok(())
+    }
+    fn gpu(&self, gpu: &Arc<Gpu>, [a]: [&mut GpuBuffer; 1], [b]: [&GpuBuffer; 1]) -> Result<()> {
+        let (alpha, beta) = (self.alpha as f32, self.beta as f32);
+        cuda::elementwise::axpby_in_place(gpu, alpha, a, beta, b, self.n)
+    }
+}
+
+/// Runs `primitive` on `x` and, after it, `upstream` if there is one: a [`Factor`]'s upstream
+/// tensor is a float input of the primitive, widened with `x`.
+fn run_with_upstream<P, O>(primitive: &P, x: &RawTensor, upstream: Option<&RawTensor>) -> Result<O>
+where
+    P: Primitive<1, Output = O> + Primitive<2, Output = O>,
+{
+    match upstream {
+        Some(u) => run(primitive, [x, u]),
+        None => run(primitive, [x]),
+    }
+}
+
+/// A scale times the upstream gradient that follows the tensor among the inputs, if any
+/// ([`run_with_upstream`]).
+struct Scaled<'a> {
+    shape: &'a [usize],
+    scale: f64,
+}
+
+impl Scaled<'_> {
+    fn check<const N: usize>(&self, op: &'static str, inputs: [&RawTensor; N]) -> Result<()> {
+        Factor::new(self.scale, inputs.get(1).copied()).check(op, inputs[0])
+    }
+
+    /// scale·upstream on the host, as [`Factor::on_host`] computes it.
+    fn on_host<T: HostFloat, const N: usize>(&self, inputs: [&[T]; N]) -> T {
+        match inputs.get(1) {
+            Some(u) => of::<T>(self.scale) * u[0],
+            None => of::<T>(self.scale),
         }
     }
 }
 
-/// `t` and `factor`'s upstream tensor, if it has one: the inputs a primitive scaled by a
-/// [`Factor`] widens together.
-fn with_upstream<'a>(t: &'a RawTensor, factor: &Factor<'a>) -> Vec<&'a RawTensor> {
-    std::iter::once(t).chain(factor.upstream).collect()
-}
-
-/// The tensor and the factor (of `scale`) in a list made by [`with_upstream`].
-fn split_upstream<'a>(inputs: &[&'a RawTensor], scale: f64) -> (&'a RawTensor, Factor<'a>) {
-    (inputs[0], Factor::new(scale, inputs.get(1).copied()))
+/// The upstream gradient's device address, 0 (a factor of 1) without one.
+fn upstream_address<const N: usize>(inputs: [&GpuBuffer; N]) -> u64 {
+    inputs.get(1).map_or(0, |u| u.address())
 }
 
 /// A tensor of `shape` filled with `value`, with `like`'s dtype and device. An f32 device tensor
@@ -204,59 +281,64 @@ pub fn full_like(like: &RawTensor, shape: &[usize], value: f64) -> Result<RawTen
 /// A tensor of `shape` filled with `value·upstream` (a [`Factor`]), with `like`'s dtype and
 /// device: the backward of a sum or mean, whose upstream gradient a GPU kernel reads itself.
 pub fn full_like_times(like: &RawTensor, shape: &[usize], value: Factor) -> Result<RawTensor> {
-    const OP: &str = "full";
-    value.check(OP, like)?;
-    in_storage_list(&["fill"], &with_upstream(like, &value), |inputs| {
-        let (like, value) = split_upstream(inputs, value.scale);
-        let n: usize = shape.iter().product();
-        match like.device() {
-            Device::Cpu => with_float!(OP, like, |T| {
-                let v = value.on_host::<T>(OP)?;
-                Ok(RawTensor::host(
-                    T::wrap(vec![v; n]),
-                    shape.to_vec(),
-                    T::DTYPE,
-                ))
-            }),
-            _ if like.dtype() != DType::F32 && value.upstream.is_none() => {
-                // No fill kernel for other dtypes: the constant comes from the host.
-                let host = RawTensor::from_vec(vec![value.scale as f32; n], shape, Device::Cpu)?;
-                host.to_dtype(like.dtype())?.to_device(like.device())
-            }
-            _ => {
-                let (gpu, _) = gpu_f32(OP, like)?;
-                let upstream = value.device_address(OP)?;
-                gpu_output(&gpu, shape.to_vec(), DType::F32, |o| {
-                    cuda::elementwise::fill(&gpu, value.scale as f32, upstream, o, n)
-                })
-            }
-        }
-    })
+    let scale = value.scale;
+    run_with_upstream(&Fill(Scaled { shape, scale }), like, value.upstream)
+}
+
+struct Fill<'a>(Scaled<'a>);
+
+impl<const N: usize> Primitive<N> for Fill<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("full", &["fill"])
+    }
+    fn check(&self, inputs: [&RawTensor; N]) -> Result<()> {
+        self.0.check("full", inputs)
+    }
+    fn cpu<T: HostFloat>(&self, inputs: [&[T]; N]) -> Result<RawTensor> {
+        let (v, shape) = (self.0.on_host(inputs), self.0.shape);
+        Ok(RawTensor::host(
+            T::wrap(vec![v; numel(shape)]),
+            shape.to_vec(),
+            T::DTYPE,
+        ))
+    }
+    fn gpu(&self, on: &OnGpu, inputs: [&GpuBuffer; N]) -> Result<RawTensor> {
+        let Scaled { shape, scale } = self.0;
+        on.output(shape.to_vec(), |o| {
+            let upstream = upstream_address(inputs);
+            cuda::elementwise::fill(on.gpu, scale as f32, upstream, o, numel(shape))
+        })
+    }
 }
 
 /// factor·x (a [`Factor`]: a scale times a one-element upstream gradient read on the device).
 pub fn scale_times(x: &RawTensor, factor: Factor) -> Result<RawTensor> {
-    const OP: &str = "scale";
-    factor.check(OP, x)?;
-    in_storage_list(&["affine"], &with_upstream(x, &factor), |inputs| {
-        let (x, factor) = split_upstream(inputs, factor.scale);
-        let shape = x.shape().to_vec();
-        match x.device() {
-            Device::Cpu => with_float!(OP, x, |T| {
-                let s = factor.on_host::<T>(OP)?;
-                let xs = x.host_slice::<T>(OP)?;
-                Ok(host_output::<T>(shape, |o| {
-                    cpu::elementwise::affine(xs, s, 0.0 as T, o)
-                }))
-            }),
-            _ => {
-                let (gpu, xb) = gpu_f32(OP, x)?;
-                let upstream = factor.device_address(OP)?;
-                let (scale, n) = (factor.scale as f32, x.numel());
-                gpu_output(&gpu, shape, DType::F32, |o| {
-                    cuda::elementwise::affine_times(&gpu, xb, scale, upstream, 0.0, o, n)
-                })
-            }
-        }
-    })
+    let (shape, scale) = (x.shape(), factor.scale);
+    run_with_upstream(&Scale(Scaled { shape, scale }), x, factor.upstream)
+}
+
+struct Scale<'a>(Scaled<'a>);
+
+impl<const N: usize> Primitive<N> for Scale<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("scale", &["affine"])
+    }
+    fn check(&self, inputs: [&RawTensor; N]) -> Result<()> {
+        self.0.check("scale", inputs)
+    }
+    fn cpu<T: HostFloat>(&self, inputs: [&[T]; N]) -> Result<RawTensor> {
+        let s = self.0.on_host(inputs);
+        Ok(host_output::<T>(self.0.shape.to_vec(), |o| {
+            cpu::elementwise::affine(inputs[0], s, T::zero(), o)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, inputs: [&GpuBuffer; N]) -> Result<RawTensor> {
+        let Scaled { shape, scale } = self.0;
+        let (upstream, n) = (upstream_address(inputs), numel(shape));
+        on.output(shape.to_vec(), |o| {
+            cuda::elementwise::affine_times(on.gpu, inputs[0], scale as f32, upstream, 0.0, o, n)
+        })
+    }
 }
