@@ -1,19 +1,12 @@
 //! Elementwise and reduction primitives, and the device copy.
 
-use super::primitive::{run, run_in_place, HostFloat, InPlace, OnGpu, Op, Primitive};
+use super::primitive::{run, run_in_place, HostFloat, InPlace, OnGpu, Op, Primitive, Updating};
 use super::{gpu_output, host_output, Factor, RawTensor};
 use crate::core::device::Device;
 use crate::core::error::{Error, Result};
 use crate::core::shape::numel;
 use crate::cpu;
-use crate::cuda::{self, Gpu, GpuBuffer};
-use num_traits::NumCast;
-use std::sync::Arc;
-
-/// `v` in the CPU arm's float type, as `v as T` gives it.
-pub(super) fn of<T: HostFloat>(v: f64) -> T {
-    <T as NumCast>::from(v).unwrap_or_else(T::nan)
-}
+use crate::cuda::{self, GpuBuffer};
 
 /// scale·Σx as a one-element tensor.
 pub fn sum(x: &RawTensor, scale: f64) -> Result<RawTensor> {
@@ -37,7 +30,7 @@ impl Primitive<1> for Sum {
         Op::new("sum", &["sum"])
     }
     fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
-        let s = x.iter().fold(T::zero(), |acc, &v| acc + v) * of::<T>(self.scale);
+        let s = x.iter().fold(T::zero(), |acc, &v| acc + v) * T::of(self.scale);
         Ok(RawTensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
     }
     fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
@@ -88,7 +81,7 @@ impl Primitive<2> for Axpby<'_> {
         b.expect_shape(self.op().name, a.shape())
     }
     fn cpu<T: HostFloat>(&self, [a, b]: [&[T]; 2]) -> Result<RawTensor> {
-        let (alpha, beta) = (of::<T>(self.alpha), of::<T>(self.beta));
+        let (alpha, beta) = (T::of(self.alpha), T::of(self.beta));
         Ok(host_output::<T>(self.shape.to_vec(), |o| {
             cpu::elementwise::axpby(alpha, a, beta, b, o)
         }))
@@ -158,7 +151,7 @@ impl Primitive<1> for Affine<'_> {
         Op::new("affine", &["affine"])
     }
     fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
-        let (scale, shift) = (of::<T>(self.scale), of::<T>(self.shift));
+        let (scale, shift) = (T::of(self.scale), T::of(self.shift));
         Ok(host_output::<T>(self.shape.to_vec(), |o| {
             cpu::elementwise::affine(x, scale, shift, o)
         }))
@@ -206,12 +199,10 @@ pub fn copy_into(dst: &mut RawTensor, src: &RawTensor) -> Result<()> {
 /// a ← alpha·a + beta·b in place (a's buffer keeps its address: a captured CUDA graph's running
 /// statistics stay where the graph writes them).
 pub fn axpby_in_place(alpha: f64, a: &mut RawTensor, beta: f64, b: &RawTensor) -> Result<()> {
-    let n = a.numel();
-    run_in_place(&AxpbyInPlace { n, alpha, beta }, [a], [b])
+    run_in_place(&AxpbyInPlace { alpha, beta }, [a], [b])
 }
 
 struct AxpbyInPlace {
-    n: usize,
     alpha: f64,
     beta: f64,
 }
@@ -225,12 +216,12 @@ impl InPlace<1, 1> for AxpbyInPlace {
     }
     fn cpu<T: HostFloat>(&self, [a]: [&mut [T]; 1], [b]: [&[T]; 1]) -> Result<()> {
         let old = a.to_vec();
-        cpu::elementwise::axpby(of::<T>(self.alpha), &old, of::<T>(self.beta), b, a);
+        cpu::elementwise::axpby(T::of(self.alpha), &old, T::of(self.beta), b, a);
         Ok(())
     }
-    fn gpu(&self, gpu: &Arc<Gpu>, [a]: [&mut GpuBuffer; 1], [b]: [&GpuBuffer; 1]) -> Result<()> {
+    fn gpu(&self, on: Updating, [a]: [&mut GpuBuffer; 1], [b]: [&GpuBuffer; 1]) -> Result<()> {
         let (alpha, beta) = (self.alpha as f32, self.beta as f32);
-        cuda::elementwise::axpby_in_place(gpu, alpha, a, beta, b, self.n)
+        cuda::elementwise::axpby_in_place(on.gpu, alpha, a, beta, b, on.len)
     }
 }
 
@@ -261,8 +252,8 @@ impl Scaled<'_> {
     /// scale·upstream on the host, as [`Factor::on_host`] computes it.
     fn on_host<T: HostFloat, const N: usize>(&self, inputs: [&[T]; N]) -> T {
         match inputs.get(1) {
-            Some(u) => of::<T>(self.scale) * u[0],
-            None => of::<T>(self.scale),
+            Some(u) => T::of(self.scale) * u[0],
+            None => T::of(self.scale),
         }
     }
 }
