@@ -11,11 +11,6 @@ use crate::cpu;
 use crate::cuda;
 use crate::cuda::GpuBuffer;
 
-/// `v` in the CPU arm's float type (`v as T`).
-pub(super) fn scalar<T: HostFloat>(v: f64) -> T {
-    <T as num_traits::NumCast>::from(v).unwrap_or_else(T::nan)
-}
-
 /// ReLU: (y, mask u8).
 pub fn relu_fwd(x: &RawTensor) -> Result<(RawTensor, RawTensor)> {
     let (y, Index(mask)) = run(&Relu(x.shape()), [x])?;
@@ -161,8 +156,8 @@ impl Primitive<1> for Pointwise<'_> {
     fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
         use cpu::activation as a;
         Ok(host_output::<T>(self.shape.to_vec(), |y| match self.act {
-            PointwiseActivation::LeakyRelu(s) => a::leaky_relu_fwd(x, scalar(s), y),
-            PointwiseActivation::Elu(alpha) => a::elu_fwd(x, scalar(alpha), y),
+            PointwiseActivation::LeakyRelu(s) => a::leaky_relu_fwd(x, T::of(s), y),
+            PointwiseActivation::Elu(alpha) => a::elu_fwd(x, T::of(alpha), y),
             PointwiseActivation::Sigmoid => a::sigmoid_fwd(x, y),
             PointwiseActivation::Tanh => a::tanh_fwd(x, y),
         }))
@@ -191,8 +186,8 @@ impl Primitive<2> for PointwiseGrad<'_> {
         use cpu::activation as a;
         Ok(host_output::<T>(self.0.shape.to_vec(), |dx| {
             match self.0.act {
-                PointwiseActivation::LeakyRelu(s) => a::leaky_relu_bwd(saved, dy, scalar(s), dx),
-                PointwiseActivation::Elu(alpha) => a::elu_bwd(saved, dy, scalar(alpha), dx),
+                PointwiseActivation::LeakyRelu(s) => a::leaky_relu_bwd(saved, dy, T::of(s), dx),
+                PointwiseActivation::Elu(alpha) => a::elu_bwd(saved, dy, T::of(alpha), dx),
                 PointwiseActivation::Sigmoid => a::sigmoid_bwd(saved, dy, dx),
                 PointwiseActivation::Tanh => a::tanh_bwd(saved, dy, dx),
             }

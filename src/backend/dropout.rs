@@ -1,6 +1,5 @@
 //! Dropout primitives.
 
-use super::activation::scalar;
 use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
 use super::storage::Index;
 use super::{common_device, host_output, RawTensor};
@@ -73,7 +72,7 @@ impl Primitive<1> for Dropout<'_> {
         let seed = cpu::dropout::step_seed(self.seed, self.step.wrapping_add(self.offset));
         let mut mask = vec![0u8; x.len()];
         let y = host_output::<T>(self.shape.to_vec(), |y| {
-            cpu::dropout::dropout_fwd(x, seed, threshold, scalar(scale), y, &mut mask)
+            cpu::dropout::dropout_fwd(x, seed, threshold, T::of(scale), y, &mut mask)
         });
         let mask = RawTensor::host(u8::wrap(mask), self.shape.to_vec(), DType::U8);
         Ok((y, Index(mask)))
@@ -121,7 +120,7 @@ impl Primitive<1> for DropoutGrad<'_> {
     fn cpu<T: HostFloat>(&self, [dy]: [&[T]; 1]) -> Result<RawTensor> {
         let mask = self.mask.host_slice::<u8>(self.op().name)?;
         Ok(host_output::<T>(self.mask.shape().to_vec(), |dx| {
-            cpu::dropout::dropout_bwd(dy, mask, scalar(dropout_scale(self.p)), dx)
+            cpu::dropout::dropout_bwd(dy, mask, T::of(dropout_scale(self.p)), dx)
         }))
     }
     fn gpu(&self, on: &OnGpu, [dy]: [&GpuBuffer; 1]) -> Result<RawTensor> {
