@@ -44,26 +44,40 @@ fn planes<'a, T>(
 /// (it depends only on the length), so results are deterministic.
 const LANES: usize = 8;
 
+/// A channel with fewer values than [`MIN_PAR_LEN`] is summed strictly in memory order, in lane 0
+/// (speed does not matter there, and the sums then equal a plain sequential loop's bit for bit).
 #[derive(Clone, Copy)]
-struct Lanes<T>([T; LANES]);
+struct Lanes<T> {
+    lanes: [T; LANES],
+    in_order: bool,
+}
 
 impl<T: Float> Lanes<T> {
-    fn zero() -> Self {
-        Lanes([T::zero(); LANES])
+    fn zero(layout: &ChannelLayout) -> Self {
+        Lanes {
+            lanes: [T::zero(); LANES],
+            in_order: layout.count() < MIN_PAR_LEN,
+        }
     }
 
     /// Adds `f(a[i], b[i])` for every `i` (lane `i mod LANES`).
     #[inline(always)]
     fn add_map2(&mut self, a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+        if self.in_order {
+            for (&a, &b) in a.iter().zip(b) {
+                self.lanes[0] = self.lanes[0] + f(a, b);
+            }
+            return;
+        }
         let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         let (ra, rb) = (ca.remainder(), cb.remainder());
         for (a, b) in ca.zip(cb) {
             for l in 0..LANES {
-                self.0[l] = self.0[l] + f(a[l], b[l]);
+                self.lanes[l] = self.lanes[l] + f(a[l], b[l]);
             }
         }
         for (l, (&a, &b)) in ra.iter().zip(rb).enumerate() {
-            self.0[l] = self.0[l] + f(a, b);
+            self.lanes[l] = self.lanes[l] + f(a, b);
         }
     }
 
@@ -73,7 +87,7 @@ impl<T: Float> Lanes<T> {
     }
 
     fn total(self) -> T {
-        let l = self.0;
+        let l = self.lanes;
         ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
     }
 }
@@ -91,10 +105,10 @@ pub fn batch_norm_stats<T: Float>(x: &[T], layout: ChannelLayout, mean: &mut [T]
     debug_assert_eq!(var.len(), layout.channels, "batch_norm_stats: var length");
     let count: T = as_float(layout.count());
     let stats = |c: usize, (m, v): (&mut T, &mut T)| {
-        let mut sum = Lanes::zero();
+        let mut sum = Lanes::zero(&layout);
         planes(&layout, x, c).for_each(|p| sum.add_map(p, |x| x));
         let mu = sum.total() / count;
-        let mut sq = Lanes::zero();
+        let mut sq = Lanes::zero(&layout);
         planes(&layout, x, c).for_each(|p| {
             sq.add_map(p, |x| {
                 let d = x - mu;
@@ -158,7 +172,7 @@ pub fn batch_norm_bwd_reduce<T: Float>(
     debug_assert_eq!(dy.len(), x.len(), "batch_norm_bwd_reduce: dy length");
     let sums = |c: usize, (s, sx): (&mut T, &mut T)| {
         let (mean, inv_std) = (norm.mean[c], norm.inv_std(c));
-        let (mut a, mut b) = (Lanes::zero(), Lanes::zero());
+        let (mut a, mut b) = (Lanes::zero(&layout), Lanes::zero(&layout));
         for (d, x) in planes(&layout, dy, c).zip(planes(&layout, x, c)) {
             a.add_map(d, |d| d);
             b.add_map2(d, x, |d, x| d * ((x - mean) * inv_std));
