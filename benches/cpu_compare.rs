@@ -7,7 +7,8 @@
 //! - `resnet20`: a ResNet-20 training step (batch 128, 3x32x32, SGD momentum), then this process's
 //!   peak resident memory (run it in its own process, so that peak is the step's);
 //! - `profile`: where a LeNet-5 and a ResNet-20 step spend their time: every CPU kernel of the
-//!   step timed on its own at the step's shapes, times how often the step calls it.
+//!   step timed on its own at the step's shapes, times how often the step calls it;
+//! - `gemm-shapes`: one thread's GEMM throughput on the conv passes' per-image product shapes.
 //!
 //! Output: one line per workload, `workload<TAB>median_ms<TAB>runs` (`profile`: its own table).
 //! Threads: rayon's pool size (set RAYON_NUM_THREADS to match PyTorch's torch.set_num_threads).
@@ -367,17 +368,100 @@ fn main() {
     let result = match mode {
         None => conv_layer(),
         Some("resnet20") => resnet20_step(),
+        Some("gemm-shapes") => {
+            gemm_shapes();
+            Ok(())
+        }
         Some("profile") => {
             profile();
             Ok(())
         }
         Some(other) => {
-            eprintln!("cpu_compare: unknown mode {other:?} (none, resnet20 or profile)");
+            eprintln!(
+                "cpu_compare: unknown mode {other:?} (none, resnet20, profile or gemm-shapes)"
+            );
             std::process::exit(2);
         }
     };
     if let Err(e) = result {
         eprintln!("cpu_compare: {e}");
         std::process::exit(1);
+    }
+}
+
+/// `gemm-shapes`: one thread's GFLOP/s on the per-image products of the conv passes (the evidence
+/// for conv::weight_grad's transposed product), and the batch-wide im2col/col2im bandwidth.
+fn gemm_shapes() {
+    let shapes: [(usize, usize, usize, bool, bool, &str); 7] = [
+        (16, 1024, 144, false, false, "fwd w·col"),
+        (16, 144, 1024, false, true, "wgrad dy·colT"),
+        (144, 16, 1024, false, true, "wgrad col·dyT"),
+        (144, 1024, 16, true, false, "dx wT·dy"),
+        (32, 256, 288, false, false, "fwd 32ch 16x16"),
+        (32, 288, 256, false, true, "wgrad 32ch"),
+        (512, 512, 512, false, false, "square"),
+    ];
+    for (m, n, k, ta, tb, name) in shapes {
+        let a = randn(m * k, 1);
+        let b = randn(k * n, 2);
+        let mut c = vec![0.0f32; m * n];
+        let (ars, acs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+        let (brs, bcs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+        let ms = median_ms_of(3, 20, || {
+            // SAFETY: a, b and c hold m·k, k·n and m·n elements, laid out as the strides say.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    acs,
+                    ars,
+                    b.as_ptr(),
+                    bcs,
+                    brs,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            };
+            Ok(())
+        })
+        .unwrap();
+        println!(
+            "{name} {m}x{n}x{k}: {ms:.3} ms {:.1} GFLOP/s",
+            2.0 * (m * n * k) as f64 / ms / 1e6
+        );
+    }
+    for (c, h) in [(16usize, 32usize), (32, 16), (64, 8)] {
+        let g = ConvGeometry::new([128, c, h, h], Window2d::square(3, 1, 1), false).unwrap();
+        let x = randn(g.input_len(), 3);
+        let mut col = vec![0.0f32; g.col_len()];
+        let ms = median_ms_of(2, 10, || {
+            cpu::im2col::im2col(&x, &g, &mut col);
+            Ok(())
+        })
+        .unwrap();
+        println!(
+            "im2col batch 128x{c}x{h}x{h}: {ms:.3} ms, {:.1} GB/s written",
+            col.len() as f64 * 4.0 / ms / 1e6
+        );
+        let mut dx = vec![0.0f32; g.input_len()];
+        let ms = median_ms_of(2, 10, || {
+            cpu::im2col::col2im(&col, &g, &mut dx);
+            Ok(())
+        })
+        .unwrap();
+        println!(
+            "col2im batch 128x{c}x{h}x{h}: {ms:.3} ms, {:.1} GB/s read",
+            col.len() as f64 * 4.0 / ms / 1e6
+        );
     }
 }
