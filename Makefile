@@ -45,7 +45,8 @@ gpu-bundle-dryrun: gpu-bundle
 bench-cpu:
 	cargo bench --bench cpu_kernels
 
-# kiln's CPU backend against PyTorch on the CPU, same threads, one run; report in bench/results/.
+# kiln's CPU backend against PyTorch on the CPU, same threads, one run (conv layer, LeNet-5 epoch,
+# ResNet-20 step with peak resident memory, per-kernel profile); report in bench/results/.
 bench-cpu-compare:
 	bench/cpu_compare.sh 2
 

@@ -57,6 +57,22 @@ median_ms() { python3 -c "import statistics,sys; print(f'{1e3*statistics.median(
 printf 'LeNet-5 epoch, Fashion-MNIST 60k, batch 64\t%s\t%s epochs\n' "$(median_ms "${kiln_epochs[@]}")" "${#kiln_epochs[@]}" >> "$kiln_out"
 printf 'LeNet-5 epoch, Fashion-MNIST 60k, batch 64\t%s\t%s epochs\n' "$(median_ms "${torch_epochs[@]}")" "${#torch_epochs[@]}" >> "$torch_out"
 
+# ResNet-20 training step (batch 128, 3x32x32, SGD momentum): 3 alternating rounds per side, each
+# round its own process (median of 5 steps after 2 warm-up steps, then the process's peak resident
+# memory, so that peak is the step's: model, optimizer state, activations, gradients, runtime).
+for round in 1 2 3; do
+  RAYON_NUM_THREADS="$threads" cargo bench --quiet --bench cpu_compare -- resnet20 >> "$kiln_out"
+  THREADS="$threads" OMP_NUM_THREADS="$threads" "$venv/bin/python" bench/torch_resnet20.py >> "$torch_out"
+done
+median_of_rounds "$kiln_out"
+median_of_rounds "$torch_out"
+
+# Where the time goes: each kernel of kiln's LeNet-5 and ResNet-20 steps at the step's shapes, and
+# PyTorch's profiler over one ResNet-20 step.
+kiln_profile=$(RAYON_NUM_THREADS="$threads" cargo bench --quiet --bench cpu_compare -- profile | grep -v '^#')
+torch_profile=$(THREADS="$threads" OMP_NUM_THREADS="$threads" "$venv/bin/python" bench/torch_resnet20.py --profile 2>/dev/null |
+  sed -n '/^---/,$p')
+
 mkdir -p bench/results
 report="bench/results/cpu-compare-$(date -u +%Y-%m-%d).md"
 tmp="$report.tmp"
@@ -65,16 +81,34 @@ tmp="$report.tmp"
   echo
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "- machine: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "- processor (lscpu): $(lscpu | sed -n 's/^Model name: *//p'); L2 $(lscpu | sed -n 's/^L2 cache: *//p'), L3 $(lscpu | sed -n 's/^L3 cache: *//p')"
+  echo "- vector extensions: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(sse4_2|avx|avx2|fma|f16c|avx512[a-z0-9_]*|amx[a-z0-9_]*)$' | sort -u | tr '\n' ' ')"
+  echo "- load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-minute load average at the end; other processes may share the cores)"
   echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
   echo "- threads: $threads on both sides; $(grep '^#' "$torch_out" | sed 's/^# //')"
   echo "- method: conv layer: median of 3 alternating rounds, each the median wall time of 20 warm runs"
   echo "  after 5 warm-up runs; LeNet-5: median epoch of 3 alternating rounds of 2 epochs (training"
-  echo "  loop only, data already in memory on both sides); each side in its own process"
+  echo "  loop only, data already in memory on both sides); ResNet-20: median of 3 alternating rounds,"
+  echo "  each its own process timing 5 steps after 2 warm-up steps; peak resident memory is that"
+  echo "  process's getrusage ru_maxrss (lower is better, like the times); each side in its own process"
   echo
-  echo "| workload | kiln ms | PyTorch ms | kiln / PyTorch time (lower is better) |"
+  echo "| workload | kiln ms (MiB for memory) | PyTorch ms (MiB) | kiln / PyTorch (lower is better) |"
   echo "| --- | ---: | ---: | ---: |"
   join -t $'\t' <(grep -v '^#' "$kiln_out" | sort) <(grep -v '^#' "$torch_out" | sort) |
     awk -F'\t' '{ printf "| %s | %.3f | %.3f | %.2f |\n", $1, $2, $4, $2 / $4 }'
+  echo
+  echo "## Where kiln's time goes"
+  echo
+  echo "Each CPU kernel of the step timed on its own at the step's shapes (median of 7 runs), times"
+  echo "how often the step calls it; allocation, the tape and element-wise adds are not in the sum."
+  echo
+  echo "$kiln_profile"
+  echo
+  echo "## Where PyTorch's time goes (torch.profiler, one ResNet-20 step)"
+  echo
+  echo '```'
+  echo "$torch_profile"
+  echo '```'
 } > "$tmp"
 mv "$tmp" "$report"
 cat "$report"

@@ -29,17 +29,72 @@ fn as_float<T: Float>(n: usize) -> T {
     <T as num_traits::NumCast>::from(n).unwrap_or_else(T::nan)
 }
 
-/// The values of channel `c`, image by image.
-fn channel<'a, T: Copy>(
+/// The planes of channel `c`, image by image.
+fn planes<'a, T>(
     layout: &ChannelLayout,
     x: &'a [T],
     c: usize,
-) -> impl Iterator<Item = &'a T> + 'a {
+) -> impl Iterator<Item = &'a [T]> + 'a {
     let (channels, plane) = (layout.channels, layout.plane);
-    (0..layout.batch).flat_map(move |n| {
-        let start = (n * channels + c) * plane;
-        x[start..start + plane].iter()
-    })
+    (0..layout.batch).map(move |n| &x[(n * channels + c) * plane..][..plane])
+}
+
+/// Independent partial sums: [`LANES`] accumulators, one per position modulo `LANES`, so the
+/// compiler can keep them in one vector register; added pairwise at the end. The order is fixed
+/// (it depends only on the length), so results are deterministic.
+const LANES: usize = 8;
+
+/// A channel with fewer values than [`MIN_PAR_LEN`] is summed strictly in memory order, in lane 0
+/// (speed does not matter there, and the sums then equal a plain sequential loop's bit for bit).
+#[derive(Clone, Copy)]
+struct Lanes<T> {
+    lanes: [T; LANES],
+    in_order: bool,
+}
+
+impl<T: Float> Lanes<T> {
+    fn zero(layout: &ChannelLayout) -> Self {
+        Lanes {
+            lanes: [T::zero(); LANES],
+            in_order: layout.count() < MIN_PAR_LEN,
+        }
+    }
+
+    /// Adds `f(a[i], b[i])` for every `i` (lane `i mod LANES`).
+    #[inline(always)]
+    fn add_map2(&mut self, a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+        if self.in_order {
+            for (&a, &b) in a.iter().zip(b) {
+                self.lanes[0] = self.lanes[0] + f(a, b);
+            }
+            return;
+        }
+        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (a, b) in ca.zip(cb) {
+            for l in 0..LANES {
+                self.lanes[l] = self.lanes[l] + f(a[l], b[l]);
+            }
+        }
+        for (l, (&a, &b)) in ra.iter().zip(rb).enumerate() {
+            self.lanes[l] = self.lanes[l] + f(a, b);
+        }
+    }
+
+    #[inline(always)]
+    fn add_map(&mut self, a: &[T], f: impl Fn(T) -> T) {
+        self.add_map2(a, a, |a, _| f(a));
+    }
+
+    fn total(self) -> T {
+        let l = self.lanes;
+        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+    }
+}
+
+/// Planes per rayon task of an element-wise pass, so a task holds at least `MIN_PAR_LEN` values.
+fn planes_per_task(plane: usize) -> usize {
+    MIN_PAR_LEN.div_ceil(plane.max(1))
 }
 
 /// Per channel: mean = Σx/M, then var = Σ(x − mean)²/M (biased), in two passes so a large common
@@ -49,18 +104,31 @@ pub fn batch_norm_stats<T: Float>(x: &[T], layout: ChannelLayout, mean: &mut [T]
     debug_assert_eq!(mean.len(), layout.channels, "batch_norm_stats: mean length");
     debug_assert_eq!(var.len(), layout.channels, "batch_norm_stats: var length");
     let count: T = as_float(layout.count());
-    mean.par_iter_mut()
-        .zip(var.par_iter_mut())
-        .enumerate()
-        .for_each(|(c, (m, v))| {
-            let mu = channel(&layout, x, c).fold(T::zero(), |s, &x| s + x) / count;
-            let sq = channel(&layout, x, c).fold(T::zero(), |s, &x| {
+    let stats = |c: usize, (m, v): (&mut T, &mut T)| {
+        let mut sum = Lanes::zero(&layout);
+        planes(&layout, x, c).for_each(|p| sum.add_map(p, |x| x));
+        let mu = sum.total() / count;
+        let mut sq = Lanes::zero(&layout);
+        planes(&layout, x, c).for_each(|p| {
+            sq.add_map(p, |x| {
                 let d = x - mu;
-                s + d * d
-            });
-            *m = mu;
-            *v = sq / count;
+                d * d
+            })
         });
+        *m = mu;
+        *v = sq.total() / count;
+    };
+    if layout.len() < MIN_PAR_LEN {
+        mean.iter_mut()
+            .zip(var.iter_mut())
+            .enumerate()
+            .for_each(|(c, mv)| stats(c, mv));
+    } else {
+        mean.par_iter_mut()
+            .zip(var.par_iter_mut())
+            .enumerate()
+            .for_each(|(c, mv)| stats(c, mv));
+    }
 }
 
 /// `y = γ·x̂ + β` per element.
@@ -73,14 +141,21 @@ pub fn batch_norm_fwd<T: Float>(
 ) {
     debug_assert_eq!(x.len(), layout.len(), "batch_norm_fwd: x length");
     debug_assert_eq!(y.len(), x.len(), "batch_norm_fwd: y length");
-    let (channels, plane) = (layout.channels, layout.plane.max(1));
-    x.par_iter()
-        .zip(y.par_iter_mut())
+    let (channels, plane) = (layout.channels, layout.plane);
+    if plane == 0 || channels == 0 {
+        return;
+    }
+    y.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
         .enumerate()
-        .with_min_len(MIN_PAR_LEN)
-        .for_each(|(i, (&x, y))| {
-            let c = (i / plane) % channels;
-            *y = norm.gamma[c] * ((x - norm.mean[c]) * norm.inv_std(c)) + beta[c];
+        .with_min_len(planes_per_task(plane))
+        .for_each(|(i, (y, x))| {
+            let c = i % channels;
+            let (gamma, mean, inv_std, beta) =
+                (norm.gamma[c], norm.mean[c], norm.inv_std(c), beta[c]);
+            y.iter_mut()
+                .zip(x)
+                .for_each(|(y, &x)| *y = gamma * ((x - mean) * inv_std) + beta);
         });
 }
 
@@ -95,20 +170,29 @@ pub fn batch_norm_bwd_reduce<T: Float>(
 ) {
     debug_assert_eq!(x.len(), layout.len(), "batch_norm_bwd_reduce: x length");
     debug_assert_eq!(dy.len(), x.len(), "batch_norm_bwd_reduce: dy length");
-    sum_dy
-        .par_iter_mut()
-        .zip(sum_dy_xhat.par_iter_mut())
-        .enumerate()
-        .for_each(|(c, (s, sx))| {
-            let (mean, inv_std) = (norm.mean[c], norm.inv_std(c));
-            let (mut a, mut b) = (T::zero(), T::zero());
-            for (&d, &x) in channel(&layout, dy, c).zip(channel(&layout, x, c)) {
-                a = a + d;
-                b = b + d * ((x - mean) * inv_std);
-            }
-            *s = a;
-            *sx = b;
-        });
+    let sums = |c: usize, (s, sx): (&mut T, &mut T)| {
+        let (mean, inv_std) = (norm.mean[c], norm.inv_std(c));
+        let (mut a, mut b) = (Lanes::zero(&layout), Lanes::zero(&layout));
+        for (d, x) in planes(&layout, dy, c).zip(planes(&layout, x, c)) {
+            a.add_map(d, |d| d);
+            b.add_map2(d, x, |d, x| d * ((x - mean) * inv_std));
+        }
+        *s = a.total();
+        *sx = b.total();
+    };
+    if layout.len() < MIN_PAR_LEN {
+        sum_dy
+            .iter_mut()
+            .zip(sum_dy_xhat.iter_mut())
+            .enumerate()
+            .for_each(|(c, s)| sums(c, s));
+    } else {
+        sum_dy
+            .par_iter_mut()
+            .zip(sum_dy_xhat.par_iter_mut())
+            .enumerate()
+            .for_each(|(c, s)| sums(c, s));
+    }
 }
 
 /// `dx = γ/σ·(dy − Σdy/M − x̂·Σdy·x̂/M)` when `training` (the statistics came from this batch),
@@ -125,23 +209,31 @@ pub fn batch_norm_bwd_dx<T: Float>(
     debug_assert_eq!(x.len(), layout.len(), "batch_norm_bwd_dx: x length");
     debug_assert_eq!(dy.len(), x.len(), "batch_norm_bwd_dx: dy length");
     debug_assert_eq!(dx.len(), x.len(), "batch_norm_bwd_dx: dx length");
-    let (channels, plane) = (layout.channels, layout.plane.max(1));
+    let (channels, plane) = (layout.channels, layout.plane);
+    if plane == 0 || channels == 0 {
+        return;
+    }
     let inv_count = T::one() / as_float::<T>(layout.count());
     let (sum_dy, sum_dy_xhat) = sums;
-    dy.par_iter()
-        .zip(x.par_iter())
-        .zip(dx.par_iter_mut())
+    dx.par_chunks_mut(plane)
+        .zip(dy.par_chunks(plane).zip(x.par_chunks(plane)))
         .enumerate()
-        .with_min_len(MIN_PAR_LEN)
-        .for_each(|(i, ((&dy, &x), dx))| {
-            let c = (i / plane) % channels;
-            let inv_std = norm.inv_std(c);
-            let mut g = dy;
+        .with_min_len(planes_per_task(plane))
+        .for_each(|(i, (dx, (dy, x)))| {
+            let c = i % channels;
+            let (mean, inv_std, gamma) = (norm.mean[c], norm.inv_std(c), norm.gamma[c]);
+            let (mean_dy, mean_dy_xhat) = (sum_dy[c] * inv_count, sum_dy_xhat[c] * inv_count);
+            let scale = gamma * inv_std;
             if training {
-                let xhat = (x - norm.mean[c]) * inv_std;
-                g = g - (sum_dy[c] * inv_count + xhat * (sum_dy_xhat[c] * inv_count));
+                dx.iter_mut()
+                    .zip(dy.iter().zip(x))
+                    .for_each(|(dx, (&dy, &x))| {
+                        let xhat = (x - mean) * inv_std;
+                        *dx = scale * (dy - (mean_dy + xhat * mean_dy_xhat));
+                    });
+            } else {
+                dx.iter_mut().zip(dy).for_each(|(dx, &dy)| *dx = scale * dy);
             }
-            *dx = norm.gamma[c] * inv_std * g;
         });
 }
 
@@ -198,7 +290,10 @@ mod tests {
         let (mut mean, mut var) = ([0.0_f32; 2], [0.0_f32; 2]);
         batch_norm_stats(&x, layout, &mut mean, &mut var);
         for c in 0..2 {
-            let vals: Vec<f64> = channel(&layout, &x, c).map(|&v| v as f64).collect();
+            let vals: Vec<f64> = planes(&layout, &x, c)
+                .flatten()
+                .map(|&v| v as f64)
+                .collect();
             let m = vals.iter().sum::<f64>() / vals.len() as f64;
             let v = vals.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / vals.len() as f64;
             assert_close(&[mean[c] as f64], &[m], 1e-3, 0.0);

@@ -33,10 +33,50 @@ pub fn maxpool_fwd<T: Float>(x: &[T], g: &ConvGeometry, y: &mut [T], argmax: &mu
     }
     // The in-bounds taps of each window row and column, worked out once (they cost divisions).
     let taps = WindowTaps::new(g);
+    let two_by_two = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w) == (2, 2, 2, 2)
+        && (g.pad_h, g.pad_w, g.dilation_h, g.dilation_w) == (0, 0, 1, 1)
+        && 2 * g.out_h <= g.in_h
+        && 2 * g.out_w <= g.in_w;
+    let planes_per_task = super::MIN_PAR_LEN.div_ceil(g.in_h * g.in_w);
     y.par_chunks_mut(out_plane)
         .zip(argmax.par_chunks_mut(out_plane))
         .zip(x.par_chunks(g.in_h * g.in_w))
-        .for_each(|((y, argmax), plane)| maxpool_fwd_plane(plane, g, &taps, y, argmax));
+        .with_min_len(planes_per_task)
+        .for_each(|((y, argmax), plane)| {
+            if two_by_two {
+                maxpool_fwd_plane_2x2(plane, g, y, argmax)
+            } else {
+                maxpool_fwd_plane(plane, g, &taps, y, argmax)
+            }
+        });
+}
+
+/// [`maxpool_fwd_plane`] for the common 2x2 window with stride 2 and no padding, every window
+/// inside the plane: the same four taps in the same order and the same strict comparison, without
+/// the per-window tap ranges.
+fn maxpool_fwd_plane_2x2<T: Float>(plane: &[T], g: &ConvGeometry, y: &mut [T], argmax: &mut [i32]) {
+    let w = g.in_w;
+    let rows = y
+        .chunks_exact_mut(g.out_w)
+        .zip(argmax.chunks_exact_mut(g.out_w));
+    for (oh, (y_row, argmax_row)) in rows.enumerate() {
+        let top = &plane[2 * oh * w..][..w];
+        let bottom = &plane[(2 * oh + 1) * w..][..w];
+        for (ow, (y, argmax)) in y_row.iter_mut().zip(argmax_row.iter_mut()).enumerate() {
+            let (c, i) = (2 * ow, 2 * oh * w + 2 * ow);
+            let (mut best, mut best_i) = (top[c], i);
+            for (v, at) in [
+                (top[c + 1], i + 1),
+                (bottom[c], i + w),
+                (bottom[c + 1], i + w + 1),
+            ] {
+                let better = v > best;
+                best_i = if better { at } else { best_i };
+                best = if better { v } else { best };
+            }
+            (*y, *argmax) = (best, best_i as i32);
+        }
+    }
 }
 
 /// For each output row (column), the range of kernel rows (columns) that read the input.
@@ -143,6 +183,7 @@ pub fn maxpool_bwd<T: Float>(dy: &[T], argmax: &[i32], g: &ConvGeometry, dx: &mu
     }
     dx.par_chunks_mut(g.in_h * g.in_w)
         .zip(dy.par_chunks(out_plane).zip(argmax.par_chunks(out_plane)))
+        .with_min_len(super::MIN_PAR_LEN.div_ceil(g.in_h * g.in_w))
         .for_each(|(dx, (dy, argmax))| maxpool_bwd_plane(dy, argmax, g, dx));
 }
 
@@ -380,6 +421,42 @@ pub fn global_avgpool_bwd<T: Float>(dy: &[T], plane_len: usize, dx: &mut [T]) {
 
 #[cfg(test)]
 mod tests {
+
+    /// The 2x2 stride-2 fast path against the general window loop on odd planes (the last row
+    /// and column are dropped), with ties (small integers) and NaN, batch and channels > 1.
+    #[test]
+    fn maxpool_2x2_fast_path_matches_the_general_windows() {
+        use crate::cpu::testutil::{random_vec, rng};
+        for (h, w) in [(7, 9), (2, 2), (8, 6), (3, 5)] {
+            let g = ConvGeometry::new(
+                [2, 3, h, w],
+                crate::core::shape::Window2d::square(2, 2, 0),
+                false,
+            )
+            .unwrap();
+            let mut x: Vec<f64> = random_vec(&mut rng((h * w) as u64), g.input_len())
+                .into_iter()
+                .map(|v: f64| (v * 2.0).round())
+                .collect();
+            x[3] = f64::NAN;
+            x[g.in_w] = f64::NAN;
+            let taps = WindowTaps::new(&g);
+            let out_plane = g.out_h * g.out_w;
+            for (p, plane) in x.chunks(h * w).enumerate() {
+                let (mut y, mut a) = (vec![0.0; out_plane], vec![0; out_plane]);
+                let (mut y2, mut a2) = (vec![1.0; out_plane], vec![7; out_plane]);
+                maxpool_fwd_plane(plane, &g, &taps, &mut y, &mut a);
+                maxpool_fwd_plane_2x2(plane, &g, &mut y2, &mut a2);
+                assert_eq!(a, a2, "plane {p} of {h}x{w}: argmax");
+                let same = |u: f64, v: f64| u == v || (u.is_nan() && v.is_nan());
+                assert!(
+                    y.iter().zip(&y2).all(|(&u, &v)| same(u, v)),
+                    "plane {p} of {h}x{w}: {y:?} vs {y2:?}"
+                );
+            }
+        }
+    }
+
     use super::*;
     use crate::core::shape::Window2d;
     use crate::cpu::testutil::{assert_close, random_vec, rng};
