@@ -1,14 +1,38 @@
 //! Loss primitives: softmax cross-entropy; elementwise squared error and binary cross-entropy on
 //! logits (their means are `backend::sum`); the sum of squares of the L2 penalty.
 
-use super::storage::widen_only;
-use super::RawTensor;
-use super::{common_device, gpu_f32, gpu_output, host_output, with_float, Factor};
-use crate::core::device::Device;
-use crate::core::dtype::{DType, Element};
+use super::elementwise::of;
+use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
+use super::storage::{storage_format, StoredOutputs};
+use super::{common_device, host_output, Factor, RawTensor};
+use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
-use crate::cpu::{self, Float};
-use crate::cuda::{self, Gpu, GpuBuffer};
+use crate::core::shape::numel;
+use crate::cpu;
+use crate::cuda::{self, GpuBuffer};
+
+/// Outputs handed back as computed, never rounded: f32 when the inputs were widened (a count of
+/// correct predictions), and the losses' pairs, whose inputs are never widened ([`refuse_16bit`]).
+struct Kept<O>(O);
+
+impl<O> StoredOutputs for Kept<O> {
+    fn stored(self, _: DType) -> Result<Self> {
+        Ok(self)
+    }
+}
+
+/// The losses and the penalty take f32 or f64 (`ops` widens 16-bit logits on the tape): a 16-bit
+/// input is refused, as the CPU and GPU arms refuse any type but theirs.
+fn refuse_16bit(op: &'static str, t: &RawTensor) -> Result<()> {
+    match storage_format(t) {
+        Some(got) => Err(Error::DTypeMismatch {
+            op,
+            expected: DType::F32,
+            got,
+        }),
+        None => Ok(()),
+    }
+}
 
 /// Softmax cross-entropy per row: (probs [R,K], losses [R]). Labels are validated by the caller.
 pub fn softmax_xent_fwd(logits: &RawTensor, labels: &RawTensor) -> Result<(RawTensor, RawTensor)> {
@@ -23,29 +47,57 @@ pub(crate) fn softmax_xent_fwd_unchecked_labels(
     logits: &RawTensor,
     labels: &RawTensor,
 ) -> Result<(RawTensor, RawTensor)> {
-    let (rows, classes) = check_logits_and_label_shapes("softmax_cross_entropy", logits, labels)?;
-    match logits.device() {
-        Device::Cpu => with_float!("softmax_cross_entropy", logits, |T| {
-            let zs = logits.host_slice::<T>("softmax_cross_entropy")?;
-            let ls = labels.host_slice::<i32>("softmax_cross_entropy")?;
-            let mut losses = vec![0.0 as T; rows];
-            let probs = host_output::<T>(vec![rows, classes], |p| {
-                cpu::loss::softmax_xent_fwd(zs, ls, rows, classes, p, &mut losses)
-            });
-            Ok((
-                probs,
-                RawTensor::host(T::wrap(losses), vec![rows], T::DTYPE),
-            ))
-        }),
-        _ => {
-            let (gpu, zb) = gpu_f32("softmax_cross_entropy", logits)?;
-            let lb = labels.gpu_buffer("softmax_cross_entropy")?;
-            let mut losses = gpu.alloc(rows * 4)?;
-            let probs = gpu_output(&gpu, vec![rows, classes], DType::F32, |p| {
-                cuda::loss::softmax_xent_fwd(&gpu, zb, lb, rows, classes, p, &mut losses)
-            })?;
-            Ok((probs, RawTensor::from_gpu(losses, vec![rows], DType::F32)))
-        }
+    let shape = logits.shape();
+    Ok(run(&SoftmaxXent(Labelled { shape, labels }), [logits])?.0)
+}
+
+/// The shape of logits (or probabilities) [rows, classes] and their i32 labels [rows].
+struct Labelled<'a> {
+    shape: &'a [usize],
+    labels: &'a RawTensor,
+}
+
+impl Labelled<'_> {
+    fn check(&self, op: &'static str, logits: &RawTensor) -> Result<()> {
+        check_logits_and_label_shapes(op, logits, self.labels).map(drop)
+    }
+
+    /// (rows, classes), once checked.
+    fn dims(&self) -> (usize, usize) {
+        (self.shape[0], self.shape[1])
+    }
+}
+
+struct SoftmaxXent<'a>(Labelled<'a>);
+
+impl Primitive<1> for SoftmaxXent<'_> {
+    type Output = Kept<(RawTensor, RawTensor)>;
+    fn op(&self) -> Op {
+        Op::new("softmax_cross_entropy", &["softmax_xent_fwd"])
+    }
+    fn check(&self, [logits]: [&RawTensor; 1]) -> Result<()> {
+        refuse_16bit(self.op().name, logits)?;
+        self.0.check(self.op().name, logits)
+    }
+    fn cpu<T: HostFloat>(&self, [zs]: [&[T]; 1]) -> Result<Self::Output> {
+        let (rows, classes) = self.0.dims();
+        let ls = self.0.labels.host_slice::<i32>(self.op().name)?;
+        let mut losses = vec![T::zero(); rows];
+        let probs = host_output::<T>(vec![rows, classes], |p| {
+            cpu::loss::softmax_xent_fwd(zs, ls, rows, classes, p, &mut losses)
+        });
+        let losses = RawTensor::host(T::wrap(losses), vec![rows], T::DTYPE);
+        Ok(Kept((probs, losses)))
+    }
+    fn gpu(&self, on: &OnGpu, [zb]: [&GpuBuffer; 1]) -> Result<Self::Output> {
+        let (rows, classes) = self.0.dims();
+        let lb = self.0.labels.gpu_buffer(self.op().name)?;
+        let mut losses = on.gpu.alloc(rows * 4)?;
+        let probs = on.output(vec![rows, classes], |p| {
+            cuda::loss::softmax_xent_fwd(on.gpu, zb, lb, rows, classes, p, &mut losses)
+        })?;
+        let losses = RawTensor::from_gpu(losses, vec![rows], DType::F32);
+        Ok(Kept((probs, losses)))
     }
 }
 
@@ -53,24 +105,37 @@ pub(crate) fn softmax_xent_fwd_unchecked_labels(
 /// label, as a one-element tensor on the logits' device (f32 on a GPU, exact up to 2^24 rows):
 /// a batch's correct predictions, read back together with its loss.
 pub fn count_correct(logits: &RawTensor, labels: &RawTensor) -> Result<RawTensor> {
-    widen_only(&["count_correct"], [logits], |[logits]| {
-        let (rows, classes) = check_logits_and_label_shapes("count_correct", logits, labels)?;
-        match logits.device() {
-            Device::Cpu => with_float!("count_correct", logits, |T| {
-                let zs = logits.host_slice::<T>("count_correct")?;
-                let ls = labels.host_slice::<i32>("count_correct")?;
-                let count = cpu::loss::count_correct(zs, ls, classes) as T;
-                Ok(RawTensor::host(T::wrap(vec![count]), vec![1], T::DTYPE))
-            }),
-            _ => {
-                let (gpu, zb) = gpu_f32("count_correct", logits)?;
-                let lb = labels.gpu_buffer("count_correct")?;
-                gpu_output(&gpu, vec![1], DType::F32, |count| {
-                    cuda::loss::count_correct(&gpu, zb, lb, rows, classes, count)
-                })
-            }
-        }
-    })
+    let shape = logits.shape();
+    Ok(run(&CountCorrect(Labelled { shape, labels }), [logits])?.0)
+}
+
+struct CountCorrect<'a>(Labelled<'a>);
+
+impl Primitive<1> for CountCorrect<'_> {
+    type Output = Kept<RawTensor>;
+    fn op(&self) -> Op {
+        Op::new("count_correct", &["count_correct"])
+    }
+    fn check(&self, [logits]: [&RawTensor; 1]) -> Result<()> {
+        self.0.check(self.op().name, logits)
+    }
+    fn cpu<T: HostFloat>(&self, [zs]: [&[T]; 1]) -> Result<Self::Output> {
+        let ls = self.0.labels.host_slice::<i32>(self.op().name)?;
+        let count = cpu::loss::count_correct(zs, ls, self.0.dims().1) as f64;
+        Ok(Kept(RawTensor::host(
+            T::wrap(vec![of(count)]),
+            vec![1],
+            T::DTYPE,
+        )))
+    }
+    fn gpu(&self, on: &OnGpu, [zb]: [&GpuBuffer; 1]) -> Result<Self::Output> {
+        let (rows, classes) = self.0.dims();
+        let lb = self.0.labels.gpu_buffer(self.op().name)?;
+        on.output(vec![1], |count| {
+            cuda::loss::count_correct(on.gpu, zb, lb, rows, classes, count)
+        })
+        .map(Kept)
+    }
 }
 
 /// dlogits = scale·(probs − onehot(labels)).
@@ -89,62 +154,71 @@ pub(crate) fn softmax_xent_bwd_checked_labels(
     scale: f64,
     upstream: Option<&RawTensor>,
 ) -> Result<RawTensor> {
-    const OP: &str = "softmax_cross_entropy backward";
-    let (rows, classes) = check_logits_and_label_shapes(OP, probs, labels)?;
-    if let Some(u) = upstream {
-        common_device(OP, &[probs, u])?;
-        u.expect_dtype(OP, probs.dtype())?;
-        if u.numel() != 1 {
-            return Err(invalid(
-                "loss gradient",
-                format!("{OP}: {:?} is not one element", u.shape()),
-            ));
-        }
+    let shape = probs.shape();
+    let labelled = Labelled { shape, labels };
+    run(
+        &SoftmaxXentGrad {
+            labelled,
+            scale,
+            upstream,
+        },
+        [probs],
+    )
+}
+
+struct SoftmaxXentGrad<'a> {
+    labelled: Labelled<'a>,
+    scale: f64,
+    upstream: Option<&'a RawTensor>,
+}
+
+impl Primitive<1> for SoftmaxXentGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("softmax_cross_entropy backward", &["softmax_xent_bwd"])
     }
-    match probs.device() {
-        Device::Cpu => with_float!(OP, probs, |T| {
-            let ps = probs.host_slice::<T>(OP)?;
-            let ls = labels.host_slice::<i32>(OP)?;
-            let factor = match upstream {
-                Some(u) => scale as T * u.host_slice::<T>(OP)?[0],
-                None => scale as T,
-            };
-            Ok(host_output::<T>(vec![rows, classes], |d| {
-                cpu::loss::softmax_xent_bwd(ps, ls, rows, classes, factor, d)
-            }))
-        }),
-        _ => {
-            let (gpu, pb) = gpu_f32(OP, probs)?;
-            let lb = labels.gpu_buffer(OP)?;
-            let ub = upstream.map(|u| u.gpu_buffer(OP)).transpose()?;
-            gpu_output(&gpu, vec![rows, classes], DType::F32, |d| {
-                cuda::loss::softmax_xent_bwd(&gpu, pb, lb, (rows, classes), scale as f32, ub, d)
-            })
+    fn check(&self, [probs]: [&RawTensor; 1]) -> Result<()> {
+        let op = self.op().name;
+        refuse_16bit(op, probs)?;
+        self.labelled.check(op, probs)?;
+        if let Some(u) = self.upstream {
+            common_device(op, &[probs, u])?;
+            u.expect_dtype(op, probs.dtype())?;
+            if u.numel() != 1 {
+                return Err(invalid(
+                    "loss gradient",
+                    format!("{op}: {:?} is not one element", u.shape()),
+                ));
+            }
         }
+        Ok(())
+    }
+    fn cpu<T: HostFloat>(&self, [ps]: [&[T]; 1]) -> Result<RawTensor> {
+        let op = self.op().name;
+        let (rows, classes) = self.labelled.dims();
+        let ls = self.labelled.labels.host_slice::<i32>(op)?;
+        let factor = match self.upstream {
+            Some(u) => of::<T>(self.scale) * u.host_slice::<T>(op)?[0],
+            None => of(self.scale),
+        };
+        Ok(host_output::<T>(vec![rows, classes], |d| {
+            cpu::loss::softmax_xent_bwd(ps, ls, rows, classes, factor, d)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [pb]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let op = self.op().name;
+        let dims = self.labelled.dims();
+        let lb = self.labelled.labels.gpu_buffer(op)?;
+        let ub = self.upstream.map(|u| u.gpu_buffer(op)).transpose()?;
+        on.output(vec![dims.0, dims.1], |d| {
+            cuda::loss::softmax_xent_bwd(on.gpu, pb, lb, dims, self.scale as f32, ub, d)
+        })
     }
 }
 
 /// (prediction − target)², elementwise, for two tensors of one shape, dtype and device.
 pub fn squared_error_fwd(prediction: &RawTensor, target: &RawTensor) -> Result<RawTensor> {
-    const OP: &str = "squared error";
-    check_pair(OP, prediction, target)?;
-    let shape = prediction.shape().to_vec();
-    match prediction.device() {
-        Device::Cpu => with_float!(OP, prediction, |T| {
-            let (ps, ts) = (prediction.host_slice::<T>(OP)?, target.host_slice::<T>(OP)?);
-            Ok(host_output::<T>(shape, |sq| {
-                cpu::loss::squared_error_fwd(ps, ts, sq)
-            }))
-        }),
-        _ => {
-            let (gpu, pb) = gpu_f32(OP, prediction)?;
-            let (_, tb) = gpu_f32(OP, target)?;
-            let n = prediction.numel();
-            gpu_output(&gpu, shape, DType::F32, |sq| {
-                cuda::loss::squared_error_fwd(&gpu, pb, tb, sq, n)
-            })
-        }
-    }
+    pair_fwd(PairLoss::SquaredError, [prediction, target])
 }
 
 /// dprediction = scale·(prediction − target) and, if `with_target_grad`, dtarget = −dprediction.
@@ -155,54 +229,14 @@ pub fn squared_error_bwd(
     factor: Factor,
     with_target_grad: bool,
 ) -> Result<(RawTensor, Option<RawTensor>)> {
-    const OP: &str = "squared error backward";
-    check_pair(OP, prediction, target)?;
-    factor.check(OP, prediction)?;
-    match prediction.device() {
-        Device::Cpu => with_float!(OP, prediction, |T| {
-            let scale = factor.on_host::<T>(OP)?;
-            host_pair_bwd::<T>(OP, prediction, target, with_target_grad, |p, t, dp, dt| {
-                cpu::loss::squared_error_bwd(p, t, scale, dp, dt)
-            })
-        }),
-        _ => {
-            let upstream = factor.device_address(OP)?;
-            let scale = factor.scale as f32;
-            gpu_pair_bwd(
-                OP,
-                prediction,
-                target,
-                with_target_grad,
-                |gpu, p, t, dp, dt, n| {
-                    cuda::loss::squared_error_bwd(gpu, p, t, scale, upstream, (dp, dt), n)
-                },
-            )
-        }
-    }
+    let inputs = [prediction, target];
+    pair_bwd(PairLoss::SquaredError, inputs, factor, with_target_grad)
 }
 
 /// max(z, 0) − z·t + ln(1 + e^−|z|), elementwise: binary cross-entropy of sigmoid(logits) against
 /// `targets` (one shape, dtype and device), stable for logits of any magnitude.
 pub fn bce_logits_fwd(logits: &RawTensor, targets: &RawTensor) -> Result<RawTensor> {
-    const OP: &str = "binary_cross_entropy_with_logits";
-    check_pair(OP, logits, targets)?;
-    let shape = logits.shape().to_vec();
-    match logits.device() {
-        Device::Cpu => with_float!(OP, logits, |T| {
-            let (zs, ts) = (logits.host_slice::<T>(OP)?, targets.host_slice::<T>(OP)?);
-            Ok(host_output::<T>(shape, |l| {
-                cpu::loss::bce_logits_fwd(zs, ts, l)
-            }))
-        }),
-        _ => {
-            let (gpu, zb) = gpu_f32(OP, logits)?;
-            let (_, tb) = gpu_f32(OP, targets)?;
-            let n = logits.numel();
-            gpu_output(&gpu, shape, DType::F32, |l| {
-                cuda::loss::bce_logits_fwd(&gpu, zb, tb, l, n)
-            })
-        }
-    }
+    pair_fwd(PairLoss::BceLogits, [logits, targets])
 }
 
 /// dlogits = scale·(sigmoid(z) − t) and, if `with_target_grad`, dtargets = −scale·z. The mean
@@ -213,59 +247,57 @@ pub fn bce_logits_bwd(
     factor: Factor,
     with_target_grad: bool,
 ) -> Result<(RawTensor, Option<RawTensor>)> {
-    const OP: &str = "binary_cross_entropy_with_logits backward";
-    check_pair(OP, logits, targets)?;
-    factor.check(OP, logits)?;
-    match logits.device() {
-        Device::Cpu => with_float!(OP, logits, |T| {
-            let scale = factor.on_host::<T>(OP)?;
-            host_pair_bwd::<T>(OP, logits, targets, with_target_grad, |z, t, dz, dt| {
-                cpu::loss::bce_logits_bwd(z, t, scale, dz, dt)
-            })
-        }),
-        _ => {
-            let upstream = factor.device_address(OP)?;
-            let scale = factor.scale as f32;
-            gpu_pair_bwd(
-                OP,
-                logits,
-                targets,
-                with_target_grad,
-                |gpu, z, t, dz, dt, n| {
-                    cuda::loss::bce_logits_bwd(gpu, z, t, scale, upstream, (dz, dt), n)
-                },
-            )
-        }
-    }
+    pair_bwd(
+        PairLoss::BceLogits,
+        [logits, targets],
+        factor,
+        with_target_grad,
+    )
 }
 
 /// scale·Σx² as a one-element tensor [1]; deterministic on every device (on a GPU: fixed per-block
 /// partial sums, then one block adds them).
 pub fn sum_squares(x: &RawTensor, scale: f64) -> Result<RawTensor> {
-    const OP: &str = "sum of squares";
-    match x.device() {
-        Device::Cpu => with_float!(OP, x, |T| {
-            let s = cpu::loss::sum_squares(x.host_slice::<T>(OP)?) * scale as T;
-            Ok(RawTensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
-        }),
-        _ => {
-            let (gpu, xb) = gpu_f32(OP, x)?;
-            let n = x.numel();
-            let blocks = cuda::loss::sum_squares_blocks(n);
-            let mut partial = gpu.alloc(blocks * 4)?;
-            cuda::loss::sum_squares(&gpu, xb, n, &mut partial)?;
-            gpu_output(&gpu, vec![1], DType::F32, |out| {
-                cuda::reduce::sum(&gpu, &partial, blocks, scale as f32, out)
-            })
-        }
+    run(
+        &SumSquares {
+            n: x.numel(),
+            scale,
+        },
+        [x],
+    )
+}
+
+struct SumSquares {
+    n: usize,
+    scale: f64,
+}
+
+impl Primitive<1> for SumSquares {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("sum of squares", &["sum_squares", "sum"])
+    }
+    fn check(&self, [x]: [&RawTensor; 1]) -> Result<()> {
+        refuse_16bit(self.op().name, x)
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        let s = cpu::loss::sum_squares(x) * of::<T>(self.scale);
+        Ok(RawTensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let blocks = cuda::loss::sum_squares_blocks(self.n);
+        let mut partial = on.gpu.alloc(blocks * 4)?;
+        cuda::loss::sum_squares(on.gpu, x, self.n, &mut partial)?;
+        on.output(vec![1], |out| {
+            cuda::reduce::sum(on.gpu, &partial, blocks, self.scale as f32, out)
+        })
     }
 }
 
-/// Two tensors of one shape, dtype and device, with at least one element (a mean of nothing is
-/// not a loss).
+/// Two tensors of one shape (the runner checks their device and dtype), f32 or f64, with at
+/// least one element (a mean of nothing is not a loss).
 fn check_pair(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
-    common_device(op, &[a, b])?;
-    b.expect_dtype(op, a.dtype())?;
+    refuse_16bit(op, a)?;
     b.expect_shape(op, a.shape())?;
     if a.numel() == 0 {
         return Err(invalid(
@@ -276,55 +308,118 @@ fn check_pair(op: &'static str, a: &RawTensor, b: &RawTensor) -> Result<()> {
     Ok(())
 }
 
-/// A backward over two same-shaped host tensors giving the first's gradient and, if asked, the
-/// second's.
-fn host_pair_bwd<T: Float + Element>(
-    op: &'static str,
-    a: &RawTensor,
-    b: &RawTensor,
-    with_b_grad: bool,
-    fill: impl FnOnce(&[T], &[T], &mut [T], Option<&mut [T]>),
-) -> Result<(RawTensor, Option<RawTensor>)> {
-    let (xa, xb) = (a.host_slice::<T>(op)?, b.host_slice::<T>(op)?);
-    let mut db = with_b_grad.then(|| vec![T::zero(); xb.len()]);
-    let da = host_output::<T>(a.shape().to_vec(), |da| fill(xa, xb, da, db.as_deref_mut()));
-    let db = db.map(|d| RawTensor::host(T::wrap(d), b.shape().to_vec(), T::DTYPE));
-    Ok((da, db))
+/// The elementwise losses of a prediction and a target of one shape: their kernels' signatures
+/// agree, so one forward and one backward primitive serve both.
+#[derive(Clone, Copy)]
+enum PairLoss {
+    SquaredError,
+    BceLogits,
 }
 
-/// The device form of [`host_pair_bwd`]: `launch(gpu, a, b, da, db, n)`.
-fn gpu_pair_bwd(
-    op: &'static str,
-    a: &RawTensor,
-    b: &RawTensor,
-    with_b_grad: bool,
-    launch: impl FnOnce(
-        &Gpu,
-        &GpuBuffer,
-        &GpuBuffer,
-        &mut GpuBuffer,
-        Option<&mut GpuBuffer>,
-        usize,
-    ) -> Result<()>,
-) -> Result<(RawTensor, Option<RawTensor>)> {
-    let (gpu, ab) = gpu_f32(op, a)?;
-    let (_, bb) = gpu_f32(op, b)?;
-    let n = a.numel();
-    let mut db = match with_b_grad {
-        true => Some(gpu.alloc(n * 4)?),
-        false => None,
-    };
-    let da = gpu_output(&gpu, a.shape().to_vec(), DType::F32, |da| {
-        launch(&gpu, ab, bb, da, db.as_mut(), n)
-    })?;
-    let db = db.map(|d| RawTensor::from_gpu(d, b.shape().to_vec(), DType::F32));
-    Ok((da, db))
+fn pair_fwd(loss: PairLoss, [a, b]: [&RawTensor; 2]) -> Result<RawTensor> {
+    run(&Pair(loss, a.shape()), [a, b])
 }
 
-/// Checks logits [rows, classes] and i32 labels [rows] with every label in 0..classes. Labels are
-/// few, so they are checked on the host: a bad label is an error, never an out-of-bounds read.
+fn pair_bwd(
+    loss: PairLoss,
+    [a, b]: [&RawTensor; 2],
+    factor: Factor,
+    with_b_grad: bool,
+) -> Result<(RawTensor, Option<RawTensor>)> {
+    let grad = PairGrad(Pair(loss, a.shape()), factor, with_b_grad);
+    Ok(run(&grad, [a, b])?.0)
+}
+
+/// A pair loss and the shape of its inputs.
+struct Pair<'a>(PairLoss, &'a [usize]);
+
+impl Primitive<2> for Pair<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        match self.0 {
+            PairLoss::SquaredError => Op::new("squared error", &["squared_error_fwd"]),
+            PairLoss::BceLogits => Op::new("binary_cross_entropy_with_logits", &["bce_logits_fwd"]),
+        }
+    }
+    fn check(&self, [a, b]: [&RawTensor; 2]) -> Result<()> {
+        check_pair(self.op().name, a, b)
+    }
+    fn cpu<T: HostFloat>(&self, [a, b]: [&[T]; 2]) -> Result<RawTensor> {
+        let &Pair(loss, shape) = self;
+        let loss = match loss {
+            PairLoss::SquaredError => cpu::loss::squared_error_fwd::<T>,
+            PairLoss::BceLogits => cpu::loss::bce_logits_fwd::<T>,
+        };
+        Ok(host_output::<T>(shape.to_vec(), |l| loss(a, b, l)))
+    }
+    fn gpu(&self, on: &OnGpu, [a, b]: [&GpuBuffer; 2]) -> Result<RawTensor> {
+        let &Pair(loss, shape) = self;
+        let loss = match loss {
+            PairLoss::SquaredError => cuda::loss::squared_error_fwd,
+            PairLoss::BceLogits => cuda::loss::bce_logits_fwd,
+        };
+        on.output(shape.to_vec(), |l| loss(on.gpu, a, b, l, numel(shape)))
+    }
+}
+
+/// A pair loss's backward: the factor of the gradients, and whether the second input's is wanted.
+struct PairGrad<'a>(Pair<'a>, Factor<'a>, bool);
+
+/// The first input's gradient and, if asked, the second's.
+type PairGrads = Kept<(RawTensor, Option<RawTensor>)>;
+
+impl Primitive<2> for PairGrad<'_> {
+    type Output = PairGrads;
+    fn op(&self) -> Op {
+        match self.0 .0 {
+            PairLoss::SquaredError => Op::new("squared error backward", &["squared_error_bwd"]),
+            PairLoss::BceLogits => Op::new(
+                "binary_cross_entropy_with_logits backward",
+                &["bce_logits_bwd"],
+            ),
+        }
+    }
+    fn check(&self, [a, b]: [&RawTensor; 2]) -> Result<()> {
+        check_pair(self.op().name, a, b)?;
+        self.1.check(self.op().name, a)
+    }
+    fn cpu<T: HostFloat>(&self, [a, b]: [&[T]; 2]) -> Result<PairGrads> {
+        let &PairGrad(Pair(loss, shape), factor, with_b_grad) = self;
+        let grads = match loss {
+            PairLoss::SquaredError => cpu::loss::squared_error_bwd::<T>,
+            PairLoss::BceLogits => cpu::loss::bce_logits_bwd::<T>,
+        };
+        let scale = factor.on_host::<T>(self.op().name)?;
+        let mut db = with_b_grad.then(|| vec![T::zero(); b.len()]);
+        let da = host_output::<T>(shape.to_vec(), |da| {
+            grads(a, b, scale, da, db.as_deref_mut())
+        });
+        let db = db.map(|d| RawTensor::host(T::wrap(d), shape.to_vec(), T::DTYPE));
+        Ok(Kept((da, db)))
+    }
+    fn gpu(&self, on: &OnGpu, [a, b]: [&GpuBuffer; 2]) -> Result<PairGrads> {
+        let &PairGrad(Pair(loss, shape), factor, with_b_grad) = self;
+        let grads = match loss {
+            PairLoss::SquaredError => cuda::loss::squared_error_bwd,
+            PairLoss::BceLogits => cuda::loss::bce_logits_bwd,
+        };
+        let n = numel(shape);
+        let (scale, upstream) = (factor.scale as f32, factor.device_address(self.op().name)?);
+        let mut db = match with_b_grad {
+            true => Some(on.gpu.alloc(n * 4)?),
+            false => None,
+        };
+        let da = on.output(shape.to_vec(), |da| {
+            grads(on.gpu, a, b, scale, upstream, (da, db.as_mut()), n)
+        })?;
+        let db = db.map(|d| RawTensor::from_gpu(d, shape.to_vec(), DType::F32));
+        Ok(Kept((da, db)))
+    }
+}
+
 /// Checks logits [rows, classes] and i32 labels [rows] on one device, and (reading the labels
-/// back) that every label lies in `0..classes`.
+/// back, as they are few) that every label lies in `0..classes`: a bad label is an error, never an
+/// out-of-bounds read.
 fn check_logits_and_labels(
     op: &'static str,
     logits: &RawTensor,
