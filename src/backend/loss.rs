@@ -1,25 +1,14 @@
 //! Loss primitives: softmax cross-entropy; elementwise squared error and binary cross-entropy on
 //! logits (their means are `backend::sum`); the sum of squares of the L2 penalty.
 
-use super::elementwise::of;
 use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
-use super::storage::{storage_format, StoredOutputs};
+use super::storage::{storage_format, Unrounded};
 use super::{common_device, host_output, Factor, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
 use crate::core::shape::numel;
 use crate::cpu;
 use crate::cuda::{self, GpuBuffer};
-
-/// Outputs handed back as computed, never rounded: f32 when the inputs were widened (a count of
-/// correct predictions), and the losses' pairs, whose inputs are never widened ([`refuse_16bit`]).
-struct Kept<O>(O);
-
-impl<O> StoredOutputs for Kept<O> {
-    fn stored(self, _: DType) -> Result<Self> {
-        Ok(self)
-    }
-}
 
 /// The losses and the penalty take f32 or f64 (`ops` widens 16-bit logits on the tape): a 16-bit
 /// input is refused, as the CPU and GPU arms refuse any type but theirs.
@@ -71,7 +60,7 @@ impl Labelled<'_> {
 struct SoftmaxXent<'a>(Labelled<'a>);
 
 impl Primitive<1> for SoftmaxXent<'_> {
-    type Output = Kept<(RawTensor, RawTensor)>;
+    type Output = Unrounded<(RawTensor, RawTensor)>;
     fn op(&self) -> Op {
         Op::new("softmax_cross_entropy", &["softmax_xent_fwd"])
     }
@@ -87,7 +76,7 @@ impl Primitive<1> for SoftmaxXent<'_> {
             cpu::loss::softmax_xent_fwd(zs, ls, rows, classes, p, &mut losses)
         });
         let losses = RawTensor::host(T::wrap(losses), vec![rows], T::DTYPE);
-        Ok(Kept((probs, losses)))
+        Ok(Unrounded((probs, losses)))
     }
     fn gpu(&self, on: &OnGpu, [zb]: [&GpuBuffer; 1]) -> Result<Self::Output> {
         let (rows, classes) = self.0.dims();
@@ -97,7 +86,7 @@ impl Primitive<1> for SoftmaxXent<'_> {
             cuda::loss::softmax_xent_fwd(on.gpu, zb, lb, rows, classes, p, &mut losses)
         })?;
         let losses = RawTensor::from_gpu(losses, vec![rows], DType::F32);
-        Ok(Kept((probs, losses)))
+        Ok(Unrounded((probs, losses)))
     }
 }
 
@@ -112,7 +101,7 @@ pub fn count_correct(logits: &RawTensor, labels: &RawTensor) -> Result<RawTensor
 struct CountCorrect<'a>(Labelled<'a>);
 
 impl Primitive<1> for CountCorrect<'_> {
-    type Output = Kept<RawTensor>;
+    type Output = Unrounded<RawTensor>;
     fn op(&self) -> Op {
         Op::new("count_correct", &["count_correct"])
     }
@@ -122,8 +111,8 @@ impl Primitive<1> for CountCorrect<'_> {
     fn cpu<T: HostFloat>(&self, [zs]: [&[T]; 1]) -> Result<Self::Output> {
         let ls = self.0.labels.host_slice::<i32>(self.op().name)?;
         let count = cpu::loss::count_correct(zs, ls, self.0.dims().1) as f64;
-        Ok(Kept(RawTensor::host(
-            T::wrap(vec![of(count)]),
+        Ok(Unrounded(RawTensor::host(
+            T::wrap(vec![T::of(count)]),
             vec![1],
             T::DTYPE,
         )))
@@ -134,7 +123,7 @@ impl Primitive<1> for CountCorrect<'_> {
         on.output(vec![1], |count| {
             cuda::loss::count_correct(on.gpu, zb, lb, rows, classes, count)
         })
-        .map(Kept)
+        .map(Unrounded)
     }
 }
 
@@ -198,8 +187,8 @@ impl Primitive<1> for SoftmaxXentGrad<'_> {
         let (rows, classes) = self.labelled.dims();
         let ls = self.labelled.labels.host_slice::<i32>(op)?;
         let factor = match self.upstream {
-            Some(u) => of::<T>(self.scale) * u.host_slice::<T>(op)?[0],
-            None => of(self.scale),
+            Some(u) => T::of(self.scale) * u.host_slice::<T>(op)?[0],
+            None => T::of(self.scale),
         };
         Ok(host_output::<T>(vec![rows, classes], |d| {
             cpu::loss::softmax_xent_bwd(ps, ls, rows, classes, factor, d)
@@ -281,7 +270,7 @@ impl Primitive<1> for SumSquares {
         refuse_16bit(self.op().name, x)
     }
     fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
-        let s = cpu::loss::sum_squares(x) * of::<T>(self.scale);
+        let s = cpu::loss::sum_squares(x) * T::of(self.scale);
         Ok(RawTensor::host(T::wrap(vec![s]), vec![1], T::DTYPE))
     }
     fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
@@ -366,7 +355,7 @@ impl Primitive<2> for Pair<'_> {
 struct PairGrad<'a>(Pair<'a>, Factor<'a>, bool);
 
 /// The first input's gradient and, if asked, the second's.
-type PairGrads = Kept<(RawTensor, Option<RawTensor>)>;
+type PairGrads = Unrounded<(RawTensor, Option<RawTensor>)>;
 
 impl Primitive<2> for PairGrad<'_> {
     type Output = PairGrads;
@@ -395,7 +384,7 @@ impl Primitive<2> for PairGrad<'_> {
             grads(a, b, scale, da, db.as_deref_mut())
         });
         let db = db.map(|d| RawTensor::host(T::wrap(d), shape.to_vec(), T::DTYPE));
-        Ok(Kept((da, db)))
+        Ok(Unrounded((da, db)))
     }
     fn gpu(&self, on: &OnGpu, [a, b]: [&GpuBuffer; 2]) -> Result<PairGrads> {
         let &PairGrad(Pair(loss, shape), factor, with_b_grad) = self;
@@ -413,7 +402,7 @@ impl Primitive<2> for PairGrad<'_> {
             grads(on.gpu, a, b, scale, upstream, (da, db.as_mut()), n)
         })?;
         let db = db.map(|d| RawTensor::from_gpu(d, shape.to_vec(), DType::F32));
-        Ok(Kept((da, db)))
+        Ok(Unrounded((da, db)))
     }
 }
 

@@ -7,9 +7,9 @@
 //! primitives take f32 (`ops` widens 16-bit logits on the tape), as do the optimizers and
 //! regularization, whose tensors are the f32 parameters.
 //!
-//! A primitive states the rule once, by running its body through [`in_storage`] (value outputs
-//! rounded back) or [`widen_only`] (outputs kept in f32); the body is its validation, CPU arm and
-//! GPU arm, written for the tensors it is given.
+//! The primitive runner ([`super::primitive::run`]) applies the rule to every primitive through
+//! [`in_storage`]; the primitive's output type says how each output comes back ([`StoredOutputs`]:
+//! a value rounded, an [`Index`] or an [`Unrounded`] output as computed).
 
 use super::cast::cast;
 use super::RawTensor;
@@ -69,7 +69,7 @@ impl StoredOutputs for RawTensor {
 pub(crate) struct Index(pub RawTensor);
 
 /// Outputs handed back as computed, in f32 when the inputs were widened (batch statistics, a bias
-/// gradient): the role of [`widen_only`] for primitives run by the runner.
+/// gradient): for primitives whose outputs are f32 whatever their inputs.
 pub(crate) struct Unrounded<O>(pub O);
 
 impl<O> StoredOutputs for Unrounded<O> {
@@ -109,19 +109,6 @@ pub(crate) fn in_storage_list<O: StoredOutputs>(
         (outputs, Some(format)) => outputs.stored(format),
         (outputs, None) => Ok(outputs),
     }
-}
-
-/// [`in_storage`] for the primitives whose outputs stay in f32 when they widen their inputs (an
-/// f32 bias gradient, f32 batch statistics, a count): nothing is rounded back.
-pub(crate) fn widen_only<const N: usize, O>(
-    kernels: &[&str],
-    inputs: [&RawTensor; N],
-    compute: impl FnOnce([&RawTensor; N]) -> Result<O>,
-) -> Result<O> {
-    let (outputs, _) = run(kernels, &inputs, |ts| {
-        compute(std::array::from_fn(|i| ts[i]))
-    })?;
-    Ok(outputs)
 }
 
 /// `compute` on `inputs`, widened when the rule says so, and the format it widened from.
@@ -196,11 +183,11 @@ mod tests {
     }
 
     #[test]
-    fn widen_only_leaves_its_outputs_in_f32() {
+    fn unrounded_outputs_stay_in_f32() {
         let x = bf16(&[BETWEEN, 2.0], Device::Cpu);
-        let y = widen_only(&["bias_grad"], [&x], |[x]| {
+        let Unrounded(y) = in_storage(&["bias_grad"], [&x], |[x]| {
             assert_eq!(x.dtype(), DType::F32);
-            RawTensor::from_vec(vec![BETWEEN], &[1], Device::Cpu)
+            RawTensor::from_vec(vec![BETWEEN], &[1], Device::Cpu).map(Unrounded)
         })
         .unwrap();
         assert_eq!(y.dtype(), DType::F32);
