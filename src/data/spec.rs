@@ -254,7 +254,7 @@ pub fn detect(path: &Path) -> Result<DatasetKind, DataError> {
         return Ok(DatasetKind::Folder);
     }
     Err(DataError::NotFound {
-        dataset: "a dataset",
+        dataset: "data",
         why: format!(
             "{} {}; looked for CIFAR-10 (data_batch_1.bin), CIFAR-100 (train.bin), MNIST-format \
              IDX files (train-images-idx3-ubyte[.gz], ...) and class folders of PNG/JPEG images \
