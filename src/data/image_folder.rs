@@ -385,10 +385,11 @@ pub fn load_image_folder(dir: &Path, options: &FolderOptions) -> Result<FileData
         return Err(invalid(
             "image cache",
             format!(
-                "{} images of up to {values_per_image} values ({side_w}x{side_h}) need about {} \
-                 in memory, more than the limit of {} ({limit_source}); kiln keeps the decoded \
-                 images in memory: pass a smaller --image-size, or a larger --cache-limit",
+                "{} images of {}x{side_h}x{side_w} need about {} in memory, more than the limit \
+                 of {} ({limit_source}); kiln keeps the decoded images in memory: pass a smaller \
+                 --image-size, or a larger --cache-limit",
                 all_files.len(),
+                options.channels.unwrap_or(3),
                 human_bytes(estimate),
                 human_bytes(limit)
             ),
