@@ -3,7 +3,9 @@
 //! Layout (all integers big-endian): a magic number `0x0000TTDD` where `TT` is the element type
 //! (`0x08` = unsigned byte, the only type read here) and `DD` the number of dimensions, then one
 //! u32 per dimension, then the elements in row-major order. Images are `0x00000803`
-//! (`[count, rows, cols]`), labels `0x00000801` (`[count]`).
+//! (`[count, rows, cols]`), labels `0x00000801` (`[count]`); images with channels, which kiln
+//! reads and writes with [`read_idx_samples`] and [`write_idx_samples`], are `0x00000804`
+//! (`[count, rows, cols, channels]`, channels last as numpy and PIL hold images, 1 or 3).
 //!
 //! A file whose first two bytes are the gzip magic `1f 8b` is decompressed on the fly, whatever
 //! its name. The reader checks the magic number, the dimensions, and that the content is exactly
