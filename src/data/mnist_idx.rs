@@ -74,6 +74,9 @@ fn parse_name(base: &str) -> Option<(String, Role, Part)> {
     None
 }
 
+/// The files found for one prefix, by split and part.
+type FilesOf = BTreeMap<(Role, Part), PathBuf>;
+
 /// The four files of one IDX dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxFiles {
@@ -113,7 +116,7 @@ pub fn find_idx_files(path: &Path) -> Result<IdxFiles, DataError> {
         }
     };
     // (prefix) -> (role, part) -> path; a .gz file wins over a raw one of the same name.
-    let mut found: BTreeMap<String, BTreeMap<(Role, Part), PathBuf>> = BTreeMap::new();
+    let mut found: BTreeMap<String, FilesOf> = BTreeMap::new();
     let entries = std::fs::read_dir(&dir).map_err(io_error(&dir))?;
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -137,7 +140,7 @@ pub fn find_idx_files(path: &Path) -> Result<IdxFiles, DataError> {
             slot.insert((role, part), dir.join(name));
         }
     }
-    let complete: Vec<(&String, &BTreeMap<(Role, Part), PathBuf>)> =
+    let complete: Vec<(&String, &FilesOf)> =
         found.iter().filter(|(_, files)| files.len() == 4).collect();
     match complete[..] {
         [(prefix, files)] => {
