@@ -597,7 +597,7 @@ fn malformed_image_folders_name_the_file_or_folder() {
 }
 
 #[test]
-fn detection_refuses_a_folder_of_nothing_it_reads() {
+fn detection_tells_the_formats_apart() {
     let dir = TempDir::new("detect");
     std::fs::write(dir.path("readme.txt"), "hello").unwrap();
     let e = err_text(detect(&dir.0));
@@ -605,17 +605,35 @@ fn detection_refuses_a_folder_of_nothing_it_reads() {
         e.contains("holds none of the formats") && e.contains("--dataset"),
         "{e}"
     );
-    write_idx_set(&dir.0, "", "-", [1, 8, 8], 3, (4, 2), true);
-    assert_eq!(detect(&dir.0).unwrap(), DatasetKind::MnistIdx);
-    let fashion = dir.path("fashion-mnist");
-    std::fs::create_dir_all(&fashion).unwrap();
-    let fm = TempDir::new("detect-fm");
-    write_idx_set(&fm.0, "", "-", [1, 28, 28], 10, (4, 2), true);
-    for e in std::fs::read_dir(&fm.0).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), fashion.join(e.file_name())).unwrap();
+    // Fashion-MNIST's (and MNIST's) file names: Fashion-MNIST, as `--data DIR` always meant,
+    // unless the folder is named for another MNIST.
+    let plain = dir.path("plain");
+    let mnist = dir.path("mnist");
+    let nested = dir.path("nested");
+    for d in [&plain, &mnist, &nested.join("fashion-mnist")] {
+        std::fs::create_dir_all(d).unwrap();
+        write_idx_set(d, "", "-", [1, 28, 28], 10, (4, 2), true);
     }
-    assert_eq!(detect(&dir.0).unwrap(), DatasetKind::FashionMnist);
+    assert_eq!(detect(&plain).unwrap(), DatasetKind::FashionMnist);
+    assert_eq!(detect(&nested).unwrap(), DatasetKind::FashionMnist);
+    assert_eq!(detect(&mnist).unwrap(), DatasetKind::MnistIdx);
+    // Other IDX names (a prefix, a `.` before idx, idx4 images) are mnist-idx wherever they are.
+    let emnist = dir.path("emnist");
+    std::fs::create_dir_all(&emnist).unwrap();
+    write_idx_set(
+        &emnist,
+        "emnist-digits-",
+        "-",
+        [1, 28, 28],
+        10,
+        (4, 2),
+        true,
+    );
+    assert_eq!(detect(&emnist).unwrap(), DatasetKind::MnistIdx);
+    let rgb = dir.path("rgb");
+    std::fs::create_dir_all(&rgb).unwrap();
+    write_idx_set(&rgb, "", ".", [3, 8, 8], 2, (4, 2), false);
+    assert_eq!(detect(&rgb).unwrap(), DatasetKind::MnistIdx);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -784,9 +802,12 @@ fn kiln_trains_and_evaluates_an_image_folder_of_8x8_images() {
 #[test]
 fn kiln_trains_and_evaluates_mnist_idx_of_8x8_images_detected() {
     let dir = TempDir::new("cli-idx");
-    write_idx_set(&dir.0, "", "-", [1, 8, 8], 5, (40, 10), true);
-    // No --dataset: detected from the files.
-    let text = train_and_eval(&dir.0, &dir.path("run"), &["--model", "resnet20"]);
+    let data = dir.path("kmnist");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx_set(&data, "", "-", [1, 8, 8], 5, (40, 10), true);
+    // No --dataset: detected from the files (in a folder named for an MNIST other than
+    // Fashion-MNIST, whose file names are the same).
+    let text = train_and_eval(&data, &dir.path("run"), &["--model", "resnet20"]);
     assert!(text.contains("data: mnist-idx at"), "{text}");
     assert!(
         text.contains("40 training and 10 test samples of 1x8x8, 5 classes"),

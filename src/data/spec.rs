@@ -6,8 +6,11 @@
 //! Detection (`--dataset` omitted), in this order:
 //! 1. `data_batch_1.bin` in `PATH` or `PATH/cifar-10-batches-bin`: `cifar10`;
 //! 2. `train.bin` in `PATH` or `PATH/cifar-100-binary`: `cifar100`;
-//! 3. the four Fashion-MNIST file names in `PATH/fashion-mnist`, or in `PATH` when its name
-//!    contains "fashion": `fashion-mnist` (so the class names are the clothes');
+//! 3. the four Fashion-MNIST file names (`train-images-idx3-ubyte[.gz]`, ...) in
+//!    `PATH/fashion-mnist`, or in `PATH` unless its name says it is another MNIST
+//!    (contains "mnist" but not "fashion", e.g. `mnist`, `kmnist`): `fashion-mnist`, as
+//!    `--data DIR` always meant (MNIST's files have the same names: `--dataset mnist-idx`, or a
+//!    folder named for it, reads them with numbered classes);
 //! 4. any other MNIST-format IDX files ([`find_idx_files`]): `mnist-idx`;
 //! 5. sub-folders holding PNG or JPEG files: `folder`.
 //!
@@ -240,11 +243,11 @@ pub fn detect(path: &Path) -> Result<DatasetKind, DataError> {
     if cifar100_dir(path).is_some() {
         return Ok(DatasetKind::Cifar100);
     }
-    let named_fashion = path
+    let name = path
         .file_name()
-        .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("fashion"));
-    if has_fashion_files(&path.join("fashion-mnist")) || (named_fashion && has_fashion_files(path))
-    {
+        .map_or(String::new(), |n| n.to_string_lossy().to_lowercase());
+    let other_mnist = name.contains("mnist") && !name.contains("fashion");
+    if has_fashion_files(&path.join("fashion-mnist")) || (!other_mnist && has_fashion_files(path)) {
         return Ok(DatasetKind::FashionMnist);
     }
     if find_idx_files(path).is_ok() {
