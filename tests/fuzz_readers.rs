@@ -1,4 +1,5 @@
-//! Property tests for every file reader kiln has: IDX images and labels (raw and gzip), safetensors
+//! Property tests for every file reader kiln has: IDX images and labels (raw and gzip), CIFAR
+//! binaries, safetensors
 //! checkpoints with their metadata, and metrics.csv. Each is fed valid files with random contents
 //! and then mutated bytes (truncations, bit flips, huge counts, wrong magics, trailing bytes): the
 //! answer is an error every time the file is not what its header says, never a panic; a reader
@@ -13,7 +14,9 @@ use std::path::Path;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use kiln::data::{read_idx_images, read_idx_labels, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC};
+use kiln::data::{
+    read_cifar_file, read_idx_images, read_idx_labels, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
+};
 use kiln::train::{
     load_checkpoint, load_run_checkpoint, read_metrics_csv, save_checkpoint, METRICS_HEADER,
 };
@@ -112,6 +115,50 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 
 proptest! {
     #![proptest_config(config())]
+
+    #[test]
+    fn cifar_files_are_read_exactly_or_refused(
+        records in 0usize..4,
+        coarse in any::<bool>(),
+        cut in 0usize..3074,
+        flip in any::<prop::sample::Index>(),
+        seed in any::<u8>(),
+    ) {
+        // CIFAR-100 records (2 label bytes) of valid labels, then one byte rewritten and the file
+        // cut by `cut` bytes.
+        let record = 3074;
+        let mut bytes: Vec<u8> = (0..records * record)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        for r in 0..records {
+            bytes[r * record] %= 20;
+            bytes[r * record + 1] %= 100;
+        }
+        if !bytes.is_empty() {
+            let i = flip.index(bytes.len());
+            bytes[i] = bytes[i].wrapping_add(seed | 1);
+        }
+        bytes.truncate(bytes.len().saturating_sub(cut));
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "train.bin", &bytes);
+        let (at, classes) = if coarse { (0, 20) } else { (1, 100) };
+        let whole = !bytes.is_empty() && bytes.len() % record == 0;
+        let labels_ok = bytes.chunks(record).all(|r| (r[at] as usize) < classes);
+        match read_cifar_file(&path, 2, at, classes, "label") {
+            Ok(read) => {
+                prop_assert!(whole && labels_ok);
+                prop_assert_eq!(read.len(), bytes.len() / record);
+                for (k, r) in bytes.chunks(record).enumerate() {
+                    prop_assert_eq!(read.labels[k], r[at] as i32);
+                    prop_assert_eq!(&read.pixels[k * 3072..(k + 1) * 3072], &r[2..]);
+                }
+            }
+            Err(e) => {
+                prop_assert!(!(whole && labels_ok), "refused a valid file: {e}");
+                prop_assert!(e.to_string().contains("train.bin"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn idx_images_are_read_exactly_or_refused(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use kiln::data::FashionMnist;
+use kiln::data::{detect, parse_size, CifarLabels, DataSpec, DatasetKind};
 use kiln::nn::{summarize, Architecture, Module};
 use kiln::train::{self, evaluate_checkpoint, OptimizerKind, Precision, ScheduleKind, TrainConfig};
 use kiln::{cuda, selftest, Device};
@@ -17,6 +17,16 @@ use kiln::{cuda, selftest, Device};
 /// `--device`: clap reports a bad value with the flag and kiln's list of spellings.
 fn device_flag(name: &str) -> Result<Device, String> {
     Device::parse(name).map_err(|e| e.to_string())
+}
+
+/// `--input 3x32x32`.
+fn shape_flag(text: &str) -> Result<[usize; 3], String> {
+    let dims: Vec<usize> = text
+        .split(['x', 'X'])
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{text:?} is not CxHxW (e.g. 3x32x32)"))?;
+    <[usize; 3]>::try_from(dims).map_err(|_| format!("{text:?} is not CxHxW (e.g. 3x32x32)"))
 }
 
 fn kernels_flag(list: &str) -> Result<cuda::KernelPolicy, String> {
@@ -36,13 +46,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a network on Fashion-MNIST; writes checkpoints, metrics.csv and plots to --out.
+    /// Train a network (on Fashion-MNIST, CIFAR-10/100, IDX files or an image folder: --dataset,
+    /// --data); writes checkpoints, metrics.csv and plots to --out.
     Train(Box<TrainArgs>),
-    /// Evaluate a checkpoint on the Fashion-MNIST test set and print the confusion matrix.
+    /// Evaluate a checkpoint on the test set of the data it was trained on (recorded in the
+    /// checkpoint, or --dataset/--data) and print the confusion matrix.
     Eval {
         /// A checkpoint written by `kiln train` (e.g. runs/latest/best.safetensors).
         checkpoint: PathBuf,
-        /// Fashion-MNIST directory (default: $KILN_DATA, then /usr/share/datasets/fashion-mnist).
+        /// The dataset's kind (default: the one the checkpoint records, else detected from --data).
+        #[arg(long, value_enum)]
+        dataset: Option<DatasetKind>,
+        /// The dataset's folder (default: the one the checkpoint records; for Fashion-MNIST
+        /// without one, $KILN_DATA, then /usr/share/datasets/fashion-mnist).
         #[arg(long)]
         data: Option<PathBuf>,
         /// cpu, cuda, cuda:N, emulated or auto.
@@ -54,6 +70,12 @@ enum Command {
         /// lenet5, lenet5-classic, vgg or resnet20.
         #[arg(value_enum)]
         model: Architecture,
+        /// The sample shape CxHxW the model is built for (default Fashion-MNIST's 1x28x28).
+        #[arg(long, value_parser = shape_flag, default_value = "1x28x28")]
+        input: [usize; 3],
+        /// The number of classes.
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
     },
     /// Devices, driver, memory, and whether the CUDA kernels were compiled into this build.
     Info,
@@ -122,9 +144,31 @@ struct TrainArgs {
     /// Random restarts: train from this many seeds and keep the best by validation accuracy.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     restarts: usize,
-    /// Fashion-MNIST directory (default: $KILN_DATA, then /usr/share/datasets/fashion-mnist).
+    /// The data's format: fashion-mnist, mnist-idx (MNIST-format IDX files: MNIST, KMNIST, EMNIST,
+    /// your own), cifar10, cifar100 (binary versions) or folder (DIR/train/CLASS/*.png|jpg and
+    /// DIR/test/CLASS/..., or DIR/CLASS/... with --val-fraction of each class held out as the test
+    /// set). Default: detected from what is in --data; Fashion-MNIST without --data.
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetKind>,
+    /// The dataset's folder (for Fashion-MNIST the default is $KILN_DATA, then
+    /// /usr/share/datasets/fashion-mnist; for IDX files, DIR/PREFIX picks e.g. emnist-balanced).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// CIFAR-100's labels: fine (100 classes, the default) or coarse (20 superclasses).
+    #[arg(long, value_enum)]
+    labels: Option<CifarLabels>,
+    /// Image folders: resize the shorter side to N (bilinear) and center-crop NxN. Without it
+    /// every image must have the same size.
+    #[arg(long, value_name = "N")]
+    image_size: Option<usize>,
+    /// Image folders: 1 (greyscale) or 3 (RGB) channels; default 1 when every image is greyscale,
+    /// else 3.
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Image folders: the most memory the decoded images may take, e.g. 4G (default: half of
+    /// the available memory); kiln keeps them in memory and refuses a folder that needs more.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    cache_limit: Option<u64>,
     /// Output directory for checkpoints, metrics.csv, curves.png and filters.png.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
@@ -236,6 +280,9 @@ fn resume_command(args: &TrainArgs) -> String {
         }
     };
     let mut command = format!("kiln train --resume --out {}", quote(&args.out));
+    if let Some(kind) = args.dataset {
+        command.push_str(&format!(" --dataset {}", kind.name()));
+    }
     if let Some(data) = &args.data {
         command.push_str(&format!(" --data {}", quote(data)));
     }
@@ -271,8 +318,18 @@ fn run_train(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> CliResult {
             config.precision.name()
         );
     }
-    let mnist = FashionMnist::load(args.data.as_deref())?;
-    let summary = match train::train(&config, &mnist) {
+    let spec = train_data_spec(args, &config)?;
+    println!("data: {spec}");
+    let data = spec.load(args.cache_limit)?;
+    let [c, h, w] = data.sample_shape();
+    println!(
+        "{}: {} training and {} test samples of {c}x{h}x{w}, {} classes",
+        data.name,
+        data.train.len(),
+        data.test.len(),
+        data.num_classes()
+    );
+    let summary = match train::train(&config, &data) {
         Err(e @ train::TrainError::Interrupted { last_epoch, .. }) => {
             let hint = match last_epoch {
                 Some(_) => format!("resume with: {}", resume_command(args)),
@@ -303,12 +360,92 @@ fn run_train(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> CliResult {
     Ok(())
 }
 
+/// The data `kiln train` reads: --dataset (or the kind detected in --data) with its options; when
+/// resuming without either, the data the checkpoint records.
+fn train_data_spec(
+    args: &TrainArgs,
+    config: &TrainConfig,
+) -> Result<DataSpec, Box<dyn std::error::Error>> {
+    if config.resume && args.dataset.is_none() && args.data.is_none() {
+        let last = train::RunFiles::new(&config.out).last;
+        let (_, meta) = train::load_run_checkpoint(&last)?;
+        if let Some(origin) = meta.dataset.origin {
+            return Ok(origin);
+        }
+    }
+    let kind = match (args.dataset, &args.data) {
+        (Some(kind), _) => kind,
+        (None, Some(path)) => detect(path)?,
+        (None, None) => DatasetKind::FashionMnist,
+    };
+    let mut spec = DataSpec::new(kind, args.data.as_deref());
+    let refuse = |flag: &str, applies: &str| -> Result<(), Box<dyn std::error::Error>> {
+        Err(format!(
+            "{flag} applies to --dataset {applies}, and the data is {}",
+            kind.name()
+        )
+        .into())
+    };
+    if let Some(labels) = args.labels {
+        if kind != DatasetKind::Cifar100 {
+            refuse("--labels", "cifar100")?;
+        }
+        spec.labels = labels;
+    }
+    for (flag, given) in [
+        ("--image-size", args.image_size.is_some()),
+        ("--channels", args.channels.is_some()),
+        ("--cache-limit", args.cache_limit.is_some()),
+    ] {
+        if given && kind != DatasetKind::Folder {
+            refuse(flag, "folder")?;
+        }
+    }
+    if kind == DatasetKind::Folder {
+        spec.image_size = args.image_size;
+        spec.channels = args.channels;
+        spec.test_fraction = Some(config.val_fraction);
+    }
+    Ok(spec)
+}
+
+/// The data `kiln eval` reads: the checkpoint's recorded data, with --dataset and --data
+/// replacing its kind or path (the recorded options are kept for the same kind).
+fn eval_data_spec(
+    recorded: Option<DataSpec>,
+    dataset: Option<DatasetKind>,
+    data: Option<&std::path::Path>,
+) -> Result<DataSpec, Box<dyn std::error::Error>> {
+    let kind = match (dataset, data, &recorded) {
+        (Some(kind), _, _) => kind,
+        (None, _, Some(spec)) => spec.kind,
+        (None, Some(path), None) => detect(path)?,
+        (None, None, None) => DatasetKind::FashionMnist,
+    };
+    let mut spec = match recorded {
+        Some(spec) if spec.kind == kind => spec,
+        _ => DataSpec::new(kind, None),
+    };
+    if let Some(path) = data {
+        spec.path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    }
+    Ok(spec)
+}
+
 /// `kiln eval`: the checkpoint's model, built and normalized from the dataset description it
-/// records, on the Fashion-MNIST test set.
-fn run_eval(checkpoint: &PathBuf, data: Option<&std::path::Path>, device: Device) -> CliResult {
+/// records, on the test set of its data (or of --dataset/--data).
+fn run_eval(
+    checkpoint: &PathBuf,
+    dataset: Option<DatasetKind>,
+    data: Option<&std::path::Path>,
+    device: Device,
+) -> CliResult {
     device.check_available()?;
-    let mnist = FashionMnist::load(data)?;
-    let result = evaluate_checkpoint(checkpoint, mnist.test()?, device)?;
+    let (_, meta) = train::load_run_checkpoint(checkpoint)?;
+    let spec = eval_data_spec(meta.dataset.origin, dataset, data)?;
+    println!("data: {spec}");
+    let test = spec.load(None)?.test()?;
+    let result = evaluate_checkpoint(checkpoint, test, device)?;
     let eval = &result.evaluation;
     println!("{}", result.confusion);
     println!(
@@ -320,10 +457,8 @@ fn run_eval(checkpoint: &PathBuf, data: Option<&std::path::Path>, device: Device
     Ok(())
 }
 
-/// `kiln summary`: the model for Fashion-MNIST's samples and classes.
-fn run_summary(arch: Architecture) -> CliResult {
-    let input = FashionMnist::IMAGE_SHAPE;
-    let classes = FashionMnist::NUM_CLASSES;
+/// `kiln summary`: the model for samples of `input` ([C, H, W]) and `classes` classes.
+fn run_summary(arch: Architecture, input: [usize; 3], classes: usize) -> CliResult {
     let mut net = arch.build_for(input, classes, 0, Device::Cpu)?;
     let [c, h, w] = input;
     println!("{} for {c}x{h}x{w} inputs, {classes} classes", arch.name());
@@ -484,10 +619,15 @@ fn main() -> ExitCode {
         }),
         Command::Eval {
             checkpoint,
+            dataset,
             data,
             device,
-        } => run_eval(checkpoint, data.as_deref(), *device),
-        Command::Summary { model } => run_summary(*model),
+        } => run_eval(checkpoint, *dataset, data.as_deref(), *device),
+        Command::Summary {
+            model,
+            input,
+            classes,
+        } => run_summary(*model, *input, *classes),
         Command::Info => run_info(),
         Command::Selftest { device, json } => {
             return match run_selftest(device, json.as_deref()) {

@@ -55,6 +55,20 @@ pub enum DataError {
         why: String,
     },
 
+    /// One sample (record, image) of a file is wrong: a label out of range, a record cut short,
+    /// an image of another size or with other channels than the rest.
+    #[error("{}: sample {index}: {why}", .path.display())]
+    Sample {
+        path: PathBuf,
+        index: usize,
+        why: String,
+    },
+
+    /// A file or folder is not what its format needs: a corrupt image, an empty class folder, a
+    /// class-names file with the wrong number of names.
+    #[error("{}: {why}", .path.display())]
+    BadFile { path: PathBuf, why: String },
+
     /// Two pieces of data that must agree do not (image and label counts, labels out of range).
     #[error("{what}: {why}")]
     Mismatch { what: String, why: String },
@@ -86,6 +100,14 @@ impl From<crate::Error> for DataError {
 pub(crate) fn invalid(what: &'static str, why: impl Into<String>) -> DataError {
     DataError::InvalidArgument {
         what,
+        why: why.into(),
+    }
+}
+
+/// Shorthand for a [`DataError::BadFile`].
+pub(crate) fn bad_file(path: impl Into<PathBuf>, why: impl Into<String>) -> DataError {
+    DataError::BadFile {
+        path: path.into(),
         why: why.into(),
     }
 }

@@ -13,6 +13,7 @@ use super::dataset::{Dataset, Normalization, Splits};
 use super::error::DataError;
 use super::idx::{read_idx_images, read_idx_labels, IdxImages};
 use super::info::{DatasetInfo, DatasetProvider, DescribedSplits, Sources};
+use super::spec::{DataSpec, DatasetKind};
 
 /// The environment variable naming the data directory.
 pub const DATA_ENV: &str = "KILN_DATA";
@@ -158,6 +159,7 @@ impl FashionMnist {
             class_names: FASHION_MNIST_CLASSES.map(String::from).to_vec(),
             normalization,
             sources,
+            origin: None,
         }
     }
 }
@@ -170,7 +172,8 @@ impl DatasetProvider for FashionMnist {
             train: self.paths[0].display().to_string(),
             test: self.paths[2].display().to_string(),
         };
-        let info = FashionMnist::info(splits.normalization.clone(), sources);
+        let mut info = FashionMnist::info(splits.normalization.clone(), sources);
+        info.origin = Some(DataSpec::new(DatasetKind::FashionMnist, Some(&self.dir)));
         info.check(&splits.train)?;
         Ok(DescribedSplits { info, splits })
     }

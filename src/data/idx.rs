@@ -3,7 +3,9 @@
 //! Layout (all integers big-endian): a magic number `0x0000TTDD` where `TT` is the element type
 //! (`0x08` = unsigned byte, the only type read here) and `DD` the number of dimensions, then one
 //! u32 per dimension, then the elements in row-major order. Images are `0x00000803`
-//! (`[count, rows, cols]`), labels `0x00000801` (`[count]`).
+//! (`[count, rows, cols]`), labels `0x00000801` (`[count]`); images with channels, which kiln
+//! reads and writes with [`read_idx_samples`] and [`write_idx_samples`], are `0x00000804`
+//! (`[count, rows, cols, channels]`, channels last as numpy and PIL hold images, 1 or 3).
 //!
 //! A file whose first two bytes are the gzip magic `1f 8b` is decompressed on the fly, whatever
 //! its name. The reader checks the magic number, the dimensions, and that the content is exactly
@@ -24,6 +26,10 @@ use super::error::{invalid, io_error, DataError};
 pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX file of unsigned-byte labels `[count]`.
 pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// Magic number of an IDX file of unsigned-byte images with channels,
+/// `[count, rows, cols, channels]` (channels last, as numpy and PIL hold images).
+pub const IDX_IMAGES4_MAGIC: u32 = 0x0000_0804;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// The IDX element type code of unsigned bytes.
@@ -55,6 +61,118 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
         cols,
         pixels,
     })
+}
+
+/// Images of any size with 1 or 3 channels, as [`read_idx_samples`] returns them: `count` samples
+/// of `shape = [C, H, W]`, pixels `[count, C, H, W]` row-major (channels first, as kiln trains).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxSamples {
+    pub count: usize,
+    pub shape: [usize; 3],
+    pub pixels: Vec<u8>,
+}
+
+/// Reads the images of an IDX file of any size: `[count, rows, cols]` (magic `0x00000803`,
+/// greyscale, as MNIST, KMNIST, EMNIST and Fashion-MNIST) or `[count, rows, cols, channels]`
+/// (magic `0x00000804`, channels last, with 1 or 3 channels), raw or gzip-compressed. The pixels
+/// come back channels first (`[count, C, H, W]`).
+pub fn read_idx_samples(path: &Path) -> Result<IdxSamples, DataError> {
+    let (dims, pixels) =
+        read_idx_u8_of_ranks(path, &[IDX_IMAGES_MAGIC, IDX_IMAGES4_MAGIC], "images")?;
+    let bad_dims = |why: String| DataError::BadDims {
+        path: path.to_path_buf(),
+        dims: dims.clone(),
+        why,
+    };
+    let (count, h, w, c) = match dims[..] {
+        [n, h, w] => (n, h, w, 1),
+        [n, h, w, c] => (n, h, w, c),
+        _ => return Err(bad_dims("images are 3- or 4-dimensional".into())),
+    };
+    if h == 0 || w == 0 {
+        return Err(bad_dims(
+            "images must have at least one row and one column".into(),
+        ));
+    }
+    if c != 1 && c != 3 {
+        return Err(bad_dims(format!(
+            "a 4-dimensional IDX image file is [count, rows, cols, channels] (channels last) \
+             with 1 or 3 channels; found {c} channels"
+        )));
+    }
+    let pixels = if c == 1 {
+        pixels
+    } else {
+        // [n, h, w, c] -> [n, c, h, w].
+        let plane = h * w;
+        let mut out = vec![0u8; pixels.len()];
+        for (src, dst) in pixels
+            .chunks_exact(plane * c)
+            .zip(out.chunks_exact_mut(plane * c))
+        {
+            for (p, px) in src.chunks_exact(c).enumerate() {
+                for (ch, &v) in px.iter().enumerate() {
+                    dst[ch * plane + p] = v;
+                }
+            }
+        }
+        out
+    };
+    Ok(IdxSamples {
+        count,
+        shape: [c, h, w],
+        pixels,
+    })
+}
+
+/// Writes `samples` as [`read_idx_samples`] reads them: a 3-dimensional file for one channel, a
+/// 4-dimensional channels-last file otherwise; gzip-compressed when `gzip` is true.
+pub fn write_idx_samples(path: &Path, samples: &IdxSamples, gzip: bool) -> Result<(), DataError> {
+    let [c, h, w] = samples.shape;
+    let plane = h * w;
+    let expected = samples
+        .count
+        .checked_mul(c)
+        .and_then(|n| n.checked_mul(plane));
+    if expected != Some(samples.pixels.len()) || plane == 0 {
+        return Err(invalid(
+            "IDX samples",
+            format!(
+                "{} pixels do not fill {} samples of {:?}",
+                samples.pixels.len(),
+                samples.count,
+                samples.shape
+            ),
+        ));
+    }
+    if c == 1 {
+        return write_idx_u8(
+            path,
+            IDX_IMAGES_MAGIC,
+            &[samples.count, h, w],
+            &samples.pixels,
+            gzip,
+        );
+    }
+    let mut hwc = vec![0u8; samples.pixels.len()];
+    for (src, dst) in samples
+        .pixels
+        .chunks_exact(plane * c)
+        .zip(hwc.chunks_exact_mut(plane * c))
+    {
+        for ch in 0..c {
+            for p in 0..plane {
+                dst[p * c + ch] = src[ch * plane + p];
+            }
+        }
+    }
+    write_idx_u8(
+        path,
+        IDX_IMAGES4_MAGIC,
+        &[samples.count, h, w, c],
+        &hwc,
+        gzip,
+    )
 }
 
 /// Reads an IDX label file (`0x00000801`, u8, 1-d), raw or gzip-compressed.
@@ -172,9 +290,20 @@ fn read_idx_u8(
     magic: u32,
     kind: &'static str,
 ) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    read_idx_u8_of_ranks(path, &[magic], kind)
+}
+
+/// [`read_idx_u8`] for a file that may have any of the magic numbers `magics` (unsigned bytes of
+/// one of several ranks); the first is named when the file has none of them.
+fn read_idx_u8_of_ranks(
+    path: &Path,
+    magics: &[u32],
+    kind: &'static str,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
     let (mut r, gzip) = open_maybe_gzip(path)?;
-    let ndims = (magic & 0xff) as usize;
-    let header_len = 4 + 4 * ndims as u64;
+    let magic = magics[0];
+    let mut ndims = (magic & 0xff) as usize;
+    let mut header_len = 4 + 4 * ndims as u64;
     let length_error = |expected: u64, actual: u64, layout: String| DataError::Length {
         path: path.to_path_buf(),
         expected,
@@ -208,7 +337,10 @@ fn read_idx_u8(
         ));
     }
     let found = u32::from_be_bytes(head);
-    if found != magic {
+    if magics.contains(&found) {
+        ndims = (found & 0xff) as usize;
+        header_len = 4 + 4 * ndims as u64;
+    } else {
         let why = if head[0] != 0 || head[1] != 0 {
             format!("not an IDX file of {kind} (an IDX file starts with two zero bytes)")
         } else if head[2] != TYPE_U8 {
@@ -218,9 +350,11 @@ fn read_idx_u8(
                 type_name(head[2])
             )
         } else {
+            let ranks: Vec<String> = magics.iter().map(|m| (m & 0xff).to_string()).collect();
             format!(
-                "{}-dimensional IDX data, but {kind} must be {ndims}-dimensional",
-                head[3]
+                "{}-dimensional IDX data, but {kind} must be {}-dimensional",
+                head[3],
+                ranks.join(" or ")
             )
         };
         return Err(DataError::BadMagic {

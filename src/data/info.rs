@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::{Dataset, Normalization, Splits};
 use super::error::{invalid, DataError};
+use super::spec::DataSpec;
 
 /// Where a dataset's training and test samples came from (file paths, or a note for data built
 /// in memory); error messages about an empty split name these.
@@ -27,6 +28,10 @@ pub struct DatasetInfo {
     /// Fitted on the training split and applied to every split (and to data evaluated later).
     pub normalization: Normalization,
     pub sources: Sources,
+    /// How to read this dataset again (its kind, path and options), for data read from files;
+    /// `None` for data built in memory and in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<DataSpec>,
 }
 
 impl DatasetInfo {
@@ -44,6 +49,7 @@ impl DatasetInfo {
             class_names,
             normalization: splits.normalization.clone(),
             sources,
+            origin: None,
         };
         info.check(&splits.train)?;
         Ok(info)

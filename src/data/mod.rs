@@ -1,5 +1,6 @@
-//! Datasets and data loading: IDX files, Fashion-MNIST, mini-batches, augmentation, and the
-//! [`DatasetInfo`] description every provider of splits gives the trainer.
+//! Datasets and data loading: IDX files (MNIST and its kin, Fashion-MNIST), CIFAR-10/100 binaries,
+//! image folders, format detection ([`DataSpec`], [`detect`]), mini-batches, augmentation, and
+//! the [`DatasetInfo`] description every provider of splits gives the trainer.
 //!
 //! ```no_run
 //! use kiln::data::{Augment, DataLoader, FashionMnist};
@@ -18,14 +19,23 @@
 //! ```
 
 mod augment;
+mod cifar;
 mod dataset;
 mod error;
 mod fashion_mnist;
 mod idx;
+mod image_folder;
 mod info;
 mod loader;
+mod mnist_idx;
+mod samples;
+mod spec;
 
 pub use augment::{hflip, shift, Augment};
+pub use cifar::{
+    cifar100_dir, cifar10_dir, load_cifar10, load_cifar100, read_cifar_file, CIFAR10_CLASSES,
+    CIFAR_IMAGE_SHAPE,
+};
 pub use dataset::{split_indices, Dataset, Normalization, Splits};
 pub use error::DataError;
 pub use fashion_mnist::{
@@ -33,8 +43,15 @@ pub use fashion_mnist::{
     FASHION_MNIST_CLASSES, FASHION_MNIST_FILES,
 };
 pub use idx::{
-    read_idx_images, read_idx_labels, write_idx_images, write_idx_labels, IdxImages,
-    IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
+    read_idx_images, read_idx_labels, read_idx_samples, write_idx_images, write_idx_labels,
+    write_idx_samples, IdxImages, IdxSamples, IDX_IMAGES4_MAGIC, IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+};
+pub use image_folder::{
+    load_image_folder, parse_size, FolderOptions, BYTES_PER_VALUE, IMAGE_EXTENSIONS,
 };
 pub use info::{DatasetInfo, DatasetProvider, DescribedSplits, InMemoryDataset, Sources};
 pub use loader::{Batch, Batches, DataLoader, HostBatch, HostBatches, PREFETCH};
+pub use mnist_idx::{find_idx_files, load_idx_dataset, IdxFiles};
+pub use samples::{numbered_classes, read_class_names, FileDataset, U8Samples};
+pub use spec::{detect, CifarLabels, DataSpec, DatasetKind};

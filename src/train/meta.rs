@@ -1,7 +1,10 @@
 //! What a checkpoint says about its run, as one typed struct: stored as one JSON string under the
 //! `kiln` key of the safetensors metadata (a string-to-string map). Version 3 adds the run's
 //! settings (`settings`); version 2 checkpoints (without them) and version 1 checkpoints (one
-//! string key per entry, Fashion-MNIST only) are still read.
+//! string key per entry, Fashion-MNIST only) are still read. The dataset description may carry
+//! `origin` (the data's kind, path and options, [`DataSpec`](crate::data::DataSpec)): an
+//! optional field within version 3, absent in checkpoints written before it and ignored by a
+//! kiln that predates it, so the version stays 3.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -348,6 +351,24 @@ mod tests {
         assert_eq!(entries["format"], "pt");
         let back = CheckpointMeta::from_metadata(&entries, Path::new("x")).unwrap();
         assert_eq!(back, meta);
+    }
+
+    #[test]
+    fn the_data_origin_round_trips_and_is_absent_from_older_checkpoints() {
+        let meta = v2();
+        let json = &meta.to_metadata().unwrap()[META_KEY];
+        assert!(!json.contains("origin"), "no origin: no key");
+        assert_eq!(meta.dataset.origin, None);
+        let mut with = meta.clone();
+        let mut spec = crate::data::DataSpec::new(
+            crate::data::DatasetKind::Cifar100,
+            Some(Path::new("/data/cifar")),
+        );
+        spec.labels = crate::data::CifarLabels::Coarse;
+        with.dataset.origin = Some(spec);
+        let back =
+            CheckpointMeta::from_metadata(&with.to_metadata().unwrap(), Path::new("x")).unwrap();
+        assert_eq!(back, with);
     }
 
     /// The JSON of `v2()` with `edit` applied, as a checkpoint's metadata.
