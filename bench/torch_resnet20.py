@@ -18,39 +18,11 @@ import time
 import torch
 from torch import nn
 
+# kiln's `resnet20` (src/nn/models.rs), defined once for the benchmarks in bench/torch_gpu.py
+# (this script's directory is on the import path when it runs).
+from torch_gpu import resnet20
+
 BATCH, WARMUP, RUNS = 128, 2, 5
-
-
-def resnet20(in_channels=3, classes=10):
-    """kiln's `resnet20` (src/nn/models.rs), as bench/torch_gpu.py defines it: stem conv3x3 (16)-BN-ReLU,
-    3 stages x 3 basic blocks (16/32/64, stride 2 at the start of stages 2 and 3, 1x1 conv + BN
-    shortcut when the shape changes), global average pooling, fc."""
-
-    class ResidualBlock(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.shortcut = None
-            if stride != 1 or cin != cout:
-                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                              nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            h = torch.relu(self.bn1(self.conv1(x)))
-            h = self.bn2(self.conv2(h))
-            return torch.relu(h + (x if self.shortcut is None else self.shortcut(x)))
-
-    layers = [nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    channels = 16
-    for stage, width in enumerate((16, 32, 64)):
-        for block in range(3):
-            layers.append(ResidualBlock(channels, width, 2 if stage > 0 and block == 0 else 1))
-            channels = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes)]
-    return nn.Sequential(*layers)
 
 
 def main():
@@ -58,7 +30,7 @@ def main():
     torch.set_num_threads(threads)
     torch.manual_seed(1)
     print(f"# torch {torch.__version__} cpu, {torch.get_num_threads()} threads")
-    model = resnet20().train()
+    model = resnet20(torch, nn).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = nn.CrossEntropyLoss()
     x = torch.randn(BATCH, 3, 32, 32)

@@ -18,25 +18,21 @@ use kiln::nn::Architecture;
 use kiln::train::{load_run_checkpoint, train, TrainConfig};
 use kiln::Device;
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+/// A fresh directory under the system temp dir (its path, and the `tempfile` guard that removes
+/// it on drop).
+struct TempDir(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("kiln-datasets-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        let guard = tempfile::Builder::new()
+            .prefix(&format!("kiln-datasets-{name}-"))
+            .tempdir()
+            .unwrap();
+        TempDir(guard.path().to_path_buf(), guard)
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

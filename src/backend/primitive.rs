@@ -228,12 +228,14 @@ fn host_slices<'t, T: HostFloat, const N: usize>(
     try_array(inputs.map(|t| t.host_slice::<T>(name)))
 }
 
-/// The values of an array of results, or its first error.
+/// The values of an array of results, or its first error (no allocation: this runs on every
+/// primitive call).
 fn try_array<X, const N: usize>(results: [Result<X>; N]) -> Result<[X; N]> {
-    let values = results.into_iter().collect::<Result<Vec<X>>>()?;
-    Ok(values
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("N results make N values")))
+    if results.iter().any(Result::is_err) {
+        let first = results.into_iter().find_map(Result::err);
+        return Err(first.unwrap_or_else(|| unreachable!("an error was found")));
+    }
+    Ok(results.map(|r| r.unwrap_or_else(|_| unreachable!("no result is an error"))))
 }
 
 #[cfg(test)]

@@ -81,7 +81,6 @@ pub fn weight_grad<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]
     if k_g > 32 || rows_g < 4 * k_g {
         return weight_grad_untransposed(conv, x, dy, dw);
     }
-    let (image_len, out_len) = (image_len(conv), output_image_len(conv));
     // dWᵀ_g [rows_g, K/G] += col_g [rows_g, P] · dy_gᵀ [P, K/G].
     let spec = GemmSpec::new(rows_g, k_g, pixels).transpose_b().grouped(
         groups,
@@ -89,37 +88,18 @@ pub fn weight_grad<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]
         k_g * pixels,
         rows_g * k_g,
     );
-    let per_chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
-    let partial_sum = |first: usize| {
-        let mut partial = vec![T::zero(); dw.len()];
-        let mut col = vec![T::zero(); g.col_rows() * g.col_cols()];
-        for n in first..(first + per_chunk).min(g.batch) {
-            im2col_image(&x[n * image_len..][..image_len], g, &mut col);
-            let dy = &dy[n * out_len..][..out_len];
-            gemm_on(
-                Threads::ThisOne,
-                &spec,
-                T::one(),
-                &col,
-                dy,
-                T::one(),
-                &mut partial,
-            );
-        }
-        partial
-    };
-    let starts: Vec<usize> = (0..g.batch).step_by(per_chunk).collect();
-    let partials: Vec<Vec<T>> = if starts.len() > 1 && g.col_len() * k_g >= PARALLEL_WORK {
-        starts.into_par_iter().map(partial_sum).collect()
-    } else {
-        starts.into_iter().map(partial_sum).collect()
-    };
-    let mut dw_t = vec![T::zero(); dw.len()];
-    for partial in partials {
-        dw_t.iter_mut()
-            .zip(&partial)
-            .for_each(|(d, &p)| *d = *d + p);
-    }
+    let work = g.col_len() * k_g;
+    let dw_t = summed_over_images(conv, x, dy, dw.len(), work, |col, dy, partial| {
+        gemm_on(
+            Threads::ThisOne,
+            &spec,
+            T::one(),
+            col,
+            dy,
+            T::one(),
+            partial,
+        )
+    });
     // dw[g·K/G + k][r] = dWᵀ_g[r][k].
     for (group, dw_t) in dw_t.chunks_exact(rows_g * k_g).enumerate() {
         let dw = &mut dw[group * k_g * rows_g..][..k_g * rows_g];
@@ -133,39 +113,57 @@ pub fn weight_grad<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]
 
 /// [`weight_grad`] as dW_g [K/G, rows_g] = Σ_n dy[n, g] · col[n, g]ᵀ directly.
 fn weight_grad_untransposed<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]) {
+    let spec = conv.weight_grad_spec(1);
+    let work = conv.geometry.col_len() * conv.out_channels;
+    let sum = summed_over_images(conv, x, dy, dw.len(), work, |col, dy, partial| {
+        gemm_on(
+            Threads::ThisOne,
+            &spec,
+            T::one(),
+            dy,
+            col,
+            T::one(),
+            partial,
+        )
+    });
+    dw.copy_from_slice(&sum);
+}
+
+/// Σ over the batch of `product(im2col(x[n]), dy[n], partial)` into a fresh vector of `len`: the
+/// batch in [`WEIGHT_GRAD_CHUNKS`] chunks, each summed into its own partial (on rayon workers when
+/// `work` multiply-adds are worth it), the partials then added in chunk order, so the result does
+/// not depend on the threads.
+fn summed_over_images<T: Float>(
+    conv: &GroupedConv,
+    x: &[T],
+    dy: &[T],
+    len: usize,
+    work: usize,
+    product: impl Fn(&[T], &[T], &mut [T]) + Sync,
+) -> Vec<T> {
     let g = &conv.geometry;
     let (image_len, out_len) = (image_len(conv), output_image_len(conv));
-    let spec = conv.weight_grad_spec(1);
     let per_chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
     let partial_sum = |first: usize| {
-        let mut partial = vec![T::zero(); dw.len()];
+        let mut partial = vec![T::zero(); len];
         let mut col = vec![T::zero(); g.col_rows() * g.col_cols()];
         for n in first..(first + per_chunk).min(g.batch) {
             im2col_image(&x[n * image_len..][..image_len], g, &mut col);
-            let dy = &dy[n * out_len..][..out_len];
-            gemm_on(
-                Threads::ThisOne,
-                &spec,
-                T::one(),
-                dy,
-                &col,
-                T::one(),
-                &mut partial,
-            );
+            product(&col, &dy[n * out_len..][..out_len], &mut partial);
         }
         partial
     };
     let starts: Vec<usize> = (0..g.batch).step_by(per_chunk).collect();
-    let partials: Vec<Vec<T>> =
-        if starts.len() > 1 && g.col_len() * conv.out_channels >= PARALLEL_WORK {
-            starts.into_par_iter().map(partial_sum).collect()
-        } else {
-            starts.into_iter().map(partial_sum).collect()
-        };
-    dw.fill(T::zero());
+    let partials: Vec<Vec<T>> = if starts.len() > 1 && work >= PARALLEL_WORK {
+        starts.into_par_iter().map(partial_sum).collect()
+    } else {
+        starts.into_iter().map(partial_sum).collect()
+    };
+    let mut sum = vec![T::zero(); len];
     for partial in partials {
-        dw.iter_mut().zip(&partial).for_each(|(d, &p)| *d = *d + p);
+        sum.iter_mut().zip(&partial).for_each(|(d, &p)| *d = *d + p);
     }
+    sum
 }
 
 /// Multiply-adds below which a conv pass stays on the calling thread: waking a rayon worker
