@@ -345,11 +345,16 @@ fn metrics_csv_with_a_foreign_header_or_bad_row_is_an_error_and_is_kept() {
 
 /// (width, height, RGB bytes) of a PNG.
 fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    read_png_of(path, png::ColorType::Rgb)
+}
+
+/// The size and 8-bit pixels of the PNG at `path`, which must be of colour type `color`.
+fn read_png_of(path: &Path, color: png::ColorType) -> (u32, u32, Vec<u8>) {
     let decoder = png::Decoder::new(std::io::Cursor::new(fs::read(path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgb);
+    assert_eq!(info.color_type, color);
     assert_eq!(info.bit_depth, png::BitDepth::Eight);
     buf.truncate(info.buffer_size());
     (info.width, info.height, buf)
@@ -416,7 +421,7 @@ fn curves_png_has_the_documented_size_and_both_curves() {
 #[test]
 fn filter_grid_png_tiles_normalized_filters() {
     let dir = tempfile::tempdir().unwrap();
-    // 10 RGB filters of 5x5: 4 columns, 3 rows, upscaled by 48 / 5 = 9 to 45-pixel tiles.
+    // 10 RGB filters of 5x5: 4 columns, 3 rows, upscaled by ceil(96 / 5) = 20 to 100-pixel tiles.
     let (k, c, kh, kw) = (10, 3, 5, 5);
     let mut values: Vec<f32> = (0..k * c * kh * kw)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
@@ -430,7 +435,8 @@ fn filter_grid_png_tiles_normalized_filters() {
     let w = Tensor::from_vec(values, &[k, c, kh, kw], Device::Cpu).unwrap();
     let path = dir.path().join("filters.png");
     let (gw, gh) = plot_filters(&path, &w).unwrap();
-    let tile = 45;
+    let tile = 100;
+    assert_eq!(FILTER_GAP, 4);
     assert_eq!(gw as usize, 4 * tile + 5 * FILTER_GAP);
     assert_eq!(gh as usize, 3 * tile + 4 * FILTER_GAP);
     let (pw, ph, rgb) = read_png(&path);
@@ -450,21 +456,33 @@ fn filter_grid_png_tiles_normalized_filters() {
         [255, 64, 64],
         "bottom-right: red maximum"
     );
-    assert_eq!(px(g + 8, g), px(g, g), "one weight spans 9x9 pixels");
-    assert_ne!(px(g + 9, g), px(g, g));
+    assert_eq!(
+        px(g + 19, g + 19),
+        px(g, g),
+        "one weight spans 20x20 pixels"
+    );
+    assert_ne!(px(g + 20, g), px(g, g));
     assert_eq!(px(0, 0), [64, 64, 64], "gap colour");
     let distinct: std::collections::HashSet<[u8; 3]> =
         rgb.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
     assert!(distinct.len() > 100, "only {} colours", distinct.len());
 
-    // One input channel: grey tiles; 3x3 filters upscale by 16.
+    // One input channel: a greyscale PNG; 3x3 filters upscale by 32 to 96-pixel tiles.
     let grey = Tensor::randn(&[5, 1, 3, 3], 1.0, 3, Device::Cpu).unwrap();
     let path = dir.path().join("grey.png");
     let (gw, gh) = plot_filters(&path, &grey).unwrap();
-    assert_eq!((gw as usize, gh as usize), (3 * 48 + 4 * g, 2 * 48 + 3 * g));
-    let (_, _, rgb) = read_png(&path);
-    assert!(rgb.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
-    assert!(rgb.chunks_exact(3).any(|p| p[0] == 255) && rgb.chunks_exact(3).any(|p| p[0] == 0));
+    assert_eq!((gw as usize, gh as usize), (3 * 96 + 4 * g, 2 * 96 + 3 * g));
+    let (pw, ph, grey_px) = read_png_of(&path, png::ColorType::Grayscale);
+    assert_eq!((pw, ph), (gw, gh));
+    assert_eq!(grey_px.len(), (gw * gh) as usize, "one byte per pixel");
+    assert!(grey_px.contains(&255) && grey_px.contains(&0));
+    assert_eq!(grey_px[0], 64, "gap grey");
+
+    // LeNet-5's first layer on greyscale data (6 filters of 5x5), 143x96 pixels before: now each
+    // filter is 100 pixels wide.
+    let lenet = Tensor::randn(&[6, 1, 5, 5], 1.0, 4, Device::Cpu).unwrap();
+    let (lw, lh) = plot_filters(dir.path().join("lenet.png"), &lenet).unwrap();
+    assert_eq!((lw, lh), (3 * 100 + 4 * 4, 2 * 100 + 3 * 4));
 
     let flat = Tensor::zeros(&[2, 3], DType::F32, Device::Cpu).unwrap();
     assert!(plot_filters(dir.path().join("bad.png"), &flat).is_err());

@@ -17,10 +17,11 @@ use crate::{DType, Tensor};
 /// Size in pixels of the image [`plot_curves`] writes: two panels side by side.
 pub const CURVES_SIZE: (u32, u32) = (1200, 450);
 
-/// Filters are upscaled (nearest neighbour) until their longer side reaches about this many pixels.
-pub const FILTER_TILE_PIXELS: usize = 48;
+/// Filters are upscaled (nearest neighbour: each weight an `s × s` block) until their longer side
+/// is at least this many pixels.
+pub const FILTER_TILE_PIXELS: usize = 96;
 /// Pixels between filter tiles and around the grid.
-pub const FILTER_GAP: usize = 2;
+pub const FILTER_GAP: usize = 4;
 
 const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
 const VAL_COLOR: RGBColor = RGBColor(214, 39, 40);
@@ -36,14 +37,20 @@ fn register_fonts() {
     });
 }
 
-fn encode_png(path: &Path, rgb: &[u8], (width, height): (u32, u32)) -> Result<(), TrainError> {
+/// Writes 8-bit `pixels` (RGB triples, or one grey byte each) as a PNG of `color`.
+fn encode_png(
+    path: &Path,
+    pixels: &[u8],
+    (width, height): (u32, u32),
+    color: png::ColorType,
+) -> Result<(), TrainError> {
     write_atomically(path, |w| {
         let mut encoder = png::Encoder::new(w, width, height);
-        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_color(color);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
         writer
-            .write_image_data(rgb)
+            .write_image_data(pixels)
             .map_err(std::io::Error::other)?;
         writer.finish().map_err(std::io::Error::other)
     })
@@ -141,7 +148,7 @@ pub fn plot_curves(path: impl AsRef<Path>, history: &[EpochMetrics]) -> Result<(
         panel(&panels[1], accuracy_panel, epochs, &accuracies).map_err(|e| draw_err(&e))?;
         root.present().map_err(|e| draw_err(&e))?;
     }
-    encode_png(path, &rgb, (width, height))
+    encode_png(path, &rgb, (width, height), png::ColorType::Rgb)
 }
 
 struct Panel {
@@ -205,11 +212,14 @@ fn panel<DB: DrawingBackend>(
 /// Draws the filters of a conv layer, `weights` of shape `[K, C, KH, KW]` (f32 or f64, any
 /// device), as a grid of K tiles to a PNG, and returns the image size `(width, height)`.
 ///
-/// A filter with C = 3 is shown in colour (channels as RGB); any other C shows the mean over the
-/// channels in grey. Each filter is min-max normalized on its own (a constant filter is mid-grey;
-/// NaN is black) and upscaled by `s = max(1, FILTER_TILE_PIXELS / max(KH, KW))`. The grid has
-/// `cols = ceil(sqrt(K))` columns and `ceil(K / cols)` rows, with [`FILTER_GAP`] pixels between
-/// and around the tiles: width `cols * KW * s + (cols + 1) * FILTER_GAP`, and likewise height.
+/// With C = 3 (a first layer on RGB images) the PNG is in colour (channels as RGB, the three
+/// normalized together so that the filter's colours keep their balance); any other C gives a
+/// greyscale PNG of the mean over the channels. Each filter is min-max normalized on its own (a
+/// constant filter is mid-grey; NaN is black) and upscaled by
+/// `s = ceil(FILTER_TILE_PIXELS / max(KH, KW))`, so each weight is an `s × s` block and each tile
+/// at least [`FILTER_TILE_PIXELS`] wide. The grid has `cols = ceil(sqrt(K))` columns and
+/// `ceil(K / cols)` rows, with [`FILTER_GAP`] pixels between and around the tiles: width
+/// `cols * KW * s + (cols + 1) * FILTER_GAP`, and likewise height.
 pub fn plot_filters(path: impl AsRef<Path>, weights: &Tensor) -> Result<(u32, u32), TrainError> {
     let path = path.as_ref();
     let &[k, c, kh, kw] = weights.shape() else {
@@ -238,7 +248,7 @@ pub fn plot_filters(path: impl AsRef<Path>, weights: &Tensor) -> Result<(u32, u3
             ))
         }
     };
-    let scale = (FILTER_TILE_PIXELS / kh.max(kw)).max(1);
+    let scale = FILTER_TILE_PIXELS.div_ceil(kh.max(kw));
     let cols = (1..=k).find(|c| c * c >= k).unwrap_or(k);
     let rows = k.div_ceil(cols);
     let (tile_w, tile_h) = (kw * scale, kh * scale);
@@ -290,6 +300,12 @@ pub fn plot_filters(path: impl AsRef<Path>, weights: &Tensor) -> Result<(u32, u3
         }
     }
     let size = (width as u32, height as u32);
-    encode_png(path, &rgb, size)?;
+    match c {
+        3 => encode_png(path, &rgb, size, png::ColorType::Rgb)?,
+        _ => {
+            let grey: Vec<u8> = rgb.iter().step_by(3).copied().collect();
+            encode_png(path, &grey, size, png::ColorType::Grayscale)?
+        }
+    }
     Ok(size)
 }
