@@ -77,6 +77,10 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         classes: usize,
     },
+    /// Classify images with a trained model: the top classes of each image, with their names
+    /// and probabilities. Images are prepared as the checkpoint's training data was (resized and
+    /// center-cropped to its input size, converted to its channels, normalized).
+    Predict(PredictArgs),
     /// Devices, driver, memory, and whether the CUDA kernels were compiled into this build.
     Info,
     /// Run every kernel family once on a device and on the CPU reference (small seeded inputs of
@@ -93,6 +97,28 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// A checkpoint written by `kiln train` (e.g. runs/latest/best.safetensors).
+    checkpoint: PathBuf,
+    /// PNG or JPEG images, or folders of them (searched recursively).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// How many classes to show per image (at most the number of classes).
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Print one JSON object per image ({"path", "top": [{"class", "name", "probability"}]})
+    /// instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// cpu, cuda, cuda:N, emulated or auto (the best device).
+    #[arg(long, default_value = "auto", value_parser = device_flag)]
+    device: Device,
 }
 
 /// A flag given twice takes its last value (scripts append overrides to a preset command line).
@@ -201,6 +227,19 @@ struct TrainArgs {
     /// (wgmma with 128x256 TMA tiles), conv-chunk-bytes=N (the convolution's column budget).
     #[arg(long, default_value = "default", value_parser = kernels_flag)]
     kernels: cuda::KernelPolicy,
+    /// Fine-tuning: start from the weights in FILE, a kiln checkpoint or a safetensors
+    /// state_dict (e.g. torchvision's, saved with safetensors.torch.save_file), matched by
+    /// parameter name and shape; int64 buffers such as num_batches_tracked are ignored.
+    #[arg(long, value_name = "FILE")]
+    init: Option<PathBuf>,
+    /// Freeze the parameters whose names match the glob PATTERN (e.g. 'layer1.*', '0.*'):
+    /// they get no gradient and no optimizer state. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    freeze: Vec<String>,
+    /// With --init: start the classifier head (the last 2-D weight and its bias) afresh for the
+    /// data's classes instead of loading it (needed when the class counts differ).
+    #[arg(long, requires = "init")]
+    reset_head: bool,
 }
 
 impl TrainArgs {
@@ -229,6 +268,12 @@ impl TrainArgs {
             precision: self.precision,
             cuda_graph: self.cuda_graph,
             kernels: self.kernels,
+            init: self
+                .init
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            freeze: self.freeze.clone(),
+            reset_head: self.reset_head,
         }
     }
 }
@@ -316,6 +361,21 @@ fn run_train(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> CliResult {
             "note: the CPU computes {} by rounding f32 values as a GPU would store them, which is \
              slower than f32 there; the 16-bit precisions are for GPUs",
             config.precision.name()
+        );
+    }
+    if let Some(init) = &config.init {
+        println!(
+            "fine-tuning from {}{}{}",
+            init.display(),
+            if config.reset_head {
+                ", classifier head reset"
+            } else {
+                ""
+            },
+            match config.freeze.is_empty() {
+                true => String::new(),
+                false => format!(", frozen: {}", config.freeze.join(" ")),
+            }
         );
     }
     let spec = train_data_spec(args, &config)?;
@@ -454,6 +514,29 @@ fn run_eval(
         eval.loss,
         eval.labels.len()
     );
+    Ok(())
+}
+
+/// `kiln predict`: the top classes of each image, as a table or one JSON object per line.
+fn run_predict(args: &PredictArgs) -> CliResult {
+    let files = train::image_inputs(&args.inputs)?;
+    let mut predictor = train::Predictor::load(&args.checkpoint, args.device)?;
+    let predictions = predictor.predict(&files, args.top_k, args.batch_size)?;
+    for p in &predictions {
+        if args.json {
+            println!("{}", serde_json::to_string(p)?);
+            continue;
+        }
+        println!("{}", p.path.display());
+        for score in &p.top {
+            println!(
+                "  {:>6.2}%  {} ({})",
+                100.0 * score.probability,
+                score.name,
+                score.class
+            );
+        }
+    }
     Ok(())
 }
 
@@ -628,6 +711,7 @@ fn main() -> ExitCode {
             input,
             classes,
         } => run_summary(*model, *input, *classes),
+        Command::Predict(args) => run_predict(args),
         Command::Info => run_info(),
         Command::Selftest { device, json } => {
             return match run_selftest(device, json.as_deref()) {

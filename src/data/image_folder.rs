@@ -84,8 +84,8 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(entries)
 }
 
-/// The image files in `dir` and below it, in sorted order.
-fn images_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+/// The image files in `dir` and below it, in sorted order (also `kiln predict DIR`'s inputs).
+pub(crate) fn images_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
     for entry in sorted_entries(dir)? {
         if entry.is_dir() {
             images_below(&entry, out)?;
@@ -199,14 +199,20 @@ fn resize_and_crop(img: DynamicImage, size: u32) -> DynamicImage {
 }
 
 /// One decoded image: `[C, H, W]` bytes with C 1 or 3.
-struct Decoded {
-    channels: usize,
-    width: u32,
-    height: u32,
-    pixels: Vec<u8>,
+pub(crate) struct Decoded {
+    pub(crate) channels: usize,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) pixels: Vec<u8>,
 }
 
-fn decode(path: &Path, size: Option<u32>, channels: Option<usize>) -> Result<Decoded, DataError> {
+/// The image at `path` as a training sample of the folder is made (`kiln predict` reads its
+/// inputs so): resized and cropped to `size`, converted to `channels`.
+pub(crate) fn decode(
+    path: &Path,
+    size: Option<u32>,
+    channels: Option<usize>,
+) -> Result<Decoded, DataError> {
     let img = ImageReader::open(path)
         .map_err(io_error(path))?
         .with_guessed_format()

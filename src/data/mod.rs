@@ -47,6 +47,7 @@ pub use idx::{
     write_idx_samples, IdxImages, IdxSamples, IDX_IMAGES4_MAGIC, IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
 };
+pub(crate) use image_folder::{decode as decode_image, images_below};
 pub use image_folder::{
     load_image_folder, parse_size, FolderOptions, BYTES_PER_VALUE, IMAGE_EXTENSIONS,
 };

@@ -204,6 +204,13 @@ pub struct TrainConfig {
     /// Which kernels the run's device launches (`--kernels`): applied to the training thread's
     /// work on `device` for the whole run ([`crate::cuda::with_kernel_policy`]).
     pub kernels: crate::cuda::KernelPolicy,
+    /// Start from these weights (`--init`: a kiln checkpoint or a plain safetensors state_dict),
+    /// matched by name onto the model ([`super::init`]).
+    pub init: Option<PathBuf>,
+    /// Glob patterns over parameter names (`--freeze`): matching parameters are not trained.
+    pub freeze: Vec<String>,
+    /// With `init`: the classifier head starts afresh for the data's classes (`--reset-head`).
+    pub reset_head: bool,
 }
 
 impl Default for TrainConfig {
@@ -232,13 +239,16 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             cuda_graph: false,
             kernels: crate::cuda::KernelPolicy::DEFAULT,
+            init: None,
+            freeze: Vec::new(),
+            reset_head: false,
         }
     }
 }
 
 /// The flags a checkpoint records and `--resume` reads back: a resumed run must agree with all but
 /// [`EXTENDABLE_FLAGS`].
-pub const RESUME_FLAGS: [&str; 17] = [
+pub const RESUME_FLAGS: [&str; 20] = [
     "--model",
     "--epochs",
     "--batch-size",
@@ -256,6 +266,9 @@ pub const RESUME_FLAGS: [&str; 17] = [
     "--patience",
     "--restarts",
     "--precision",
+    "--init",
+    "--freeze",
+    "--reset-head",
 ];
 
 /// Recorded flags a resumed run may change: more epochs continue a run.
@@ -284,6 +297,12 @@ impl TrainConfig {
             opt(self.patience),
             self.restarts.to_string(),
             self.precision.name().to_string(),
+            self.init
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            freeze_spelling(&self.freeze),
+            self.reset_head.to_string(),
         ];
         RESUME_FLAGS.into_iter().zip(values).collect()
     }
@@ -320,6 +339,9 @@ impl TrainConfig {
             "--patience" => self.patience = opt(value)?,
             "--restarts" => self.restarts = num(flag, value)?,
             "--precision" => self.precision = Precision::parse(value)?,
+            "--init" => self.init = (!value.is_empty()).then(|| PathBuf::from(value)),
+            "--freeze" => self.freeze = freeze_patterns(value)?,
+            "--reset-head" => self.reset_head = value == "true",
             _ => {
                 return Err(invalid(
                     "checkpoint setting",
@@ -371,6 +393,15 @@ impl TrainConfig {
         if !(self.jitter.is_finite() && self.jitter >= 0.0) {
             return Err(invalid("jitter", format!("{} must be ≥ 0", self.jitter)));
         }
+        if self.reset_head && self.init.is_none() {
+            return Err(invalid(
+                "reset-head",
+                "--reset-head replaces the classifier head of the --init weights: give --init FILE",
+            ));
+        }
+        if let Some(p) = self.freeze.iter().find(|p| p.is_empty()) {
+            return Err(invalid("freeze", format!("{p:?} is an empty pattern")));
+        }
         if self.cuda_graph && self.device == crate::Device::Cpu {
             return Err(invalid(
                 "cuda-graph",
@@ -385,6 +416,26 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// `--freeze` patterns as a checkpoint records them: a JSON list, or `""` for none.
+fn freeze_spelling(patterns: &[String]) -> String {
+    match patterns.is_empty() {
+        true => String::new(),
+        false => serde_json::to_string(patterns).unwrap_or_default(),
+    }
+}
+
+fn freeze_patterns(spelled: &str) -> Result<Vec<String>> {
+    if spelled.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(spelled).map_err(|e| {
+        invalid(
+            "checkpoint setting",
+            format!("--freeze {spelled:?} is not a JSON list of patterns: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -428,6 +479,9 @@ mod tests {
             patience: Some(4),
             restarts: 2,
             precision: Precision::Bf16,
+            init: Some(PathBuf::from("/models/resnet18.safetensors")),
+            freeze: vec!["layer1.*".into(), "conv1.weight".into()],
+            reset_head: true,
             ..TrainConfig::default()
         };
         let mut back = TrainConfig::default();

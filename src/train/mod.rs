@@ -8,6 +8,8 @@
 //! - [`EpochMetrics`] and [`MetricsCsv`]: `metrics.csv`, one row per epoch, flushed as it goes.
 //! - [`plot_curves`] and [`plot_filters`]: PNG loss/accuracy curves and conv-filter grids.
 //! - [`ConfusionMatrix`], [`Progress`], [`EarlyStopping`], [`check_finite`].
+//! - Fine-tuning: [`read_init_weights`] / [`apply_init`] (`--init`, `--reset-head`) and
+//!   [`freeze`] (`--freeze`); [`Predictor`]: `kiln predict`'s top classes for image files.
 //! - [`CapturedStep`]: a training step captured as a CUDA graph and replayed per batch.
 
 mod atomic;
@@ -17,13 +19,17 @@ mod confusion;
 mod early_stopping;
 mod error;
 mod evaluate;
+mod finetune;
+pub mod freeze;
 mod graph_step;
 mod guard;
+pub mod init;
 mod interrupt;
 mod meta;
 mod metrics;
 mod plot;
 mod precision;
+mod predict;
 mod progress;
 mod run_dir;
 pub mod state;
@@ -36,13 +42,17 @@ pub use confusion::ConfusionMatrix;
 pub use early_stopping::{Decision, EarlyStopping};
 pub use error::TrainError;
 pub use evaluate::{argmax_rows, evaluate, evaluate_checkpoint, CheckpointEvaluation, Evaluation};
+pub use finetune::prepare_finetuning;
+pub use freeze::freeze;
 pub use graph_step::CapturedStep;
 pub use guard::check_finite;
+pub use init::{apply_init, find_head, read_init_weights, Head, InitReport, InitWeights};
 pub use interrupt::{exit_removing_tracked_files, request_stop, stop_requested};
 pub use meta::{load_run_checkpoint, CheckpointMeta, TrainingState, META_KEY, META_VERSION};
 pub use metrics::{read_metrics_csv, EpochMetrics, MetricsCsv, PlannedHistory, METRICS_HEADER};
 pub use plot::{plot_curves, plot_filters, CURVES_SIZE, FILTER_GAP, FILTER_TILE_PIXELS};
 pub use precision::{Precision, ScalerState, StepPrecision};
+pub use predict::{image_inputs, prepare_image, ClassScore, Prediction, Predictor};
 pub use progress::{EpochTotals, Progress};
 pub use run_dir::{RunDir, LOCK_FILE};
 pub use trainer::{train, train_step, train_step_with, RunFiles, RunSummary};

@@ -37,7 +37,8 @@ pub fn snapshot(model: &dyn Module) -> Result<Vec<(String, Tensor)>, TrainError>
 
 /// Writes `tensors` (as from [`model_tensors`] or a checkpoint) into the model, by name. Every
 /// parameter and buffer must be present with its shape, a float dtype and finite values;
-/// parameters stay gradient leaves. Nothing is written unless every tensor passes.
+/// parameters stay gradient leaves, and frozen (detached, `--freeze`) ones stay frozen. Nothing
+/// is written unless every tensor passes.
 pub fn restore_model(
     model: &mut dyn Module,
     tensors: &[(String, Tensor)],
@@ -72,7 +73,10 @@ pub fn restore_model(
         .map(|(name, b)| find(&name, b))
         .collect::<Result<_, _>>()?;
     for ((_, p), saved) in model.parameters_mut().into_iter().zip(params) {
-        *p = saved.with_grad();
+        *p = match p.needs_grad() {
+            true => saved.with_grad(),
+            false => saved,
+        };
     }
     for ((_, b), saved) in model.buffers_mut().into_iter().zip(buffers) {
         *b = saved;
@@ -83,7 +87,7 @@ pub fn restore_model(
 /// A saved parameter or buffer must be floating point (a model's tensors are) and finite: a
 /// checkpoint holding NaN or infinite weights comes from a run that diverged, and training or
 /// evaluating from it would only report the divergence again.
-fn check_values(key: &str, saved: &Tensor, current: &Tensor) -> Result<(), TrainError> {
+pub(crate) fn check_values(key: &str, saved: &Tensor, current: &Tensor) -> Result<(), TrainError> {
     let invalid = |why: String| TrainError::InvalidArgument {
         what: "checkpoint",
         why: format!("{key} {why}"),

@@ -10,6 +10,8 @@ use super::confusion::ConfusionMatrix;
 use super::early_stopping::{Decision, EarlyStopping};
 use super::error::TrainError;
 use super::evaluate::{confusion_matrix, evaluate};
+use super::finetune::prepare_finetuning;
+use super::freeze::trains;
 use super::graph_step::CapturedStep;
 use super::guard::check_finite;
 use super::interrupt::{clear_stop_request, stop_requested};
@@ -303,7 +305,8 @@ fn plan_run(config: &TrainConfig, data: &Data, files: &RunFiles) -> Result<Plan,
         epoch: meta.epoch + 1,
         best_val: meta.best_val_score(),
     };
-    let mut first = Trainee::new(config, &data.info, start.restart)?;
+    // The weights come from the checkpoint, not from --init.
+    let mut first = Trainee::build(config, &data.info, start.restart, false)?;
     first.restore(&ck, &meta, &training, &files.last)?;
     first.first_epoch = start.epoch;
     let history = MetricsCsv::plan_resume(&files.metrics, history_rows_before(&start, config))?;
@@ -412,11 +415,24 @@ impl Trainee {
         info: &DatasetInfo,
         restart: usize,
     ) -> Result<Trainee, TrainError> {
+        Trainee::build(config, info, restart, true)
+    }
+
+    /// [`Trainee::new`], starting from the `--init` weights if `with_init` (with the frozen
+    /// parameters frozen either way); the optimizer holds only the trainable parameters.
+    fn build(
+        config: &TrainConfig,
+        info: &DatasetInfo,
+        restart: usize,
+        with_init: bool,
+    ) -> Result<Trainee, TrainError> {
         let seed = config.seed + 1000 * restart as u64;
-        let model = build_model(config, info, seed)?;
+        let mut model = build_model(config, info, seed)?;
+        prepare_finetuning(&mut model, config, with_init)?;
         let params: Vec<Tensor> = model
             .parameters()
             .into_iter()
+            .filter(|(_, t)| trains(t))
             .map(|(_, t)| t.clone())
             .collect();
         let optimizer =
@@ -766,11 +782,13 @@ fn read_step_stats(stats: &Tensor) -> crate::Result<(f64, usize)> {
     Ok((host[0], host[1] as usize))
 }
 
-/// Each parameter's gradient, in parameter order; an error names a parameter that got none.
+/// Each trainable parameter's gradient, in parameter order (frozen ones have none); an error
+/// names a trainable parameter that got none.
 fn gradient_list(model: &dyn Module, grads: &Gradients) -> Result<Vec<Tensor>, TrainError> {
     model
         .parameters()
         .into_iter()
+        .filter(|(_, p)| trains(p))
         .map(|(name, p)| {
             grads
                 .get(p)
@@ -791,7 +809,10 @@ fn update(
 ) -> Result<(), TrainError> {
     let grad_refs: Vec<&Tensor> = grads.iter().collect();
     let mut params = model.parameters_mut();
-    let mut param_refs: Vec<&mut Tensor> = params.iter_mut().map(|(_, p)| &mut **p).collect();
+    let mut param_refs: Vec<&mut Tensor> = (params.iter_mut())
+        .filter(|(_, p)| trains(p))
+        .map(|(_, p)| &mut **p)
+        .collect();
     optimizer.step(&mut param_refs, &grad_refs)?;
     Ok(())
 }

@@ -1,0 +1,61 @@
+//! `kiln train --freeze PATTERN`: parameters whose names match a glob pattern (`layer1.*`,
+//! `features.*`, `0.weight`) are frozen: they are detached from the tape, so backward records
+//! nothing for them and computes no gradient, and the optimizer holds no state for them.
+
+use glob::Pattern;
+
+use super::error::TrainError;
+use super::init::listed;
+use crate::nn::Module;
+
+/// The parameters of `model` that match none of `patterns` stay trainable; the others are
+/// detached. Returns the frozen names. A bad pattern, or one that matches no parameter, is an
+/// error naming it (and, for the latter, a few of the model's names).
+pub fn freeze(model: &mut dyn Module, patterns: &[String]) -> Result<Vec<String>, TrainError> {
+    let compiled = compile(patterns)?;
+    let names: Vec<String> = model.parameters().into_iter().map(|(n, _)| n).collect();
+    for (text, pattern) in patterns.iter().zip(&compiled) {
+        if !names.iter().any(|n| pattern.matches(n)) {
+            return Err(TrainError::invalid(
+                "--freeze",
+                format!(
+                    "pattern {text:?} matches none of the model's parameters, which are {}",
+                    listed(names.iter())
+                ),
+            ));
+        }
+    }
+    let mut frozen = Vec::new();
+    for (name, p) in model.parameters_mut() {
+        if compiled.iter().any(|pattern| pattern.matches(&name)) {
+            *p = p.detach();
+            frozen.push(name);
+        }
+    }
+    if frozen.len() == names.len() {
+        return Err(TrainError::invalid(
+            "--freeze",
+            format!(
+                "the patterns {patterns:?} freeze all {} parameters, leaving nothing to train",
+                names.len()
+            ),
+        ));
+    }
+    Ok(frozen)
+}
+
+fn compile(patterns: &[String]) -> Result<Vec<Pattern>, TrainError> {
+    patterns
+        .iter()
+        .map(|p| {
+            Pattern::new(p).map_err(|e| {
+                TrainError::invalid("--freeze", format!("{p:?} is not a glob pattern: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// Whether a parameter trains: frozen ones are detached ([`freeze`]), trainable ones are leaves.
+pub(crate) fn trains(param: &crate::tensor::Tensor) -> bool {
+    param.needs_grad()
+}
