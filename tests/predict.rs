@@ -1,0 +1,267 @@
+//! `kiln predict CHECKPOINT INPUT...` on the CPU: a tiny model trained on an image folder the
+//! test writes predicts its own training images' classes, `--json` prints one parseable object per
+//! image, a greyscale model reads RGB images (and an RGB model greyscale ones) by converting
+//! them, and a file that is not an image, or a folder without images, is an error naming it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln::data::{DataSpec, DatasetKind};
+use kiln::nn::Architecture;
+use kiln::train::{image_inputs, train, Predictor, TrainConfig};
+use kiln::Device;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const CLASSES: [&str; 3] = ["bright", "dark", "stripes"];
+
+/// The grey value of class `class` at column `x`, plus `noise` (below 25).
+fn grey_pixel(class: &str, x: u32, noise: u8) -> u8 {
+    match class {
+        "bright" => 215 + noise,
+        "dark" => noise,
+        _ if (x / 2) % 2 == 0 => 230 + noise, // vertical stripes 2 pixels wide
+        _ => noise,
+    }
+}
+
+/// `DIR/train/<class>/k.png` and `DIR/test/<class>/k.png`, 16x16: greyscale files when `grey`,
+/// else RGB files of a colour per class (the same brightness pattern, tinted).
+fn write_folder(dir: &Path, per_class: usize, grey: bool) {
+    let mut rng = StdRng::seed_from_u64(5);
+    for split in ["train", "test"] {
+        for (c, class) in CLASSES.iter().enumerate() {
+            let folder = dir.join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            for k in 0..per_class {
+                let noise: Vec<u8> = (0..256).map(|_| rng.random_range(0..25)).collect();
+                let at = |x: u32, y: u32| grey_pixel(class, x, noise[(y * 16 + x) as usize]);
+                let path = folder.join(format!("{k}.png"));
+                if grey {
+                    image::GrayImage::from_fn(16, 16, |x, y| image::Luma([at(x, y)]))
+                        .save(&path)
+                        .unwrap();
+                } else {
+                    let tint = [[255, 80, 80], [80, 255, 80], [80, 80, 255]][c];
+                    image::RgbImage::from_fn(16, 16, |x, y| {
+                        let v = at(x, y) as u32;
+                        image::Rgb(tint.map(|t: u32| (v * t / 255) as u8))
+                    })
+                    .save(&path)
+                    .unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Trains LeNet-5 on the folder at `dir` and returns its best checkpoint.
+fn trained(dir: &Path, out: &Path) -> PathBuf {
+    let data = DataSpec::new(DatasetKind::Folder, Some(dir))
+        .load(None)
+        .unwrap();
+    let config = TrainConfig {
+        model: Architecture::LeNet5,
+        epochs: 8,
+        batch_size: 8,
+        lr: 0.05,
+        device: Device::Cpu,
+        seed: 2,
+        val_fraction: 0.0,
+        out: out.to_path_buf(),
+        ..TrainConfig::default()
+    };
+    let summary = train(&config, &data).unwrap();
+    assert!(
+        summary.test_accuracy > 0.9,
+        "the model must learn the folder first: {}",
+        summary.test_accuracy
+    );
+    out.join("best.safetensors")
+}
+
+fn kiln_predict(args: &[&Path], flags: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("predict")
+        .args(args)
+        .args(["--device", "cpu"])
+        .args(flags)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_model_predicts_its_own_training_images_with_names_and_probabilities() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("shades");
+    write_folder(&folder, 10, false);
+    let checkpoint = trained(&folder, &root.path().join("run"));
+
+    let files = image_inputs(&[folder.join("train")]).unwrap();
+    assert_eq!(
+        files.len(),
+        30,
+        "a folder stands for its images, recursively"
+    );
+    let mut predictor = Predictor::load(&checkpoint, Device::Cpu).unwrap();
+    assert_eq!(predictor.meta().dataset.sample_shape, [3, 16, 16]);
+    // Batches of 7 do not divide the 30 images.
+    let predictions = predictor.predict(&files, 5, 7).unwrap();
+    assert_eq!(predictions.len(), 30);
+    let mut correct = 0;
+    for p in &predictions {
+        assert_eq!(p.top.len(), 3, "--top-k 5 is capped at the 3 classes");
+        let total: f64 = p.top.iter().map(|s| s.probability).sum();
+        assert!((total - 1.0).abs() < 1e-9, "all classes shown: {total}");
+        assert!(p
+            .top
+            .windows(2)
+            .all(|w| w[0].probability >= w[1].probability));
+        let class = p
+            .path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        correct += usize::from(p.top[0].name == class);
+        assert_eq!(p.top[0].name, CLASSES[p.top[0].class]);
+    }
+    assert!(correct >= 28, "{correct} of 30 training images");
+
+    // The command line: a table by default.
+    let out = kiln_predict(&[&checkpoint, &files[0], &files[29]], &["--top-k", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&files[0].display().to_string()), "{text}");
+    assert!(text.contains("bright") && text.contains('%'), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        2 * 3,
+        "a path line and 2 classes per image:\n{text}"
+    );
+}
+
+#[test]
+fn json_output_parses_one_object_per_image() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("shades");
+    write_folder(&folder, 10, false);
+    let checkpoint = trained(&folder, &root.path().join("run"));
+    let out = kiln_predict(
+        &[&checkpoint, &folder.join("test/dark")],
+        &["--json", "--top-k", "2", "--batch-size", "4"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 10);
+    for line in &lines {
+        assert!(line["path"].as_str().unwrap().contains("dark"));
+        let top = line["top"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0]["name"], "dark");
+        assert_eq!(top[0]["class"], 1);
+        let p = top[0]["probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p) && p >= top[1]["probability"].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn greyscale_and_rgb_inputs_are_converted_to_the_models_channels() {
+    let root = tempfile::tempdir().unwrap();
+    let (grey_folder, rgb_folder) = (root.path().join("grey"), root.path().join("rgb"));
+    write_folder(&grey_folder, 10, true);
+    write_folder(&rgb_folder, 10, false);
+    let grey_model = trained(&grey_folder, &root.path().join("grey-run"));
+    let mut predictor = Predictor::load(&grey_model, Device::Cpu).unwrap();
+    assert_eq!(predictor.meta().dataset.sample_shape, [1, 16, 16]);
+    // A 1-channel model given RGB images: converted to grey by luma. The tinted "bright" and
+    // "stripes" images stay brighter than "dark" ones, so those are still told apart.
+    let rgb_files = image_inputs(&[rgb_folder.join("train/dark")]).unwrap();
+    let predictions = predictor.predict(&rgb_files, 1, 16).unwrap();
+    assert!(
+        predictions.iter().all(|p| p.top[0].name == "dark"),
+        "{predictions:?}"
+    );
+
+    // A 3-channel model given greyscale images: replicated to RGB; it runs and names classes.
+    let rgb_model = trained(&rgb_folder, &root.path().join("rgb-run"));
+    let mut predictor = Predictor::load(&rgb_model, Device::Cpu).unwrap();
+    let grey_files = image_inputs(&[grey_folder.join("test")]).unwrap();
+    let predictions = predictor.predict(&grey_files, 3, 16).unwrap();
+    assert_eq!(predictions.len(), 30);
+    assert!(predictions.iter().all(|p| p.top.len() == 3));
+
+    // Images of another size are resized and center-cropped to the model's 16x16.
+    let big = root.path().join("big.png");
+    image::RgbImage::from_pixel(40, 30, image::Rgb([5, 5, 5]))
+        .save(&big)
+        .unwrap();
+    let p = predictor.predict(&[big], 1, 1).unwrap();
+    assert_eq!(p[0].top[0].name, "dark");
+}
+
+#[test]
+fn a_non_image_file_a_missing_input_and_an_empty_folder_are_errors_naming_them() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("shades");
+    write_folder(&folder, 4, true);
+    let checkpoint = root.path().join("run/best.safetensors");
+    let data = DataSpec::new(DatasetKind::Folder, Some(&folder))
+        .load(None)
+        .unwrap();
+    let config = TrainConfig {
+        epochs: 1,
+        device: Device::Cpu,
+        val_fraction: 0.0,
+        out: root.path().join("run"),
+        ..TrainConfig::default()
+    };
+    train(&config, &data).unwrap();
+
+    let notes = root.path().join("notes.png");
+    std::fs::write(&notes, "not an image at all").unwrap();
+    let out = kiln_predict(&[&checkpoint, &notes], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("notes.png") && err.contains("decode"), "{err}");
+
+    let missing = root.path().join("missing.jpg");
+    let out = kiln_predict(&[&checkpoint, &missing], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing.jpg"),
+        "{err}"
+    );
+
+    let empty = root.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("readme.txt"), "no images").unwrap();
+    let out = kiln_predict(&[&checkpoint, &empty], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("empty") && err.contains("PNG"),
+        "{err}"
+    );
+
+    let out = kiln_predict(&[&notes, &folder], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("notes.png"), "{err}");
+
+    let mut predictor = Predictor::load(&checkpoint, Device::Cpu).unwrap();
+    let err = predictor.predict(&[notes], 0, 1).unwrap_err().to_string();
+    assert!(err.contains("--top-k 0"), "{err}");
+}
