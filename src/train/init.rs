@@ -21,7 +21,6 @@ use super::error::TrainError;
 use super::meta::META_KEY;
 use super::state::{check_values, MODEL_PREFIX};
 use crate::core::device::Device;
-use crate::core::dtype::DType;
 use crate::nn::Module;
 use crate::tensor::Tensor;
 
@@ -158,10 +157,7 @@ pub fn apply_init(
     let head = find_head(model);
     let is_head = |name: &str| head.as_ref().is_some_and(|h| h.contains(name));
     // In model order, so that a head of another class count is reported by its weight.
-    let expected: Vec<(String, (Vec<usize>, DType, Device))> = named_tensors(model)
-        .into_iter()
-        .map(|(n, t)| (n, (t.shape().to_vec(), t.dtype(), t.device())))
-        .collect();
+    let expected = named_tensors(model);
     let names: BTreeSet<&String> = expected.iter().map(|(n, _)| n).collect();
     if let Some(name) = init.tensors.keys().find(|n| !names.contains(n)) {
         return Err(init_error(
@@ -176,7 +172,8 @@ pub fn apply_init(
     }
     let mut loaded = BTreeMap::new();
     let mut reset = Vec::new();
-    for (name, (shape, dtype, device)) in &expected {
+    for (name, current) in &expected {
+        let shape = current.shape();
         if reset_head && is_head(name) {
             reset.push(name.clone());
             continue;
@@ -190,15 +187,17 @@ pub fn apply_init(
                 ),
             ));
         };
-        if saved.shape() != shape.as_slice() {
+        if saved.shape() != shape {
             return Err(init_error(
                 init,
                 shape_mismatch(name, saved, shape, is_head(name)),
             ));
         }
         check_values(name, saved, saved)?;
-        loaded.insert(name.clone(), saved.to_dtype(*dtype)?.to_device(*device)?);
+        let converted = saved.to_dtype(current.dtype())?;
+        loaded.insert(name.clone(), converted.to_device(current.device())?);
     }
+    drop(expected);
     let count = loaded.len();
     for (name, p) in model.parameters_mut() {
         if let Some(t) = loaded.remove(&name) {
