@@ -575,3 +575,35 @@ fn the_command_line_fine_tunes_an_image_folder_and_resumes_with_the_flags() {
     let (ok, text) = fine_tune(&["--overwrite", "--freeze", "nothing.here"]);
     assert!(!ok && text.contains("nothing.here"), "{text}");
 }
+
+/// On a GPU device (and in a step replayed from a CUDA graph) frozen parameters stay
+/// bit-identical too, and the trainable ones train.
+fn frozen_parameters_stay_identical_on_a_gpu(device: Device) {
+    let root = tempfile::tempdir().unwrap();
+    let init = base_checkpoint(root.path());
+    for cuda_graph in [false, true] {
+        let out = root.path().join(format!("gpu-{cuda_graph}"));
+        train(
+            &TrainConfig {
+                device,
+                cuda_graph,
+                init: Some(init.clone()),
+                freeze: strings(&["0.*", "7.weight"]),
+                ..config(&out)
+            },
+            &patch_data(4),
+        )
+        .unwrap();
+        let (before, after) = (weights(&init), weights(&out.join("last.safetensors")));
+        for (name, values) in &before {
+            match ["0.weight", "0.bias", "7.weight"].contains(&name.as_str()) {
+                true => assert_eq!(
+                    values, &after[name],
+                    "{name} is frozen (graph {cuda_graph})"
+                ),
+                false => assert_ne!(values, &after[name], "{name} trains (graph {cuda_graph})"),
+            }
+        }
+    }
+}
+kiln::test_device!(frozen_parameters_stay_identical_on_a_gpu, gpu);

@@ -265,3 +265,28 @@ fn a_non_image_file_a_missing_input_and_an_empty_folder_are_errors_naming_them()
     let err = predictor.predict(&[notes], 0, 1).unwrap_err().to_string();
     assert!(err.contains("--top-k 0"), "{err}");
 }
+
+/// The same checkpoint predicts the same probabilities on a GPU device as on the CPU.
+fn predictions_on_a_gpu_match_the_cpu(device: Device) {
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("shades");
+    write_folder(&folder, 10, false);
+    let checkpoint = trained(&folder, &root.path().join("run"));
+    let files = image_inputs(&[folder.join("test")]).unwrap();
+    let on = |device| {
+        let mut predictor = Predictor::load(&checkpoint, device).unwrap();
+        predictor.predict(&files, 3, 8).unwrap()
+    };
+    let (cpu, gpu) = (on(Device::Cpu), on(device));
+    for (c, g) in cpu.iter().zip(&gpu) {
+        assert_eq!(c.top[0].class, g.top[0].class, "{}", c.path.display());
+        for (a, b) in c.top.iter().zip(&g.top) {
+            assert!(
+                (a.probability - b.probability).abs() < 1e-4,
+                "{}: {a:?} vs {b:?}",
+                c.path.display()
+            );
+        }
+    }
+}
+kiln::test_device!(predictions_on_a_gpu_match_the_cpu, gpu);
