@@ -227,7 +227,7 @@ fn shape_mismatch(name: &str, saved: &Tensor, shape: &[usize], head: bool) -> St
             saved.shape()[0],
             shape[0]
         ),
-        false => format!("{base}: the file holds another network (or another width of it)"),
+        false => format!("{base}: the file holds another network, or the same one for other input channels or widths"),
     }
 }
 
