@@ -1,0 +1,30 @@
+//! Data-parallel training across processes: MPI launches the ranks (`mpirun -np N kiln train`,
+//! or Slurm's `srun`), gives each its rank and the world size, and carries the collectives; kiln
+//! writes no transport of its own.
+//!
+//! - [`init`] starts MPI when a launcher started this process (and is a no-op otherwise);
+//!   [`world`] is the process's [`World`]: its rank, the world size and the collectives, one rank
+//!   of one when MPI is not running. MPI's world communicator is process-wide by MPI's design, so
+//!   the world is too.
+//! - [`sync`]: the tensor-level steps of PyTorch DDP's semantics: rank 0's weights broadcast at
+//!   the start, gradients averaged by all-reduce in buckets (in the same order on every rank),
+//!   and a checksum all-reduce that tells whether the ranks' weights are still identical.
+//! - The sample sharding (`DistributedSampler`'s rule) is [`crate::data::Shard`]; the training
+//!   loop's distributed parts are in `train/distributed.rs`.
+//!
+//! Without the `mpi` cargo feature everything here still compiles: [`world`] is always one rank,
+//! and [`init`] refuses to run under a launcher that started several ranks.
+
+mod collectives;
+pub mod sync;
+mod watchdog;
+mod world;
+
+pub use collectives::ReduceOp;
+pub use sync::{average_gradients, broadcast_tensors, weights_checksum, BUCKET_BYTES};
+pub use world::{init, launcher_world_size, world, Session, World};
+
+/// Whether this build can run several ranks (the `mpi` cargo feature).
+pub const MPI_COMPILED: bool = cfg!(feature = "mpi");
+/// Whether this build has the NCCL path (the `nccl` cargo feature).
+pub const NCCL_COMPILED: bool = cfg!(feature = "nccl");
