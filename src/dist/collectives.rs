@@ -3,9 +3,8 @@
 //! lengths (the training loop does: equal step counts, one bucket order); MPI's default error
 //! handler aborts the job on a failed call, and the watchdog aborts one that never completes.
 
-use super::watchdog;
 use super::world::World;
-use crate::core::error::{invalid, Result};
+use crate::core::error::Result;
 
 /// How an all-reduce combines the ranks' values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +98,8 @@ mod mpi_arm {
     use mpi::traits::*;
 
     use super::*;
+    use crate::core::error::invalid;
+    use crate::dist::watchdog;
 
     /// MPI was initialized with MPI_THREAD_SERIALIZED: one call at a time, from any thread.
     static SERIAL: Mutex<()> = Mutex::new(());

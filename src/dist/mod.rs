@@ -17,6 +17,7 @@
 
 mod collectives;
 pub mod sync;
+#[cfg(feature = "mpi")]
 mod watchdog;
 mod world;
 
@@ -28,3 +29,29 @@ pub use world::{init, launcher_world_size, world, Session, World};
 pub const MPI_COMPILED: bool = cfg!(feature = "mpi");
 /// Whether this build has the NCCL path (the `nccl` cargo feature).
 pub const NCCL_COMPILED: bool = cfg!(feature = "nccl");
+
+/// One line for `kiln info`: whether this build can train on several ranks, and with what.
+pub fn support() -> String {
+    let nccl = match NCCL_COMPILED {
+        true => "NCCL compiled in (libnccl loaded at run time; GPU collectives)",
+        false => "NCCL not compiled in (--features nccl)",
+    };
+    let mpi = mpi_library().unwrap_or_else(|| "MPI not compiled in (--features mpi)".into());
+    let ranks = match world().size() {
+        1 => String::new(),
+        n => format!("; this process is rank {} of {n}", world().rank()),
+    };
+    format!("distributed: {mpi}; {nccl}{ranks}")
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_library() -> Option<String> {
+    let version = mpi::environment::library_version().unwrap_or_default();
+    let first = version.split([',', '\n']).next().unwrap_or("").trim();
+    Some(format!("MPI compiled in ({first}; run under mpirun or srun)"))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_library() -> Option<String> {
+    None
+}

@@ -5,7 +5,6 @@
 
 use super::collectives::ReduceOp;
 use super::world::World;
-use crate::backend;
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
@@ -34,8 +33,9 @@ fn tensor_like(values: Vec<f32>, like: &Tensor) -> Result<Tensor> {
         .to_device(like.device())
 }
 
-/// Rank 0's values of `tensors` on every rank, copied into each tensor in place: its identity
-/// (the tape's leaf, the optimizer's state for it) stays, only the values change.
+/// Rank 0's values of `tensors` on every rank. Each tensor is replaced by one of the same shape,
+/// dtype and device holding them, a gradient leaf again if it was one (as a checkpoint's
+/// weights are restored: the optimizer's state goes by position, not by tensor).
 pub fn broadcast_tensors(world: &World, tensors: &mut [&mut Tensor]) -> Result<()> {
     if !world.is_distributed() {
         return Ok(());
@@ -49,8 +49,11 @@ pub fn broadcast_tensors(world: &World, tensors: &mut [&mut Tensor]) -> Result<(
     for t in tensors.iter_mut() {
         let (mine, tail) = rest.split_at(t.numel());
         rest = tail;
-        let src = tensor_like(mine.to_vec(), t)?;
-        backend::copy_into(t, src.raw())?;
+        let fresh = tensor_like(mine.to_vec(), t)?;
+        **t = match t.needs_grad() {
+            true => fresh.with_grad(),
+            false => fresh,
+        };
     }
     Ok(())
 }

@@ -2,10 +2,7 @@
 //! hang every rank: the watchdog aborts the job when one has waited longer than
 //! `KILN_DIST_TIMEOUT` seconds (default 600; a failed or killed rank is caught sooner, by MPI).
 
-#[cfg(feature = "mpi")]
 pub(super) use imp::{start, stop, watch};
-#[cfg(not(feature = "mpi"))]
-pub(super) fn watch(_what: &'static str) {}
 
 /// The default limit on one collective, in seconds.
 pub const DEFAULT_TIMEOUT_S: u64 = 600;
@@ -19,7 +16,6 @@ pub fn timeout_s() -> u64 {
         .unwrap_or(DEFAULT_TIMEOUT_S)
 }
 
-#[cfg(feature = "mpi")]
 mod imp {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Mutex;
