@@ -27,9 +27,9 @@ mod idx;
 mod image_folder;
 mod info;
 mod loader;
-mod shard;
 mod mnist_idx;
 mod samples;
+mod shard;
 mod spec;
 
 pub use augment::{hflip, shift, Augment};
@@ -53,7 +53,7 @@ pub use image_folder::{
 };
 pub use info::{DatasetInfo, DatasetProvider, DescribedSplits, InMemoryDataset, Sources};
 pub use loader::{Batch, Batches, DataLoader, HostBatch, HostBatches, PREFETCH};
-pub use shard::Shard;
 pub use mnist_idx::{find_idx_files, load_idx_dataset, IdxFiles};
 pub use samples::{numbered_classes, read_class_names, FileDataset, U8Samples};
+pub use shard::Shard;
 pub use spec::{detect, CifarLabels, DataSpec, DatasetKind};

@@ -79,7 +79,10 @@ mod tests {
         let shares: Vec<Vec<usize>> = (0..3)
             .map(|r| Shard::training(r, 3).unwrap().take(&order))
             .collect();
-        assert_eq!(shares, [vec![0, 3, 6, 9], vec![1, 4, 7, 0], vec![2, 5, 8, 1]]);
+        assert_eq!(
+            shares,
+            [vec![0, 3, 6, 9], vec![1, 4, 7, 0], vec![2, 5, 8, 1]]
+        );
     }
 
     #[test]
@@ -92,7 +95,10 @@ mod tests {
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
         // Fewer samples than ranks: the last ranks get none.
-        assert_eq!(Shard::evaluation(2, 3).unwrap().take(&[5, 6]), Vec::<usize>::new());
+        assert_eq!(
+            Shard::evaluation(2, 3).unwrap().take(&[5, 6]),
+            Vec::<usize>::new()
+        );
     }
 
     #[test]

@@ -106,7 +106,9 @@ mod mpi_arm {
 
     /// Runs `call` on the world communicator, serialized, under the watchdog.
     fn with_world<R>(what: &'static str, call: impl FnOnce(&SimpleCommunicator) -> R) -> R {
-        let _one_at_a_time = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _one_at_a_time = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let _watched = watchdog::watch(what);
         call(&SimpleCommunicator::world())
     }
@@ -148,7 +150,9 @@ mod mpi_arm {
     pub fn all_gather<T: Wire>(values: &[T]) -> Result<Vec<Vec<T>>> {
         let mine = [values.len() as u64];
         let mut counts = vec![0u64; SimpleCommunicator::world().size() as usize];
-        with_world("all-gather", |w| w.all_gather_into(&mine[..], &mut counts[..]));
+        with_world("all-gather", |w| {
+            w.all_gather_into(&mine[..], &mut counts[..])
+        });
         let too_many = || invalid("all-gather", "more than 2^31 values on one rank");
         let counts: Vec<i32> = (counts.iter().map(|&c| i32::try_from(c)))
             .collect::<std::result::Result<_, _>>()

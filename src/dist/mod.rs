@@ -48,7 +48,9 @@ pub fn support() -> String {
 fn mpi_library() -> Option<String> {
     let version = mpi::environment::library_version().unwrap_or_default();
     let first = version.split([',', '\n']).next().unwrap_or("").trim();
-    Some(format!("MPI compiled in ({first}; run under mpirun or srun)"))
+    Some(format!(
+        "MPI compiled in ({first}; run under mpirun or srun)"
+    ))
 }
 
 #[cfg(not(feature = "mpi"))]

@@ -16,9 +16,10 @@ pub const BUCKET_BYTES: usize = 25 * 1024 * 1024;
 /// A tensor's values on the host as f32.
 fn host_values(t: &Tensor) -> Result<Vec<f32>> {
     match t.dtype() {
-        DType::F32 | DType::BF16 | DType::F16 => {
-            t.to_device(Device::Cpu)?.to_dtype(DType::F32)?.to_vec::<f32>()
-        }
+        DType::F32 | DType::BF16 | DType::F16 => t
+            .to_device(Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .to_vec::<f32>(),
         other => Err(invalid(
             "distributed tensor",
             format!("{other:?} tensors are not carried between ranks (f32, bf16 and f16 are)"),
@@ -173,7 +174,10 @@ mod tests {
         let back = average_gradients(world, vec![g.clone()], BUCKET_BYTES).unwrap();
         assert_eq!(back[0].id(), g.id());
         let other = Tensor::from_vec(vec![1.0f32, -2.0000002], &[2], Device::Cpu).unwrap();
-        let (a, b) = (weights_checksum(&[&g]).unwrap(), weights_checksum(&[&other]).unwrap());
+        let (a, b) = (
+            weights_checksum(&[&g]).unwrap(),
+            weights_checksum(&[&other]).unwrap(),
+        );
         assert_ne!(a, b);
         check_identical(world, &[&g], "now").unwrap();
     }

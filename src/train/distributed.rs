@@ -189,7 +189,11 @@ pub(crate) fn evaluate(
     let predictions = interleave(&predictions);
     let labels = interleave(&labels);
     let n = labels.len().max(1) as f64;
-    let correct = predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    let correct = predictions
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
     Ok(Evaluation {
         loss: loss_sum[0] / n,
         accuracy: correct as f64 / n,
