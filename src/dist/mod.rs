@@ -9,7 +9,7 @@
 //! - [`sync`]: the tensor-level steps of PyTorch DDP's semantics: rank 0's weights broadcast at
 //!   the start, gradients averaged by all-reduce in buckets (in the same order on every rank),
 //!   and a checksum all-reduce that tells whether the ranks' weights are still identical.
-//! - The sample sharding (`DistributedSampler`'s rule) is [`crate::data::Shard`]; the training
+//! - The sample sharding (`DistributedSampler`'s rule) is `data::Shard`; the training
 //!   loop's distributed parts are in `train/distributed.rs`.
 //!
 //! Without the `mpi` cargo feature everything here still compiles: [`world`] is always one rank,
