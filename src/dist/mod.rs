@@ -27,21 +27,16 @@ pub use world::{init, launcher_world_size, world, Session, World};
 
 /// Whether this build can run several ranks (the `mpi` cargo feature).
 pub const MPI_COMPILED: bool = cfg!(feature = "mpi");
-/// Whether this build has the NCCL path (the `nccl` cargo feature).
-pub const NCCL_COMPILED: bool = cfg!(feature = "nccl");
 
 /// One line for `kiln info`: whether this build can train on several ranks, and with what.
 pub fn support() -> String {
-    let nccl = match NCCL_COMPILED {
-        true => "NCCL compiled in (libnccl loaded at run time; GPU collectives)",
-        false => "NCCL not compiled in (--features nccl)",
-    };
     let mpi = mpi_library().unwrap_or_else(|| "MPI not compiled in (--features mpi)".into());
     let ranks = match world().size() {
         1 => String::new(),
         n => format!("; this process is rank {} of {n}", world().rank()),
     };
-    format!("distributed: {mpi}; {nccl}{ranks}")
+    // NCCL is not wired in yet: a GPU run's gradients go through the host and MPI.
+    format!("distributed: {mpi}; no NCCL (GPU gradients are reduced through the host){ranks}")
 }
 
 #[cfg(feature = "mpi")]
