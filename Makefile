@@ -10,9 +10,13 @@ setup-cuda:
 
 # Every test, with the kernels compiled by nvcc (the build fails if nvcc is missing or a kernel
 # does not compile) and run under emulation against their CPU twins; benches run once as tests.
+# With MPI compiled in (OpenMPI installed when missing): tests/distributed.rs runs
+# `mpirun -np 2` on the built kiln.
+TEST_FEATURES = mpi
 test:
-	KILN_NVCC="$(NVCC_DIR)/nvcc" KILN_REQUIRE_NVCC=1 cargo test --all-targets
-	KILN_NVCC="$(NVCC_DIR)/nvcc" KILN_REQUIRE_NVCC=1 cargo test --doc
+	scripts/ensure-mpi.sh
+	KILN_NVCC="$(NVCC_DIR)/nvcc" KILN_REQUIRE_NVCC=1 cargo test --all-targets --features $(TEST_FEATURES)
+	KILN_NVCC="$(NVCC_DIR)/nvcc" KILN_REQUIRE_NVCC=1 cargo test --doc --features $(TEST_FEATURES)
 
 # The main job: LeNet-5 on Fashion-MNIST (installing the dataset when missing), 10 epochs on the
 # best device, all 60,000 training images as in the PyTorch reference; prints the test accuracy.

@@ -21,6 +21,7 @@ pub mod core;
 pub mod cpu;
 pub mod cuda;
 pub mod data;
+pub mod dist;
 pub mod nn;
 pub mod ops;
 pub mod optim;

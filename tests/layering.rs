@@ -15,7 +15,7 @@ const TIERS: &[&[&str]] = &[
     &["autograd"],
     &["tensor"],
     &["ops"],
-    &["nn", "optim", "data"],
+    &["nn", "optim", "data", "dist"],
     &["train", "testing"],
     &["selftest"],
 ];

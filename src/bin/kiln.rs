@@ -540,6 +540,17 @@ fn run_predict(args: &PredictArgs) -> CliResult {
     Ok(())
 }
 
+/// `kiln train` under `mpirun`/`srun` runs on every rank (MPI started first, finalized last); a
+/// rank that fails ends the whole job (MPI_Abort), so no other rank waits at a collective.
+fn on_every_rank(train: impl FnOnce() -> CliResult) -> CliResult {
+    let session = kiln::dist::init()?;
+    let result = train();
+    if let Err(e) = &result {
+        session.abort_if_distributed(&e.to_string());
+    }
+    result
+}
+
 /// `kiln summary`: the model for samples of `input` ([C, H, W]) and `classes` classes.
 fn run_summary(arch: Architecture, input: [usize; 3], classes: usize) -> CliResult {
     let mut net = arch.build_for(input, classes, 0, Device::Cpu)?;
@@ -585,6 +596,7 @@ fn run_info() -> CliResult {
             t => t.join(", "),
         }
     );
+    println!("{}", kiln::dist::support());
     println!("best device: {}", Device::best());
     match cuda::cuda_unavailable_reason(0) {
         None => {
@@ -697,8 +709,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match &cli.command {
-        Command::Train(args) => run_train(args, &|flag: &str| {
-            given_on_command_line(&matches, &flag.trim_start_matches("--").replace('-', "_"))
+        Command::Train(args) => on_every_rank(|| {
+            run_train(args, &|flag: &str| {
+                given_on_command_line(&matches, &flag.trim_start_matches("--").replace('-', "_"))
+            })
         }),
         Command::Eval {
             checkpoint,

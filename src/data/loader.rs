@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use super::augment::Augment;
 use super::dataset::Dataset;
 use super::error::{invalid, DataError};
+use super::shard::Shard;
 use crate::core::device::Device;
 use crate::tensor::Tensor;
 
@@ -79,6 +80,8 @@ struct Plan {
     drop_last: bool,
     seed: u64,
     augment: Augment,
+    /// The rank's share of each epoch's order ([`Shard::ALL`] in one process).
+    shard: Shard,
 }
 
 /// SplitMix64's finalizer: a bijective 64-bit mix, for deriving seeds.
@@ -97,7 +100,7 @@ fn stream_seed(seed: u64, epoch: u64, stream: u64) -> u64 {
 
 impl Plan {
     fn num_batches(&self) -> usize {
-        let n = self.dataset.len();
+        let n = self.shard.len_of(self.dataset.len());
         if self.drop_last {
             n / self.batch_size
         } else {
@@ -110,7 +113,7 @@ impl Plan {
         if self.shuffle {
             order.shuffle(&mut StdRng::seed_from_u64(stream_seed(self.seed, epoch, 0)));
         }
-        order
+        self.shard.take(&order)
     }
 
     /// Batch `index` of an epoch whose sample order is `order`.
@@ -191,6 +194,7 @@ impl DataLoader {
                 drop_last: false,
                 seed: 0,
                 augment: Augment::none(),
+                shard: Shard::ALL,
             },
             device,
             background: true,
@@ -224,6 +228,17 @@ impl DataLoader {
         Ok(self)
     }
 
+    /// Iterates only `shard`'s share of each epoch's order (data-parallel training: every rank
+    /// shuffles alike, then takes its share; see [`Shard`]).
+    pub fn with_shard(mut self, shard: Shard) -> DataLoader {
+        self.plan.shard = shard;
+        self
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.plan.shard
+    }
+
     /// Prepares batches on a background thread (the default) or inline when iterated.
     pub fn with_background(mut self, background: bool) -> DataLoader {
         self.background = background;
@@ -247,7 +262,7 @@ impl DataLoader {
         self.plan.num_batches()
     }
 
-    /// The sample order of `epoch` (before `drop_last` cuts the tail).
+    /// The sample order of `epoch` (this loader's shard of it, before `drop_last` cuts the tail).
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         self.plan.order(epoch)
     }
@@ -429,6 +444,22 @@ mod tests {
         assert_eq!(l.clone().with_drop_last(true).num_batches(), 2);
         assert!(l.host_batch(0, 3).is_err());
         assert_eq!(l.host_batch(0, 2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sharded_loaders_split_one_shared_permutation() {
+        let d = Dataset::new(vec![0.0; 11], vec![0; 11], [1, 1, 1], 1).unwrap();
+        let whole = DataLoader::new(d, 2, Device::Cpu).unwrap().with_shuffle(5);
+        let rank = |r| whole.clone().with_shard(Shard::training(r, 2).unwrap());
+        let full = whole.order(3);
+        let (a, b) = (rank(0).order(3), rank(1).order(3));
+        assert_eq!((a.len(), b.len()), (6, 6));
+        assert_eq!(rank(0).num_batches(), 3);
+        for k in 0..6 {
+            assert_eq!(a[k], full[2 * k]);
+            assert_eq!(b[k], full[(2 * k + 1) % 11]);
+        }
+        assert_ne!(rank(0).order(4), a, "each epoch reshuffles");
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod info;
 mod loader;
 mod mnist_idx;
 mod samples;
+mod shard;
 mod spec;
 
 pub use augment::{hflip, shift, Augment};
@@ -55,4 +56,5 @@ pub use info::{DatasetInfo, DatasetProvider, DescribedSplits, InMemoryDataset, S
 pub use loader::{Batch, Batches, DataLoader, HostBatch, HostBatches, PREFETCH};
 pub use mnist_idx::{find_idx_files, load_idx_dataset, IdxFiles};
 pub use samples::{numbered_classes, read_class_names, FileDataset, U8Samples};
+pub use shard::Shard;
 pub use spec::{detect, CifarLabels, DataSpec, DatasetKind};

@@ -4,7 +4,8 @@
 //! string key per entry, Fashion-MNIST only) are still read. The dataset description may carry
 //! `origin` (the data's kind, path and options, [`DataSpec`](crate::data::DataSpec)): an
 //! optional field within version 3, absent in checkpoints written before it and ignored by a
-//! kiln that predates it, so the version stays 3.
+//! kiln that predates it, so the version stays 3. So is `world_size` (the ranks of a distributed
+//! run; absent for one process).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,6 +49,9 @@ pub struct CheckpointMeta {
     /// The run's settings by flag, as [`TrainConfig::resume_flags`](super::TrainConfig::resume_flags)
     /// spells them (`"--lr"` → `"0.01"`); `None` before version 3.
     pub settings: Option<BTreeMap<String, String>>,
+    /// The number of ranks that trained it (`mpirun -np N`); `None` for one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<usize>,
 }
 
 /// The optimizer's scalars and the loss scaler's state (the optimizer's tensors are saved beside).
@@ -160,6 +164,7 @@ fn from_json(json: &str, path: &Path) -> Result<CheckpointMeta, TrainError> {
         precision: field(&obj, "precision", path)?,
         training: field(&obj, "training", path)?,
         settings: field(&obj, "settings", path)?,
+        world_size: field(&obj, "world_size", path)?,
     })
 }
 
@@ -243,6 +248,7 @@ fn from_v1(meta: &BTreeMap<String, String>, path: &Path) -> Result<CheckpointMet
         precision,
         training,
         settings: None,
+        world_size: None,
     })
 }
 

@@ -135,6 +135,11 @@ impl PlannedHistory {
         self.dropped
     }
 
+    /// The rows before the resume point (what [`PlannedHistory::open`] keeps).
+    pub fn kept(&self) -> &[EpochMetrics] {
+        &self.kept
+    }
+
     /// The open file and its kept rows. The file is appended to as it is when it holds no row past
     /// the checkpoint; otherwise it is replaced atomically by the kept rows (a crash leaves the
     /// old file or the new one), and a missing file is started.

@@ -16,6 +16,7 @@ mod atomic;
 mod checkpoint;
 mod config;
 mod confusion;
+mod distributed;
 mod early_stopping;
 mod error;
 mod evaluate;

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use super::checkpoint::{save_checkpoint, Checkpoint};
 use super::config::{TrainConfig, EXTENDABLE_FLAGS};
 use super::confusion::ConfusionMatrix;
+use super::distributed;
 use super::early_stopping::{Decision, EarlyStopping};
 use super::error::TrainError;
-use super::evaluate::{confusion_matrix, evaluate};
+use super::evaluate::confusion_matrix;
 use super::finetune::prepare_finetuning;
 use super::freeze::trains;
 use super::graph_step::CapturedStep;
@@ -19,8 +20,7 @@ use super::meta::{load_run_checkpoint, CheckpointMeta, TrainingState, META_VERSI
 use super::metrics::{EpochMetrics, MetricsCsv, PlannedHistory};
 use super::plot::{plot_curves, plot_filters};
 use super::precision::StepPrecision;
-use super::progress::Progress;
-use super::run_dir::{check_new_run, clear_results, remove_stale_temps, RunDir};
+use super::run_dir::{check_new_run, clear_results, remove_stale_temps};
 use super::state::{
     model_tensors, optimizer_tensors, restore_model, restore_optimizer, snapshot, MODEL_PREFIX,
 };
@@ -94,13 +94,14 @@ fn load_data(config: &TrainConfig, provider: &dyn DatasetProvider) -> Result<Dat
     };
     let loader = |d: Dataset, batch| DataLoader::new(d, batch, config.device);
     let train = loader(splits.train, config.batch_size)?
+        .with_shard(distributed::train_shard()?)
         .with_shuffle(config.seed)
         .with_augment(augment)?;
     let eval_batch = config.batch_size.max(256);
     Ok(Data {
         train,
-        val: loader(splits.validation, eval_batch)?,
-        test: loader(splits.test, eval_batch)?,
+        val: loader(splits.validation, eval_batch)?.with_shard(distributed::eval_shard()?),
+        test: loader(splits.test, eval_batch)?.with_shard(distributed::eval_shard()?),
         info,
     })
 }
@@ -182,17 +183,20 @@ fn train_in_pool(
     provider: &dyn DatasetProvider,
 ) -> Result<RunSummary, TrainError> {
     config.validate()?;
+    distributed::check_config(config)?;
     config.device.check_available()?;
     // The data first: a missing or empty split fails before anything is written to --out.
     let data = load_data(config, provider)?;
     // One run per directory; the lock goes when `_dir` is dropped, however the run ends.
-    let _dir = RunDir::lock(&config.out)?;
+    let _dir = distributed::lock_run_dir(&config.out)?;
     let files = RunFiles::new(&config.out);
     // Everything is checked (the directory, the checkpoint, the history) before a file changes.
     let plan = plan_run(config, &data, &files)?;
-    remove_stale_temps(&config.out)?;
-    if !config.resume {
-        clear_results(&files)?;
+    if distributed::is_writer() {
+        remove_stale_temps(&config.out)?;
+        if !config.resume {
+            clear_results(&files)?;
+        }
     }
     if plan.history.dropped() > 0 {
         eprintln!(
@@ -203,7 +207,7 @@ fn train_in_pool(
             files.last.display()
         );
     }
-    let (mut csv, mut history) = plan.history.open()?;
+    let (mut csv, mut history) = distributed::open_history(plan.history)?;
 
     let mut best_val = plan.start.best_val;
     let mut first = Some(plan.first);
@@ -225,13 +229,16 @@ fn train_in_pool(
     }
 
     // The kept weights: the best validation accuracy over every restart and epoch.
+    distributed::wait_for_writer()?;
     let (best, best_meta) = load_run_checkpoint(&files.best)?;
     let mut model = build_model(config, &data.info, config.seed)?;
     restore_model(&mut model, &best.tensors)?;
-    let test = evaluate(&mut model, &data.test)?;
+    let test = distributed::evaluate(&mut model, &data.test)?;
     let confusion = confusion_matrix(&data.info, &test)?;
-    plot_curves(&files.curves, &history)?;
-    plot_first_filters(&files.filters, &model_tensors(&model))?;
+    if distributed::is_writer() {
+        plot_curves(&files.curves, &history)?;
+        plot_first_filters(&files.filters, &model_tensors(&model))?;
+    }
     Ok(RunSummary {
         test_accuracy: test.accuracy,
         test_loss: test.loss,
@@ -259,7 +266,7 @@ fn interrupted(config: &TrainConfig, files: &RunFiles, history: &[EpochMetrics])
         dir: config.out.clone(),
         last_epoch: history.last().map(|r| r.epoch),
     };
-    if history.is_empty() || !files.last.exists() {
+    if history.is_empty() || !files.last.exists() || !distributed::is_writer() {
         return stopped;
     }
     let plotted = plot_curves(&files.curves, history).and_then(|()| {
@@ -287,7 +294,9 @@ struct Plan {
 
 fn plan_run(config: &TrainConfig, data: &Data, files: &RunFiles) -> Result<Plan, TrainError> {
     if !config.resume {
-        check_new_run(&config.out, files, config.overwrite)?;
+        if distributed::is_writer() {
+            check_new_run(&config.out, files, config.overwrite)?;
+        }
         return Ok(Plan {
             start: ResumePoint {
                 restart: 0,
@@ -299,6 +308,7 @@ fn plan_run(config: &TrainConfig, data: &Data, files: &RunFiles) -> Result<Plan,
         });
     }
     let (ck, meta, training) = load_resumable(&files.last, &data.info)?;
+    distributed::check_world_size(&meta, &files.last)?;
     check_resume_flags(config, &meta, &files.last)?;
     let start = ResumePoint {
         restart: meta.restart,
@@ -491,7 +501,7 @@ impl RestartRun<'_> {
         &self,
         trainee: Trainee,
         best_val: &mut f64,
-        csv: &mut MetricsCsv,
+        csv: &mut Option<MetricsCsv>,
         history: &mut Vec<EpochMetrics>,
     ) -> Result<Ended, TrainError> {
         let Trainee {
@@ -502,6 +512,7 @@ impl RestartRun<'_> {
             ..
         } = trainee;
         let (model, optimizer, precision) = (&mut model, optimizer.as_mut(), &mut precision);
+        distributed::broadcast_model(model)?;
         let config = self.config;
         let schedule = config
             .schedule
@@ -512,7 +523,7 @@ impl RestartRun<'_> {
             .transpose()?;
         let mut restart_best: Option<(f64, Vec<(String, Tensor)>)> = None;
         let batches = self.data.train.num_batches();
-        let mut progress = Progress::new(config.epochs, batches);
+        let mut progress = distributed::progress(config.epochs, batches);
         if config.restarts > 1 {
             progress.println(&format!(
                 "restart {}/{} (seed {})",
@@ -547,12 +558,13 @@ impl RestartRun<'_> {
                     }
                 };
                 progress.batch(loss, correct, batch.indices.len());
+                distributed::check_in_sync(model, step)?;
             }
-            let totals = progress.finish_epoch();
+            let totals = distributed::reduce_totals(progress.finish_epoch())?;
             // Without a validation set every epoch counts as an improvement: the last one is kept.
             let val = match self.data.val.dataset().is_empty() {
                 true => None,
-                false => Some(evaluate(model, &self.data.val)?),
+                false => Some(distributed::evaluate(model, &self.data.val)?),
             };
             let val_accuracy = val.as_ref().map(|v| v.accuracy);
             let row = EpochMetrics {
@@ -566,7 +578,9 @@ impl RestartRun<'_> {
                 seconds: totals.seconds,
                 images_per_sec: totals.images_per_sec,
             };
-            csv.append(&row)?;
+            if let Some(csv) = csv {
+                csv.append(&row)?;
+            }
             history.push(row);
             if let Some(v) = &val {
                 progress.println(&format!(
@@ -616,6 +630,9 @@ impl RestartRun<'_> {
         epoch: usize,
         best_val: f64,
     ) -> Result<(), TrainError> {
+        if !distributed::is_writer() {
+            return Ok(());
+        }
         let mut tensors = model_tensors(model);
         let training = training_state.map(|(opt, precision)| {
             let (opt_tensors, state) = optimizer_tensors(opt, precision);
@@ -640,6 +657,7 @@ impl RestartRun<'_> {
                     .map(|(flag, value)| (flag.to_string(), value))
                     .collect(),
             ),
+            world_size: Some(distributed::world_size()).filter(|&n| n > 1),
         };
         let named: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
         save_checkpoint(path, &named, &meta.to_metadata()?)
@@ -687,7 +705,8 @@ pub fn train_step_with(
         Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
         None => loss.backward()?,
     };
-    let grad_list = gradient_list(model, &grads)?;
+    // Averaged over the ranks before the loss scaler looks for overflow: all decide alike.
+    let grad_list = distributed::average_gradients(gradient_list(model, &grads)?)?;
     let unscaled = match &mut precision.scaler {
         Some(scaler) => match scaler.unscale(&grad_list.iter().collect::<Vec<_>>())? {
             Some(unscaled) => Some(unscaled),

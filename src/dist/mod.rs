@@ -1,0 +1,54 @@
+//! Data-parallel training across processes: MPI launches the ranks (`mpirun -np N kiln train`,
+//! or Slurm's `srun`), gives each its rank and the world size, and carries the collectives; kiln
+//! writes no transport of its own.
+//!
+//! - [`init`] starts MPI when a launcher started this process (and is a no-op otherwise);
+//!   [`world`] is the process's [`World`]: its rank, the world size and the collectives, one rank
+//!   of one when MPI is not running. MPI's world communicator is process-wide by MPI's design, so
+//!   the world is too.
+//! - [`sync`]: the tensor-level steps of PyTorch DDP's semantics: rank 0's weights broadcast at
+//!   the start, gradients averaged by all-reduce in buckets (in the same order on every rank),
+//!   and a checksum all-reduce that tells whether the ranks' weights are still identical.
+//! - The sample sharding (`DistributedSampler`'s rule) is `data::Shard`; the training
+//!   loop's distributed parts are in `train/distributed.rs`.
+//!
+//! Without the `mpi` cargo feature everything here still compiles: [`world`] is always one rank,
+//! and [`init`] refuses to run under a launcher that started several ranks.
+
+mod collectives;
+pub mod sync;
+#[cfg(feature = "mpi")]
+mod watchdog;
+mod world;
+
+pub use collectives::ReduceOp;
+pub use sync::{average_gradients, broadcast_tensors, weights_checksum, BUCKET_BYTES};
+pub use world::{init, launcher_world_size, world, Session, World};
+
+/// Whether this build can run several ranks (the `mpi` cargo feature).
+pub const MPI_COMPILED: bool = cfg!(feature = "mpi");
+
+/// One line for `kiln info`: whether this build can train on several ranks, and with what.
+pub fn support() -> String {
+    let mpi = mpi_library().unwrap_or_else(|| "MPI not compiled in (--features mpi)".into());
+    let ranks = match world().size() {
+        1 => String::new(),
+        n => format!("; this process is rank {} of {n}", world().rank()),
+    };
+    // NCCL is not wired in yet: a GPU run's gradients go through the host and MPI.
+    format!("distributed: {mpi}; no NCCL (GPU gradients are reduced through the host){ranks}")
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_library() -> Option<String> {
+    let version = mpi::environment::library_version().unwrap_or_default();
+    let first = version.split([',', '\n']).next().unwrap_or("").trim();
+    Some(format!(
+        "MPI compiled in ({first}; run under mpirun or srun)"
+    ))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_library() -> Option<String> {
+    None
+}

@@ -1,0 +1,502 @@
+//! Data-parallel training under MPI (issue 15), on the built `kiln` binary started by
+//! `mpirun --allow-run-as-root --oversubscribe -np 2` on the CPU backend: the 2-rank run equals
+//! the 1-rank run of the same global batch, the ranks stay identical (a checksum all-reduce after
+//! every step, `KILN_DIST_CHECK_EVERY=1`), only rank 0 writes, `--resume` continues exactly on the
+//! same world size and refuses another, and a rank that fails or is killed ends the job with an
+//! error within a timeout. Without `mpirun`, or with a kiln built without the `mpi` feature, each
+//! test prints `SKIPPED: <why>` and passes (`make test` installs OpenMPI and turns the feature on).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln::data::{write_idx_images, write_idx_labels, IdxImages, FASHION_MNIST_FILES};
+use kiln::train::{load_checkpoint, read_metrics_csv};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// How long a job may take before the test calls it a hang (generous for 2 shared cores).
+const JOB_LIMIT: Duration = Duration::from_secs(240);
+
+/// Why the MPI tests cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    let mpirun = Command::new("mpirun").arg("--version").output();
+    if !mpirun.is_ok_and(|o| o.status.success()) {
+        return Some("mpirun is not installed (scripts/ensure-mpi.sh installs OpenMPI)".into());
+    }
+    let info = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("info")
+        .output();
+    let info = info.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    match info {
+        Ok(text) if text.contains("MPI compiled in") => None,
+        _ => Some("kiln was built without the mpi feature (cargo test --features mpi)".into()),
+    }
+}
+
+macro_rules! require_mpi {
+    () => {
+        if let Some(why) = skip_reason() {
+            println!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+/// A fresh directory, removed when dropped.
+struct TempDir(tempfile::TempDir);
+
+impl TempDir {
+    fn new() -> TempDir {
+        TempDir(tempfile::tempdir().unwrap())
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+}
+
+/// Fashion-MNIST-named IDX files: class k is a bright patch at one of ten places, plus noise.
+fn write_data(dir: &Path, train: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let images = |count: usize, seed: u64| {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut pixels = vec![0u8; count * 784];
+        let labels: Vec<u8> = (0..count).map(|n| (n % 10) as u8).collect();
+        for (n, image) in pixels.chunks_mut(784).enumerate() {
+            image.iter_mut().for_each(|p| *p = rng.random_range(0..60));
+            let (top, left) = (4 + (n % 10 / 5) * 12, 2 + (n % 5) * 5);
+            for h in top..top + 6 {
+                image[h * 28 + left..h * 28 + left + 4].fill(220);
+            }
+        }
+        let idx = IdxImages {
+            count,
+            rows: 28,
+            cols: 28,
+            pixels,
+        };
+        (idx, labels)
+    };
+    let path = |i: usize| dir.join(format!("{}.gz", FASHION_MNIST_FILES[i]));
+    let (train_images, train_labels) = images(train, 1);
+    let (test_images, test_labels) = images(test, 2);
+    write_idx_images(&path(0), &train_images, true).unwrap();
+    write_idx_labels(&path(1), &train_labels, true).unwrap();
+    write_idx_images(&path(2), &test_images, true).unwrap();
+    write_idx_labels(&path(3), &test_labels, true).unwrap();
+}
+
+/// `kiln train` arguments on the CPU.
+fn train_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["train", "--device", "cpu", "--data"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(data.display().to_string());
+    args.push("--out".into());
+    args.push(out.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn mpirun(ranks: usize) -> Command {
+    let mut command = Command::new("mpirun");
+    command
+        .args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(ranks.to_string())
+        .env("KILN_DIST_CHECK_EVERY", "1")
+        .env("RAYON_NUM_THREADS", "1");
+    command
+}
+
+/// `kiln train` on `ranks` ranks (1: a plain process, no mpirun).
+fn kiln_train(ranks: usize, data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let args = train_args(data, out, extra);
+    if ranks == 1 {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command.args(args).env("RAYON_NUM_THREADS", "1");
+        return command;
+    }
+    let mut command = mpirun(ranks);
+    command.arg(env!("CARGO_BIN_EXE_kiln")).args(args);
+    command
+}
+
+/// Runs `command` to its end, or kills it at `JOB_LIMIT` and fails the test (a hang).
+fn finish(mut command: Command) -> (Output, String) {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let out = wait_with_limit(child, JOB_LIMIT);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    // Drain the pipes on threads so a chatty job cannot block on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the job ran past {limit:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn succeed(command: Command) -> String {
+    let (out, text) = finish(command);
+    assert!(out.status.success(), "the job failed:\n{text}");
+    text
+}
+
+/// Every tensor of a checkpoint (model and optimizer state) as f32 values, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let ck = load_checkpoint(path).unwrap();
+    let mut all: Vec<(String, Vec<f32>)> = ck
+        .tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_vec::<f32>().unwrap()))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+/// The largest |a - b| / (ATOL + RTOL·|b|) over every value of two checkpoints' tensors.
+fn worst_ratio(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(
+        a.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        b.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    let mut worst = 0.0f64;
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(x.len(), y.len(), "{name}");
+        for (x, y) in x.iter().zip(y) {
+            let ratio = f64::from((x - y).abs()) / (ATOL + RTOL * f64::from(y.abs()));
+            assert!(ratio.is_finite(), "{name}: {x} vs {y}");
+            worst = worst.max(ratio);
+        }
+    }
+    worst
+}
+
+// The 2-rank run computes each step's gradient as the mean of two 32-image means, the 1-rank run
+// as one 64-image mean of the same images (DistributedSampler's strided shares of the same
+// permutation): equal in exact arithmetic, so the weights differ by f32 reordering only (a few
+// ulps per step; measured here: at most 2e-3 of this tolerance after 6 steps). A wrong step (a
+// gradient summed instead of averaged, another sample order, no broadcast) moves the weights by
+// more than a thousand times the tolerance, as one more epoch does (checked below).
+const ATOL: f64 = 1e-6;
+const RTOL: f64 = 1e-5;
+
+/// 192 training images: 3 global batches of 64 per epoch, none padded or partial.
+const EQUIVALENCE: &[&str] = &["--model", "lenet5", "--epochs", "2", "--val-fraction", "0"];
+
+#[test]
+fn two_ranks_of_32_end_with_the_weights_of_one_rank_of_64() {
+    require_mpi!();
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    write_data(&data, 192, 40);
+    let (one, two) = (dir.path("one"), dir.path("two"));
+    let mut args = EQUIVALENCE.to_vec();
+    succeed(kiln_train(
+        1,
+        &data,
+        &one,
+        &[&args[..], &["--batch-size", "64"]].concat(),
+    ));
+    args.extend(["--batch-size", "32"]);
+    let text = succeed(kiln_train(2, &data, &two, &args));
+
+    let worst = worst_ratio(&two.join("last.safetensors"), &one.join("last.safetensors"));
+    assert!(
+        worst <= 1.0,
+        "2 ranks x 32 differ from 1 rank x 64: worst error ratio {worst}"
+    );
+    // The check can fail: training moved the weights far past the tolerance.
+    let three = dir.path("three");
+    succeed(kiln_train(
+        1,
+        &data,
+        &three,
+        &[
+            "--model",
+            "lenet5",
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0",
+            "--batch-size",
+            "64",
+        ],
+    ));
+    let moved = worst_ratio(
+        &three.join("last.safetensors"),
+        &one.join("last.safetensors"),
+    );
+    assert!(
+        moved > 100.0,
+        "one epoch more moved the weights only {moved}x the tolerance"
+    );
+    println!("worst error ratio {worst} of the tolerance; one epoch's change {moved}x it");
+
+    // Both ranks report the whole test set's result, reduced from their shards.
+    let accuracy_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("test accuracy"))
+        .collect();
+    assert_eq!(accuracy_lines.len(), 2, "{text}");
+    assert_eq!(accuracy_lines[0], accuracy_lines[1]);
+    let one_rows = read_metrics_csv(one.join("metrics.csv")).unwrap();
+    let two_rows = read_metrics_csv(two.join("metrics.csv")).unwrap();
+    assert_eq!(two_rows.len(), 2, "rank 0 alone writes one row per epoch");
+    for (a, b) in one_rows.iter().zip(&two_rows) {
+        // Training loss over all ranks' images (reduced), as the 1-rank run measured it.
+        assert!((a.train_loss - b.train_loss).abs() < 1e-4, "{a:?} vs {b:?}");
+        assert!(
+            (a.train_accuracy - b.train_accuracy).abs() < 1e-9,
+            "{a:?} vs {b:?}"
+        );
+    }
+}
+
+#[test]
+fn only_rank_0_writes_and_resume_continues_exactly_on_the_same_world_size() {
+    require_mpi!();
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    write_data(&data, 100, 30);
+    let args = |epochs: &'static str| {
+        vec![
+            "--model",
+            "lenet5",
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "16",
+            "--val-fraction",
+            "0.2",
+        ]
+    };
+    let (straight, resumed) = (dir.path("straight"), dir.path("resumed"));
+    succeed(kiln_train(2, &data, &straight, &args("2")));
+    let mut names: Vec<String> = std::fs::read_dir(&straight)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "best.safetensors",
+            "curves.png",
+            "filters.png",
+            "last.safetensors",
+            "metrics.csv"
+        ],
+        "rank 0's files only, no lock or temporary file left"
+    );
+    assert_eq!(
+        read_metrics_csv(straight.join("metrics.csv"))
+            .unwrap()
+            .len(),
+        2
+    );
+
+    succeed(kiln_train(2, &data, &resumed, &args("1")));
+    let mut resume = args("2");
+    resume.push("--resume");
+    succeed(kiln_train(2, &data, &resumed, &resume));
+    let worst = worst_ratio(
+        &resumed.join("last.safetensors"),
+        &straight.join("last.safetensors"),
+    );
+    assert_eq!(worst, 0.0, "a resumed 2-rank run continues bit for bit");
+    assert_eq!(
+        read_metrics_csv(resumed.join("metrics.csv")).unwrap().len(),
+        2
+    );
+
+    // Another world size is refused, naming both and leaving the run as it was.
+    let before = std::fs::read(resumed.join("last.safetensors")).unwrap();
+    let mut more = args("3");
+    more.push("--resume");
+    for ranks in [1, 3] {
+        let (out, text) = finish(kiln_train(ranks, &data, &resumed, &more));
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            text.contains("was trained on 2 ranks (mpirun -np 2)")
+                && text.contains("resume on 2 ranks"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(resumed.join("last.safetensors")).unwrap(),
+        before
+    );
+}
+
+/// Batch norm uses each rank's batch statistics (the documented default, as DDP without
+/// SyncBatchNorm): 2 ranks x 16 is not 1 rank x 32 for ResNet-20, though without batch norm it
+/// would be; the ranks still apply identical updates (checked after every step).
+#[test]
+fn batch_norm_normalizes_by_each_ranks_own_batch() {
+    require_mpi!();
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    write_data(&data, 64, 20);
+    let args = [
+        "--model",
+        "resnet20",
+        "--epochs",
+        "1",
+        "--val-fraction",
+        "0",
+        "--lr",
+        "0.05",
+    ];
+    let (one, two) = (dir.path("one"), dir.path("two"));
+    succeed(kiln_train(
+        1,
+        &data,
+        &one,
+        &[&args[..], &["--batch-size", "32"]].concat(),
+    ));
+    succeed(kiln_train(
+        2,
+        &data,
+        &two,
+        &[&args[..], &["--batch-size", "16"]].concat(),
+    ));
+    let differ = worst_ratio(&two.join("last.safetensors"), &one.join("last.safetensors"));
+    assert!(
+        differ > 10.0,
+        "per-rank statistics should change the step: ratio {differ}"
+    );
+    println!("per-rank statistics moved the weights {differ}x the no-batch-norm tolerance");
+}
+
+/// Rank 1 is given data that does not exist (mpirun's `:` gives each rank its own command line):
+/// it fails, and the job ends with its error instead of leaving rank 0 at the broadcast.
+#[test]
+fn a_rank_that_fails_on_bad_input_ends_the_job() {
+    require_mpi!();
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    write_data(&data, 40, 10);
+    let out = dir.path("out");
+    let mut command = mpirun(1);
+    command
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(train_args(&data, &out, &["--epochs", "50"]))
+        .args([":", "-np", "1"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(train_args(&dir.path("missing"), &out, &["--epochs", "50"]));
+    let start = Instant::now();
+    let (status, text) = finish(command);
+    assert!(!status.status.success(), "{text}");
+    assert!(
+        text.contains("kiln: rank 1 of 2") && text.contains("missing"),
+        "{text}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+/// A rank killed mid-run (SIGKILL: no chance to say anything) ends the job with an error, and
+/// the last checkpoint rank 0 wrote stays whole.
+#[test]
+fn a_killed_rank_ends_the_job_and_the_last_checkpoint_stays_intact() {
+    require_mpi!();
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    write_data(&data, 200, 10);
+    let out = dir.path("out");
+    let mut command = kiln_train(
+        2,
+        &data,
+        &out,
+        &[
+            "--epochs",
+            "500",
+            "--batch-size",
+            "8",
+            "--val-fraction",
+            "0",
+        ],
+    );
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let mpirun_pid = child.id();
+    // Wait for the first checkpoint, then kill one of the ranks (mpirun's children).
+    let last = out.join("last.safetensors");
+    let start = Instant::now();
+    while !last.exists() && start.elapsed() < JOB_LIMIT {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(last.exists(), "no checkpoint within {JOB_LIMIT:?}");
+    let ranks = children(mpirun_pid);
+    assert_eq!(ranks.len(), 2, "mpirun's children: {ranks:?}");
+    let killed = Command::new("kill")
+        .args(["-9", &ranks[1].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let killed_at = Instant::now();
+    let output = wait_with_limit(child, JOB_LIMIT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the job went on after a rank was killed"
+    );
+    assert!(
+        stderr.contains("signal 9"),
+        "mpirun names the killed rank:\n{stderr}"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+    // The checkpoint rank 0 wrote last loads: written atomically, never half-written.
+    assert!(!tensors(&last).is_empty());
+}
+
+/// The process ids of `pid`'s children.
+fn children(pid: u32) -> Vec<u32> {
+    let listed = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+    listed
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
