@@ -275,3 +275,60 @@ __device__ __forceinline__ void global_avgpool_bwd(const GlobalAvgPoolBwdParams<
   }
 }
 KILN_STORAGE_KERNELS(global_avgpool_bwd, GlobalAvgPoolBwdParams)
+
+// Adaptive average pooling (PyTorch's adaptive_avg_pool2d): output row i of OH over H input rows
+// reads rows [floor(i·H/OH), ceil((i+1)·H/OH)), and likewise for columns; windows overlap and vary
+// in size when OH does not divide H (OH > H repeats rows). f32 only (16-bit inputs are widened).
+
+// Mirrors src/cuda/pool.rs `AdaptiveAvgPoolParams`.
+struct AdaptiveAvgPoolParams {
+  const float* src;  // forward: x [planes][H][W]; backward: dy [planes][OH][OW]
+  float* dst;        // forward: y [planes][OH][OW]; backward: dx [planes][H][W], overwritten
+  long long planes;  // N·C
+  int in_h, in_w, out_h, out_w;
+};
+
+__device__ __forceinline__ int adaptive_start(int i, int in_len, int out_len) {
+  return (int)(((long long)i * in_len) / out_len);
+}
+__device__ __forceinline__ int adaptive_end(int i, int in_len, int out_len) {
+  return (int)(((long long)(i + 1) * in_len + out_len - 1) / out_len);
+}
+
+// One thread per output: the window's sum in row-major order, divided by its size.
+extern "C" __global__ void adaptive_avgpool_fwd_f32(const AdaptiveAvgPoolParams p) {
+  const long long total = p.planes * p.out_h * p.out_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int ow = (int)(i % p.out_w);
+    const int oh = (int)((i / p.out_w) % p.out_h);
+    const float* x = p.src + i / ((long long)p.out_w * p.out_h) * p.in_h * p.in_w;
+    const int h0 = adaptive_start(oh, p.in_h, p.out_h), h1 = adaptive_end(oh, p.in_h, p.out_h);
+    const int w0 = adaptive_start(ow, p.in_w, p.out_w), w1 = adaptive_end(ow, p.in_w, p.out_w);
+    float sum = 0.0f;
+    for (int h = h0; h < h1; ++h)
+      for (int w = w0; w < w1; ++w) sum += x[h * p.in_w + w];
+    p.dst[i] = sum / (float)((h1 - h0) * (w1 - w0));
+  }
+}
+KILN_EMULATE(adaptive_avgpool_fwd_f32, AdaptiveAvgPoolParams)
+
+// A gather: one thread per input pixel (h, w) sums dy / window size over the windows that read it,
+// rows [floor(h·OH/H), ceil((h+1)·OH/H)) by columns [floor(w·OW/W), ceil((w+1)·OW/W)), row-major.
+extern "C" __global__ void adaptive_avgpool_bwd_f32(const AdaptiveAvgPoolParams p) {
+  const long long total = p.planes * p.in_h * p.in_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int w = (int)(i % p.in_w);
+    const int h = (int)((i / p.in_w) % p.in_h);
+    const float* dy = p.src + i / ((long long)p.in_w * p.in_h) * p.out_h * p.out_w;
+    float sum = 0.0f;
+    for (int oh = adaptive_start(h, p.out_h, p.in_h); oh < adaptive_end(h, p.out_h, p.in_h); ++oh) {
+      const int rows = adaptive_end(oh, p.in_h, p.out_h) - adaptive_start(oh, p.in_h, p.out_h);
+      for (int ow = adaptive_start(w, p.out_w, p.in_w); ow < adaptive_end(w, p.out_w, p.in_w); ++ow) {
+        const int cols = adaptive_end(ow, p.in_w, p.out_w) - adaptive_start(ow, p.in_w, p.out_w);
+        sum += dy[oh * p.out_w + ow] / (float)(rows * cols);
+      }
+    }
+    p.dst[i] = sum;
+  }
+}
+KILN_EMULATE(adaptive_avgpool_bwd_f32, AdaptiveAvgPoolParams)

@@ -50,6 +50,24 @@ fn conv2d_gradients() {
     }
 }
 
+/// Adaptive windows that divide, overlap (7 → 3, 9 → 4) and repeat (5 → 7).
+#[test]
+fn adaptive_avg_pool_gradients() {
+    for (i, (shape, output)) in [
+        ([2, 3, 7, 9], (3, 4)),
+        ([1, 2, 5, 5], (7, 3)),
+        ([1, 1, 6, 4], (2, 2)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = random(&shape, 70 + i as u64);
+        gradcheck("adaptive_avg_pool2d", &[x], |t| {
+            ops::adaptive_avg_pool2d(&t[0], output)
+        });
+    }
+}
+
 #[test]
 fn max_pool_gradients() {
     let x = well_separated(&[2, 3, 7, 9], 3);

@@ -345,6 +345,73 @@ impl GroupedConv {
     }
 }
 
+/// Adaptive pooling of `[N, C, H, W]` to `[N, C, OH, OW]` (PyTorch's `adaptive_avg_pool2d`): output
+/// row `i` of `OH` reads input rows `[⌊i·H/OH⌋, ⌈(i + 1)·H/OH⌉)`, and likewise for columns, so
+/// windows overlap and differ in size when `OH` does not divide `H`, and `OH > H` repeats rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdaptivePool2d {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl AdaptivePool2d {
+    /// The pooling of an `input` of shape [N, C, H, W] to `output` = (OH, OW); a zero dimension of
+    /// either is an error.
+    pub fn new(op: &'static str, input: &[usize], output: (usize, usize)) -> Result<Self> {
+        let [batch, channels, in_h, in_w] = as_nchw(op, input)?;
+        if input.contains(&0) {
+            return Err(invalid(
+                "input shape",
+                format!("{op}: {input:?} has a zero dimension"),
+            ));
+        }
+        let (out_h, out_w) = output;
+        if out_h == 0 || out_w == 0 {
+            return Err(invalid(
+                "output size",
+                format!("{op}: output size must be at least 1x1, got {out_h}x{out_w}"),
+            ));
+        }
+        Ok(AdaptivePool2d {
+            batch,
+            channels,
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+        })
+    }
+
+    pub fn input_shape(&self) -> Vec<usize> {
+        vec![self.batch, self.channels, self.in_h, self.in_w]
+    }
+
+    pub fn output_shape(&self) -> Vec<usize> {
+        vec![self.batch, self.channels, self.out_h, self.out_w]
+    }
+
+    /// N·C.
+    pub fn planes(&self) -> usize {
+        self.batch * self.channels
+    }
+}
+
+/// The input range `[start, end)` of adaptive window `i` of `out_len` over `in_len`:
+/// `start = ⌊i·in/out⌋`, `end = ⌈(i + 1)·in/out⌉` (never empty when `in_len, out_len ≥ 1`).
+pub fn adaptive_window(i: usize, in_len: usize, out_len: usize) -> (usize, usize) {
+    (i * in_len / out_len, ((i + 1) * in_len).div_ceil(out_len))
+}
+
+/// The windows of [`adaptive_window`] that read input index `j`: `[⌊j·out/in⌋, ⌈(j + 1)·out/in⌉)`
+/// (window `i` reads `j` iff `⌊i·in/out⌋ ≤ j` and `⌈(i + 1)·in/out⌉ > j`, which solve to that).
+pub fn adaptive_windows_reading(j: usize, in_len: usize, out_len: usize) -> (usize, usize) {
+    adaptive_window(j, out_len, in_len)
+}
+
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -365,6 +432,33 @@ mod tests {
     use super::*;
 
     // The lecture's 7x7 input with a 3x3 filter.
+    /// Every window reads exactly the inputs [`adaptive_windows_reading`] says, for sizes that
+    /// divide, do not divide, and shrink or grow.
+    #[test]
+    fn adaptive_windows_and_their_readers_agree() {
+        for in_len in 1..=9 {
+            for out_len in 1..=11 {
+                for j in 0..in_len {
+                    let (lo, hi) = adaptive_windows_reading(j, in_len, out_len);
+                    let readers: Vec<usize> = (0..out_len)
+                        .filter(|&i| {
+                            let (s, e) = adaptive_window(i, in_len, out_len);
+                            s <= j && j < e
+                        })
+                        .collect();
+                    assert_eq!(
+                        readers,
+                        (lo..hi).collect::<Vec<_>>(),
+                        "{in_len} -> {out_len}, {j}"
+                    );
+                }
+            }
+        }
+        // PyTorch's AdaptiveAvgPool1d(3) over 7 inputs: [0, 3), [2, 5), [4, 7).
+        let windows: Vec<_> = (0..3).map(|i| adaptive_window(i, 7, 3)).collect();
+        assert_eq!(windows, [(0, 3), (2, 5), (4, 7)]);
+    }
+
     #[test]
     fn lecture_output_sizes() {
         let out = |s, p| ConvGeometry::new([1, 1, 7, 7], Window2d::square(3, s, p), true);

@@ -1,10 +1,10 @@
 //! 2-d pooling: max (with argmax; the gradient goes only to the element that won each window),
-//! average, L2 norm, and global average. Output sizes floor like PyTorch's; every window is a
+//! average, L2 norm, global average and adaptive average. Output sizes floor like PyTorch's; every window is a
 //! [`Window2d`] (stride, per-side padding, dilation).
 
 use crate::backend::{self, RawTensor};
 use crate::core::error::Result;
-use crate::core::shape::{as_nchw, ConvGeometry, Window2d};
+use crate::core::shape::{as_nchw, AdaptivePool2d, ConvGeometry, Window2d};
 use crate::tensor::record;
 use crate::tensor::Tensor;
 
@@ -61,5 +61,18 @@ pub fn global_avg_pool2d(x: &Tensor) -> Result<Tensor> {
     let shape = x.shape().to_vec();
     Ok(record("global_avg_pool2d", &[x], y, move || {
         move |dy: &RawTensor| Ok(vec![Some(backend::global_avgpool_bwd(dy, &shape)?)])
+    }))
+}
+
+/// Adaptive average pooling of `x` [N,C,H,W] to [N,C,OH,OW] with `output` = (OH, OW), PyTorch's
+/// `adaptive_avg_pool2d`: output row `i` averages input rows `[⌊i·H/OH⌋, ⌈(i + 1)·H/OH⌉)`, and
+/// likewise for columns, so windows overlap and differ in size when OH does not divide H, and an
+/// output larger than the input repeats rows. `(1, 1)` is a global average; a zero output size or
+/// a zero dimension of `x` is an error.
+pub fn adaptive_avg_pool2d(x: &Tensor, output: (usize, usize)) -> Result<Tensor> {
+    let a = AdaptivePool2d::new("adaptive_avg_pool2d", x.shape(), output)?;
+    let y = backend::adaptive_avgpool_fwd(x, &a)?;
+    Ok(record("adaptive_avg_pool2d", &[x], y, move || {
+        move |dy: &RawTensor| Ok(vec![Some(backend::adaptive_avgpool_bwd(dy, &a)?)])
     }))
 }

@@ -18,6 +18,10 @@ pub enum Pool {
     L2,
     /// Average over the whole plane: [N, C, H, W] → [N, C, 1, 1].
     GlobalAvg,
+    /// Average over PyTorch's adaptive windows: [N, C, H, W] → [N, C, OH, OW], `output` = (OH, OW).
+    AdaptiveAvg {
+        output: (usize, usize),
+    },
 }
 
 /// A pooling layer.
@@ -39,6 +43,14 @@ impl Pool2d {
         Pool2d::new(kind, Window2d::square(k, stride, 0))
     }
 
+    /// PyTorch's `AdaptiveAvgPool2d((out_h, out_w))`.
+    pub fn adaptive_avg(out_h: usize, out_w: usize) -> Pool2d {
+        let kind = Pool::AdaptiveAvg {
+            output: (out_h, out_w),
+        };
+        Pool2d::new(kind, Window2d::square(1, 1, 0))
+    }
+
     pub fn global_avg() -> Pool2d {
         Pool2d::new(Pool::GlobalAvg, Window2d::square(1, 1, 0))
     }
@@ -55,6 +67,7 @@ impl Module for Pool2d {
             Pool::Avg { count_include_pad } => ops::avg_pool2d(x, self.window, count_include_pad),
             Pool::L2 => ops::l2_pool2d(x, self.window),
             Pool::GlobalAvg => ops::global_avg_pool2d(x),
+            Pool::AdaptiveAvg { output } => ops::adaptive_avg_pool2d(x, output),
         }
     }
 
@@ -70,6 +83,7 @@ impl Module for Pool2d {
         let w = &self.window;
         match self.kind {
             Pool::GlobalAvg => "GlobalAvgPool2d".into(),
+            Pool::AdaptiveAvg { output: (h, w) } => format!("AdaptiveAvgPool2d({h}x{w})"),
             kind => format!(
                 "{kind:?}Pool2d({}x{}, stride {})",
                 w.kernel.0, w.kernel.1, w.stride.0

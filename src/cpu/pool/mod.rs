@@ -1,5 +1,5 @@
 //! Pooling over NCHW planes: max (with the argmax kept for a deterministic gather backward),
-//! average, L2 norm, and global average.
+//! average, L2 norm, global average, and adaptive average (`adaptive.rs`).
 //!
 //! Windows are the convolution windows of [`ConvGeometry`] (stride, padding, dilation); padded taps
 //! never win a max and count as 0 in sums. `x`/`dx` are `[N][C][H][W]`; `y`, `dy` and `argmax` are
@@ -7,6 +7,9 @@
 //! read it in row-major `(kh, kw)` tap order, like the kernels in kernels/pool.cu.
 
 use rayon::prelude::*;
+
+mod adaptive;
+pub use adaptive::{adaptive_avgpool_bwd, adaptive_avgpool_fwd};
 
 use super::im2col::{tap_input, tap_output};
 use super::Float;
