@@ -91,11 +91,25 @@ __device__ __forceinline__ int taps_in_bounds(int o, int kernel, int stride, int
   return count;
 }
 
-// Divisor of average-pool window (oh, ow): every tap (padding included) when count_include_pad,
-// else only the in-bounds taps (0 for a window that sees only padding).
+// Number of taps of window `o` along one axis before `end`: with end = in_len + trailing padding
+// (the padded extent), the taps that read the input or its padding, not ceil_mode's overhang.
+__device__ __forceinline__ int taps_before(int o, int kernel, int stride, int pad, int dilation,
+                                           int end) {
+  int count = 0;
+  for (int k = 0; k < kernel; ++k) {
+    if (o * stride - pad + k * dilation < end) ++count;
+  }
+  return count;
+}
+
+// Divisor of average-pool window (oh, ow), as PyTorch's: with count_include_pad, its taps inside
+// the padded input (KH·KW, fewer only where a ceil_mode window overhangs the padded extent
+// extent_h x extent_w); else only the in-bounds taps (0 for a window that sees only padding).
 __device__ __forceinline__ int avgpool_divisor(const ConvGeom& g, int oh, int ow,
-                                               int count_include_pad) {
-  if (count_include_pad) return g.kernel_h * g.kernel_w;
+                                               int count_include_pad, int extent_h, int extent_w) {
+  if (count_include_pad)
+    return taps_before(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, extent_h) *
+           taps_before(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, extent_w);
   return taps_in_bounds(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, g.in_h) *
          taps_in_bounds(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, g.in_w);
 }
@@ -106,7 +120,8 @@ struct AvgPoolFwdParams {
   const T* x;  // [N][C][H][W]
   T* y;        // [N][C][OH][OW]
   ConvGeom g;
-  int count_include_pad;  // 1: divide by KH·KW; 0: by the number of in-bounds taps
+  int count_include_pad;  // 1: divide by the taps inside the padded input; 0: by the in-bounds taps
+  int extent_h, extent_w;  // the padded input's end: H + bottom padding, W + right padding
 };
 
 // One thread per output: the sum of its in-bounds taps in row-major window order, divided by the
@@ -130,7 +145,7 @@ __device__ __forceinline__ void avgpool_fwd(const AvgPoolFwdParams<T>& p) {
         sum += to_f32(x[h * g.in_w + w]);
       }
     }
-    const int divisor = avgpool_divisor(g, oh, ow, p.count_include_pad);
+    const int divisor = avgpool_divisor(g, oh, ow, p.count_include_pad, p.extent_h, p.extent_w);
     p.y[i] = from_f32<T>(divisor > 0 ? sum / (float)divisor : 0.0f);
   }
 }
@@ -143,6 +158,7 @@ struct AvgPoolBwdParams {
   T* dx;        // [N][C][H][W], overwritten
   ConvGeom g;
   int count_include_pad;
+  int extent_h, extent_w;
 };
 
 // A gather: one thread per input pixel sums dy / divisor over the windows that read it, in
@@ -158,7 +174,8 @@ __device__ __forceinline__ void avgpool_bwd(const AvgPoolBwdParams<T>& p) {
     const T* dy = p.dy + plane * g.out_h * g.out_w;
     float sum = 0.0f;
     for_each_window_reading(g, h, w, [&](int oh, int ow, int, int) {
-      sum += to_f32(dy[oh * g.out_w + ow]) / (float)avgpool_divisor(g, oh, ow, p.count_include_pad);
+      const int divisor = avgpool_divisor(g, oh, ow, p.count_include_pad, p.extent_h, p.extent_w);
+      sum += to_f32(dy[oh * g.out_w + ow]) / (float)divisor;
     });
     p.dx[i] = from_f32<T>(sum);
   }

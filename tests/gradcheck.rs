@@ -80,6 +80,29 @@ fn max_pool_gradients() {
             ops::max_pool2d(&t[0], window)
         });
     }
+    // ceil_mode: windows that overhang the input (9 with 3/2 and 2/2) and the padding (3/2/1).
+    for window in [
+        Window2d::square(3, 2, 0),
+        Window2d::square(2, 2, 0),
+        Window2d::square(3, 2, 1),
+    ] {
+        gradcheck("max_pool2d ceil_mode", std::slice::from_ref(&x), |t| {
+            ops::max_pool2d(&t[0], window.ceil_mode())
+        });
+    }
+}
+
+/// Average pooling with ceil_mode, both divisors, where windows overhang the input and padding.
+#[test]
+fn avg_pool_ceil_mode_gradients() {
+    let x = random(&[2, 3, 7, 9], 80);
+    for window in [Window2d::square(3, 2, 0), Window2d::square(2, 2, 1)] {
+        for include in [true, false] {
+            gradcheck("avg_pool2d ceil_mode", std::slice::from_ref(&x), |t| {
+                ops::avg_pool2d(&t[0], window.ceil_mode(), include)
+            });
+        }
+    }
 }
 
 /// ReLU6 on values in (−9, 9) that keep 1e-3 away from both kinks, 0 and 6.

@@ -33,6 +33,8 @@ pub(crate) struct AvgPoolFwdParams {
     y: u64,
     g: ConvGeom,
     count_include_pad: i32,
+    extent_h: i32,
+    extent_w: i32,
 }
 
 /// Mirrors `AvgPoolBwdParams` in kernels/pool.cu.
@@ -43,6 +45,8 @@ pub(crate) struct AvgPoolBwdParams {
     dx: u64,
     g: ConvGeom,
     count_include_pad: i32,
+    extent_h: i32,
+    extent_w: i32,
 }
 
 /// Mirrors `L2PoolFwdParams` in kernels/pool.cu.
@@ -171,6 +175,8 @@ pub(crate) fn avgpool_fwd(
         y: y.address(),
         g: ConvGeom::new(g)?,
         count_include_pad: count_include_pad.into(),
+        extent_h: to_i32("avg pool padded height", g.in_h + g.pad_h_end)?,
+        extent_w: to_i32("avg pool padded width", g.in_w + g.pad_w_end)?,
     };
     let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
     launch(
@@ -195,6 +201,8 @@ pub(crate) fn avgpool_bwd(
         dx: dx.address(),
         g: ConvGeom::new(g)?,
         count_include_pad: count_include_pad.into(),
+        extent_h: to_i32("avg pool padded height", g.in_h + g.pad_h_end)?,
+        extent_w: to_i32("avg pool padded width", g.in_w + g.pad_w_end)?,
     };
     launch(
         gpu,
