@@ -222,7 +222,7 @@ fn smoothed_weighted_matches_cpu(device: Device) {
             check_parity(
                 "softmax_cross_entropy_with",
                 device,
-                &[z.clone()],
+                std::slice::from_ref(&z),
                 1e-5,
                 1e-4,
                 |t| {
