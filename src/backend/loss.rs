@@ -254,6 +254,16 @@ pub fn softmax_xent_smooth_fwd(
     targets: XentTargets,
 ) -> Result<(RawTensor, RawTensor)> {
     check_logits_and_labels("softmax_cross_entropy", logits, labels)?;
+    softmax_xent_smooth_fwd_checked_labels(logits, labels, targets)
+}
+
+/// [`softmax_xent_smooth_fwd`] for labels whose values the caller has checked (shapes are checked
+/// here), so that they are read back once.
+pub(crate) fn softmax_xent_smooth_fwd_checked_labels(
+    logits: &RawTensor,
+    labels: &RawTensor,
+    targets: XentTargets,
+) -> Result<(RawTensor, RawTensor)> {
     let labelled = Labelled {
         shape: logits.shape(),
         labels,
@@ -597,7 +607,11 @@ fn check_logits_and_labels(
 /// Reads `labels` (i32) back and checks that each lies in `0..classes`; the error names the
 /// first that does not and its row.
 pub fn check_label_values(labels: &RawTensor, classes: usize) -> Result<()> {
-    let host = labels.to_vec::<i32>()?;
+    check_host_labels(&labels.to_vec::<i32>()?, classes)
+}
+
+/// [`check_label_values`] on labels already read back.
+pub fn check_host_labels(host: &[i32], classes: usize) -> Result<()> {
     if let Some((i, bad)) = host
         .iter()
         .enumerate()

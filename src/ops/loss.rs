@@ -139,12 +139,9 @@ pub fn softmax_cross_entropy_with(
         }
     };
     let weights = options.weights(classes)?;
-    backend::check_label_values(labels, classes)?;
-    let label_weight_sum: f64 = labels
-        .to_vec::<i32>()?
-        .iter()
-        .map(|&l| weights[l as usize])
-        .sum();
+    let host_labels = labels.to_vec::<i32>()?;
+    backend::check_host_labels(&host_labels, classes)?;
+    let label_weight_sum: f64 = host_labels.iter().map(|&l| weights[l as usize]).sum();
     if label_weight_sum <= 0.0 {
         return Err(invalid(
             "class weights",
@@ -159,7 +156,7 @@ pub fn softmax_cross_entropy_with(
         .to_device(logits.device())?;
     let smoothing = options.label_smoothing;
     let targets = xent_targets(&weights, weight_sum, smoothing);
-    let (probs, losses) = backend::softmax_xent_smooth_fwd(logits, labels, targets)?;
+    let (probs, losses) = backend::softmax_xent_smooth_fwd_checked_labels(logits, labels, targets)?;
     let scale = 1.0 / label_weight_sum;
     let loss = backend::sum(&losses, scale)?.reshape(&[])?;
     let labels = labels.clone();
