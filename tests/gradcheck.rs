@@ -50,6 +50,24 @@ fn conv2d_gradients() {
     }
 }
 
+/// Adaptive windows that divide, overlap (7 → 3, 9 → 4) and repeat (5 → 7).
+#[test]
+fn adaptive_avg_pool_gradients() {
+    for (i, (shape, output)) in [
+        ([2, 3, 7, 9], (3, 4)),
+        ([1, 2, 5, 5], (7, 3)),
+        ([1, 1, 6, 4], (2, 2)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = random(&shape, 70 + i as u64);
+        gradcheck("adaptive_avg_pool2d", &[x], |t| {
+            ops::adaptive_avg_pool2d(&t[0], output)
+        });
+    }
+}
+
 #[test]
 fn max_pool_gradients() {
     let x = well_separated(&[2, 3, 7, 9], 3);
@@ -62,6 +80,48 @@ fn max_pool_gradients() {
             ops::max_pool2d(&t[0], window)
         });
     }
+    // ceil_mode: windows that overhang the input (9 with 3/2 and 2/2) and the padding (3/2/1).
+    for window in [
+        Window2d::square(3, 2, 0),
+        Window2d::square(2, 2, 0),
+        Window2d::square(3, 2, 1),
+    ] {
+        gradcheck("max_pool2d ceil_mode", std::slice::from_ref(&x), |t| {
+            ops::max_pool2d(&t[0], window.ceil_mode())
+        });
+    }
+}
+
+/// Average pooling with ceil_mode, both divisors, where windows overhang the input and padding.
+#[test]
+fn avg_pool_ceil_mode_gradients() {
+    let x = random(&[2, 3, 7, 9], 80);
+    for window in [Window2d::square(3, 2, 0), Window2d::square(2, 2, 1)] {
+        for include in [true, false] {
+            gradcheck("avg_pool2d ceil_mode", std::slice::from_ref(&x), |t| {
+                ops::avg_pool2d(&t[0], window.ceil_mode(), include)
+            });
+        }
+    }
+}
+
+/// ReLU6 on values in (−9, 9) that keep 1e-3 away from both kinks, 0 and 6.
+#[test]
+fn relu6_gradients_away_from_the_kinks() {
+    let mut rng = StdRng::seed_from_u64(61);
+    let values: Vec<f64> = random_vec::<f64>(&mut rng, 3 * 5 * 7)
+        .into_iter()
+        .map(|v| 9.0 * v)
+        .map(|v| {
+            if v.abs() < 1e-3 || (v - 6.0).abs() < 1e-3 {
+                v + 0.01
+            } else {
+                v
+            }
+        })
+        .collect();
+    let x = Tensor::from_vec(values, &[3, 5, 7], Device::Cpu).unwrap();
+    gradcheck("relu6", &[x], |t| ops::relu6(&t[0]));
 }
 
 #[test]
@@ -85,6 +145,26 @@ fn softmax_cross_entropy_gradients() {
     gradcheck("softmax_cross_entropy", &[random(&[4, 7], 1)], |t| {
         ops::softmax_cross_entropy(&t[0], &labels)
     });
+}
+
+/// Label smoothing, class weights (one of them 0) and both together.
+#[test]
+fn softmax_cross_entropy_with_options_gradients() {
+    let labels = Tensor::from_vec(vec![0i32, 6, 3, 3, 1], &[5], Device::Cpu).unwrap();
+    let weights = vec![0.5, 2.0, 0.0, 1.5, 1.0, 0.25, 3.0];
+    for (eps, w) in [
+        (0.1, None),
+        (0.0, Some(weights.clone())),
+        (0.3, Some(weights)),
+    ] {
+        let options = ops::CrossEntropy {
+            label_smoothing: eps,
+            class_weights: w,
+        };
+        gradcheck("softmax_cross_entropy_with", &[random(&[5, 7], 90)], |t| {
+            ops::softmax_cross_entropy_with(&t[0], &labels, &options)
+        });
+    }
 }
 
 #[test]

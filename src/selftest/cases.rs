@@ -41,6 +41,11 @@ pub(super) fn unit(shape: &[usize], seed: u64, device: Device) -> Result<RawTens
     RawTensor::uniform(shape, 0.0, 1.0, seed, device)
 }
 
+/// Values uniform in [−3, 9), on both sides of both of ReLU6's kinks (0 and 6).
+fn relu6_input(device: Device) -> Result<RawTensor> {
+    RawTensor::uniform(&SHAPE, -3.0, 9.0, 42, device)
+}
+
 /// Every row, in the order the selftest runs them.
 pub(super) fn all() -> Vec<Case> {
     let mut cases = pointwise();
@@ -109,6 +114,13 @@ fn pointwise() -> Vec<Case> {
             let (x, dy) = (uniform(&SHAPE, 14, d)?, uniform(&SHAPE, 15, d)?);
             Ok(vec![("dx", backend::elu_bwd(&x, &dy, 0.7)?)])
         }),
+        Case::new("relu6", fwd, POINTWISE, &["relu6_fwd_f32"], |d| {
+            Ok(vec![("y", backend::relu6_fwd(&relu6_input(d)?)?)])
+        }),
+        Case::new("relu6", bwd, POINTWISE, &["relu6_bwd_f32"], |d| {
+            let dy = uniform(&SHAPE, 43, d)?;
+            Ok(vec![("dx", backend::relu6_bwd(&relu6_input(d)?, &dy)?)])
+        }),
         Case::new("sigmoid", fwd, POINTWISE, &["sigmoid_fwd_f32"], |d| {
             Ok(vec![("y", backend::sigmoid_fwd(&uniform(&SHAPE, 16, d)?)?)])
         }),
@@ -163,6 +175,34 @@ fn pointwise() -> Vec<Case> {
                     "dlogits",
                     backend::softmax_xent_bwd(&probs, &labels, 0.3)?,
                 )])
+            },
+        ),
+        Case::new(
+            "softmax_cross_entropy smoothed, weighted",
+            fwd,
+            POINTWISE,
+            &["softmax_xent_smooth_fwd_f32"],
+            |d| {
+                let (logits, labels) = xent_inputs(d)?;
+                let weights = xent_weights(d)?;
+                let targets = xent_targets(&weights);
+                let (probs, losses) = backend::softmax_xent_smooth_fwd(&logits, &labels, targets)?;
+                Ok(vec![("probabilities", probs), ("losses", losses)])
+            },
+        ),
+        Case::new(
+            "softmax_cross_entropy smoothed, weighted",
+            bwd,
+            POINTWISE,
+            &["softmax_xent_smooth_bwd_f32"],
+            |d| {
+                let (logits, labels) = xent_inputs(d)?;
+                let weights = xent_weights(d)?;
+                let targets = xent_targets(&weights);
+                let (probs, _) = backend::softmax_xent_smooth_fwd(&logits, &labels, targets)?;
+                let dlogits =
+                    backend::softmax_xent_smooth_bwd(&probs, &labels, targets, 0.3, None)?;
+                Ok(vec![("dlogits", dlogits)])
             },
         ),
         Case::new(
@@ -315,6 +355,21 @@ fn xent_inputs(d: Device) -> Result<(RawTensor, RawTensor)> {
         uniform(&[7, 13], 23, d)?,
         RawTensor::from_vec(labels, &[7], d)?,
     ))
+}
+
+/// Class weights 0, 0.5, 1, 1.5, 0, ... for the 13 classes of [`xent_inputs`] (their sum is 9).
+fn xent_weights(d: Device) -> Result<RawTensor> {
+    let weights: Vec<f32> = (0..13).map(|c| (c % 4) as f32 * 0.5).collect();
+    RawTensor::from_vec(weights, &[13], d)
+}
+
+/// [`xent_weights`], their sum, and label smoothing 0.1.
+fn xent_targets(weights: &RawTensor) -> backend::XentTargets<'_> {
+    backend::XentTargets {
+        weights,
+        weight_sum: 9.0,
+        smoothing: 0.1,
+    }
 }
 
 /// Logits of magnitude up to 4 and targets in [0, 1).
