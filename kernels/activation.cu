@@ -154,8 +154,8 @@ KILN_EMULATE(relu_bwd_f16, Relu16BwdParams<kiln_f16>)
 
 // ---------------------------------------------------------------------------------------------
 // Pointwise activations with a parameter: leaky ReLU (alpha = negative slope), ELU (alpha), and
-// the parameter-free sigmoid and tanh (alpha unused). One thread per element, grid-stride loop.
-// The backward passes read what the forward saved: the input x for leaky ReLU and ELU, the output
+// the parameter-free ReLU6, sigmoid and tanh (alpha unused). One thread per element, grid-stride loop.
+// The backward passes read what the forward saved: the input x for leaky ReLU, ELU and ReLU6, the output
 // y for sigmoid and tanh.
 
 // Mirrors src/cuda/activation.rs `PointwiseFwdParams`.
@@ -213,6 +213,25 @@ extern "C" __global__ void elu_bwd_f32(const PointwiseBwdParams p) {
   }
 }
 KILN_EMULATE(elu_bwd_f32, PointwiseBwdParams)
+
+// ReLU6 = hardtanh(x, 0, 6): y = x < 0 ? 0 : (x > 6 ? 6 : x); NaN and −0 stay (as PyTorch's clamp).
+extern "C" __global__ void relu6_fwd_f32(const PointwiseFwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float v = p.x[i];
+    p.y[i] = v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+  }
+}
+KILN_EMULATE(relu6_fwd_f32, PointwiseFwdParams)
+
+// dx = 0 where x <= 0 or x >= 6, else dy: exactly x = 0 and x = 6 get 0, and NaN passes dy, as
+// PyTorch's hardtanh_backward.
+extern "C" __global__ void relu6_bwd_f32(const PointwiseBwdParams p) {
+  KILN_GRID_STRIDE_LOOP(i, p.n) {
+    const float v = p.saved[i];
+    p.dx[i] = (v <= 0.0f || v >= 6.0f) ? 0.0f : p.dy[i];
+  }
+}
+KILN_EMULATE(relu6_bwd_f32, PointwiseBwdParams)
 
 // 1 / (1 + exp(−v)) without overflow: exp only ever sees a non-positive argument.
 static __device__ __forceinline__ float activation_stable_sigmoid(float v) {

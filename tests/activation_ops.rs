@@ -1,4 +1,4 @@
-//! The activation family: leaky ReLU, ELU, sigmoid, tanh, softmax and log-softmax along an axis,
+//! The activation family: leaky ReLU, ELU, ReLU6, sigmoid, tanh, softmax and log-softmax along an axis,
 //! maxout. Hand-computed values, f64 gradient checks through the tape, GPU-vs-CPU parity (outputs
 //! and gradients) on every device under test, and bad parameters as errors.
 //!
@@ -99,6 +99,78 @@ fn gradients_at_zero_follow_pytorch(device: Device) {
     assert_eq!(values(&backend::tanh_bwd(&y, &dy).unwrap())[0], 1.0);
 }
 kiln::test_device!(gradients_at_zero_follow_pytorch);
+
+/// ReLU6 at its edges, forward and backward, through the tape. From PyTorch 2.15:
+/// ```python
+/// x = torch.tensor([-1., 0., -0., 3., 6., 6.5, float('nan'), 5.999, 1e-7, -1e-7, 7.], requires_grad=True)
+/// y = F.relu6(x); y.backward(torch.arange(1., 12.))
+/// # y: [0, 0, -0, 3, 6, 6, nan, 5.999, 1e-7, 0, 6]; x.grad: [0, 0, 0, 4, 0, 0, 7, 8, 9, 0, 0]
+/// ```
+fn relu6_edges_follow_pytorch(device: Device) {
+    let x = [
+        -1.0_f32,
+        0.0,
+        -0.0,
+        3.0,
+        6.0,
+        6.5,
+        f32::NAN,
+        5.999,
+        1e-7,
+        -1e-7,
+        7.0,
+    ];
+    let y_expected = [
+        0.0,
+        0.0,
+        -0.0,
+        3.0,
+        6.0,
+        6.0,
+        f32::NAN,
+        5.999,
+        1e-7,
+        0.0,
+        6.0,
+    ];
+    let dx_expected = [0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 7.0, 8.0, 9.0, 0.0, 0.0];
+    let xd = tensor(x.to_vec(), &[11])
+        .to_device(device)
+        .unwrap()
+        .with_grad();
+    let y = ops::relu6(&xd).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&values(&y)),
+        bits(&y_expected),
+        "relu6 forward, {device}"
+    );
+    let dy = tensor((1..=11).map(|i| i as f32).collect(), &[11])
+        .to_device(device)
+        .unwrap();
+    let grads = ops::sum(&ops::mul(&y, &dy).unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+    let dx = values(grads.get(&xd).unwrap());
+    assert_eq!(dx, dx_expected, "relu6 gradient, {device}");
+    // 16-bit storage (widened to f32 and rounded back): values exact in bf16 and f16.
+    for format in [DType::BF16, DType::F16] {
+        let on = |v: &[f32]| {
+            let t = tensor(v.to_vec(), &[v.len()]).to_device(device).unwrap();
+            t.to_dtype(format).unwrap()
+        };
+        let x16 = on(&[-1.0, 0.0, 3.0, 6.0, 6.5, 7.0]);
+        let y = backend::relu6_fwd(&x16).unwrap();
+        assert_eq!(y.dtype(), format, "{device} {format:?}");
+        let y32 = values(&y.to_dtype(DType::F32).unwrap());
+        assert_eq!(y32, [0.0, 0.0, 3.0, 6.0, 6.0, 6.0], "{device} {format:?}");
+        let dx = backend::relu6_bwd(&x16, &on(&[1.0; 6])).unwrap();
+        let dx32 = values(&dx.to_dtype(DType::F32).unwrap());
+        assert_eq!(dx32, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0], "{device} {format:?}");
+    }
+}
+kiln::test_device!(relu6_edges_follow_pytorch);
 
 /// softmax([9, 5, 0]) along the last axis of [1, 3], and along the channel axis of an NCHW tensor
 /// [1, 3, 1, 2] whose second pixel is uniform; log_softmax = log(softmax) there.
@@ -282,6 +354,10 @@ fn pointwise_parity(device: Device) {
             ops::elu(&t[0], 0.4)
         });
         check_parity("sigmoid", device, &xs, ATOL, RTOL, |t| ops::sigmoid(&t[0]));
+        // Scaled to ±9, so values sit on both sides of both kinks (0 and 6).
+        check_parity("relu6", device, &xs, ATOL, RTOL, |t| {
+            ops::relu6(&ops::scale(&t[0], 3.0)?)
+        });
         check_parity("tanh", device, &xs, ATOL, RTOL, |t| ops::tanh(&t[0]));
     }
     // Large magnitudes: saturation, no NaN.
@@ -408,8 +484,10 @@ fn bad_parameters_are_errors(device: Device) {
     assert!(backend::softmax_bwd(&cpu, &emulated, 1).is_err());
     assert!(backend::tanh_bwd(&emulated, &cpu).is_err());
     assert!(backend::elu_bwd(&cpu, &cpu.to_dtype(DType::F64).unwrap(), 1.0).is_err());
+    assert!(backend::relu6_bwd(&cpu, &emulated).is_err());
     let ints = tensor(vec![1_i32, 2, 3], &[3]);
     assert!(ops::sigmoid(&ints).is_err());
+    assert!(ops::relu6(&ints).is_err());
     assert!(ops::softmax(&ints, 0).is_err());
     assert!(ops::maxout(&ints.reshape(&[1, 3]).unwrap(), 3).is_err());
 }

@@ -64,6 +64,25 @@ fn max_pool_gradients() {
     }
 }
 
+/// ReLU6 on values in (−9, 9) that keep 1e-3 away from both kinks, 0 and 6.
+#[test]
+fn relu6_gradients_away_from_the_kinks() {
+    let mut rng = StdRng::seed_from_u64(61);
+    let values: Vec<f64> = random_vec::<f64>(&mut rng, 3 * 5 * 7)
+        .into_iter()
+        .map(|v| 9.0 * v)
+        .map(|v| {
+            if v.abs() < 1e-3 || (v - 6.0).abs() < 1e-3 {
+                v + 0.01
+            } else {
+                v
+            }
+        })
+        .collect();
+    let x = Tensor::from_vec(values, &[3, 5, 7], Device::Cpu).unwrap();
+    gradcheck("relu6", &[x], |t| ops::relu6(&t[0]));
+}
+
 #[test]
 fn relu_gradients_away_from_the_kink() {
     gradcheck("relu", &[well_separated(&[3, 5, 7], 5)], |t| {

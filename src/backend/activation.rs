@@ -82,6 +82,7 @@ impl Primitive<1> for ReluGrad<'_> {
 enum PointwiseActivation {
     LeakyRelu(f64),
     Elu(f64),
+    Relu6,
     Sigmoid,
     Tanh,
 }
@@ -97,6 +98,10 @@ impl PointwiseActivation {
             PointwiseActivation::Elu(_) => (
                 Op::new("elu", &["elu_fwd"]),
                 Op::new("elu backward", &["elu_bwd"]),
+            ),
+            PointwiseActivation::Relu6 => (
+                Op::new("relu6", &["relu6_fwd"]),
+                Op::new("relu6 backward", &["relu6_bwd"]),
             ),
             PointwiseActivation::Sigmoid => (
                 Op::new("sigmoid", &["sigmoid_fwd"]),
@@ -133,6 +138,7 @@ impl PointwiseActivation {
             PointwiseActivation::Elu(alpha) => K::Elu {
                 alpha: alpha as f32,
             },
+            PointwiseActivation::Relu6 => K::Relu6,
             PointwiseActivation::Sigmoid => K::Sigmoid,
             PointwiseActivation::Tanh => K::Tanh,
         }
@@ -158,6 +164,7 @@ impl Primitive<1> for Pointwise<'_> {
         Ok(host_output::<T>(self.shape.to_vec(), |y| match self.act {
             PointwiseActivation::LeakyRelu(s) => a::leaky_relu_fwd(x, T::of(s), y),
             PointwiseActivation::Elu(alpha) => a::elu_fwd(x, T::of(alpha), y),
+            PointwiseActivation::Relu6 => a::relu6_fwd(x, y),
             PointwiseActivation::Sigmoid => a::sigmoid_fwd(x, y),
             PointwiseActivation::Tanh => a::tanh_fwd(x, y),
         }))
@@ -169,7 +176,7 @@ impl Primitive<1> for Pointwise<'_> {
     }
 }
 
-/// The float inputs are `[saved, dy]`: `saved` is the forward input (leaky ReLU, ELU) or output
+/// The float inputs are `[saved, dy]`: `saved` is the forward input (leaky ReLU, ELU, ReLU6) or output
 /// (sigmoid, tanh), whose shape `shape` is.
 struct PointwiseGrad<'a>(Pointwise<'a>);
 
@@ -188,6 +195,7 @@ impl Primitive<2> for PointwiseGrad<'_> {
             match self.0.act {
                 PointwiseActivation::LeakyRelu(s) => a::leaky_relu_bwd(saved, dy, T::of(s), dx),
                 PointwiseActivation::Elu(alpha) => a::elu_bwd(saved, dy, T::of(alpha), dx),
+                PointwiseActivation::Relu6 => a::relu6_bwd(saved, dy, dx),
                 PointwiseActivation::Sigmoid => a::sigmoid_bwd(saved, dy, dx),
                 PointwiseActivation::Tanh => a::tanh_bwd(saved, dy, dx),
             }
@@ -231,6 +239,17 @@ pub fn elu_fwd(x: &RawTensor, alpha: f64) -> Result<RawTensor> {
 /// as PyTorch's).
 pub fn elu_bwd(x: &RawTensor, dy: &RawTensor, alpha: f64) -> Result<RawTensor> {
     pointwise_bwd(PointwiseActivation::Elu(alpha), x, dy)
+}
+
+/// ReLU6: `y = min(max(x, 0), 6)` (PyTorch's `relu6`, i.e. `hardtanh(x, 0, 6)`).
+pub fn relu6_fwd(x: &RawTensor) -> Result<RawTensor> {
+    pointwise_fwd(PointwiseActivation::Relu6, x)
+}
+
+/// `dx = 0` where `x ≤ 0` or `x ≥ 6`, else `dy`, from the forward input `x` (0 at exactly 0 and 6,
+/// as PyTorch's `hardtanh_backward`).
+pub fn relu6_bwd(x: &RawTensor, dy: &RawTensor) -> Result<RawTensor> {
+    pointwise_bwd(PointwiseActivation::Relu6, x, dy)
 }
 
 /// `y = 1 / (1 + exp(−x))`, without overflow for large |x|.

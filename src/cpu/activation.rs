@@ -1,4 +1,4 @@
-//! Activations: ReLU (with a byte mask), leaky ReLU, ELU, sigmoid, tanh; softmax and log-softmax
+//! Activations: ReLU (with a byte mask), leaky ReLU, ELU, ReLU6, sigmoid, tanh; softmax and log-softmax
 //! along any axis; maxout over groups of channels. The twins of kernels/activation.cu.
 
 use rayon::prelude::*;
@@ -77,6 +77,38 @@ pub fn elu_bwd<T: Float>(x: &[T], dy: &[T], alpha: T, dx: &mut [T]) {
             d
         } else {
             d * alpha * v.exp()
+        }
+    });
+}
+
+/// ReLU6's upper bound, 6.
+fn relu6_cap<T: Float>() -> T {
+    T::from(6.0).expect("6 converts to f32 and f64")
+}
+
+/// ReLU6 (PyTorch's `relu6` = `hardtanh(x, 0, 6)`): `y = min(max(x, 0), 6)`; NaN and −0 stay.
+pub fn relu6_fwd<T: Float>(x: &[T], y: &mut [T]) {
+    let six = relu6_cap::<T>();
+    map(x, y, |v| {
+        if v < T::zero() {
+            T::zero()
+        } else if v > six {
+            six
+        } else {
+            v
+        }
+    });
+}
+
+/// `dx = 0` where `x ≤ 0` or `x ≥ 6`, else `dy`: exactly `x = 0` and `x = 6` get 0 and NaN passes
+/// `dy`, as PyTorch's `hardtanh_backward` (`x <= min || x >= max ? 0 : grad`).
+pub fn relu6_bwd<T: Float>(x: &[T], dy: &[T], dx: &mut [T]) {
+    let six = relu6_cap::<T>();
+    map2(x, dy, dx, |v, d| {
+        if v <= T::zero() || v >= six {
+            T::zero()
+        } else {
+            d
         }
     });
 }

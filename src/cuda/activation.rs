@@ -111,6 +111,7 @@ fn relu_kernel<P>(kernels: &StorageKernels<P>, s: StorageFormat) -> (Kernel<P>, 
 pub(crate) enum ActivationKernel {
     LeakyRelu { slope: f32 },
     Elu { alpha: f32 },
+    Relu6,
     Sigmoid,
     Tanh,
 }
@@ -124,6 +125,7 @@ impl ActivationKernel {
                 (LEAKY_RELU_FWD_F32, LEAKY_RELU_BWD_F32, slope)
             }
             ActivationKernel::Elu { alpha } => (ELU_FWD_F32, ELU_BWD_F32, alpha),
+            ActivationKernel::Relu6 => (RELU6_FWD_F32, RELU6_BWD_F32, 0.0),
             ActivationKernel::Sigmoid => (SIGMOID_FWD_F32, SIGMOID_BWD_F32, 0.0),
             ActivationKernel::Tanh => (TANH_FWD_F32, TANH_BWD_F32, 0.0),
         }
@@ -227,7 +229,7 @@ pub(crate) fn pointwise_fwd(
     launch(gpu, kernel, elementwise_config(n), &params)
 }
 
-/// dx = dy · f'(…) over `n` f32 elements, from `saved`: the input x (leaky ReLU, ELU) or the
+/// dx = dy · f'(…) over `n` f32 elements, from `saved`: the input x (leaky ReLU, ELU, ReLU6) or the
 /// output y (sigmoid, tanh).
 pub(crate) fn pointwise_bwd(
     gpu: &Gpu,

@@ -1,6 +1,6 @@
-//! Activations on the tape: ReLU (with a mask), leaky ReLU, ELU, sigmoid, tanh, softmax and
+//! Activations on the tape: ReLU (with a mask), leaky ReLU, ELU, ReLU6, sigmoid, tanh, softmax and
 //! log-softmax along an axis, and maxout. Each backward rule reads what its forward saved: the input
-//! (ReLU's mask, leaky ReLU, ELU), the output (sigmoid, tanh, softmax, log-softmax) or the winners
+//! (ReLU's mask, leaky ReLU, ELU, ReLU6), the output (sigmoid, tanh, softmax, log-softmax) or the winners
 //! (maxout).
 
 use crate::backend::{self, RawTensor};
@@ -43,6 +43,17 @@ pub fn elu(x: &Tensor, alpha: f64) -> Result<Tensor> {
     let x_saved = x.detach();
     Ok(record("elu", &[x], y, move || {
         move |dy: &RawTensor| Ok(vec![Some(backend::elu_bwd(&x_saved, dy, alpha)?)])
+    }))
+}
+
+/// ReLU6 (MobileNetV2's activation; PyTorch's `relu6` = `hardtanh(x, 0, 6)`): y = min(max(x, 0),
+/// 6). The gradient passes only where 0 < x < 6 (and at NaN), so exactly x = 0 and x = 6 get 0, as
+/// PyTorch's `hardtanh_backward`.
+pub fn relu6(x: &Tensor) -> Result<Tensor> {
+    let y = backend::relu6_fwd(x)?;
+    let x_saved = x.detach();
+    Ok(record("relu6", &[x], y, move || {
+        move |dy: &RawTensor| Ok(vec![Some(backend::relu6_bwd(&x_saved, dy)?)])
     }))
 }
 

@@ -41,6 +41,11 @@ pub(super) fn unit(shape: &[usize], seed: u64, device: Device) -> Result<RawTens
     RawTensor::uniform(shape, 0.0, 1.0, seed, device)
 }
 
+/// Values uniform in [−3, 9), on both sides of both of ReLU6's kinks (0 and 6).
+fn relu6_input(device: Device) -> Result<RawTensor> {
+    RawTensor::uniform(&SHAPE, -3.0, 9.0, 42, device)
+}
+
 /// Every row, in the order the selftest runs them.
 pub(super) fn all() -> Vec<Case> {
     let mut cases = pointwise();
@@ -108,6 +113,13 @@ fn pointwise() -> Vec<Case> {
         Case::new("elu", bwd, POINTWISE, &["elu_bwd_f32"], |d| {
             let (x, dy) = (uniform(&SHAPE, 14, d)?, uniform(&SHAPE, 15, d)?);
             Ok(vec![("dx", backend::elu_bwd(&x, &dy, 0.7)?)])
+        }),
+        Case::new("relu6", fwd, POINTWISE, &["relu6_fwd_f32"], |d| {
+            Ok(vec![("y", backend::relu6_fwd(&relu6_input(d)?)?)])
+        }),
+        Case::new("relu6", bwd, POINTWISE, &["relu6_bwd_f32"], |d| {
+            let dy = uniform(&SHAPE, 43, d)?;
+            Ok(vec![("dx", backend::relu6_bwd(&relu6_input(d)?, &dy)?)])
         }),
         Case::new("sigmoid", fwd, POINTWISE, &["sigmoid_fwd_f32"], |d| {
             Ok(vec![("y", backend::sigmoid_fwd(&uniform(&SHAPE, 16, d)?)?)])

@@ -11,6 +11,8 @@ pub enum Activation {
     Relu,
     LeakyRelu(f64),
     Elu(f64),
+    /// min(max(x, 0), 6), MobileNetV2's.
+    Relu6,
     Sigmoid,
     Tanh,
     /// The max over groups of this many consecutive channels.
@@ -23,6 +25,7 @@ impl Module for Activation {
             Activation::Relu => ops::relu(x),
             Activation::LeakyRelu(slope) => ops::leaky_relu(x, slope),
             Activation::Elu(alpha) => ops::elu(x, alpha),
+            Activation::Relu6 => ops::relu6(x),
             Activation::Sigmoid => ops::sigmoid(x),
             Activation::Tanh => ops::tanh(x),
             Activation::Maxout(pieces) => ops::maxout(x, pieces),
