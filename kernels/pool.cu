@@ -91,11 +91,25 @@ __device__ __forceinline__ int taps_in_bounds(int o, int kernel, int stride, int
   return count;
 }
 
-// Divisor of average-pool window (oh, ow): every tap (padding included) when count_include_pad,
-// else only the in-bounds taps (0 for a window that sees only padding).
+// Number of taps of window `o` along one axis before `end`: with end = in_len + trailing padding
+// (the padded extent), the taps that read the input or its padding, not ceil_mode's overhang.
+__device__ __forceinline__ int taps_before(int o, int kernel, int stride, int pad, int dilation,
+                                           int end) {
+  int count = 0;
+  for (int k = 0; k < kernel; ++k) {
+    if (o * stride - pad + k * dilation < end) ++count;
+  }
+  return count;
+}
+
+// Divisor of average-pool window (oh, ow), as PyTorch's: with count_include_pad, its taps inside
+// the padded input (KH·KW, fewer only where a ceil_mode window overhangs the padded extent
+// extent_h x extent_w); else only the in-bounds taps (0 for a window that sees only padding).
 __device__ __forceinline__ int avgpool_divisor(const ConvGeom& g, int oh, int ow,
-                                               int count_include_pad) {
-  if (count_include_pad) return g.kernel_h * g.kernel_w;
+                                               int count_include_pad, int extent_h, int extent_w) {
+  if (count_include_pad)
+    return taps_before(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, extent_h) *
+           taps_before(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, extent_w);
   return taps_in_bounds(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, g.in_h) *
          taps_in_bounds(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, g.in_w);
 }
@@ -106,7 +120,8 @@ struct AvgPoolFwdParams {
   const T* x;  // [N][C][H][W]
   T* y;        // [N][C][OH][OW]
   ConvGeom g;
-  int count_include_pad;  // 1: divide by KH·KW; 0: by the number of in-bounds taps
+  int count_include_pad;  // 1: divide by the taps inside the padded input; 0: by the in-bounds taps
+  int extent_h, extent_w;  // the padded input's end: H + bottom padding, W + right padding
 };
 
 // One thread per output: the sum of its in-bounds taps in row-major window order, divided by the
@@ -130,7 +145,7 @@ __device__ __forceinline__ void avgpool_fwd(const AvgPoolFwdParams<T>& p) {
         sum += to_f32(x[h * g.in_w + w]);
       }
     }
-    const int divisor = avgpool_divisor(g, oh, ow, p.count_include_pad);
+    const int divisor = avgpool_divisor(g, oh, ow, p.count_include_pad, p.extent_h, p.extent_w);
     p.y[i] = from_f32<T>(divisor > 0 ? sum / (float)divisor : 0.0f);
   }
 }
@@ -143,6 +158,7 @@ struct AvgPoolBwdParams {
   T* dx;        // [N][C][H][W], overwritten
   ConvGeom g;
   int count_include_pad;
+  int extent_h, extent_w;
 };
 
 // A gather: one thread per input pixel sums dy / divisor over the windows that read it, in
@@ -158,7 +174,8 @@ __device__ __forceinline__ void avgpool_bwd(const AvgPoolBwdParams<T>& p) {
     const T* dy = p.dy + plane * g.out_h * g.out_w;
     float sum = 0.0f;
     for_each_window_reading(g, h, w, [&](int oh, int ow, int, int) {
-      sum += to_f32(dy[oh * g.out_w + ow]) / (float)avgpool_divisor(g, oh, ow, p.count_include_pad);
+      const int divisor = avgpool_divisor(g, oh, ow, p.count_include_pad, p.extent_h, p.extent_w);
+      sum += to_f32(dy[oh * g.out_w + ow]) / (float)divisor;
     });
     p.dx[i] = from_f32<T>(sum);
   }
@@ -275,3 +292,60 @@ __device__ __forceinline__ void global_avgpool_bwd(const GlobalAvgPoolBwdParams<
   }
 }
 KILN_STORAGE_KERNELS(global_avgpool_bwd, GlobalAvgPoolBwdParams)
+
+// Adaptive average pooling (PyTorch's adaptive_avg_pool2d): output row i of OH over H input rows
+// reads rows [floor(i·H/OH), ceil((i+1)·H/OH)), and likewise for columns; windows overlap and vary
+// in size when OH does not divide H (OH > H repeats rows). f32 only (16-bit inputs are widened).
+
+// Mirrors src/cuda/pool.rs `AdaptiveAvgPoolParams`.
+struct AdaptiveAvgPoolParams {
+  const float* src;  // forward: x [planes][H][W]; backward: dy [planes][OH][OW]
+  float* dst;        // forward: y [planes][OH][OW]; backward: dx [planes][H][W], overwritten
+  long long planes;  // N·C
+  int in_h, in_w, out_h, out_w;
+};
+
+__device__ __forceinline__ int adaptive_start(int i, int in_len, int out_len) {
+  return (int)(((long long)i * in_len) / out_len);
+}
+__device__ __forceinline__ int adaptive_end(int i, int in_len, int out_len) {
+  return (int)(((long long)(i + 1) * in_len + out_len - 1) / out_len);
+}
+
+// One thread per output: the window's sum in row-major order, divided by its size.
+extern "C" __global__ void adaptive_avgpool_fwd_f32(const AdaptiveAvgPoolParams p) {
+  const long long total = p.planes * p.out_h * p.out_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int ow = (int)(i % p.out_w);
+    const int oh = (int)((i / p.out_w) % p.out_h);
+    const float* x = p.src + i / ((long long)p.out_w * p.out_h) * p.in_h * p.in_w;
+    const int h0 = adaptive_start(oh, p.in_h, p.out_h), h1 = adaptive_end(oh, p.in_h, p.out_h);
+    const int w0 = adaptive_start(ow, p.in_w, p.out_w), w1 = adaptive_end(ow, p.in_w, p.out_w);
+    float sum = 0.0f;
+    for (int h = h0; h < h1; ++h)
+      for (int w = w0; w < w1; ++w) sum += x[h * p.in_w + w];
+    p.dst[i] = sum / (float)((h1 - h0) * (w1 - w0));
+  }
+}
+KILN_EMULATE(adaptive_avgpool_fwd_f32, AdaptiveAvgPoolParams)
+
+// A gather: one thread per input pixel (h, w) sums dy / window size over the windows that read it,
+// rows [floor(h·OH/H), ceil((h+1)·OH/H)) by columns [floor(w·OW/W), ceil((w+1)·OW/W)), row-major.
+extern "C" __global__ void adaptive_avgpool_bwd_f32(const AdaptiveAvgPoolParams p) {
+  const long long total = p.planes * p.in_h * p.in_w;
+  KILN_GRID_STRIDE_LOOP(i, total) {
+    const int w = (int)(i % p.in_w);
+    const int h = (int)((i / p.in_w) % p.in_h);
+    const float* dy = p.src + i / ((long long)p.in_w * p.in_h) * p.out_h * p.out_w;
+    float sum = 0.0f;
+    for (int oh = adaptive_start(h, p.out_h, p.in_h); oh < adaptive_end(h, p.out_h, p.in_h); ++oh) {
+      const int rows = adaptive_end(oh, p.in_h, p.out_h) - adaptive_start(oh, p.in_h, p.out_h);
+      for (int ow = adaptive_start(w, p.out_w, p.in_w); ow < adaptive_end(w, p.out_w, p.in_w); ++ow) {
+        const int cols = adaptive_end(ow, p.in_w, p.out_w) - adaptive_start(ow, p.in_w, p.out_w);
+        sum += dy[oh * p.out_w + ow] / (float)(rows * cols);
+      }
+    }
+    p.dst[i] = sum;
+  }
+}
+KILN_EMULATE(adaptive_avgpool_bwd_f32, AdaptiveAvgPoolParams)

@@ -50,6 +50,24 @@ fn conv2d_gradients() {
     }
 }
 
+/// Adaptive windows that divide, overlap (7 → 3, 9 → 4) and repeat (5 → 7).
+#[test]
+fn adaptive_avg_pool_gradients() {
+    for (i, (shape, output)) in [
+        ([2, 3, 7, 9], (3, 4)),
+        ([1, 2, 5, 5], (7, 3)),
+        ([1, 1, 6, 4], (2, 2)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = random(&shape, 70 + i as u64);
+        gradcheck("adaptive_avg_pool2d", &[x], |t| {
+            ops::adaptive_avg_pool2d(&t[0], output)
+        });
+    }
+}
+
 #[test]
 fn max_pool_gradients() {
     let x = well_separated(&[2, 3, 7, 9], 3);
@@ -61,6 +79,29 @@ fn max_pool_gradients() {
         gradcheck("max_pool2d", std::slice::from_ref(&x), |t| {
             ops::max_pool2d(&t[0], window)
         });
+    }
+    // ceil_mode: windows that overhang the input (9 with 3/2 and 2/2) and the padding (3/2/1).
+    for window in [
+        Window2d::square(3, 2, 0),
+        Window2d::square(2, 2, 0),
+        Window2d::square(3, 2, 1),
+    ] {
+        gradcheck("max_pool2d ceil_mode", std::slice::from_ref(&x), |t| {
+            ops::max_pool2d(&t[0], window.ceil_mode())
+        });
+    }
+}
+
+/// Average pooling with ceil_mode, both divisors, where windows overhang the input and padding.
+#[test]
+fn avg_pool_ceil_mode_gradients() {
+    let x = random(&[2, 3, 7, 9], 80);
+    for window in [Window2d::square(3, 2, 0), Window2d::square(2, 2, 1)] {
+        for include in [true, false] {
+            gradcheck("avg_pool2d ceil_mode", std::slice::from_ref(&x), |t| {
+                ops::avg_pool2d(&t[0], window.ceil_mode(), include)
+            });
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use super::storage::Index;
 use super::{common_device, host_output, RawTensor};
 use crate::core::dtype::{DType, Element};
 use crate::core::error::{invalid, Result};
-use crate::core::shape::{as_nchw, numel, ConvGeometry};
+use crate::core::shape::{as_nchw, numel, AdaptivePool2d, ConvGeometry};
 use crate::cpu;
 use crate::cuda;
 use crate::cuda::GpuBuffer;
@@ -313,6 +313,63 @@ impl Primitive<1> for GlobalAvgPoolGrad<'_> {
         let (planes, plane_len) = self.0.planes();
         on.output(self.0 .0.to_vec(), |dx| {
             cuda::pool::global_avgpool_bwd(on.gpu, on.format, dy, planes, plane_len, dx)
+        })
+    }
+}
+
+/// Adaptive average pooling: y [N,C,OH,OW], each output the mean of its adaptive window of x
+/// (see [`AdaptivePool2d`]).
+pub fn adaptive_avgpool_fwd(x: &RawTensor, a: &AdaptivePool2d) -> Result<RawTensor> {
+    run(&AdaptiveAvgPool(a), [x])
+}
+
+/// Adaptive average-pooling backward: dx [N,C,H,W] from dy [N,C,OH,OW].
+pub fn adaptive_avgpool_bwd(dy: &RawTensor, a: &AdaptivePool2d) -> Result<RawTensor> {
+    run(&AdaptiveAvgPoolGrad(AdaptiveAvgPool(a)), [dy])
+}
+
+struct AdaptiveAvgPool<'a>(&'a AdaptivePool2d);
+
+impl Primitive<1> for AdaptiveAvgPool<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("adaptive_avg_pool2d", &["adaptive_avgpool_fwd"])
+    }
+    fn check(&self, [x]: [&RawTensor; 1]) -> Result<()> {
+        x.expect_shape(self.op().name, &self.0.input_shape())
+    }
+    fn cpu<T: HostFloat>(&self, [x]: [&[T]; 1]) -> Result<RawTensor> {
+        Ok(host_output::<T>(self.0.output_shape(), |y| {
+            cpu::pool::adaptive_avgpool_fwd(x, self.0, y)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [x]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        on.output(self.0.output_shape(), |y| {
+            cuda::pool::adaptive_avgpool_fwd(on.gpu, x, self.0, y)
+        })
+    }
+}
+
+struct AdaptiveAvgPoolGrad<'a>(AdaptiveAvgPool<'a>);
+
+impl Primitive<1> for AdaptiveAvgPoolGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("adaptive_avg_pool2d backward", &["adaptive_avgpool_bwd"])
+    }
+    fn check(&self, [dy]: [&RawTensor; 1]) -> Result<()> {
+        dy.expect_shape(self.op().name, &self.0 .0.output_shape())
+    }
+    fn cpu<T: HostFloat>(&self, [dy]: [&[T]; 1]) -> Result<RawTensor> {
+        let a = self.0 .0;
+        Ok(host_output::<T>(a.input_shape(), |dx| {
+            cpu::pool::adaptive_avgpool_bwd(dy, a, dx)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [dy]: [&GpuBuffer; 1]) -> Result<RawTensor> {
+        let a = self.0 .0;
+        on.output(a.input_shape(), |dx| {
+            cuda::pool::adaptive_avgpool_bwd(on.gpu, dy, a, dx)
         })
     }
 }

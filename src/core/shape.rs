@@ -41,7 +41,8 @@ pub struct Window2d {
     pub dilation: (usize, usize),
     /// Convolution only: let the output size round down when the stride does not tile the padded
     /// input (PyTorch's behaviour; the last rows/columns are then never read). Off by default, so a
-    /// window that does not fit is an error (the lecture's rule). Pooling always rounds down.
+    /// window that does not fit is an error (the lecture's rule). Pooling rounds down, or up with
+    /// [`PoolWindow`]'s `ceil_mode`.
     pub floor_output: bool,
 }
 
@@ -140,17 +141,47 @@ impl Window2d {
     }
 }
 
-/// Output length of one axis, or an error saying why the window does not fit. `pad` is the
-/// total padding of the axis (both sides).
+/// How an output size rounds when the stride does not tile the padded input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputRounding {
+    /// The stride must tile the padded input exactly (the lecture's rule for convolutions).
+    Exact,
+    /// Round down: trailing rows or columns that no whole window covers are never read (PyTorch's
+    /// default).
+    Floor,
+    /// PyTorch's `ceil_mode`: round up, so the last window may overhang the end (it reads only the
+    /// input and the padding it reaches); a last window that would start at or beyond the input's
+    /// end plus the leading padding is dropped, so every window starts inside the input or the
+    /// leading padding.
+    Ceil,
+}
+
+/// One axis of a window: kernel, stride, dilation and the zero padding on each side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AxisWindow {
+    pub kernel: usize,
+    pub stride: usize,
+    pub dilation: usize,
+    pub pad_begin: usize,
+    pub pad_end: usize,
+}
+
+/// Output length of one axis (the one formula for convolution and pooling), or an error saying why
+/// the window does not fit: `(input + pad_begin + pad_end − span) / stride + 1`, rounded as
+/// `rounding` says, with `span = dilation·(kernel − 1) + 1`.
 pub fn window_output_len(
     axis: &'static str,
     input: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    dilation: usize,
-    require_exact: bool,
+    w: AxisWindow,
+    rounding: OutputRounding,
 ) -> Result<usize> {
+    let AxisWindow {
+        kernel,
+        stride,
+        dilation,
+        pad_begin,
+        pad_end,
+    } = w;
     if kernel == 0 {
         return Err(invalid(
             "kernel size",
@@ -164,6 +195,7 @@ pub fn window_output_len(
         return Err(invalid("dilation", format!("{axis}: must be at least 1")));
     }
     let span = dilation * (kernel - 1) + 1;
+    let pad = pad_begin + pad_end;
     let padded = input + pad;
     if span > padded {
         return Err(invalid(
@@ -171,15 +203,63 @@ pub fn window_output_len(
             format!("{axis}: window spans {span} but the padded input is only {padded}"),
         ));
     }
-    if require_exact && (padded - span) % stride != 0 {
-        return Err(invalid(
+    let steps = padded - span;
+    match rounding {
+        OutputRounding::Exact if steps % stride != 0 => Err(invalid(
             "stride",
             format!(
                 "{axis}: stride {stride} does not fit: (input {input} + padding {pad} − window {span}) / {stride} is not an integer"
             ),
-        ));
+        )),
+        OutputRounding::Exact | OutputRounding::Floor => Ok(steps / stride + 1),
+        OutputRounding::Ceil => {
+            let out = steps.div_ceil(stride) + 1;
+            // PyTorch's pooling_output_shape: the last window must start before input + pad_begin.
+            Ok(if (out - 1) * stride >= input + pad_begin {
+                out - 1
+            } else {
+                out
+            })
+        }
     }
-    Ok((padded - span) / stride + 1)
+}
+
+/// A pooling window and whether its output size rounds up (PyTorch's `ceil_mode`). A plain
+/// [`Window2d`] converts to one that rounds down, so the pooling ops take either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolWindow {
+    pub window: Window2d,
+    pub ceil_mode: bool,
+}
+
+impl From<Window2d> for PoolWindow {
+    fn from(window: Window2d) -> Self {
+        PoolWindow {
+            window,
+            ceil_mode: false,
+        }
+    }
+}
+
+impl Window2d {
+    /// This window as a pooling window with PyTorch's `ceil_mode = True`.
+    pub fn ceil_mode(self) -> PoolWindow {
+        PoolWindow {
+            window: self,
+            ceil_mode: true,
+        }
+    }
+}
+
+impl PoolWindow {
+    /// The geometry of this window over an NCHW input of `shape` (`op` names the caller in errors).
+    pub fn geometry(&self, op: &'static str, shape: &[usize]) -> Result<ConvGeometry> {
+        let rounding = match self.ceil_mode {
+            true => OutputRounding::Ceil,
+            false => OutputRounding::Floor,
+        };
+        ConvGeometry::with_rounding(as_nchw(op, shape)?, self.window, rounding)
+    }
 }
 
 impl ConvGeometry {
@@ -188,6 +268,20 @@ impl ConvGeometry {
     /// `require_exact` enforces the lecture's rule that the stride must tile the padded input
     /// exactly; frameworks such as PyTorch floor instead, which `require_exact = false` gives.
     pub fn new(input: [usize; 4], window: Window2d, require_exact: bool) -> Result<Self> {
+        let rounding = match require_exact {
+            true => OutputRounding::Exact,
+            false => OutputRounding::Floor,
+        };
+        ConvGeometry::with_rounding(input, window, rounding)
+    }
+
+    /// Geometry for an input of shape `[n, c, h, w]` under `window`, its output sizes rounded as
+    /// `rounding` says.
+    pub fn with_rounding(
+        input: [usize; 4],
+        window: Window2d,
+        rounding: OutputRounding,
+    ) -> Result<Self> {
         let [n, c, h, w] = input;
         if n == 0 || c == 0 || h == 0 || w == 0 {
             return Err(invalid(
@@ -195,24 +289,18 @@ impl ConvGeometry {
                 format!("{input:?} has a zero dimension"),
             ));
         }
-        let out_h = window_output_len(
-            "height",
-            h,
-            window.kernel.0,
-            window.stride.0,
-            window.padding.0 + window.padding_end.0,
-            window.dilation.0,
-            require_exact,
-        )?;
-        let out_w = window_output_len(
-            "width",
-            w,
-            window.kernel.1,
-            window.stride.1,
-            window.padding.1 + window.padding_end.1,
-            window.dilation.1,
-            require_exact,
-        )?;
+        let axis = |i: usize| {
+            let pick = |p: (usize, usize)| if i == 0 { p.0 } else { p.1 };
+            AxisWindow {
+                kernel: pick(window.kernel),
+                stride: pick(window.stride),
+                dilation: pick(window.dilation),
+                pad_begin: pick(window.padding),
+                pad_end: pick(window.padding_end),
+            }
+        };
+        let out_h = window_output_len("height", h, axis(0), rounding)?;
+        let out_w = window_output_len("width", w, axis(1), rounding)?;
         Ok(ConvGeometry {
             batch: n,
             in_channels: c,
@@ -345,6 +433,73 @@ impl GroupedConv {
     }
 }
 
+/// Adaptive pooling of `[N, C, H, W]` to `[N, C, OH, OW]` (PyTorch's `adaptive_avg_pool2d`): output
+/// row `i` of `OH` reads input rows `[⌊i·H/OH⌋, ⌈(i + 1)·H/OH⌉)`, and likewise for columns, so
+/// windows overlap and differ in size when `OH` does not divide `H`, and `OH > H` repeats rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdaptivePool2d {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl AdaptivePool2d {
+    /// The pooling of an `input` of shape [N, C, H, W] to `output` = (OH, OW); a zero dimension of
+    /// either is an error.
+    pub fn new(op: &'static str, input: &[usize], output: (usize, usize)) -> Result<Self> {
+        let [batch, channels, in_h, in_w] = as_nchw(op, input)?;
+        if input.contains(&0) {
+            return Err(invalid(
+                "input shape",
+                format!("{op}: {input:?} has a zero dimension"),
+            ));
+        }
+        let (out_h, out_w) = output;
+        if out_h == 0 || out_w == 0 {
+            return Err(invalid(
+                "output size",
+                format!("{op}: output size must be at least 1x1, got {out_h}x{out_w}"),
+            ));
+        }
+        Ok(AdaptivePool2d {
+            batch,
+            channels,
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+        })
+    }
+
+    pub fn input_shape(&self) -> Vec<usize> {
+        vec![self.batch, self.channels, self.in_h, self.in_w]
+    }
+
+    pub fn output_shape(&self) -> Vec<usize> {
+        vec![self.batch, self.channels, self.out_h, self.out_w]
+    }
+
+    /// N·C.
+    pub fn planes(&self) -> usize {
+        self.batch * self.channels
+    }
+}
+
+/// The input range `[start, end)` of adaptive window `i` of `out_len` over `in_len`:
+/// `start = ⌊i·in/out⌋`, `end = ⌈(i + 1)·in/out⌉` (never empty when `in_len, out_len ≥ 1`).
+pub fn adaptive_window(i: usize, in_len: usize, out_len: usize) -> (usize, usize) {
+    (i * in_len / out_len, ((i + 1) * in_len).div_ceil(out_len))
+}
+
+/// The windows of [`adaptive_window`] that read input index `j`: `[⌊j·out/in⌋, ⌈(j + 1)·out/in⌉)`
+/// (window `i` reads `j` iff `⌊i·in/out⌋ ≤ j` and `⌈(i + 1)·in/out⌉ > j`, which solve to that).
+pub fn adaptive_windows_reading(j: usize, in_len: usize, out_len: usize) -> (usize, usize) {
+    adaptive_window(j, out_len, in_len)
+}
+
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -365,6 +520,63 @@ mod tests {
     use super::*;
 
     // The lecture's 7x7 input with a 3x3 filter.
+    /// Every window reads exactly the inputs [`adaptive_windows_reading`] says, for sizes that
+    /// divide, do not divide, and shrink or grow.
+    #[test]
+    fn adaptive_windows_and_their_readers_agree() {
+        for in_len in 1..=9 {
+            for out_len in 1..=11 {
+                for j in 0..in_len {
+                    let (lo, hi) = adaptive_windows_reading(j, in_len, out_len);
+                    let readers: Vec<usize> = (0..out_len)
+                        .filter(|&i| {
+                            let (s, e) = adaptive_window(i, in_len, out_len);
+                            s <= j && j < e
+                        })
+                        .collect();
+                    assert_eq!(
+                        readers,
+                        (lo..hi).collect::<Vec<_>>(),
+                        "{in_len} -> {out_len}, {j}"
+                    );
+                }
+            }
+        }
+        // PyTorch's AdaptiveAvgPool1d(3) over 7 inputs: [0, 3), [2, 5), [4, 7).
+        let windows: Vec<_> = (0..3).map(|i| adaptive_window(i, 7, 3)).collect();
+        assert_eq!(windows, [(0, 3), (2, 5), (4, 7)]);
+    }
+
+    #[test]
+    fn ceil_mode_output_sizes_follow_pytorch() {
+        // (H, k, s, p) → F.max_pool2d(torch.zeros(1, 1, H, H), k, s, p, ceil_mode=True).shape[-1]
+        // in PyTorch 2.15; (5, 2, 2, 1) and (4, 3, 2, 1) drop a last window that would start in
+        // the trailing padding.
+        let torch = [
+            (112, 3, 2, 0, 56),
+            (56, 3, 2, 0, 28),
+            (28, 3, 2, 0, 14),
+            (14, 2, 2, 0, 7),
+            (7, 3, 1, 1, 7),
+            (5, 2, 2, 1, 3),
+            (6, 3, 2, 1, 4),
+            (9, 3, 3, 1, 4),
+            (8, 3, 2, 1, 5),
+            (10, 4, 3, 2, 4),
+            (1, 1, 2, 0, 1),
+            (4, 3, 2, 1, 3),
+        ];
+        for (h, k, s, p, out) in torch {
+            let g = Window2d::square(k, s, p)
+                .ceil_mode()
+                .geometry("test", &[1, 1, h, h])
+                .unwrap();
+            assert_eq!((g.out_h, g.out_w), (out, out), "H {h}, k {k}, s {s}, p {p}");
+            let floor = ConvGeometry::new([1, 1, h, h], Window2d::square(k, s, p), false).unwrap();
+            assert!(floor.out_h <= g.out_h && g.out_h <= floor.out_h + 1);
+        }
+    }
+
     #[test]
     fn lecture_output_sizes() {
         let out = |s, p| ConvGeometry::new([1, 1, 7, 7], Window2d::square(3, s, p), true);

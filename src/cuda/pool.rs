@@ -1,9 +1,9 @@
 //! Launchers for kernels/pool.cu.
 
-use super::params::{to_i64, ConvGeom, StorageFormat};
+use super::params::{to_i32, to_i64, ConvGeom, StorageFormat};
 use super::{elementwise_config, kernel_params, kernels, launch, Gpu, GpuBuffer, LaunchConfig};
 use crate::core::error::Result;
-use crate::core::shape::ConvGeometry;
+use crate::core::shape::{AdaptivePool2d, ConvGeometry};
 
 /// Mirrors `MaxPoolFwdParams` in kernels/pool.cu.
 #[repr(C)]
@@ -33,6 +33,8 @@ pub(crate) struct AvgPoolFwdParams {
     y: u64,
     g: ConvGeom,
     count_include_pad: i32,
+    extent_h: i32,
+    extent_w: i32,
 }
 
 /// Mirrors `AvgPoolBwdParams` in kernels/pool.cu.
@@ -43,6 +45,8 @@ pub(crate) struct AvgPoolBwdParams {
     dx: u64,
     g: ConvGeom,
     count_include_pad: i32,
+    extent_h: i32,
+    extent_w: i32,
 }
 
 /// Mirrors `L2PoolFwdParams` in kernels/pool.cu.
@@ -85,7 +89,21 @@ pub(crate) struct GlobalAvgPoolBwdParams {
     plane_len: i64,
 }
 
+/// Mirrors `AdaptiveAvgPoolParams` in kernels/pool.cu (both directions).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct AdaptiveAvgPoolParams {
+    src: u64,
+    dst: u64,
+    planes: i64,
+    in_h: i32,
+    in_w: i32,
+    out_h: i32,
+    out_w: i32,
+}
+
 kernel_params!(
+    AdaptiveAvgPoolParams,
     MaxPoolFwdParams,
     MaxPoolBwdParams,
     AvgPoolFwdParams,
@@ -157,6 +175,8 @@ pub(crate) fn avgpool_fwd(
         y: y.address(),
         g: ConvGeom::new(g)?,
         count_include_pad: count_include_pad.into(),
+        extent_h: to_i32("avg pool padded height", g.in_h + g.pad_h_end)?,
+        extent_w: to_i32("avg pool padded width", g.in_w + g.pad_w_end)?,
     };
     let outputs = g.batch * g.in_channels * g.out_h * g.out_w;
     launch(
@@ -181,6 +201,8 @@ pub(crate) fn avgpool_bwd(
         dx: dx.address(),
         g: ConvGeom::new(g)?,
         count_include_pad: count_include_pad.into(),
+        extent_h: to_i32("avg pool padded height", g.in_h + g.pad_h_end)?,
+        extent_w: to_i32("avg pool padded width", g.in_w + g.pad_w_end)?,
     };
     launch(
         gpu,
@@ -281,6 +303,62 @@ pub(crate) fn global_avgpool_bwd(
         gpu,
         kernels::GLOBAL_AVGPOOL_BWD.of(s),
         elementwise_config(n),
+        &params,
+    )
+}
+
+/// The parameters of an adaptive-pool launch from `src` to `dst`.
+fn adaptive_params(
+    a: &AdaptivePool2d,
+    src: &GpuBuffer,
+    dst: &mut GpuBuffer,
+) -> Result<AdaptiveAvgPoolParams> {
+    // Element offsets are 64-bit in the kernels; plane sizes are ints.
+    to_i64("adaptive pool input", a.planes() * a.in_h * a.in_w)?;
+    to_i64("adaptive pool output", a.planes() * a.out_h * a.out_w)?;
+    to_i32("adaptive pool input plane", a.in_h * a.in_w)?;
+    to_i32("adaptive pool output plane", a.out_h * a.out_w)?;
+    Ok(AdaptiveAvgPoolParams {
+        src: src.address(),
+        dst: dst.address(),
+        planes: to_i64("adaptive pool planes", a.planes())?,
+        in_h: to_i32("adaptive pool input height", a.in_h)?,
+        in_w: to_i32("adaptive pool input width", a.in_w)?,
+        out_h: to_i32("adaptive pool output height", a.out_h)?,
+        out_w: to_i32("adaptive pool output width", a.out_w)?,
+    })
+}
+
+/// Adaptive average pooling of f32 `x` [N,C,H,W] into `y` [N,C,OH,OW], one thread per output.
+pub(crate) fn adaptive_avgpool_fwd(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    a: &AdaptivePool2d,
+    y: &mut GpuBuffer,
+) -> Result<()> {
+    let params = adaptive_params(a, x, y)?;
+    let outputs = a.planes() * a.out_h * a.out_w;
+    launch(
+        gpu,
+        kernels::ADAPTIVE_AVGPOOL_FWD_F32,
+        elementwise_config(outputs),
+        &params,
+    )
+}
+
+/// Adaptive average-pool backward (gather per input pixel; `dx` is overwritten).
+pub(crate) fn adaptive_avgpool_bwd(
+    gpu: &Gpu,
+    dy: &GpuBuffer,
+    a: &AdaptivePool2d,
+    dx: &mut GpuBuffer,
+) -> Result<()> {
+    let params = adaptive_params(a, dy, dx)?;
+    let inputs = a.planes() * a.in_h * a.in_w;
+    launch(
+        gpu,
+        kernels::ADAPTIVE_AVGPOOL_BWD_F32,
+        elementwise_config(inputs),
         &params,
     )
 }

@@ -1,5 +1,5 @@
 //! The rows of the layers: convolution (im2col + GEMM, with stride, padding, dilation and
-//! groups) and its two backward products, transposed convolution, the four poolings, linear with
+//! groups) and its two backward products, transposed convolution, the five poolings, linear with
 //! bias, and batch norm in training.
 
 use super::cases::{input, uniform, POINTWISE, SHAPE};
@@ -8,7 +8,7 @@ use crate::backend::ProductFormats;
 use crate::backend::{self, BatchNormStats, RawTensor};
 use crate::core::device::Device;
 use crate::core::error::{Error, Result};
-use crate::core::shape::{ConvGeometry, GroupedConv, Window2d};
+use crate::core::shape::{AdaptivePool2d, ConvGeometry, GroupedConv, Window2d};
 use crate::ops;
 use crate::tensor::Tensor;
 
@@ -23,6 +23,11 @@ const NORM: Tolerance = Tolerance::Close {
     atol: 2e-5,
     rtol: 2e-4,
 };
+
+/// Adaptive pooling of [`SHAPE`] (7x11) to 3x4: overlapping windows of two sizes on both axes.
+fn adaptive() -> Result<AdaptivePool2d> {
+    AdaptivePool2d::new("adaptive_avg_pool2d", &SHAPE, (3, 4))
+}
 
 /// A convolution with its input x, weight w, bias b and an output gradient dy.
 struct ConvOperands {
@@ -249,6 +254,30 @@ pub(super) fn cases() -> Vec<Case> {
             |d| {
                 let dy = uniform(&[SHAPE[0], SHAPE[1], 1, 1], 113, d)?;
                 Ok(vec![("dx", backend::global_avgpool_bwd(&dy, &SHAPE)?)])
+            },
+        ),
+        Case::new(
+            "adaptive_avg_pool2d",
+            fwd,
+            POINTWISE,
+            &["adaptive_avgpool_fwd_f32"],
+            |d| {
+                let x = uniform(&SHAPE, 114, d)?;
+                Ok(vec![(
+                    "y",
+                    backend::adaptive_avgpool_fwd(&x, &adaptive()?)?,
+                )])
+            },
+        ),
+        Case::new(
+            "adaptive_avg_pool2d",
+            bwd,
+            POINTWISE,
+            &["adaptive_avgpool_bwd_f32"],
+            |d| {
+                let a = adaptive()?;
+                let dy = uniform(&a.output_shape(), 115, d)?;
+                Ok(vec![("dx", backend::adaptive_avgpool_bwd(&dy, &a)?)])
             },
         ),
         Case::new("linear", fwd, PRODUCTS, &["gemm_f32"], |d| {

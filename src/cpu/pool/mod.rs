@@ -1,5 +1,5 @@
 //! Pooling over NCHW planes: max (with the argmax kept for a deterministic gather backward),
-//! average, L2 norm, and global average.
+//! average, L2 norm, global average, and adaptive average (`adaptive.rs`).
 //!
 //! Windows are the convolution windows of [`ConvGeometry`] (stride, padding, dilation); padded taps
 //! never win a max and count as 0 in sums. `x`/`dx` are `[N][C][H][W]`; `y`, `dy` and `argmax` are
@@ -7,6 +7,9 @@
 //! read it in row-major `(kh, kw)` tap order, like the kernels in kernels/pool.cu.
 
 use rayon::prelude::*;
+
+mod adaptive;
+pub use adaptive::{adaptive_avgpool_bwd, adaptive_avgpool_fwd};
 
 use super::im2col::{tap_input, tap_output};
 use super::Float;
@@ -258,12 +261,44 @@ fn taps_in_bounds(
     taps.len()
 }
 
-/// Divisor of average-pool window `(oh, ow)`: `KH·KW` (every tap, padding included) when
-/// `count_include_pad`, else the number of in-bounds taps (0 for a window that sees only padding).
-/// With dilation the taps are the `KH·KW` dilated positions, not the span they cover.
+/// Number of taps of window `o` along one axis before `end` (the padded extent, input plus
+/// trailing padding): the taps that read the input or its padding, not a `ceil_mode` overhang.
+fn taps_before(
+    o: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    end: usize,
+) -> usize {
+    (0..kernel)
+        .filter(|&k| o * stride + k * dilation < end + pad)
+        .count()
+}
+
+/// Divisor of average-pool window `(oh, ow)`, as PyTorch's: when `count_include_pad`, the taps
+/// inside the padded input (`KH·KW`, fewer only where a `ceil_mode` window overhangs the trailing
+/// padding); else the number of in-bounds taps (0 for a window that sees only padding). With
+/// dilation the taps are the `KH·KW` dilated positions, not the span they cover.
 pub fn avgpool_divisor(g: &ConvGeometry, oh: usize, ow: usize, count_include_pad: bool) -> usize {
     if count_include_pad {
-        return g.kernel_h * g.kernel_w;
+        let rows = taps_before(
+            oh,
+            g.kernel_h,
+            g.stride_h,
+            g.pad_h,
+            g.dilation_h,
+            g.in_h + g.pad_h_end,
+        );
+        let cols = taps_before(
+            ow,
+            g.kernel_w,
+            g.stride_w,
+            g.pad_w,
+            g.dilation_w,
+            g.in_w + g.pad_w_end,
+        );
+        return rows * cols;
     }
     taps_in_bounds(oh, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, g.in_h)
         * taps_in_bounds(ow, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, g.in_w)

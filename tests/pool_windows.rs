@@ -1,0 +1,681 @@
+//! Pooling windows beyond the plain floor rule: adaptive average pooling (PyTorch's
+//! `adaptive_avg_pool2d`), and max / average pooling with padding and `ceil_mode`. Outputs and
+//! gradients against references written from PyTorch's documented rules and against values
+//! PyTorch printed, on every device; f32 parity of the kernels with the CPU on odd sizes; ties;
+//! the layer's builders; bad sizes as errors.
+
+use kiln::nn::{Mode, Module, Pool2d};
+use kiln::shape::PoolWindow;
+use kiln::testing::{assert_close, check_parity, random_away_from_zero, random_vec};
+use kiln::{backend, ops, Device, Error, Tensor, Window2d};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+const ATOL: f64 = 1e-5;
+const RTOL: f64 = 1e-4;
+
+fn tensor<T: kiln::Element>(values: Vec<T>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(values, shape, Device::Cpu).unwrap()
+}
+
+fn random64(shape: &[usize], seed: u64) -> Vec<f64> {
+    random_vec::<f64>(&mut StdRng::seed_from_u64(seed), shape.iter().product())
+}
+
+fn random32(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    tensor(
+        random_away_from_zero(&mut rng, shape.iter().product(), 1e-3),
+        shape,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adaptive average pooling.
+
+/// PyTorch's documented window of output `i` of `out` over `len` inputs, written out again here
+/// (not kiln's function): start = floor(i·len/out), end = ceil((i + 1)·len/out).
+fn torch_window(i: usize, len: usize, out: usize) -> std::ops::Range<usize> {
+    let start = (i * len) as f64 / out as f64;
+    let end = ((i + 1) * len) as f64 / out as f64;
+    start.floor() as usize..end.ceil() as usize
+}
+
+/// The forward pass and the gradient of Σ y·dy, by the rule above, one plane at a time.
+fn adaptive_reference(
+    x: &[f64],
+    dy: &[f64],
+    [n, c, h, w]: [usize; 4],
+    (oh, ow): (usize, usize),
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut y, mut dx) = (vec![0.0; n * c * oh * ow], vec![0.0; x.len()]);
+    for p in 0..n * c {
+        for i in 0..oh {
+            for j in 0..ow {
+                let (rows, cols) = (torch_window(i, h, oh), torch_window(j, w, ow));
+                let size = (rows.len() * cols.len()) as f64;
+                let o = p * oh * ow + i * ow + j;
+                for r in rows.clone() {
+                    for s in cols.clone() {
+                        y[o] += x[p * h * w + r * w + s] / size;
+                        dx[p * h * w + r * w + s] += dy[o] / size;
+                    }
+                }
+            }
+        }
+    }
+    (y, dx)
+}
+
+/// Sizes that divide, do not divide (overlapping windows of two sizes), shrink to 1x1, grow
+/// (output larger than the input), and a 1x1 input.
+const ADAPTIVE_CASES: [([usize; 4], (usize, usize)); 7] = [
+    ([2, 3, 7, 9], (3, 4)),
+    ([1, 2, 6, 6], (3, 3)),
+    ([1, 1, 5, 5], (7, 3)),
+    ([2, 2, 4, 7], (1, 1)),
+    ([1, 1, 1, 1], (2, 3)),
+    ([3, 1, 13, 11], (5, 7)),
+    ([1, 4, 2, 3], (3, 5)),
+];
+
+fn adaptive_matches_the_documented_rule(device: Device) {
+    for (k, (shape, output)) in ADAPTIVE_CASES.into_iter().enumerate() {
+        let x = random64(&shape, k as u64);
+        let dy = random64(&[shape[0], shape[1], output.0, output.1], 100 + k as u64);
+        let (y_ref, dx_ref) = adaptive_reference(&x, &dy, shape, output);
+        let to_f32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let xt = tensor(to_f32(&x), &shape)
+            .to_device(device)
+            .unwrap()
+            .with_grad();
+        let y = ops::adaptive_avg_pool2d(&xt, output).unwrap();
+        assert_eq!(y.shape(), [shape[0], shape[1], output.0, output.1]);
+        let dyt = tensor(to_f32(&dy), y.shape()).to_device(device).unwrap();
+        let grads = ops::sum(&ops::mul(&y, &dyt).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        let got = y.to_vec::<f32>().unwrap();
+        assert_close(&got, &to_f32(&y_ref), 1e-6, 1e-5);
+        let dx = grads.get(&xt).unwrap().to_vec::<f32>().unwrap();
+        assert_close(&dx, &to_f32(&dx_ref), 1e-6, 1e-5);
+    }
+}
+kiln::test_device!(adaptive_matches_the_documented_rule);
+
+/// Values PyTorch 2.15 printed (in f64; kiln's devices compute in f32):
+/// ```python
+/// x = torch.arange(35., dtype=torch.float64).reshape(1, 1, 5, 7).requires_grad_()
+/// y = F.adaptive_avg_pool2d(x, (3, 4))
+/// y.backward(torch.arange(1., 13., dtype=torch.float64).reshape(1, 1, 3, 4))
+/// F.adaptive_avg_pool2d(torch.arange(6.).reshape(1, 1, 2, 3), (3, 5))
+/// ```
+fn adaptive_values_from_pytorch(device: Device) {
+    let x = tensor((0..35).map(|v| v as f32).collect(), &[1, 1, 5, 7])
+        .to_device(device)
+        .unwrap()
+        .with_grad();
+    let y = ops::adaptive_avg_pool2d(&x, (3, 4)).unwrap();
+    let y_torch = [
+        4.0, 5.5, 7.5, 9.0, 14.5, 16.0, 18.0, 19.5, 25.0, 26.5, 28.5, 30.0,
+    ];
+    assert_close(&y.to_vec::<f32>().unwrap(), &y_torch, 1e-6, 1e-6);
+    let dy = tensor((1..=12).map(|v| v as f32).collect(), &[1, 1, 3, 4])
+        .to_device(device)
+        .unwrap();
+    let grads = ops::sum(&ops::mul(&y, &dy).unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+    let dx_torch = [
+        0.25,
+        0.5833333333333333,
+        0.3333333333333333,
+        0.8333333333333333,
+        0.5,
+        1.5,
+        1.0,
+        1.0833333333333335,
+        2.083333333333333,
+        1.0,
+        2.2777777777777777,
+        1.2777777777777777,
+        3.6111111111111107,
+        2.333333333333333,
+        0.8333333333333334,
+        1.5,
+        0.6666666666666666,
+        1.4444444444444444,
+        0.7777777777777778,
+        2.111111111111111,
+        1.3333333333333333,
+        3.0833333333333335,
+        5.416666666666667,
+        2.3333333333333335,
+        4.944444444444445,
+        2.611111111111111,
+        6.944444444444445,
+        4.333333333333333,
+        2.25,
+        3.916666666666667,
+        1.6666666666666667,
+        3.5,
+        1.8333333333333333,
+        4.833333333333333,
+        3.0,
+    ];
+    let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+    assert_close(&dx, &dx_torch.map(|v| v as f32), 1e-6, 1e-6);
+    let small = tensor((0..6).map(|v| v as f32).collect(), &[1, 1, 2, 3])
+        .to_device(device)
+        .unwrap();
+    let grown = ops::adaptive_avg_pool2d(&small, (3, 5)).unwrap();
+    let grown_torch = [
+        0.0, 0.5, 1.0, 1.5, 2.0, 1.5, 2.0, 2.5, 3.0, 3.5, 3.0, 3.5, 4.0, 4.5, 5.0,
+    ];
+    assert_close(&grown.to_vec::<f32>().unwrap(), &grown_torch, 1e-7, 1e-7);
+}
+kiln::test_device!(adaptive_values_from_pytorch);
+
+/// f32 outputs and gradients of the kernels against the CPU, on odd sizes.
+fn adaptive_matches_cpu(device: Device) {
+    for (k, (shape, output)) in ADAPTIVE_CASES.into_iter().enumerate() {
+        let x = random32(&shape, 200 + k as u64);
+        check_parity("adaptive_avg_pool2d", device, &[x], ATOL, RTOL, |t| {
+            ops::adaptive_avg_pool2d(&t[0], output)
+        });
+    }
+}
+kiln::test_device!(adaptive_matches_cpu, gpu);
+
+/// `Pool2d::adaptive_avg` is PyTorch's `AdaptiveAvgPool2d`; (1, 1) equals global average pooling.
+#[test]
+fn adaptive_layer_and_global_average_agree() {
+    let x = random32(&[2, 3, 5, 7], 300);
+    let mut layer = Pool2d::adaptive_avg(1, 1);
+    let y = layer.forward(&x, Mode::Eval).unwrap();
+    let global = ops::global_avg_pool2d(&x).unwrap();
+    assert_eq!(y.shape(), global.shape());
+    assert_close(
+        &y.to_vec::<f32>().unwrap(),
+        &global.to_vec::<f32>().unwrap(),
+        1e-6,
+        1e-6,
+    );
+    let mut layer = Pool2d::adaptive_avg(2, 3);
+    assert_eq!(layer.forward(&x, Mode::Eval).unwrap().shape(), [2, 3, 2, 3]);
+    assert_eq!(layer.describe(), "AdaptiveAvgPool2d(2x3)");
+}
+
+fn assert_invalid(result: kiln::Result<Tensor>, what: &str) {
+    match result {
+        Err(Error::InvalidArgument { .. }) => {}
+        other => panic!("{what}: expected an InvalidArgument error, got {other:?}"),
+    }
+}
+
+#[test]
+fn adaptive_bad_sizes_are_errors() {
+    let x = random32(&[1, 2, 4, 4], 400);
+    assert_invalid(ops::adaptive_avg_pool2d(&x, (0, 2)), "output height 0");
+    assert_invalid(ops::adaptive_avg_pool2d(&x, (2, 0)), "output width 0");
+    let flat = x.reshape(&[2, 16]).unwrap();
+    assert_invalid(ops::adaptive_avg_pool2d(&flat, (1, 1)), "2-d input");
+    let empty = tensor(Vec::<f32>::new(), &[0, 2, 4, 4]);
+    assert_invalid(ops::adaptive_avg_pool2d(&empty, (1, 1)), "empty batch");
+    let a = kiln::shape::AdaptivePool2d::new("test", &[1, 2, 4, 4], (2, 2)).unwrap();
+    let wrong = random32(&[1, 2, 3, 3], 401);
+    assert!(backend::adaptive_avgpool_fwd(&wrong, &a).is_err());
+    assert!(backend::adaptive_avgpool_bwd(&wrong, &a).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max and average pooling with padding and ceil_mode.
+
+/// A square pooling window: kernel, stride, padding (every side), ceil_mode.
+#[derive(Clone, Copy, Debug)]
+struct Square {
+    k: usize,
+    s: usize,
+    p: usize,
+    ceil: bool,
+}
+
+impl Square {
+    fn window(self) -> PoolWindow {
+        let w = Window2d::square(self.k, self.s, self.p);
+        if self.ceil {
+            w.ceil_mode()
+        } else {
+            w.into()
+        }
+    }
+
+    /// PyTorch's pooling_output_shape, written out again here.
+    fn out_len(self, len: usize) -> usize {
+        let Square { k, s, p, ceil } = self;
+        let steps = (len + 2 * p - k) as f64 / s as f64;
+        let mut out = if ceil { steps.ceil() } else { steps.floor() } as usize + 1;
+        if ceil && (out - 1) * s >= len + p {
+            out -= 1;
+        }
+        out
+    }
+
+    /// Window `o`'s rows as PyTorch's CPU kernels take them: `[start, min(start + k, len + p))`
+    /// in padded coordinates (its size, the count_include_pad divisor), then clipped to the input.
+    fn rows(self, o: usize, len: usize) -> (std::ops::Range<usize>, usize) {
+        let start = (o * self.s) as isize - self.p as isize;
+        let end = (start + self.k as isize).min((len + self.p) as isize);
+        let size = (end - start) as usize;
+        (start.max(0) as usize..end.min(len as isize) as usize, size)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Reduce {
+    Max,
+    Avg { count_include_pad: bool },
+}
+
+/// The forward pass and the gradient of Σ y·dy over one [N, C, H, W] input, by PyTorch's rules:
+/// max over the in-bounds elements (the first maximal one wins), or their sum over the divisor.
+fn pool_reference(
+    x: &[f64],
+    dy: &[f64],
+    [n, c, h, w]: [usize; 4],
+    sq: Square,
+    reduce: Reduce,
+) -> (Vec<f64>, Vec<f64>) {
+    let (oh, ow) = (sq.out_len(h), sq.out_len(w));
+    let (mut y, mut dx) = (vec![0.0; n * c * oh * ow], vec![0.0; x.len()]);
+    for p in 0..n * c {
+        for i in 0..oh {
+            for j in 0..ow {
+                let ((rows, rh), (cols, cw)) = (sq.rows(i, h), sq.rows(j, w));
+                let taps: Vec<usize> = rows
+                    .flat_map(|r| cols.clone().map(move |s| p * h * w + r * w + s))
+                    .collect();
+                let o = p * oh * ow + i * ow + j;
+                match reduce {
+                    Reduce::Max => {
+                        let best =
+                            taps.iter().copied().fold(
+                                taps[0],
+                                |b, t| {
+                                    if x[t] > x[b] {
+                                        t
+                                    } else {
+                                        b
+                                    }
+                                },
+                            );
+                        y[o] = x[best];
+                        dx[best] += dy[o];
+                    }
+                    Reduce::Avg { count_include_pad } => {
+                        let divisor = if count_include_pad {
+                            rh * cw
+                        } else {
+                            taps.len()
+                        } as f64;
+                        y[o] = taps.iter().map(|&t| x[t]).sum::<f64>() / divisor;
+                        taps.iter().for_each(|&t| dx[t] += dy[o] / divisor);
+                    }
+                }
+            }
+        }
+    }
+    (y, dx)
+}
+
+fn pooled(x: &Tensor, sq: Square, reduce: Reduce) -> kiln::Result<Tensor> {
+    match reduce {
+        Reduce::Max => ops::max_pool2d(x, sq.window()),
+        Reduce::Avg { count_include_pad } => ops::avg_pool2d(x, sq.window(), count_include_pad),
+    }
+}
+
+/// torchvision's windows (ResNet's stem 3/2/1; GoogLeNet's 3/2 and 2/2 with ceil_mode and its
+/// 3/1/1 ceil_mode branch pool) and odd ones: a last window that overhangs the input, one that
+/// overhangs the trailing padding, one dropped for starting in it (5 with 2/2/1), stride > kernel.
+const CEIL_CASES: [([usize; 4], Square); 9] = [
+    (
+        [2, 3, 7, 9],
+        Square {
+            k: 3,
+            s: 2,
+            p: 1,
+            ceil: false,
+        },
+    ),
+    (
+        [1, 2, 9, 8],
+        Square {
+            k: 3,
+            s: 2,
+            p: 0,
+            ceil: true,
+        },
+    ),
+    (
+        [2, 1, 7, 11],
+        Square {
+            k: 2,
+            s: 2,
+            p: 0,
+            ceil: true,
+        },
+    ),
+    (
+        [1, 2, 7, 7],
+        Square {
+            k: 3,
+            s: 1,
+            p: 1,
+            ceil: true,
+        },
+    ),
+    (
+        [1, 1, 5, 6],
+        Square {
+            k: 2,
+            s: 2,
+            p: 1,
+            ceil: true,
+        },
+    ),
+    (
+        [2, 2, 5, 5],
+        Square {
+            k: 2,
+            s: 2,
+            p: 1,
+            ceil: true,
+        },
+    ),
+    (
+        [1, 1, 10, 10],
+        Square {
+            k: 4,
+            s: 3,
+            p: 2,
+            ceil: true,
+        },
+    ),
+    (
+        [1, 3, 8, 13],
+        Square {
+            k: 3,
+            s: 2,
+            p: 1,
+            ceil: true,
+        },
+    ),
+    (
+        [1, 1, 6, 9],
+        Square {
+            k: 2,
+            s: 3,
+            p: 0,
+            ceil: true,
+        },
+    ),
+];
+
+const REDUCTIONS: [Reduce; 3] = [
+    Reduce::Max,
+    Reduce::Avg {
+        count_include_pad: true,
+    },
+    Reduce::Avg {
+        count_include_pad: false,
+    },
+];
+
+fn ceil_mode_matches_the_documented_rule(device: Device) {
+    for (k, (shape, sq)) in CEIL_CASES.into_iter().enumerate() {
+        for reduce in REDUCTIONS {
+            let x = random64(&shape, 500 + k as u64);
+            let dy_shape = [
+                shape[0],
+                shape[1],
+                sq.out_len(shape[2]),
+                sq.out_len(shape[3]),
+            ];
+            let dy = random64(&dy_shape, 600 + k as u64);
+            let (y_ref, dx_ref) = pool_reference(&x, &dy, shape, sq, reduce);
+            let to_f32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            let xt = tensor(to_f32(&x), &shape)
+                .to_device(device)
+                .unwrap()
+                .with_grad();
+            let y = pooled(&xt, sq, reduce).unwrap();
+            assert_eq!(y.shape(), dy_shape, "{shape:?} {sq:?} {reduce:?}");
+            let dyt = tensor(to_f32(&dy), &dy_shape).to_device(device).unwrap();
+            let grads = ops::sum(&ops::mul(&y, &dyt).unwrap())
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert_close(&y.to_vec::<f32>().unwrap(), &to_f32(&y_ref), 1e-6, 1e-5);
+            let dx = grads.get(&xt).unwrap().to_vec::<f32>().unwrap();
+            assert_close(&dx, &to_f32(&dx_ref), 1e-6, 1e-5);
+        }
+    }
+}
+kiln::test_device!(ceil_mode_matches_the_documented_rule);
+
+/// Values PyTorch 2.15 printed for x [1, 1, 5, 6] = (7·i mod 11), which has ties:
+/// ```python
+/// x = (torch.arange(30., dtype=torch.float64).reshape(1, 1, 5, 6) * 7 % 11).requires_grad_()
+/// for f in [lambda t: F.max_pool2d(t, 2, 2, 1, ceil_mode=True),
+///           lambda t: F.avg_pool2d(t, 2, 2, 1, ceil_mode=True, count_include_pad=True),
+///           lambda t: F.avg_pool2d(t, 2, 2, 1, ceil_mode=True, count_include_pad=False),
+///           lambda t: F.avg_pool2d(t, 3, 2, 0, ceil_mode=True, count_include_pad=True)]:
+///     x.grad = None; y = f(x)
+///     (y * torch.arange(1., y.numel() + 1).reshape(y.shape)).sum().backward()
+///     print(y.flatten().tolist(), x.grad.flatten().tolist())
+/// ```
+fn ceil_mode_values_from_pytorch(device: Device) {
+    let x: Vec<f32> = (0..30).map(|i| (i * 7 % 11) as f32).collect();
+    let x = tensor(x, &[1, 1, 5, 6])
+        .to_device(device)
+        .unwrap()
+        .with_grad();
+    type Case = (Square, Reduce, [usize; 2], &'static [f32], &'static [f32]);
+    let sq = |k, s, p| Square {
+        k,
+        s,
+        p,
+        ceil: true,
+    };
+    let cases: [Case; 4] = [
+        (
+            sq(2, 2, 1),
+            Reduce::Max,
+            [3, 4],
+            &[
+                0.0, 7.0, 10.0, 2.0, 9.0, 10.0, 8.0, 9.0, 5.0, 10.0, 9.0, 7.0,
+            ],
+            &[
+                1.0, 2.0, 0.0, 3.0, 0.0, 4.0, 5.0, 0.0, 0.0, 7.0, 0.0, 0.0, 0.0, 0.0, 6.0, 0.0,
+                0.0, 8.0, 9.0, 0.0, 0.0, 0.0, 0.0, 12.0, 0.0, 10.0, 0.0, 0.0, 11.0, 0.0,
+            ],
+        ),
+        (
+            sq(2, 2, 1),
+            Reduce::Avg {
+                count_include_pad: true,
+            },
+            [3, 4],
+            &[
+                0.0, 2.5, 4.0, 0.5, 4.0, 4.75, 5.0, 2.25, 2.0, 6.25, 3.75, 3.0,
+            ],
+            &[
+                0.25, 0.5, 0.5, 0.75, 0.75, 1.0, 1.25, 1.5, 1.5, 1.75, 1.75, 2.0, 1.25, 1.5, 1.5,
+                1.75, 1.75, 2.0, 2.25, 2.5, 2.5, 2.75, 2.75, 3.0, 2.25, 2.5, 2.5, 2.75, 2.75, 3.0,
+            ],
+        ),
+        (
+            sq(2, 2, 1),
+            Reduce::Avg {
+                count_include_pad: false,
+            },
+            [3, 4],
+            &[
+                0.0, 5.0, 8.0, 2.0, 8.0, 4.75, 5.0, 4.5, 4.0, 6.25, 3.75, 6.0,
+            ],
+            &[
+                1.0, 1.0, 1.0, 1.5, 1.5, 4.0, 2.5, 1.5, 1.5, 1.75, 1.75, 4.0, 2.5, 1.5, 1.5, 1.75,
+                1.75, 4.0, 4.5, 2.5, 2.5, 2.75, 2.75, 6.0, 4.5, 2.5, 2.5, 2.75, 2.75, 6.0,
+            ],
+        ),
+        (
+            sq(3, 2, 0),
+            Reduce::Avg {
+                count_include_pad: true,
+            },
+            [2, 3],
+            &[
+                5.0,
+                5.555555555555555,
+                3.8333333333333335,
+                5.888888888888889,
+                5.222222222222222,
+                5.333333333333333,
+            ],
+            &[
+                0.1111111111111111,
+                0.1111111111111111,
+                0.3333333333333333,
+                0.2222222222222222,
+                0.7222222222222222,
+                0.5,
+                0.1111111111111111,
+                0.1111111111111111,
+                0.3333333333333333,
+                0.2222222222222222,
+                0.7222222222222222,
+                0.5,
+                0.5555555555555556,
+                0.5555555555555556,
+                1.3333333333333333,
+                0.7777777777777778,
+                2.2777777777777777,
+                1.5,
+                0.4444444444444444,
+                0.4444444444444444,
+                1.0,
+                0.5555555555555556,
+                1.5555555555555556,
+                1.0,
+                0.4444444444444444,
+                0.4444444444444444,
+                1.0,
+                0.5555555555555556,
+                1.5555555555555556,
+                1.0,
+            ],
+        ),
+    ];
+    for (sq, reduce, [oh, ow], y_torch, dx_torch) in cases {
+        let y = pooled(&x, sq, reduce).unwrap();
+        assert_eq!(y.shape(), [1, 1, oh, ow], "{sq:?} {reduce:?}");
+        assert_close(&y.to_vec::<f32>().unwrap(), y_torch, 1e-6, 1e-6);
+        let w = tensor((1..=oh * ow).map(|v| v as f32).collect(), &[1, 1, oh, ow])
+            .to_device(device)
+            .unwrap();
+        let grads = ops::sum(&ops::mul(&y, &w).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+        assert_close(&dx, dx_torch, 1e-6, 1e-6);
+    }
+}
+kiln::test_device!(ceil_mode_values_from_pytorch);
+
+/// Ties in windows that overhang the end (ceil_mode): the first in-bounds element in row-major
+/// window order wins, as without ceil_mode, so the gradient reaches only each window's first tap.
+fn ceil_mode_ties_go_to_the_first_element(device: Device) {
+    let x = tensor(vec![1.0_f32; 9], &[1, 1, 3, 3])
+        .to_device(device)
+        .unwrap()
+        .with_grad();
+    let y = ops::max_pool2d(&x, Window2d::square(2, 2, 0).ceil_mode()).unwrap();
+    assert_eq!(y.shape(), [1, 1, 2, 2]);
+    assert_eq!(y.to_vec::<f32>().unwrap(), [1.0; 4]);
+    let w = tensor(vec![1.0_f32, 2.0, 3.0, 4.0], &[1, 1, 2, 2])
+        .to_device(device)
+        .unwrap();
+    let grads = ops::sum(&ops::mul(&y, &w).unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+    let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(dx, [1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0]);
+}
+kiln::test_device!(ceil_mode_ties_go_to_the_first_element);
+
+/// f32 outputs and gradients of the kernels against the CPU on the odd cases above.
+fn ceil_mode_matches_cpu(device: Device) {
+    for (k, (shape, sq)) in CEIL_CASES.into_iter().enumerate() {
+        let x = random32(&shape, 700 + k as u64);
+        for reduce in REDUCTIONS {
+            check_parity(
+                "ceil_mode pooling",
+                device,
+                std::slice::from_ref(&x),
+                ATOL,
+                RTOL,
+                |t| pooled(&t[0], sq, reduce),
+            );
+        }
+    }
+}
+kiln::test_device!(ceil_mode_matches_cpu, gpu);
+
+/// torchvision's pooling layers through the builders: output shapes on 112x112 and 7x7 inputs.
+#[test]
+fn layer_builders_give_torchvisions_shapes() {
+    let x = random32(&[1, 2, 112, 112], 800);
+    let shape =
+        |mut layer: Pool2d, x: &Tensor| layer.forward(x, Mode::Eval).unwrap().shape()[2..].to_vec();
+    // ResNet: MaxPool2d(3, 2, padding=1); GoogLeNet: MaxPool2d(3, 2, ceil_mode=True).
+    assert_eq!(shape(Pool2d::max(3, 2).padding(1), &x), [56, 56]);
+    assert_eq!(shape(Pool2d::max(3, 2).ceil_mode(), &x), [56, 56]);
+    assert_eq!(shape(Pool2d::max(3, 2), &x), [55, 55]);
+    let small = random32(&[1, 2, 7, 7], 801);
+    // GoogLeNet: MaxPool2d(2, 2, ceil_mode=True), MaxPool2d(3, 1, padding=1, ceil_mode=True).
+    assert_eq!(shape(Pool2d::max(2, 2).ceil_mode(), &small), [4, 4]);
+    assert_eq!(
+        shape(Pool2d::max(3, 1).padding(1).ceil_mode(), &small),
+        [7, 7]
+    );
+    assert_eq!(shape(Pool2d::avg(2, 2).ceil_mode(), &small), [4, 4]);
+    assert_eq!(shape(Pool2d::avg(3, 2).padding(1), &small), [4, 4]);
+    assert_eq!(
+        Pool2d::max(3, 1).padding(1).ceil_mode().describe(),
+        "MaxPool2d(3x3, stride 1, padding 1, ceil_mode)"
+    );
+    assert_eq!(Pool2d::max(2, 2).describe(), "MaxPool2d(2x2, stride 2)");
+}
+
+#[test]
+fn ceil_mode_bad_windows_are_errors() {
+    let x = random32(&[1, 1, 5, 5], 900);
+    // Padding past half the window, and a window larger than the padded input.
+    assert_invalid(
+        ops::max_pool2d(&x, Window2d::square(2, 2, 2).ceil_mode()),
+        "padding 2 with kernel 2",
+    );
+    assert_invalid(
+        ops::avg_pool2d(&x, Window2d::square(8, 2, 1).ceil_mode(), true),
+        "kernel 8 over 5 + 2",
+    );
+    assert_invalid(
+        ops::max_pool2d(&x, Window2d::square(2, 0, 0).ceil_mode()),
+        "stride 0",
+    );
+}
