@@ -49,7 +49,8 @@ def build(arch, classes, width_mult):
 
 def to_small_input(arch, model, in_channels):
     """kiln's small-input variant (src/nn/models/): a 3x3 stride-1 stem without its max pools,
-    and, for AlexNet and VGG, a 1x1 average pool in front of a classifier sized to match."""
+    and, for AlexNet and VGG, a 1x1 average pool in front of a classifier sized to match (and
+    VGG's max pools rounding up). The first convolution takes `in_channels`."""
     if arch.startswith("resnet"):
         model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
@@ -66,6 +67,7 @@ def to_small_input(arch, model, in_channels):
         model.avgpool = nn.AdaptiveAvgPool2d(1)
         model.classifier[1] = nn.Linear(256, 4096)
     elif arch.startswith("vgg"):
+        model.features[0] = nn.Conv2d(in_channels, 64, 3, padding=1)
         for i, layer in enumerate(model.features):
             if isinstance(layer, nn.MaxPool2d):
                 model.features[i] = nn.MaxPool2d(2, 2, ceil_mode=True)

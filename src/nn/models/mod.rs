@@ -2,18 +2,26 @@
 //! ResNet-20) and the lectures' classic ones in torchvision's layout (AlexNet, VGG, ResNet,
 //! GoogLeNet, MobileNetV2), each built to the data's shape and class count.
 
+mod alexnet;
 mod blocks;
+mod googlenet;
 mod lenet;
+mod mobilenet;
 mod resnet;
 mod resnet20;
 mod summary;
+mod vgg;
 mod vgg_small;
 
+pub use alexnet::alexnet;
 pub use blocks::Builder;
+pub use googlenet::{googlenet, BasicConv2d, Inception};
 pub use lenet::lenet5;
+pub use mobilenet::{mobilenet_v2, InvertedResidual};
 pub use resnet::{resnet, Block, Residual};
 pub use resnet20::resnet20;
 pub use summary::{summarize, LayerSummary};
+pub use vgg::{torchvision_vgg, VGG11, VGG16};
 pub use vgg_small::vgg;
 
 use crate::core::device::Device;
@@ -56,6 +64,18 @@ pub enum Architecture {
     /// ResNet-20 (three stages of three basic blocks, 16/32/64 channels).
     #[serde(rename = "resnet20")]
     ResNet20,
+    /// torchvision's AlexNet.
+    #[serde(rename = "alexnet")]
+    AlexNet,
+    /// torchvision's VGG-11 (configuration A).
+    #[serde(rename = "vgg11")]
+    Vgg11,
+    /// torchvision's VGG-16 (configuration D).
+    #[serde(rename = "vgg16")]
+    Vgg16,
+    /// torchvision's VGG-16 with batch norm.
+    #[serde(rename = "vgg16-bn")]
+    Vgg16Bn,
     /// torchvision's ResNet-18 (basic blocks [2, 2, 2, 2]).
     #[serde(rename = "resnet18")]
     ResNet18,
@@ -65,6 +85,12 @@ pub enum Architecture {
     /// torchvision's ResNet-50 (bottleneck blocks [3, 4, 6, 3]).
     #[serde(rename = "resnet50")]
     ResNet50,
+    /// torchvision's GoogLeNet (Inception v1) without auxiliary classifiers.
+    #[serde(rename = "googlenet")]
+    GoogLeNet,
+    /// torchvision's MobileNetV2.
+    #[serde(rename = "mobilenet-v2")]
+    MobileNetV2,
 }
 
 impl clap::ValueEnum for Architecture {
@@ -77,14 +103,20 @@ impl clap::ValueEnum for Architecture {
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 7] = [
+    pub const ALL: [Architecture; 13] = [
         Architecture::LeNet5,
         Architecture::LeNet5Classic,
         Architecture::Vgg,
         Architecture::ResNet20,
+        Architecture::AlexNet,
+        Architecture::Vgg11,
+        Architecture::Vgg16,
+        Architecture::Vgg16Bn,
         Architecture::ResNet18,
         Architecture::ResNet34,
         Architecture::ResNet50,
+        Architecture::GoogLeNet,
+        Architecture::MobileNetV2,
     ];
 
     /// The architecture spelled `name` (see [`Architecture::name`]).
@@ -98,10 +130,57 @@ impl Architecture {
             Architecture::LeNet5Classic => "lenet5-classic",
             Architecture::Vgg => "vgg",
             Architecture::ResNet20 => "resnet20",
+            Architecture::AlexNet => "alexnet",
+            Architecture::Vgg11 => "vgg11",
+            Architecture::Vgg16 => "vgg16",
+            Architecture::Vgg16Bn => "vgg16-bn",
             Architecture::ResNet18 => "resnet18",
             Architecture::ResNet34 => "resnet34",
             Architecture::ResNet50 => "resnet50",
+            Architecture::GoogLeNet => "googlenet",
+            Architecture::MobileNetV2 => "mobilenet-v2",
         }
+    }
+
+    /// Which form of the network `image_size`² inputs get: the standard (torchvision) one, or the
+    /// small-input variant and what it changes; `None` for kiln's own small networks.
+    pub fn variant(self, image_size: usize) -> Option<&'static str> {
+        let small = image_size <= SMALL_INPUT;
+        let (standard, changed) = match self {
+            Architecture::LeNet5
+            | Architecture::LeNet5Classic
+            | Architecture::Vgg
+            | Architecture::ResNet20 => return None,
+            Architecture::AlexNet => {
+                let small = image_size < alexnet::STANDARD_SMALLEST;
+                return Some(if small {
+                    "small-input variant (below 63x63): 3x3 stride-1 features.0, 1x1 average pool, classifier.1 takes 256"
+                } else {
+                    "standard torchvision network"
+                });
+            }
+            Architecture::Vgg11 | Architecture::Vgg16 | Architecture::Vgg16Bn => (
+                !small,
+                "small-input variant (32x32 or less): max pools round up (ceil_mode), 1x1 average pool, classifier.0 takes 512",
+            ),
+            Architecture::ResNet18 | Architecture::ResNet34 | Architecture::ResNet50 => (
+                !small,
+                "small-input variant (32x32 or less): 3x3 stride-1 conv1, no max pool",
+            ),
+            Architecture::GoogLeNet => (
+                !small,
+                "small-input variant (32x32 or less): 3x3 stride-1 conv1, no maxpool1 or maxpool2",
+            ),
+            Architecture::MobileNetV2 => (
+                !small,
+                "small-input variant (32x32 or less): stride 1 in features.0 and features.2",
+            ),
+        };
+        Some(if standard {
+            "standard torchvision network"
+        } else {
+            changed
+        })
     }
 
     /// The network for samples of `input = [channels, height, width]` (square images) and
@@ -152,9 +231,15 @@ impl Architecture {
             }
             Architecture::Vgg => vgg(in_channels, image_size, classes, seed, device),
             Architecture::ResNet20 => resnet20(in_channels, classes, seed, device),
+            Architecture::AlexNet => alexnet(input, b),
+            Architecture::Vgg11 => torchvision_vgg(VGG11, false, input, b),
+            Architecture::Vgg16 => torchvision_vgg(VGG16, false, input, b),
+            Architecture::Vgg16Bn => torchvision_vgg(VGG16, true, input, b),
             Architecture::ResNet18 => resnet(Block::Basic, [2, 2, 2, 2], input, b),
             Architecture::ResNet34 => resnet(Block::Basic, [3, 4, 6, 3], input, b),
             Architecture::ResNet50 => resnet(Block::Bottleneck, [3, 4, 6, 3], input, b),
+            Architecture::GoogLeNet => googlenet(input, b),
+            Architecture::MobileNetV2 => mobilenet_v2(1.0, input, b),
         }
     }
 }

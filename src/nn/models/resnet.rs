@@ -9,8 +9,7 @@
 use super::blocks::Builder;
 use super::SMALL_INPUT;
 use crate::core::error::Result;
-use crate::core::shape::Window2d;
-use crate::nn::layers::{Activation, BatchNorm2d, Conv2d, Conv2dSpec, Flatten, Pool, Pool2d};
+use crate::nn::layers::{Activation, BatchNorm2d, Conv2d, Conv2dSpec, Flatten, Pool2d};
 use crate::nn::module::{Mode, Module};
 use crate::nn::sequential::Sequential;
 use crate::ops;
@@ -54,7 +53,7 @@ pub fn resnet(
             .push_named("conv1", b.conv(stem)?)
             .push_named("bn1", b.bn(64)?)
             .push_named("relu", Activation::Relu)
-            .push_named("maxpool", Pool2d::new(Pool::Max, Window2d::square(3, 2, 1)))
+            .push_named("maxpool", Pool2d::max(3, 2).padding(1))
     };
     let mut channels = 64;
     for (stage, (&count, width)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
