@@ -472,7 +472,7 @@ fn run_summary(arch: Architecture, input: [usize; 3], classes: usize) -> CliResu
         println!("{variant}");
     }
     println!(
-        "{:<12} {:<52} {:>16} {:>10}",
+        "{:<12} {:<58} {:>16} {:>10}",
         "layer", "", "output", "params"
     );
     for row in summarize(&mut net, input)? {
@@ -483,7 +483,7 @@ fn run_summary(arch: Architecture, input: [usize; 3], classes: usize) -> CliResu
             .collect::<Vec<_>>()
             .join("x");
         println!(
-            "{:<12} {:<52} {:>16} {:>10}",
+            "{:<12} {:<58} {:>16} {:>10}",
             row.name, row.description, shape, row.parameters
         );
     }

@@ -104,7 +104,8 @@ impl Module for BasicConv2d {
     }
 
     fn describe(&self) -> String {
-        format!("BasicConv2d({}, BN, ReLU)", self.conv.describe())
+        let conv = self.conv.describe().replacen("Conv2d", "BasicConv2d", 1);
+        format!("{conv} + BN + ReLU")
     }
 }
 

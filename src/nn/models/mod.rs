@@ -247,6 +247,7 @@ impl Architecture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::module::Module;
 
     #[test]
     fn every_architecture_has_one_spelling_everywhere() {
