@@ -192,4 +192,40 @@ fn too_small_an_image_is_refused_before_any_forward() {
         panic!("AlexNet accepted 14x14 images");
     };
     assert!(err.to_string().contains("15x15"), "{err}");
+    let Err(err) = Architecture::Vgg16.build_for([3, 16, 16], 10, 0, Device::Cpu) else {
+        panic!("VGG-16 accepted 16x16 images");
+    };
+    assert!(err.to_string().contains("17x17"), "{err}");
+}
+
+/// A training step reaches every parameter of every network (no child left out of a forward),
+/// and leaves batch norm's running statistics moved.
+#[test]
+fn every_parameter_gets_a_gradient_in_training() {
+    for arch in TORCHVISION {
+        let mut net = arch.build_for([3, 20, 20], 4, 0, Device::Cpu).unwrap();
+        let x = kiln::Tensor::randn(&[2, 3, 20, 20], 1.0, 3, Device::Cpu).unwrap();
+        let labels = kiln::Tensor::from_vec(vec![1i32, 3], &[2], Device::Cpu).unwrap();
+        let logits = net.forward(&x, kiln::nn::Mode::Train).unwrap();
+        let loss = kiln::ops::softmax_cross_entropy(&logits, &labels).unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, p) in net.parameters() {
+            assert!(
+                grads.get(p).is_some(),
+                "{}: {name} got no gradient",
+                arch.name()
+            );
+        }
+        let (name, mean) = net
+            .buffers()
+            .into_iter()
+            .find(|(n, _)| n.ends_with("running_mean"))
+            .map(|(n, t)| (n, t.to_vec::<f32>().unwrap()))
+            .unwrap_or_else(|| ("none".into(), vec![1.0]));
+        assert!(
+            mean.iter().any(|v| *v != 0.0),
+            "{}: {name} did not move",
+            arch.name()
+        );
+    }
 }
