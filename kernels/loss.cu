@@ -53,6 +53,94 @@ extern "C" __global__ void softmax_xent_bwd_f32(const SoftmaxXentBwdParams p) {
 }
 KILN_EMULATE(softmax_xent_bwd_f32, SoftmaxXentBwdParams)
 
+// ---- Softmax cross-entropy with class weights w and label smoothing eps (PyTorch's
+// F.cross_entropy(weight=w, label_smoothing=eps)). Row i with label y: with −log p_c = log s − (z_c − m)
+// (m the row max, s = Σ exp(z − m)),
+//   loss_i = (1 − eps)·w_y·(−log p_y) + (eps/C)·Σ_c w_c·(−log p_c)
+// and the caller divides Σ loss_i by Σ_i w_{y_i}. The gradient of loss_i is a_i·p − t_i with the
+// weighted smoothed target t_ic = (1 − eps)·w_y·[c = y] + (eps/C)·w_c and a_i = Σ_c t_ic
+// = (1 − eps)·w_y + (eps/C)·Σ_c w_c. Unweighted smoothing passes w = 1.
+
+// Mirrors src/cuda/loss.rs `SmoothXentFwdParams`.
+struct SmoothXentFwdParams {
+  const float* logits;   // [rows][classes]
+  const int* labels;     // [rows]; a label outside 0..classes gives a NaN loss
+  const float* weights;  // [classes]
+  float* probs;          // [rows][classes]
+  float* losses;         // [rows]: loss_i above
+  int rows, classes;
+  float smoothing;       // eps
+};
+
+// One block per row: max, Σ exp, and Σ w_c·(z_c − m) and Σ w_c as tree reductions in a fixed order.
+extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
+    softmax_xent_smooth_fwd_f32(const SmoothXentFwdParams p) {
+  __shared__ float scratch[KILN_THREADS_PER_BLOCK];
+  const int row = blockIdx.x;
+  const float* z = p.logits + (long long)row * p.classes;
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < p.classes; j += blockDim.x) m = fmaxf(m, z[j]);
+  m = block_reduce(scratch, m, true);
+  float s = 0.0f, wz = 0.0f, ws = 0.0f;
+  for (int j = threadIdx.x; j < p.classes; j += blockDim.x) {
+    s += expf(z[j] - m);
+    wz += p.weights[j] * (z[j] - m);
+    ws += p.weights[j];
+  }
+  s = block_reduce(scratch, s, false);
+  wz = block_reduce(scratch, wz, false);
+  ws = block_reduce(scratch, ws, false);
+  float* prob = p.probs + (long long)row * p.classes;
+  for (int j = threadIdx.x; j < p.classes; j += blockDim.x) prob[j] = expf(z[j] - m) / s;
+  if (threadIdx.x == 0) {
+    const int label = p.labels[row];
+    if (label >= 0 && label < p.classes) {
+      const float log_s = logf(s);
+      const float nll = log_s - (z[label] - m);
+      const float smooth = ws * log_s - wz;  // Σ_c w_c·(−log p_c)
+      p.losses[row] = (1.0f - p.smoothing) * p.weights[label] * nll +
+                      p.smoothing / (float)p.classes * smooth;
+    } else {
+      p.losses[row] = NAN;
+    }
+  }
+}
+KILN_EMULATE_SYNC(softmax_xent_smooth_fwd_f32, SmoothXentFwdParams)
+
+// Mirrors src/cuda/loss.rs `SmoothXentBwdParams`.
+struct SmoothXentBwdParams {
+  const float* probs;
+  const int* labels;
+  const float* weights;
+  float* dlogits;         // scale·upstream·(a_i·p − t_i)
+  const float* upstream;  // one element, or null for 1
+  long long total;
+  int classes;
+  float smoothing;
+  float weight_sum;       // Σ_c w_c
+  float scale;
+};
+
+// One thread per element.
+extern "C" __global__ void softmax_xent_smooth_bwd_f32(const SmoothXentBwdParams p) {
+  const float scale = p.upstream ? p.scale * p.upstream[0] : p.scale;
+  const float per_class = p.smoothing / (float)p.classes;
+  KILN_GRID_STRIDE_LOOP(i, p.total) {
+    const long long row = i / p.classes;
+    const int j = (int)(i % p.classes);
+    const int label = p.labels[row];
+    if (label < 0 || label >= p.classes) {
+      p.dlogits[i] = NAN;
+      continue;
+    }
+    const float w_label = (1.0f - p.smoothing) * p.weights[label];
+    const float a = w_label + per_class * p.weight_sum;
+    const float target = (j == label ? w_label : 0.0f) + per_class * p.weights[j];
+    p.dlogits[i] = scale * (a * p.probs[i] - target);
+  }
+}
+KILN_EMULATE(softmax_xent_smooth_bwd_f32, SmoothXentBwdParams)
+
 // ---- Squared error (MSE, sum of squared errors): elementwise here, reduced by reduce.cu's sum_f32.
 
 // Mirrors src/cuda/loss.rs `SquaredErrorFwdParams`.

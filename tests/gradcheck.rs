@@ -147,6 +147,26 @@ fn softmax_cross_entropy_gradients() {
     });
 }
 
+/// Label smoothing, class weights (one of them 0) and both together.
+#[test]
+fn softmax_cross_entropy_with_options_gradients() {
+    let labels = Tensor::from_vec(vec![0i32, 6, 3, 3, 1], &[5], Device::Cpu).unwrap();
+    let weights = vec![0.5, 2.0, 0.0, 1.5, 1.0, 0.25, 3.0];
+    for (eps, w) in [
+        (0.1, None),
+        (0.0, Some(weights.clone())),
+        (0.3, Some(weights)),
+    ] {
+        let options = ops::CrossEntropy {
+            label_smoothing: eps,
+            class_weights: w,
+        };
+        gradcheck("softmax_cross_entropy_with", &[random(&[5, 7], 90)], |t| {
+            ops::softmax_cross_entropy_with(&t[0], &labels, &options)
+        });
+    }
+}
+
 #[test]
 fn elementwise_gradients_add_at_branches() {
     // x feeds mul twice (x·x) and add once: its gradient is the sum over all three uses.

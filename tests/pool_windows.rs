@@ -483,7 +483,7 @@ fn ceil_mode_values_from_pytorch(device: Device) {
         .to_device(device)
         .unwrap()
         .with_grad();
-    type Case = (Square, Reduce, [usize; 2], &'static [f32], &'static [f32]);
+    type Case = (Square, Reduce, [usize; 2], &'static [f64], &'static [f64]);
     let sq = |k, s, p| Square {
         k,
         s,
@@ -582,7 +582,8 @@ fn ceil_mode_values_from_pytorch(device: Device) {
     for (sq, reduce, [oh, ow], y_torch, dx_torch) in cases {
         let y = pooled(&x, sq, reduce).unwrap();
         assert_eq!(y.shape(), [1, 1, oh, ow], "{sq:?} {reduce:?}");
-        assert_close(&y.to_vec::<f32>().unwrap(), y_torch, 1e-6, 1e-6);
+        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        assert_close(&y.to_vec::<f32>().unwrap(), &f32s(y_torch), 1e-6, 1e-6);
         let w = tensor((1..=oh * ow).map(|v| v as f32).collect(), &[1, 1, oh, ow])
             .to_device(device)
             .unwrap();
@@ -591,7 +592,7 @@ fn ceil_mode_values_from_pytorch(device: Device) {
             .backward()
             .unwrap();
         let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
-        assert_close(&dx, dx_torch, 1e-6, 1e-6);
+        assert_close(&dx, &f32s(dx_torch), 1e-6, 1e-6);
     }
 }
 kiln::test_device!(ceil_mode_values_from_pytorch);

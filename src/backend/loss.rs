@@ -205,6 +205,191 @@ impl Primitive<1> for SoftmaxXentGrad<'_> {
     }
 }
 
+/// Class weights and label smoothing of softmax cross-entropy, as the primitives take them.
+#[derive(Clone, Copy, Debug)]
+pub struct XentTargets<'a> {
+    /// One weight per class, `[classes]`, in the logits' dtype and on their device.
+    pub weights: &'a RawTensor,
+    /// The sum of the weights.
+    pub weight_sum: f64,
+    /// Label smoothing eps, in [0, 1).
+    pub smoothing: f64,
+}
+
+impl XentTargets<'_> {
+    fn check(&self, op: &'static str, classes: usize) -> Result<()> {
+        let eps = self.smoothing;
+        if !(0.0..1.0).contains(&eps) {
+            return Err(invalid(
+                "label smoothing",
+                format!("{op}: must be in [0, 1), got {eps}"),
+            ));
+        }
+        self.weights.expect_shape(op, &[classes])
+    }
+
+    fn on_cpu<'w, T: HostFloat>(&self, weights: &'w [T]) -> cpu::loss::XentTargets<'w, T> {
+        cpu::loss::XentTargets {
+            weights,
+            weight_sum: T::of(self.weight_sum),
+            smoothing: T::of(self.smoothing),
+        }
+    }
+
+    fn on_gpu<'w>(&self, weights: &'w GpuBuffer) -> cuda::loss::XentTargetsOnGpu<'w> {
+        cuda::loss::XentTargetsOnGpu {
+            weights,
+            weight_sum: self.weight_sum as f32,
+            smoothing: self.smoothing as f32,
+        }
+    }
+}
+
+/// Softmax cross-entropy with class weights and label smoothing, per row: (probs [R,K], losses
+/// [R]) with `losses[i] = (1 − eps)·w_y·(−log p_y) + (eps/K)·Σ_c w_c·(−log p_c)` (PyTorch's, before
+/// the mean's division by `Σ_i w_{y_i}`). The labels are read back and checked.
+pub fn softmax_xent_smooth_fwd(
+    logits: &RawTensor,
+    labels: &RawTensor,
+    targets: XentTargets,
+) -> Result<(RawTensor, RawTensor)> {
+    check_logits_and_labels("softmax_cross_entropy", logits, labels)?;
+    softmax_xent_smooth_fwd_checked_labels(logits, labels, targets)
+}
+
+/// [`softmax_xent_smooth_fwd`] for labels whose values the caller has checked (shapes are checked
+/// here), so that they are read back once.
+pub(crate) fn softmax_xent_smooth_fwd_checked_labels(
+    logits: &RawTensor,
+    labels: &RawTensor,
+    targets: XentTargets,
+) -> Result<(RawTensor, RawTensor)> {
+    let labelled = Labelled {
+        shape: logits.shape(),
+        labels,
+    };
+    Ok(run(&SmoothXent { labelled, targets }, [logits, targets.weights])?.0)
+}
+
+struct SmoothXent<'a> {
+    labelled: Labelled<'a>,
+    targets: XentTargets<'a>,
+}
+
+impl Primitive<2> for SmoothXent<'_> {
+    type Output = Unrounded<(RawTensor, RawTensor)>;
+    fn op(&self) -> Op {
+        Op::new("softmax_cross_entropy", &["softmax_xent_smooth_fwd"])
+    }
+    fn check(&self, [logits, _]: [&RawTensor; 2]) -> Result<()> {
+        let op = self.op().name;
+        refuse_16bit(op, logits)?;
+        self.labelled.check(op, logits)?;
+        self.targets.check(op, self.labelled.dims().1)
+    }
+    fn cpu<T: HostFloat>(&self, [zs, ws]: [&[T]; 2]) -> Result<Self::Output> {
+        let (rows, classes) = self.labelled.dims();
+        let ls = self.labelled.labels.host_slice::<i32>(self.op().name)?;
+        let mut losses = vec![T::zero(); rows];
+        let probs = host_output::<T>(vec![rows, classes], |p| {
+            cpu::loss::softmax_xent_smooth_fwd((zs, ls), self.targets.on_cpu(ws), p, &mut losses)
+        });
+        let losses = RawTensor::host(T::wrap(losses), vec![rows], T::DTYPE);
+        Ok(Unrounded((probs, losses)))
+    }
+    fn gpu(&self, on: &OnGpu, [zb, wb]: [&GpuBuffer; 2]) -> Result<Self::Output> {
+        let dims = self.labelled.dims();
+        let lb = self.labelled.labels.gpu_buffer(self.op().name)?;
+        let mut losses = on.gpu.alloc(dims.0 * 4)?;
+        let targets = self.targets.on_gpu(wb);
+        let probs = on.output(vec![dims.0, dims.1], |p| {
+            cuda::loss::softmax_xent_smooth_fwd(on.gpu, (zb, lb), dims, targets, p, &mut losses)
+        })?;
+        let losses = RawTensor::from_gpu(losses, vec![dims.0], DType::F32);
+        Ok(Unrounded((probs, losses)))
+    }
+}
+
+/// The gradient of [`softmax_xent_smooth_fwd`]'s losses from its `probs`:
+/// `dlogits = scale·upstream·(a·p − t)` with the weighted smoothed target
+/// `t_c = (1 − eps)·w_y·[c = y] + (eps/K)·w_c` and `a = Σ_c t_c`. Labels are checked for shape only
+/// (the forward read them back); `upstream`, when given, is the loss's one-element gradient.
+pub fn softmax_xent_smooth_bwd(
+    probs: &RawTensor,
+    labels: &RawTensor,
+    targets: XentTargets,
+    scale: f64,
+    upstream: Option<&RawTensor>,
+) -> Result<RawTensor> {
+    let labelled = Labelled {
+        shape: probs.shape(),
+        labels,
+    };
+    let grad = SmoothXentGrad {
+        of: SmoothXent { labelled, targets },
+        scale,
+        upstream,
+    };
+    run(&grad, [probs, targets.weights])
+}
+
+struct SmoothXentGrad<'a> {
+    of: SmoothXent<'a>,
+    scale: f64,
+    upstream: Option<&'a RawTensor>,
+}
+
+impl Primitive<2> for SmoothXentGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new(
+            "softmax_cross_entropy backward",
+            &["softmax_xent_smooth_bwd"],
+        )
+    }
+    fn check(&self, [probs, _]: [&RawTensor; 2]) -> Result<()> {
+        let op = self.op().name;
+        refuse_16bit(op, probs)?;
+        self.of.labelled.check(op, probs)?;
+        self.of.targets.check(op, self.of.labelled.dims().1)?;
+        if let Some(u) = self.upstream {
+            common_device(op, &[probs, u])?;
+            u.expect_dtype(op, probs.dtype())?;
+            if u.numel() != 1 {
+                return Err(invalid(
+                    "loss gradient",
+                    format!("{op}: {:?} is not one element", u.shape()),
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn cpu<T: HostFloat>(&self, [ps, ws]: [&[T]; 2]) -> Result<RawTensor> {
+        let op = self.op().name;
+        let (rows, classes) = self.of.labelled.dims();
+        let ls = self.of.labelled.labels.host_slice::<i32>(op)?;
+        let factor = match self.upstream {
+            Some(u) => T::of(self.scale) * u.host_slice::<T>(op)?[0],
+            None => T::of(self.scale),
+        };
+        let targets = self.of.targets.on_cpu(ws);
+        Ok(host_output::<T>(vec![rows, classes], |d| {
+            cpu::loss::softmax_xent_smooth_bwd((ps, ls), targets, factor, d)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [pb, wb]: [&GpuBuffer; 2]) -> Result<RawTensor> {
+        let op = self.op().name;
+        let dims = self.of.labelled.dims();
+        let lb = self.of.labelled.labels.gpu_buffer(op)?;
+        let ub = self.upstream.map(|u| u.gpu_buffer(op)).transpose()?;
+        let targets = self.of.targets.on_gpu(wb);
+        on.output(vec![dims.0, dims.1], |d| {
+            let factor = (self.scale as f32, ub);
+            cuda::loss::softmax_xent_smooth_bwd(on.gpu, (pb, lb), dims, targets, factor, d)
+        })
+    }
+}
+
 /// (prediction − target)², elementwise, for two tensors of one shape, dtype and device.
 pub fn squared_error_fwd(prediction: &RawTensor, target: &RawTensor) -> Result<RawTensor> {
     pair_fwd(PairLoss::SquaredError, [prediction, target])
@@ -422,7 +607,11 @@ fn check_logits_and_labels(
 /// Reads `labels` (i32) back and checks that each lies in `0..classes`; the error names the
 /// first that does not and its row.
 pub fn check_label_values(labels: &RawTensor, classes: usize) -> Result<()> {
-    let host = labels.to_vec::<i32>()?;
+    check_host_labels(&labels.to_vec::<i32>()?, classes)
+}
+
+/// [`check_label_values`] on labels already read back.
+pub fn check_host_labels(host: &[i32], classes: usize) -> Result<()> {
     if let Some((i, bad)) = host
         .iter()
         .enumerate()

@@ -98,6 +98,103 @@ pub fn softmax_xent_bwd<T: Float>(
         });
 }
 
+/// Class weights `[classes]` and label smoothing of softmax cross-entropy, as the twins take them.
+#[derive(Clone, Copy, Debug)]
+pub struct XentTargets<'a, T> {
+    pub weights: &'a [T],
+    /// The weights' sum (the kernels take it rather than adding them up per thread).
+    pub weight_sum: T,
+    pub smoothing: T,
+}
+
+impl<T: Float> XentTargets<'_, T> {
+    /// (`(1 − eps)·w_label`, `eps/C`): the label's and every class's share of the target.
+    fn shares(&self, label: usize) -> (T, T) {
+        let classes = T::from(self.weights.len()).expect("a count converts to f32 and f64");
+        (
+            (T::one() - self.smoothing) * self.weights[label],
+            self.smoothing / classes,
+        )
+    }
+}
+
+/// Per row of `logits` `[rows][classes]` with label `y`: `probs` = softmax and
+/// `losses[row] = (1 − eps)·w_y·(−log p_y) + (eps/C)·Σ_c w_c·(−log p_c)`, PyTorch's
+/// `cross_entropy(weight=w, label_smoothing=eps)` before its division by `Σ_rows w_y`. A label
+/// outside `0..classes` gives a NaN loss.
+pub fn softmax_xent_smooth_fwd<T: Float>(
+    (logits, labels): (&[T], &[i32]),
+    targets: XentTargets<T>,
+    probs: &mut [T],
+    losses: &mut [T],
+) {
+    let classes = targets.weights.len();
+    debug_assert_eq!(logits.len(), losses.len() * classes, "smooth_fwd: logits");
+    debug_assert_eq!(probs.len(), logits.len(), "smooth_fwd: probs length");
+    debug_assert_eq!(labels.len(), losses.len(), "smooth_fwd: labels length");
+    if classes == 0 {
+        return;
+    }
+    probs
+        .par_chunks_mut(classes)
+        .zip(logits.par_chunks(classes))
+        .zip(labels.par_iter().zip(losses.par_iter_mut()))
+        .for_each(|((p, z), (&label, loss))| {
+            let max = z.iter().copied().fold(T::neg_infinity(), T::max);
+            let mut sum = T::zero();
+            for (p, &z) in p.iter_mut().zip(z) {
+                *p = (z - max).exp();
+                sum = sum + *p;
+            }
+            p.iter_mut().for_each(|p| *p = *p / sum);
+            let Some(l) = label_index(label, classes) else {
+                *loss = T::nan();
+                return;
+            };
+            let log_s = sum.ln();
+            let smooth = z
+                .iter()
+                .zip(targets.weights)
+                .fold(T::zero(), |acc, (&z, &w)| acc + w * (log_s - (z - max)));
+            let (label_share, per_class) = targets.shares(l);
+            *loss = label_share * (log_s - (z[l] - max)) + per_class * smooth;
+        });
+}
+
+/// `dlogits = scale·(a·p − t)` per row, with the weighted smoothed target
+/// `t_c = (1 − eps)·w_y·[c = y] + (eps/C)·w_c` and `a = Σ_c t_c`: the gradient of
+/// [`softmax_xent_smooth_fwd`]'s loss times `scale`. A bad label fills its row with NaN.
+pub fn softmax_xent_smooth_bwd<T: Float>(
+    (probs, labels): (&[T], &[i32]),
+    targets: XentTargets<T>,
+    scale: T,
+    dlogits: &mut [T],
+) {
+    let classes = targets.weights.len();
+    debug_assert_eq!(probs.len(), labels.len() * classes, "smooth_bwd: probs");
+    debug_assert_eq!(dlogits.len(), probs.len(), "smooth_bwd: dlogits length");
+    if classes == 0 {
+        return;
+    }
+    let weight_sum = targets.weight_sum;
+    dlogits
+        .par_chunks_mut(classes)
+        .zip(probs.par_chunks(classes))
+        .zip(labels.par_iter())
+        .for_each(|((d, p), &label)| {
+            let Some(l) = label_index(label, classes) else {
+                d.fill(T::nan());
+                return;
+            };
+            let (label_share, per_class) = targets.shares(l);
+            let a = label_share + per_class * weight_sum;
+            for (c, (d, &p)) in d.iter_mut().zip(p).enumerate() {
+                let own = if c == l { label_share } else { T::zero() };
+                *d = scale * (a * p - (own + per_class * targets.weights[c]));
+            }
+        });
+}
+
 /// `sq = (prediction − target)²`, elementwise.
 pub fn squared_error_fwd<T: Float>(prediction: &[T], target: &[T], sq: &mut [T]) {
     debug_assert!(

@@ -95,7 +95,48 @@ pub(crate) struct CountCorrectParams {
     classes: i32,
 }
 
+/// Mirrors `SmoothXentFwdParams` in kernels/loss.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SmoothXentFwdParams {
+    logits: u64,
+    labels: u64,
+    weights: u64,
+    probs: u64,
+    losses: u64,
+    rows: i32,
+    classes: i32,
+    smoothing: f32,
+}
+
+/// Mirrors `SmoothXentBwdParams` in kernels/loss.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SmoothXentBwdParams {
+    probs: u64,
+    labels: u64,
+    weights: u64,
+    dlogits: u64,
+    upstream: u64,
+    total: i64,
+    classes: i32,
+    smoothing: f32,
+    weight_sum: f32,
+    scale: f32,
+}
+
+/// Class weights and label smoothing of softmax cross-entropy as the kernels take them: the
+/// weights [classes] on the device, their sum, and eps.
+#[derive(Clone, Copy)]
+pub(crate) struct XentTargetsOnGpu<'a> {
+    pub weights: &'a GpuBuffer,
+    pub weight_sum: f32,
+    pub smoothing: f32,
+}
+
 kernel_params!(
+    SmoothXentFwdParams,
+    SmoothXentBwdParams,
     CountCorrectParams,
     SoftmaxXentFwdParams,
     SoftmaxXentBwdParams,
@@ -130,6 +171,64 @@ pub(crate) fn softmax_xent_fwd(
         shared_bytes: 0,
     };
     launch(gpu, kernels::SOFTMAX_XENT_FWD_F32, cfg, &params)
+}
+
+/// Per-row probabilities and weighted, smoothed cross-entropy losses (see kernels/loss.cu); labels
+/// must already be validated.
+pub(crate) fn softmax_xent_smooth_fwd(
+    gpu: &Gpu,
+    (logits, labels): (&GpuBuffer, &GpuBuffer),
+    (rows, classes): (usize, usize),
+    targets: XentTargetsOnGpu,
+    probs: &mut GpuBuffer,
+    losses: &mut GpuBuffer,
+) -> Result<()> {
+    let params = SmoothXentFwdParams {
+        logits: logits.address(),
+        labels: labels.address(),
+        weights: targets.weights.address(),
+        probs: probs.address(),
+        losses: losses.address(),
+        rows: to_i32("rows", rows)?,
+        classes: to_i32("classes", classes)?,
+        smoothing: targets.smoothing,
+    };
+    let cfg = LaunchConfig {
+        grid: (rows as u32, 1, 1),
+        block: (256, 1, 1),
+        shared_bytes: 0,
+    };
+    launch(gpu, kernels::SOFTMAX_XENT_SMOOTH_FWD_F32, cfg, &params)
+}
+
+/// dlogits = scale·upstream·(a·probs − t) for the weighted smoothed targets t (kernels/loss.cu).
+pub(crate) fn softmax_xent_smooth_bwd(
+    gpu: &Gpu,
+    (probs, labels): (&GpuBuffer, &GpuBuffer),
+    (rows, classes): (usize, usize),
+    targets: XentTargetsOnGpu,
+    (scale, upstream): (f32, Option<&GpuBuffer>),
+    dlogits: &mut GpuBuffer,
+) -> Result<()> {
+    let total = rows * classes;
+    let params = SmoothXentBwdParams {
+        probs: probs.address(),
+        labels: labels.address(),
+        weights: targets.weights.address(),
+        dlogits: dlogits.address(),
+        upstream: upstream.map_or(0, GpuBuffer::address),
+        total: to_i64("logits length", total)?,
+        classes: to_i32("classes", classes)?,
+        smoothing: targets.smoothing,
+        weight_sum: targets.weight_sum,
+        scale,
+    };
+    launch(
+        gpu,
+        kernels::SOFTMAX_XENT_SMOOTH_BWD_F32,
+        elementwise_config(total),
+        &params,
+    )
 }
 
 /// dlogits = scale·(probs − onehot(labels)) for probs [rows, classes].

@@ -1,9 +1,10 @@
 //! Losses, each a one-element tensor (shape `[]`) on its inputs' device: softmax cross-entropy
-//! (fused and stable for large logits), mean squared error and sum of squared errors, binary
+//! (fused and stable for large logits; with label smoothing and class weights), mean squared error and sum of squared errors, binary
 //! cross-entropy on logits, and sums of losses.
 
 use crate::backend::RawTensor;
 use crate::backend::{self, common_device, Factor};
+use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Error, Result};
 use crate::ops::{add, cast, scale};
@@ -58,6 +59,132 @@ fn record_softmax_cross_entropy(
             }
         },
     ))
+}
+
+/// Options of softmax cross-entropy: PyTorch's `F.cross_entropy(logits, y, weight=class_weights,
+/// label_smoothing=label_smoothing, reduction="mean")`. The default (no smoothing, no weights) is
+/// [`softmax_cross_entropy`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CrossEntropy {
+    /// eps in [0, 1): the target puts `1 − eps` on the label and `eps/K` on every class.
+    pub label_smoothing: f64,
+    /// One finite weight ≥ 0 per class, or `None` for 1 each.
+    pub class_weights: Option<Vec<f64>>,
+}
+
+impl CrossEntropy {
+    /// Checks eps and the weights against `classes`; returns the weights (1 each without any).
+    fn weights(&self, classes: usize) -> Result<Vec<f64>> {
+        let eps = self.label_smoothing;
+        if !(0.0..1.0).contains(&eps) {
+            return Err(invalid(
+                "label smoothing",
+                format!("softmax_cross_entropy: must be in [0, 1), got {eps}"),
+            ));
+        }
+        let Some(weights) = &self.class_weights else {
+            return Ok(vec![1.0; classes]);
+        };
+        if weights.len() != classes {
+            return Err(invalid(
+                "class weights",
+                format!(
+                    "softmax_cross_entropy: {} weights for {classes} classes (one per class)",
+                    weights.len()
+                ),
+            ));
+        }
+        if let Some((c, w)) = weights
+            .iter()
+            .enumerate()
+            .find(|(_, w)| !w.is_finite() || **w < 0.0)
+        {
+            return Err(invalid(
+                "class weights",
+                format!(
+                    "softmax_cross_entropy: the weight of class {c} is {w}, not finite and ≥ 0"
+                ),
+            ));
+        }
+        Ok(weights.clone())
+    }
+}
+
+/// Softmax cross-entropy with `options` (label smoothing and class weights), with PyTorch's exact
+/// `F.cross_entropy(weight=w, label_smoothing=eps, reduction="mean")` semantics: over rows i with
+/// labels y_i and K classes,
+///
+/// `loss = Σ_i [(1 − eps)·w_{y_i}·(−log p_{i,y_i}) + (eps/K)·Σ_c w_c·(−log p_{i,c})] / Σ_i w_{y_i}`
+///
+/// (PyTorch's weighted mean divides its smoothing term by the same `Σ_i w_{y_i}`; see
+/// `cross_entropy_loss_label_smoothing` in ATen's LossNLL.cpp). The default options take the fused
+/// [`softmax_cross_entropy`] path. Errors: eps outside [0, 1), weights not one finite value ≥ 0 per
+/// class, a label outside `0..K`, or labels whose weights sum to 0 (the mean has no value).
+pub fn softmax_cross_entropy_with(
+    logits: &Tensor,
+    labels: &Tensor,
+    options: &CrossEntropy,
+) -> Result<Tensor> {
+    if *options == CrossEntropy::default() {
+        return softmax_cross_entropy(logits, labels);
+    }
+    let logits = &in_f32(logits)?;
+    let classes = match logits.shape() {
+        &[_, k] => k,
+        other => {
+            return Err(invalid(
+                "logits",
+                format!("softmax_cross_entropy: expected [rows, classes], got {other:?}"),
+            ))
+        }
+    };
+    let weights = options.weights(classes)?;
+    let host_labels = labels.to_vec::<i32>()?;
+    backend::check_host_labels(&host_labels, classes)?;
+    let label_weight_sum: f64 = host_labels.iter().map(|&l| weights[l as usize]).sum();
+    if label_weight_sum <= 0.0 {
+        return Err(invalid(
+            "class weights",
+            "softmax_cross_entropy: the weights of this batch's labels sum to 0, so the weighted \
+             mean has no value"
+                .to_string(),
+        ));
+    }
+    let weight_sum = weights.iter().sum();
+    let weights = RawTensor::from_vec(weights, &[classes], Device::Cpu)?
+        .to_dtype(logits.dtype())?
+        .to_device(logits.device())?;
+    let smoothing = options.label_smoothing;
+    let targets = xent_targets(&weights, weight_sum, smoothing);
+    let (probs, losses) = backend::softmax_xent_smooth_fwd_checked_labels(logits, labels, targets)?;
+    let scale = 1.0 / label_weight_sum;
+    let loss = backend::sum(&losses, scale)?.reshape(&[])?;
+    let labels = labels.clone();
+    Ok(record(
+        "softmax_cross_entropy",
+        &[logits],
+        loss,
+        move || {
+            move |dloss: &RawTensor| {
+                let dlogits = backend::softmax_xent_smooth_bwd(
+                    &probs,
+                    &labels,
+                    xent_targets(&weights, weight_sum, smoothing),
+                    scale,
+                    Some(dloss),
+                )?;
+                Ok(vec![Some(dlogits)])
+            }
+        },
+    ))
+}
+
+fn xent_targets(weights: &RawTensor, weight_sum: f64, smoothing: f64) -> backend::XentTargets<'_> {
+    backend::XentTargets {
+        weights,
+        weight_sum,
+        smoothing,
+    }
 }
 
 /// `t` widened to f32 on the tape when it is stored in 16 bits (mixed-precision activations):

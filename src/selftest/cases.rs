@@ -178,6 +178,34 @@ fn pointwise() -> Vec<Case> {
             },
         ),
         Case::new(
+            "softmax_cross_entropy smoothed, weighted",
+            fwd,
+            POINTWISE,
+            &["softmax_xent_smooth_fwd_f32"],
+            |d| {
+                let (logits, labels) = xent_inputs(d)?;
+                let weights = xent_weights(d)?;
+                let targets = xent_targets(&weights);
+                let (probs, losses) = backend::softmax_xent_smooth_fwd(&logits, &labels, targets)?;
+                Ok(vec![("probabilities", probs), ("losses", losses)])
+            },
+        ),
+        Case::new(
+            "softmax_cross_entropy smoothed, weighted",
+            bwd,
+            POINTWISE,
+            &["softmax_xent_smooth_bwd_f32"],
+            |d| {
+                let (logits, labels) = xent_inputs(d)?;
+                let weights = xent_weights(d)?;
+                let targets = xent_targets(&weights);
+                let (probs, _) = backend::softmax_xent_smooth_fwd(&logits, &labels, targets)?;
+                let dlogits =
+                    backend::softmax_xent_smooth_bwd(&probs, &labels, targets, 0.3, None)?;
+                Ok(vec![("dlogits", dlogits)])
+            },
+        ),
+        Case::new(
             "mse",
             fwd,
             POINTWISE,
@@ -327,6 +355,21 @@ fn xent_inputs(d: Device) -> Result<(RawTensor, RawTensor)> {
         uniform(&[7, 13], 23, d)?,
         RawTensor::from_vec(labels, &[7], d)?,
     ))
+}
+
+/// Class weights 0, 0.5, 1, 1.5, 0, ... for the 13 classes of [`xent_inputs`] (their sum is 9).
+fn xent_weights(d: Device) -> Result<RawTensor> {
+    let weights: Vec<f32> = (0..13).map(|c| (c % 4) as f32 * 0.5).collect();
+    RawTensor::from_vec(weights, &[13], d)
+}
+
+/// [`xent_weights`], their sum, and label smoothing 0.1.
+fn xent_targets(weights: &RawTensor) -> backend::XentTargets<'_> {
+    backend::XentTargets {
+        weights,
+        weight_sum: 9.0,
+        smoothing: 0.1,
+    }
 }
 
 /// Logits of magnitude up to 4 and targets in [0, 1).
