@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-# kiln's `resnet20` (src/nn/models.rs), defined once for the benchmarks in bench/torch_gpu.py
+# kiln's `resnet20` (src/nn/models/resnet20.rs), defined once for the benchmarks in bench/torch_gpu.py
 # (this script's directory is on the import path when it runs).
 from torch_gpu import resnet20
 

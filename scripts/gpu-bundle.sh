@@ -99,7 +99,7 @@ rm -rf "$stage"
 mkdir -p "$stage/bin"
 tests=()
 # Suites that only exercise the CPU (they run in CI) are left out to keep the bundle small.
-cpu_only=" lib bin-kiln gradcheck oracle data datasets train_infra torch_interop gpu_run_script layering storage_table fuzz_readers checkpoint_messages run_dir stop_request distributed "
+cpu_only=" lib bin-kiln gradcheck oracle data datasets train_infra torch_interop torchvision_models torchvision_interop gpu_run_script layering storage_table fuzz_readers checkpoint_messages run_dir stop_request distributed "
 while read -r name exe; do
   if [[ "$cpu_only" == *" $name "* ]]; then
     echo "gpu-bundle: leaving out $name (CPU only)" >&2

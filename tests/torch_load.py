@@ -5,12 +5,13 @@
 
 CHECKPOINT  a safetensors file written by kiln (`kiln::train::save_checkpoint` with
             `kiln::train::state::model_tensors`): model tensors under "model.<state_dict name>".
-ARCH        one of lenet5, lenet5-classic, vgg, resnet20 (kiln's `Architecture::NAMES`).
+ARCH        one of lenet5, lenet5-classic, vgg, resnet20 (kiln's own networks; torchvision's
+            are checked by tests/torchvision_logits.py).
 IO          a safetensors file with "input" [N, C, S, S] and "logits" [N, classes]: kiln's
             evaluation-mode output for that input. C, S and classes size the model.
 
-The models below mirror src/nn/models.rs layer for layer, so that the state_dict names match
-kiln's `parameters()`/`buffers()` names. Loading is strict: a kiln tensor the torch model does
+The models below mirror src/nn/models/ (lenet.rs, vgg_small.rs, resnet20.rs) layer for layer, so
+that the state_dict names match kiln's `parameters()`/`buffers()` names. Loading is strict: a kiln tensor the torch model does
 not use, or a torch tensor the checkpoint lacks, is an error. The one exception is BatchNorm's
 `num_batches_tracked`, which kiln does not keep (it only matters with momentum=None) and which is
 filled in with 0. Tensors outside "model." (optimizer state) are not part of the model and are

@@ -427,7 +427,7 @@ fn the_command_line_trains_evaluates_and_explains_bad_flags() {
     let bad_device = run(&["eval", "x.safetensors", "--device", "tpu"]);
     let err = String::from_utf8_lossy(&bad_device.stderr);
     assert!(err.contains("--device") && err.contains("cuda:N"), "{err}");
-    let bad_model = run(&["summary", "alexnet"]);
+    let bad_model = run(&["summary", "resnet19"]);
     assert!(String::from_utf8_lossy(&bad_model.stderr).contains("resnet20"));
     let help = run(&["train", "--help"]);
     let help = String::from_utf8_lossy(&help.stdout);

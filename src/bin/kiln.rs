@@ -67,7 +67,8 @@ enum Command {
     },
     /// Print a model's layers, output shapes and parameter counts ((F·F·C_in + 1)·K per conv).
     Summary {
-        /// lenet5, lenet5-classic, vgg or resnet20.
+        /// lenet5, lenet5-classic, vgg, resnet20, alexnet, vgg11, vgg16, vgg16-bn, resnet18,
+        /// resnet34, resnet50, googlenet or mobilenet-v2.
         #[arg(value_enum)]
         model: Architecture,
         /// The sample shape CxHxW the model is built for (default Fashion-MNIST's 1x28x28).
@@ -125,7 +126,12 @@ struct PredictArgs {
 #[derive(clap::Args)]
 #[command(args_override_self = true)]
 struct TrainArgs {
-    /// Network: lenet5 (ReLU + max pool), lenet5-classic (tanh + average pool), vgg, resnet20.
+    /// Network: lenet5 (ReLU + max pool), lenet5-classic (tanh + average pool), vgg, resnet20,
+    /// or torchvision's alexnet, vgg11, vgg16, vgg16-bn, resnet18, resnet34, resnet50, googlenet,
+    /// mobilenet-v2 (torchvision's state_dict names). Images of 32x32 or less (AlexNet: below
+    /// 63x63) get the small-input variant: a 3x3 stride-1 stem without its max pools (ResNet,
+    /// GoogLeNet, AlexNet), stride 1 in features.0 and features.2 (MobileNetV2), max pools that
+    /// round up and a 1x1 average pool (VGG, AlexNet); `kiln summary` shows which.
     #[arg(long, value_enum, default_value = "lenet5")]
     model: Architecture,
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
@@ -556,9 +562,12 @@ fn run_summary(arch: Architecture, input: [usize; 3], classes: usize) -> CliResu
     let mut net = arch.build_for(input, classes, 0, Device::Cpu)?;
     let [c, h, w] = input;
     println!("{} for {c}x{h}x{w} inputs, {classes} classes", arch.name());
+    if let Some(variant) = arch.variant(h) {
+        println!("{variant}");
+    }
     println!(
-        "{:<4} {:<52} {:>16} {:>10}",
-        "#", "layer", "output", "params"
+        "{:<12} {:<58} {:>16} {:>10}",
+        "layer", "", "output", "params"
     );
     for row in summarize(&mut net, input)? {
         let shape = row
@@ -568,7 +577,7 @@ fn run_summary(arch: Architecture, input: [usize; 3], classes: usize) -> CliResu
             .collect::<Vec<_>>()
             .join("x");
         println!(
-            "{:<4} {:<52} {:>16} {:>10}",
+            "{:<12} {:<58} {:>16} {:>10}",
             row.name, row.description, shape, row.parameters
         );
     }

@@ -1,4 +1,5 @@
-//! Networks: the [`Module`] trait, [`Sequential`], layers, initialization, and built-in models.
+//! Networks: the [`Module`] trait, [`Sequential`], layers, initialization, built-in models, and
+//! loading PyTorch `state_dict`s by name.
 
 mod convnet;
 pub mod init;
@@ -6,6 +7,7 @@ pub mod layers;
 pub mod models;
 mod module;
 mod sequential;
+mod state_dict;
 
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use init::Init;
@@ -13,3 +15,4 @@ pub use layers::*;
 pub use models::{summarize, Architecture, LayerSummary};
 pub use module::{Mode, Module};
 pub use sequential::Sequential;
+pub use state_dict::load_state_dict;

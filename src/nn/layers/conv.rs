@@ -12,10 +12,13 @@ pub struct Conv2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub window: Window2d,
+    /// Channel groups (1: dense; the input channels: depthwise).
+    pub groups: usize,
 }
 
 /// A convolution layer's arguments, as PyTorch's `nn.Conv2d` takes them: channels and a square
-/// `kernel`x`kernel` window with its stride (default 1) and zero padding (default 0).
+/// `kernel`x`kernel` window with its stride (default 1), zero padding (default 0) and channel
+/// groups (default 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dSpec {
     pub in_channels: usize,
@@ -23,6 +26,7 @@ pub struct Conv2dSpec {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
+    pub groups: usize,
 }
 
 impl Conv2dSpec {
@@ -33,6 +37,7 @@ impl Conv2dSpec {
             kernel,
             stride: 1,
             padding: 0,
+            groups: 1,
         }
     }
 
@@ -44,32 +49,47 @@ impl Conv2dSpec {
         Conv2dSpec { padding, ..self }
     }
 
+    /// `groups` channel groups (PyTorch's `groups`): each output channel sees
+    /// `in_channels / groups` inputs.
+    pub fn groups(self, groups: usize) -> Conv2dSpec {
+        Conv2dSpec { groups, ..self }
+    }
+
     fn window(&self) -> Window2d {
         Window2d::square(self.kernel, self.stride, self.padding)
     }
 }
 
 impl Conv2d {
-    /// The convolution `spec` with a bias, drawn by `init` from `seed` (fans: C·k·k in, K·k·k
-    /// out; see [`Init::bias`] for the bias).
+    /// The convolution `spec` with a bias, drawn by `init` from `seed` (fans: C/G·k·k in,
+    /// K/G·k·k out as PyTorch computes them; see [`Init::bias`] for the bias).
     pub fn new(spec: Conv2dSpec, init: Init, seed: u64, device: Device) -> Result<Conv2d> {
         let Conv2dSpec {
             in_channels: c,
             out_channels: k_out,
             kernel: k,
+            groups,
             ..
         } = spec;
+        if groups == 0 || c % groups != 0 || k_out % groups != 0 {
+            return Err(invalid(
+                "conv2d layer",
+                format!("{groups} groups must divide the {c} input and {k_out} output channels"),
+            ));
+        }
+        let c_g = c / groups;
         let (weight, bias) = init_parameters(
             "conv2d layer",
-            [k_out, c, k, k],
+            [k_out, c_g, k, k],
             k_out,
-            (c * k * k, k_out * k * k),
+            (c_g * k * k, k_out / groups * k * k),
             ParameterDraw { init, seed, device },
         )?;
         Ok(Conv2d {
             weight,
             bias: Some(bias),
             window: spec.window(),
+            groups,
         })
     }
 
@@ -89,7 +109,8 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
-        ops::conv2d(x, &self.weight, self.bias.as_ref(), self.window)
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        ops::conv2d_groups(x, w, b, self.window, self.groups)
     }
 
     fn parameters(&self) -> Vec<(String, &Tensor)> {
@@ -103,9 +124,18 @@ impl Module for Conv2d {
     fn describe(&self) -> String {
         let s = self.weight.shape();
         let w = &self.window;
+        let groups = match self.groups {
+            1 => String::new(),
+            g => format!(", groups {g}"),
+        };
         format!(
-            "Conv2d({}→{}, {}x{}, stride {}, padding {})",
-            s[1], s[0], s[2], s[3], w.stride.0, w.padding.0
+            "Conv2d({}→{}, {}x{}, stride {}, padding {}{groups})",
+            s[1] * self.groups,
+            s[0],
+            s[2],
+            s[3],
+            w.stride.0,
+            w.padding.0
         )
     }
 }

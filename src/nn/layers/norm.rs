@@ -17,6 +17,12 @@ impl BatchNorm2d {
             inner: ops::BatchNorm2d::new(channels, device)?,
         })
     }
+
+    /// The same layer adding `eps` to the variance (PyTorch's default is 1e-5; GoogLeNet uses 1e-3).
+    pub fn with_eps(mut self, eps: f64) -> BatchNorm2d {
+        self.inner.eps = eps;
+        self
+    }
 }
 
 impl Module for BatchNorm2d {

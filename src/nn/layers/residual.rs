@@ -6,7 +6,7 @@ use super::{BatchNorm2d, Conv2d, Conv2dSpec};
 use crate::core::device::Device;
 use crate::core::error::Result;
 use crate::nn::init::Init;
-use crate::nn::module::{prefixed, Mode, Module};
+use crate::nn::module::{Mode, Module};
 use crate::ops;
 use crate::tensor::Tensor;
 
@@ -52,34 +52,6 @@ impl ResidualBlock {
             shortcut,
         })
     }
-
-    fn parts(&self) -> Vec<(&'static str, &dyn Module)> {
-        let mut parts: Vec<(&str, &dyn Module)> = vec![
-            ("conv1", &self.conv1),
-            ("bn1", &self.bn1),
-            ("conv2", &self.conv2),
-            ("bn2", &self.bn2),
-        ];
-        if let Some((conv, bn)) = &self.shortcut {
-            parts.push(("shortcut.0", conv));
-            parts.push(("shortcut.1", bn));
-        }
-        parts
-    }
-
-    fn parts_mut(&mut self) -> Vec<(&'static str, &mut dyn Module)> {
-        let mut parts: Vec<(&str, &mut dyn Module)> = vec![
-            ("conv1", &mut self.conv1),
-            ("bn1", &mut self.bn1),
-            ("conv2", &mut self.conv2),
-            ("bn2", &mut self.bn2),
-        ];
-        if let Some((conv, bn)) = &mut self.shortcut {
-            parts.push(("shortcut.0", conv));
-            parts.push(("shortcut.1", bn));
-        }
-        parts
-    }
 }
 
 impl Module for ResidualBlock {
@@ -93,38 +65,32 @@ impl Module for ResidualBlock {
         ops::relu(&ops::add(&h, &skip)?)
     }
 
-    fn set_step(&mut self, step: u64) {
-        self.parts_mut()
-            .into_iter()
-            .for_each(|(_, m)| m.set_step(step));
+    fn children(&self) -> Vec<(&str, &dyn Module)> {
+        let mut parts: Vec<(&str, &dyn Module)> = vec![
+            ("conv1", &self.conv1),
+            ("bn1", &self.bn1),
+            ("conv2", &self.conv2),
+            ("bn2", &self.bn2),
+        ];
+        if let Some((conv, bn)) = &self.shortcut {
+            parts.push(("shortcut.0", conv));
+            parts.push(("shortcut.1", bn));
+        }
+        parts
     }
 
-    fn parameters(&self) -> Vec<(String, &Tensor)> {
-        self.parts()
-            .into_iter()
-            .flat_map(|(n, m)| prefixed(n, m.parameters()))
-            .collect()
-    }
-
-    fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        self.parts_mut()
-            .into_iter()
-            .flat_map(|(n, m)| prefixed(n, m.parameters_mut()))
-            .collect()
-    }
-
-    fn buffers(&self) -> Vec<(String, &Tensor)> {
-        self.parts()
-            .into_iter()
-            .flat_map(|(n, m)| prefixed(n, m.buffers()))
-            .collect()
-    }
-
-    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        self.parts_mut()
-            .into_iter()
-            .flat_map(|(n, m)| prefixed(n, m.buffers_mut()))
-            .collect()
+    fn children_mut(&mut self) -> Vec<(&str, &mut dyn Module)> {
+        let mut parts: Vec<(&str, &mut dyn Module)> = vec![
+            ("conv1", &mut self.conv1),
+            ("bn1", &mut self.bn1),
+            ("conv2", &mut self.conv2),
+            ("bn2", &mut self.bn2),
+        ];
+        if let Some((conv, bn)) = &mut self.shortcut {
+            parts.push(("shortcut.0", conv));
+            parts.push(("shortcut.1", bn));
+        }
+        parts
     }
 
     fn describe(&self) -> String {
