@@ -40,7 +40,9 @@ pub fn load_state_dict(net: &mut dyn Module, path: &Path) -> Result<()> {
     })?;
     let mut loaded: BTreeMap<String, Tensor> = BTreeMap::new();
     for name in expected.keys() {
-        loaded.insert(name.clone(), host_tensor(&saved[name])?);
+        let tensor = saved_float_tensor(&saved[name])?
+            .ok_or_else(|| invalid("state_dict tensor", format!("{name} is not a float")))?;
+        loaded.insert(name.clone(), tensor);
     }
     for (name, p) in net.parameters_mut() {
         *p = converted(&loaded[&name], p)?.with_grad();
@@ -124,30 +126,23 @@ fn float_dtype(dtype: Dtype) -> Option<usize> {
     }
 }
 
-/// The saved values as an f32 CPU tensor.
-fn host_tensor(view: &TensorView<'_>) -> Result<Tensor> {
+/// A saved floating-point tensor (f32, f64, f16 or bf16) as an f32 CPU tensor; `None` for integer
+/// and boolean tensors (batch norm's `num_batches_tracked`), which are not weights.
+pub fn saved_float_tensor(view: &TensorView<'_>) -> Result<Option<Tensor>> {
+    fn each<const N: usize>(data: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+        (data.chunks_exact(N))
+            .map(|c| f(c.try_into().expect("chunks of N bytes")))
+            .collect()
+    }
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
-        Dtype::F32 => (data.chunks_exact(4))
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F64 => (data.chunks_exact(8))
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default()) as f32)
-            .collect(),
-        Dtype::F16 => (data.chunks_exact(2))
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => (data.chunks_exact(2))
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(invalid(
-                "state_dict tensor",
-                format!("{other:?} is not a float"),
-            ))
-        }
+        Dtype::F32 => each(data, f32::from_le_bytes),
+        Dtype::F64 => each(data, |b| f64::from_le_bytes(b) as f32),
+        Dtype::F16 => each(data, |b| half::f16::from_le_bytes(b).to_f32()),
+        Dtype::BF16 => each(data, |b| half::bf16::from_le_bytes(b).to_f32()),
+        _ => return Ok(None),
     };
-    Tensor::from_vec(values, view.shape(), crate::core::device::Device::Cpu)
+    Tensor::from_vec(values, view.shape(), crate::core::device::Device::Cpu).map(Some)
 }
 
 /// `saved` in `like`'s dtype, on its device.

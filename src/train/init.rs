@@ -15,13 +15,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::SafeTensors;
 
 use super::error::TrainError;
 use super::meta::META_KEY;
 use super::state::{check_values, MODEL_PREFIX};
-use crate::core::device::Device;
-use crate::nn::Module;
+use crate::nn::{saved_float_tensor, Module};
 use crate::tensor::Tensor;
 
 /// The floating-point tensors of an init file by model name (f32, on the CPU), and the file.
@@ -104,32 +103,14 @@ pub fn read_init_weights(path: &Path) -> Result<InitWeights, TrainError> {
             },
             false => stored,
         };
-        match float_values(&view) {
-            Some(values) => {
-                let tensor = Tensor::from_vec(values, view.shape(), Device::Cpu)?;
+        match saved_float_tensor(&view)? {
+            Some(tensor) => {
                 init.tensors.insert(name, tensor);
             }
             None => init.ignored.push(name),
         }
     }
     Ok(init)
-}
-
-/// A floating-point tensor's values as f32; `None` for integer and boolean tensors.
-fn float_values(view: &TensorView<'_>) -> Option<Vec<f32>> {
-    fn each<const N: usize>(data: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
-        data.chunks_exact(N)
-            .map(|c| f(c.try_into().expect("chunks of N bytes")))
-            .collect()
-    }
-    let data = view.data();
-    Some(match view.dtype() {
-        Dtype::F32 => each(data, f32::from_le_bytes),
-        Dtype::F64 => each(data, |b| f64::from_le_bytes(b) as f32),
-        Dtype::F16 => each(data, |b| half::f16::from_le_bytes(b).to_f32()),
-        Dtype::BF16 => each(data, |b| half::bf16::from_le_bytes(b).to_f32()),
-        _ => return None,
-    })
 }
 
 /// What [`apply_init`] did.
