@@ -35,7 +35,10 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("adaptive_avg_pool2d", &["forward", "backward"]),
     ("linear", &["forward", "backward"]),
     ("softmax_cross_entropy", &["forward", "backward"]),
-    ("softmax_cross_entropy smoothed, weighted", &["forward", "backward"]),
+    (
+        "softmax_cross_entropy smoothed, weighted",
+        &["forward", "backward"],
+    ),
     ("mse", &["forward", "backward"]),
     ("bce_with_logits", &["forward", "backward"]),
     ("batch_norm2d", &["forward (train)", "backward"]),

@@ -914,3 +914,77 @@ fn a_data_error_is_a_train_error() {
     assert!(err.to_string().contains("[3, 8, 8]"), "{err}");
     assert!(!root.join("run").exists());
 }
+
+/// `--label-smoothing` and `--class-weights`: a training step minimizes (and reports) PyTorch's
+/// `F.cross_entropy(logits, y, weight=w, label_smoothing=eps)` of its forward pass, not the plain
+/// cross-entropy; the flags are recorded for `--resume`; bad values are refused before anything
+/// is written.
+#[test]
+fn a_run_minimizes_the_smoothed_and_weighted_cross_entropy() {
+    use kiln::nn::models::lenet5;
+    use kiln::nn::{Mode, Module};
+    use kiln::ops::{softmax_cross_entropy, softmax_cross_entropy_with, CrossEntropy};
+    use kiln::train::{train_step_with, StepPrecision};
+    let criterion = CrossEntropy {
+        label_smoothing: 0.2,
+        class_weights: Some((0..10).map(|c| 0.25 + 0.3 * c as f64).collect()),
+    };
+    // LeNet-5 has no dropout or batch norm: its training forward is its evaluation forward.
+    let mut model = lenet5(1, 28, 10, false, 5, Device::Cpu).unwrap();
+    let x = kiln::Tensor::randn(&[7, 1, 28, 28], 1.0, 11, Device::Cpu).unwrap();
+    let y = kiln::Tensor::from_vec(vec![3i32, 0, 9, 9, 4, 1, 6], &[7], Device::Cpu).unwrap();
+    let (expected, plain) = kiln::no_grad(|| {
+        let logits = model.forward(&x, Mode::Eval).unwrap();
+        let smoothed = softmax_cross_entropy_with(&logits, &y, &criterion).unwrap();
+        let plain = softmax_cross_entropy(&logits, &y).unwrap();
+        (smoothed.scalar().unwrap(), plain.scalar().unwrap())
+    });
+    assert!((expected - plain).abs() > 1e-3, "{expected} vs {plain}");
+    let params: Vec<kiln::Tensor> = model
+        .parameters()
+        .into_iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    let mut sgd = kiln::optim::Sgd::new(&params, 0.01, 0.0, 0.0).unwrap();
+    drop(params);
+    let mut precision = StepPrecision::f32().with_criterion(criterion.clone());
+    let (loss, _) = train_step_with(&mut model, &mut sgd, &x, &y, 0, &mut precision).unwrap();
+    assert!(
+        (loss - expected).abs() <= 1e-6 * expected.abs(),
+        "{loss} vs {expected}"
+    );
+
+    // Recorded as the command line spells them, and read back.
+    let config = TrainConfig {
+        criterion: criterion.clone(),
+        ..TrainConfig::default()
+    };
+    let mut restored = TrainConfig::default();
+    for (flag, value) in config.resume_flags() {
+        restored.set_resume_flag(flag, &value).unwrap();
+    }
+    assert_eq!(restored.criterion, criterion);
+
+    // Refused before any file is written: eps outside [0, 1), negative weights, a weight count
+    // that is not the class count, and a CUDA graph (which cannot read the labels on the host).
+    let root = temp_dir("criterion-flags");
+    synthetic_fashion_mnist(&root, 20, 10);
+    let out = root.join("run");
+    let err = kiln_train_refused(&["--label-smoothing", "1"], &root, &out);
+    assert!(err.contains("--label-smoothing 1"), "{err}");
+    let err = kiln_train_refused(&["--class-weights", "1,-2"], &root, &out);
+    assert!(err.contains("--class-weights"), "{err}");
+    let err = kiln_train_refused(&["--class-weights", "1,2,3"], &root, &out);
+    assert!(
+        err.contains("3 weights") && err.contains("10 classes"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let graphed = TrainConfig {
+        cuda_graph: true,
+        device: Device::CudaEmulated,
+        ..config
+    };
+    let err = graphed.validate().unwrap_err().to_string();
+    assert!(err.contains("--cuda-graph"), "{err}");
+}

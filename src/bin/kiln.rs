@@ -246,6 +246,15 @@ struct TrainArgs {
     /// data's classes instead of loading it (needed when the class counts differ).
     #[arg(long, requires = "init")]
     reset_head: bool,
+    /// Label smoothing EPS in [0, 1) for the training loss: the target puts 1 - EPS on the label
+    /// and EPS/classes on every class (PyTorch's F.cross_entropy(label_smoothing=EPS)).
+    #[arg(long, value_name = "EPS", default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// One weight per class for the training loss, comma-separated (PyTorch's
+    /// F.cross_entropy(weight=...): the batch's loss is divided by the sum of its labels'
+    /// weights). Validation and test losses stay the plain cross-entropy.
+    #[arg(long, value_name = "W,W,...", value_delimiter = ',')]
+    class_weights: Option<Vec<f64>>,
 }
 
 impl TrainArgs {
@@ -280,6 +289,10 @@ impl TrainArgs {
                 .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
             freeze: self.freeze.clone(),
             reset_head: self.reset_head,
+            criterion: kiln::ops::CrossEntropy {
+                label_smoothing: self.label_smoothing,
+                class_weights: self.class_weights.clone(),
+            },
         }
     }
 }

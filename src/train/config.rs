@@ -9,6 +9,7 @@ use crate::core::device::Device;
 use crate::core::error::{invalid, Result};
 use crate::nn::models::parse_value;
 use crate::nn::Architecture;
+use crate::ops::CrossEntropy;
 use crate::optim::{
     Adam, AdamConfig, AdamW, Optimizer, RmsProp, RmsPropConfig, Schedule, Sgd, SgdConfig,
 };
@@ -211,6 +212,9 @@ pub struct TrainConfig {
     pub freeze: Vec<String>,
     /// With `init`: the classifier head starts afresh for the data's classes (`--reset-head`).
     pub reset_head: bool,
+    /// The training loss: softmax cross-entropy with `--label-smoothing` and `--class-weights`
+    /// (PyTorch's `F.cross_entropy` semantics; evaluation reports the plain cross-entropy).
+    pub criterion: CrossEntropy,
 }
 
 impl Default for TrainConfig {
@@ -242,13 +246,14 @@ impl Default for TrainConfig {
             init: None,
             freeze: Vec::new(),
             reset_head: false,
+            criterion: CrossEntropy::default(),
         }
     }
 }
 
 /// The flags a checkpoint records and `--resume` reads back: a resumed run must agree with all but
 /// [`EXTENDABLE_FLAGS`].
-pub const RESUME_FLAGS: [&str; 20] = [
+pub const RESUME_FLAGS: [&str; 22] = [
     "--model",
     "--epochs",
     "--batch-size",
@@ -269,6 +274,8 @@ pub const RESUME_FLAGS: [&str; 20] = [
     "--init",
     "--freeze",
     "--reset-head",
+    "--label-smoothing",
+    "--class-weights",
 ];
 
 /// Recorded flags a resumed run may change: more epochs continue a run.
@@ -303,6 +310,8 @@ impl TrainConfig {
                 .unwrap_or_default(),
             freeze_spelling(&self.freeze),
             self.reset_head.to_string(),
+            self.criterion.label_smoothing.to_string(),
+            weights_spelling(self.criterion.class_weights.as_deref()),
         ];
         RESUME_FLAGS.into_iter().zip(values).collect()
     }
@@ -342,6 +351,8 @@ impl TrainConfig {
             "--init" => self.init = (!value.is_empty()).then(|| PathBuf::from(value)),
             "--freeze" => self.freeze = freeze_patterns(value)?,
             "--reset-head" => self.reset_head = value == "true",
+            "--label-smoothing" => self.criterion.label_smoothing = num(flag, value)?,
+            "--class-weights" => self.criterion.class_weights = class_weights(value)?,
             _ => {
                 return Err(invalid(
                     "checkpoint setting",
@@ -408,6 +419,28 @@ impl TrainConfig {
                 "CUDA graphs replay device work: train on a GPU (--device cuda or emulated)",
             ));
         }
+        let eps = self.criterion.label_smoothing;
+        if !(0.0..1.0).contains(&eps) {
+            return Err(invalid(
+                "label-smoothing",
+                format!("--label-smoothing {eps} is outside [0, 1)"),
+            ));
+        }
+        if let Some(w) = &self.criterion.class_weights {
+            if w.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || w.iter().all(|w| *w == 0.0) {
+                return Err(invalid(
+                    "class-weights",
+                    format!("--class-weights {w:?}: each must be finite and ≥ 0, not all 0"),
+                ));
+            }
+        }
+        if self.cuda_graph && self.criterion != CrossEntropy::default() {
+            return Err(invalid(
+                "cuda-graph",
+                "label smoothing and class weights check the labels on the host every step: \
+                 leave out --cuda-graph",
+            ));
+        }
         if self.cuda_graph && self.precision.loss_scaled() {
             return Err(invalid(
                 "cuda-graph",
@@ -416,6 +449,32 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// `--class-weights` as a checkpoint records them: comma-separated, or `""` for none.
+fn weights_spelling(weights: Option<&[f64]>) -> String {
+    let spelled: Vec<String> = weights
+        .unwrap_or_default()
+        .iter()
+        .map(f64::to_string)
+        .collect();
+    spelled.join(",")
+}
+
+/// [`weights_spelling`] read back.
+fn class_weights(spelled: &str) -> Result<Option<Vec<f64>>> {
+    if spelled.is_empty() {
+        return Ok(None);
+    }
+    let weights = spelled.split(',').map(|w| {
+        w.trim().parse::<f64>().map_err(|_| {
+            invalid(
+                "checkpoint setting",
+                format!("--class-weights {spelled:?}: {w:?} is not a number"),
+            )
+        })
+    });
+    weights.collect::<Result<Vec<f64>>>().map(Some)
 }
 
 /// `--freeze` patterns as a checkpoint records them: a JSON list, or `""` for none.

@@ -111,6 +111,13 @@ impl CapturedStep {
                 "f16 steps need the host each step for their loss scaler; use f32 or bf16",
             ));
         }
+        if precision.criterion != crate::ops::CrossEntropy::default() {
+            return Err(TrainError::invalid(
+                "CUDA graph",
+                "label smoothing and class weights read the labels on the host each step; \
+                 train without a graph",
+            ));
+        }
         graph_scalars(optimizer)?;
         let g = gpu(device)?;
         // Own copies, so a replay's copy into them never writes a tensor the caller holds.
@@ -290,7 +297,8 @@ fn device_step(
     labels: &Tensor,
     mode: Option<AutocastMode>,
 ) -> Result<(Tensor, usize), TrainError> {
-    let (logits, loss) = super::trainer::forward_and_loss(model, images, labels, mode)?;
+    let default = crate::ops::CrossEntropy::default();
+    let (logits, loss) = super::trainer::forward_and_loss(model, images, labels, mode, &default)?;
     let classes = logits.shape().get(1).copied().unwrap_or(0);
     let stats = super::trainer::step_stats(&logits, &loss, labels)?;
     drop(logits);

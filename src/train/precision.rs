@@ -10,6 +10,7 @@ use crate::autocast::AutocastMode;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
 use crate::nn::models::parse_value;
+use crate::ops::CrossEntropy;
 use crate::optim::LossScaler;
 
 /// The precisions `kiln train --precision` accepts, spelled as [`Precision::name`] (on the
@@ -83,12 +84,15 @@ impl Precision {
 }
 
 /// What a run's steps carry from one to the next: the precision, its mixed-precision mode and,
-/// for f16, the loss scaler (saved in checkpoints, so a resumed f16 run continues exactly).
+/// for f16, the loss scaler (saved in checkpoints, so a resumed f16 run continues exactly); and
+/// the loss the steps minimize.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepPrecision {
     pub precision: Precision,
     pub mode: Option<AutocastMode>,
     pub scaler: Option<LossScaler>,
+    /// Softmax cross-entropy, with label smoothing and class weights when they are set.
+    pub criterion: CrossEntropy,
 }
 
 /// The loss scaler's state as a checkpoint keeps it.
@@ -104,7 +108,13 @@ impl StepPrecision {
             precision,
             mode: precision.mode(),
             scaler: precision.loss_scaled().then(LossScaler::default),
+            criterion: CrossEntropy::default(),
         }
+    }
+
+    /// The same steps minimizing `criterion`.
+    pub fn with_criterion(self, criterion: CrossEntropy) -> StepPrecision {
+        StepPrecision { criterion, ..self }
     }
 
     /// Plain f32 steps.

@@ -153,6 +153,22 @@ fn check_splits(
     Ok(())
 }
 
+/// `--class-weights` gives one weight per class of the data, or the error says how many it has.
+fn check_class_weights(config: &TrainConfig, info: &DatasetInfo) -> Result<(), TrainError> {
+    match &config.criterion.class_weights {
+        Some(w) if w.len() != info.num_classes() => Err(TrainError::invalid(
+            "--class-weights",
+            format!(
+                "{} weights for a dataset of {} classes ({}): give one per class",
+                w.len(),
+                info.num_classes(),
+                info.class_names.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Where a run starts: restart, first epoch to run, and the best result so far.
 struct ResumePoint {
     restart: usize,
@@ -187,6 +203,7 @@ fn train_in_pool(
     config.device.check_available()?;
     // The data first: a missing or empty split fails before anything is written to --out.
     let data = load_data(config, provider)?;
+    check_class_weights(config, &data.info)?;
     // One run per directory; the lock goes when `_dir` is dropped, however the run ends.
     let _dir = distributed::lock_run_dir(&config.out)?;
     let files = RunFiles::new(&config.out);
@@ -453,7 +470,8 @@ impl Trainee {
         Ok(Trainee {
             model,
             optimizer,
-            precision: StepPrecision::new(config.precision),
+            precision: StepPrecision::new(config.precision)
+                .with_criterion(config.criterion.clone()),
             seed,
             first_epoch: 0,
         })
@@ -695,7 +713,8 @@ pub fn train_step_with(
     precision: &mut StepPrecision,
 ) -> Result<(f64, usize), TrainError> {
     model.set_step(step);
-    let (logits, loss) = forward_and_loss(model, images, labels, precision.mode)?;
+    let (logits, loss) =
+        forward_and_loss(model, images, labels, precision.mode, &precision.criterion)?;
     // The loss and the correct count come back in one copy (one wait for the device per step).
     let classes = logits.shape().get(1).copied().unwrap_or(0);
     let stats = step_stats(&logits, &loss, labels)?;
@@ -750,17 +769,22 @@ fn graphed_step(
 }
 
 /// The training-mode forward pass (in the mixed-precision `mode` when one is given)
-/// and the softmax cross-entropy: (logits, loss). The labels are checked only if the loss comes
-/// back non-finite ([`read_checked_stats`]).
+/// and the softmax cross-entropy `criterion`: (logits, loss). With the default criterion the
+/// labels are checked only if the loss comes back non-finite ([`read_checked_stats`]); label
+/// smoothing and class weights check them as they read them.
 pub(crate) fn forward_and_loss(
     model: &mut dyn Module,
     images: &Tensor,
     labels: &Tensor,
     mode: Option<crate::autocast::AutocastMode>,
+    criterion: &ops::CrossEntropy,
 ) -> crate::Result<(Tensor, Tensor)> {
     let forward = |model: &mut dyn Module| -> crate::Result<(Tensor, Tensor)> {
         let logits = model.forward(images, Mode::Train)?;
-        let loss = ops::softmax_cross_entropy_deferred_label_check(&logits, labels)?;
+        let loss = match *criterion == ops::CrossEntropy::default() {
+            true => ops::softmax_cross_entropy_deferred_label_check(&logits, labels)?,
+            false => ops::softmax_cross_entropy_with(&logits, labels, criterion)?,
+        };
         Ok((logits, loss))
     };
     match mode {
