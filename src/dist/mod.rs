@@ -9,6 +9,7 @@
 //! - [`sync`]: the tensor-level steps of PyTorch DDP's semantics: rank 0's weights broadcast at
 //!   the start, gradients averaged by all-reduce in buckets (in the same order on every rank),
 //!   and a checksum all-reduce that tells whether the ranks' weights are still identical.
+//! - [`auto_device`]: `--device auto` on a rank is `cuda:<local rank % GPUs>` (CPU without GPUs).
 //! - The sample sharding (`DistributedSampler`'s rule) is `data::Shard`; the training
 //!   loop's distributed parts are in `train/distributed.rs`.
 //!
@@ -16,12 +17,14 @@
 //! and [`init`] refuses to run under a launcher that started several ranks.
 
 mod collectives;
+mod device;
 pub mod sync;
 #[cfg(feature = "mpi")]
 mod watchdog;
 mod world;
 
 pub use collectives::ReduceOp;
+pub use device::{auto_device, device_for_local_rank, launcher_local_rank};
 pub use sync::{average_gradients, broadcast_tensors, weights_checksum, BUCKET_BYTES};
 pub use world::{init, launcher_world_size, world, Session, World};
 
