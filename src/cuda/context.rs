@@ -79,6 +79,7 @@ pub(crate) struct RealGpu {
     _modules: Vec<Arc<CudaModule>>,
 }
 
+#[cfg(feature = "nccl")]
 impl super::Gpu {
     /// The stream this GPU's work runs on, for collectives that must queue behind its kernels
     /// (NCCL); `None` under the emulation.
