@@ -51,13 +51,20 @@ fn on_one_gpu(grads: &[Tensor]) -> Option<Device> {
 }
 
 /// Whether every rank can use NCCL for gradients on `device` (so all take the same path).
-fn every_rank_can(world: &World, device: Option<Device>) -> Result<bool> {
+/// The notice that the host path is taken is printed for a model on a CUDA device only (on the
+/// CPU the host path is the expected one).
+fn every_rank_can(
+    world: &World,
+    device: Option<Device>,
+    first_device: Option<Device>,
+) -> Result<bool> {
     let mine = device.is_some() && nccl_present();
     let mut all = [mine as u8];
     world.all_reduce(&mut all, ReduceOp::Min)?;
-    if all[0] == 0 && world.is_root() {
+    let on_cuda = device.is_some() || matches!(first_device, Some(Device::Cuda(_)));
+    if all[0] == 0 && world.is_root() && on_cuda {
         let why = match (device, mine) {
-            (None, _) => "the gradients are not f32 on one CUDA device",
+            (None, _) => "the gradients are not all f32 on one CUDA device",
             (Some(_), false) => "libnccl.so could not be loaded",
             (Some(_), true) => "libnccl.so could not be loaded on another rank",
         };
@@ -109,7 +116,8 @@ fn communicator(world: &World, grads: &[Tensor]) -> Result<Option<&'static Mutex
         return Ok(made.as_ref());
     }
     let device = on_one_gpu(grads);
-    let made = match (every_rank_can(world, device)?, device) {
+    let first_device = grads.first().map(|g| g.device());
+    let made = match (every_rank_can(world, device, first_device)?, device) {
         (true, Some(device)) => {
             let made = open(world, device)?;
             if world.is_root() {
@@ -149,6 +157,7 @@ pub(super) fn average(
     let stream = crate::cuda::gpu(comm.device)?
         .real_stream()
         .ok_or_else(|| invalid("NCCL", "not a real GPU"))?;
+    stream.context().bind_to_thread()?; // NCCL calls act on the thread's current device
     let mut out: Vec<Option<Tensor>> = vec![None; grads.len()];
     for bucket in buckets {
         nccl::group_start().map_err(|e| nccl_error("ncclGroupStart", e))?;
