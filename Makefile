@@ -11,8 +11,8 @@ setup-cuda:
 # Every test, with the kernels compiled by nvcc (the build fails if nvcc is missing or a kernel
 # does not compile) and run under emulation against their CPU twins; benches run once as tests.
 # With MPI compiled in (OpenMPI installed when missing): tests/distributed.rs runs
-# `mpirun -np 2` on the built kiln.
-TEST_FEATURES = mpi
+# `mpirun -np 2` on the built kiln; the NCCL path is compiled (it runs where a GPU and libnccl are).
+TEST_FEATURES = mpi,nccl
 test:
 	scripts/ensure-mpi.sh
 	KILN_NVCC="$(NVCC_DIR)/nvcc" KILN_REQUIRE_NVCC=1 cargo test --all-targets --features $(TEST_FEATURES)

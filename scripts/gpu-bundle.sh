@@ -36,11 +36,15 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "gpu-bundle: building release test executables (kernels required)" >&2
-cargo test --release --no-run --message-format=json-render-diagnostics >"$work/tests.json"
+# KILN_BUNDLE_FEATURES=mpi,nccl builds the tests and kiln with MPI and NCCL, for a GPU host that has
+# OpenMPI (libmpi is linked, not loaded): tests/distributed.rs then runs the NCCL test at world size 1.
+# Without it the distributed suite ships too and prints SKIPPED (no MPI in the build).
+features=(${KILN_BUNDLE_FEATURES:+--features "$KILN_BUNDLE_FEATURES"})
+cargo test --release --no-run "${features[@]}" --message-format=json-render-diagnostics >"$work/tests.json"
 echo "gpu-bundle: building the cuda_kernels benchmark and the kiln command" >&2
 cargo bench --no-run --bench cuda_kernels --features bench-cublas \
   --message-format=json-render-diagnostics >"$work/bench.json"
-cargo build --release --bin kiln
+cargo build --release --bin kiln "${features[@]}"
 
 # One "<stable name> <path>" line per executable: tests by target name ("lib" for the library's
 # unit tests, "bin-<name>" for a binary's), the benchmark as cuda_kernels.
@@ -99,7 +103,7 @@ rm -rf "$stage"
 mkdir -p "$stage/bin"
 tests=()
 # Suites that only exercise the CPU (they run in CI) are left out to keep the bundle small.
-cpu_only=" lib bin-kiln gradcheck oracle data datasets train_infra torch_interop torchvision_models torchvision_interop gpu_run_script layering storage_table fuzz_readers checkpoint_messages run_dir stop_request distributed "
+cpu_only=" lib bin-kiln gradcheck oracle data datasets train_infra torch_interop torchvision_models torchvision_interop gpu_run_script layering storage_table fuzz_readers checkpoint_messages run_dir stop_request "
 while read -r name exe; do
   if [[ "$cpu_only" == *" $name "* ]]; then
     echo "gpu-bundle: leaving out $name (CPU only)" >&2

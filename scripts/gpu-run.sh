@@ -158,6 +158,7 @@ cd "$bundle" || exit 2
 export KILN_RUN_WORK="$work"
 export KILN_COMMIT="$(cat COMMIT 2>/dev/null || echo unknown)"
 export RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
+export KILN_EXE="${KILN_EXE:-$bundle/kiln}" # the kiln tests/distributed.rs starts
 # A module the driver must JIT (no machine code for this GPU, or KILN_KERNEL_IMAGE=ptx) is compiled
 # once and kept here for the following processes.
 export CUDA_CACHE_PATH="$bundle/.nv-cache" CUDA_CACHE_MAXSIZE=4294967296

@@ -19,19 +19,49 @@ use rand::{Rng, SeedableRng};
 /// How long a job may take before the test calls it a hang (generous for 2 shared cores).
 const JOB_LIMIT: Duration = Duration::from_secs(240);
 
+/// The kiln under test: `KILN_EXE` (the GPU bundle's run.sh sets it to the bundle's kiln), else
+/// the one cargo built beside this test.
+fn kiln_exe() -> PathBuf {
+    std::env::var_os("KILN_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")))
+}
+
+/// `kiln info`'s output ("" when it cannot run).
+fn kiln_info() -> String {
+    let info = Command::new(kiln_exe()).arg("info").output();
+    info.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// Why the MPI tests cannot run here, if they cannot.
 fn skip_reason() -> Option<String> {
     let mpirun = Command::new("mpirun").arg("--version").output();
     if !mpirun.is_ok_and(|o| o.status.success()) {
         return Some("mpirun is not installed (scripts/ensure-mpi.sh installs OpenMPI)".into());
     }
-    let info = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("info")
-        .output();
-    let info = info.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    match info {
-        Ok(text) if text.contains("MPI compiled in") => None,
+    match kiln_info() {
+        text if text.contains("MPI compiled in") => None,
         _ => Some("kiln was built without the mpi feature (cargo test --features mpi)".into()),
+    }
+}
+
+/// Why the NCCL test cannot run here, if it cannot: no MPI, no NCCL in the build or on the
+/// machine, or no usable GPU.
+fn nccl_skip_reason() -> Option<String> {
+    if let Some(why) = skip_reason() {
+        return Some(why);
+    }
+    let info = kiln_info();
+    if !info.contains("libnccl found") {
+        return Some(match info.contains("NCCL compiled in") {
+            true => "libnccl.so cannot be loaded here".into(),
+            false => "kiln was built without the nccl feature (--features nccl)".into(),
+        });
+    }
+    match info.contains("best device: cuda") {
+        true => None,
+        false => Some("no usable CUDA GPU here".into()),
     }
 }
 
@@ -114,12 +144,17 @@ fn mpirun(ranks: usize) -> Command {
 fn kiln_train(ranks: usize, data: &Path, out: &Path, extra: &[&str]) -> Command {
     let args = train_args(data, out, extra);
     if ranks == 1 {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        let mut command = Command::new(kiln_exe());
         command.args(args).env("RAYON_NUM_THREADS", "1");
         return command;
     }
+    mpi_train(ranks, args)
+}
+
+/// `kiln train args` on `ranks` ranks under mpirun (1 too).
+fn mpi_train(ranks: usize, args: Vec<String>) -> Command {
     let mut command = mpirun(ranks);
-    command.arg(env!("CARGO_BIN_EXE_kiln")).args(args);
+    command.arg(kiln_exe()).args(args);
     command
 }
 
@@ -413,10 +448,10 @@ fn a_rank_that_fails_on_bad_input_ends_the_job() {
     let out = dir.path("out");
     let mut command = mpirun(1);
     command
-        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg(kiln_exe())
         .args(train_args(&data, &out, &["--epochs", "50"]))
         .args([":", "-np", "1"])
-        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg(kiln_exe())
         .args(train_args(&dir.path("missing"), &out, &["--epochs", "50"]));
     let start = Instant::now();
     let (status, text) = finish(command);
@@ -499,4 +534,36 @@ fn children(pid: u32) -> Vec<u32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+/// World size 1 on one GPU through NCCL (the nccl feature, libnccl and a GPU; SKIPPED without):
+/// LeNet-5 trained for 6 steps under `mpirun -np 1` takes the NCCL path (its notice says so;
+/// ncclAvg over one rank copies each gradient in device memory) and ends with the weights of
+/// the plain one-process run on the same GPU, to the float tolerance above.
+#[test]
+fn nccl_at_world_size_one_trains_lenet5_as_the_plain_run() {
+    if let Some(why) = nccl_skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    write_data(&data, 192, 40);
+    let (plain, nccl) = (dir.path("plain"), dir.path("nccl"));
+    let extra = [EQUIVALENCE, &["--batch-size", "64", "--device", "cuda:0"]].concat();
+    succeed(kiln_train(1, &data, &plain, &extra));
+    let text = succeed(mpi_train(1, train_args(&data, &nccl, &extra)));
+    assert!(
+        text.contains("all-reduced by NCCL"),
+        "the run did not take the NCCL path:\n{text}"
+    );
+    let worst = worst_ratio(
+        &nccl.join("last.safetensors"),
+        &plain.join("last.safetensors"),
+    );
+    assert!(
+        worst <= 1.0,
+        "NCCL at world size 1 differs: worst error ratio {worst}"
+    );
+    println!("NCCL run vs plain run: worst error ratio {worst} of the tolerance");
 }

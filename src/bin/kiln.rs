@@ -15,7 +15,11 @@ use kiln::train::{self, evaluate_checkpoint, OptimizerKind, Precision, ScheduleK
 use kiln::{cuda, selftest, Device};
 
 /// `--device`: clap reports a bad value with the flag and kiln's list of spellings.
+/// `auto` under `mpirun`/`srun` is this rank's GPU (`cuda:<local rank % GPUs>`, kiln::dist).
 fn device_flag(name: &str) -> Result<Device, String> {
+    if name == "auto" {
+        return Ok(kiln::dist::auto_device());
+    }
     Device::parse(name).map_err(|e| e.to_string())
 }
 

@@ -79,6 +79,18 @@ pub(crate) struct RealGpu {
     _modules: Vec<Arc<CudaModule>>,
 }
 
+#[cfg(feature = "nccl")]
+impl super::Gpu {
+    /// The stream this GPU's work runs on, for collectives that must queue behind its kernels
+    /// (NCCL); `None` under the emulation.
+    pub(crate) fn real_stream(&self) -> Option<Arc<CudaStream>> {
+        match &self.backend {
+            super::Backend::Real(real) => Some(real.stream.clone()),
+            super::Backend::Emulated => None,
+        }
+    }
+}
+
 impl RealGpu {
     pub(crate) fn open(ordinal: usize) -> Result<RealGpu> {
         let count = probe()?;

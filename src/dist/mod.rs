@@ -8,7 +8,8 @@
 //!   the world is too.
 //! - [`sync`]: the tensor-level steps of PyTorch DDP's semantics: rank 0's weights broadcast at
 //!   the start, gradients averaged by all-reduce in buckets (in the same order on every rank),
-//!   and a checksum all-reduce that tells whether the ranks' weights are still identical.
+//!   (by NCCL in device memory for a CUDA model with `--features nccl`), and a checksum all-reduce that tells whether the ranks' weights are still identical.
+//! - [`auto_device`]: `--device auto` on a rank is `cuda:<local rank % GPUs>` (CPU without GPUs).
 //! - The sample sharding (`DistributedSampler`'s rule) is `data::Shard`; the training
 //!   loop's distributed parts are in `train/distributed.rs`.
 //!
@@ -16,12 +17,16 @@
 //! and [`init`] refuses to run under a launcher that started several ranks.
 
 mod collectives;
+mod device;
+#[cfg(feature = "nccl")]
+mod nccl;
 pub mod sync;
 #[cfg(feature = "mpi")]
 mod watchdog;
 mod world;
 
 pub use collectives::ReduceOp;
+pub use device::{auto_device, device_for_local_rank, launcher_local_rank};
 pub use sync::{average_gradients, broadcast_tensors, weights_checksum, BUCKET_BYTES};
 pub use world::{init, launcher_world_size, world, Session, World};
 
@@ -35,8 +40,7 @@ pub fn support() -> String {
         1 => String::new(),
         n => format!("; this process is rank {} of {n}", world().rank()),
     };
-    // NCCL is not wired in yet: a GPU run's gradients go through the host and MPI.
-    format!("distributed: {mpi}; no NCCL (GPU gradients are reduced through the host){ranks}")
+    format!("distributed: {mpi}; {}{ranks}", nccl_support())
 }
 
 #[cfg(feature = "mpi")]
@@ -51,4 +55,14 @@ fn mpi_library() -> Option<String> {
 #[cfg(not(feature = "mpi"))]
 fn mpi_library() -> Option<String> {
     None
+}
+
+#[cfg(feature = "nccl")]
+fn nccl_support() -> &'static str {
+    nccl::support()
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_support() -> &'static str {
+    "NCCL not compiled in (--features nccl; CUDA gradients go through the host)"
 }

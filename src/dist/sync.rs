@@ -1,7 +1,7 @@
 //! The tensor-level steps of data parallelism (PyTorch DDP's semantics) on host buffers:
 //! rank 0's weights broadcast, gradients averaged in buckets, and a checksum of the weights.
 //! Values travel as f32 (the master weights and their gradients are f32; a 16-bit tensor widens
-//! exactly); a tensor on a GPU is staged through the host.
+//! exactly); a tensor on a GPU is staged through the host, unless NCCL reduces it (nccl.rs).
 
 use super::collectives::ReduceOp;
 use super::world::World;
@@ -80,27 +80,45 @@ pub fn buckets(numels: &[usize], bucket_bytes: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// The mean over the ranks of each gradient (summed by all-reduce, then scaled by 1/world),
-/// bucketed as [`buckets`] says; one rank returns `grads` as they are.
+/// The mean over the ranks of each gradient, bucketed as [`buckets`] says: on a CUDA device
+/// under MPI, by NCCL in device memory (`--features nccl`, even with one rank, when every rank
+/// loads libnccl); otherwise through the host, summed by MPI all-reduce then scaled by 1/world.
+/// One rank outside NCCL returns `grads` as they are.
 pub fn average_gradients(
     world: &World,
     grads: Vec<Tensor>,
     bucket_bytes: usize,
 ) -> Result<Vec<Tensor>> {
+    let numels: Vec<usize> = grads.iter().map(|g| g.numel()).collect();
+    let buckets = buckets(&numels, bucket_bytes);
+    #[cfg(feature = "nccl")]
+    if world.uses_mpi() {
+        if let Some(averaged) = super::nccl::average(world, &grads, &buckets)? {
+            return Ok(averaged);
+        }
+    }
     if !world.is_distributed() {
         return Ok(grads);
     }
+    average_on_host(world, &grads, &numels, &buckets)
+}
+
+fn average_on_host(
+    world: &World,
+    grads: &[Tensor],
+    numels: &[usize],
+    buckets: &[Vec<usize>],
+) -> Result<Vec<Tensor>> {
     let scale = 1.0 / world.size() as f32;
-    let numels: Vec<usize> = grads.iter().map(|g| g.numel()).collect();
     let mut averaged: Vec<Option<Tensor>> = vec![None; grads.len()];
-    for bucket in buckets(&numels, bucket_bytes) {
+    for bucket in buckets {
         let mut flat = Vec::with_capacity(bucket.iter().map(|&i| numels[i]).sum());
-        for &i in &bucket {
+        for &i in bucket {
             flat.extend(host_values(&grads[i])?);
         }
         world.all_reduce(&mut flat, ReduceOp::Sum)?;
         let mut rest = &flat[..];
-        for &i in &bucket {
+        for &i in bucket {
             let (mine, tail) = rest.split_at(numels[i]);
             rest = tail;
             let mean = mine.iter().map(|v| v * scale).collect();

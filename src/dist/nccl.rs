@@ -1,0 +1,201 @@
+//! Gradients all-reduced in device memory by NCCL (cudarc's `nccl` module, libnccl.so loaded at
+//! run time), for a model on a CUDA device: one communicator per rank on its GPU, made once from
+//! a unique id that rank 0 draws and MPI broadcasts; each bucket is one NCCL group of averaging
+//! all-reduces queued on the stream kiln's kernels run on, so it waits for the backward pass's
+//! kernels and the update's kernels wait for it, with no host copy and no synchronization.
+//!
+//! Every rank must take the same path (NCCL or the host), or they would wait at different
+//! collectives: the ranks agree by an all-reduce of "NCCL usable here" before the first bucket.
+
+use std::sync::{Mutex, OnceLock};
+
+use cudarc::nccl::{result as nccl, sys};
+
+use super::collectives::ReduceOp;
+use super::world::World;
+use crate::backend::RawTensor;
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
+use crate::tensor::Tensor;
+
+/// This rank's communicator and the device it was made on.
+struct Communicator {
+    comm: sys::ncclComm_t,
+    device: Device,
+}
+
+// SAFETY: an NCCL communicator may be used from any thread, one call at a time; the mutex in
+// COMMUNICATOR serializes its calls.
+unsafe impl Send for Communicator {}
+
+/// Made on the first bucket; `None`: the ranks reduce through the host (no libnccl on some rank).
+static COMMUNICATOR: OnceLock<Option<Mutex<Communicator>>> = OnceLock::new();
+
+fn nccl_error(what: &str, e: nccl::NcclError) -> crate::Error {
+    invalid("NCCL", format!("{what}: {e:?}"))
+}
+
+/// Whether this process can load libnccl (checked before any NCCL call: cudarc's dynamic loading
+/// panics on a missing library).
+fn nccl_present() -> bool {
+    // SAFETY: only tries to dlopen the library by its usual names.
+    unsafe { sys::is_culib_present() }
+}
+
+/// The gradients on one CUDA device, all f32: the NCCL path's input.
+fn on_one_gpu(grads: &[Tensor]) -> Option<Device> {
+    let device = grads.first()?.device();
+    let fits = |g: &Tensor| g.device() == device && g.dtype() == DType::F32;
+    (matches!(device, Device::Cuda(_)) && grads.iter().all(fits)).then_some(device)
+}
+
+/// Whether every rank can use NCCL for gradients on `device` (so all take the same path).
+/// The notice that the host path is taken is printed for a model on a CUDA device only (on the
+/// CPU the host path is the expected one).
+fn every_rank_can(
+    world: &World,
+    device: Option<Device>,
+    first_device: Option<Device>,
+) -> Result<bool> {
+    let mine = device.is_some() && nccl_present();
+    let mut all = [mine as u8];
+    world.all_reduce(&mut all, ReduceOp::Min)?;
+    let on_cuda = device.is_some() || matches!(first_device, Some(Device::Cuda(_)));
+    if all[0] == 0 && world.is_root() && on_cuda {
+        let why = match (device, mine) {
+            (None, _) => "the gradients are not all f32 on one CUDA device",
+            (Some(_), false) => "libnccl.so could not be loaded",
+            (Some(_), true) => "libnccl.so could not be loaded on another rank",
+        };
+        eprintln!("kiln: gradients are all-reduced through the host and MPI ({why})");
+    }
+    Ok(all[0] == 1)
+}
+
+/// Rank 0's NCCL unique id on every rank.
+fn shared_id(world: &World) -> Result<sys::ncclUniqueId> {
+    let mut bytes = [0u8; 128];
+    if world.is_root() {
+        let id = nccl::get_uniqueid().map_err(|e| nccl_error("ncclGetUniqueId", e))?;
+        for (b, c) in bytes.iter_mut().zip(id.internal) {
+            *b = c as u8;
+        }
+    }
+    world.broadcast(&mut bytes)?;
+    let mut internal = [0 as std::ffi::c_char; 128];
+    for (c, b) in internal.iter_mut().zip(bytes) {
+        *c = b as std::ffi::c_char;
+    }
+    Ok(sys::ncclUniqueId { internal })
+}
+
+fn open(world: &World, device: Device) -> Result<Communicator> {
+    let id = shared_id(world)?;
+    // ncclCommInitRank binds the communicator to the current CUDA context: this device's.
+    let gpu = crate::cuda::gpu(device)?;
+    let stream = gpu
+        .real_stream()
+        .ok_or_else(|| invalid("NCCL", "not a real GPU"))?;
+    stream.context().bind_to_thread()?;
+    let mut comm = std::mem::MaybeUninit::uninit();
+    let (size, rank) = (world.size() as i32, world.rank() as i32);
+    // SAFETY: `comm` is written by NCCL before it is read; the id is the one every rank holds.
+    unsafe { nccl::comm_init_rank(comm.as_mut_ptr(), size, id, rank) }
+        .map_err(|e| nccl_error("ncclCommInitRank", e))?;
+    Ok(Communicator {
+        // SAFETY: initialized by the successful call above.
+        comm: unsafe { comm.assume_init() },
+        device,
+    })
+}
+
+/// The communicator every rank agreed to use for gradients like `grads`, made on first use.
+fn communicator(world: &World, grads: &[Tensor]) -> Result<Option<&'static Mutex<Communicator>>> {
+    if let Some(made) = COMMUNICATOR.get() {
+        return Ok(made.as_ref());
+    }
+    let device = on_one_gpu(grads);
+    let first_device = grads.first().map(|g| g.device());
+    let made = match (every_rank_can(world, device, first_device)?, device) {
+        (true, Some(device)) => {
+            let made = open(world, device)?;
+            if world.is_root() {
+                eprintln!(
+                    "kiln: gradients all-reduced by NCCL in device memory ({} rank(s), {device} on rank 0)",
+                    world.size()
+                );
+            }
+            Some(Mutex::new(made))
+        }
+        _ => None,
+    };
+    Ok(COMMUNICATOR.get_or_init(|| made).as_ref())
+}
+
+/// The mean over the ranks of each gradient, computed by NCCL in device memory bucket by bucket
+/// (`buckets`: indices into `grads`, in the order every rank uses), or `None` when the ranks
+/// reduce through the host instead (see [`communicator`]).
+pub(super) fn average(
+    world: &World,
+    grads: &[Tensor],
+    buckets: &[Vec<usize>],
+) -> Result<Option<Vec<Tensor>>> {
+    let Some(comm) = communicator(world, grads)? else {
+        return Ok(None);
+    };
+    let comm = comm.lock().unwrap_or_else(|p| p.into_inner());
+    if on_one_gpu(grads) != Some(comm.device) {
+        return Err(invalid(
+            "NCCL",
+            format!(
+                "the gradients left {}, the device NCCL was set up on",
+                comm.device
+            ),
+        ));
+    }
+    let stream = crate::cuda::gpu(comm.device)?
+        .real_stream()
+        .ok_or_else(|| invalid("NCCL", "not a real GPU"))?;
+    stream.context().bind_to_thread()?; // NCCL calls act on the thread's current device
+    let mut out: Vec<Option<Tensor>> = vec![None; grads.len()];
+    for bucket in buckets {
+        nccl::group_start().map_err(|e| nccl_error("ncclGroupStart", e))?;
+        let mut queued = Ok(());
+        for &i in bucket {
+            let mean = RawTensor::zeros(grads[i].shape(), DType::F32, comm.device)?;
+            // SAFETY: both addresses are f32 buffers of numel elements on the communicator's
+            // device; `mean` is this function's own; the call is queued on the stream that every
+            // kernel reading `mean` later is queued on.
+            let call = unsafe {
+                nccl::all_reduce(
+                    grads[i].device_address() as *const std::ffi::c_void,
+                    mean.device_address() as *mut std::ffi::c_void,
+                    grads[i].numel(),
+                    sys::ncclDataType_t::ncclFloat32,
+                    sys::ncclRedOp_t::ncclAvg,
+                    comm.comm,
+                    stream.cu_stream() as sys::cudaStream_t,
+                )
+            };
+            queued = queued.and(call.map(|_| ()));
+            out[i] = Some(Tensor::from(mean));
+        }
+        let ended = nccl::group_end().map_err(|e| nccl_error("ncclGroupEnd", e));
+        queued.map_err(|e| nccl_error("ncclAllReduce", e))?;
+        ended?;
+    }
+    let averaged = out
+        .into_iter()
+        .map(|g| g.ok_or_else(|| crate::Error::Internal("a gradient in no bucket".into())))
+        .collect::<Result<_>>()?;
+    Ok(Some(averaged))
+}
+
+/// What `kiln info` says about NCCL.
+pub(super) fn support() -> &'static str {
+    match nccl_present() {
+        true => "NCCL compiled in (libnccl found: CUDA gradients are reduced in device memory)",
+        false => "NCCL compiled in, libnccl not found (CUDA gradients go through the host)",
+    }
+}
