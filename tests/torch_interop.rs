@@ -103,7 +103,7 @@ fn check_against_torch(arch: Architecture, image_size: usize, batch: usize, trai
     let python = match torch_python() {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("skipping {} PyTorch interop: {why}", arch.name());
+            eprintln!("SKIPPED: {} PyTorch interop: {why}", arch.name());
             return;
         }
     };
