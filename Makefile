@@ -50,7 +50,7 @@ bench-cpu:
 	cargo bench --bench cpu_kernels
 
 # kiln's CPU backend against PyTorch on the CPU, same threads, one run (conv layer, LeNet-5 epoch,
-# ResNet-20 step with peak resident memory, per-kernel profile); report in bench/results/.
+# ResNet-20 step with peak resident memory, ResNet-18 at 224, per-kernel profile); report in bench/results/
 bench-cpu-compare:
 	bench/cpu_compare.sh 2
 

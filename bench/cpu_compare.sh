@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${1:-2}"
 venv="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/torch-venv"
-if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import torch, torchvision' 2>/dev/null; then
   echo "cpu_compare: installing PyTorch into $venv (one-time)" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check torch numpy
+  "$venv/bin/pip" install --quiet --disable-pip-version-check torch torchvision numpy
 fi
 
 kiln_out=$(mktemp) torch_out=$(mktemp)
@@ -64,6 +64,12 @@ for round in 1 2 3; do
   RAYON_NUM_THREADS="$threads" cargo bench --quiet --bench cpu_compare -- resnet20 >> "$kiln_out"
   THREADS="$threads" OMP_NUM_THREADS="$threads" "$venv/bin/python" bench/torch_resnet20.py >> "$torch_out"
 done
+# torchvision's ResNet-18 forward+backward (batch 16, 3x224x224, 1000 classes, issue 14's target):
+# 3 alternating rounds per side, each its own process (median of 3 runs after 1 warm-up run).
+for round in 1 2 3; do
+  RAYON_NUM_THREADS="$threads" cargo bench --quiet --bench cpu_compare -- resnet18 >> "$kiln_out"
+  THREADS="$threads" OMP_NUM_THREADS="$threads" "$venv/bin/python" bench/torch_resnet18.py >> "$torch_out"
+done
 median_of_rounds "$kiln_out"
 median_of_rounds "$torch_out"
 
@@ -90,7 +96,8 @@ tmp="$report.tmp"
   echo "  after 5 warm-up runs; LeNet-5: median epoch of 3 alternating rounds of 2 epochs (training"
   echo "  loop only, data already in memory on both sides); ResNet-20: median of 3 alternating rounds,"
   echo "  each its own process timing 5 steps after 2 warm-up steps; peak resident memory is that"
-  echo "  process's getrusage ru_maxrss (lower is better, like the times); each side in its own process"
+  echo "  process's getrusage ru_maxrss (lower is better, like the times); ResNet-18: median of 3"
+  echo "  alternating rounds, each its own process timing 3 runs after 1 warm-up; each side in its own process"
   echo
   echo "| workload | kiln ms (MiB for memory) | PyTorch ms (MiB) | kiln / PyTorch (lower is better) |"
   echo "| --- | ---: | ---: | ---: |"

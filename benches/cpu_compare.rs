@@ -6,6 +6,8 @@
 //! - none: the single conv layer, forward and forward+backward;
 //! - `resnet20`: a ResNet-20 training step (batch 128, 3x32x32, SGD momentum), then this process's
 //!   peak resident memory (run it in its own process, so that peak is the step's);
+//! - `resnet18`: torchvision's ResNet-18 forward + cross-entropy + backward (batch 16, 3x224x224,
+//!   1000 classes, training mode, no optimizer step), issue 14's CPU target;
 //! - `profile`: where a LeNet-5 and a ResNet-20 step spend their time: every CPU kernel of the
 //!   step timed on its own at the step's shapes, times how often the step calls it;
 //! - `gemm-shapes`: one thread's GEMM throughput on the conv passes' per-image product shapes.
@@ -23,7 +25,7 @@ use std::time::Instant;
 use kiln::core::layout::ChannelLayout;
 use kiln::core::shape::GroupedConv;
 use kiln::cpu;
-use kiln::nn::models::resnet20;
+use kiln::nn::models::{resnet20, Architecture};
 use kiln::nn::Module;
 use kiln::optim::Sgd;
 use kiln::train::{train_step_with, Precision, StepPrecision};
@@ -119,6 +121,30 @@ fn resnet20_step() -> kiln::Result<()> {
 }
 
 /// Seeded N(0, 1) samples.
+const RESNET18_BATCH: usize = 16;
+const RESNET18_WARMUP: usize = 1;
+const RESNET18_RUNS: usize = 3;
+
+/// torchvision's ResNet-18 at its own configuration (3x224x224, 1000 classes), training mode:
+/// forward, cross-entropy, backward; the gradients are dropped each run (no optimizer step).
+fn resnet18_forward_backward() -> kiln::Result<()> {
+    let batch = RESNET18_BATCH;
+    let mut model = Architecture::ResNet18.build(3, 224, 1000, 1, Device::Cpu)?;
+    let x = Tensor::randn(&[batch, 3, 224, 224], 1.0, 43, Device::Cpu)?;
+    let labels: Vec<i32> = (0..batch)
+        .map(|i| ((i * 7919 + 13) % 1000) as i32)
+        .collect();
+    let y = Tensor::from_vec(labels, &[batch], Device::Cpu)?;
+    let ms = median_ms_of(RESNET18_WARMUP, RESNET18_RUNS, || {
+        let logits = model.forward(&x, kiln::nn::Mode::Train)?;
+        ops::softmax_cross_entropy(&logits, &y)?
+            .backward()
+            .map(drop)
+    })?;
+    println!("resnet18 forward+backward b{batch} 3x224x224\t{ms:.1}\t{RESNET18_RUNS}");
+    Ok(())
+}
+
 fn randn(len: usize, seed: u64) -> Vec<f32> {
     use rand::{rngs::StdRng, SeedableRng};
     use rand_distr::{Distribution, StandardNormal};
@@ -368,6 +394,7 @@ fn main() {
     let result = match mode {
         None => conv_layer(),
         Some("resnet20") => resnet20_step(),
+        Some("resnet18") => resnet18_forward_backward(),
         Some("gemm-shapes") => {
             gemm_shapes();
             Ok(())
@@ -378,7 +405,7 @@ fn main() {
         }
         Some(other) => {
             eprintln!(
-                "cpu_compare: unknown mode {other:?} (none, resnet20, profile or gemm-shapes)"
+                "cpu_compare: unknown mode {other:?} (none, resnet20, resnet18, profile or gemm-shapes)"
             );
             std::process::exit(2);
         }
