@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln::nn::{Architecture, Mode, Module};
+use kiln::testing::python_with;
 use kiln::train::save_checkpoint;
 use kiln::train::state::model_tensors;
 use kiln::{no_grad, Device, Tensor};
@@ -23,45 +24,6 @@ use kiln::{no_grad, Device, Tensor};
 const IN_CHANNELS: usize = 1;
 const CLASSES: usize = 10;
 const TOLERANCE: &str = "1e-4";
-
-/// A Python with torch and safetensors, or why there is none.
-fn torch_python() -> Result<PathBuf, String> {
-    let works = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import torch, safetensors"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if let Some(python) = std::env::var_os("KILN_TORCH_PYTHON") {
-        let python = PathBuf::from(python);
-        // Asked for explicitly: a broken one is an error, not a reason to skip.
-        assert!(
-            works(&python),
-            "KILN_TORCH_PYTHON={} cannot `import torch, safetensors`",
-            python.display()
-        );
-        return Ok(python);
-    }
-    let home = std::env::var_os("HOME").ok_or("HOME is not set and KILN_TORCH_PYTHON is unset")?;
-    let venv = Path::new(&home).join(".cache/kiln/torch-venv/bin/python");
-    if !venv.exists() {
-        return Err(format!(
-            "no PyTorch: set KILN_TORCH_PYTHON, or create {} (bench/cpu_compare.sh does, \
-             then `{}/pip install safetensors`)",
-            venv.display(),
-            venv.parent().unwrap_or(Path::new("")).display()
-        ));
-    }
-    if !works(&venv) {
-        return Err(format!(
-            "{} cannot `import torch, safetensors` (try `{}/pip install torch safetensors`)",
-            venv.display(),
-            venv.parent().unwrap_or(Path::new("")).display()
-        ));
-    }
-    Ok(venv)
-}
 
 /// A fresh directory under the system temp dir for one architecture's files.
 fn scratch_dir(arch: Architecture) -> PathBuf {
@@ -100,7 +62,7 @@ fn perturb_vectors(model: &mut dyn Module, seed: u64) {
 }
 
 fn check_against_torch(arch: Architecture, image_size: usize, batch: usize, train_forwards: usize) {
-    let python = match torch_python() {
+    let python = match python_with(&["torch", "safetensors"]) {
         Ok(p) => p,
         Err(why) => {
             eprintln!("SKIPPED: {} PyTorch interop: {why}", arch.name());

@@ -12,53 +12,17 @@
 //! pass. The committed fixture (tests/fixtures/torchvision/mobilenet_v2_w0.1/, written by the same
 //! script) is checked in every run, with or without Python.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kiln::nn::models::{mobilenet_v2, Builder};
 use kiln::nn::{load_state_dict, Architecture, Mode, Module, Sequential};
+use kiln::testing::python_with;
 use kiln::train::load_checkpoint;
 use kiln::{no_grad, Device};
 
 const TOLERANCE: f32 = 1e-4;
 const CLASSES: usize = 10;
-
-/// A Python with torch, torchvision and safetensors, or why there is none.
-fn torchvision_python() -> Result<PathBuf, String> {
-    let works = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import torch, torchvision, safetensors"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if let Some(python) = std::env::var_os("KILN_TORCH_PYTHON") {
-        let python = PathBuf::from(python);
-        // Asked for explicitly: a broken one is an error, not a reason to skip.
-        assert!(
-            works(&python),
-            "KILN_TORCH_PYTHON={} cannot `import torch, torchvision, safetensors`",
-            python.display()
-        );
-        return Ok(python);
-    }
-    let home = std::env::var_os("HOME").ok_or("HOME is not set and KILN_TORCH_PYTHON is unset")?;
-    let venv = Path::new(&home).join(".cache/kiln/torch-venv/bin/python");
-    if !venv.exists() {
-        return Err(format!(
-            "no PyTorch: set KILN_TORCH_PYTHON, or create {} with torch, torchvision and safetensors",
-            venv.display()
-        ));
-    }
-    if works(&venv) {
-        Ok(venv)
-    } else {
-        Err(format!(
-            "{} cannot `import torch, torchvision, safetensors`",
-            venv.display()
-        ))
-    }
-}
 
 /// `net` on the saved input must give the saved logits.
 fn assert_reproduces(net: &mut Sequential, io: &Path, what: &str) {
@@ -87,7 +51,7 @@ fn assert_reproduces(net: &mut Sequential, io: &Path, what: &str) {
 }
 
 fn check_against_torchvision(arch: Architecture, input: [usize; 3]) {
-    let python = match torchvision_python() {
+    let python = match python_with(&["torch", "torchvision", "safetensors"]) {
         Ok(p) => p,
         Err(why) => {
             println!("SKIPPED: {} torchvision interop: {why}", arch.name());
