@@ -2,6 +2,18 @@
 // (max, then sum of exponentials, both as shared-memory tree reductions), elementwise backward.
 #include "common.cuh"
 
+// The block-wide max of the row z[0..classes), in every thread.
+__device__ __forceinline__ float row_max(float* scratch, const float* z, int classes) {
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < classes; j += blockDim.x) m = fmaxf(m, z[j]);
+  return block_reduce(scratch, m, true);
+}
+
+// prob = exp(z − m) / s for the row, m its max and s = Σ exp(z − m).
+__device__ __forceinline__ void write_softmax(const float* z, float m, float s, float* prob, int classes) {
+  for (int j = threadIdx.x; j < classes; j += blockDim.x) prob[j] = expf(z[j] - m) / s;
+}
+
 // Mirrors src/cuda/loss.rs `SoftmaxXentFwdParams`.
 struct SoftmaxXentFwdParams {
   const float* logits;  // [rows][classes]
@@ -16,14 +28,12 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
   __shared__ float scratch[KILN_THREADS_PER_BLOCK];
   const int row = blockIdx.x;
   const float* z = p.logits + (long long)row * p.classes;
-  float m = -INFINITY;
-  for (int j = threadIdx.x; j < p.classes; j += blockDim.x) m = fmaxf(m, z[j]);
-  m = block_reduce(scratch, m, true);
+  const float m = row_max(scratch, z, p.classes);
   float s = 0.0f;
   for (int j = threadIdx.x; j < p.classes; j += blockDim.x) s += expf(z[j] - m);
   s = block_reduce(scratch, s, false);
   float* prob = p.probs + (long long)row * p.classes;
-  for (int j = threadIdx.x; j < p.classes; j += blockDim.x) prob[j] = expf(z[j] - m) / s;
+  write_softmax(z, m, s, prob, p.classes);
   if (threadIdx.x == 0) {
     const int label = p.labels[row];
     p.losses[row] = label >= 0 && label < p.classes ? m + logf(s) - z[label] : NAN;
@@ -78,9 +88,7 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
   __shared__ float scratch[KILN_THREADS_PER_BLOCK];
   const int row = blockIdx.x;
   const float* z = p.logits + (long long)row * p.classes;
-  float m = -INFINITY;
-  for (int j = threadIdx.x; j < p.classes; j += blockDim.x) m = fmaxf(m, z[j]);
-  m = block_reduce(scratch, m, true);
+  const float m = row_max(scratch, z, p.classes);
   float s = 0.0f, wz = 0.0f, ws = 0.0f;
   for (int j = threadIdx.x; j < p.classes; j += blockDim.x) {
     s += expf(z[j] - m);
@@ -91,7 +99,7 @@ extern "C" __global__ void __launch_bounds__(KILN_THREADS_PER_BLOCK)
   wz = block_reduce(scratch, wz, false);
   ws = block_reduce(scratch, ws, false);
   float* prob = p.probs + (long long)row * p.classes;
-  for (int j = threadIdx.x; j < p.classes; j += blockDim.x) prob[j] = expf(z[j] - m) / s;
+  write_softmax(z, m, s, prob, p.classes);
   if (threadIdx.x == 0) {
     const int label = p.labels[row];
     if (label >= 0 && label < p.classes) {

@@ -13,6 +13,19 @@ fn label_index(label: i32, classes: usize) -> Option<usize> {
     index
 }
 
+/// `p = softmax(z)` for one row, the row max subtracted first; returns (max, Σ exp(z − max)), from
+/// which `−log p_c = ln(sum) − (z_c − max)`.
+fn softmax_row<T: Float>(z: &[T], p: &mut [T]) -> (T, T) {
+    let max = z.iter().copied().fold(T::neg_infinity(), T::max);
+    let mut sum = T::zero();
+    for (p, &z) in p.iter_mut().zip(z) {
+        *p = (z - max).exp();
+        sum = sum + *p;
+    }
+    p.iter_mut().for_each(|p| *p = *p / sum);
+    (max, sum)
+}
+
 /// Per row of `logits` `[rows][classes]`: `probs` = softmax (row max subtracted first) and
 /// `losses[row] = logsumexp(logits) − logits[label]`, finite for logits of any magnitude.
 /// A label outside `0..classes` gives a NaN loss.
@@ -44,13 +57,7 @@ pub fn softmax_xent_fwd<T: Float>(
         .zip(logits.par_chunks(classes))
         .zip(labels.par_iter().zip(losses.par_iter_mut()))
         .for_each(|((p, z), (&label, loss))| {
-            let max = z.iter().copied().fold(T::neg_infinity(), T::max);
-            let mut sum = T::zero();
-            for (p, &z) in p.iter_mut().zip(z) {
-                *p = (z - max).exp();
-                sum = sum + *p;
-            }
-            p.iter_mut().for_each(|p| *p = *p / sum);
+            let (max, sum) = softmax_row(z, p);
             *loss = match label_index(label, classes) {
                 Some(l) => sum.ln() - (z[l] - max),
                 None => T::nan(),
@@ -140,13 +147,7 @@ pub fn softmax_xent_smooth_fwd<T: Float>(
         .zip(logits.par_chunks(classes))
         .zip(labels.par_iter().zip(losses.par_iter_mut()))
         .for_each(|((p, z), (&label, loss))| {
-            let max = z.iter().copied().fold(T::neg_infinity(), T::max);
-            let mut sum = T::zero();
-            for (p, &z) in p.iter_mut().zip(z) {
-                *p = (z - max).exp();
-                sum = sum + *p;
-            }
-            p.iter_mut().for_each(|p| *p = *p / sum);
+            let (max, sum) = softmax_row(z, p);
             let Some(l) = label_index(label, classes) else {
                 *loss = T::nan();
                 return;
