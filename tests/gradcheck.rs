@@ -122,17 +122,23 @@ fn pooling_gradients_for_windows_larger_than_the_input() {
     for (i, (shape, window)) in cases.into_iter().enumerate() {
         let x = well_separated(&shape, 90 + i as u64);
         let window = window.ceil_mode();
-        gradcheck("max_pool2d, window past the input", std::slice::from_ref(&x), |t| {
-            ops::max_pool2d(&t[0], window)
-        });
+        gradcheck(
+            "max_pool2d, window past the input",
+            std::slice::from_ref(&x),
+            |t| ops::max_pool2d(&t[0], window),
+        );
         for include in [true, false] {
-            gradcheck("avg_pool2d, window past the input", std::slice::from_ref(&x), |t| {
-                ops::avg_pool2d(&t[0], window, include)
-            });
+            gradcheck(
+                "avg_pool2d, window past the input",
+                std::slice::from_ref(&x),
+                |t| ops::avg_pool2d(&t[0], window, include),
+            );
         }
-        gradcheck("l2_pool2d, window past the input", std::slice::from_ref(&x), |t| {
-            ops::l2_pool2d(&t[0], window)
-        });
+        gradcheck(
+            "l2_pool2d, window past the input",
+            std::slice::from_ref(&x),
+            |t| ops::l2_pool2d(&t[0], window),
+        );
     }
 }
 

@@ -172,9 +172,14 @@ fn windows_past_the_input_match_cpu_on_every_device(device: Device) {
                 |t| ops::avg_pool2d(&t[0], window, include),
             );
         }
-        check_parity("l2_pool2d, window past the input", device, &[x], ATOL, RTOL, |t| {
-            ops::l2_pool2d(&t[0], window)
-        });
+        check_parity(
+            "l2_pool2d, window past the input",
+            device,
+            &[x],
+            ATOL,
+            RTOL,
+            |t| ops::l2_pool2d(&t[0], window),
+        );
     }
 }
 kiln::test_device!(windows_past_the_input_match_cpu_on_every_device, gpu);

@@ -280,7 +280,9 @@ impl Square {
 #[derive(Clone, Copy, Debug)]
 enum Reduce {
     Max,
-    Avg { count_include_pad: bool },
+    Avg {
+        count_include_pad: bool,
+    },
     /// kiln's L2 pool: sqrt(Σ x²) over the in-bounds elements (no divisor, padding counts 0).
     L2,
 }
@@ -742,7 +744,12 @@ const AVG_EXCL: Reduce = Reduce::Avg {
 const L2: Reduce = Reduce::L2;
 
 /// ((H, k, s, p), reduction, y, dx) for a 1x1xHxH input, every window ceil_mode.
-type TorchCase = ((usize, usize, usize, usize), Reduce, &'static [f64], &'static [f64]);
+type TorchCase = (
+    (usize, usize, usize, usize),
+    Reduce,
+    &'static [f64],
+    &'static [f64],
+);
 
 /// Windows larger than the padded input (ceil_mode lets them overhang it), as PyTorch 2.15
 /// printed them (torch venv ~/.cache/kiln/torch-venv, f64), for x = [-2, -1, 1, 2][(3i + 1) % 4]
@@ -820,17 +827,30 @@ const OVERHANGING_TIES: [((usize, usize, usize, usize), &[f64], &[f64]); 3] = [
 ];
 
 /// y = pool(x) and dx = ∂Σ y·w/∂x with w = 1, 2, ... on `device`, in f32, for an HxH plane.
-fn pool_and_grad(x: &[f32], h: usize, sq: Square, reduce: Reduce, device: Device) -> (Vec<f32>, Vec<f32>) {
+fn pool_and_grad(
+    x: &[f32],
+    h: usize,
+    sq: Square,
+    reduce: Reduce,
+    device: Device,
+) -> (Vec<f32>, Vec<f32>) {
     let x = tensor(x.to_vec(), &[1, 1, h, h])
         .to_device(device)
         .unwrap()
         .with_grad();
     let y = pooled(&x, sq, reduce).unwrap();
     let out = sq.out_len(h);
-    assert_eq!(y.shape(), [1, 1, out, out], "{sq:?} {reduce:?} over {h}x{h}");
-    let w = tensor((1..=out * out).map(|v| v as f32).collect(), &[1, 1, out, out])
-        .to_device(device)
-        .unwrap();
+    assert_eq!(
+        y.shape(),
+        [1, 1, out, out],
+        "{sq:?} {reduce:?} over {h}x{h}"
+    );
+    let w = tensor(
+        (1..=out * out).map(|v| v as f32).collect(),
+        &[1, 1, out, out],
+    )
+    .to_device(device)
+    .unwrap();
     let grads = ops::sum(&ops::mul(&y, &w).unwrap())
         .unwrap()
         .backward()
@@ -841,9 +861,16 @@ fn pool_and_grad(x: &[f32], h: usize, sq: Square, reduce: Reduce, device: Device
 
 fn windows_larger_than_the_input_match_pytorch(device: Device) {
     let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-    let square = |(k, s, p)| Square { k, s, p, ceil: true };
+    let square = |(k, s, p)| Square {
+        k,
+        s,
+        p,
+        ceil: true,
+    };
     for ((h, k, s, p), reduce, y_torch, dx_torch) in OVERHANGING {
-        let x: Vec<f32> = (0..h * h).map(|i| [-2., -1., 1., 2.][(3 * i + 1) % 4]).collect();
+        let x: Vec<f32> = (0..h * h)
+            .map(|i| [-2., -1., 1., 2.][(3 * i + 1) % 4])
+            .collect();
         let (y, dx) = pool_and_grad(&x, h, square((k, s, p)), reduce, device);
         let case = format!("{h}x{h}, k {k}, s {s}, p {p}, {reduce:?}");
         assert_eq!(y.len(), y_torch.len(), "{case}");
@@ -880,19 +907,37 @@ fn bad_pool_windows_are_errors_that_say_why() {
         ops::max_pool2d(&x, Window2d::square(2, 2, 2).ceil_mode()),
         "padding 2 with kernel 2",
     );
-    assert!(msg.contains("at most half of effective kernel size"), "{msg}");
+    assert!(
+        msg.contains("at most half of effective kernel size"),
+        "{msg}"
+    );
     let msg = invalid_message(
         ops::avg_pool2d(&x, Window2d::square(4, 2, 3), true),
         "padding 3 with kernel 4",
     );
-    assert!(msg.contains("padding 3") && msg.contains("at most 2"), "{msg}");
+    assert!(
+        msg.contains("padding 3") && msg.contains("at most 2"),
+        "{msg}"
+    );
     let one = random32(&[1, 1, 1, 1], 901);
     let two = random32(&[1, 1, 2, 2], 902);
     let too_small = [
-        (ops::max_pool2d(&one, Window2d::square(3, 2, 0).ceil_mode()), "3/2 over 1x1, ceil_mode"),
-        (ops::max_pool2d(&two, Window2d::square(3, 1, 0).ceil_mode()), "3/1 over 2x2, ceil_mode"),
-        (ops::avg_pool2d(&one, Window2d::square(2, 2, 0), true), "2/2 over 1x1"),
-        (ops::l2_pool2d(&two, Window2d::square(3, 3, 0)), "3/3 over 2x2"),
+        (
+            ops::max_pool2d(&one, Window2d::square(3, 2, 0).ceil_mode()),
+            "3/2 over 1x1, ceil_mode",
+        ),
+        (
+            ops::max_pool2d(&two, Window2d::square(3, 1, 0).ceil_mode()),
+            "3/1 over 2x2, ceil_mode",
+        ),
+        (
+            ops::avg_pool2d(&one, Window2d::square(2, 2, 0), true),
+            "2/2 over 1x1",
+        ),
+        (
+            ops::l2_pool2d(&two, Window2d::square(3, 3, 0)),
+            "3/3 over 2x2",
+        ),
     ];
     for (result, what) in too_small {
         let msg = invalid_message(result, what);

@@ -194,7 +194,9 @@ fn too_small_an_image_is_refused_before_any_forward() {
         panic!("AlexNet accepted 14x14 images");
     };
     assert!(err.to_string().contains("15x15"), "{err}");
-    let mut net = Architecture::Vgg16.build_for([3, 8, 8], 10, 0, Device::Cpu).unwrap();
+    let mut net = Architecture::Vgg16
+        .build_for([3, 8, 8], 10, 0, Device::Cpu)
+        .unwrap();
     let x = kiln::Tensor::randn(&[1, 3, 8, 8], 1.0, 5, Device::Cpu).unwrap();
     let logits = net.forward(&x, kiln::nn::Mode::Eval).unwrap();
     assert_eq!(logits.shape(), [1, 10]);

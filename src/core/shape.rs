@@ -622,7 +622,10 @@ mod tests {
                     Ok(g) => assert_eq!((g.out_h, g.out_w), (expected, expected), "{case}"),
                     Err(err) => {
                         assert_eq!(expected, 0, "{case}: {err}");
-                        assert!(err.to_string().contains("output size is too small"), "{err}");
+                        assert!(
+                            err.to_string().contains("output size is too small"),
+                            "{err}"
+                        );
                     }
                 }
             }
