@@ -105,6 +105,43 @@ fn avg_pool_ceil_mode_gradients() {
     }
 }
 
+/// ceil_mode windows larger than the (padded) input, which overhang it on both sides: 1x1, 2x2, 3x3
+/// and non-square planes (the cases of tests/pool_windows.rs), max, both average divisors and L2.
+/// Inputs are well separated (0.005 or more from 0 and from each other), so no finite-difference
+/// step changes a max winner or crosses L2's kink at 0.
+#[test]
+fn pooling_gradients_for_windows_larger_than_the_input() {
+    let cases = [
+        ([2, 3, 1, 1], Window2d::square(2, 2, 0)),
+        ([1, 2, 1, 3], Window2d::square(3, 3, 0)),
+        ([2, 2, 2, 2], Window2d::square(3, 2, 1)),
+        ([1, 3, 2, 3], Window2d::square(3, 2, 0)),
+        ([2, 1, 3, 3], Window2d::square(3, 3, 1)),
+        ([1, 2, 3, 2], Window2d::square(2, 3, 1)),
+    ];
+    for (i, (shape, window)) in cases.into_iter().enumerate() {
+        let x = well_separated(&shape, 90 + i as u64);
+        let window = window.ceil_mode();
+        gradcheck(
+            "max_pool2d, window past the input",
+            std::slice::from_ref(&x),
+            |t| ops::max_pool2d(&t[0], window),
+        );
+        for include in [true, false] {
+            gradcheck(
+                "avg_pool2d, window past the input",
+                std::slice::from_ref(&x),
+                |t| ops::avg_pool2d(&t[0], window, include),
+            );
+        }
+        gradcheck(
+            "l2_pool2d, window past the input",
+            std::slice::from_ref(&x),
+            |t| ops::l2_pool2d(&t[0], window),
+        );
+    }
+}
+
 /// ReLU6 on values in (−9, 9) that keep 1e-3 away from both kinks, 0 and 6.
 #[test]
 fn relu6_gradients_away_from_the_kinks() {

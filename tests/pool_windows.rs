@@ -252,15 +252,19 @@ impl Square {
         }
     }
 
-    /// PyTorch's pooling_output_shape, written out again here.
+    /// PyTorch's pooling_output_shape, written out again here in signed arithmetic (a window may
+    /// be larger than the padded input): div_rtn(len + 2p − k + (ceil ? s − 1 : 0), s) + 1, less
+    /// one in ceil_mode when the last window would start at or past len + p.
     fn out_len(self, len: usize) -> usize {
         let Square { k, s, p, ceil } = self;
-        let steps = (len + 2 * p - k) as f64 / s as f64;
-        let mut out = if ceil { steps.ceil() } else { steps.floor() } as usize + 1;
+        let (len, k, s, p) = (len as i64, k as i64, s as i64, p as i64);
+        let slack = if ceil { s - 1 } else { 0 };
+        let mut out = (len + 2 * p - k + slack).div_euclid(s) + 1;
         if ceil && (out - 1) * s >= len + p {
             out -= 1;
         }
-        out
+        assert!(out >= 1, "{self:?} over {len}: PyTorch refuses this window");
+        out as usize
     }
 
     /// Window `o`'s rows as PyTorch's CPU kernels take them: `[start, min(start + k, len + p))`
@@ -276,11 +280,16 @@ impl Square {
 #[derive(Clone, Copy, Debug)]
 enum Reduce {
     Max,
-    Avg { count_include_pad: bool },
+    Avg {
+        count_include_pad: bool,
+    },
+    /// kiln's L2 pool: sqrt(Σ x²) over the in-bounds elements (no divisor, padding counts 0).
+    L2,
 }
 
 /// The forward pass and the gradient of Σ y·dy over one [N, C, H, W] input, by PyTorch's rules:
-/// max over the in-bounds elements (the first maximal one wins), or their sum over the divisor.
+/// max over the in-bounds elements (the first maximal one wins), or their sum over the divisor;
+/// for L2, the root of their sum of squares (gradient x·dy/y).
 fn pool_reference(
     x: &[f64],
     dy: &[f64],
@@ -323,6 +332,10 @@ fn pool_reference(
                         y[o] = taps.iter().map(|&t| x[t]).sum::<f64>() / divisor;
                         taps.iter().for_each(|&t| dx[t] += dy[o] / divisor);
                     }
+                    Reduce::L2 => {
+                        y[o] = taps.iter().map(|&t| x[t] * x[t]).sum::<f64>().sqrt();
+                        taps.iter().for_each(|&t| dx[t] += x[t] * dy[o] / y[o]);
+                    }
                 }
             }
         }
@@ -334,13 +347,16 @@ fn pooled(x: &Tensor, sq: Square, reduce: Reduce) -> kiln::Result<Tensor> {
     match reduce {
         Reduce::Max => ops::max_pool2d(x, sq.window()),
         Reduce::Avg { count_include_pad } => ops::avg_pool2d(x, sq.window(), count_include_pad),
+        Reduce::L2 => ops::l2_pool2d(x, sq.window()),
     }
 }
 
 /// torchvision's windows (ResNet's stem 3/2/1; GoogLeNet's 3/2 and 2/2 with ceil_mode and its
 /// 3/1/1 ceil_mode branch pool) and odd ones: a last window that overhangs the input, one that
-/// overhangs the trailing padding, one dropped for starting in it (5 with 2/2/1), stride > kernel.
-const CEIL_CASES: [([usize; 4], Square); 9] = [
+/// overhangs the trailing padding, one dropped for starting in it (5 with 2/2/1), stride > kernel;
+/// then windows larger than the (padded) input, which only ceil_mode allows: 1x1, 2x2, 3x3 and
+/// non-square planes whose only or last window overhangs on both sides.
+const CEIL_CASES: [([usize; 4], Square); 15] = [
     (
         [2, 3, 7, 9],
         Square {
@@ -422,9 +438,63 @@ const CEIL_CASES: [([usize; 4], Square); 9] = [
             ceil: true,
         },
     ),
+    (
+        [2, 3, 1, 1],
+        Square {
+            k: 2,
+            s: 2,
+            p: 0,
+            ceil: true,
+        },
+    ),
+    (
+        [1, 2, 1, 3],
+        Square {
+            k: 3,
+            s: 3,
+            p: 0,
+            ceil: true,
+        },
+    ),
+    (
+        [2, 2, 2, 2],
+        Square {
+            k: 3,
+            s: 2,
+            p: 1,
+            ceil: true,
+        },
+    ),
+    (
+        [1, 3, 2, 3],
+        Square {
+            k: 3,
+            s: 2,
+            p: 0,
+            ceil: true,
+        },
+    ),
+    (
+        [2, 1, 3, 3],
+        Square {
+            k: 3,
+            s: 3,
+            p: 1,
+            ceil: true,
+        },
+    ),
+    (
+        [1, 2, 3, 2],
+        Square {
+            k: 2,
+            s: 3,
+            p: 1,
+            ceil: true,
+        },
+    ),
 ];
 
-const REDUCTIONS: [Reduce; 3] = [
+const REDUCTIONS: [Reduce; 4] = [
     Reduce::Max,
     Reduce::Avg {
         count_include_pad: true,
@@ -432,6 +502,7 @@ const REDUCTIONS: [Reduce; 3] = [
     Reduce::Avg {
         count_include_pad: false,
     },
+    Reduce::L2,
 ];
 
 fn ceil_mode_matches_the_documented_rule(device: Device) {
@@ -663,20 +734,218 @@ fn layer_builders_give_torchvisions_shapes() {
     assert_eq!(Pool2d::max(2, 2).describe(), "MaxPool2d(2x2, stride 2)");
 }
 
+const MAX: Reduce = Reduce::Max;
+const AVG_INCL: Reduce = Reduce::Avg {
+    count_include_pad: true,
+};
+const AVG_EXCL: Reduce = Reduce::Avg {
+    count_include_pad: false,
+};
+const L2: Reduce = Reduce::L2;
+
+/// ((H, k, s, p), reduction, y, dx) for a 1x1xHxH input, every window ceil_mode.
+type TorchCase = (
+    (usize, usize, usize, usize),
+    Reduce,
+    &'static [f64],
+    &'static [f64],
+);
+
+/// Windows larger than the padded input (ceil_mode lets them overhang it), as PyTorch 2.15
+/// printed them (torch venv ~/.cache/kiln/torch-venv, f64), for x = [-2, -1, 1, 2][(3i + 1) % 4]
+/// (padding never wins, so an all-negative window gives its maximum, not 0):
+/// ```python
+/// x = torch.tensor([[-2., -1., 1., 2.][(3 * i + 1) % 4] for i in range(H * H)]).reshape(1, 1, H, H)
+/// for f in [lambda t: F.max_pool2d(t, k, s, p, ceil_mode=True),
+///           lambda t: F.avg_pool2d(t, k, s, p, ceil_mode=True, count_include_pad=True),
+///           lambda t: F.avg_pool2d(t, k, s, p, ceil_mode=True, count_include_pad=False),
+///           # kiln's L2 pool sums (F.lp_pool2d would rescale an overhanging window by k²/taps)
+///           lambda t: F.avg_pool2d(t * t, k, s, p, ceil_mode=True, divisor_override=1).sqrt()]:
+///     x.grad = None; y = f(x.requires_grad_())
+///     (y * torch.arange(1., y.numel() + 1).reshape(y.shape)).sum().backward()
+///     print(y.flatten().tolist(), x.grad.flatten().tolist())
+/// ```
+#[rustfmt::skip]
+const OVERHANGING: [TorchCase; 48] = [
+    ((1, 2, 2, 0), MAX, &[-1.0], &[1.0]),
+    ((1, 2, 2, 0), AVG_INCL, &[-1.0], &[1.0]),
+    ((1, 2, 2, 0), AVG_EXCL, &[-1.0], &[1.0]),
+    ((1, 2, 2, 0), L2, &[1.0], &[-1.0]),
+    ((1, 3, 3, 0), MAX, &[-1.0], &[1.0]),
+    ((1, 3, 3, 0), AVG_INCL, &[-1.0], &[1.0]),
+    ((1, 3, 3, 0), AVG_EXCL, &[-1.0], &[1.0]),
+    ((1, 3, 3, 0), L2, &[1.0], &[-1.0]),
+    ((1, 2, 1, 1), MAX, &[-1.0, -1.0, -1.0, -1.0], &[10.0]),
+    ((1, 2, 1, 1), AVG_INCL, &[-0.25, -0.25, -0.25, -0.25], &[2.5]),
+    ((1, 2, 1, 1), AVG_EXCL, &[-1.0, -1.0, -1.0, -1.0], &[10.0]),
+    ((1, 2, 1, 1), L2, &[1.0, 1.0, 1.0, 1.0], &[-10.0]),
+    ((1, 3, 2, 1), MAX, &[-1.0], &[1.0]),
+    ((1, 3, 2, 1), AVG_INCL, &[-0.1111111111111111], &[0.1111111111111111]),
+    ((1, 3, 2, 1), AVG_EXCL, &[-1.0], &[1.0]),
+    ((1, 3, 2, 1), L2, &[1.0], &[-1.0]),
+    ((1, 2, 3, 1), MAX, &[-1.0], &[1.0]),
+    ((1, 2, 3, 1), AVG_INCL, &[-0.25], &[0.25]),
+    ((1, 2, 3, 1), AVG_EXCL, &[-1.0], &[1.0]),
+    ((1, 2, 3, 1), L2, &[1.0], &[-1.0]),
+    ((2, 3, 2, 0), MAX, &[2.0], &[0.0, 0.0, 1.0, 0.0]),
+    ((2, 3, 2, 0), AVG_INCL, &[0.0], &[0.25, 0.25, 0.25, 0.25]),
+    ((2, 3, 2, 0), AVG_EXCL, &[0.0], &[0.25, 0.25, 0.25, 0.25]),
+    ((2, 3, 2, 0), L2, &[3.1622776601683795], &[-0.31622776601683794, -0.6324555320336759, 0.6324555320336759, 0.31622776601683794]),
+    ((2, 3, 3, 0), MAX, &[2.0], &[0.0, 0.0, 1.0, 0.0]),
+    ((2, 3, 3, 0), AVG_INCL, &[0.0], &[0.25, 0.25, 0.25, 0.25]),
+    ((2, 3, 3, 0), AVG_EXCL, &[0.0], &[0.25, 0.25, 0.25, 0.25]),
+    ((2, 3, 3, 0), L2, &[3.1622776601683795], &[-0.31622776601683794, -0.6324555320336759, 0.6324555320336759, 0.31622776601683794]),
+    ((2, 3, 2, 1), MAX, &[2.0, 1.0, 2.0, 1.0], &[0.0, 0.0, 4.0, 6.0]),
+    ((2, 3, 2, 1), AVG_INCL, &[0.0, -0.16666666666666666, 0.5, 0.25], &[0.1111111111111111, 0.4444444444444444, 0.6111111111111112, 1.9444444444444444]),
+    ((2, 3, 2, 1), AVG_EXCL, &[0.0, -0.5, 1.5, 1.0], &[0.25, 1.25, 1.75, 6.75]),
+    ((2, 3, 2, 1), L2, &[3.1622776601683795, 2.23606797749979, 2.23606797749979, 1.0], &[-0.31622776601683794, -2.4213099140335075, 3.3157371050334237, 6.552295743516628]),
+    ((2, 2, 3, 1), MAX, &[-1.0], &[1.0, 0.0, 0.0, 0.0]),
+    ((2, 2, 3, 1), AVG_INCL, &[-0.25], &[0.25, 0.0, 0.0, 0.0]),
+    ((2, 2, 3, 1), AVG_EXCL, &[-1.0], &[1.0, 0.0, 0.0, 0.0]),
+    ((2, 2, 3, 1), L2, &[1.0], &[-1.0, -0.0, 0.0, 0.0]),
+    ((3, 2, 2, 0), MAX, &[1.0, 2.0, 2.0, -1.0], &[0.0, 0.0, 2.0, 1.0, 0.0, 0.0, 3.0, 0.0, 4.0]),
+    ((3, 2, 2, 0), AVG_INCL, &[-0.75, 0.0, 1.5, -1.0], &[0.25, 0.25, 1.0, 0.25, 0.25, 1.0, 1.5, 1.5, 4.0]),
+    ((3, 2, 2, 0), AVG_EXCL, &[-0.75, 0.0, 1.5, -1.0], &[0.25, 0.25, 1.0, 0.25, 0.25, 1.0, 1.5, 1.5, 4.0]),
+    ((3, 2, 2, 0), L2, &[2.6457513110645907, 2.8284271247461903, 2.23606797749979, 1.0], &[-0.3779644730092272, -0.7559289460184544, 1.414213562373095, 0.3779644730092272, -0.3779644730092272, -1.414213562373095, 2.6832815729997477, 1.3416407864998738, -4.0]),
+    ((3, 3, 3, 1), MAX, &[1.0, 2.0, 2.0, -1.0], &[0.0, 0.0, 2.0, 1.0, 0.0, 0.0, 3.0, 0.0, 4.0]),
+    ((3, 3, 3, 1), AVG_INCL, &[-0.3333333333333333, 0.0, 0.5, -0.25], &[0.1111111111111111, 0.1111111111111111, 0.3333333333333333, 0.1111111111111111, 0.1111111111111111, 0.3333333333333333, 0.5, 0.5, 1.0]),
+    ((3, 3, 3, 1), AVG_EXCL, &[-0.75, 0.0, 1.5, -1.0], &[0.25, 0.25, 1.0, 0.25, 0.25, 1.0, 1.5, 1.5, 4.0]),
+    ((3, 3, 3, 1), L2, &[2.6457513110645907, 2.8284271247461903, 2.23606797749979, 1.0], &[-0.3779644730092272, -0.7559289460184544, 1.414213562373095, 0.3779644730092272, -0.3779644730092272, -1.414213562373095, 2.6832815729997477, 1.3416407864998738, -4.0]),
+    ((3, 2, 3, 1), MAX, &[-1.0, 2.0, 2.0, -1.0], &[1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0]),
+    ((3, 2, 3, 1), AVG_INCL, &[-0.25, 0.5, 0.5, -0.25], &[0.25, 0.0, 0.5, 0.0, 0.0, 0.0, 0.75, 0.0, 1.0]),
+    ((3, 2, 3, 1), AVG_EXCL, &[-1.0, 2.0, 2.0, -1.0], &[1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0]),
+    ((3, 2, 3, 1), L2, &[1.0, 2.0, 2.0, 1.0], &[-1.0, -0.0, 2.0, 0.0, -0.0, -0.0, 3.0, 0.0, -4.0]),
+];
+
+/// Ties in windows larger than the input: PyTorch's max_pool2d of ones, backward of
+/// Σ y·arange(1, numel + 1) as above; the gradient goes to each window's first in-bounds element.
+#[rustfmt::skip]
+const OVERHANGING_TIES: [((usize, usize, usize, usize), &[f64], &[f64]); 3] = [
+    ((2, 3, 2, 1), &[1.0, 1.0, 1.0, 1.0], &[1.0, 2.0, 3.0, 4.0]),
+    ((3, 3, 3, 1), &[1.0, 1.0, 1.0, 1.0], &[1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0]),
+    ((3, 2, 2, 0), &[1.0, 1.0, 1.0, 1.0], &[1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0]),
+];
+
+/// y = pool(x) and dx = ∂Σ y·w/∂x with w = 1, 2, ... on `device`, in f32, for an HxH plane.
+fn pool_and_grad(
+    x: &[f32],
+    h: usize,
+    sq: Square,
+    reduce: Reduce,
+    device: Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let x = tensor(x.to_vec(), &[1, 1, h, h])
+        .to_device(device)
+        .unwrap()
+        .with_grad();
+    let y = pooled(&x, sq, reduce).unwrap();
+    let out = sq.out_len(h);
+    assert_eq!(
+        y.shape(),
+        [1, 1, out, out],
+        "{sq:?} {reduce:?} over {h}x{h}"
+    );
+    let w = tensor(
+        (1..=out * out).map(|v| v as f32).collect(),
+        &[1, 1, out, out],
+    )
+    .to_device(device)
+    .unwrap();
+    let grads = ops::sum(&ops::mul(&y, &w).unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+    let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+    (y.to_vec::<f32>().unwrap(), dx)
+}
+
+fn windows_larger_than_the_input_match_pytorch(device: Device) {
+    let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let square = |(k, s, p)| Square {
+        k,
+        s,
+        p,
+        ceil: true,
+    };
+    for ((h, k, s, p), reduce, y_torch, dx_torch) in OVERHANGING {
+        let x: Vec<f32> = (0..h * h)
+            .map(|i| [-2., -1., 1., 2.][(3 * i + 1) % 4])
+            .collect();
+        let (y, dx) = pool_and_grad(&x, h, square((k, s, p)), reduce, device);
+        let case = format!("{h}x{h}, k {k}, s {s}, p {p}, {reduce:?}");
+        assert_eq!(y.len(), y_torch.len(), "{case}");
+        assert_close(&y, &f32s(y_torch), 1e-6, 1e-6);
+        assert_close(&dx, &f32s(dx_torch), 1e-6, 1e-6);
+    }
+    for ((h, k, s, p), y_torch, dx_torch) in OVERHANGING_TIES {
+        let (y, dx) = pool_and_grad(&vec![1.0; h * h], h, square((k, s, p)), MAX, device);
+        assert_eq!(y, f32s(y_torch), "ties, {h}x{h}, k {k}, s {s}, p {p}");
+        assert_eq!(dx, f32s(dx_torch), "ties, {h}x{h}, k {k}, s {s}, p {p}");
+    }
+}
+kiln::test_device!(windows_larger_than_the_input_match_pytorch);
+
+/// The error's message, which must name the rule PyTorch names.
+fn invalid_message(result: kiln::Result<Tensor>, what: &str) -> String {
+    match result {
+        Err(err @ Error::InvalidArgument { .. }) => err.to_string(),
+        other => panic!("{what}: expected an InvalidArgument error, got {other:?}"),
+    }
+}
+
+/// PyTorch's two errors (pooling_output_shape, pool2d_shape_check): padding past half the window
+/// ("pad should be at most half of effective kernel size") and a window that leaves no output
+/// even with ceil_mode's overhang of stride − 1 ("Output size is too small"); and a zero stride.
+/// In PyTorch 2.15, F.max_pool2d(torch.zeros(1, 1, 1, 1), 3, 2, 0, ceil_mode=True) and
+/// F.max_pool2d(torch.zeros(1, 1, 2, 2), 3, 1, 0, ceil_mode=True) raise "Output size is too
+/// small"; F.max_pool2d(torch.zeros(1, 1, 5, 5), 2, 2, 2, ceil_mode=True) raises "pad should be
+/// at most half of effective kernel size".
 #[test]
-fn ceil_mode_bad_windows_are_errors() {
+fn bad_pool_windows_are_errors_that_say_why() {
     let x = random32(&[1, 1, 5, 5], 900);
-    // Padding past half the window, and a window larger than the padded input.
-    assert_invalid(
+    let msg = invalid_message(
         ops::max_pool2d(&x, Window2d::square(2, 2, 2).ceil_mode()),
         "padding 2 with kernel 2",
     );
-    assert_invalid(
-        ops::avg_pool2d(&x, Window2d::square(8, 2, 1).ceil_mode(), true),
-        "kernel 8 over 5 + 2",
+    assert!(
+        msg.contains("at most half of effective kernel size"),
+        "{msg}"
     );
-    assert_invalid(
+    let msg = invalid_message(
+        ops::avg_pool2d(&x, Window2d::square(4, 2, 3), true),
+        "padding 3 with kernel 4",
+    );
+    assert!(
+        msg.contains("padding 3") && msg.contains("at most 2"),
+        "{msg}"
+    );
+    let one = random32(&[1, 1, 1, 1], 901);
+    let two = random32(&[1, 1, 2, 2], 902);
+    let too_small = [
+        (
+            ops::max_pool2d(&one, Window2d::square(3, 2, 0).ceil_mode()),
+            "3/2 over 1x1, ceil_mode",
+        ),
+        (
+            ops::max_pool2d(&two, Window2d::square(3, 1, 0).ceil_mode()),
+            "3/1 over 2x2, ceil_mode",
+        ),
+        (
+            ops::avg_pool2d(&one, Window2d::square(2, 2, 0), true),
+            "2/2 over 1x1",
+        ),
+        (
+            ops::l2_pool2d(&two, Window2d::square(3, 3, 0)),
+            "3/3 over 2x2",
+        ),
+    ];
+    for (result, what) in too_small {
+        let msg = invalid_message(result, what);
+        assert!(msg.contains("output size is too small"), "{what}: {msg}");
+    }
+    let msg = invalid_message(
         ops::max_pool2d(&x, Window2d::square(2, 0, 0).ceil_mode()),
         "stride 0",
     );
+    assert!(msg.contains("stride"), "{msg}");
 }

@@ -155,6 +155,13 @@ fn vgg11_small_input_matches_torchvision() {
     check_against_torchvision(Architecture::Vgg11, [3, 32, 32]);
 }
 
+/// The smallest input kiln builds (8x8): 8 → 4 → 2 → 1 → 1 → 1, the last two ceil_mode pools'
+/// 2x2 windows overhanging a 1x1 map as PyTorch's do.
+#[test]
+fn vgg11_small_input_at_the_minimum_matches_torchvision() {
+    check_against_torchvision(Architecture::Vgg11, [3, 8, 8]);
+}
+
 #[test]
 fn vgg11_matches_torchvision() {
     check_against_torchvision(Architecture::Vgg11, [3, 40, 40]);

@@ -149,10 +149,11 @@ pub enum OutputRounding {
     /// Round down: trailing rows or columns that no whole window covers are never read (PyTorch's
     /// default).
     Floor,
-    /// PyTorch's `ceil_mode`: round up, so the last window may overhang the end (it reads only the
-    /// input and the padding it reaches); a last window that would start at or beyond the input's
-    /// end plus the leading padding is dropped, so every window starts inside the input or the
-    /// leading padding.
+    /// PyTorch's `ceil_mode`: round up, so the last window may overhang the end of the padded
+    /// input by up to `stride − 1` (it reads only the input and the padding it reaches), even when
+    /// the window is larger than the padded input; a last window that would start at or beyond the
+    /// input's end plus the leading padding is dropped, so every window starts inside the input or
+    /// the leading padding.
     Ceil,
 }
 
@@ -166,9 +167,13 @@ pub struct AxisWindow {
     pub pad_end: usize,
 }
 
-/// Output length of one axis (the one formula for convolution and pooling), or an error saying why
-/// the window does not fit: `(input + pad_begin + pad_end − span) / stride + 1`, rounded as
-/// `rounding` says, with `span = dilation·(kernel − 1) + 1`.
+/// Output length of one axis (the one formula for convolution and pooling, PyTorch's
+/// `pooling_output_shape_pad_lr`), or an error saying why the window does not fit:
+/// `(input + pad_begin + pad_end − span + slack) / stride + 1` with `span = dilation·(kernel − 1) + 1`,
+/// rounded down; `slack` is `stride − 1` under [`OutputRounding::Ceil`] (rounding up, so the last
+/// window may overhang the padded input, even when the window is larger than it) and 0 otherwise.
+/// Under `Ceil`, a last window that would start at or past `input + pad_begin` is dropped. An
+/// output shorter than 1 is an error (PyTorch: "Output size is too small").
 pub fn window_output_len(
     axis: &'static str,
     input: usize,
@@ -197,13 +202,26 @@ pub fn window_output_len(
     let span = dilation * (kernel - 1) + 1;
     let pad = pad_begin + pad_end;
     let padded = input + pad;
-    if span > padded {
+    let slack = match rounding {
+        OutputRounding::Ceil => stride - 1,
+        OutputRounding::Exact | OutputRounding::Floor => 0,
+    };
+    if span > padded + slack {
+        let overhang = match rounding {
+            OutputRounding::Ceil => format!(
+                " plus the {slack} that ceil_mode lets the window overhang it (stride {stride} − 1)"
+            ),
+            OutputRounding::Exact | OutputRounding::Floor => String::new(),
+        };
         return Err(invalid(
             "kernel size",
-            format!("{axis}: window spans {span} but the padded input is only {padded}"),
+            format!(
+                "{axis}: output size is too small: the window spans {span} but the padded \
+                 input is only {padded} (input {input} + padding {pad}){overhang}"
+            ),
         ));
     }
-    let steps = padded - span;
+    let steps = padded + slack - span;
     match rounding {
         OutputRounding::Exact if steps % stride != 0 => Err(invalid(
             "stride",
@@ -213,8 +231,9 @@ pub fn window_output_len(
         )),
         OutputRounding::Exact | OutputRounding::Floor => Ok(steps / stride + 1),
         OutputRounding::Ceil => {
-            let out = steps.div_ceil(stride) + 1;
+            let out = steps / stride + 1;
             // PyTorch's pooling_output_shape: the last window must start before input + pad_begin.
+            // Never drops the only window: window 0 starts at 0 < input + pad_begin.
             Ok(if (out - 1) * stride >= input + pad_begin {
                 out - 1
             } else {
@@ -574,6 +593,42 @@ mod tests {
             assert_eq!((g.out_h, g.out_w), (out, out), "H {h}, k {k}, s {s}, p {p}");
             let floor = ConvGeometry::new([1, 1, h, h], Window2d::square(k, s, p), false).unwrap();
             assert!(floor.out_h <= g.out_h && g.out_h <= floor.out_h + 1);
+        }
+    }
+
+    /// Windows as large as or larger than 1x1, 2x2 and 3x3 planes: (H, k, s, p, ceil_mode size,
+    /// floor size), 0 where PyTorch 2.15 raised "Output size is too small":
+    /// `F.max_pool2d(torch.zeros(1, 1, H, H), k, s, p, ceil_mode=c).shape[-1]` for c in (True, False).
+    #[test]
+    fn windows_larger_than_the_input_follow_pytorch() {
+        #[rustfmt::skip]
+        let torch = [
+            (1, 2, 1, 0, 0, 0), (1, 2, 1, 1, 2, 2), (1, 2, 2, 0, 1, 0), (1, 2, 2, 1, 1, 1),
+            (1, 2, 3, 0, 1, 0), (1, 2, 3, 1, 1, 1), (1, 3, 1, 0, 0, 0), (1, 3, 1, 1, 1, 1),
+            (1, 3, 2, 0, 0, 0), (1, 3, 2, 1, 1, 1), (1, 3, 3, 0, 1, 0), (1, 3, 3, 1, 1, 1),
+            (2, 2, 1, 0, 1, 1), (2, 2, 1, 1, 3, 3), (2, 2, 2, 0, 1, 1), (2, 2, 2, 1, 2, 2),
+            (2, 2, 3, 0, 1, 1), (2, 2, 3, 1, 1, 1), (2, 3, 1, 0, 0, 0), (2, 3, 1, 1, 2, 2),
+            (2, 3, 2, 0, 1, 0), (2, 3, 2, 1, 2, 1), (2, 3, 3, 0, 1, 0), (2, 3, 3, 1, 1, 1),
+            (3, 2, 1, 0, 2, 2), (3, 2, 1, 1, 4, 4), (3, 2, 2, 0, 2, 1), (3, 2, 2, 1, 2, 2),
+            (3, 2, 3, 0, 1, 1), (3, 2, 3, 1, 2, 2), (3, 3, 1, 0, 1, 1), (3, 3, 1, 1, 3, 3),
+            (3, 3, 2, 0, 1, 1), (3, 3, 2, 1, 2, 2), (3, 3, 3, 0, 1, 1), (3, 3, 3, 1, 2, 1),
+        ];
+        for (h, k, s, p, ceil, floor) in torch {
+            let window = Window2d::square(k, s, p);
+            for (pool, expected) in [(window.ceil_mode(), ceil), (window.into(), floor)] {
+                let got = pool.geometry("test", &[1, 1, h, h]);
+                let case = format!("H {h}, k {k}, s {s}, p {p}, ceil_mode {}", pool.ceil_mode);
+                match got {
+                    Ok(g) => assert_eq!((g.out_h, g.out_w), (expected, expected), "{case}"),
+                    Err(err) => {
+                        assert_eq!(expected, 0, "{case}: {err}");
+                        assert!(
+                            err.to_string().contains("output size is too small"),
+                            "{err}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -11,8 +11,9 @@ use crate::tensor::Tensor;
 
 /// Max over each `window` of `x` [N,C,H,W] (a [`Window2d`](crate::core::shape::Window2d), or a
 /// [`PoolWindow`] from `window.ceil_mode()`); output sizes floor like PyTorch's, or round up with
-/// `ceil_mode` (PyTorch's rule: a window that overhangs the end takes the max of the elements it
-/// covers, and a last window that would start past the input and the leading padding is dropped).
+/// `ceil_mode` (PyTorch's rule: the last window may overhang the padded input by up to
+/// `stride − 1`, even a window larger than the whole input, and takes the max of the elements it
+/// covers; a last window that would start past the input and the leading padding is dropped).
 /// Padding never wins; ties go to the first element in row-major window order. As PyTorch, no
 /// side's padding may exceed half the window's span.
 pub fn max_pool2d(x: &Tensor, window: impl Into<PoolWindow>) -> Result<Tensor> {
@@ -52,7 +53,9 @@ pub fn avg_pool2d(
 /// L2-norm pooling of `x` [N,C,H,W] → [N,C,OH,OW]: `y = sqrt(Σ x²)` over the taps of each
 /// `window` inside the input (padding counts as 0). This is PyTorch's `LPPool2d` with `p = 2`,
 /// which sums rather than averages; unlike it, padding and dilation are accepted. `ceil_mode`
-/// rounds the output size up as for max pooling.
+/// rounds the output size up as for max pooling, and a window that overhangs the input sums only
+/// the taps it covers (PyTorch's `lp_pool2d`, an average pool times `KH·KW`, would scale such a
+/// window up by `KH·KW` over its taps).
 ///
 /// Gradient: `dx = Σ dy · x / y` over the windows containing each pixel. Where `y = 0` (every tap
 /// of the window is 0) the norm has no derivative and that window passes 0 gradient.

@@ -1,8 +1,10 @@
 //! Pooling over NCHW planes: max (with the argmax kept for a deterministic gather backward),
 //! average, L2 norm, global average, and adaptive average (`adaptive.rs`).
 //!
-//! Windows are the convolution windows of [`ConvGeometry`] (stride, padding, dilation); padded taps
-//! never win a max and count as 0 in sums. `x`/`dx` are `[N][C][H][W]`; `y`, `dy` and `argmax` are
+//! Windows are the convolution windows of [`ConvGeometry`] (stride, padding, dilation). A window
+//! may overhang the input on either side (padding, or a `ceil_mode` window past the padded input,
+//! even one larger than the whole input): taps outside the input never win a max and count as 0
+//! in sums. `x`/`dx` are `[N][C][H][W]`; `y`, `dy` and `argmax` are
 //! `[N][C][OH][OW]`. Every backward pass is a gather per input pixel, summing over the windows that
 //! read it in row-major `(kh, kw)` tap order, like the kernels in kernels/pool.cu.
 

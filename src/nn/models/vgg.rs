@@ -9,7 +9,7 @@
 
 use super::blocks::Builder;
 use super::SMALL_INPUT;
-use crate::core::error::{invalid, Result};
+use crate::core::error::Result;
 use crate::nn::layers::{Activation, Conv2dSpec, Dropout, Flatten, Pool2d};
 use crate::nn::sequential::Sequential;
 
@@ -22,9 +22,6 @@ pub const VGG16: &[usize] = &[
     64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M,
 ];
 
-/// The smallest side the five pools of the small-input variant take.
-const SMALLEST: usize = 17;
-
 /// The VGG of `config` (batch norm after each convolution when `batch_norm`).
 pub fn torchvision_vgg(
     config: &[usize],
@@ -32,17 +29,6 @@ pub fn torchvision_vgg(
     (in_channels, image_size, classes): (usize, usize, usize),
     b: &mut Builder,
 ) -> Result<Sequential> {
-    // Five 2x2 pools: the last one needs two rows (kiln's pooling, unlike PyTorch's ceil_mode,
-    // takes no window that starts inside the input but ends past it and its padding).
-    if image_size < SMALLEST {
-        return Err(invalid(
-            "model input",
-            format!(
-                "VGG needs images of at least {SMALLEST}x{SMALLEST} (five 2x2 max pools), got \
-                 {image_size}x{image_size}"
-            ),
-        ));
-    }
     let small = image_size <= SMALL_INPUT;
     let mut features = Sequential::new();
     let mut channels = in_channels;
