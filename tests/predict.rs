@@ -12,7 +12,8 @@ use std::process::{Command, Output};
 use kiln::data::{DataSpec, DatasetKind};
 use kiln::nn::Architecture;
 use kiln::train::{
-    image_inputs, load_run_checkpoint, train, ClassList, PlainModelFlags, Predictor, TrainConfig,
+    evaluate_checkpoint, evaluate_model_file, image_inputs, load_run_checkpoint, train, ClassList,
+    PlainModelFlags, Predictor, TrainConfig,
 };
 use kiln::Device;
 use rand::rngs::StdRng;
@@ -402,6 +403,42 @@ fn a_plain_state_dict_predicts_as_the_checkpoint_of_the_same_weights() {
         &[&plain_flags[..], &["--json"]].concat(),
     ));
     assert!(numbered.contains(r#""name":"0""#), "{numbered}");
+
+    // `kiln eval` of the plain file (the folder read at its 16x16, 3 channels) reports what the
+    // checkpoint's evaluation does, and so does the library.
+    let eval = |model: &Path, flags: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("eval")
+            .arg(model)
+            .args(["--device", "cpu", "--data"])
+            .arg(&folder)
+            .args(flags)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .find(|l| l.starts_with("test accuracy"))
+            .unwrap()
+            .to_string()
+    };
+    let plain_eval = eval(&plain, &[&plain_flags[..], &names_flag].concat());
+    assert_eq!(plain_eval, eval(&checkpoint, &[]));
+    assert!(plain_eval.contains("(30 images)"), "{plain_eval}");
+    let test = DataSpec::new(DatasetKind::Folder, Some(&folder))
+        .load(None)
+        .unwrap()
+        .test()
+        .unwrap();
+    let by_checkpoint = evaluate_checkpoint(&checkpoint, test.clone(), Device::Cpu).unwrap();
+    let by_plain = evaluate_model_file(&plain, &flags, test, Device::Cpu).unwrap();
+    assert_eq!(by_plain.evaluation.loss, by_checkpoint.evaluation.loss);
+    assert_eq!(by_plain.confusion.names(), CLASSES);
+    assert!(by_plain.meta.is_none() && by_checkpoint.meta.is_some());
 
     let failure = |args: &[&Path], flags: &[&str]| {
         let out = kiln_predict(args, flags);
