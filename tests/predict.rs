@@ -2,13 +2,19 @@
 //! test writes predicts its own training images' classes, `--json` prints one parseable object per
 //! image, a greyscale model reads RGB images (and an RGB model greyscale ones) by converting
 //! them, and a file that is not an image, or a folder without images, is an error naming it.
+//! A plain safetensors state_dict (no kiln metadata) with `--model` and its inputs' description
+//! predicts as the checkpoint of the same weights, and (with PyTorch) a torchvision-saved file
+//! gives torchvision's top-5.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kiln::data::{DataSpec, DatasetKind};
 use kiln::nn::Architecture;
-use kiln::train::{image_inputs, train, Predictor, TrainConfig};
+use kiln::train::{
+    evaluate_checkpoint, evaluate_model_file, image_inputs, load_run_checkpoint, train, ClassList,
+    PlainModelFlags, Predictor, TrainConfig,
+};
 use kiln::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -104,7 +110,8 @@ fn a_model_predicts_its_own_training_images_with_names_and_probabilities() {
         "a folder stands for its images, recursively"
     );
     let mut predictor = Predictor::load(&checkpoint, Device::Cpu).unwrap();
-    assert_eq!(predictor.meta().dataset.sample_shape, [3, 16, 16]);
+    assert_eq!(predictor.info().sample_shape, [3, 16, 16]);
+    assert!(predictor.meta().is_some());
     // Batches of 7 do not divide the 30 images.
     let predictions = predictor.predict(&files, 5, 7).unwrap();
     assert_eq!(predictions.len(), 30);
@@ -187,7 +194,7 @@ fn greyscale_and_rgb_inputs_are_converted_to_the_models_channels() {
     write_folder(&rgb_folder, 10, false);
     let grey_model = trained(&grey_folder, &root.path().join("grey-run"));
     let mut predictor = Predictor::load(&grey_model, Device::Cpu).unwrap();
-    assert_eq!(predictor.meta().dataset.sample_shape, [1, 16, 16]);
+    assert_eq!(predictor.info().sample_shape, [1, 16, 16]);
     // A 1-channel model given RGB images: converted to grey by luma. The tinted "bright" and
     // "stripes" images stay brighter than "dark" ones, so those are still told apart.
     let rgb_files = image_inputs(&[rgb_folder.join("train/dark")]).unwrap();
@@ -290,3 +297,239 @@ fn predictions_on_a_gpu_match_the_cpu(device: Device) {
     }
 }
 kiln::test_device!(predictions_on_a_gpu_match_the_cpu, gpu);
+
+/// The model tensors of a kiln checkpoint as a plain state_dict (f32, no metadata), as
+/// `safetensors.torch.save_file(model.state_dict(), path)` writes one.
+fn write_plain_state_dict(checkpoint: &Path, path: &Path) {
+    let (ck, _) = load_run_checkpoint(checkpoint).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = (ck.tensors.iter())
+        .filter_map(|(n, t)| Some((n.strip_prefix("model.")?.to_string(), t)))
+        .map(|(n, t)| {
+            let bytes = t
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            (n, t.shape().to_vec(), bytes)
+        })
+        .collect();
+    let views = tensors.iter().map(|(n, shape, bytes)| {
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::tensor::Dtype::F32,
+            shape.clone(),
+            bytes,
+        );
+        (n.clone(), view.unwrap())
+    });
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+fn joined(values: &[f32]) -> String {
+    let spelled: Vec<String> = values.iter().map(f32::to_string).collect();
+    spelled.join(",")
+}
+
+/// A plain state_dict of a kiln checkpoint's weights, given `--model`, `--image-size`, `--mean`,
+/// `--std` and `--classes`, predicts exactly what the checkpoint predicts; a plain file without
+/// `--model`, or a checkpoint with one of those flags, is an error saying what to do.
+#[test]
+fn a_plain_state_dict_predicts_as_the_checkpoint_of_the_same_weights() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("shades");
+    write_folder(&folder, 10, false);
+    let checkpoint = trained(&folder, &root.path().join("run"));
+    let plain = root.path().join("plain.safetensors");
+    write_plain_state_dict(&checkpoint, &plain);
+    let (_, meta) = load_run_checkpoint(&checkpoint).unwrap();
+    let norm = &meta.dataset.normalization;
+    let names = root.path().join("classes.txt");
+    std::fs::write(&names, CLASSES.join("\n") + "\n").unwrap();
+    let files = image_inputs(&[folder.join("test")]).unwrap();
+
+    let expected = Predictor::load(&checkpoint, Device::Cpu)
+        .unwrap()
+        .predict(&files, 3, 8)
+        .unwrap();
+    let flags = PlainModelFlags {
+        model: Some(Architecture::LeNet5),
+        image_size: Some(16),
+        mean: Some(norm.mean.clone()),
+        std: Some(norm.std.clone()),
+        classes: Some(ClassList::File(names.clone())),
+    };
+    let mut predictor = Predictor::load_with(&plain, &flags, Device::Cpu).unwrap();
+    assert!(predictor.meta().is_none());
+    assert_eq!(
+        predictor.info().sample_shape,
+        [3, 16, 16],
+        "3 channels: 0.weight's"
+    );
+    assert_eq!(predictor.predict(&files, 3, 8).unwrap(), expected);
+
+    // Through the command line, in JSON: the same output as the checkpoint's.
+    let (mean, std) = (joined(&norm.mean), joined(&norm.std));
+    let plain_flags = [
+        "--model",
+        "lenet5",
+        "--image-size",
+        "16",
+        "--mean",
+        &mean,
+        "--std",
+        &std,
+    ];
+    let names_flag = ["--classes", names.to_str().unwrap()];
+    let json = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let from_checkpoint = json(kiln_predict(
+        &[&checkpoint, &folder.join("test")],
+        &["--json"],
+    ));
+    let from_plain = json(kiln_predict(
+        &[&plain, &folder.join("test")],
+        &[&plain_flags[..], &names_flag, &["--json"]].concat(),
+    ));
+    assert_eq!(from_plain, from_checkpoint);
+    // Without --classes the head's 3 outputs are named 0, 1, 2.
+    let numbered = json(kiln_predict(
+        &[&plain, &files[0]],
+        &[&plain_flags[..], &["--json"]].concat(),
+    ));
+    assert!(numbered.contains(r#""name":"0""#), "{numbered}");
+
+    // `kiln eval` of the plain file (the folder read at its 16x16, 3 channels) reports what the
+    // checkpoint's evaluation does, and so does the library.
+    let eval = |model: &Path, flags: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("eval")
+            .arg(model)
+            .args(["--device", "cpu", "--data"])
+            .arg(&folder)
+            .args(flags)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .find(|l| l.starts_with("test accuracy"))
+            .unwrap()
+            .to_string()
+    };
+    let plain_eval = eval(&plain, &[&plain_flags[..], &names_flag].concat());
+    assert_eq!(plain_eval, eval(&checkpoint, &[]));
+    assert!(plain_eval.contains("(30 images)"), "{plain_eval}");
+    let test = DataSpec::new(DatasetKind::Folder, Some(&folder))
+        .load(None)
+        .unwrap()
+        .test()
+        .unwrap();
+    let by_checkpoint = evaluate_checkpoint(&checkpoint, test.clone(), Device::Cpu).unwrap();
+    let by_plain = evaluate_model_file(&plain, &flags, test, Device::Cpu).unwrap();
+    assert_eq!(by_plain.evaluation.loss, by_checkpoint.evaluation.loss);
+    assert_eq!(by_plain.confusion.names(), CLASSES);
+    assert!(by_plain.meta.is_none() && by_checkpoint.meta.is_some());
+
+    let failure = |args: &[&Path], flags: &[&str]| {
+        let out = kiln_predict(args, flags);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = failure(&[&plain, &files[0]], &[]);
+    assert!(
+        err.contains("plain.safetensors")
+            && err.contains("--model")
+            && err.contains("mobilenet-v2"),
+        "{err}"
+    );
+    let err = failure(&[&checkpoint, &files[0]], &["--image-size", "16"]);
+    assert!(
+        err.contains("--image-size") && err.contains("already records its 3x16x16 input"),
+        "{err}"
+    );
+    let err = failure(&[&checkpoint, &files[0]], &["--model", "lenet5"]);
+    assert!(err.contains("already records its model (lenet5)"), "{err}");
+    let err = failure(
+        &[&plain, &files[0]],
+        &[&plain_flags[..], &["--classes", "4"]].concat(),
+    );
+    assert!(
+        err.contains("--classes") && err.contains("3 outputs"),
+        "{err}"
+    );
+    let err = failure(&[&plain, &files[0]], &["--model", "resnet18"]);
+    assert!(
+        err.contains("conv1.weight") && err.contains("resnet18"),
+        "{err}"
+    );
+}
+
+/// torchvision's ResNet-18 (random weights with its batch norms moved off their defaults, 10
+/// classes), saved by `safetensors.torch.save_file(model.state_dict())`, predicts through `kiln
+/// predict --model resnet18` (224 and ImageNet's normalization by default) torchvision's top-5
+/// for a 224x224 PNG (so neither side resizes) within 1e-4: tests/torchvision_predict.py runs
+/// `transforms.ToTensor()` and `transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)` and
+/// `softmax(model(x))`. Without PyTorch it prints SKIPPED.
+#[test]
+fn a_torchvision_saved_file_predicts_torchvision_s_top_5() {
+    let python = match kiln::testing::python_with(&["torch", "torchvision", "safetensors"]) {
+        Ok(p) => p,
+        Err(why) => {
+            println!("SKIPPED: kiln predict on a torchvision state_dict: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torchvision_predict.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(dir.path())
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<(usize, f64)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (class, p) = line.split_once(' ').unwrap();
+            (class.parse().unwrap(), p.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(expected.len(), 5);
+    let weights = dir.path().join("resnet18.safetensors");
+    let image = dir.path().join("image.png");
+    let out = kiln_predict(&[&weights, &image], &["--model", "resnet18", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let top = json["top"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    for (got, (class, p)) in top.iter().zip(&expected) {
+        let (got_class, got_p) = (
+            got["class"].as_u64().unwrap(),
+            got["probability"].as_f64().unwrap(),
+        );
+        println!("class {got_class}: kiln {got_p:.6}, torchvision {p:.6}");
+        assert_eq!(got_class as usize, *class, "{top:?} vs {expected:?}");
+        assert_eq!(got["name"], class.to_string());
+        assert!((got_p - p).abs() < 1e-4, "class {class}: {got_p} vs {p}");
+    }
+}

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use kiln::data::{detect, parse_size, CifarLabels, DataSpec, DatasetKind};
 use kiln::nn::{summarize, Architecture, Module};
-use kiln::train::{self, evaluate_checkpoint, OptimizerKind, Precision, ScheduleKind, TrainConfig};
+use kiln::train::{self, OptimizerKind, Precision, ScheduleKind, TrainConfig};
 use kiln::{cuda, selftest, Device};
 
 /// `--device`: clap reports a bad value with the flag and kiln's list of spellings.
@@ -54,10 +54,15 @@ enum Command {
     /// --data); writes checkpoints, metrics.csv and plots to --out.
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on the test set of the data it was trained on (recorded in the
-    /// checkpoint, or --dataset/--data) and print the confusion matrix.
+    /// checkpoint, or --dataset/--data) and print the confusion matrix. A plain state_dict
+    /// (safetensors.torch.save_file(model.state_dict(), FILE)) takes --model and its inputs'
+    /// description (--image-size, --mean, --std, --classes).
     Eval {
-        /// A checkpoint written by `kiln train` (e.g. runs/latest/best.safetensors).
+        /// A checkpoint written by `kiln train` (e.g. runs/latest/best.safetensors), or a plain
+        /// safetensors state_dict with --model.
         checkpoint: PathBuf,
+        #[command(flatten)]
+        plain: PlainFileArgs,
         /// The dataset's kind (default: the one the checkpoint records, else detected from --data).
         #[arg(long, value_enum)]
         dataset: Option<DatasetKind>,
@@ -104,10 +109,58 @@ enum Command {
     },
 }
 
+/// What a plain state_dict (no kiln metadata) needs to be run; a kiln checkpoint records it all.
+#[derive(clap::Args)]
+struct PlainFileArgs {
+    /// The network a plain state_dict holds (torchvision's names), e.g. resnet18.
+    #[arg(long, value_enum)]
+    model: Option<Architecture>,
+    /// A plain state_dict's input side N: images are resized (shorter side) and center-cropped
+    /// to NxN (default 224 for torchvision's networks). The channels are the first conv's.
+    #[arg(long, value_name = "N")]
+    image_size: Option<usize>,
+    /// A plain state_dict's per-channel normalization mean (default ImageNet's
+    /// 0.485,0.456,0.406).
+    #[arg(
+        long,
+        value_name = "M,M,M",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    mean: Option<Vec<f32>>,
+    /// A plain state_dict's per-channel normalization standard deviation (default ImageNet's
+    /// 0.229,0.224,0.225).
+    #[arg(long, value_name = "S,S,S", value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// A plain state_dict's classes: a text file of class names, one per line, or a count
+    /// (default: the head's output count, named 0..N-1).
+    #[arg(long, value_name = "FILE|N", value_parser = classes_flag)]
+    classes: Option<train::ClassList>,
+}
+
+fn classes_flag(text: &str) -> Result<train::ClassList, String> {
+    Ok(train::ClassList::parse(text))
+}
+
+impl PlainFileArgs {
+    fn flags(&self) -> train::PlainModelFlags {
+        train::PlainModelFlags {
+            model: self.model,
+            image_size: self.image_size,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            classes: self.classes.clone(),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct PredictArgs {
-    /// A checkpoint written by `kiln train` (e.g. runs/latest/best.safetensors).
+    /// A checkpoint written by `kiln train` (e.g. runs/latest/best.safetensors), or a plain
+    /// safetensors state_dict with --model.
     checkpoint: PathBuf,
+    #[command(flatten)]
+    plain: PlainFileArgs,
     /// PNG or JPEG images, or folders of them (searched recursively).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -250,6 +303,12 @@ struct TrainArgs {
     /// data's classes instead of loading it (needed when the class counts differ).
     #[arg(long, requires = "init")]
     reset_head: bool,
+    /// With --freeze: a batch norm whose weight and bias are both frozen normalizes with its
+    /// running statistics and keeps them unchanged in training (eval, as torchvision's
+    /// FrozenBatchNorm2d), or with the batch's statistics, updating the running ones (train,
+    /// PyTorch's plain requires_grad=False).
+    #[arg(long, value_enum, default_value = "eval")]
+    frozen_bn: train::FrozenBn,
     /// Label smoothing EPS in [0, 1) for the training loss: the target puts 1 - EPS on the label
     /// and EPS/classes on every class (PyTorch's F.cross_entropy(label_smoothing=EPS)).
     #[arg(long, value_name = "EPS", default_value_t = 0.0)]
@@ -293,6 +352,7 @@ impl TrainArgs {
                 .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
             freeze: self.freeze.clone(),
             reset_head: self.reset_head,
+            frozen_bn: self.frozen_bn,
             criterion: kiln::ops::CrossEntropy {
                 label_smoothing: self.label_smoothing,
                 class_weights: self.class_weights.clone(),
@@ -397,7 +457,11 @@ fn run_train(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> CliResult {
             },
             match config.freeze.is_empty() {
                 true => String::new(),
-                false => format!(", frozen: {}", config.freeze.join(" ")),
+                false => format!(
+                    ", frozen: {} (frozen batch norms: {})",
+                    config.freeze.join(" "),
+                    config.frozen_bn.name()
+                ),
             }
         );
     }
@@ -516,19 +580,26 @@ fn eval_data_spec(
 }
 
 /// `kiln eval`: the checkpoint's model, built and normalized from the dataset description it
-/// records, on the test set of its data (or of --dataset/--data).
+/// records (or, for a plain state_dict, from the flags), on the test set of its data (or of
+/// --dataset/--data; an image folder is read at the model's input size and channels).
 fn run_eval(
-    checkpoint: &PathBuf,
-    dataset: Option<DatasetKind>,
-    data: Option<&std::path::Path>,
+    checkpoint: &std::path::Path,
+    plain: &PlainFileArgs,
+    (dataset, data): (Option<DatasetKind>, Option<&std::path::Path>),
     device: Device,
 ) -> CliResult {
     device.check_available()?;
-    let (_, meta) = train::load_run_checkpoint(checkpoint)?;
-    let spec = eval_data_spec(meta.dataset.origin, dataset, data)?;
+    let loaded = train::load_model_file(checkpoint, &plain.flags(), device)?;
+    let recorded = loaded.info.origin.clone();
+    let mut spec = eval_data_spec(recorded.clone(), dataset, data)?;
+    if loaded.meta.is_none() && spec.kind == DatasetKind::Folder {
+        let [c, side, _] = loaded.info.sample_shape;
+        spec.image_size = Some(side);
+        spec.channels = Some(c);
+    }
     println!("data: {spec}");
     let test = spec.load(None)?.test()?;
-    let result = evaluate_checkpoint(checkpoint, test, device)?;
+    let result = train::evaluate_loaded(loaded, test, device)?;
     let eval = &result.evaluation;
     println!("{}", result.confusion);
     println!(
@@ -543,7 +614,8 @@ fn run_eval(
 /// `kiln predict`: the top classes of each image, as a table or one JSON object per line.
 fn run_predict(args: &PredictArgs) -> CliResult {
     let files = train::image_inputs(&args.inputs)?;
-    let mut predictor = train::Predictor::load(&args.checkpoint, args.device)?;
+    let mut predictor =
+        train::Predictor::load_with(&args.checkpoint, &args.plain.flags(), args.device)?;
     let predictions = predictor.predict(&files, args.top_k, args.batch_size)?;
     for p in &predictions {
         if args.json {
@@ -742,10 +814,11 @@ fn main() -> ExitCode {
         }),
         Command::Eval {
             checkpoint,
+            plain,
             dataset,
             data,
             device,
-        } => run_eval(checkpoint, *dataset, data.as_deref(), *device),
+        } => run_eval(checkpoint, plain, (*dataset, data.as_deref()), *device),
         Command::Summary {
             model,
             input,

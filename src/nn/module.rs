@@ -70,6 +70,17 @@ pub trait Module: Send {
         }
     }
 
+    /// Freezes the statistics of every batch norm whose affine parameters are all frozen
+    /// (detached, as `--freeze` leaves them): it normalizes with its running statistics in
+    /// training too and leaves them unchanged (torchvision's `FrozenBatchNorm2d`); the others
+    /// keep or return to batch statistics. Returns how many are frozen.
+    fn freeze_statistics_of_frozen_norms(&mut self) -> usize {
+        let children = self.children_mut().into_iter();
+        children
+            .map(|(_, c)| c.freeze_statistics_of_frozen_norms())
+            .sum()
+    }
+
     /// A one-line description, e.g. `Conv2d(1→6, 5x5, stride 1, padding 2)`.
     fn describe(&self) -> String;
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::freeze::FrozenBn;
 use super::precision::Precision;
 use clap::builder::PossibleValue;
 
@@ -212,6 +213,8 @@ pub struct TrainConfig {
     pub freeze: Vec<String>,
     /// With `init`: the classifier head starts afresh for the data's classes (`--reset-head`).
     pub reset_head: bool,
+    /// What a batch norm whose parameters are all frozen does in training (`--frozen-bn`).
+    pub frozen_bn: FrozenBn,
     /// The training loss: softmax cross-entropy with `--label-smoothing` and `--class-weights`
     /// (PyTorch's `F.cross_entropy` semantics; evaluation reports the plain cross-entropy).
     pub criterion: CrossEntropy,
@@ -246,6 +249,7 @@ impl Default for TrainConfig {
             init: None,
             freeze: Vec::new(),
             reset_head: false,
+            frozen_bn: FrozenBn::Eval,
             criterion: CrossEntropy::default(),
         }
     }
@@ -253,7 +257,7 @@ impl Default for TrainConfig {
 
 /// The flags a checkpoint records and `--resume` reads back: a resumed run must agree with all but
 /// [`EXTENDABLE_FLAGS`].
-pub const RESUME_FLAGS: [&str; 22] = [
+pub const RESUME_FLAGS: [&str; 23] = [
     "--model",
     "--epochs",
     "--batch-size",
@@ -274,6 +278,7 @@ pub const RESUME_FLAGS: [&str; 22] = [
     "--init",
     "--freeze",
     "--reset-head",
+    "--frozen-bn",
     "--label-smoothing",
     "--class-weights",
 ];
@@ -310,6 +315,7 @@ impl TrainConfig {
                 .unwrap_or_default(),
             freeze_spelling(&self.freeze),
             self.reset_head.to_string(),
+            self.frozen_bn.name().to_string(),
             self.criterion.label_smoothing.to_string(),
             weights_spelling(self.criterion.class_weights.as_deref()),
         ];
@@ -351,6 +357,7 @@ impl TrainConfig {
             "--init" => self.init = (!value.is_empty()).then(|| PathBuf::from(value)),
             "--freeze" => self.freeze = freeze_patterns(value)?,
             "--reset-head" => self.reset_head = value == "true",
+            "--frozen-bn" => self.frozen_bn = FrozenBn::parse(value)?,
             "--label-smoothing" => self.criterion.label_smoothing = num(flag, value)?,
             "--class-weights" => self.criterion.class_weights = class_weights(value)?,
             _ => {
@@ -541,6 +548,7 @@ mod tests {
             init: Some(PathBuf::from("/models/resnet18.safetensors")),
             freeze: vec!["layer1.*".into(), "conv1.weight".into()],
             reset_head: true,
+            frozen_bn: FrozenBn::Train,
             ..TrainConfig::default()
         };
         let mut back = TrainConfig::default();

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use super::confusion::ConfusionMatrix;
 use super::error::TrainError;
-use super::meta::{load_run_checkpoint, CheckpointMeta};
-use super::state::restore_model;
+use super::meta::CheckpointMeta;
+use super::model_file::{load_model_file, LoadedModel, PlainModelFlags};
 use crate::autograd::no_grad;
 use crate::core::device::Device;
 use crate::core::error::Result;
@@ -91,10 +91,12 @@ pub(crate) fn confusion_matrix(
     Ok(confusion)
 }
 
-/// A checkpoint evaluated on a test set: its metadata, the evaluation and the confusion matrix.
+/// A model file evaluated on a test set: what the model reads, a kiln checkpoint's metadata
+/// (`None` for a plain `state_dict`), the evaluation and the confusion matrix.
 #[derive(Clone, Debug)]
 pub struct CheckpointEvaluation {
-    pub meta: CheckpointMeta,
+    pub info: DatasetInfo,
+    pub meta: Option<CheckpointMeta>,
     pub evaluation: Evaluation,
     pub confusion: ConfusionMatrix,
 }
@@ -107,16 +109,36 @@ pub fn evaluate_checkpoint(
     raw_test: Dataset,
     device: Device,
 ) -> Result<CheckpointEvaluation, TrainError> {
-    let (checkpoint, meta) = load_run_checkpoint(path)?;
-    let info = &meta.dataset;
-    let mut model = meta
-        .model
-        .build_for(info.sample_shape, info.num_classes(), 0, device)?;
-    restore_model(&mut model, &checkpoint.tensors)?;
+    evaluate_model_file(path.as_ref(), &PlainModelFlags::default(), raw_test, device)
+}
+
+/// [`evaluate_checkpoint`] for any model file: a kiln checkpoint, or a plain `state_dict`
+/// described by `flags` ([`super::model_file`]), whose normalization `raw_test` gets.
+pub fn evaluate_model_file(
+    path: &Path,
+    flags: &PlainModelFlags,
+    raw_test: Dataset,
+    device: Device,
+) -> Result<CheckpointEvaluation, TrainError> {
+    evaluate_loaded(load_model_file(path, flags, device)?, raw_test, device)
+}
+
+/// [`evaluate_model_file`] of a model already loaded ([`load_model_file`]) on `device`.
+pub fn evaluate_loaded(
+    loaded: LoadedModel,
+    raw_test: Dataset,
+    device: Device,
+) -> Result<CheckpointEvaluation, TrainError> {
+    let LoadedModel {
+        mut model,
+        info,
+        meta,
+    } = loaded;
     let test = info.prepare_raw(raw_test)?;
     let evaluation = evaluate(&mut model, &DataLoader::new(test, 256, device)?)?;
-    let confusion = confusion_matrix(info, &evaluation)?;
+    let confusion = confusion_matrix(&info, &evaluation)?;
     Ok(CheckpointEvaluation {
+        info,
         meta,
         evaluation,
         confusion,

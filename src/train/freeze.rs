@@ -1,12 +1,57 @@
 //! `kiln train --freeze PATTERN`: parameters whose names match a glob pattern (`layer1.*`,
 //! `features.*`, `0.weight`) are frozen: they are detached from the tape, so backward records
 //! nothing for them and computes no gradient, and the optimizer holds no state for them.
+//!
+//! `--frozen-bn` says what a batch norm whose weight and bias are both frozen does in training:
+//! by default ([`FrozenBn::Eval`]) it normalizes with its running statistics and keeps them, as
+//! torchvision's `FrozenBatchNorm2d` or `module.eval()` on the frozen layers; [`FrozenBn::Train`]
+//! is PyTorch's plain `requires_grad=False` (batch statistics, running statistics updated).
 
 use glob::Pattern;
 
 use super::error::TrainError;
 use super::init::listed;
+use crate::nn::models::parse_value;
 use crate::nn::Module;
+
+/// `--frozen-bn`: how a batch norm with all its affine parameters frozen behaves in training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FrozenBn {
+    /// Running statistics, left unchanged (evaluation-mode normalization).
+    #[default]
+    Eval,
+    /// Batch statistics, with the running statistics updated (PyTorch's plain behaviour).
+    Train,
+}
+
+impl FrozenBn {
+    pub fn parse(name: &str) -> crate::core::error::Result<FrozenBn> {
+        parse_value(name, "frozen-bn")
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FrozenBn::Eval => "eval",
+            FrozenBn::Train => "train",
+        }
+    }
+}
+
+/// [`freeze`], then with [`FrozenBn::Eval`] the statistics of each batch norm left without a
+/// trainable parameter are frozen ([`Module::freeze_statistics_of_frozen_norms`]). Returns the
+/// frozen parameter names and how many batch norms keep their statistics.
+pub fn freeze_with_norms(
+    model: &mut dyn Module,
+    patterns: &[String],
+    frozen_bn: FrozenBn,
+) -> Result<(Vec<String>, usize), TrainError> {
+    let frozen = freeze(model, patterns)?;
+    let norms = match frozen_bn {
+        FrozenBn::Eval => model.freeze_statistics_of_frozen_norms(),
+        FrozenBn::Train => 0,
+    };
+    Ok((frozen, norms))
+}
 
 /// The parameters of `model` that match none of `patterns` stay trainable; the others are
 /// detached. Returns the frozen names. A bad pattern, or one that matches no parameter, is an

@@ -93,10 +93,17 @@ impl CheckpointMeta {
     }
 
     /// The flags the run was trained with, by flag: [`CheckpointMeta::settings`], or for an older
-    /// checkpoint those its other fields record (model, batch size, seed, precision).
+    /// checkpoint those its other fields record (model, batch size, seed, precision). A run with
+    /// `--freeze` recorded before `--frozen-bn` existed trained its frozen batch norms on batch
+    /// statistics: it reads as `--frozen-bn train`.
     pub fn saved_flags(&self) -> BTreeMap<String, String> {
         if let Some(settings) = &self.settings {
-            return settings.clone();
+            let mut settings = settings.clone();
+            let froze = settings.get("--freeze").is_some_and(|f| !f.is_empty());
+            if froze && !settings.contains_key("--frozen-bn") {
+                settings.insert("--frozen-bn".into(), "train".into());
+            }
+            return settings;
         }
         let base_seed = self.seed.wrapping_sub(1000 * self.restart as u64);
         let mut flags = BTreeMap::from([
@@ -347,6 +354,24 @@ mod tests {
         });
         let back = CheckpointMeta::from_metadata(&v2_entries, Path::new("x")).unwrap();
         assert_eq!(back.settings, None);
+    }
+
+    #[test]
+    fn a_frozen_run_recorded_before_frozen_bn_resumes_with_batch_statistics() {
+        let mut meta = v2();
+        let settings = meta.settings.as_mut().unwrap();
+        settings.insert("--freeze".into(), r#"["layer1.*"]"#.into());
+        assert_eq!(meta.saved_flags()["--frozen-bn"], "train");
+        let settings = meta.settings.as_mut().unwrap();
+        settings.insert("--frozen-bn".into(), "eval".into());
+        assert_eq!(meta.saved_flags()["--frozen-bn"], "eval", "recorded: kept");
+        let settings = meta.settings.as_mut().unwrap();
+        settings.insert("--freeze".into(), String::new());
+        settings.remove("--frozen-bn");
+        assert!(
+            !meta.saved_flags().contains_key("--frozen-bn"),
+            "nothing frozen"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! `kiln predict CHECKPOINT INPUT...`: a trained model's top classes for image files.
+//! `kiln predict MODEL INPUT...`: a trained model's top classes for image files.
 //!
-//! Each image is prepared from what the checkpoint records about its training data
-//! ([`DatasetInfo`]) as an image-folder sample is: decoded by its content, resized (shorter side,
+//! The model file is a kiln checkpoint or a plain `state_dict` with the flags that describe its
+//! inputs ([`super::model_file`]). Each image is prepared from what the checkpoint records about
+//! its training data ([`DatasetInfo`]), or what the flags say, as an image-folder sample is: decoded by its content, resized (shorter side,
 //! bilinear) and center-cropped to the model's square input side, converted to the model's
 //! channels (greyscale by luma, or replicated to RGB), scaled to `[0, 1]` and normalized with the
 //! training split's mean and standard deviation. A folder stands for the PNG and JPEG files in
@@ -13,8 +14,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::error::TrainError;
-use super::meta::{load_run_checkpoint, CheckpointMeta};
-use super::state::restore_model;
+use super::meta::CheckpointMeta;
+use super::model_file::{load_model_file, LoadedModel, PlainModelFlags};
 use crate::autograd::no_grad;
 use crate::core::device::Device;
 use crate::core::dtype::DType;
@@ -37,34 +38,45 @@ pub struct Prediction {
     pub top: Vec<ClassScore>,
 }
 
-/// A checkpoint's model ready to classify images on a device.
+/// A model ready to classify images on a device.
 pub struct Predictor {
     model: Sequential,
-    meta: CheckpointMeta,
+    info: DatasetInfo,
+    meta: Option<CheckpointMeta>,
     device: Device,
 }
 
 impl Predictor {
     /// The model of the checkpoint at `path` (written by `kiln train`) on `device`.
     pub fn load(path: &Path, device: Device) -> Result<Predictor, TrainError> {
+        Predictor::load_with(path, &PlainModelFlags::default(), device)
+    }
+
+    /// The model in the file at `path`: a kiln checkpoint, or a plain `state_dict` described by
+    /// `flags` ([`super::model_file`]).
+    pub fn load_with(
+        path: &Path,
+        flags: &PlainModelFlags,
+        device: Device,
+    ) -> Result<Predictor, TrainError> {
         device.check_available()?;
-        let (checkpoint, meta) = load_run_checkpoint(path)?;
-        let info = &meta.dataset;
-        let mut model = meta
-            .model
-            .build_for(info.sample_shape, info.num_classes(), 0, device)?;
-        restore_model(&mut model, &checkpoint.tensors)
-            .map_err(|e| TrainError::format(path, e.to_string()))?;
+        let LoadedModel { model, info, meta } = load_model_file(path, flags, device)?;
         Ok(Predictor {
             model,
+            info,
             meta,
             device,
         })
     }
 
-    /// What the checkpoint records about its run (its data's classes, shape, normalization).
-    pub fn meta(&self) -> &CheckpointMeta {
-        &self.meta
+    /// What the model reads: its input shape, normalization and class names.
+    pub fn info(&self) -> &DatasetInfo {
+        &self.info
+    }
+
+    /// What a kiln checkpoint records about its run; `None` for a plain `state_dict`.
+    pub fn meta(&self) -> Option<&CheckpointMeta> {
+        self.meta.as_ref()
     }
 
     /// The `top_k` most probable classes (at most the class count) of each image in `files`, in
@@ -81,7 +93,7 @@ impl Predictor {
                 format!("--top-k {top_k} and --batch-size {batch_size} must be at least 1"),
             ));
         }
-        let info = self.meta.dataset.clone();
+        let info = self.info.clone();
         let k = top_k.min(info.num_classes());
         let mut predictions = Vec::with_capacity(files.len());
         for batch in files.chunks(batch_size) {
@@ -103,7 +115,7 @@ impl Predictor {
 
     /// Softmax probabilities [n, classes] (row-major, host) of `n` prepared samples.
     fn probabilities(&mut self, values: Vec<f32>, n: usize) -> Result<Vec<f64>, TrainError> {
-        let [c, h, w] = self.meta.dataset.sample_shape;
+        let [c, h, w] = self.info.sample_shape;
         let images =
             Tensor::from_vec(values, &[n, c, h, w], Device::Cpu)?.to_device(self.device)?;
         let logits = no_grad(|| self.model.forward(&images, Mode::Eval))?;
@@ -111,7 +123,7 @@ impl Predictor {
             .to_device(Device::Cpu)?
             .to_dtype(DType::F32)?
             .to_vec::<f32>()?;
-        let classes = self.meta.dataset.num_classes();
+        let classes = self.info.num_classes();
         Ok(logits.chunks(classes).flat_map(softmax).collect())
     }
 }

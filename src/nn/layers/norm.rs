@@ -1,5 +1,7 @@
 //! BatchNorm2d as a layer: γ and β are its parameters ("weight", "bias" as in PyTorch), the running
-//! statistics its buffers.
+//! statistics its buffers. A layer whose statistics are frozen ([`BatchNorm2d::freeze_statistics`])
+//! normalizes with its running statistics in training too and leaves them unchanged, as
+//! torchvision's `FrozenBatchNorm2d` (or `module.eval()` on a frozen layer) does.
 
 use crate::core::device::Device;
 use crate::core::error::Result;
@@ -9,12 +11,14 @@ use crate::tensor::Tensor;
 
 pub struct BatchNorm2d {
     pub inner: ops::BatchNorm2d,
+    statistics_frozen: bool,
 }
 
 impl BatchNorm2d {
     pub fn new(channels: usize, device: Device) -> Result<BatchNorm2d> {
         Ok(BatchNorm2d {
             inner: ops::BatchNorm2d::new(channels, device)?,
+            statistics_frozen: false,
         })
     }
 
@@ -23,11 +27,28 @@ impl BatchNorm2d {
         self.inner.eps = eps;
         self
     }
+
+    /// Whether training forwards use (and keep) the running statistics instead of the batch's.
+    pub fn statistics_frozen(&self) -> bool {
+        self.statistics_frozen
+    }
+
+    /// Sets [`BatchNorm2d::statistics_frozen`].
+    pub fn freeze_statistics(&mut self, frozen: bool) {
+        self.statistics_frozen = frozen;
+    }
 }
 
 impl Module for BatchNorm2d {
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.inner.forward(x, mode == Mode::Train)
+        let batch_statistics = mode == Mode::Train && !self.statistics_frozen;
+        self.inner.forward(x, batch_statistics)
+    }
+
+    fn freeze_statistics_of_frozen_norms(&mut self) -> usize {
+        let frozen = !self.inner.gamma.needs_grad() && !self.inner.beta.needs_grad();
+        self.freeze_statistics(frozen);
+        usize::from(frozen)
     }
 
     fn parameters(&self) -> Vec<(String, &Tensor)> {

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""torchvision's top-5 for one image, for `kiln predict` on a torchvision-saved state_dict.
+
+    python tests/torchvision_predict.py OUT_DIR
+
+Builds torchvision's ResNet-18 for 10 classes (random weights, batch norms moved off their
+defaults as tests/torchvision_logits.py does, evaluation mode) and writes
+    OUT_DIR/resnet18.safetensors   safetensors.torch.save_file(model.state_dict())
+    OUT_DIR/image.png              a seeded 224x224 RGB image (already the input size: no resize)
+then prints "CLASS PROBABILITY" for the 5 most probable classes of the image, prepared as
+torchvision's ImageNet recipe does: ToTensor() and Normalize(ImageNet mean, std).
+
+Run by tests/predict.rs; needs torch, torchvision and safetensors.
+"""
+
+import pathlib
+import sys
+
+import torch
+import torchvision
+from PIL import Image
+from safetensors.torch import save_file
+from torchvision import transforms
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from torchvision_logits import perturb_batch_norms  # noqa: E402
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def main():
+    out = pathlib.Path(sys.argv[1])
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    model = torchvision.models.resnet18(num_classes=10)
+    perturb_batch_norms(model, gen)
+    model.eval()
+    save_file(model.state_dict(), str(out / "resnet18.safetensors"))
+    # Smooth colour gradients with noise, so the image is not flat.
+    ys, xs = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
+    noise = torch.rand(3, 224, 224, generator=gen) * 60
+    rgb = torch.stack([xs, ys, (xs + ys) / 2]) + noise
+    pixels = rgb.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(pixels, "RGB").save(out / "image.png")
+    prepare = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    x = prepare(Image.open(out / "image.png").convert("RGB")).unsqueeze(0)
+    with torch.no_grad():
+        probabilities = torch.softmax(model(x).double(), dim=1)[0]
+    top = torch.topk(probabilities, 5)
+    for p, k in zip(top.values.tolist(), top.indices.tolist()):
+        print(k, repr(p))
+
+
+if __name__ == "__main__":
+    main()
