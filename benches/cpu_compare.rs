@@ -16,7 +16,8 @@
 //! Threads: rayon's pool size (set RAYON_NUM_THREADS to match PyTorch's torch.set_num_threads).
 
 // mimalloc keeps freed blocks for reuse: the tensors of each training step are allocated and
-// freed again every step, which with the system allocator costs page faults and zeroing.
+// freed again every step, which with the system allocator costs page faults and zeroing
+// (and `retain_freed_host_memory` keeps mimalloc from handing them back to the OS).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -382,6 +383,7 @@ fn profile() {
 }
 
 fn main() {
+    kiln::backend::retain_freed_host_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
         return;

@@ -16,6 +16,7 @@ mod conv;
 mod conv_gpu;
 mod dropout;
 mod elementwise;
+mod host_memory;
 mod linear;
 mod loss;
 mod norm;
@@ -32,6 +33,7 @@ pub use conv::*;
 #[allow(unused_imports)]
 pub use dropout::*;
 pub use elementwise::*;
+pub use host_memory::retain_freed_host_memory;
 pub use linear::*;
 pub use loss::*;
 #[allow(unused_imports)]

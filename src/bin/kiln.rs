@@ -1,7 +1,8 @@
 //! The `kiln` command line: train, evaluate and inspect CNNs; show devices.
 
 // mimalloc keeps freed blocks for reuse: the tensors of each training step are allocated and
-// freed again every step, which with the system allocator costs page faults and zeroing.
+// freed again every step, which with the system allocator costs page faults and zeroing
+// (and `retain_freed_host_memory` keeps mimalloc from handing them back to the OS).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -794,6 +795,7 @@ fn given_on_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
 }
 
 fn main() -> ExitCode {
+    kiln::backend::retain_freed_host_memory();
     // Rust ignores SIGPIPE, which turns a closed pipe (`kiln info | head -1`) into a panic in
     // println!; a command-line tool should simply stop, as the default action does.
     #[cfg(unix)]
