@@ -452,6 +452,52 @@ pub fn check_parity(
     }
 }
 
+/// A Python that can import every module of `modules` (e.g. `["torch", "safetensors"]`), for tests
+/// that compare kiln with PyTorch: `$KILN_TORCH_PYTHON` if set (a broken one panics: it was asked
+/// for explicitly), else `~/.cache/kiln/torch-venv/bin/python` (what bench/cpu_compare.sh
+/// creates); `Err` says why there is none, for the test's `SKIPPED` line.
+pub fn python_with(modules: &[&str]) -> Result<std::path::PathBuf, String> {
+    use std::path::{Path, PathBuf};
+    let import = format!("import {}", modules.join(", "));
+    let works = |python: &Path| {
+        std::process::Command::new(python)
+            .args(["-c", &import])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if let Some(python) = std::env::var_os("KILN_TORCH_PYTHON") {
+        let python = PathBuf::from(python);
+        assert!(
+            works(&python),
+            "KILN_TORCH_PYTHON={} cannot `{import}`",
+            python.display()
+        );
+        return Ok(python);
+    }
+    let home = std::env::var_os("HOME").ok_or("HOME is not set and KILN_TORCH_PYTHON is unset")?;
+    let venv = Path::new(&home).join(".cache/kiln/torch-venv/bin/python");
+    let pip = venv.with_file_name("pip");
+    if !venv.exists() {
+        return Err(format!(
+            "no PyTorch: set KILN_TORCH_PYTHON, or create {} (bench/cpu_compare.sh does), then \
+             `{} install {}`",
+            venv.display(),
+            pip.display(),
+            modules.join(" ")
+        ));
+    }
+    if !works(&venv) {
+        return Err(format!(
+            "{} cannot `{import}` (try `{} install {}`)",
+            venv.display(),
+            pip.display(),
+            modules.join(" ")
+        ));
+    }
+    Ok(venv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{assert_close, parse_test_devices, DeviceKind};
@@ -497,50 +543,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// A Python that can import every module of `modules` (e.g. `["torch", "safetensors"]`), for tests
-/// that compare kiln with PyTorch: `$KILN_TORCH_PYTHON` if set (a broken one panics: it was asked
-/// for explicitly), else `~/.cache/kiln/torch-venv/bin/python` (what bench/cpu_compare.sh
-/// creates); `Err` says why there is none, for the test's `SKIPPED` line.
-pub fn python_with(modules: &[&str]) -> Result<std::path::PathBuf, String> {
-    use std::path::{Path, PathBuf};
-    let import = format!("import {}", modules.join(", "));
-    let works = |python: &Path| {
-        std::process::Command::new(python)
-            .args(["-c", &import])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if let Some(python) = std::env::var_os("KILN_TORCH_PYTHON") {
-        let python = PathBuf::from(python);
-        assert!(
-            works(&python),
-            "KILN_TORCH_PYTHON={} cannot `{import}`",
-            python.display()
-        );
-        return Ok(python);
-    }
-    let home = std::env::var_os("HOME").ok_or("HOME is not set and KILN_TORCH_PYTHON is unset")?;
-    let venv = Path::new(&home).join(".cache/kiln/torch-venv/bin/python");
-    let pip = venv.with_file_name("pip");
-    if !venv.exists() {
-        return Err(format!(
-            "no PyTorch: set KILN_TORCH_PYTHON, or create {} (bench/cpu_compare.sh does), then \
-             `{} install {}`",
-            venv.display(),
-            pip.display(),
-            modules.join(" ")
-        ));
-    }
-    if !works(&venv) {
-        return Err(format!(
-            "{} cannot `{import}` (try `{} install {}`)",
-            venv.display(),
-            pip.display(),
-            modules.join(" ")
-        ));
-    }
-    Ok(venv)
 }
