@@ -766,6 +766,7 @@ type TorchCase = (
 ///     print(y.flatten().tolist(), x.grad.flatten().tolist())
 /// ```
 #[rustfmt::skip]
+#[allow(clippy::approx_constant)] // PyTorch's values as it printed them (its √2 is 1 ulp below)
 const OVERHANGING: [TorchCase; 48] = [
     ((1, 2, 2, 0), MAX, &[-1.0], &[1.0]),
     ((1, 2, 2, 0), AVG_INCL, &[-1.0], &[1.0]),
@@ -817,10 +818,13 @@ const OVERHANGING: [TorchCase; 48] = [
     ((3, 2, 3, 1), L2, &[1.0, 2.0, 2.0, 1.0], &[-1.0, -0.0, 2.0, 0.0, -0.0, -0.0, 3.0, 0.0, -4.0]),
 ];
 
+/// ((H, k, s, p), y, dx) of max pooling a 1x1xHxH input of ones, ceil_mode.
+type TieCase = ((usize, usize, usize, usize), &'static [f64], &'static [f64]);
+
 /// Ties in windows larger than the input: PyTorch's max_pool2d of ones, backward of
 /// Σ y·arange(1, numel + 1) as above; the gradient goes to each window's first in-bounds element.
 #[rustfmt::skip]
-const OVERHANGING_TIES: [((usize, usize, usize, usize), &[f64], &[f64]); 3] = [
+const OVERHANGING_TIES: [TieCase; 3] = [
     ((2, 3, 2, 1), &[1.0, 1.0, 1.0, 1.0], &[1.0, 2.0, 3.0, 4.0]),
     ((3, 3, 3, 1), &[1.0, 1.0, 1.0, 1.0], &[1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0]),
     ((3, 2, 2, 0), &[1.0, 1.0, 1.0, 1.0], &[1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0]),
