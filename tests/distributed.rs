@@ -616,7 +616,7 @@ fn rank_body() {
     let world = kiln::dist::world();
     assert_eq!(world.size(), 2);
     let rank = world.rank();
-    let k = 1.0 + rank as f32;
+    let k = 1.0 + rank as f64;
     let param = |n: usize, v: f32| {
         Tensor::from_vec((0..n).map(|i| v + i as f32).collect(), &[n], Device::Cpu)
             .unwrap()
