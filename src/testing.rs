@@ -498,6 +498,40 @@ pub fn python_with(modules: &[&str]) -> Result<std::path::PathBuf, String> {
     Ok(venv)
 }
 
+/// Fashion-MNIST-named IDX files (gzip) of `train` and `test` 28x28 images in `dir` (made if
+/// missing), for the tests that run `kiln train` on a small learnable set: image n is of class
+/// n % 10, a bright 6x4 patch at one of ten places, plus noise (seeded: the same files each call).
+pub fn write_patch_fashion_mnist(dir: &std::path::Path, train: usize, test: usize) {
+    use crate::data::{write_idx_images, write_idx_labels, IdxImages, FASHION_MNIST_FILES};
+    std::fs::create_dir_all(dir).unwrap();
+    let images = |count: usize, seed: u64| {
+        let mut rng = rng(seed);
+        let mut pixels = vec![0u8; count * 784];
+        let labels: Vec<u8> = (0..count).map(|n| (n % 10) as u8).collect();
+        for (n, image) in pixels.chunks_mut(784).enumerate() {
+            image.iter_mut().for_each(|p| *p = rng.random_range(0..60));
+            let (top, left) = (4 + (n % 10 / 5) * 12, 2 + (n % 5) * 5);
+            for h in top..top + 6 {
+                image[h * 28 + left..h * 28 + left + 4].fill(220);
+            }
+        }
+        let idx = IdxImages {
+            count,
+            rows: 28,
+            cols: 28,
+            pixels,
+        };
+        (idx, labels)
+    };
+    let path = |i: usize| dir.join(format!("{}.gz", FASHION_MNIST_FILES[i]));
+    let (train_images, train_labels) = images(train, 1);
+    let (test_images, test_labels) = images(test, 2);
+    write_idx_images(&path(0), &train_images, true).unwrap();
+    write_idx_labels(&path(1), &train_labels, true).unwrap();
+    write_idx_images(&path(2), &test_images, true).unwrap();
+    write_idx_labels(&path(3), &test_labels, true).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::{assert_close, parse_test_devices, DeviceKind};

@@ -144,3 +144,70 @@ fn gradients_flow_across_devices() {
     assert_eq!(g.device(), Device::Cpu);
     assert_eq!(values(g), [2.0, -6.0]);
 }
+
+/// What the hook test saw, in order: backward rules run and gradients reported.
+type EventLog = std::sync::Arc<Mutex<Vec<String>>>;
+
+/// `x` unchanged, through an op whose backward rule writes `rule:<name>` into `log` when it runs.
+fn logged_identity(name: &'static str, x: &Tensor, log: &EventLog) -> Tensor {
+    let out = ops::scale(&x.detach(), 1.0).unwrap();
+    let log = log.clone();
+    kiln::tensor::record(name, &[x], out, || {
+        move |dy: &kiln::backend::RawTensor| {
+            log.lock().unwrap().push(format!("rule:{name}"));
+            Ok(vec![Some(dy.clone())])
+        }
+    })
+}
+
+/// `backward_with`'s hook reports each leaf once, with the sum over its consumers, right after
+/// its last consumer in the reverse walk has run, and before the rest of backward: `v`, used
+/// only by the last op, is reported before the rules of the earlier ops run; `w`, used by the
+/// first and the second op (L = Σ 3·w + Σ w + Σ v, so dL/dw = 4), only after the first.
+#[test]
+fn the_gradient_ready_hook_reports_each_leaf_once_after_its_last_consumer() {
+    let log: EventLog = Default::default();
+    let leaf = |v: f32| {
+        Tensor::from_vec(vec![v, v], &[2], Device::Cpu)
+            .unwrap()
+            .with_grad()
+    };
+    let (w, v) = (leaf(1.0), leaf(2.0));
+    let early = logged_identity("early", &w, &log);
+    let late = logged_identity("late", &w, &log);
+    let v_use = logged_identity("v_use", &v, &log);
+    let loss = ops::add(
+        &ops::add(
+            &ops::sum(&ops::scale(&early, 3.0).unwrap()).unwrap(),
+            &ops::sum(&late).unwrap(),
+        )
+        .unwrap(),
+        &ops::sum(&v_use).unwrap(),
+    )
+    .unwrap();
+    let names = |id| match id {
+        id if id == w.id() => "w",
+        id if id == v.id() => "v",
+        _ => "other",
+    };
+    let grads = loss
+        .backward_with(|id, g| {
+            let line = format!("ready:{}={:?}", names(id), values(g));
+            log.lock().unwrap().push(line);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "rule:v_use",
+            "ready:v=[1.0, 1.0]",
+            "rule:late",
+            "rule:early",
+            "ready:w=[4.0, 4.0]"
+        ]
+    );
+    // What backward_with returns is what backward returns.
+    assert_eq!(values(grads.get(&w).unwrap()), [4.0, 4.0]);
+    assert_eq!(values(grads.get(&v).unwrap()), [1.0, 1.0]);
+}

@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln::data::{write_idx_images, write_idx_labels, IdxImages, FASHION_MNIST_FILES};
 use kiln::train::{load_checkpoint, read_metrics_csv};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 /// How long a job may take before the test calls it a hang (generous for 2 shared cores).
 const JOB_LIMIT: Duration = Duration::from_secs(240);
@@ -86,35 +83,9 @@ impl TempDir {
     }
 }
 
-/// Fashion-MNIST-named IDX files: class k is a bright patch at one of ten places, plus noise.
+/// The tests' small learnable Fashion-MNIST set ([`kiln::testing::write_patch_fashion_mnist`]).
 fn write_data(dir: &Path, train: usize, test: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let images = |count: usize, seed: u64| {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut pixels = vec![0u8; count * 784];
-        let labels: Vec<u8> = (0..count).map(|n| (n % 10) as u8).collect();
-        for (n, image) in pixels.chunks_mut(784).enumerate() {
-            image.iter_mut().for_each(|p| *p = rng.random_range(0..60));
-            let (top, left) = (4 + (n % 10 / 5) * 12, 2 + (n % 5) * 5);
-            for h in top..top + 6 {
-                image[h * 28 + left..h * 28 + left + 4].fill(220);
-            }
-        }
-        let idx = IdxImages {
-            count,
-            rows: 28,
-            cols: 28,
-            pixels,
-        };
-        (idx, labels)
-    };
-    let path = |i: usize| dir.join(format!("{}.gz", FASHION_MNIST_FILES[i]));
-    let (train_images, train_labels) = images(train, 1);
-    let (test_images, test_labels) = images(test, 2);
-    write_idx_images(&path(0), &train_images, true).unwrap();
-    write_idx_labels(&path(1), &train_labels, true).unwrap();
-    write_idx_images(&path(2), &test_images, true).unwrap();
-    write_idx_labels(&path(3), &test_labels, true).unwrap();
+    kiln::testing::write_patch_fashion_mnist(dir, train, test)
 }
 
 /// `kiln train` arguments on the CPU.
@@ -300,6 +271,42 @@ fn two_ranks_of_32_end_with_the_weights_of_one_rank_of_64() {
         "one epoch more moved the weights only {moved}x the tolerance"
     );
     println!("worst error ratio {worst} of the tolerance; one epoch's change {moved}x it");
+
+    // Tiny buckets (10 KB: LeNet-5's gradients in several buckets, most launched while backward
+    // still runs, as each rank's log says) give the same weights bit for bit as one 25 MB
+    // bucket: with 2 ranks each value is the same sum a + b, whatever bucket carries it.
+    let tiny = dir.path("tiny");
+    let mut command = kiln_train(2, &data, &tiny, &args);
+    command
+        .env("KILN_DIST_BUCKET_MB", "0.01")
+        .env("KILN_DIST_LOG_OVERLAP", "1");
+    let tiny_text = succeed(command);
+    assert_eq!(
+        tensors(&tiny.join("last.safetensors")),
+        tensors(&two.join("last.safetensors")),
+        "the bucket size changed the weights"
+    );
+    let overlap: Vec<(usize, usize)> = tiny_text
+        .lines()
+        .filter_map(|l| {
+            l.split_once("rank ")?
+                .1
+                .split_once(": ")?
+                .1
+                .split_once(" gradient buckets launched before the last gradient")
+        })
+        .map(|(counts, _)| {
+            let (early, all) = counts.split_once(" of ").unwrap();
+            (early.parse().unwrap(), all.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(overlap.len(), 2, "one overlap line per rank:\n{tiny_text}");
+    for (early, all) in overlap {
+        assert!(
+            all > 1 && early > 0 && early < all,
+            "{early} of {all} buckets launched before the last gradient:\n{tiny_text}"
+        );
+    }
 
     // Both ranks report the whole test set's result, reduced from their shards.
     let accuracy_lines: Vec<&str> = text
@@ -566,4 +573,97 @@ fn nccl_at_world_size_one_trains_lenet5_as_the_plain_run() {
         "NCCL at world size 1 differs: worst error ratio {worst}"
     );
     println!("NCCL run vs plain run: worst error ratio {worst} of the tolerance");
+}
+
+/// Set in the ranks of [`ranks_launch_the_same_buckets_whatever_order_gradients_finish_in`].
+const RANK_BODY_VAR: &str = "KILN_TEST_RANK_BODY";
+
+/// The overlapped reduction in-process on 2 ranks (this test binary under mpirun, each rank
+/// running [`rank_body`]): gradients finishing out of parameter order, a parameter that rank 1
+/// never uses, and buckets of one parameter each; both ranks launch the same buckets in the same
+/// order, rank 0 partly before its last gradient, and get the exact mean of both ranks' gradients.
+#[test]
+fn ranks_launch_the_same_buckets_whatever_order_gradients_finish_in() {
+    if std::env::var_os(RANK_BODY_VAR).is_some() {
+        return rank_body();
+    }
+    require_mpi!();
+    if !kiln::dist::MPI_COMPILED {
+        println!("SKIPPED: this test binary was built without the mpi feature");
+        return;
+    }
+    let mut command = mpirun(2);
+    command
+        .env(RANK_BODY_VAR, "1")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "ranks_launch_the_same_buckets_whatever_order_gradients_finish_in",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ]);
+    let text = succeed(command);
+    assert_eq!(text.matches("rank body ok").count(), 2, "{text}");
+}
+
+/// One rank's part: parameters a, b, c, d (in parameter order) used in the forward pass in the
+/// order a, c, b, d, so backward finishes them d, b, c, a (not reverse parameter order); rank 1
+/// skips c. The loss is Σ k·a + Σ c² + Σ k·b + Σ d², with k = 1 + rank.
+fn rank_body() {
+    use kiln::{ops, Device, Tensor};
+    let _session = kiln::dist::init().unwrap();
+    let world = kiln::dist::world();
+    assert_eq!(world.size(), 2);
+    let rank = world.rank();
+    let k = 1.0 + rank as f64;
+    let param = |n: usize, v: f32| {
+        Tensor::from_vec((0..n).map(|i| v + i as f32).collect(), &[n], Device::Cpu)
+            .unwrap()
+            .with_grad()
+    };
+    let params = [param(3, 1.0), param(2, 2.0), param(4, 3.0), param(1, 4.0)];
+    let [a, b, c, d] = &params;
+    let square_sum = |t: &Tensor| ops::sum(&ops::mul(t, t).unwrap()).unwrap();
+    let mut loss = ops::sum(&ops::scale(a, k).unwrap()).unwrap();
+    if rank == 0 {
+        loss = ops::add(&loss, &square_sum(c)).unwrap();
+    }
+    loss = ops::add(&loss, &ops::sum(&ops::scale(b, k).unwrap()).unwrap()).unwrap();
+    loss = ops::add(&loss, &square_sum(d)).unwrap();
+
+    let refs: Vec<&Tensor> = params.iter().collect();
+    let mut mean = kiln::dist::OverlappedMean::new(world, &refs, 4).unwrap();
+    let local = loss.backward_with(|id, g| mean.ready(id, g)).unwrap();
+    let (means, report) = mean.finish().unwrap();
+
+    assert_eq!(report.buckets, 4);
+    match rank {
+        0 => {
+            assert_eq!(report.ready_order, [3, 1, 2, 0]);
+            assert!(report.out_of_order());
+            assert!(report.unused.is_empty());
+            // d's, c's and b's buckets go before a's gradient is done.
+            assert_eq!(report.launched_before_last_gradient, 3);
+        }
+        _ => {
+            assert_eq!(report.ready_order, [3, 1, 0]);
+            assert_eq!(report.unused, [2]);
+            // d's bucket only: b's waits for c's, which comes at the end (zeros).
+            assert_eq!(report.launched_before_last_gradient, 1);
+        }
+    }
+    // The mean equals (rank 0's + rank 1's) / 2 of the gradients backward gave (zeros for c).
+    for (i, p) in params.iter().enumerate() {
+        let mine = match local.get(p) {
+            Some(g) => g.to_vec::<f32>().unwrap(),
+            None => vec![0.0; p.numel()],
+        };
+        let both = world.all_gather(&mine).unwrap();
+        let expected: Vec<f32> = (both[0].iter().zip(&both[1]))
+            .map(|(x, y)| (x + y) * 0.5)
+            .collect();
+        assert_eq!(means[i].to_vec::<f32>().unwrap(), expected, "parameter {i}");
+    }
+    println!("rank body ok (rank {rank}: {report:?})");
 }

@@ -7,17 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln::data::{
-    write_idx_images, write_idx_labels, FashionMnist, IdxImages, FASHION_MNIST_FILES,
-};
+use kiln::data::FashionMnist;
 use kiln::nn::Architecture;
 use kiln::train::{
     load_checkpoint, load_run_checkpoint, read_metrics_csv, save_checkpoint, train, CheckpointMeta,
     RunSummary, TrainConfig, TrainError, LOCK_FILE,
 };
 use kiln::Device;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 /// A fresh directory under the system temp dir, removed when the guard drops.
 struct TempDir(PathBuf);
@@ -37,35 +33,9 @@ impl Drop for TempDir {
     }
 }
 
-/// Fashion-MNIST-named IDX files of `train` and `test` 28x28 images: class k is a bright patch
-/// at one of ten places, plus noise.
+/// The tests' small learnable Fashion-MNIST set ([`kiln::testing::write_patch_fashion_mnist`]).
 fn write_data(dir: &Path, train: usize, test: usize) {
-    let images = |count: usize, seed: u64| {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut pixels = vec![0u8; count * 784];
-        let labels: Vec<u8> = (0..count).map(|n| (n % 10) as u8).collect();
-        for (n, image) in pixels.chunks_mut(784).enumerate() {
-            image.iter_mut().for_each(|p| *p = rng.random_range(0..60));
-            let (top, left) = (4 + (n % 10 / 5) * 12, 2 + (n % 5) * 5);
-            for h in top..top + 6 {
-                image[h * 28 + left..h * 28 + left + 4].fill(220);
-            }
-        }
-        let idx = IdxImages {
-            count,
-            rows: 28,
-            cols: 28,
-            pixels,
-        };
-        (idx, labels)
-    };
-    let path = |i: usize| dir.join(format!("{}.gz", FASHION_MNIST_FILES[i]));
-    let (train_images, train_labels) = images(train, 1);
-    let (test_images, test_labels) = images(test, 2);
-    write_idx_images(&path(0), &train_images, true).unwrap();
-    write_idx_labels(&path(1), &train_labels, true).unwrap();
-    write_idx_images(&path(2), &test_images, true).unwrap();
-    write_idx_labels(&path(3), &test_labels, true).unwrap();
+    kiln::testing::write_patch_fashion_mnist(dir, train, test)
 }
 
 fn config(out: &Path) -> TrainConfig {

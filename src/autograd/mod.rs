@@ -2,14 +2,15 @@
 //! (a closure that owns what the forward pass saved) and links to its inputs' nodes; nodes are
 //! numbered in execution order. `Tensor::backward` collects the nodes reachable from a scalar loss,
 //! walks them in reverse order, and sums the gradients flowing into each tensor, so gradients add
-//! where a tensor feeds several operations (or one operation twice). Each rule runs once and is
+//! where a tensor feeds several operations (or one operation twice); a leaf's sum is reported
+//! once, right after its last consumer has run (the "gradient ready" moment). Each rule runs once and is
 //! dropped right after, freeing the activations it saved; when the loss and the outputs are
 //! dropped, the whole graph goes with them, so nothing grows across training steps.
 //!
 //! In [`no_grad`] mode nothing is recorded and no activation is kept.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -125,45 +126,84 @@ fn accumulate<K: Ord>(pending: &mut BTreeMap<K, RawTensor>, k: K, g: RawTensor) 
     Ok(())
 }
 
-/// Runs backward from `root` with output gradient `seed`, adding leaf gradients into `into`.
-/// Leaf gradients go to `leaf_gradient` (which sums them per tensor).
+/// For each node, the leaves whose gradient is final once the walk has run it: a leaf's last
+/// consumer in the reverse walk is the one with the smallest sequence number (a leaf with no
+/// consumer, the root itself, is final at its own place). Each list runs from the last-made leaf
+/// to the first (reverse parameter order when several finish together).
+fn leaves_by_last_consumer(nodes: &BTreeMap<u64, Arc<Node>>) -> HashMap<u64, Vec<Arc<Node>>> {
+    let mut last_consumer: HashMap<u64, u64> = HashMap::new();
+    for (seq, node) in nodes {
+        for input in node.inputs.iter().flatten() {
+            let at = last_consumer.entry(input.seq).or_insert(*seq);
+            *at = (*at).min(*seq);
+        }
+    }
+    let mut ready: HashMap<u64, Vec<Arc<Node>>> = HashMap::new();
+    for (seq, node) in nodes.iter().rev() {
+        if matches!(node.kind, NodeKind::Leaf(_)) {
+            let after = last_consumer.get(seq).copied().unwrap_or(*seq);
+            ready.entry(after).or_default().push(node.clone());
+        }
+    }
+    ready
+}
+
+/// Runs backward from `root` with output gradient `seed`. Each leaf's gradient (summed over
+/// every op that used it) goes to `leaf_gradient` once, as soon as the walk has run the leaf's
+/// last consumer, not at the end: that is the "gradient ready" moment a data-parallel run starts
+/// communicating at while the rest of backward runs.
 pub(crate) fn backward(
     root: &Arc<Node>,
     seed: RawTensor,
     mut leaf_gradient: impl FnMut(TensorId, RawTensor) -> Result<()>,
 ) -> Result<()> {
     let nodes = reachable(root);
+    let mut ready_after = leaves_by_last_consumer(&nodes);
     let mut pending: BTreeMap<u64, RawTensor> = BTreeMap::new();
     pending.insert(root.seq, seed);
     for (seq, node) in nodes.iter().rev() {
-        let Some(grad) = pending.remove(seq) else {
-            continue;
-        };
-        match &node.kind {
-            NodeKind::Leaf(id) => leaf_gradient(*id, grad)?,
-            NodeKind::NoRule => return Err(Error::NoBackward { op: node.op }),
-            NodeKind::Op(rule) => {
-                let rule = rule
-                    .lock()
-                    .map_err(|_| Error::Internal("tape lock poisoned".into()))?
-                    .take()
-                    .ok_or(Error::GraphConsumed { op: node.op })?;
-                let input_grads = rule(&grad)?;
-                if input_grads.len() != node.inputs.len() {
-                    return Err(Error::Internal(format!(
-                        "backward rule of {} returned {} gradients for {} inputs",
-                        node.op,
-                        input_grads.len(),
-                        node.inputs.len()
-                    )));
-                }
-                for (input, g) in node.inputs.iter().zip(input_grads) {
-                    if let (Some(input), Some(g)) = (input, g) {
-                        accumulate(&mut pending, input.seq, g)?;
-                    }
-                }
+        if let Some(grad) = pending.remove(seq) {
+            run_node(node, grad, &mut pending)?;
+        }
+        for leaf in ready_after.remove(seq).unwrap_or_default() {
+            if let (NodeKind::Leaf(id), Some(grad)) = (&leaf.kind, pending.remove(&leaf.seq)) {
+                leaf_gradient(*id, grad)?;
             }
         }
     }
     Ok(())
+}
+
+/// Runs one node's backward rule on its output gradient, adding its inputs' gradients into
+/// `pending`. A leaf keeps its gradient pending until [`backward`] reports it.
+fn run_node(node: &Node, grad: RawTensor, pending: &mut BTreeMap<u64, RawTensor>) -> Result<()> {
+    match &node.kind {
+        NodeKind::Leaf(_) => {
+            pending.insert(node.seq, grad);
+            Ok(())
+        }
+        NodeKind::NoRule => Err(Error::NoBackward { op: node.op }),
+        NodeKind::Op(rule) => {
+            let rule = rule
+                .lock()
+                .map_err(|_| Error::Internal("tape lock poisoned".into()))?
+                .take()
+                .ok_or(Error::GraphConsumed { op: node.op })?;
+            let input_grads = rule(&grad)?;
+            if input_grads.len() != node.inputs.len() {
+                return Err(Error::Internal(format!(
+                    "backward rule of {} returned {} gradients for {} inputs",
+                    node.op,
+                    input_grads.len(),
+                    node.inputs.len()
+                )));
+            }
+            for (input, g) in node.inputs.iter().zip(input_grads) {
+                if let (Some(input), Some(g)) = (input, g) {
+                    accumulate(pending, input.seq, g)?;
+                }
+            }
+            Ok(())
+        }
+    }
 }

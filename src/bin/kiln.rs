@@ -49,10 +49,18 @@ struct Cli {
     command: Command,
 }
 
+/// `kiln train --help`'s closing lines: data-parallel training.
+const DATA_PARALLEL_HELP: &str =
+    "Data parallel: mpirun -np N kiln train ... (--batch-size is per rank). \
+Gradients are averaged in buckets (KILN_DIST_BUCKET_MB, default 25), each all-reduced as soon as \
+backward has finished it, overlapping the rest of backward, in the same order on every rank \
+(KILN_DIST_LOG_OVERLAP=1 prints how many went early). Batch norm uses each rank's own batch.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Train a network (on Fashion-MNIST, CIFAR-10/100, IDX files or an image folder: --dataset,
     /// --data); writes checkpoints, metrics.csv and plots to --out.
+    #[command(after_help = DATA_PARALLEL_HELP)]
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on the test set of the data it was trained on (recorded in the
     /// checkpoint, or --dataset/--data) and print the confusion matrix. A plain state_dict

@@ -17,9 +17,11 @@
 //! and [`init`] refuses to run under a launcher that started several ranks.
 
 mod collectives;
+mod comm;
 mod device;
 #[cfg(feature = "nccl")]
 mod nccl;
+mod overlap;
 pub mod sync;
 #[cfg(feature = "mpi")]
 mod watchdog;
@@ -27,6 +29,7 @@ mod world;
 
 pub use collectives::ReduceOp;
 pub use device::{auto_device, device_for_local_rank, launcher_local_rank};
+pub use overlap::{OverlapReport, OverlappedMean};
 pub use sync::{average_gradients, broadcast_tensors, weights_checksum, BUCKET_BYTES};
 pub use world::{init, launcher_world_size, world, Session, World};
 

@@ -44,9 +44,9 @@ fn nccl_present() -> bool {
 }
 
 /// The gradients on one CUDA device, all f32: the NCCL path's input.
-fn on_one_gpu(grads: &[Tensor]) -> Option<Device> {
+fn on_one_gpu(grads: &[&Tensor]) -> Option<Device> {
     let device = grads.first()?.device();
-    let fits = |g: &Tensor| g.device() == device && g.dtype() == DType::F32;
+    let fits = |g: &&Tensor| g.device() == device && g.dtype() == DType::F32;
     (matches!(device, Device::Cuda(_)) && grads.iter().all(fits)).then_some(device)
 }
 
@@ -111,7 +111,7 @@ fn open(world: &World, device: Device) -> Result<Communicator> {
 }
 
 /// The communicator every rank agreed to use for gradients like `grads`, made on first use.
-fn communicator(world: &World, grads: &[Tensor]) -> Result<Option<&'static Mutex<Communicator>>> {
+fn communicator(world: &World, grads: &[&Tensor]) -> Result<Option<&'static Mutex<Communicator>>> {
     if let Some(made) = COMMUNICATOR.get() {
         return Ok(made.as_ref());
     }
@@ -133,17 +133,20 @@ fn communicator(world: &World, grads: &[Tensor]) -> Result<Option<&'static Mutex
     Ok(COMMUNICATOR.get_or_init(|| made).as_ref())
 }
 
-/// The mean over the ranks of each gradient, computed by NCCL in device memory bucket by bucket
-/// (`buckets`: indices into `grads`, in the order every rank uses), or `None` when the ranks
-/// reduce through the host instead (see [`communicator`]).
-pub(super) fn average(
-    world: &World,
-    grads: &[Tensor],
-    buckets: &[Vec<usize>],
-) -> Result<Option<Vec<Tensor>>> {
-    let Some(comm) = communicator(world, grads)? else {
-        return Ok(None);
-    };
+/// Whether the ranks reduce gradients like `grads` by NCCL (see [`communicator`]; the first
+/// call is a collective every rank makes, before any bucket is launched).
+pub(super) fn usable(world: &World, grads: &[&Tensor]) -> Result<bool> {
+    Ok(communicator(world, grads)?.is_some())
+}
+
+/// One bucket's means, queued now as one NCCL group of averaging all-reduces on the stream
+/// kiln's kernels run on: the call returns once they are queued (the GPU runs them behind the
+/// backward kernels already queued and before the ones queued after), so backward goes on.
+pub(super) fn launch_bucket(grads: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let comm = COMMUNICATOR
+        .get()
+        .and_then(Option::as_ref)
+        .ok_or_else(|| crate::Error::Internal("an NCCL bucket before the communicator".into()))?;
     let comm = comm.lock().unwrap_or_else(|p| p.into_inner());
     if on_one_gpu(grads) != Some(comm.device) {
         return Err(invalid(
@@ -158,38 +161,32 @@ pub(super) fn average(
         .real_stream()
         .ok_or_else(|| invalid("NCCL", "not a real GPU"))?;
     stream.context().bind_to_thread()?; // NCCL calls act on the thread's current device
-    let mut out: Vec<Option<Tensor>> = vec![None; grads.len()];
-    for bucket in buckets {
-        nccl::group_start().map_err(|e| nccl_error("ncclGroupStart", e))?;
-        let mut queued = Ok(());
-        for &i in bucket {
-            let mean = RawTensor::zeros(grads[i].shape(), DType::F32, comm.device)?;
-            // SAFETY: both addresses are f32 buffers of numel elements on the communicator's
-            // device; `mean` is this function's own; the call is queued on the stream that every
-            // kernel reading `mean` later is queued on.
-            let call = unsafe {
-                nccl::all_reduce(
-                    grads[i].device_address() as *const std::ffi::c_void,
-                    mean.device_address() as *mut std::ffi::c_void,
-                    grads[i].numel(),
-                    sys::ncclDataType_t::ncclFloat32,
-                    sys::ncclRedOp_t::ncclAvg,
-                    comm.comm,
-                    stream.cu_stream() as sys::cudaStream_t,
-                )
-            };
-            queued = queued.and(call.map(|_| ()));
-            out[i] = Some(Tensor::from(mean));
-        }
-        let ended = nccl::group_end().map_err(|e| nccl_error("ncclGroupEnd", e));
-        queued.map_err(|e| nccl_error("ncclAllReduce", e))?;
-        ended?;
+    let mut means = Vec::with_capacity(grads.len());
+    nccl::group_start().map_err(|e| nccl_error("ncclGroupStart", e))?;
+    let mut queued = Ok(());
+    for g in grads {
+        let mean = RawTensor::zeros(g.shape(), DType::F32, comm.device)?;
+        // SAFETY: both addresses are f32 buffers of numel elements on the communicator's
+        // device; `mean` is this function's own; the call is queued on the stream that every
+        // kernel reading `mean` later is queued on.
+        let call = unsafe {
+            nccl::all_reduce(
+                g.device_address() as *const std::ffi::c_void,
+                mean.device_address() as *mut std::ffi::c_void,
+                g.numel(),
+                sys::ncclDataType_t::ncclFloat32,
+                sys::ncclRedOp_t::ncclAvg,
+                comm.comm,
+                stream.cu_stream() as sys::cudaStream_t,
+            )
+        };
+        queued = queued.and(call.map(|_| ()));
+        means.push(Tensor::from(mean));
     }
-    let averaged = out
-        .into_iter()
-        .map(|g| g.ok_or_else(|| crate::Error::Internal("a gradient in no bucket".into())))
-        .collect::<Result<_>>()?;
-    Ok(Some(averaged))
+    let ended = nccl::group_end().map_err(|e| nccl_error("ncclGroupEnd", e));
+    queued.map_err(|e| nccl_error("ncclAllReduce", e))?;
+    ended?;
+    Ok(means)
 }
 
 /// What `kiln info` says about NCCL.

@@ -14,7 +14,7 @@ use crate::tensor::Tensor;
 pub const BUCKET_BYTES: usize = 25 * 1024 * 1024;
 
 /// A tensor's values on the host as f32.
-fn host_values(t: &Tensor) -> Result<Vec<f32>> {
+pub(super) fn host_values(t: &Tensor) -> Result<Vec<f32>> {
     match t.dtype() {
         DType::F32 | DType::BF16 | DType::F16 => t
             .to_device(Device::Cpu)?
@@ -28,7 +28,7 @@ fn host_values(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// `values` as a tensor of `like`'s shape, dtype and device.
-fn tensor_like(values: Vec<f32>, like: &Tensor) -> Result<Tensor> {
+pub(super) fn tensor_like(values: Vec<f32>, like: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(values, like.shape(), Device::Cpu)?
         .to_dtype(like.dtype())?
         .to_device(like.device())
@@ -80,55 +80,22 @@ pub fn buckets(numels: &[usize], bucket_bytes: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// The mean over the ranks of each gradient, bucketed as [`buckets`] says: on a CUDA device
-/// under MPI, by NCCL in device memory (`--features nccl`, even with one rank, when every rank
-/// loads libnccl); otherwise through the host, summed by MPI all-reduce then scaled by 1/world.
-/// One rank outside NCCL returns `grads` as they are.
+/// The mean over the ranks of each gradient, bucketed as [`buckets`] says, after backward (the
+/// training step overlaps them with backward instead: [`super::OverlappedMean`]): on a CUDA
+/// device under MPI, by NCCL in device memory (`--features nccl`, even with one rank, when every
+/// rank loads libnccl); otherwise through the host, summed by MPI all-reduce then scaled by
+/// 1/world. One rank outside NCCL returns `grads` as they are.
 pub fn average_gradients(
-    world: &World,
+    world: &'static World,
     grads: Vec<Tensor>,
     bucket_bytes: usize,
 ) -> Result<Vec<Tensor>> {
-    let numels: Vec<usize> = grads.iter().map(|g| g.numel()).collect();
-    let buckets = buckets(&numels, bucket_bytes);
-    #[cfg(feature = "nccl")]
-    if world.uses_mpi() {
-        if let Some(averaged) = super::nccl::average(world, &grads, &buckets)? {
-            return Ok(averaged);
-        }
+    let refs: Vec<&Tensor> = grads.iter().collect();
+    let mut mean = super::OverlappedMean::new(world, &refs, bucket_bytes)?;
+    for g in grads.iter().rev() {
+        mean.ready(g.id(), g)?;
     }
-    if !world.is_distributed() {
-        return Ok(grads);
-    }
-    average_on_host(world, &grads, &numels, &buckets)
-}
-
-fn average_on_host(
-    world: &World,
-    grads: &[Tensor],
-    numels: &[usize],
-    buckets: &[Vec<usize>],
-) -> Result<Vec<Tensor>> {
-    let scale = 1.0 / world.size() as f32;
-    let mut averaged: Vec<Option<Tensor>> = vec![None; grads.len()];
-    for bucket in buckets {
-        let mut flat = Vec::with_capacity(bucket.iter().map(|&i| numels[i]).sum());
-        for &i in bucket {
-            flat.extend(host_values(&grads[i])?);
-        }
-        world.all_reduce(&mut flat, ReduceOp::Sum)?;
-        let mut rest = &flat[..];
-        for &i in bucket {
-            let (mine, tail) = rest.split_at(numels[i]);
-            rest = tail;
-            let mean = mine.iter().map(|v| v * scale).collect();
-            averaged[i] = Some(tensor_like(mean, &grads[i])?);
-        }
-    }
-    averaged
-        .into_iter()
-        .map(|g| g.ok_or_else(|| crate::Error::Internal("a gradient in no bucket".into())))
-        .collect()
+    Ok(mean.finish()?.0)
 }
 
 /// A 64-bit FNV-1a hash of the tensors' values (their bits, in order): equal on two ranks

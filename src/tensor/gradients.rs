@@ -41,6 +41,10 @@ impl Gradients {
         self.map.clear();
     }
 
+    pub(crate) fn by_id(&self, id: TensorId) -> Option<&Tensor> {
+        self.map.get(&id)
+    }
+
     pub(crate) fn accumulate(&mut self, id: TensorId, g: RawTensor) -> Result<()> {
         let total = match self.map.remove(&id) {
             Some(sum) => backend::add(&sum, &g)?,

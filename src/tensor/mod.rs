@@ -173,20 +173,48 @@ impl Tensor {
     /// Like [`Tensor::backward`], adding into `grads` (gradient accumulation over several passes).
     /// Each graph can be walked once: its saved activations are freed as backward uses them.
     pub fn backward_into(&self, grads: &mut Gradients) -> Result<()> {
+        let root = self.backward_root()?;
+        let seed = backend::full_like(self, self.shape(), 1.0)?;
+        autograd::backward(root, seed, |id, g| grads.accumulate(id, g))
+    }
+
+    /// Like [`Tensor::backward`], and `ready(id, gradient)` is called once for each leaf as soon
+    /// as its gradient is final (every op that used it has run its backward rule), while the
+    /// rest of the backward pass is still to run: a data-parallel step starts all-reducing a
+    /// bucket of gradients there. The leaves are reported in the order their gradients finish.
+    pub fn backward_with(
+        &self,
+        mut ready: impl FnMut(TensorId, &Tensor) -> Result<()>,
+    ) -> Result<Gradients> {
+        let mut grads = Gradients::new();
+        let root = self.backward_root()?;
+        let seed = backend::full_like(self, self.shape(), 1.0)?;
+        autograd::backward(root, seed, |id, g| {
+            grads.accumulate(id, g)?;
+            match grads.by_id(id) {
+                Some(total) => ready(id, total),
+                None => Err(crate::Error::Internal(
+                    "a reported gradient went missing".into(),
+                )),
+            }
+        })?;
+        Ok(grads)
+    }
+
+    /// The tape node backward starts from: this one-element tensor's (a loss).
+    fn backward_root(&self) -> Result<&Arc<Node>> {
         if self.numel() != 1 {
             return Err(invalid(
                 "backward",
                 format!("needs a one-element loss, got shape {:?}", self.shape()),
             ));
         }
-        let Some(root) = &self.grad else {
-            return Err(invalid(
+        self.grad.as_ref().ok_or_else(|| {
+            invalid(
                 "backward",
                 "the loss does not depend on any tensor that requires gradients",
-            ));
-        };
-        let seed = backend::full_like(self, self.shape(), 1.0)?;
-        autograd::backward(root, seed, |id, g| grads.accumulate(id, g))
+            )
+        })
     }
 }
 

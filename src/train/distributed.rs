@@ -6,9 +6,10 @@
 //! - each epoch every rank draws the same seeded permutation and takes its strided share, padded
 //!   by wrapping to equal step counts ([`Shard`], `DistributedSampler`'s rule), so the global
 //!   batch is N × `--batch-size`;
-//! - the gradients are averaged by all-reduce before the update ([`average_gradients`]), in
-//!   buckets of [`BUCKET_BYTES`](crate::dist::BUCKET_BYTES) in the same order on every rank, so
-//!   every rank applies the same update; `KILN_DIST_CHECK_EVERY=K` (default 100 in debug builds,
+//! - the gradients are averaged by all-reduce before the update ([`backward_and_average`]), in
+//!   buckets of [`BUCKET_BYTES`](crate::dist::BUCKET_BYTES) (`KILN_DIST_BUCKET_MB` sets another
+//!   size) launched in the same order on every rank, each as soon as backward has finished its
+//!   gradients (overlapping the rest of backward), so every rank applies the same update; `KILN_DIST_CHECK_EVERY=K` (default 100 in debug builds,
 //!   off in release builds) compares the ranks' weights by a checksum all-reduce every K steps;
 //! - batch norm normalizes each rank's batch by that batch's own statistics (per-rank, as DDP
 //!   without SyncBatchNorm); the running statistics are rank 0's, broadcast before each
@@ -23,6 +24,7 @@ use std::path::Path;
 use super::config::TrainConfig;
 use super::error::TrainError;
 use super::evaluate::{evaluate as evaluate_shard, Evaluation};
+use super::freeze::trains;
 use super::meta::CheckpointMeta;
 use super::metrics::{MetricsCsv, PlannedHistory};
 use super::progress::{EpochTotals, Progress};
@@ -41,6 +43,7 @@ fn dist_error(e: crate::Error) -> TrainError {
 
 /// What only a one-rank run can do: CUDA graphs replay a step with no room for an all-reduce.
 pub(crate) fn check_config(config: &TrainConfig) -> Result<(), TrainError> {
+    bucket_bytes()?;
     if world().is_distributed() && config.cuda_graph {
         return Err(TrainError::invalid(
             "cuda-graph",
@@ -103,9 +106,83 @@ fn broadcast_buffers(model: &mut dyn Module) -> Result<(), TrainError> {
     dist::broadcast_tensors(world(), &mut refs).map_err(dist_error)
 }
 
-/// The gradients averaged over the ranks (one rank: as they are).
-pub(crate) fn average_gradients(grads: Vec<Tensor>) -> Result<Vec<Tensor>, TrainError> {
-    dist::average_gradients(world(), grads, dist::BUCKET_BYTES).map_err(dist_error)
+/// The environment variable that sets the gradient bucket size in MB (default 25, as DDP's
+/// `bucket_cap_mb`; a fraction such as 0.01 is allowed).
+pub const BUCKET_MB_VAR: &str = "KILN_DIST_BUCKET_MB";
+
+/// The environment variable that makes every rank print, after the first step, how its buckets
+/// overlapped backward (the evidence the tests read).
+pub const OVERLAP_LOG_VAR: &str = "KILN_DIST_LOG_OVERLAP";
+
+/// The gradient bytes one all-reduce carries at most: `KILN_DIST_BUCKET_MB`, else 25 MB.
+pub(crate) fn bucket_bytes() -> Result<usize, TrainError> {
+    let Ok(text) = std::env::var(BUCKET_MB_VAR) else {
+        return Ok(dist::BUCKET_BYTES);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(mb) if mb.is_finite() && mb > 0.0 && mb <= 1e6 => {
+            Ok(((mb * 1024.0 * 1024.0) as usize).max(1))
+        }
+        _ => Err(TrainError::invalid(
+            BUCKET_MB_VAR,
+            format!("{text:?} is not a bucket size in MB between 0 (exclusive) and 1e6, e.g. 25"),
+        )),
+    }
+}
+
+/// Backward from `loss`, with the trainable parameters' gradients averaged over the ranks in
+/// buckets launched while backward runs ([`dist::OverlappedMean`]); the means in parameter order.
+/// A trainable parameter that got no gradient gets zeros (on every world size, so one rank and
+/// several agree), with a notice naming it once.
+pub(crate) fn backward_and_average(
+    model: &dyn Module,
+    loss: &Tensor,
+    step: u64,
+) -> Result<Vec<Tensor>, TrainError> {
+    let params: Vec<(String, &Tensor)> = (model.parameters().into_iter())
+        .filter(|(_, p)| trains(p))
+        .collect();
+    let refs: Vec<&Tensor> = params.iter().map(|(_, p)| *p).collect();
+    let mut mean = dist::OverlappedMean::new(world(), &refs, bucket_bytes()?)?;
+    loss.backward_with(|id, g| mean.ready(id, g))?;
+    let (means, report) = mean.finish()?;
+    note_unused(&params, &report);
+    if step == 0 && std::env::var_os(OVERLAP_LOG_VAR).is_some() {
+        eprintln!("{}", overlap_line(&report));
+    }
+    Ok(means)
+}
+
+/// The line `KILN_DIST_LOG_OVERLAP` prints.
+fn overlap_line(report: &dist::OverlapReport) -> String {
+    format!(
+        "kiln: rank {}: {} of {} gradient buckets launched before the last gradient; gradients \
+         finished {} reverse parameter order; {} unused",
+        world().rank(),
+        report.launched_before_last_gradient,
+        report.buckets,
+        match report.out_of_order() {
+            true => "out of",
+            false => "in",
+        },
+        report.unused.len()
+    )
+}
+
+/// Says once per run which trainable parameter got no gradient (and so a zero one).
+fn note_unused(params: &[(String, &Tensor)], report: &dist::OverlapReport) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if let Some(&first) = report.unused.first() {
+        SAID.call_once(|| {
+            eprintln!(
+                "kiln: rank {}: parameter {} (and {} more) received no gradient: it is reduced \
+                 as zeros (DDP's find_unused_parameters)",
+                world().rank(),
+                params[first].0,
+                report.unused.len() - 1
+            )
+        });
+    }
 }
 
 /// Every `KILN_DIST_CHECK_EVERY` steps (see the module docs): an error unless the ranks'

@@ -720,12 +720,12 @@ pub fn train_step_with(
     let stats = step_stats(&logits, &loss, labels)?;
     drop(logits);
     let (loss_value, correct) = read_checked_stats(&stats, labels, classes, step)?;
-    let grads = match &precision.scaler {
-        Some(scaler) => scaler.scale_loss(&loss)?.backward()?,
-        None => loss.backward()?,
+    // Averaged over the ranks (bucket by bucket while backward runs) before the loss scaler
+    // looks for overflow: all decide alike.
+    let grad_list = match &precision.scaler {
+        Some(scaler) => distributed::backward_and_average(model, &scaler.scale_loss(&loss)?, step)?,
+        None => distributed::backward_and_average(model, &loss, step)?,
     };
-    // Averaged over the ranks before the loss scaler looks for overflow: all decide alike.
-    let grad_list = distributed::average_gradients(gradient_list(model, &grads)?)?;
     let unscaled = match &mut precision.scaler {
         Some(scaler) => match scaler.unscale(&grad_list.iter().collect::<Vec<_>>())? {
             Some(unscaled) => Some(unscaled),
