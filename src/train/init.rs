@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::SafeTensors;
 
 use super::error::TrainError;
-use super::meta::META_KEY;
+use super::meta::is_checkpoint_metadata;
 use super::state::{check_values, MODEL_PREFIX};
 use crate::nn::{saved_float_tensor, Module};
 use crate::tensor::Tensor;
@@ -88,7 +88,7 @@ pub fn read_init_weights(path: &Path) -> Result<InitWeights, TrainError> {
     let from_kiln = header
         .metadata()
         .as_ref()
-        .is_some_and(|m| m.contains_key(META_KEY));
+        .is_some_and(is_checkpoint_metadata);
     let mut init = InitWeights {
         path: path.to_path_buf(),
         from_kiln,

@@ -22,6 +22,18 @@ use crate::nn::Architecture;
 
 /// The metadata key holding the JSON of a [`CheckpointMeta`].
 pub const META_KEY: &str = "kiln";
+
+/// Whether a safetensors file's metadata is a kiln checkpoint's: version 2's [`META_KEY`] JSON
+/// entry, or version 1's string entries (which always hold `architecture`); a plain `state_dict`
+/// (as `safetensors.torch.save_file` writes) has neither.
+pub fn is_checkpoint_metadata<S: std::hash::BuildHasher>(
+    meta: &std::collections::HashMap<String, String, S>,
+) -> bool {
+    meta.contains_key(META_KEY) || meta.contains_key(V1_ARCHITECTURE_KEY)
+}
+
+/// The entry every version 1 checkpoint's metadata has.
+const V1_ARCHITECTURE_KEY: &str = "architecture";
 /// The version this kiln writes; it reads this one, 2 and 1.
 pub const META_VERSION: u32 = 3;
 
@@ -84,7 +96,7 @@ impl CheckpointMeta {
     ) -> Result<CheckpointMeta, TrainError> {
         match meta.get(META_KEY) {
             Some(json) => from_json(json, path),
-            None if meta.contains_key("architecture") => from_v1(meta, path),
+            None if meta.contains_key(V1_ARCHITECTURE_KEY) => from_v1(meta, path),
             None => Err(TrainError::format(
                 path,
                 format!("no {META_KEY:?} metadata entry: not a checkpoint written by kiln train"),

@@ -14,7 +14,7 @@ use safetensors::tensor::SafeTensors;
 
 use super::error::TrainError;
 use super::init::find_head;
-use super::meta::{load_run_checkpoint, CheckpointMeta, META_KEY};
+use super::meta::{is_checkpoint_metadata, load_run_checkpoint, CheckpointMeta};
 use super::state::restore_model;
 use crate::core::device::Device;
 use crate::data::{DatasetInfo, Normalization, Sources};
@@ -178,7 +178,10 @@ impl FileHeader {
                 ),
             )
         })?;
-        let from_kiln = (header.metadata().as_ref()).is_some_and(|m| m.contains_key(META_KEY));
+        let from_kiln = header
+            .metadata()
+            .as_ref()
+            .is_some_and(is_checkpoint_metadata);
         let shapes = (header.tensors().into_iter())
             .map(|(name, info)| (name, info.shape.clone()))
             .collect();
