@@ -532,6 +532,22 @@ pub fn write_patch_fashion_mnist(dir: &std::path::Path, train: usize, test: usiz
     write_idx_labels(&path(3), &test_labels, true).unwrap();
 }
 
+/// Pooling inputs `[N, C, H, W]` with ceil_mode windows larger than the (padded) input, which
+/// overhang it on both sides: 1x1, 2x2, 3x3 and non-square planes, shared by the gradient checks
+/// and the parity tests of such windows (tests/pool_windows.rs checks them against PyTorch).
+pub fn pool_windows_past_the_input() -> [([usize; 4], crate::core::shape::PoolWindow); 6] {
+    use crate::core::shape::Window2d;
+    [
+        ([2, 3, 1, 1], Window2d::square(2, 2, 0)),
+        ([1, 2, 1, 3], Window2d::square(3, 3, 0)),
+        ([2, 2, 2, 2], Window2d::square(3, 2, 1)),
+        ([1, 3, 2, 3], Window2d::square(3, 2, 0)),
+        ([2, 1, 3, 3], Window2d::square(3, 3, 1)),
+        ([1, 2, 3, 2], Window2d::square(2, 3, 1)),
+    ]
+    .map(|(shape, window)| (shape, window.ceil_mode()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{assert_close, parse_test_devices, DeviceKind};

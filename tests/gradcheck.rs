@@ -111,17 +111,9 @@ fn avg_pool_ceil_mode_gradients() {
 /// step changes a max winner or crosses L2's kink at 0.
 #[test]
 fn pooling_gradients_for_windows_larger_than_the_input() {
-    let cases = [
-        ([2, 3, 1, 1], Window2d::square(2, 2, 0)),
-        ([1, 2, 1, 3], Window2d::square(3, 3, 0)),
-        ([2, 2, 2, 2], Window2d::square(3, 2, 1)),
-        ([1, 3, 2, 3], Window2d::square(3, 2, 0)),
-        ([2, 1, 3, 3], Window2d::square(3, 3, 1)),
-        ([1, 2, 3, 2], Window2d::square(2, 3, 1)),
-    ];
+    let cases = kiln::testing::pool_windows_past_the_input();
     for (i, (shape, window)) in cases.into_iter().enumerate() {
         let x = well_separated(&shape, 90 + i as u64);
-        let window = window.ceil_mode();
         gradcheck(
             "max_pool2d, window past the input",
             std::slice::from_ref(&x),

@@ -248,14 +248,7 @@ fn max_pool_layer_matches_cpu_forward_and_backward(device: Device) {
 
 /// ceil_mode windows larger than the (padded) input, overhanging it on both sides.
 fn max_pool_windows_past_the_input_match_cpu(device: Device) {
-    let cases = [
-        ([2, 3, 1, 1], Window2d::square(2, 2, 0)),
-        ([1, 2, 1, 3], Window2d::square(3, 3, 0)),
-        ([2, 2, 2, 2], Window2d::square(3, 2, 1)),
-        ([1, 3, 2, 3], Window2d::square(3, 2, 0)),
-        ([2, 1, 3, 3], Window2d::square(3, 3, 1)),
-        ([1, 2, 3, 2], Window2d::square(2, 3, 1)),
-    ];
+    let cases = kiln::testing::pool_windows_past_the_input();
     for (i, (shape, window)) in cases.into_iter().enumerate() {
         let x = random(&shape, 40 + i as u64);
         check_parity(
@@ -264,7 +257,7 @@ fn max_pool_windows_past_the_input_match_cpu(device: Device) {
             std::slice::from_ref(&x),
             ATOL,
             RTOL,
-            |t| ops::max_pool2d(&t[0], window.ceil_mode()),
+            |t| ops::max_pool2d(&t[0], window),
         );
     }
 }

@@ -151,17 +151,9 @@ kiln::test_device!(l2_pool_matches_cpu_on_every_device, gpu);
 /// ceil_mode windows larger than the (padded) input, overhanging it on both sides: average (both
 /// divisors: PyTorch's count_include_pad divisor stops at the padding) and L2 pooling.
 fn windows_past_the_input_match_cpu_on_every_device(device: Device) {
-    let cases = [
-        ([2, 3, 1, 1], Window2d::square(2, 2, 0)),
-        ([1, 2, 1, 3], Window2d::square(3, 3, 0)),
-        ([2, 2, 2, 2], Window2d::square(3, 2, 1)),
-        ([1, 3, 2, 3], Window2d::square(3, 2, 0)),
-        ([2, 1, 3, 3], Window2d::square(3, 3, 1)),
-        ([1, 2, 3, 2], Window2d::square(2, 3, 1)),
-    ];
+    let cases = kiln::testing::pool_windows_past_the_input();
     for (i, (shape, window)) in cases.into_iter().enumerate() {
         let x = random32(&shape, 70 + i as u64);
-        let window = window.ceil_mode();
         for include in [true, false] {
             check_parity(
                 "avg_pool2d, window past the input",
