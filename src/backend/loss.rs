@@ -170,17 +170,7 @@ impl Primitive<1> for SoftmaxXentGrad<'_> {
         let op = self.op().name;
         refuse_16bit(op, probs)?;
         self.labelled.check(op, probs)?;
-        if let Some(u) = self.upstream {
-            common_device(op, &[probs, u])?;
-            u.expect_dtype(op, probs.dtype())?;
-            if u.numel() != 1 {
-                return Err(invalid(
-                    "loss gradient",
-                    format!("{op}: {:?} is not one element", u.shape()),
-                ));
-            }
-        }
-        Ok(())
+        check_upstream(op, probs, self.upstream)
     }
     fn cpu<T: HostFloat>(&self, [ps]: [&[T]; 1]) -> Result<RawTensor> {
         let op = self.op().name;
@@ -352,17 +342,7 @@ impl Primitive<2> for SmoothXentGrad<'_> {
         refuse_16bit(op, probs)?;
         self.of.labelled.check(op, probs)?;
         self.of.targets.check(op, self.of.labelled.dims().1)?;
-        if let Some(u) = self.upstream {
-            common_device(op, &[probs, u])?;
-            u.expect_dtype(op, probs.dtype())?;
-            if u.numel() != 1 {
-                return Err(invalid(
-                    "loss gradient",
-                    format!("{op}: {:?} is not one element", u.shape()),
-                ));
-            }
-        }
-        Ok(())
+        check_upstream(op, probs, self.upstream)
     }
     fn cpu<T: HostFloat>(&self, [ps, ws]: [&[T]; 2]) -> Result<RawTensor> {
         let op = self.op().name;
@@ -589,6 +569,23 @@ impl Primitive<2> for PairGrad<'_> {
         let db = db.map(|d| RawTensor::from_gpu(d, shape.to_vec(), DType::F32));
         Ok(Unrounded((da, db)))
     }
+}
+
+/// Checks a backward pass's `upstream` loss gradient, when given: one element of `probs`'s dtype,
+/// on its device.
+fn check_upstream(op: &'static str, probs: &RawTensor, upstream: Option<&RawTensor>) -> Result<()> {
+    let Some(u) = upstream else {
+        return Ok(());
+    };
+    common_device(op, &[probs, u])?;
+    u.expect_dtype(op, probs.dtype())?;
+    if u.numel() != 1 {
+        return Err(invalid(
+            "loss gradient",
+            format!("{op}: {:?} is not one element", u.shape()),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks logits [rows, classes] and i32 labels [rows] on one device, and (reading the labels

@@ -26,6 +26,32 @@ fn softmax_row<T: Float>(z: &[T], p: &mut [T]) -> (T, T) {
     (max, sum)
 }
 
+/// The row loop of the softmax cross-entropies: per row of `logits` `[rows][classes]`, `probs` =
+/// softmax and `losses[row] = loss_of(z, max, ln Σ exp(z − max), label)`, or NaN for a label outside
+/// `0..classes`.
+fn softmax_rows<T: Float>(
+    (logits, labels): (&[T], &[i32]),
+    classes: usize,
+    probs: &mut [T],
+    losses: &mut [T],
+    loss_of: impl Fn(&[T], T, T, usize) -> T + Sync,
+) {
+    if classes == 0 {
+        return;
+    }
+    probs
+        .par_chunks_mut(classes)
+        .zip(logits.par_chunks(classes))
+        .zip(labels.par_iter().zip(losses.par_iter_mut()))
+        .for_each(|((p, z), (&label, loss))| {
+            let (max, sum) = softmax_row(z, p);
+            *loss = match label_index(label, classes) {
+                Some(l) => loss_of(z, max, sum.ln(), l),
+                None => T::nan(),
+            };
+        });
+}
+
 /// Per row of `logits` `[rows][classes]`: `probs` = softmax (row max subtracted first) and
 /// `losses[row] = logsumexp(logits) − logits[label]`, finite for logits of any magnitude.
 /// A label outside `0..classes` gives a NaN loss.
@@ -49,20 +75,13 @@ pub fn softmax_xent_fwd<T: Float>(
     );
     debug_assert_eq!(labels.len(), rows, "softmax_xent_fwd: labels length");
     debug_assert_eq!(losses.len(), rows, "softmax_xent_fwd: losses length");
-    if classes == 0 {
-        return;
-    }
-    probs
-        .par_chunks_mut(classes)
-        .zip(logits.par_chunks(classes))
-        .zip(labels.par_iter().zip(losses.par_iter_mut()))
-        .for_each(|((p, z), (&label, loss))| {
-            let (max, sum) = softmax_row(z, p);
-            *loss = match label_index(label, classes) {
-                Some(l) => sum.ln() - (z[l] - max),
-                None => T::nan(),
-            };
-        });
+    softmax_rows(
+        (logits, labels),
+        classes,
+        probs,
+        losses,
+        |z, max, log_s, l| log_s - (z[l] - max),
+    );
 }
 
 /// `dlogits = scale·(probs − onehot(label))` per row of `[rows][classes]` (overwritten). For a mean
@@ -139,27 +158,20 @@ pub fn softmax_xent_smooth_fwd<T: Float>(
     debug_assert_eq!(logits.len(), losses.len() * classes, "smooth_fwd: logits");
     debug_assert_eq!(probs.len(), logits.len(), "smooth_fwd: probs length");
     debug_assert_eq!(labels.len(), losses.len(), "smooth_fwd: labels length");
-    if classes == 0 {
-        return;
-    }
-    probs
-        .par_chunks_mut(classes)
-        .zip(logits.par_chunks(classes))
-        .zip(labels.par_iter().zip(losses.par_iter_mut()))
-        .for_each(|((p, z), (&label, loss))| {
-            let (max, sum) = softmax_row(z, p);
-            let Some(l) = label_index(label, classes) else {
-                *loss = T::nan();
-                return;
-            };
-            let log_s = sum.ln();
+    softmax_rows(
+        (logits, labels),
+        classes,
+        probs,
+        losses,
+        |z, max, log_s, l| {
             let smooth = z
                 .iter()
                 .zip(targets.weights)
                 .fold(T::zero(), |acc, (&z, &w)| acc + w * (log_s - (z - max)));
             let (label_share, per_class) = targets.shares(l);
-            *loss = label_share * (log_s - (z[l] - max)) + per_class * smooth;
-        });
+            label_share * (log_s - (z[l] - max)) + per_class * smooth
+        },
+    );
 }
 
 /// `dlogits = scale·(a·p − t)` per row, with the weighted smoothed target
