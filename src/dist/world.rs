@@ -68,8 +68,18 @@ impl World {
     /// Ends every rank of the job (MPI_Abort) after printing `message` with this rank's number:
     /// a rank that failed must not leave the others waiting at a collective. One process exits.
     pub fn abort(&self, message: &str, code: i32) -> ! {
-        eprintln!("kiln: rank {} of {}: {message}", self.rank, self.size);
+        self.say(message);
         super::collectives::abort(self, code)
+    }
+
+    /// Prints `kiln: rank R of N: message` on stderr in one write, so that the lines of ranks
+    /// sharing a terminal (mpirun forwards them all) never interleave mid-line, as
+    /// `eprintln!` (which writes the text and the newline separately) lets them.
+    pub fn say(&self, message: &str) {
+        use std::io::Write;
+        let line = format!("kiln: rank {} of {}: {message}\n", self.rank, self.size);
+        // Nothing useful can be done when stderr is gone.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
 

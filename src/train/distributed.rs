@@ -148,7 +148,7 @@ pub(crate) fn backward_and_average(
     let (means, report) = mean.finish()?;
     note_unused(&params, &report);
     if step == 0 && std::env::var_os(OVERLAP_LOG_VAR).is_some() {
-        eprintln!("{}", overlap_line(&report));
+        world().say(&overlap_line(&report));
     }
     Ok(means)
 }
@@ -156,9 +156,8 @@ pub(crate) fn backward_and_average(
 /// The line `KILN_DIST_LOG_OVERLAP` prints.
 fn overlap_line(report: &dist::OverlapReport) -> String {
     format!(
-        "kiln: rank {}: {} of {} gradient buckets launched before the last gradient; gradients \
-         finished {} reverse parameter order; {} unused",
-        world().rank(),
+        "{} of {} gradient buckets launched before the last gradient; gradients finished {} \
+         reverse parameter order; {} unused",
         report.launched_before_last_gradient,
         report.buckets,
         match report.out_of_order() {
@@ -174,13 +173,12 @@ fn note_unused(params: &[(String, &Tensor)], report: &dist::OverlapReport) {
     static SAID: std::sync::Once = std::sync::Once::new();
     if let Some(&first) = report.unused.first() {
         SAID.call_once(|| {
-            eprintln!(
-                "kiln: rank {}: parameter {} (and {} more) received no gradient: it is reduced \
-                 as zeros (DDP's find_unused_parameters)",
-                world().rank(),
+            world().say(&format!(
+                "parameter {} (and {} more) received no gradient: it is reduced as zeros (DDP's \
+                 find_unused_parameters)",
                 params[first].0,
                 report.unused.len() - 1
-            )
+            ))
         });
     }
 }
