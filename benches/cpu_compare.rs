@@ -240,7 +240,12 @@ impl Profile {
         self.time((step, "batch norm backward", shape.clone(), calls), || {
             let (mut s, mut sx) = (vec![0.0; c], vec![0.0; c]);
             cpu::norm::batch_norm_bwd_reduce(&dy, &x, layout, norm, &mut s, &mut sx);
-            cpu::norm::batch_norm_bwd_dx(&dy, &x, layout, norm, (&s, &sx), true, &mut dx);
+            let sums = cpu::norm::ChannelSums {
+                sum_dy: &s,
+                sum_dy_xhat: &sx,
+                count: layout.count(),
+            };
+            cpu::norm::batch_norm_bwd_dx(&dy, &x, layout, norm, sums, true, &mut dx);
         });
         self.relu(step, len, shape, calls);
     }

@@ -2,7 +2,7 @@
 //! pass (per-channel reductions, then dx).
 
 use super::primitive::{run, HostFloat, OnGpu, Op, Primitive};
-use super::storage::{StoredOutputs, Unrounded};
+use super::storage::Unrounded;
 use super::{common_device, gpu_f32, gpu_output, host_output, RawTensor};
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
@@ -31,14 +31,6 @@ pub struct BatchNormGrads {
     pub dx: Option<RawTensor>,
     pub dgamma: RawTensor,
     pub dbeta: RawTensor,
-}
-
-/// Only dx is a value of x's storage: dγ and dβ are f32 (the parameters' gradients).
-impl StoredOutputs for BatchNormGrads {
-    fn stored(self, format: DType) -> Result<Self> {
-        let dx = self.dx.map(|dx| dx.stored(format)).transpose()?;
-        Ok(BatchNormGrads { dx, ..self })
-    }
 }
 
 /// `x` seen per channel; an error unless it is a 4-d NCHW tensor with at least one channel.
@@ -210,6 +202,7 @@ impl Primitive<1> for Normalize<'_> {
 /// The backward pass of [`batch_norm_fwd`] for output gradient `dy`: dγ = Σdy·x̂, dβ = Σdy, and
 /// (when `want_dx`) dx = γ/σ·(dy − mean(dy) − x̂·mean(dy·x̂)) if `training` (the statistics are
 /// this batch's, so they depend on x), else dx = γ/σ·dy (the statistics are constants).
+/// [`batch_norm_bwd_sums`] then [`batch_norm_bwd_dx`] over this batch's own M = N·H·W values.
 pub fn batch_norm_bwd(
     dy: &RawTensor,
     x: &RawTensor,
@@ -217,58 +210,94 @@ pub fn batch_norm_bwd(
     training: bool,
     want_dx: bool,
 ) -> Result<BatchNormGrads> {
+    let (dbeta, dgamma) = batch_norm_bwd_sums(dy, x, stats)?;
+    let dx = match want_dx {
+        true => {
+            let count = batch_norm_layout("batch norm backward", x)?.count();
+            let sums = BatchNormSums {
+                sum_dy: &dbeta,
+                sum_dy_xhat: &dgamma,
+                count,
+            };
+            Some(batch_norm_bwd_dx(dy, x, stats, &sums, training)?)
+        }
+        false => None,
+    };
+    Ok(BatchNormGrads { dx, dgamma, dbeta })
+}
+
+/// Per channel of `x` [N, C, H, W] and its output gradient `dy`: (Σdy, Σdy·x̂), each [C] of the
+/// statistics' dtype. They are dβ and dγ, and what dx needs of the whole batch.
+pub fn batch_norm_bwd_sums(
+    dy: &RawTensor,
+    x: &RawTensor,
+    stats: &BatchNormStats<'_>,
+) -> Result<(RawTensor, RawTensor)> {
     let on = Channels::new("batch norm backward", x, stats)?;
-    let grad = NormalizeGrad {
+    let Unrounded(sums) = run(&GradSums(on), [x, dy])?;
+    Ok(sums)
+}
+
+/// What dx needs of the batch that the statistics came from: (Σdy, Σdy·x̂) per channel and the
+/// number of values M per channel. For this batch alone they are [`batch_norm_bwd_sums`] and
+/// N·H·W; a batch split over ranks (synchronized batch norm) sums them over the ranks.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormSums<'a> {
+    pub sum_dy: &'a RawTensor,
+    pub sum_dy_xhat: &'a RawTensor,
+    pub count: usize,
+}
+
+/// dx = γ/σ·(dy − Σdy/M − x̂·Σdy·x̂/M) if `training`, else γ/σ·dy, for `x` and `dy` [N, C, H, W].
+pub fn batch_norm_bwd_dx(
+    dy: &RawTensor,
+    x: &RawTensor,
+    stats: &BatchNormStats<'_>,
+    sums: &BatchNormSums<'_>,
+    training: bool,
+) -> Result<RawTensor> {
+    if sums.count == 0 {
+        return Err(invalid(
+            "batch norm backward",
+            "the batch the statistics came from has no values",
+        ));
+    }
+    let on = Channels::new("batch norm backward", x, stats)?;
+    let grad = InputGrad {
         on,
+        sums: *sums,
         training,
-        want_dx,
     };
     run(&grad, [x, dy])
 }
 
-struct NormalizeGrad<'a> {
-    on: Channels<'a>,
-    training: bool,
-    want_dx: bool,
-}
+struct GradSums<'a>(Channels<'a>);
 
-impl Primitive<2> for NormalizeGrad<'_> {
-    type Output = BatchNormGrads;
+impl Primitive<2> for GradSums<'_> {
+    type Output = Unrounded<(RawTensor, RawTensor)>;
     fn op(&self) -> Op {
-        Op::new(
-            "batch norm backward",
-            &["batch_norm_bwd_reduce", "batch_norm_bwd_dx"],
-        )
+        Op::new("batch norm backward sums", &["batch_norm_bwd_reduce"])
     }
     fn check(&self, [x, dy]: [&RawTensor; 2]) -> Result<()> {
-        self.on.check(self.op().name, x)?;
+        self.0.check(self.op().name, x)?;
         dy.expect_shape(self.op().name, x.shape())
     }
-    fn cpu<T: HostFloat>(&self, [x, dy]: [&[T]; 2]) -> Result<BatchNormGrads> {
-        let (layout, c) = (self.on.layout, self.on.layout.channels);
-        let norm = self.on.host_norm::<T>(self.op().name)?;
+    fn cpu<T: HostFloat>(&self, [x, dy]: [&[T]; 2]) -> Result<Self::Output> {
+        let (layout, c) = (self.0.layout, self.0.layout.channels);
+        let norm = self.0.host_norm::<T>(self.op().name)?;
         let (mut sum_dy, mut sum_dy_xhat) = (vec![T::zero(); c], vec![T::zero(); c]);
         cpu::norm::batch_norm_bwd_reduce(dy, x, layout, norm, &mut sum_dy, &mut sum_dy_xhat);
-        let dx = self.want_dx.then(|| {
-            host_output::<T>(self.on.shape.to_vec(), |dx| {
-                let sums = (sum_dy.as_slice(), sum_dy_xhat.as_slice());
-                cpu::norm::batch_norm_bwd_dx(dy, x, layout, norm, sums, self.training, dx)
-            })
-        });
-        Ok(BatchNormGrads {
-            dx,
-            dgamma: RawTensor::host(T::wrap(sum_dy_xhat), vec![c], T::DTYPE),
-            dbeta: RawTensor::host(T::wrap(sum_dy), vec![c], T::DTYPE),
-        })
+        let host = |v: Vec<T>| RawTensor::host(T::wrap(v), vec![c], T::DTYPE);
+        Ok(Unrounded((host(sum_dy), host(sum_dy_xhat))))
     }
-    fn gpu(&self, on: &OnGpu, [x, dy]: [&GpuBuffer; 2]) -> Result<BatchNormGrads> {
-        let (layout, c) = (self.on.layout, self.on.layout.channels);
+    fn gpu(&self, on: &OnGpu, [x, dy]: [&GpuBuffer; 2]) -> Result<Self::Output> {
+        let (layout, c) = (self.0.layout, self.0.layout.channels);
         let inputs = cuda::norm::BackwardInputs {
             dy,
             x,
             storage: on.format,
         };
-        let norm = self.on.gpu_norm(self.op().name)?;
+        let norm = self.0.gpu_norm(self.op().name)?;
         let bytes = c * DType::F32.size_in_bytes();
         let (mut sum_dy, mut sum_dy_xhat) = (on.gpu.alloc(bytes)?, on.gpu.alloc(bytes)?);
         cuda::norm::batch_norm_bwd_reduce(
@@ -279,26 +308,61 @@ impl Primitive<2> for NormalizeGrad<'_> {
             &mut sum_dy,
             &mut sum_dy_xhat,
         )?;
-        let dx = if self.want_dx {
-            Some(on.output(self.on.shape.to_vec(), |dx| {
-                let sums = (&sum_dy, &sum_dy_xhat);
-                cuda::norm::batch_norm_bwd_dx(
-                    on.gpu,
-                    inputs,
-                    layout,
-                    &norm,
-                    sums,
-                    self.training,
-                    dx,
-                )
-            })?)
-        } else {
-            None
+        let device = |b| RawTensor::from_gpu(b, vec![c], DType::F32);
+        Ok(Unrounded((device(sum_dy), device(sum_dy_xhat))))
+    }
+}
+
+struct InputGrad<'a> {
+    on: Channels<'a>,
+    sums: BatchNormSums<'a>,
+    training: bool,
+}
+
+impl Primitive<2> for InputGrad<'_> {
+    type Output = RawTensor;
+    fn op(&self) -> Op {
+        Op::new("batch norm input gradient", &["batch_norm_bwd_dx"])
+    }
+    fn check(&self, [x, dy]: [&RawTensor; 2]) -> Result<()> {
+        let name = self.op().name;
+        self.on.check(name, x)?;
+        dy.expect_shape(name, x.shape())?;
+        let sums = [self.sums.sum_dy, self.sums.sum_dy_xhat];
+        check_per_channel(name, x, self.on.layout.channels, &sums)
+    }
+    fn cpu<T: HostFloat>(&self, [x, dy]: [&[T]; 2]) -> Result<RawTensor> {
+        let name = self.op().name;
+        let norm = self.on.host_norm::<T>(name)?;
+        let sums = (
+            self.sums.sum_dy.host_slice::<T>(name)?,
+            self.sums.sum_dy_xhat.host_slice::<T>(name)?,
+        );
+        let sums = cpu::norm::ChannelSums {
+            sum_dy: sums.0,
+            sum_dy_xhat: sums.1,
+            count: self.sums.count,
         };
-        Ok(BatchNormGrads {
-            dx,
-            dgamma: RawTensor::from_gpu(sum_dy_xhat, vec![c], DType::F32),
-            dbeta: RawTensor::from_gpu(sum_dy, vec![c], DType::F32),
+        Ok(host_output::<T>(self.on.shape.to_vec(), |dx| {
+            cpu::norm::batch_norm_bwd_dx(dy, x, self.on.layout, norm, sums, self.training, dx)
+        }))
+    }
+    fn gpu(&self, on: &OnGpu, [x, dy]: [&GpuBuffer; 2]) -> Result<RawTensor> {
+        let name = self.op().name;
+        let inputs = cuda::norm::BackwardInputs {
+            dy,
+            x,
+            storage: on.format,
+        };
+        let norm = self.on.gpu_norm(name)?;
+        let sums = cuda::norm::BackwardSums {
+            sum_dy: gpu_f32(name, self.sums.sum_dy)?.1,
+            sum_dy_xhat: gpu_f32(name, self.sums.sum_dy_xhat)?.1,
+            count: self.sums.count,
+        };
+        on.output(self.on.shape.to_vec(), |dx| {
+            let layout = self.on.layout;
+            cuda::norm::batch_norm_bwd_dx(on.gpu, inputs, layout, &norm, sums, self.training, dx)
         })
     }
 }

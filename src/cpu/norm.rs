@@ -195,14 +195,23 @@ pub fn batch_norm_bwd_reduce<T: Float>(
     }
 }
 
-/// `dx = γ/σ·(dy − Σdy/M − x̂·Σdy·x̂/M)` when `training` (the statistics came from this batch),
-/// else `dx = γ/σ·dy`. `sums` = (Σdy, Σdy·x̂) from [`batch_norm_bwd_reduce`].
+/// What [`batch_norm_bwd_dx`] needs of the batch the statistics came from: per channel Σdy and
+/// Σdy·x̂ ([`batch_norm_bwd_reduce`] for this batch alone) and the count M of values they sum over.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelSums<'a, T> {
+    pub sum_dy: &'a [T],
+    pub sum_dy_xhat: &'a [T],
+    pub count: usize,
+}
+
+/// `dx = γ/σ·(dy − Σdy/M − x̂·Σdy·x̂/M)` when `training` (the statistics came from the batch that
+/// `sums` sums over), else `dx = γ/σ·dy`.
 pub fn batch_norm_bwd_dx<T: Float>(
     dy: &[T],
     x: &[T],
     layout: ChannelLayout,
     norm: ChannelNorm<'_, T>,
-    sums: (&[T], &[T]),
+    sums: ChannelSums<'_, T>,
     training: bool,
     dx: &mut [T],
 ) {
@@ -213,8 +222,8 @@ pub fn batch_norm_bwd_dx<T: Float>(
     if plane == 0 || channels == 0 {
         return;
     }
-    let inv_count = T::one() / as_float::<T>(layout.count());
-    let (sum_dy, sum_dy_xhat) = sums;
+    let inv_count = T::one() / as_float::<T>(sums.count);
+    let (sum_dy, sum_dy_xhat) = (sums.sum_dy, sums.sum_dy_xhat);
     dx.par_chunks_mut(plane)
         .zip(dy.par_chunks(plane).zip(x.par_chunks(plane)))
         .enumerate()
@@ -350,11 +359,46 @@ mod tests {
         let r5 = 5.0_f64.sqrt();
         assert_close(&[s[0], sx[0]], &[1.0, -3.0 / r5], 1e-15, 1e-15);
         let mut dx = [0.0; 4];
-        batch_norm_bwd_dx(&dy, &x, layout, norm, (&s, &sx), true, &mut dx);
+        let sums = ChannelSums {
+            sum_dy: &s,
+            sum_dy_xhat: &sx,
+            count: layout.count(),
+        };
+        batch_norm_bwd_dx(&dy, &x, layout, norm, sums, true, &mut dx);
         let k = 2.0 / r5;
         assert_close(&dx, &[0.3 * k, -0.4 * k, -0.1 * k, 0.2 * k], 1e-15, 1e-14);
-        batch_norm_bwd_dx(&dy, &x, layout, norm, (&s, &sx), false, &mut dx);
+        batch_norm_bwd_dx(&dy, &x, layout, norm, sums, false, &mut dx);
         assert_close(&dx, &[k, 0.0, 0.0, 0.0], 1e-15, 1e-15);
+    }
+
+    /// The batch of `backward_by_hand` split in two images of one value pair each (a batch
+    /// sharded over ranks): each half's dx from the whole batch's sums and count M = 4 is its
+    /// slice of the whole batch's dx, (2/√5)·[0.3, −0.4] and (2/√5)·[−0.1, 0.2].
+    #[test]
+    fn a_shard_with_the_whole_batchs_sums_gets_its_slice_of_the_whole_dx() {
+        let half = ChannelLayout {
+            batch: 1,
+            channels: 1,
+            plane: 2,
+        };
+        let norm = ChannelNorm {
+            mean: &[4.0],
+            var: &[5.0],
+            gamma: &[2.0],
+            eps: 0.0,
+        };
+        let r5 = 5.0_f64.sqrt();
+        let sums = ChannelSums {
+            sum_dy: &[1.0],
+            sum_dy_xhat: &[-3.0 / r5],
+            count: 4,
+        };
+        let k = 2.0 / r5;
+        let mut dx = [0.0; 2];
+        batch_norm_bwd_dx(&[1.0, 0.0], &[1.0, 3.0], half, norm, sums, true, &mut dx);
+        assert_close(&dx, &[0.3 * k, -0.4 * k], 1e-15, 1e-14);
+        batch_norm_bwd_dx(&[0.0, 0.0], &[5.0, 7.0], half, norm, sums, true, &mut dx);
+        assert_close(&dx, &[-0.1 * k, 0.2 * k], 1e-15, 1e-14);
     }
 
     /// Long enough (above [`MIN_PAR_LEN`]) that rayon splits the element loops; checks the channel

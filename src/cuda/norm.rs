@@ -200,13 +200,22 @@ pub(crate) fn batch_norm_bwd_reduce(
     )
 }
 
-/// dx from dy and the sums (Σdy, Σdy·x̂) of [`batch_norm_bwd_reduce`].
+/// What dx needs of the batch the statistics came from: per channel Σdy and Σdy·x̂ (f32 [C];
+/// [`batch_norm_bwd_reduce`] for this batch alone) and the count M of values they sum over.
+#[derive(Clone, Copy)]
+pub(crate) struct BackwardSums<'a> {
+    pub sum_dy: &'a GpuBuffer,
+    pub sum_dy_xhat: &'a GpuBuffer,
+    pub count: usize,
+}
+
+/// dx from dy and the batch's [`BackwardSums`].
 pub(crate) fn batch_norm_bwd_dx(
     gpu: &Gpu,
     BackwardInputs { dy, x, storage: s }: BackwardInputs<'_>,
     layout: ChannelLayout,
     norm: &GpuChannelNorm<'_>,
-    (sum_dy, sum_dy_xhat): (&GpuBuffer, &GpuBuffer),
+    sums: BackwardSums<'_>,
     training: bool,
     dx: &mut GpuBuffer,
 ) -> Result<()> {
@@ -218,15 +227,15 @@ pub(crate) fn batch_norm_bwd_dx(
         mean: norm.mean.address(),
         var: norm.var.address(),
         gamma: norm.gamma.address(),
-        sum_dy: sum_dy.address(),
-        sum_dy_xhat: sum_dy_xhat.address(),
+        sum_dy: sums.sum_dy.address(),
+        sum_dy_xhat: sums.sum_dy_xhat.address(),
         dx: dx.address(),
         n: to_i64("batch norm length", n)?,
         plane,
         channels,
         training: i32::from(training),
         eps: norm.eps,
-        inv_count: 1.0 / layout.count() as f32,
+        inv_count: 1.0 / sums.count as f32,
     };
     launch(
         gpu,

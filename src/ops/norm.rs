@@ -4,15 +4,36 @@
 //! moves the running statistics towards them (the variance unbiased, as PyTorch does); evaluation
 //! normalizes with the running statistics, an affine map. Both record one op on the tape with inputs
 //! x, γ and β; its backward rule is `backend::batch_norm_bwd`.
+//!
+//! Synchronized batch norm (PyTorch's `SyncBatchNorm`): a batch split over replicas (data-parallel
+//! ranks) is normalized with the statistics of the whole batch. Each replica computes its own
+//! shard's mean and variance, and a [`ReplicaSum`] combines them exactly: with M_r values on
+//! replica r and M = Σ M_r, mean = Σ (M_r/M)·mean_r and var = Σ (M_r/M)·(var_r + (mean_r − mean)²)
+//! (no E[x²] − mean² cancellation). Backward sums Σdy and Σdy·x̂ over the replicas for dx; dγ and
+//! dβ stay the shard's own (data parallelism averages them like every other gradient).
+
+use std::fmt::Debug;
+use std::sync::Arc;
 
 use crate::backend::RawTensor;
-use crate::backend::{self, BatchNormStats};
+use crate::backend::{self, BatchNormGrads, BatchNormStats, BatchNormSums};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{invalid, Result};
 use crate::core::shape::as_nchw;
 use crate::tensor::record;
 use crate::tensor::Tensor;
+
+/// Sums over the replicas that share a batch (the ranks of a data-parallel run), for synchronized
+/// batch norm. Every replica makes the same calls in the same order; each call returns once every
+/// replica has made it.
+pub trait ReplicaSum: Send + Sync + Debug {
+    /// Σ over the replicas of each one's `local` count.
+    fn count(&self, local: usize) -> Result<usize>;
+    /// The element-wise Σ over the replicas of each one's `local` tensor (the same shape and
+    /// dtype on every replica), on `local`'s device and of its dtype.
+    fn values(&self, local: &RawTensor) -> Result<RawTensor>;
+}
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel, with learnable γ (`gamma`) and β (`beta`).
 #[derive(Debug)]
@@ -27,6 +48,9 @@ pub struct BatchNorm2d {
     pub momentum: f64,
     /// Added to the variance before the square root.
     pub eps: f64,
+    /// With `Some`, training normalizes with the statistics of the whole batch across the
+    /// replicas ([`BatchNorm2d::synchronize`]).
+    sync: Option<Arc<dyn ReplicaSum>>,
 }
 
 impl BatchNorm2d {
@@ -52,7 +76,19 @@ impl BatchNorm2d {
             running_var: filled(1.0)?,
             momentum: 0.1,
             eps: 1e-5,
+            sync: None,
         })
+    }
+
+    /// Training normalizes with the statistics of the batch summed by `sum` over the replicas
+    /// (synchronized batch norm), or with `None` with this replica's batch alone.
+    pub fn synchronize(&mut self, sum: Option<Arc<dyn ReplicaSum>>) {
+        self.sync = sum;
+    }
+
+    /// Whether training normalizes over the replicas ([`BatchNorm2d::synchronize`]).
+    pub fn is_synchronized(&self) -> bool {
+        self.sync.is_some()
     }
 
     /// The running mean and variance, mutable (checkpoint loading writes them in place).
@@ -116,28 +152,51 @@ impl BatchNorm2d {
                 self.running_mean.raw().clone(),
                 self.running_var.raw().clone(),
             );
-            return normalize(x, &self.gamma, &self.beta, mean, var, self.eps, false);
+            return normalize(
+                x,
+                &self.gamma,
+                &self.beta,
+                (mean, var),
+                self.eps,
+                Statistics::Running,
+            );
         }
-        let count = n * h * w;
-        if count <= 1 {
-            return Err(invalid(
+        let local = n * h * w;
+        let too_few = |count: usize, across: &str| {
+            invalid(
                 "batch norm input",
                 format!(
-                    "{OP}: training needs more than one value per channel, got shape {:?}",
+                    "{OP}: training needs more than one value per channel{across}, got {count} \
+                     (shape {:?})",
                     x.shape()
                 ),
-            ));
+            )
+        };
+        if local == 0 || (local == 1 && self.sync.is_none()) {
+            return Err(too_few(local, ""));
         }
         let (mean, var) = backend::batch_norm_stats(x)?;
-        let y = normalize(
-            x,
-            &self.gamma,
-            &self.beta,
-            mean.clone(),
-            var.clone(),
-            self.eps,
-            true,
-        )?;
+        let (mean, var, from) = match &self.sync {
+            None => (mean, var, Statistics::Batch),
+            Some(sum) => {
+                let count = sum.count(local)?;
+                if count <= 1 {
+                    return Err(too_few(count, " across the replicas"));
+                }
+                let (mean, var) = whole_batch_statistics(sum.as_ref(), (mean, var), local, count)?;
+                let synced = Synced {
+                    sum: Arc::clone(sum),
+                    count,
+                };
+                (mean, var, Statistics::Replicas(synced))
+            }
+        };
+        let count = match &from {
+            Statistics::Replicas(synced) => synced.count,
+            _ => local,
+        };
+        let stats = (mean.clone(), var.clone());
+        let y = normalize(x, &self.gamma, &self.beta, stats, self.eps, from)?;
         // PyTorch's rule: the running variance follows the unbiased estimate var·M/(M − 1).
         let m = self.momentum;
         let unbiased = count as f64 / (count - 1) as f64;
@@ -164,16 +223,49 @@ impl BatchNorm2d {
     }
 }
 
-/// y = γ·(x − mean)/√(var + eps) + β, recorded with inputs (x, γ, β). `training` says whether
-/// `mean` and `var` are x's own batch statistics (so the backward rule differentiates through them).
+/// The statistics of the whole batch from this replica's `(mean, var)` over its `local` values,
+/// `total` values in all (see the module's comment). With one replica they are `(mean, var)`
+/// exactly: the weight is 1 and the deviation 0.
+fn whole_batch_statistics(
+    sum: &dyn ReplicaSum,
+    (mean, var): (RawTensor, RawTensor),
+    local: usize,
+    total: usize,
+) -> Result<(RawTensor, RawTensor)> {
+    let weight = local as f64 / total as f64;
+    let whole_mean = sum.values(&backend::affine(&mean, weight, 0.0)?)?;
+    let deviation = backend::axpby(1.0, &mean, -1.0, &whole_mean)?;
+    let spread = backend::mul(&deviation, &deviation)?;
+    let whole_var = sum.values(&backend::axpby(weight, &var, weight, &spread)?)?;
+    Ok((whole_mean, whole_var))
+}
+
+/// Where a pass's statistics came from, which says what backward differentiates through.
+enum Statistics {
+    /// The running statistics: constants.
+    Running,
+    /// This batch's own.
+    Batch,
+    /// The whole batch across the replicas.
+    Replicas(Synced),
+}
+
+/// What the backward rule of a synchronized pass needs: the sum over the replicas and the count
+/// of values in the whole batch.
+struct Synced {
+    sum: Arc<dyn ReplicaSum>,
+    count: usize,
+}
+
+/// y = γ·(x − mean)/√(var + eps) + β, recorded with inputs (x, γ, β); `from` says where
+/// `(mean, var)` came from.
 fn normalize(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
-    mean: RawTensor,
-    var: RawTensor,
+    (mean, var): (RawTensor, RawTensor),
     eps: f64,
-    training: bool,
+    from: Statistics,
 ) -> Result<Tensor> {
     let stats = BatchNormStats {
         mean: &mean,
@@ -191,8 +283,40 @@ fn normalize(
                 gamma: &gamma_saved,
                 eps,
             };
-            let g = backend::batch_norm_bwd(dy, &x_saved, &stats, training, x_needs_grad)?;
+            let g = match &from {
+                Statistics::Replicas(synced) => {
+                    synced_bwd(dy, &x_saved, &stats, synced, x_needs_grad)?
+                }
+                plain => {
+                    let training = matches!(plain, Statistics::Batch);
+                    backend::batch_norm_bwd(dy, &x_saved, &stats, training, x_needs_grad)?
+                }
+            };
             Ok(vec![g.dx, Some(g.dgamma), Some(g.dbeta)])
         }
     }))
+}
+
+/// The backward pass of a synchronized batch norm: dx from Σdy and Σdy·x̂ summed over the
+/// replicas; dγ and dβ this replica's own sums.
+fn synced_bwd(
+    dy: &RawTensor,
+    x: &RawTensor,
+    stats: &BatchNormStats<'_>,
+    synced: &Synced,
+    want_dx: bool,
+) -> Result<BatchNormGrads> {
+    let (dbeta, dgamma) = backend::batch_norm_bwd_sums(dy, x, stats)?;
+    let dx = match want_dx {
+        true => {
+            let sums = BatchNormSums {
+                sum_dy: &synced.sum.values(&dbeta)?,
+                sum_dy_xhat: &synced.sum.values(&dgamma)?,
+                count: synced.count,
+            };
+            Some(backend::batch_norm_bwd_dx(dy, x, stats, &sums, true)?)
+        }
+        false => None,
+    };
+    Ok(BatchNormGrads { dx, dgamma, dbeta })
 }
