@@ -277,3 +277,106 @@ fn one_value_in_all_replicas_is_an_error() {
     let err = step(&x, &x, (&ones, &ones), replicas(1).pop()).expect_err("one value in all");
     assert!(err.to_string().contains("across the replicas"), "{err}");
 }
+
+/// Gradients of a conv → BN → ReLU → conv → BN block with the mean loss of `x`'s batch (as a
+/// data-parallel rank computes them on its shard): w1, w2, γ1, β1, γ2, β2, each as f64.
+fn block_gradients(
+    x: &Tensor,
+    r: &Tensor,
+    (w1, w2): (&Tensor, &Tensor),
+    sync: Option<Arc<dyn ReplicaSum>>,
+) -> Vec<Vec<f64>> {
+    use kiln::core::shape::Window2d;
+    let same = Window2d::square(3, 1, 1);
+    let (w1, w2) = (w1.detach().with_grad(), w2.detach().with_grad());
+    let norm = |channels| {
+        let mut bn = BatchNorm2d::with_dtype(channels, DType::F64, Device::Cpu).unwrap();
+        bn.synchronize(sync.clone());
+        bn
+    };
+    let (mut bn1, mut bn2) = (norm(w1.shape()[0]), norm(w2.shape()[0]));
+    let h = ops::conv2d(x, &w1, None, same).unwrap();
+    let h = ops::relu(&bn1.forward(&h, true).unwrap()).unwrap();
+    let y = bn2
+        .forward(&ops::conv2d(&h, &w2, None, same).unwrap(), true)
+        .unwrap();
+    let grads = ops::mean(&ops::mul(&y, r).unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+    [&w1, &w2, &bn1.gamma, &bn1.beta, &bn2.gamma, &bn2.beta]
+        .into_iter()
+        .map(|t| host(grads.get(t).expect("a gradient")))
+        .collect()
+}
+
+/// Data parallelism's step (PyTorch DDP with SyncBatchNorm): each replica's mean loss over its
+/// shard, its gradients averaged over the replicas, equal the whole batch's gradients, for the
+/// weights before the batch norms too (their gradients pass through dx and its summed terms).
+/// Without synchronization the average is not the whole batch's gradient (checked too).
+#[test]
+fn averaged_gradients_of_a_synchronized_block_are_the_whole_batchs() {
+    let (n, c, k, side) = (6, 3, 4, 5);
+    let shape = [n, c, side, side];
+    let (x, r) = (
+        random(&shape, 11, 1.0, 2.0),
+        random(&[n, k, side, side], 12, 0.0, 1.0),
+    );
+    let w1 = on(
+        &random(&[k, c, 3, 3], 13, 0.0, 0.5),
+        &[k, c, 3, 3],
+        DType::F64,
+        Device::Cpu,
+    );
+    let w2 = on(
+        &random(&[k, k, 3, 3], 14, 0.0, 0.5),
+        &[k, k, 3, 3],
+        DType::F64,
+        Device::Cpu,
+    );
+    let whole = block_gradients(
+        &on(&x, &shape, DType::F64, Device::Cpu),
+        &on(&r, &[n, k, side, side], DType::F64, Device::Cpu),
+        (&w1, &w2),
+        None,
+    );
+    let averaged = |sync: bool| -> Vec<Vec<f64>> {
+        let halves = [n / 2, n / 2];
+        let per_replica: Vec<Vec<Vec<f64>>> = std::thread::scope(|scope| {
+            let running: Vec<_> = split(&x, c * side * side, &halves)
+                .into_iter()
+                .zip(split(&r, k * side * side, &halves))
+                .zip(replicas(2))
+                .map(|((x, r), sum)| {
+                    let (w1, w2) = (&w1, &w2);
+                    scope.spawn(move || {
+                        let x = on(&x, &[n / 2, c, side, side], DType::F64, Device::Cpu);
+                        let r = on(&r, &[n / 2, k, side, side], DType::F64, Device::Cpu);
+                        block_gradients(&x, &r, (w1, w2), sync.then_some(sum))
+                    })
+                })
+                .collect();
+            running.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        (0..whole.len())
+            .map(|i| {
+                let (a, b) = (&per_replica[0][i], &per_replica[1][i]);
+                a.iter().zip(b).map(|(a, b)| (a + b) / 2.0).collect()
+            })
+            .collect()
+    };
+    let names = ["w1", "w2", "γ1", "β1", "γ2", "β2"];
+    for (name, (mean, whole)) in names.iter().zip(averaged(true).iter().zip(&whole)) {
+        assert_near(name, mean, whole, 1e-12);
+    }
+    let per_rank = averaged(false);
+    let worst = per_rank[0]
+        .iter()
+        .zip(&whole[0])
+        .map(|(a, b)| (a - b).abs() / (1e-12 + b.abs()))
+        .fold(0.0, f64::max);
+    assert!(
+        worst > 1e-3,
+        "per-replica statistics change w1's gradient: {worst}"
+    );
+}

@@ -318,6 +318,11 @@ struct TrainArgs {
     /// PyTorch's plain requires_grad=False).
     #[arg(long, value_enum, default_value = "eval")]
     frozen_bn: train::FrozenBn,
+    /// Under mpirun: batch norm normalizes with the statistics of the whole global batch, summed
+    /// over the ranks in every training step (PyTorch's SyncBatchNorm), instead of each rank's
+    /// own batch (the default, as DDP). With one rank it is plain batch norm.
+    #[arg(long)]
+    sync_bn: bool,
     /// Label smoothing EPS in [0, 1) for the training loss: the target puts 1 - EPS on the label
     /// and EPS/classes on every class (PyTorch's F.cross_entropy(label_smoothing=EPS)).
     #[arg(long, value_name = "EPS", default_value_t = 0.0)]
@@ -362,6 +367,7 @@ impl TrainArgs {
             freeze: self.freeze.clone(),
             reset_head: self.reset_head,
             frozen_bn: self.frozen_bn,
+            sync_bn: self.sync_bn,
             criterion: kiln::ops::CrossEntropy {
                 label_smoothing: self.label_smoothing,
                 class_weights: self.class_weights.clone(),

@@ -9,6 +9,7 @@
 //! - [`sync`]: the tensor-level steps of PyTorch DDP's semantics: rank 0's weights broadcast at
 //!   the start, gradients averaged by all-reduce in buckets (in the same order on every rank),
 //!   (by NCCL in device memory for a CUDA model with `--features nccl`), and a checksum all-reduce that tells whether the ranks' weights are still identical.
+//! - [`RankSum`]: synchronized batch norm's sums over the ranks (`--sync-bn`).
 //! - [`auto_device`]: `--device auto` on a rank is `cuda:<local rank % GPUs>` (CPU without GPUs).
 //! - The sample sharding (`DistributedSampler`'s rule) is `data::Shard`; the training
 //!   loop's distributed parts are in `train/distributed.rs`.
@@ -23,6 +24,7 @@ mod device;
 mod nccl;
 mod overlap;
 pub mod sync;
+mod sync_norm;
 #[cfg(feature = "mpi")]
 mod watchdog;
 mod world;
@@ -31,6 +33,7 @@ pub use collectives::ReduceOp;
 pub use device::{auto_device, device_for_local_rank, launcher_local_rank};
 pub use overlap::{OverlapReport, OverlappedMean};
 pub use sync::{average_gradients, broadcast_tensors, weights_checksum, BUCKET_BYTES};
+pub use sync_norm::RankSum;
 pub use world::{init, launcher_world_size, world, Session, World};
 
 /// Whether this build can run several ranks (the `mpi` cargo feature).

@@ -1,6 +1,7 @@
 //! The module trait: a layer or a network with named parameters.
 
 use crate::core::error::Result;
+use crate::nn::layers::BatchNorm2d;
 use crate::tensor::Tensor;
 
 /// Whether a forward pass trains (dropout active, batch norm on batch statistics) or evaluates.
@@ -70,15 +71,11 @@ pub trait Module: Send {
         }
     }
 
-    /// Freezes the statistics of every batch norm whose affine parameters are all frozen
-    /// (detached, as `--freeze` leaves them): it normalizes with its running statistics in
-    /// training too and leaves them unchanged (torchvision's `FrozenBatchNorm2d`); the others
-    /// keep or return to batch statistics. Returns how many are frozen.
-    fn freeze_statistics_of_frozen_norms(&mut self) -> usize {
+    /// Every batch norm in the module, in `state_dict` order: how they normalize in training is
+    /// set over all of them (frozen statistics, synchronization across ranks).
+    fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm2d> {
         let children = self.children_mut().into_iter();
-        children
-            .map(|(_, c)| c.freeze_statistics_of_frozen_norms())
-            .sum()
+        children.flat_map(|(_, c)| c.batch_norms_mut()).collect()
     }
 
     /// A one-line description, e.g. `Conv2d(1→6, 5x5, stride 1, padding 2)`.

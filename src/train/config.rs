@@ -215,6 +215,9 @@ pub struct TrainConfig {
     pub reset_head: bool,
     /// What a batch norm whose parameters are all frozen does in training (`--frozen-bn`).
     pub frozen_bn: FrozenBn,
+    /// Batch norm normalizes with the statistics of the global batch across the ranks
+    /// (`--sync-bn`, PyTorch's `SyncBatchNorm`) instead of each rank's own batch.
+    pub sync_bn: bool,
     /// The training loss: softmax cross-entropy with `--label-smoothing` and `--class-weights`
     /// (PyTorch's `F.cross_entropy` semantics; evaluation reports the plain cross-entropy).
     pub criterion: CrossEntropy,
@@ -250,6 +253,7 @@ impl Default for TrainConfig {
             freeze: Vec::new(),
             reset_head: false,
             frozen_bn: FrozenBn::Eval,
+            sync_bn: false,
             criterion: CrossEntropy::default(),
         }
     }
@@ -257,7 +261,7 @@ impl Default for TrainConfig {
 
 /// The flags a checkpoint records and `--resume` reads back: a resumed run must agree with all but
 /// [`EXTENDABLE_FLAGS`].
-pub const RESUME_FLAGS: [&str; 23] = [
+pub const RESUME_FLAGS: [&str; 24] = [
     "--model",
     "--epochs",
     "--batch-size",
@@ -279,6 +283,7 @@ pub const RESUME_FLAGS: [&str; 23] = [
     "--freeze",
     "--reset-head",
     "--frozen-bn",
+    "--sync-bn",
     "--label-smoothing",
     "--class-weights",
 ];
@@ -316,6 +321,7 @@ impl TrainConfig {
             freeze_spelling(&self.freeze),
             self.reset_head.to_string(),
             self.frozen_bn.name().to_string(),
+            self.sync_bn.to_string(),
             self.criterion.label_smoothing.to_string(),
             weights_spelling(self.criterion.class_weights.as_deref()),
         ];
@@ -358,6 +364,7 @@ impl TrainConfig {
             "--freeze" => self.freeze = freeze_patterns(value)?,
             "--reset-head" => self.reset_head = value == "true",
             "--frozen-bn" => self.frozen_bn = FrozenBn::parse(value)?,
+            "--sync-bn" => self.sync_bn = value == "true",
             "--label-smoothing" => self.criterion.label_smoothing = num(flag, value)?,
             "--class-weights" => self.criterion.class_weights = class_weights(value)?,
             _ => {
@@ -549,6 +556,7 @@ mod tests {
             freeze: vec!["layer1.*".into(), "conv1.weight".into()],
             reset_head: true,
             frozen_bn: FrozenBn::Train,
+            sync_bn: true,
             ..TrainConfig::default()
         };
         let mut back = TrainConfig::default();

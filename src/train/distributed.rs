@@ -13,7 +13,10 @@
 //!   off in release builds) compares the ranks' weights by a checksum all-reduce every K steps;
 //! - batch norm normalizes each rank's batch by that batch's own statistics (per-rank, as DDP
 //!   without SyncBatchNorm); the running statistics are rank 0's, broadcast before each
-//!   evaluation (DDP's `broadcast_buffers`);
+//!   evaluation (DDP's `broadcast_buffers`). With `--sync-bn` ([`synchronize_batch_norms`]) it
+//!   normalizes by the statistics of the global batch, summed over the ranks in each forward
+//!   pass (and its gradient sums in backward), as `SyncBatchNorm`: the ranks' running statistics
+//!   are then identical, and N ranks of batch B train as one rank of batch N·B;
 //! - evaluation is sharded without padding and its sums reduced: every rank gets the loss,
 //!   accuracy and predictions of the whole split;
 //! - only rank 0 locks and writes the run directory (checkpoints, metrics.csv, plots); the
@@ -97,6 +100,26 @@ pub(crate) fn broadcast_model(model: &mut dyn Module) -> Result<(), TrainError> 
     let mut params = model.parameters_mut();
     let mut refs: Vec<&mut Tensor> = params.iter_mut().map(|(_, p)| &mut **p).collect();
     dist::broadcast_tensors(world(), &mut refs).map_err(dist_error)
+}
+
+/// With `sync`, every batch norm of `model` normalizes over the global batch across the ranks
+/// (`--sync-bn`), else over each rank's own batch. Rank 0 says how many were synchronized.
+pub(crate) fn synchronize_batch_norms(model: &mut dyn Module, sync: bool) {
+    let sum = sync.then(|| dist::RankSum::over(world()));
+    let norms = model.batch_norms_mut();
+    let count = norms.len();
+    for norm in norms {
+        norm.inner.synchronize(sum.clone());
+    }
+    if !(sync && is_writer()) {
+        return;
+    }
+    let message = match (count, world().size()) {
+        (0, _) => "--sync-bn: the model has no batch norm".to_string(),
+        (_, 1) => format!("--sync-bn: {count} batch norms, one rank: plain batch norm"),
+        (_, ranks) => format!("--sync-bn: {count} batch norms normalize over all {ranks} ranks"),
+    };
+    eprintln!("kiln: {message}");
 }
 
 /// Rank 0's buffers (batch norm's running statistics) on every rank.

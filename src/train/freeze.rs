@@ -38,8 +38,8 @@ impl FrozenBn {
 }
 
 /// [`freeze`], then with [`FrozenBn::Eval`] the statistics of each batch norm left without a
-/// trainable parameter are frozen ([`Module::freeze_statistics_of_frozen_norms`]). Returns the
-/// frozen parameter names and how many batch norms keep their statistics.
+/// trainable parameter are frozen ([`freeze_statistics_of_frozen_norms`]). Returns the frozen
+/// parameter names and how many batch norms keep their statistics.
 pub fn freeze_with_norms(
     model: &mut dyn Module,
     patterns: &[String],
@@ -47,10 +47,24 @@ pub fn freeze_with_norms(
 ) -> Result<(Vec<String>, usize), TrainError> {
     let frozen = freeze(model, patterns)?;
     let norms = match frozen_bn {
-        FrozenBn::Eval => model.freeze_statistics_of_frozen_norms(),
+        FrozenBn::Eval => freeze_statistics_of_frozen_norms(model),
         FrozenBn::Train => 0,
     };
     Ok((frozen, norms))
+}
+
+/// Freezes the statistics of every batch norm whose affine parameters are all frozen (detached,
+/// as [`freeze`] leaves them): it normalizes with its running statistics in training too and
+/// leaves them unchanged (torchvision's `FrozenBatchNorm2d`); the others keep or return to batch
+/// statistics. Returns how many are frozen.
+pub fn freeze_statistics_of_frozen_norms(model: &mut dyn Module) -> usize {
+    let mut frozen = 0;
+    for norm in model.batch_norms_mut() {
+        let fixed = !norm.inner.gamma.needs_grad() && !norm.inner.beta.needs_grad();
+        norm.freeze_statistics(fixed);
+        frozen += usize::from(fixed);
+    }
+    frozen
 }
 
 /// The parameters of `model` that match none of `patterns` stay trainable; the others are

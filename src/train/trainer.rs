@@ -531,6 +531,7 @@ impl RestartRun<'_> {
         } = trainee;
         let (model, optimizer, precision) = (&mut model, optimizer.as_mut(), &mut precision);
         distributed::broadcast_model(model)?;
+        distributed::synchronize_batch_norms(model, self.config.sync_bn);
         let config = self.config;
         let schedule = config
             .schedule

@@ -45,10 +45,8 @@ impl Module for BatchNorm2d {
         self.inner.forward(x, batch_statistics)
     }
 
-    fn freeze_statistics_of_frozen_norms(&mut self) -> usize {
-        let frozen = !self.inner.gamma.needs_grad() && !self.inner.beta.needs_grad();
-        self.freeze_statistics(frozen);
-        usize::from(frozen)
+    fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm2d> {
+        vec![self]
     }
 
     fn parameters(&self) -> Vec<(String, &Tensor)> {

@@ -1,0 +1,63 @@
+//! Synchronized batch norm across the ranks (`kiln train --sync-bn`, PyTorch's `SyncBatchNorm`):
+//! the [`ReplicaSum`] that `ops::BatchNorm2d` sums its counts, statistics and gradient sums with.
+//!
+//! Each sum is an MPI all-reduce through the host, submitted to the communication thread's queue
+//! (comm.rs) and waited for at once. The queue also carries the gradient buckets that backward
+//! launches while it runs, so a batch norm's sums in backward take their place among the buckets
+//! in the same order on every rank. A [C] tensor on a GPU is staged through the host: a few
+//! hundred bytes per layer, and the simplest path that is right until NCCL has run on a GPU.
+
+use std::sync::Arc;
+
+use super::collectives::ReduceOp;
+use super::comm::submit_all_reduce;
+use super::world::World;
+use crate::backend::RawTensor;
+use crate::core::device::Device;
+use crate::core::dtype::DType;
+use crate::core::error::{invalid, Result};
+use crate::ops::ReplicaSum;
+
+/// Sums over the ranks of `world`: the identity with one rank.
+#[derive(Debug)]
+pub struct RankSum {
+    world: &'static World,
+}
+
+impl RankSum {
+    /// The sum over `world`'s ranks, to hand to each batch norm
+    /// ([`crate::ops::BatchNorm2d::synchronize`]).
+    pub fn over(world: &'static World) -> Arc<dyn ReplicaSum> {
+        Arc::new(RankSum { world })
+    }
+
+    fn summed<T>(&self, local: &RawTensor) -> Result<RawTensor>
+    where
+        T: super::collectives::Wire + crate::core::dtype::Element + Send + 'static,
+    {
+        let mine = local.to_device(Device::Cpu)?.to_vec::<T>()?;
+        let all = submit_all_reduce(self.world, mine, ReduceOp::Sum)?.wait()?;
+        RawTensor::from_vec(all, local.shape(), Device::Cpu)?.to_device(local.device())
+    }
+}
+
+impl ReplicaSum for RankSum {
+    fn count(&self, local: usize) -> Result<usize> {
+        let all = submit_all_reduce(self.world, vec![local as u64], ReduceOp::Sum)?.wait()?;
+        Ok(all[0] as usize)
+    }
+
+    fn values(&self, local: &RawTensor) -> Result<RawTensor> {
+        if !self.world.is_distributed() {
+            return Ok(local.clone());
+        }
+        match local.dtype() {
+            DType::F32 => self.summed::<f32>(local),
+            DType::F64 => self.summed::<f64>(local),
+            other => Err(invalid(
+                "synchronized batch norm",
+                format!("{other:?} statistics are not summed over the ranks (f32 and f64 are)"),
+            )),
+        }
+    }
+}
