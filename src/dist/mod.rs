@@ -21,6 +21,8 @@ mod collectives;
 mod comm;
 mod device;
 #[cfg(feature = "nccl")]
+mod in_flight;
+#[cfg(feature = "nccl")]
 mod nccl;
 mod overlap;
 pub mod sync;

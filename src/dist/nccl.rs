@@ -6,12 +6,20 @@
 //!
 //! Every rank must take the same path (NCCL or the host), or they would wait at different
 //! collectives: the ranks agree by an all-reduce of "NCCL usable here" before the first bucket.
+//!
+//! A queued bucket returns at once, so a rank that stops taking part would leave the others'
+//! GPUs waiting with no MPI call to time: each bucket records a CUDA event, and the watchdog
+//! ([`overdue`]) ends the job when the oldest has not completed within `KILN_DIST_TIMEOUT`, or
+//! when NCCL reports an asynchronous error (a network failure).
 
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
+use cudarc::driver::CudaEvent;
 use cudarc::nccl::{result as nccl, sys};
 
 use super::collectives::ReduceOp;
+use super::in_flight::{Completion, InFlight};
 use super::world::World;
 use crate::backend::RawTensor;
 use crate::core::device::Device;
@@ -31,6 +39,43 @@ unsafe impl Send for Communicator {}
 
 /// Made on the first bucket; `None`: the ranks reduce through the host (no libnccl on some rank).
 static COMMUNICATOR: OnceLock<Option<Mutex<Communicator>>> = OnceLock::new();
+
+/// The buckets queued on the GPU and not yet seen complete, for the watchdog.
+static IN_FLIGHT: Mutex<InFlight<CudaEvent>> = Mutex::new(InFlight::new());
+
+impl Completion for CudaEvent {
+    fn completed(&self) -> std::result::Result<bool, String> {
+        self.context()
+            .bind_to_thread()
+            .and_then(|()| self.try_is_complete())
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Why the job must end, if it must: the oldest queued bucket failed or has waited more than
+/// `limit`, or NCCL reports an asynchronous error. Called by the watchdog thread.
+pub(super) fn overdue(limit: Duration) -> Option<String> {
+    let late = IN_FLIGHT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check(Instant::now(), limit);
+    late.or_else(async_error)
+}
+
+/// NCCL's asynchronous error on this rank's communicator, when it has one (skipped while a
+/// bucket is being queued: the watchdog asks again 200 ms later).
+fn async_error() -> Option<String> {
+    let comm = COMMUNICATOR.get()?.as_ref()?.try_lock().ok()?;
+    let mut state = sys::ncclResult_t::ncclSuccess;
+    // SAFETY: the communicator is initialized and held under its mutex; `state` is written.
+    let asked = unsafe { sys::ncclCommGetAsyncError(comm.comm, &mut state) };
+    match (asked, state) {
+        (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclSuccess) => None,
+        (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclInProgress) => None,
+        (sys::ncclResult_t::ncclSuccess, failed) => Some(format!("NCCL reports {failed:?}")),
+        (failed, _) => Some(format!("ncclCommGetAsyncError failed: {failed:?}")),
+    }
+}
 
 fn nccl_error(what: &str, e: nccl::NcclError) -> crate::Error {
     invalid("NCCL", format!("{what}: {e:?}"))
@@ -186,6 +231,12 @@ pub(super) fn launch_bucket(grads: &[&Tensor]) -> Result<Vec<Tensor>> {
     let ended = nccl::group_end().map_err(|e| nccl_error("ncclGroupEnd", e));
     queued.map_err(|e| nccl_error("ncclAllReduce", e))?;
     ended?;
+    let done = stream.record_event(None)?;
+    IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).push(
+        "NCCL all-reduce",
+        Instant::now(),
+        done,
+    );
     Ok(means)
 }
 

@@ -1,6 +1,8 @@
 //! A collective that never completes (a rank stuck in a loop, a network that went away) would
 //! hang every rank: the watchdog aborts the job when one has waited longer than
 //! `KILN_DIST_TIMEOUT` seconds (default 600; a failed or killed rank is caught sooner, by MPI).
+//! It watches the MPI call running on the host, and with NCCL the buckets queued on the GPU
+//! (nccl.rs's [`overdue`](super::nccl)).
 
 pub(super) use imp::{start, stop, watch};
 
@@ -62,6 +64,11 @@ mod imp {
                             limit_ms / 1000
                         );
                         super::super::world().abort(&message, 1);
+                    }
+                    #[cfg(feature = "nccl")]
+                    if let Some(why) = super::super::nccl::overdue(Duration::from_millis(limit_ms))
+                    {
+                        super::super::world().abort(&format!("{why}: ending the job"), 1);
                     }
                 }
             });
