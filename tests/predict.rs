@@ -479,9 +479,11 @@ fn a_plain_state_dict_predicts_as_the_checkpoint_of_the_same_weights() {
 /// predict --model resnet18` (224 and ImageNet's normalization by default) torchvision's top-5
 /// for a 224x224 PNG (so neither side resizes) within 1e-4: tests/torchvision_predict.py runs
 /// `transforms.ToTensor()` and `transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)` and
-/// `softmax(model(x))`. Without PyTorch it prints SKIPPED.
+/// `softmax(model(x))`. `kiln eval --model resnet18` of the same file on an image folder of
+/// 224x224 PNGs reports torchvision's mean cross-entropy (to 1e-4) and correct count on its test
+/// split, read by `ImageFolder`. Without PyTorch it prints SKIPPED.
 #[test]
-fn a_torchvision_saved_file_predicts_torchvision_s_top_5() {
+fn a_torchvision_saved_file_predicts_and_evaluates_as_torchvision() {
     let python = match kiln::testing::python_with(&["torch", "torchvision", "safetensors"]) {
         Ok(p) => p,
         Err(why) => {
@@ -502,8 +504,9 @@ fn a_torchvision_saved_file_predicts_torchvision_s_top_5() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let expected: Vec<(usize, f64)> = String::from_utf8(out.stdout)
-        .unwrap()
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let (top5, eval_line) = printed.trim_end().rsplit_once('\n').unwrap();
+    let expected: Vec<(usize, f64)> = top5
         .lines()
         .map(|line| {
             let (class, p) = line.split_once(' ').unwrap();
@@ -532,4 +535,47 @@ fn a_torchvision_saved_file_predicts_torchvision_s_top_5() {
         assert_eq!(got["name"], class.to_string());
         assert!((got_p - p).abs() < 1e-4, "class {class}: {got_p} vs {p}");
     }
+    assert_evaluates_as_torchvision(&weights, &dir.path().join("folder"), eval_line);
+}
+
+/// `kiln eval FILE --model resnet18` on `folder` against the script's `eval LOSS CORRECT` line.
+fn assert_evaluates_as_torchvision(weights: &Path, folder: &Path, expected: &str) {
+    let mut fields = expected.split(' ').skip(1);
+    let loss: f64 = fields.next().unwrap().parse().unwrap();
+    let correct: usize = fields.next().unwrap().parse().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("eval")
+        .arg(weights)
+        .args(["--model", "resnet18", "--device", "cpu", "--data"])
+        .arg(folder)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("test accuracy"))
+        .unwrap_or_else(|| panic!("no test accuracy line in:\n{text}"));
+    println!("kiln: {line}; torchvision: loss {loss}, {correct} of 10 correct");
+    // "test accuracy A%, loss L (N images)", L printed to 4 decimals.
+    let kiln_loss: f64 = line
+        .split("loss ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(line.ends_with("(10 images)"), "{line}");
+    assert!(
+        (kiln_loss - loss).abs() <= 5e-5 + 1e-4 * loss.max(1.0),
+        "{line} vs torchvision's loss {loss}"
+    );
+    let accuracy = format!("test accuracy {:.2}%", 10.0 * correct as f64);
+    assert!(line.starts_with(&accuracy), "{line} vs {accuracy}");
 }
