@@ -15,4 +15,4 @@ pub use layers::*;
 pub use models::{summarize, Architecture, LayerSummary};
 pub use module::{Mode, Module};
 pub use sequential::Sequential;
-pub use state_dict::{load_state_dict, saved_float_tensor};
+pub use state_dict::{load_state_dict, load_state_dict_bytes, saved_float_tensor};

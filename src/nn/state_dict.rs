@@ -18,10 +18,15 @@ const BATCHES_TRACKED: &str = "num_batches_tracked";
 /// safetensors file at `path` (converted to the tensor's dtype, on its device). The error names
 /// the file and each missing, unexpected, mis-shaped or non-float tensor; then `net` is unchanged.
 pub fn load_state_dict(net: &mut dyn Module, path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| invalid("state_dict file", format!("{}: {e}", path.display())))?;
+    load_state_dict_bytes(net, &bytes, path)
+}
+
+/// [`load_state_dict`] of a file already read: `bytes` are its contents, `path` names it in errors.
+pub fn load_state_dict_bytes(net: &mut dyn Module, bytes: &[u8], path: &Path) -> Result<()> {
     let shown = path.display();
-    let bytes =
-        std::fs::read(path).map_err(|e| invalid("state_dict file", format!("{shown}: {e}")))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| {
         invalid(
             "state_dict file",
             format!("{shown} is not a safetensors file: {e}"),

@@ -132,8 +132,13 @@ pub fn save_checkpoint(
 pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, TrainError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| TrainError::io("reading checkpoint", path, e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, &bytes, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, &bytes, e))?;
+    checkpoint_from_bytes(&bytes, path)
+}
+
+/// [`load_checkpoint`] of a file already read: `bytes` are its contents, `path` names it in errors.
+pub(crate) fn checkpoint_from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint, TrainError> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| corrupt(path, bytes, e))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(path, bytes, e))?;
     let metadata = header
         .metadata()
         .as_ref()

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::checkpoint::{load_checkpoint, Checkpoint};
+use super::checkpoint::{checkpoint_from_bytes, load_checkpoint, Checkpoint};
 use super::error::TrainError;
 use super::precision::{Precision, ScalerState};
 use crate::data::{DatasetInfo, Normalization, Sources};
@@ -143,6 +143,16 @@ pub fn load_run_checkpoint(
 ) -> Result<(Checkpoint, CheckpointMeta), TrainError> {
     let path = path.as_ref();
     let checkpoint = load_checkpoint(path)?;
+    let meta = CheckpointMeta::from_metadata(&checkpoint.metadata, path)?;
+    Ok((checkpoint, meta))
+}
+
+/// [`load_run_checkpoint`] of a file already read: `bytes` are its contents, `path` names it.
+pub(crate) fn run_checkpoint_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Checkpoint, CheckpointMeta), TrainError> {
+    let checkpoint = checkpoint_from_bytes(bytes, path)?;
     let meta = CheckpointMeta::from_metadata(&checkpoint.metadata, path)?;
     Ok((checkpoint, meta))
 }

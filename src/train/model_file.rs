@@ -4,8 +4,9 @@
 //! `safetensors.torch.save_file(model.state_dict(), path)`, for which flags stand in for the
 //! record ([`PlainModelFlags`]): `--model`, `--image-size` (224 for torchvision's networks),
 //! `--mean`/`--std` (ImageNet's) and `--classes`; the channels are the first convolution's input
-//! channels in the file, the class count the head's outputs. The weights load through
-//! [`load_state_dict`], which names every missing, unexpected or mis-shaped tensor.
+//! channels in the file, the class count the head's outputs. The file is read once; the weights
+//! load through [`load_state_dict_bytes`], which names every missing, unexpected or mis-shaped
+//! tensor.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,11 +15,11 @@ use safetensors::tensor::SafeTensors;
 
 use super::error::TrainError;
 use super::init::find_head;
-use super::meta::{is_checkpoint_metadata, load_run_checkpoint, CheckpointMeta};
+use super::meta::{is_checkpoint_metadata, run_checkpoint_from_bytes, CheckpointMeta};
 use super::state::restore_model;
 use crate::core::device::Device;
 use crate::data::{DatasetInfo, Normalization, Sources};
-use crate::nn::{load_state_dict, Architecture, Module, Sequential};
+use crate::nn::{load_state_dict_bytes, Architecture, Module, Sequential};
 
 /// torchvision's ImageNet normalization (`transforms.Normalize`), the default for a plain file.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -140,11 +141,13 @@ pub fn load_model_file(
     flags: &PlainModelFlags,
     device: Device,
 ) -> Result<LoadedModel, TrainError> {
-    let header = FileHeader::read(path)?;
+    let bytes =
+        std::fs::read(path).map_err(|e| TrainError::io("reading the model file", path, e))?;
+    let header = FileHeader::read(&bytes, path)?;
     if !header.from_kiln {
-        return load_plain(path, &header, flags, device);
+        return load_plain((path, &bytes), &header, flags, device);
     }
-    let (checkpoint, meta) = load_run_checkpoint(path)?;
+    let (checkpoint, meta) = run_checkpoint_from_bytes(&bytes, path)?;
     flags.refuse_for(path, &meta)?;
     let info = meta.dataset.clone();
     let mut model = meta
@@ -166,10 +169,8 @@ struct FileHeader {
 }
 
 impl FileHeader {
-    fn read(path: &Path) -> Result<FileHeader, TrainError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| TrainError::io("reading the model file", path, e))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+    fn read(bytes: &[u8], path: &Path) -> Result<FileHeader, TrainError> {
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
             TrainError::format(
                 path,
                 format!(
@@ -214,9 +215,10 @@ fn model_names() -> String {
     names.join(", ")
 }
 
-/// A plain `state_dict`: the network `--model` names, for the file's channels and classes.
+/// A plain `state_dict` (the file at `path`, whose contents are `bytes`): the network `--model`
+/// names, for the file's channels and classes.
 fn load_plain(
-    path: &Path,
+    (path, bytes): (&Path, &[u8]),
     header: &FileHeader,
     flags: &PlainModelFlags,
     device: Device,
@@ -239,7 +241,7 @@ fn load_plain(
         None => ClassList::Count(classes).names(classes)?,
     };
     let mut model = arch.build_for([channels, size, size], classes, 0, device)?;
-    load_state_dict(&mut model, path)?;
+    load_state_dict_bytes(&mut model, bytes, path)?;
     let file = path.display();
     let info = DatasetInfo {
         name: format!("{} state_dict {file}", arch.name()),
