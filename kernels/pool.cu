@@ -28,7 +28,7 @@ __device__ __forceinline__ void maxpool_fwd(const MaxPoolFwdParams<T>& p) {
     const int oh = (int)((i / g.out_w) % g.out_h);
     const long long plane = i / ((long long)g.out_w * g.out_h);
     const T* x = p.x + plane * g.in_h * g.in_w;
-    float best = 0.0f;
+    float best = -INFINITY;  // a window of padding only: the max of no values, as PyTorch's
     int best_index = -1;
     for (int kh = 0; kh < g.kernel_h; ++kh) {
       const int h = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
@@ -43,7 +43,7 @@ __device__ __forceinline__ void maxpool_fwd(const MaxPoolFwdParams<T>& p) {
         }
       }
     }
-    p.y[i] = from_f32<T>(best);  // one of the inputs (or 0): exact in T
+    p.y[i] = from_f32<T>(best);  // one of the inputs (or -inf): exact in T
     p.argmax[i] = best_index;
   }
 }

@@ -953,3 +953,48 @@ fn bad_pool_windows_are_errors_that_say_why() {
     );
     assert!(msg.contains("stride"), "{msg}");
 }
+
+/// A dilated max-pool window whose taps all fall in the padding takes the max of no values: −∞,
+/// passing no gradient, as PyTorch's `max_pool2d` (torch 2.15: `F.max_pool2d(x, (2, 2), 1,
+/// (1, 0), (3, 1))` of a [1, 1, 2, 5] input is four −∞ and its gradient all 0). kiln also allows
+/// padding up to half the dilated span, where such a window can lie between windows that see the
+/// input: over 3 rows with k 2, d 4, p 2, the middle of the 3 row windows (taps on rows −1 and 3)
+/// is −∞ and the others are rows 2 and 0.
+fn a_max_pool_window_of_only_padding_is_minus_infinity(device: Device) {
+    let window = |kernel, padding, dilation| Window2d {
+        kernel,
+        stride: (1, 1),
+        padding,
+        padding_end: padding,
+        dilation,
+        floor_output: false,
+    };
+    let pool = |x: &[f32], shape: &[usize], window: Window2d| {
+        let x = tensor(x.to_vec(), shape)
+            .to_device(device)
+            .unwrap()
+            .with_grad();
+        let y = ops::max_pool2d(&x, window).unwrap();
+        let w: Vec<f32> = (1..=y.numel()).map(|v| v as f32).collect();
+        let w = tensor(w, y.shape()).to_device(device).unwrap();
+        let grads = ops::sum(&ops::mul(&y, &w).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dx = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+        (y.shape().to_vec(), y.to_vec::<f32>().unwrap(), dx)
+    };
+    let x: Vec<f32> = (0..10).map(|i| [-2.0, 1.5, -0.5, 3.0][i % 4]).collect();
+    let (shape, y, dx) = pool(&x, &[1, 1, 2, 5], window((2, 2), (1, 0), (3, 1)));
+    assert_eq!(shape, [1, 1, 1, 4]);
+    assert_eq!(y, [f32::NEG_INFINITY; 4]);
+    assert_eq!(dx, [0.0; 10]);
+
+    let x = [1.0, -2.0, 3.0, 4.0, -5.0, 6.0];
+    let (shape, y, dx) = pool(&x, &[1, 1, 3, 2], window((2, 1), (2, 0), (4, 1)));
+    assert_eq!(shape, [1, 1, 3, 2]);
+    let inf = f32::NEG_INFINITY;
+    assert_eq!(y, [-5.0, 6.0, inf, inf, 1.0, -2.0]);
+    assert_eq!(dx, [5.0, 6.0, 0.0, 0.0, 1.0, 2.0]);
+}
+kiln::test_device!(a_max_pool_window_of_only_padding_is_minus_infinity);

@@ -15,7 +15,8 @@ use crate::tensor::Tensor;
 /// `stride − 1`, even a window larger than the whole input, and takes the max of the elements it
 /// covers; a last window that would start past the input and the leading padding is dropped).
 /// Padding never wins; ties go to the first element in row-major window order. As PyTorch, no
-/// side's padding may exceed half the window's span.
+/// side's padding may exceed half the window's span; a dilated window whose taps all fall in the
+/// padding gives −∞ and passes no gradient (PyTorch's `max_pool2d`).
 pub fn max_pool2d(x: &Tensor, window: impl Into<PoolWindow>) -> Result<Tensor> {
     let window = window.into();
     let g = window.geometry("max_pool2d", x.shape())?;

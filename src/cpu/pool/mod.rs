@@ -104,7 +104,8 @@ impl WindowTaps {
 }
 
 /// Max pooling of one `[H][W]` plane into its `[OH][OW]` outputs, taps in row-major order (the
-/// first of equal maxima wins). A window that sees only padding gives 0 with argmax −1.
+/// first of equal maxima wins). A window that sees only padding gives −∞ with argmax −1, as
+/// PyTorch's `max_pool2d` (the max of no values).
 fn maxpool_fwd_plane<T: Float>(
     plane: &[T],
     g: &ConvGeometry,
@@ -123,7 +124,7 @@ fn maxpool_fwd_plane<T: Float>(
             let kws = taps.cols[ow].clone();
             let iw0 = (ow * g.stride_w).wrapping_sub(g.pad_w);
             if khs.is_empty() || kws.is_empty() {
-                (*y, *argmax) = (T::zero(), -1);
+                (*y, *argmax) = (T::neg_infinity(), -1);
                 continue;
             }
             // Input index of tap (kh, kw); the offsets wrap back into range for in-bounds taps.
