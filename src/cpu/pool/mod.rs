@@ -612,13 +612,14 @@ mod tests {
         assert_eq!(dx.iter().filter(|&&v| v != 0.0).count(), 9);
     }
 
-    /// Padding at least the kernel size leaves windows that see only padding: y = 0, argmax = −1.
+    /// Padding at least the kernel size leaves windows that see only padding: y = −∞ (the max of
+    /// no values, as PyTorch's), argmax = −1, no gradient.
     #[test]
-    fn padding_only_window_gives_zero_and_no_gradient() {
+    fn padding_only_window_gives_minus_infinity_and_no_gradient() {
         let g = ConvGeometry::new([1, 1, 1, 2], Window2d::square(1, 1, 1), true).expect("fits");
         assert_eq!((g.out_h, g.out_w), (3, 4));
         let (y, argmax) = run_fwd(&[-3.0, -4.0], &g);
-        let mut expected_y = [0.0; 12];
+        let mut expected_y = [f64::NEG_INFINITY; 12];
         let mut expected_argmax = [-1; 12];
         (expected_y[5], expected_argmax[5]) = (-3.0, 0);
         (expected_y[6], expected_argmax[6]) = (-4.0, 1);
