@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::gemm::{bias_add, gemm_on, Threads};
 use super::im2col::{col2im_image, im2col_image};
-use super::Float;
+use super::scratch::{with_scratch, ScratchElement};
 use crate::core::shape::{GemmSpec, GroupedConv};
 
 /// Images whose partial weight gradients are summed separately (in parallel) and then added in
@@ -19,7 +19,13 @@ use crate::core::shape::{GemmSpec, GroupedConv};
 const WEIGHT_GRAD_CHUNKS: usize = 8;
 
 /// `y` [N, K, OH, OW] (overwritten) = conv(x [N, C, H, W], w [K, C/G, KH, KW]) + bias [K].
-pub fn forward<T: Float>(conv: &GroupedConv, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+pub fn forward<T: ScratchElement>(
+    conv: &GroupedConv,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y: &mut [T],
+) {
     let g = &conv.geometry;
     let (image_len, out_len) = (image_len(conv), output_image_len(conv));
     if out_len == 0 {
@@ -29,20 +35,19 @@ pub fn forward<T: Float>(conv: &GroupedConv, x: &[T], w: &[T], bias: Option<&[T]
     y.par_chunks_mut(out_len)
         .zip(x.par_chunks(image_len))
         .with_min_len(images_per_task(conv))
-        .for_each_init(
-            || vec![T::zero(); g.col_rows() * g.col_cols()],
-            |col, (y, x)| {
+        .for_each(|(y, x)| {
+            with_scratch(g.col_rows() * g.col_cols(), |col| {
                 im2col_image(x, g, col);
                 gemm_on(Threads::ThisOne, &spec, T::one(), w, col, T::zero(), y);
-                if let Some(bias) = bias {
-                    bias_add(y, bias, 1, conv.out_channels, g.col_cols());
-                }
-            },
-        );
+            });
+            if let Some(bias) = bias {
+                bias_add(y, bias, 1, conv.out_channels, g.col_cols());
+            }
+        });
 }
 
 /// `dx` [N, C, H, W] (overwritten) = col2im(Wᵀ · dy) for dy [N, K, OH, OW].
-pub fn input_grad<T: Float>(conv: &GroupedConv, w: &[T], dy: &[T], dx: &mut [T]) {
+pub fn input_grad<T: ScratchElement>(conv: &GroupedConv, w: &[T], dy: &[T], dx: &mut [T]) {
     let g = &conv.geometry;
     let (image_len, out_len) = (image_len(conv), output_image_len(conv));
     if image_len == 0 {
@@ -52,13 +57,12 @@ pub fn input_grad<T: Float>(conv: &GroupedConv, w: &[T], dy: &[T], dx: &mut [T])
     dx.par_chunks_mut(image_len)
         .zip(dy.par_chunks(out_len.max(1)))
         .with_min_len(images_per_task(conv))
-        .for_each_init(
-            || vec![T::zero(); g.col_rows() * g.col_cols()],
-            |dcol, (dx, dy)| {
+        .for_each(|(dx, dy)| {
+            with_scratch(g.col_rows() * g.col_cols(), |dcol| {
                 gemm_on(Threads::ThisOne, &spec, T::one(), w, dy, T::zero(), dcol);
                 col2im_image(dcol, g, dx);
-            },
-        );
+            })
+        });
 }
 
 /// `dw` [K, C/G, KH, KW] (overwritten) = Σ_n dy[n] · im2col(x[n])ᵀ.
@@ -70,7 +74,7 @@ pub fn input_grad<T: Float>(conv: &GroupedConv, w: &[T], dy: &[T], dx: &mut [T])
 ///
 /// With many output channels (64: 576x64x64) the untransposed product is as fast, and it is kept
 /// there and where the rows are few (the 3-channel stem, 1x1 shortcuts).
-pub fn weight_grad<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]) {
+pub fn weight_grad<T: ScratchElement>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = &conv.geometry;
     let groups = conv.groups;
     let (rows_g, pixels, k_g) = (
@@ -112,7 +116,12 @@ pub fn weight_grad<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]
 }
 
 /// [`weight_grad`] as dW_g [K/G, rows_g] = Σ_n dy[n, g] · col[n, g]ᵀ directly.
-fn weight_grad_untransposed<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw: &mut [T]) {
+fn weight_grad_untransposed<T: ScratchElement>(
+    conv: &GroupedConv,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+) {
     let spec = conv.weight_grad_spec(1);
     let work = conv.geometry.col_len() * conv.out_channels;
     let sum = summed_over_images(conv, x, dy, dw.len(), work, |col, dy, partial| {
@@ -133,7 +142,7 @@ fn weight_grad_untransposed<T: Float>(conv: &GroupedConv, x: &[T], dy: &[T], dw:
 /// batch in [`WEIGHT_GRAD_CHUNKS`] chunks, each summed into its own partial (on rayon workers when
 /// `work` multiply-adds are worth it), the partials then added in chunk order, so the result does
 /// not depend on the threads.
-fn summed_over_images<T: Float>(
+fn summed_over_images<T: ScratchElement>(
     conv: &GroupedConv,
     x: &[T],
     dy: &[T],
@@ -146,11 +155,12 @@ fn summed_over_images<T: Float>(
     let per_chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
     let partial_sum = |first: usize| {
         let mut partial = vec![T::zero(); len];
-        let mut col = vec![T::zero(); g.col_rows() * g.col_cols()];
-        for n in first..(first + per_chunk).min(g.batch) {
-            im2col_image(&x[n * image_len..][..image_len], g, &mut col);
-            product(&col, &dy[n * out_len..][..out_len], &mut partial);
-        }
+        with_scratch(g.col_rows() * g.col_cols(), |col| {
+            for n in first..(first + per_chunk).min(g.batch) {
+                im2col_image(&x[n * image_len..][..image_len], g, col);
+                product(col, &dy[n * out_len..][..out_len], &mut partial);
+            }
+        });
         partial
     };
     let starts: Vec<usize> = (0..g.batch).step_by(per_chunk).collect();

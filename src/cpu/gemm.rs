@@ -47,12 +47,16 @@ pub(crate) fn gemm_on<T: Float>(
     // `alone`: no other product runs beside this one, so it may use every thread.
     let product = |slot: usize, g: usize, c: &mut [T], alone: bool| {
         let c = &mut c[..mn];
-        scale_by_beta(c, beta);
         let threads = if alone { threads } else { Threads::ThisOne };
         if spec.reduce_batch {
+            scale_by_beta(c, beta);
             accumulate_batch_sum(threads, spec, g, alpha, a, b, c);
+        } else if beta == T::zero() && spec.k > 0 {
+            // The product overwrites c without reading it: no pass to clear it first.
+            accumulate(threads, spec, (slot, g), (alpha, false), a, b, c);
         } else {
-            accumulate(threads, spec, (slot, g), alpha, a, b, c);
+            scale_by_beta(c, beta);
+            accumulate(threads, spec, (slot, g), (alpha, true), a, b, c);
         }
     };
     if slots == 0 || groups == 0 {
@@ -115,7 +119,7 @@ fn accumulate_batch_sum<T: Float>(
     const CHUNKS: usize = 8;
     let per_chunk = spec.batch.div_ceil(CHUNKS).max(1);
     if spec.batch <= per_chunk || threads == Threads::ThisOne {
-        (0..spec.batch).for_each(|i| accumulate(threads, spec, (i, g), alpha, a, b, c));
+        (0..spec.batch).for_each(|i| accumulate(threads, spec, (i, g), (alpha, true), a, b, c));
         return;
     }
     let starts: Vec<usize> = (0..spec.batch).step_by(per_chunk).collect();
@@ -125,7 +129,15 @@ fn accumulate_batch_sum<T: Float>(
             let mut partial = vec![T::zero(); c.len()];
             let end = (start + per_chunk).min(spec.batch);
             (start..end).for_each(|i| {
-                accumulate(Threads::ThisOne, spec, (i, g), alpha, a, b, &mut partial)
+                accumulate(
+                    Threads::ThisOne,
+                    spec,
+                    (i, g),
+                    (alpha, true),
+                    a,
+                    b,
+                    &mut partial,
+                )
             });
             partial
         })
@@ -144,12 +156,13 @@ fn scale_by_beta<T: Float>(c: &mut [T], beta: T) {
     }
 }
 
-/// `c += alpha·op(A_ig)·op(B_ig)` for batch entry `i` of group `g`; `c` is the `m×n` output.
+/// `c += alpha·op(A_ig)·op(B_ig)` for batch entry `i` of group `g`, or with `read_c` false
+/// `c = alpha·op(A_ig)·op(B_ig)` (c is written, never read); `c` is the `m×n` output.
 fn accumulate<T: Float>(
     threads: Threads,
     spec: &GemmSpec,
     (i, g): (usize, usize),
-    alpha: T,
+    (alpha, read_c): (T, bool),
     a: &[T],
     b: &[T],
     c: &mut [T],
@@ -181,7 +194,7 @@ fn accumulate<T: Float>(
             c.as_mut_ptr(),
             1,
             n as isize,
-            true,
+            read_c,
             a.data.as_ptr(),
             a.col_stride,
             a.row_stride,

@@ -15,6 +15,7 @@ pub mod loss;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod scratch;
 pub mod shape;
 
 /// The element types the CPU backend computes in: `f32` and `f64`.
