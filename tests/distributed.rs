@@ -473,16 +473,33 @@ fn batch_norm_normalizes_by_each_ranks_own_batch_or_with_sync_bn_by_the_global_b
     ));
     let per_rank = [&args[..], &["--batch-size", "16"]].concat();
     succeed(kiln_train(2, &data, &two, &per_rank));
-    let text = succeed(kiln_train(
-        2,
-        &data,
-        &synced,
-        &[&per_rank[..], &["--sync-bn"]].concat(),
-    ));
+    // Small buckets (10 KB: ResNet-20's gradients in dozens): with synchronized batch norms they
+    // all wait for the end of backward, after the batch norms' sums, on both ranks.
+    let mut synced_run = kiln_train(2, &data, &synced, &[&per_rank[..], &["--sync-bn"]].concat());
+    synced_run
+        .env("KILN_DIST_BUCKET_MB", "0.01")
+        .env("KILN_DIST_LOG_OVERLAP", "1");
+    let text = succeed(synced_run);
     assert!(
         text.contains("--sync-bn: 21 batch norms normalize over all 2 ranks"),
         "{text}"
     );
+    let overlap: Vec<&str> = text
+        .split("kiln: rank ")
+        .filter(|m| m.contains("gradient buckets launched"))
+        .collect();
+    assert_eq!(overlap.len(), 2, "{text}");
+    for line in overlap {
+        // "R of N: E of B gradient buckets launched before the last gradient; ..."
+        let message = line.split_once(": ").unwrap().1;
+        let counts: Vec<usize> = message
+            .split(' ')
+            .take(3)
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(counts[1] > 10, "{line}");
+        assert_eq!(counts[0], 0, "no bucket before the last gradient: {line}");
+    }
     let (one, two, synced) = (
         one.join("last.safetensors"),
         two.join("last.safetensors"),

@@ -67,14 +67,27 @@ impl ReplicaSum for ThreadSum {
         Ok(self.exchange(vec![local as f64])[0] as usize)
     }
 
-    fn values(&self, local: &RawTensor) -> kiln::Result<RawTensor> {
-        let mine = local
-            .to_device(Device::Cpu)?
-            .to_dtype(DType::F64)?
-            .to_vec::<f64>()?;
-        RawTensor::from_vec(self.exchange(mine), local.shape(), Device::Cpu)?
-            .to_dtype(local.dtype())?
-            .to_device(local.device())
+    fn values(&self, locals: &[&RawTensor]) -> kiln::Result<Vec<RawTensor>> {
+        let mut mine = Vec::new();
+        for local in locals {
+            mine.extend(
+                local
+                    .to_device(Device::Cpu)?
+                    .to_dtype(DType::F64)?
+                    .to_vec::<f64>()?,
+            );
+        }
+        let mut rest = &self.exchange(mine)[..];
+        let mut sums = Vec::new();
+        for local in locals {
+            let (values, tail) = rest.split_at(local.numel());
+            rest = tail;
+            let sum = RawTensor::from_vec(values.to_vec(), local.shape(), Device::Cpu)?
+                .to_dtype(local.dtype())?
+                .to_device(local.device())?;
+            sums.push(sum);
+        }
+        Ok(sums)
     }
 }
 
@@ -233,6 +246,13 @@ fn uneven_shards_normalize_and_differentiate_as_the_whole_batch(device: Device) 
     }
 }
 kiln::test_device!(uneven_shards_normalize_and_differentiate_as_the_whole_batch);
+
+/// A replica with no images still takes part in every sum (the others would wait for it) and
+/// adds nothing: the other two shards normalize as the whole batch of theirs.
+#[test]
+fn an_empty_shard_takes_part_and_adds_nothing() {
+    shards_against_the_whole_batch(&[5, 0, 3], DType::F64, Device::Cpu, 1e-12);
+}
 
 /// One value per channel on each of three replicas: too few for plain batch norm, but three in
 /// all, as the whole batch [3, C, 1, 1] has.

@@ -26,8 +26,16 @@ impl<E: Completion> InFlight<E> {
         }
     }
 
-    /// Records `work`, queued now.
+    /// Records `work`, queued at `queued`, after dropping the entries already completed (so the
+    /// list stays short even when no watchdog polls it).
     pub(super) fn push(&mut self, what: &'static str, queued: Instant, work: E) {
+        while self
+            .queue
+            .front()
+            .is_some_and(|(_, _, w)| w.completed() == Ok(true))
+        {
+            self.queue.pop_front();
+        }
         self.queue.push_back((what, queued, work));
     }
 
@@ -112,6 +120,19 @@ mod tests {
         );
         let why = queue.check(t0, Duration::from_secs(600)).unwrap();
         assert!(why.contains("CUDA_ERROR_LAUNCH_FAILED"), "{why}");
+    }
+
+    /// A push drops what has completed from the front, and keeps what has not.
+    #[test]
+    fn a_push_drops_the_completed_entries() {
+        let t0 = Instant::now();
+        let mut queue = InFlight::new();
+        queue.push("all-reduce", t0, state(Ok(true)));
+        queue.push("all-reduce", t0, state(Ok(true)));
+        assert_eq!(queue.len(), 1, "the first was dropped by the second push");
+        queue.push("all-reduce", t0, state(Ok(false)));
+        queue.push("all-reduce", t0, state(Ok(true)));
+        assert_eq!(queue.len(), 2, "the unfinished one holds the one behind it");
     }
 
     /// Everything completed: nothing is left and nothing is overdue, however late it is asked.

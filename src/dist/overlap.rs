@@ -89,6 +89,8 @@ pub struct OverlappedMean {
     grads: Vec<Option<Tensor>>,
     launched: Vec<Launched>,
     path: Path,
+    /// Whether a bucket is launched as soon as it is ready, or all at [`OverlappedMean::finish`].
+    overlap: bool,
     report: OverlapReport,
 }
 
@@ -128,7 +130,18 @@ impl OverlappedMean {
             grads: vec![None; params.len()],
             launched: Vec::new(),
             path: path(world, params)?,
+            overlap: true,
         })
+    }
+
+    /// The same reduction with every bucket launched at [`OverlappedMean::finish`], in bucket
+    /// order, none during backward: for a backward pass that makes collectives of its own on the
+    /// same queue (synchronized batch norm), whose order among the buckets would otherwise depend
+    /// on when each rank's gradients became ready (a parameter that gets no gradient on one rank
+    /// holds its bucket back to the end there only).
+    pub fn launching_at_finish(mut self) -> Self {
+        self.overlap = false;
+        self
     }
 
     /// Backward's report that the gradient of the tensor `id` is final. Leaves that are not
@@ -145,7 +158,10 @@ impl OverlappedMean {
         self.grads[i] = Some(grad.clone());
         self.report.ready_order.push(i);
         self.unready[self.bucket_of[i]] -= 1;
-        self.launch_ready()
+        match self.overlap {
+            true => self.launch_ready(),
+            false => Ok(()),
+        }
     }
 
     /// Launches, in bucket order, every bucket whose gradients are all ready.
@@ -289,6 +305,34 @@ mod tests {
             .map(|m| m.to_vec::<f32>().unwrap()[0])
             .collect();
         assert_eq!(values, [10.0, 20.0, 30.0]);
+    }
+
+    /// Launched at finish: nothing goes while backward reports gradients, every bucket goes at
+    /// the end in order, and the means are the same.
+    #[test]
+    fn launching_at_finish_launches_nothing_before_the_end() {
+        let world = super::super::world();
+        if world.is_distributed() {
+            return;
+        }
+        let params = [tensor(&[1.0]), tensor(&[2.0])];
+        let refs: Vec<&Tensor> = params.iter().collect();
+        let mut mean = OverlappedMean::new(world, &refs, 4)
+            .unwrap()
+            .launching_at_finish();
+        mean.ready(params[1].id(), &tensor(&[20.0])).unwrap();
+        mean.ready(params[0].id(), &tensor(&[10.0])).unwrap();
+        assert!(mean.launched.is_empty());
+        let (means, report) = mean.finish().unwrap();
+        assert_eq!(
+            (report.buckets, report.launched_before_last_gradient),
+            (2, 0)
+        );
+        let values: Vec<f32> = means
+            .iter()
+            .map(|m| m.to_vec::<f32>().unwrap()[0])
+            .collect();
+        assert_eq!(values, [10.0, 20.0]);
     }
 
     /// A parameter without a gradient gets zeros at the end, and the buckets behind it launch.

@@ -31,13 +31,25 @@ impl RankSum {
         Arc::new(RankSum { world })
     }
 
-    fn summed<T>(&self, local: &RawTensor) -> Result<RawTensor>
+    /// `locals`, all of element type `T`, summed in one all-reduce of their values end to end.
+    fn summed<T>(&self, locals: &[&RawTensor]) -> Result<Vec<RawTensor>>
     where
         T: super::collectives::Wire + crate::core::dtype::Element + Send + 'static,
     {
-        let mine = local.to_device(Device::Cpu)?.to_vec::<T>()?;
+        let mut mine = Vec::new();
+        for local in locals {
+            mine.extend(local.to_device(Device::Cpu)?.to_vec::<T>()?);
+        }
         let all = submit_all_reduce(self.world, mine, ReduceOp::Sum)?.wait()?;
-        RawTensor::from_vec(all, local.shape(), Device::Cpu)?.to_device(local.device())
+        let mut rest = &all[..];
+        let mut sums = Vec::with_capacity(locals.len());
+        for local in locals {
+            let (values, tail) = rest.split_at(local.numel());
+            rest = tail;
+            let host = RawTensor::from_vec(values.to_vec(), local.shape(), Device::Cpu)?;
+            sums.push(host.to_device(local.device())?);
+        }
+        Ok(sums)
     }
 }
 
@@ -47,13 +59,20 @@ impl ReplicaSum for RankSum {
         Ok(all[0] as usize)
     }
 
-    fn values(&self, local: &RawTensor) -> Result<RawTensor> {
+    fn values(&self, locals: &[&RawTensor]) -> Result<Vec<RawTensor>> {
         if !self.world.is_distributed() {
-            return Ok(local.clone());
+            return Ok(locals.iter().map(|&t| t.clone()).collect());
         }
-        match local.dtype() {
-            DType::F32 => self.summed::<f32>(local),
-            DType::F64 => self.summed::<f64>(local),
+        let dtype = locals.first().map_or(DType::F32, |t| t.dtype());
+        if let Some(other) = locals.iter().find(|t| t.dtype() != dtype) {
+            return Err(invalid(
+                "synchronized batch norm",
+                format!("one sum of {dtype:?} and {:?} tensors", other.dtype()),
+            ));
+        }
+        match dtype {
+            DType::F32 => self.summed::<f32>(locals),
+            DType::F64 => self.summed::<f64>(locals),
             other => Err(invalid(
                 "synchronized batch norm",
                 format!("{other:?} statistics are not summed over the ranks (f32 and f64 are)"),

@@ -71,8 +71,14 @@ pub trait Module: Send {
         }
     }
 
-    /// Every batch norm in the module, in `state_dict` order: how they normalize in training is
-    /// set over all of them (frozen statistics, synchronization across ranks).
+    /// Every batch norm in the module, in `state_dict` order.
+    fn batch_norms(&self) -> Vec<&BatchNorm2d> {
+        let children = self.children().into_iter();
+        children.flat_map(|(_, c)| c.batch_norms()).collect()
+    }
+
+    /// [`Module::batch_norms`], mutable: how they normalize in training is set over all of them
+    /// (frozen statistics, synchronization across ranks).
     fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm2d> {
         let children = self.children_mut().into_iter();
         children.flat_map(|(_, c)| c.batch_norms_mut()).collect()

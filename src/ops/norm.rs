@@ -30,9 +30,18 @@ use crate::tensor::Tensor;
 pub trait ReplicaSum: Send + Sync + Debug {
     /// Σ over the replicas of each one's `local` count.
     fn count(&self, local: usize) -> Result<usize>;
-    /// The element-wise Σ over the replicas of each one's `local` tensor (the same shape and
-    /// dtype on every replica), on `local`'s device and of its dtype.
-    fn values(&self, local: &RawTensor) -> Result<RawTensor>;
+    /// For each of `locals`, the element-wise Σ over the replicas of each one's tensor (the same
+    /// shapes and dtypes on every replica), on its device and of its dtype: one exchange for all.
+    fn values(&self, locals: &[&RawTensor]) -> Result<Vec<RawTensor>>;
+}
+
+/// The Σ over the replicas of each of `locals`, in one exchange.
+fn summed<const N: usize>(sum: &dyn ReplicaSum, locals: [&RawTensor; N]) -> Result<[RawTensor; N]> {
+    <[RawTensor; N]>::try_from(sum.values(&locals)?).map_err(|_| {
+        crate::core::error::Error::Internal(
+            "a replica sum returned another number of tensors than it was given".into(),
+        )
+    })
 }
 
 /// y = γ·(x − mean)/√(var + eps) + β per channel, with learnable γ (`gamma`) and β (`beta`).
@@ -172,18 +181,26 @@ impl BatchNorm2d {
                 ),
             )
         };
-        if local == 0 || (local == 1 && self.sync.is_none()) {
-            return Err(too_few(local, ""));
-        }
-        let (mean, var) = backend::batch_norm_stats(x)?;
         let (mean, var, from) = match &self.sync {
-            None => (mean, var, Statistics::Batch),
+            None if local <= 1 => return Err(too_few(local, "")),
+            None => {
+                let (mean, var) = backend::batch_norm_stats(x)?;
+                (mean, var, Statistics::Batch)
+            }
             Some(sum) => {
+                // Every replica takes part in the sums, an empty shard too (it adds nothing).
                 let count = sum.count(local)?;
                 if count <= 1 {
                     return Err(too_few(count, " across the replicas"));
                 }
-                let (mean, var) = whole_batch_statistics(sum.as_ref(), (mean, var), local, count)?;
+                let shard = match local {
+                    0 => {
+                        let zeros = || RawTensor::zeros(&[c], self.gamma.dtype(), x.device());
+                        (zeros()?, zeros()?)
+                    }
+                    _ => backend::batch_norm_stats(x)?,
+                };
+                let (mean, var) = whole_batch_statistics(sum.as_ref(), shard, local, count)?;
                 let synced = Synced {
                     sum: Arc::clone(sum),
                     count,
@@ -233,10 +250,10 @@ fn whole_batch_statistics(
     total: usize,
 ) -> Result<(RawTensor, RawTensor)> {
     let weight = local as f64 / total as f64;
-    let whole_mean = sum.values(&backend::affine(&mean, weight, 0.0)?)?;
+    let [whole_mean] = summed(sum, [&backend::affine(&mean, weight, 0.0)?])?;
     let deviation = backend::axpby(1.0, &mean, -1.0, &whole_mean)?;
     let spread = backend::mul(&deviation, &deviation)?;
-    let whole_var = sum.values(&backend::axpby(weight, &var, weight, &spread)?)?;
+    let [whole_var] = summed(sum, [&backend::axpby(weight, &var, weight, &spread)?])?;
     Ok((whole_mean, whole_var))
 }
 
@@ -309,9 +326,10 @@ fn synced_bwd(
     let (dbeta, dgamma) = backend::batch_norm_bwd_sums(dy, x, stats)?;
     let dx = match want_dx {
         true => {
+            let [sum_dy, sum_dy_xhat] = summed(synced.sum.as_ref(), [&dbeta, &dgamma])?;
             let sums = BatchNormSums {
-                sum_dy: &synced.sum.values(&dbeta)?,
-                sum_dy_xhat: &synced.sum.values(&dgamma)?,
+                sum_dy: &sum_dy,
+                sum_dy_xhat: &sum_dy_xhat,
                 count: synced.count,
             };
             Some(backend::batch_norm_bwd_dx(dy, x, stats, &sums, true)?)

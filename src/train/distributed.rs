@@ -16,7 +16,8 @@
 //!   evaluation (DDP's `broadcast_buffers`). With `--sync-bn` ([`synchronize_batch_norms`]) it
 //!   normalizes by the statistics of the global batch, summed over the ranks in each forward
 //!   pass (and its gradient sums in backward), as `SyncBatchNorm`: the ranks' running statistics
-//!   are then identical, and N ranks of batch B train as one rank of batch N·B;
+//!   are then identical, and N ranks of batch B train as one rank of batch N·B (the gradient
+//!   buckets are then launched at the end of backward, after the batch norms' sums);
 //! - evaluation is sharded without padding and its sums reduced: every rank gets the loss,
 //!   accuracy and predictions of the whole split;
 //! - only rank 0 locks and writes the run directory (checkpoints, metrics.csv, plots); the
@@ -167,6 +168,15 @@ pub(crate) fn backward_and_average(
         .collect();
     let refs: Vec<&Tensor> = params.iter().map(|(_, p)| *p).collect();
     let mut mean = dist::OverlappedMean::new(world(), &refs, bucket_bytes()?)?;
+    // Synchronized batch norms sum over the ranks during backward on the buckets' queue: the
+    // buckets wait for the end, so both keep one order on every rank.
+    if model
+        .batch_norms()
+        .iter()
+        .any(|n| n.inner.is_synchronized())
+    {
+        mean = mean.launching_at_finish();
+    }
     loss.backward_with(|id, g| mean.ready(id, g))?;
     let (means, report) = mean.finish()?;
     note_unused(&params, &report);

@@ -45,6 +45,10 @@ impl Module for BatchNorm2d {
         self.inner.forward(x, batch_statistics)
     }
 
+    fn batch_norms(&self) -> Vec<&BatchNorm2d> {
+        vec![self]
+    }
+
     fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm2d> {
         vec![self]
     }
