@@ -54,7 +54,8 @@ const DATA_PARALLEL_HELP: &str =
     "Data parallel: mpirun -np N kiln train ... (--batch-size is per rank). \
 Gradients are averaged in buckets (KILN_DIST_BUCKET_MB, default 25), each all-reduced as soon as \
 backward has finished it, overlapping the rest of backward, in the same order on every rank \
-(KILN_DIST_LOG_OVERLAP=1 prints how many went early). Batch norm uses each rank's own batch.";
+(KILN_DIST_LOG_OVERLAP=1 prints how many went early). Batch norm uses each rank's own batch, or \
+with --sync-bn the global batch (the buckets then go at the end of backward).";
 
 #[derive(Subcommand)]
 enum Command {
