@@ -2,8 +2,9 @@
 //! `mpirun --allow-run-as-root --oversubscribe -np 2` on the CPU backend: the 2-rank run equals
 //! the 1-rank run of the same global batch, the ranks stay identical (a checksum all-reduce after
 //! every step, `KILN_DIST_CHECK_EVERY=1`), only rank 0 writes, `--resume` continues exactly on the
-//! same world size and refuses another, and a rank that fails or is killed ends the job with an
-//! error within a timeout. Without `mpirun`, or with a kiln built without the `mpi` feature, each
+//! same world size and refuses another, batch norm is per rank by default and with `--sync-bn`
+//! normalizes the global batch, and a rank that fails or is killed ends the job with an error
+//! within a timeout. Without `mpirun`, or with a kiln built without the `mpi` feature, each
 //! test prints `SKIPPED: <why>` and passes (`make test` installs OpenMPI and turns the feature on).
 
 use std::io::Read;
@@ -517,6 +518,40 @@ fn batch_norm_normalizes_by_each_ranks_own_batch_or_with_sync_bn_by_the_global_b
     println!("gradients: per-rank {per_rank} of their norm, synchronized {same}");
     assert!(per_rank > 0.1, "per-rank gradients: {per_rank}");
     assert!(same <= SYNC_BN_GRADIENTS, "synchronized gradients: {same}");
+}
+
+/// With one rank the global batch is the rank's batch: `--sync-bn` says so and trains ResNet-20
+/// exactly as without it (no process started by mpirun, no MPI call), bit for bit.
+#[test]
+fn sync_bn_on_one_rank_is_plain_batch_norm() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    write_data(&data, 32, 20);
+    let args = [
+        "--model",
+        "resnet20",
+        "--epochs",
+        "1",
+        "--val-fraction",
+        "0",
+    ];
+    let (plain, synced) = (dir.path("plain"), dir.path("synced"));
+    succeed(kiln_train(1, &data, &plain, &args));
+    let text = succeed(kiln_train(
+        1,
+        &data,
+        &synced,
+        &[&args[..], &["--sync-bn"]].concat(),
+    ));
+    assert!(
+        text.contains("--sync-bn: 21 batch norms, one rank: plain batch norm"),
+        "{text}"
+    );
+    let same = worst_ratio(
+        &synced.join("last.safetensors"),
+        &plain.join("last.safetensors"),
+    );
+    assert_eq!(same, 0.0, "one rank with --sync-bn is not plain batch norm");
 }
 
 /// Rank 1 is given data that does not exist (mpirun's `:` gives each rank its own command line):

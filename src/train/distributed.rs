@@ -104,9 +104,10 @@ pub(crate) fn broadcast_model(model: &mut dyn Module) -> Result<(), TrainError> 
 }
 
 /// With `sync`, every batch norm of `model` normalizes over the global batch across the ranks
-/// (`--sync-bn`), else over each rank's own batch. Rank 0 says how many were synchronized.
+/// (`--sync-bn`), else over each rank's own batch; with one rank they are the same, and the
+/// batch norms stay plain. Rank 0 says how many were synchronized.
 pub(crate) fn synchronize_batch_norms(model: &mut dyn Module, sync: bool) {
-    let sum = sync.then(|| dist::RankSum::over(world()));
+    let sum = (sync && world().is_distributed()).then(|| dist::RankSum::over(world()));
     let norms = model.batch_norms_mut();
     let count = norms.len();
     for norm in norms {
