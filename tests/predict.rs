@@ -406,26 +406,7 @@ fn a_plain_state_dict_predicts_as_the_checkpoint_of_the_same_weights() {
 
     // `kiln eval` of the plain file (the folder read at its 16x16, 3 channels) reports what the
     // checkpoint's evaluation does, and so does the library.
-    let eval = |model: &Path, flags: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("eval")
-            .arg(model)
-            .args(["--device", "cpu", "--data"])
-            .arg(&folder)
-            .args(flags)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text.lines()
-            .find(|l| l.starts_with("test accuracy"))
-            .unwrap()
-            .to_string()
-    };
+    let eval = |model: &Path, flags: &[&str]| kiln_eval_accuracy_line(model, &folder, flags);
     let plain_eval = eval(&plain, &[&plain_flags[..], &names_flag].concat());
     assert_eq!(plain_eval, eval(&checkpoint, &[]));
     assert!(plain_eval.contains("(30 images)"), "{plain_eval}");
@@ -538,16 +519,15 @@ fn a_torchvision_saved_file_predicts_and_evaluates_as_torchvision() {
     assert_evaluates_as_torchvision(&weights, &dir.path().join("folder"), eval_line);
 }
 
-/// `kiln eval FILE --model resnet18` on `folder` against the script's `eval LOSS CORRECT` line.
-fn assert_evaluates_as_torchvision(weights: &Path, folder: &Path, expected: &str) {
-    let mut fields = expected.split(' ').skip(1);
-    let loss: f64 = fields.next().unwrap().parse().unwrap();
-    let correct: usize = fields.next().unwrap().parse().unwrap();
+/// The "test accuracy ..." line of `kiln eval MODEL --device cpu --data FOLDER FLAGS`, which
+/// must succeed.
+fn kiln_eval_accuracy_line(model: &Path, folder: &Path, flags: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("eval")
-        .arg(weights)
-        .args(["--model", "resnet18", "--device", "cpu", "--data"])
+        .arg(model)
+        .args(["--device", "cpu", "--data"])
         .arg(folder)
+        .args(flags)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -556,10 +536,18 @@ fn assert_evaluates_as_torchvision(weights: &Path, folder: &Path, expected: &str
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = text
-        .lines()
+    text.lines()
         .find(|l| l.starts_with("test accuracy"))
-        .unwrap_or_else(|| panic!("no test accuracy line in:\n{text}"));
+        .unwrap_or_else(|| panic!("no test accuracy line in:\n{text}"))
+        .to_string()
+}
+
+/// `kiln eval FILE --model resnet18` on `folder` against the script's `eval LOSS CORRECT` line.
+fn assert_evaluates_as_torchvision(weights: &Path, folder: &Path, expected: &str) {
+    let mut fields = expected.split(' ').skip(1);
+    let loss: f64 = fields.next().unwrap().parse().unwrap();
+    let correct: usize = fields.next().unwrap().parse().unwrap();
+    let line = kiln_eval_accuracy_line(weights, folder, &["--model", "resnet18"]);
     println!("kiln: {line}; torchvision: loss {loss}, {correct} of 10 correct");
     // "test accuracy A%, loss L (N images)", L printed to 4 decimals.
     let kiln_loss: f64 = line

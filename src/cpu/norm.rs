@@ -310,6 +310,14 @@ mod tests {
         }
     }
 
+    /// The statistics of the hand-worked batch x = [1, 3, 5, 7]: mean 4, var 5, eps 0, γ = 2.
+    const HAND_NORM: ChannelNorm<'static, f64> = ChannelNorm {
+        mean: &[4.0],
+        var: &[5.0],
+        gamma: &[2.0],
+        eps: 0.0,
+    };
+
     /// x = [1, 3, 5, 7] (one channel), mean 4, var 5, eps 0, γ = 2, β = 1:
     /// x̂ = [−3, −1, 1, 3]/√5 and y = 2x̂ + 1.
     #[test]
@@ -319,12 +327,7 @@ mod tests {
             channels: 1,
             plane: 2,
         };
-        let norm = ChannelNorm {
-            mean: &[4.0],
-            var: &[5.0],
-            gamma: &[2.0],
-            eps: 0.0,
-        };
+        let norm = HAND_NORM;
         let mut y = [0.0_f64; 4];
         batch_norm_fwd(&[1.0, 3.0, 5.0, 7.0], layout, norm, &[1.0], &mut y);
         let s = 5.0_f64.sqrt();
@@ -347,12 +350,7 @@ mod tests {
             channels: 1,
             plane: 2,
         };
-        let norm = ChannelNorm {
-            mean: &[4.0],
-            var: &[5.0],
-            gamma: &[2.0],
-            eps: 0.0,
-        };
+        let norm = HAND_NORM;
         let (x, dy) = ([1.0, 3.0, 5.0, 7.0], [1.0, 0.0, 0.0, 0.0]);
         let (mut s, mut sx) = ([0.0_f64], [0.0_f64]);
         batch_norm_bwd_reduce(&dy, &x, layout, norm, &mut s, &mut sx);
@@ -381,12 +379,7 @@ mod tests {
             channels: 1,
             plane: 2,
         };
-        let norm = ChannelNorm {
-            mean: &[4.0],
-            var: &[5.0],
-            gamma: &[2.0],
-            eps: 0.0,
-        };
+        let norm = HAND_NORM;
         let r5 = 5.0_f64.sqrt();
         let sums = ChannelSums {
             sum_dy: &[1.0],

@@ -2,10 +2,11 @@
 //! the [`ReplicaSum`] that `ops::BatchNorm2d` sums its counts, statistics and gradient sums with.
 //!
 //! Each sum is an MPI all-reduce through the host, submitted to the communication thread's queue
-//! (comm.rs) and waited for at once. The queue also carries the gradient buckets that backward
-//! launches while it runs, so a batch norm's sums in backward take their place among the buckets
-//! in the same order on every rank. A [C] tensor on a GPU is staged through the host: a few
-//! hundred bytes per layer, and the simplest path that is right until NCCL has run on a GPU.
+//! (comm.rs) and waited for at once. The queue also carries the gradient buckets, which wait for
+//! the end of backward while batch norms are synchronized (`OverlappedMean::launching_at_finish`),
+//! so the sums and the buckets keep one order on every rank. A [C] tensor on a GPU is staged
+//! through the host: a few hundred bytes per layer, and the simplest path that is right until
+//! NCCL has run on a GPU.
 
 use std::sync::Arc;
 
